@@ -1,0 +1,20 @@
+/** What the HTTP API needs from the hub; routes get this and nothing else. */
+import type { HubConfig } from '../config.js'
+import type { HubMetrics } from '../observability/metrics.js'
+import type { DeviceDirectory } from '../registry/device-directory.js'
+import type { SessionRegistry } from '../registry/registry.js'
+
+export interface Readiness {
+  ready: boolean
+  checks: Record<string, { ok: boolean; detail?: string }>
+}
+
+export interface ApiContext {
+  config: HubConfig
+  registry: SessionRegistry
+  devices: DeviceDirectory
+  metrics: HubMetrics
+  /** Disconnects a connected client; false when no such client is connected. */
+  kick(clientId: string): boolean
+  readiness(): Readiness
+}

@@ -1,0 +1,51 @@
+/** Device registration: `POST /v1/devices` (one or many), `GET /v1/devices/{id}`. */
+import type { FastifyPluginAsync } from 'fastify'
+import type { NewDevice } from '../../domain/device.js'
+import { DuplicateDeviceError } from '../../registry/device-directory.js'
+import type { ApiContext } from '../context.js'
+import { renderDevice } from '../render.js'
+import { DEVICE_ID_PATTERN, deviceSchema, errorSchema, newDeviceSchema } from '../schemas.js'
+
+/** Most devices one request may create; larger fleets are created in several requests. */
+export const MAX_DEVICES_PER_REQUEST = 10_000
+
+export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
+  app.post<{ Body: NewDevice | NewDevice[] }>(
+    '/v1/devices',
+    {
+      schema: {
+        body: { oneOf: [newDeviceSchema, { type: 'array', minItems: 1, maxItems: MAX_DEVICES_PER_REQUEST, items: newDeviceSchema }] },
+        response: { 201: { oneOf: [deviceSchema, { type: 'array', items: deviceSchema }] }, 409: errorSchema }
+      }
+    },
+    async (request, reply) => {
+      const many = Array.isArray(request.body)
+      const inputs = many ? (request.body as NewDevice[]) : [request.body as NewDevice]
+      try {
+        const created = await ctx.devices.create(inputs)
+        const rendered = created.map(renderDevice)
+        return reply.code(201).send(many ? rendered : rendered[0])
+      } catch (error) {
+        if (error instanceof DuplicateDeviceError) {
+          return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: error.message })
+        }
+        throw error
+      }
+    }
+  )
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/devices/:id',
+    {
+      schema: {
+        params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: DEVICE_ID_PATTERN } } },
+        response: { 200: deviceSchema, 404: errorSchema }
+      }
+    },
+    async (request, reply) => {
+      const device = ctx.devices.get(request.params.id)
+      if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${request.params.id}` })
+      return renderDevice(device)
+    }
+  )
+}

@@ -1,0 +1,70 @@
+/** Session entities: `GET /v1/sessions` (filtered, paged by an opaque cursor), `GET /v1/sessions/{id}`. */
+import type { FastifyPluginAsync } from 'fastify'
+import { PROTOCOLS, type Protocol } from '../../domain/session.js'
+import type { ApiContext } from '../context.js'
+import { renderSession } from '../render.js'
+import { errorSchema, sessionSchema } from '../schemas.js'
+
+interface ListQuery {
+  deviceId?: string
+  clientId?: string
+  protocol?: Protocol
+  connected?: boolean
+  limit: number
+  cursor?: string
+}
+
+/** The cursor is the last id of the previous page, encoded so clients do not build their own. */
+const encodeCursor = (id: string): string => Buffer.from(id, 'utf8').toString('base64url')
+const decodeCursor = (cursor: string): string | null => {
+  const id = Buffer.from(cursor, 'base64url').toString('utf8')
+  return id.length > 0 && encodeCursor(id) === cursor ? id : null
+}
+
+export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
+  app.get<{ Querystring: ListQuery }>(
+    '/v1/sessions',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            deviceId: { type: 'string', minLength: 1 },
+            clientId: { type: 'string', minLength: 1 },
+            protocol: { type: 'string', enum: [...PROTOCOLS] },
+            connected: { type: 'boolean' },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+            cursor: { type: 'string', minLength: 1, maxLength: 4096 }
+          }
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['data', 'next'],
+            properties: { data: { type: 'array', items: sessionSchema }, next: { type: ['string', 'null'] } }
+          },
+          400: errorSchema
+        }
+      }
+    },
+    async (request, reply) => {
+      const { cursor, limit, ...filters } = request.query
+      const after = cursor === undefined ? undefined : decodeCursor(cursor)
+      if (after === null) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'cursor is not one this API gave out' })
+      const page = ctx.registry.list({ ...filters, after, limit })
+      const last = page.sessions.at(-1)
+      return { data: page.sessions.map(renderSession), next: page.more && last ? encodeCursor(last.id) : null }
+    }
+  )
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/sessions/:id',
+    { schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1 } } }, response: { 200: sessionSchema, 404: errorSchema } } },
+    async (request, reply) => {
+      const session = ctx.registry.get(request.params.id)
+      if (!session) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no session ${request.params.id}` })
+      return renderSession(session)
+    }
+  )
+}

@@ -1,0 +1,72 @@
+/** JSON schemas shared by routes: one source for validation, response shape and documentation. */
+
+export const errorSchema = {
+  type: 'object',
+  properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' } }
+} as const
+
+export const topicSchema = {
+  type: 'object',
+  required: ['topic', 'qos'],
+  properties: { topic: { type: 'string' }, qos: { type: 'integer' } }
+} as const
+
+export const sessionSchema = {
+  type: 'object',
+  required: ['id', 'protocol', 'clientId', 'deviceId', 'connected', 'topics', 'incarnation', 'version'],
+  properties: {
+    id: { type: 'string' },
+    protocol: { type: 'string' },
+    clientId: { type: 'string' },
+    deviceId: { type: 'string' },
+    username: { type: ['string', 'null'] },
+    node: { type: 'string' },
+    peerHost: { type: ['string', 'null'] },
+    peerPort: { type: ['integer', 'null'] },
+    sockPort: { type: ['integer', 'null'] },
+    keepalive: { type: 'integer' },
+    protoVer: { type: 'integer' },
+    cleanStart: { type: 'boolean' },
+    expiryInterval: { type: 'integer' },
+    connected: { type: 'boolean' },
+    createdAt: { type: 'string', format: 'date-time' },
+    connectedAt: { type: 'string', format: 'date-time' },
+    disconnectedAt: { type: ['string', 'null'], format: 'date-time' },
+    disconnectReason: { type: ['string', 'null'] },
+    topics: { type: 'array', items: topicSchema },
+    incarnation: { type: 'string' },
+    version: { type: 'integer' }
+  }
+} as const
+
+/** A device id becomes the MQTT username and the device's topic namespace, so no `/ + #`. */
+export const DEVICE_ID_PATTERN = '^[A-Za-z0-9._:@-]{1,128}$'
+
+export const newDeviceSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', pattern: DEVICE_ID_PATTERN },
+    name: { type: 'string', maxLength: 256 },
+    owner: { type: 'string', maxLength: 256 },
+    group: { type: 'string', maxLength: 256 },
+    desc: { type: 'string', maxLength: 4096 },
+    ext: { type: 'object' }
+  }
+} as const
+
+export const deviceSchema = {
+  type: 'object',
+  required: ['id', 'name', 'owner', 'group', 'desc', 'ext', 'token', 'createdAt', 'updatedAt'],
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    owner: { type: 'string' },
+    group: { type: 'string' },
+    desc: { type: 'string' },
+    ext: { type: 'object', additionalProperties: true },
+    token: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' }
+  }
+} as const

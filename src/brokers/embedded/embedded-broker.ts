@@ -1,0 +1,88 @@
+/**
+ * The embedded MQTT broker: Aedes on a TCP listener, its persistence on our store, its
+ * lifecycle reported by the AedesSource. This is what `npm start` runs.
+ */
+import type { EventEmitter } from 'node:events'
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { Aedes, type Client } from 'aedes'
+import type { Logger } from 'pino'
+import type { HubConfig } from '../../config.js'
+import type { HubMetrics } from '../../observability/metrics.js'
+import type { AedesSource } from '../../sources/aedes-source.js'
+import type { StoreAedesPersistence } from './aedes-persistence.js'
+import { guardPacketSize } from './packet-size-guard.js'
+
+export class EmbeddedBroker {
+  readonly aedes: Aedes
+  private readonly server: Server
+  private readonly sockets = new Set<Socket>()
+
+  constructor(
+    private readonly config: HubConfig,
+    persistence: StoreAedesPersistence,
+    private readonly source: AedesSource,
+    private readonly metrics: HubMetrics,
+    private readonly log: Logger
+  ) {
+    this.aedes = new Aedes({
+      id: `${config.node}#${Date.now().toString(36)}`,
+      persistence,
+      // our own, smaller limits are checked in the hooks and answer with SUBACK 0x80;
+      // Aedes' hard ceiling only guards its matcher
+      maxTopicLevels: 100,
+      maxClientsIdLength: config.maxClientIdLength,
+      ...source.hooks()
+    })
+    source.attach(this.aedes)
+    ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
+    this.server = createServer((socket) => this.accept(socket))
+  }
+
+  private accept(socket: Socket): void {
+    this.sockets.add(socket)
+    socket.once('close', () => this.sockets.delete(socket))
+    guardPacketSize(socket, this.config.maxPacketSize, (error) => {
+      this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
+      this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
+    })
+    this.aedes.handle(socket)
+  }
+
+  async start(): Promise<AddressInfo> {
+    await this.aedes.listen()
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(this.config.mqttPort, this.config.mqttHost, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    })
+    return this.address()!
+  }
+
+  address(): AddressInfo | null {
+    return this.server.address() as AddressInfo | null
+  }
+
+  get listening(): boolean {
+    return this.server.listening
+  }
+
+  /** Disconnects a connected client; false when it is not connected here. */
+  kick(clientId: string): boolean {
+    const client = (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId]
+    if (!client) return false
+    this.source.endsBecause(client, 'kicked')
+    client.close()
+    return true
+  }
+
+  /** Stops accepting, closes every client (their sessions end with `server_shutdown`). */
+  async stop(): Promise<void> {
+    this.source.stop()
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
+    for (const socket of this.sockets) socket.destroy()
+    await closed
+  }
+}

@@ -1,0 +1,29 @@
+/** `iothub` / `iothub start`: runs the hub until SIGINT or SIGTERM, then stops it gracefully. */
+import { loadConfig } from '../config.js'
+import { Hub } from '../hub.js'
+
+export async function startCommand(argv: readonly string[]): Promise<void> {
+  const hub = new Hub(loadConfig(process.env, argv))
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    hub.log.info({ signal }, 'stopping')
+    hub.stop().then(
+      () => process.exit(0),
+      (error: Error) => {
+        hub.log.error({ err: error.message }, 'stop failed')
+        process.exit(1)
+      }
+    )
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  try {
+    await hub.start()
+  } catch (error) {
+    hub.log.fatal({ err: (error as Error).message }, 'iothub could not start')
+    await hub.stop().catch(() => undefined)
+    process.exit(1)
+  }
+}

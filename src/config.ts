@@ -1,0 +1,139 @@
+/**
+ * One typed, validated configuration object, from `IOTHUB_*` environment variables and the
+ * matching CLI flags (`--mqtt-port` for `IOTHUB_MQTT_PORT`); a flag wins over the environment.
+ * A bad value stops the hub at start with a message naming the variable — never a silent default.
+ */
+import { hostname } from 'node:os'
+import { resolve } from 'node:path'
+
+export interface HubConfig {
+  mqttHost: string
+  /** 0 picks a free port; the chosen one is logged and reported by the API. */
+  mqttPort: number
+  httpHost: string
+  httpPort: number
+  dataDir: string
+  /** `token`: username = device id, password = its token. `none`: anyone may connect. */
+  auth: 'token' | 'none'
+  /** Seconds a disconnected persistent session is kept (EMQX's default is 7200). */
+  sessionExpiry: number
+  apiUser: string
+  apiPassword: string
+  /** This hub's name in session entities (`node`), as EMQX names its nodes. */
+  node: string
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** `full` fsyncs every batch (survives power loss); `normal` survives a process crash only. */
+  storeSync: 'full' | 'normal'
+  /** Largest MQTT packet accepted, in bytes (EMQX's default max_packet_size is 1 MB). */
+  maxPacketSize: number
+  /** Longest topic accepted in SUBSCRIBE or PUBLISH, in characters. */
+  maxTopicLength: number
+  /** Most levels a topic may have. */
+  maxTopicLevels: number
+  /** Longest client id accepted, in characters. */
+  maxClientIdLength: number
+  /** Seconds between sweeps that end expired persistent sessions. */
+  expirySweepInterval: number
+}
+
+export const DEFAULT_API_USER = 'admin'
+export const DEFAULT_API_PASSWORD = 'public'
+
+interface Option<K extends keyof HubConfig> {
+  key: K
+  env: string
+  flag: string
+  parse: (raw: string, name: string) => HubConfig[K]
+  fallback: () => HubConfig[K]
+  help: string
+}
+
+const port = (raw: string, name: string): number => integer(raw, name, 0, 65535)
+
+function integer(raw: string, name: string, min: number, max: number): number {
+  const n = Number(raw)
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`)
+  }
+  return n
+}
+
+function oneOf<T extends string>(values: readonly T[]) {
+  return (raw: string, name: string): T => {
+    if (!(values as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${raw}"`)
+    return raw as T
+  }
+}
+
+function text(raw: string, name: string): string {
+  if (raw.length === 0) throw new ConfigError(`${name} must not be empty`)
+  return raw
+}
+
+const OPTIONS = [
+  { key: 'mqttHost', env: 'IOTHUB_MQTT_HOST', flag: 'mqtt-host', parse: text, fallback: () => '0.0.0.0', help: 'MQTT listen address' },
+  { key: 'mqttPort', env: 'IOTHUB_MQTT_PORT', flag: 'mqtt-port', parse: port, fallback: () => 1883, help: 'MQTT TCP port (0 = any free)' },
+  { key: 'httpHost', env: 'IOTHUB_HTTP_HOST', flag: 'http-host', parse: text, fallback: () => '0.0.0.0', help: 'HTTP API listen address (loopback while the default API credentials are in use)' },
+  { key: 'httpPort', env: 'IOTHUB_HTTP_PORT', flag: 'http-port', parse: port, fallback: () => 8081, help: 'HTTP API port (0 = any free)' },
+  { key: 'dataDir', env: 'IOTHUB_DATA_DIR', flag: 'data-dir', parse: (raw: string, name: string) => resolve(text(raw, name)), fallback: () => resolve('data'), help: 'folder of the SQLite store' },
+  { key: 'auth', env: 'IOTHUB_AUTH', flag: 'auth', parse: oneOf(['token', 'none'] as const), fallback: () => 'token' as const, help: 'token: username = device id, password = token; none: accept anyone' },
+  { key: 'sessionExpiry', env: 'IOTHUB_SESSION_EXPIRY', flag: 'session-expiry', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 7200, help: 'seconds a disconnected persistent session is kept' },
+  { key: 'apiUser', env: 'IOTHUB_API_USER', flag: 'api-user', parse: text, fallback: () => DEFAULT_API_USER, help: 'HTTP API Basic auth user' },
+  { key: 'apiPassword', env: 'IOTHUB_API_PASSWORD', flag: 'api-password', parse: text, fallback: () => DEFAULT_API_PASSWORD, help: 'HTTP API Basic auth password' },
+  { key: 'node', env: 'IOTHUB_NODE', flag: 'node', parse: text, fallback: () => `iothub@${hostname()}`, help: "this hub's node name" },
+  { key: 'logLevel', env: 'IOTHUB_LOG_LEVEL', flag: 'log-level', parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), fallback: () => 'info' as const, help: 'log level' },
+  { key: 'storeSync', env: 'IOTHUB_STORE_SYNC', flag: 'store-sync', parse: oneOf(['full', 'normal'] as const), fallback: () => 'full' as const, help: 'full: fsync every batch; normal: survive process crashes only' },
+  { key: 'maxPacketSize', env: 'IOTHUB_MAX_PACKET_SIZE', flag: 'max-packet-size', parse: (raw: string, name: string) => integer(raw, name, 64, 268_435_455), fallback: () => 1_048_576, help: 'largest MQTT packet in bytes' },
+  { key: 'maxTopicLength', env: 'IOTHUB_MAX_TOPIC_LENGTH', flag: 'max-topic-length', parse: (raw: string, name: string) => integer(raw, name, 1, 65535), fallback: () => 1024, help: 'longest topic in characters' },
+  { key: 'maxTopicLevels', env: 'IOTHUB_MAX_TOPIC_LEVELS', flag: 'max-topic-levels', parse: (raw: string, name: string) => integer(raw, name, 1, 100), fallback: () => 32, help: 'most levels in a topic (at most 100)' },
+  { key: 'maxClientIdLength', env: 'IOTHUB_MAX_CLIENTID_LENGTH', flag: 'max-clientid-length', parse: (raw: string, name: string) => integer(raw, name, 1, 65535), fallback: () => 256, help: 'longest client id in characters' },
+  { key: 'expirySweepInterval', env: 'IOTHUB_EXPIRY_SWEEP_INTERVAL', flag: 'expiry-sweep-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between expired-session sweeps' }
+] satisfies Option<keyof HubConfig>[]
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/**
+ * Builds the config from the environment, then CLI flags (`--name value` or `--name=value`),
+ * then `overrides` (what tests pass). Unknown flags are errors.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = [], overrides: Partial<HubConfig> = {}): HubConfig {
+  const flags = parseFlags(argv)
+  const config: Record<string, unknown> = {}
+  for (const option of OPTIONS) {
+    const fromFlag = flags.get(option.flag)
+    flags.delete(option.flag)
+    const fromEnv = env[option.env]
+    if (fromFlag !== undefined) config[option.key] = option.parse(fromFlag, `--${option.flag}`)
+    else if (fromEnv !== undefined && fromEnv !== '') config[option.key] = option.parse(fromEnv, option.env)
+    else config[option.key] = option.fallback()
+  }
+  if (flags.size > 0) throw new ConfigError(`unknown option ${[...flags.keys()].map((f) => `--${f}`).join(', ')} (see iothub --help)`)
+  return { ...(config as unknown as HubConfig), ...overrides }
+}
+
+function parseFlags(argv: readonly string[]): Map<string, string> {
+  const flags = new Map<string, string>()
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}" (see iothub --help)`)
+    const eq = arg.indexOf('=')
+    if (eq > 0) flags.set(arg.slice(2, eq), arg.slice(eq + 1))
+    else {
+      const value = argv[i + 1]
+      if (value === undefined || value.startsWith('--')) throw new ConfigError(`${arg} needs a value`)
+      flags.set(arg.slice(2), value)
+      i++
+    }
+  }
+  return flags
+}
+
+export function usesDefaultApiCredentials(config: HubConfig): boolean {
+  return config.apiUser === DEFAULT_API_USER && config.apiPassword === DEFAULT_API_PASSWORD
+}
+
+export function configHelp(): string {
+  return OPTIONS.map((o) => `  --${o.flag.padEnd(24)} ${o.env.padEnd(30)} ${o.help}`).join('\n')
+}

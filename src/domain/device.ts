@@ -1,0 +1,48 @@
+/** The device entity: a registered device and its credentials (the MQTT password is its token). */
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
+
+export interface Device {
+  id: string
+  name: string
+  owner: string
+  group: string
+  desc: string
+  ext: Record<string, unknown>
+  token: string
+  /** Epoch milliseconds. */
+  createdAt: number
+  updatedAt: number
+}
+
+export interface NewDevice {
+  id?: string
+  name?: string
+  owner?: string
+  group?: string
+  desc?: string
+  ext?: Record<string, unknown>
+}
+
+export function createDevice(input: NewDevice, now: number = Date.now()): Device {
+  return {
+    id: input.id ?? randomUUID(),
+    name: input.name ?? '',
+    owner: input.owner ?? '',
+    group: input.group ?? 'default',
+    desc: input.desc ?? '',
+    ext: input.ext ?? {},
+    // 192 random bits, URL-safe so it can be pasted into a curl; its alphabet does not matter
+    // because the token is only ever compared, never parsed.
+    token: randomBytes(24).toString('base64url'),
+    createdAt: now,
+    updatedAt: now
+  }
+}
+
+/** Compares a presented password with a device token without leaking timing. */
+export function tokenMatches(device: Device, presented: Buffer | string | undefined): boolean {
+  if (presented === undefined) return false
+  const given = Buffer.isBuffer(presented) ? presented : Buffer.from(presented, 'utf8')
+  const expected = Buffer.from(device.token, 'utf8')
+  return given.length === expected.length && timingSafeEqual(given, expected)
+}

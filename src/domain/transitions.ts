@@ -1,0 +1,119 @@
+/**
+ * Pure state transitions of a session entity: given what the registry holds for a clientId and
+ * one lifecycle event, what the session becomes. No I/O, no clocks but the event's own — so
+ * every race the registry can meet is a plain unit test of this file.
+ */
+import { compareIncarnations } from './incarnation.js'
+import type { ConnectedEvent, LifecycleEvent } from './lifecycle-event.js'
+import type { DisconnectReason, SessionRecord, TopicSubscription } from './session.js'
+import { expiresAt, sessionIdOf } from './session.js'
+
+export type TopicChange =
+  | { kind: 'keep' }
+  | { kind: 'clear' }
+  | { kind: 'add'; subscriptions: TopicSubscription[] }
+  | { kind: 'remove'; topics: string[] }
+
+export interface Applied {
+  outcome: 'applied'
+  /** The session after the event; `null` when the session entity ends (is deleted). */
+  session: SessionRecord | null
+  topics: TopicChange
+  /** Set when a still-connected older incarnation was replaced by this connect. */
+  tookOver?: SessionRecord
+}
+
+/** `stale`: nothing changes, the event belongs to a connection that is no longer the session's. */
+export type Transition = Applied | { outcome: 'stale'; why: string }
+
+export interface TransitionContext {
+  /** The latest incarnation seen for this clientId, even if its session has since ended. */
+  lastIncarnation: string | undefined
+}
+
+export function transition(current: SessionRecord | undefined, event: LifecycleEvent, ctx: TransitionContext): Transition {
+  switch (event.kind) {
+    case 'connected':
+      return connect(current, event, ctx)
+    case 'subscribed':
+    case 'unsubscribed': {
+      const stale = notTheLiveConnection(current, event.incarnation)
+      if (stale !== null || current === undefined) return { outcome: 'stale', why: stale ?? 'no session' }
+      return {
+        outcome: 'applied',
+        session: { ...current, version: current.version + 1 },
+        topics:
+          event.kind === 'subscribed'
+            ? { kind: 'add', subscriptions: event.subscriptions }
+            : { kind: 'remove', topics: event.topics }
+      }
+    }
+    case 'disconnected': {
+      const stale = notTheLiveConnection(current, event.incarnation)
+      if (stale !== null || current === undefined) return { outcome: 'stale', why: stale ?? 'no session' }
+      return endConnection(current, event.at, event.reason)
+    }
+  }
+}
+
+function connect(current: SessionRecord | undefined, event: ConnectedEvent, ctx: TransitionContext): Transition {
+  const newest = current?.incarnation ?? ctx.lastIncarnation
+  if (newest !== undefined && compareIncarnations(event.incarnation, newest) < 0) {
+    return { outcome: 'stale', why: `connect of ${event.incarnation} arrived after newer ${newest}` }
+  }
+  // MQTT: a persistent session resumes only when both the old and the new connection asked
+  // for one; a clean start (or a clean predecessor) discards the old session state.
+  const resumes = current !== undefined && !current.cleanStart && !event.cleanStart
+  const session: SessionRecord = {
+    id: sessionIdOf(event.clientId),
+    protocol: event.protocol,
+    clientId: event.clientId,
+    deviceId: event.deviceId,
+    username: event.username,
+    node: event.node,
+    peerHost: event.peerHost,
+    peerPort: event.peerPort,
+    sockPort: event.sockPort,
+    keepalive: event.keepalive,
+    protoVer: event.protoVer,
+    cleanStart: event.cleanStart,
+    expiryInterval: event.cleanStart ? 0 : event.expiryInterval,
+    connected: true,
+    createdAt: resumes ? current.createdAt : event.at,
+    connectedAt: event.at,
+    disconnectedAt: null,
+    disconnectReason: null,
+    incarnation: event.incarnation,
+    version: (current?.version ?? 0) + 1
+  }
+  return {
+    outcome: 'applied',
+    session,
+    topics: resumes ? { kind: 'keep' } : { kind: 'clear' },
+    ...(current?.connected ? { tookOver: current } : {})
+  }
+}
+
+/** The seed's step 4: a clean session ends with its connection; a persistent one goes offline. */
+export function endConnection(current: SessionRecord, at: number, reason: DisconnectReason): Applied {
+  if (current.cleanStart) return { outcome: 'applied', session: null, topics: { kind: 'clear' } }
+  return {
+    outcome: 'applied',
+    session: { ...current, connected: false, disconnectedAt: at, disconnectReason: reason, version: current.version + 1 },
+    topics: { kind: 'keep' }
+  }
+}
+
+/** A persistent session offline past its expiry interval ends, with its topics. */
+export function expire(current: SessionRecord, now: number): Applied | null {
+  const deadline = expiresAt(current)
+  if (deadline === null || deadline > now) return null
+  return { outcome: 'applied', session: null, topics: { kind: 'clear' } }
+}
+
+function notTheLiveConnection(current: SessionRecord | undefined, incarnation: string): string | null {
+  if (current === undefined) return 'no session for this clientId'
+  if (current.incarnation !== incarnation) return `event of ${incarnation}, session is ${current.incarnation}`
+  if (!current.connected) return 'session is not connected'
+  return null
+}

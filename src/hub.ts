@@ -1,0 +1,138 @@
+/**
+ * The composition root: wires the store, registry, embedded broker, source and API, and
+ * owns start and stop. Start order matters — the store is loaded and the previous run's
+ * connections are ended *before* any listener accepts a client.
+ */
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import { buildApi } from './api/server.js'
+import type { ApiContext, Readiness } from './api/context.js'
+import { StoreAedesPersistence } from './brokers/embedded/aedes-persistence.js'
+import { EmbeddedBroker } from './brokers/embedded/embedded-broker.js'
+import { usesDefaultApiCredentials, type HubConfig } from './config.js'
+import { HubMetrics } from './observability/metrics.js'
+import { createLogger } from './observability/logger.js'
+import { DeviceDirectory } from './registry/device-directory.js'
+import { SessionRegistry } from './registry/registry.js'
+import { TopicBook } from './registry/topic-book.js'
+import { AedesSource } from './sources/aedes-source.js'
+import { SqliteStore } from './store/sqlite/sqlite-store.js'
+
+export interface HubAddresses {
+  mqtt: AddressInfo
+  http: AddressInfo
+}
+
+export class Hub {
+  readonly log: Logger
+  readonly metrics: HubMetrics
+  readonly store: SqliteStore
+  readonly registry: SessionRegistry
+  readonly devices: DeviceDirectory
+  readonly broker: EmbeddedBroker
+  private readonly persistence: StoreAedesPersistence
+  private api: Awaited<ReturnType<typeof buildApi>> | undefined
+  private expiryTimer: NodeJS.Timeout | undefined
+  private addresses: HubAddresses | undefined
+  private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
+
+  constructor(
+    readonly config: HubConfig,
+    options: { log?: Logger; metrics?: HubMetrics } = {}
+  ) {
+    this.log = options.log ?? createLogger(config.logLevel)
+    this.metrics = options.metrics ?? new HubMetrics()
+    this.store = new SqliteStore({
+      dataDir: config.dataDir,
+      synchronous: config.storeSync,
+      observer: this.metrics.commitObserver((error) => this.log.error({ err: error.message }, 'store commit failed'))
+    })
+    const topics = new TopicBook()
+    this.registry = new SessionRegistry(this.store, topics, this.metrics, this.log.child({ component: 'registry' }))
+    this.devices = new DeviceDirectory(this.store)
+    this.persistence = new StoreAedesPersistence(this.store, topics)
+    this.registry.addStateOwner(this.persistence)
+    const source = new AedesSource(this.registry, this.devices, config, this.metrics, this.log.child({ component: 'mqtt' }))
+    this.broker = new EmbeddedBroker(config, this.persistence, source, this.metrics, this.log.child({ component: 'broker' }))
+  }
+
+  async start(): Promise<HubAddresses> {
+    if (this.state !== 'new') throw new Error(`hub cannot start: it is ${this.state}`)
+    this.state = 'starting'
+    const snapshot = await this.store.load()
+    this.devices.load(snapshot.devices)
+    this.registry.topics.load(snapshot.topics)
+    this.registry.load(snapshot.sessions)
+    this.persistence.load(snapshot)
+    const previous = await this.registry.endPreviousRun(Date.now())
+    await this.registry.expireDue(Date.now())
+    this.log.info(
+      { devices: this.devices.size, sessions: this.registry.size, endedClean: previous.ended, offlinePersistent: previous.offline },
+      'store loaded'
+    )
+    if (this.config.auth === 'none') this.log.warn('IOTHUB_AUTH=none: any client may connect without a device token')
+
+    const mqtt = await this.broker.start()
+    const httpHost = this.apiHost()
+    this.api = await buildApi(this.apiContext(), this.log)
+    await this.api.listen({ port: this.config.httpPort, host: httpHost })
+    const http = this.api.server.address() as AddressInfo
+    this.addresses = { mqtt, http }
+    this.expiryTimer = setInterval(() => {
+      this.registry.expireDue(Date.now()).catch((error: Error) => this.log.error({ err: error.message }, 'expiry sweep failed'))
+    }, this.config.expirySweepInterval * 1000)
+    this.expiryTimer.unref()
+    this.state = 'running'
+    this.log.info({ mqtt: `${mqtt.address}:${mqtt.port}`, http: `${http.address}:${http.port}`, dataDir: this.config.dataDir }, 'iothub started')
+    return this.addresses
+  }
+
+  /** With the default (publicly known) API credentials, the API stays on loopback. */
+  private apiHost(): string {
+    if (!usesDefaultApiCredentials(this.config)) return this.config.httpHost
+    this.log.warn('the HTTP API uses the default credentials admin/public: it listens on 127.0.0.1 only; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
+    return '127.0.0.1'
+  }
+
+  private apiContext(): ApiContext {
+    return {
+      config: this.config,
+      registry: this.registry,
+      devices: this.devices,
+      metrics: this.metrics,
+      kick: (clientId) => this.broker.kick(clientId),
+      readiness: () => this.readiness()
+    }
+  }
+
+  readiness(): Readiness {
+    const store = this.store.health()
+    const checks: Readiness['checks'] = {
+      store: store.ok ? { ok: true } : { ok: false, detail: store.lastError ?? 'store is closed' },
+      mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' },
+      hub: this.state === 'running' ? { ok: true } : { ok: false, detail: `hub is ${this.state}` }
+    }
+    return { ready: Object.values(checks).every((c) => c.ok), checks }
+  }
+
+  get address(): HubAddresses {
+    if (!this.addresses) throw new Error('hub is not started')
+    return this.addresses
+  }
+
+  /**
+   * Graceful stop: refuse new work, disconnect every client (their sessions end with
+   * `server_shutdown`), wait until that is stored, then close the store.
+   */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return
+    this.state = 'stopping'
+    clearInterval(this.expiryTimer)
+    await this.broker.stop()
+    await this.registry.settled()
+    await this.api?.close()
+    await this.store.close()
+    this.state = 'stopped'
+    this.log.info('iothub stopped')
+  }
+}

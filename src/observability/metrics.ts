@@ -1,0 +1,107 @@
+/**
+ * The hub's Prometheus metrics. One prom-client Registry per hub (not the global one), so several
+ * hubs in one process — tests do this — keep separate counts. Labels never carry device ids:
+ * /metrics is unauthenticated.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { CommitObserver } from '../store/group-commit.js'
+
+export type RejectReason =
+  | 'not_authorized'
+  | 'bad_client_id'
+  | 'bad_username'
+  | 'bad_topic'
+  | 'topic_too_long'
+  | 'topic_too_deep'
+  | 'packet_too_large'
+  | 'malformed_packet'
+  | 'bad_api_request'
+  | 'store_unavailable'
+
+export class HubMetrics {
+  readonly registry = new Registry()
+
+  readonly eventsTotal = new Counter({
+    name: 'iothub_lifecycle_events_total',
+    help: 'Lifecycle events by kind and outcome (applied, stale: belonged to an older connection, failed: not stored)',
+    labelNames: ['kind', 'outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly disconnectsTotal = new Counter({
+    name: 'iothub_disconnects_total',
+    help: 'Connections that ended, by reason',
+    labelNames: ['protocol', 'reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly rejectedTotal = new Counter({
+    name: 'iothub_rejected_inputs_total',
+    help: 'Inputs refused (connects, packets, API requests), by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly commitSeconds = new Histogram({
+    name: 'iothub_store_commit_seconds',
+    help: 'Time to make one group-commit batch durable',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry]
+  })
+
+  readonly batchCommits = new Histogram({
+    name: 'iothub_store_batch_commits',
+    help: 'Callers (events, broker writes) sharing one group-commit batch',
+    buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000],
+    registers: [this.registry]
+  })
+
+  readonly batchMutations = new Histogram({
+    name: 'iothub_store_batch_mutations',
+    help: 'Row mutations in one group-commit batch',
+    buckets: [1, 5, 10, 50, 100, 500, 1000, 5000, 20000],
+    registers: [this.registry]
+  })
+
+  readonly storeFailures = new Counter({
+    name: 'iothub_store_failures_total',
+    help: 'Group-commit batches that failed; their callers were refused',
+    registers: [this.registry]
+  })
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry })
+  }
+
+  /** Registers a gauge whose value is read at scrape time (no bookkeeping on the hot path). */
+  gauge<L extends string>(name: string, help: string, labelNames: readonly L[], read: (set: (labels: Record<L, string>, value: number) => void) => void): void {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        read((labels, value) => this.set(labels as never, value))
+      }
+    })
+  }
+
+  reject(reason: RejectReason): void {
+    this.rejectedTotal.inc({ reason })
+  }
+
+  commitObserver(onFailure: (error: Error) => void): CommitObserver {
+    return {
+      committed: (commits, mutations, seconds) => {
+        this.commitSeconds.observe(seconds)
+        this.batchCommits.observe(commits)
+        this.batchMutations.observe(mutations)
+      },
+      failed: (error) => {
+        this.storeFailures.inc()
+        onFailure(error)
+      }
+    }
+  }
+}

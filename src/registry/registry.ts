@@ -1,0 +1,242 @@
+/**
+ * The session registry: the live set of session entities, kept by the rules of DESIGN.md —
+ * a client's events apply in order, an older incarnation never touches a newer one, and an
+ * event counts as applied only once its effect is durable.
+ *
+ * It knows lifecycle events, the store and the TopicBook; nothing of Aedes, HTTP or MQTT.
+ */
+import { EventEmitter } from 'node:events'
+import type { Logger } from 'pino'
+import type { LifecycleEvent } from '../domain/lifecycle-event.js'
+import type { Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
+import { endConnection, expire, transition, type Applied } from '../domain/transitions.js'
+import type { HubMetrics } from '../observability/metrics.js'
+import { combinePlans, EMPTY_PLAN, type Plan } from '../store/plan.js'
+import type { Store } from '../store/store.js'
+import { KeyedQueue } from './keyed-queue.js'
+import type { TopicBook } from './topic-book.js'
+
+/** Other holders of per-session state (the broker's queues) that must go when a session ends. */
+export interface SessionStateOwner {
+  planDropSession(sessionId: string): Plan
+}
+
+export type ApplyResult = { applied: true; session: Session | null } | { applied: false; why: string }
+
+export interface SessionQuery {
+  deviceId?: string
+  clientId?: string
+  protocol?: Protocol
+  connected?: boolean
+  /** Return sessions whose id sorts after this one. */
+  after?: string
+  limit: number
+}
+
+interface RegistryEvents {
+  /** A session entity changed (`session`) or ended (`null`). */
+  change: [id: string, session: Session | null]
+}
+
+/** How long the incarnation of an ended session is remembered, to refuse its late events. */
+const TOMBSTONE_MS = 10 * 60_000
+
+export class SessionRegistry extends EventEmitter<RegistryEvents> {
+  private readonly sessions = new Map<string, SessionRecord>()
+  private readonly tombstones = new Map<string, { incarnation: string; at: number }>()
+  private readonly queue = new KeyedQueue()
+  private readonly owners: SessionStateOwner[] = []
+
+  constructor(
+    private readonly store: Store,
+    readonly topics: TopicBook,
+    private readonly metrics: HubMetrics,
+    private readonly log: Logger
+  ) {
+    super()
+    metrics.gauge('iothub_sessions_connected', 'Connected sessions by protocol', ['protocol'], (set) => {
+      const counts = new Map<string, number>()
+      for (const s of this.sessions.values()) if (s.connected) counts.set(s.protocol, (counts.get(s.protocol) ?? 0) + 1)
+      for (const [protocol, n] of counts) set({ protocol }, n)
+    })
+    metrics.gauge('iothub_sessions', 'Session entities held, connected or offline', [], (set) => set({}, this.sessions.size))
+  }
+
+  addStateOwner(owner: SessionStateOwner): void {
+    this.owners.push(owner)
+  }
+
+  load(sessions: readonly SessionRecord[]): void {
+    for (const s of sessions) this.sessions.set(s.id, s)
+  }
+
+  /**
+   * At start nothing is connected: clean sessions of the previous run end, persistent ones go
+   * offline (reason `server_shutdown`) and start counting towards their expiry from now.
+   */
+  async endPreviousRun(now: number): Promise<{ ended: number; offline: number }> {
+    const plans: Plan[] = []
+    let ended = 0
+    let offline = 0
+    for (const s of this.sessions.values()) {
+      if (!s.connected) continue
+      const t = endConnection(s, now, 'server_shutdown')
+      plans.push(this.plan(s.id, t))
+      if (s.cleanStart) ended++
+      else offline++
+    }
+    const plan = combinePlans(plans)
+    await this.store.commit(plan.mutations)
+    plan.apply()
+    return { ended, offline }
+  }
+
+  /** Applies one lifecycle event; resolves once its effect is durable (or it was stale). */
+  apply(event: LifecycleEvent): Promise<ApplyResult> {
+    return this.queue.run(event.clientId, () => this.applyInOrder(event))
+  }
+
+  private async applyInOrder(event: LifecycleEvent): Promise<ApplyResult> {
+    const id = event.clientId
+    const current = this.sessions.get(id)
+    if (event.kind === 'subscribed' && current && this.alreadyHolds(current, event.incarnation, event.subscriptions)) {
+      // a SUBSCRIBE repeating what the session holds, or Aedes restoring a resumed session
+      return { applied: true, session: this.get(id)! }
+    }
+    const tombstone = this.tombstones.get(id)
+    const t = transition(current, event, { lastIncarnation: tombstone?.incarnation })
+    if (t.outcome === 'stale') {
+      this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'stale' })
+      this.log.debug({ clientId: id, kind: event.kind, why: t.why }, 'stale lifecycle event ignored')
+      return { applied: false, why: t.why }
+    }
+    const plan = this.plan(id, t)
+    try {
+      await this.store.commit(plan.mutations)
+    } catch (error) {
+      this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'failed' })
+      throw error
+    }
+    plan.apply()
+    this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'applied' })
+    if (event.kind === 'disconnected') this.metrics.disconnectsTotal.inc({ protocol: current!.protocol, reason: event.reason })
+    if (t.tookOver) this.metrics.disconnectsTotal.inc({ protocol: t.tookOver.protocol, reason: 'taken_over' })
+    return { applied: true, session: this.get(id) ?? null }
+  }
+
+  private alreadyHolds(current: SessionRecord, incarnation: string, subscriptions: TopicSubscription[]): boolean {
+    return (
+      current.incarnation === incarnation &&
+      current.connected &&
+      this.topics.planAdd(current.id, subscriptions, !current.cleanStart).mutations.length === 0
+    )
+  }
+
+  /** Ends an offline session now, as an operator asks (EMQX's kick of a disconnected client). */
+  discard(id: string): Promise<boolean> {
+    return this.queue.run(id, async () => {
+      const current = this.sessions.get(id)
+      if (!current || current.connected) return false
+      const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } })
+      await this.store.commit(plan.mutations)
+      plan.apply()
+      this.metrics.eventsTotal.inc({ kind: 'sessionDiscarded', outcome: 'applied' })
+      return true
+    })
+  }
+
+  /** Ends every persistent session offline past its expiry interval. */
+  async expireDue(now: number): Promise<number> {
+    let expired = 0
+    const due = [...this.sessions.values()].filter((s) => expire(s, now) !== null)
+    await Promise.all(
+      due.map((s) =>
+        this.queue.run(s.id, async () => {
+          const current = this.sessions.get(s.id)
+          const t = current && expire(current, now)
+          if (!t) return
+          const plan = this.plan(s.id, t)
+          await this.store.commit(plan.mutations)
+          plan.apply()
+          this.metrics.eventsTotal.inc({ kind: 'sessionExpired', outcome: 'applied' })
+          expired++
+        })
+      )
+    )
+    for (const [clientId, tomb] of this.tombstones) if (now - tomb.at > TOMBSTONE_MS) this.tombstones.delete(clientId)
+    return expired
+  }
+
+  /** Turns a transition into the mutations to store and the memory change to make after. */
+  private plan(id: string, t: Applied): Plan {
+    const next = t.session
+    const persistent = next !== null && !next.cleanStart
+    const topicPlan =
+      t.topics.kind === 'keep'
+        ? EMPTY_PLAN
+        : t.topics.kind === 'clear'
+          ? this.topics.planClear(id)
+          : t.topics.kind === 'add'
+            ? this.topics.planAdd(id, t.topics.subscriptions, persistent)
+            : this.topics.planRemove(id, t.topics.topics)
+    const ending = next === null
+    const sessionPlan: Plan = {
+      mutations: [next ? { op: 'session.put', session: next } : { op: 'session.delete', id }],
+      apply: () => {
+        const previous = this.sessions.get(id)
+        if (next) this.sessions.set(id, next)
+        else this.sessions.delete(id)
+        const incarnation = next?.incarnation ?? previous?.incarnation
+        if (incarnation) this.tombstones.set(id, { incarnation, at: Date.now() })
+      }
+    }
+    const ownerPlans = ending ? this.owners.map((o) => o.planDropSession(id)) : []
+    const plan = combinePlans([sessionPlan, topicPlan, ...ownerPlans])
+    return {
+      mutations: plan.mutations,
+      apply: () => {
+        plan.apply()
+        this.emit('change', id, this.get(id) ?? null)
+      }
+    }
+  }
+
+  get(id: string): Session | undefined {
+    const record = this.sessions.get(id)
+    return record ? { ...record, topics: this.topics.topicsOf(id) } : undefined
+  }
+
+  record(id: string): SessionRecord | undefined {
+    return this.sessions.get(id)
+  }
+
+  get size(): number {
+    return this.sessions.size
+  }
+
+  /** Sessions matching the query, ordered by id, at most `limit`, and whether more follow. */
+  list(query: SessionQuery): { sessions: Session[]; more: boolean } {
+    const matching: SessionRecord[] = []
+    for (const s of this.sessions.values()) {
+      if (query.after !== undefined && s.id <= query.after) continue
+      if (query.deviceId !== undefined && s.deviceId !== query.deviceId) continue
+      if (query.clientId !== undefined && s.clientId !== query.clientId) continue
+      if (query.protocol !== undefined && s.protocol !== query.protocol) continue
+      if (query.connected !== undefined && s.connected !== query.connected) continue
+      matching.push(s)
+    }
+    matching.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    const page = matching.slice(0, query.limit)
+    return { sessions: page.map((r) => ({ ...r, topics: this.topics.topicsOf(r.id) })), more: matching.length > query.limit }
+  }
+
+  /** Every session record, in no particular order; for compat views that filter and page themselves. */
+  records(): IterableIterator<SessionRecord> {
+    return this.sessions.values()
+  }
+
+  /** Resolves when every event queued so far has been applied. */
+  async settled(): Promise<void> {
+    while (this.queue.pendingKeys > 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+}

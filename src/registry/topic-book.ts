@@ -1,0 +1,148 @@
+/**
+ * The live copy of every session's topics — and, for persistent sessions, the embedded
+ * broker's subscriptions: the same rows. The registry changes them on lifecycle events and
+ * the Aedes persistence on SUBSCRIBE/UNSUBSCRIBE; both go through here, so there is one record.
+ *
+ * Changes are Plans (store/plan.ts), applied to memory only once the store made them durable.
+ * A plan never depends on what is in memory, except to skip a write that would change nothing,
+ * so applying plans in commit order always mirrors the stored rows.
+ */
+import QlobberSub from 'qlobber/aedes/qlobber-sub.js'
+import type { TopicSubscription } from '../domain/session.js'
+import { EMPTY_PLAN, type Plan } from '../store/plan.js'
+import type { StoredTopic } from '../store/store.js'
+
+interface Entry {
+  subscription: TopicSubscription
+  persistent: boolean
+}
+
+/** A persistent subscription as the broker matches it against a published topic. */
+export interface MatchedSubscription {
+  clientId: string
+  topic: string
+  qos: number
+  rh?: number
+  rap?: boolean
+  nl?: boolean
+}
+
+export class TopicBook {
+  private readonly bySession = new Map<string, Map<string, Entry>>()
+  /** Persistent subscriptions with QoS > 0: the ones the broker queues for while offline. */
+  private readonly trie = new QlobberSub({ wildcard_one: '+', wildcard_some: '#', separator: '/' })
+  /** How many persistent subscriptions each session has; its size is the persistent-session count. */
+  private readonly persistentPerSession = new Map<string, number>()
+
+  load(rows: readonly StoredTopic[]): void {
+    for (const row of rows) this.put(row.sessionId, row.subscription, row.persistent)
+  }
+
+  topicsOf(sessionId: string): TopicSubscription[] {
+    const entries = this.bySession.get(sessionId)
+    return entries ? [...entries.values()].map((e) => e.subscription) : []
+  }
+
+  countOf(sessionId: string): number {
+    return this.bySession.get(sessionId)?.size ?? 0
+  }
+
+  persistentTopicsOf(sessionId: string): TopicSubscription[] {
+    const entries = this.bySession.get(sessionId)
+    if (!entries) return []
+    const result: TopicSubscription[] = []
+    for (const e of entries.values()) if (e.persistent) result.push(e.subscription)
+    return result
+  }
+
+  matchPersistent(topic: string): MatchedSubscription[] {
+    return this.trie.match(topic)
+  }
+
+  countPersistent(): { subsCount: number; clientsCount: number } {
+    return { subsCount: this.trie.subscriptionsCount, clientsCount: this.persistentPerSession.size }
+  }
+
+  *sessionsWithPersistentTopic(topic: string): Generator<string> {
+    for (const [sessionId, entries] of this.bySession) {
+      if (entries.get(topic)?.persistent) yield sessionId
+    }
+  }
+
+  planAdd(sessionId: string, subscriptions: readonly TopicSubscription[], persistent: boolean): Plan {
+    const existing = this.bySession.get(sessionId)
+    const changed = subscriptions.filter((s) => {
+      const held = existing?.get(s.topic)
+      return held === undefined || held.persistent !== persistent || !sameSubscription(held.subscription, s)
+    })
+    if (changed.length === 0) return EMPTY_PLAN
+    return {
+      mutations: changed.map((subscription) => ({ op: 'topic.put', sessionId, subscription, persistent })),
+      apply: () => {
+        for (const s of changed) this.put(sessionId, s, persistent)
+      }
+    }
+  }
+
+  planRemove(sessionId: string, topics: readonly string[]): Plan {
+    if (topics.length === 0) return EMPTY_PLAN
+    return {
+      mutations: topics.map((topic) => ({ op: 'topic.delete', sessionId, topic })),
+      apply: () => {
+        for (const t of topics) this.delete(sessionId, t)
+      }
+    }
+  }
+
+  planClear(sessionId: string): Plan {
+    return { mutations: [{ op: 'topic.clear', sessionId }], apply: () => this.clear(sessionId) }
+  }
+
+  private put(sessionId: string, subscription: TopicSubscription, persistent: boolean): void {
+    let entries = this.bySession.get(sessionId)
+    if (!entries) {
+      entries = new Map()
+      this.bySession.set(sessionId, entries)
+    }
+    this.unindex(sessionId, entries.get(subscription.topic))
+    entries.set(subscription.topic, { subscription, persistent })
+    this.index(sessionId, subscription, persistent)
+  }
+
+  private delete(sessionId: string, topic: string): void {
+    const entries = this.bySession.get(sessionId)
+    const entry = entries?.get(topic)
+    if (!entries || !entry) return
+    this.unindex(sessionId, entry)
+    entries.delete(topic)
+    if (entries.size === 0) this.bySession.delete(sessionId)
+  }
+
+  private clear(sessionId: string): void {
+    const entries = this.bySession.get(sessionId)
+    if (!entries) return
+    for (const entry of entries.values()) this.unindex(sessionId, entry)
+    this.bySession.delete(sessionId)
+  }
+
+  private index(sessionId: string, subscription: TopicSubscription, persistent: boolean): void {
+    if (!persistent) return
+    this.persistentPerSession.set(sessionId, (this.persistentPerSession.get(sessionId) ?? 0) + 1)
+    if (subscription.qos > 0) {
+      const { topic, qos, rh, rap, nl } = subscription
+      this.trie.add(topic, { clientId: sessionId, topic, qos, rh, rap, nl })
+    }
+  }
+
+  private unindex(sessionId: string, entry: Entry | undefined): void {
+    if (!entry?.persistent) return
+    const left = (this.persistentPerSession.get(sessionId) ?? 1) - 1
+    if (left === 0) this.persistentPerSession.delete(sessionId)
+    else this.persistentPerSession.set(sessionId, left)
+    if (entry.subscription.qos > 0) this.trie.remove(entry.subscription.topic, { clientId: sessionId, topic: entry.subscription.topic })
+  }
+}
+
+function sameSubscription(a: TopicSubscription, b: TopicSubscription): boolean {
+  return a.qos === b.qos && a.rh === b.rh && a.rap === b.rap && a.nl === b.nl && a.subscriptionIdentifier === b.subscriptionIdentifier
+}

@@ -1,0 +1,260 @@
+/**
+ * Turns what the embedded Aedes broker does into lifecycle events for the registry, and holds
+ * the broker at the points where the hub's answer must be durable first:
+ *
+ * - CONNECT: `authenticate` checks the device token, then records `connected`; the CONNACK
+ *   leaves only once that is stored. Connects of one clientId are serialized from
+ *   authentication to CONNACK (as EMQX's connection manager locks a clientId), so the
+ *   connection Aedes keeps after a takeover is always the newest incarnation.
+ * - SUBSCRIBE: `authorizeSubscribe` records `subscribed` before the SUBACK; a topic we refuse
+ *   gets the SUBACK failure code 0x80.
+ * - UNSUBSCRIBE: recorded from Aedes' `unsubscribe` event.
+ * - The socket closing ends the connection, with the reason seen on the way out.
+ */
+import type { Socket } from 'node:net'
+import type { Aedes, AedesOptions, Client, Subscription } from 'aedes'
+import type { Logger } from 'pino'
+import type { HubConfig } from '../config.js'
+import { newIncarnation } from '../domain/incarnation.js'
+import type { DisconnectReason } from '../domain/session.js'
+import type { HubMetrics, RejectReason } from '../observability/metrics.js'
+import type { DeviceDirectory } from '../registry/device-directory.js'
+import { KeyedQueue } from '../registry/keyed-queue.js'
+import type { SessionRegistry } from '../registry/registry.js'
+import { checkTopic } from './topic-rules.js'
+
+/** What we learn about one connection, from its CONNECT to its close. */
+interface Connection {
+  clientIdGiven: boolean
+  keepalive: number
+  protoVer: number
+  peerHost: string | null
+  peerPort: number | null
+  sockPort: number | null
+  /** Set once `connected` is recorded; events of this connection carry it. */
+  incarnation?: string
+  /** Why it ended, when something told us before the socket closed. */
+  endReason?: DisconnectReason
+  /** Lets the next connect of the same clientId proceed. */
+  release?: () => void
+}
+
+/** Aedes' table of connected clients, public in its JavaScript but not in its types. */
+type LiveAedes = Aedes & { clients: Record<string, Client> }
+
+/** Aedes internals read here: set when the client sent DISCONNECT. */
+type AedesClient = Client & { _disconnected?: boolean }
+
+const CONNACK_IDENTIFIER_REJECTED = 2
+const CONNACK_SERVER_UNAVAILABLE = 3
+const CONNACK_BAD_USERNAME_OR_PASSWORD = 4
+const CONNACK_NOT_AUTHORIZED = 5
+
+export class AedesSource {
+  private readonly connections = new WeakMap<Client, Connection>()
+  private readonly connectLocks = new KeyedQueue()
+  private stopping = false
+  private aedes: LiveAedes | undefined
+
+  constructor(
+    private readonly registry: SessionRegistry,
+    private readonly devices: DeviceDirectory,
+    private readonly config: HubConfig,
+    private readonly metrics: HubMetrics,
+    private readonly log: Logger
+  ) {}
+
+  /** The Aedes handlers this source provides. */
+  hooks(): Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizeSubscribe' | 'authorizePublish'> {
+    return {
+      preConnect: (client, packet, done) => {
+        const socket = client.conn as Socket
+        this.connections.set(client, {
+          clientIdGiven: packet.clientId.length > 0,
+          keepalive: packet.keepalive ?? 0,
+          protoVer: packet.protocolVersion ?? 4,
+          peerHost: socket.remoteAddress ?? null,
+          peerPort: socket.remotePort ?? null,
+          sockPort: socket.localPort ?? null
+        })
+        socket.once('close', () => this.closed(client))
+        done(null, true)
+      },
+      authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
+      authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
+      authorizePublish: (client, packet, done) => {
+        if (packet.topic.startsWith('$SYS/')) return done(new Error('$SYS/ topic is reserved'))
+        const refusal = checkTopic(packet.topic, this.config)
+        if (refusal) {
+          this.reject(refusal.reason, client, refusal.message)
+          return done(new Error(refusal.message))
+        }
+        done(null)
+      }
+    }
+  }
+
+  attach(aedes: Aedes): void {
+    this.aedes = aedes as LiveAedes
+    aedes.on('connackSent', (_packet, client) => this.connections.get(client)?.release?.())
+    aedes.on('keepaliveTimeout', (client) => this.endsBecause(client, 'keepalive_timeout'))
+    aedes.on('clientError', (client, error) => {
+      this.endsBecause(client, 'socket_error')
+      const reason = classifyClientError(error)
+      if (reason) this.reject(reason, client, error.message)
+    })
+    aedes.on('connectionError', (_client, error) => {
+      const reason = classifyClientError(error) ?? 'malformed_packet'
+      this.metrics.reject(reason)
+      this.log.debug({ err: error.message }, 'connection refused before CONNECT')
+    })
+    aedes.on('unsubscribe', (topics, client) => {
+      const conn = this.connections.get(client)
+      // Aedes also "unsubscribes" everything of a closing client; the close itself ends those.
+      if (client.closed || !conn?.incarnation) return
+      this.registry
+        .apply({ kind: 'unsubscribed', clientId: client.id, incarnation: conn.incarnation, at: Date.now(), topics })
+        .catch((error: Error) => this.log.error({ clientId: client.id, err: error.message }, 'unsubscribe not stored'))
+    })
+  }
+
+  /** From now on, connections that close do so because the hub stops. */
+  stop(): void {
+    this.stopping = true
+  }
+
+  /** Marks why a live connection is about to end (the API's kick, a takeover, …). */
+  endsBecause(client: Client, reason: DisconnectReason): void {
+    const conn = this.connections.get(client)
+    if (conn && conn.endReason === undefined) conn.endReason = reason
+  }
+
+  private authenticate(
+    client: AedesClient,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void
+  ): void {
+    const conn = this.connections.get(client)!
+    const refuse = (returnCode: number, reason: RejectReason, message: string) => {
+      this.reject(reason, client, message)
+      done(Object.assign(new Error(message), { returnCode }), false)
+    }
+    if (!conn.clientIdGiven && !client.clean) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'empty client id needs clean session')
+    if (client.id.length > this.config.maxClientIdLength) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'client id too long')
+    // mqtt-packet decodes invalid UTF-8 into U+FFFD; MQTT strings must be valid UTF-8 [MQTT-1.5.3-1]
+    if (client.id.includes('\uFFFD')) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'client id is not valid UTF-8')
+    if (username?.includes('\uFFFD')) return refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad_username', 'username is not valid UTF-8')
+
+    let deviceId: string
+    if (this.config.auth === 'none') {
+      deviceId = username || client.id
+    } else {
+      if (!username || !this.devices.authenticate(username, password)) {
+        return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
+      }
+      deviceId = username
+    }
+
+    void this.connectLocks.run(client.id, () => this.connect(client, conn, deviceId, username ?? null, done))
+  }
+
+  private connect(
+    client: AedesClient,
+    conn: Connection,
+    deviceId: string,
+    username: string | null,
+    done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void
+  ): Promise<void> {
+    return new Promise<void>((release) => {
+      if (client.closed) return release() // gave up while an earlier connect held the lock
+      conn.release = release
+      const previous = this.aedes?.clients[client.id]
+      if (previous && previous !== client) this.endsBecause(previous, 'taken_over')
+      conn.incarnation = newIncarnation(this.config.node)
+      this.registry
+        .apply({
+          kind: 'connected',
+          clientId: client.id,
+          incarnation: conn.incarnation,
+          at: Date.now(),
+          protocol: 'mqtt',
+          deviceId,
+          username,
+          node: this.config.node,
+          peerHost: conn.peerHost,
+          peerPort: conn.peerPort,
+          sockPort: conn.sockPort,
+          keepalive: conn.keepalive,
+          protoVer: conn.protoVer,
+          cleanStart: client.clean,
+          expiryInterval: this.config.sessionExpiry
+        })
+        .then(
+          () => done(null, true),
+          (error: Error) => {
+            conn.incarnation = undefined
+            this.metrics.reject('store_unavailable')
+            this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not stored')
+            done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
+            release()
+          }
+        )
+    })
+  }
+
+  private authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const refusal = checkTopic(sub.topic, this.config)
+    if (refusal) {
+      this.reject(refusal.reason, client, refusal.message)
+      return done(null, null) // SUBACK 0x80 for this topic; the others go on
+    }
+    const conn = this.connections.get(client)
+    if (!conn?.incarnation) return done(null, sub)
+    const { topic, qos, rh, rap, nl } = sub
+    this.registry
+      .apply({
+        kind: 'subscribed',
+        clientId: client.id,
+        incarnation: conn.incarnation,
+        at: Date.now(),
+        subscriptions: [{ topic, qos, rh, rap, nl }]
+      })
+      .then(
+        () => done(null, sub),
+        (error: Error) => {
+          this.metrics.reject('store_unavailable')
+          this.log.error({ clientId: client.id, topic, err: error.message }, 'subscription refused: not stored')
+          done(null, null)
+        }
+      )
+  }
+
+  private closed(client: AedesClient): void {
+    const conn = this.connections.get(client)
+    if (!conn) return
+    conn.release?.()
+    const incarnation = conn.incarnation
+    if (!incarnation) return
+    const reason: DisconnectReason =
+      conn.endReason ?? (client._disconnected ? 'client_disconnect' : this.stopping ? 'server_shutdown' : 'socket_error')
+    this.registry
+      .apply({ kind: 'disconnected', clientId: client.id, incarnation, at: Date.now(), reason })
+      .catch((error: Error) => this.log.error({ clientId: client.id, err: error.message }, 'disconnect not stored'))
+  }
+
+  private reject(reason: RejectReason, client: Client | null, message: string): void {
+    this.metrics.reject(reason)
+    this.log.info({ clientId: client?.id, reason, msg: message }, 'input refused')
+  }
+}
+
+/** Maps the errors Aedes and mqtt-packet raise on bad input to our reject reasons. */
+function classifyClientError(error: Error): RejectReason | null {
+  const m = error.message
+  if (error.name === 'PacketTooLargeError') return null // counted where it was detected
+  if (m.includes('too many levels')) return 'topic_too_deep'
+  if (m.includes('is only allowed') || m.includes('is not allowed in PUBLISH') || m.includes('empty topic')) return 'bad_topic'
+  if (/invalid|malformed|cannot parse|unknown command|protocol/i.test(m)) return 'malformed_packet'
+  return null
+}

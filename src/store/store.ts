@@ -1,0 +1,70 @@
+/**
+ * The Store: where everything the hub must not lose goes. It knows records and bytes, not MQTT.
+ *
+ * Writes are *mutations*, committed in groups: `commit()` resolves only when the batch holding
+ * its mutations is durable, and a batch is all-or-nothing. Reads happen once, at start
+ * (`load()`): the hub keeps the live copies in memory and the store is its durable log.
+ * Every backend must pass test/store/contract.ts unchanged.
+ */
+import type { Device } from '../domain/device.js'
+import type { SessionRecord, TopicSubscription } from '../domain/session.js'
+
+export type Mutation =
+  | { op: 'device.put'; device: Device }
+  | { op: 'session.put'; session: SessionRecord }
+  | { op: 'session.delete'; id: string }
+  /** `persistent`: the broker queues QoS>0 messages for this subscription while offline. */
+  | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean }
+  | { op: 'topic.delete'; sessionId: string; topic: string }
+  | { op: 'topic.clear'; sessionId: string }
+  | { op: 'retained.put'; topic: string; packet: Uint8Array }
+  | { op: 'retained.delete'; topic: string }
+  /** Inserts or replaces the message at `seq` of a client's outgoing queue. */
+  | { op: 'outgoing.put'; clientId: string; seq: number; packet: Uint8Array }
+  | { op: 'outgoing.delete'; clientId: string; seq: number }
+  | { op: 'outgoing.clear'; clientId: string }
+  | { op: 'incoming.put'; clientId: string; messageId: number; packet: Uint8Array }
+  | { op: 'incoming.delete'; clientId: string; messageId: number }
+  | { op: 'incoming.clear'; clientId: string }
+  | { op: 'will.put'; clientId: string; packet: Uint8Array }
+  | { op: 'will.delete'; clientId: string }
+
+export interface StoredTopic {
+  sessionId: string
+  subscription: TopicSubscription
+  persistent: boolean
+}
+
+export interface Snapshot {
+  devices: Device[]
+  sessions: SessionRecord[]
+  topics: StoredTopic[]
+  retained: { topic: string; packet: Uint8Array }[]
+  /** Ordered by clientId, then seq. */
+  outgoing: { clientId: string; seq: number; packet: Uint8Array }[]
+  incoming: { clientId: string; messageId: number; packet: Uint8Array }[]
+  wills: { clientId: string; packet: Uint8Array }[]
+}
+
+export interface StoreHealth {
+  ok: boolean
+  /** The last failure, cleared by the next batch that commits. */
+  lastError: string | null
+}
+
+export interface Store {
+  readonly kind: string
+  /** Resolves when the mutations are durable; rejects (and stores none of them) on failure. */
+  commit(mutations: readonly Mutation[]): Promise<void>
+  load(): Promise<Snapshot>
+  health(): StoreHealth
+  /** Waits for pending batches, then releases the backend. */
+  close(): Promise<void>
+}
+
+export class StoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'StoreError'
+  }
+}

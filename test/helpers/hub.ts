@@ -1,0 +1,124 @@
+/**
+ * Starts a real hub in this process for a test: its own temporary data dir, MQTT and HTTP on
+ * ports the OS picks, logs silenced (set IOTHUB_TEST_LOG=debug to see them).
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { loadConfig, type HubConfig } from '../../src/config.js'
+import { Hub } from '../../src/hub.js'
+import { createLogger } from '../../src/observability/logger.js'
+
+export interface TestHub {
+  hub: Hub
+  dataDir: string
+  mqttUrl: string
+  httpUrl: string
+  api<T = unknown>(method: string, path: string, body?: unknown, auth?: string | null): Promise<{ status: number; body: T }>
+  createDevice(input?: Record<string, unknown>): Promise<{ id: string; token: string }>
+  connect(options?: IClientOptions): Promise<MqttClient>
+  stop(): Promise<void>
+}
+
+export function tempDir(prefix = 'iothub-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+export function testConfig(dataDir: string, overrides: Partial<HubConfig> = {}): HubConfig {
+  return loadConfig({}, [], {
+    dataDir,
+    mqttHost: '127.0.0.1',
+    mqttPort: 0,
+    httpPort: 0,
+    node: 'iothub@test',
+    logLevel: (process.env.IOTHUB_TEST_LOG as HubConfig['logLevel']) ?? 'silent',
+    ...overrides
+  })
+}
+
+export const BASIC_ADMIN = `Basic ${Buffer.from('admin:public').toString('base64')}`
+
+export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir = tempDir()): Promise<TestHub> {
+  const config = testConfig(dataDir, overrides)
+  const hub = new Hub(config, { log: createLogger(config.logLevel) })
+  const { mqtt: mqttAddress, http } = await hub.start()
+  const mqttUrl = `mqtt://127.0.0.1:${mqttAddress.port}`
+  const httpUrl = `http://127.0.0.1:${http.port}`
+  const clients: MqttClient[] = []
+  const auth = `Basic ${Buffer.from(`${config.apiUser}:${config.apiPassword}`).toString('base64')}`
+
+  const api: TestHub['api'] = async (method, path, body, authHeader = auth) => {
+    const response = await fetch(`${httpUrl}${path}`, {
+      method,
+      headers: {
+        ...(authHeader ? { authorization: authHeader } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {})
+      },
+      body: body === undefined ? undefined : JSON.stringify(body)
+    })
+    const text = await response.text()
+    let parsed: unknown = text
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      // not JSON (metrics): keep the text
+    }
+    return { status: response.status, body: parsed as never }
+  }
+
+  return {
+    hub,
+    dataDir,
+    mqttUrl,
+    httpUrl,
+    api,
+    async createDevice(input = {}) {
+      const { status, body } = await api<{ id: string; token: string }>('POST', '/v1/devices', input)
+      if (status !== 201) throw new Error(`device not created: ${status} ${JSON.stringify(body)}`)
+      return body
+    },
+    async connect(options = {}) {
+      const client = await connectClient(mqttUrl, options)
+      clients.push(client)
+      return client
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)))
+      await hub.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** Connects an mqtt.js client and waits for CONNACK; rejects with the broker's refusal. */
+export function connectClient(url: string, options: IClientOptions = {}): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 4, ...options })
+    client.once('connect', () => {
+      client.removeAllListeners('error')
+      client.on('error', () => undefined)
+      resolve(client)
+    })
+    client.once('error', (error) => {
+      client.end(true)
+      reject(error)
+    })
+  })
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or fails after `ms`. */
+export async function eventually<T>(check: () => T | Promise<T>, ms = 5000, what = 'condition'): Promise<Exclude<T, undefined | false>> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value !== undefined && value !== false) return value as Exclude<T, undefined | false>
+    } catch (error) {
+      last = error
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
