@@ -3,7 +3,8 @@
  * resolves when that transaction is durable. While a batch is being written the next one
  * fills up, so throughput grows with load instead of being capped by one fsync per event.
  *
- * The backend's `writeBatch` must be all-or-nothing. With `maxBatch: 1` this degenerates to one
+ * The backend's `writeBatch` must be all-or-nothing. When a shared batch fails, each caller's
+ * mutations are retried alone, so a failure refuses exactly the callers it concerns. With `maxBatch: 1` this degenerates to one
  * transaction per commit() call — the per-event baseline the benchmark compares against.
  */
 import { StoreError, type Mutation } from './store.js'
@@ -81,23 +82,35 @@ export class GroupCommitter {
     const batch = this.queue.splice(0, this.maxBatch)
     if (batch.length === 0) return this.settleIdle()
     this.writing = true
-    const mutations = batch.length === 1 ? batch[0]!.mutations : batch.flatMap((p) => p.mutations)
-    const started = process.hrtime.bigint()
     try {
-      await this.writer.writeBatch(mutations)
-      this.lastError = null
-      this.observer?.committed(batch.length, mutations.length, Number(process.hrtime.bigint() - started) / 1e9)
-      for (const p of batch) p.resolve()
-    } catch (cause) {
-      const error = new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
-      this.lastError = error
-      this.observer?.failed(error)
-      for (const p of batch) p.reject(error)
+      const error = await this.write(batch)
+      // One caller's bad mutation must not fail the callers that merely shared its batch:
+      // retry each alone, so only the ones that cannot be stored are refused.
+      if (error && batch.length > 1) for (const p of batch) await this.write([p])
     } finally {
       this.writing = false
     }
     if (this.queue.length > 0) this.schedule()
     else this.settleIdle()
+  }
+
+  /** Writes the callers' mutations in one transaction and settles them; returns the failure. */
+  private async write(batch: Pending[]): Promise<StoreError | null> {
+    const mutations = batch.length === 1 ? batch[0]!.mutations : batch.flatMap((p) => p.mutations)
+    const started = process.hrtime.bigint()
+    try {
+      await this.writer.writeBatch(mutations)
+    } catch (cause) {
+      const error = new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
+      this.lastError = error
+      this.observer?.failed(error)
+      if (batch.length === 1) batch[0]!.reject(error)
+      return error
+    }
+    this.lastError = null
+    this.observer?.committed(batch.length, mutations.length, Number(process.hrtime.bigint() - started) / 1e9)
+    for (const p of batch) p.resolve()
+    return null
   }
 
   private settleIdle(): void {

@@ -1,0 +1,194 @@
+/**
+ * The Store contract: what every backend must do, written once and run against each
+ * (test/store/sqlite.test.ts today; PostgreSQL next). A backend passes by being opened on a
+ * harness — `open()` may be called again after `close()` and must find the same data.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { Device } from '../../src/domain/device.js'
+import type { SessionRecord } from '../../src/domain/session.js'
+import type { Mutation, Store } from '../../src/store/store.js'
+
+export interface StoreHarness {
+  /** Opens the backend on this harness's data; again after close() it must see the same data. */
+  open(options?: { maxBatch?: number; onBatch?: (commits: number) => void }): Promise<Store>
+  /** Removes the data for good. */
+  destroy(): Promise<void>
+}
+
+const device = (id: string): Device => ({
+  id,
+  name: `name-${id}`,
+  owner: 'owner-1',
+  group: 'default',
+  desc: '',
+  ext: { version: '1.1' },
+  token: `token-${id}`,
+  createdAt: 1_700_000_000_000,
+  updatedAt: 1_700_000_000_000
+})
+
+const session = (id: string, overrides: Partial<SessionRecord> = {}): SessionRecord => ({
+  id,
+  protocol: 'mqtt',
+  clientId: id,
+  deviceId: `dev-${id}`,
+  username: `dev-${id}`,
+  node: 'iothub@test',
+  peerHost: '127.0.0.1',
+  peerPort: 50000,
+  sockPort: 1883,
+  keepalive: 60,
+  protoVer: 4,
+  cleanStart: false,
+  expiryInterval: 7200,
+  connected: true,
+  createdAt: 1_700_000_000_000,
+  connectedAt: 1_700_000_000_000,
+  disconnectedAt: null,
+  disconnectReason: null,
+  incarnation: '0000000001.0000.iothub@test',
+  version: 1,
+  ...overrides
+})
+
+const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text))
+const text = (b: Uint8Array): string => Buffer.from(b).toString()
+
+export function storeContract(name: string, makeHarness: () => Promise<StoreHarness>): void {
+  describe(`Store contract: ${name}`, () => {
+    let harness: StoreHarness
+    let store: Store
+
+    before(async () => {
+      harness = await makeHarness()
+      store = await harness.open()
+    })
+    after(async () => {
+      await store.close()
+      await harness.destroy()
+    })
+
+    it('loads nothing from a new store', async () => {
+      const snapshot = await store.load()
+      assert.deepEqual(snapshot, { devices: [], sessions: [], topics: [], retained: [], outgoing: [], incoming: [], wills: [] })
+    })
+
+    it('stores every kind of record and loads it back after a reopen', async () => {
+      await store.commit([
+        { op: 'device.put', device: device('d1') },
+        { op: 'session.put', session: session('s1') },
+        { op: 'topic.put', sessionId: 's1', subscription: { topic: 'a/+', qos: 1, rh: 0, rap: true, nl: false, subscriptionIdentifier: 7 }, persistent: true },
+        { op: 'topic.put', sessionId: 's1', subscription: { topic: 'b/#', qos: 0 }, persistent: false },
+        { op: 'retained.put', topic: 'r/1', packet: bytes('retained-1') },
+        { op: 'outgoing.put', clientId: 's1', seq: 2, packet: bytes('second') },
+        { op: 'outgoing.put', clientId: 's1', seq: 1, packet: bytes('first') },
+        { op: 'incoming.put', clientId: 's1', messageId: 42, packet: bytes('qos2') },
+        { op: 'will.put', clientId: 's1', packet: bytes('will') }
+      ])
+      await store.close()
+      store = await harness.open()
+      const snapshot = await store.load()
+      assert.deepEqual(snapshot.devices, [device('d1')])
+      assert.deepEqual(snapshot.sessions, [session('s1')])
+      const topics = [...snapshot.topics].sort((a, b) => a.subscription.topic.localeCompare(b.subscription.topic))
+      assert.deepEqual(topics, [
+        { sessionId: 's1', persistent: true, subscription: { topic: 'a/+', qos: 1, rh: 0, rap: true, nl: false, subscriptionIdentifier: 7 } },
+        { sessionId: 's1', persistent: false, subscription: { topic: 'b/#', qos: 0 } }
+      ])
+      assert.deepEqual(snapshot.retained.map((r) => [r.topic, text(r.packet)]), [['r/1', 'retained-1']])
+      assert.deepEqual(snapshot.outgoing.map((o) => [o.clientId, o.seq, text(o.packet)]), [['s1', 1, 'first'], ['s1', 2, 'second']], 'outgoing in seq order')
+      assert.deepEqual(snapshot.incoming.map((i) => [i.clientId, i.messageId, text(i.packet)]), [['s1', 42, 'qos2']])
+      assert.deepEqual(snapshot.wills.map((w) => [w.clientId, text(w.packet)]), [['s1', 'will']])
+    })
+
+    it('replaces on put and removes on delete and clear, touching nothing else', async () => {
+      await store.commit([
+        { op: 'session.put', session: session('s2', { connected: false, version: 2 }) },
+        { op: 'topic.put', sessionId: 's2', subscription: { topic: 'x', qos: 2 }, persistent: true },
+        { op: 'topic.put', sessionId: 's2', subscription: { topic: 'y', qos: 1 }, persistent: true },
+        { op: 'outgoing.put', clientId: 's2', seq: 1, packet: bytes('m1') }
+      ])
+      await store.commit([
+        { op: 'session.put', session: session('s2', { connected: true, version: 3 }) },
+        { op: 'topic.put', sessionId: 's2', subscription: { topic: 'x', qos: 0 }, persistent: true },
+        { op: 'topic.delete', sessionId: 's2', topic: 'y' },
+        { op: 'outgoing.put', clientId: 's2', seq: 1, packet: bytes('m1-updated') },
+        { op: 'retained.delete', topic: 'r/1' },
+        { op: 'will.delete', clientId: 's1' },
+        { op: 'incoming.delete', clientId: 's1', messageId: 42 }
+      ])
+      let snapshot = await store.load()
+      assert.equal(snapshot.sessions.find((s) => s.id === 's2')?.version, 3)
+      assert.deepEqual(
+        snapshot.topics.filter((t) => t.sessionId === 's2').map((t) => [t.subscription.topic, t.subscription.qos]),
+        [['x', 0]]
+      )
+      assert.deepEqual(snapshot.outgoing.filter((o) => o.clientId === 's2').map((o) => text(o.packet)), ['m1-updated'])
+      assert.deepEqual(snapshot.retained, [])
+      assert.deepEqual(snapshot.wills, [])
+      assert.deepEqual(snapshot.incoming, [])
+
+      await store.commit([
+        { op: 'topic.clear', sessionId: 's2' },
+        { op: 'outgoing.clear', clientId: 's2' },
+        { op: 'session.delete', id: 's2' }
+      ])
+      snapshot = await store.load()
+      assert.equal(snapshot.sessions.some((s) => s.id === 's2'), false)
+      assert.equal(snapshot.topics.some((t) => t.sessionId === 's2'), false)
+      assert.equal(snapshot.topics.filter((t) => t.sessionId === 's1').length, 2, "another session's topics stay")
+      assert.equal(snapshot.outgoing.some((o) => o.clientId === 's2'), false)
+      assert.equal(snapshot.outgoing.filter((o) => o.clientId === 's1').length, 2, "another client's queue stays")
+    })
+
+    it('group-commits concurrent callers into fewer transactions, each resolved once durable', async () => {
+      const batches: number[] = []
+      await store.close()
+      store = await harness.open({ onBatch: (commits) => batches.push(commits) })
+      const commits = Array.from({ length: 500 }, (_, i) => store.commit([{ op: 'device.put', device: device(`g${i}`) }]))
+      await Promise.all(commits)
+      assert.equal(
+        batches.reduce((a, b) => a + b, 0),
+        500,
+        'every commit was in a batch'
+      )
+      assert.ok(batches.length < 500, `500 concurrent commits shared transactions (${batches.length} batches)`)
+      await store.close()
+      store = await harness.open()
+      assert.equal((await store.load()).devices.filter((d) => d.id.startsWith('g')).length, 500)
+    })
+
+    it('with maxBatch 1, writes one transaction per commit (the per-event baseline)', async () => {
+      const batches: number[] = []
+      await store.close()
+      store = await harness.open({ maxBatch: 1, onBatch: (commits) => batches.push(commits) })
+      await Promise.all(Array.from({ length: 20 }, (_, i) => store.commit([{ op: 'device.put', device: device(`b${i}`) }])))
+      assert.deepEqual(batches, Array.from({ length: 20 }, () => 1))
+    })
+
+    it('refuses a commit it cannot store, stores none of its mutations, and fails only that caller', async () => {
+      const broken = { op: 'outgoing.put', clientId: 'bad', seq: 1, packet: null } as unknown as Mutation
+      const results = await Promise.allSettled([
+        store.commit([{ op: 'device.put', device: device('innocent-1') }]),
+        store.commit([{ op: 'device.put', device: device('half') }, broken]),
+        store.commit([{ op: 'device.put', device: device('innocent-2') }])
+      ])
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'rejected', 'fulfilled']
+      )
+      const ids = (await store.load()).devices.map((d) => d.id)
+      assert.ok(ids.includes('innocent-1') && ids.includes('innocent-2'), 'callers sharing the batch were stored')
+      assert.equal(ids.includes('half'), false, 'the failed commit left nothing behind')
+      await store.commit([{ op: 'device.put', device: device('after-failure') }])
+      assert.equal(store.health().ok, true, 'a later successful commit clears the failure')
+    })
+
+    it('rejects commits after close', async () => {
+      await store.close()
+      await assert.rejects(store.commit([{ op: 'device.put', device: device('late') }]), /closed/)
+      store = await harness.open()
+    })
+  })
+}

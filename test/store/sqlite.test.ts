@@ -1,0 +1,62 @@
+/** The Store contract against SQLite, plus what only SQLite has: its file, WAL, lock failures. */
+import assert from 'node:assert/strict'
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import Database from 'better-sqlite3'
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
+import { tempDir } from '../helpers/hub.js'
+import { storeContract } from './contract.js'
+
+storeContract('sqlite', async () => {
+  const dataDir = tempDir('iothub-store-')
+  return {
+    open: async (options = {}) =>
+      new SqliteStore({
+        dataDir,
+        maxBatch: options.maxBatch,
+        observer: options.onBatch ? { committed: (commits) => options.onBatch!(commits), failed: () => undefined } : undefined
+      }),
+    destroy: async () => rmSync(dataDir, { recursive: true, force: true })
+  }
+})
+
+describe('SqliteStore', () => {
+  it('keeps its data in one WAL-mode SQLite file', async () => {
+    const dataDir = tempDir('iothub-store-')
+    const store = new SqliteStore({ dataDir })
+    await store.commit([{ op: 'retained.delete', topic: 'x' }])
+    await store.close()
+    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal')
+    db.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('reports a failure in health() when another process holds the write lock, and recovers', async () => {
+    const dataDir = tempDir('iothub-store-')
+    const failures: Error[] = []
+    const store = new SqliteStore({ dataDir, busyTimeoutMs: 50, observer: { committed: () => undefined, failed: (e) => failures.push(e) } })
+    const other = new Database(join(dataDir, 'iothub.db'))
+    other.exec('BEGIN IMMEDIATE')
+    await assert.rejects(store.commit([{ op: 'retained.delete', topic: 'x' }]), /store commit failed: database is locked/)
+    assert.equal(store.health().ok, false)
+    assert.match(store.health().lastError ?? '', /locked/)
+    assert.equal(failures.length, 1)
+    other.exec('ROLLBACK')
+    other.close()
+    await store.commit([{ op: 'retained.delete', topic: 'x' }])
+    assert.deepEqual(store.health(), { ok: true, lastError: null })
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('refuses a data file written by a newer schema version', async () => {
+    const dataDir = tempDir('iothub-store-')
+    const db = new Database(join(dataDir, 'iothub.db'))
+    db.pragma('user_version = 99')
+    db.close()
+    assert.throws(() => new SqliteStore({ dataDir }), /schema version 99/)
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+})
