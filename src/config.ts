@@ -24,6 +24,8 @@ export interface HubConfig {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   /** `full` fsyncs every batch (survives power loss); `normal` survives a process crash only. */
   storeSync: 'full' | 'normal'
+  /** Milliseconds a store write waits for a lock another process holds (a backup, say). */
+  storeBusyTimeout: number
   /** Largest MQTT packet accepted, in bytes (EMQX's default max_packet_size is 1 MB). */
   maxPacketSize: number
   /** Longest topic accepted in SUBSCRIBE or PUBLISH, in characters. */
@@ -83,6 +85,7 @@ const OPTIONS = [
   { key: 'node', env: 'IOTHUB_NODE', flag: 'node', parse: text, fallback: () => `iothub@${hostname()}`, help: "this hub's node name" },
   { key: 'logLevel', env: 'IOTHUB_LOG_LEVEL', flag: 'log-level', parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), fallback: () => 'info' as const, help: 'log level' },
   { key: 'storeSync', env: 'IOTHUB_STORE_SYNC', flag: 'store-sync', parse: oneOf(['full', 'normal'] as const), fallback: () => 'full' as const, help: 'full: fsync every batch; normal: survive process crashes only' },
+  { key: 'storeBusyTimeout', env: 'IOTHUB_STORE_BUSY_TIMEOUT', flag: 'store-busy-timeout', parse: (raw: string, name: string) => integer(raw, name, 0, 600_000), fallback: () => 5000, help: 'ms a write waits for a lock held by another process' },
   { key: 'maxPacketSize', env: 'IOTHUB_MAX_PACKET_SIZE', flag: 'max-packet-size', parse: (raw: string, name: string) => integer(raw, name, 64, 268_435_455), fallback: () => 1_048_576, help: 'largest MQTT packet in bytes' },
   { key: 'maxTopicLength', env: 'IOTHUB_MAX_TOPIC_LENGTH', flag: 'max-topic-length', parse: (raw: string, name: string) => integer(raw, name, 1, 65535), fallback: () => 1024, help: 'longest topic in characters' },
   { key: 'maxTopicLevels', env: 'IOTHUB_MAX_TOPIC_LEVELS', flag: 'max-topic-levels', parse: (raw: string, name: string) => integer(raw, name, 1, 100), fallback: () => 32, help: 'most levels in a topic (at most 100)' },

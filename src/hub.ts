@@ -45,6 +45,7 @@ export class Hub {
     this.store = new SqliteStore({
       dataDir: config.dataDir,
       synchronous: config.storeSync,
+      busyTimeoutMs: config.storeBusyTimeout,
       observer: this.metrics.commitObserver((error) => this.log.error({ err: error.message }, 'store commit failed'))
     })
     const topics = new TopicBook()
