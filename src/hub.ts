@@ -10,6 +10,7 @@ import type { ApiContext, Readiness } from './api/context.js'
 import { StoreAedesPersistence } from './brokers/embedded/aedes-persistence.js'
 import { EmbeddedBroker } from './brokers/embedded/embedded-broker.js'
 import { usesDefaultApiCredentials, type HubConfig } from './config.js'
+import { portInUse } from './port-in-use.js'
 import { HubMetrics } from './observability/metrics.js'
 import { createLogger } from './observability/logger.js'
 import { DeviceDirectory } from './registry/device-directory.js'
@@ -76,7 +77,9 @@ export class Hub {
     const mqtt = await this.broker.start()
     const httpHost = this.apiHost()
     this.api = await buildApi(this.apiContext(), this.log)
-    await this.api.listen({ port: this.config.httpPort, host: httpHost })
+    await this.api.listen({ port: this.config.httpPort, host: httpHost }).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'EADDRINUSE' ? portInUse('HTTP', httpHost, this.config.httpPort, 'IOTHUB_HTTP_PORT / --http-port') : error
+    })
     const http = this.api.server.address() as AddressInfo
     this.addresses = { mqtt, http }
     this.expiryTimer = setInterval(() => {

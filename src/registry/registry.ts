@@ -5,7 +5,6 @@
  *
  * It knows lifecycle events, the store and the TopicBook; nothing of Aedes, HTTP or MQTT.
  */
-import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { LifecycleEvent } from '../domain/lifecycle-event.js'
 import type { Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
@@ -21,7 +20,8 @@ export interface SessionStateOwner {
   planDropSession(sessionId: string): Plan
 }
 
-export type ApplyResult = { applied: true; session: Session | null } | { applied: false; why: string }
+/** `applied: false`: the event was stale (it belonged to a connection no longer the session's). */
+export type ApplyResult = { applied: true } | { applied: false; why: string }
 
 export interface SessionQuery {
   deviceId?: string
@@ -33,15 +33,10 @@ export interface SessionQuery {
   limit: number
 }
 
-interface RegistryEvents {
-  /** A session entity changed (`session`) or ended (`null`). */
-  change: [id: string, session: Session | null]
-}
-
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
 const TOMBSTONE_MS = 10 * 60_000
 
-export class SessionRegistry extends EventEmitter<RegistryEvents> {
+export class SessionRegistry {
   private readonly sessions = new Map<string, SessionRecord>()
   private readonly tombstones = new Map<string, { incarnation: string; at: number }>()
   private readonly queue = new KeyedQueue()
@@ -53,7 +48,6 @@ export class SessionRegistry extends EventEmitter<RegistryEvents> {
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {
-    super()
     metrics.gauge('iothub_sessions_connected', 'Connected sessions by protocol', ['protocol'], (set) => {
       const counts = new Map<string, number>()
       for (const s of this.sessions.values()) if (s.connected) counts.set(s.protocol, (counts.get(s.protocol) ?? 0) + 1)
@@ -101,7 +95,7 @@ export class SessionRegistry extends EventEmitter<RegistryEvents> {
     const current = this.sessions.get(id)
     if (event.kind === 'subscribed' && current && this.alreadyHolds(current, event.incarnation, event.subscriptions)) {
       // a SUBSCRIBE repeating what the session holds, or Aedes restoring a resumed session
-      return { applied: true, session: this.get(id)! }
+      return { applied: true }
     }
     const tombstone = this.tombstones.get(id)
     const t = transition(current, event, { lastIncarnation: tombstone?.incarnation })
@@ -121,7 +115,7 @@ export class SessionRegistry extends EventEmitter<RegistryEvents> {
     this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'applied' })
     if (event.kind === 'disconnected') this.metrics.disconnectsTotal.inc({ protocol: current!.protocol, reason: event.reason })
     if (t.tookOver) this.metrics.disconnectsTotal.inc({ protocol: t.tookOver.protocol, reason: 'taken_over' })
-    return { applied: true, session: this.get(id) ?? null }
+    return { applied: true }
   }
 
   private alreadyHolds(current: SessionRecord, incarnation: string, subscriptions: TopicSubscription[]): boolean {
@@ -191,14 +185,7 @@ export class SessionRegistry extends EventEmitter<RegistryEvents> {
       }
     }
     const ownerPlans = ending ? this.owners.map((o) => o.planDropSession(id)) : []
-    const plan = combinePlans([sessionPlan, topicPlan, ...ownerPlans])
-    return {
-      mutations: plan.mutations,
-      apply: () => {
-        plan.apply()
-        this.emit('change', id, this.get(id) ?? null)
-      }
-    }
+    return combinePlans([sessionPlan, topicPlan, ...ownerPlans])
   }
 
   get(id: string): Session | undefined {

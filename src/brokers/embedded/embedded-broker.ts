@@ -11,6 +11,7 @@ import type { HubMetrics } from '../../observability/metrics.js'
 import type { AedesSource } from '../../sources/aedes-source.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { guardPacketSize } from './packet-size-guard.js'
+import { portInUse } from '../../port-in-use.js'
 
 export class EmbeddedBroker {
   readonly aedes: Aedes
@@ -51,9 +52,11 @@ export class EmbeddedBroker {
   async start(): Promise<AddressInfo> {
     await this.aedes.listen()
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
+      const failed = (error: NodeJS.ErrnoException) =>
+        reject(error.code === 'EADDRINUSE' ? portInUse('MQTT', this.config.mqttHost, this.config.mqttPort, 'IOTHUB_MQTT_PORT / --mqtt-port') : error)
+      this.server.once('error', failed)
       this.server.listen(this.config.mqttPort, this.config.mqttHost, () => {
-        this.server.off('error', reject)
+        this.server.off('error', failed)
         resolve()
       })
     })
