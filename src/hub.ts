@@ -52,9 +52,9 @@ export class Hub {
     const topics = new TopicBook()
     this.registry = new SessionRegistry(this.store, topics, this.metrics, this.log.child({ component: 'registry' }))
     this.devices = new DeviceDirectory(this.store)
-    this.persistence = new StoreAedesPersistence(this.store, topics)
-    this.registry.addStateOwner(this.persistence)
     const source = new AedesSource(this.registry, this.devices, config, this.metrics, this.log.child({ component: 'mqtt' }))
+    this.persistence = new StoreAedesPersistence(this.store, topics, { writer: source.subscriptionWriter() })
+    this.registry.addStateOwner(this.persistence)
     this.broker = new EmbeddedBroker(config, this.persistence, source, this.metrics, this.log.child({ component: 'broker' }))
   }
 

@@ -111,6 +111,24 @@ describe('session entity lifecycle', () => {
     assert.equal(await received, 'reboot')
   })
 
+  it('stores only the granted topics of a persistent SUBSCRIBE, and restores only those', async () => {
+    const device = await t.createDevice()
+    const options = { clientId: 'lifecycle-refused-topic', username: device.id, password: device.token, clean: false }
+    const client = await t.connect(options)
+    const tooLong = `v1/${'x'.repeat(2000)}`
+    // mqtt.js rejects a SUBACK with a failure code; the SUBACK itself rides on the error
+    const suback = await client.subscribeAsync({ 'v1/devices/me/raw': { qos: 1 }, [tooLong]: { qos: 1 } }).then(
+      () => assert.fail('the too-long topic was granted'),
+      (error: { packet: { granted: number[] } }) => error.packet
+    )
+    assert.deepEqual(suback.granted, [1, 128])
+    await client.endAsync()
+    const again = await t.connect(options)
+    const session = await t.api<ApiSession>('GET', '/v1/sessions/lifecycle-refused-topic')
+    assert.deepEqual(session.body.topics, [{ topic: 'v1/devices/me/raw', qos: 1 }])
+    await again.endAsync()
+  })
+
   it('refuses a wrong token with CONNACK "not authorized" and counts it', async () => {
     const device = await t.createDevice()
     await assert.rejects(t.connect({ clientId: 'intruder', username: device.id, password: 'wrong' }), /Not authorized/i)

@@ -22,6 +22,7 @@ import type { DeviceDirectory } from '../registry/device-directory.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { SessionRegistry } from '../registry/registry.js'
 import { checkTopic } from './topic-rules.js'
+import type { SubscriptionWriter } from '../brokers/embedded/aedes-persistence.js'
 
 /** What we learn about one connection, from its CONNECT to its close. */
 interface Connection {
@@ -109,13 +110,34 @@ export class AedesSource {
       this.log.debug({ err: error.message }, 'connection refused before CONNECT')
     })
     aedes.on('unsubscribe', (topics, client) => {
-      const conn = this.connections.get(client)
+      // Persistent clients' UNSUBSCRIBEs were recorded before the UNSUBACK, by the writer below.
       // Aedes also "unsubscribes" everything of a closing client; the close itself ends those.
-      if (client.closed || !conn?.incarnation) return
-      this.registry
-        .apply({ kind: 'unsubscribed', clientId: client.id, incarnation: conn.incarnation, at: Date.now(), topics })
-        .catch((error: Error) => this.log.error({ clientId: client.id, err: error.message }, 'unsubscribe not stored'))
+      if (!client.clean || client.closed) return
+      this.recordUnsubscribe(client, topics).catch((error: Error) =>
+        this.log.error({ clientId: client.id, err: error.message }, 'unsubscribe not stored')
+      )
     })
+  }
+
+  /**
+   * The Aedes persistence's subscription writes, routed through the registry so they are
+   * incarnation-checked (a late UNSUBSCRIBE of a taken-over connection changes nothing).
+   */
+  subscriptionWriter(): SubscriptionWriter {
+    return {
+      // Already recorded topic by topic in authorizeSubscribe. Aedes passes the whole SUBSCRIBE
+      // packet here, topics we refused included, so writing it would store those.
+      add: async () => undefined,
+      remove: (client, topics) => this.recordUnsubscribe(client as Client, topics),
+      // A clean start: the `connected` event already discarded the old session's topics.
+      clean: async () => undefined
+    }
+  }
+
+  private async recordUnsubscribe(client: Client, topics: string[]): Promise<void> {
+    const incarnation = this.connections.get(client)?.incarnation
+    if (!incarnation) return
+    await this.registry.apply({ kind: 'unsubscribed', clientId: client.id, incarnation, at: Date.now(), topics })
   }
 
   /** From now on, connections that close do so because the hub stops. */

@@ -19,9 +19,11 @@ abstractPersistence({
   persistence: async () => {
     const dataDir = tempDir('iothub-aedes-persistence-')
     const store = new SqliteStore({ dataDir })
-    return new StoreAedesPersistence(store, new TopicBook(), async () => {
-      await store.close()
-      rmSync(dataDir, { recursive: true, force: true })
+    return new StoreAedesPersistence(store, new TopicBook(), {
+      onDestroy: async () => {
+        await store.close()
+        rmSync(dataDir, { recursive: true, force: true })
+      }
     })
   }
 })

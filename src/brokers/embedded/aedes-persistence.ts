@@ -4,7 +4,9 @@
  * It passes aedes-persistence's own abstract test suite (test/brokers/aedes-persistence.test.ts).
  *
  * Subscriptions are not kept here but in the TopicBook, which is also where session entities
- * keep their topics — one record. Everything else is mirrored in memory (as Aedes' own memory
+ * keep their topics — one record. Who *writes* them is a SubscriptionWriter: on its own (as in
+ * the abstract suite) this persistence writes the TopicBook itself; inside the hub the registry
+ * does, so that subscription changes are incarnation-checked like every lifecycle event. Everything else is mirrored in memory (as Aedes' own memory
  * persistence does) and written through the store; every method resolves only once its
  * writes are durable, so a SUBACK or PUBACK never promises what a crash would take back.
  */
@@ -30,8 +32,28 @@ export interface BrokerPacket {
   [field: string]: unknown
 }
 
-interface ClientRef {
+export interface ClientRef {
   id: string
+}
+
+/** Writes a client's subscriptions for the broker; every method resolves once durable. */
+export interface SubscriptionWriter {
+  add(client: ClientRef, subscriptions: TopicSubscription[]): Promise<void>
+  remove(client: ClientRef, topics: string[]): Promise<void>
+  clean(client: ClientRef): Promise<void>
+}
+
+/** The writer a persistence has on its own: straight into the TopicBook, through the store. */
+export function topicBookWriter(store: Store, topics: TopicBook): SubscriptionWriter {
+  const run = async (plan: Plan) => {
+    await store.commit(plan.mutations)
+    plan.apply()
+  }
+  return {
+    add: (client, subscriptions) => run(topics.planAdd(client.id, subscriptions, true)),
+    remove: (client, removed) => run(topics.planRemove(client.id, removed)),
+    clean: (client) => run(topics.planClear(client.id))
+  }
 }
 
 interface BrokerRef {
@@ -52,12 +74,18 @@ export class StoreAedesPersistence implements SessionStateOwner {
   private nextSeq = 1
   private destroyed = false
 
+  private readonly writer: SubscriptionWriter
+  /** Called by destroy(); the hub closes its store itself, so it passes nothing. */
+  private readonly onDestroy: () => Promise<void>
+
   constructor(
     private readonly store: Store,
     private readonly topics: TopicBook,
-    /** Called by destroy(); the hub closes its store itself, so it passes nothing. */
-    private readonly onDestroy: () => Promise<void> = async () => undefined
-  ) {}
+    options: { writer?: SubscriptionWriter; onDestroy?: () => Promise<void> } = {}
+  ) {
+    this.writer = options.writer ?? topicBookWriter(store, topics)
+    this.onDestroy = options.onDestroy ?? (async () => undefined)
+  }
 
   /** Fills the memory mirror from what the store held at start. */
   load(snapshot: Pick<Snapshot, 'retained' | 'outgoing' | 'incoming' | 'wills'>): void {
@@ -105,11 +133,11 @@ export class StoreAedesPersistence implements SessionStateOwner {
   // ── subscriptions (the TopicBook's persistent rows) ──────────────────────────────────────
 
   async addSubscriptions(client: ClientRef, subs: TopicSubscription[]): Promise<void> {
-    await this.run(this.topics.planAdd(client.id, subs.map(toTopicSubscription), true))
+    await this.writer.add(client, subs.map(toTopicSubscription))
   }
 
   async removeSubscriptions(client: ClientRef, topics: string[]): Promise<void> {
-    await this.run(this.topics.planRemove(client.id, topics))
+    await this.writer.remove(client, topics)
   }
 
   async subscriptionsByClient(client: ClientRef): Promise<TopicSubscription[]> {
@@ -125,7 +153,7 @@ export class StoreAedesPersistence implements SessionStateOwner {
   }
 
   async cleanSubscriptions(client: ClientRef): Promise<void> {
-    await this.run(this.topics.planClear(client.id))
+    await this.writer.clean(client)
   }
 
   getClientList(topic: string): Readable {
