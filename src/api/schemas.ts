@@ -11,32 +11,35 @@ export const topicSchema = {
   properties: { topic: { type: 'string' }, qos: { type: 'integer' } }
 } as const
 
+const sessionProperties = {
+  id: { type: 'string' },
+  protocol: { type: 'string' },
+  clientId: { type: 'string' },
+  deviceId: { type: 'string' },
+  username: { type: ['string', 'null'] },
+  node: { type: 'string' },
+  peerHost: { type: ['string', 'null'] },
+  peerPort: { type: ['integer', 'null'] },
+  sockPort: { type: ['integer', 'null'] },
+  keepalive: { type: 'integer' },
+  protoVer: { type: 'integer' },
+  cleanStart: { type: 'boolean' },
+  expiryInterval: { type: 'integer' },
+  connected: { type: 'boolean' },
+  createdAt: { type: 'string', format: 'date-time' },
+  connectedAt: { type: 'string', format: 'date-time' },
+  disconnectedAt: { type: ['string', 'null'], format: 'date-time' },
+  disconnectReason: { type: ['string', 'null'] },
+  topics: { type: 'array', items: topicSchema },
+  incarnation: { type: 'string' },
+  version: { type: 'integer' }
+} as const
+
 export const sessionSchema = {
   type: 'object',
-  required: ['id', 'protocol', 'clientId', 'deviceId', 'connected', 'topics', 'incarnation', 'version'],
-  properties: {
-    id: { type: 'string' },
-    protocol: { type: 'string' },
-    clientId: { type: 'string' },
-    deviceId: { type: 'string' },
-    username: { type: ['string', 'null'] },
-    node: { type: 'string' },
-    peerHost: { type: ['string', 'null'] },
-    peerPort: { type: ['integer', 'null'] },
-    sockPort: { type: ['integer', 'null'] },
-    keepalive: { type: 'integer' },
-    protoVer: { type: 'integer' },
-    cleanStart: { type: 'boolean' },
-    expiryInterval: { type: 'integer' },
-    connected: { type: 'boolean' },
-    createdAt: { type: 'string', format: 'date-time' },
-    connectedAt: { type: 'string', format: 'date-time' },
-    disconnectedAt: { type: ['string', 'null'], format: 'date-time' },
-    disconnectReason: { type: ['string', 'null'] },
-    topics: { type: 'array', items: topicSchema },
-    incarnation: { type: 'string' },
-    version: { type: 'integer' }
-  }
+  // every field always present (null when unknown), in this order
+  required: Object.keys(sessionProperties),
+  properties: sessionProperties
 } as const
 
 /** A device id becomes the MQTT username and the device's topic namespace, so no `/ + #`. */
