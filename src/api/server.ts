@@ -8,6 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Logger } from 'pino'
 import { timingSafeEqual } from 'node:crypto'
 import { emqxV4Routes } from './compat/emqx-v4.js'
+import { formatSchemaErrors } from './schema-errors.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { healthRoutes } from './routes/health.js'
@@ -29,7 +30,8 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     // one line per request would drown the lifecycle log; errors are still logged
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 8 * 1024 * 1024,
-    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } }
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } },
+    schemaErrorFormatter: formatSchemaErrors
   })
 
   await app.register(basicAuth, {

@@ -22,6 +22,7 @@ import type { DeviceDirectory } from '../registry/device-directory.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { SessionRegistry } from '../registry/registry.js'
 import { checkTopic } from './topic-rules.js'
+import { MalformedLengthError, PacketTooLargeError } from '../brokers/embedded/packet-size-guard.js'
 import type { SubscriptionWriter } from '../brokers/embedded/aedes-persistence.js'
 
 /** What we learn about one connection, from its CONNECT to its close. */
@@ -105,8 +106,8 @@ export class AedesSource {
       if (reason) this.reject(reason, client, error.message)
     })
     aedes.on('connectionError', (_client, error) => {
-      const reason = classifyClientError(error) ?? 'malformed_packet'
-      this.metrics.reject(reason)
+      if (isFramingError(error)) return // counted where it was detected
+      this.metrics.reject(classifyClientError(error) ?? 'malformed_packet')
       this.log.debug({ err: error.message }, 'connection refused before CONNECT')
     })
     aedes.on('unsubscribe', (topics, client) => {
@@ -164,9 +165,10 @@ export class AedesSource {
     }
     if (!conn.clientIdGiven && !client.clean) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'empty client id needs clean session')
     if (client.id.length > this.config.maxClientIdLength) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'client id too long')
-    // mqtt-packet decodes invalid UTF-8 into U+FFFD; MQTT strings must be valid UTF-8 [MQTT-1.5.3-1]
-    if (client.id.includes('\uFFFD')) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'client id is not valid UTF-8')
-    if (username?.includes('\uFFFD')) return refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad_username', 'username is not valid UTF-8')
+    if (!isWellFormedMqttString(client.id)) return refuse(CONNACK_IDENTIFIER_REJECTED, 'bad_client_id', 'client id is not well-formed UTF-8')
+    if (username !== undefined && !isWellFormedMqttString(username)) {
+      return refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad_username', 'username is not well-formed UTF-8')
+    }
 
     let deviceId: string
     if (this.config.auth === 'none') {
@@ -271,10 +273,24 @@ export class AedesSource {
   }
 }
 
+/**
+ * MQTT strings must be well-formed UTF-8 without U+0000 [MQTT-1.5.3-1, -2]. mqtt-packet decodes
+ * ill-formed bytes into U+FFFD, so U+FFFD is refused too — a real one in a client id or
+ * username is far rarer than a device sending bytes that are not UTF-8.
+ */
+function isWellFormedMqttString(value: string): boolean {
+  return !value.includes('\uFFFD') && !value.includes('\u0000')
+}
+
+/** Errors of the packet-size guard, which counts them itself. */
+function isFramingError(error: Error): boolean {
+  return error instanceof PacketTooLargeError || error instanceof MalformedLengthError
+}
+
 /** Maps the errors Aedes and mqtt-packet raise on bad input to our reject reasons. */
 function classifyClientError(error: Error): RejectReason | null {
   const m = error.message
-  if (error.name === 'PacketTooLargeError') return null // counted where it was detected
+  if (isFramingError(error)) return null
   if (m.includes('too many levels')) return 'topic_too_deep'
   if (m.includes('is only allowed') || m.includes('is not allowed in PUBLISH') || m.includes('empty topic')) return 'bad_topic'
   if (/invalid|malformed|cannot parse|unknown command|protocol/i.test(m)) return 'malformed_packet'

@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { PROTOCOLS, type Protocol } from '../../domain/session.js'
 import type { ApiContext } from '../context.js'
 import { renderSession } from '../render.js'
+import { badRequest } from '../bad-request.js'
 import { errorSchema, sessionSchema } from '../schemas.js'
 
 interface ListQuery {
@@ -48,10 +49,10 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
         }
       }
     },
-    async (request, reply) => {
+    async (request) => {
       const { cursor, limit, ...filters } = request.query
       const after = cursor === undefined ? undefined : decodeCursor(cursor)
-      if (after === null) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'cursor is not one this API gave out' })
+      if (after === null) throw badRequest('querystring/cursor is not a cursor this API gave out')
       const page = ctx.registry.list({ ...filters, after, limit })
       const last = page.sessions.at(-1)
       return { data: page.sessions.map(renderSession), next: page.more && last ? encodeCursor(last.id) : null }
