@@ -9,6 +9,7 @@ import { buildApi } from './api/server.js'
 import type { ApiContext, Readiness } from './api/context.js'
 import { StoreAedesPersistence } from './brokers/embedded/aedes-persistence.js'
 import { EmbeddedBroker } from './brokers/embedded/embedded-broker.js'
+import { PublishJournal } from './brokers/embedded/publish-journal.js'
 import { usesDefaultApiCredentials, type HubConfig } from './config.js'
 import { portInUse } from './port-in-use.js'
 import { HubMetrics } from './observability/metrics.js'
@@ -32,6 +33,7 @@ export class Hub {
   readonly devices: DeviceDirectory
   readonly broker: EmbeddedBroker
   private readonly persistence: StoreAedesPersistence
+  private readonly journal: PublishJournal
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private addresses: HubAddresses | undefined
@@ -55,7 +57,8 @@ export class Hub {
     const source = new AedesSource(this.registry, this.devices, config, this.metrics, this.log.child({ component: 'mqtt' }))
     this.persistence = new StoreAedesPersistence(this.store, topics, { writer: source.subscriptionWriter() })
     this.registry.addStateOwner(this.persistence)
-    this.broker = new EmbeddedBroker(config, this.persistence, source, this.metrics, this.log.child({ component: 'broker' }))
+    this.journal = new PublishJournal(this.store, this.log.child({ component: 'journal' }))
+    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, this.metrics, this.log.child({ component: 'broker' }))
   }
 
   async start(): Promise<HubAddresses> {
@@ -66,6 +69,7 @@ export class Hub {
     this.registry.topics.load(snapshot.topics)
     this.registry.load(snapshot.sessions)
     this.persistence.load(snapshot)
+    this.journal.load(snapshot.journal)
     const previous = await this.registry.endPreviousRun(Date.now())
     await this.registry.expireDue(Date.now())
     this.log.info(

@@ -28,6 +28,9 @@ export type Mutation =
   | { op: 'incoming.clear'; clientId: string }
   | { op: 'will.put'; clientId: string; packet: Uint8Array }
   | { op: 'will.delete'; clientId: string }
+  /** A publish acknowledged to its sender but not yet fully routed (see publish-journal.ts). */
+  | { op: 'journal.put'; seq: number; packet: Uint8Array }
+  | { op: 'journal.delete'; seq: number }
 
 export interface StoredTopic {
   sessionId: string
@@ -44,6 +47,8 @@ export interface Snapshot {
   outgoing: { clientId: string; seq: number; packet: Uint8Array }[]
   incoming: { clientId: string; messageId: number; packet: Uint8Array }[]
   wills: { clientId: string; packet: Uint8Array }[]
+  /** Ordered by seq. */
+  journal: { seq: number; packet: Uint8Array }[]
 }
 
 export interface StoreHealth {

@@ -71,7 +71,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
 
     it('loads nothing from a new store', async () => {
       const snapshot = await store.load()
-      assert.deepEqual(snapshot, { devices: [], sessions: [], topics: [], retained: [], outgoing: [], incoming: [], wills: [] })
+      assert.deepEqual(snapshot, { devices: [], sessions: [], topics: [], retained: [], outgoing: [], incoming: [], wills: [], journal: [] })
     })
 
     it('stores every kind of record and loads it back after a reopen', async () => {
@@ -84,7 +84,9 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         { op: 'outgoing.put', clientId: 's1', seq: 2, packet: bytes('second') },
         { op: 'outgoing.put', clientId: 's1', seq: 1, packet: bytes('first') },
         { op: 'incoming.put', clientId: 's1', messageId: 42, packet: bytes('qos2') },
-        { op: 'will.put', clientId: 's1', packet: bytes('will') }
+        { op: 'will.put', clientId: 's1', packet: bytes('will') },
+        { op: 'journal.put', seq: 9, packet: bytes('accepted-9') },
+        { op: 'journal.put', seq: 3, packet: bytes('accepted-3') }
       ])
       await store.close()
       store = await harness.open()
@@ -100,6 +102,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual(snapshot.outgoing.map((o) => [o.clientId, o.seq, text(o.packet)]), [['s1', 1, 'first'], ['s1', 2, 'second']], 'outgoing in seq order')
       assert.deepEqual(snapshot.incoming.map((i) => [i.clientId, i.messageId, text(i.packet)]), [['s1', 42, 'qos2']])
       assert.deepEqual(snapshot.wills.map((w) => [w.clientId, text(w.packet)]), [['s1', 'will']])
+      assert.deepEqual(snapshot.journal.map((j) => [j.seq, text(j.packet)]), [[3, 'accepted-3'], [9, 'accepted-9']], 'journal in seq order')
     })
 
     it('replaces on put and removes on delete and clear, touching nothing else', async () => {
@@ -116,7 +119,8 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         { op: 'outgoing.put', clientId: 's2', seq: 1, packet: bytes('m1-updated') },
         { op: 'retained.delete', topic: 'r/1' },
         { op: 'will.delete', clientId: 's1' },
-        { op: 'incoming.delete', clientId: 's1', messageId: 42 }
+        { op: 'incoming.delete', clientId: 's1', messageId: 42 },
+        { op: 'journal.delete', seq: 3 }
       ])
       let snapshot = await store.load()
       assert.equal(snapshot.sessions.find((s) => s.id === 's2')?.version, 3)
@@ -128,6 +132,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual(snapshot.retained, [])
       assert.deepEqual(snapshot.wills, [])
       assert.deepEqual(snapshot.incoming, [])
+      assert.deepEqual(snapshot.journal.map((j) => j.seq), [9])
 
       await store.commit([
         { op: 'topic.clear', sessionId: 's2' },

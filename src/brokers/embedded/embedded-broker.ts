@@ -11,6 +11,7 @@ import type { HubMetrics } from '../../observability/metrics.js'
 import type { AedesSource } from '../../sources/aedes-source.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { guardPacketSize } from './packet-size-guard.js'
+import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../../port-in-use.js'
 
 export class EmbeddedBroker {
@@ -21,10 +22,12 @@ export class EmbeddedBroker {
   constructor(
     private readonly config: HubConfig,
     persistence: StoreAedesPersistence,
+    private readonly journal: PublishJournal,
     private readonly source: AedesSource,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {
+    const hooks = source.hooks()
     this.aedes = new Aedes({
       id: `${config.node}#${Date.now().toString(36)}`,
       persistence,
@@ -32,7 +35,17 @@ export class EmbeddedBroker {
       // Aedes' hard ceiling only guards its matcher
       maxTopicLevels: 100,
       maxClientsIdLength: config.maxClientIdLength,
-      ...source.hooks()
+      ...hooks,
+      // a client's QoS 1 PUBLISH is journaled before Aedes sends its PUBACK (publish-journal.ts)
+      authorizePublish: (client, packet, done) =>
+        hooks.authorizePublish!(client, packet, (error) => {
+          if (error || client === null || packet.qos !== 1) return done(error)
+          journal.accept(packet).then(() => done(null), done)
+        }),
+      published: (packet, _client, done) => {
+        journal.settle(packet)
+        done()
+      }
     })
     source.attach(this.aedes)
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
@@ -51,6 +64,9 @@ export class EmbeddedBroker {
 
   async start(): Promise<AddressInfo> {
     await this.aedes.listen()
+    await this.journal.replay(
+      (packet) => new Promise<void>((resolve, reject) => this.aedes.publish(packet, (error) => (error ? reject(error) : resolve())))
+    )
     await new Promise<void>((resolve, reject) => {
       const failed = (error: NodeJS.ErrnoException) =>
         reject(error.code === 'EADDRINUSE' ? portInUse('MQTT', this.config.mqttHost, this.config.mqttPort, 'IOTHUB_MQTT_PORT / --mqtt-port') : error)

@@ -52,4 +52,9 @@ CREATE TABLE IF NOT EXISTS wills (
   client_id TEXT PRIMARY KEY,
   packet    BLOB NOT NULL
 ) STRICT;
+
+CREATE TABLE IF NOT EXISTS publish_journal (
+  seq    INTEGER PRIMARY KEY,
+  packet BLOB NOT NULL
+) STRICT;
 `

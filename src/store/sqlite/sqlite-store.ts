@@ -92,7 +92,8 @@ export class SqliteStore implements Store {
         messageId: r.message_id,
         packet: r.packet
       })),
-      wills: (s.allWills.all() as { client_id: string; packet: Buffer }[]).map((r) => ({ clientId: r.client_id, packet: r.packet }))
+      wills: (s.allWills.all() as { client_id: string; packet: Buffer }[]).map((r) => ({ clientId: r.client_id, packet: r.packet })),
+      journal: s.allJournal.all() as { seq: number; packet: Buffer }[]
     }
   }
 
@@ -144,13 +145,16 @@ function prepareStatements(db: Database.Database) {
     clearIncoming: db.prepare('DELETE FROM incoming WHERE client_id = ?'),
     putWill: db.prepare('INSERT INTO wills (client_id, packet) VALUES (?, ?) ON CONFLICT(client_id) DO UPDATE SET packet = excluded.packet'),
     deleteWill: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+    putJournal: db.prepare('INSERT INTO publish_journal (seq, packet) VALUES (?, ?) ON CONFLICT(seq) DO UPDATE SET packet = excluded.packet'),
+    deleteJournal: db.prepare('DELETE FROM publish_journal WHERE seq = ?'),
     allDevices: db.prepare('SELECT doc FROM devices'),
     allSessions: db.prepare('SELECT doc FROM sessions'),
     allTopics: db.prepare('SELECT * FROM topics'),
     allRetained: db.prepare('SELECT topic, packet FROM retained'),
     allOutgoing: db.prepare('SELECT client_id, seq, packet FROM outgoing ORDER BY client_id, seq'),
     allIncoming: db.prepare('SELECT client_id, message_id, packet FROM incoming'),
-    allWills: db.prepare('SELECT client_id, packet FROM wills')
+    allWills: db.prepare('SELECT client_id, packet FROM wills'),
+    allJournal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq')
   }
 }
 
@@ -209,6 +213,12 @@ function applyMutation(s: Statements, m: Mutation): void {
       return
     case 'will.delete':
       s.deleteWill.run(m.clientId)
+      return
+    case 'journal.put':
+      s.putJournal.run(m.seq, m.packet)
+      return
+    case 'journal.delete':
+      s.deleteJournal.run(m.seq)
       return
   }
 }

@@ -1,0 +1,64 @@
+/**
+ * Makes a QoS 1 PUBACK a promise the hub keeps through a crash.
+ *
+ * Aedes answers a QoS 1 PUBLISH with PUBACK *before* it routes the message — before it stores a
+ * retained copy or queues it for offline persistent sessions. A `kill -9` in between would lose
+ * a message its sender was told had arrived. So, in `authorizePublish` (which runs before the
+ * PUBACK), the message is first written to this journal; once Aedes has routed it (its
+ * `published` hook, which runs after the retained copy and the offline queues are durable),
+ * the entry is removed. At start, entries left by a crash are published again: at least once,
+ * as QoS 1 promises. (QoS 2 needs none of this: Aedes stores it before its PUBREC.)
+ */
+import type { PublishPacket } from 'aedes'
+import type { Logger } from 'pino'
+import type { Store } from '../../store/store.js'
+import { decodePacket, encodePacket } from './packet-codec.js'
+
+export class PublishJournal {
+  private nextSeq = 1
+  /** Journal entries of packets still being routed, keyed by the packet Aedes routes. */
+  private readonly pending = new WeakMap<object, number>()
+  private leftovers: { seq: number; packet: PublishPacket }[] = []
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger
+  ) {}
+
+  load(entries: readonly { seq: number; packet: Uint8Array }[]): void {
+    this.leftovers = entries.map((e) => ({ seq: e.seq, packet: decodePacket<PublishPacket>(e.packet) }))
+    for (const e of entries) this.nextSeq = Math.max(this.nextSeq, e.seq + 1)
+  }
+
+  /** Durably records a publish its sender is about to be told arrived. */
+  async accept(packet: PublishPacket): Promise<void> {
+    const seq = this.nextSeq++
+    const { topic, payload, qos, retain } = packet
+    const journaled = { cmd: 'publish', topic, payload, qos, retain, dup: false }
+    await this.store.commit([{ op: 'journal.put', seq, packet: encodePacket(journaled) }])
+    this.pending.set(packet, seq)
+  }
+
+  /** The packet is routed (stored where it had to be): its entry is no longer needed. */
+  settle(packet: object): void {
+    const seq = this.pending.get(packet)
+    if (seq === undefined) return
+    this.pending.delete(packet)
+    // Not awaited: if this is lost, the restart publishes the message once more (at least once).
+    this.store.commit([{ op: 'journal.delete', seq }]).catch((error: Error) => {
+      this.log.warn({ seq, err: error.message }, 'publish journal entry not removed; it will be published again at start')
+    })
+  }
+
+  /** Publishes what a crash left between PUBACK and routing; call before clients are accepted. */
+  async replay(publish: (packet: PublishPacket) => Promise<void>): Promise<number> {
+    const leftovers = this.leftovers
+    this.leftovers = []
+    for (const { seq, packet } of leftovers) {
+      this.pending.set(packet, seq)
+      await publish(packet)
+    }
+    if (leftovers.length > 0) this.log.info({ messages: leftovers.length }, 'republished messages acknowledged before a crash')
+    return leftovers.length
+  }
+}
