@@ -1,0 +1,248 @@
+/**
+ * Connect storm: BENCH_CLIENTS real MQTT clients connect (3.1.1, clean session), subscribe to
+ * two topics and disconnect, against the hub and against bare Aedes (in-memory persistence),
+ * in the same run. Both brokers run in this process; the mqtt.js clients run in a child process
+ * (bench/lib/clients.ts), so the broker has this process's event loop to itself.
+ *
+ * Between the connect+subscribe phase and the disconnect phase (outside the timings) the
+ * hub's registry is checked against what Aedes holds: the same connected client ids, and for
+ * each the same topics. After the disconnect phase the registry must hold no session.
+ *
+ *   BENCH_CLIENTS        clients per storm                        (default 5,000)
+ *   BENCH_CONCURRENCY    clients connecting (or ending) at a time (default 200)
+ *   BENCH_STORM_ROUNDS   timed storms per broker; medians are reported (default 5)
+ *   BENCH_STORM_WARMUP   clients of one untimed storm per broker first (default 1,000)
+ *   BENCH_STORE_SYNC     the hub's store sync, full or normal (default full, as the hub's default)
+ */
+import type { Hub } from '../src/hub.js'
+import { ClientFleet, type PhaseReport } from './lib/clients.js'
+import { aedesClients, benchStoreSync, startTarget, type Target } from './lib/targets.js'
+import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
+
+const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
+const CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
+const ROUNDS = envInt('BENCH_STORM_ROUNDS', 5)
+const WARMUP = envInt('BENCH_STORM_WARMUP', 1_000)
+const TOPICS = 2
+const TARGET_RATIO = 1.25
+const SETTLE_TIMEOUT_MS = 60_000
+
+/** The hub's group-commit totals, from its own Prometheus histograms. */
+interface CommitTotals {
+  transactions: number
+  commits: number
+  seconds: number
+}
+
+async function commitTotals(hub: Hub | null): Promise<CommitTotals | null> {
+  if (!hub) return null
+  const sum = async (h: typeof hub.metrics.batchCommits, suffix: '_sum' | '_count') =>
+    (await h.get()).values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0
+  return {
+    transactions: await sum(hub.metrics.batchCommits, '_count'),
+    commits: await sum(hub.metrics.batchCommits, '_sum'),
+    seconds: await sum(hub.metrics.commitSeconds, '_sum')
+  }
+}
+
+function commitDelta(a: CommitTotals | null, b: CommitTotals | null): CommitTotals | null {
+  if (!a || !b) return null
+  return { transactions: b.transactions - a.transactions, commits: b.commits - a.commits, seconds: b.seconds - a.seconds }
+}
+
+interface StormResult {
+  target: 'hub' | 'bare'
+  connectMs: number
+  disconnectMs: number
+  totalMs: number
+  /** CPU time (user + system) this process spent in each phase: the broker's cost. */
+  connectCpuMs: number
+  disconnectCpuMs: number
+  connected: PhaseReport
+  ended: PhaseReport
+  /** Hub only: its store's transactions in each phase. */
+  connectCommits: CommitTotals | null
+  disconnectCommits: CommitTotals | null
+  /** Hub only: registry against Aedes after connect+subscribe; null for bare Aedes. */
+  check: { match: boolean; differences: string[] } | null
+  /** Hub only: sessions the registry held once the disconnect phase settled. */
+  sessionsLeft: number | null
+}
+
+const cpuMs = (since: NodeJS.CpuUsage): number => {
+  const d = process.cpuUsage(since)
+  return (d.user + d.system) / 1000
+}
+
+/** The hub's connected sessions and their topics against Aedes' clients and their subscriptions. */
+function compareRegistry(hub: Hub): { match: boolean; differences: string[] } {
+  const differences: string[] = []
+  let count = 0
+  const note = (text: string) => {
+    count++
+    if (differences.length < 10) differences.push(text)
+  }
+  const clients = aedesClients(hub.broker.aedes)
+  const brokerIds = new Set(Object.keys(clients))
+  const registryIds = new Set<string>()
+  for (const record of hub.registry.records()) {
+    if (record.connected) registryIds.add(record.id)
+    else note(`registry holds offline session ${record.id}`)
+  }
+  for (const id of registryIds) if (!brokerIds.has(id)) note(`registry has ${id} connected, Aedes does not`)
+  for (const id of brokerIds) {
+    if (!registryIds.has(id)) {
+      note(`Aedes has ${id} connected, registry does not`)
+      continue
+    }
+    const held = hub.registry
+      .get(id)!
+      .topics.map((t) => t.topic)
+      .sort()
+    const subscribed = Object.keys(clients[id]!.subscriptions).sort()
+    if (held.join('\n') !== subscribed.join('\n')) note(`${id}: registry topics [${held.join(', ')}], Aedes subscriptions [${subscribed.join(', ')}]`)
+  }
+  if (count > differences.length) differences.push(`… and ${count - differences.length} more`)
+  return { match: count === 0, differences }
+}
+
+async function storm(fleet: ClientFleet, name: 'hub' | 'bare', clients: number, prefix: string): Promise<StormResult> {
+  const target: Target = await startTarget(name)
+  try {
+    const commits0 = await commitTotals(target.hub)
+    const cpu0 = process.cpuUsage()
+    const t0 = nowMs()
+    const connected = await fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
+    const t1 = nowMs()
+    const connectCpuMs = cpuMs(cpu0)
+    const commits1 = await commitTotals(target.hub)
+
+    // every client has its SUBACK, so the broker must count them all; outside the timings
+    if (!(await waitFor(() => target.brokerClients() === connected.ok, SETTLE_TIMEOUT_MS))) {
+      throw new Error(`${name}: Aedes counts ${target.brokerClients()} clients, ${connected.ok} have their SUBACK`)
+    }
+    const check = target.hub ? compareRegistry(target.hub) : null
+
+    const cpu1 = process.cpuUsage()
+    const t2 = nowMs()
+    const ended = await fleet.disconnect(CONCURRENCY)
+    const settled = await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
+    const t3 = nowMs()
+    const disconnectCpuMs = cpuMs(cpu1)
+    if (!settled) line(`  WARNING: ${name} did not settle within ${SETTLE_TIMEOUT_MS} ms after the disconnects`)
+    if (target.hub) await target.hub.registry.settled()
+    const commits2 = await commitTotals(target.hub)
+    return {
+      target: name,
+      connectMs: t1 - t0,
+      disconnectMs: t3 - t2,
+      totalMs: t1 - t0 + (t3 - t2),
+      connectCpuMs,
+      disconnectCpuMs,
+      connected,
+      ended,
+      connectCommits: commitDelta(commits0, commits1),
+      disconnectCommits: commitDelta(commits1, commits2),
+      check,
+      sessionsLeft: target.hub ? target.hub.registry.size : null
+    }
+  } finally {
+    await target.stop()
+  }
+}
+
+function printStorm(r: StormResult, label: string): void {
+  const c = r.connected
+  const lat = c.latency
+  line(
+    `  ${label.padEnd(12)} ${r.target.padEnd(4)}  connect+subscribe ${fmt(r.connectMs).padStart(6)} ms (cpu ${fmt(r.connectCpuMs).padStart(6)} ms)` +
+      `  disconnect ${fmt(r.disconnectMs).padStart(6)} ms (cpu ${fmt(r.disconnectCpuMs).padStart(5)} ms)  total ${fmt(r.totalMs).padStart(6)} ms` +
+      `   clients cpu ${fmt(c.cpuMs + r.ended.cpuMs)} ms   CONNACK p50/p99 ${fmt(lat.connack!.p50, 1)}/${fmt(lat.connack!.p99, 1)} ms, SUBACK p50/p99 ${fmt(lat.suback!.p50, 1)}/${fmt(lat.suback!.p99, 1)} ms`
+  )
+  if (c.failed > 0 || r.ended.failed > 0) {
+    line(`  ${''.padEnd(12)} FAILED: ${c.failed} connects, ${r.ended.failed} disconnects: ${[...c.errors, ...r.ended.errors].join('; ')}`)
+  }
+  const store = (label: string, c: CommitTotals | null, phaseMs: number) =>
+    c
+      ? `${label} ${fmt(c.transactions)} transactions × ${fmt(c.commits / Math.max(1, c.transactions), 1)} writes, ` +
+        `${fmt((c.seconds * 1000) / Math.max(1, c.transactions), 2)} ms each = ${fmt((c.seconds * 100_000) / phaseMs)}% of the phase`
+      : ''
+  if (r.connectCommits) {
+    line(`  ${''.padEnd(12)} hub store: ${store('connect+subscribe', r.connectCommits, r.connectMs)}; ${store('disconnect', r.disconnectCommits, r.disconnectMs)}`)
+  }
+  if (r.check) {
+    line(`  ${''.padEnd(12)} registry vs Aedes after connect+subscribe: ${r.check.match ? `MATCH (${fmt(c.ok)} sessions, ${fmt(c.ok * TOPICS)} topics)` : 'DIFFERENT'}`)
+    for (const d of r.check.differences) line(`  ${''.padEnd(14)}${d}`)
+    line(`  ${''.padEnd(12)} registry after disconnect: ${r.sessionsLeft === 0 ? '0 sessions (as expected)' : `${r.sessionsLeft} SESSIONS LEFT`}`)
+  }
+}
+
+async function main(): Promise<void> {
+  line(`connect-storm: ${fmt(CLIENTS)} MQTT 3.1.1 clients (clean session), ${CONCURRENCY} at a time, each subscribing to ${TOPICS} topics (QoS 1), then disconnecting`)
+  line(`  brokers in this process, clients in a child process; ${ROUNDS} timed round(s) per broker, alternating order, after a ${fmt(WARMUP)}-client warm-up each`)
+  line(`  hub store: synchronous = ${benchStoreSync().toUpperCase()}${benchStoreSync() === 'full' ? ' (fsync per batch, the default)' : ' (NO fsync per batch: not the default; for diagnosis)'}`)
+  const fleet = await ClientFleet.start()
+  const results: StormResult[] = []
+  try {
+    for (const name of ['bare', 'hub'] as const) printStorm(await storm(fleet, name, WARMUP, `warm-${name}`), 'warm-up')
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? (['bare', 'hub'] as const) : (['hub', 'bare'] as const)
+      for (const name of order) {
+        const r = await storm(fleet, name, CLIENTS, `r${round}-${name}`)
+        printStorm(r, `round ${round + 1}`)
+        results.push(r)
+      }
+    }
+  } finally {
+    await fleet.stop()
+  }
+
+  const of = (name: 'hub' | 'bare') => results.filter((r) => r.target === name)
+  const med = (name: 'hub' | 'bare', pick: (r: StormResult) => number) => median(of(name).map(pick))
+  const hubTotal = med('hub', (r) => r.totalMs)
+  const bareTotal = med('bare', (r) => r.totalMs)
+  const ratio = hubTotal / bareTotal
+  const phaseRatio = (pick: (r: StormResult) => number) => fmt(med('hub', pick) / med('bare', pick), 2)
+  line(`  medians over ${ROUNDS} round(s):`)
+  for (const name of ['bare', 'hub'] as const) {
+    line(
+      `    ${name.padEnd(4)}  connect+subscribe ${fmt(med(name, (r) => r.connectMs)).padStart(6)} ms  disconnect ${fmt(med(name, (r) => r.disconnectMs)).padStart(6)} ms` +
+        `  total ${fmt(med(name, (r) => r.totalMs)).padStart(6)} ms   broker cpu ${fmt(med(name, (r) => r.connectCpuMs + r.disconnectCpuMs)).padStart(6)} ms` +
+        `   ${fmt((CLIENTS / med(name, (r) => r.connectMs)) * 1000)} connects+subscribes/s`
+    )
+  }
+  line(
+    `    hub/bare: total ${fmt(ratio, 2)} (connect+subscribe ${phaseRatio((r) => r.connectMs)}, disconnect ${phaseRatio((r) => r.disconnectMs)},` +
+      ` broker cpu ${phaseRatio((r) => r.connectCpuMs + r.disconnectCpuMs)})  target ≤ ${TARGET_RATIO}: ${ratio <= TARGET_RATIO ? 'met' : 'MISSED'}`
+  )
+  const hubRuns = of('hub')
+  const allMatch = hubRuns.every((r) => r.check?.match === true)
+  const allEmpty = hubRuns.every((r) => r.sessionsLeft === 0)
+  const failures = results.reduce((n, r) => n + r.connected.failed + r.ended.failed, 0)
+  line(`  registry check: ${allMatch ? 'MATCH' : 'DIFFERENT'} in ${hubRuns.filter((r) => r.check?.match).length}/${hubRuns.length} hub storms;` +
+    ` 0 sessions after disconnect in ${hubRuns.filter((r) => r.sessionsLeft === 0).length}/${hubRuns.length}` +
+    (failures > 0 ? `; ${failures} client failures` : ''))
+
+  await report('connect-storm', [
+    {
+      bench: 'connect-storm',
+      metric: `${fmt(CLIENTS)} clients: connect, sub ×${TOPICS}, disconnect`,
+      value: `${fmt(hubTotal)} ms`,
+      baseline: `${fmt(bareTotal)} ms (bare Aedes)`,
+      ratio: `${fmt(ratio, 2)}`,
+      target: `hub/bare ≤ ${TARGET_RATIO}`,
+      met: ratio <= TARGET_RATIO
+    },
+    {
+      bench: 'connect-storm',
+      metric: 'registry = Aedes (ids, topics); 0 after',
+      value: `${allMatch ? 'MATCH' : 'DIFFERENT'}; ${allEmpty ? '0 left' : 'SESSIONS LEFT'}`,
+      baseline: '',
+      ratio: '',
+      target: 'exact match',
+      met: allMatch && allEmpty && failures === 0
+    }
+  ])
+}
+
+runMain(main)

@@ -1,0 +1,248 @@
+/**
+ * Durable lifecycle events per second through the session registry and the SQLite store, with
+ * group commit (the hub's store) against one transaction per event (`maxBatch: 1`), in one run.
+ *
+ * BENCH_EVENT_CLIENTS clients (default 2,000) each run connected → subscribed → unsubscribed →
+ * disconnected cycles, every cycle a new incarnation, each event sent once the previous one
+ * resolved — as a device waits for CONNACK before it subscribes. So about that many events are
+ * in flight at any time. An event counts when its `registry.apply()` promise resolves, which
+ * is after the batch holding it is committed with synchronous = FULL (fsynced).
+ *
+ *   BENCH_EVENTS           events measured with group commit       (default 200,000)
+ *   BENCH_BASELINE_EVENTS  events measured with maxBatch: 1        (default 20,000)
+ *   BENCH_EVENT_CLIENTS    clients with an event in flight          (default 2,000)
+ *   BENCH_WARMUP_EVENTS    untimed events before each measurement  (default 8,000)
+ *   BENCH_EVENT_LOW_CLIENTS  clients of the lighter-load run        (default 200)
+ *
+ * Two more runs are printed for diagnosis, without targets: the same workload with a store
+ * whose group commit writes nothing (the registry's own ceiling: what the JS path costs), and
+ * group commit with fewer clients in flight (latency when batches are not 2,000 deep).
+ */
+import { performance } from 'node:perf_hooks'
+import { pino } from 'pino'
+import { newIncarnation } from '../src/domain/incarnation.js'
+import type { LifecycleEvent } from '../src/domain/lifecycle-event.js'
+import { HubMetrics } from '../src/observability/metrics.js'
+import { SessionRegistry } from '../src/registry/registry.js'
+import { TopicBook } from '../src/registry/topic-book.js'
+import { GroupCommitter, type CommitObserver } from '../src/store/group-commit.js'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import type { Mutation, Store } from '../src/store/store.js'
+import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
+
+const EVENTS = envInt('BENCH_EVENTS', 200_000)
+const BASELINE_EVENTS = envInt('BENCH_BASELINE_EVENTS', 20_000)
+const CLIENTS = envInt('BENCH_EVENT_CLIENTS', 2_000)
+const WARMUP_EVENTS = envInt('BENCH_WARMUP_EVENTS', 8_000)
+const LOW_CLIENTS = envInt('BENCH_EVENT_LOW_CLIENTS', 200)
+
+const TARGET_RATE = 50_000
+const TARGET_RATIO = 10
+const TARGET_P99_MS = 20
+
+const NODE = 'iothub@bench'
+
+interface CommitStats {
+  batches: number
+  commits: number
+  mutations: number
+  seconds: number
+  failures: number
+}
+
+interface Measurement {
+  label: string
+  events: number
+  seconds: number
+  rate: number
+  p50: number
+  p99: number
+  max: number
+  notApplied: number
+  commit: CommitStats
+}
+
+/** The four events of one connection of `clientId`, made as they are sent (their `at` is now). */
+function* cycle(clientId: string, i: number): Generator<LifecycleEvent> {
+  const incarnation = newIncarnation(NODE)
+  const topic = `devices/${clientId}/commands`
+  yield {
+    kind: 'connected',
+    clientId,
+    incarnation,
+    at: Date.now(),
+    protocol: 'mqtt',
+    deviceId: clientId,
+    username: null,
+    node: NODE,
+    peerHost: '127.0.0.1',
+    peerPort: 30_000 + (i % 30_000),
+    sockPort: 1883,
+    keepalive: 60,
+    protoVer: 4,
+    cleanStart: true,
+    expiryInterval: 7200
+  }
+  yield { kind: 'subscribed', clientId, incarnation, at: Date.now(), subscriptions: [{ topic, qos: 1 }] }
+  yield { kind: 'unsubscribed', clientId, incarnation, at: Date.now(), topics: [topic] }
+  yield { kind: 'disconnected', clientId, incarnation, at: Date.now(), reason: 'client_disconnect' }
+}
+
+/** Drives `events` events (rounded to whole cycles) from `clients` concurrent clients. */
+async function drive(registry: SessionRegistry, prefix: string, clients: number, events: number) {
+  const cycles = Math.max(1, Math.round(events / 4))
+  const latencies = new Float64Array(cycles * 4)
+  let n = 0
+  let notApplied = 0
+  const runClient = async (c: number, myCycles: number) => {
+    const clientId = `${prefix}-${c}`
+    for (let k = 0; k < myCycles; k++) {
+      for (const event of cycle(clientId, c)) {
+        const t0 = performance.now()
+        const result = await registry.apply(event)
+        latencies[n++] = performance.now() - t0
+        if (!result.applied) notApplied++
+      }
+    }
+  }
+  const per = Math.floor(cycles / clients)
+  const extra = cycles % clients
+  const started = performance.now()
+  await Promise.all(Array.from({ length: Math.min(clients, cycles) }, (_, c) => runClient(c, per + (c < extra ? 1 : 0))))
+  const seconds = (performance.now() - started) / 1000
+  return { events: n, seconds, latencies: latencies.subarray(0, n), notApplied }
+}
+
+/** A store that batches exactly as SqliteStore does but writes nothing: the registry alone. */
+function noopStore(observer: CommitObserver): Store {
+  const committer = new GroupCommitter({ writeBatch: () => undefined }, { observer })
+  return {
+    kind: 'noop',
+    commit: (mutations: readonly Mutation[]) => committer.commit(mutations),
+    load: () => Promise.reject(new Error('not loadable')),
+    health: () => ({ ok: true, lastError: null }),
+    close: () => committer.close()
+  }
+}
+
+interface Variant {
+  label: string
+  store: 'sqlite' | 'noop'
+  maxBatch?: number
+  clients: number
+  events: number
+}
+
+async function measure(v: Variant): Promise<Measurement> {
+  const dir = tempDir('iothub-bench-events-')
+  const commit: CommitStats = { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 }
+  const observer: CommitObserver = {
+    committed(commits, mutations, seconds) {
+      commit.batches++
+      commit.commits += commits
+      commit.mutations += mutations
+      commit.seconds += seconds
+    },
+    failed() {
+      commit.failures++
+    }
+  }
+  const store =
+    v.store === 'noop'
+      ? noopStore(observer)
+      : new SqliteStore({ dataDir: dir, synchronous: 'full', ...(v.maxBatch !== undefined ? { maxBatch: v.maxBatch } : {}), observer })
+  try {
+    const registry = new SessionRegistry(store, new TopicBook(), new HubMetrics({ processMetrics: false }), pino({ level: 'silent' }))
+    await drive(registry, 'warm', v.clients, WARMUP_EVENTS)
+    await collectGarbage()
+    Object.assign(commit, { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 })
+    const run = await drive(registry, 'c', v.clients, v.events)
+    if (registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
+    const { p50, p99, max } = percentiles(run.latencies)
+    return { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit }
+  } finally {
+    await store.close()
+    removeDir(dir)
+  }
+}
+
+function print(m: Measurement): void {
+  const c = m.commit
+  line(
+    `  ${m.label.padEnd(26)} ${fmt(m.events).padStart(8)} events in ${fmt(m.seconds, 2).padStart(6)} s = ${fmt(m.rate).padStart(7)} durable events/s` +
+      `   latency p50 ${fmt(m.p50, 2)} ms  p99 ${fmt(m.p99, 2)} ms  max ${fmt(m.max, 2)} ms`
+  )
+  line(
+    `  ${''.padEnd(26)} ${fmt(c.batches)} transactions, ${fmt(c.commits / Math.max(1, c.batches), 1)} events and ${fmt(c.mutations / Math.max(1, c.batches), 1)} rows each,` +
+      ` ${fmt((c.seconds * 1000) / Math.max(1, c.batches), 3)} ms per transaction (write + fsync), ${fmt((c.seconds / m.seconds) * 100, 0)}% of wall time in commits` +
+      (m.notApplied + c.failures > 0 ? `; NOT APPLIED ${m.notApplied}, FAILED BATCHES ${c.failures}` : '')
+  )
+}
+
+async function main(): Promise<void> {
+  line(`events: lifecycle events through SessionRegistry.apply() into SqliteStore (synchronous = FULL)`)
+  line(`  ${fmt(CLIENTS)} clients with one event in flight each; cycles of connected → subscribed → unsubscribed → disconnected;`)
+  line(`  ${fmt(WARMUP_EVENTS)} untimed warm-up events before each measurement`)
+  const group = await measure({ label: 'group commit', store: 'sqlite', clients: CLIENTS, events: EVENTS })
+  print(group)
+  const baseline = await measure({ label: 'baseline (maxBatch: 1)', store: 'sqlite', maxBatch: 1, clients: CLIENTS, events: BASELINE_EVENTS })
+  print(baseline)
+  const ratio = group.rate / baseline.rate
+  line(`  ratio group/baseline: ${fmt(ratio, 1)}× durable events/s`)
+  line(`  for diagnosis (no targets):`)
+  const ceiling = await measure({ label: 'registry, no-op store', store: 'noop', clients: CLIENTS, events: EVENTS })
+  print(ceiling)
+  const light = await measure({ label: `group commit, ${fmt(LOW_CLIENTS)} clients`, store: 'sqlite', clients: LOW_CLIENTS, events: Math.max(4 * LOW_CLIENTS, Math.round(EVENTS / 5)) })
+  print(light)
+  line(
+    `  per event: ${fmt((1e6 / ceiling.rate), 1)} µs in the registry path (no-op store), ` +
+      `${fmt((group.commit.seconds * 1e6) / group.events, 1)} µs writing + fsyncing in SQLite; ` +
+      `${fmt(CLIENTS)} in flight / ${fmt(group.rate)} per s = ${fmt((CLIENTS / group.rate) * 1000, 1)} ms mean latency (Little's law)`
+  )
+  const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED')
+  line(`  targets: ≥ ${fmt(TARGET_RATE)} events/s ${verdict(group.rate >= TARGET_RATE)} (${fmt(group.rate)});` +
+    ` ≥ ${TARGET_RATIO}× baseline ${verdict(ratio >= TARGET_RATIO)} (${fmt(ratio, 1)}×);` +
+    ` p99 ≤ ${TARGET_P99_MS} ms ${verdict(group.p99 <= TARGET_P99_MS)} (${fmt(group.p99, 2)} ms)`)
+  if (group.notApplied + baseline.notApplied > 0) line(`  WARNING: ${group.notApplied + baseline.notApplied} events were not applied (stale)`)
+
+  await report('events', [
+    {
+      bench: 'events',
+      metric: 'durable events/s',
+      value: fmt(group.rate),
+      baseline: `${fmt(baseline.rate)} (maxBatch 1)`,
+      ratio: `${fmt(ratio, 1)}×`,
+      target: `≥ ${fmt(TARGET_RATE)}/s, ≥ ${TARGET_RATIO}×`,
+      met: group.rate >= TARGET_RATE && ratio >= TARGET_RATIO
+    },
+    {
+      bench: 'events',
+      metric: 'apply() latency p50 / p99',
+      value: `${fmt(group.p50, 1)} / ${fmt(group.p99, 1)} ms`,
+      baseline: `${fmt(baseline.p50)} / ${fmt(baseline.p99)} ms`,
+      ratio: `${fmt(baseline.p99 / group.p99, 1)}× lower p99`,
+      target: `p99 ≤ ${TARGET_P99_MS} ms`,
+      met: group.p99 <= TARGET_P99_MS
+    },
+    {
+      bench: 'events',
+      metric: 'registry only, no-op store',
+      value: `${fmt(ceiling.rate)}/s`,
+      baseline: '',
+      ratio: '',
+      target: '(diagnosis)',
+      met: null
+    },
+    {
+      bench: 'events',
+      metric: `p50 / p99 at ${fmt(LOW_CLIENTS)} clients`,
+      value: `${fmt(light.p50, 1)} / ${fmt(light.p99, 1)} ms`,
+      baseline: '',
+      ratio: '',
+      target: `(diagnosis: ${fmt(light.rate)}/s)`,
+      met: null
+    }
+  ])
+}
+
+runMain(main)

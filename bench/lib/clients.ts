@@ -1,0 +1,212 @@
+/**
+ * The MQTT client side of the socket benchmarks, run as a child process (forked by
+ * ClientFleet below) so that the mqtt.js clients' CPU and memory are not the broker's:
+ * the broker under test gets the parent process to itself.
+ *
+ * Protocol over IPC: the child says `ready`; on `connect` it connects `count` clients
+ * (MQTT 3.1.1, clean session, no reconnect), `concurrency` at a time, each subscribing to
+ * `topics` topics in one SUBSCRIBE, and answers `connected`; on `disconnect` it ends them all
+ * (DISCONNECT, then close), `concurrency` at a time, and answers `disconnected`.
+ */
+import type { ChildProcess } from 'node:child_process'
+import mqtt, { type MqttClient } from 'mqtt'
+import { forkTs, nowMs, percentiles } from './util.js'
+
+export interface ConnectCommand {
+  cmd: 'connect'
+  url: string
+  count: number
+  concurrency: number
+  /** Client ids are `${prefix}-${i}`. */
+  prefix: string
+  topics: number
+  qos: 0 | 1
+}
+
+export type FleetCommand = ConnectCommand | { cmd: 'disconnect'; concurrency: number } | { cmd: 'exit' }
+
+export interface PhaseReport {
+  /** Wall time of the phase as the child measured it, ms. */
+  ms: number
+  /** CPU time (user + system) the clients process spent in the phase, ms. */
+  cpuMs: number
+  ok: number
+  failed: number
+  /** A few distinct error messages, for the report. */
+  errors: string[]
+  /** Per-client latencies of the steps, ms. */
+  latency: Record<string, { p50: number; p99: number; max: number }>
+}
+
+export type FleetReply = { type: 'ready' } | ({ type: 'connected' } & PhaseReport) | ({ type: 'disconnected' } & PhaseReport)
+
+/** Topics a bench client subscribes to; the parent uses the same names to check the broker. */
+export function topicsOf(clientId: string, count: number): string[] {
+  return Array.from({ length: count }, (_, k) => `bench/${clientId}/t${k}`)
+}
+
+/** Runs `task(i)` for i in [0, count), at most `concurrency` at a time. */
+async function pool(count: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < count) await task(next++)
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
+}
+
+function cpuMsSince(since: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(since)
+  return (d.user + d.system) / 1000
+}
+
+function connectOne(url: string, clientId: string): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { clientId, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 60_000, keepalive: 300 })
+    const fail = (error: Error) => {
+      client.removeAllListeners()
+      client.on('error', () => undefined)
+      client.end(true)
+      reject(error)
+    }
+    client.once('connect', () => {
+      client.removeAllListeners('error')
+      client.removeAllListeners('close')
+      client.on('error', () => undefined)
+      resolve(client)
+    })
+    client.once('error', fail)
+    client.once('close', () => fail(new Error('closed before CONNACK')))
+  })
+}
+
+function child(): void {
+  let clients: MqttClient[] = []
+  const send = (reply: FleetReply) => process.send!(reply)
+
+  const connect = async (c: ConnectCommand) => {
+    clients = []
+    const errors = new Set<string>()
+    const connectMs = new Float64Array(c.count)
+    const subscribeMs = new Float64Array(c.count)
+    let ok = 0
+    let failed = 0
+    const cpu = process.cpuUsage()
+    const started = nowMs()
+    await pool(c.count, c.concurrency, async (i) => {
+      const clientId = `${c.prefix}-${i}`
+      try {
+        const t0 = nowMs()
+        const client = await connectOne(c.url, clientId)
+        clients.push(client)
+        const t1 = nowMs()
+        const granted = await client.subscribeAsync(Object.fromEntries(topicsOf(clientId, c.topics).map((t) => [t, { qos: c.qos }])))
+        const t2 = nowMs()
+        if (granted.some((g) => g.qos === 128)) throw new Error('SUBACK refused a topic (0x80)')
+        connectMs[ok] = t1 - t0
+        subscribeMs[ok] = t2 - t1
+        ok++
+      } catch (error) {
+        failed++
+        errors.add((error as Error).message)
+      }
+    })
+    send({
+      type: 'connected',
+      ms: nowMs() - started,
+      cpuMs: cpuMsSince(cpu),
+      ok,
+      failed,
+      errors: [...errors].slice(0, 5),
+      latency: { connack: percentiles(connectMs.subarray(0, ok)), suback: percentiles(subscribeMs.subarray(0, ok)) }
+    })
+  }
+
+  const disconnect = async (concurrency: number) => {
+    const errors = new Set<string>()
+    const endMs = new Float64Array(clients.length)
+    let ok = 0
+    let failed = 0
+    const cpu = process.cpuUsage()
+    const started = nowMs()
+    const all = clients
+    clients = []
+    await pool(all.length, concurrency, async (i) => {
+      try {
+        const t0 = nowMs()
+        await all[i]!.endAsync()
+        endMs[ok++] = nowMs() - t0
+      } catch (error) {
+        failed++
+        errors.add((error as Error).message)
+      }
+    })
+    send({ type: 'disconnected', ms: nowMs() - started, cpuMs: cpuMsSince(cpu), ok, failed, errors: [...errors].slice(0, 5), latency: { end: percentiles(endMs.subarray(0, ok)) } })
+  }
+
+  process.on('message', (message: FleetCommand) => {
+    const done = (error: unknown) => {
+      process.stderr.write(`clients: ${(error as Error).stack ?? String(error)}\n`)
+      process.exit(1)
+    }
+    if (message.cmd === 'connect') connect(message).catch(done)
+    else if (message.cmd === 'disconnect') disconnect(message.concurrency).catch(done)
+    else process.exit(0)
+  })
+  process.on('disconnect', () => process.exit(0))
+  send({ type: 'ready' })
+}
+
+/** The parent's handle on a clients child process. */
+export class ClientFleet {
+  private constructor(private readonly proc: ChildProcess) {}
+
+  static async start(): Promise<ClientFleet> {
+    const proc = forkTs('lib/clients.ts', ['--child'])
+    const fleet = new ClientFleet(proc)
+    await fleet.next('ready')
+    return fleet
+  }
+
+  private next<T extends FleetReply['type']>(type: T): Promise<Extract<FleetReply, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const onMessage = (reply: FleetReply) => {
+        if (reply.type !== type) return
+        cleanup()
+        resolve(reply as Extract<FleetReply, { type: T }>)
+      }
+      const onExit = (code: number | null) => {
+        cleanup()
+        reject(new Error(`clients process exited (${code}) while waiting for "${type}"`))
+      }
+      const cleanup = () => {
+        this.proc.off('message', onMessage)
+        this.proc.off('exit', onExit)
+      }
+      this.proc.on('message', onMessage)
+      this.proc.once('exit', onExit)
+    })
+  }
+
+  /** Connects and subscribes; resolves when every client has its SUBACK (or failed). */
+  async connect(command: Omit<ConnectCommand, 'cmd'>): Promise<PhaseReport> {
+    const reply = this.next('connected')
+    this.proc.send({ cmd: 'connect', ...command } satisfies FleetCommand)
+    return reply
+  }
+
+  /** Sends DISCONNECT on every client; resolves when each socket is closed on the client side. */
+  async disconnect(concurrency: number): Promise<PhaseReport> {
+    const reply = this.next('disconnected')
+    this.proc.send({ cmd: 'disconnect', concurrency } satisfies FleetCommand)
+    return reply
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return
+    const exited = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()))
+    this.proc.send({ cmd: 'exit' } satisfies FleetCommand)
+    await exited
+  }
+}
+
+if (process.argv.includes('--child') && process.send) child()

@@ -1,0 +1,99 @@
+/**
+ * The two brokers the socket benchmarks compare, started in this process on 127.0.0.1 and a
+ * free port: the hub (Aedes + session registry + SQLite store, as `npm start` runs it, with
+ * auth none and logs silenced) and bare Aedes with its default in-memory persistence.
+ */
+import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { Aedes, type Client } from 'aedes'
+import { loadConfig } from '../../src/config.js'
+import { Hub } from '../../src/hub.js'
+import { removeDir, tempDir } from './util.js'
+
+/** Aedes' table of connected clients: public in its JavaScript, not in its types. */
+export type AedesClients = Record<string, Client & { subscriptions: Record<string, unknown> }>
+
+export interface Target {
+  name: 'hub' | 'bare'
+  url: string
+  aedes: Aedes
+  /** The hub, when the target is one. */
+  hub: Hub | null
+  /** Clients Aedes counts as connected. */
+  brokerClients(): number
+  stop(): Promise<void>
+}
+
+export function aedesClients(aedes: Aedes): AedesClients {
+  return (aedes as Aedes & { clients: AedesClients }).clients
+}
+
+function connectedCount(aedes: Aedes): number {
+  return (aedes as Aedes & { connectedClients: number }).connectedClients
+}
+
+/** BENCH_STORE_SYNC=normal runs the hub without an fsync per batch (diagnosis only). */
+export function benchStoreSync(): 'full' | 'normal' {
+  const raw = process.env.BENCH_STORE_SYNC ?? 'full'
+  if (raw !== 'full' && raw !== 'normal') throw new Error(`BENCH_STORE_SYNC must be full or normal, got "${raw}"`)
+  return raw
+}
+
+export async function startHub(): Promise<Target> {
+  const dataDir = tempDir('iothub-bench-hub-')
+  const config = loadConfig({}, [], {
+    dataDir,
+    mqttPort: 0,
+    httpPort: 0,
+    mqttHost: '127.0.0.1',
+    auth: 'none',
+    logLevel: 'silent',
+    storeSync: benchStoreSync()
+  })
+  const hub = new Hub(config)
+  const { mqtt } = await hub.start()
+  const aedes = hub.broker.aedes
+  return {
+    name: 'hub',
+    url: `mqtt://127.0.0.1:${mqtt.port}`,
+    aedes,
+    hub,
+    brokerClients: () => connectedCount(aedes),
+    async stop() {
+      await hub.stop()
+      removeDir(dataDir)
+    }
+  }
+}
+
+export async function startBareAedes(): Promise<Target> {
+  const aedes = new Aedes()
+  await aedes.listen()
+  const sockets = new Set<Socket>()
+  const server = createServer((socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+    aedes.handle(socket)
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve())
+  })
+  const { port } = server.address() as AddressInfo
+  return {
+    name: 'bare',
+    url: `mqtt://127.0.0.1:${port}`,
+    aedes,
+    hub: null,
+    brokerClients: () => connectedCount(aedes),
+    async stop() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      for (const socket of sockets) socket.destroy()
+      await closed
+    }
+  }
+}
+
+export function startTarget(name: 'hub' | 'bare'): Promise<Target> {
+  return name === 'hub' ? startHub() : startBareAedes()
+}

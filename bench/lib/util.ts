@@ -1,0 +1,130 @@
+/**
+ * Small helpers shared by the benchmarks: sizes from the environment, percentiles, number
+ * formatting, temp dirs, forking TypeScript children, and handing a result to bench/run.ts.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { performance } from 'node:perf_hooks'
+
+/** A positive integer from the environment, or the default. A bad value stops the bench. */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw.trim() === '') return fallback
+  const n = Number(raw)
+  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`)
+  return n
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true })
+}
+
+/** The p-th percentile (0..100) of `values` by nearest rank; sorts a copy. */
+export function percentile(values: Float64Array | number[], p: number): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = Float64Array.from(values).sort()
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[rank]!
+}
+
+export function percentiles(values: Float64Array | number[]): { p50: number; p99: number; max: number } {
+  if (values.length === 0) return { p50: Number.NaN, p99: Number.NaN, max: Number.NaN }
+  const sorted = Float64Array.from(values).sort()
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+  return { p50: at(50), p99: at(99), max: sorted[sorted.length - 1]! }
+}
+
+export function median(values: number[]): number {
+  return percentile(values, 50)
+}
+
+export const nowMs = (): number => performance.now()
+
+export function fmt(n: number, digits = 0): string {
+  if (!Number.isFinite(n)) return String(n)
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+export const mib = (bytes: number): string => `${fmt(bytes / 1024 / 1024, 1)} MiB`
+
+export function line(text = ''): void {
+  process.stdout.write(`${text}\n`)
+}
+
+/** One line of the summary table bench/run.ts prints at the end. */
+export interface SummaryRow {
+  bench: string
+  metric: string
+  value: string
+  baseline: string
+  ratio: string
+  target: string
+  /** true: target met, false: missed, null: no target (informational). */
+  met: boolean | null
+}
+
+export interface BenchResult {
+  type: 'result'
+  bench: string
+  rows: SummaryRow[]
+}
+
+/** Hands the result to bench/run.ts when run from it (over IPC); a no-op when run alone. */
+export async function report(bench: string, rows: SummaryRow[]): Promise<void> {
+  const send = process.send?.bind(process)
+  if (!send) return
+  const message: BenchResult = { type: 'result', bench, rows }
+  await new Promise<void>((resolve) => send(message, undefined, {}, () => resolve()))
+}
+
+/** Runs `main`, prints a failure plainly, and exits (mqtt and IPC handles would keep us alive). */
+export function runMain(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (error: unknown) => {
+      process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+      process.exit(1)
+    }
+  )
+}
+
+/** The bench/ folder, for forking sibling scripts. */
+export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url))
+
+/** Forks a TypeScript script (path relative to bench/) with tsx loaded and an IPC channel. */
+export function forkTs(script: string, args: string[] = [], options: { exposeGc?: boolean } = {}): ChildProcess {
+  return fork(join(BENCH_DIR, script), args, {
+    execArgv: [...(options.exposeGc ? ['--expose-gc'] : []), '--import', 'tsx'],
+    stdio: 'inherit'
+  })
+}
+
+/** Runs global.gc() a few times when the process was started with --expose-gc. */
+export async function collectGarbage(): Promise<boolean> {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (!gc) return false
+  for (let i = 0; i < 4; i++) {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return true
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Polls `check` every `everyMs` until it is true; false if `timeoutMs` passes first. */
+export async function waitFor(check: () => boolean, timeoutMs: number, everyMs = 2): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) return false
+    await sleep(everyMs)
+  }
+  return true
+}
