@@ -6,8 +6,8 @@
  *   leaves only once that is stored. Connects of one clientId are serialized from
  *   authentication to CONNACK (as EMQX's connection manager locks a clientId), so the
  *   connection Aedes keeps after a takeover is always the newest incarnation.
- * - SUBSCRIBE: `authorizeSubscribe` records `subscribed` before the SUBACK; a topic we refuse
- *   gets the SUBACK failure code 0x80.
+ * - SUBSCRIBE: `authorizeSubscribe` records `subscribed` (one event per packet) before the
+ *   SUBACK; a topic we refuse gets the SUBACK failure code 0x80.
  * - UNSUBSCRIBE: recorded from Aedes' `unsubscribe` event.
  * - The socket closing ends the connection, with the reason seen on the way out.
  */
@@ -16,7 +16,7 @@ import type { Aedes, AedesOptions, Client, Subscription } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import { newIncarnation } from '../domain/incarnation.js'
-import type { DisconnectReason } from '../domain/session.js'
+import type { DisconnectReason, TopicSubscription } from '../domain/session.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
@@ -55,6 +55,7 @@ const CONNACK_NOT_AUTHORIZED = 5
 export class AedesSource {
   private readonly connections = new WeakMap<Client, Connection>()
   private readonly connectLocks = new KeyedQueue()
+  private readonly pendingSubscribes = new Map<Client, { subscriptions: TopicSubscription[]; answers: ((stored: boolean) => void)[] }>()
   private stopping = false
   private aedes: LiveAedes | undefined
 
@@ -233,25 +234,32 @@ export class AedesSource {
       this.reject(refusal.reason, client, refusal.message)
       return done(null, null) // SUBACK 0x80 for this topic; the others go on
     }
-    const conn = this.connections.get(client)
-    if (!conn?.incarnation) return done(null, sub)
+    if (!this.connections.get(client)?.incarnation) return done(null, sub)
+    // Aedes authorizes the topics of one SUBSCRIBE one by one, in one synchronous loop: they
+    // are gathered here and recorded as one event, one durable write, before the SUBACK.
+    let pending = this.pendingSubscribes.get(client)
+    if (!pending) {
+      pending = { subscriptions: [], answers: [] }
+      this.pendingSubscribes.set(client, pending)
+      queueMicrotask(() => this.recordSubscribe(client))
+    }
     const { topic, qos, rh, rap, nl } = sub
-    this.registry
-      .apply({
-        kind: 'subscribed',
-        clientId: client.id,
-        incarnation: conn.incarnation,
-        at: Date.now(),
-        subscriptions: [{ topic, qos, rh, rap, nl }]
-      })
-      .then(
-        () => done(null, sub),
-        (error: Error) => {
-          this.metrics.reject('store_unavailable')
-          this.log.error({ clientId: client.id, topic, err: error.message }, 'subscription refused: not stored')
-          done(null, null)
-        }
-      )
+    pending.subscriptions.push({ topic, qos, rh, rap, nl })
+    pending.answers.push((stored) => done(null, stored ? sub : null))
+  }
+
+  private recordSubscribe(client: Client): void {
+    const { subscriptions, answers } = this.pendingSubscribes.get(client)!
+    this.pendingSubscribes.delete(client)
+    const incarnation = this.connections.get(client)!.incarnation!
+    this.registry.apply({ kind: 'subscribed', clientId: client.id, incarnation, at: Date.now(), subscriptions }).then(
+      () => answers.forEach((answer) => answer(true)),
+      (error: Error) => {
+        this.metrics.reject('store_unavailable')
+        this.log.error({ clientId: client.id, topics: subscriptions.map((s) => s.topic), err: error.message }, 'subscription refused: not stored')
+        answers.forEach((answer) => answer(false))
+      }
+    )
   }
 
   private closed(client: AedesClient): void {
