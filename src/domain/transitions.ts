@@ -26,15 +26,14 @@ export interface Applied {
 /** `stale`: nothing changes, the event belongs to a connection that is no longer the session's. */
 export type Transition = Applied | { outcome: 'stale'; why: string }
 
-export interface TransitionContext {
-  /** The latest incarnation seen for this clientId, even if its session has since ended. */
-  lastIncarnation: string | undefined
-}
-
-export function transition(current: SessionRecord | undefined, event: LifecycleEvent, ctx: TransitionContext): Transition {
+/**
+ * `lastIncarnation`: when there is no session, the incarnation of the last one that ended for
+ * this clientId (if remembered), so a late connect of an even older connection is refused.
+ */
+export function transition(current: SessionRecord | undefined, event: LifecycleEvent, lastIncarnation?: string): Transition {
   switch (event.kind) {
     case 'connected':
-      return connect(current, event, ctx)
+      return connect(current, event, lastIncarnation)
     case 'subscribed':
     case 'unsubscribed': {
       const stale = notTheLiveConnection(current, event.incarnation)
@@ -56,8 +55,8 @@ export function transition(current: SessionRecord | undefined, event: LifecycleE
   }
 }
 
-function connect(current: SessionRecord | undefined, event: ConnectedEvent, ctx: TransitionContext): Transition {
-  const newest = current?.incarnation ?? ctx.lastIncarnation
+function connect(current: SessionRecord | undefined, event: ConnectedEvent, lastIncarnation: string | undefined): Transition {
+  const newest = current?.incarnation ?? lastIncarnation
   if (newest !== undefined && compareIncarnations(event.incarnation, newest) < 0) {
     return { outcome: 'stale', why: `connect of ${event.incarnation} arrived after newer ${newest}` }
   }

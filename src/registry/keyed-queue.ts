@@ -8,15 +8,12 @@ export class KeyedQueue {
 
   run<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key)
-    const result = previous ? previous.then(task, task) : task()
-    const tail = result.then(
-      () => undefined,
-      () => undefined
-    )
-    this.tails.set(key, tail)
-    void tail.then(() => {
+    const result = previous === undefined ? task() : previous.then(task, task)
+    const release = (): void => {
       if (this.tails.get(key) === tail) this.tails.delete(key)
-    })
+    }
+    const tail: Promise<void> = result.then(release, release)
+    this.tails.set(key, tail)
     return result
   }
 

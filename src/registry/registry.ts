@@ -6,12 +6,12 @@
  * It knows lifecycle events, the store and the TopicBook; nothing of Aedes, HTTP or MQTT.
  */
 import type { Logger } from 'pino'
-import type { LifecycleEvent } from '../domain/lifecycle-event.js'
+import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-event.js'
 import type { Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
 import { endConnection, expire, transition, type Applied } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import { combinePlans, EMPTY_PLAN, type Plan } from '../store/plan.js'
-import type { Store } from '../store/store.js'
+import type { Mutation, Store } from '../store/store.js'
 import { KeyedQueue } from './keyed-queue.js'
 import type { TopicBook } from './topic-book.js'
 
@@ -33,6 +33,9 @@ export interface SessionQuery {
   limit: number
 }
 
+const APPLIED: ApplyResult = { applied: true }
+const NO_PLANS: Plan[] = []
+
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
 const TOMBSTONE_MS = 10 * 60_000
 
@@ -41,6 +44,7 @@ export class SessionRegistry {
   private readonly tombstones = new Map<string, { incarnation: string; at: number }>()
   private readonly queue = new KeyedQueue()
   private readonly owners: SessionStateOwner[] = []
+  private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
 
   constructor(
     private readonly store: Store,
@@ -95,12 +99,11 @@ export class SessionRegistry {
     const current = this.sessions.get(id)
     if (event.kind === 'subscribed' && current && this.alreadyHolds(current, event.incarnation, event.subscriptions)) {
       // a SUBSCRIBE repeating what the session holds, or Aedes restoring a resumed session
-      return { applied: true }
+      return APPLIED
     }
-    const tombstone = this.tombstones.get(id)
-    const t = transition(current, event, { lastIncarnation: tombstone?.incarnation })
+    const t = transition(current, event, current === undefined ? this.tombstones.get(id)?.incarnation : undefined)
     if (t.outcome === 'stale') {
-      this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'stale' })
+      this.count(event.kind, 'stale')
       this.log.debug({ clientId: id, kind: event.kind, why: t.why }, 'stale lifecycle event ignored')
       return { applied: false, why: t.why }
     }
@@ -108,14 +111,23 @@ export class SessionRegistry {
     try {
       await this.store.commit(plan.mutations)
     } catch (error) {
-      this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'failed' })
+      this.count(event.kind, 'failed')
       throw error
     }
     plan.apply()
-    this.metrics.eventsTotal.inc({ kind: event.kind, outcome: 'applied' })
+    this.count(event.kind, 'applied')
     if (event.kind === 'disconnected') this.metrics.disconnectsTotal.inc({ protocol: current!.protocol, reason: event.reason })
     if (t.tookOver) this.metrics.disconnectsTotal.inc({ protocol: t.tookOver.protocol, reason: 'taken_over' })
-    return { applied: true }
+    return APPLIED
+  }
+
+  /** Counts an event; the labelled counters are looked up once, not hashed per event. */
+  private count(kind: LifecycleEventKind, outcome: 'applied' | 'stale' | 'failed'): void {
+    let byOutcome = this.eventCounters.get(kind)
+    if (!byOutcome) this.eventCounters.set(kind, (byOutcome = new Map<string, { inc(): void }>()))
+    let counter = byOutcome.get(outcome)
+    if (!counter) byOutcome.set(outcome, (counter = this.metrics.eventsTotal.labels(kind, outcome)))
+    counter.inc()
   }
 
   private alreadyHolds(current: SessionRecord, incarnation: string, subscriptions: TopicSubscription[]): boolean {
@@ -134,7 +146,7 @@ export class SessionRegistry {
       const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } })
       await this.store.commit(plan.mutations)
       plan.apply()
-      this.metrics.eventsTotal.inc({ kind: 'sessionDiscarded', outcome: 'applied' })
+      this.count('sessionDiscarded', 'applied')
       return true
     })
   }
@@ -152,7 +164,7 @@ export class SessionRegistry {
           const plan = this.plan(s.id, t)
           await this.store.commit(plan.mutations)
           plan.apply()
-          this.metrics.eventsTotal.inc({ kind: 'sessionExpired', outcome: 'applied' })
+          this.count('sessionExpired', 'applied')
           expired++
         })
       )
@@ -164,28 +176,34 @@ export class SessionRegistry {
   /** Turns a transition into the mutations to store and the memory change to make after. */
   private plan(id: string, t: Applied): Plan {
     const next = t.session
-    const persistent = next !== null && !next.cleanStart
+    const topics = t.topics
     const topicPlan =
-      t.topics.kind === 'keep'
+      topics.kind === 'keep'
         ? EMPTY_PLAN
-        : t.topics.kind === 'clear'
+        : topics.kind === 'clear'
           ? this.topics.planClear(id)
-          : t.topics.kind === 'add'
-            ? this.topics.planAdd(id, t.topics.subscriptions, persistent)
-            : this.topics.planRemove(id, t.topics.topics)
-    const ending = next === null
-    const sessionPlan: Plan = {
-      mutations: [next ? { op: 'session.put', session: next } : { op: 'session.delete', id }],
+          : topics.kind === 'add'
+            ? this.topics.planAdd(id, topics.subscriptions, next !== null && !next.cleanStart)
+            : this.topics.planRemove(id, topics.topics)
+    const mutations: Mutation[] = [next ? { op: 'session.put', session: next } : { op: 'session.delete', id }]
+    for (const m of topicPlan.mutations) mutations.push(m)
+    const ownerPlans = next === null ? this.owners.map((o) => o.planDropSession(id)) : NO_PLANS
+    for (const p of ownerPlans) for (const m of p.mutations) mutations.push(m)
+    return {
+      mutations,
       apply: () => {
-        const previous = this.sessions.get(id)
-        if (next) this.sessions.set(id, next)
-        else this.sessions.delete(id)
-        const incarnation = next?.incarnation ?? previous?.incarnation
-        if (incarnation) this.tombstones.set(id, { incarnation, at: Date.now() })
+        if (next) {
+          this.sessions.set(id, next)
+        } else {
+          // remember the ended connection, so its late events cannot bring the session back
+          const ended = this.sessions.get(id)
+          if (ended) this.tombstones.set(id, { incarnation: ended.incarnation, at: Date.now() })
+          this.sessions.delete(id)
+        }
+        topicPlan.apply()
+        for (const p of ownerPlans) p.apply()
       }
     }
-    const ownerPlans = ending ? this.owners.map((o) => o.planDropSession(id)) : []
-    return combinePlans([sessionPlan, topicPlan, ...ownerPlans])
   }
 
   get(id: string): Session | undefined {

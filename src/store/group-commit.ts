@@ -1,11 +1,15 @@
 /**
  * Group commit: many callers' mutations share one transaction, and each caller's promise
- * resolves when that transaction is durable. While a batch is being written the next one
- * fills up, so throughput grows with load instead of being capped by one fsync per event.
+ * resolves when that transaction is durable. Batches are pipelined: while the writer commits
+ * one, the next fills up and is handed over too (up to `maxInFlight`), so the thread that
+ * produces events and the one that writes them work at the same time, and throughput grows
+ * with load instead of being capped by one fsync per event.
  *
- * The backend's `writeBatch` must be all-or-nothing. When a shared batch fails, each caller's
- * mutations are retried alone, so a failure refuses exactly the callers it concerns. With `maxBatch: 1` this degenerates to one
- * transaction per commit() call — the per-event baseline the benchmark compares against.
+ * The backend's `writeBatch` must be all-or-nothing and must commit batches in the order it
+ * receives them; callers are settled in that order. When a shared batch fails, each caller's
+ * mutations are retried alone, so a failure refuses exactly the callers it concerns.
+ * With `maxBatch: 1, maxInFlight: 1` this is one transaction per commit() call — the
+ * per-event baseline the benchmark compares against.
  */
 import { StoreError, type Mutation } from './store.js'
 
@@ -27,16 +31,19 @@ interface Pending {
 export interface GroupCommitOptions {
   /** Most commit() calls in one transaction. */
   maxBatch?: number
+  /** Most batches handed to the writer and not yet committed. */
+  maxInFlight?: number
   observer?: CommitObserver
 }
 
 export class GroupCommitter {
   private queue: Pending[] = []
-  private writing = false
+  private inFlight = 0
   private scheduled = false
   private closed = false
   private idleWaiters: (() => void)[] = []
   private readonly maxBatch: number
+  private readonly maxInFlight: number
   private readonly observer: CommitObserver | undefined
   lastError: Error | null = null
 
@@ -44,7 +51,8 @@ export class GroupCommitter {
     private readonly writer: BatchWriter,
     options: GroupCommitOptions = {}
   ) {
-    this.maxBatch = options.maxBatch ?? 10_000
+    this.maxBatch = options.maxBatch ?? 256
+    this.maxInFlight = options.maxInFlight ?? (options.maxBatch === 1 ? 1 : 4)
     this.observer = options.observer
   }
 
@@ -59,7 +67,7 @@ export class GroupCommitter {
 
   /** Resolves once every commit() made so far has settled. */
   async drain(): Promise<void> {
-    if (!this.writing && !this.scheduled && this.queue.length === 0) return
+    if (this.idle()) return
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
   }
 
@@ -68,30 +76,37 @@ export class GroupCommitter {
     this.closed = true
   }
 
+  private idle(): boolean {
+    return this.inFlight === 0 && !this.scheduled && this.queue.length === 0
+  }
+
   private schedule(): void {
-    if (this.writing || this.scheduled) return
+    if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return
     this.scheduled = true
     // setImmediate, not nextTick: let every event already in this loop turn join the batch.
     setImmediate(() => {
       this.scheduled = false
-      void this.flush()
+      this.flush()
     })
   }
 
-  private async flush(): Promise<void> {
+  private flush(): void {
     const batch = this.queue.splice(0, this.maxBatch)
     if (batch.length === 0) return this.settleIdle()
-    this.writing = true
-    try {
-      const error = await this.write(batch)
-      // One caller's bad mutation must not fail the callers that merely shared its batch:
-      // retry each alone, so only the ones that cannot be stored are refused.
-      if (error && batch.length > 1) for (const p of batch) await this.write([p])
-    } finally {
-      this.writing = false
-    }
-    if (this.queue.length > 0) this.schedule()
-    else this.settleIdle()
+    this.inFlight++
+    void this.writeAndSettle(batch).finally(() => {
+      this.inFlight--
+      this.schedule()
+      this.settleIdle()
+    })
+    this.schedule() // more queued than one batch holds: hand the next one over too
+  }
+
+  private async writeAndSettle(batch: Pending[]): Promise<void> {
+    const error = await this.write(batch)
+    // One caller's bad mutation must not fail the callers that merely shared its batch:
+    // retry each alone, so only the ones that cannot be stored are refused.
+    if (error && batch.length > 1) for (const p of batch) await this.write([p])
   }
 
   /** Writes the callers' mutations in one transaction and settles them; returns the failure. */
@@ -114,7 +129,7 @@ export class GroupCommitter {
   }
 
   private settleIdle(): void {
-    if (this.writing || this.scheduled || this.queue.length > 0) return
+    if (!this.idle()) return
     const waiters = this.idleWaiters
     this.idleWaiters = []
     for (const w of waiters) w()

@@ -33,7 +33,7 @@ function run(events: LifecycleEvent[], start?: SessionRecord) {
   let lastIncarnation: string | undefined
   const outcomes: Transition[] = []
   for (const e of events) {
-    const t = transition(session, e, { lastIncarnation })
+    const t = transition(session, e, session === undefined ? lastIncarnation : undefined)
     outcomes.push(t)
     if (t.outcome === 'applied') {
       session = t.session ?? undefined
@@ -65,7 +65,7 @@ describe('session transitions', () => {
     ])
     assert.deepEqual(outcomes.map((o) => o.outcome), ['applied', 'applied', 'applied'])
     assert.equal(session?.version, 3)
-    const end = transition(session, { kind: 'disconnected', clientId: 'c1', incarnation: old, at: 1003, reason: 'client_disconnect' }, { lastIncarnation: old })
+    const end = transition(session, { kind: 'disconnected', clientId: 'c1', incarnation: old, at: 1003, reason: 'client_disconnect' }, old)
     assert.deepEqual(end, { outcome: 'applied', session: null, topics: { kind: 'clear' } })
   })
 
@@ -119,10 +119,10 @@ describe('session transitions', () => {
     assert.equal(expire(session, 2000 + 7200 * 1000 - 1), null)
     assert.deepEqual(expire(session, 2000 + 7200 * 1000), { outcome: 'applied', session: null, topics: { kind: 'clear' } })
 
-    const resumed = transition(session, connected(young, false, 3000), { lastIncarnation: old })
+    const resumed = transition(session, connected(young, false, 3000), old)
     assert.equal(resumed.outcome === 'applied' && resumed.topics.kind, 'keep')
     assert.equal(resumed.outcome === 'applied' && resumed.session?.createdAt, 1000, 'a resumed session keeps its creation time')
-    const cleaned = transition(session, connected(young, true, 3000), { lastIncarnation: old })
+    const cleaned = transition(session, connected(young, true, 3000), old)
     assert.equal(cleaned.outcome === 'applied' && cleaned.topics.kind, 'clear', 'a clean start discards the old topics')
   })
 })

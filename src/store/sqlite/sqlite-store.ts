@@ -14,7 +14,7 @@ import type { QoS, SessionRecord } from '../../domain/session.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import type { Mutation, Snapshot, Store, StoreHealth } from '../store.js'
 import { SCHEMA, SCHEMA_VERSION } from './schema.js'
-import { prepareStatements, type Statements } from './statements.js'
+import { prepareLoads } from './statements.js'
 import { WriterThread } from './writer-thread.js'
 
 export interface SqliteStoreOptions {
@@ -31,7 +31,7 @@ export class SqliteStore implements Store {
   readonly kind = 'sqlite'
   readonly path: string
   private readonly db: Database.Database
-  private readonly statements: Statements
+  private readonly loads: ReturnType<typeof prepareLoads>
   private readonly committer: GroupCommitter
   private readonly writer: WriterThread
 
@@ -42,7 +42,7 @@ export class SqliteStore implements Store {
     this.db = new Database(this.path, { timeout: busyTimeoutMs })
     this.db.pragma('journal_mode = WAL')
     this.migrate()
-    this.statements = prepareStatements(this.db)
+    this.loads = prepareLoads(this.db)
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
     this.committer = new GroupCommitter(this.writer, { maxBatch: options.maxBatch, observer: options.observer })
   }
@@ -61,11 +61,11 @@ export class SqliteStore implements Store {
   }
 
   async load(): Promise<Snapshot> {
-    const s = this.statements
+    const s = this.loads
     return {
-      devices: s.allDevices.all().map((r) => JSON.parse((r as { doc: string }).doc) as Device),
-      sessions: s.allSessions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SessionRecord),
-      topics: (s.allTopics.all() as TopicRow[]).map((r) => ({
+      devices: s.devices.all().map((r) => JSON.parse((r as { doc: string }).doc) as Device),
+      sessions: s.sessions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SessionRecord),
+      topics: (s.topics.all() as TopicRow[]).map((r) => ({
         sessionId: r.session_id,
         persistent: r.persistent === 1,
         subscription: {
@@ -77,19 +77,19 @@ export class SqliteStore implements Store {
           ...(r.sub_id !== null ? { subscriptionIdentifier: r.sub_id } : {})
         }
       })),
-      retained: (s.allRetained.all() as { topic: string; packet: Buffer }[]).map((r) => ({ topic: r.topic, packet: r.packet })),
-      outgoing: (s.allOutgoing.all() as { client_id: string; seq: number; packet: Buffer }[]).map((r) => ({
+      retained: (s.retained.all() as { topic: string; packet: Buffer }[]).map((r) => ({ topic: r.topic, packet: r.packet })),
+      outgoing: (s.outgoing.all() as { client_id: string; seq: number; packet: Buffer }[]).map((r) => ({
         clientId: r.client_id,
         seq: r.seq,
         packet: r.packet
       })),
-      incoming: (s.allIncoming.all() as { client_id: string; message_id: number; packet: Buffer }[]).map((r) => ({
+      incoming: (s.incoming.all() as { client_id: string; message_id: number; packet: Buffer }[]).map((r) => ({
         clientId: r.client_id,
         messageId: r.message_id,
         packet: r.packet
       })),
-      wills: (s.allWills.all() as { client_id: string; packet: Buffer }[]).map((r) => ({ clientId: r.client_id, packet: r.packet })),
-      journal: s.allJournal.all() as { seq: number; packet: Buffer }[]
+      wills: (s.wills.all() as { client_id: string; packet: Buffer }[]).map((r) => ({ clientId: r.client_id, packet: r.packet })),
+      journal: s.journal.all() as { seq: number; packet: Buffer }[]
     }
   }
 

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type { BatchWriter } from '../group-commit.js'
 import type { Mutation } from '../store.js'
+import { encodeMutation } from './statements.js'
 import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
 /** writer-worker.js when compiled; writer-worker.ts when run from source (tests, tsx). */
@@ -45,7 +46,7 @@ export class WriterThread implements BatchWriter {
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
-      this.worker.postMessage({ id, mutations } satisfies WriterRequest)
+      this.worker.postMessage({ id, mutations: mutations.map(encodeMutation) } satisfies WriterRequest)
     })
   }
 

@@ -4,13 +4,12 @@
  * a thread of their own: the main thread keeps serving clients and filling the next batch
  * while this one commits.
  *
- * Protocol: `{ id, mutations }` in, `{ id }` or `{ id, error }` out; `{ close: true }` closes
+ * Protocol: `{ id, mutations }` (encoded, see statements.ts) in, `{ id }` or `{ id, error }` out; `{ close: true }` closes
  * the connection and ends the thread.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
-import type { Mutation } from '../store.js'
-import { applyMutation, prepareStatements } from './statements.js'
+import { prepareWrites, type EncodedMutation } from './statements.js'
 
 export interface WriterOptions {
   path: string
@@ -18,15 +17,15 @@ export interface WriterOptions {
   busyTimeoutMs: number
 }
 
-export type WriterRequest = { id: number; mutations: readonly Mutation[] } | { close: true }
+export type WriterRequest = { id: number; mutations: EncodedMutation[] } | { close: true }
 export type WriterReply = { id: number; error?: string }
 
 const options = workerData as WriterOptions
 const db = new Database(options.path, { timeout: options.busyTimeoutMs })
 db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
-const statements = prepareStatements(db)
-const writeAll = db.transaction((mutations: readonly Mutation[]) => {
-  for (const m of mutations) applyMutation(statements, m)
+const statements = prepareWrites(db)
+const writeAll = db.transaction((mutations: EncodedMutation[]) => {
+  for (const [op, params] of mutations) statements[op].run(params)
 })
 
 parentPort!.on('message', (request: WriterRequest) => {
