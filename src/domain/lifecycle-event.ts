@@ -2,7 +2,7 @@
  * The one normalized language every source speaks (Aedes today; CoAP and EMQX hooks later).
  * A source turns what its broker tells it into these; the registry knows nothing else.
  */
-import type { DisconnectReason, Protocol, TopicSubscription } from './session.js'
+import type { DisconnectReason, SessionRecord, TopicSubscription } from './session.js'
 
 interface EventBase {
   clientId: string
@@ -12,19 +12,14 @@ interface EventBase {
   at: number
 }
 
-export interface ConnectedEvent extends EventBase {
+/** What a connection tells about itself; the session entity takes these fields as they are. */
+type ConnectionFacts = Pick<
+  SessionRecord,
+  'protocol' | 'deviceId' | 'username' | 'node' | 'peerHost' | 'peerPort' | 'sockPort' | 'keepalive' | 'protoVer' | 'cleanStart' | 'expiryInterval'
+>
+
+export interface ConnectedEvent extends EventBase, ConnectionFacts {
   kind: 'connected'
-  protocol: Protocol
-  deviceId: string
-  username: string | null
-  node: string
-  peerHost: string | null
-  peerPort: number | null
-  sockPort: number | null
-  keepalive: number
-  protoVer: number
-  cleanStart: boolean
-  expiryInterval: number
 }
 
 export interface SubscribedEvent extends EventBase {

@@ -8,31 +8,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { BASIC_ADMIN } from './hub.js'
+import { apiClient, type ApiCall } from './api-client.js'
+
+export { apiClient, type ApiCall }
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
-/** Answer of one HTTP API call; the body is parsed JSON when it is JSON, else the text. */
-export type ApiCall = <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>
-
-/** An HTTP API client for a hub at `httpUrl`, with Basic auth admin:public. */
-export function apiClient(httpUrl: string, authorization = BASIC_ADMIN): ApiCall {
-  return async (method, path, body) => {
-    const response = await fetch(`${httpUrl}${path}`, {
-      method,
-      headers: { authorization, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body)
-    })
-    const text = await response.text()
-    let parsed: unknown = text
-    try {
-      parsed = JSON.parse(text)
-    } catch {
-      // not JSON: keep the text
-    }
-    return { status: response.status, body: parsed as never }
-  }
-}
 
 export interface ChildExit {
   code: number | null

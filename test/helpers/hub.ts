@@ -9,13 +9,14 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { loadConfig, type HubConfig } from '../../src/config.js'
 import { Hub } from '../../src/hub.js'
 import { createLogger } from '../../src/observability/logger.js'
+import { apiClient, type ApiCall } from './api-client.js'
 
 export interface TestHub {
   hub: Hub
   dataDir: string
   mqttUrl: string
   httpUrl: string
-  api<T = unknown>(method: string, path: string, body?: unknown, auth?: string | null): Promise<{ status: number; body: T }>
+  api: ApiCall
   createDevice(input?: Record<string, unknown>): Promise<{ id: string; token: string }>
   connect(options?: IClientOptions): Promise<MqttClient>
   stop(): Promise<void>
@@ -37,7 +38,7 @@ export function testConfig(dataDir: string, overrides: Partial<HubConfig> = {}):
   })
 }
 
-export const BASIC_ADMIN = `Basic ${Buffer.from('admin:public').toString('base64')}`
+export { BASIC_ADMIN } from './api-client.js'
 
 export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir = tempDir()): Promise<TestHub> {
   const config = testConfig(dataDir, overrides)
@@ -46,26 +47,8 @@ export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir =
   const mqttUrl = `mqtt://127.0.0.1:${mqttAddress.port}`
   const httpUrl = `http://127.0.0.1:${http.port}`
   const clients: MqttClient[] = []
-  const auth = `Basic ${Buffer.from(`${config.apiUser}:${config.apiPassword}`).toString('base64')}`
 
-  const api: TestHub['api'] = async (method, path, body, authHeader = auth) => {
-    const response = await fetch(`${httpUrl}${path}`, {
-      method,
-      headers: {
-        ...(authHeader ? { authorization: authHeader } : {}),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {})
-      },
-      body: body === undefined ? undefined : JSON.stringify(body)
-    })
-    const text = await response.text()
-    let parsed: unknown = text
-    try {
-      parsed = JSON.parse(text)
-    } catch {
-      // not JSON (metrics): keep the text
-    }
-    return { status: response.status, body: parsed as never }
-  }
+  const api = apiClient(httpUrl, `Basic ${Buffer.from(`${config.apiUser}:${config.apiPassword}`).toString('base64')}`)
 
   return {
     hub,
