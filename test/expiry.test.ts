@@ -29,7 +29,7 @@ describe('session expiry', () => {
     const offline = await t.api<{ connected: boolean; expiryInterval: number }>('GET', '/v1/sessions/expiring')
     assert.equal(offline.body.connected, false)
     assert.equal(offline.body.expiryInterval, 1)
-await eventually(async () => (await t.api('GET', '/v1/sessions/expiring')).status === 404, 5000, 'session expired')
+    await eventually(async () => (await t.api('GET', '/v1/sessions/expiring')).status === 404, 5000, 'session expired')
     assert.equal((await t.api<{ data: unknown[] }>('GET', '/api/v4/subscriptions?clientid=expiring')).body.data.length, 0)
 
     // the client returns: a new session, nothing left of the old one — no subscription, no message
