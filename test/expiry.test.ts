@@ -3,7 +3,6 @@
  * messages queued for it; one whose client returns in time does not.
  */
 import assert from 'node:assert/strict'
-import { once } from 'node:events'
 import { after, before, describe, it } from 'node:test'
 import mqtt, { type IConnackPacket } from 'mqtt'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
@@ -36,7 +35,7 @@ describe('session expiry', () => {
     const returned = mqtt.connect(t.mqttUrl, { ...options, reconnectPeriod: 0, protocolVersion: 4 })
     const received: string[] = []
     returned.on('message', (_topic, payload) => received.push(payload.toString()))
-    const [connack] = (await once(returned, 'connect')) as [IConnackPacket]
+    const connack = await new Promise<IConnackPacket>((resolve) => returned.once('connect', resolve))
     assert.equal(connack.sessionPresent, false)
     await publisher.publishAsync('expiry/commands', 'after expiry', { qos: 1 })
     await new Promise((r) => setTimeout(r, 200))

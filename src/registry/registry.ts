@@ -211,10 +211,6 @@ export class SessionRegistry {
     return record ? { ...record, topics: this.topics.topicsOf(id) } : undefined
   }
 
-  record(id: string): SessionRecord | undefined {
-    return this.sessions.get(id)
-  }
-
   get size(): number {
     return this.sessions.size
   }
