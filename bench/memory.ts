@@ -18,7 +18,7 @@
  */
 import { ClientFleet } from './lib/clients.js'
 import { startTarget } from './lib/targets.js'
-import { collectGarbage, envInt, fmt, forkTs, line, mib, report, runMain, waitFor } from './lib/util.js'
+import { collectGarbage, envInt, fmt, forkBench, line, mib, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_MEM_CLIENTS', 10_000)
 const CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
@@ -94,7 +94,7 @@ async function measureTarget(name: 'hub' | 'bare'): Promise<void> {
 
 function runTarget(name: 'hub' | 'bare'): Promise<MemoryResult> {
   return new Promise((resolve, reject) => {
-    const child = forkTs('memory.ts', [`--target=${name}`], { exposeGc: true })
+    const child = forkBench('memory.ts', [`--target=${name}`], { exposeGc: true })
     let result: MemoryResult | undefined
     child.on('message', (m: MemoryResult) => {
       if (m.type === 'memory') result = m

@@ -12,7 +12,7 @@
 import { execFileSync } from 'node:child_process'
 import { availableParallelism, cpus, tmpdir, totalmem, type CpuInfo } from 'node:os'
 import type { BenchResult, SummaryRow } from './lib/util.js'
-import { envInt, fmt, forkTs, line, sleep } from './lib/util.js'
+import { envInt, fmt, forkBench, line, sleep } from './lib/util.js'
 
 interface Bench {
   name: string
@@ -64,7 +64,7 @@ function runBench(bench: Bench): Promise<{ ok: boolean; seconds: number; rows: S
   return new Promise((resolve) => {
     const started = Date.now()
     const rows: SummaryRow[] = []
-    const child = forkTs(bench.script, [], { exposeGc: true })
+    const child = forkBench(bench.script, [], { exposeGc: true })
     child.on('message', (m: BenchResult) => {
       if (m.type === 'result') rows.push(...m.rows)
     })

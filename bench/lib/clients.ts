@@ -10,7 +10,7 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import mqtt, { type MqttClient } from 'mqtt'
-import { forkTs, nowMs, percentiles } from './util.js'
+import { forkBench, nowMs, percentiles } from './util.js'
 
 export interface ConnectCommand {
   cmd: 'connect'
@@ -161,7 +161,7 @@ export class ClientFleet {
   private constructor(private readonly proc: ChildProcess) {}
 
   static async start(): Promise<ClientFleet> {
-    const proc = forkTs('lib/clients.ts', ['--child'])
+    const proc = forkBench('lib/clients.ts', ['--child'])
     const fleet = new ClientFleet(proc)
     await fleet.next('ready')
     return fleet

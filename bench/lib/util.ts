@@ -104,11 +104,18 @@ export const HUB_NODE_FLAGS = ['--max-semi-space-size=16']
 /** The bench/ folder, for forking sibling scripts. */
 export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url))
 
-/** Forks a TypeScript script (path relative to bench/) with tsx loaded and an IPC channel. */
-export function forkTs(script: string, args: string[] = [], options: { exposeGc?: boolean } = {}): ChildProcess {
-  return fork(join(BENCH_DIR, script), args, {
+/** True when this is the compiled benchmark (`npm run bench`), false when run from source with tsx. */
+const COMPILED = import.meta.url.endsWith('.js')
+
+/**
+ * Forks a sibling benchmark script (path relative to bench/, named as in the source: `x.ts`)
+ * with an IPC channel: the compiled `x.js` under `npm run bench`, which measures the code
+ * `npm start` runs, or `x.ts` with tsx when a script is run from source.
+ */
+export function forkBench(script: string, args: string[] = [], options: { exposeGc?: boolean } = {}): ChildProcess {
+  return fork(join(BENCH_DIR, COMPILED ? script.replace(/\.ts$/, '.js') : script), args, {
     // HUB_NODE_FLAGS: the V8 flags `npm start` runs the hub with, so brokers are measured as deployed
-    execArgv: [...(options.exposeGc ? ['--expose-gc'] : []), ...HUB_NODE_FLAGS, '--import', 'tsx'],
+    execArgv: [...(options.exposeGc ? ['--expose-gc'] : []), ...HUB_NODE_FLAGS, ...(COMPILED ? [] : ['--import', 'tsx'])],
     stdio: 'inherit'
   })
 }

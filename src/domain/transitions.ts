@@ -21,6 +21,8 @@ export interface Applied {
   topics: TopicChange
   /** Set when a still-connected older incarnation was replaced by this connect. */
   tookOver?: SessionRecord
+  /** Set when nothing of the session changed but its version (and its topics). */
+  versionOnly?: true
 }
 
 /** `stale`: nothing changes, the event belongs to a connection that is no longer the session's. */
@@ -41,6 +43,7 @@ export function transition(current: SessionRecord | undefined, event: LifecycleE
       return {
         outcome: 'applied',
         session: { ...current, version: current.version + 1 },
+        versionOnly: true,
         topics:
           event.kind === 'subscribed'
             ? { kind: 'add', subscriptions: event.subscriptions }

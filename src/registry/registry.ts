@@ -185,7 +185,13 @@ export class SessionRegistry {
           : topics.kind === 'add'
             ? this.topics.planAdd(id, topics.subscriptions, next !== null && !next.cleanStart)
             : this.topics.planRemove(id, topics.topics)
-    const mutations: Mutation[] = [next ? { op: 'session.put', session: next } : { op: 'session.delete', id }]
+    const mutations: Mutation[] = [
+      next === null
+        ? { op: 'session.delete', id }
+        : t.versionOnly
+          ? { op: 'session.version', id, version: next.version }
+          : { op: 'session.put', session: next }
+    ]
     for (const m of topicPlan.mutations) mutations.push(m)
     const ownerPlans = next === null ? this.owners.map((o) => o.planDropSession(id)) : NO_PLANS
     for (const p of ownerPlans) for (const m of p.mutations) mutations.push(m)

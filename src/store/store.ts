@@ -12,6 +12,8 @@ import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 export type Mutation =
   | { op: 'device.put'; device: Device }
   | { op: 'session.put'; session: SessionRecord }
+  /** Only the version of a stored session changed (a subscribe or unsubscribe). */
+  | { op: 'session.version'; id: string; version: number }
   | { op: 'session.delete'; id: string }
   /** `persistent`: the broker queues QoS>0 messages for this subscription while offline. */
   | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean }

@@ -124,6 +124,9 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       ])
       let snapshot = await store.load()
       assert.equal(snapshot.sessions.find((s) => s.id === 's2')?.version, 3)
+      await store.commit([{ op: 'session.version', id: 's2', version: 4 }])
+      snapshot = await store.load()
+      assert.deepEqual(snapshot.sessions.find((s) => s.id === 's2'), session('s2', { connected: true, version: 4 }), 'only the version changed')
       assert.deepEqual(
         snapshot.topics.filter((t) => t.sessionId === 's2').map((t) => [t.subscription.topic, t.subscription.qos]),
         [['x', 0]]

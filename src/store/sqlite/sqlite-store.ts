@@ -15,6 +15,9 @@ import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import type { Mutation, Snapshot, Store, StoreHealth } from '../store.js'
 import { SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
+import type { Worker } from 'node:worker_threads'
+import type { CheckpointOptions } from './checkpoint-worker.js'
+import { startWorker } from './start-worker.js'
 import { WriterThread } from './writer-thread.js'
 
 export interface SqliteStoreOptions {
@@ -34,6 +37,7 @@ export class SqliteStore implements Store {
   private readonly loads: ReturnType<typeof prepareLoads>
   private readonly committer: GroupCommitter
   private readonly writer: WriterThread
+  private readonly checkpointer: Worker
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true })
@@ -44,6 +48,7 @@ export class SqliteStore implements Store {
     this.migrate()
     this.loads = prepareLoads(this.db)
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
+    this.checkpointer = startWorker('checkpoint', { path: this.path, intervalMs: 1000 } satisfies CheckpointOptions)
     this.committer = new GroupCommitter(this.writer, { maxBatch: options.maxBatch, observer: options.observer })
   }
 
@@ -101,6 +106,11 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     await this.committer.close()
     await this.writer.close()
+    if (this.checkpointer.threadId !== -1) {
+      const exited = new Promise((resolve) => this.checkpointer.once('exit', resolve))
+      this.checkpointer.postMessage('close')
+      await exited
+    }
     if (this.db.open) this.db.close()
   }
 }

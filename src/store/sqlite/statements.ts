@@ -25,6 +25,8 @@ const UPSERT = (table: string, columns: string[], key: string[]): string =>
 const MUTATION_SQL: Record<Op, string> = {
   'device.put': UPSERT('devices', ['id', 'doc'], ['id']),
   'session.put': UPSERT('sessions', ['id', 'doc'], ['id']),
+  // rewrites one field in place rather than the whole document: subscriptions change often
+  'session.version': "UPDATE sessions SET doc = json_set(doc, '$.version', ?) WHERE id = ?",
   'session.delete': 'DELETE FROM sessions WHERE id = ?',
   'topic.put': UPSERT('topics', ['session_id', 'topic', 'qos', 'rh', 'rap', 'nl', 'sub_id', 'persistent'], ['session_id', 'topic']),
   'topic.delete': 'DELETE FROM topics WHERE session_id = ? AND topic = ?',
@@ -51,6 +53,8 @@ export function encodeMutation(m: Mutation): EncodedMutation {
       return [m.op, [m.device.id, JSON.stringify(m.device)]]
     case 'session.put':
       return [m.op, [m.session.id, JSON.stringify(m.session)]]
+    case 'session.version':
+      return [m.op, [m.version, m.id]]
     case 'session.delete':
       return [m.op, [m.id]]
     case 'topic.put': {

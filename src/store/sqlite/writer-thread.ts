@@ -1,21 +1,11 @@
 /** The main thread's end of the writer thread (writer-worker.ts): a BatchWriter that awaits it. */
-import { extname } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import type { BatchWriter } from '../group-commit.js'
 import type { Mutation } from '../store.js'
+import { startWorker } from './start-worker.js'
 import { encodeMutation } from './statements.js'
 import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
-/** writer-worker.js when compiled; writer-worker.ts when run from source (tests, tsx). */
-function startWorker(options: WriterOptions): Worker {
-  const extension = extname(fileURLToPath(import.meta.url))
-  const url = new URL(`./writer-worker${extension}`, import.meta.url)
-  if (extension === '.js') return new Worker(url, { workerData: options })
-  // On Node 20 a worker thread does not inherit tsx's loader, so it registers it first.
-  const bootstrap = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(url.href)}) })`
-  return new Worker(bootstrap, { eval: true, workerData: options })
-}
 
 export class WriterThread implements BatchWriter {
   private readonly worker: Worker
@@ -25,7 +15,7 @@ export class WriterThread implements BatchWriter {
   private readonly exited: Promise<void>
 
   constructor(options: WriterOptions) {
-    this.worker = startWorker(options)
+    this.worker = startWorker('writer', options)
     this.worker.on('message', (reply: WriterReply) => {
       const waiter = this.waiting.get(reply.id)
       this.waiting.delete(reply.id)
