@@ -4,7 +4,7 @@
  */
 import type { EventEmitter } from 'node:events'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
-import { Aedes, type Client } from 'aedes'
+import { Aedes, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../../config.js'
 import type { HubMetrics } from '../../observability/metrics.js'
@@ -21,7 +21,7 @@ export class EmbeddedBroker {
 
   constructor(
     private readonly config: HubConfig,
-    persistence: StoreAedesPersistence,
+    private readonly persistence: StoreAedesPersistence,
     private readonly journal: PublishJournal,
     private readonly source: AedesSource,
     private readonly metrics: HubMetrics,
@@ -64,9 +64,8 @@ export class EmbeddedBroker {
 
   async start(): Promise<AddressInfo> {
     await this.aedes.listen()
-    await this.journal.replay(
-      (packet) => new Promise<void>((resolve, reject) => this.aedes.publish(packet, (error) => (error ? reject(error) : resolve())))
-    )
+    await this.journal.replay((packet) => this.publish(packet))
+    await this.publishWillsOfPreviousRun()
     await new Promise<void>((resolve, reject) => {
       const failed = (error: NodeJS.ErrnoException) =>
         reject(error.code === 'EADDRINUSE' ? portInUse('MQTT', this.config.mqttHost, this.config.mqttPort, 'IOTHUB_MQTT_PORT / --mqtt-port') : error)
@@ -77,6 +76,27 @@ export class EmbeddedBroker {
       })
     })
     return this.address()!
+  }
+
+  private publish(packet: PublishPacket): Promise<void> {
+    return new Promise<void>((resolve, reject) => this.aedes.publish(packet, (error) => (error ? reject(error) : resolve())))
+  }
+
+  /**
+   * Clients still connected when the previous run ended without closing them (a crash, a
+   * kill -9) lost their connection without a DISCONNECT: their wills are due. Aedes would
+   * publish them only after four heartbeat intervals (4 minutes); a device's last will should
+   * not wait for that.
+   */
+  private async publishWillsOfPreviousRun(): Promise<void> {
+    let published = 0
+    for await (const will of this.persistence.streamWill({ [this.aedes.id]: Date.now() })) {
+      const packet = will as PublishPacket & { clientId: string }
+      await this.publish(packet)
+      await this.persistence.delWill({ id: packet.clientId })
+      published++
+    }
+    if (published > 0) this.log.info({ wills: published }, 'published the wills of clients the previous run lost')
   }
 
   address(): AddressInfo | null {
