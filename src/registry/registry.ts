@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino'
 import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-event.js'
-import type { Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
+import type { DisconnectReason, Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
 import { endConnection, expire, transition, type Applied } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import { combinePlans, EMPTY_PLAN, type Plan } from '../store/plan.js'
@@ -116,9 +116,18 @@ export class SessionRegistry {
     }
     plan.apply()
     this.count(event.kind, 'applied')
-    if (event.kind === 'disconnected') this.metrics.disconnectsTotal.inc({ protocol: current!.protocol, reason: event.reason })
-    if (t.tookOver) this.metrics.disconnectsTotal.inc({ protocol: t.tookOver.protocol, reason: 'taken_over' })
+    if (event.kind === 'disconnected') this.ended(current!, event.reason, t.session === null)
+    if (t.tookOver) this.ended(t.tookOver, 'taken_over', false)
+    if (event.kind === 'connected') {
+      this.log.info({ clientId: id, deviceId: event.deviceId, protocol: event.protocol, peer: `${event.peerHost}:${event.peerPort}`, cleanStart: event.cleanStart }, 'connected')
+    }
     return APPLIED
+  }
+
+  /** A connection ended: counted, and logged — the session list keeps no history, the log does. */
+  private ended(session: SessionRecord, reason: DisconnectReason, sessionEnded: boolean): void {
+    this.metrics.disconnectsTotal.inc({ protocol: session.protocol, reason })
+    this.log.info({ clientId: session.clientId, deviceId: session.deviceId, protocol: session.protocol, reason, sessionEnded }, 'disconnected')
   }
 
   /** Counts an event; the labelled counters are looked up once, not hashed per event. */
@@ -165,6 +174,7 @@ export class SessionRegistry {
           await this.store.commit(plan.mutations)
           plan.apply()
           this.count('sessionExpired', 'applied')
+          this.log.info({ clientId: current.clientId, deviceId: current.deviceId, disconnectedAt: current.disconnectedAt }, 'session expired')
           expired++
         })
       )
