@@ -44,7 +44,7 @@ export class HubMetrics {
 
   readonly commitSeconds = new Histogram({
     name: 'iothub_store_commit_seconds',
-    help: 'Time to make one group-commit batch durable',
+    help: 'Time from handing a group-commit batch to the writer thread until it is durable (includes waiting behind earlier batches)',
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1],
     registers: [this.registry]
   })
