@@ -14,6 +14,7 @@ import { usesDefaultApiCredentials, type HubConfig } from './config.js'
 import { portInUse } from './port-in-use.js'
 import { HubMetrics } from './observability/metrics.js'
 import { createLogger } from './observability/logger.js'
+import { observeIncarnation } from './domain/incarnation.js'
 import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
 import { TopicBook } from './registry/topic-book.js'
@@ -38,6 +39,7 @@ export class Hub {
   private expiryTimer: NodeJS.Timeout | undefined
   private addresses: HubAddresses | undefined
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
+  private starting: Promise<HubAddresses> | undefined
 
   constructor(
     readonly config: HubConfig,
@@ -64,14 +66,22 @@ export class Hub {
   async start(): Promise<HubAddresses> {
     if (this.state !== 'new') throw new Error(`hub cannot start: it is ${this.state}`)
     this.state = 'starting'
+    this.starting = this.startInOrder()
+    return this.starting
+  }
+
+  private async startInOrder(): Promise<HubAddresses> {
     const snapshot = await this.store.load()
     this.devices.load(snapshot.devices)
     this.registry.topics.load(snapshot.topics)
     this.registry.load(snapshot.sessions)
+    // clocks can step back across a restart: new connections must still sort after stored ones
+    for (const s of snapshot.sessions) observeIncarnation(s.incarnation)
     this.persistence.load(snapshot)
     this.journal.load(snapshot.journal)
     const previous = await this.registry.endPreviousRun(Date.now())
     await this.registry.expireDue(Date.now())
+    await this.persistence.dropQueuesWithoutSession((clientId) => this.registry.record(clientId) !== undefined)
     this.log.info(
       { devices: this.devices.size, sessions: this.registry.size, endedClean: previous.ended, offlinePersistent: previous.offline },
       'store loaded'
@@ -90,6 +100,7 @@ export class Hub {
       this.registry.expireDue(Date.now()).catch((error: Error) => this.log.error({ err: error.message }, 'expiry sweep failed'))
     }, this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
+    if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
     this.log.info({ mqtt: `${mqtt.address}:${mqtt.port}`, http: `${http.address}:${http.port}`, dataDir: this.config.dataDir }, 'iothub started')
     return this.addresses
@@ -134,7 +145,9 @@ export class Hub {
    */
   async stop(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return
+    const starting = this.state === 'starting' ? this.starting : undefined
     this.state = 'stopping'
+    await starting?.catch(() => undefined) // let a start in progress finish (or fail) first
     clearInterval(this.expiryTimer)
     await this.broker.stop()
     await this.registry.settled()

@@ -121,16 +121,32 @@ describe('connections', () => {
     socket.destroy()
   })
 
+  it("refuses a device that presents another device's client id, and leaves that session alone", async () => {
+    const owner = await t.createDevice()
+    const other = await t.createDevice()
+    const held = await t.connect({ clientId: 'bound-to-owner', clean: false, username: owner.id, password: owner.token })
+    await held.subscribeAsync('owner/commands', { qos: 1 })
+    await held.endAsync()
+    await eventually(async () => (await t.api<ApiSession>('GET', '/v1/sessions/bound-to-owner')).body.connected === false, 5000, 'owner offline')
+    await assert.rejects(
+      connectClient(t.mqttUrl, { clientId: 'bound-to-owner', clean: false, username: other.id, password: other.token }),
+      /Not authorized/i
+    )
+    const session = (await t.api<ApiSession & { deviceId: string }>('GET', '/v1/sessions/bound-to-owner')).body
+    assert.equal(session.deviceId, owner.id)
+    assert.equal(session.connected, false)
+    assert.deepEqual(session.topics, [{ topic: 'owner/commands', qos: 1 }])
+  })
+
   it('DELETE /api/v4/clients/{clientid} kicks a connected client, then discards its offline session', async () => {
     const client = await t.connect({ clientId: 'kicked', clean: false, username: device.id, password: device.token })
     const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
     const kick = await t.api<{ code: number }>('DELETE', '/api/v4/clients/kicked')
     assert.deepEqual(kick.body, { code: 0 })
     await closed
-    const offline = await eventually(async () => {
-      const s = (await t.api<ApiSession>('GET', '/v1/sessions/kicked')).body
-      return s.connected ? undefined : s
-    })
+    // the API answered once the kick was recorded: no waiting needed
+    const offline = (await t.api<ApiSession>('GET', '/v1/sessions/kicked')).body
+    assert.equal(offline.connected, false)
     assert.equal(offline.disconnectReason, 'kicked')
 
     assert.deepEqual((await t.api('DELETE', '/api/v4/clients/kicked')).body, { code: 0 })

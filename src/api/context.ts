@@ -14,7 +14,7 @@ export interface ApiContext {
   registry: SessionRegistry
   devices: DeviceDirectory
   metrics: HubMetrics
-  /** Disconnects a connected client; false when no such client is connected. */
-  kick(clientId: string): boolean
+  /** Disconnects a connected client, once that is recorded; false when no such client is connected. */
+  kick(clientId: string): Promise<boolean>
   readiness(): Readiness
 }

@@ -247,6 +247,11 @@ export class SessionRegistry {
     return { sessions: page.map((r) => ({ ...r, topics: this.topics.topicsOf(r.id) })), more: matching.length > query.limit }
   }
 
+  /** The session of `id` without building its topic list (cheap; for checks on the hot path). */
+  record(id: string): SessionRecord | undefined {
+    return this.sessions.get(id)
+  }
+
   /** Every session record, in no particular order; for compat views that filter and page themselves. */
   records(): IterableIterator<SessionRecord> {
     return this.sessions.values()

@@ -39,6 +39,8 @@ interface Connection {
   endReason?: DisconnectReason
   /** Lets the next connect of the same clientId proceed. */
   release?: () => void
+  /** Settles once this connection's end is recorded. */
+  ended?: Promise<void>
 }
 
 /** Aedes' table of connected clients, public in its JavaScript but not in its types. */
@@ -57,6 +59,7 @@ export class AedesSource {
   private readonly connectLocks = new KeyedQueue()
   private readonly pendingSubscribes = new Map<Client, { subscriptions: TopicSubscription[]; answers: ((stored: boolean) => void)[] }>()
   private stopping = false
+  private readonly inFlight = new Set<Promise<unknown>>()
   private aedes: LiveAedes | undefined
 
   constructor(
@@ -86,7 +89,10 @@ export class AedesSource {
       authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
       authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
       authorizePublish: (client, packet, done) => {
-        if (packet.topic.startsWith('$SYS/')) return done(new Error('$SYS/ topic is reserved'))
+        if (packet.topic.startsWith('$SYS/')) {
+          this.reject('bad_topic', client, '$SYS/ topics are reserved')
+          return done(new Error('$SYS/ topic is reserved'))
+        }
         const refusal = checkTopic(packet.topic, this.config)
         if (refusal) {
           this.reject(refusal.reason, client, refusal.message)
@@ -139,7 +145,8 @@ export class AedesSource {
   private async recordUnsubscribe(client: Client, topics: string[]): Promise<void> {
     const incarnation = this.connections.get(client)?.incarnation
     if (!incarnation) return
-    await this.registry.apply({ kind: 'unsubscribed', clientId: client.id, incarnation, at: Date.now(), topics })
+    this.recordSubscribe(client) // a SUBSCRIBE that came first is recorded first
+    await this.track(this.registry.apply({ kind: 'unsubscribed', clientId: client.id, incarnation, at: Date.now(), topics }))
   }
 
   /** From now on, connections that close do so because the hub stops. */
@@ -179,6 +186,12 @@ export class AedesSource {
         return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
       }
       deviceId = username
+      // A clientId names one device's session: another device may not take it over, nor
+      // resume it (and receive what was queued for it). Kick or let it expire to reuse it.
+      const holder = this.registry.record(client.id)
+      if (holder && holder.deviceId !== deviceId) {
+        return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', `client id is held by another device's session`)
+      }
     }
 
     void this.connectLocks.run(client.id, () => this.connect(client, conn, deviceId, username ?? null, done))
@@ -195,10 +208,8 @@ export class AedesSource {
       if (client.closed) return release() // gave up while an earlier connect held the lock
       conn.release = release
       const previous = this.aedes?.clients[client.id]
-      if (previous && previous !== client) this.endsBecause(previous, 'taken_over')
       conn.incarnation = newIncarnation(this.config.node)
-      this.registry
-        .apply({
+      this.track(this.registry.apply({
           kind: 'connected',
           clientId: client.id,
           incarnation: conn.incarnation,
@@ -214,17 +225,21 @@ export class AedesSource {
           protoVer: conn.protoVer,
           cleanStart: client.clean,
           expiryInterval: this.config.sessionExpiry
-        })
+        }))
         .then(
-          () => done(null, true),
-          (error: Error) => {
-            conn.incarnation = undefined
-            this.metrics.reject('store_unavailable')
-            this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not stored')
-            done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
-            release()
+          (result) => {
+            if (!result.applied) throw new Error(`connect not applied: ${result.why}`)
+            if (previous && previous !== client) this.endsBecause(previous, 'taken_over')
+            done(null, true)
           }
         )
+        .catch((error: Error) => {
+          conn.incarnation = undefined
+          this.metrics.reject('store_unavailable')
+          this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not recorded')
+          done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
+          release()
+        })
     })
   }
 
@@ -234,7 +249,7 @@ export class AedesSource {
       this.reject(refusal.reason, client, refusal.message)
       return done(null, null) // SUBACK 0x80 for this topic; the others go on
     }
-    if (!this.connections.get(client)?.incarnation) return done(null, sub)
+    if (!this.connections.get(client)?.incarnation) return done(null, null) // not (or no longer) a recorded connection
     // Aedes authorizes the topics of one SUBSCRIBE one by one, in one synchronous loop: they
     // are gathered here and recorded as one event, one durable write, before the SUBACK.
     let pending = this.pendingSubscribes.get(client)
@@ -249,11 +264,13 @@ export class AedesSource {
   }
 
   private recordSubscribe(client: Client): void {
-    const { subscriptions, answers } = this.pendingSubscribes.get(client)!
+    const pending = this.pendingSubscribes.get(client)
+    if (!pending) return // already recorded (an UNSUBSCRIBE flushed it)
+    const { subscriptions, answers } = pending
     this.pendingSubscribes.delete(client)
     const incarnation = this.connections.get(client)!.incarnation!
-    this.registry.apply({ kind: 'subscribed', clientId: client.id, incarnation, at: Date.now(), subscriptions }).then(
-      () => answers.forEach((answer) => answer(true)),
+    this.track(this.registry.apply({ kind: 'subscribed', clientId: client.id, incarnation, at: Date.now(), subscriptions })).then(
+      (result) => answers.forEach((answer) => answer(result.applied)),
       (error: Error) => {
         this.metrics.reject('store_unavailable')
         this.log.error({ clientId: client.id, topics: subscriptions.map((s) => s.topic), err: error.message }, 'subscription refused: not stored')
@@ -270,9 +287,31 @@ export class AedesSource {
     if (!incarnation) return
     const reason: DisconnectReason =
       conn.endReason ?? (client._disconnected ? 'client_disconnect' : this.stopping ? 'server_shutdown' : 'socket_error')
-    this.registry
-      .apply({ kind: 'disconnected', clientId: client.id, incarnation, at: Date.now(), reason })
-      .catch((error: Error) => this.log.error({ clientId: client.id, err: error.message }, 'disconnect not stored'))
+    conn.ended = this.track(this.registry.apply({ kind: 'disconnected', clientId: client.id, incarnation, at: Date.now(), reason })).then(
+      () => undefined,
+      (error: Error) => this.log.error({ clientId: client.id, err: error.message }, 'disconnect not stored')
+    )
+  }
+
+  /** Resolves once the end of `client`'s connection is recorded (at once if it never connected). */
+  async whenEnded(client: Client): Promise<void> {
+    const conn = this.connections.get(client)
+    if (!conn?.incarnation) return
+    // `ended` is set by the socket's close listener, which runs before any added later
+    if (!conn.ended) await new Promise<void>((resolve) => client.conn.once('close', () => resolve()))
+    await conn.ended
+  }
+
+  /** Resolves once every lifecycle event this source has handed to the registry is applied. */
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight])
+  }
+
+  private track<T>(applying: Promise<T>): Promise<T> {
+    this.inFlight.add(applying)
+    const forget = () => this.inFlight.delete(applying)
+    applying.then(forget, forget)
+    return applying
   }
 
   private reject(reason: RejectReason, client: Client | null, message: string): void {

@@ -7,7 +7,8 @@
  *
  * The backend's `writeBatch` must be all-or-nothing and must commit batches in the order it
  * receives them; callers are settled in that order. When a shared batch fails, each caller's
- * mutations are retried alone, so a failure refuses exactly the callers it concerns.
+ * mutations are retried alone, so a failure refuses exactly the callers it concerns — those
+ * retries settle after any batches already handed over behind the failed one.
  * With `maxBatch: 1, maxInFlight: 1` this is one transaction per commit() call — the
  * per-event baseline the benchmark compares against.
  */

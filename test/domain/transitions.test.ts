@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { compareIncarnations, newIncarnation } from '../../src/domain/incarnation.js'
+import { compareIncarnations, newIncarnation, observeIncarnation } from '../../src/domain/incarnation.js'
 import type { ConnectedEvent, LifecycleEvent } from '../../src/domain/lifecycle-event.js'
 import type { SessionRecord } from '../../src/domain/session.js'
 import { expire, transition, type Transition } from '../../src/domain/transitions.js'
@@ -124,5 +124,15 @@ describe('session transitions', () => {
     assert.equal(resumed.outcome === 'applied' && resumed.session?.createdAt, 1000, 'a resumed session keeps its creation time')
     const cleaned = transition(session, connected(young, true, 3000), old)
     assert.equal(cleaned.outcome === 'applied' && cleaned.topics.kind, 'clear', 'a clean start discards the old topics')
+  })
+})
+
+describe('incarnations across a restart', () => {
+  it('sort after the stored ones even when the clock is now behind the previous run', () => {
+    // as loaded from the store: minted by a previous run whose clock was an hour ahead
+    const stored = `${(Date.now() + 3_600_000).toString(36).padStart(9, '0')}.0005.n`
+    observeIncarnation(stored)
+    const next = newIncarnation('n', Date.now())
+    assert.ok(compareIncarnations(stored, next) < 0, `${next} sorts after ${stored}`)
   })
 })

@@ -188,7 +188,7 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     { schema: { params: { type: 'object', properties: { clientid: { type: 'string', minLength: 1 } } }, response: { 200: emqxErrorSchema, 404: emqxErrorSchema } } },
     async (request, reply) => {
       const { clientid } = request.params
-      if (ctx.kick(clientid)) return { code: 0 }
+      if (await ctx.kick(clientid)) return { code: 0 }
       // not connected: an offline persistent session is discarded, as EMQX's kick does
       if (await ctx.registry.discard(clientid)) return { code: 0 }
       return reply.code(404).send({ code: 112, message: `client ${clientid} not found` })

@@ -16,7 +16,7 @@ import type { TopicSubscription } from '../../domain/session.js'
 import type { SessionStateOwner } from '../../registry/registry.js'
 import type { TopicBook } from '../../registry/topic-book.js'
 import type { Plan } from '../../store/plan.js'
-import type { Mutation, Snapshot, Store } from '../../store/store.js'
+import type { Snapshot, Store } from '../../store/store.js'
 import { clonePacket, decodePacket, encodePacket } from './packet-codec.js'
 
 /** The packet fields this persistence reads; Aedes packets carry more, which are kept as-is. */
@@ -85,6 +85,22 @@ export class StoreAedesPersistence implements SessionStateOwner {
   ) {
     this.writer = options.writer ?? topicBookWriter(store, topics)
     this.onDestroy = options.onDestroy ?? (async () => undefined)
+  }
+
+  /**
+   * Drops queues of clients that have no session (a message queued just after its session
+   * ended): they would otherwise be delivered to the next, unrelated client of that id.
+   */
+  async dropQueuesWithoutSession(hasSession: (clientId: string) => boolean): Promise<number> {
+    const orphans = new Set([...this.outgoing.keys(), ...this.incoming.keys()].filter((id) => !hasSession(id)))
+    if (orphans.size === 0) return 0
+    await this.run({
+      mutations: [...orphans].flatMap((clientId) => this.planDropSession(clientId).mutations),
+      apply: () => {
+        for (const id of orphans) this.planDropSession(id).apply()
+      }
+    })
+    return orphans.size
   }
 
   /** Fills the memory mirror from what the store held at start. */
@@ -184,7 +200,7 @@ export class StoreAedesPersistence implements SessionStateOwner {
       const same = queued.packet.brokerId === packet.brokerId && queued.packet.brokerCounter === packet.brokerCounter
       const reused = queued.packet.brokerId !== packet.brokerId && queued.packet.messageId === packet.messageId
       if (!same && !reused) continue
-      const next = same ? Object.assign(queued.packet, { messageId: packet.messageId }) : packet
+      const next = { ...withoutFunctions(same ? queued.packet : packet), messageId: packet.messageId }
       await this.run({
         mutations: [{ op: 'outgoing.put', clientId: client.id, seq: queued.seq, packet: encodePacket(next) }],
         apply: () => {
@@ -277,13 +293,16 @@ export class StoreAedesPersistence implements SessionStateOwner {
 
   // ── session end ───────────────────────────────────────────────────────────────────────
 
-  /** When a session entity ends (expiry, clean end), the broker's queues for it go with it. */
+  /**
+   * When a session entity ends (expiry, clean end), the broker's queues for it go with it.
+   * Always cleared, even when empty here: a message queued for it may be in flight to the store.
+   */
   planDropSession(clientId: string): Plan {
-    const mutations: Mutation[] = []
-    if (this.outgoing.has(clientId)) mutations.push({ op: 'outgoing.clear', clientId })
-    if (this.incoming.has(clientId)) mutations.push({ op: 'incoming.clear', clientId })
     return {
-      mutations,
+      mutations: [
+        { op: 'outgoing.clear', clientId },
+        { op: 'incoming.clear', clientId }
+      ],
       apply: () => {
         this.outgoing.delete(clientId)
         this.incoming.delete(clientId)
@@ -308,6 +327,13 @@ function toTopicSubscription(sub: TopicSubscription): TopicSubscription {
     nl,
     ...(subscriptionIdentifier !== undefined ? { subscriptionIdentifier } : {})
   }
+}
+
+/** A copy that can be stored: Aedes' in-flight packets carry a write callback, which cannot. */
+function withoutFunctions(packet: BrokerPacket): BrokerPacket {
+  const copy: BrokerPacket = { cmd: packet.cmd }
+  for (const [key, value] of Object.entries(packet)) if (typeof value !== 'function') copy[key] = value
+  return copy
 }
 
 function queueOf(map: Map<string, Queued[]>, clientId: string): Queued[] {

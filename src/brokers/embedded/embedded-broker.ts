@@ -107,21 +107,26 @@ export class EmbeddedBroker {
     return this.server.listening
   }
 
-  /** Disconnects a connected client; false when it is not connected here. */
-  kick(clientId: string): boolean {
+  /** Disconnects a connected client, resolving once that is recorded; false when it is not connected here. */
+  async kick(clientId: string): Promise<boolean> {
     const client = (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId]
     if (!client) return false
     this.source.endsBecause(client, 'kicked')
     client.close()
+    await this.source.whenEnded(client)
     return true
   }
 
-  /** Stops accepting, closes every client (their sessions end with `server_shutdown`). */
+  /**
+   * Stops accepting, closes every client, and resolves once their ends (`server_shutdown`) are
+   * recorded — the store must not close under them.
+   */
   async stop(): Promise<void> {
     this.source.stop()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
     for (const socket of this.sockets) socket.destroy()
-    await closed
+    await closed // every socket has closed, so every connection's end has been handed over
+    await this.source.idle()
   }
 }

@@ -12,7 +12,7 @@ import Database from 'better-sqlite3'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
-import type { Mutation, Snapshot, Store, StoreHealth } from '../store.js'
+import { StoreError, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
 import { SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
@@ -49,6 +49,9 @@ export class SqliteStore implements Store {
     this.loads = prepareLoads(this.db)
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
     this.checkpointer = startWorker('checkpoint', { path: this.path, intervalMs: 1000 } satisfies CheckpointOptions)
+    // Losing it must not take the hub down: commits go on, and the writer's own (rare)
+    // automatic checkpoint bounds the WAL. It is reported like a failed commit.
+    this.checkpointer.on('error', (error) => options.observer?.failed(new StoreError(`WAL checkpointer failed: ${error.message}`)))
     this.committer = new GroupCommitter(this.writer, { maxBatch: options.maxBatch, observer: options.observer })
   }
 

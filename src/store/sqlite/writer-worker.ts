@@ -23,7 +23,9 @@ export type WriterReply = { id: number; error?: string }
 const options = workerData as WriterOptions
 const db = new Database(options.path, { timeout: options.busyTimeoutMs })
 db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
-db.pragma('wal_autocheckpoint = 0') // the checkpointer thread does it, off the commit path
+// The checkpointer thread checkpoints, off the commit path; this high threshold (~40 MB of WAL)
+// only bounds the WAL should that thread ever stop.
+db.pragma('wal_autocheckpoint = 10000')
 const statements = prepareWrites(db)
 const writeAll = db.transaction((mutations: EncodedMutation[]) => {
   for (const [op, params] of mutations) statements[op].run(params)
