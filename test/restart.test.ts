@@ -287,7 +287,16 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
       const queued = await connect(hub.mqttUrl, { clientId: queuedId, clean: false, ...credentials(QUEUED_DEVICE) }, opened)
       assert.equal(queued.connack.sessionPresent, true, 'CONNACK session present')
       await eventually(received(queued.messages, QUEUED.length), 5000, `the queued messages ${JSON.stringify(QUEUED)}`)
-      assert.deepEqual(payloads(queued.messages), QUEUED, 'all queued messages, in order, once')
+      if (hubs.recordsEndAtTakeDown) {
+        assert.deepEqual(payloads(queued.messages), QUEUED, 'all queued messages, in order, once')
+      } else {
+        // QoS 1 is at least once: killed between routing the last message and clearing its
+        // journal entry, the hub publishes it again at start (src/brokers/embedded/publish-journal.ts)
+        await new Promise((r) => setTimeout(r, 100))
+        const got = payloads(queued.messages)
+        assert.deepEqual([...new Set(got)], QUEUED, `all queued messages, in order: ${JSON.stringify(got)}`)
+        assert.ok(got.length <= 2 * QUEUED.length, `each at most repeated once: ${JSON.stringify(got)}`)
+      }
       for (const m of queued.messages) {
         assert.equal(m.topic, queuedTopic)
         assert.equal(m.qos, 1)
