@@ -209,6 +209,13 @@ export class AedesSource {
       conn.release = release
       const previous = this.aedes?.clients[client.id]
       conn.incarnation = newIncarnation(this.config.node)
+      const refuse = (error: Error): void => {
+        conn.incarnation = undefined
+        this.metrics.reject('store_unavailable')
+        this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not recorded')
+        done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
+        release()
+      }
       this.track(this.registry.apply({
           kind: 'connected',
           clientId: client.id,
@@ -228,18 +235,13 @@ export class AedesSource {
         }))
         .then(
           (result) => {
-            if (!result.applied) throw new Error(`connect not applied: ${result.why}`)
+            if (!result.applied) return refuse(new Error(`connect not applied: ${result.why}`))
             if (previous && previous !== client) this.endsBecause(previous, 'taken_over')
             done(null, true)
-          }
+          },
+          // two-armed, not .catch: a throw from Aedes' own continuation must not answer twice
+          refuse
         )
-        .catch((error: Error) => {
-          conn.incarnation = undefined
-          this.metrics.reject('store_unavailable')
-          this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not recorded')
-          done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
-          release()
-        })
     })
   }
 
