@@ -30,6 +30,7 @@ import { newIncarnation } from '../src/domain/incarnation.js'
 import type { LifecycleEvent } from '../src/domain/lifecycle-event.js'
 import { HubMetrics } from '../src/observability/metrics.js'
 import { SessionRegistry } from '../src/registry/registry.js'
+import { SubscriptionBook } from '../src/registry/subscription-book.js'
 import { TopicBook } from '../src/registry/topic-book.js'
 import { GroupCommitter, type CommitObserver } from '../src/store/group-commit.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
@@ -84,6 +85,7 @@ function* cycle(clientId: string, i: number): Generator<LifecycleEvent> {
     protocol: 'mqtt',
     deviceId: clientId,
     username: null,
+    mountpoint: `${clientId}/`,
     node: NODE,
     peerHost: '127.0.0.1',
     peerPort: 30_000 + (i % 30_000),
@@ -209,7 +211,7 @@ async function measure(v: Variant): Promise<Measurement> {
       ? noopStore(observer)
       : new SqliteStore({ dataDir: dir, synchronous: 'full', ...(v.maxBatch !== undefined ? { maxBatch: v.maxBatch } : {}), observer })
   try {
-    const registry = new SessionRegistry(store, new TopicBook(), new HubMetrics({ processMetrics: false }), pino({ level: 'silent' }))
+    const registry = new SessionRegistry(store, new TopicBook(), new SubscriptionBook(), () => '', new HubMetrics({ processMetrics: false }), pino({ level: 'silent' }))
     await drive(registry, 'warm', v.clients, WARMUP_EVENTS)
     await collectGarbage()
     Object.assign(commit, { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 })

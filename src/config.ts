@@ -19,6 +19,8 @@ export interface HubConfig {
   sessionExpiry: number
   apiUser: string
   apiPassword: string
+  /** Accepted as `Authorization: Bearer <token>` beside Basic auth; '' turns Bearer off. */
+  apiToken: string
   /** This hub's name in session entities (`node`), as EMQX names its nodes. */
   node: string
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -72,6 +74,13 @@ function text(raw: string, name: string): string {
   return raw
 }
 
+function bearerToken(raw: string, name: string): string {
+  // a guessable token would open the whole API
+  if (raw.length < 16) throw new ConfigError(`${name} must be at least 16 characters`)
+  if (!/^[\x21-\x7e]+$/.test(raw)) throw new ConfigError(`${name} must be printable ASCII without spaces`)
+  return raw
+}
+
 const OPTIONS = [
   { key: 'mqttHost', env: 'IOTHUB_MQTT_HOST', flag: 'mqtt-host', parse: text, fallback: () => '0.0.0.0', help: 'MQTT listen address' },
   { key: 'mqttPort', env: 'IOTHUB_MQTT_PORT', flag: 'mqtt-port', parse: port, fallback: () => 1883, help: 'MQTT TCP port (0 = any free)' },
@@ -82,6 +91,7 @@ const OPTIONS = [
   { key: 'sessionExpiry', env: 'IOTHUB_SESSION_EXPIRY', flag: 'session-expiry', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 7200, help: 'seconds a disconnected persistent session is kept' },
   { key: 'apiUser', env: 'IOTHUB_API_USER', flag: 'api-user', parse: text, fallback: () => DEFAULT_API_USER, help: 'HTTP API Basic auth user' },
   { key: 'apiPassword', env: 'IOTHUB_API_PASSWORD', flag: 'api-password', parse: text, fallback: () => DEFAULT_API_PASSWORD, help: 'HTTP API Basic auth password' },
+  { key: 'apiToken', env: 'IOTHUB_API_TOKEN', flag: 'api-token', parse: bearerToken, fallback: () => '', help: 'HTTP API Bearer token (as tKeel clients send; off when unset)' },
   { key: 'node', env: 'IOTHUB_NODE', flag: 'node', parse: text, fallback: () => `iothub@${hostname()}`, help: "this hub's node name" },
   { key: 'logLevel', env: 'IOTHUB_LOG_LEVEL', flag: 'log-level', parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), fallback: () => 'info' as const, help: 'log level' },
   { key: 'storeSync', env: 'IOTHUB_STORE_SYNC', flag: 'store-sync', parse: oneOf(['full', 'normal'] as const), fallback: () => 'full' as const, help: 'full: fsync every batch; normal: survive process crashes only' },

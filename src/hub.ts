@@ -15,8 +15,13 @@ import { portInUse } from './port-in-use.js'
 import { HubMetrics } from './observability/metrics.js'
 import { createLogger } from './observability/logger.js'
 import { observeIncarnation } from './domain/incarnation.js'
+import { ConnectInfoTracker } from './devices/connectinfo.js'
+import { DeviceProperties } from './devices/device-properties.js'
+import { Dispatcher } from './devices/dispatcher.js'
+import { Upstream } from './devices/upstream.js'
 import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
+import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
 import { AedesSource } from './sources/aedes-source.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
@@ -33,6 +38,9 @@ export class Hub {
   readonly registry: SessionRegistry
   readonly devices: DeviceDirectory
   readonly broker: EmbeddedBroker
+  readonly properties: DeviceProperties
+  private readonly connectInfo: ConnectInfoTracker
+  private readonly dispatcher: Dispatcher
   private readonly persistence: StoreAedesPersistence
   private readonly journal: PublishJournal
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
@@ -54,13 +62,25 @@ export class Hub {
       observer: this.metrics.commitObserver((error) => this.log.error({ err: error.message }, 'store commit failed'))
     })
     const topics = new TopicBook()
-    this.registry = new SessionRegistry(this.store, topics, this.metrics, this.log.child({ component: 'registry' }))
     this.devices = new DeviceDirectory(this.store)
-    const source = new AedesSource(this.registry, this.devices, config, this.metrics, this.log.child({ component: 'mqtt' }))
+    this.registry = new SessionRegistry(
+      this.store,
+      topics,
+      new SubscriptionBook(),
+      (deviceId) => this.devices.get(deviceId)?.owner ?? '',
+      this.metrics,
+      this.log.child({ component: 'registry' })
+    )
+    this.properties = new DeviceProperties(this.store)
+    this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
+    this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
+    const upstream = new Upstream(this.properties)
+    const source = new AedesSource(this.registry, this.devices, upstream, config, this.metrics, this.log.child({ component: 'mqtt' }))
     this.persistence = new StoreAedesPersistence(this.store, topics, { writer: source.subscriptionWriter() })
     this.registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(this.store, this.log.child({ component: 'journal' }))
     this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, this.metrics, this.log.child({ component: 'broker' }))
+    this.dispatcher = new Dispatcher(this.registry.subscriptions, this.broker, this.metrics)
   }
 
   async start(): Promise<HubAddresses> {
@@ -73,8 +93,11 @@ export class Hub {
   private async startInOrder(): Promise<HubAddresses> {
     const snapshot = await this.store.load()
     this.devices.load(snapshot.devices)
+    this.properties.load(snapshot.deviceProperties)
     this.registry.topics.load(snapshot.topics)
+    this.registry.subscriptions.load(snapshot.subscriptions)
     this.registry.load(snapshot.sessions)
+    this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)
     this.persistence.load(snapshot)
@@ -118,6 +141,9 @@ export class Hub {
       config: this.config,
       registry: this.registry,
       devices: this.devices,
+      properties: this.properties,
+      dispatcher: this.dispatcher,
+      broker: this.broker,
       metrics: this.metrics,
       kick: (clientId) => this.broker.kick(clientId),
       readiness: () => this.readiness()
@@ -152,6 +178,7 @@ export class Hub {
     await this.broker.stop()
     await this.registry.settled()
     await this.api?.close()
+    await this.properties.settled()
     await this.store.close()
     this.state = 'stopped'
     this.log.info('iothub stopped')

@@ -131,9 +131,11 @@ describe('HTTP API', () => {
     )
     assert.equal(r.body.code, 0)
     assert.deepEqual(r.body.meta, { page: 1, limit: 1000, hasnext: false, count: 14 })
-    assert.deepEqual(r.body.data[0], { topic: 'api/0/a', qos: 1, node: 'iothub@test', clientid: 'api-0' })
-    const matching = await t.api<{ data: { clientid: string; topic: string }[] }>('GET', '/api/v4/subscriptions?_match_topic=api/3/b')
-    assert.deepEqual(matching.body.data, [{ topic: 'api/3/b', qos: 1, node: 'iothub@test', clientid: 'api-3' }])
+    // as EMQX shows them: the broker's topic, under the device's mountpoint (api-0 and api-3 are devices[0]'s)
+    const mount = `${devices[0]!.id}/`
+    assert.deepEqual(r.body.data[0], { topic: `${mount}api/0/a`, qos: 1, node: 'iothub@test', clientid: 'api-0' })
+    const matching = await t.api<{ data: { clientid: string; topic: string }[] }>('GET', `/api/v4/subscriptions?_match_topic=${mount}api/3/b`)
+    assert.deepEqual(matching.body.data, [{ topic: `${mount}api/3/b`, qos: 1, node: 'iothub@test', clientid: 'api-3' }])
   })
 
   it('`iothub devices create` registers devices through the API and prints id and token lines', async () => {

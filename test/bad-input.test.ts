@@ -27,12 +27,21 @@ import {
 const MAX_PACKET_SIZE = 2048
 const MAX_TOPIC_LENGTH = 64
 const MAX_TOPIC_LEVELS = 8
+/** The device every MQTT client here logs in as; its topics are mounted under `${DEVICE_ID}/`. */
+const DEVICE_ID = 'bad-input'
+const MOUNT = `${DEVICE_ID}/`
+/**
+ * The limits apply to the broker's (mounted) topic: a device's own topic may be shorter by the
+ * mountpoint's length, and one level shallower.
+ */
+const DEVICE_MAX_TOPIC_LENGTH = MAX_TOPIC_LENGTH - MOUNT.length
+const DEVICE_MAX_TOPIC_LEVELS = MAX_TOPIC_LEVELS - 1
 
 interface ApiSession {
   id: string
   connected: boolean
   disconnectReason: string | null
-  topics: { topic: string; qos: number }[]
+  topics: { topic: string; brokerTopic: string; qos: number }[]
 }
 
 interface ApiError {
@@ -57,7 +66,7 @@ describe('bad input', () => {
   before(async () => {
     t = await startTestHub({ maxPacketSize: MAX_PACKET_SIZE, maxTopicLength: MAX_TOPIC_LENGTH, maxTopicLevels: MAX_TOPIC_LEVELS })
     port = t.hub.address.mqtt.port
-    device = await t.createDevice({ name: 'bad-input' })
+    device = await t.createDevice({ id: DEVICE_ID, name: 'bad-input' })
     bystander = await t.connect({ clientId: 'bystander', username: device.id, password: device.token })
     bystander.on('message', (topic, payload) => received.push({ topic, bytes: payload.length }))
     await bystander.subscribeAsync('watch/#', { qos: 0 })
@@ -370,15 +379,19 @@ describe('bad input', () => {
   // ── MQTT: topics ─────────────────────────────────────────────────────────────────────────
 
   describe('MQTT SUBSCRIBE with topics too long, too deep or invalid', () => {
-    const atLengthLimit = `watch/${'l'.repeat(MAX_TOPIC_LENGTH - 'watch/'.length)}` // exactly the limit
+    // exactly the limit once mounted
+    const atLengthLimit = `watch/${'l'.repeat(DEVICE_MAX_TOPIC_LENGTH - 'watch/'.length)}`
     const tooLong = `${atLengthLimit}x`
-    const atLevelLimit = ['watch', ...Array.from({ length: MAX_TOPIC_LEVELS - 2 }, (_, i) => `d${i}`), '+'].join('/') // exactly the limit
+    // exactly the limit once mounted
+    const atLevelLimit = ['watch', ...Array.from({ length: DEVICE_MAX_TOPIC_LEVELS - 2 }, (_, i) => `d${i}`), '+'].join('/')
     const tooDeep = `${atLevelLimit}/x`
 
     it('checks the limits it tests against', () => {
-      assert.equal(atLengthLimit.length, MAX_TOPIC_LENGTH)
-      assert.equal(atLevelLimit.split('/').length, MAX_TOPIC_LEVELS)
-      assert.equal(tooDeep.length <= MAX_TOPIC_LENGTH, true, 'too deep but not too long')
+      assert.equal(`${MOUNT}${atLengthLimit}`.length, MAX_TOPIC_LENGTH)
+      assert.equal(`${MOUNT}${tooLong}`.length, MAX_TOPIC_LENGTH + 1)
+      assert.equal(`${MOUNT}${atLevelLimit}`.split('/').length, MAX_TOPIC_LEVELS)
+      assert.equal(`${MOUNT}${tooDeep}`.split('/').length, MAX_TOPIC_LEVELS + 1)
+      assert.equal(`${MOUNT}${tooDeep}`.length <= MAX_TOPIC_LENGTH, true, 'too deep but not too long')
     })
 
     for (const clean of [true, false]) {
@@ -401,13 +414,14 @@ describe('bad input', () => {
         await assertRejected(before, { topic_too_long: 1, topic_too_deep: 1 })
 
         const expected = [
-          { topic: atLengthLimit, qos: 1 },
-          { topic: atLevelLimit, qos: 0 }
+          { topic: atLengthLimit, brokerTopic: `${MOUNT}${atLengthLimit}`, qos: 1 },
+          { topic: atLevelLimit, brokerTopic: `${MOUNT}${atLevelLimit}`, qos: 0 }
         ].sort(byTopic)
         const live = await session(clientId)
         assert.deepEqual(live.body.topics.sort(byTopic), expected, 'the refused topics are not in the session')
+        // EMQX's view shows the broker's (mounted) topics
         const compat = await t.api<{ data: { topic: string }[] }>('GET', `/api/v4/subscriptions?clientid=${clientId}`)
-        assert.deepEqual(compat.body.data.map((s) => s.topic).sort(), expected.map((s) => s.topic))
+        assert.deepEqual(compat.body.data.map((s) => s.topic).sort(), expected.map((s) => s.brokerTopic).sort())
 
         await client.ping() // the connection goes on
         client.send(DISCONNECT)
@@ -484,8 +498,10 @@ describe('bad input', () => {
 
   describe('MQTT PUBLISH to a topic too long, too deep or invalid', () => {
     const cases: [string, string, string][] = [
-      ['too long', `watch/${'x'.repeat(MAX_TOPIC_LENGTH)}`, 'topic_too_long'],
-      ['too deep', ['watch', ...Array.from({ length: MAX_TOPIC_LEVELS }, (_, i) => `p${i}`)].join('/'), 'topic_too_deep'],
+      // the limits hold for the mounted topic (see DEVICE_MAX_TOPIC_LENGTH)
+      ['too long', `watch/${'x'.repeat(DEVICE_MAX_TOPIC_LENGTH)}`, 'topic_too_long'],
+      // one level more than the limit once mounted, and not too long
+      ['too deep', ['watch', ...Array.from({ length: DEVICE_MAX_TOPIC_LEVELS }, (_, i) => `p${i}`)].join('/'), 'topic_too_deep'],
       ['with a wildcard', 'watch/+/x', 'bad_topic']
     ]
 
@@ -523,7 +539,7 @@ describe('bad input', () => {
       assert.equal(body.connected, true)
       assert.equal(bystander.connected, true)
       // nothing the bystander received came from a refused PUBLISH
-      for (const r of received) assert.equal(r.topic.length <= MAX_TOPIC_LENGTH, true, r.topic)
+      for (const r of received) assert.equal(`${MOUNT}${r.topic}`.length <= MAX_TOPIC_LENGTH, true, r.topic)
       // a raw subscriber on the same filter sees publishes as they are
       const { client } = await rawConnect({ clientId: 'raw-watcher', ...creds() })
       client.send(subscribePacket(9, [{ topic: 'watch/#', qos: 0 }]))

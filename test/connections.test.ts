@@ -14,7 +14,7 @@ interface ApiSession {
   peerPort: number
   incarnation: string
   disconnectReason: string | null
-  topics: { topic: string; qos: number }[]
+  topics: { topic: string; brokerTopic: string; qos: number }[]
 }
 
 const localPort = (client: MqttClient): number => (client.stream as Socket).localPort!
@@ -135,7 +135,7 @@ describe('connections', () => {
     const session = (await t.api<ApiSession & { deviceId: string }>('GET', '/v1/sessions/bound-to-owner')).body
     assert.equal(session.deviceId, owner.id)
     assert.equal(session.connected, false)
-    assert.deepEqual(session.topics, [{ topic: 'owner/commands', qos: 1 }])
+    assert.deepEqual(session.topics, [{ topic: 'owner/commands', brokerTopic: `${owner.id}/owner/commands`, qos: 1 }])
   })
 
   it('DELETE /api/v4/clients/{clientid} kicks a connected client, then discards its offline session', async () => {

@@ -14,7 +14,7 @@ interface ApiSession {
   protocol: string
   connected: boolean
   cleanStart: boolean
-  topics: { topic: string; qos: number }[]
+  topics: { topic: string; brokerTopic: string; qos: number }[]
   version: number
   peerPort: number
   sockPort: number
@@ -51,8 +51,8 @@ describe('session entity lifecycle', () => {
     assert.deepEqual(
       subscribed.body.topics.sort((a, b) => a.topic.localeCompare(b.topic)),
       [
-        { topic: 'v1/devices/me/attributes', qos: 1 },
-        { topic: 'v1/devices/me/telemetry', qos: 0 }
+        { topic: 'v1/devices/me/attributes', brokerTopic: `${device.id}/v1/devices/me/attributes`, qos: 1 },
+        { topic: 'v1/devices/me/telemetry', brokerTopic: `${device.id}/v1/devices/me/telemetry`, qos: 0 }
       ]
     )
     assert.ok(subscribed.body.version > created.body.version)
@@ -66,7 +66,7 @@ describe('session entity lifecycle', () => {
       const r = await t.api<ApiSession>('GET', '/v1/sessions/lifecycle-clean')
       return r.body.topics.length === 1 ? r.body : undefined
     })
-    assert.deepEqual(unsubscribed.topics, [{ topic: 'v1/devices/me/attributes', qos: 1 }])
+    assert.deepEqual(unsubscribed.topics, [{ topic: 'v1/devices/me/attributes', brokerTopic: `${device.id}/v1/devices/me/attributes`, qos: 1 }])
 
     // 4. disconnect → a clean session's entity is deleted
     await client.endAsync()
@@ -87,7 +87,7 @@ describe('session entity lifecycle', () => {
       return r.body.connected === false ? r.body : undefined
     })
     assert.equal(offline.disconnectReason, 'client_disconnect')
-    assert.deepEqual(offline.topics, [{ topic: 'v1/devices/me/commands', qos: 1 }])
+    assert.deepEqual(offline.topics, [{ topic: 'v1/devices/me/commands', brokerTopic: `${device.id}/v1/devices/me/commands`, qos: 1 }])
 
     const v4 = await t.api<{ data: { connected: boolean; clean_start: boolean; disconnected_at?: string; expiry_interval: number }[] }>(
       'GET',
@@ -102,7 +102,7 @@ describe('session entity lifecycle', () => {
     const resumed = await t.api<ApiSession>('GET', '/v1/sessions/lifecycle-persistent')
     assert.equal(resumed.body.connected, true)
     assert.notEqual(resumed.body.incarnation, offline.incarnation)
-    assert.deepEqual(resumed.body.topics, [{ topic: 'v1/devices/me/commands', qos: 1 }])
+    assert.deepEqual(resumed.body.topics, [{ topic: 'v1/devices/me/commands', brokerTopic: `${device.id}/v1/devices/me/commands`, qos: 1 }])
 
     // the resumed subscription delivers without a new SUBSCRIBE
     const received = new Promise<string>((resolve) => second.once('message', (_topic, payload) => resolve(payload.toString())))
@@ -125,7 +125,7 @@ describe('session entity lifecycle', () => {
     await client.endAsync()
     const again = await t.connect(options)
     const session = await t.api<ApiSession>('GET', '/v1/sessions/lifecycle-refused-topic')
-    assert.deepEqual(session.body.topics, [{ topic: 'v1/devices/me/raw', qos: 1 }])
+    assert.deepEqual(session.body.topics, [{ topic: 'v1/devices/me/raw', brokerTopic: `${device.id}/v1/devices/me/raw`, qos: 1 }])
     await again.endAsync()
   })
 

@@ -17,7 +17,7 @@ import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, ty
 import { Hub } from '../src/hub.js'
 import { createLogger } from '../src/observability/logger.js'
 import { apiClient, startChildHub, type ApiCall, type ChildHub } from './helpers/child-hub.js'
-import { eventually, tempDir, testConfig } from './helpers/hub.js'
+import { eventually, superuserLogin, tempDir, testConfig } from './helpers/hub.js'
 
 /** Clean and persistent clients each, before the restart (plus one offline client and a publisher). */
 const PER_KIND = 30
@@ -30,7 +30,7 @@ interface ApiSession {
   cleanStart: boolean
   disconnectedAt: string | null
   disconnectReason: string | null
-  topics: { topic: string; qos: number }[]
+  topics: { topic: string; brokerTopic: string; qos: number }[]
 }
 
 interface Page<T> {
@@ -152,17 +152,23 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
         { topic: topic('persistent', i, 'commands'), qos: 1 },
         { topic: topic('persistent', i, 'status'), qos: 0 }
       ].sort(byTopic)
+    /** The topics of persistent client i's session as the API shows them: its own, and the broker's. */
+    const persistentSessionTopics = (i: number) =>
+      persistentTopics(i).map((s) => ({ ...s, brokerTopic: mounted(PER_KIND + i, s.topic) }))
     /** The persistent clients the resume test reconnects; the others stay away for the queue test. */
     const RESUMED = PER_KIND - 5
     const queuedId = id('queued')
     const queuedTopic = topic('queued')
     const retainedTopic = topic('retained')
     const QUEUED = ['queued-1', 'queued-2', 'queued-3']
-    // device i belongs to: clean i, persistent PER_KIND+i, then the queued client, then publishers
+    // device i belongs to: clean i, persistent PER_KIND+i, then the queued client; the publisher
+    // before the restart (and the retained reader) is the queued client's device, so what it
+    // publishes lands in that device's namespace; the publishers after it are superusers, which
+    // reach device n's `t` at the broker topic `mounted(n, t)`
     const credentials = (n: number) => ({ username: devices[n]!.id, password: devices[n]!.token })
     const persistentCredentials = (i: number) => credentials(PER_KIND + i)
+    const mounted = (n: number, deviceTopic: string) => `${devices[n]!.id}/${deviceTopic}`
     const QUEUED_DEVICE = 2 * PER_KIND
-    const PUBLISHER_DEVICE = 2 * PER_KIND + 1
 
     const session = async (clientId: string) => hub.api<ApiSession>('GET', `/v1/sessions/${encodeURIComponent(clientId)}`)
     const list = async (query: string) => {
@@ -178,7 +184,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
         const created = await hub.api<{ id: string; token: string }[]>(
           'POST',
           '/v1/devices',
-          Array.from({ length: 2 * PER_KIND + 2 }, () => ({ owner: run }))
+          Array.from({ length: 2 * PER_KIND + 1 }, () => ({ owner: run }))
         )
         assert.equal(created.status, 201, JSON.stringify(created.body))
         devices = created.body
@@ -200,7 +206,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
             await client.subscribeAsync(Object.fromEntries(persistentTopics(i).map((s) => [s.topic, { qos: s.qos as 0 | 1 }])))
           })
         ])
-        const publisher = await connect(hub.mqttUrl, { clientId: id('publisher'), clean: true, ...credentials(PUBLISHER_DEVICE) }, opened)
+        const publisher = await connect(hub.mqttUrl, { clientId: id('publisher'), clean: true, ...credentials(QUEUED_DEVICE) }, opened)
 
         // what the restart must undo: 61 live connections (so "none after" is not vacuous)
         const live = await list('&connected=true')
@@ -250,7 +256,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
         assert.equal(body.cleanStart, false)
         assert.equal(body.deviceId, devices[PER_KIND + i]!.id)
         assert.equal(body.disconnectReason, 'server_shutdown', `${clientId} ended by the shutdown`)
-        assert.deepEqual([...body.topics].sort(byTopic), persistentTopics(i), `${clientId} keeps its topics`)
+        assert.deepEqual([...body.topics].sort(byTopic), persistentSessionTopics(i), `${clientId} keeps its topics`)
         const endedAt = Date.parse(body.disconnectedAt ?? '')
         if (hubs.recordsEndAtTakeDown) assert.ok(endedAt <= downAt, `${clientId}: the stop recorded the end (${body.disconnectedAt})`)
         else assert.ok(endedAt >= downAt, `${clientId}: the next start recorded the end (${body.disconnectedAt})`)
@@ -259,7 +265,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
       assert.equal(queued.body.connected, false)
       assert.equal(queued.body.disconnectReason, 'client_disconnect', 'a session offline before the restart keeps its own reason')
       assert.ok(Date.parse(queued.body.disconnectedAt ?? '') < downAt, 'and its own end time')
-      assert.deepEqual(queued.body.topics, [{ topic: queuedTopic, qos: 1 }])
+      assert.deepEqual(queued.body.topics, [{ topic: queuedTopic, brokerTopic: mounted(QUEUED_DEVICE, queuedTopic), qos: 1 }])
     })
 
     it('resumes persistent sessions on a clean=false reconnect: session present, subscriptions in place', async () => {
@@ -271,11 +277,13 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
       for (const [i, r] of resumed.entries()) assert.equal(r.connack.sessionPresent, true, `${persistentIds[i]}: CONNACK session present`)
       const resumedSession = await session(persistentIds[0]!)
       assert.equal(resumedSession.body.connected, true)
-      assert.deepEqual([...resumedSession.body.topics].sort(byTopic), persistentTopics(0))
+      assert.deepEqual([...resumedSession.body.topics].sort(byTopic), persistentSessionTopics(0))
 
       // no SUBSCRIBE after the restart: the stored subscriptions deliver
-      const publisher = await connect(hub.mqttUrl, { clientId: id('publisher-after'), clean: true, ...credentials(PUBLISHER_DEVICE) }, opened)
-      await Promise.all(resumed.map((_, i) => publisher.client.publishAsync(topic('persistent', i, 'commands'), `command-${i}`, { qos: 1 })))
+      const publisher = await connect(hub.mqttUrl, { clientId: id('publisher-after'), clean: true, ...superuserLogin() }, opened)
+      await Promise.all(
+        resumed.map((_, i) => publisher.client.publishAsync(mounted(PER_KIND + i, topic('persistent', i, 'commands')), `command-${i}`, { qos: 1 }))
+      )
       await eventually(() => resumed.every((r) => r.messages.length > 0), 5000, 'every resumed client received its command')
       for (const [i, r] of resumed.entries()) {
         assert.deepEqual(payloads(r.messages), [`command-${i}`], `${persistentIds[i]} got its own command, once`)
@@ -305,8 +313,10 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
 
     it('queues QoS 1 messages for sessions offline since the shutdown, and delivers them on their return', async () => {
       const away = persistentIds.slice(RESUMED).map((clientId, k) => ({ clientId, i: RESUMED + k }))
-      const publisher = await connect(hub.mqttUrl, { clientId: id('publisher-away'), clean: true, ...credentials(PUBLISHER_DEVICE) }, opened)
-      for (const { i } of away) await publisher.client.publishAsync(topic('persistent', i, 'commands'), `while-away-${i}`, { qos: 1 })
+      const publisher = await connect(hub.mqttUrl, { clientId: id('publisher-away'), clean: true, ...superuserLogin() }, opened)
+      for (const { i } of away) {
+        await publisher.client.publishAsync(mounted(PER_KIND + i, topic('persistent', i, 'commands')), `while-away-${i}`, { qos: 1 })
+      }
       const back = await Promise.all(away.map(({ clientId, i }) => connect(hub.mqttUrl, { clientId, clean: false, ...persistentCredentials(i) }, opened)))
       await eventually(() => back.every((r) => r.messages.length > 0), 5000, 'every returning client received its queued message')
       for (const [k, r] of back.entries()) {
@@ -316,7 +326,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
     })
 
     it('keeps retained messages', async () => {
-      const reader = await connect(hub.mqttUrl, { clientId: id('retained-reader'), clean: true, ...credentials(PUBLISHER_DEVICE) }, opened)
+      const reader = await connect(hub.mqttUrl, { clientId: id('retained-reader'), clean: true, ...credentials(QUEUED_DEVICE) }, opened)
       await reader.client.subscribeAsync(retainedTopic, { qos: 1 })
       await eventually(received(reader.messages, 1), 5000, 'the retained message')
       assert.equal(reader.messages[0]!.topic, retainedTopic)
@@ -348,11 +358,13 @@ describe('kill -9 right after a PUBACK', () => {
 
   it('keeps every PUBACKed QoS 1 message (retained, and queued for an offline session) while the store is slow', async () => {
     child = await startChildHub(dataDir)
-    const created = await child.api<{ id: string; token: string }[]>('POST', '/v1/devices', [{ owner: 'puback' }, { owner: 'puback' }])
+    const created = await child.api<{ id: string; token: string }[]>('POST', '/v1/devices', [{ owner: 'puback' }])
     assert.equal(created.status, 201, JSON.stringify(created.body))
-    const [subscriberDevice, publisherDevice] = created.body as [{ id: string; token: string }, { id: string; token: string }]
-    const subscriberLogin = { clientId: 'puback-subscriber', clean: false, username: subscriberDevice.id, password: subscriberDevice.token }
-    const publisherLogin = { username: publisherDevice.id, password: publisherDevice.token }
+    const [device] = created.body as [{ id: string; token: string }]
+    const subscriberLogin = { clientId: 'puback-subscriber', clean: false, username: device.id, password: device.token }
+    // the publisher (and the reader of the retained message) is the subscriber's device, under
+    // another client id: a device's messages stay in its own namespace
+    const publisherLogin = { username: device.id, password: device.token }
 
     const subscriber = await connect(child.mqttUrl, subscriberLogin, opened)
     await subscriber.client.subscribeAsync('puback/queued', { qos: 1 })

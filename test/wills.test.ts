@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs'
 import { after, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { startChildHub, type ChildHub } from './helpers/child-hub.js'
-import { connectClient, eventually, tempDir } from './helpers/hub.js'
+import { connectClient, eventually, superuserLogin, tempDir } from './helpers/hub.js'
 
 describe('wills across a crash', () => {
   const dataDir = tempDir('iothub-wills-')
@@ -35,12 +35,13 @@ describe('wills across a crash', () => {
     await hub.kill('SIGKILL')
 
     hub = await startChildHub(dataDir)
-    const watcher = await connectClient(hub.mqttUrl, { clientId: 'will-watcher', username: polite!.id, password: polite!.token })
+    // each will is in its device's namespace (`{deviceId}/wills/…`): a superuser watches both
+    const watcher = await connectClient(hub.mqttUrl, { clientId: 'will-watcher', ...superuserLogin() })
     clients.push(watcher)
     const retained: Record<string, string> = {}
     watcher.on('message', (topic, payload) => (retained[topic] = payload.toString()))
-    await watcher.subscribeAsync('wills/#', { qos: 1 })
+    await watcher.subscribeAsync('+/wills/#', { qos: 1 })
     await new Promise((r) => setTimeout(r, 300))
-    assert.deepEqual(retained, { 'wills/lost': 'wills/lost is gone' })
+    assert.deepEqual(retained, { [`${lost!.id}/wills/lost`]: 'wills/lost is gone' })
   })
 })

@@ -1,6 +1,8 @@
 /** What the HTTP API needs from the hub; routes get this and nothing else. */
 import type { HubConfig } from '../config.js'
 import type { HubMetrics } from '../observability/metrics.js'
+import type { DeviceProperties } from '../devices/device-properties.js'
+import type { BrokerPublisher, Dispatcher } from '../devices/dispatcher.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
 
@@ -13,6 +15,10 @@ export interface ApiContext {
   config: HubConfig
   registry: SessionRegistry
   devices: DeviceDirectory
+  properties: DeviceProperties
+  dispatcher: Dispatcher
+  /** Publishes as the hub (the EMQX-compatible publish API). */
+  broker: BrokerPublisher
   metrics: HubMetrics
   /** Disconnects a connected client, once that is recorded; false when no such client is connected. */
   kick(clientId: string): Promise<boolean>

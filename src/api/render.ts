@@ -1,6 +1,9 @@
 /** How entities look on the native API: ISO 8601 times, nothing internal. */
 import type { Device } from '../domain/device.js'
+import { PROPERTY_NAMES, type PropertyName } from '../domain/device-properties.js'
 import type { Session } from '../domain/session.js'
+import type { SubscriptionEntity } from '../domain/subscription.js'
+import { unmountTopic } from '../domain/namespace.js'
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
@@ -11,6 +14,7 @@ export function renderSession(s: Session) {
     clientId: s.clientId,
     deviceId: s.deviceId,
     username: s.username,
+    mountpoint: s.mountpoint,
     node: s.node,
     peerHost: s.peerHost,
     peerPort: s.peerPort,
@@ -24,12 +28,23 @@ export function renderSession(s: Session) {
     connectedAt: iso(s.connectedAt),
     disconnectedAt: s.disconnectedAt === null ? null : iso(s.disconnectedAt),
     disconnectReason: s.disconnectReason,
-    topics: s.topics.map((t) => ({ topic: t.topic, qos: t.qos })),
+    // the device's own topic, and the broker's (under the session's mountpoint)
+    topics: s.topics.map((t) => ({ topic: unmountTopic(s.mountpoint, t.topic), brokerTopic: t.topic, qos: t.qos })),
     incarnation: s.incarnation,
     version: s.version
   }
 }
 
-export function renderDevice(d: Device) {
-  return { ...d, createdAt: iso(d.createdAt), updatedAt: iso(d.updatedAt) }
+/** A device with its properties (each `{}` until it is first set). */
+export function renderDevice(d: Device, properties: Partial<Record<PropertyName, unknown>> = {}) {
+  return {
+    ...d,
+    createdAt: iso(d.createdAt),
+    updatedAt: iso(d.updatedAt),
+    properties: Object.fromEntries(PROPERTY_NAMES.map((name) => [name, properties[name] ?? {}]))
+  }
+}
+
+export function renderSubscription(e: SubscriptionEntity) {
+  return { ...e, createdAt: iso(e.createdAt) }
 }

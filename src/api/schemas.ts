@@ -7,8 +7,14 @@ export const errorSchema = {
 
 export const topicSchema = {
   type: 'object',
-  required: ['topic', 'qos'],
-  properties: { topic: { type: 'string' }, qos: { type: 'integer' } }
+  required: ['topic', 'brokerTopic', 'qos'],
+  properties: {
+    /** As the device names it. */
+    topic: { type: 'string' },
+    /** As the broker routes it: under the session's mountpoint. */
+    brokerTopic: { type: 'string' },
+    qos: { type: 'integer' }
+  }
 } as const
 
 const sessionProperties = {
@@ -17,6 +23,7 @@ const sessionProperties = {
   clientId: { type: 'string' },
   deviceId: { type: 'string' },
   username: { type: ['string', 'null'] },
+  mountpoint: { type: 'string' },
   node: { type: 'string' },
   peerHost: { type: ['string', 'null'] },
   peerPort: { type: ['integer', 'null'] },
@@ -42,6 +49,27 @@ export const sessionSchema = {
   properties: sessionProperties
 } as const
 
+const subscriptionProperties = {
+  id: { type: 'string' },
+  type: { type: 'string' },
+  owner: { type: 'string' },
+  source: { type: 'string' },
+  sessionId: { type: 'string' },
+  deviceId: { type: 'string' },
+  topic: { type: 'string' },
+  brokerTopic: { type: 'string' },
+  properties: { type: 'array', items: { type: 'string' } },
+  mode: { type: 'string' },
+  filter: { type: 'string' },
+  createdAt: { type: 'string', format: 'date-time' }
+} as const
+
+export const subscriptionSchema = {
+  type: 'object',
+  required: Object.keys(subscriptionProperties),
+  properties: subscriptionProperties
+} as const
+
 /** A device id becomes the MQTT username and the device's topic namespace, so no `/ + #`. */
 export const DEVICE_ID_PATTERN = '^[A-Za-z0-9._:@-]{1,128}$'
 
@@ -60,7 +88,7 @@ export const newDeviceSchema = {
 
 export const deviceSchema = {
   type: 'object',
-  required: ['id', 'name', 'owner', 'group', 'desc', 'ext', 'token', 'createdAt', 'updatedAt'],
+  required: ['id', 'name', 'owner', 'group', 'desc', 'ext', 'token', 'createdAt', 'updatedAt', 'properties'],
   properties: {
     id: { type: 'string' },
     name: { type: 'string' },
@@ -70,6 +98,8 @@ export const deviceSchema = {
     ext: { type: 'object', additionalProperties: true },
     token: { type: 'string' },
     createdAt: { type: 'string', format: 'date-time' },
-    updatedAt: { type: 'string', format: 'date-time' }
+    updatedAt: { type: 'string', format: 'date-time' },
+    /** attributes, telemetry, commands, rawData, connectinfo: documents of any shape */
+    properties: { type: 'object', additionalProperties: true }
   }
 } as const

@@ -6,21 +6,18 @@
 import basicAuth from '@fastify/basic-auth'
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Logger } from 'pino'
-import { timingSafeEqual } from 'node:crypto'
+import { secretMatches } from '../domain/secret.js'
 import { emqxV4Routes } from './compat/emqx-v4.js'
+import { tkeelCoreRoutes } from './compat/tkeel-core.js'
 import { formatSchemaErrors } from './schema-errors.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
+import { downstreamRoutes } from './routes/downstream.js'
 import { healthRoutes } from './routes/health.js'
 import { sessionRoutes } from './routes/sessions.js'
+import { subscriptionRoutes } from './routes/subscriptions.js'
 
 const PUBLIC_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
-
-function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given)
-  const b = Buffer.from(expected)
-  return a.length === b.length && timingSafeEqual(a, b)
-}
 
 export async function buildApi(ctx: ApiContext, log: Logger) {
   // typed as fastify's logger interface, so routes and plugins see the usual FastifyInstance
@@ -38,13 +35,16 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     authenticate: { realm: 'iothub' },
     validate: async (username, password) => {
       // both compared, always, so timing does not tell which one was wrong
-      const userOk = sameSecret(username, ctx.config.apiUser)
-      const passwordOk = sameSecret(password, ctx.config.apiPassword)
+      const userOk = secretMatches(ctx.config.apiUser, username)
+      const passwordOk = secretMatches(ctx.config.apiPassword, password)
       if (!userOk || !passwordOk) throw new Error('wrong API credentials')
     }
   })
   app.addHook('onRequest', (request, reply, done) => {
     if (PUBLIC_PATHS.has(request.routeOptions.url ?? '')) return done()
+    // tKeel clients send a Bearer token; it counts when one is configured
+    const bearer = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1]
+    if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) return done()
     app.basicAuth(request, reply, done)
   })
 
@@ -62,6 +62,9 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
   await app.register(healthRoutes(ctx))
   await app.register(deviceRoutes(ctx))
   await app.register(sessionRoutes(ctx))
+  await app.register(subscriptionRoutes(ctx))
+  await app.register(downstreamRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
+  await app.register(tkeelCoreRoutes(ctx))
   return app
 }

@@ -1,5 +1,6 @@
 /** The device entity: a registered device and its credentials (the MQTT password is its token). */
-import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { secretMatches } from './secret.js'
 
 export interface Device {
   id: string
@@ -41,8 +42,6 @@ export function createDevice(input: NewDevice, now: number = Date.now()): Device
 
 /** Compares a presented password with a device token without leaking timing. */
 export function tokenMatches(device: Device, presented: Buffer | string | undefined): boolean {
-  if (presented === undefined) return false
-  const given = Buffer.isBuffer(presented) ? presented : Buffer.from(presented, 'utf8')
-  const expected = Buffer.from(device.token, 'utf8')
-  return given.length === expected.length && timingSafeEqual(given, expected)
+  return secretMatches(device.token, presented)
 }
+

@@ -15,7 +15,7 @@ interface EventBase {
 /** What a connection tells about itself; the session entity takes these fields as they are. */
 type ConnectionFacts = Pick<
   SessionRecord,
-  'protocol' | 'deviceId' | 'username' | 'node' | 'peerHost' | 'peerPort' | 'sockPort' | 'keepalive' | 'protoVer' | 'cleanStart' | 'expiryInterval'
+  'protocol' | 'deviceId' | 'username' | 'mountpoint' | 'node' | 'peerHost' | 'peerPort' | 'sockPort' | 'keepalive' | 'protoVer' | 'cleanStart' | 'expiryInterval'
 >
 
 export interface ConnectedEvent extends EventBase, ConnectionFacts {

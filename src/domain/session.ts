@@ -40,6 +40,11 @@ export interface SessionRecord {
   clientId: string
   deviceId: string
   username: string | null
+  /**
+   * Prefix of this session's topics on the broker: `{deviceId}/` for a device, '' for a
+   * superuser (see namespace.ts). Its topics are stored as the broker routes them.
+   */
+  mountpoint: string
   node: string
   peerHost: string | null
   peerPort: number | null

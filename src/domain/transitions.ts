@@ -72,6 +72,7 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
     clientId: event.clientId,
     deviceId: event.deviceId,
     username: event.username,
+    mountpoint: event.mountpoint,
     node: event.node,
     peerHost: event.peerHost,
     peerPort: event.peerPort,

@@ -13,6 +13,8 @@ export type RejectReason =
   | 'bad_topic'
   | 'topic_too_long'
   | 'topic_too_deep'
+  | 'outside_namespace'
+  | 'bad_payload'
   | 'packet_too_large'
   | 'malformed_packet'
   | 'bad_api_request'
@@ -25,6 +27,20 @@ export class HubMetrics {
     name: 'iothub_lifecycle_events_total',
     help: 'Lifecycle events by kind and outcome (applied, stale: belonged to an older connection, failed: not stored)',
     labelNames: ['kind', 'outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly pushesTotal = new Counter({
+    name: 'iothub_pushes_total',
+    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed)',
+    labelNames: ['property', 'outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly upstreamTotal = new Counter({
+    name: 'iothub_upstream_total',
+    help: 'Device publishes on property topics, by topic kind and outcome (applied, refused: payload not what the topic expects)',
+    labelNames: ['property', 'outcome'] as const,
     registers: [this.registry]
   })
 

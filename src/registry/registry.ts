@@ -13,12 +13,16 @@ import type { HubMetrics } from '../observability/metrics.js'
 import { combinePlans, EMPTY_PLAN, type Plan } from '../store/plan.js'
 import type { Mutation, Store } from '../store/store.js'
 import { KeyedQueue } from './keyed-queue.js'
+import type { SubscriptionBook } from './subscription-book.js'
 import type { TopicBook } from './topic-book.js'
 
 /** Other holders of per-session state (the broker's queues) that must go when a session ends. */
 export interface SessionStateOwner {
   planDropSession(sessionId: string): Plan
 }
+
+/** Told of every session change once it is durable and applied: `after` null when the session ended. */
+export type SessionObserver = (before: SessionRecord | undefined, after: SessionRecord | null) => void
 
 /** `applied: false`: the event was stale (it belonged to a connection no longer the session's). */
 export type ApplyResult = { applied: true } | { applied: false; why: string }
@@ -44,11 +48,15 @@ export class SessionRegistry {
   private readonly tombstones = new Map<string, { incarnation: string; at: number }>()
   private readonly queue = new KeyedQueue()
   private readonly owners: SessionStateOwner[] = []
+  private readonly observers: SessionObserver[] = []
   private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
 
   constructor(
     private readonly store: Store,
     readonly topics: TopicBook,
+    readonly subscriptions: SubscriptionBook,
+    /** The owner (tenant) of a device, which its subscription entities carry. */
+    private readonly ownerOf: (deviceId: string) => string,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {
@@ -62,6 +70,10 @@ export class SessionRegistry {
 
   addStateOwner(owner: SessionStateOwner): void {
     this.owners.push(owner)
+  }
+
+  observe(observer: SessionObserver): void {
+    this.observers.push(observer)
   }
 
   load(sessions: readonly SessionRecord[]): void {
@@ -195,6 +207,15 @@ export class SessionRegistry {
           : topics.kind === 'add'
             ? this.topics.planAdd(id, topics.subscriptions, next !== null && !next.cleanStart)
             : this.topics.planRemove(id, topics.topics)
+    // subscription entities follow the topics, in the same batch
+    const entityPlan =
+      topics.kind === 'keep'
+        ? EMPTY_PLAN
+        : topics.kind === 'clear'
+          ? this.subscriptions.planClear(id)
+          : topics.kind === 'add'
+            ? this.subscriptions.planAdd(next!, this.ownerOf(next!.deviceId), topics.subscriptions, Date.now())
+            : this.subscriptions.planRemove(id, topics.topics)
     const mutations: Mutation[] = [
       next === null
         ? { op: 'session.delete', id }
@@ -203,21 +224,24 @@ export class SessionRegistry {
           : { op: 'session.put', session: next }
     ]
     for (const m of topicPlan.mutations) mutations.push(m)
+    for (const m of entityPlan.mutations) mutations.push(m)
     const ownerPlans = next === null ? this.owners.map((o) => o.planDropSession(id)) : NO_PLANS
     for (const p of ownerPlans) for (const m of p.mutations) mutations.push(m)
     return {
       mutations,
       apply: () => {
+        const before = this.sessions.get(id)
         if (next) {
           this.sessions.set(id, next)
         } else {
           // remember the ended connection, so its late events cannot bring the session back
-          const ended = this.sessions.get(id)
-          if (ended) this.tombstones.set(id, { incarnation: ended.incarnation, at: Date.now() })
+          if (before) this.tombstones.set(id, { incarnation: before.incarnation, at: Date.now() })
           this.sessions.delete(id)
         }
         topicPlan.apply()
+        entityPlan.apply()
         for (const p of ownerPlans) p.apply()
+        for (const observe of this.observers) observe(before, next)
       }
     }
   }

@@ -12,21 +12,37 @@
  * - The socket closing ends the connection, with the reason seen on the way out.
  */
 import type { Socket } from 'node:net'
-import type { Aedes, AedesOptions, Client, Subscription } from 'aedes'
+import type { Aedes, AedesOptions, AedesPublishPacket, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
+import { changePropertyOfTopic } from '../domain/change-topics.js'
+import { PayloadError } from '../domain/device-properties.js'
 import { newIncarnation } from '../domain/incarnation.js'
+import { deviceMountpoint, insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../domain/namespace.js'
+import { secretMatches } from '../domain/secret.js'
 import type { DisconnectReason, TopicSubscription } from '../domain/session.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
+import type { Upstream } from '../devices/upstream.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { SessionRegistry } from '../registry/registry.js'
 import { checkTopic } from './topic-rules.js'
 import { MalformedLengthError, PacketTooLargeError } from '../brokers/embedded/packet-size-guard.js'
 import type { SubscriptionWriter } from '../brokers/embedded/aedes-persistence.js'
+import { mountClientTopics } from '../brokers/embedded/mountpoint.js'
+
+/** Whose topics a connection uses, decided from its CONNECT (see namespace.ts). */
+interface Namespace {
+  /** Logged in with the API credentials: no mountpoint, no device. */
+  superuser: boolean
+  /** The device it claims to be (verified by `authenticate`); undefined: its client id. */
+  deviceId: string | undefined
+  mountpoint: string
+}
 
 /** What we learn about one connection, from its CONNECT to its close. */
 interface Connection {
+  namespace: Namespace
   clientIdGiven: boolean
   keepalive: number
   protoVer: number
@@ -56,6 +72,9 @@ const CONNACK_NOT_AUTHORIZED = 5
 
 export class AedesSource {
   private readonly connections = new WeakMap<Client, Connection>()
+  private readonly namespaces = new WeakMap<Client, Namespace>()
+  /** Publishes refused without closing the connection (EMQX's `acl_deny_action = ignore`). */
+  private readonly dropped = new WeakSet<PublishPacket>()
   private readonly connectLocks = new KeyedQueue()
   private readonly pendingSubscribes = new Map<Client, { subscriptions: TopicSubscription[]; answers: ((stored: boolean) => void)[] }>()
   private stopping = false
@@ -65,17 +84,44 @@ export class AedesSource {
   constructor(
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
+    private readonly upstream: Upstream,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {}
 
+  /** Takes a new Aedes client before it reads its first packet: its topics get its mountpoint. */
+  adopt(client: Client): void {
+    mountClientTopics(client, (connect) => {
+      const namespace = this.namespaceOf(connect)
+      this.namespaces.set(client, namespace)
+      return namespace.mountpoint
+    })
+  }
+
+  private namespaceOf(connect: ConnectPacket): Namespace {
+    const { username, password } = connect
+    if (username !== undefined && username === this.config.apiUser && secretMatches(this.config.apiPassword, password)) {
+      return { superuser: true, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
+    }
+    // without authentication, a client without a username has no device to be mounted under
+    if (this.config.auth === 'none' && !username) return { superuser: false, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
+    const deviceId = username ?? ''
+    return { superuser: false, deviceId, mountpoint: deviceMountpoint(deviceId) }
+  }
+
+  /** Whether Aedes must not route `packet` (see `dropped`). */
+  isDropped(packet: PublishPacket): boolean {
+    return this.dropped.has(packet)
+  }
+
   /** The Aedes handlers this source provides. */
-  hooks(): Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizeSubscribe' | 'authorizePublish'> {
+  hooks(): Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> {
     return {
       preConnect: (client, packet, done) => {
         const socket = client.conn as Socket
         this.connections.set(client, {
+          namespace: this.namespaces.get(client) ?? this.namespaceOf(packet),
           clientIdGiven: packet.clientId.length > 0,
           keepalive: packet.keepalive ?? 0,
           protoVer: packet.protocolVersion ?? 4,
@@ -88,19 +134,76 @@ export class AedesSource {
       },
       authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
       authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
-      authorizePublish: (client, packet, done) => {
-        if (packet.topic.startsWith('$SYS/')) {
-          this.reject('bad_topic', client, '$SYS/ topics are reserved')
-          return done(new Error('$SYS/ topic is reserved'))
-        }
-        const refusal = checkTopic(packet.topic, this.config)
-        if (refusal) {
-          this.reject(refusal.reason, client, refusal.message)
-          return done(new Error(refusal.message))
-        }
-        done(null)
-      }
+      authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
+      authorizeForward: (client, packet) => this.forward(client, packet)
     }
+  }
+
+  private authorizePublish(client: Client | null, packet: PublishPacket, done: (error: Error | null) => void): void {
+    const namespace = client && this.connections.get(client)?.namespace
+    if (namespace && !insideNamespace(namespace.mountpoint, packet.topic)) {
+      // dropped, not disconnected: a device learns nothing of what lies outside its namespace
+      this.reject('outside_namespace', client, `publish to ${packet.topic} is outside the device's namespace`)
+      this.dropped.add(packet)
+      return done(null)
+    }
+    if (packet.topic.startsWith('$SYS/')) {
+      this.reject('bad_topic', client, '$SYS/ topics are reserved')
+      return done(new Error('$SYS/ topic is reserved'))
+    }
+    const refusal = checkTopic(packet.topic, this.config)
+    if (refusal) {
+      this.reject(refusal.reason, client, refusal.message)
+      return done(new Error(refusal.message))
+    }
+    if (!client || !namespace) return done(null) // a will published at start, or a server publish
+    // lets delivery recognize the sender (see forward)
+    ;(packet as PublishPacket & { clientId?: string }).clientId = client.id
+    const deviceId = namespace.deviceId
+    const deviceTopic = unmountTopic(namespace.mountpoint, packet.topic)
+    if (namespace.mountpoint === NO_MOUNTPOINT || deviceId === undefined || !this.upstream.handles(deviceTopic) || !this.devices.get(deviceId)) {
+      return done(null)
+    }
+    // upstream data: the device entity changes before the PUBACK (and before anyone else sees it)
+    const kind = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
+    this.upstream.receive(deviceId, deviceTopic, packet.topic, packet.payload as Buffer).then(
+      () => {
+        this.metrics.upstreamTotal.inc({ property: kind, outcome: 'applied' })
+        done(null)
+      },
+      (error: Error) => {
+        if (error instanceof PayloadError) {
+          this.metrics.upstreamTotal.inc({ property: kind, outcome: 'refused' })
+          this.reject('bad_payload', client, `${deviceTopic} from device ${deviceId}: ${error.message}`)
+          this.dropped.add(packet)
+          return done(null)
+        }
+        this.metrics.reject('store_unavailable')
+        this.log.error({ clientId: client.id, deviceId, topic: deviceTopic, err: error.message }, 'upstream data not stored')
+        done(error) // closes the connection; a QoS 1 sender sends it again when it reconnects
+      }
+    )
+  }
+
+  /**
+   * On the way out to a client: the mountpoint comes off the topic, and a change a device sent
+   * on one of its change topics is not echoed back to the connection that sent it.
+   */
+  private forward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const mountpoint = this.connections.get(client)?.namespace.mountpoint ?? NO_MOUNTPOINT
+    if (mountpoint === NO_MOUNTPOINT) return packet
+    // a packet re-sent from the offline queue was stored as delivered: already unmounted
+    if (!packet.topic.startsWith(mountpoint)) return packet
+    const topic = unmountTopic(mountpoint, packet.topic)
+    if ((packet as { clientId?: string }).clientId === client.id && changePropertyOfTopic(topic) !== undefined) return null
+    // Re-sending a persistent session's queue, Aedes writes the packet it passed here (a copy
+    // made for this client, already given its write callback) and ignores what we return.
+    if (Object.hasOwn(packet, 'writeCallback')) {
+      packet.topic = topic
+      return packet
+    }
+    // otherwise a copy: the same packet goes to every subscriber
+    return Object.assign(Object.create(Object.getPrototypeOf(packet) as object) as AedesPublishPacket, packet, { topic })
   }
 
   attach(aedes: Aedes): void {
@@ -179,8 +282,10 @@ export class AedesSource {
     }
 
     let deviceId: string
-    if (this.config.auth === 'none') {
-      deviceId = username || client.id
+    if (conn.namespace.superuser) {
+      deviceId = '' // checked when the namespace was decided: the API credentials
+    } else if (this.config.auth === 'none') {
+      deviceId = conn.namespace.deviceId ?? client.id
     } else {
       if (!username || !this.devices.authenticate(username, password)) {
         return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
@@ -224,6 +329,7 @@ export class AedesSource {
           protocol: 'mqtt',
           deviceId,
           username,
+          mountpoint: conn.namespace.mountpoint,
           node: this.config.node,
           peerHost: conn.peerHost,
           peerPort: conn.peerPort,
@@ -246,6 +352,11 @@ export class AedesSource {
   }
 
   private authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const namespace = this.connections.get(client)?.namespace
+    if (namespace && !insideNamespace(namespace.mountpoint, sub.topic)) {
+      this.reject('outside_namespace', client, `subscription to ${sub.topic} is outside the device's namespace`)
+      return done(null, null)
+    }
     const refusal = checkTopic(sub.topic, this.config)
     if (refusal) {
       this.reject(refusal.reason, client, refusal.message)

@@ -8,6 +8,7 @@
  */
 import type { Device } from '../domain/device.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
+import type { SubscriptionEntity } from '../domain/subscription.js'
 
 export type Mutation =
   | { op: 'device.put'; device: Device }
@@ -19,6 +20,12 @@ export type Mutation =
   | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean }
   | { op: 'topic.delete'; sessionId: string; topic: string }
   | { op: 'topic.clear'; sessionId: string }
+  | { op: 'subscription.put'; subscription: SubscriptionEntity }
+  | { op: 'subscription.delete'; id: string }
+  /** Deletes every subscription entity of a session. */
+  | { op: 'subscription.clear'; sessionId: string }
+  /** Replaces one property of a device (`attributes`, `connectinfo`, …) as a whole. */
+  | { op: 'device.property'; deviceId: string; name: string; value: unknown; updatedAt: number }
   | { op: 'retained.put'; topic: string; packet: Uint8Array }
   | { op: 'retained.delete'; topic: string }
   /** Inserts or replaces the message at `seq` of a client's outgoing queue. */
@@ -40,8 +47,18 @@ export interface StoredTopic {
   persistent: boolean
 }
 
+export interface StoredDeviceProperty {
+  deviceId: string
+  name: string
+  value: unknown
+  /** Epoch milliseconds. */
+  updatedAt: number
+}
+
 export interface Snapshot {
   devices: Device[]
+  deviceProperties: StoredDeviceProperty[]
+  subscriptions: SubscriptionEntity[]
   sessions: SessionRecord[]
   topics: StoredTopic[]
   retained: { topic: string; packet: Uint8Array }[]

@@ -17,6 +17,7 @@ const connected = (incarnation: string, cleanStart = true, at = 1000): Connected
   protocol: 'mqtt',
   deviceId: 'd1',
   username: 'd1',
+  mountpoint: 'd1/',
   node: 'n',
   peerHost: '127.0.0.1',
   peerPort: 5000,

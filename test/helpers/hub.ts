@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { loadConfig, type HubConfig } from '../../src/config.js'
+import { DEFAULT_API_PASSWORD, DEFAULT_API_USER, loadConfig, type HubConfig } from '../../src/config.js'
 import { Hub } from '../../src/hub.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { apiClient, type ApiCall } from './api-client.js'
@@ -39,6 +39,18 @@ export function testConfig(dataDir: string, overrides: Partial<HubConfig> = {}):
 }
 
 export { BASIC_ADMIN } from './api-client.js'
+
+/**
+ * The MQTT login of a superuser: the HTTP API credentials (the defaults, unless `config` says
+ * otherwise). A superuser has no mountpoint: it publishes to `{deviceId}/<topic>` to reach a
+ * device subscribed to `<topic>`, and subscribes to devices' topics as the broker routes them.
+ */
+export function superuserLogin(config: Pick<HubConfig, 'apiUser' | 'apiPassword'> = { apiUser: DEFAULT_API_USER, apiPassword: DEFAULT_API_PASSWORD }): {
+  username: string
+  password: string
+} {
+  return { username: config.apiUser, password: config.apiPassword }
+}
 
 export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir = tempDir()): Promise<TestHub> {
   const config = testConfig(dataDir, overrides)

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { Device } from '../../src/domain/device.js'
 import type { SessionRecord } from '../../src/domain/session.js'
+import type { SubscriptionEntity } from '../../src/domain/subscription.js'
 import type { Mutation, Store } from '../../src/store/store.js'
 
 export interface StoreHarness {
@@ -34,6 +35,7 @@ const session = (id: string, overrides: Partial<SessionRecord> = {}): SessionRec
   clientId: id,
   deviceId: `dev-${id}`,
   username: `dev-${id}`,
+  mountpoint: `dev-${id}/`,
   node: 'iothub@test',
   peerHost: '127.0.0.1',
   peerPort: 50000,
@@ -50,6 +52,21 @@ const session = (id: string, overrides: Partial<SessionRecord> = {}): SessionRec
   incarnation: '0000000001.0000.iothub@test',
   version: 1,
   ...overrides
+})
+
+const subscription = (id: string, sessionId: string): SubscriptionEntity => ({
+  id,
+  type: 'subscription',
+  owner: 'owner-1',
+  source: 'iothub',
+  sessionId,
+  deviceId: `dev-${sessionId}`,
+  topic: 'v1/devices/me/#',
+  brokerTopic: `dev-${sessionId}/v1/devices/me/#`,
+  properties: ['attributes', 'telemetry', 'commands', 'raw'],
+  mode: 'realtime',
+  filter: `insert into ${id} select dev-${sessionId}.attributes`,
+  createdAt: 1_700_000_000_000
 })
 
 const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text))
@@ -71,7 +88,51 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
 
     it('loads nothing from a new store', async () => {
       const snapshot = await store.load()
-      assert.deepEqual(snapshot, { devices: [], sessions: [], topics: [], retained: [], outgoing: [], incoming: [], wills: [], journal: [] })
+      assert.deepEqual(snapshot, {
+        devices: [],
+        deviceProperties: [],
+        subscriptions: [],
+        sessions: [],
+        topics: [],
+        retained: [],
+        outgoing: [],
+        incoming: [],
+        wills: [],
+        journal: []
+      })
+    })
+
+    it('keeps subscription entities and device properties, each property replaced as a whole', async () => {
+      await store.commit([
+        { op: 'subscription.put', subscription: subscription('sub-1', 'sp1') },
+        { op: 'subscription.put', subscription: subscription('sub-2', 'sp1') },
+        { op: 'subscription.put', subscription: subscription('sub-3', 'sp2') },
+        { op: 'device.property', deviceId: 'dp1', name: 'attributes', value: { a: 1, nested: { b: [1, 2] } }, updatedAt: 10 },
+        { op: 'device.property', deviceId: 'dp1', name: 'connectinfo', value: { _online: true }, updatedAt: 11 }
+      ])
+      await store.commit([
+        { op: 'subscription.put', subscription: { ...subscription('sub-1', 'sp1'), properties: ['attributes', 'raw'] } },
+        { op: 'subscription.delete', id: 'sub-2' },
+        { op: 'device.property', deviceId: 'dp1', name: 'attributes', value: { c: 3 }, updatedAt: 12 }
+      ])
+      await store.close()
+      store = await harness.open()
+      let snapshot = await store.load()
+      assert.deepEqual(
+        snapshot.subscriptions.sort((a, b) => a.id.localeCompare(b.id)),
+        [{ ...subscription('sub-1', 'sp1'), properties: ['attributes', 'raw'] }, subscription('sub-3', 'sp2')]
+      )
+      assert.deepEqual(
+        snapshot.deviceProperties.sort((a, b) => a.name.localeCompare(b.name)),
+        [
+          { deviceId: 'dp1', name: 'attributes', value: { c: 3 }, updatedAt: 12 },
+          { deviceId: 'dp1', name: 'connectinfo', value: { _online: true }, updatedAt: 11 }
+        ]
+      )
+      await store.commit([{ op: 'subscription.clear', sessionId: 'sp1' }])
+      snapshot = await store.load()
+      assert.deepEqual(snapshot.subscriptions.map((e) => e.id), ['sub-3'], 'clear removes only that session’s')
+      await store.commit([{ op: 'subscription.clear', sessionId: 'sp2' }])
     })
 
     it('stores every kind of record and loads it back after a reopen', async () => {

@@ -59,4 +59,26 @@ describe('SqliteStore', () => {
     assert.throws(() => new SqliteStore({ dataDir }), /schema version 99/)
     rmSync(dataDir, { recursive: true, force: true })
   })
+
+  it('upgrades a version 1 file in place: new tables, and its sessions loaded without a mountpoint', async () => {
+    const dataDir = tempDir('iothub-store-')
+    const v1 = new SqliteStore({ dataDir })
+    await v1.close()
+    // make it what issue 2's hub wrote: no subscription or property tables, no mountpoint
+    const db = new Database(join(dataDir, 'iothub.db'))
+    db.exec('DROP TABLE subscriptions; DROP TABLE device_properties')
+    db.prepare('INSERT INTO sessions (id, doc) VALUES (?, ?)').run('old', JSON.stringify({ id: 'old', clientId: 'old', deviceId: 'd', topics: undefined }))
+    db.pragma('user_version = 1')
+    db.close()
+
+    const upgraded = new SqliteStore({ dataDir })
+    const snapshot = await upgraded.load()
+    assert.equal(snapshot.sessions[0]!.mountpoint, '', 'unmounted: its topics were stored as the device sent them')
+    await upgraded.commit([{ op: 'device.property', deviceId: 'd', name: 'attributes', value: {}, updatedAt: 1 }])
+    await upgraded.close()
+    const check = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+    assert.equal(check.pragma('user_version', { simple: true }), 2)
+    check.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
 })

@@ -1,15 +1,19 @@
 /**
  * EMQX v4 management API, the part the seed's curls use: `GET /api/v4/clients`,
- * `GET /api/v4/subscriptions`, `DELETE /api/v4/clients/{clientid}`. Field names, paging
+ * `GET /api/v4/subscriptions`, `DELETE /api/v4/clients/{clientid}`, and `POST /api/v4/mqtt/publish`
+ * (emqx-v4-publish.ts). Field names, paging
  * (`_page`, `_limit`, `meta{page,limit,hasnext,count}`) and filters follow EMQX 4.x's
  * documentation; fields the hub cannot know (Erlang process figures, per-client traffic
  * counters, inflight windows) are present with neutral values, listed in docs/emqx-compat.md.
- * Errors answer `{ code, message }` with EMQX's codes (108: bad parameter, 112: client not found).
+ * Errors answer `{ code, message }` with EMQX's codes (107: missing parameter, 108: bad parameter,
+ * 109: body is not JSON, 112: client not found).
  */
 import type { FastifyPluginAsync } from 'fastify'
 import type { SessionRecord } from '../../domain/session.js'
+import { topicMatches } from '../../domain/topic-match.js'
 import type { ApiContext } from '../context.js'
 import { emqxTime } from './emqx-time.js'
+import { emqxV4PublishRoute } from './emqx-v4-publish.js'
 
 const PROTO_NAMES: Record<string, string> = { mqtt: 'MQTT', coap: 'CoAP' }
 
@@ -84,7 +88,7 @@ export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number) {
     ...(s.connected || s.disconnectedAt === null ? {} : { disconnected_at: emqxTime(s.disconnectedAt) }),
     created_at: emqxTime(s.createdAt),
     subscriptions_cnt: subscriptionsCnt,
-    mountpoint: '',
+    mountpoint: s.mountpoint,
     zone: 'external',
     is_bridge: false,
     // not tracked by the hub: neutral values (docs/emqx-compat.md)
@@ -137,8 +141,13 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     }
     const statusCode = error.statusCode ?? 500
     if (statusCode >= 500) app.log.error({ err: error }, 'EMQX-compatible API failed')
-    return reply.code(statusCode).send({ code: 102, message: statusCode >= 500 ? 'internal error' : error.message })
+    if (statusCode === 400) ctx.metrics.reject('bad_api_request')
+    // 109: EMQX's "request parameter is not a json" (fastify's body parser errors are FST_ERR_CTP_*)
+    const notJson = String((error as { code?: string }).code ?? '').startsWith('FST_ERR_CTP')
+    const code = (error as { emqxCode?: number }).emqxCode ?? (notJson ? 109 : 102)
+    return reply.code(statusCode).send({ code, message: statusCode >= 500 ? 'internal error' : error.message })
   })
+  await app.register(emqxV4PublishRoute(ctx))
 
   app.get<{ Querystring: ClientsQuery }>(
     '/api/v4/clients',
@@ -247,16 +256,4 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       return page(rows, q)
     }
   )
-}
-
-/** Whether subscription `filter` would receive a message published on `topic`. */
-export function topicMatches(filter: string, topic: string): boolean {
-  const f = filter.split('/')
-  const t = topic.split('/')
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '#') return true
-    if (i >= t.length) return false
-    if (f[i] !== '+' && f[i] !== t[i]) return false
-  }
-  return f.length === t.length
 }

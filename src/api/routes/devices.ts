@@ -23,7 +23,7 @@ export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       const inputs = many ? (request.body as NewDevice[]) : [request.body as NewDevice]
       try {
         const created = await ctx.devices.create(inputs)
-        const rendered = created.map(renderDevice)
+        const rendered = created.map((d) => renderDevice(d))
         return reply.code(201).send(many ? rendered : rendered[0])
       } catch (error) {
         if (error instanceof DuplicateDeviceError) {
@@ -45,7 +45,7 @@ export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     async (request, reply) => {
       const device = ctx.devices.get(request.params.id)
       if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${request.params.id}` })
-      return renderDevice(device)
+      return renderDevice(device, ctx.properties.of(device.id))
     }
   )
 }

@@ -4,6 +4,7 @@ import { PROTOCOLS, type Protocol } from '../../domain/session.js'
 import type { ApiContext } from '../context.js'
 import { renderSession } from '../render.js'
 import { badRequest } from '../bad-request.js'
+import { decodeCursor, encodeCursor } from '../cursor.js'
 import { errorSchema, sessionSchema } from '../schemas.js'
 
 interface ListQuery {
@@ -13,13 +14,6 @@ interface ListQuery {
   connected?: boolean
   limit: number
   cursor?: string
-}
-
-/** The cursor is the last id of the previous page, encoded so clients do not build their own. */
-const encodeCursor = (id: string): string => Buffer.from(id, 'utf8').toString('base64url')
-const decodeCursor = (cursor: string): string | null => {
-  const id = Buffer.from(cursor, 'base64url').toString('utf8')
-  return id.length > 0 && encodeCursor(id) === cursor ? id : null
 }
 
 export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {

@@ -13,8 +13,9 @@ import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { guardPacketSize } from './packet-size-guard.js'
 import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../../port-in-use.js'
+import type { BrokerPublisher } from '../../devices/dispatcher.js'
 
-export class EmbeddedBroker {
+export class EmbeddedBroker implements BrokerPublisher {
   readonly aedes: Aedes
   private readonly server: Server
   private readonly sockets = new Set<Socket>()
@@ -39,7 +40,7 @@ export class EmbeddedBroker {
       // a client's QoS 1 PUBLISH is journaled before Aedes sends its PUBACK (publish-journal.ts)
       authorizePublish: (client, packet, done) =>
         hooks.authorizePublish!(client, packet, (error) => {
-          if (error || client === null || packet.qos !== 1) return done(error)
+          if (error || client === null || packet.qos !== 1 || source.isDropped(packet)) return done(error)
           journal.accept(packet).then(() => done(null), done)
         }),
       published: (packet, _client, done) => {
@@ -48,6 +49,13 @@ export class EmbeddedBroker {
       }
     })
     source.attach(this.aedes)
+    // A publish the source drops is acknowledged to its sender (MQTT 3.1.1 cannot refuse one
+    // without closing the connection) but never routed.
+    // (Aedes' own handlers call publish(packet, client, done); its types know only (packet, done).)
+    type Publish = (packet: PublishPacket, client: Client | null, done: (error?: Error) => void) => void
+    const live = this.aedes as unknown as { publish: Publish }
+    const route = live.publish.bind(this.aedes)
+    live.publish = (packet, client, done) => (source.isDropped(packet) ? done() : route(packet, client, done))
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
     this.server = createServer((socket) => this.accept(socket))
   }
@@ -59,12 +67,12 @@ export class EmbeddedBroker {
       this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
       this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
     })
-    this.aedes.handle(socket)
+    this.source.adopt(this.aedes.handle(socket))
   }
 
   async start(): Promise<AddressInfo> {
     await this.aedes.listen()
-    await this.journal.replay((packet) => this.publish(packet))
+    await this.journal.replay((packet) => this.route(packet))
     await this.publishWillsOfPreviousRun()
     await new Promise<void>((resolve, reject) => {
       const failed = (error: NodeJS.ErrnoException) =>
@@ -78,7 +86,12 @@ export class EmbeddedBroker {
     return this.address()!
   }
 
-  private publish(packet: PublishPacket): Promise<void> {
+  /** Publishes as the hub itself (a downstream push, the EMQX publish API); resolves once routed. */
+  publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> {
+    return this.route({ cmd: 'publish', dup: false, ...message })
+  }
+
+  private route(packet: PublishPacket): Promise<void> {
     return new Promise<void>((resolve, reject) => this.aedes.publish(packet, (error) => (error ? reject(error) : resolve())))
   }
 
@@ -92,7 +105,7 @@ export class EmbeddedBroker {
     let published = 0
     for await (const will of this.persistence.streamWill({ [this.aedes.id]: Date.now() })) {
       const packet = will as PublishPacket & { clientId: string }
-      await this.publish(packet)
+      await this.route(packet)
       await this.persistence.delWill({ id: packet.clientId })
       published++
     }

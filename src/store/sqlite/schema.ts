@@ -3,7 +3,8 @@
  * as JSON documents beside their key; the broker's state, read at start and written often, as
  * plain columns and blobs. `user_version` says which version a file has.
  */
-export const SCHEMA_VERSION = 1
+/** 2: subscription entities and device properties (tables added; version 1 files upgrade in place). */
+export const SCHEMA_VERSION = 2
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (
@@ -15,6 +16,23 @@ CREATE TABLE IF NOT EXISTS sessions (
   id  TEXT PRIMARY KEY,
   doc TEXT NOT NULL
 ) STRICT;
+
+-- One row per device property (attributes, telemetry, connectinfo, …), so writers of
+-- different properties never overwrite each other's.
+CREATE TABLE IF NOT EXISTS device_properties (
+  device_id  TEXT NOT NULL,
+  name       TEXT NOT NULL,
+  value      TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (device_id, name)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+  id         TEXT PRIMARY KEY,
+  session_id TEXT NOT NULL,
+  doc        TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS subscriptions_by_session ON subscriptions (session_id);
 
 -- A session's topics and the embedded broker's subscriptions are these same rows.
 CREATE TABLE IF NOT EXISTS topics (

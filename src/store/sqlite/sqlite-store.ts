@@ -9,6 +9,7 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
+import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
@@ -72,7 +73,19 @@ export class SqliteStore implements Store {
     const s = this.loads
     return {
       devices: s.devices.all().map((r) => JSON.parse((r as { doc: string }).doc) as Device),
-      sessions: s.sessions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SessionRecord),
+      deviceProperties: (s.deviceProperties.all() as { device_id: string; name: string; value: string; updated_at: number }[]).map((r) => ({
+        deviceId: r.device_id,
+        name: r.name,
+        value: JSON.parse(r.value) as unknown,
+        updatedAt: r.updated_at
+      })),
+      subscriptions: s.subscriptions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SubscriptionEntity),
+      // sessions stored before device namespaces existed were not mounted: mountpoint ''
+      sessions: s.sessions.all().map((r) => {
+        const session = JSON.parse((r as { doc: string }).doc) as SessionRecord
+        session.mountpoint ??= ''
+        return session
+      }),
       topics: (s.topics.all() as TopicRow[]).map((r) => ({
         sessionId: r.session_id,
         persistent: r.persistent === 1,

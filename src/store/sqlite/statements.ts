@@ -31,6 +31,10 @@ const MUTATION_SQL: Record<Op, string> = {
   'topic.put': UPSERT('topics', ['session_id', 'topic', 'qos', 'rh', 'rap', 'nl', 'sub_id', 'persistent'], ['session_id', 'topic']),
   'topic.delete': 'DELETE FROM topics WHERE session_id = ? AND topic = ?',
   'topic.clear': 'DELETE FROM topics WHERE session_id = ?',
+  'subscription.put': UPSERT('subscriptions', ['id', 'session_id', 'doc'], ['id']),
+  'subscription.delete': 'DELETE FROM subscriptions WHERE id = ?',
+  'subscription.clear': 'DELETE FROM subscriptions WHERE session_id = ?',
+  'device.property': UPSERT('device_properties', ['device_id', 'name', 'value', 'updated_at'], ['device_id', 'name']),
   'retained.put': UPSERT('retained', ['topic', 'packet'], ['topic']),
   'retained.delete': 'DELETE FROM retained WHERE topic = ?',
   'outgoing.put': UPSERT('outgoing', ['client_id', 'seq', 'packet'], ['client_id', 'seq']),
@@ -65,6 +69,14 @@ export function encodeMutation(m: Mutation): EncodedMutation {
       return [m.op, [m.sessionId, m.topic]]
     case 'topic.clear':
       return [m.op, [m.sessionId]]
+    case 'subscription.put':
+      return [m.op, [m.subscription.id, m.subscription.sessionId, JSON.stringify(m.subscription)]]
+    case 'subscription.delete':
+      return [m.op, [m.id]]
+    case 'subscription.clear':
+      return [m.op, [m.sessionId]]
+    case 'device.property':
+      return [m.op, [m.deviceId, m.name, JSON.stringify(m.value), m.updatedAt]]
     case 'retained.put':
       return [m.op, [m.topic, m.packet]]
     case 'retained.delete':
@@ -102,6 +114,8 @@ export function prepareWrites(db: Database.Database): Record<Op, Database.Statem
 export function prepareLoads(db: Database.Database) {
   return {
     devices: db.prepare('SELECT doc FROM devices'),
+    deviceProperties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties'),
+    subscriptions: db.prepare('SELECT doc FROM subscriptions'),
     sessions: db.prepare('SELECT doc FROM sessions'),
     topics: db.prepare('SELECT * FROM topics'),
     retained: db.prepare('SELECT topic, packet FROM retained'),

@@ -1,0 +1,114 @@
+/**
+ * Downstream property changes: each updates the device entity, durably, then pushes the change
+ * (QoS 1) to the device's sessions holding a subscription entity for it — and to no others.
+ *
+ * - `PATCH /v1/devices/{id}/attributes`: a JSON object merged into `attributes`; the device
+ *   receives the object on `v1/devices/me/attributes`.
+ * - `POST /v1/devices/{id}/commands`: `{ name, params?, id? }`, kept under `commands` until the
+ *   device answers on `v1/devices/me/command/response`; it receives `{ id, name, params }`
+ *   on `v1/devices/me/commands`.
+ * - `POST /v1/devices/{id}/raw`: bytes (application/octet-stream), passed to the device as they
+ *   are on `v1/devices/me/raw`. Not stored: raw downlinks are a pass-through, not a property.
+ */
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import { addCommand, isJsonObject, mergeAttributes, newCommand, PayloadError, type Command } from '../../domain/device-properties.js'
+import type { ApiContext } from '../context.js'
+import { badRequest } from '../bad-request.js'
+import { DEVICE_ID_PATTERN, errorSchema } from '../schemas.js'
+
+const params = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: DEVICE_ID_PATTERN } } } as const
+const pushedTo = { type: 'array', items: { type: 'string' } } as const
+
+interface CommandBody {
+  name: string
+  id?: string
+  params?: unknown
+}
+
+export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
+
+  const notFound = (reply: FastifyReply, id: string) => reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
+  /** A change the device entity cannot take (too large, say) is the caller's error. */
+  const asBadRequest = (error: unknown): never => {
+    throw error instanceof PayloadError ? badRequest(error.message) : error
+  }
+
+  app.patch<{ Params: { id: string }; Body: Record<string, unknown> }>(
+    '/v1/devices/:id/attributes',
+    {
+      schema: {
+        params,
+        body: { type: 'object', minProperties: 1, additionalProperties: true },
+        response: {
+          200: { type: 'object', required: ['attributes', 'pushedTo'], properties: { attributes: { type: 'object', additionalProperties: true }, pushedTo } },
+          400: errorSchema,
+          404: errorSchema
+        }
+      }
+    },
+    async (request, reply) => {
+      const { id } = request.params
+      if (!ctx.devices.get(id)) return notFound(reply, id)
+      const patch = request.body
+      const attributes = await ctx.properties
+        .update(id, 'attributes', (current) => mergeAttributes(isJsonObject(current) ? current : undefined, patch))
+        .catch(asBadRequest)
+      return { attributes, pushedTo: await ctx.dispatcher.push(id, 'attributes', Buffer.from(JSON.stringify(patch))) }
+    }
+  )
+
+  app.post<{ Params: { id: string }; Body: CommandBody }>(
+    '/v1/devices/:id/commands',
+    {
+      schema: {
+        params,
+        body: {
+          type: 'object',
+          required: ['name'],
+          additionalProperties: false,
+          properties: { name: { type: 'string', minLength: 1, maxLength: 128 }, id: { type: 'string', pattern: DEVICE_ID_PATTERN }, params: {} }
+        },
+        response: {
+          200: { type: 'object', required: ['command', 'pushedTo'], properties: { command: { type: 'object', additionalProperties: true }, pushedTo } },
+          400: errorSchema,
+          404: errorSchema,
+          409: errorSchema
+        }
+      }
+    },
+    async (request, reply) => {
+      const { id } = request.params
+      if (!ctx.devices.get(id)) return notFound(reply, id)
+      const command = newCommand(request.body, Date.now())
+      let duplicate = false
+      await ctx.properties
+        .update(id, 'commands', (current) => {
+          const commands = isJsonObject(current) ? current : undefined
+          duplicate = commands?.[command.id] !== undefined
+          return duplicate ? commands : addCommand(commands, command)
+        })
+        .catch(asBadRequest)
+      if (duplicate) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `command ${command.id} was already sent to ${id}` })
+      const sent: Pick<Command, 'id' | 'name' | 'params'> = { id: command.id, name: command.name, params: command.params }
+      return { command, pushedTo: await ctx.dispatcher.push(id, 'commands', Buffer.from(JSON.stringify(sent))) }
+    }
+  )
+
+  app.post<{ Params: { id: string }; Body: Buffer }>(
+    '/v1/devices/:id/raw',
+    {
+      schema: {
+        params,
+        response: { 200: { type: 'object', required: ['bytes', 'pushedTo'], properties: { bytes: { type: 'integer' }, pushedTo } }, 400: errorSchema, 404: errorSchema }
+      }
+    },
+    async (request, reply) => {
+      const { id } = request.params
+      if (!Buffer.isBuffer(request.body) || request.body.length === 0) throw badRequest('body must be the raw bytes, sent as application/octet-stream')
+      if (request.body.length > ctx.config.maxPacketSize - 1024) throw badRequest(`body of ${request.body.length} bytes is larger than an MQTT packet may be`)
+      if (!ctx.devices.get(id)) return notFound(reply, id)
+      return { bytes: request.body.length, pushedTo: await ctx.dispatcher.push(id, 'raw', request.body) }
+    }
+  )
+}

@@ -1,0 +1,35 @@
+/**
+ * Downstream: a property change of a device goes to every session holding a subscription
+ * entity for that property — and only there. The change is published once, QoS 1, on the
+ * device's change topic under its mountpoint; the broker delivers it to the device's sessions
+ * subscribed to it (queued for persistent ones offline), without the prefix.
+ */
+import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
+import { deviceMountpoint } from '../domain/namespace.js'
+import type { HubMetrics } from '../observability/metrics.js'
+import type { SubscriptionBook } from '../registry/subscription-book.js'
+
+/** The broker's side of a push: embedded Aedes now, EMQX's REST publish later. */
+export interface BrokerPublisher {
+  publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void>
+}
+
+export class Dispatcher {
+  constructor(
+    private readonly subscriptions: SubscriptionBook,
+    private readonly broker: BrokerPublisher,
+    private readonly metrics: HubMetrics
+  ) {}
+
+  /** Pushes `payload` to the sessions receiving `property` of `deviceId`; resolves with their ids once routed. */
+  async push(deviceId: string, property: ChangeProperty, payload: Buffer): Promise<string[]> {
+    const receivers = this.subscriptions.receiving(deviceId, property)
+    if (receivers.length === 0) {
+      this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
+      return []
+    }
+    await this.broker.publish({ topic: deviceMountpoint(deviceId) + CHANGE_TOPICS[property], payload, qos: 1, retain: false })
+    this.metrics.pushesTotal.inc({ property, outcome: 'published' })
+    return [...new Set(receivers.map((e) => e.sessionId))].sort()
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * Upstream: what a device publishes on its own property topics changes its device entity.
+ *
+ * - `v1/devices/me/attributes`: a JSON object, merged into `attributes`;
+ * - `v1/devices/me/telemetry`: a JSON object, each key's latest value kept with its time;
+ * - `v1/devices/me/raw`: any bytes, kept as `rawData` `{ data, timestamp, topic }`;
+ * - `v1/devices/me/command/response`: `{ id, result }`, recorded on the command it answers.
+ *
+ * A payload that is not what its topic expects throws PayloadError and stores nothing.
+ */
+import { CHANGE_TOPICS, COMMAND_RESPONSE_TOPIC } from '../domain/change-topics.js'
+import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject } from '../domain/device-properties.js'
+import type { DeviceProperties } from './device-properties.js'
+
+const UPSTREAM_TOPICS = new Set<string>([CHANGE_TOPICS.attributes, CHANGE_TOPICS.telemetry, CHANGE_TOPICS.raw, COMMAND_RESPONSE_TOPIC])
+
+export class Upstream {
+  constructor(private readonly properties: DeviceProperties) {}
+
+  /** Whether a device's publish on `deviceTopic` (as the device names it) changes its entity. */
+  handles(deviceTopic: string): boolean {
+    return UPSTREAM_TOPICS.has(deviceTopic)
+  }
+
+  /** Applies one upstream publish; resolves once the change is durable. */
+  async receive(deviceId: string, deviceTopic: string, brokerTopic: string, payload: Buffer, at = Date.now()): Promise<void> {
+    switch (deviceTopic) {
+      case CHANGE_TOPICS.attributes: {
+        const patch = parseObject(payload, 'an attributes update')
+        await this.properties.update(deviceId, 'attributes', (current) => mergeAttributes(current as JsonObject | undefined, patch))
+        return
+      }
+      case CHANGE_TOPICS.telemetry: {
+        const values = parseObject(payload, 'telemetry')
+        await this.properties.update(deviceId, 'telemetry', (current) => mergeTelemetry(current as JsonObject | undefined, values, at))
+        return
+      }
+      case CHANGE_TOPICS.raw: {
+        const raw = rawDataOf(payload, brokerTopic, at)
+        await this.properties.update(deviceId, 'rawData', () => raw)
+        return
+      }
+      case COMMAND_RESPONSE_TOPIC: {
+        const response = parseObject(payload, 'a command response')
+        await this.properties.update(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at))
+        return
+      }
+    }
+  }
+}

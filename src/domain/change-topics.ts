@@ -1,0 +1,30 @@
+/**
+ * The change topics of a device (as the device names them, inside its namespace) and the
+ * device property each one carries. A device subscribing to one of them asks to be told when
+ * that property changes: that subscription is a *subscription entity*.
+ */
+import { topicMatches } from './topic-match.js'
+
+export const CHANGE_TOPICS = {
+  attributes: 'v1/devices/me/attributes',
+  telemetry: 'v1/devices/me/telemetry',
+  commands: 'v1/devices/me/commands',
+  raw: 'v1/devices/me/raw'
+} as const
+
+export type ChangeProperty = keyof typeof CHANGE_TOPICS
+
+const PROPERTIES = Object.keys(CHANGE_TOPICS) as ChangeProperty[]
+
+/** Where a device answers a command (upstream only; not a change topic). */
+export const COMMAND_RESPONSE_TOPIC = 'v1/devices/me/command/response'
+
+/** The properties whose change topics `filter` (a device-side subscription filter) receives. */
+export function changePropertiesOf(filter: string): ChangeProperty[] {
+  return PROPERTIES.filter((p) => topicMatches(filter, CHANGE_TOPICS[p]))
+}
+
+/** The property a device-side topic name carries, when it is a change topic. */
+export function changePropertyOfTopic(topic: string): ChangeProperty | undefined {
+  return PROPERTIES.find((p) => CHANGE_TOPICS[p] === topic)
+}

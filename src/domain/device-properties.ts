@@ -1,0 +1,134 @@
+/**
+ * The changeable properties of a device entity, and the pure rules for changing them — from
+ * the API (downstream) or from what the device publishes (upstream). A change that breaks a
+ * rule throws PayloadError and changes nothing.
+ *
+ * Timestamps inside properties are nanoseconds since the epoch, as tKeel core writes them
+ * (the seed's `timestamp: 1640783576857733000`); ours have millisecond precision.
+ */
+import { randomUUID } from 'node:crypto'
+
+export type JsonObject = Record<string, unknown>
+
+export interface ConnectInfo {
+  _clientid: string
+  _online: boolean
+  _owner: string
+  _peerhost: string
+  _protocol: string
+  /** The hub's port the device connected to, as a string (as in the seed). */
+  _socketport: string
+  _username: string
+  /** When the device last connected or disconnected (ns). */
+  _timestamp: number
+}
+
+export interface RawData {
+  /** The payload: parsed when it is JSON, else the text, else base64 (then `encoding` says so). */
+  data: unknown
+  encoding?: 'base64'
+  timestamp: number
+  /** The broker topic it came on. */
+  topic: string
+}
+
+export interface Command extends JsonObject {
+  id: string
+  name: string
+  params?: unknown
+  status: 'sent' | 'answered'
+  sentAt: number
+  result?: unknown
+  respondedAt?: number
+}
+
+/** The property names a device entity has; each is stored and replaced as a whole. */
+export const PROPERTY_NAMES = ['attributes', 'telemetry', 'commands', 'rawData', 'connectinfo'] as const
+export type PropertyName = (typeof PROPERTY_NAMES)[number]
+
+/** Largest property document kept, in bytes of JSON: a device cannot grow its entity without bound. */
+export const MAX_PROPERTY_BYTES = 256 * 1024
+
+/** Commands kept per device; the oldest go first. */
+export const MAX_COMMANDS_KEPT = 100
+
+export class PayloadError extends Error {
+  override name = 'PayloadError'
+}
+
+export const nanos = (ms: number): number => ms * 1_000_000
+
+export function isJsonObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** Parses a payload that must be a JSON object. */
+export function parseObject(payload: Buffer | string, what: string): JsonObject {
+  let value: unknown
+  try {
+    value = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
+  } catch {
+    throw new PayloadError(`${what} must be a JSON object; this is not JSON`)
+  }
+  if (!isJsonObject(value)) throw new PayloadError(`${what} must be a JSON object, not ${Array.isArray(value) ? 'an array' : typeof value}`)
+  return value
+}
+
+function bounded<T>(value: T, name: string): T {
+  const size = Buffer.byteLength(JSON.stringify(value))
+  if (size > MAX_PROPERTY_BYTES) throw new PayloadError(`${name} would be ${size} bytes, more than the ${MAX_PROPERTY_BYTES} kept`)
+  return value
+}
+
+/** Attributes: the patch's keys replace the stored ones (a shallow merge, as tKeel's PATCH). */
+export function mergeAttributes(current: JsonObject | undefined, patch: JsonObject): JsonObject {
+  return bounded({ ...current, ...patch }, 'attributes')
+}
+
+/** Telemetry keeps the latest value of each key with when it came: `{ key: { value, ts } }`. */
+export function mergeTelemetry(current: JsonObject | undefined, values: JsonObject, at: number): JsonObject {
+  const next: JsonObject = { ...current }
+  for (const [key, value] of Object.entries(values)) next[key] = { value, ts: nanos(at) }
+  return bounded(next, 'telemetry')
+}
+
+export function rawDataOf(payload: Buffer, brokerTopic: string, at: number): RawData {
+  const text = payload.toString('utf8')
+  const isText = Buffer.from(text, 'utf8').equals(payload)
+  let data: unknown = text
+  if (isText) {
+    try {
+      data = JSON.parse(text)
+    } catch {
+      // not JSON: kept as text
+    }
+    return bounded({ data, timestamp: nanos(at), topic: brokerTopic }, 'rawData')
+  }
+  return bounded({ data: payload.toString('base64'), encoding: 'base64', timestamp: nanos(at), topic: brokerTopic }, 'rawData')
+}
+
+/** A new command: what is stored, and what the device is sent (`{ id, name, params }`). */
+export function newCommand(input: { id?: string; name: string; params?: unknown }, at: number): Command {
+  return { id: input.id ?? randomUUID(), name: input.name, ...(input.params !== undefined ? { params: input.params } : {}), status: 'sent', sentAt: nanos(at) }
+}
+
+export function addCommand(current: JsonObject | undefined, command: Command): JsonObject {
+  const commands = { ...current, [command.id]: command } as Record<string, Command>
+  const ids = Object.keys(commands)
+  if (ids.length > MAX_COMMANDS_KEPT) {
+    ids.sort((a, b) => commands[a]!.sentAt - commands[b]!.sentAt)
+    for (const id of ids.slice(0, ids.length - MAX_COMMANDS_KEPT)) delete commands[id]
+  }
+  return bounded(commands, 'commands')
+}
+
+/** A device's answer to a command: `{ id, result }` (without `result`, the whole answer is the result). */
+export function answerCommand(current: JsonObject | undefined, response: JsonObject, at: number): JsonObject {
+  const id = response.id
+  if (typeof id !== 'string') throw new PayloadError('a command response must carry the command id as "id"')
+  const command = (current as Record<string, Command> | undefined)?.[id]
+  if (!command) throw new PayloadError(`no command ${id} was sent to this device`)
+  const { id: _id, ...rest } = response
+  const result = 'result' in response ? response.result : rest
+  return bounded({ ...current, [id]: { ...command, status: 'answered', result, respondedAt: nanos(at) } }, 'commands')
+}

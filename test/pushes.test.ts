@@ -1,0 +1,259 @@
+/**
+ * Downstream pushes and upstream data with real mqtt.js devices: an API change reaches exactly
+ * the sessions holding a subscription entity for it; what a device publishes on its property
+ * topics changes its entity, is not echoed back to it, and is refused (not stored, not routed,
+ * connection kept) when the payload is not what the topic expects.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { MqttClient } from 'mqtt'
+import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
+
+interface Received {
+  topic: string
+  payload: Buffer
+}
+
+function collect(client: MqttClient): Received[] {
+  const received: Received[] = []
+  client.on('message', (topic, payload) => received.push({ topic, payload }))
+  return received
+}
+
+/** The value of one sample on /metrics (0 when absent). */
+async function metric(t: TestHub, sample: string): Promise<number> {
+  const text = (await t.api<string>('GET', '/metrics', undefined, null)).body
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
+  return line === undefined ? 0 : Number(line.slice(sample.length + 1))
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 150))
+
+interface ApiDevice {
+  properties: { attributes: Record<string, unknown>; telemetry: Record<string, { value: unknown; ts: number }>; commands: Record<string, Record<string, unknown>>; rawData: Record<string, unknown> }
+}
+
+describe('downstream pushes', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub()
+  })
+  after(async () => {
+    await t.stop()
+  })
+
+  const device = async (clientId: string, topics: string[] = [], extra: Record<string, unknown> = {}) => {
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId, username: d.id, password: d.token, ...extra })
+    const received = collect(client)
+    if (topics.length > 0) await client.subscribeAsync(topics, { qos: 1 })
+    return { ...d, client, received }
+  }
+
+  it('pushes an attribute change to exactly the sessions that subscribed to it', async () => {
+    const subscribed = await device('push-attr', ['v1/devices/me/attributes'])
+    const wildcard = await device('push-wild', ['v1/devices/me/#'])
+    const telemetryOnly = await device('push-tele', ['v1/devices/me/telemetry'])
+    const silent = await device('push-silent')
+
+    const patch = await t.api<{ attributes: Record<string, unknown>; pushedTo: string[] }>('PATCH', `/v1/devices/${subscribed.id}/attributes`, { colour: 'red', level: 3 })
+    assert.equal(patch.status, 200)
+    assert.deepEqual(patch.body.attributes, { colour: 'red', level: 3 })
+    assert.deepEqual(patch.body.pushedTo, ['push-attr'])
+    await eventually(() => subscribed.received.length === 1, 3000, 'push delivered')
+    assert.equal(subscribed.received[0]!.topic, 'v1/devices/me/attributes', 'the device sees its own topic, not the mounted one')
+    assert.deepEqual(JSON.parse(subscribed.received[0]!.payload.toString()), { colour: 'red', level: 3 })
+
+    // a second change merges; the device receives only what changed
+    await t.api('PATCH', `/v1/devices/${subscribed.id}/attributes`, { level: 4 })
+    await eventually(() => subscribed.received.length === 2, 3000, 'second push')
+    assert.deepEqual(JSON.parse(subscribed.received[1]!.payload.toString()), { level: 4 })
+    const entity = await t.api<ApiDevice>('GET', `/v1/devices/${subscribed.id}`)
+    assert.deepEqual(entity.body.properties.attributes, { colour: 'red', level: 4 })
+
+    // a wildcard subscriber of its own device receives its own device's changes
+    const wild = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${wildcard.id}/attributes`, { on: true })
+    assert.deepEqual(wild.body.pushedTo, ['push-wild'])
+    await eventually(() => wildcard.received.length === 1, 3000, 'wildcard push')
+
+    // devices without a matching subscription entity receive nothing
+    const none = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${telemetryOnly.id}/attributes`, { x: 1 })
+    assert.deepEqual(none.body.pushedTo, [])
+    await t.api('PATCH', `/v1/devices/${silent.id}/attributes`, { x: 1 })
+    await settle()
+    assert.deepEqual(telemetryOnly.received, [])
+    assert.deepEqual(silent.received, [])
+    assert.equal(subscribed.received.length, 2, 'no other device’s change reached the first one')
+    assert.equal(wildcard.received.length, 1)
+  })
+
+  it('sends a command, and records the device’s answer on the entity', async () => {
+    const d = await device('push-cmd', ['v1/devices/me/commands'])
+    const sent = await t.api<{ command: { id: string; status: string }; pushedTo: string[] }>('POST', `/v1/devices/${d.id}/commands`, { name: 'reboot', params: { delay: 5 } })
+    assert.equal(sent.status, 200)
+    assert.deepEqual(sent.body.pushedTo, ['push-cmd'])
+    assert.equal(sent.body.command.status, 'sent')
+    await eventually(() => d.received.length === 1, 3000, 'command delivered')
+    assert.equal(d.received[0]!.topic, 'v1/devices/me/commands')
+    assert.deepEqual(JSON.parse(d.received[0]!.payload.toString()), { id: sent.body.command.id, name: 'reboot', params: { delay: 5 } })
+
+    await d.client.publishAsync('v1/devices/me/command/response', JSON.stringify({ id: sent.body.command.id, result: { ok: true } }), { qos: 1 })
+    const entity = await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)
+    const command = entity.body.properties.commands[sent.body.command.id]!
+    assert.equal(command.status, 'answered')
+    assert.deepEqual(command.result, { ok: true })
+    assert.equal(typeof command.respondedAt, 'number')
+
+    const again = await t.api('POST', `/v1/devices/${d.id}/commands`, { name: 'reboot', id: sent.body.command.id })
+    assert.equal(again.status, 409, 'a command id is sent once')
+    assert.equal((await t.api('POST', `/v1/devices/${d.id}/commands`, { params: {} })).status, 400)
+  })
+
+  it('passes raw bytes through to the subscribed device', async () => {
+    const d = await device('push-raw', ['v1/devices/me/raw'])
+    const bytes = Buffer.from([0x00, 0xff, 0x10, 0x80])
+    const response = await fetch(`${t.httpUrl}/v1/devices/${d.id}/raw`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from('admin:public').toString('base64')}`, 'content-type': 'application/octet-stream' },
+      body: bytes
+    })
+    assert.equal(response.status, 200)
+    assert.deepEqual(await response.json(), { bytes: 4, pushedTo: ['push-raw'] })
+    await eventually(() => d.received.length === 1, 3000, 'raw delivered')
+    assert.deepEqual(d.received[0]!.payload, bytes)
+  })
+
+  it('answers 404 for an unknown device and 400 for bodies that are not what the route expects', async () => {
+    assert.equal((await t.api('PATCH', '/v1/devices/no-such-device/attributes', { a: 1 })).status, 404)
+    assert.equal((await t.api('POST', '/v1/devices/no-such-device/commands', { name: 'x' })).status, 404)
+    const d = await t.createDevice()
+    assert.equal((await t.api('PATCH', `/v1/devices/${d.id}/attributes`, [1, 2])).status, 400)
+    assert.equal((await t.api('PATCH', `/v1/devices/${d.id}/attributes`, {})).status, 400)
+    assert.equal((await t.api('PATCH', `/v1/devices/${d.id}/attributes`, { big: 'x'.repeat(300 * 1024) })).status, 400, 'attributes are bounded')
+    assert.deepEqual((await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties.attributes, {}, 'a refused change stores nothing')
+  })
+
+  it('queues a push for a persistent device offline, and delivers it on its return', async () => {
+    const d = await t.createDevice()
+    const options = { clientId: 'push-offline', clean: false, username: d.id, password: d.token }
+    const first = await t.connect(options)
+    await first.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    await first.endAsync()
+    await eventually(async () => (await t.api<{ connected: boolean }>('GET', '/v1/sessions/push-offline')).body.connected === false, 3000, 'offline')
+
+    const pushed = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${d.id}/attributes`, { firmware: '2.0' })
+    assert.deepEqual(pushed.body.pushedTo, ['push-offline'], 'the offline session still holds its subscription entity')
+
+    const back = await t.connect({ ...options })
+    const received = collect(back)
+    await eventually(() => received.length === 1, 5000, 'queued push delivered on return')
+    assert.equal(received[0]!.topic, 'v1/devices/me/attributes')
+    assert.deepEqual(JSON.parse(received[0]!.payload.toString()), { firmware: '2.0' })
+  })
+})
+
+describe('upstream data and namespaces', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub()
+  })
+  after(async () => {
+    await t.stop()
+  })
+
+  it('merges attributes, keeps telemetry with timestamps and rawData as the seed has it', async () => {
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId: 'up-1', username: d.id, password: d.token })
+    await client.publishAsync('v1/devices/me/attributes', JSON.stringify({ a: 1, b: 'x' }), { qos: 1 })
+    await client.publishAsync('v1/devices/me/attributes', JSON.stringify({ b: 'y' }), { qos: 1 })
+    await client.publishAsync('v1/devices/me/telemetry', JSON.stringify({ temp: 21.5 }), { qos: 1 })
+    await client.publishAsync('v1/devices/me/raw', JSON.stringify({ msg: 'iothub' }), { qos: 1 })
+    // QoS 1: the PUBACK comes once the change is stored
+    const entity = (await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties
+    assert.deepEqual(entity.attributes, { a: 1, b: 'y' })
+    assert.equal(entity.telemetry.temp!.value, 21.5)
+    assert.ok(entity.telemetry.temp!.ts > Date.now() * 1e6 - 60e9 && entity.telemetry.temp!.ts <= Date.now() * 1e6, 'ts is nanoseconds, now')
+    assert.deepEqual(entity.rawData.data, { msg: 'iothub' })
+    assert.equal(entity.rawData.topic, `${d.id}/v1/devices/me/raw`)
+    assert.equal(typeof entity.rawData.timestamp, 'number')
+  })
+
+  it('does not echo a device’s change back to it, but a superuser watching the fleet sees it', async () => {
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId: 'up-echo', username: d.id, password: d.token })
+    const own = collect(client)
+    await client.subscribeAsync('v1/devices/me/#', { qos: 1 })
+    const watcher = await t.connect({ clientId: 'fleet-watch', username: 'admin', password: 'public' })
+    const watched = collect(watcher)
+    await watcher.subscribeAsync('+/v1/devices/me/telemetry', { qos: 1 })
+
+    await client.publishAsync('v1/devices/me/telemetry', JSON.stringify({ rpm: 900 }), { qos: 1 })
+    await client.publishAsync('v1/devices/me/other', 'plain MQTT', { qos: 1 })
+    await eventually(() => watched.length === 1 && own.length === 1, 3000, 'watcher got telemetry, device got its non-property message')
+    assert.equal(watched[0]!.topic, `${d.id}/v1/devices/me/telemetry`)
+    assert.deepEqual(own.map((m) => m.topic), ['v1/devices/me/other'], 'telemetry was not echoed; an ordinary topic is')
+  })
+
+  it('refuses a payload that is not what the topic expects: counted, nothing stored or routed, connection kept', async () => {
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId: 'up-bad', username: d.id, password: d.token })
+    const watcher = await t.connect({ clientId: 'bad-watch', username: 'admin', password: 'public' })
+    const watched = collect(watcher)
+    await watcher.subscribeAsync(`${d.id}/#`, { qos: 1 })
+    const before = await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)
+
+    await client.publishAsync('v1/devices/me/attributes', 'not json', { qos: 1 })
+    await client.publishAsync('v1/devices/me/telemetry', '[1,2,3]', { qos: 1 })
+    await client.publishAsync('v1/devices/me/command/response', JSON.stringify({ id: 'never-sent' }), { qos: 1 })
+    await client.publishAsync('v1/devices/me/attributes', JSON.stringify({ good: true }), { qos: 1 })
+    assert.equal(client.connected, true)
+
+    const afterwards = (await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties
+    assert.deepEqual(before.body.properties.attributes, {})
+    assert.deepEqual(afterwards.attributes, { good: true })
+    assert.deepEqual(afterwards.telemetry, {})
+    assert.deepEqual(afterwards.commands, {})
+    await eventually(() => watched.length === 1, 3000, 'the good publish routed')
+    await settle()
+    assert.deepEqual(watched.map((m) => m.payload.toString()), ['{"good":true}'], 'refused publishes were not routed')
+    assert.equal(await metric(t, 'iothub_rejected_inputs_total{reason="bad_payload"}'), 3)
+    assert.equal(await metric(t, 'iothub_upstream_total{property="attributes",outcome="refused"}'), 1)
+  })
+
+  it('keeps devices in their namespaces, even with wildcards', async () => {
+    const a = await t.createDevice()
+    const b = await t.createDevice()
+    const clientA = await t.connect({ clientId: 'ns-a', username: a.id, password: a.token })
+    const clientB = await t.connect({ clientId: 'ns-b', username: b.id, password: b.token })
+    const seenByA = collect(clientA)
+    const seenByB = collect(clientB)
+    await clientA.subscribeAsync(['#', '+/v1/devices/me/#', `${b.id}/#`], { qos: 1 })
+    // mqtt.js rejects a SUBACK with a failure code; the SUBACK itself rides on the error
+    const refused = await clientA.subscribeAsync('$SYS/#', { qos: 0 }).then(
+      () => assert.fail('$SYS/# was granted'),
+      (error: { packet: { granted: number[] } }) => error.packet
+    )
+    assert.deepEqual(refused.granted, [128], '$SYS is outside a device namespace')
+
+    // B's traffic, both directions, and a superuser's publish to B: none of it reaches A
+    await clientB.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    await clientB.publishAsync('v1/devices/me/telemetry', JSON.stringify({ t: 1 }), { qos: 1 })
+    await t.api('PATCH', `/v1/devices/${b.id}/attributes`, { secret: 42 })
+    // A naming B's topic publishes into its own namespace, and changes nothing of B's
+    await clientA.publishAsync(`${b.id}/v1/devices/me/attributes`, JSON.stringify({ hijack: true }), { qos: 1 })
+    await clientA.publishAsync('$SYS/broker/fake', 'x', { qos: 1 })
+    assert.equal(clientA.connected, true, 'a publish outside the namespace is dropped, not a disconnect')
+
+    await eventually(() => seenByB.length === 1, 3000, 'B got its push')
+    await settle()
+    assert.deepEqual(seenByB.map((m) => m.topic), ['v1/devices/me/attributes'])
+    // A sees only its own publish to `${b.id}/v1/...`, which is inside A's namespace
+    assert.ok(seenByA.length >= 1, 'A received its own publish')
+    for (const m of seenByA) {
+      assert.equal(m.topic, `${b.id}/v1/devices/me/attributes`)
+      assert.equal(m.payload.toString(), '{"hijack":true}', 'nothing of B reached A')
+    }
+    assert.deepEqual((await t.api<ApiDevice>('GET', `/v1/devices/${b.id}`)).body.properties.attributes, { secret: 42 })
+    assert.equal(await metric(t, 'iothub_rejected_inputs_total{reason="outside_namespace"}'), 2)
+  })
+})
