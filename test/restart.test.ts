@@ -150,7 +150,9 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
     const persistentTopics = (i: number) =>
       [
         { topic: topic('persistent', i, 'commands'), qos: 1 },
-        { topic: topic('persistent', i, 'status'), qos: 0 }
+        { topic: topic('persistent', i, 'status'), qos: 0 },
+        // a change topic: a subscription entity, which must survive with the session
+        { topic: 'v1/devices/me/attributes', qos: 1 }
       ].sort(byTopic)
     /** The topics of persistent client i's session as the API shows them: its own, and the broker's. */
     const persistentSessionTopics = (i: number) =>
@@ -199,7 +201,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
         await Promise.all([
           ...cleanIds.map(async (clientId, i) => {
             const { client } = await connect(hub.mqttUrl, { clientId, clean: true, ...credentials(i) }, opened)
-            await client.subscribeAsync(topic('clean', i), { qos: 1 })
+            await client.subscribeAsync([topic('clean', i), 'v1/devices/me/commands'], { qos: 1 })
           }),
           ...persistentIds.map(async (clientId, i) => {
             const { client } = await connect(hub.mqttUrl, { clientId, clean: false, ...persistentCredentials(i) }, opened)
@@ -245,6 +247,24 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
       for (const clientId of [...cleanIds, id('publisher')]) {
         const r = await session(clientId)
         assert.equal(r.status, 404, `clean session ${clientId} is gone: ${JSON.stringify(r.body)}`)
+      }
+    })
+
+    it('keeps the persistent sessions’ subscription entities, ends the clean ones’, and shows every device offline', async () => {
+      const entities = await hub.api<{ data: { sessionId: string; topic: string }[]; next: string | null }>('GET', '/v1/subscriptions?limit=1000')
+      assert.equal(entities.body.next, null)
+      assert.deepEqual(
+        entities.body.data.map((e) => `${e.sessionId} ${e.topic}`).sort(),
+        persistentIds.map((clientId) => `${clientId} v1/devices/me/attributes`).sort(),
+        'one entity per persistent session; none of the clean sessions’'
+      )
+      const clientOf = (n: number) => (n < PER_KIND ? cleanIds[n]! : persistentIds[n - PER_KIND]!)
+      for (let n = 0; n < 2 * PER_KIND; n++) {
+        const info = await eventually(async () => {
+          const device = await hub.api<{ properties: { connectinfo: { _online?: boolean; _clientid?: string } } }>('GET', `/v1/devices/${devices[n]!.id}`)
+          return device.body.properties.connectinfo._online === false ? device.body.properties.connectinfo : undefined
+        }, 5000, `device ${n} offline in its connectinfo`)
+        assert.equal(info._clientid, clientOf(n), 'the connection it last had')
       }
     })
 
