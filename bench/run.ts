@@ -5,7 +5,7 @@
  * benchmark could not run.
  *
  *   npm run bench                       all of them
- *   npm run bench -- events memory      only those named
+ *   npm run bench -- events memory      only those named (events, connect-storm, memory, fanout)
  *
  * Sizes come from BENCH_* environment variables; see bench/README.md.
  */
@@ -19,12 +19,21 @@ interface Bench {
   script: string
   /** Sockets one process holds at once (server side in the broker, client side in the child). */
   sockets: number
+  /** The variable(s) that set `sockets`, for the message when the open-files limit is too low. */
+  size?: string
 }
 
 const BENCHES: Bench[] = [
   { name: 'events', script: 'events.ts', sockets: 0 },
-  { name: 'connect-storm', script: 'connect-storm.ts', sockets: envInt('BENCH_CLIENTS', 5_000) },
-  { name: 'memory', script: 'memory.ts', sockets: envInt('BENCH_MEM_CLIENTS', 10_000) }
+  { name: 'connect-storm', script: 'connect-storm.ts', sockets: envInt('BENCH_CLIENTS', 5_000), size: 'BENCH_CLIENTS' },
+  { name: 'memory', script: 'memory.ts', sockets: envInt('BENCH_MEM_CLIENTS', 10_000), size: 'BENCH_MEM_CLIENTS' },
+  {
+    name: 'fanout',
+    script: 'fanout.ts',
+    // devices, plus the load generator's HTTP keep-alive sockets (or MQTT publishers, fewer)
+    sockets: envInt('BENCH_FANOUT_DEVICES', 10_000) + envInt('BENCH_FANOUT_CONCURRENCY', 200),
+    size: 'BENCH_FANOUT_DEVICES / BENCH_FANOUT_CONCURRENCY'
+  }
 ]
 
 /** Descriptors a process needs besides its sockets: listeners, SQLite files, pipes, node itself. */
@@ -109,7 +118,7 @@ async function main(): Promise<void> {
       line(
         `${bench.name}: SKIPPED — it holds ${fmt(bench.sockets)} sockets in each of two processes and needs an open-files limit of at least ` +
           `${fmt(needed)}, but \`ulimit -n\` is ${fmt(fdLimit)}. Raise it in the shell that runs the bench (e.g. \`ulimit -n ${needed}\`, ` +
-          `up to the hard limit \`ulimit -Hn\`) or lower the size (BENCH_CLIENTS / BENCH_MEM_CLIENTS).`
+          `up to the hard limit \`ulimit -Hn\`) or lower the size (${bench.size ?? 'see bench/README.md'}).`
       )
       line('')
       failed.push(`${bench.name} (skipped)`)

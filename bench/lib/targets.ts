@@ -1,7 +1,8 @@
 /**
  * The two brokers the socket benchmarks compare, started in this process on 127.0.0.1 and a
  * free port: the hub (Aedes + session registry + SQLite store, as `npm start` runs it, with
- * auth none and logs silenced) and bare Aedes with its default in-memory persistence.
+ * auth none — or, for the fan-out bench, the default token auth — and logs silenced) and bare
+ * Aedes with its default in-memory persistence.
  */
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { Aedes, type Client } from 'aedes'
@@ -15,6 +16,8 @@ export type AedesClients = Record<string, Client & { subscriptions: Record<strin
 export interface Target {
   name: 'hub' | 'bare'
   url: string
+  /** The hub's HTTP API (`http://127.0.0.1:port`); null for bare Aedes. */
+  httpUrl: string | null
   aedes: Aedes
   /** The hub, when the target is one. */
   hub: Hub | null
@@ -38,23 +41,25 @@ export function benchStoreSync(): 'full' | 'normal' {
   return raw
 }
 
-export async function startHub(): Promise<Target> {
+/** `auth: 'token'` (the hub's default) makes clients log in as a device: username = id, password = token. */
+export async function startHub(options: { auth?: 'none' | 'token' } = {}): Promise<Target> {
   const dataDir = tempDir('iothub-bench-hub-')
   const config = loadConfig({}, [], {
     dataDir,
     mqttPort: 0,
     httpPort: 0,
     mqttHost: '127.0.0.1',
-    auth: 'none',
+    auth: options.auth ?? 'none',
     logLevel: 'silent',
     storeSync: benchStoreSync()
   })
   const hub = new Hub(config)
-  const { mqtt } = await hub.start()
+  const { mqtt, http } = await hub.start()
   const aedes = hub.broker.aedes
   return {
     name: 'hub',
     url: `mqtt://127.0.0.1:${mqtt.port}`,
+    httpUrl: `http://127.0.0.1:${http.port}`,
     aedes,
     hub,
     brokerClients: () => connectedCount(aedes),
@@ -82,6 +87,7 @@ export async function startBareAedes(): Promise<Target> {
   return {
     name: 'bare',
     url: `mqtt://127.0.0.1:${port}`,
+    httpUrl: null,
     aedes,
     hub: null,
     brokerClients: () => connectedCount(aedes),

@@ -1,0 +1,435 @@
+/**
+ * The client side of the fan-out benchmark (bench/fanout.ts), run as a child process so that
+ * neither the devices' nor the load generator's cpu is the broker's. One process holds both:
+ * the N device clients (mqtt.js) and the load generator (HTTP requests to the hub, or MQTT
+ * publishes to bare Aedes), so a push's send time and its receipt time are read on the same
+ * clock (`performance.now()`).
+ *
+ * Protocol over IPC: the child says `ready`; then
+ *   - `setup`: for the hub, registers the N devices (`POST /v1/devices`, bulk) and takes their
+ *     tokens; connects the N devices (MQTT 3.1.1, clean session, client id = device id, for the
+ *     hub username = id and password = token), each subscribing to its attributes topic at QoS
+ *     1; opens the load generator's connections (bare: `publishers` MQTT clients); → `setup-done`;
+ *   - `fanout`: one push per device for devices [0, count): the hub gets one
+ *     `PATCH /v1/devices/{id}/attributes` per device, bare Aedes one QoS 1 PUBLISH per device on
+ *     `{id}/v1/devices/me/attributes`, `concurrency` in flight (a request or a publish is in
+ *     flight until its response or its PUBACK); waits until every device has its push (or a
+ *     timeout), then a short grace period for duplicates; → `fanout-done` with the report;
+ *   - `teardown`: ends every client; → `teardown-done`.
+ *
+ * A push's payload is the same JSON in both runs (the hub publishes the PATCH body as it was
+ * sent): `{"device":id,"seq":i,"phase":p,"sentAt":ms,"setpoint":21.5}`. A device checks that
+ * what it receives is meant for it (device, seq, phase, topic) and counts exactly-once.
+ */
+import type { ChildProcess } from 'node:child_process'
+import { Agent, request } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import mqtt, { type MqttClient } from 'mqtt'
+import { forkBench, nowMs, percentiles, sleep } from './util.js'
+
+/** What a device subscribes to on the hub: its own topic, under its mountpoint in the broker. */
+export const HUB_ATTRIBUTES_TOPIC = 'v1/devices/me/attributes'
+
+/** The broker topic the hub routes a device's attribute push on; bare Aedes' devices subscribe to it directly. */
+export const brokerAttributesTopic = (deviceId: string): string => `${deviceId}/${HUB_ATTRIBUTES_TOPIC}`
+
+/** Device ids, the same for both targets (so topics and payloads have the same length). */
+export const deviceId = (i: number): string => `fanout-${String(i).padStart(6, '0')}`
+
+export interface SetupCommand {
+  cmd: 'setup'
+  target: 'hub' | 'bare'
+  mqttUrl: string
+  /** The hub's API; null for bare Aedes. */
+  httpUrl: string | null
+  /** HTTP Basic credentials of the hub's API, `user:password`. */
+  apiAuth: string
+  devices: number
+  /** Devices connecting at a time during setup. */
+  connectConcurrency: number
+  /** Pushes in flight during a fan-out; also the HTTP agent's sockets. */
+  concurrency: number
+  /** Bare only: MQTT publisher connections the pushes are spread over. */
+  publishers: number
+}
+
+export interface FanoutCommand {
+  cmd: 'fanout'
+  /** Tags the payloads: a push of another phase is counted as stray. */
+  phase: string
+  /** Devices [0, count) get one push each. */
+  count: number
+  timeoutMs: number
+  graceMs: number
+}
+
+export type FanoutFleetCommand = SetupCommand | FanoutCommand | { cmd: 'teardown' } | { cmd: 'exit' }
+
+export interface SetupReport {
+  /** Hub only: time of the bulk device registration, ms. */
+  createMs: number
+  /** Time to connect and subscribe every device, ms. */
+  connectMs: number
+  /** CPU of this process while connecting, ms. */
+  connectCpuMs: number
+  ok: number
+  failed: number
+  errors: string[]
+}
+
+export interface Stat {
+  p50: number
+  p99: number
+  max: number
+}
+
+export interface FanoutReport {
+  phase: string
+  count: number
+  /** From the first request (or publish) sent to the last device receiving its push, ms; NaN if not all arrived. */
+  wallMs: number
+  /** From the first request sent to the last response (or PUBACK), ms. */
+  acksMs: number
+  /** Devices that received exactly their push (first receipt counted). */
+  received: number
+  missing: number
+  /** A device's own push received more than once. */
+  duplicates: number
+  /** Pushes a device received that were meant for another device, another phase, or on a wrong topic, or unparsable. */
+  wrong: number
+  /** Requests not answered 200 (hub) or publishes not acknowledged (bare). */
+  ackFailures: number
+  /** Hub only: 200 answers whose `pushedTo` was not exactly [the device's session]. */
+  pushedToMismatch: number
+  errors: string[]
+  /** Per push: from the send timestamp in the payload to the device's receipt, ms. */
+  latency: Stat
+  /** Per push: from sending to the HTTP response (or PUBACK), ms. */
+  ackLatency: Stat
+  /** CPU (user + system) of this process from the first send to the end of the wait, ms. */
+  cpuMs: number
+  /** Share of that time this process' event loop was busy (0..1): near 1, the clients were the limit. */
+  elu: number
+  timedOut: boolean
+}
+
+export type FanoutFleetReply =
+  | { type: 'ready' }
+  | ({ type: 'setup-done' } & SetupReport)
+  | ({ type: 'fanout-done' } & FanoutReport)
+  | { type: 'teardown-done'; ms: number }
+
+/** Runs `task(i)` for i in [0, count), at most `concurrency` at a time; `task(i, worker)` knows its worker. */
+async function pool(count: number, concurrency: number, task: (i: number, worker: number) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async (w: number) => {
+    while (next < count) await task(next++, w)
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, (_, w) => worker(w)))
+}
+
+function connectOne(url: string, clientId: string, username?: string, password?: string): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { clientId, username, password, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 60_000, keepalive: 300 })
+    const fail = (error: Error) => {
+      client.removeAllListeners()
+      client.on('error', () => undefined)
+      client.end(true)
+      reject(error)
+    }
+    client.once('connect', () => {
+      client.removeAllListeners('error')
+      client.removeAllListeners('close')
+      client.on('error', () => undefined)
+      resolve(client)
+    })
+    client.once('error', fail)
+    client.once('close', () => fail(new Error('closed before CONNACK')))
+  })
+}
+
+interface HttpAnswer {
+  status: number
+  body: string
+}
+
+function httpCall(agent: Agent, url: URL, method: string, path: string, auth: string, body: string): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        method,
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: auth }
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }))
+        res.on('error', reject)
+      }
+    )
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+interface Push {
+  device: string
+  seq: number
+  phase: string
+  sentAt: number
+}
+
+function child(): void {
+  const send = (reply: FanoutFleetReply) => process.send!(reply)
+  let setup: SetupCommand | undefined
+  let devices: MqttClient[] = []
+  let publishers: MqttClient[] = []
+  let agent: Agent | undefined
+  let basicAuth = ''
+  /** What the devices' message handlers report to: the fan-out in progress. */
+  let onPush: (i: number, topic: string, payload: Buffer, at: number) => void = () => undefined
+
+  const doSetup = async (c: SetupCommand) => {
+    setup = c
+    basicAuth = `Basic ${Buffer.from(c.apiAuth).toString('base64')}`
+    const errors = new Set<string>()
+    const tokens: string[] = []
+    let createMs = 0
+    if (c.target === 'hub') {
+      agent = new Agent({ keepAlive: true, maxSockets: c.concurrency })
+      const t0 = nowMs()
+      const url = new URL(c.httpUrl!)
+      for (let from = 0; from < c.devices; from += 10_000) {
+        const batch = Array.from({ length: Math.min(10_000, c.devices - from) }, (_, k) => ({ id: deviceId(from + k) }))
+        const answer = await httpCall(agent, url, 'POST', '/v1/devices', basicAuth, JSON.stringify(batch))
+        if (answer.status !== 201) throw new Error(`POST /v1/devices answered ${answer.status}: ${answer.body.slice(0, 300)}`)
+        for (const d of JSON.parse(answer.body) as { id: string; token: string }[]) tokens[Number(d.id.slice('fanout-'.length))] = d.token
+      }
+      createMs = nowMs() - t0
+    }
+    devices = new Array<MqttClient>(c.devices)
+    let ok = 0
+    let failed = 0
+    const t0 = nowMs()
+    const cpu = process.cpuUsage()
+    await pool(c.devices, c.connectConcurrency, async (i) => {
+      const id = deviceId(i)
+      try {
+        const client = c.target === 'hub' ? await connectOne(c.mqttUrl, id, id, tokens[i]) : await connectOne(c.mqttUrl, id)
+        devices[i] = client
+        client.on('message', (topic, payload) => onPush(i, topic, payload, nowMs()))
+        const topic = c.target === 'hub' ? HUB_ATTRIBUTES_TOPIC : brokerAttributesTopic(id)
+        const granted = await client.subscribeAsync(topic, { qos: 1 })
+        if (granted.some((g) => g.qos !== 1)) throw new Error(`SUBACK granted ${granted.map((g) => g.qos).join(',')}, not QoS 1`)
+        ok++
+      } catch (error) {
+        failed++
+        errors.add((error as Error).message)
+      }
+    })
+    if (c.target === 'bare') {
+      publishers = []
+      for (let k = 0; k < c.publishers; k++) publishers.push(await connectOne(c.mqttUrl, `fanout-publisher-${k}`))
+    }
+    const connectMs = nowMs() - t0
+    const used = process.cpuUsage(cpu)
+    send({ type: 'setup-done', createMs, connectMs, connectCpuMs: (used.user + used.system) / 1000, ok, failed, errors: [...errors].slice(0, 5) })
+  }
+
+  const doFanout = async (f: FanoutCommand) => {
+    const c = setup!
+    const count = Math.min(f.count, c.devices)
+    const expectedTopic = (i: number) => (c.target === 'hub' ? HUB_ATTRIBUTES_TOPIC : brokerAttributesTopic(deviceId(i)))
+    const got = new Uint8Array(count)
+    const latency = new Float64Array(count)
+    const ackLatency = new Float64Array(count)
+    const errors = new Set<string>()
+    let received = 0
+    let duplicates = 0
+    let wrong = 0
+    let ackFailures = 0
+    let acked = 0
+    let pushedToMismatch = 0
+    let lastReceipt = 0
+    let lastAck = 0
+    let allReceived: () => void = () => undefined
+    const everyoneHasIt = new Promise<void>((resolve) => (allReceived = resolve))
+
+    onPush = (i, topic, payload, at) => {
+      let push: Push
+      try {
+        push = JSON.parse(payload.toString('utf8')) as Push
+      } catch {
+        wrong++
+        return
+      }
+      if (i >= count || push.phase !== f.phase || push.device !== deviceId(i) || push.seq !== i || topic !== expectedTopic(i)) {
+        wrong++
+        if (errors.size < 5) errors.add(`device ${deviceId(i)} received ${payload.toString('utf8').slice(0, 120)} on ${topic}`)
+        return
+      }
+      if (got[i] === 1) {
+        duplicates++
+        return
+      }
+      got[i] = 1
+      latency[i] = at - push.sentAt
+      lastReceipt = at
+      if (++received === count) allReceived()
+    }
+
+    const url = c.httpUrl ? new URL(c.httpUrl) : null
+    const sendOne = async (i: number, worker: number) => {
+      const id = deviceId(i)
+      const sentAt = nowMs()
+      const body = JSON.stringify({ device: id, seq: i, phase: f.phase, sentAt: Math.round(sentAt * 1000) / 1000, setpoint: 21.5 })
+      try {
+        if (url) {
+          const answer = await httpCall(agent!, url, 'PATCH', `/v1/devices/${id}/attributes`, basicAuth, body)
+          if (answer.status !== 200) {
+            ackFailures++
+            errors.add(`PATCH ${id}: ${answer.status} ${answer.body.slice(0, 200)}`)
+          } else {
+            const pushedTo = (JSON.parse(answer.body) as { pushedTo?: string[] }).pushedTo
+            if (!Array.isArray(pushedTo) || pushedTo.length !== 1 || pushedTo[0] !== id) {
+              pushedToMismatch++
+              errors.add(`PATCH ${id}: pushedTo ${JSON.stringify(pushedTo)}`)
+            }
+          }
+        } else {
+          await publishers[worker % publishers.length]!.publishAsync(brokerAttributesTopic(id), body, { qos: 1 })
+        }
+        const now = nowMs()
+        ackLatency[acked++] = now - sentAt
+        lastAck = now
+      } catch (error) {
+        ackFailures++
+        errors.add((error as Error).message)
+      }
+    }
+
+    const cpu = process.cpuUsage()
+    const elu = performance.eventLoopUtilization()
+    const started = nowMs()
+    const sending = pool(count, c.concurrency, sendOne)
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = await Promise.race([
+      everyoneHasIt.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), f.timeoutMs)))
+    ])
+    clearTimeout(timer)
+    await sending
+    const d = process.cpuUsage(cpu)
+    const busy = performance.eventLoopUtilization(elu).utilization
+    await sleep(f.graceMs) // a duplicate would arrive now; not timed
+    onPush = () => undefined
+    const latencies = latency.subarray(0, count).filter((_, i) => got[i] === 1)
+    send({
+      type: 'fanout-done',
+      phase: f.phase,
+      count,
+      wallMs: timedOut ? Number.NaN : lastReceipt - started,
+      acksMs: lastAck - started,
+      received,
+      missing: count - received,
+      duplicates,
+      wrong,
+      ackFailures,
+      pushedToMismatch,
+      errors: [...errors].slice(0, 5),
+      latency: percentiles(latencies),
+      ackLatency: percentiles(ackLatency.subarray(0, acked)),
+      cpuMs: (d.user + d.system) / 1000,
+      elu: busy,
+      timedOut
+    })
+  }
+
+  const doTeardown = async () => {
+    const t0 = nowMs()
+    const all = [...devices.filter((d) => d !== undefined), ...publishers]
+    devices = []
+    publishers = []
+    await pool(all.length, 200, async (i) => {
+      await all[i]!.endAsync().catch(() => undefined)
+    })
+    agent?.destroy()
+    agent = undefined
+    send({ type: 'teardown-done', ms: nowMs() - t0 })
+  }
+
+  process.on('message', (message: FanoutFleetCommand) => {
+    const done = (error: unknown) => {
+      process.stderr.write(`fanout clients: ${(error as Error).stack ?? String(error)}\n`)
+      process.exit(1)
+    }
+    if (message.cmd === 'setup') doSetup(message).catch(done)
+    else if (message.cmd === 'fanout') doFanout(message).catch(done)
+    else if (message.cmd === 'teardown') doTeardown().catch(done)
+    else process.exit(0)
+  })
+  process.on('disconnect', () => process.exit(0))
+  send({ type: 'ready' })
+}
+
+/** The parent's handle on the fan-out child process. */
+export class FanoutFleet {
+  private constructor(private readonly proc: ChildProcess) {}
+
+  static async start(): Promise<FanoutFleet> {
+    const fleet = new FanoutFleet(forkBench('lib/fanout-fleet.ts', ['--child']))
+    await fleet.next('ready')
+    return fleet
+  }
+
+  private next<T extends FanoutFleetReply['type']>(type: T): Promise<Extract<FanoutFleetReply, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const onMessage = (reply: FanoutFleetReply) => {
+        if (reply.type !== type) return
+        cleanup()
+        resolve(reply as Extract<FanoutFleetReply, { type: T }>)
+      }
+      const onExit = (code: number | null) => {
+        cleanup()
+        reject(new Error(`fan-out clients process exited (${code}) while waiting for "${type}"`))
+      }
+      const cleanup = () => {
+        this.proc.off('message', onMessage)
+        this.proc.off('exit', onExit)
+      }
+      this.proc.on('message', onMessage)
+      this.proc.once('exit', onExit)
+    })
+  }
+
+  async setup(command: Omit<SetupCommand, 'cmd'>): Promise<SetupReport> {
+    const reply = this.next('setup-done')
+    this.proc.send({ cmd: 'setup', ...command } satisfies FanoutFleetCommand)
+    return reply
+  }
+
+  async fanout(command: Omit<FanoutCommand, 'cmd'>): Promise<FanoutReport> {
+    const reply = this.next('fanout-done')
+    this.proc.send({ cmd: 'fanout', ...command } satisfies FanoutFleetCommand)
+    return reply
+  }
+
+  async teardown(): Promise<number> {
+    const reply = this.next('teardown-done')
+    this.proc.send({ cmd: 'teardown' } satisfies FanoutFleetCommand)
+    return (await reply).ms
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return
+    const exited = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()))
+    this.proc.send({ cmd: 'exit' } satisfies FanoutFleetCommand)
+    await exited
+  }
+}
+
+if (process.argv.includes('--child') && process.send) child()
