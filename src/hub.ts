@@ -104,7 +104,11 @@ export class Hub {
     this.journal.load(snapshot.journal)
     const previous = await this.registry.endPreviousRun(Date.now())
     await this.registry.expireDue(Date.now())
+    const restored = await this.registry.restoreSubscriptionEntities(Date.now())
+    if (restored > 0) this.log.info({ subscriptions: restored }, 'made the subscription entities stored sessions were missing')
     await this.persistence.dropQueuesWithoutSession((clientId) => this.registry.record(clientId) !== undefined)
+    // a crash can come between a session's end and its device's connectinfo write
+    this.connectInfo.reconcile(snapshot.deviceProperties.filter((p) => p.name === 'connectinfo').map((p) => [p.deviceId, p.value]))
     this.log.info(
       { devices: this.devices.size, sessions: this.registry.size, endedClean: previous.ended, offlinePersistent: previous.offline },
       'store loaded'
@@ -178,6 +182,7 @@ export class Hub {
     await this.broker.stop()
     await this.registry.settled()
     await this.api?.close()
+    this.connectInfo.stop()
     await this.properties.settled()
     await this.store.close()
     this.state = 'stopped'

@@ -4,7 +4,9 @@
  * connection shown, and offline after a restart (graceful or not) until the device returns.
  */
 import assert from 'node:assert/strict'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import Database from 'better-sqlite3'
 import { eventually, startTestHub, tempDir, type TestHub } from './helpers/hub.js'
 
 interface ConnectInfo {
@@ -107,6 +109,29 @@ describe('connectinfo across a restart', () => {
       assert.equal(restarted._clientid, 'ci-restart')
       await t.connect({ clientId: 'ci-restart', clean: false, username: d.id, password: d.token })
       await until(t, d.id, (c) => c._online, 'online again')
+    } finally {
+      await t.stop()
+    }
+  })
+
+  it('is brought offline at start when a crash lost the write that said so', async () => {
+    const dataDir = tempDir()
+    let t = await startTestHub({}, dataDir)
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId: 'ci-lost', username: d.id, password: d.token })
+    const online = await until(t, d.id, (c) => c._online, 'online')
+    await client.endAsync()
+    await until(t, d.id, (c) => !c._online, 'offline')
+    await t.hub.stop()
+    // what a kill -9 between the session's end and the connectinfo write leaves behind
+    const db = new Database(join(dataDir, 'iothub.db'))
+    db.prepare("UPDATE device_properties SET value = ? WHERE device_id = ? AND name = 'connectinfo'").run(JSON.stringify(online), d.id)
+    db.close()
+
+    t = await startTestHub({}, dataDir)
+    try {
+      const fixed = await until(t, d.id, (c) => !c._online, 'offline after the restart')
+      assert.equal(fixed._clientid, 'ci-lost')
     } finally {
       await t.stop()
     }

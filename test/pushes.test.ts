@@ -121,6 +121,46 @@ describe('downstream pushes', () => {
     assert.deepEqual(await response.json(), { bytes: 4, pushedTo: ['push-raw'] })
     await eventually(() => d.received.length === 1, 3000, 'raw delivered')
     assert.deepEqual(d.received[0]!.payload, bytes)
+    const rawData = (await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties.rawData
+    assert.deepEqual({ ...rawData, timestamp: 0 }, { data: bytes.toString('base64'), encoding: 'base64', timestamp: 0, topic: `${d.id}/v1/devices/me/raw` })
+  })
+
+  it('delivers a push at the QoS the device was granted', async () => {
+    const d = await device('push-qos0')
+    const packets: { qos: number }[] = []
+    d.client.on('message', (_topic, _payload, packet) => packets.push(packet))
+    await d.client.subscribeAsync('v1/devices/me/attributes', { qos: 0 })
+    await t.api('PATCH', `/v1/devices/${d.id}/attributes`, { q: 0 })
+    await eventually(() => packets.length === 1, 3000, 'push delivered')
+    assert.equal(packets[0]!.qos, 0, 'pushed at QoS 1, granted 0')
+  })
+
+  it('treats command ids as ids, even those an object already has', async () => {
+    const d = await device('push-cmd-ids', ['v1/devices/me/commands'])
+    assert.equal((await t.api('POST', `/v1/devices/${d.id}/commands`, { name: 'first' })).status, 200)
+    for (const id of ['constructor', '__proto__', 'toString']) {
+      const sent = await t.api<{ command: { id: string } }>('POST', `/v1/devices/${d.id}/commands`, { name: 'odd', id })
+      assert.equal(sent.status, 200, `command id ${id}`)
+      assert.equal(sent.body.command.id, id)
+    }
+    await d.client.publishAsync('v1/devices/me/command/response', JSON.stringify({ id: 'hasOwnProperty', result: 1 }), { qos: 1 })
+    await d.client.publishAsync('v1/devices/me/command/response', JSON.stringify({ id: '__proto__', result: 'ok' }), { qos: 1 })
+    const commands = (await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties.commands
+    assert.deepEqual(Object.keys(commands).filter((k) => k !== Object.keys(commands)[0]).sort(), ['__proto__', 'constructor', 'toString'])
+    const byId = new Map(Object.entries(commands))
+    assert.equal(byId.get('__proto__')!.status, 'answered')
+    assert.equal(byId.get('constructor')!.status, 'sent')
+    assert.ok(!Object.hasOwn(commands, 'hasOwnProperty'), 'a response to a command never sent stores nothing')
+  })
+
+  it('stores nothing for a command id already sent', async () => {
+    const d = await t.createDevice({ owner: 'o' })
+    assert.equal((await t.api('POST', `/v1/devices/${d.id}/commands`, { name: 'x', id: 'once' })).status, 200)
+    const read = async () => (await t.api<{ properties: { sysField: { _updatedAt: number } } }>('GET', `/apis/core/v1/entities/${d.id}?type=device`)).body.properties.sysField._updatedAt
+    const before = await read()
+    await new Promise((r) => setTimeout(r, 5))
+    assert.equal((await t.api('POST', `/v1/devices/${d.id}/commands`, { name: 'x', id: 'once' })).status, 409)
+    assert.equal(await read(), before, 'the refused command wrote nothing')
   })
 
   it('answers 404 for an unknown device and 400 for bodies that are not what the route expects', async () => {
@@ -218,6 +258,38 @@ describe('upstream data and namespaces', () => {
     assert.deepEqual(watched.map((m) => m.payload.toString()), ['{"good":true}'], 'refused publishes were not routed')
     assert.equal(await metric(t, 'iothub_rejected_inputs_total{reason="bad_payload"}'), 3)
     assert.equal(await metric(t, 'iothub_upstream_total{property="attributes",outcome="refused"}'), 1)
+  })
+
+  it('routes a device’s changes and the API’s in the order they were stored', async () => {
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId: 'order-dev', username: d.id, password: d.token })
+    await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 }) // so the API's changes are pushed
+    const watcher = await t.connect({ clientId: 'order-watch', username: 'admin', password: 'public' })
+    const seen = collect(watcher)
+    await watcher.subscribeAsync(`${d.id}/v1/devices/me/attributes`, { qos: 1 })
+    for (let i = 0; i < 20; i++) {
+      await Promise.all([
+        client.publishAsync('v1/devices/me/attributes', JSON.stringify({ v: `dev-${i}` }), { qos: 1 }),
+        t.api('PATCH', `/v1/devices/${d.id}/attributes`, { v: `api-${i}` })
+      ])
+      await eventually(() => seen.length === 2 * (i + 1), 3000, `both changes of round ${i} seen`)
+      const stored = (await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties.attributes.v
+      const lastSeen = (JSON.parse(seen.at(-1)!.payload.toString()) as { v: string }).v
+      assert.equal(lastSeen, stored, `round ${i}: the watcher's last view is what was stored last`)
+    }
+  })
+
+  it('lets a device clear a retained message on a change topic', async () => {
+    const d = await t.createDevice()
+    const client = await t.connect({ clientId: 'retain-dev', username: d.id, password: d.token })
+    await client.publishAsync('v1/devices/me/attributes', JSON.stringify({ r: 1 }), { qos: 1, retain: true })
+    await client.publishAsync('v1/devices/me/attributes', '', { qos: 1, retain: true })
+    const reader = await t.connect({ clientId: 'retain-read', username: 'admin', password: 'public' })
+    const seen = collect(reader)
+    await reader.subscribeAsync(`${d.id}/v1/devices/me/attributes`, { qos: 1 })
+    await settle()
+    assert.deepEqual(seen, [], 'the retained message is gone')
+    assert.deepEqual((await t.api<ApiDevice>('GET', `/v1/devices/${d.id}`)).body.properties.attributes, { r: 1 }, 'clearing it changed no attribute')
   })
 
   it('keeps devices in their namespaces, even with wildcards', async () => {

@@ -125,6 +125,7 @@ describe('the seed’s curl calls', () => {
     assert.deepEqual(other.body, { ...missing.body, message: String(missing.body.message).replace('no-such', DEVICE_ID) })
     assert.equal((await curl(t, 'GET', `/apis/core/v1/entities/${DEVICE_ID}?type=device&owner=${OWNER}&source=elsewhere`, { Authorization: SEED_BASIC })).status, 404)
     assert.equal((await curl(t, 'GET', `/apis/core/v1/entities/${DEVICE_ID}?type=device`, { Authorization: 'Bearer not-the-token-at-all' })).status, 401)
+    assert.equal((await curl(t, 'GET', `/apis/core/v1/entities/${DEVICE_ID}?type=device`, { Authorization: `bearer ${TOKEN}` })).status, 200, 'the scheme is case-insensitive')
     assert.equal((await curl(t, 'GET', `/apis/core/v1/entities/${DEVICE_ID}?type=device`, {})).status, 401)
     assert.equal((await curl(t, 'GET', `/apis/core/v1/entities/${DEVICE_ID}?type=gadget`, { Authorization: SEED_BASIC })).status, 400)
     assert.equal((await curl(t, 'GET', `/apis/core/v1/entities/${DEVICE_ID}`, { Authorization: SEED_BASIC })).status, 400, 'type is required')

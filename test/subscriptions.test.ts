@@ -4,7 +4,10 @@
  * end and by expiry; kept by an offline persistent session and across a restart.
  */
 import assert from 'node:assert/strict'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import Database from 'better-sqlite3'
+import mqtt, { type IConnackPacket } from 'mqtt'
 import { startTestHub, tempDir, eventually, type TestHub } from './helpers/hub.js'
 
 interface ApiSubscription {
@@ -147,6 +150,44 @@ describe('subscription entities across a restart', () => {
     try {
       const afterRestart = (await t.api<{ data: ApiSubscription[] }>('GET', `/v1/subscriptions?deviceId=${device.id}`)).body.data
       assert.deepEqual(afterRestart, before.filter((e) => e.sessionId === 'restart-p'))
+    } finally {
+      await t.stop()
+    }
+  })
+})
+
+describe('a store written before namespaces and subscription entities (schema version 1)', () => {
+  it('resumes its persistent sessions mounted, with their subscription entities, and pushes to them', async () => {
+    const dataDir = tempDir()
+    let t = await startTestHub({}, dataDir)
+    const d = await t.createDevice()
+    const options = { clientId: 'v1-session', clean: false, username: d.id, password: d.token }
+    const before = await t.connect(options)
+    await before.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    await before.endAsync()
+    await t.hub.stop()
+    // turn the file into what the version 1 hub wrote: unmounted topics, no mountpoint, no entities
+    const db = new Database(join(dataDir, 'iothub.db'))
+    db.exec('DROP TABLE subscriptions; DROP TABLE device_properties')
+    db.prepare("UPDATE topics SET topic = substr(topic, length(?) + 2) WHERE session_id = 'v1-session'").run(d.id)
+    db.exec("UPDATE sessions SET doc = json_remove(doc, '$.mountpoint')")
+    db.pragma('user_version = 1')
+    db.close()
+
+    t = await startTestHub({}, dataDir)
+    try {
+      const [entity] = (await t.api<{ data: ApiSubscription[] }>('GET', '/v1/subscriptions?sessionId=v1-session')).body.data
+      assert.equal(entity?.brokerTopic, `${d.id}/v1/devices/me/attributes`, 'the entity its subscription calls for was made')
+      const back = mqtt.connect(t.mqttUrl, { ...options, reconnectPeriod: 0, protocolVersion: 4 })
+      const received: string[] = []
+      back.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`))
+      const connack = await new Promise<IConnackPacket>((resolve) => back.once('connect', resolve))
+      assert.equal(connack.sessionPresent, true)
+      const pushed = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${d.id}/attributes`, { upgraded: true })
+      assert.deepEqual(pushed.body.pushedTo, ['v1-session'])
+      await eventually(() => received.length === 1, 3000, 'push after the upgrade')
+      assert.deepEqual(received, ['v1/devices/me/attributes {"upgraded":true}'])
+      await back.endAsync()
     } finally {
       await t.stop()
     }

@@ -70,8 +70,8 @@ export const subscriptionSchema = {
   properties: subscriptionProperties
 } as const
 
-/** A device id becomes the MQTT username and the device's topic namespace, so no `/ + #`. */
-export const DEVICE_ID_PATTERN = '^[A-Za-z0-9._:@-]{1,128}$'
+import { DEVICE_ID_PATTERN } from '../domain/device.js'
+export { DEVICE_ID_PATTERN }
 
 export const newDeviceSchema = {
   type: 'object',

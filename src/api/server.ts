@@ -43,7 +43,7 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
   app.addHook('onRequest', (request, reply, done) => {
     if (PUBLIC_PATHS.has(request.routeOptions.url ?? '')) return done()
     // tKeel clients send a Bearer token; it counts when one is configured
-    const bearer = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1]
+    const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? '')?.[1]
     if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) return done()
     app.basicAuth(request, reply, done)
   })

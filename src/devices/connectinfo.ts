@@ -7,16 +7,23 @@
  */
 import type { Logger } from 'pino'
 import { nanos, type ConnectInfo } from '../domain/device-properties.js'
-import type { SessionRecord } from '../domain/session.js'
+import type { Protocol, SessionRecord } from '../domain/session.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { DeviceProperties } from './device-properties.js'
+
+/** The part of a session connectinfo shows. */
+type ShownConnection = Pick<SessionRecord, 'clientId' | 'peerHost' | 'protocol' | 'sockPort' | 'username' | 'connectedAt' | 'disconnectedAt'>
+
+/** How long a failed connectinfo write waits before it is tried again. */
+const RETRY_MS = 1000
 
 export class ConnectInfoTracker {
   /** deviceId → its sessions, as the registry holds them. */
   private readonly sessions = new Map<string, Map<string, SessionRecord>>()
-  /** The session each device's last connection change was about. */
-  private readonly lastChanged = new Map<string, SessionRecord>()
+  /** What each device's last connection change was about (shown while none is connected). */
+  private readonly lastChanged = new Map<string, ShownConnection>()
   private readonly pending = new Set<string>()
+  private stopped = false
 
   constructor(
     private readonly properties: DeviceProperties,
@@ -30,13 +37,46 @@ export class ConnectInfoTracker {
 
   /** The registry's observer: called once a session change is applied. */
   sessionChanged(before: SessionRecord | undefined, after: SessionRecord | null): void {
-    const session = after ?? before
-    if (!session || !this.devices.get(session.deviceId)) return // a superuser, or no registered device
-    this.track(session.deviceId, session.id, after)
-    const connectionChanged = !before || !after || before.connected !== after.connected || before.incarnation !== after.incarnation
-    if (!connectionChanged) return // a subscribe or unsubscribe
-    this.lastChanged.set(session.deviceId, after ?? { ...session, connected: false, disconnectedAt: Date.now() })
-    this.schedule(session.deviceId)
+    // a clientId taken over by another device (auth none) or ended: the old device loses it
+    if (before && before.deviceId !== after?.deviceId && this.devices.get(before.deviceId)) {
+      this.track(before.deviceId, before.id, null)
+      if (before.connected) this.changed(before.deviceId, { ...before, connected: false, disconnectedAt: Date.now() })
+    }
+    if (!after || !this.devices.get(after.deviceId)) return // ended, a superuser, or no registered device
+    this.track(after.deviceId, after.id, after)
+    const connectionChanged = before?.deviceId !== after.deviceId || before.connected !== after.connected || before.incarnation !== after.incarnation
+    if (connectionChanged) this.changed(after.deviceId, after) // not a subscribe, unsubscribe or version bump
+  }
+
+  /**
+   * At start, after the previous run's connections were ended: a device whose stored
+   * connectinfo still says online (the hub crashed before writing its last change) is
+   * brought in line with its sessions.
+   */
+  reconcile(stored: Iterable<[deviceId: string, connectinfo: unknown]>): number {
+    let fixed = 0
+    for (const [deviceId, info] of stored) {
+      if ((info as Partial<ConnectInfo>)._online !== true || !this.devices.get(deviceId) || this.pending.has(deviceId)) continue
+      if ([...(this.sessions.get(deviceId)?.values() ?? [])].some((s) => s.connected)) continue
+      const last = info as ConnectInfo
+      this.lastChanged.set(deviceId, {
+        clientId: last._clientid,
+        peerHost: last._peerhost || null,
+        protocol: last._protocol as Protocol,
+        sockPort: last._socketport ? Number(last._socketport) : null,
+        username: last._username || null,
+        connectedAt: 0,
+        disconnectedAt: Date.now()
+      })
+      this.schedule(deviceId)
+      fixed++
+    }
+    return fixed
+  }
+
+  private changed(deviceId: string, session: SessionRecord): void {
+    this.lastChanged.set(deviceId, session)
+    this.schedule(deviceId)
   }
 
   private track(deviceId: string, sessionId: string, session: SessionRecord | null): void {
@@ -58,16 +98,25 @@ export class ConnectInfoTracker {
         this.pending.delete(deviceId)
         return this.compute(deviceId)
       })
-      .catch((error: Error) => this.log.error({ deviceId, err: error.message }, 'connectinfo not stored'))
+      .catch((error: Error) => {
+        this.pending.delete(deviceId)
+        this.log.error({ deviceId, err: error.message }, `connectinfo not stored; trying again in ${RETRY_MS} ms`)
+        if (!this.stopped) setTimeout(() => this.schedule(deviceId), RETRY_MS).unref()
+      })
+  }
+
+  /** No more retries: the hub is stopping. */
+  stop(): void {
+    this.stopped = true
   }
 
   private compute(deviceId: string): ConnectInfo {
-    let shown: SessionRecord | undefined
+    let newest: SessionRecord | undefined
     for (const s of this.sessions.get(deviceId)?.values() ?? []) {
-      if (s.connected && (!shown || s.connectedAt > shown.connectedAt)) shown = s
+      if (s.connected && (!newest || s.connectedAt > newest.connectedAt)) newest = s
     }
-    const online = shown !== undefined
-    shown ??= this.lastChanged.get(deviceId)!
+    const online = newest !== undefined
+    const shown: ShownConnection = newest ?? this.lastChanged.get(deviceId)!
     return {
       _clientid: shown.clientId,
       _online: online,

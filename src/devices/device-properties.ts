@@ -9,6 +9,9 @@ import type { PropertyName } from '../domain/device-properties.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { Store, StoredDeviceProperty } from '../store/store.js'
 
+/** What a change returns to leave the property as it is (and write nothing). */
+export const UNCHANGED = Symbol('unchanged')
+
 interface PropertyValue {
   value: unknown
   /** Epoch milliseconds. */
@@ -45,14 +48,19 @@ export class DeviceProperties {
 
   /**
    * Replaces `name` of `deviceId` with what `change` makes of its current value, once that is
-   * durable. If `change` throws, nothing is stored and the promise rejects with its error.
+   * durable, then runs `afterwards` (a push, say) before the device's next change starts — so
+   * what others see of the device's changes comes in the order they were stored. If `change`
+   * throws, nothing is stored and the promise rejects with its error; if it returns
+   * `UNCHANGED`, nothing is written and `afterwards` does not run.
    */
-  update<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T): Promise<T> {
+  update<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: (value: T) => Promise<void>): Promise<T | typeof UNCHANGED> {
     return this.queue.run(deviceId, async () => {
       const value = change(this.get(deviceId, name))
+      if (value === UNCHANGED) return UNCHANGED
       const updatedAt = Date.now()
       await this.store.commit([{ op: 'device.property', deviceId, name, value, updatedAt }])
       this.set(deviceId, name, { value, updatedAt })
+      await afterwards?.(value)
       return value
     })
   }

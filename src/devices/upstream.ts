@@ -22,27 +22,30 @@ export class Upstream {
     return UPSTREAM_TOPICS.has(deviceTopic)
   }
 
-  /** Applies one upstream publish; resolves once the change is durable. */
-  async receive(deviceId: string, deviceTopic: string, brokerTopic: string, payload: Buffer, at = Date.now()): Promise<void> {
+  /**
+   * Applies one upstream publish; resolves once the change is durable and `afterwards` (the
+   * routing of the message) has run, before the device's next change.
+   */
+  async receive(deviceId: string, deviceTopic: string, brokerTopic: string, payload: Buffer, afterwards?: () => Promise<void>, at = Date.now()): Promise<void> {
     switch (deviceTopic) {
       case CHANGE_TOPICS.attributes: {
         const patch = parseObject(payload, 'an attributes update')
-        await this.properties.update(deviceId, 'attributes', (current) => mergeAttributes(current as JsonObject | undefined, patch))
+        await this.properties.update(deviceId, 'attributes', (current) => mergeAttributes(current as JsonObject | undefined, patch), afterwards)
         return
       }
       case CHANGE_TOPICS.telemetry: {
         const values = parseObject(payload, 'telemetry')
-        await this.properties.update(deviceId, 'telemetry', (current) => mergeTelemetry(current as JsonObject | undefined, values, at))
+        await this.properties.update(deviceId, 'telemetry', (current) => mergeTelemetry(current as JsonObject | undefined, values, at), afterwards)
         return
       }
       case CHANGE_TOPICS.raw: {
         const raw = rawDataOf(payload, brokerTopic, at)
-        await this.properties.update(deviceId, 'rawData', () => raw)
+        await this.properties.update(deviceId, 'rawData', () => raw, afterwards)
         return
       }
       case COMMAND_RESPONSE_TOPIC: {
         const response = parseObject(payload, 'a command response')
-        await this.properties.update(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at))
+        await this.properties.update(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at), afterwards)
         return
       }
     }

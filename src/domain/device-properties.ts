@@ -112,8 +112,15 @@ export function newCommand(input: { id?: string; name: string; params?: unknown 
   return { id: input.id ?? randomUUID(), name: input.name, ...(input.params !== undefined ? { params: input.params } : {}), status: 'sent', sentAt: nanos(at) }
 }
 
+/** Whether a command with this id was sent to the device (and is still kept). */
+export function hasCommand(current: JsonObject | undefined, id: string): boolean {
+  return current !== undefined && Object.hasOwn(current, id)
+}
+
 export function addCommand(current: JsonObject | undefined, command: Command): JsonObject {
-  const commands = { ...current, [command.id]: command } as Record<string, Command>
+  const commands = { ...current } as Record<string, Command>
+  // defineProperty, not assignment: an id of "__proto__" must be a key like any other
+  Object.defineProperty(commands, command.id, { value: command, enumerable: true, writable: true, configurable: true })
   const ids = Object.keys(commands)
   if (ids.length > MAX_COMMANDS_KEPT) {
     ids.sort((a, b) => commands[a]!.sentAt - commands[b]!.sentAt)
@@ -126,9 +133,12 @@ export function addCommand(current: JsonObject | undefined, command: Command): J
 export function answerCommand(current: JsonObject | undefined, response: JsonObject, at: number): JsonObject {
   const id = response.id
   if (typeof id !== 'string') throw new PayloadError('a command response must carry the command id as "id"')
-  const command = (current as Record<string, Command> | undefined)?.[id]
+  // own properties only: ids like "constructor" or "__proto__" are ids, not the prototype's
+  const command = current && Object.hasOwn(current, id) ? (current[id] as Command) : undefined
   if (!command) throw new PayloadError(`no command ${id} was sent to this device`)
   const { id: _id, ...rest } = response
   const result = 'result' in response ? response.result : rest
-  return bounded({ ...current, [id]: { ...command, status: 'answered', result, respondedAt: nanos(at) } }, 'commands')
+  const answered = { ...current }
+  Object.defineProperty(answered, id, { value: { ...command, status: 'answered', result, respondedAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
+  return bounded(answered, 'commands')
 }

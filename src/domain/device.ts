@@ -2,6 +2,17 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { secretMatches } from './secret.js'
 
+/**
+ * A device id becomes its MQTT username and its topic namespace (`{id}/`), so it has no
+ * `/ + # $`: another device's topics can never be named through it.
+ */
+export const DEVICE_ID_PATTERN = '^[A-Za-z0-9._:@-]{1,128}$'
+const DEVICE_ID = new RegExp(DEVICE_ID_PATTERN)
+
+export function isValidDeviceId(id: string): boolean {
+  return DEVICE_ID.test(id)
+}
+
 export interface Device {
   id: string
   name: string

@@ -101,6 +101,22 @@ export class SessionRegistry {
     return { ended, offline }
   }
 
+  /**
+   * At start: makes the subscription entities that stored sessions' topics call for but that
+   * are missing — a store written before subscription entities existed. Returns how many.
+   */
+  async restoreSubscriptionEntities(now: number): Promise<number> {
+    const plans: Plan[] = []
+    for (const s of this.sessions.values()) {
+      const plan = this.subscriptions.planAdd(s, this.ownerOf(s.deviceId), this.topics.topicsOf(s.id), now)
+      if (plan.mutations.length > 0) plans.push(plan)
+    }
+    const plan = combinePlans(plans)
+    if (plan.mutations.length > 0) await this.store.commit(plan.mutations)
+    plan.apply()
+    return plan.mutations.length
+  }
+
   /** Applies one lifecycle event; resolves once its effect is durable (or it was stale). */
   apply(event: LifecycleEvent): Promise<ApplyResult> {
     return this.queue.run(event.clientId, () => this.applyInOrder(event))

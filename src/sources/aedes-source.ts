@@ -14,12 +14,13 @@
 import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, AedesPublishPacket, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes'
 import type { Logger } from 'pino'
-import type { HubConfig } from '../config.js'
+import { usesDefaultApiCredentials, type HubConfig } from '../config.js'
 import { changePropertyOfTopic } from '../domain/change-topics.js'
 import { PayloadError } from '../domain/device-properties.js'
 import { newIncarnation } from '../domain/incarnation.js'
 import { deviceMountpoint, insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../domain/namespace.js'
 import { secretMatches } from '../domain/secret.js'
+import { isValidDeviceId } from '../domain/device.js'
 import type { DisconnectReason, TopicSubscription } from '../domain/session.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import type { Upstream } from '../devices/upstream.js'
@@ -35,9 +36,11 @@ import { mountClientTopics } from '../brokers/embedded/mountpoint.js'
 interface Namespace {
   /** Logged in with the API credentials: no mountpoint, no device. */
   superuser: boolean
-  /** The device it claims to be (verified by `authenticate`); undefined: its client id. */
+  /** The device it claims to be (verified by `authenticate`); undefined for a superuser. */
   deviceId: string | undefined
   mountpoint: string
+  /** Set when the CONNECT names no usable namespace: `authenticate` refuses it with this. */
+  refusal?: { returnCode: number; reason: RejectReason; message: string }
 }
 
 /** What we learn about one connection, from its CONNECT to its close. */
@@ -73,8 +76,12 @@ const CONNACK_NOT_AUTHORIZED = 5
 export class AedesSource {
   private readonly connections = new WeakMap<Client, Connection>()
   private readonly namespaces = new WeakMap<Client, Namespace>()
-  /** Publishes refused without closing the connection (EMQX's `acl_deny_action = ignore`). */
-  private readonly dropped = new WeakSet<PublishPacket>()
+  /**
+   * Client publishes Aedes must not route: those refused without closing the connection
+   * (EMQX's `acl_deny_action = ignore`), and upstream data the hub routed itself, in the order
+   * the device's changes were stored.
+   */
+  private readonly notForAedes = new WeakSet<PublishPacket>()
   private readonly connectLocks = new KeyedQueue()
   private readonly pendingSubscribes = new Map<Client, { subscriptions: TopicSubscription[]; answers: ((stored: boolean) => void)[] }>()
   private stopping = false
@@ -92,27 +99,43 @@ export class AedesSource {
 
   /** Takes a new Aedes client before it reads its first packet: its topics get its mountpoint. */
   adopt(client: Client): void {
+    const peerHost = (client.conn as Socket).remoteAddress
     mountClientTopics(client, (connect) => {
-      const namespace = this.namespaceOf(connect)
+      const namespace = this.namespaceOf(connect, peerHost)
       this.namespaces.set(client, namespace)
       return namespace.mountpoint
     })
   }
 
-  private namespaceOf(connect: ConnectPacket): Namespace {
-    const { username, password } = connect
+  private namespaceOf(connect: ConnectPacket, peerHost: string | undefined): Namespace {
+    const { username, password, clientId } = connect
     if (username !== undefined && username === this.config.apiUser && secretMatches(this.config.apiPassword, password)) {
-      return { superuser: true, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
+      // the default credentials are public knowledge: as for the HTTP API, loopback only
+      if (!usesDefaultApiCredentials(this.config) || isLoopback(peerHost)) return { superuser: true, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
+      this.log.warn({ peer: peerHost }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
     }
-    // without authentication, a client without a username has no device to be mounted under
-    if (this.config.auth === 'none' && !username) return { superuser: false, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
-    const deviceId = username ?? ''
+    // the device id names the namespace: with authentication the username (checked against
+    // the registered devices), without it the username, else the client id
+    const deviceId = this.config.auth === 'none' ? username || clientId : (username ?? '')
+    if (this.config.auth === 'none' && !isValidDeviceId(deviceId)) {
+      const byUsername = Boolean(username)
+      return {
+        superuser: false,
+        deviceId: undefined,
+        mountpoint: NO_MOUNTPOINT,
+        refusal: {
+          returnCode: byUsername ? CONNACK_BAD_USERNAME_OR_PASSWORD : CONNACK_IDENTIFIER_REJECTED,
+          reason: byUsername ? 'bad_username' : 'bad_client_id',
+          message: `${byUsername ? 'username' : 'client id'} cannot name a device namespace (letters, digits and . _ : @ - only)`
+        }
+      }
+    }
     return { superuser: false, deviceId, mountpoint: deviceMountpoint(deviceId) }
   }
 
-  /** Whether Aedes must not route `packet` (see `dropped`). */
+  /** Whether Aedes must not route `packet` (see `notForAedes`). */
   isDropped(packet: PublishPacket): boolean {
-    return this.dropped.has(packet)
+    return this.notForAedes.has(packet)
   }
 
   /** The Aedes handlers this source provides. */
@@ -121,7 +144,7 @@ export class AedesSource {
       preConnect: (client, packet, done) => {
         const socket = client.conn as Socket
         this.connections.set(client, {
-          namespace: this.namespaces.get(client) ?? this.namespaceOf(packet),
+          namespace: this.namespaces.get(client) ?? this.namespaceOf(packet, socket.remoteAddress),
           clientIdGiven: packet.clientId.length > 0,
           keepalive: packet.keepalive ?? 0,
           protoVer: packet.protocolVersion ?? 4,
@@ -144,7 +167,7 @@ export class AedesSource {
     if (namespace && !insideNamespace(namespace.mountpoint, packet.topic)) {
       // dropped, not disconnected: a device learns nothing of what lies outside its namespace
       this.reject('outside_namespace', client, `publish to ${packet.topic} is outside the device's namespace`)
-      this.dropped.add(packet)
+      this.notForAedes.add(packet)
       return done(null)
     }
     if (packet.topic.startsWith('$SYS/')) {
@@ -164,18 +187,23 @@ export class AedesSource {
     if (namespace.mountpoint === NO_MOUNTPOINT || deviceId === undefined || !this.upstream.handles(deviceTopic) || !this.devices.get(deviceId)) {
       return done(null)
     }
-    // upstream data: the device entity changes before the PUBACK (and before anyone else sees it)
+    // an empty retained publish clears the retained message: nothing for the device entity
+    if (packet.retain && packet.payload.length === 0) return done(null)
+    // Upstream data: the device entity changes, then the message is routed, both in the
+    // device's queue of changes (so watchers see its changes in the order they were stored),
+    // and all before the PUBACK — which makes the publish journal needless for it.
     const kind = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
-    this.upstream.receive(deviceId, deviceTopic, packet.topic, packet.payload as Buffer).then(
+    this.upstream.receive(deviceId, deviceTopic, packet.topic, packet.payload as Buffer, () => this.route(client, packet)).then(
       () => {
         this.metrics.upstreamTotal.inc({ property: kind, outcome: 'applied' })
+        this.notForAedes.add(packet)
         done(null)
       },
       (error: Error) => {
         if (error instanceof PayloadError) {
           this.metrics.upstreamTotal.inc({ property: kind, outcome: 'refused' })
           this.reject('bad_payload', client, `${deviceTopic} from device ${deviceId}: ${error.message}`)
-          this.dropped.add(packet)
+          this.notForAedes.add(packet)
           return done(null)
         }
         this.metrics.reject('store_unavailable')
@@ -183,6 +211,13 @@ export class AedesSource {
         done(error) // closes the connection; a QoS 1 sender sends it again when it reconnects
       }
     )
+  }
+
+  /** Routes a client's publish now, as Aedes would (with its sender, for `forward`). */
+  private route(client: Client, packet: PublishPacket): Promise<void> {
+    const { topic, payload, qos, retain } = packet
+    const copy = { cmd: 'publish', topic, payload, qos, retain, dup: false, clientId: client.id } as PublishPacket
+    return new Promise((resolve, reject) => this.aedes!.publish(copy, (error) => (error ? reject(error) : resolve())))
   }
 
   /**
@@ -202,8 +237,12 @@ export class AedesSource {
       packet.topic = topic
       return packet
     }
-    // otherwise a copy: the same packet goes to every subscriber
-    return Object.assign(Object.create(Object.getPrototypeOf(packet) as object) as AedesPublishPacket, packet, { topic })
+    // otherwise a copy: the same packet goes to every subscriber. Aedes lowers the QoS to the
+    // granted one by looking up the delivered topic among the client's subscriptions; the
+    // unmounted topic is not found there, so the lookup is made here with the broker's.
+    const granted = (client as Client & { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions[packet.topic]?.qos
+    const qos = granted !== undefined && granted < packet.qos ? (granted as 0 | 1 | 2) : packet.qos
+    return Object.assign(Object.create(Object.getPrototypeOf(packet) as object) as AedesPublishPacket, packet, { topic, qos })
   }
 
   attach(aedes: Aedes): void {
@@ -281,22 +320,24 @@ export class AedesSource {
       return refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad_username', 'username is not well-formed UTF-8')
     }
 
+    const { refusal } = conn.namespace
+    if (refusal) return refuse(refusal.returnCode, refusal.reason, refusal.message)
     let deviceId: string
     if (conn.namespace.superuser) {
       deviceId = '' // checked when the namespace was decided: the API credentials
     } else if (this.config.auth === 'none') {
-      deviceId = conn.namespace.deviceId ?? client.id
+      deviceId = conn.namespace.deviceId!
     } else {
       if (!username || !this.devices.authenticate(username, password)) {
         return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
       }
       deviceId = username
-      // A clientId names one device's session: another device may not take it over, nor
-      // resume it (and receive what was queued for it). Kick or let it expire to reuse it.
-      const holder = this.registry.record(client.id)
-      if (holder && holder.deviceId !== deviceId) {
-        return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', `client id is held by another device's session`)
-      }
+    }
+    // A clientId names one device's session: another device (or a superuser) may not take it
+    // over, nor resume it and receive what was queued for it. Kick or let it expire to reuse it.
+    const holder = this.registry.record(client.id)
+    if (holder && holder.deviceId !== deviceId) {
+      return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', `client id is held by another device's session`)
     }
 
     void this.connectLocks.run(client.id, () => this.connect(client, conn, deviceId, username ?? null, done))
@@ -455,4 +496,8 @@ function classifyClientError(error: Error): RejectReason | null {
   if (m.includes('is only allowed') || m.includes('is not allowed in PUBLISH') || m.includes('empty topic')) return 'bad_topic'
   if (/invalid|malformed|cannot parse|unknown command|protocol/i.test(m)) return 'malformed_packet'
   return null
+}
+
+function isLoopback(host: string | undefined): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === '::ffff:127.0.0.1' || (host?.startsWith('127.') ?? false)
 }

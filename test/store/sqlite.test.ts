@@ -60,21 +60,25 @@ describe('SqliteStore', () => {
     rmSync(dataDir, { recursive: true, force: true })
   })
 
-  it('upgrades a version 1 file in place: new tables, and its sessions loaded without a mountpoint', async () => {
+  it('upgrades a version 1 file in place: new tables, and its sessions’ topics mounted under their device', async () => {
     const dataDir = tempDir('iothub-store-')
     const v1 = new SqliteStore({ dataDir })
     await v1.close()
     // make it what issue 2's hub wrote: no subscription or property tables, no mountpoint
     const db = new Database(join(dataDir, 'iothub.db'))
     db.exec('DROP TABLE subscriptions; DROP TABLE device_properties')
-    db.prepare('INSERT INTO sessions (id, doc) VALUES (?, ?)').run('old', JSON.stringify({ id: 'old', clientId: 'old', deviceId: 'd', topics: undefined }))
+    db.prepare('INSERT INTO sessions (id, doc) VALUES (?, ?)').run('old', JSON.stringify({ id: 'old', clientId: 'old', deviceId: 'dev-1' }))
+    const topic = db.prepare('INSERT INTO topics (session_id, topic, qos, persistent) VALUES (?, ?, 1, 1)')
+    topic.run('old', 'v1/devices/me/attributes')
+    topic.run('old', '$SYS/whatever')
     db.pragma('user_version = 1')
     db.close()
 
     const upgraded = new SqliteStore({ dataDir })
     const snapshot = await upgraded.load()
-    assert.equal(snapshot.sessions[0]!.mountpoint, '', 'unmounted: its topics were stored as the device sent them')
-    await upgraded.commit([{ op: 'device.property', deviceId: 'd', name: 'attributes', value: {}, updatedAt: 1 }])
+    assert.equal(snapshot.sessions[0]!.mountpoint, 'dev-1/')
+    assert.deepEqual(snapshot.topics.map((t) => t.subscription.topic).sort(), ['$SYS/whatever', 'dev-1/v1/devices/me/attributes'])
+    await upgraded.commit([{ op: 'device.property', deviceId: 'dev-1', name: 'attributes', value: {}, updatedAt: 1 }])
     await upgraded.close()
     const check = new Database(join(dataDir, 'iothub.db'), { readonly: true })
     assert.equal(check.pragma('user_version', { simple: true }), 2)

@@ -7,11 +7,18 @@
  * - `POST /v1/devices/{id}/commands`: `{ name, params?, id? }`, kept under `commands` until the
  *   device answers on `v1/devices/me/command/response`; it receives `{ id, name, params }`
  *   on `v1/devices/me/commands`.
- * - `POST /v1/devices/{id}/raw`: bytes (application/octet-stream), passed to the device as they
- *   are on `v1/devices/me/raw`. Not stored: raw downlinks are a pass-through, not a property.
+ * - `POST /v1/devices/{id}/raw`: bytes (application/octet-stream), kept as `rawData` (the last
+ *   raw message on the device's raw topic, either way, as the seed shows it) and passed to the
+ *   device as they are on `v1/devices/me/raw`.
+ *
+ * The push runs in the device's queue of changes, right after its change is stored, so pushes
+ * and upstream changes of one device reach watchers in the order they were stored.
  */
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
-import { addCommand, isJsonObject, mergeAttributes, newCommand, PayloadError, type Command } from '../../domain/device-properties.js'
+import { CHANGE_TOPICS } from '../../domain/change-topics.js'
+import { addCommand, hasCommand, isJsonObject, mergeAttributes, newCommand, PayloadError, rawDataOf, type Command } from '../../domain/device-properties.js'
+import { deviceMountpoint } from '../../domain/namespace.js'
+import { UNCHANGED } from '../../devices/device-properties.js'
 import type { ApiContext } from '../context.js'
 import { badRequest } from '../bad-request.js'
 import { DEVICE_ID_PATTERN, errorSchema } from '../schemas.js'
@@ -51,10 +58,18 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       const { id } = request.params
       if (!ctx.devices.get(id)) return notFound(reply, id)
       const patch = request.body
+      let pushedTo: string[] = []
       const attributes = await ctx.properties
-        .update(id, 'attributes', (current) => mergeAttributes(isJsonObject(current) ? current : undefined, patch))
+        .update(
+          id,
+          'attributes',
+          (current) => mergeAttributes(isJsonObject(current) ? current : undefined, patch),
+          async () => {
+            pushedTo = await ctx.dispatcher.push(id, 'attributes', Buffer.from(JSON.stringify(patch)))
+          }
+        )
         .catch(asBadRequest)
-      return { attributes, pushedTo: await ctx.dispatcher.push(id, 'attributes', Buffer.from(JSON.stringify(patch))) }
+      return { attributes, pushedTo }
     }
   )
 
@@ -81,17 +96,23 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       const { id } = request.params
       if (!ctx.devices.get(id)) return notFound(reply, id)
       const command = newCommand(request.body, Date.now())
-      let duplicate = false
-      await ctx.properties
-        .update(id, 'commands', (current) => {
-          const commands = isJsonObject(current) ? current : undefined
-          duplicate = commands?.[command.id] !== undefined
-          return duplicate ? commands : addCommand(commands, command)
-        })
-        .catch(asBadRequest)
-      if (duplicate) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `command ${command.id} was already sent to ${id}` })
       const sent: Pick<Command, 'id' | 'name' | 'params'> = { id: command.id, name: command.name, params: command.params }
-      return { command, pushedTo: await ctx.dispatcher.push(id, 'commands', Buffer.from(JSON.stringify(sent))) }
+      let pushedTo: string[] = []
+      const stored = await ctx.properties
+        .update(
+          id,
+          'commands',
+          (current) => {
+            const commands = isJsonObject(current) ? current : undefined
+            return hasCommand(commands, command.id) ? UNCHANGED : addCommand(commands, command)
+          },
+          async () => {
+            pushedTo = await ctx.dispatcher.push(id, 'commands', Buffer.from(JSON.stringify(sent)))
+          }
+        )
+        .catch(asBadRequest)
+      if (stored === UNCHANGED) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `command ${command.id} was already sent to ${id}` })
+      return { command, pushedTo }
     }
   )
 
@@ -108,7 +129,19 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       if (!Buffer.isBuffer(request.body) || request.body.length === 0) throw badRequest('body must be the raw bytes, sent as application/octet-stream')
       if (request.body.length > ctx.config.maxPacketSize - 1024) throw badRequest(`body of ${request.body.length} bytes is larger than an MQTT packet may be`)
       if (!ctx.devices.get(id)) return notFound(reply, id)
-      return { bytes: request.body.length, pushedTo: await ctx.dispatcher.push(id, 'raw', request.body) }
+      const bytes = request.body
+      let pushedTo: string[] = []
+      await ctx.properties
+        .update(
+          id,
+          'rawData',
+          () => rawDataOf(bytes, deviceMountpoint(id) + CHANGE_TOPICS.raw, Date.now()),
+          async () => {
+            pushedTo = await ctx.dispatcher.push(id, 'raw', bytes)
+          }
+        )
+        .catch(asBadRequest)
+      return { bytes: bytes.length, pushedTo }
     }
   )
 }

@@ -49,13 +49,18 @@ export class EmbeddedBroker implements BrokerPublisher {
       }
     })
     source.attach(this.aedes)
-    // A publish the source drops is acknowledged to its sender (MQTT 3.1.1 cannot refuse one
-    // without closing the connection) but never routed.
+    // A publish the source takes out of Aedes' hands — refused (MQTT 3.1.1 cannot refuse one
+    // without closing the connection), or upstream data it routed itself — is acknowledged to
+    // its sender but not routed (again) by Aedes.
     // (Aedes' own handlers call publish(packet, client, done); its types know only (packet, done).)
     type Publish = (packet: PublishPacket, client: Client | null, done: (error?: Error) => void) => void
     const live = this.aedes as unknown as { publish: Publish }
     const route = live.publish.bind(this.aedes)
-    live.publish = (packet, client, done) => (source.isDropped(packet) ? done() : route(packet, client, done))
+    live.publish = (packet, client, done) => {
+      if (!source.isDropped(packet)) return route(packet, client, done)
+      const callback = typeof client === 'function' ? (client as (error?: Error) => void) : done
+      callback?.()
+    }
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
     this.server = createServer((socket) => this.accept(socket))
   }

@@ -76,3 +76,21 @@ CREATE TABLE IF NOT EXISTS publish_journal (
   packet BLOB NOT NULL
 ) STRICT;
 `
+
+/**
+ * Version 1 → 2: device namespaces. Version 1 stored every session's topics as its client sent
+ * them; version 2 stores the broker's, under the session's mountpoint `{deviceId}/` (see
+ * src/domain/namespace.ts), so a persistent session resumed after the upgrade still matches
+ * what its device publishes and is pushed. Topics beginning with `$` stay as they were.
+ * (Retained messages, wills and queued messages keep their topics: nothing records whose
+ * namespace a retained message was published in.)
+ */
+export const MOUNT_VERSION_1_SESSIONS = `
+UPDATE topics
+   SET topic = (SELECT json_extract(s.doc, '$.deviceId') FROM sessions s WHERE s.id = topics.session_id) || '/' || topic
+ WHERE substr(topic, 1, 1) <> '$'
+   AND session_id IN (SELECT id FROM sessions WHERE json_extract(doc, '$.mountpoint') IS NULL);
+UPDATE sessions
+   SET doc = json_set(doc, '$.mountpoint', json_extract(doc, '$.deviceId') || '/')
+ WHERE json_extract(doc, '$.mountpoint') IS NULL;
+`

@@ -14,7 +14,7 @@ import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { StoreError, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
-import { SCHEMA, SCHEMA_VERSION } from './schema.js'
+import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
 import type { CheckpointOptions } from './checkpoint-worker.js'
@@ -61,8 +61,11 @@ export class SqliteStore implements Store {
     if (version > SCHEMA_VERSION) {
       throw new Error(`${this.path} has schema version ${version}; this iothub knows up to ${SCHEMA_VERSION}`)
     }
-    this.db.exec(SCHEMA)
-    this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    this.db.transaction(() => {
+      this.db.exec(SCHEMA)
+      if (version === 1) this.db.exec(MOUNT_VERSION_1_SESSIONS)
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    })()
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
@@ -81,11 +84,7 @@ export class SqliteStore implements Store {
       })),
       subscriptions: s.subscriptions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SubscriptionEntity),
       // sessions stored before device namespaces existed were not mounted: mountpoint ''
-      sessions: s.sessions.all().map((r) => {
-        const session = JSON.parse((r as { doc: string }).doc) as SessionRecord
-        session.mountpoint ??= ''
-        return session
-      }),
+      sessions: s.sessions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SessionRecord),
       topics: (s.topics.all() as TopicRow[]).map((r) => ({
         sessionId: r.session_id,
         persistent: r.persistent === 1,
