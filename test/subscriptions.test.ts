@@ -9,6 +9,12 @@ import { after, before, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import mqtt, { type IConnackPacket } from 'mqtt'
 import { startTestHub, tempDir, eventually, type TestHub } from './helpers/hub.js'
+import { frame, encodeString, RawMqttClient, subscribePacket } from './helpers/raw-mqtt.js'
+
+/** UNSUBSCRIBE (MQTT 3.1.1 §3.10). */
+function unsubscribePacket(messageId: number, topics: string[]): Buffer {
+  return frame(0xa2, Buffer.concat([Buffer.from([messageId >> 8, messageId & 0xff]), ...topics.map((t) => encodeString(t))]))
+}
 
 interface ApiSubscription {
   id: string
@@ -188,6 +194,43 @@ describe('a store written before namespaces and subscription entities (schema ve
       await eventually(() => received.length === 1, 3000, 'push after the upgrade')
       assert.deepEqual(received, ['v1/devices/me/attributes {"upgraded":true}'])
       await back.endAsync()
+    } finally {
+      await t.stop()
+    }
+  })
+})
+
+describe('SUBSCRIBE and UNSUBSCRIBE of one topic in one TCP read (clean session)', () => {
+  it('ends with the registry, the subscription entities and Aedes agreeing, in either order', async () => {
+    const t = await startTestHub()
+    try {
+      const d = await t.createDevice()
+      const port = t.hub.address.mqtt.port
+      const { client } = await RawMqttClient.connect(port, { clientId: 'one-read', username: d.id, password: d.token })
+      const topic = 'v1/devices/me/attributes'
+      const aedesHolds = () => {
+        const live = (t.hub.broker.aedes as unknown as { clients: Record<string, { subscriptions: Record<string, unknown> }> }).clients['one-read']
+        return live?.subscriptions[`${d.id}/${topic}`] !== undefined
+      }
+      const registryHolds = async () => {
+        const session = await t.api<{ topics: { topic: string }[] }>('GET', '/v1/sessions/one-read')
+        const entities = await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?sessionId=one-read')
+        assert.equal(entities.body.data.length, session.body.topics.length, 'an entity per change-topic subscription')
+        return session.body.topics.some((s) => s.topic === topic)
+      }
+      // SUBSCRIBE then UNSUBSCRIBE: Aedes may do the UNSUBSCRIBE first, as a no-op, then add the topic
+      client.socket.write(Buffer.concat([subscribePacket(1, [{ topic, qos: 1 }]), unsubscribePacket(2, [topic])]))
+      await new Promise((r) => setTimeout(r, 300))
+      assert.equal(await registryHolds(), aedesHolds(), 'after SUBSCRIBE + UNSUBSCRIBE')
+      // UNSUBSCRIBE then SUBSCRIBE
+      client.socket.write(Buffer.concat([unsubscribePacket(3, [topic]), subscribePacket(4, [{ topic, qos: 1 }])]))
+      await new Promise((r) => setTimeout(r, 300))
+      // (Aedes can end without the topic here: its UNSUBSCRIBE completes after the SUBSCRIBE
+      // found the topic still held. What matters is that the hub records what Aedes does.)
+      assert.equal(await registryHolds(), aedesHolds(), 'after UNSUBSCRIBE + SUBSCRIBE')
+      const pushed = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${d.id}/attributes`, { x: 1 })
+      assert.deepEqual(pushed.body.pushedTo, aedesHolds() ? ['one-read'] : [], 'pushedTo names the session exactly when it receives the push')
+      client.socket.destroy()
     } finally {
       await t.stop()
     }

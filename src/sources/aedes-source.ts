@@ -76,6 +76,8 @@ const CONNACK_NOT_AUTHORIZED = 5
 export class AedesSource {
   private readonly connections = new WeakMap<Client, Connection>()
   private readonly namespaces = new WeakMap<Client, Namespace>()
+  /** Per clean client, the topics of SUBSCRIBEs authorized but not yet added by Aedes. */
+  private readonly subscribing = new WeakMap<Client, Map<string, number>>()
   /**
    * Client publishes Aedes must not route: those refused without closing the connection
    * (EMQX's `acl_deny_action = ignore`), and upstream data the hub routed itself, in the order
@@ -259,11 +261,22 @@ export class AedesSource {
       this.metrics.reject(classifyClientError(error) ?? 'malformed_packet')
       this.log.debug({ err: error.message }, 'connection refused before CONNECT')
     })
+    aedes.on('subscribe', (subscriptions, client) => {
+      const inFlight = this.subscribing.get(client)
+      if (inFlight) for (const { topic } of subscriptions) countDown(inFlight, topic)
+    })
     aedes.on('unsubscribe', (topics, client) => {
       // Persistent clients' UNSUBSCRIBEs were recorded before the UNSUBACK, by the writer below.
       // Aedes also "unsubscribes" everything of a closing client; the close itself ends those.
       if (!client.clean || client.closed) return
-      this.recordUnsubscribe(client, topics).catch((error: Error) =>
+      // Aedes handles the packets of one read concurrently: an UNSUBSCRIBE can be done before
+      // a SUBSCRIBE sent earlier (or later) in the same read adds its topic. Only what Aedes no
+      // longer holds, and will not add, was unsubscribed.
+      const inFlight = this.subscribing.get(client)
+      const held = (client as Client & { subscriptions: Record<string, unknown> }).subscriptions
+      const removed = topics.filter((t) => held[t] === undefined && !inFlight?.has(t))
+      if (removed.length === 0) return
+      this.recordUnsubscribe(client, removed).catch((error: Error) =>
         this.log.error({ clientId: client.id, err: error.message }, 'unsubscribe not stored')
       )
     })
@@ -413,6 +426,12 @@ export class AedesSource {
       queueMicrotask(() => this.recordSubscribe(client))
     }
     const { topic, qos, rh, rap, nl } = sub
+    if (client.clean) {
+      // until Aedes has added it (its `subscribe` event): see the `unsubscribe` listener
+      let inFlight = this.subscribing.get(client)
+      if (!inFlight) this.subscribing.set(client, (inFlight = new Map<string, number>()))
+      inFlight.set(topic, (inFlight.get(topic) ?? 0) + 1)
+    }
     pending.subscriptions.push({ topic, qos, rh, rap, nl })
     pending.answers.push((stored) => done(null, stored ? sub : null))
   }
@@ -500,4 +519,10 @@ function classifyClientError(error: Error): RejectReason | null {
 
 function isLoopback(host: string | undefined): boolean {
   return host === '127.0.0.1' || host === '::1' || host === '::ffff:127.0.0.1' || (host?.startsWith('127.') ?? false)
+}
+
+function countDown(counts: Map<string, number>, key: string): void {
+  const left = (counts.get(key) ?? 0) - 1
+  if (left > 0) counts.set(key, left)
+  else counts.delete(key)
 }
