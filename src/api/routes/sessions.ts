@@ -3,8 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { PROTOCOLS, type Protocol } from '../../domain/session.js'
 import type { ApiContext } from '../context.js'
 import { renderSession } from '../render.js'
-import { badRequest } from '../bad-request.js'
-import { decodeCursor, encodeCursor } from '../cursor.js'
+import { afterCursor, page, pagedQuerySchema, pageSchema } from '../paging.js'
 import { errorSchema, sessionSchema } from '../schemas.js'
 
 interface ListQuery {
@@ -21,35 +20,19 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
     '/v1/sessions',
     {
       schema: {
-        querystring: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            deviceId: { type: 'string', minLength: 1 },
-            clientId: { type: 'string', minLength: 1 },
-            protocol: { type: 'string', enum: [...PROTOCOLS] },
-            connected: { type: 'boolean' },
-            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
-            cursor: { type: 'string', minLength: 1, maxLength: 4096 }
-          }
-        },
-        response: {
-          200: {
-            type: 'object',
-            required: ['data', 'next'],
-            properties: { data: { type: 'array', items: sessionSchema }, next: { type: ['string', 'null'] } }
-          },
-          400: errorSchema
-        }
+        querystring: pagedQuerySchema({
+          deviceId: { type: 'string', minLength: 1 },
+          clientId: { type: 'string', minLength: 1 },
+          protocol: { type: 'string', enum: [...PROTOCOLS] },
+          connected: { type: 'boolean' }
+        }),
+        response: { 200: pageSchema(sessionSchema), 400: errorSchema }
       }
     },
     async (request) => {
       const { cursor, limit, ...filters } = request.query
-      const after = cursor === undefined ? undefined : decodeCursor(cursor)
-      if (after === null) throw badRequest('querystring/cursor is not a cursor this API gave out')
-      const page = ctx.registry.list({ ...filters, after, limit })
-      const last = page.sessions.at(-1)
-      return { data: page.sessions.map(renderSession), next: page.more && last ? encodeCursor(last.id) : null }
+      const found = ctx.registry.list({ ...filters, after: afterCursor(cursor), limit })
+      return page(found.sessions, found.more, (s) => s.id, renderSession)
     }
   )
 
