@@ -102,13 +102,14 @@ export class Hub {
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)
     this.persistence.load(snapshot)
     this.journal.load(snapshot.journal)
+    // a crash can come between a session's end and its device's connectinfo write (devices
+    // still connected at the crash are brought offline by endPreviousRun, just below)
+    this.connectInfo.reconcile(snapshot.deviceProperties.filter((p) => p.name === 'connectinfo').map((p) => [p.deviceId, p.value]))
     const previous = await this.registry.endPreviousRun(Date.now())
     await this.registry.expireDue(Date.now())
     const restored = await this.registry.restoreSubscriptionEntities(Date.now())
     if (restored > 0) this.log.info({ subscriptions: restored }, 'made the subscription entities stored sessions were missing')
     await this.persistence.dropQueuesWithoutSession((clientId) => this.registry.record(clientId) !== undefined)
-    // a crash can come between a session's end and its device's connectinfo write
-    this.connectInfo.reconcile(snapshot.deviceProperties.filter((p) => p.name === 'connectinfo').map((p) => [p.deviceId, p.value]))
     this.log.info(
       { devices: this.devices.size, sessions: this.registry.size, endedClean: previous.ended, offlinePersistent: previous.offline },
       'store loaded'
@@ -179,9 +180,10 @@ export class Hub {
     this.state = 'stopping'
     await starting?.catch(() => undefined) // let a start in progress finish (or fail) first
     clearInterval(this.expiryTimer)
+    // the API first: its requests in flight still find the broker and the store
+    await this.api?.close()
     await this.broker.stop()
     await this.registry.settled()
-    await this.api?.close()
     this.connectInfo.stop()
     await this.properties.settled()
     await this.store.close()

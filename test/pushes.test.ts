@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
+import { publishPacket, RawMqttClient } from './helpers/raw-mqtt.js'
 
 interface Received {
   topic: string
@@ -277,6 +278,23 @@ describe('upstream data and namespaces', () => {
       const lastSeen = (JSON.parse(seen.at(-1)!.payload.toString()) as { v: string }).v
       assert.equal(lastSeen, stored, `round ${i}: the watcher's last view is what was stored last`)
     }
+  })
+
+  it('routes a QoS 2 upstream publish once, even when the device sends it again with DUP', async () => {
+    const d = await t.createDevice()
+    const watcher = await t.connect({ clientId: 'qos2-watch', username: 'admin', password: 'public' })
+    const seen = collect(watcher)
+    await watcher.subscribeAsync(`${d.id}/v1/devices/me/telemetry`, { qos: 2 })
+    const { client } = await RawMqttClient.connect(t.hub.address.mqtt.port, { clientId: 'qos2-dev', username: d.id, password: d.token })
+    const packet = publishPacket({ topic: 'v1/devices/me/telemetry', payload: JSON.stringify({ n: 1 }), qos: 2, messageId: 7 })
+    client.socket.write(packet)
+    await settle()
+    const resent = Buffer.from(packet)
+    resent[0] = resent[0]! | 0x08 // DUP: the device did not see the PUBREC
+    client.socket.write(resent)
+    await settle()
+    assert.equal(seen.length, 1, 'routed once')
+    client.socket.destroy()
   })
 
   it('lets a device clear a retained message on a change topic', async () => {

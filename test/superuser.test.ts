@@ -41,6 +41,23 @@ describe('the MQTT superuser', () => {
     assert.equal(back.connected, true, 'and the device gets it back')
   })
 
+  it('gives a client id free at that moment to one of two devices connecting at once, not both', async () => {
+    for (let round = 0; round < 5; round++) {
+      const [a, b] = [await t.createDevice(), await t.createDevice()]
+      const clientId = `contested-${round}`
+      const results = await Promise.allSettled([
+        connectClient(t.mqttUrl, { clientId, clean: false, username: a.id, password: a.token }),
+        connectClient(t.mqttUrl, { clientId, clean: false, username: b.id, password: b.token })
+      ])
+      const accepted = results.flatMap((r, i) => (r.status === 'fulfilled' ? [{ client: r.value, device: i === 0 ? a : b }] : []))
+      assert.equal(accepted.length, 1, `round ${round}: exactly one device gets the id`)
+      await new Promise((r) => setTimeout(r, 100))
+      assert.equal(accepted[0]!.client.connected, true, 'and keeps it')
+      assert.equal((await t.api<{ deviceId: string }>('GET', `/v1/sessions/${clientId}`)).body.deviceId, accepted[0]!.device.id)
+      accepted[0]!.client.end(true)
+    }
+  })
+
   it('with the default credentials, is refused from anywhere but loopback', async (context) => {
     const address = Object.values(networkInterfaces())
       .flat()

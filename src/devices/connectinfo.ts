@@ -24,6 +24,7 @@ export class ConnectInfoTracker {
   private readonly lastChanged = new Map<string, ShownConnection>()
   private readonly pending = new Set<string>()
   private stopped = false
+  private readonly retries = new Set<NodeJS.Timeout>()
 
   constructor(
     private readonly properties: DeviceProperties,
@@ -101,13 +102,21 @@ export class ConnectInfoTracker {
       .catch((error: Error) => {
         this.pending.delete(deviceId)
         this.log.error({ deviceId, err: error.message }, `connectinfo not stored; trying again in ${RETRY_MS} ms`)
-        if (!this.stopped) setTimeout(() => this.schedule(deviceId), RETRY_MS).unref()
+        if (this.stopped) return
+        const retry = setTimeout(() => {
+          this.retries.delete(retry)
+          this.schedule(deviceId)
+        }, RETRY_MS)
+        retry.unref()
+        this.retries.add(retry)
       })
   }
 
   /** No more retries: the hub is stopping. */
   stop(): void {
     this.stopped = true
+    for (const retry of this.retries) clearTimeout(retry)
+    this.retries.clear()
   }
 
   private compute(deviceId: string): ConnectInfo {

@@ -28,7 +28,12 @@ export class Dispatcher {
       this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
       return []
     }
-    await this.broker.publish({ topic: deviceMountpoint(deviceId) + CHANGE_TOPICS[property], payload, qos: 1, retain: false })
+    try {
+      await this.broker.publish({ topic: deviceMountpoint(deviceId) + CHANGE_TOPICS[property], payload, qos: 1, retain: false })
+    } catch (error) {
+      this.metrics.pushesTotal.inc({ property, outcome: 'failed' })
+      throw error
+    }
     this.metrics.pushesTotal.inc({ property, outcome: 'published' })
     return [...new Set(receivers.map((e) => e.sessionId))].sort()
   }

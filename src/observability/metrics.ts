@@ -32,7 +32,7 @@ export class HubMetrics {
 
   readonly pushesTotal = new Counter({
     name: 'iothub_pushes_total',
-    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed)',
+    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed, failed: stored but not published)',
     labelNames: ['property', 'outcome'] as const,
     registers: [this.registry]
   })

@@ -195,10 +195,32 @@ export class AedesSource {
     // device's queue of changes (so watchers see its changes in the order they were stored),
     // and all before the PUBACK — which makes the publish journal needless for it.
     const kind = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
-    this.upstream.receive(deviceId, deviceTopic, packet.topic, packet.payload as Buffer, () => this.route(client, packet)).then(
+    const receive = () => this.receiveUpstream(client, packet, deviceId, deviceTopic, kind, done)
+    if (packet.qos !== 2) return receive()
+    // Aedes asks this hook before it looks for a QoS 2 re-send (same message id, DUP): one it
+    // already holds was applied and routed the first time
+    const persistence = (this.aedes as unknown as { persistence: { incomingGetPacket(c: Client, p: PublishPacket): Promise<unknown> } }).persistence
+    persistence.incomingGetPacket(client, packet).then(() => {
+      this.notForAedes.add(packet)
+      done(null)
+    }, receive)
+  }
+
+  private receiveUpstream(client: Client, packet: PublishPacket, deviceId: string, deviceTopic: string, kind: string, done: (error: Error | null) => void): void {
+    let routingFailed: Error | undefined
+    const route = () =>
+      this.route(client, packet).catch((error: Error) => {
+        routingFailed = error
+      })
+    this.upstream.receive(deviceId, deviceTopic, packet.topic, packet.payload as Buffer, route).then(
       () => {
         this.metrics.upstreamTotal.inc({ property: kind, outcome: 'applied' })
-        this.notForAedes.add(packet)
+        if (routingFailed) {
+          // stored, not routed: Aedes gets the packet back and routes it (or journals it) itself
+          this.log.warn({ clientId: client.id, deviceId, topic: deviceTopic, err: routingFailed.message }, 'upstream data stored; routing it again')
+        } else {
+          this.notForAedes.add(packet)
+        }
         done(null)
       },
       (error: Error) => {
@@ -365,6 +387,13 @@ export class AedesSource {
   ): Promise<void> {
     return new Promise<void>((release) => {
       if (client.closed) return release() // gave up while an earlier connect held the lock
+      // checked again under the lock: a connect of another device may have taken the id meanwhile
+      const holder = this.registry.record(client.id)
+      if (holder && holder.deviceId !== deviceId) {
+        this.reject('not_authorized', client, `client id is held by another device's session`)
+        done(Object.assign(new Error('not authorized'), { returnCode: CONNACK_NOT_AUTHORIZED }), false)
+        return release()
+      }
       conn.release = release
       const previous = this.aedes?.clients[client.id]
       conn.incarnation = newIncarnation(this.config.node)

@@ -15,7 +15,7 @@
  * and upstream changes of one device reach watchers in the order they were stored.
  */
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
-import { CHANGE_TOPICS } from '../../domain/change-topics.js'
+import { CHANGE_TOPICS, type ChangeProperty } from '../../domain/change-topics.js'
 import { addCommand, hasCommand, isJsonObject, mergeAttributes, newCommand, PayloadError, rawDataOf, type Command } from '../../domain/device-properties.js'
 import { deviceMountpoint } from '../../domain/namespace.js'
 import { UNCHANGED } from '../../devices/device-properties.js'
@@ -25,6 +25,13 @@ import { DEVICE_ID_PATTERN, errorSchema } from '../schemas.js'
 
 const params = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: DEVICE_ID_PATTERN } } } as const
 const pushedTo = { type: 'array', items: { type: 'string' } } as const
+/** Set when the change was stored but could not be pushed (the broker failed or is stopping). */
+const pushError = { type: 'string' } as const
+
+interface PushOutcome {
+  pushedTo: string[]
+  pushError?: string
+}
 
 interface CommandBody {
   name: string
@@ -34,6 +41,16 @@ interface CommandBody {
 
 export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
+
+  /** Pushes a stored change; a push that fails does not undo the change: the answer says so. */
+  const push = async (id: string, property: ChangeProperty, payload: Buffer, outcome: PushOutcome): Promise<void> => {
+    try {
+      outcome.pushedTo = await ctx.dispatcher.push(id, property, payload)
+    } catch (error) {
+      outcome.pushError = `stored, not pushed: ${(error as Error).message}`
+      app.log.error({ deviceId: id, property, err: (error as Error).message }, 'push failed after the change was stored')
+    }
+  }
 
   const notFound = (reply: FastifyReply, id: string) => reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
   /** A change the device entity cannot take (too large, say) is the caller's error. */
@@ -48,7 +65,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
         params,
         body: { type: 'object', minProperties: 1, additionalProperties: true },
         response: {
-          200: { type: 'object', required: ['attributes', 'pushedTo'], properties: { attributes: { type: 'object', additionalProperties: true }, pushedTo } },
+          200: { type: 'object', required: ['attributes', 'pushedTo'], properties: { attributes: { type: 'object', additionalProperties: true }, pushedTo, pushError } },
           400: errorSchema,
           404: errorSchema
         }
@@ -58,18 +75,16 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       const { id } = request.params
       if (!ctx.devices.get(id)) return notFound(reply, id)
       const patch = request.body
-      let pushedTo: string[] = []
+      const outcome: PushOutcome = { pushedTo: [] }
       const attributes = await ctx.properties
         .update(
           id,
           'attributes',
           (current) => mergeAttributes(isJsonObject(current) ? current : undefined, patch),
-          async () => {
-            pushedTo = await ctx.dispatcher.push(id, 'attributes', Buffer.from(JSON.stringify(patch)))
-          }
+          () => push(id, 'attributes', Buffer.from(JSON.stringify(patch)), outcome)
         )
         .catch(asBadRequest)
-      return { attributes, pushedTo }
+      return { attributes, ...outcome }
     }
   )
 
@@ -85,7 +100,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
           properties: { name: { type: 'string', minLength: 1, maxLength: 128 }, id: { type: 'string', pattern: DEVICE_ID_PATTERN }, params: {} }
         },
         response: {
-          200: { type: 'object', required: ['command', 'pushedTo'], properties: { command: { type: 'object', additionalProperties: true }, pushedTo } },
+          200: { type: 'object', required: ['command', 'pushedTo'], properties: { command: { type: 'object', additionalProperties: true }, pushedTo, pushError } },
           400: errorSchema,
           404: errorSchema,
           409: errorSchema
@@ -97,7 +112,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       if (!ctx.devices.get(id)) return notFound(reply, id)
       const command = newCommand(request.body, Date.now())
       const sent: Pick<Command, 'id' | 'name' | 'params'> = { id: command.id, name: command.name, params: command.params }
-      let pushedTo: string[] = []
+      const outcome: PushOutcome = { pushedTo: [] }
       const stored = await ctx.properties
         .update(
           id,
@@ -106,13 +121,11 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
             const commands = isJsonObject(current) ? current : undefined
             return hasCommand(commands, command.id) ? UNCHANGED : addCommand(commands, command)
           },
-          async () => {
-            pushedTo = await ctx.dispatcher.push(id, 'commands', Buffer.from(JSON.stringify(sent)))
-          }
+          () => push(id, 'commands', Buffer.from(JSON.stringify(sent)), outcome)
         )
         .catch(asBadRequest)
       if (stored === UNCHANGED) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `command ${command.id} was already sent to ${id}` })
-      return { command, pushedTo }
+      return { command, ...outcome }
     }
   )
 
@@ -121,7 +134,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     {
       schema: {
         params,
-        response: { 200: { type: 'object', required: ['bytes', 'pushedTo'], properties: { bytes: { type: 'integer' }, pushedTo } }, 400: errorSchema, 404: errorSchema }
+        response: { 200: { type: 'object', required: ['bytes', 'pushedTo'], properties: { bytes: { type: 'integer' }, pushedTo, pushError } }, 400: errorSchema, 404: errorSchema }
       }
     },
     async (request, reply) => {
@@ -130,18 +143,16 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       if (request.body.length > ctx.config.maxPacketSize - 1024) throw badRequest(`body of ${request.body.length} bytes is larger than an MQTT packet may be`)
       if (!ctx.devices.get(id)) return notFound(reply, id)
       const bytes = request.body
-      let pushedTo: string[] = []
+      const outcome: PushOutcome = { pushedTo: [] }
       await ctx.properties
         .update(
           id,
           'rawData',
           () => rawDataOf(bytes, deviceMountpoint(id) + CHANGE_TOPICS.raw, Date.now()),
-          async () => {
-            pushedTo = await ctx.dispatcher.push(id, 'raw', bytes)
-          }
+          () => push(id, 'raw', bytes, outcome)
         )
         .catch(asBadRequest)
-      return { bytes: bytes.length, pushedTo }
+      return { bytes: bytes.length, ...outcome }
     }
   )
 }

@@ -83,14 +83,24 @@ CREATE TABLE IF NOT EXISTS publish_journal (
  * src/domain/namespace.ts), so a persistent session resumed after the upgrade still matches
  * what its device publishes and is pushed. Topics beginning with `$` stay as they were.
  * (Retained messages, wills and queued messages keep their topics: nothing records whose
- * namespace a retained message was published in.)
+ * namespace a retained message was published in.) Only device ids that can name a namespace
+ * (see DEVICE_ID_PATTERN) are mounted.
  */
 export const MOUNT_VERSION_1_SESSIONS = `
+CREATE TEMP TABLE mountable AS
+  SELECT id, json_extract(doc, '$.deviceId') AS device_id FROM sessions
+   WHERE json_extract(doc, '$.mountpoint') IS NULL
+     AND length(json_extract(doc, '$.deviceId')) BETWEEN 1 AND 128
+     AND json_extract(doc, '$.deviceId') NOT GLOB '*[^A-Za-z0-9._:@-]*';
 UPDATE topics
-   SET topic = (SELECT json_extract(s.doc, '$.deviceId') FROM sessions s WHERE s.id = topics.session_id) || '/' || topic
+   SET topic = (SELECT m.device_id FROM mountable m WHERE m.id = topics.session_id) || '/' || topic
  WHERE substr(topic, 1, 1) <> '$'
-   AND session_id IN (SELECT id FROM sessions WHERE json_extract(doc, '$.mountpoint') IS NULL);
+   AND session_id IN (SELECT id FROM mountable);
 UPDATE sessions
-   SET doc = json_set(doc, '$.mountpoint', json_extract(doc, '$.deviceId') || '/')
- WHERE json_extract(doc, '$.mountpoint') IS NULL;
+   SET doc = json_set(doc, '$.mountpoint', (SELECT m.device_id FROM mountable m WHERE m.id = sessions.id) || '/')
+ WHERE id IN (SELECT id FROM mountable);
+-- a device id that cannot name a namespace (IOTHUB_AUTH=none let any username be one): left
+-- unmounted; its client cannot log in under the new rules, so the session expires
+UPDATE sessions SET doc = json_set(doc, '$.mountpoint', '') WHERE json_extract(doc, '$.mountpoint') IS NULL;
+DROP TABLE mountable;
 `
