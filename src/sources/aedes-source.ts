@@ -60,6 +60,8 @@ interface Connection {
   release?: () => void
   /** Settles once this connection's end is recorded. */
   ended?: Promise<void>
+  /** Clean sessions: topics of SUBSCRIBEs authorized but not yet added by Aedes (see attach). */
+  subscribing?: Map<string, number>
 }
 
 /** Aedes' table of connected clients, public in its JavaScript but not in its types. */
@@ -76,8 +78,6 @@ const CONNACK_NOT_AUTHORIZED = 5
 export class AedesSource {
   private readonly connections = new WeakMap<Client, Connection>()
   private readonly namespaces = new WeakMap<Client, Namespace>()
-  /** Per clean client, the topics of SUBSCRIBEs authorized but not yet added by Aedes. */
-  private readonly subscribing = new WeakMap<Client, Map<string, number>>()
   /**
    * Client publishes Aedes must not route: those refused without closing the connection
    * (EMQX's `acl_deny_action = ignore`), and upstream data the hub routed itself, in the order
@@ -284,7 +284,7 @@ export class AedesSource {
       this.log.debug({ err: error.message }, 'connection refused before CONNECT')
     })
     aedes.on('subscribe', (subscriptions, client) => {
-      const inFlight = this.subscribing.get(client)
+      const inFlight = this.connections.get(client)?.subscribing
       if (inFlight) for (const { topic } of subscriptions) countDown(inFlight, topic)
     })
     aedes.on('unsubscribe', (topics, client) => {
@@ -294,7 +294,7 @@ export class AedesSource {
       // Aedes handles the packets of one read concurrently: an UNSUBSCRIBE can be done before
       // a SUBSCRIBE sent earlier (or later) in the same read adds its topic. Only what Aedes no
       // longer holds, and will not add, was unsubscribed.
-      const inFlight = this.subscribing.get(client)
+      const inFlight = this.connections.get(client)?.subscribing
       const held = (client as Client & { subscriptions: Record<string, unknown> }).subscriptions
       const removed = topics.filter((t) => held[t] === undefined && !inFlight?.has(t))
       if (removed.length === 0) return
@@ -457,8 +457,8 @@ export class AedesSource {
     const { topic, qos, rh, rap, nl } = sub
     if (client.clean) {
       // until Aedes has added it (its `subscribe` event): see the `unsubscribe` listener
-      let inFlight = this.subscribing.get(client)
-      if (!inFlight) this.subscribing.set(client, (inFlight = new Map<string, number>()))
+      const conn = this.connections.get(client)!
+      const inFlight = (conn.subscribing ??= new Map<string, number>())
       inFlight.set(topic, (inFlight.get(topic) ?? 0) + 1)
     }
     pending.subscriptions.push({ topic, qos, rh, rap, nl })
