@@ -16,7 +16,7 @@
  */
 import type { Hub } from '../src/hub.js'
 import { ClientFleet, type PhaseReport } from './lib/clients.js'
-import { aedesClients, benchStoreSync, startTarget, type Target } from './lib/targets.js'
+import { aedesClients, benchStoreSync, commitTotals, startTarget, type CommitTotals, type Target } from './lib/targets.js'
 import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
@@ -26,24 +26,6 @@ const WARMUP = envInt('BENCH_STORM_WARMUP', 1_000)
 const TOPICS = 2
 const TARGET_RATIO = 1.25
 const SETTLE_TIMEOUT_MS = 60_000
-
-/** The hub's group-commit totals, from its own Prometheus histograms. */
-interface CommitTotals {
-  transactions: number
-  commits: number
-  seconds: number
-}
-
-async function commitTotals(hub: Hub | null): Promise<CommitTotals | null> {
-  if (!hub) return null
-  const sum = async (h: typeof hub.metrics.batchCommits, suffix: '_sum' | '_count') =>
-    (await h.get()).values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0
-  return {
-    transactions: await sum(hub.metrics.batchCommits, '_count'),
-    commits: await sum(hub.metrics.batchCommits, '_sum'),
-    seconds: await sum(hub.metrics.commitSeconds, '_sum')
-  }
-}
 
 function commitDelta(a: CommitTotals | null, b: CommitTotals | null): CommitTotals | null {
   if (!a || !b) return null

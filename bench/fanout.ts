@@ -43,7 +43,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Hub } from '../src/hub.js'
 import { deviceId, FanoutFleet, type FanoutReport, type SetupReport } from './lib/fanout-fleet.js'
-import { benchStoreSync, startBareAedes, startHub, type Target } from './lib/targets.js'
+import { benchStoreSync, commitTotals, startBareAedes, startHub, type CommitTotals, type Target } from './lib/targets.js'
 import { envInt, fmt, line, median, report, runMain, waitFor } from './lib/util.js'
 
 const DEVICES = envInt('BENCH_FANOUT_DEVICES', 10_000)
@@ -68,24 +68,6 @@ const TARGETS = (process.env.BENCH_FANOUT_TARGETS ?? 'bare,hub').split(',').map(
 })
 /** Diagnosis: a folder for cpu profiles of the broker's process during each timed fan-out. */
 const PROFILE_DIR = process.env.BENCH_FANOUT_CPU_PROFILE ?? ''
-
-/** The hub's group-commit totals, from its own Prometheus histograms. */
-interface CommitTotals {
-  transactions: number
-  commits: number
-  seconds: number
-}
-
-async function commitTotals(hub: Hub | null): Promise<CommitTotals | null> {
-  if (!hub) return null
-  const sum = async (h: typeof hub.metrics.batchCommits, suffix: '_sum' | '_count') =>
-    (await h.get()).values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0
-  return {
-    transactions: await sum(hub.metrics.batchCommits, '_count'),
-    commits: await sum(hub.metrics.batchCommits, '_sum'),
-    seconds: await sum(hub.metrics.commitSeconds, '_sum')
-  }
-}
 
 interface RoundResult {
   target: 'hub' | 'bare'

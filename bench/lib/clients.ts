@@ -8,9 +8,9 @@
  * `topics` topics in one SUBSCRIBE, and answers `connected`; on `disconnect` it ends them all
  * (DISCONNECT, then close), `concurrency` at a time, and answers `disconnected`.
  */
-import type { ChildProcess } from 'node:child_process'
-import mqtt, { type MqttClient } from 'mqtt'
-import { forkBench, nowMs, percentiles } from './util.js'
+import type { MqttClient } from 'mqtt'
+import { ChildLink, connectOne, cpuMsSince, pool } from './child-fleet.js'
+import { nowMs, percentiles } from './util.js'
 
 export interface ConnectCommand {
   cmd: 'connect'
@@ -43,40 +43,6 @@ export type FleetReply = { type: 'ready' } | ({ type: 'connected' } & PhaseRepor
 /** Topics a bench client subscribes to; the parent uses the same names to check the broker. */
 export function topicsOf(clientId: string, count: number): string[] {
   return Array.from({ length: count }, (_, k) => `bench/${clientId}/t${k}`)
-}
-
-/** Runs `task(i)` for i in [0, count), at most `concurrency` at a time. */
-async function pool(count: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async () => {
-    while (next < count) await task(next++)
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
-}
-
-function cpuMsSince(since: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(since)
-  return (d.user + d.system) / 1000
-}
-
-function connectOne(url: string, clientId: string): Promise<MqttClient> {
-  return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { clientId, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 60_000, keepalive: 300 })
-    const fail = (error: Error) => {
-      client.removeAllListeners()
-      client.on('error', () => undefined)
-      client.end(true)
-      reject(error)
-    }
-    client.once('connect', () => {
-      client.removeAllListeners('error')
-      client.removeAllListeners('close')
-      client.on('error', () => undefined)
-      resolve(client)
-    })
-    client.once('error', fail)
-    client.once('close', () => fail(new Error('closed before CONNACK')))
-  })
 }
 
 function child(): void {
@@ -158,54 +124,24 @@ function child(): void {
 
 /** The parent's handle on a clients child process. */
 export class ClientFleet {
-  private constructor(private readonly proc: ChildProcess) {}
+  private constructor(private readonly link: ChildLink<FleetCommand, FleetReply>) {}
 
   static async start(): Promise<ClientFleet> {
-    const proc = forkBench('lib/clients.ts', ['--child'])
-    const fleet = new ClientFleet(proc)
-    await fleet.next('ready')
-    return fleet
-  }
-
-  private next<T extends FleetReply['type']>(type: T): Promise<Extract<FleetReply, { type: T }>> {
-    return new Promise((resolve, reject) => {
-      const onMessage = (reply: FleetReply) => {
-        if (reply.type !== type) return
-        cleanup()
-        resolve(reply as Extract<FleetReply, { type: T }>)
-      }
-      const onExit = (code: number | null) => {
-        cleanup()
-        reject(new Error(`clients process exited (${code}) while waiting for "${type}"`))
-      }
-      const cleanup = () => {
-        this.proc.off('message', onMessage)
-        this.proc.off('exit', onExit)
-      }
-      this.proc.on('message', onMessage)
-      this.proc.once('exit', onExit)
-    })
+    return new ClientFleet(await ChildLink.start<FleetCommand, FleetReply>('lib/clients.ts', 'clients'))
   }
 
   /** Connects and subscribes; resolves when every client has its SUBACK (or failed). */
-  async connect(command: Omit<ConnectCommand, 'cmd'>): Promise<PhaseReport> {
-    const reply = this.next('connected')
-    this.proc.send({ cmd: 'connect', ...command } satisfies FleetCommand)
-    return reply
+  connect(command: Omit<ConnectCommand, 'cmd'>): Promise<PhaseReport> {
+    return this.link.request({ cmd: 'connect', ...command }, 'connected')
   }
 
   /** Sends DISCONNECT on every client; resolves when each socket is closed on the client side. */
-  async disconnect(concurrency: number): Promise<PhaseReport> {
-    const reply = this.next('disconnected')
-    this.proc.send({ cmd: 'disconnect', concurrency } satisfies FleetCommand)
-    return reply
+  disconnect(concurrency: number): Promise<PhaseReport> {
+    return this.link.request({ cmd: 'disconnect', concurrency }, 'disconnected')
   }
 
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null) return
-    const exited = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()))
-    this.proc.send({ cmd: 'exit' } satisfies FleetCommand)
-    await exited
+  stop(): Promise<void> {
+    return this.link.stop()
   }
 }
 

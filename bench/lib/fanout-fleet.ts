@@ -21,11 +21,11 @@
  * sent): `{"device":id,"seq":i,"phase":p,"sentAt":ms,"setpoint":21.5}`. A device checks that
  * what it receives is meant for it (device, seq, phase, topic) and counts exactly-once.
  */
-import type { ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import mqtt, { type MqttClient } from 'mqtt'
-import { forkBench, nowMs, percentiles, sleep } from './util.js'
+import type { MqttClient } from 'mqtt'
+import { ChildLink, connectOne, cpuMsSince, pool } from './child-fleet.js'
+import { nowMs, percentiles, sleep } from './util.js'
 
 /** What a device subscribes to on the hub: its own topic, under its mountpoint in the broker. */
 export const HUB_ATTRIBUTES_TOPIC = 'v1/devices/me/attributes'
@@ -119,35 +119,6 @@ export type FanoutFleetReply =
   | ({ type: 'fanout-done' } & FanoutReport)
   | { type: 'teardown-done'; ms: number }
 
-/** Runs `task(i)` for i in [0, count), at most `concurrency` at a time; `task(i, worker)` knows its worker. */
-async function pool(count: number, concurrency: number, task: (i: number, worker: number) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async (w: number) => {
-    while (next < count) await task(next++, w)
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, (_, w) => worker(w)))
-}
-
-function connectOne(url: string, clientId: string, username?: string, password?: string): Promise<MqttClient> {
-  return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { clientId, username, password, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 60_000, keepalive: 300 })
-    const fail = (error: Error) => {
-      client.removeAllListeners()
-      client.on('error', () => undefined)
-      client.end(true)
-      reject(error)
-    }
-    client.once('connect', () => {
-      client.removeAllListeners('error')
-      client.removeAllListeners('close')
-      client.on('error', () => undefined)
-      resolve(client)
-    })
-    client.once('error', fail)
-    client.once('close', () => fail(new Error('closed before CONNACK')))
-  })
-}
-
 interface HttpAnswer {
   status: number
   body: string
@@ -219,7 +190,7 @@ function child(): void {
     await pool(c.devices, c.connectConcurrency, async (i) => {
       const id = deviceId(i)
       try {
-        const client = c.target === 'hub' ? await connectOne(c.mqttUrl, id, id, tokens[i]) : await connectOne(c.mqttUrl, id)
+        const client = c.target === 'hub' ? await connectOne(c.mqttUrl, id, { username: id, password: tokens[i] }) : await connectOne(c.mqttUrl, id)
         devices[i] = client
         client.on('message', (topic, payload) => onPush(i, topic, payload, nowMs()))
         const topic = c.target === 'hub' ? HUB_ATTRIBUTES_TOPIC : brokerAttributesTopic(id)
@@ -236,8 +207,7 @@ function child(): void {
       for (let k = 0; k < c.publishers; k++) publishers.push(await connectOne(c.mqttUrl, `fanout-publisher-${k}`))
     }
     const connectMs = nowMs() - t0
-    const used = process.cpuUsage(cpu)
-    send({ type: 'setup-done', createMs, connectMs, connectCpuMs: (used.user + used.system) / 1000, ok, failed, errors: [...errors].slice(0, 5) })
+    send({ type: 'setup-done', createMs, connectMs, connectCpuMs: cpuMsSince(cpu), ok, failed, errors: [...errors].slice(0, 5) })
   }
 
   const doFanout = async (f: FanoutCommand) => {
@@ -323,7 +293,7 @@ function child(): void {
     ])
     clearTimeout(timer)
     await sending
-    const d = process.cpuUsage(cpu)
+    const cpuMs = cpuMsSince(cpu)
     const busy = performance.eventLoopUtilization(elu).utilization
     await sleep(f.graceMs) // a duplicate would arrive now; not timed
     onPush = () => undefined
@@ -343,7 +313,7 @@ function child(): void {
       errors: [...errors].slice(0, 5),
       latency: percentiles(latencies),
       ackLatency: percentiles(ackLatency.subarray(0, acked)),
-      cpuMs: (d.user + d.system) / 1000,
+      cpuMs,
       elu: busy,
       timedOut
     })
@@ -378,57 +348,26 @@ function child(): void {
 
 /** The parent's handle on the fan-out child process. */
 export class FanoutFleet {
-  private constructor(private readonly proc: ChildProcess) {}
+  private constructor(private readonly link: ChildLink<FanoutFleetCommand, FanoutFleetReply>) {}
 
   static async start(): Promise<FanoutFleet> {
-    const fleet = new FanoutFleet(forkBench('lib/fanout-fleet.ts', ['--child']))
-    await fleet.next('ready')
-    return fleet
+    return new FanoutFleet(await ChildLink.start<FanoutFleetCommand, FanoutFleetReply>('lib/fanout-fleet.ts', 'fan-out clients'))
   }
 
-  private next<T extends FanoutFleetReply['type']>(type: T): Promise<Extract<FanoutFleetReply, { type: T }>> {
-    return new Promise((resolve, reject) => {
-      const onMessage = (reply: FanoutFleetReply) => {
-        if (reply.type !== type) return
-        cleanup()
-        resolve(reply as Extract<FanoutFleetReply, { type: T }>)
-      }
-      const onExit = (code: number | null) => {
-        cleanup()
-        reject(new Error(`fan-out clients process exited (${code}) while waiting for "${type}"`))
-      }
-      const cleanup = () => {
-        this.proc.off('message', onMessage)
-        this.proc.off('exit', onExit)
-      }
-      this.proc.on('message', onMessage)
-      this.proc.once('exit', onExit)
-    })
+  setup(command: Omit<SetupCommand, 'cmd'>): Promise<SetupReport> {
+    return this.link.request({ cmd: 'setup', ...command }, 'setup-done')
   }
 
-  async setup(command: Omit<SetupCommand, 'cmd'>): Promise<SetupReport> {
-    const reply = this.next('setup-done')
-    this.proc.send({ cmd: 'setup', ...command } satisfies FanoutFleetCommand)
-    return reply
-  }
-
-  async fanout(command: Omit<FanoutCommand, 'cmd'>): Promise<FanoutReport> {
-    const reply = this.next('fanout-done')
-    this.proc.send({ cmd: 'fanout', ...command } satisfies FanoutFleetCommand)
-    return reply
+  fanout(command: Omit<FanoutCommand, 'cmd'>): Promise<FanoutReport> {
+    return this.link.request({ cmd: 'fanout', ...command }, 'fanout-done')
   }
 
   async teardown(): Promise<number> {
-    const reply = this.next('teardown-done')
-    this.proc.send({ cmd: 'teardown' } satisfies FanoutFleetCommand)
-    return (await reply).ms
+    return (await this.link.request({ cmd: 'teardown' }, 'teardown-done')).ms
   }
 
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null) return
-    const exited = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()))
-    this.proc.send({ cmd: 'exit' } satisfies FanoutFleetCommand)
-    await exited
+  stop(): Promise<void> {
+    return this.link.stop()
   }
 }
 

@@ -103,3 +103,21 @@ export async function startBareAedes(): Promise<Target> {
 export function startTarget(name: 'hub' | 'bare'): Promise<Target> {
   return name === 'hub' ? startHub() : startBareAedes()
 }
+
+/** The hub's group-commit totals, from its own Prometheus histograms. */
+export interface CommitTotals {
+  transactions: number
+  commits: number
+  seconds: number
+}
+
+export async function commitTotals(hub: Hub | null): Promise<CommitTotals | null> {
+  if (!hub) return null
+  const sum = async (h: typeof hub.metrics.batchCommits, suffix: '_sum' | '_count') =>
+    (await h.get()).values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0
+  return {
+    transactions: await sum(hub.metrics.batchCommits, '_count'),
+    commits: await sum(hub.metrics.batchCommits, '_sum'),
+    seconds: await sum(hub.metrics.commitSeconds, '_sum')
+  }
+}
