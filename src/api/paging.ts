@@ -5,10 +5,10 @@
  */
 import { badRequest } from './bad-request.js'
 
-export const encodeCursor = (id: string): string => Buffer.from(id, 'utf8').toString('base64url')
+const encodeCursor = (id: string): string => Buffer.from(id, 'utf8').toString('base64url')
 
 /** The id a cursor stands for, or null when it is not one this API gave out. */
-export const decodeCursor = (cursor: string): string | null => {
+const decodeCursor = (cursor: string): string | null => {
   const id = Buffer.from(cursor, 'base64url').toString('utf8')
   return id.length > 0 && encodeCursor(id) === cursor ? id : null
 }

@@ -33,7 +33,7 @@ export interface SubscriptionEntity {
  * One id per session and filter, the same every time it is derived: a repeated SUBSCRIBE
  * finds the entity it already made. URL-safe, so it can be a path segment.
  */
-export function subscriptionEntityId(sessionId: string, deviceTopic: string): string {
+function subscriptionEntityId(sessionId: string, deviceTopic: string): string {
   return `sub-${createHash('sha256').update(sessionId).update('\0').update(deviceTopic).digest('base64url').slice(0, 22)}`
 }
 

@@ -136,7 +136,7 @@ export class AedesSource {
   }
 
   /** Whether Aedes must not route `packet` (see `notForAedes`). */
-  isDropped(packet: PublishPacket): boolean {
+  aedesMustNotRoute(packet: PublishPacket): boolean {
     return this.notForAedes.has(packet)
   }
 

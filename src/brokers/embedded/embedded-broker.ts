@@ -40,7 +40,7 @@ export class EmbeddedBroker implements BrokerPublisher {
       // a client's QoS 1 PUBLISH is journaled before Aedes sends its PUBACK (publish-journal.ts)
       authorizePublish: (client, packet, done) =>
         hooks.authorizePublish!(client, packet, (error) => {
-          if (error || client === null || packet.qos !== 1 || source.isDropped(packet)) return done(error)
+          if (error || client === null || packet.qos !== 1 || source.aedesMustNotRoute(packet)) return done(error)
           journal.accept(packet).then(() => done(null), done)
         }),
       published: (packet, _client, done) => {
@@ -57,7 +57,7 @@ export class EmbeddedBroker implements BrokerPublisher {
     const live = this.aedes as unknown as { publish: Publish }
     const route = live.publish.bind(this.aedes)
     live.publish = (packet, client, done) => {
-      if (!source.isDropped(packet)) return route(packet, client, done)
+      if (!source.aedesMustNotRoute(packet)) return route(packet, client, done)
       const callback = typeof client === 'function' ? (client as (error?: Error) => void) : done
       callback?.()
     }
