@@ -1,0 +1,294 @@
+/**
+ * One batch of mutations as a few multi-row statements: all of a batch's device puts in one
+ * `INSERT … SELECT FROM unnest(…) ON CONFLICT … DO UPDATE`, all its retained deletes in one
+ * `DELETE … = ANY(…)`, and so on. A batch then costs a handful of round trips whatever its size,
+ * where a statement per mutation would make the network the bottleneck of group commit.
+ *
+ * Grouping must not change what a batch means: its mutations apply in order, so a put then a
+ * delete of one row leaves no row, and a delete then a put leaves the put. So the batch is first
+ * reduced to one *outcome* per row key — the last put or delete of the key wins — and outcomes
+ * of distinct keys can run in any order. The clears (`topic.clear`, `subscription.clear`,
+ * `outgoing.clear`, `incoming.clear`) remove every row of a session or client, rows the batch
+ * never names included. They run before the per-key statements of their table, and each turns
+ * the puts before it in its scope into deletes: a put before a clear is undone (even when its row
+ * was stored under another session before the batch — why it becomes a delete rather than being
+ * dropped), while a put after the clear survives and is written after it.
+ * `session.version` after a put of the same session folds into that put; after a delete it does
+ * nothing, as an UPDATE of a missing row would.
+ *
+ * Each statement lists its rows in key order and the tables come in a fixed order, so two hubs
+ * writing the same rows at once take their row locks in the same order instead of deadlocking.
+ */
+import type { QueryConfig } from 'pg'
+import type { SessionRecord } from '../../domain/session.js'
+import type { Mutation } from '../store.js'
+import type { QualifiedTables } from './schema.js'
+
+/** What one column of a row is sent as (pg turns arrays of these into PostgreSQL arrays). */
+type Value = string | number | boolean | Uint8Array | null
+
+/** What a batch leaves behind for one row key. `version` is the sessions' partial update. */
+type Outcome<Row> = { kind: 'put'; row: Row; scope: string | null } | { kind: 'delete' } | { kind: 'version'; version: number }
+
+/** One table's share of a batch, reduced to the outcome per row key. */
+class TableChanges<Row> {
+  private readonly outcomes = new Map<string, { key: Value[]; outcome: Outcome<Row> }>()
+  /** Keys put under each scope (a session or a client), to undo should that scope be cleared. */
+  private readonly putsByScope = new Map<string, string[]>()
+  readonly clearedScopes = new Set<string>()
+
+  outcomeOf(key: Value[]): Outcome<Row> | undefined {
+    return this.outcomes.get(keyText(key))?.outcome
+  }
+
+  put(key: Value[], row: Row, scope: string | null = null): void {
+    const text = this.set(key, { kind: 'put', row, scope })
+    if (scope === null) return
+    const keys = this.putsByScope.get(scope)
+    if (keys) keys.push(text)
+    else this.putsByScope.set(scope, [text])
+  }
+
+  delete(key: Value[]): void {
+    this.set(key, { kind: 'delete' })
+  }
+
+  version(key: Value[], version: number): void {
+    this.set(key, { kind: 'version', version })
+  }
+
+  clear(scope: string): void {
+    this.clearedScopes.add(scope)
+    for (const text of this.putsByScope.get(scope) ?? []) {
+      const entry = this.outcomes.get(text)!
+      // that key may have been put again since, possibly under another scope: then it stays
+      if (entry.outcome.kind === 'put' && entry.outcome.scope === scope) entry.outcome = { kind: 'delete' }
+    }
+    this.putsByScope.delete(scope)
+  }
+
+  /** The outcomes in key order, by kind, with each put row as its columns' values. */
+  sorted(columnsOf: (row: Row) => Value[]): { puts: Value[][]; deletes: Value[][]; versions: Value[][] } {
+    const puts: Value[][] = []
+    const deletes: Value[][] = []
+    const versions: Value[][] = []
+    const ordered = [...this.outcomes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    for (const [, { key, outcome }] of ordered) {
+      if (outcome.kind === 'put') puts.push(columnsOf(outcome.row))
+      else if (outcome.kind === 'delete') deletes.push(key)
+      else versions.push([...key, outcome.version])
+    }
+    return { puts, deletes, versions }
+  }
+
+  private set(key: Value[], outcome: Outcome<Row>): string {
+    const text = keyText(key)
+    this.outcomes.set(text, { key, outcome })
+    return text
+  }
+}
+
+/** A composite key as one map key; JSON keeps `['a', 'b/c']` and `['a/b', 'c']` apart. */
+const keyText = (key: Value[]): string => JSON.stringify(key)
+
+interface Column {
+  name: string
+  /** The PostgreSQL type of the column, which its parameter array is cast to. */
+  type: 'text' | 'json' | 'bytea' | 'integer' | 'bigint' | 'boolean'
+}
+
+interface TableShape {
+  columns: Column[]
+  /** How many leading columns make the primary key. */
+  keyColumns: number
+  /** The column a clear deletes by. */
+  scopeColumn?: string
+}
+
+const column = (name: string, type: Column['type']): Column => ({ name, type })
+
+const SHAPES = {
+  devices: { columns: [column('id', 'text'), column('doc', 'json')], keyColumns: 1 },
+  sessions: { columns: [column('id', 'text'), column('doc', 'json'), column('version', 'bigint')], keyColumns: 1 },
+  device_properties: {
+    columns: [column('device_id', 'text'), column('name', 'text'), column('value', 'json'), column('updated_at', 'bigint')],
+    keyColumns: 2
+  },
+  subscriptions: { columns: [column('id', 'text'), column('session_id', 'text'), column('doc', 'json')], keyColumns: 1, scopeColumn: 'session_id' },
+  topics: {
+    columns: [
+      column('session_id', 'text'),
+      column('topic', 'text'),
+      column('qos', 'integer'),
+      column('rh', 'integer'),
+      column('rap', 'boolean'),
+      column('nl', 'boolean'),
+      column('sub_id', 'integer'),
+      column('persistent', 'boolean')
+    ],
+    keyColumns: 2,
+    scopeColumn: 'session_id'
+  },
+  retained: { columns: [column('topic', 'text'), column('packet', 'bytea')], keyColumns: 1 },
+  outgoing: { columns: [column('client_id', 'text'), column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 2, scopeColumn: 'client_id' },
+  incoming: { columns: [column('client_id', 'text'), column('message_id', 'integer'), column('packet', 'bytea')], keyColumns: 2, scopeColumn: 'client_id' },
+  wills: { columns: [column('client_id', 'text'), column('packet', 'bytea')], keyColumns: 1 },
+  publish_journal: { columns: [column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 1 }
+} satisfies Record<string, TableShape>
+
+type WrittenTable = keyof typeof SHAPES
+
+/** Every table's share of one batch. Sessions keep the record, so a later version can fold in. */
+class BatchChanges {
+  readonly sessions = new TableChanges<SessionRecord>()
+  readonly rows = {
+    devices: new TableChanges<Value[]>(),
+    device_properties: new TableChanges<Value[]>(),
+    subscriptions: new TableChanges<Value[]>(),
+    topics: new TableChanges<Value[]>(),
+    retained: new TableChanges<Value[]>(),
+    outgoing: new TableChanges<Value[]>(),
+    incoming: new TableChanges<Value[]>(),
+    wills: new TableChanges<Value[]>(),
+    publish_journal: new TableChanges<Value[]>()
+  } satisfies Record<Exclude<WrittenTable, 'sessions'>, TableChanges<Value[]>>
+
+  add(m: Mutation): void {
+    const t = this.rows
+    switch (m.op) {
+      case 'device.put':
+        return t.devices.put([m.device.id], [m.device.id, JSON.stringify(m.device)])
+      case 'session.put':
+        return this.sessions.put([m.session.id], m.session)
+      case 'session.version': {
+        const before = this.sessions.outcomeOf([m.id])
+        if (before?.kind === 'put') return this.sessions.put([m.id], { ...before.row, version: m.version })
+        if (before?.kind === 'delete') return
+        return this.sessions.version([m.id], m.version)
+      }
+      case 'session.delete':
+        return this.sessions.delete([m.id])
+      case 'topic.put': {
+        const s = m.subscription
+        const row = [m.sessionId, s.topic, s.qos, s.rh ?? null, s.rap ?? null, s.nl ?? null, s.subscriptionIdentifier ?? null, Boolean(m.persistent)]
+        return t.topics.put([m.sessionId, s.topic], row, m.sessionId)
+      }
+      case 'topic.delete':
+        return t.topics.delete([m.sessionId, m.topic])
+      case 'topic.clear':
+        return t.topics.clear(m.sessionId)
+      case 'subscription.put': {
+        const s = m.subscription
+        return t.subscriptions.put([s.id], [s.id, s.sessionId, JSON.stringify(s)], s.sessionId)
+      }
+      case 'subscription.delete':
+        return t.subscriptions.delete([m.id])
+      case 'subscription.clear':
+        return t.subscriptions.clear(m.sessionId)
+      case 'device.property':
+        return t.device_properties.put([m.deviceId, m.name], [m.deviceId, m.name, JSON.stringify(m.value) ?? null, m.updatedAt])
+      case 'retained.put':
+        return t.retained.put([m.topic], [m.topic, m.packet])
+      case 'retained.delete':
+        return t.retained.delete([m.topic])
+      case 'outgoing.put':
+        return t.outgoing.put([m.clientId, m.seq], [m.clientId, m.seq, m.packet], m.clientId)
+      case 'outgoing.delete':
+        return t.outgoing.delete([m.clientId, m.seq])
+      case 'outgoing.clear':
+        return t.outgoing.clear(m.clientId)
+      case 'incoming.put':
+        return t.incoming.put([m.clientId, m.messageId], [m.clientId, m.messageId, m.packet], m.clientId)
+      case 'incoming.delete':
+        return t.incoming.delete([m.clientId, m.messageId])
+      case 'incoming.clear':
+        return t.incoming.clear(m.clientId)
+      case 'will.put':
+        return t.wills.put([m.clientId], [m.clientId, m.packet])
+      case 'will.delete':
+        return t.wills.delete([m.clientId])
+      case 'journal.put':
+        return t.publish_journal.put([m.seq], [m.seq, m.packet])
+      case 'journal.delete':
+        return t.publish_journal.delete([m.seq])
+      default: {
+        const unknown: never = m
+        throw new Error(`unknown mutation op ${JSON.stringify((unknown as { op?: unknown }).op)}`)
+      }
+    }
+  }
+}
+
+/** The SQL of one table's statements, built once per store (table names are schema-qualified). */
+interface TableSql {
+  upsert: string
+  delete: string
+  clear: string | null
+}
+
+function tableSql(table: string, shape: TableShape): TableSql {
+  const names = shape.columns.map((c) => c.name)
+  const keys = shape.columns.slice(0, shape.keyColumns)
+  const arrays = (columns: Column[]): string => columns.map((c, i) => `$${i + 1}::${c.type}[]`).join(', ')
+  const scope = shape.scopeColumn
+  return {
+    upsert:
+      `INSERT INTO ${table} (${names.join(', ')}) SELECT * FROM unnest(${arrays(shape.columns)}) ` +
+      `ON CONFLICT (${keys.map((c) => c.name).join(', ')}) DO UPDATE SET ` +
+      names
+        .slice(shape.keyColumns)
+        .map((name) => `${name} = excluded.${name}`)
+        .join(', '),
+    delete:
+      keys.length === 1
+        ? `DELETE FROM ${table} WHERE ${keys[0]!.name} = ANY(${arrays(keys)})`
+        : `DELETE FROM ${table} AS target USING unnest(${arrays(keys)}) AS gone(${keys.map((c) => c.name).join(', ')}) ` +
+          `WHERE ${keys.map((c) => `target.${c.name} = gone.${c.name}`).join(' AND ')}`,
+    clear: scope ? `DELETE FROM ${table} WHERE ${scope} = ANY($1::text[])` : null
+  }
+}
+
+/** Rows as column arrays: what `unnest($1::…[], $2::…[], …)` turns back into rows. */
+function columnArrays(rows: Value[][], width: number): Value[][] {
+  const columns: Value[][] = Array.from({ length: width }, () => new Array<Value>(rows.length))
+  rows.forEach((row, r) => {
+    for (let c = 0; c < width; c++) columns[c]![r] = row[c] ?? null
+  })
+  return columns
+}
+
+const sessionColumns = (s: SessionRecord): Value[] => [s.id, JSON.stringify(s), s.version]
+
+export class BatchStatements {
+  private readonly sql: Record<WrittenTable, TableSql>
+  private readonly updateSessionVersions: string
+
+  constructor(tables: QualifiedTables) {
+    this.sql = Object.fromEntries(
+      (Object.keys(SHAPES) as WrittenTable[]).map((name) => [name, tableSql(tables[name], SHAPES[name])])
+    ) as Record<WrittenTable, TableSql>
+    this.updateSessionVersions =
+      `UPDATE ${tables.sessions} AS target SET version = change.version ` +
+      'FROM unnest($1::text[], $2::bigint[]) AS change(id, version) WHERE target.id = change.id'
+  }
+
+  /** The statements that leave the database as running the mutations one by one would. */
+  plan(mutations: readonly Mutation[]): QueryConfig[] {
+    const changes = new BatchChanges()
+    for (const m of mutations) changes.add(m)
+    const statements: QueryConfig[] = []
+    for (const table of Object.keys(SHAPES) as WrittenTable[]) {
+      const { puts, deletes, versions } =
+        table === 'sessions' ? changes.sessions.sorted(sessionColumns) : changes.rows[table].sorted((row) => row)
+      const cleared = table === 'sessions' ? [] : [...changes.rows[table].clearedScopes].sort()
+      const shape: TableShape = SHAPES[table]
+      const sql = this.sql[table]
+      // Named, so each connection parses and plans each statement once.
+      if (cleared.length > 0) statements.push({ name: `iothub_${table}_clear`, text: sql.clear!, values: [cleared] })
+      if (deletes.length > 0) statements.push({ name: `iothub_${table}_delete`, text: sql.delete, values: columnArrays(deletes, shape.keyColumns) })
+      if (puts.length > 0) statements.push({ name: `iothub_${table}_upsert`, text: sql.upsert, values: columnArrays(puts, shape.columns.length) })
+      if (versions.length > 0) statements.push({ name: 'iothub_sessions_version', text: this.updateSessionVersions, values: columnArrays(versions, 2) })
+    }
+    return statements
+  }
+}

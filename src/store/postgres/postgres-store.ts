@@ -1,0 +1,321 @@
+/**
+ * The scale-out store: PostgreSQL, which every hub replica of an external-mode deployment shares
+ * (see DESIGN.md). Writes go through group commit like the SQLite store's; each batch is one
+ * transaction of a few multi-row statements (batch-statements.ts) on a connection kept for
+ * writing, so batches commit in the order they are handed over. `load()` reads every table in one
+ * repeatable-read transaction, a consistent picture even while other replicas write.
+ *
+ * Opening is asynchronous (connect, check and create the schema): `PostgresStore.open()`.
+ */
+import pg from 'pg'
+import type { Device } from '../../domain/device.js'
+import type { QoS, SessionRecord } from '../../domain/session.js'
+import type { SubscriptionEntity } from '../../domain/subscription.js'
+import { GroupCommitter, type BatchWriter, type CommitObserver } from '../group-commit.js'
+import { StoreError, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { BatchStatements } from './batch-statements.js'
+import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
+
+export interface PostgresStoreOptions {
+  connectionString: string
+  /** The PostgreSQL schema that holds the tables, created if missing. Default `public`. */
+  schema?: string
+  maxBatch?: number
+  observer?: CommitObserver
+  /** Most connections open at once: one is the writer's, the others serve `load()`. Default 4. */
+  poolSize?: number
+}
+
+/** How long to wait for a new connection before failing the commit or load that needs it. */
+const CONNECT_TIMEOUT_MS = 10_000
+/** Tries of one batch when PostgreSQL rolled it back whole and it may simply be run again. */
+const MAX_ATTEMPTS = 3
+/** deadlock_detected, serialization_failure: the server rolled back the whole transaction. */
+const RETRYABLE_CODES = new Set(['40P01', '40001'])
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres'
+  private readonly committer: GroupCommitter
+  private closing: Promise<void> | null = null
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly tables: QualifiedTables,
+    private readonly writer: TransactionWriter,
+    options: PostgresStoreOptions
+  ) {
+    this.committer = new GroupCommitter(writer, { maxBatch: options.maxBatch, observer: options.observer })
+  }
+
+  /** Connects, creates the schema and tables if missing, and refuses a newer schema version. */
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    const poolSize = options.poolSize ?? 4
+    // the writer holds one connection for good: with only one, load() would wait forever
+    if (!Number.isInteger(poolSize) || poolSize < 2) throw new StoreError(`PostgreSQL poolSize must be an integer of at least 2, not ${poolSize}`)
+    const schema = options.schema ?? 'public'
+    const pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: poolSize,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      keepAlive: true
+    })
+    // An idle pooled connection the server closes (restart, failover, idle timeout) is reported
+    // here; the pool has already dropped it and opens a new one when next asked. Not listening
+    // would let the 'error' event end the process.
+    pool.on('error', () => undefined)
+    const tables = qualifiedTables(schema)
+    try {
+      await prepareSchema(pool, schema, tables)
+    } catch (error) {
+      await pool.end()
+      if (error instanceof StoreError) throw error
+      throw new StoreError(`cannot open the PostgreSQL store: ${(error as Error).message}`, { cause: error })
+    }
+    return new PostgresStore(pool, tables, new TransactionWriter(pool, new BatchStatements(tables)), options)
+  }
+
+  commit(mutations: readonly Mutation[]): Promise<void> {
+    return this.committer.commit(mutations)
+  }
+
+  async load(): Promise<Snapshot> {
+    const t = this.tables
+    const client = await this.pool.connect().catch((error: Error) => {
+      throw new StoreError(`store load failed: ${error.message}`, { cause: error })
+    })
+    let broken: Error | undefined
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+      const rows = async <Row extends pg.QueryResultRow>(sql: string): Promise<Row[]> => (await client.query<Row>(sql)).rows
+      const snapshot: Snapshot = {
+        devices: (await rows<{ doc: Device }>(`SELECT doc FROM ${t.devices} ORDER BY id`)).map((r) => r.doc),
+        deviceProperties: (
+          await rows<{ device_id: string; name: string; value: unknown; updated_at: string }>(
+            `SELECT device_id, name, value, updated_at FROM ${t.device_properties} ORDER BY device_id, name`
+          )
+        ).map((r) => ({ deviceId: r.device_id, name: r.name, value: r.value, updatedAt: Number(r.updated_at) })),
+        subscriptions: (await rows<{ doc: SubscriptionEntity }>(`SELECT doc FROM ${t.subscriptions} ORDER BY id`)).map((r) => r.doc),
+        sessions: (await rows<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${t.sessions} ORDER BY id`)).map((r) => {
+          // the column is the truth (see schema.ts); assigning keeps the key where it was
+          r.doc.version = Number(r.version)
+          return r.doc
+        }),
+        topics: (await rows<TopicRow>(`SELECT * FROM ${t.topics} ORDER BY session_id, topic`)).map(topicOf),
+        retained: await rows<{ topic: string; packet: Buffer }>(`SELECT topic, packet FROM ${t.retained} ORDER BY topic`),
+        outgoing: (
+          await rows<{ client_id: string; seq: string; packet: Buffer }>(`SELECT client_id, seq, packet FROM ${t.outgoing} ORDER BY client_id, seq`)
+        ).map((r) => ({ clientId: r.client_id, seq: Number(r.seq), packet: r.packet })),
+        incoming: (
+          await rows<{ client_id: string; message_id: number; packet: Buffer }>(
+            `SELECT client_id, message_id, packet FROM ${t.incoming} ORDER BY client_id, message_id`
+          )
+        ).map((r) => ({ clientId: r.client_id, messageId: r.message_id, packet: r.packet })),
+        wills: (await rows<{ client_id: string; packet: Buffer }>(`SELECT client_id, packet FROM ${t.wills} ORDER BY client_id`)).map((r) => ({
+          clientId: r.client_id,
+          packet: r.packet
+        })),
+        journal: (await rows<{ seq: string; packet: Buffer }>(`SELECT seq, packet FROM ${t.publish_journal} ORDER BY seq`)).map((r) => ({
+          seq: Number(r.seq),
+          packet: r.packet
+        }))
+      }
+      await client.query('COMMIT')
+      return snapshot
+    } catch (error) {
+      await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError))
+      throw new StoreError(`store load failed: ${(error as Error).message}`, { cause: error })
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  health(): StoreHealth {
+    const error = this.committer.lastError
+    return { ok: error === null && this.closing === null, lastError: error?.message ?? null }
+  }
+
+  /** Waits for pending batches, then closes every connection. Calling it again waits the same. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.committer.close()
+      await this.writer.close()
+      await this.pool.end()
+    })()
+    return this.closing
+  }
+}
+
+/**
+ * Creates what is missing and records the version, under a lock: replicas starting together must
+ * not race to create the same tables. A schema already at this version is left untouched (so a
+ * role without CREATE rights can run the hub on tables an administrator made).
+ */
+async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTables): Promise<void> {
+  const client = await pool.connect()
+  let broken: Error | undefined
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`iothub schema ${schema}`])
+    const found = await client.query<{ exists: boolean }>('SELECT to_regclass($1) IS NOT NULL AS exists', [tables.schema_version])
+    const version = found.rows[0]?.exists
+      ? ((await client.query<{ version: number }>(`SELECT version FROM ${tables.schema_version}`)).rows[0]?.version ?? 0)
+      : 0
+    if (version > SCHEMA_VERSION) {
+      throw new StoreError(`PostgreSQL schema "${schema}" has iothub schema version ${version}; this iothub knows up to ${SCHEMA_VERSION}`)
+    }
+    if (version < SCHEMA_VERSION) {
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${pg.escapeIdentifier(schema)}`)
+      for (const statement of createTableStatements(tables)) await client.query(statement)
+      await client.query(
+        `INSERT INTO ${tables.schema_version} (version) VALUES ($1) ON CONFLICT (singleton) DO UPDATE SET version = excluded.version`,
+        [SCHEMA_VERSION]
+      )
+    }
+    await client.query('COMMIT')
+  } catch (error) {
+    await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError))
+    throw error
+  } finally {
+    client.release(broken)
+  }
+}
+
+/**
+ * Commits each batch in one transaction, on one connection kept for writing, strictly in the
+ * order the batches are handed over: the GroupCommitter hands over several at once and settles
+ * their callers in that order, which separate pooled connections would not keep.
+ *
+ * When that connection fails (the server restarted, an administrator ended it, the network
+ * dropped) the batch on it fails, and the next batch opens another. A batch runs again by itself
+ * only where that cannot store it twice: its BEGIN failed, or PostgreSQL rolled it all back.
+ */
+class TransactionWriter implements BatchWriter {
+  private connection: WriterConnection | null = null
+  /** The batch handed over last; the next one starts when it has settled. */
+  private previous: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly statements: BatchStatements
+  ) {}
+
+  writeBatch(mutations: readonly Mutation[]): Promise<void> {
+    const written = this.previous.then(() => this.write(mutations))
+    this.previous = written.catch(() => undefined)
+    return written
+  }
+
+  /** Waits for the batches handed over, then gives the connection back. */
+  async close(): Promise<void> {
+    await this.previous
+    this.connection?.release()
+    this.connection = null
+  }
+
+  private async write(mutations: readonly Mutation[]): Promise<void> {
+    const statements = this.statements.plan(mutations)
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.transaction(statements)
+      } catch (error) {
+        if (attempt >= MAX_ATTEMPTS || !(error instanceof RolledBackWhole)) throw error instanceof RolledBackWhole ? error.cause : error
+      }
+    }
+  }
+
+  private async transaction(statements: pg.QueryConfig[]): Promise<void> {
+    const connection = await this.connect()
+    let began = false
+    try {
+      await connection.client.query('BEGIN')
+      began = true
+      for (const statement of statements) await connection.client.query(statement)
+      await connection.client.query('COMMIT')
+    } catch (error) {
+      await this.abandon(connection)
+      // Nothing of this batch reached the database when BEGIN failed: its connection had died
+      // idle, unnoticed yet. Deadlock and serialization failures undo the whole transaction.
+      // Either way the batch can simply run again. A failed COMMIT cannot: it may have committed.
+      const code = (error as { code?: unknown }).code
+      if (!began || (typeof code === 'string' && RETRYABLE_CODES.has(code))) throw new RolledBackWhole(error)
+      throw error
+    }
+  }
+
+  private async connect(): Promise<WriterConnection> {
+    if (this.connection?.failure) this.discard(this.connection)
+    this.connection ??= new WriterConnection(await this.pool.connect())
+    return this.connection
+  }
+
+  /** Ends the failed transaction; a connection that cannot even roll back is closed for good. */
+  private async abandon(connection: WriterConnection): Promise<void> {
+    if (!connection.failure) {
+      try {
+        await connection.client.query('ROLLBACK')
+        return
+      } catch (error) {
+        connection.failure = error as Error
+      }
+    }
+    this.discard(connection)
+  }
+
+  private discard(connection: WriterConnection): void {
+    connection.release()
+    if (this.connection === connection) this.connection = null
+  }
+}
+
+/** A failure after which PostgreSQL holds nothing of the batch, so it may be tried again. */
+class RolledBackWhole extends Error {
+  constructor(override readonly cause: unknown) {
+    super((cause as Error).message)
+  }
+}
+
+/** The writer's connection, and why it failed if it did (the pool does not watch it while lent). */
+class WriterConnection {
+  failure: Error | null = null
+  private readonly onError = (error: Error): void => {
+    this.failure ??= error
+  }
+
+  constructor(readonly client: pg.PoolClient) {
+    // Without a listener, a connection lost between batches would end the process.
+    client.on('error', this.onError)
+  }
+
+  /** Back to the pool if healthy; closed if it failed. */
+  release(): void {
+    // a failed connection keeps its listener: late errors from its socket must stay handled
+    if (!this.failure) this.client.off('error', this.onError)
+    this.client.release(this.failure ?? undefined)
+  }
+}
+
+interface TopicRow {
+  session_id: string
+  topic: string
+  qos: number
+  rh: number | null
+  rap: boolean | null
+  nl: boolean | null
+  sub_id: number | null
+  persistent: boolean
+}
+
+function topicOf(r: TopicRow): Snapshot['topics'][number] {
+  return {
+    sessionId: r.session_id,
+    persistent: r.persistent,
+    subscription: {
+      topic: r.topic,
+      qos: r.qos as QoS,
+      ...(r.rh !== null ? { rh: r.rh } : {}),
+      ...(r.rap !== null ? { rap: r.rap } : {}),
+      ...(r.nl !== null ? { nl: r.nl } : {}),
+      ...(r.sub_id !== null ? { subscriptionIdentifier: r.sub_id } : {})
+    }
+  }
+}
