@@ -64,7 +64,7 @@ function compareRegistry(hub: Hub): { match: boolean; differences: string[] } {
     count++
     if (differences.length < 10) differences.push(text)
   }
-  const clients = aedesClients(hub.broker.aedes)
+  const clients = aedesClients(hub.broker!.aedes)
   const brokerIds = new Set(Object.keys(clients))
   const registryIds = new Set<string>()
   for (const record of hub.registry.records()) {

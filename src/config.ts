@@ -38,6 +38,25 @@ export interface HubConfig {
   maxClientIdLength: number
   /** Seconds between sweeps that end expired persistent sessions. */
   expirySweepInterval: number
+  /** `embedded`: our own Aedes broker. `emqx`: an EMQX cluster carries the connections (no MQTT listener here). */
+  broker: 'embedded' | 'emqx'
+  /** `sqlite`: one file in `dataDir`. `postgres`: `databaseUrl`, shared by every hub replica. */
+  store: 'sqlite' | 'postgres'
+  /** PostgreSQL connection string (`postgres://user@host:5432/db`); required with `store: postgres`. */
+  databaseUrl: string
+  /** EMQX's management API base URL (`http://emqx:18083` for v5, `http://emqx:8081` for v4); required in emqx mode. */
+  emqxApi: string
+  /** EMQX 4's AppID or EMQX 5's API key, with its secret: Basic auth on the management API. */
+  emqxApiKey: string
+  emqxApiSecret: string
+  emqxVersion: 4 | 5
+  exhookHost: string
+  /** The ExHook gRPC server's port (EMQX's default exhook URL is http://127.0.0.1:9000); 0 picks a free one. */
+  exhookPort: number
+  /** Shared secret EMQX's WebHook sends in the `x-iothub-webhook-secret` header; '' turns the receiver off. */
+  webhookSecret: string
+  /** Seconds between reconciles with the broker's REST API (emqx mode). */
+  reconcileInterval: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -81,6 +100,28 @@ function bearerToken(raw: string, name: string): string {
   return raw
 }
 
+function httpUrl(raw: string, name: string): string {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(`${name} must be a URL like http://emqx:18083, got "${raw}"`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${name} must be an http or https URL, got "${raw}"`)
+  return raw.replace(/\/+$/, '')
+}
+
+function postgresUrl(raw: string, name: string): string {
+  if (!/^postgres(ql)?:\/\//.test(raw)) throw new ConfigError(`${name} must be a postgres:// connection string, got "${raw.replace(/:[^:@/]*@/, ':***@')}"`)
+  return raw
+}
+
+function webhookSecret(raw: string, name: string): string {
+  // it alone guards the hook receiver: a short one would be guessed
+  if (raw.length < 16) throw new ConfigError(`${name} must be at least 16 characters`)
+  return raw
+}
+
 const OPTIONS = [
   { key: 'mqttHost', env: 'IOTHUB_MQTT_HOST', flag: 'mqtt-host', parse: text, fallback: () => '0.0.0.0', help: 'MQTT listen address' },
   { key: 'mqttPort', env: 'IOTHUB_MQTT_PORT', flag: 'mqtt-port', parse: port, fallback: () => 1883, help: 'MQTT TCP port (0 = any free)' },
@@ -100,7 +141,18 @@ const OPTIONS = [
   { key: 'maxTopicLength', env: 'IOTHUB_MAX_TOPIC_LENGTH', flag: 'max-topic-length', parse: (raw: string, name: string) => integer(raw, name, 1, 65535), fallback: () => 1024, help: 'longest topic in characters' },
   { key: 'maxTopicLevels', env: 'IOTHUB_MAX_TOPIC_LEVELS', flag: 'max-topic-levels', parse: (raw: string, name: string) => integer(raw, name, 1, 100), fallback: () => 32, help: 'most levels in a topic (at most 100)' },
   { key: 'maxClientIdLength', env: 'IOTHUB_MAX_CLIENTID_LENGTH', flag: 'max-clientid-length', parse: (raw: string, name: string) => integer(raw, name, 1, 65535), fallback: () => 256, help: 'longest client id in characters' },
-  { key: 'expirySweepInterval', env: 'IOTHUB_EXPIRY_SWEEP_INTERVAL', flag: 'expiry-sweep-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between expired-session sweeps' }
+  { key: 'expirySweepInterval', env: 'IOTHUB_EXPIRY_SWEEP_INTERVAL', flag: 'expiry-sweep-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between expired-session sweeps' },
+  { key: 'broker', env: 'IOTHUB_BROKER', flag: 'broker', parse: oneOf(['embedded', 'emqx'] as const), fallback: () => 'embedded' as const, help: 'embedded: our own MQTT broker; emqx: in front of an EMQX cluster' },
+  { key: 'store', env: 'IOTHUB_STORE', flag: 'store', parse: oneOf(['sqlite', 'postgres'] as const), fallback: () => 'sqlite' as const, help: 'sqlite: a file in the data dir; postgres: IOTHUB_DATABASE_URL' },
+  { key: 'databaseUrl', env: 'IOTHUB_DATABASE_URL', flag: 'database-url', parse: postgresUrl, fallback: () => '', help: 'PostgreSQL connection string (with --store postgres)' },
+  { key: 'emqxApi', env: 'IOTHUB_EMQX_API', flag: 'emqx-api', parse: httpUrl, fallback: () => '', help: "EMQX management API base URL (emqx mode)" },
+  { key: 'emqxApiKey', env: 'IOTHUB_EMQX_API_KEY', flag: 'emqx-api-key', parse: text, fallback: () => '', help: "EMQX 4 AppID / EMQX 5 API key" },
+  { key: 'emqxApiSecret', env: 'IOTHUB_EMQX_API_SECRET', flag: 'emqx-api-secret', parse: text, fallback: () => '', help: "EMQX 4 AppSecret / EMQX 5 API secret" },
+  { key: 'emqxVersion', env: 'IOTHUB_EMQX_VERSION', flag: 'emqx-version', parse: (raw: string, name: string) => Number(oneOf(['4', '5'] as const)(raw, name)), fallback: () => 5 as const, help: "EMQX's major version: 4 or 5" },
+  { key: 'exhookHost', env: 'IOTHUB_EXHOOK_HOST', flag: 'exhook-host', parse: text, fallback: () => '0.0.0.0', help: 'ExHook gRPC listen address (emqx mode)' },
+  { key: 'exhookPort', env: 'IOTHUB_EXHOOK_PORT', flag: 'exhook-port', parse: port, fallback: () => 9000, help: 'ExHook gRPC port (emqx mode; 0 = any free)' },
+  { key: 'webhookSecret', env: 'IOTHUB_WEBHOOK_SECRET', flag: 'webhook-secret', parse: webhookSecret, fallback: () => '', help: 'shared secret of POST /v1/hooks/emqx (off when unset)' },
+  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {
@@ -123,7 +175,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
     else config[option.key] = option.fallback()
   }
   if (flags.size > 0) throw new ConfigError(`unknown option ${[...flags.keys()].map((f) => `--${f}`).join(', ')} (see iothub --help)`)
-  return { ...(config as unknown as HubConfig), ...overrides }
+  return checkCombination({ ...(config as unknown as HubConfig), ...overrides })
+}
+
+/** What one option alone cannot say: options another one requires. */
+function checkCombination(config: HubConfig): HubConfig {
+  if (config.store === 'postgres' && config.databaseUrl === '') {
+    throw new ConfigError('IOTHUB_STORE=postgres needs IOTHUB_DATABASE_URL (e.g. postgres://iothub@db:5432/iothub)')
+  }
+  if (config.broker === 'emqx') {
+    if (config.emqxApi === '') throw new ConfigError("IOTHUB_BROKER=emqx needs IOTHUB_EMQX_API, EMQX's management API (e.g. http://emqx:18083)")
+    if (config.emqxApiKey === '' || config.emqxApiSecret === '') {
+      throw new ConfigError('IOTHUB_BROKER=emqx needs IOTHUB_EMQX_API_KEY and IOTHUB_EMQX_API_SECRET (EMQX 4 AppID/AppSecret, EMQX 5 API key/secret)')
+    }
+  }
+  return config
 }
 
 function parseFlags(argv: readonly string[]): Map<string, string> {

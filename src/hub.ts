@@ -1,15 +1,15 @@
 /**
- * The composition root: wires the store, registry, embedded broker, source and API, and
- * owns start and stop. Start order matters — the store is loaded and the previous run's
- * connections are ended *before* any listener accepts a client.
+ * The composition root: wires the store, registry, devices, the carrier of the connections
+ * (embedded broker or EMQX cluster, see carriers/) and the API, and owns start and stop. Start
+ * order matters — the store is loaded and the carrier has brought the registry up to date
+ * (embedded: the previous run's connections ended) *before* any listener accepts a client.
  */
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { buildApi } from './api/server.js'
 import type { ApiContext, Readiness } from './api/context.js'
-import { StoreAedesPersistence } from './brokers/embedded/aedes-persistence.js'
-import { EmbeddedBroker } from './brokers/embedded/embedded-broker.js'
-import { PublishJournal } from './brokers/embedded/publish-journal.js'
+import { EmbeddedCarrier } from './carriers/embedded-carrier.js'
+import { EmqxCarrier } from './carriers/emqx-carrier.js'
 import { usesDefaultApiCredentials, type HubConfig } from './config.js'
 import { portInUse } from './port-in-use.js'
 import { HubMetrics } from './observability/metrics.js'
@@ -23,49 +23,61 @@ import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
-import { AedesSource } from './sources/aedes-source.js'
+import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
+import type { Store } from './store/store.js'
+import type { CommitObserver } from './store/group-commit.js'
 
 export interface HubAddresses {
-  mqtt: AddressInfo
   http: AddressInfo
+  /** Embedded mode: the MQTT listener. */
+  mqtt?: AddressInfo
+  /** EMQX mode: the ExHook gRPC server. */
+  exhook?: AddressInfo
 }
 
 export class Hub {
   readonly log: Logger
   readonly metrics: HubMetrics
-  readonly store: SqliteStore
+  readonly store: Store
   readonly registry: SessionRegistry
   readonly devices: DeviceDirectory
-  readonly broker: EmbeddedBroker
   readonly properties: DeviceProperties
+  /** What carries the connections: the embedded broker, or an EMQX cluster. */
+  readonly carrier: EmbeddedCarrier | EmqxCarrier
   private readonly connectInfo: ConnectInfoTracker
   private readonly dispatcher: Dispatcher
-  private readonly persistence: StoreAedesPersistence
-  private readonly journal: PublishJournal
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private addresses: HubAddresses | undefined
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
   private starting: Promise<HubAddresses> | undefined
 
+  /**
+   * Opens the store the config names, then builds the hub on it. With the SQLite store
+   * `new Hub(config)` does the same; PostgreSQL needs a connection first, so it needs this.
+   */
+  static async open(config: HubConfig, options: { log?: Logger; metrics?: HubMetrics } = {}): Promise<Hub> {
+    const log = options.log ?? createLogger(config.logLevel)
+    const metrics = options.metrics ?? new HubMetrics()
+    const store = config.store === 'postgres' ? await PostgresStore.open({ connectionString: config.databaseUrl, observer: storeObserver(metrics, log) }) : undefined
+    return new Hub(config, { log, metrics, store })
+  }
+
   constructor(
     readonly config: HubConfig,
-    options: { log?: Logger; metrics?: HubMetrics } = {}
+    options: { log?: Logger; metrics?: HubMetrics; store?: Store } = {}
   ) {
     this.log = options.log ?? createLogger(config.logLevel)
     this.metrics = options.metrics ?? new HubMetrics()
-    this.store = new SqliteStore({
-      dataDir: config.dataDir,
-      synchronous: config.storeSync,
-      busyTimeoutMs: config.storeBusyTimeout,
-      observer: this.metrics.commitObserver((error) => this.log.error({ err: error.message }, 'store commit failed'))
-    })
-    const topics = new TopicBook()
+    if (!options.store && config.store !== 'sqlite') throw new Error(`the ${config.store} store is opened by Hub.open(config), not new Hub(config)`)
+    this.store =
+      options.store ??
+      new SqliteStore({ dataDir: config.dataDir, synchronous: config.storeSync, busyTimeoutMs: config.storeBusyTimeout, observer: storeObserver(this.metrics, this.log) })
     this.devices = new DeviceDirectory(this.store)
     this.registry = new SessionRegistry(
       this.store,
-      topics,
+      new TopicBook(),
       new SubscriptionBook(),
       (deviceId) => this.devices.get(deviceId)?.owner ?? '',
       this.metrics,
@@ -74,13 +86,14 @@ export class Hub {
     this.properties = new DeviceProperties(this.store)
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
-    const upstream = new Upstream(this.properties)
-    const source = new AedesSource(this.registry, this.devices, upstream, config, this.metrics, this.log.child({ component: 'mqtt' }))
-    this.persistence = new StoreAedesPersistence(this.store, topics, { writer: source.subscriptionWriter() })
-    this.registry.addStateOwner(this.persistence)
-    this.journal = new PublishJournal(this.store, this.log.child({ component: 'journal' }))
-    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, this.metrics, this.log.child({ component: 'broker' }))
-    this.dispatcher = new Dispatcher(this.registry.subscriptions, this.broker, this.metrics)
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), metrics: this.metrics, log: this.log }
+    this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
+    this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
+  }
+
+  /** Embedded mode's broker (undefined in EMQX mode). */
+  get broker(): EmbeddedCarrier['broker'] | undefined {
+    return this.carrier instanceof EmbeddedCarrier ? this.carrier.broker : undefined
   }
 
   async start(): Promise<HubAddresses> {
@@ -100,37 +113,31 @@ export class Hub {
     this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)
-    this.persistence.load(snapshot)
-    this.journal.load(snapshot.journal)
     // a crash can come between a session's end and its device's connectinfo write (devices
-    // still connected at the crash are brought offline by endPreviousRun, just below)
+    // still connected at the crash are brought offline by the carrier's recovery, just below)
     this.connectInfo.reconcile(snapshot.deviceProperties.filter((p) => p.name === 'connectinfo').map((p) => [p.deviceId, p.value]))
-    const previous = await this.registry.endPreviousRun(Date.now())
-    await this.registry.expireDue(Date.now())
+    await this.carrier.recover(snapshot)
     const restored = await this.registry.restoreSubscriptionEntities(Date.now())
     if (restored > 0) this.log.info({ subscriptions: restored }, 'made the subscription entities stored sessions were missing')
-    await this.persistence.dropQueuesWithoutSession((clientId) => this.registry.record(clientId) !== undefined)
-    this.log.info(
-      { devices: this.devices.size, sessions: this.registry.size, endedClean: previous.ended, offlinePersistent: previous.offline },
-      'store loaded'
-    )
+    this.log.info({ store: this.store.kind, devices: this.devices.size, sessions: this.registry.size }, 'store loaded')
     if (this.config.auth === 'none') this.log.warn('IOTHUB_AUTH=none: any client may connect without a device token')
 
-    const mqtt = await this.broker.start()
+    const listening = await this.carrier.listen()
     const httpHost = this.apiHost()
     this.api = await buildApi(this.apiContext(), this.log)
     await this.api.listen({ port: this.config.httpPort, host: httpHost }).catch((error: NodeJS.ErrnoException) => {
       throw error.code === 'EADDRINUSE' ? portInUse('HTTP', httpHost, this.config.httpPort, 'IOTHUB_HTTP_PORT / --http-port') : error
     })
     const http = this.api.server.address() as AddressInfo
-    this.addresses = { mqtt, http }
+    this.addresses = { http, ...listening }
     this.expiryTimer = setInterval(() => {
       this.registry.expireDue(Date.now()).catch((error: Error) => this.log.error({ err: error.message }, 'expiry sweep failed'))
     }, this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
-    this.log.info({ mqtt: `${mqtt.address}:${mqtt.port}`, http: `${http.address}:${http.port}`, dataDir: this.config.dataDir }, 'iothub started')
+    const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
+    this.log.info({ broker: this.config.broker, mqtt: at(listening.mqtt), exhook: at(listening.exhook), http: at(http), store: this.store.kind }, 'iothub started')
     return this.addresses
   }
 
@@ -148,10 +155,11 @@ export class Hub {
       devices: this.devices,
       properties: this.properties,
       dispatcher: this.dispatcher,
-      broker: this.broker,
+      broker: this.carrier.publisher,
       metrics: this.metrics,
-      kick: (clientId) => this.broker.kick(clientId),
-      readiness: () => this.readiness()
+      kick: (clientId) => this.carrier.kick(clientId),
+      readiness: () => this.readiness(),
+      ...(this.carrier instanceof EmqxCarrier ? { emqx: this.carrier.source, reconciler: this.carrier.reconciler } : {})
     }
   }
 
@@ -159,7 +167,7 @@ export class Hub {
     const store = this.store.health()
     const checks: Readiness['checks'] = {
       store: store.ok ? { ok: true } : { ok: false, detail: store.lastError ?? 'store is closed' },
-      mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' },
+      ...this.carrier.checks(),
       hub: this.state === 'running' ? { ok: true } : { ok: false, detail: `hub is ${this.state}` }
     }
     return { ready: Object.values(checks).every((c) => c.ok), checks }
@@ -182,7 +190,7 @@ export class Hub {
     clearInterval(this.expiryTimer)
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
-    await this.broker.stop()
+    await this.carrier.stop()
     await this.registry.settled()
     this.connectInfo.stop()
     await this.properties.settled()
@@ -190,4 +198,8 @@ export class Hub {
     this.state = 'stopped'
     this.log.info('iothub stopped')
   }
+}
+
+function storeObserver(metrics: HubMetrics, log: Logger): CommitObserver {
+  return metrics.commitObserver((error) => log.error({ err: error.message }, 'store commit failed'))
 }

@@ -65,7 +65,7 @@ describe('bad input', () => {
 
   before(async () => {
     t = await startTestHub({ maxPacketSize: MAX_PACKET_SIZE, maxTopicLength: MAX_TOPIC_LENGTH, maxTopicLevels: MAX_TOPIC_LEVELS })
-    port = t.hub.address.mqtt.port
+    port = t.hub.address.mqtt!.port
     device = await t.createDevice({ id: DEVICE_ID, name: 'bad-input' })
     bystander = await t.connect({ clientId: 'bystander', username: device.id, password: device.token })
     bystander.on('message', (topic, payload) => received.push({ topic, bytes: payload.length }))
@@ -354,7 +354,7 @@ describe('bad input', () => {
     it('refuses a username that is not UTF-8 with CONNACK 4 when auth is none (auth is not what refuses it)', async () => {
       const open = await startTestHub({ auth: 'none' })
       try {
-        const openPort = open.hub.address.mqtt.port
+        const openPort = open.hub.address.mqtt!.port
         // a valid username is accepted on this hub
         const ok = await RawMqttClient.connect(openPort, { clientId: 'good-username', username: 'u', password: 'anything' })
         assert.equal(ok.returnCode, 0)

@@ -31,4 +31,19 @@ describe('config', () => {
     assert.throws(() => loadConfig({}, ['--mqtt-prot', '1']), /unknown option --mqtt-prot/)
     assert.throws(() => loadConfig({}, ['--mqtt-port']), /--mqtt-port needs a value/)
   })
+
+  it('takes EMQX mode and the PostgreSQL store, and says what each one still needs', () => {
+    const emqx = { IOTHUB_BROKER: 'emqx', IOTHUB_EMQX_API: 'http://emqx:18083/', IOTHUB_EMQX_API_KEY: 'key', IOTHUB_EMQX_API_SECRET: 'secret' }
+    const c = loadConfig({ ...emqx, IOTHUB_EMQX_VERSION: '4', IOTHUB_STORE: 'postgres', IOTHUB_DATABASE_URL: 'postgres://iothub@db/iothub' }, [])
+    assert.deepEqual([c.broker, c.emqxApi, c.emqxVersion, c.exhookPort, c.reconcileInterval, c.store], ['emqx', 'http://emqx:18083', 4, 9000, 300, 'postgres'])
+    const defaults = loadConfig({}, [])
+    assert.deepEqual([defaults.broker, defaults.store, defaults.emqxVersion, defaults.webhookSecret], ['embedded', 'sqlite', 5, ''])
+    assert.throws(() => loadConfig({ IOTHUB_BROKER: 'emqx' }, []), /IOTHUB_BROKER=emqx needs IOTHUB_EMQX_API/)
+    assert.throws(() => loadConfig({ ...emqx, IOTHUB_EMQX_API_SECRET: '' }, []), /needs IOTHUB_EMQX_API_KEY and IOTHUB_EMQX_API_SECRET/)
+    assert.throws(() => loadConfig({ ...emqx, IOTHUB_EMQX_API: 'emqx:18083' }, []), /IOTHUB_EMQX_API must be a(n http or https)? URL/)
+    assert.throws(() => loadConfig({ ...emqx, IOTHUB_EMQX_VERSION: '3' }, []), /IOTHUB_EMQX_VERSION must be one of 4, 5/)
+    assert.throws(() => loadConfig({ IOTHUB_STORE: 'postgres' }, []), /IOTHUB_STORE=postgres needs IOTHUB_DATABASE_URL/)
+    assert.throws(() => loadConfig({ IOTHUB_DATABASE_URL: 'mysql://x:secret@db/x' }, []), (e: Error) => /postgres:\/\//.test(e.message) && !e.message.includes('secret'))
+    assert.throws(() => loadConfig({ IOTHUB_WEBHOOK_SECRET: 'short' }, []), /IOTHUB_WEBHOOK_SECRET must be at least 16 characters/)
+  })
 })

@@ -285,7 +285,7 @@ describe('upstream data and namespaces', () => {
     const watcher = await t.connect({ clientId: 'qos2-watch', username: 'admin', password: 'public' })
     const seen = collect(watcher)
     await watcher.subscribeAsync(`${d.id}/v1/devices/me/telemetry`, { qos: 2 })
-    const { client } = await RawMqttClient.connect(t.hub.address.mqtt.port, { clientId: 'qos2-dev', username: d.id, password: d.token })
+    const { client } = await RawMqttClient.connect(t.hub.address.mqtt!.port, { clientId: 'qos2-dev', username: d.id, password: d.token })
     const packet = publishPacket({ topic: 'v1/devices/me/telemetry', payload: JSON.stringify({ n: 1 }), qos: 2, messageId: 7 })
     client.socket.write(packet)
     await settle()

@@ -64,7 +64,7 @@ function inProcessRunner(dataDir: string): HubRunner {
       const config = testConfig(dataDir)
       hub = new Hub(config, { log: createLogger(config.logLevel) })
       const { mqtt: mqttAddress, http } = await hub.start()
-      return { mqttUrl: `mqtt://127.0.0.1:${mqttAddress.port}`, api: apiClient(`http://127.0.0.1:${http.port}`) }
+      return { mqttUrl: `mqtt://127.0.0.1:${mqttAddress!.port}`, api: apiClient(`http://127.0.0.1:${http.port}`) }
     },
     async takeDown() {
       await hub!.stop()

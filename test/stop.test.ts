@@ -21,7 +21,7 @@ describe('graceful stop', () => {
     const { mqtt, http } = await hub.start()
     const api = apiClient(`http://127.0.0.1:${http.port}`)
     const devices = (await api<{ id: string; token: string }[]>('POST', '/v1/devices', [{}, {}])).body
-    const url = `mqtt://127.0.0.1:${mqtt.port}`
+    const url = `mqtt://127.0.0.1:${mqtt!.port}`
     const clients = await Promise.all(
       Array.from({ length: 10 }, (_, i) =>
         connectClient(url, { clientId: `stop-${i}`, clean: i % 2 === 0, username: devices[i % 2]!.id, password: devices[i % 2]!.token })

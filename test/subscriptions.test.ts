@@ -205,11 +205,11 @@ describe('SUBSCRIBE and UNSUBSCRIBE of one topic in one TCP read (clean session)
     const t = await startTestHub()
     try {
       const d = await t.createDevice()
-      const port = t.hub.address.mqtt.port
+      const port = t.hub.address.mqtt!.port
       const { client } = await RawMqttClient.connect(port, { clientId: 'one-read', username: d.id, password: d.token })
       const topic = 'v1/devices/me/attributes'
       const aedesHolds = () => {
-        const live = (t.hub.broker.aedes as unknown as { clients: Record<string, { subscriptions: Record<string, unknown> }> }).clients['one-read']
+        const live = (t.hub.broker!.aedes as unknown as { clients: Record<string, { subscriptions: Record<string, unknown> }> }).clients['one-read']
         return live?.subscriptions[`${d.id}/${topic}`] !== undefined
       }
       const registryHolds = async () => {

@@ -55,10 +55,10 @@ export async function startHub(options: { auth?: 'none' | 'token' } = {}): Promi
   })
   const hub = new Hub(config)
   const { mqtt, http } = await hub.start()
-  const aedes = hub.broker.aedes
+  const aedes = hub.broker!.aedes
   return {
     name: 'hub',
-    url: `mqtt://127.0.0.1:${mqtt.port}`,
+    url: `mqtt://127.0.0.1:${mqtt!.port}`,
     httpUrl: `http://127.0.0.1:${http.port}`,
     aedes,
     hub,

@@ -5,6 +5,8 @@ import type { DeviceProperties } from '../devices/device-properties.js'
 import type { BrokerPublisher, Dispatcher } from '../devices/dispatcher.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
+import type { EmqxSource } from '../sources/emqx/emqx-source.js'
+import type { Reconciler } from '../sources/emqx/reconcile.js'
 
 export interface Readiness {
   ready: boolean
@@ -23,4 +25,8 @@ export interface ApiContext {
   /** Disconnects a connected client, once that is recorded; false when no such client is connected. */
   kick(clientId: string): Promise<boolean>
   readiness(): Readiness
+  /** EMQX mode only: where WebHook calls go. */
+  emqx?: EmqxSource
+  /** EMQX mode only: the reconcile with EMQX's REST API. */
+  reconciler?: Reconciler
 }

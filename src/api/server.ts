@@ -13,11 +13,15 @@ import { formatSchemaErrors } from './schema-errors.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { downstreamRoutes } from './routes/downstream.js'
+import { emqxWebhookRoutes, WEBHOOK_PATH } from './routes/emqx-webhook.js'
 import { healthRoutes } from './routes/health.js'
+import { reconcileRoutes } from './routes/reconcile.js'
 import { sessionRoutes } from './routes/sessions.js'
 import { subscriptionRoutes } from './routes/subscriptions.js'
 
 const PUBLIC_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
+/** Routes that check credentials of their own (EMQX's WebHook sends a shared secret). */
+const OWN_AUTH_PATHS = new Set([WEBHOOK_PATH])
 
 export async function buildApi(ctx: ApiContext, log: Logger) {
   // typed as fastify's logger interface, so routes and plugins see the usual FastifyInstance
@@ -41,7 +45,8 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     }
   })
   app.addHook('onRequest', (request, reply, done) => {
-    if (PUBLIC_PATHS.has(request.routeOptions.url ?? '')) return done()
+    const route = request.routeOptions.url ?? ''
+    if (PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route)) return done()
     // tKeel clients send a Bearer token; it counts when one is configured
     const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? '')?.[1]
     if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) return done()
@@ -66,5 +71,7 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
   await app.register(downstreamRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))
+  await app.register(emqxWebhookRoutes(ctx))
+  await app.register(reconcileRoutes(ctx))
   return app
 }

@@ -3,7 +3,15 @@ import { loadConfig } from '../config.js'
 import { Hub } from '../hub.js'
 
 export async function startCommand(argv: readonly string[]): Promise<void> {
-  const hub = new Hub(loadConfig(process.env, argv))
+  const config = loadConfig(process.env, argv)
+  let hub: Hub
+  try {
+    hub = await Hub.open(config)
+  } catch (error) {
+    // the store could not be opened (PostgreSQL unreachable, say): one line, not a stack
+    console.error(`iothub: ${(error as Error).message}`)
+    process.exit(1)
+  }
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return

@@ -19,6 +19,8 @@ export type RejectReason =
   | 'malformed_packet'
   | 'bad_api_request'
   | 'store_unavailable'
+  | 'bad_hook'
+  | 'hook_unauthorized'
 
 export class HubMetrics {
   readonly registry = new Registry()
@@ -34,6 +36,26 @@ export class HubMetrics {
     name: 'iothub_pushes_total',
     help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed, failed: stored but not published)',
     labelNames: ['property', 'outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly reconcileRuns = new Counter({
+    name: 'iothub_reconcile_runs_total',
+    help: 'Reconciles with the broker (emqx mode), by trigger and outcome',
+    labelNames: ['trigger', 'outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly reconcileChanges = new Counter({
+    name: 'iothub_reconcile_changes_total',
+    help: 'What reconciles changed: ghost_ended, session_added, topic_added, topic_removed',
+    labelNames: ['change'] as const,
+    registers: [this.registry]
+  })
+
+  readonly reconcileSeconds = new Gauge({
+    name: 'iothub_reconcile_last_duration_seconds',
+    help: 'How long the last reconcile took',
     registers: [this.registry]
   })
 

@@ -38,6 +38,7 @@ export interface SessionQuery {
 }
 
 const APPLIED: ApplyResult = { applied: true }
+const NOT_BUILT: ApplyResult = { applied: false, why: 'nothing to apply' }
 const NO_PLANS: Plan[] = []
 
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
@@ -50,6 +51,8 @@ export class SessionRegistry {
   private readonly owners: SessionStateOwner[] = []
   private readonly observers: SessionObserver[] = []
   private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
+  /** When each clientId's session last changed (epoch ms), pruned with the tombstones. */
+  private readonly lastChange = new Map<string, number>()
 
   constructor(
     private readonly store: Store,
@@ -122,7 +125,29 @@ export class SessionRegistry {
     return this.queue.run(event.clientId, () => this.applyInOrder(event))
   }
 
-  private async applyInOrder(event: LifecycleEvent): Promise<ApplyResult> {
+  /**
+   * Applies the event `build` makes, in the client's order, from the session as it is when
+   * the client's earlier events are done — for sources whose events name their connection by
+   * what it is (node, peer address) rather than by an incarnation (EMQX's hooks): `build` reads
+   * the current session to tell whether the event is the live connection's.
+   */
+  applyFor(clientId: string, build: (current: SessionRecord | undefined) => LifecycleEvent | null, options: { reconciling?: boolean } = {}): Promise<ApplyResult> {
+    return this.queue.run(clientId, () => {
+      const event = build(this.sessions.get(clientId))
+      return event === null ? Promise.resolve(NOT_BUILT) : this.applyInOrder(event, !options.reconciling)
+    })
+  }
+
+  /**
+   * Whether an event of `clientId` was applied at or after `since` (epoch ms): the reconcile
+   * leaves such clients alone, so what arrived while it listed the broker is never undone.
+   */
+  changedSince(clientId: string, since: number): boolean {
+    return (this.lastChange.get(clientId) ?? -Infinity) >= since
+  }
+
+  /** `marksChange: false` for the reconcile's own fixes, which `changedSince` must not see. */
+  private async applyInOrder(event: LifecycleEvent, marksChange = true): Promise<ApplyResult> {
     const id = event.clientId
     const current = this.sessions.get(id)
     if (event.kind === 'subscribed' && current && this.alreadyHolds(current, event.incarnation, event.subscriptions)) {
@@ -135,7 +160,7 @@ export class SessionRegistry {
       this.log.debug({ clientId: id, kind: event.kind, why: t.why }, 'stale lifecycle event ignored')
       return { applied: false, why: t.why }
     }
-    const plan = this.plan(id, t)
+    const plan = this.plan(id, t, marksChange)
     try {
       await this.store.commit(plan.mutations)
     } catch (error) {
@@ -176,11 +201,12 @@ export class SessionRegistry {
   }
 
   /** Ends an offline session now, as an operator asks (EMQX's kick of a disconnected client). */
-  discard(id: string): Promise<boolean> {
+  discard(id: string, options: { unlessChangedSince?: number } = {}): Promise<boolean> {
     return this.queue.run(id, async () => {
       const current = this.sessions.get(id)
       if (!current || current.connected) return false
-      const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } })
+      if (options.unlessChangedSince !== undefined && this.changedSince(id, options.unlessChangedSince)) return false
+      const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } }, options.unlessChangedSince === undefined)
       await this.store.commit(plan.mutations)
       plan.apply()
       this.count('sessionDiscarded', 'applied')
@@ -208,11 +234,12 @@ export class SessionRegistry {
       )
     )
     for (const [clientId, tomb] of this.tombstones) if (now - tomb.at > TOMBSTONE_MS) this.tombstones.delete(clientId)
+    for (const [clientId, at] of this.lastChange) if (now - at > TOMBSTONE_MS) this.lastChange.delete(clientId)
     return expired
   }
 
   /** Turns a transition into the mutations to store and the memory change to make after. */
-  private plan(id: string, t: Applied): Plan {
+  private plan(id: string, t: Applied, marksChange = true): Plan {
     const next = t.session
     const topics = t.topics
     const topicPlan =
@@ -246,6 +273,7 @@ export class SessionRegistry {
     return {
       mutations,
       apply: () => {
+        if (marksChange) this.lastChange.set(id, Date.now())
         const before = this.sessions.get(id)
         if (next) {
           this.sessions.set(id, next)

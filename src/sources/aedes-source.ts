@@ -14,12 +14,11 @@
 import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, AedesPublishPacket, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes'
 import type { Logger } from 'pino'
-import { usesDefaultApiCredentials, type HubConfig } from '../config.js'
+import type { HubConfig } from '../config.js'
 import { changePropertyOfTopic } from '../domain/change-topics.js'
 import { PayloadError } from '../domain/device-properties.js'
 import { newIncarnation } from '../domain/incarnation.js'
 import { deviceMountpoint, insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../domain/namespace.js'
-import { secretMatches } from '../domain/secret.js'
 import { isValidDeviceId } from '../domain/device.js'
 import type { DisconnectReason, TopicSubscription } from '../domain/session.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
@@ -27,6 +26,7 @@ import type { Upstream } from '../devices/upstream.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { SessionRegistry } from '../registry/registry.js'
+import { checkSuperuser } from './superuser.js'
 import { checkTopic } from './topic-rules.js'
 import { MalformedLengthError, PacketTooLargeError } from '../brokers/embedded/packet-size-guard.js'
 import type { SubscriptionWriter } from '../brokers/embedded/aedes-persistence.js'
@@ -111,9 +111,9 @@ export class AedesSource {
 
   private namespaceOf(connect: ConnectPacket, peerHost: string | undefined): Namespace {
     const { username, password, clientId } = connect
-    if (username !== undefined && username === this.config.apiUser && secretMatches(this.config.apiPassword, password)) {
-      // the default credentials are public knowledge: as for the HTTP API, loopback only
-      if (!usesDefaultApiCredentials(this.config) || isLoopback(peerHost)) return { superuser: true, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
+    const superuser = checkSuperuser(this.config, username, password, peerHost)
+    if (superuser === 'superuser') return { superuser: true, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
+    if (superuser === 'refused') {
       this.log.warn({ peer: peerHost }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
     }
     // the device id names the namespace: with authentication the username (checked against
@@ -544,10 +544,6 @@ function classifyClientError(error: Error): RejectReason | null {
   if (m.includes('is only allowed') || m.includes('is not allowed in PUBLISH') || m.includes('empty topic')) return 'bad_topic'
   if (/invalid|malformed|cannot parse|unknown command|protocol/i.test(m)) return 'malformed_packet'
   return null
-}
-
-function isLoopback(host: string | undefined): boolean {
-  return host === '127.0.0.1' || host === '::1' || host === '::ffff:127.0.0.1' || (host?.startsWith('127.') ?? false)
 }
 
 function countDown(counts: Map<string, number>, key: string): void {

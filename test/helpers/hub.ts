@@ -54,9 +54,9 @@ export function superuserLogin(config: Pick<HubConfig, 'apiUser' | 'apiPassword'
 
 export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir = tempDir()): Promise<TestHub> {
   const config = testConfig(dataDir, overrides)
-  const hub = new Hub(config, { log: createLogger(config.logLevel) })
+  const hub = await Hub.open(config, { log: createLogger(config.logLevel) })
   const { mqtt: mqttAddress, http } = await hub.start()
-  const mqttUrl = `mqtt://127.0.0.1:${mqttAddress.port}`
+  const mqttUrl = `mqtt://127.0.0.1:${mqttAddress!.port}`
   const httpUrl = `http://127.0.0.1:${http.port}`
   const clients: MqttClient[] = []
 

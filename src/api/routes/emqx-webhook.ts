@@ -1,0 +1,52 @@
+/**
+ * `POST /v1/hooks/emqx`: EMQX's WebHook, for users who prefer HTTP to ExHook's gRPC. Takes EMQX
+ * 4 `web_hook` bodies and EMQX 5 rule-event bodies (see webhook-payloads.ts), applies them as
+ * ExHook calls are applied, and answers once the effect is durable: 200 `{ applied, why? }`.
+ *
+ * Not behind the API's Basic auth: EMQX sends a shared secret instead, in the
+ * `x-iothub-webhook-secret` header (EMQX 4: `web.hook.headers.x-iothub-webhook-secret`; EMQX 5:
+ * the WebHook connector's headers). The receiver is off until IOTHUB_WEBHOOK_SECRET is set.
+ * A wrong secret answers 401, a body the hub cannot read 400, a store failure 503 (EMQX 5's
+ * WebHook retries it) — each counted, none changing anything stored.
+ */
+import type { FastifyPluginAsync } from 'fastify'
+import { secretMatches } from '../../domain/secret.js'
+import { HookInputError } from '../../sources/emqx/emqx-source.js'
+import { applyHookCall } from '../../sources/emqx/hook-call.js'
+import { hookCallOfWebhook, WebhookPayloadError } from '../../sources/emqx/webhook-payloads.js'
+import type { ApiContext } from '../context.js'
+
+export const WEBHOOK_PATH = '/v1/hooks/emqx'
+export const WEBHOOK_SECRET_HEADER = 'x-iothub-webhook-secret'
+
+export const emqxWebhookRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
+  const source = ctx.emqx
+  if (!source) return
+
+  app.post(WEBHOOK_PATH, { schema: { body: { type: 'object' } } }, async (request, reply) => {
+    const error = (statusCode: number, message: string) =>
+      reply.code(statusCode).send({ statusCode, error: statusCode === 401 ? 'Unauthorized' : statusCode === 400 ? 'Bad Request' : 'Service Unavailable', message })
+    if (ctx.config.webhookSecret === '') return error(503, 'the WebHook receiver is off: set IOTHUB_WEBHOOK_SECRET')
+    const presented = request.headers[WEBHOOK_SECRET_HEADER]
+    if (typeof presented !== 'string' || !secretMatches(ctx.config.webhookSecret, presented)) {
+      ctx.metrics.reject('hook_unauthorized')
+      return error(401, `missing or wrong ${WEBHOOK_SECRET_HEADER} header`)
+    }
+    let outcome
+    try {
+      outcome = await applyHookCall(source, hookCallOfWebhook(request.body))
+    } catch (e) {
+      if (e instanceof WebhookPayloadError) {
+        ctx.metrics.reject('bad_hook')
+        return error(400, e.message)
+      }
+      if (e instanceof HookInputError) {
+        if (!e.counted) ctx.metrics.reject('bad_hook')
+        return error(400, e.message)
+      }
+      request.log.error({ err: (e as Error).message }, 'WebHook call not applied')
+      return error(503, 'not recorded (see the hub log); send it again')
+    }
+    return outcome
+  })
+}

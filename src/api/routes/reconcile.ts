@@ -1,0 +1,39 @@
+/**
+ * EMQX mode's reconcile, for operators: `GET /v1/reconcile/last` shows the last run's report
+ * (trigger, duration, pages, ghosts ended, sessions added, topics fixed, error), and
+ * `POST /v1/reconcile` runs one now and answers its report. Absent in embedded mode.
+ */
+import type { FastifyPluginAsync } from 'fastify'
+import type { ApiContext } from '../context.js'
+import { errorSchema } from '../schemas.js'
+
+const report = {
+  type: 'object',
+  properties: {
+    trigger: { type: 'string' },
+    startedAt: { type: 'integer' },
+    durationMs: { type: 'integer' },
+    pages: { type: 'integer' },
+    brokerClients: { type: 'integer' },
+    brokerSubscriptions: { type: 'integer' },
+    ghostsEnded: { type: 'integer' },
+    offlineEnded: { type: 'integer' },
+    sessionsAdded: { type: 'integer' },
+    topicsAdded: { type: 'integer' },
+    topicsRemoved: { type: 'integer' },
+    skippedChanged: { type: 'integer' },
+    error: { type: ['string', 'null'] }
+  }
+} as const
+
+export const reconcileRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
+  const reconciler = ctx.reconciler
+  if (!reconciler) return
+
+  app.get('/v1/reconcile/last', { schema: { response: { 200: report, 404: errorSchema } } }, async (_request, reply) => {
+    if (!reconciler.last) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no reconcile has run yet' })
+    return reconciler.last
+  })
+
+  app.post('/v1/reconcile', { schema: { response: { 200: report } } }, async () => reconciler.run('api'))
+}

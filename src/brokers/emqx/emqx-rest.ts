@@ -1,0 +1,199 @@
+/**
+ * EMQX's management REST API, as the hub uses it: list clients and subscriptions (paged, for
+ * the reconcile) and publish (downstream pushes). One client for both major versions:
+ *
+ * | | EMQX 4 (`/api/v4`) | EMQX 5 (`/api/v5`) |
+ * |---|---|---|
+ * | clients | `GET /clients?_page=&_limit=` | `GET /clients?page=&limit=` |
+ * | subscriptions | `GET /subscriptions?_page=&_limit=` | `GET /subscriptions?page=&limit=` |
+ * | paging | `{ code: 0, data, meta: { page, limit, hasnext, count } }` | `{ data, meta: { page, limit, hasnext, count } }` |
+ * | publish | `POST /mqtt/publish` `{ topic, payload, encoding, qos, retain, clientid }` → `{ code: 0 }` | `POST /publish` `{ topic, payload, payload_encoding, qos, retain }` → 200 `{ id }` (202: no subscriber) |
+ *
+ * Basic auth with EMQX 4's AppID/AppSecret or EMQX 5's API key/secret. Each request has a
+ * timeout and is retried with backoff when EMQX is unreachable or answers 5xx; a 401/403 is not
+ * retried and says which credentials to check.
+ */
+import type { BrokerPublisher } from '../../devices/dispatcher.js'
+import type { QoS } from '../../domain/session.js'
+import type { EmqxClient } from '../../sources/emqx/emqx-client.js'
+
+export interface EmqxRestOptions {
+  baseUrl: string
+  apiKey: string
+  apiSecret: string
+  version: 4 | 5
+  /** Per request, ms. */
+  timeoutMs?: number
+  /** Tries per request before giving up (1 = no retry). */
+  attempts?: number
+  /** First backoff, ms; doubled each retry. */
+  backoffMs?: number
+  /** Items per page when listing (EMQX 4 and 5 cap `limit` at 10,000; their default is 100). */
+  pageSize?: number
+}
+
+/** A client EMQX lists: connected, or (EMQX 5) a persistent session kept offline. */
+export interface EmqxListedClient {
+  client: EmqxClient
+  connected: boolean
+}
+
+export interface EmqxSubscription {
+  node: string | undefined
+  clientId: string
+  topic: string
+  qos: QoS
+}
+
+export class EmqxApiError extends Error {
+  override name = 'EmqxApiError'
+  constructor(
+    message: string,
+    /** The HTTP status, or 0 when EMQX could not be reached. */
+    readonly status: number
+  ) {
+    super(message)
+  }
+}
+
+export class EmqxRestClient implements BrokerPublisher {
+  private readonly auth: string
+  private readonly prefix: string
+  private readonly timeoutMs: number
+  private readonly attempts: number
+  private readonly backoffMs: number
+  readonly pageSize: number
+
+  constructor(private readonly options: EmqxRestOptions) {
+    this.auth = `Basic ${Buffer.from(`${options.apiKey}:${options.apiSecret}`).toString('base64')}`
+    this.prefix = `${options.baseUrl.replace(/\/+$/, '')}/api/v${options.version}`
+    this.timeoutMs = options.timeoutMs ?? 5000
+    this.attempts = options.attempts ?? 3
+    this.backoffMs = options.backoffMs ?? 200
+    this.pageSize = Math.min(options.pageSize ?? 1000, 10_000)
+  }
+
+  get version(): 4 | 5 {
+    return this.options.version
+  }
+
+  /** Publishes as the hub; resolves when EMQX has accepted the message. */
+  async publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> {
+    const payload = message.payload.toString('base64')
+    if (this.options.version === 4) {
+      const body = await this.request('POST', '/mqtt/publish', { topic: message.topic, payload, encoding: 'base64', qos: message.qos, retain: message.retain, clientid: 'iothub' })
+      const code = (body as { code?: unknown }).code
+      if (code !== 0) throw new EmqxApiError(`EMQX refused the publish to ${message.topic}: ${JSON.stringify(body)}`, 200)
+      return
+    }
+    await this.request('POST', '/publish', { topic: message.topic, payload, payload_encoding: 'base64', qos: message.qos, retain: message.retain })
+  }
+
+  /** Disconnects a client (EMQX's kick); false when EMQX has no such client. */
+  async kick(clientId: string): Promise<boolean> {
+    try {
+      const body = await this.request('DELETE', `/clients/${encodeURIComponent(clientId)}`)
+      // EMQX 4 answers 200 with a code of its own: 0 done, 112 "client not online"
+      return this.options.version === 5 || (body as { code?: unknown }).code === 0
+    } catch (error) {
+      if (error instanceof EmqxApiError && error.status === 404) return false
+      throw error
+    }
+  }
+
+  /** Every client EMQX holds, page by page. */
+  async *clients(): AsyncGenerator<EmqxListedClient[]> {
+    for await (const page of this.pages('/clients')) yield page.map((c) => ({ client: clientOf(c, this.options.version), connected: c.connected !== false }))
+  }
+
+  /** Every subscription, page by page. */
+  async *subscriptions(): AsyncGenerator<EmqxSubscription[]> {
+    for await (const page of this.pages('/subscriptions')) yield page.map(subscriptionOf)
+  }
+
+  /** Pages requested so far (for the reconcile's report). */
+  pagesRead = 0
+
+  private async *pages(path: string): AsyncGenerator<Record<string, unknown>[]> {
+    const [pageParam, limitParam] = this.options.version === 4 ? ['_page', '_limit'] : ['page', 'limit']
+    for (let page = 1; ; page++) {
+      const body = (await this.request('GET', `${path}?${pageParam}=${page}&${limitParam}=${this.pageSize}`)) as { data?: unknown; meta?: { hasnext?: unknown } }
+      if (!Array.isArray(body.data)) throw new EmqxApiError(`EMQX's ${path} answered without a data list`, 200)
+      this.pagesRead++
+      yield body.data as Record<string, unknown>[]
+      // `hasnext` is documented for both versions; a short page ends the listing too
+      if (body.meta?.hasnext === false || (body.meta?.hasnext === undefined && body.data.length < this.pageSize)) return
+      if (body.data.length === 0) return
+    }
+  }
+
+  private async request(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<unknown> {
+    let lastError: EmqxApiError | undefined
+    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+      if (attempt > 1) await new Promise((resolve) => setTimeout(resolve, this.backoffMs * 2 ** (attempt - 2)))
+      let response: Response
+      try {
+        response = await fetch(this.prefix + path, {
+          method,
+          headers: { authorization: this.auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(this.timeoutMs)
+        })
+      } catch (error) {
+        lastError = new EmqxApiError(`EMQX's API at ${this.prefix} cannot be reached: ${(error as Error).message}`, 0)
+        continue
+      }
+      const text = await response.text()
+      if (response.status === 401 || response.status === 403) {
+        throw new EmqxApiError(`EMQX's API answered ${response.status} to ${method} ${path}: check IOTHUB_EMQX_API_KEY and IOTHUB_EMQX_API_SECRET (${text.slice(0, 200)})`, response.status)
+      }
+      if (response.status >= 500) {
+        lastError = new EmqxApiError(`EMQX's API answered ${response.status} to ${method} ${path}: ${text.slice(0, 200)}`, response.status)
+        continue
+      }
+      if (response.status >= 400) throw new EmqxApiError(`EMQX's API answered ${response.status} to ${method} ${path}: ${text.slice(0, 200)}`, response.status)
+      if (text === '') return {}
+      try {
+        return JSON.parse(text) as unknown
+      } catch {
+        throw new EmqxApiError(`EMQX's API answered ${method} ${path} with something that is not JSON`, response.status)
+      }
+    }
+    throw lastError!
+  }
+}
+
+/**
+ * A client of EMQX's listing in the hub's terms. EMQX 5's dates are RFC 3339; EMQX 4's are
+ * "YYYY-MM-DD HH:mm:ss" in the node's zone, read as UTC (run EMQX 4 nodes in UTC, as containers do).
+ */
+function clientOf(c: Record<string, unknown>, version: 4 | 5): EmqxClient {
+  const text = (v: unknown): string | null => (typeof v === 'string' && v !== '' && v !== 'undefined' ? v : null)
+  const int = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) ? v : undefined)
+  const connectedAt = text(c.connected_at)
+  const parsed = connectedAt === null ? NaN : Date.parse(version === 4 ? `${connectedAt.replace(' ', 'T')}Z` : connectedAt)
+  const clientId = text(c.clientid)
+  const node = text(c.node)
+  if (clientId === null || node === null) throw new EmqxApiError('EMQX listed a client without clientid or node', 200)
+  return {
+    node,
+    clientId,
+    username: text(c.username),
+    protocol: text(c.proto_name)?.toLowerCase() === 'mqtt' ? 'mqtt' : (text(c.proto_name)?.toLowerCase() ?? undefined),
+    peerHost: text(c.ip_address),
+    peerPort: int(c.port),
+    sockPort: undefined,
+    mountpoint: text(c.mountpoint) ?? undefined,
+    protoVer: int(c.proto_ver),
+    keepalive: int(c.keepalive),
+    cleanStart: typeof c.clean_start === 'boolean' ? c.clean_start : undefined,
+    expiryInterval: int(c.expiry_interval),
+    connectedAt: Number.isFinite(parsed) ? parsed : undefined
+  }
+}
+
+function subscriptionOf(s: Record<string, unknown>): EmqxSubscription {
+  if (typeof s.clientid !== 'string' || typeof s.topic !== 'string') throw new EmqxApiError('EMQX listed a subscription without clientid or topic', 200)
+  const qos = s.qos === 1 || s.qos === 2 ? s.qos : 0
+  return { node: typeof s.node === 'string' ? s.node : undefined, clientId: s.clientid, topic: s.topic, qos }
+}

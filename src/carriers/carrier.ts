@@ -1,0 +1,52 @@
+/**
+ * What carries the devices' connections, seen from the hub: our own embedded Aedes broker, or
+ * an EMQX cluster in front of which the hub runs (DESIGN.md, "two ways to run"). The hub's core
+ * — store, registry, devices, properties, API — is the same either way; a carrier feeds it
+ * lifecycle events, publishes its pushes, and brings its view up to date at start.
+ */
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import type { Readiness } from '../api/context.js'
+import type { HubConfig } from '../config.js'
+import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { Upstream } from '../devices/upstream.js'
+import type { HubMetrics } from '../observability/metrics.js'
+import type { DeviceDirectory } from '../registry/device-directory.js'
+import type { SessionRegistry } from '../registry/registry.js'
+import type { Snapshot, Store } from '../store/store.js'
+
+/** The hub's core, which a carrier is built on. */
+export interface HubCore {
+  config: HubConfig
+  store: Store
+  registry: SessionRegistry
+  devices: DeviceDirectory
+  upstream: Upstream
+  metrics: HubMetrics
+  log: Logger
+}
+
+export interface CarrierAddresses {
+  /** The embedded broker's MQTT listener. */
+  mqtt?: AddressInfo
+  /** The ExHook gRPC server EMQX calls. */
+  exhook?: AddressInfo
+}
+
+export interface ConnectionCarrier {
+  readonly publisher: BrokerPublisher
+  /**
+   * At start, once the registry holds what the store kept and before any listener is open:
+   * takes the carrier's own part of the snapshot and brings the registry up to date with what
+   * happened while the hub was down (embedded: the previous run's connections are gone).
+   */
+  recover(snapshot: Snapshot): Promise<void>
+  /** Opens the carrier's listeners. */
+  listen(): Promise<CarrierAddresses>
+  /** Its part of `/readyz`. */
+  checks(): Readiness['checks']
+  /** Disconnects a connected client; false when no such client is connected. */
+  kick(clientId: string): Promise<boolean>
+  /** Closes its listeners and disconnects what it carries; resolves once that is recorded. */
+  stop(): Promise<void>
+}

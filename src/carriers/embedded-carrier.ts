@@ -1,0 +1,58 @@
+/**
+ * Embedded mode's carrier: our own Aedes broker on the MQTT port, its persistence (subscriptions,
+ * queued messages, retained messages, wills) and its publish journal on the hub's store, and
+ * the AedesSource turning what Aedes sees into lifecycle events.
+ */
+import type { Readiness } from '../api/context.js'
+import { StoreAedesPersistence } from '../brokers/embedded/aedes-persistence.js'
+import { EmbeddedBroker } from '../brokers/embedded/embedded-broker.js'
+import { PublishJournal } from '../brokers/embedded/publish-journal.js'
+import { AedesSource } from '../sources/aedes-source.js'
+import type { Snapshot } from '../store/store.js'
+import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
+
+export class EmbeddedCarrier implements ConnectionCarrier {
+  readonly broker: EmbeddedBroker
+  private readonly persistence: StoreAedesPersistence
+  private readonly journal: PublishJournal
+
+  constructor(private readonly core: HubCore) {
+    const { config, store, registry, devices, upstream, metrics, log } = core
+    const source = new AedesSource(registry, devices, upstream, config, metrics, log.child({ component: 'mqtt' }))
+    this.persistence = new StoreAedesPersistence(store, registry.topics, { writer: source.subscriptionWriter() })
+    registry.addStateOwner(this.persistence)
+    this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
+    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, log.child({ component: 'broker' }))
+  }
+
+  get publisher(): EmbeddedBroker {
+    return this.broker
+  }
+
+  /** The previous run's connections are gone: clean sessions end, persistent ones go offline. */
+  async recover(snapshot: Snapshot): Promise<void> {
+    const { registry, log } = this.core
+    this.persistence.load(snapshot)
+    this.journal.load(snapshot.journal)
+    const previous = await registry.endPreviousRun(Date.now())
+    await registry.expireDue(Date.now())
+    await this.persistence.dropQueuesWithoutSession((clientId) => registry.record(clientId) !== undefined)
+    log.info({ endedClean: previous.ended, offlinePersistent: previous.offline }, "previous run's connections ended")
+  }
+
+  async listen(): Promise<CarrierAddresses> {
+    return { mqtt: await this.broker.start() }
+  }
+
+  checks(): Readiness['checks'] {
+    return { mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' } }
+  }
+
+  kick(clientId: string): Promise<boolean> {
+    return this.broker.kick(clientId)
+  }
+
+  stop(): Promise<void> {
+    return this.broker.stop()
+  }
+}

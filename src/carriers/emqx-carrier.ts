@@ -1,0 +1,99 @@
+/**
+ * EMQX mode's carrier: an EMQX cluster carries the connections; the hub hears of them through
+ * ExHook (gRPC, IOTHUB_EXHOOK_PORT) or WebHook (POST /v1/hooks/emqx), publishes pushes and
+ * kicks through EMQX's REST API, and reconciles with that API — before it reports ready, when
+ * EMQX (re)loads the ExHook provider, and every IOTHUB_RECONCILE_INTERVAL seconds.
+ *
+ * If EMQX's API cannot be reached (or refuses the credentials) at start, the hub still starts
+ * and answers hook calls — they are recorded, and a reconcile never undoes them — but /readyz
+ * says not ready, naming the error, and the reconcile is retried with backoff until it succeeds.
+ */
+import type { Readiness } from '../api/context.js'
+import { EmqxRestClient } from '../brokers/emqx/emqx-rest.js'
+import { EmqxSource } from '../sources/emqx/emqx-source.js'
+import { ExhookServer } from '../sources/emqx/exhook-server.js'
+import { Reconciler, type ReconcileTrigger } from '../sources/emqx/reconcile.js'
+import type { Snapshot } from '../store/store.js'
+import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
+
+/** Longest wait between retries of a failed reconcile, ms. */
+const MAX_RETRY_MS = 60_000
+
+export class EmqxCarrier implements ConnectionCarrier {
+  readonly rest: EmqxRestClient
+  readonly source: EmqxSource
+  readonly reconciler: Reconciler
+  private readonly exhook: ExhookServer
+  private timer: NodeJS.Timeout | undefined
+  private retryMs = 1000
+  private stopped = false
+  /** Ready once a reconcile has succeeded. */
+  private reconciled = false
+
+  constructor(private readonly core: HubCore) {
+    const { config, registry, devices, upstream, metrics, log } = core
+    this.rest = new EmqxRestClient({ baseUrl: config.emqxApi, apiKey: config.emqxApiKey, apiSecret: config.emqxApiSecret, version: config.emqxVersion })
+    this.source = new EmqxSource(registry, devices, upstream, config, metrics, log.child({ component: 'emqx' }))
+    this.reconciler = new Reconciler(registry, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
+    this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
+  }
+
+  get publisher(): EmqxRestClient {
+    return this.rest
+  }
+
+  /** The broker kept the connections while the hub was down: nothing ends; the reconcile tells what changed. */
+  async recover(_snapshot: Snapshot): Promise<void> {
+    await this.core.registry.expireDue(Date.now())
+  }
+
+  async listen(): Promise<CarrierAddresses> {
+    const exhook = await this.exhook.listen()
+    // the first reconcile runs once the hook server answers, so no event is lost meanwhile
+    this.reconcileSoon('start')
+    return { exhook }
+  }
+
+  checks(): Readiness['checks'] {
+    const last = this.reconciler.last
+    return {
+      exhook: this.exhook.listening ? { ok: true } : { ok: false, detail: 'ExHook gRPC server is not listening' },
+      emqx: this.reconciled
+        ? { ok: true }
+        : { ok: false, detail: last?.error ? `not reconciled with EMQX yet: ${last.error}` : 'not reconciled with EMQX yet' }
+    }
+  }
+
+  kick(clientId: string): Promise<boolean> {
+    return this.rest.kick(clientId)
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.timer)
+    await this.exhook.stop()
+  }
+
+  /** Runs a reconcile now; then schedules the next (the interval, or a retry with backoff). */
+  private reconcileSoon(trigger: ReconcileTrigger): void {
+    if (this.stopped) return
+    clearTimeout(this.timer)
+    void this.reconciler.run(trigger).then((report) => {
+      if (this.stopped) return
+      if (report.error === null) {
+        this.reconciled = true
+        this.retryMs = 1000
+        this.schedule('interval', this.core.config.reconcileInterval * 1000)
+      } else {
+        this.schedule(trigger === 'interval' ? 'interval' : trigger, this.retryMs)
+        this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS)
+      }
+    })
+  }
+
+  private schedule(trigger: ReconcileTrigger, ms: number): void {
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.reconcileSoon(trigger), ms)
+    this.timer.unref()
+  }
+}

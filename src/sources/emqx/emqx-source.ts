@@ -1,0 +1,232 @@
+/**
+ * EMQX as a source of lifecycle events: what EMQX's hooks report (through ExHook or WebHook,
+ * already turned into EmqxClient facts) becomes session and subscription entities, and the
+ * answers EMQX asks for (may this client connect, publish, subscribe?) follow the same rules
+ * as the embedded broker's. Every method resolves once its effect is durable, so a transport
+ * answers EMQX only then.
+ *
+ * Which events count (docs/emqx-mode.md):
+ * - a connect orders by `connected_at` (or arrival): a late connect of an older connection is stale;
+ * - a disconnect, subscribe or unsubscribe counts only when it names the session's live
+ *   connection (node and peer address, see emqx-client.ts): a late disconnect of a connection
+ *   taken over, possibly from another node, is stale;
+ * - a disconnect with reason `takenover` or `discarded` is not the client going offline: the
+ *   new connection's connect brings the session up to date, so it changes nothing.
+ */
+import type { Logger } from 'pino'
+import type { HubConfig } from '../../config.js'
+import { PayloadError } from '../../domain/device-properties.js'
+import { isValidDeviceId } from '../../domain/device.js'
+import { incarnationAt } from '../../domain/incarnation.js'
+import type { ConnectedEvent, LifecycleEvent } from '../../domain/lifecycle-event.js'
+import { deviceMountpoint, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
+import { PROTOCOLS, type Protocol, type SessionRecord, type TopicSubscription } from '../../domain/session.js'
+import type { Upstream } from '../../devices/upstream.js'
+import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
+import type { DeviceDirectory } from '../../registry/device-directory.js'
+import type { ApplyResult, SessionRegistry } from '../../registry/registry.js'
+import { checkSuperuser } from '../superuser.js'
+import { checkTopic } from '../topic-rules.js'
+import { connectionName, disconnectReasonOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
+
+/** A hook message the hub cannot take: the transport answers it as the caller's error. */
+export class HookInputError extends Error {
+  override name = 'HookInputError'
+  constructor(
+    message: string,
+    /** Already counted in the rejected-inputs metric (by the source, with its precise reason). */
+    readonly counted = false
+  ) {
+    super(message)
+  }
+}
+
+export type PublishVerdict = 'stored' | 'refused' | 'not_upstream'
+
+export interface AuthenticationVerdict {
+  ok: boolean
+  superuser: boolean
+  /** Why not, for the log. */
+  why?: string
+}
+
+export class EmqxSource {
+  constructor(
+    private readonly registry: SessionRegistry,
+    private readonly devices: DeviceDirectory,
+    private readonly upstream: Upstream,
+    private readonly config: HubConfig,
+    private readonly metrics: HubMetrics,
+    private readonly log: Logger
+  ) {}
+
+  /** `client.authenticate`: a device's token, or the API credentials (a superuser). */
+  authenticate(client: Pick<EmqxClient, 'clientId' | 'username' | 'peerHost'>, password: Buffer | string | undefined): AuthenticationVerdict {
+    const refuse = (why: string): AuthenticationVerdict => {
+      this.metrics.reject('not_authorized')
+      this.log.info({ clientId: client.clientId, username: client.username, peer: client.peerHost, why }, 'EMQX client refused')
+      return { ok: false, superuser: false, why }
+    }
+    const superuser = checkSuperuser(this.config, client.username, password, client.peerHost)
+    if (superuser === 'superuser') return { ok: true, superuser: true }
+    if (superuser === 'refused') return refuse('the default API credentials from a remote peer')
+    const deviceId = this.deviceIdOf(client)
+    if (!isValidDeviceId(deviceId)) return refuse('no device id (letters, digits and . _ : @ - only) in the username')
+    if (this.config.auth === 'token' && !this.devices.authenticate(deviceId, password)) return refuse('wrong device token')
+    // a clientId names one device's session, as in embedded mode
+    const holder = this.registry.record(client.clientId)
+    if (holder && holder.deviceId !== deviceId) return refuse("client id is held by another device's session")
+    return { ok: true, superuser: false }
+  }
+
+  /**
+   * `client.authorize` / `client.check_acl`: a device publishes and subscribes inside its
+   * namespace only. EMQX hands over the topic as the client sent it, before mounting: with
+   * EMQX's `%u/` mountpoint any topic but the broker's own (`$…`) stays inside; without one
+   * the topic itself must begin with `{deviceId}/`.
+   */
+  authorize(client: EmqxClient, topic: string): boolean {
+    const problem = checkTopic(topic, this.config)
+    if (problem) {
+      this.metrics.reject(problem.reason)
+      return false
+    }
+    if (this.isSuperuser(client)) return true
+    const inside = topic.startsWith('$') ? false : client.mountpoint ? true : topic.startsWith(deviceMountpoint(this.deviceIdOf(client)))
+    if (!inside) this.metrics.reject('outside_namespace')
+    return inside
+  }
+
+  /** `client.connected`. */
+  connected(client: EmqxClient): Promise<ApplyResult> {
+    return this.registry.apply(this.connectedEvent(client))
+  }
+
+  /** The `connected` event of `client` (the reconcile applies it too, for connects it missed). */
+  connectedEvent(client: EmqxClient): ConnectedEvent {
+    this.check(client)
+    const protocol = this.protocolOf(client)
+    const superuser = this.isSuperuser(client)
+    const deviceId = superuser ? '' : this.deviceIdOf(client)
+    const at = client.connectedAt ?? Date.now()
+    return {
+      kind: 'connected',
+      clientId: client.clientId,
+      incarnation: incarnationAt(at, connectionName(client)),
+      at,
+      protocol,
+      deviceId,
+      username: client.username,
+      mountpoint: superuser ? NO_MOUNTPOINT : client.mountpoint || deviceMountpoint(deviceId),
+      node: client.node,
+      peerHost: client.peerHost,
+      peerPort: client.peerPort ?? null,
+      sockPort: client.sockPort ?? null,
+      keepalive: client.keepalive ?? 0,
+      protoVer: client.protoVer ?? 4,
+      // what an interface does not say (ExHook's ClientInfo has no clean_start) is taken as
+      // MQTT's default; the reconcile reads the truth from the REST API
+      cleanStart: client.cleanStart ?? true,
+      expiryInterval: client.expiryInterval ?? this.config.sessionExpiry
+    }
+  }
+
+  /** `client.disconnected`. */
+  async disconnected(client: EmqxClient, rawReason: string): Promise<ApplyResult> {
+    this.check(client)
+    const reason = disconnectReasonOf(rawReason)
+    if (reason === REPLACED) {
+      this.metrics.eventsTotal.inc({ kind: 'disconnected', outcome: 'stale' })
+      return { applied: false, why: `reason ${rawReason}: another connection took the session over` }
+    }
+    return this.ofLiveConnection(client, (incarnation) => ({ kind: 'disconnected', clientId: client.clientId, incarnation, at: Date.now(), reason }))
+  }
+
+  /** `session.subscribed` (one topic per call in ExHook; a list in some WebHook payloads). */
+  subscribed(client: EmqxClient, subscriptions: TopicSubscription[]): Promise<ApplyResult> {
+    this.check(client)
+    for (const s of subscriptions) this.checkBrokerTopic(s.topic)
+    return this.ofLiveConnection(client, (incarnation) => ({ kind: 'subscribed', clientId: client.clientId, incarnation, at: Date.now(), subscriptions }))
+  }
+
+  /** `session.unsubscribed`. */
+  unsubscribed(client: EmqxClient, topics: string[]): Promise<ApplyResult> {
+    this.check(client)
+    for (const t of topics) this.checkBrokerTopic(t)
+    return this.ofLiveConnection(client, (incarnation) => ({ kind: 'unsubscribed', clientId: client.clientId, incarnation, at: Date.now(), topics }))
+  }
+
+  /**
+   * `session.terminated`: EMQX ended the session (expired, kicked while offline, or a clean
+   * session's end, which `client.disconnected` has already recorded). An offline session ends
+   * here with its subscription entities; a connected one is left to its connection's events.
+   */
+  async sessionTerminated(clientId: string, rawReason: string): Promise<boolean> {
+    if (typeof clientId !== 'string' || clientId.length === 0) throw new HookInputError('session.terminated without a clientid')
+    if (disconnectReasonOf(rawReason) === REPLACED) return false
+    return this.registry.discard(clientId)
+  }
+
+  /**
+   * `message.publish`: a device's publish on one of its property topics changes its entity
+   * (stored before the hook is answered). A payload the topic does not take is refused: the
+   * transport tells EMQX not to route it.
+   */
+  async published(from: string, brokerTopic: string, payload: Buffer): Promise<PublishVerdict> {
+    const session = this.registry.record(from)
+    if (!session || session.mountpoint === NO_MOUNTPOINT || !brokerTopic.startsWith(session.mountpoint)) return 'not_upstream'
+    const deviceTopic = unmountTopic(session.mountpoint, brokerTopic)
+    if (!this.upstream.handles(deviceTopic)) return 'not_upstream'
+    // labelled as the embedded broker labels them: attributes, telemetry, raw, command_response
+    const property = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
+    try {
+      await this.upstream.receive(session.deviceId, deviceTopic, brokerTopic, payload)
+      this.metrics.upstreamTotal.inc({ property, outcome: 'applied' })
+      return 'stored'
+    } catch (error) {
+      if (!(error instanceof PayloadError)) throw error
+      this.metrics.reject('bad_payload')
+      this.metrics.upstreamTotal.inc({ property, outcome: 'refused' })
+      this.log.warn({ deviceId: session.deviceId, topic: deviceTopic, err: error.message }, 'upstream publish refused')
+      return 'refused'
+    }
+  }
+
+  /** Applies an event of `client`'s connection, which is the session's live one or else stale. */
+  private ofLiveConnection(client: EmqxClient, build: (incarnation: string) => LifecycleEvent): Promise<ApplyResult> {
+    return this.registry.applyFor(client.clientId, (current: SessionRecord | undefined) =>
+      build(current && isLiveConnection(current, client) ? current.incarnation : `not-live:${connectionName(client)}`)
+    )
+  }
+
+  private isSuperuser(client: Pick<EmqxClient, 'username'>): boolean {
+    // authenticated as one by `authenticate` (or by EMQX itself, which the hub then trusts)
+    return client.username !== null && client.username === this.config.apiUser
+  }
+
+  private deviceIdOf(client: Pick<EmqxClient, 'username' | 'clientId'>): string {
+    return this.config.auth === 'none' ? client.username || client.clientId : (client.username ?? '')
+  }
+
+  private protocolOf(client: EmqxClient): Protocol {
+    const protocol = (client.protocol ?? 'mqtt').toLowerCase()
+    if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw this.bad(`protocol "${client.protocol}" is not one the hub keeps sessions for (${PROTOCOLS.join(', ')})`)
+    return protocol as Protocol
+  }
+
+  private check(client: EmqxClient): void {
+    if (typeof client.clientId !== 'string' || client.clientId.length === 0) throw this.bad('no clientid')
+    if (client.clientId.length > this.config.maxClientIdLength) throw this.bad(`clientid longer than ${this.config.maxClientIdLength} characters`)
+    if (typeof client.node !== 'string' || client.node.length === 0) throw this.bad('no node')
+  }
+
+  private checkBrokerTopic(topic: string): void {
+    const problem = typeof topic === 'string' ? checkTopic(topic, this.config) : { reason: 'bad_topic' as const, message: 'no topic' }
+    if (problem) throw this.bad(problem.message, problem.reason)
+  }
+
+  private bad(message: string, reason: RejectReason = 'bad_hook'): HookInputError {
+    this.metrics.reject(reason)
+    return new HookInputError(message, true)
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * EMQX mode through ExHook: a real gRPC client calls the hub's HookProvider as EMQX 4.3/4.4 (v1),
+ * 5.0–5.8 (v2) and 5.9+ (v3) do; the hub's REST side talks to the EMQX REST stand-in.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import * as grpc from '@grpc/grpc-js'
+import type { ExhookVersion } from '../src/brokers/emqx/exhook/protos.js'
+import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
+
+interface SessionView {
+  clientId: string
+  deviceId: string
+  connected: boolean
+  node: string
+  mountpoint: string
+  topics: { topic: string; brokerTopic: string; qos: number }[]
+}
+
+const VERSIONS: ExhookVersion[] = ['v1', 'v2', 'v3']
+
+describe('EMQX mode: ExHook', () => {
+  let t: EmqxTestHub
+  before(async () => {
+    t = await startEmqxTestHub({ version: 5 })
+  })
+  after(() => t.stop())
+
+  for (const version of VERSIONS) {
+    it(`${version}: the provider answers the hooks the hub uses, named as ${version} names them`, async () => {
+      const emqx = t.exhook(version)
+      const loaded = await emqx.onProviderLoaded()
+      const names = loaded.hooks.map((h) => h.name)
+      for (const hook of ['client.connected', 'client.disconnected', 'client.authenticate', 'session.subscribed', 'session.unsubscribed', 'session.terminated', 'message.publish']) {
+        assert.ok(names.includes(hook), `${hook} in ${names.join(', ')}`)
+      }
+      assert.ok(names.includes(version === 'v1' ? 'client.check_acl' : 'client.authorize'))
+      assert.deepEqual(loaded.hooks.find((h) => h.name === 'message.publish')!.topics.sort(), [
+        '+/v1/devices/me/attributes',
+        '+/v1/devices/me/command/response',
+        '+/v1/devices/me/raw',
+        '+/v1/devices/me/telemetry'
+      ])
+    })
+
+    it(`${version}: authenticate, connect, subscribe, unsubscribe, disconnect make and end the entities`, async () => {
+      const id = `exhook-${version}`
+      const device = await t.createDevice(id)
+      const emqx = t.exhook(version)
+      const client = { clientid: id, username: id, mountpoint: `${id}/`, peerport: 41000 }
+
+      const refused = await emqx.onClientAuthenticate({ ...client, password: 'wrong-token' }, true)
+      assert.deepEqual([refused.type, refused.bool_result], ['STOP_AND_RETURN', false])
+      const accepted = await emqx.onClientAuthenticate({ ...client, password: device.token }, false)
+      assert.deepEqual([accepted.type, accepted.bool_result], ['STOP_AND_RETURN', true])
+
+      await emqx.onClientConnected(client)
+      let session = (await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body
+      assert.equal(session.connected, true)
+      assert.equal(session.deviceId, id)
+      assert.equal(session.node, 'emqx@127.0.0.1')
+      assert.equal(session.mountpoint, `${id}/`)
+
+      // EMQX hands session.subscribed the mounted topic
+      await emqx.onSessionSubscribed(client, `${id}/v1/devices/me/attributes`, { qos: 1 })
+      session = (await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body
+      assert.deepEqual(session.topics.map((s) => [s.topic, s.brokerTopic, s.qos]), [['v1/devices/me/attributes', `${id}/v1/devices/me/attributes`, 1]])
+      const entities = (await t.api<{ data: { topic: string; properties: string[] }[] }>('GET', `/v1/subscriptions?deviceId=${id}`)).body.data
+      assert.deepEqual(entities.map((e) => [e.topic, e.properties]), [['v1/devices/me/attributes', ['attributes']]])
+
+      await emqx.onSessionUnsubscribed(client, `${id}/v1/devices/me/attributes`)
+      assert.equal((await t.api<{ data: unknown[] }>('GET', `/v1/subscriptions?deviceId=${id}`)).body.data.length, 0)
+
+      await emqx.onClientDisconnected(client, 'normal')
+      assert.equal((await t.api('GET', `/v1/sessions/${id}`)).status, 404, 'a clean session ends with its connection')
+    })
+  }
+
+  it('authorize keeps a device inside its namespace; the API credentials are a superuser', async () => {
+    const emqx = t.exhook('v2')
+    const mounted = { clientid: 'acl-1', username: 'acl-1', mountpoint: 'acl-1/' }
+    assert.equal((await emqx.onClientAuthorize(mounted, 'SUBSCRIBE', 'v1/devices/me/#', true)).bool_result, true)
+    assert.equal((await emqx.onClientAuthorize(mounted, 'SUBSCRIBE', '$SYS/brokers/#', true)).bool_result, false)
+    // without EMQX's mountpoint the topic itself must be the device's
+    const bare = { clientid: 'acl-2', username: 'acl-2' }
+    assert.equal((await emqx.onClientAuthorize(bare, 'PUBLISH', 'acl-2/v1/devices/me/telemetry', true)).bool_result, true)
+    assert.equal((await emqx.onClientAuthorize(bare, 'SUBSCRIBE', '+/v1/devices/me/telemetry', true)).bool_result, false)
+    assert.equal((await emqx.onClientAuthorize(bare, 'SUBSCRIBE', 'acl-1/v1/devices/me/attributes', true)).bool_result, false)
+    assert.equal((await emqx.onClientAuthorize({ clientid: 'ops', username: 'admin' }, 'SUBSCRIBE', '+/v1/devices/me/telemetry', true)).bool_result, true)
+    const superuser = await emqx.onClientAuthenticate({ clientid: 'ops', username: 'admin', password: 'public', peerhost: '127.0.0.1' }, false)
+    assert.equal(superuser.bool_result, true)
+  })
+
+  it('a takeover across two nodes survives hook calls out of order', async () => {
+    const id = 'takeover-1'
+    await t.createDevice(id)
+    const nodeA = t.exhook('v3', 'emqx@node-a')
+    const nodeB = t.exhook('v3', 'emqx@node-b')
+    const onA = { clientid: id, username: id, mountpoint: `${id}/`, node: 'emqx@node-a', peerport: 50001 }
+    const onB = { clientid: id, username: id, mountpoint: `${id}/`, node: 'emqx@node-b', peerport: 50002 }
+    await nodeA.onClientConnected(onA)
+    await nodeB.onClientConnected(onB)
+    // node A's disconnect of the old connection arrives after node B's connect, once as EMQX
+    // names it and once as a plain close: neither is the client going offline
+    await nodeA.onClientDisconnected(onA, 'takenover')
+    await nodeA.onClientDisconnected(onA, 'normal')
+    await nodeA.onSessionSubscribed(onA, `${id}/v1/devices/me/commands`, { qos: 1 })
+    const session = (await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body
+    assert.equal(session.connected, true)
+    assert.equal(session.node, 'emqx@node-b')
+    assert.deepEqual(session.topics, [], 'the old connection cannot subscribe for the new one')
+    await nodeB.onClientDisconnected(onB, 'keepalive_timeout')
+    assert.equal((await t.api('GET', `/v1/sessions/${id}`)).status, 404)
+  })
+
+  it('a resumed persistent session stays offline with its entities after its disconnect', async () => {
+    const id = 'persistent-1'
+    await t.createDevice(id)
+    const emqx = t.exhook('v2')
+    const client = { clientid: id, username: id, mountpoint: `${id}/` }
+    await emqx.onSessionResumed(client)
+    await emqx.onClientConnected(client)
+    await emqx.onSessionSubscribed(client, `${id}/v1/devices/me/attributes`, { qos: 1 })
+    await emqx.onClientDisconnected(client, 'sock_closed')
+    const session = (await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body
+    assert.equal(session.connected, false)
+    assert.equal((await t.api<{ data: unknown[] }>('GET', `/v1/subscriptions?deviceId=${id}`)).body.data.length, 1)
+    // EMQX ends the session (expired): the entities go with it
+    await emqx.onSessionTerminated(client, 'expired')
+    assert.equal((await t.api('GET', `/v1/sessions/${id}`)).status, 404)
+    assert.equal((await t.api<{ data: unknown[] }>('GET', `/v1/subscriptions?deviceId=${id}`)).body.data.length, 0)
+  })
+
+  it('message.publish stores upstream data before answering, and refuses a bad payload', async () => {
+    const id = 'upstream-1'
+    await t.createDevice(id)
+    const emqx = t.exhook('v2')
+    const client = { clientid: id, username: id, mountpoint: `${id}/` }
+    await emqx.onClientConnected(client)
+    const ok = await emqx.onMessagePublish({ from: id, topic: `${id}/v1/devices/me/attributes`, payload: '{"fw":"2.1"}', qos: 1 })
+    assert.equal(ok.type, 'IGNORE')
+    const entity = (await t.api<{ properties: { attributes: Record<string, unknown> } }>('GET', `/apis/core/v1/entities/${id}?type=device`)).body
+    assert.equal(entity.properties.attributes.fw, '2.1')
+
+    const bad = await emqx.onMessagePublish({ from: id, topic: `${id}/v1/devices/me/attributes`, payload: 'not json', qos: 1 })
+    assert.equal(bad.type, 'STOP_AND_RETURN')
+    assert.equal(bad.message?.headers.allow_publish, 'false')
+    const after = (await t.api<{ properties: { attributes: Record<string, unknown> } }>('GET', `/apis/core/v1/entities/${id}?type=device`)).body
+    assert.deepEqual(after.properties.attributes, entity.properties.attributes)
+    await emqx.onClientDisconnected(client, 'normal')
+  })
+
+  it('malformed hook calls answer INVALID_ARGUMENT, are counted, and store nothing', async () => {
+    const emqx = t.exhook('v2')
+    const before = await badHookCount(t)
+    await assert.rejects(emqx.onClientConnected({ clientid: '' }), (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT)
+    await assert.rejects(emqx.onClientConnected({ clientid: 'coap-thing', protocol: 'lwm2m-ish' }), (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT)
+    await assert.rejects(emqx.onSessionSubscribed({ clientid: 'x', username: 'x' }, 'a/'.repeat(600) + 'b'), (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT)
+    assert.equal((await t.api('GET', '/v1/sessions/coap-thing')).status, 404)
+    assert.equal((await badHookCount(t)) - before, 2, 'the two bad connects counted as bad_hook (the long topic as topic_too_deep)')
+  })
+
+  it('bytes that are not protobuf are refused and counted, and the server goes on', async () => {
+    const before = await badHookCount(t)
+    const raw = new grpc.Client(t.exhookAddress, grpc.credentials.createInsecure())
+    const identity = (b: Buffer) => b
+    const error = await new Promise<grpc.ServiceError | null>((resolve) =>
+      raw.makeUnaryRequest('/emqx.exhook.v2.HookProvider/OnClientConnected', identity, identity, Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), (e) => resolve(e))
+    )
+    raw.close()
+    assert.ok(error, 'answered with an error')
+    assert.notEqual(error.code, grpc.status.OK)
+    assert.equal((await badHookCount(t)) - before, 1)
+    const loaded = await t.exhook('v2').onProviderLoaded()
+    assert.ok(loaded.hooks.length > 0, 'still serving')
+  })
+})
+
+async function badHookCount(t: EmqxTestHub): Promise<number> {
+  const { body } = await t.api<string>('GET', '/metrics', undefined, null)
+  const line = body.split('\n').find((l) => l.startsWith('iothub_rejected_inputs_total{reason="bad_hook"}'))
+  return line ? Number(line.split(' ')[1]) : 0
+}

@@ -1,0 +1,169 @@
+/**
+ * EMQX mode's reconcile against the REST stand-in (EMQX 4 and 5 paging): the hub down while the
+ * broker's clients change, a reconcile racing live hook calls, EMQX's API refusing or down at
+ * start, and a reconcile run when EMQX loads the provider.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import type { ReconcileReport } from '../src/sources/emqx/reconcile.js'
+import { startEmqxTestHub, EMQX_KEY, EMQX_SECRET } from './helpers/emqx-hub.js'
+import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
+
+interface SessionView {
+  clientId: string
+  connected: boolean
+  topics: { brokerTopic: string; qos: number }[]
+}
+
+const NODE = 'emqx@127.0.0.1'
+
+/** A WebHook connect body naming the same connection the stand-in lists. */
+const connectBody = (id: string, port: number) => ({ event: 'client.connected', node: NODE, clientid: id, username: id, peername: `127.0.0.1:${port}`, mountpoint: `${id}/`, clean_start: true })
+
+for (const version of [4, 5] as const) {
+  describe(`EMQX ${version}: reconcile`, () => {
+    it("after a restart, the hub's view equals the broker's", async () => {
+      const first = await startEmqxTestHub({ version })
+      const { standin, dataDir } = first
+      for (const id of ['gone', 'stays', 'missed']) await first.createDevice(id)
+      // before the restart the hub heard of two connections
+      for (const [id, port] of [['gone', 1001], ['stays', 1002]] as const) {
+        standin.addClient({ clientid: id, username: id, ipAddress: '127.0.0.1', port, mountpoint: `${id}/` })
+        await first.webhook(connectBody(id, port))
+      }
+      await first.webhook({ event: 'session.subscribed', node: NODE, clientid: 'stays', username: 'stays', peerhost: '127.0.0.1', topic: 'stays/v1/devices/me/attributes', qos: 1 })
+      standin.subscribe('stays', 'stays/v1/devices/me/attributes', 1)
+      await first.stop({ keepData: true, keepStandin: true })
+
+      // while the hub was down: one left, one changed its topics, one came
+      standin.removeClient('gone')
+      standin.unsubscribe('stays', 'stays/v1/devices/me/attributes')
+      standin.subscribe('stays', 'stays/v1/devices/me/commands', 1)
+      standin.addClient({ clientid: 'missed', username: 'missed', ipAddress: '127.0.0.1', port: 1003, mountpoint: 'missed/' })
+      standin.subscribe('missed', 'missed/v1/devices/me/#', 1)
+
+      const t = await startEmqxTestHub({ version, standin, dataDir })
+      try {
+        assert.equal((await t.api('GET', '/v1/sessions/gone')).status, 404)
+        const stays = (await t.api<SessionView>('GET', '/v1/sessions/stays')).body
+        assert.deepEqual(stays.topics.map((s) => s.brokerTopic), ['stays/v1/devices/me/commands'])
+        const missed = (await t.api<SessionView>('GET', '/v1/sessions/missed')).body
+        assert.equal(missed.connected, true)
+        assert.deepEqual(missed.topics.map((s) => s.brokerTopic), ['missed/v1/devices/me/#'])
+        const entities = (await t.api<{ data: { properties: string[] }[] }>('GET', '/v1/subscriptions?deviceId=missed')).body.data
+        assert.deepEqual(entities.map((e) => e.properties.length), [4], 'v1/devices/me/# receives all four change topics')
+        const report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
+        assert.deepEqual(
+          [report.trigger, report.error, report.ghostsEnded, report.sessionsAdded, report.topicsAdded, report.topicsRemoved],
+          ['start', null, 1, 1, 2, 1]
+        )
+      } finally {
+        await t.stop()
+      }
+    })
+
+    it('never undoes hook calls that arrive while it lists the broker', async () => {
+      let duringListing: (() => Promise<void>) | undefined
+      const standin = await startEmqxRestStandin({
+        version,
+        apiKey: EMQX_KEY,
+        apiSecret: EMQX_SECRET,
+        beforeReply: async (_method, path) => {
+          if (!path.includes('/subscriptions') || !duringListing) return
+          const act = duringListing
+          duringListing = undefined
+          await act()
+        }
+      })
+      const t = await startEmqxTestHub({ version, standin })
+      try {
+        for (const id of ['leaves', 'arrives']) await t.createDevice(id)
+        standin.addClient({ clientid: 'leaves', username: 'leaves', ipAddress: '127.0.0.1', port: 2001, mountpoint: 'leaves/' })
+        await t.webhook(connectBody('leaves', 2001))
+        // the clients page has been read when this runs: it still lists `leaves`, not `arrives`
+        duringListing = async () => {
+          standin.removeClient('leaves')
+          await t.webhook({ event: 'client.disconnected', node: NODE, clientid: 'leaves', username: 'leaves', peername: '127.0.0.1:2001', reason: 'normal' })
+          await t.webhook(connectBody('arrives', 2002))
+          standin.addClient({ clientid: 'arrives', username: 'arrives', ipAddress: '127.0.0.1', port: 2002, mountpoint: 'arrives/' })
+        }
+        const report = (await t.api<ReconcileReport>('POST', '/v1/reconcile')).body
+        assert.equal(duringListing, undefined, 'the hook calls ran during the listing')
+        assert.equal(report.error, null)
+        assert.equal((await t.api('GET', '/v1/sessions/leaves')).status, 404, 'not brought back from the stale listing')
+        assert.equal((await t.api<SessionView>('GET', '/v1/sessions/arrives')).body.connected, true, 'not ended as a ghost')
+        assert.ok(report.skippedChanged >= 1)
+      } finally {
+        await t.stop()
+      }
+    })
+
+    it("is not ready while EMQX's API refuses the credentials or is down, and recovers", async () => {
+      const standin = await startEmqxRestStandin({ version, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+      standin.setAuthFailure(true)
+      const t = await startEmqxTestHub({ version, standin, waitReady: false })
+      try {
+        const refused = await waitFor(t, (detail) => detail.includes('IOTHUB_EMQX_API_KEY'))
+        assert.match(refused, /answered 401/)
+        standin.setAuthFailure(false)
+        standin.setDown(true)
+        await waitFor(t, (detail) => /503|cannot be reached/.test(detail))
+        standin.setDown(false)
+        await t.ready(15_000)
+      } finally {
+        await t.stop()
+      }
+    })
+  })
+}
+
+describe('reconcile triggers', () => {
+  it('runs every IOTHUB_RECONCILE_INTERVAL seconds, ending a ghost the hooks never reported', async () => {
+    const t = await startEmqxTestHub({ version: 5, overrides: { reconcileInterval: 1 } })
+    try {
+      await t.webhook(connectBody('ghost', 4001)) // EMQX never lists it: its disconnect was lost
+      let report: ReconcileReport | undefined
+      for (let i = 0; i < 100 && report?.trigger !== 'interval'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
+      }
+      assert.equal(report?.trigger, 'interval')
+      assert.equal(report.ghostsEnded, 1)
+      assert.equal((await t.api('GET', '/v1/sessions/ghost')).status, 404)
+    } finally {
+      await t.stop()
+    }
+  })
+
+  it('runs when EMQX loads the provider, and pages through many clients', async () => {
+    const t = await startEmqxTestHub({ version: 5 })
+    try {
+      for (let i = 0; i < 2500; i++) t.standin.addClient({ clientid: `many-${i}`, username: `many-${i}`, ipAddress: '127.0.0.1', port: 10_000 + i })
+      await t.exhook('v2').onProviderLoaded()
+      let report: ReconcileReport | undefined
+      for (let i = 0; i < 200 && report?.trigger !== 'provider_loaded'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
+      }
+      assert.equal(report?.trigger, 'provider_loaded')
+      assert.equal(report.sessionsAdded, 2500)
+      assert.ok(report.pages >= 4, `${report.pages} pages of at most 1,000`)
+      const listed = (await t.api<{ data: unknown[]; meta: { count: number } }>('GET', '/api/v4/clients?_limit=1')).body
+      assert.equal(listed.meta.count, 2500)
+    } finally {
+      await t.stop()
+    }
+  })
+})
+
+/** Waits until /readyz names the EMQX check failing with a detail `matches` accepts; returns it. */
+async function waitFor(t: Awaited<ReturnType<typeof startEmqxTestHub>>, matches: (detail: string) => boolean): Promise<string> {
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    const { status, body } = await t.api<{ checks: Record<string, { ok: boolean; detail?: string }> }>('GET', '/readyz', undefined, null)
+    const detail = body.checks.emqx?.detail ?? ''
+    if (status === 503 && matches(detail)) return detail
+    if (Date.now() > deadline) throw new Error(`readyz never said so: ${status} ${JSON.stringify(body)}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
