@@ -122,12 +122,7 @@ describe('reconcile triggers', () => {
     const t = await startEmqxTestHub({ version: 5, overrides: { reconcileInterval: 1 } })
     try {
       await t.webhook(connectBody('ghost', 4001)) // EMQX never lists it: its disconnect was lost
-      let report: ReconcileReport | undefined
-      for (let i = 0; i < 100 && report?.trigger !== 'interval'; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50))
-        report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
-      }
-      assert.equal(report?.trigger, 'interval')
+      const report = await reportOf(t, 'interval')
       assert.equal(report.ghostsEnded, 1)
       assert.equal((await t.api('GET', '/v1/sessions/ghost')).status, 404)
     } finally {
@@ -140,12 +135,7 @@ describe('reconcile triggers', () => {
     try {
       for (let i = 0; i < 2500; i++) t.standin.addClient({ clientid: `many-${i}`, username: `many-${i}`, ipAddress: '127.0.0.1', port: 10_000 + i })
       await t.exhook('v2').onProviderLoaded()
-      let report: ReconcileReport | undefined
-      for (let i = 0; i < 200 && report?.trigger !== 'provider_loaded'; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50))
-        report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
-      }
-      assert.equal(report?.trigger, 'provider_loaded')
+      const report = await reportOf(t, 'provider_loaded')
       assert.equal(report.sessionsAdded, 2500)
       assert.ok(report.pages >= 4, `${report.pages} pages of at most 1,000`)
       const listed = (await t.api<{ data: unknown[]; meta: { count: number } }>('GET', '/api/v4/clients?_limit=1')).body
@@ -155,6 +145,17 @@ describe('reconcile triggers', () => {
     }
   })
 })
+
+/** Waits for the report of a reconcile run by `trigger` (at most 10 s). */
+async function reportOf(t: Awaited<ReturnType<typeof startEmqxTestHub>>, trigger: ReconcileReport['trigger']): Promise<ReconcileReport> {
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const { status, body } = await t.api<ReconcileReport>('GET', '/v1/reconcile/last')
+    if (status === 200 && body.trigger === trigger) return body
+    if (Date.now() > deadline) throw new Error(`no reconcile run by ${trigger}; last: ${JSON.stringify(body)}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
 
 /** Waits until /readyz names the EMQX check failing with a detail `matches` accepts; returns it. */
 async function waitFor(t: Awaited<ReturnType<typeof startEmqxTestHub>>, matches: (detail: string) => boolean): Promise<string> {

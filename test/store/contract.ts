@@ -17,7 +17,8 @@ export interface StoreHarness {
   destroy(): Promise<void>
 }
 
-const device = (id: string): Device => ({
+/** Fixtures other backend tests build on too. */
+export const device = (id: string): Device => ({
   id,
   name: `name-${id}`,
   owner: 'owner-1',
@@ -29,7 +30,7 @@ const device = (id: string): Device => ({
   updatedAt: 1_700_000_000_000
 })
 
-const session = (id: string, overrides: Partial<SessionRecord> = {}): SessionRecord => ({
+export const session = (id: string, overrides: Partial<SessionRecord> = {}): SessionRecord => ({
   id,
   protocol: 'mqtt',
   clientId: id,

@@ -22,7 +22,7 @@ import { PostgresStore, type PostgresStoreOptions } from '../../src/store/postgr
 import { SCHEMA_VERSION } from '../../src/store/postgres/schema.js'
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 import { StoreError, type Mutation, type Snapshot } from '../../src/store/store.js'
-import { storeContract } from './contract.js'
+import { device as contractDevice, session as contractSession, storeContract } from './contract.js'
 
 const DATABASE_URL = process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
@@ -63,41 +63,14 @@ storeContract('postgres', async () => {
   }
 })
 
+/** The contract's device, with a document that shows whether key order and odd strings survive. */
 const device = (id: string, name = `name-${id}`): Device => ({
-  id,
+  ...contractDevice(id),
   name,
-  owner: 'owner-1',
-  group: 'default',
-  desc: '',
-  ext: { zeta: 1, alpha: { '\u0000': 'nul', lone: '\ud800' } },
-  token: `token-${id}`,
-  createdAt: 1_700_000_000_000,
-  updatedAt: 1_700_000_000_000
+  ext: { zeta: 1, alpha: { '\u0000': 'nul', lone: '\ud800' } }
 })
 
-const session = (id: string, version: number): SessionRecord => ({
-  id,
-  protocol: 'mqtt',
-  clientId: id,
-  deviceId: `dev-${id}`,
-  username: `dev-${id}`,
-  mountpoint: `dev-${id}/`,
-  node: 'iothub@test',
-  peerHost: '127.0.0.1',
-  peerPort: 50000,
-  sockPort: 1883,
-  keepalive: 60,
-  protoVer: 4,
-  cleanStart: false,
-  expiryInterval: 7200,
-  connected: true,
-  createdAt: 1_700_000_000_000,
-  connectedAt: 1_700_000_000_000,
-  disconnectedAt: null,
-  disconnectReason: null,
-  incarnation: '0000000001.0000.iothub@test',
-  version
-})
+const session = (id: string, version: number): SessionRecord => contractSession(id, { version })
 
 const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text))
 
