@@ -9,6 +9,9 @@
  *         → the device, subscribed to v1/devices/me/attributes (token auth, its own mountpoint)
  *   bare: QoS 1 PUBLISH on {id}/v1/devices/me/attributes from MQTT publisher clients (the same
  *         number in flight, each until its PUBACK) → the device, subscribed to that topic
+ *   floor: the hub's PATCH requests, answered by bare Aedes behind node's HTTP server with
+ *         nothing else (no framework, auth, store or entities): a reference, not a hub — what
+ *         any hub making one HTTP request per push pays on this machine (floor/bare is printed)
  *
  * The same payloads (the PATCH body is what the hub publishes), the same device ids, topics,
  * QoS and concurrency. The brokers run in this process, one after the other (bare Aedes first),
@@ -32,7 +35,7 @@
  *   BENCH_CONCURRENCY         devices connecting at a time during setup              (default 200)
  *   BENCH_STORE_SYNC          the hub's store sync, full or normal                   (default full)
  *
- * Diagnosis only: BENCH_FANOUT_TARGETS=hub (or bare) runs one broker and reports no ratio;
+ * Diagnosis only: BENCH_FANOUT_TARGETS=hub (or bare, floor, or two of them) runs those only;
  * BENCH_FANOUT_CPU_PROFILE=<dir> writes a V8 cpu profile of the broker's process (main thread)
  * for each timed fan-out (the profiler costs ~15%: do not quote those runs' times).
  */
@@ -42,8 +45,8 @@ import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Hub } from '../src/hub.js'
-import { deviceId, FanoutFleet, type FanoutReport, type SetupReport } from './lib/fanout-fleet.js'
-import { benchStoreSync, commitTotals, startBareAedes, startHub, type CommitTotals, type Target } from './lib/targets.js'
+import { deviceId, FanoutFleet, type FanoutReport, type FanoutTarget, type SetupReport } from './lib/fanout-fleet.js'
+import { benchStoreSync, commitTotals, startBareAedes, startHttpFloor, startHub, type CommitTotals, type Target } from './lib/targets.js'
 import { envInt, fmt, line, median, report, runMain, waitFor } from './lib/util.js'
 
 const DEVICES = envInt('BENCH_FANOUT_DEVICES', 10_000)
@@ -62,15 +65,15 @@ const OTHERS_WARNING = 0.1
 /** The hub's API credentials: its defaults (config.ts). */
 const API_AUTH = 'admin:public'
 /** Diagnosis: BENCH_FANOUT_TARGETS=hub (or bare) runs one broker only, and reports no ratio. */
-const TARGETS = (process.env.BENCH_FANOUT_TARGETS ?? 'bare,hub').split(',').map((t) => {
-  if (t !== 'hub' && t !== 'bare') throw new Error(`BENCH_FANOUT_TARGETS must list hub and/or bare, got "${t}"`)
+const TARGETS = (process.env.BENCH_FANOUT_TARGETS ?? 'bare,floor,hub').split(',').map((t) => {
+  if (t !== 'hub' && t !== 'bare' && t !== 'floor') throw new Error(`BENCH_FANOUT_TARGETS must list hub, floor and/or bare, got "${t}"`)
   return t
 })
 /** Diagnosis: a folder for cpu profiles of the broker's process during each timed fan-out. */
 const PROFILE_DIR = process.env.BENCH_FANOUT_CPU_PROFILE ?? ''
 
 interface RoundResult {
-  target: 'hub' | 'bare'
+  target: FanoutTarget
   round: number
   timed: FanoutReport
   /** CPU (user + system) of this process — the broker's, all its threads — during the timed fan-out, ms. */
@@ -88,7 +91,7 @@ interface RoundResult {
 }
 
 interface TargetResult {
-  target: 'hub' | 'bare'
+  target: FanoutTarget
   setup: SetupReport
   /** CPU of this process while the devices connected and subscribed, ms. */
   setupBrokerCpuMs: number
@@ -158,8 +161,8 @@ async function profiled<T>(file: string, work: () => Promise<T>): Promise<T> {
 }
 
 /** One broker, freshly started: connect the devices, warm up, then BENCH_FANOUT_ROUNDS timed fan-outs. */
-async function runTarget(fleet: FanoutFleet, name: 'hub' | 'bare'): Promise<TargetResult> {
-  const target: Target = name === 'hub' ? await startHub({ auth: 'token' }) : await startBareAedes()
+async function runTarget(fleet: FanoutFleet, name: FanoutTarget): Promise<TargetResult> {
+  const target: Target = name === 'hub' ? await startHub({ auth: 'token' }) : name === 'floor' ? await startHttpFloor() : await startBareAedes()
   try {
     const cpuSetup = process.cpuUsage()
     const setup = await fleet.setup({
@@ -223,35 +226,35 @@ const faults = (f: FanoutReport): number => f.missing + f.duplicates + f.wrong +
 
 const PAD = ''.padEnd(12)
 
-function printSetup(name: 'hub' | 'bare', s: SetupReport, brokerCpuMs: number, mismatches: number | null): void {
+function printSetup(name: FanoutTarget, s: SetupReport, brokerCpuMs: number, mismatches: number | null): void {
   const entities = mismatches === null ? '' : mismatches === 0 ? '; one subscription entity per device' : `; ${fmt(mismatches)} DEVICES WITHOUT EXACTLY ONE SUBSCRIPTION ENTITY`
   line(
-    `  ${name.padEnd(4)}  setup: ${name === 'hub' ? `${fmt(DEVICES)} devices registered (one POST) in ${fmt(s.createMs)} ms, ` : ''}` +
+    `  ${name.padEnd(5)}  setup: ${name === 'hub' ? `${fmt(DEVICES)} devices registered (one POST) in ${fmt(s.createMs)} ms, ` : ''}` +
       `${fmt(s.ok)} connected+subscribed in ${fmt(s.connectMs)} ms (broker cpu ${fmt(brokerCpuMs)} ms, clients cpu ${fmt(s.connectCpuMs)} ms)${entities}`
   )
 }
 
-function checkText(f: FanoutReport, target: 'hub' | 'bare'): string {
+function checkText(f: FanoutReport, target: FanoutTarget): string {
   if (faults(f) === 0) return `every device received exactly its own push (${fmt(f.received)}/${fmt(f.count)})`
   return (
     `MISMATCH: received ${fmt(f.received)}/${fmt(f.count)}, missing ${fmt(f.missing)}, duplicates ${fmt(f.duplicates)}, ` +
-    `meant for another device/phase ${fmt(f.wrong)}, failed ${target === 'hub' ? 'requests' : 'publishes'} ${fmt(f.ackFailures)}` +
-    (target === 'hub' ? `, pushedTo not [device] ${fmt(f.pushedToMismatch)}` : '') +
+    `meant for another device/phase ${fmt(f.wrong)}, failed ${target === 'bare' ? 'publishes' : 'requests'} ${fmt(f.ackFailures)}` +
+    (target !== 'bare' ? `, pushedTo not [device] ${fmt(f.pushedToMismatch)}` : '') +
     (f.timedOut ? `, TIMED OUT after ${fmt(FANOUT_TIMEOUT_MS)} ms` : '')
   )
 }
 
-function printWarm(name: 'hub' | 'bare', w: FanoutReport): void {
-  line(`  ${name.padEnd(4)}  warm-up: ${fmt(w.count)} pushes in ${fmt(w.wallMs)} ms (untimed); ${checkText(w, name)}`)
+function printWarm(name: FanoutTarget, w: FanoutReport): void {
+  line(`  ${name.padEnd(5)}  warm-up: ${fmt(w.count)} pushes in ${fmt(w.wallMs)} ms (untimed); ${checkText(w, name)}`)
   for (const e of w.errors) line(`  ${PAD}  ${e}`)
 }
 
 function printRound(r: RoundResult): void {
   const t = r.timed
   line(
-    `  ${r.target.padEnd(4)}  round ${r.round + 1}: fan-out ${fmt(t.wallMs).padStart(6)} ms  (last ${r.target === 'hub' ? 'HTTP 200' : 'PUBACK'} at ${fmt(t.acksMs)} ms)` +
+    `  ${r.target.padEnd(5)}  round ${r.round + 1}: fan-out ${fmt(t.wallMs).padStart(6)} ms  (last ${r.target === 'bare' ? 'PUBACK' : 'HTTP 200'} at ${fmt(t.acksMs)} ms)` +
       `  push latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms` +
-      `  ${r.target === 'hub' ? 'HTTP response' : 'PUBACK'} p50/p99 ${fmt(t.ackLatency.p50, 1)}/${fmt(t.ackLatency.p99, 1)} ms` +
+      `  ${r.target === 'bare' ? 'PUBACK' : 'HTTP response'} p50/p99 ${fmt(t.ackLatency.p50, 1)}/${fmt(t.ackLatency.p99, 1)} ms` +
       `  ${fmt((t.received / t.wallMs) * 1000)} pushes/s`
   )
   line(
@@ -286,20 +289,20 @@ async function main(): Promise<void> {
     line('  (one broker only, BENCH_FANOUT_TARGETS: no comparison, nothing reported)')
     return
   }
-  const rounds = (name: 'hub' | 'bare') => results.find((r) => r.target === name)!.rounds
-  const med = (name: 'hub' | 'bare', pick: (r: RoundResult) => number) => median(rounds(name).map(pick))
-  const p = (name: 'hub' | 'bare', pick: (f: FanoutReport) => number) => med(name, (r) => pick(r.timed))
-  const wall = (name: 'hub' | 'bare') => p(name, (f) => f.wallMs)
+  const rounds = (name: FanoutTarget) => results.find((r) => r.target === name)!.rounds
+  const med = (name: FanoutTarget, pick: (r: RoundResult) => number) => median(rounds(name).map(pick))
+  const p = (name: FanoutTarget, pick: (f: FanoutReport) => number) => med(name, (r) => pick(r.timed))
+  const wall = (name: FanoutTarget) => p(name, (f) => f.wallMs)
   const ratio = wall('hub') / wall('bare')
-  const spread = (name: 'hub' | 'bare') => {
+  const spread = (name: FanoutTarget) => {
     const w = rounds(name).map((r) => r.timed.wallMs)
     return `${fmt(Math.min(...w))}–${fmt(Math.max(...w))}`
   }
-  const noisy = (name: 'hub' | 'bare') => rounds(name).filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
+  const noisy = (name: FanoutTarget) => rounds(name).filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
   line(`  medians over ${ROUNDS} round(s):`)
-  for (const name of ['bare', 'hub'] as const) {
+  for (const name of TARGETS) {
     line(
-      `    ${name.padEnd(4)}  fan-out ${fmt(wall(name)).padStart(6)} ms (rounds ${spread(name)} ms)` +
+      `    ${name.padEnd(5)}  fan-out ${fmt(wall(name)).padStart(6)} ms (rounds ${spread(name)} ms)` +
         `  push latency p50 ${fmt(p(name, (f) => f.latency.p50), 1)} ms, p99 ${fmt(p(name, (f) => f.latency.p99), 1)} ms` +
         `  broker cpu ${fmt(med(name, (r) => r.brokerCpuMs))} ms` +
         (rounds(name).every((r) => r.brokerMainCpuMs !== null) ? ` (main thread ${fmt(med(name, (r) => r.brokerMainCpuMs!))} ms)` : '') +
@@ -311,6 +314,13 @@ async function main(): Promise<void> {
     `    hub/bare: fan-out ${fmt(ratio, 2)} (p50 ${fmt(p('hub', (f) => f.latency.p50) / p('bare', (f) => f.latency.p50), 2)}, p99 ${fmt(p('hub', (f) => f.latency.p99) / p('bare', (f) => f.latency.p99), 2)},` +
       ` broker cpu ${fmt(med('hub', (r) => r.brokerCpuMs) / med('bare', (r) => r.brokerCpuMs), 2)})  target ≤ ${TARGET_RATIO}: ${ratio <= TARGET_RATIO ? 'met' : 'MISSED'}`
   )
+  const floor = TARGETS.includes('floor') ? wall('floor') : null
+  if (floor !== null) {
+    line(
+      `    floor/bare: fan-out ${fmt(floor / wall('bare'), 2)} — the least any hub making one HTTP request per push reaches on this machine` +
+        ` (bare Aedes behind node's HTTP server, no framework, auth or store); hub/floor ${fmt(wall('hub') / floor, 2)}`
+    )
+  }
   const runs = results.flatMap((r) => [r.warm, ...r.rounds.map((x) => x.timed)])
   const faultTotal = runs.reduce((n, f) => n + faults(f), 0)
   const entityFaults = results.reduce((n, r) => n + (r.entityMismatches ?? 0), 0)
@@ -319,7 +329,7 @@ async function main(): Promise<void> {
     `  delivery check: ${exact ? `every device received exactly its own push in all ${runs.length} fan-outs (warm-ups included)` : `MISMATCH: ${fmt(faultTotal)} faulty pushes in ${runs.filter((f) => faults(f) > 0).length} of ${runs.length} fan-outs, ${fmt(entityFaults)} devices without their subscription entity`}`
   )
 
-  const latency = (name: 'hub' | 'bare') => `p50 ${fmt(p(name, (f) => f.latency.p50), 1)} / p99 ${fmt(p(name, (f) => f.latency.p99), 1)} ms`
+  const latency = (name: FanoutTarget) => `p50 ${fmt(p(name, (f) => f.latency.p50), 1)} / p99 ${fmt(p(name, (f) => f.latency.p99), 1)} ms`
   await report('fanout', [
     {
       bench: 'fanout',
@@ -330,6 +340,19 @@ async function main(): Promise<void> {
       target: `hub/bare ≤ ${TARGET_RATIO}`,
       met: ratio <= TARGET_RATIO
     },
+    ...(floor === null
+      ? []
+      : [
+          {
+            bench: 'fanout',
+            metric: 'floor: one HTTP request per push, nothing else',
+            value: `${fmt(floor)} ms`,
+            baseline: `${fmt(wall('bare'))} ms (bare Aedes)`,
+            ratio: fmt(floor / wall('bare'), 2),
+            target: '',
+            met: null
+          }
+        ]),
     {
       bench: 'fanout',
       metric: 'per-push latency (send → device)',

@@ -36,9 +36,17 @@ export const brokerAttributesTopic = (deviceId: string): string => `${deviceId}/
 /** Device ids, the same for both targets (so topics and payloads have the same length). */
 export const deviceId = (i: number): string => `fanout-${String(i).padStart(6, '0')}`
 
+/**
+ * `hub`: the hub (devices log in with their tokens and subscribe their own topic; pushes are API
+ * calls). `bare`: bare Aedes (anonymous devices on the broker topic; pushes are MQTT publishes).
+ * `floor`: bare Aedes behind a minimal HTTP endpoint (anonymous devices as for bare; pushes are
+ * the hub's API calls) — what any hub pays for one HTTP request per push, and nothing else.
+ */
+export type FanoutTarget = 'hub' | 'floor' | 'bare'
+
 export interface SetupCommand {
   cmd: 'setup'
-  target: 'hub' | 'bare'
+  target: FanoutTarget
   mqttUrl: string
   /** The hub's API; null for bare Aedes. */
   httpUrl: string | null
@@ -142,15 +150,17 @@ function child(): void {
     const errors = new Set<string>()
     const tokens: string[] = []
     let createMs = 0
-    if (c.target === 'hub') {
+    if (c.httpUrl !== null) {
       // undici rather than node:http: a request costs the load generator, which shares the
       // machine's cpus with the hub, about a third less. No pipelining: with it, node's server
       // answers a socket's requests in turn and the fan-out took twice as long.
-      api = new Pool(c.httpUrl!, { connections: c.concurrency, keepAliveTimeout: 60_000 })
+      api = new Pool(c.httpUrl, { connections: c.concurrency, keepAliveTimeout: 60_000 })
+    }
+    if (c.target === 'hub') {
       const t0 = nowMs()
       for (let from = 0; from < c.devices; from += 10_000) {
         const batch = Array.from({ length: Math.min(10_000, c.devices - from) }, (_, k) => ({ id: deviceId(from + k) }))
-        const answer = await api.request({ path: '/v1/devices', method: 'POST', headers: { 'content-type': 'application/json', authorization: basicAuth }, body: JSON.stringify(batch) })
+        const answer = await api!.request({ path: '/v1/devices', method: 'POST', headers: { 'content-type': 'application/json', authorization: basicAuth }, body: JSON.stringify(batch) })
         const text = await answer.body.text()
         if (answer.statusCode !== 201) throw new Error(`POST /v1/devices answered ${answer.statusCode}: ${text.slice(0, 300)}`)
         for (const d of JSON.parse(text) as { id: string; token: string }[]) tokens[Number(d.id.slice('fanout-'.length))] = d.token

@@ -1,9 +1,10 @@
 /**
- * The two brokers the socket benchmarks compare, started in this process on 127.0.0.1 and a
+ * The brokers the socket benchmarks compare, started in this process on 127.0.0.1 and a
  * free port: the hub (Aedes + session registry + SQLite store, as `npm start` runs it, with
  * auth none — or, for the fan-out bench, the default token auth — and logs silenced) and bare
  * Aedes with its default in-memory persistence.
  */
+import { createServer as createHttpServer } from 'node:http'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { Aedes, type Client } from 'aedes'
 import { loadConfig } from '../../src/config.js'
@@ -14,7 +15,7 @@ import { removeDir, tempDir } from './util.js'
 export type AedesClients = Record<string, Client & { subscriptions: Record<string, unknown> }>
 
 export interface Target {
-  name: 'hub' | 'bare'
+  name: 'hub' | 'bare' | 'floor'
   url: string
   /** The hub's HTTP API (`http://127.0.0.1:port`); null for bare Aedes. */
   httpUrl: string | null
@@ -96,6 +97,44 @@ export async function startBareAedes(): Promise<Target> {
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       for (const socket of sockets) socket.destroy()
       await closed
+    }
+  }
+}
+
+/**
+ * The floor of the fan-out benchmark: bare Aedes behind the least an HTTP API can be — node's
+ * HTTP server, no framework, no auth, no store — publishing each `PATCH
+ * /v1/devices/{id}/attributes` body QoS 1 on `{id}/v1/devices/me/attributes` and answering
+ * `{"pushedTo":[id]}` once Aedes has routed it. What any hub pays for one HTTP request per push.
+ */
+export async function startHttpFloor(): Promise<Target> {
+  const bare = await startBareAedes()
+  const path = /^\/v1\/devices\/([^/]+)\/attributes$/
+  const http = createHttpServer((req, res) => {
+    const id = path.exec(req.url ?? '')?.[1]
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      if (req.method !== 'PATCH' || id === undefined) {
+        res.writeHead(404).end()
+        return
+      }
+      const packet = { cmd: 'publish' as const, topic: `${id}/v1/devices/me/attributes`, payload: Buffer.concat(chunks), qos: 1 as const, retain: false, dup: false }
+      bare.aedes.publish(packet, (error) => {
+        const body = error ? JSON.stringify({ message: error.message }) : `{"pushedTo":["${id}"]}`
+        res.writeHead(error ? 500 : 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
+      })
+    })
+  })
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', () => resolve()))
+  return {
+    ...bare,
+    name: 'floor',
+    httpUrl: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
+    async stop() {
+      http.closeAllConnections()
+      await new Promise<void>((resolve) => http.close(() => resolve()))
+      await bare.stop()
     }
   }
 }
