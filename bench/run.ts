@@ -5,7 +5,7 @@
  * benchmark could not run.
  *
  *   npm run bench                       all of them
- *   npm run bench -- events memory      only those named (events, connect-storm, memory, fanout)
+ *   npm run bench -- events memory      only those named (events, connect-storm, memory, fanout, exhook, reconcile)
  *
  * Sizes come from BENCH_* environment variables; see bench/README.md.
  */
@@ -33,7 +33,10 @@ const BENCHES: Bench[] = [
     // devices, plus the load generator's HTTP keep-alive sockets (or MQTT publishers, fewer)
     sockets: envInt('BENCH_FANOUT_DEVICES', 10_000) + envInt('BENCH_FANOUT_CONCURRENCY', 200),
     size: 'BENCH_FANOUT_DEVICES / BENCH_FANOUT_CONCURRENCY'
-  }
+  },
+  // EMQX mode: a few gRPC connections (and, for reconcile, the REST stand-in's HTTP sockets)
+  { name: 'exhook', script: 'exhook.ts', sockets: 0 },
+  { name: 'reconcile', script: 'reconcile.ts', sockets: 0 }
 ]
 
 /** Descriptors a process needs besides its sockets: listeners, SQLite files, pipes, node itself. */

@@ -38,7 +38,8 @@ const RESUMED_MARK_MS = 60_000
 type Handler = (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, callback: grpc.sendUnaryData<unknown>) => void
 
 export class ExhookServer {
-  private readonly server = new grpc.Server()
+  // channelz keeps per-call statistics for gRPC's debugging service, which the hub does not serve
+  private readonly server = new grpc.Server({ 'grpc.enable_channelz': 0 })
   private port: number | undefined
   /**
    * ExHook's ClientInfo says nothing of clean_start. A `session.resumed` (which EMQX runs just

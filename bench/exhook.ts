@@ -1,0 +1,352 @@
+/**
+ * ExHook throughput: EMQX's hook calls answered per second by a hub in EMQX mode, against the
+ * same hub with a store that commits one transaction per event (`maxBatch: 1`), in one run.
+ *
+ *   EMQX (stand-in) ─ gRPC, ExHook v2, BENCH_EXHOOK_CHANNELS connections ─▶ hub: ExhookServer
+ *     → EmqxSource → SessionRegistry.apply → SQLite group commit (synchronous = FULL) → answer
+ *
+ * BENCH_EXHOOK_CLIENTS simulated clients each make the three calls EMQX makes for a device that
+ * connects, subscribes to its attributes and leaves: client.connected → session.subscribed
+ * (`{id}/v1/devices/me/attributes`, QoS 1) → client.disconnected (reason `normal`; a clean
+ * session, so it ends). A client's next call goes when the previous one is answered, as EMQX
+ * calls one client's hooks in turn; BENCH_EXHOOK_CONCURRENCY clients at a time, so that many calls
+ * are in flight (a closed loop). Every call is answered only once its effect is durable. The
+ * callers run in a child process (bench/lib/exhook-fleet.ts), so the hub has this process to
+ * itself; the EMQX REST stand-in the hub reconciles with at start runs in this process, idle
+ * during the measurement.
+ *
+ *   BENCH_EXHOOK_CLIENTS           clients per timed round, 3 calls each      (default 10,000)
+ *   BENCH_EXHOOK_BASELINE_CLIENTS  clients per round of the maxBatch-1 hub    (default 2,000)
+ *   BENCH_EXHOOK_CONCURRENCY       calls in flight                            (default 512)
+ *   BENCH_EXHOOK_CHANNELS          gRPC connections the calls are spread over (default 4)
+ *   BENCH_EXHOOK_ROUNDS            timed rounds per hub; medians are reported (default 5)
+ *   BENCH_EXHOOK_WARMUP            clients of one untimed round per hub first (default 5,000)
+ *   BENCH_STORE_SYNC               the hub's store sync, full or normal       (default full)
+ *   BENCH_EXHOOK_TRANSPORT         the callers' client: http2 or grpc-js      (default http2)
+ *
+ * Checked after every round (warm-ups included): every call answered OK; every connected,
+ * subscribed and disconnected event applied (none stale or failed); no session and no
+ * subscription entity left in the hub.
+ *
+ * Then the floor: grpc-js serving the same services and answering every call at once, nothing
+ * stored, to the same callers — the most any grpc-js ExHook server reaches on this machine.
+ *
+ * Diagnosis only: BENCH_EXHOOK_VERSION=v1|v3 calls as EMQX 4.x or 5.9+ does;
+ * BENCH_EXHOOK_CPU_PROFILE=<dir> writes a V8 cpu profile of the hub's process (main thread) for
+ * each timed round of the group-commit hub (the profiler costs ~15%: do not quote those runs).
+ */
+import { availableParallelism } from 'node:os'
+import { performance } from 'node:perf_hooks'
+import * as grpc from '@grpc/grpc-js'
+import { EXHOOK_VERSIONS, exhookServiceDefinition, type ExhookVersion } from '../src/brokers/emqx/exhook/protos.js'
+import { startEmqxRestStandin } from '../test/helpers/emqx-rest-standin.js'
+import {
+  EMQX_API_KEY,
+  EMQX_API_SECRET,
+  EXHOOK_DEADLINE_MS,
+  benchExhookTransport,
+  eventCounts,
+  eventDelta,
+  ExhookFleet,
+  machineTimes,
+  mainThreadCpuMs,
+  profiled,
+  startEmqxHub,
+  type EmqxHub,
+  type RunReport
+} from './lib/exhook-fleet.js'
+import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
+import { envInt, fmt, line, median, report, runMain } from './lib/util.js'
+
+const CLIENTS = envInt('BENCH_EXHOOK_CLIENTS', 10_000)
+const BASELINE_CLIENTS = envInt('BENCH_EXHOOK_BASELINE_CLIENTS', 2_000)
+const CONCURRENCY = envInt('BENCH_EXHOOK_CONCURRENCY', 512)
+const CHANNELS = envInt('BENCH_EXHOOK_CHANNELS', 4)
+const ROUNDS = envInt('BENCH_EXHOOK_ROUNDS', 5)
+const WARMUP = envInt('BENCH_EXHOOK_WARMUP', 5_000)
+const VERSION = (process.env.BENCH_EXHOOK_VERSION ?? 'v2') as ExhookVersion
+if (!['v1', 'v2', 'v3'].includes(VERSION)) throw new Error(`BENCH_EXHOOK_VERSION must be v1, v2 or v3, got "${VERSION}"`)
+const TRANSPORT = benchExhookTransport()
+const PROFILE_DIR = process.env.BENCH_EXHOOK_CPU_PROFILE ?? ''
+const TARGET_RATE = 20_000
+/** Share of the machine's cpu used by other processes during a round above which it is flagged. */
+const OTHERS_WARNING = 0.1
+
+type Variant = 'group commit' | 'baseline'
+
+interface RoundResult {
+  variant: Variant
+  round: number
+  run: RunReport
+  /** Calls per second: calls ÷ the run's wall time. */
+  rate: number
+  /** CPU of this process — the hub's, all its threads — during the round, ms. */
+  hubCpuMs: number
+  /** Of hubCpuMs, the main thread's (Linux only). */
+  hubMainCpuMs: number | null
+  /** Share of the round the hub's event loop was busy (0..1). */
+  hubElu: number
+  commits: CommitTotals | null
+  /** Events the hub counted in the round, `kind/outcome` → count. */
+  events: Map<string, number>
+  sessionsLeft: number
+  entitiesLeft: number
+  othersCpuMs: number
+  machineMs: number
+}
+
+/** What is wrong with a round: nothing, or what the check found. */
+function faults(r: RoundResult): string[] {
+  const found: string[] = []
+  const n = r.run.clients
+  if (r.run.failed > 0) found.push(`${fmt(r.run.failed)} calls not answered OK (${Object.entries(r.run.byCode).map(([c, k]) => `${c} ${fmt(k)}`).join(', ')}): ${r.run.errors.join('; ')}`)
+  for (const kind of ['connected', 'subscribed', 'disconnected']) {
+    const applied = r.events.get(`${kind}/applied`) ?? 0
+    if (applied !== n) found.push(`${kind} applied ${fmt(applied)} of ${fmt(n)}`)
+  }
+  const other = [...r.events].filter(([key]) => !key.endsWith('/applied'))
+  if (other.length > 0) found.push(`events not applied: ${other.map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`)
+  if (r.sessionsLeft > 0) found.push(`${fmt(r.sessionsLeft)} sessions left`)
+  if (r.entitiesLeft > 0) found.push(`${fmt(r.entitiesLeft)} subscription entities left`)
+  return found
+}
+
+async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, label: string, clients: number, round: number): Promise<RoundResult> {
+  const hub = target.hub
+  await hub.registry.settled()
+  const commits0 = await commitTotals(hub)
+  const events0 = await eventCounts(hub)
+  const machine0 = machineTimes()
+  const cpu0 = process.cpuUsage()
+  const main0 = mainThreadCpuMs()
+  const elu0 = performance.eventLoopUtilization()
+  const profile = variant === 'group commit' && round >= 0 ? PROFILE_DIR : ''
+  const run = await profiled(profile, `exhook-round${round + 1}.cpuprofile`, () => fleet.run({ prefix: label, clients, concurrency: CONCURRENCY }))
+  const hubElu = performance.eventLoopUtilization(elu0).utilization
+  const cpu = process.cpuUsage(cpu0)
+  const hubCpuMs = (cpu.user + cpu.system) / 1000
+  const main1 = mainThreadCpuMs()
+  const machine1 = machineTimes()
+  const commits1 = await commitTotals(hub)
+  const commits =
+    commits0 && commits1
+      ? { transactions: commits1.transactions - commits0.transactions, commits: commits1.commits - commits0.commits, seconds: commits1.seconds - commits0.seconds }
+      : null
+  return {
+    variant,
+    round,
+    run,
+    rate: (run.calls / run.wallMs) * 1000,
+    hubCpuMs,
+    hubMainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
+    hubElu,
+    commits,
+    events: eventDelta(events0, await eventCounts(hub)),
+    sessionsLeft: hub.registry.size,
+    entitiesLeft: hub.registry.subscriptions.size,
+    othersCpuMs: Math.max(0, machine1.busy - machine0.busy - hubCpuMs - run.cpuMs),
+    machineMs: machine1.total - machine0.total
+  }
+}
+
+const PAD = ''.padEnd(16)
+
+function printRound(r: RoundResult, label: string): void {
+  const t = r.run
+  line(
+    `  ${r.variant.padEnd(12)}  ${label.padEnd(8)}: ${fmt(t.calls).padStart(6)} calls in ${fmt(t.wallMs).padStart(6)} ms = ${fmt(r.rate).padStart(6)} calls/s` +
+      `   latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms`
+  )
+  line(
+    `  ${PAD}hub: cpu ${fmt(r.hubCpuMs)} ms${r.hubMainCpuMs === null ? '' : ` (main thread ${fmt(r.hubMainCpuMs)} ms)`} = ${fmt((r.hubCpuMs * 1000) / Math.max(1, t.calls), 1)} µs per call,` +
+      ` event loop ${fmt(r.hubElu * 100)}% busy;  callers: cpu ${fmt(t.cpuMs)} ms, event loop ${fmt(t.elu * 100)}% busy` +
+      (r.commits
+        ? `;  store: ${fmt(r.commits.transactions)} transactions × ${fmt(r.commits.commits / Math.max(1, r.commits.transactions), 1)} events, ` +
+          `${fmt((r.commits.seconds * 1000) / Math.max(1, r.commits.transactions), 2)} ms each`
+        : '')
+  )
+  const found = faults(r)
+  line(
+    `  ${PAD}check: ${
+      found.length === 0
+        ? `${fmt(t.ok)}/${fmt(t.calls)} calls OK; connected, subscribed, disconnected each applied ${fmt(t.clients)}×, none stale; no session or subscription entity left`
+        : `MISMATCH: ${found.join('; ')}`
+    }`
+  )
+  const others = r.othersCpuMs / Math.max(1, r.machineMs)
+  if (others > OTHERS_WARNING) {
+    line(`  ${PAD}WARNING: other processes used ${fmt(r.othersCpuMs)} ms of cpu (${fmt(others * 100)}% of the machine) during this round: its figures are not clean`)
+  }
+}
+
+async function runHub(fleet: ExhookFleet, emqxApi: string, variant: Variant): Promise<{ rounds: RoundResult[]; warmFaults: number }> {
+  const target = await startEmqxHub(emqxApi, variant === 'baseline' ? { maxBatch: 1 } : {})
+  const clients = variant === 'baseline' ? BASELINE_CLIENTS : CLIENTS
+  try {
+    const openMs = await fleet.open({ address: target.exhookAddress, version: VERSION, channels: CHANNELS, transport: TRANSPORT })
+    line(`  ${variant.padEnd(12)}  hub ready (ExHook on ${target.exhookAddress}); ${CHANNELS} gRPC channel(s) connected in ${fmt(openMs)} ms`)
+    const warm = await round(fleet, target, variant, 'warm-up', Math.min(WARMUP, clients), -1)
+    printRound(warm, 'warm-up')
+    const rounds: RoundResult[] = []
+    for (let i = 0; i < ROUNDS; i++) {
+      const r = await round(fleet, target, variant, `round-${i + 1}`, clients, i)
+      printRound(r, `round ${i + 1}`)
+      rounds.push(r)
+    }
+    await fleet.close()
+    return { rounds, warmFaults: faults(warm).length }
+  } finally {
+    await target.stop()
+  }
+}
+
+/**
+ * The floor: grpc-js serving the same HookProvider services and answering every call at once
+ * with nothing stored — what any ExHook server built on grpc-js costs on this machine, beside
+ * the same callers. A reference, not a hub: its rate bounds what the hub can reach here.
+ */
+async function startGrpcFloor(): Promise<{ address: string; stop(): void }> {
+  const server = new grpc.Server({ 'grpc.enable_channelz': 0 })
+  for (const version of EXHOOK_VERSIONS) {
+    const answerAtOnce: grpc.handleUnaryCall<unknown, unknown> = (_call, callback) => callback(null, {})
+    const handlers: grpc.UntypedServiceImplementation = {}
+    for (const rpc of Object.keys(exhookServiceDefinition(version))) handlers[rpc] = answerAtOnce
+    server.addService(exhookServiceDefinition(version), handlers)
+  }
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound)))
+  )
+  return { address: `127.0.0.1:${port}`, stop: () => server.forceShutdown() }
+}
+
+/** Calls/s of each timed round against the floor. */
+async function runFloor(fleet: ExhookFleet): Promise<number[]> {
+  const floor = await startGrpcFloor()
+  try {
+    await fleet.open({ address: floor.address, version: VERSION, channels: CHANNELS, transport: TRANSPORT })
+    await fleet.run({ prefix: 'floor-warm-up', clients: Math.min(WARMUP, CLIENTS), concurrency: CONCURRENCY })
+    const rates: number[] = []
+    for (let i = 0; i < ROUNDS; i++) {
+      const run = await fleet.run({ prefix: `floor-${i + 1}`, clients: CLIENTS, concurrency: CONCURRENCY })
+      if (run.failed > 0) throw new Error(`floor: ${run.failed} calls failed: ${run.errors.join('; ')}`)
+      rates.push((run.calls / run.wallMs) * 1000)
+      line(`  floor         round ${i + 1}: ${fmt(rates[i]!)} calls/s`)
+    }
+    await fleet.close()
+    return rates
+  } finally {
+    floor.stop()
+  }
+}
+
+async function main(): Promise<void> {
+  const sync = benchStoreSync()
+  line(`exhook: EMQX's hook calls (gRPC, ExHook ${VERSION}) answered by a hub in EMQX mode, store synchronous = ${sync.toUpperCase()}${sync === 'full' ? '' : ': NOT the default, for diagnosis'}`)
+  line(`  per client: client.connected → session.subscribed ({id}/v1/devices/me/attributes, QoS 1) → client.disconnected (normal, clean session)`)
+  line(
+    `  ${fmt(CONCURRENCY)} calls in flight over ${CHANNELS} gRPC connection(s) (${TRANSPORT === 'http2' ? 'node:http2, gRPC framing' : '@grpc/grpc-js client'}) from a child process; deadline ${fmt(EXHOOK_DEADLINE_MS)} ms (EMQX's default);` +
+      ` per hub: ${fmt(WARMUP)}-client warm-up, ${ROUNDS} timed round(s)`
+  )
+  line(`  group commit: the hub as it runs (${fmt(CLIENTS)} clients per round); baseline: its store with maxBatch 1, one transaction per event (${fmt(BASELINE_CLIENTS)} clients per round)`)
+  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_API_KEY, apiSecret: EMQX_API_SECRET })
+  const fleet = await ExhookFleet.start()
+  let group: Awaited<ReturnType<typeof runHub>>
+  let baseline: Awaited<ReturnType<typeof runHub>>
+  let floorRates: number[]
+  try {
+    group = await runHub(fleet, standin.url, 'group commit')
+    baseline = await runHub(fleet, standin.url, 'baseline')
+    floorRates = await runFloor(fleet)
+  } finally {
+    await fleet.stop()
+    await standin.close()
+  }
+
+  const med = (rounds: RoundResult[], pick: (r: RoundResult) => number) => median(rounds.map(pick))
+  const rate = med(group.rounds, (r) => r.rate)
+  const baseRate = med(baseline.rounds, (r) => r.rate)
+  const ratio = rate / baseRate
+  const p = (rounds: RoundResult[], pick: (s: RunReport['latency']) => number) => med(rounds, (r) => pick(r.run.latency))
+  const spread = (rounds: RoundResult[]) => `${fmt(Math.min(...rounds.map((r) => r.rate)))}–${fmt(Math.max(...rounds.map((r) => r.rate)))}`
+  const noisy = (rounds: RoundResult[]) => rounds.filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
+  line(`  medians over ${ROUNDS} round(s):`)
+  for (const [variant, rounds] of [['group commit', group.rounds], ['baseline', baseline.rounds]] as const) {
+    line(
+      `    ${variant.padEnd(12)}  ${fmt(med(rounds, (r) => r.rate)).padStart(6)} calls/s (rounds ${spread(rounds)})` +
+        `  latency p50 ${fmt(p(rounds, (s) => s.p50), 1)} ms, p99 ${fmt(p(rounds, (s) => s.p99), 1)} ms` +
+        `  hub cpu ${fmt(med(rounds, (r) => (r.hubCpuMs * 1000) / r.run.calls), 1)} µs/call` +
+        (rounds.every((r) => r.hubMainCpuMs !== null) ? ` (main thread ${fmt(med(rounds, (r) => (r.hubMainCpuMs! * 1000) / r.run.calls), 1)} µs)` : '') +
+        `, event loop ${fmt(med(rounds, (r) => r.hubElu) * 100)}% busy` +
+        (noisy(rounds) > 0 ? `  — ${noisy(rounds)} of ${rounds.length} round(s) ran beside other load` : '')
+    )
+  }
+  line(`    group/baseline: ${fmt(ratio, 1)}× calls/s;  target ≥ ${fmt(TARGET_RATE)} calls/s: ${rate >= TARGET_RATE ? 'met' : 'MISSED'} (${fmt(rate)})`)
+  const floorRate = median(floorRates)
+  line(
+    `    floor: ${fmt(floorRate)} calls/s (rounds ${fmt(Math.min(...floorRates))}–${fmt(Math.max(...floorRates))}) — grpc-js answering at once, nothing stored: the most any grpc-js ExHook server reaches here; hub/floor ${fmt(rate / floorRate, 2)}`
+  )
+  const cpus = (rounds: RoundResult[], pick: (r: RoundResult) => number) => fmt(med(rounds, (r) => pick(r) / r.run.wallMs), 2)
+  const mainUs = group.rounds.every((r) => r.hubMainCpuMs !== null) ? med(group.rounds, (r) => (r.hubMainCpuMs! * 1000) / r.run.calls) : null
+  line(
+    `    where the cpus went (group commit): hub ${cpus(group.rounds, (r) => r.hubCpuMs)} cpus (main thread ${cpus(group.rounds, (r) => r.hubMainCpuMs ?? Number.NaN)}),` +
+      ` callers ${cpus(group.rounds, (r) => r.run.cpuMs)} cpus, of ${availableParallelism()}` +
+      (mainUs === null ? '' : `; the hub's main thread spends ${fmt(mainUs, 1)} µs per call: ≈ ${fmt(1e6 / mainUs)} calls/s if it had a cpu to itself`)
+  )
+  const all = [...group.rounds, ...baseline.rounds]
+  const faulty = all.filter((r) => faults(r).length > 0).length + group.warmFaults + baseline.warmFaults
+  const exact = faulty === 0
+  line(
+    `  check: ${exact ? `every call answered OK, every event applied, no session left — in all ${all.length + 2} runs (warm-ups included)` : `MISMATCH in ${faulty} of ${all.length + 2} runs (see above)`}`
+  )
+
+  const latency = (rounds: RoundResult[]) => `${fmt(p(rounds, (s) => s.p50), 1)} / ${fmt(p(rounds, (s) => s.p99), 1)} ms`
+  await report('exhook', [
+    {
+      bench: 'exhook',
+      metric: `ExHook calls/s, ${fmt(CONCURRENCY)} in flight`,
+      value: fmt(rate),
+      baseline: `${fmt(baseRate)} (maxBatch 1)`,
+      ratio: `${fmt(ratio, 1)}×`,
+      target: `≥ ${fmt(TARGET_RATE)}/s`,
+      met: rate >= TARGET_RATE
+    },
+    {
+      bench: 'exhook',
+      metric: 'floor: grpc-js answering at once, calls/s',
+      value: fmt(floorRate),
+      baseline: '',
+      ratio: `hub/floor ${fmt(rate / floorRate, 2)}`,
+      target: '(reference)',
+      met: null
+    },
+    {
+      bench: 'exhook',
+      metric: 'per-call latency p50 / p99',
+      value: latency(group.rounds),
+      baseline: `${latency(baseline.rounds)} (maxBatch 1)`,
+      ratio: `${fmt(p(baseline.rounds, (s) => s.p99) / p(group.rounds, (s) => s.p99), 1)}× lower p99`,
+      target: "(closed loop: Little's law)",
+      met: null
+    },
+    {
+      bench: 'exhook',
+      metric: 'hub cpu per call, event loop busy',
+      value: `${fmt(med(group.rounds, (r) => (r.hubCpuMs * 1000) / r.run.calls), 1)} µs, ${fmt(med(group.rounds, (r) => r.hubElu) * 100)}%`,
+      baseline: `${fmt(med(baseline.rounds, (r) => (r.hubCpuMs * 1000) / r.run.calls), 1)} µs, ${fmt(med(baseline.rounds, (r) => r.hubElu) * 100)}%`,
+      ratio: '',
+      target: '(diagnosis)',
+      met: null
+    },
+    {
+      bench: 'exhook',
+      metric: 'calls OK, events applied, no session left',
+      value: exact ? 'exact' : `${faulty} faulty runs`,
+      baseline: '',
+      ratio: '',
+      target: 'exact',
+      met: exact
+    }
+  ])
+}
+
+runMain(main)
