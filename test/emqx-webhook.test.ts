@@ -63,6 +63,10 @@ for (const version of [4, 5] as const) {
       const session = (await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body
       assert.deepEqual([session.peerHost, session.peerPort, session.cleanStart, session.expiryInterval], ['10.9.8.7', 52918, false, 3600])
       await t.webhook({ event: 'session.subscribed', ...base, peerhost: '10.9.8.7', topic: `${id}/v1/devices/me/commands`, qos: 1 })
+      // EMQX sends the connect again (a retried WebHook): the session keeps its topics
+      const again = await t.webhook({ event: 'client.connected', ...base, peername: '10.9.8.7:52918', mountpoint: `${id}/`, clean_start: false, expiry_interval: 3600, connected_at: 1_700_000_123_456 })
+      assert.equal((again.body as { applied: boolean }).applied, false)
+      assert.equal((await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body.topics.length, 1)
       // a disconnect of another connection of this client (another port) does not end this one
       assert.equal(((await t.webhook({ event: 'client.disconnected', ...base, peername: '10.9.8.7:40000', reason: 'normal' })).body as { applied: boolean }).applied, false)
       await t.webhook({ event: 'client.disconnected', ...base, peername: '10.9.8.7:52918', reason: 'sock_closed', disconnected_at: Date.now() })

@@ -63,6 +63,11 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
   if (newest !== undefined && compareIncarnations(event.incarnation, newest) < 0) {
     return { outcome: 'stale', why: `connect of ${event.incarnation} arrived after newer ${newest}` }
   }
+  // the same connection told twice (a hook call EMQX sent again): nothing new, and an ended
+  // connection does not come back
+  if (event.incarnation === newest && (current === undefined || current.connected)) {
+    return { outcome: 'stale', why: `connect of ${event.incarnation} repeated` }
+  }
   // MQTT: a persistent session resumes only when both the old and the new connection asked
   // for one; a clean start (or a clean predecessor) discards the old session state.
   const resumes = current !== undefined && !current.cleanStart && !event.cleanStart

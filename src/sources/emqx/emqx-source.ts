@@ -51,6 +51,9 @@ export interface AuthenticationVerdict {
 }
 
 export class EmqxSource {
+  /** Client ids `authenticate` last accepted as superusers (their latest login decides). */
+  private readonly superusers = new Set<string>()
+
   constructor(
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
@@ -68,7 +71,11 @@ export class EmqxSource {
       return { ok: false, superuser: false, why }
     }
     const superuser = checkSuperuser(this.config, client.username, password, client.peerHost)
-    if (superuser === 'superuser') return { ok: true, superuser: true }
+    if (superuser === 'superuser') {
+      this.superusers.add(client.clientId)
+      return { ok: true, superuser: true }
+    }
+    this.superusers.delete(client.clientId)
     if (superuser === 'refused') return refuse('the default API credentials from a remote peer')
     const deviceId = this.deviceIdOf(client)
     if (!isValidDeviceId(deviceId)) return refuse('no device id (letters, digits and . _ : @ - only) in the username')
@@ -199,9 +206,12 @@ export class EmqxSource {
     )
   }
 
-  private isSuperuser(client: Pick<EmqxClient, 'username'>): boolean {
-    // authenticated as one by `authenticate` (or by EMQX itself, which the hub then trusts)
-    return client.username !== null && client.username === this.config.apiUser
+  /**
+   * Only a client `authenticate` accepted with the API credentials: a username alone proves
+   * nothing (a device may be named like the API user; with WebHook the hub never sees passwords).
+   */
+  private isSuperuser(client: Pick<EmqxClient, 'username' | 'clientId'>): boolean {
+    return client.username !== null && client.username === this.config.apiUser && this.superusers.has(client.clientId)
   }
 
   private deviceIdOf(client: Pick<EmqxClient, 'username' | 'clientId'>): string {
