@@ -57,6 +57,13 @@ export interface HubConfig {
   webhookSecret: string
   /** Seconds between reconciles with the broker's REST API (emqx mode). */
   reconcileInterval: number
+  coapHost: string
+  /** UDP port of the CoAP gateway (embedded mode); 0 picks a free one. */
+  coapPort: number
+  /** Seconds between a CoAP client's heartbeats; silent for 1.5 × that, its session ends (EMQX's default is 30). */
+  coapHeartbeat: number
+  /** Milliseconds before a confirmable CoAP message is first sent again (RFC 7252's ACK_TIMEOUT, 2 s). */
+  coapAckTimeout: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -152,6 +159,10 @@ const OPTIONS = [
   { key: 'exhookHost', env: 'IOTHUB_EXHOOK_HOST', flag: 'exhook-host', parse: text, fallback: () => '0.0.0.0', help: 'ExHook gRPC listen address (emqx mode)' },
   { key: 'exhookPort', env: 'IOTHUB_EXHOOK_PORT', flag: 'exhook-port', parse: port, fallback: () => 9000, help: 'ExHook gRPC port (emqx mode; 0 = any free)' },
   { key: 'webhookSecret', env: 'IOTHUB_WEBHOOK_SECRET', flag: 'webhook-secret', parse: webhookSecret, fallback: () => '', help: 'shared secret of POST /v1/hooks/emqx (off when unset)' },
+  { key: 'coapHost', env: 'IOTHUB_COAP_HOST', flag: 'coap-host', parse: text, fallback: () => '0.0.0.0', help: 'CoAP listen address (embedded mode)' },
+  { key: 'coapPort', env: 'IOTHUB_COAP_PORT', flag: 'coap-port', parse: port, fallback: () => 5683, help: 'CoAP UDP port (0 = any free)' },
+  { key: 'coapHeartbeat', env: 'IOTHUB_COAP_HEARTBEAT', flag: 'coap-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between CoAP heartbeats; silent 1.5 × that ends the session' },
+  { key: 'coapAckTimeout', env: 'IOTHUB_COAP_ACK_TIMEOUT', flag: 'coap-ack-timeout', parse: (raw: string, name: string) => integer(raw, name, 10, 60_000), fallback: () => 2000, help: 'ms before a confirmable CoAP message is sent again (RFC 7252 ACK_TIMEOUT)' },
   { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' }
 ] satisfies Option<keyof HubConfig>[]
 

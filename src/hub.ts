@@ -32,6 +32,8 @@ export interface HubAddresses {
   http: AddressInfo
   /** Embedded mode: the MQTT listener. */
   mqtt?: AddressInfo
+  /** Embedded mode: the CoAP gateway (UDP). */
+  coap?: AddressInfo
   /** EMQX mode: the ExHook gRPC server. */
   exhook?: AddressInfo
 }
@@ -137,7 +139,7 @@ export class Hub {
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
     const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
-    this.log.info({ broker: this.config.broker, mqtt: at(listening.mqtt), exhook: at(listening.exhook), http: at(http), store: this.store.kind }, 'iothub started')
+    this.log.info({ broker: this.config.broker, mqtt: at(listening.mqtt), coap: at(listening.coap), exhook: at(listening.exhook), http: at(http), store: this.store.kind }, 'iothub started')
     return this.addresses
   }
 

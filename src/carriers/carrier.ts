@@ -29,6 +29,8 @@ export interface HubCore {
 export interface CarrierAddresses {
   /** The embedded broker's MQTT listener. */
   mqtt?: AddressInfo
+  /** The embedded CoAP gateway (UDP). */
+  coap?: AddressInfo
   /** The ExHook gRPC server EMQX calls. */
   exhook?: AddressInfo
 }

@@ -1,13 +1,15 @@
 /**
  * Embedded mode's carrier: our own Aedes broker on the MQTT port, its persistence (subscriptions,
- * queued messages, retained messages, wills) and its publish journal on the hub's store, and
- * the AedesSource turning what Aedes sees into lifecycle events.
+ * queued messages, retained messages, wills) and its publish journal on the hub's store, the
+ * AedesSource turning what Aedes sees into lifecycle events, and the CoAP gateway on the same
+ * broker.
  */
 import type { Readiness } from '../api/context.js'
 import { StoreAedesPersistence } from '../brokers/embedded/aedes-persistence.js'
 import { EmbeddedBroker } from '../brokers/embedded/embedded-broker.js'
 import { PublishJournal } from '../brokers/embedded/publish-journal.js'
 import { AedesSource } from '../sources/aedes-source.js'
+import { CoapGateway } from '../sources/coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
 import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
 
@@ -15,6 +17,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   readonly broker: EmbeddedBroker
   private readonly persistence: StoreAedesPersistence
   private readonly journal: PublishJournal
+  private readonly coap: CoapGateway
 
   constructor(private readonly core: HubCore) {
     const { config, store, registry, devices, upstream, metrics, log } = core
@@ -23,6 +26,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
     this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, log.child({ component: 'broker' }))
+    this.coap = new CoapGateway(registry, devices, upstream, this.broker, config, metrics, log.child({ component: 'coap' }))
   }
 
   get publisher(): EmbeddedBroker {
@@ -41,18 +45,23 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   }
 
   async listen(): Promise<CarrierAddresses> {
-    return { mqtt: await this.broker.start() }
+    const mqtt = await this.broker.start()
+    return { mqtt, coap: await this.coap.listen() }
   }
 
   checks(): Readiness['checks'] {
-    return { mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' } }
+    return {
+      mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' },
+      coap: this.coap.listening ? { ok: true } : { ok: false, detail: 'CoAP gateway is not listening' }
+    }
   }
 
   kick(clientId: string): Promise<boolean> {
     return this.broker.kick(clientId)
   }
 
-  stop(): Promise<void> {
-    return this.broker.stop()
+  async stop(): Promise<void> {
+    await this.coap.stop()
+    await this.broker.stop()
   }
 }

@@ -21,6 +21,7 @@ export type RejectReason =
   | 'store_unavailable'
   | 'bad_hook'
   | 'hook_unauthorized'
+  | 'bad_coap_request'
 
 export class HubMetrics {
   readonly registry = new Registry()

@@ -82,6 +82,8 @@ export async function startChildHub(dataDir: string, options: ChildHubOptions = 
     IOTHUB_DATA_DIR: dataDir,
     IOTHUB_MQTT_PORT: '0',
     IOTHUB_HTTP_PORT: '0',
+    IOTHUB_COAP_PORT: '0',
+    IOTHUB_COAP_HOST: '127.0.0.1',
     IOTHUB_MQTT_HOST: '127.0.0.1',
     IOTHUB_LOG_LEVEL: 'info',
     ...options.env

@@ -32,6 +32,8 @@ export function testConfig(dataDir: string, overrides: Partial<HubConfig> = {}):
     mqttHost: '127.0.0.1',
     mqttPort: 0,
     httpPort: 0,
+    coapHost: '127.0.0.1',
+    coapPort: 0,
     node: 'iothub@test',
     logLevel: (process.env.IOTHUB_TEST_LOG as HubConfig['logLevel']) ?? 'silent',
     ...overrides
