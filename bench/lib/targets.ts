@@ -49,6 +49,8 @@ export async function startHub(options: { auth?: 'none' | 'token' } = {}): Promi
     dataDir,
     mqttPort: 0,
     httpPort: 0,
+    coapPort: 0,
+    coapHost: '127.0.0.1',
     mqttHost: '127.0.0.1',
     auth: options.auth ?? 'none',
     logLevel: 'silent',
