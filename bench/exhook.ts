@@ -48,13 +48,11 @@ import {
   eventCounts,
   eventDelta,
   ExhookFleet,
-  machineTimes,
-  mainThreadCpuMs,
-  profiled,
   startEmqxHub,
   type EmqxHub,
   type RunReport
 } from './lib/exhook-fleet.js'
+import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
 import { envInt, fmt, line, median, report, runMain } from './lib/util.js'
 

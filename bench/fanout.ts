@@ -39,13 +39,10 @@
  * BENCH_FANOUT_CPU_PROFILE=<dir> writes a V8 cpu profile of the broker's process (main thread)
  * for each timed fan-out (the profiler costs ~15%: do not quote those runs' times).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { Session } from 'node:inspector/promises'
-import { cpus } from 'node:os'
-import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Hub } from '../src/hub.js'
 import { deviceId, FanoutFleet, type FanoutReport, type FanoutTarget, type SetupReport } from './lib/fanout-fleet.js'
+import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, startBareAedes, startHttpFloor, startHub, type CommitTotals, type Target } from './lib/targets.js'
 import { envInt, fmt, line, median, report, runMain, waitFor } from './lib/util.js'
 
@@ -108,56 +105,9 @@ function entityMismatches(hub: Hub): number {
   return bad
 }
 
-/** Busy and total cpu time of the whole machine so far, ms (the kernel's counters). */
-function machineTimes(): { busy: number; total: number } {
-  let busy = 0
-  let idle = 0
-  for (const c of cpus()) {
-    busy += c.times.user + c.times.nice + c.times.sys + c.times.irq
-    idle += c.times.idle
-  }
-  return { busy, total: busy + idle }
-}
-
-/**
- * CPU time of this process' main thread so far, ms, from Linux' per-thread counters (10 ms
- * ticks); null elsewhere. The rest of process.cpuUsage() is other threads: for the hub, mostly
- * its SQLite writer thread; for both, V8's GC helpers and libuv.
- */
-function mainThreadCpuMs(): number | null {
-  try {
-    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // after the command: state(0) … utime(11) stime(12), in clock ticks (100 per second on Linux)
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
-  } catch {
-    return null
-  }
-}
-
 function cpuMs(since: NodeJS.CpuUsage): number {
   const d = process.cpuUsage(since)
   return (d.user + d.system) / 1000
-}
-
-/** BENCH_FANOUT_CPU_PROFILE=dir: a V8 cpu profile of this (the broker's) process during each timed fan-out. */
-async function profiled<T>(file: string, work: () => Promise<T>): Promise<T> {
-  if (!PROFILE_DIR) return work()
-  const session = new Session()
-  session.connect()
-  await session.post('Profiler.enable')
-  await session.post('Profiler.setSamplingInterval', { interval: 200 })
-  await session.post('Profiler.start')
-  try {
-    return await work()
-  } finally {
-    const { profile } = await session.post('Profiler.stop')
-    mkdirSync(PROFILE_DIR, { recursive: true })
-    const path = join(PROFILE_DIR, file)
-    writeFileSync(path, JSON.stringify(profile))
-    line(`  cpu profile of the broker's process: ${path}`)
-    session.disconnect()
-  }
 }
 
 /** One broker, freshly started: connect the devices, warm up, then BENCH_FANOUT_ROUNDS timed fan-outs. */
@@ -194,7 +144,7 @@ async function runTarget(fleet: FanoutFleet, name: FanoutTarget): Promise<Target
       const main0 = mainThreadCpuMs()
       const machine0 = machineTimes()
       const elu0 = performance.eventLoopUtilization()
-      const timed = await profiled(`fanout-${name}-round${round + 1}.cpuprofile`, () =>
+      const timed = await profiled(PROFILE_DIR, `fanout-${name}-round${round + 1}.cpuprofile`, () =>
         fleet.fanout({ phase: `round-${round + 1}`, count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS })
       )
       // busy time over the fan-out's own wall time: the grace period after it is idle

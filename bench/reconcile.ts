@@ -44,14 +44,12 @@ import type { ReconcileReport } from '../src/sources/emqx/reconcile.js'
 import {
   benchExhookTransport,
   ExhookFleet,
-  machineTimes,
-  mainThreadCpuMs,
-  profiled,
   StandinProcess,
   startEmqxHub,
   type EmqxHub,
   type StreamReport
 } from './lib/exhook-fleet.js'
+import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
 import { envInt, fmt, line, report, runMain, sleep } from './lib/util.js'
 

@@ -85,7 +85,7 @@ export class EmqxCarrier implements ConnectionCarrier {
         this.retryMs = 1000
         this.schedule('interval', this.core.config.reconcileInterval * 1000)
       } else {
-        this.schedule(trigger === 'interval' ? 'interval' : trigger, this.retryMs)
+        this.schedule(trigger, this.retryMs)
         this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS)
       }
     })

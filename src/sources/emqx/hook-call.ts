@@ -16,7 +16,7 @@ export type HookCall =
   | { hook: 'session.terminated'; clientId: string; reason: string }
   | { hook: 'message.publish'; from: string; topic: string; payload: Buffer }
 
-export type HookOutcome = ApplyResult | { applied: boolean; why?: string } | { publish: PublishVerdict }
+export type HookOutcome = ApplyResult | { publish: PublishVerdict }
 
 export async function applyHookCall(source: EmqxSource, call: HookCall): Promise<HookOutcome> {
   switch (call.hook) {

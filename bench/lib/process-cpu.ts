@@ -1,0 +1,56 @@
+/**
+ * Where a benchmark's cpu went: this process' main thread, the whole machine, and a V8 cpu
+ * profile of this process on demand. Shared by the benchmarks that run a broker in-process.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
+import { cpus } from 'node:os'
+import { join } from 'node:path'
+import { line } from './util.js'
+
+/** `dir` set: a V8 cpu profile of this process during `work`, written to `dir/file` (the profiler costs ~15%). */
+export async function profiled<T>(dir: string, file: string, work: () => Promise<T>): Promise<T> {
+  if (!dir) return work()
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.setSamplingInterval', { interval: 200 })
+  await session.post('Profiler.start')
+  try {
+    return await work()
+  } finally {
+    const { profile } = await session.post('Profiler.stop')
+    mkdirSync(dir, { recursive: true })
+    const path = join(dir, file)
+    writeFileSync(path, JSON.stringify(profile))
+    line(`  cpu profile of this process (the broker's or hub's): ${path}`)
+    session.disconnect()
+  }
+}
+
+/**
+ * CPU time of this process' main thread so far, ms, from Linux' per-thread counters (10 ms
+ * ticks); null elsewhere. The rest of process.cpuUsage() is other threads: for the hub, mostly
+ * its SQLite writer thread, V8's GC helpers and libuv.
+ */
+export function mainThreadCpuMs(): number | null {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // after the command: state(0) … utime(11) stime(12), in clock ticks (100 per second on Linux)
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return null
+  }
+}
+
+/** Busy and total cpu time of the whole machine so far, ms (the kernel's counters). */
+export function machineTimes(): { busy: number; total: number } {
+  let busy = 0
+  let idle = 0
+  for (const c of cpus()) {
+    busy += c.times.user + c.times.nice + c.times.sys + c.times.irq
+    idle += c.times.idle
+  }
+  return { busy, total: busy + idle }
+}
