@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
+import { startEmqxTestHub, WEBHOOK_SECRET, type EmqxTestHub } from './helpers/emqx-hub.js'
 
 interface SessionView {
   connected: boolean
@@ -103,11 +103,19 @@ for (const version of [4, 5] as const) {
         assert.equal(answer.status, 400, JSON.stringify(body))
         assert.match((answer.body as { message: string }).message, /\S/)
       }
+      // a body fastify cannot even parse: the secret still decides 401 first, then it is a bad hook
+      const raw = (secret: string) =>
+        fetch(`${t.httpUrl}/v1/hooks/emqx`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': secret }, body: '{"event": "client.conn' })
+      assert.equal((await raw('not-the-secret-at-all')).status, 401)
+      const unparsed = await raw(WEBHOOK_SECRET)
+      assert.equal(unparsed.status, 400)
+      assert.match(((await unparsed.json()) as { message: string }).message, /JSON/i)
       assert.equal((await t.api('GET', '/v1/sessions/intruder')).status, 404)
       assert.equal((await t.api('GET', '/v1/sessions/x')).status, 404)
       const after = await t.api<string>('GET', '/metrics', undefined, null)
-      assert.equal(counter(after.body, 'hook_unauthorized') - counter(before.body, 'hook_unauthorized'), 2)
-      assert.equal(counter(after.body, 'bad_hook') - counter(before.body, 'bad_hook'), 5, 'the array is refused by the route schema as a bad API request')
+      assert.equal(counter(after.body, 'hook_unauthorized') - counter(before.body, 'hook_unauthorized'), 3)
+      assert.equal(counter(after.body, 'bad_hook') - counter(before.body, 'bad_hook'), 7, 'every unreadable body, the array and the unparsable one included')
+      assert.equal(counter(after.body, 'bad_api_request') - counter(before.body, 'bad_api_request'), 0, 'none counted as a bad API request')
     })
 
     it('a downstream push goes out through the REST publish, to the device topic under its mountpoint', async () => {

@@ -35,6 +35,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     this.rest = new EmqxRestClient({ baseUrl: config.emqxApi, apiKey: config.emqxApiKey, apiSecret: config.emqxApiSecret, version: config.emqxVersion })
     this.source = new EmqxSource(registry, devices, upstream, config, metrics, log.child({ component: 'emqx' }))
     this.reconciler = new Reconciler(registry, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
+    this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
   }
 
@@ -72,6 +73,8 @@ export class EmqxCarrier implements ConnectionCarrier {
     this.stopped = true
     clearTimeout(this.timer)
     await this.exhook.stop()
+    // a reconcile under way still writes through the registry: let it finish before the store closes
+    await this.reconciler.stop()
   }
 
   /** Runs a reconcile now; then schedules the next (the interval, or a retry with backoff). */

@@ -39,13 +39,3 @@ export function observeIncarnation(incarnation: string): void {
 export function compareIncarnations(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
-
-/**
- * The incarnation of a connection another broker accepted (EMQX), from what names it there:
- * the time the broker accepted it, then `connection` (node and peer address) to break ties.
- * Not minted from the counter: every hook call about one connection must yield the same id,
- * and a late call about an older connection must sort before a newer one's.
- */
-export function incarnationAt(acceptedAt: number, connection: string): string {
-  return `${Math.max(0, Math.trunc(acceptedAt)).toString(36).padStart(9, '0')}.0000.${connection}`
-}

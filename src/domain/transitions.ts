@@ -66,6 +66,12 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
   // the same connection told twice (a hook call EMQX sent again): nothing new, and an ended
   // connection does not come back
   if (event.incarnation === newest && (current === undefined || current.connected)) {
+    const expiryInterval = event.cleanStart ? 0 : event.expiryInterval
+    if (current !== undefined && (current.cleanStart !== event.cleanStart || current.expiryInterval !== expiryInterval)) {
+      // told again with the broker's truth about the session it asked for (EMQX's REST API,
+      // where a hook could not say): corrected in place, the connection and topics unchanged
+      return { outcome: 'applied', session: { ...current, cleanStart: event.cleanStart, expiryInterval, version: current.version + 1 }, topics: { kind: 'keep' } }
+    }
     return { outcome: 'stale', why: `connect of ${event.incarnation} repeated` }
   }
   // MQTT: a persistent session resumes only when both the old and the new connection asked

@@ -39,6 +39,12 @@ export interface SessionQuery {
 
 const APPLIED: ApplyResult = { applied: true }
 const NOT_BUILT: ApplyResult = { applied: false, why: 'nothing to apply' }
+
+/** What a source's `applyFor` builder answers for an event it found stale itself. */
+export interface Stale {
+  stale: LifecycleEvent['kind']
+  why: string
+}
 const NO_PLANS: Plan[] = []
 
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
@@ -129,12 +135,23 @@ export class SessionRegistry {
    * Applies the event `build` makes, in the client's order, from the session as it is when
    * the client's earlier events are done — for sources whose events name their connection by
    * what it is (node, peer address) rather than by an incarnation (EMQX's hooks): `build` reads
-   * the current session to tell whether the event is the live connection's.
+   * the current session (or, when there is none, the incarnation of the last one that ended) to
+   * tell whether the event is the live connection's, and how a connect orders against it.
    */
-  applyFor(clientId: string, build: (current: SessionRecord | undefined) => LifecycleEvent | null, options: { reconciling?: boolean } = {}): Promise<ApplyResult> {
+  applyFor(
+    clientId: string,
+    build: (current: SessionRecord | undefined, lastEnded: string | undefined) => LifecycleEvent | Stale | null,
+    options: { reconciling?: boolean } = {}
+  ): Promise<ApplyResult> {
     return this.queue.run(clientId, () => {
-      const event = build(this.sessions.get(clientId))
-      return event === null ? Promise.resolve(NOT_BUILT) : this.applyInOrder(event, !options.reconciling)
+      const current = this.sessions.get(clientId)
+      const event = build(current, current === undefined ? this.tombstones.get(clientId)?.incarnation : undefined)
+      if (event === null) return Promise.resolve(NOT_BUILT)
+      if ('stale' in event) {
+        this.count(event.stale, 'stale')
+        return Promise.resolve({ applied: false, why: event.why })
+      }
+      return this.applyInOrder(event, !options.reconciling)
     })
   }
 
@@ -201,10 +218,11 @@ export class SessionRegistry {
   }
 
   /** Ends an offline session now, as an operator asks (EMQX's kick of a disconnected client). */
-  discard(id: string, options: { unlessChangedSince?: number } = {}): Promise<boolean> {
+  discard(id: string, options: { unlessChangedSince?: number; onlyIf?: (offline: SessionRecord) => boolean } = {}): Promise<boolean> {
     return this.queue.run(id, async () => {
       const current = this.sessions.get(id)
       if (!current || current.connected) return false
+      if (options.onlyIf && !options.onlyIf(current)) return false
       if (options.unlessChangedSince !== undefined && this.changedSince(id, options.unlessChangedSince)) return false
       const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } }, options.unlessChangedSince === undefined)
       await this.store.commit(plan.mutations)

@@ -9,7 +9,7 @@
  * A wrong secret answers 401, a body the hub cannot read 400, a store failure 503 (EMQX 5's
  * WebHook retries it) — each counted, none changing anything stored.
  */
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { secretMatches } from '../../domain/secret.js'
 import { HookInputError } from '../../sources/emqx/emqx-source.js'
 import { applyHookCall } from '../../sources/emqx/hook-call.js'
@@ -23,30 +23,54 @@ export const emqxWebhookRoutes = (ctx: ApiContext): FastifyPluginAsync => async 
   const source = ctx.emqx
   if (!source) return
 
-  app.post(WEBHOOK_PATH, { schema: { body: { type: 'object' } } }, async (request, reply) => {
-    const error = (statusCode: number, message: string) =>
-      reply.code(statusCode).send({ statusCode, error: statusCode === 401 ? 'Unauthorized' : statusCode === 400 ? 'Bad Request' : 'Service Unavailable', message })
-    if (ctx.config.webhookSecret === '') return error(503, 'the WebHook receiver is off: set IOTHUB_WEBHOOK_SECRET')
+  const answer = (reply: FastifyReply, statusCode: number, message: string) =>
+    reply.code(statusCode).send({ statusCode, error: STATUS_TEXT[statusCode] ?? 'Error', message })
+  /** Refuses (401, counted) a call without the shared secret; true when it may go on. */
+  const authorized = (request: FastifyRequest, reply: FastifyReply): boolean => {
     const presented = request.headers[WEBHOOK_SECRET_HEADER]
-    if (typeof presented !== 'string' || !secretMatches(ctx.config.webhookSecret, presented)) {
-      ctx.metrics.reject('hook_unauthorized')
-      return error(401, `missing or wrong ${WEBHOOK_SECRET_HEADER} header`)
-    }
-    let outcome
-    try {
-      outcome = await applyHookCall(source, hookCallOfWebhook(request.body))
-    } catch (e) {
-      if (e instanceof WebhookPayloadError) {
+    if (typeof presented === 'string' && secretMatches(ctx.config.webhookSecret, presented)) return true
+    ctx.metrics.reject('hook_unauthorized')
+    void answer(reply, 401, `missing or wrong ${WEBHOOK_SECRET_HEADER} header`)
+    return false
+  }
+
+  app.post(WEBHOOK_PATH, {
+    // a body fastify cannot parse (not JSON, wrong content type, too large) is still a bad
+    // hook call — or an unauthorized one: the secret is checked first, as for any other body
+    errorHandler: (error: Error & { statusCode?: number }, request, reply) => {
+      const statusCode = error.statusCode ?? 500
+      if (statusCode >= 500) {
+        request.log.error({ err: error }, 'WebHook call failed')
+        void answer(reply, 503, 'not recorded (see the hub log); send it again')
+      } else if (ctx.config.webhookSecret === '') {
+        void answer(reply, 503, RECEIVER_OFF)
+      } else if (authorized(request, reply)) {
         ctx.metrics.reject('bad_hook')
-        return error(400, e.message)
+        void answer(reply, statusCode, error.message)
       }
-      if (e instanceof HookInputError) {
-        if (!e.counted) ctx.metrics.reject('bad_hook')
-        return error(400, e.message)
+    },
+    handler: async (request, reply) => {
+      if (ctx.config.webhookSecret === '') return answer(reply, 503, RECEIVER_OFF)
+      if (!authorized(request, reply)) return reply
+      let outcome
+      try {
+        outcome = await applyHookCall(source, hookCallOfWebhook(request.body))
+      } catch (e) {
+        if (e instanceof WebhookPayloadError) {
+          ctx.metrics.reject('bad_hook')
+          return answer(reply, 400, e.message)
+        }
+        if (e instanceof HookInputError) {
+          if (!e.counted) ctx.metrics.reject('bad_hook')
+          return answer(reply, 400, e.message)
+        }
+        request.log.error({ err: (e as Error).message }, 'WebHook call not applied')
+        return answer(reply, 503, 'not recorded (see the hub log); send it again')
       }
-      request.log.error({ err: (e as Error).message }, 'WebHook call not applied')
-      return error(503, 'not recorded (see the hub log); send it again')
+      return outcome
     }
-    return outcome
   })
 }
+
+const RECEIVER_OFF = 'the WebHook receiver is off: set IOTHUB_WEBHOOK_SECRET'
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 503: 'Service Unavailable' }

@@ -19,6 +19,7 @@ const report = {
     ghostsEnded: { type: 'integer' },
     offlineEnded: { type: 'integer' },
     sessionsAdded: { type: 'integer' },
+    sessionsCorrected: { type: 'integer' },
     topicsAdded: { type: 'integer' },
     topicsRemoved: { type: 'integer' },
     skippedChanged: { type: 'integer' },

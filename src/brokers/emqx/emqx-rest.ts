@@ -111,6 +111,41 @@ export class EmqxRestClient implements BrokerPublisher {
     for await (const page of this.pages('/subscriptions')) yield page.map(subscriptionOf)
   }
 
+  /**
+   * The one client EMQX holds under `clientId` now, or null: `GET /clients/{clientid}` (EMQX 4
+   * answers `{ code: 0, data: [row] }`, an empty list when none; EMQX 5 the row, or 404
+   * CLIENTID_NOT_FOUND).
+   */
+  async client(clientId: string): Promise<EmqxListedClient | null> {
+    let body: unknown
+    try {
+      body = await this.request('GET', `/clients/${encodeURIComponent(clientId)}`)
+    } catch (error) {
+      if (error instanceof EmqxApiError && error.status === 404) return null
+      throw error
+    }
+    const row = this.options.version === 4 ? firstRow(body) : (body as Record<string, unknown>)
+    if (row === null || typeof row !== 'object' || row.clientid !== clientId) return null
+    return { client: clientOf(row, this.options.version), connected: row.connected !== false }
+  }
+
+  /**
+   * The subscriptions of one client: EMQX 4 `GET /subscriptions/{clientid}` (`{ code: 0, data }`),
+   * EMQX 5 `GET /clients/{clientid}/subscriptions` (a list; 404 when the client is gone).
+   */
+  async subscriptionsOf(clientId: string): Promise<EmqxSubscription[]> {
+    const id = encodeURIComponent(clientId)
+    try {
+      const body = await this.request('GET', this.options.version === 4 ? `/subscriptions/${id}` : `/clients/${id}/subscriptions`)
+      const rows = this.options.version === 4 ? (body as { data?: unknown }).data : body
+      if (!Array.isArray(rows)) throw new EmqxApiError(`EMQX answered the subscriptions of ${clientId} without a list`, 200)
+      return (rows as Record<string, unknown>[]).map(subscriptionOf)
+    } catch (error) {
+      if (error instanceof EmqxApiError && error.status === 404) return []
+      throw error
+    }
+  }
+
   /** Pages requested so far (for the reconcile's report). */
   pagesRead = 0
 
@@ -190,6 +225,12 @@ function clientOf(c: Record<string, unknown>, version: 4 | 5): EmqxClient {
     expiryInterval: int(c.expiry_interval),
     connectedAt: Number.isFinite(parsed) ? parsed : undefined
   }
+}
+
+function firstRow(body: unknown): Record<string, unknown> | null {
+  const data = (body as { data?: unknown }).data
+  if (!Array.isArray(data)) throw new EmqxApiError('EMQX answered a client lookup without a data list', 200)
+  return (data[0] as Record<string, unknown> | undefined) ?? null
 }
 
 function subscriptionOf(s: Record<string, unknown>): EmqxSubscription {

@@ -60,7 +60,12 @@ export function connectionName(client: Pick<EmqxClient, 'node' | 'peerHost' | 'p
  * the live connection's when the rest matches.
  */
 export function isLiveConnection(session: SessionRecord, client: EmqxClient): boolean {
-  if (!session.connected || session.node !== client.node) return false
+  return session.connected && isConnectionOf(session, client)
+}
+
+/** Whether `client` names the session's latest connection, live or ended (same comparison). */
+export function isConnectionOf(session: SessionRecord, client: Pick<EmqxClient, 'node' | 'peerHost' | 'peerPort'>): boolean {
+  if (session.node !== client.node) return false
   if (client.peerHost !== null && session.peerHost !== null && client.peerHost !== session.peerHost) return false
   if (client.peerPort !== undefined && session.peerPort !== null && client.peerPort !== session.peerPort) return false
   return true

@@ -17,7 +17,6 @@ import type { Logger } from 'pino'
 import type { HubConfig } from '../../config.js'
 import { PayloadError } from '../../domain/device-properties.js'
 import { isValidDeviceId } from '../../domain/device.js'
-import { incarnationAt } from '../../domain/incarnation.js'
 import type { ConnectedEvent, LifecycleEvent } from '../../domain/lifecycle-event.js'
 import { deviceMountpoint, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
 import { PROTOCOLS, type Protocol, type SessionRecord, type TopicSubscription } from '../../domain/session.js'
@@ -27,7 +26,11 @@ import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../../registry/registry.js'
 import { checkSuperuser } from '../superuser.js'
 import { checkTopic } from '../topic-rules.js'
-import { connectionName, disconnectReasonOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
+import { orderConnect } from './connection-order.js'
+import { connectionName, disconnectReasonOf, isConnectionOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
+
+/** How long after a takeover a disconnect that names no peer port is checked with EMQX, ms. */
+const TAKEOVER_DOUBT_MS = 10_000
 
 /** A hook message the hub cannot take: the transport answers it as the caller's error. */
 export class HookInputError extends Error {
@@ -99,32 +102,79 @@ export class EmqxSource {
       return false
     }
     if (this.isSuperuser(client)) return true
-    const inside = topic.startsWith('$') ? false : client.mountpoint ? true : topic.startsWith(deviceMountpoint(this.deviceIdOf(client)))
+    const own = deviceMountpoint(this.deviceIdOf(client))
+    const inside = topic.startsWith('$') ? false : client.mountpoint === own || topic.startsWith(own)
     if (!inside) this.metrics.reject('outside_namespace')
     return inside
   }
 
-  /** `client.connected`. */
-  connected(client: EmqxClient): Promise<ApplyResult> {
-    return this.registry.apply(this.connectedEvent(client))
+  /**
+   * `client.connected`. How it orders against the session's connection is connection-order.ts'
+   * rule; a takeover nothing but arrival orders is applied, then checked with EMQX's REST API
+   * (`onUnprovenTakeover`), since a late connect of the old connection would look the same.
+   */
+  async connected(client: EmqxClient): Promise<ApplyResult> {
+    const facts = this.connectionFacts(client)
+    let unproven = false
+    let takeover = false
+    const result = await this.registry.applyFor(client.clientId, (current, lastEnded) => {
+      const order = orderConnect(client, current, lastEnded, false)
+      if (order.verdict === 'older') return { stale: 'connected', why: order.why }
+      unproven = order.verdict === 'newer' && order.unproven
+      takeover = order.verdict === 'newer' && current?.connected === true
+      // the same connection told again keeps what the session knows of its clean start (a
+      // hook's default must not undo what the reconcile read from EMQX)
+      return this.connectEvent(facts, order.incarnation, order.verdict === 'same' ? current : undefined)
+    })
+    if (takeover && result.applied) this.noteTakeover(client.clientId)
+    if (unproven && result.applied) this.onUnprovenTakeover?.(client.clientId)
+    return result
   }
 
-  /** The `connected` event of `client` (the reconcile applies it too, for connects it missed). */
-  connectedEvent(client: EmqxClient): ConnectedEvent {
+  /** When each client's connection last took over another (epoch ms), for a while. */
+  private readonly takeovers = new Map<string, number>()
+
+  private noteTakeover(clientId: string): void {
+    const now = Date.now()
+    this.takeovers.set(clientId, now)
+    if (this.takeovers.size > 10_000) for (const [id, at] of this.takeovers) if (now - at > TAKEOVER_DOUBT_MS) this.takeovers.delete(id)
+  }
+
+  /**
+   * Called with a clientId whose takeover was applied in arrival order only, or whose new
+   * connection a disconnect without a peer port just ended: EMQX's API is to be asked.
+   */
+  onUnprovenTakeover: ((clientId: string) => void) | undefined
+
+  /**
+   * The reconcile's connect of a client EMQX lists as connected: EMQX's API tells what it holds
+   * now, so this connection is the session's unless it is the very one the hub holds — which
+   * then takes the listing's clean start and expiry (hooks may not have said them).
+   */
+  listedConnect(client: EmqxClient): (current: SessionRecord | undefined, lastEnded: string | undefined) => ConnectedEvent | null {
+    const facts = this.connectionFacts(client)
+    return (current, lastEnded) => {
+      const order = orderConnect(client, current, lastEnded, true)
+      if (order.verdict === 'older') return null
+      const same = order.verdict === 'same' ? current : undefined
+      return this.connectEvent(facts, order.incarnation, same && client.cleanStart === undefined ? same : undefined)
+    }
+  }
+
+  /** What a connect tells, checked; the incarnation is the ordering's to decide. */
+  private connectionFacts(client: EmqxClient): Omit<ConnectedEvent, 'incarnation'> {
     this.check(client)
     const protocol = this.protocolOf(client)
     const superuser = this.isSuperuser(client)
     const deviceId = superuser ? '' : this.deviceIdOf(client)
-    const at = client.connectedAt ?? Date.now()
     return {
       kind: 'connected',
       clientId: client.clientId,
-      incarnation: incarnationAt(at, connectionName(client)),
-      at,
+      at: client.connectedAt ?? Date.now(),
       protocol,
       deviceId,
       username: client.username,
-      mountpoint: superuser ? NO_MOUNTPOINT : client.mountpoint || deviceMountpoint(deviceId),
+      mountpoint: superuser ? NO_MOUNTPOINT : this.namespaceOf(client, deviceId),
       node: client.node,
       peerHost: client.peerHost,
       peerPort: client.peerPort ?? null,
@@ -138,6 +188,11 @@ export class EmqxSource {
     }
   }
 
+  private connectEvent(facts: Omit<ConnectedEvent, 'incarnation'>, incarnation: string, keepSessionOf: SessionRecord | undefined): ConnectedEvent {
+    if (!keepSessionOf) return { ...facts, incarnation }
+    return { ...facts, incarnation, cleanStart: keepSessionOf.cleanStart, expiryInterval: keepSessionOf.expiryInterval }
+  }
+
   /** `client.disconnected`. */
   async disconnected(client: EmqxClient, rawReason: string): Promise<ApplyResult> {
     this.check(client)
@@ -146,7 +201,15 @@ export class EmqxSource {
       this.metrics.eventsTotal.inc({ kind: 'disconnected', outcome: 'stale' })
       return { applied: false, why: `reason ${rawReason}: another connection took the session over` }
     }
-    return this.ofLiveConnection(client, (incarnation) => ({ kind: 'disconnected', clientId: client.clientId, incarnation, at: Date.now(), reason }))
+    const result = await this.ofLiveConnection(client, (incarnation) => ({ kind: 'disconnected', clientId: client.clientId, incarnation, at: Date.now(), reason }))
+    // without a peer port a late disconnect of the taken-over connection (same node and host)
+    // looks like the new one's: soon after a takeover, ask EMQX which is still there
+    const tookOverAt = this.takeovers.get(client.clientId)
+    if (result.applied && client.peerPort === undefined && tookOverAt !== undefined && Date.now() - tookOverAt < TAKEOVER_DOUBT_MS) {
+      this.takeovers.delete(client.clientId)
+      this.onUnprovenTakeover?.(client.clientId)
+    }
+    return result
   }
 
   /** `session.subscribed` (one topic per call in ExHook; a list in some WebHook payloads). */
@@ -166,12 +229,14 @@ export class EmqxSource {
   /**
    * `session.terminated`: EMQX ended the session (expired, kicked while offline, or a clean
    * session's end, which `client.disconnected` has already recorded). An offline session ends
-   * here with its subscription entities; a connected one is left to its connection's events.
+   * here with its subscription entities — only if its last connection is the one the call
+   * names: a late call about an older session must not end the client's newer one. A
+   * connected session is left to its connection's events.
    */
-  async sessionTerminated(clientId: string, rawReason: string): Promise<boolean> {
-    if (typeof clientId !== 'string' || clientId.length === 0) throw new HookInputError('session.terminated without a clientid')
+  async sessionTerminated(client: EmqxClient, rawReason: string): Promise<boolean> {
+    this.check(client)
     if (disconnectReasonOf(rawReason) === REPLACED) return false
-    return this.registry.discard(clientId)
+    return this.registry.discard(client.clientId, { onlyIf: (offline) => isConnectionOf(offline, client) })
   }
 
   /**
@@ -212,6 +277,16 @@ export class EmqxSource {
    */
   private isSuperuser(client: Pick<EmqxClient, 'username' | 'clientId'>): boolean {
     return client.username !== null && client.username === this.config.apiUser && this.superusers.has(client.clientId)
+  }
+
+  /**
+   * Where the device's topics live on the broker. With EMQX's `%u/` mountpoint (`{deviceId}/`)
+   * EMQX puts them there; with none (or any other, which is not the device's own) the
+   * authorization hook makes the device use `{deviceId}/…` itself, under that mountpoint.
+   */
+  private namespaceOf(client: EmqxClient, deviceId: string): string {
+    const own = deviceMountpoint(deviceId)
+    return client.mountpoint === own ? own : `${client.mountpoint ?? ''}${own}`
   }
 
   private deviceIdOf(client: Pick<EmqxClient, 'username' | 'clientId'>): string {

@@ -166,7 +166,7 @@ export class ExhookServer {
         this.resumed.set(client.clientId, Date.now())
         if (this.resumed.size > 10_000) for (const [id, at] of this.resumed) if (Date.now() - at > RESUMED_MARK_MS) this.resumed.delete(id)
       }),
-      OnSessionTerminated: empty((request) => this.source.sessionTerminated(this.clientOf(request.clientinfo, version).clientId, text(request.reason, 'reason'))),
+      OnSessionTerminated: empty((request) => this.source.sessionTerminated(this.clientOf(request.clientinfo, version), text(request.reason, 'reason'))),
       OnMessagePublish: (call, callback) =>
         this.answer(version, call, callback, async () => {
           const message = call.request.message as ExhookMessage | null
@@ -224,8 +224,9 @@ export class ExhookServer {
       username: info.username || null,
       protocol: info.protocol || undefined,
       peerHost: info.peerhost || null,
-      // only v3 (EMQX 5.9+) names the peer port; earlier versions match connections by node and host
-      peerPort: version === 'v3' && info.peerport ? info.peerport : undefined,
+      // v3 (EMQX 5.9+) and later v2 releases name the peer port (0: not sent); v1 never does,
+      // and without it connections are matched by node and host
+      peerPort: version !== 'v1' && info.peerport ? info.peerport : undefined,
       sockPort: info.sockport || undefined,
       mountpoint: info.mountpoint || undefined,
       protoVer: undefined,

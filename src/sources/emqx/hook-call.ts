@@ -13,7 +13,7 @@ export type HookCall =
   | { hook: 'client.disconnected'; client: EmqxClient; reason: string }
   | { hook: 'session.subscribed'; client: EmqxClient; subscriptions: TopicSubscription[] }
   | { hook: 'session.unsubscribed'; client: EmqxClient; topics: string[] }
-  | { hook: 'session.terminated'; clientId: string; reason: string }
+  | { hook: 'session.terminated'; client: EmqxClient; reason: string }
   | { hook: 'message.publish'; from: string; topic: string; payload: Buffer }
 
 export type HookOutcome = ApplyResult | { publish: PublishVerdict }
@@ -29,7 +29,7 @@ export async function applyHookCall(source: EmqxSource, call: HookCall): Promise
     case 'session.unsubscribed':
       return source.unsubscribed(call.client, call.topics)
     case 'session.terminated': {
-      const ended = await source.sessionTerminated(call.clientId, call.reason)
+      const ended = await source.sessionTerminated(call.client, call.reason)
       return ended ? { applied: true } : { applied: false, why: 'no offline session to end' }
     }
     case 'message.publish':

@@ -54,7 +54,7 @@ function fromV4(action: string, b: Body): HookCall {
     case 'session_unsubscribed':
       return { hook: 'session.unsubscribed', client: v4Client(b), topics: [str(b, 'topic')] }
     case 'session_terminated':
-      return { hook: 'session.terminated', clientId: str(b, 'clientid'), reason: optionalStr(b, 'reason') ?? 'normal' }
+      return { hook: 'session.terminated', client: v4Client(b), reason: optionalStr(b, 'reason') ?? 'normal' }
     case 'message_publish':
       return { hook: 'message.publish', from: str(b, 'from_client_id'), topic: str(b, 'topic'), payload: payloadOf(b) }
     default:
