@@ -4,10 +4,11 @@
  * pushes to CoAP observers, MQTT and CoAP devices on one broker, and bad input.
  */
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { after, before, describe, it } from 'node:test'
 import * as coap from 'coap'
-import { generate as generatePacket, parse as parsePacket } from 'coap-packet'
+import { generate as generatePacket, parse as parsePacket, type NamedOption, type ParsedPacket } from 'coap-packet'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
 
 interface Answer {
@@ -62,6 +63,79 @@ function coapObserve(port: number, pathname: string, query: string): Promise<{ c
     req.on('error', reject)
     req.end()
   })
+}
+
+
+/**
+ * A device speaking raw CoAP datagrams, as an RFC 7959 client does: each request gets its own
+ * token, confirmable messages from the gateway (notifications) are acknowledged, and packets that
+ * answer no request are kept in `notifications`.
+ */
+class RawCoap {
+  private readonly socket = createSocket('udp4')
+  private messageId = 20_000
+  private readonly waiting = new Map<string, (packet: ParsedPacket) => void>()
+  readonly notifications: ParsedPacket[] = []
+
+  constructor(private readonly port: number) {
+    this.socket.on('message', (message) => {
+      const packet = parsePacket(message)
+      if (packet.confirmable) this.socket.send(generatePacket({ code: '0.00', ack: true, messageId: packet.messageId }), this.port, '127.0.0.1')
+      if (packet.code === '0.00') return // an empty ACK: the answer follows separately
+      const key = packet.token.toString('hex')
+      const answer = this.waiting.get(key)
+      if (answer) {
+        this.waiting.delete(key)
+        answer(packet)
+      } else {
+        this.notifications.push(packet)
+      }
+    })
+  }
+
+  /** A confirmable GET of /ps/{path} with the given query and extra options; resolves with its answer. */
+  get(path: string[], query: string[], options: NamedOption[] = [], token = randomBytes(4)): Promise<ParsedPacket> {
+    const answer = new Promise<ParsedPacket>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer to GET /${path.join('/')}`)), 3000)
+      this.waiting.set(token.toString('hex'), (packet) => {
+        clearTimeout(timer)
+        resolve(packet)
+      })
+    })
+    const all = [
+      ...options,
+      ...path.map((p) => ({ name: 'Uri-Path' as const, value: Buffer.from(p) })),
+      ...query.map((q) => ({ name: 'Uri-Query' as const, value: Buffer.from(q) }))
+    ]
+    this.socket.send(generatePacket({ code: '0.01', confirmable: true, messageId: this.messageId++, token, options: all }), this.port, '127.0.0.1')
+    return answer
+  }
+
+  close(): void {
+    this.socket.close()
+  }
+}
+
+function option(packet: ParsedPacket, name: string): Buffer | undefined {
+  return packet.options.find((o) => o.name === name)?.value
+}
+
+function uint(value: Buffer | undefined): number | undefined {
+  return value === undefined ? undefined : value.reduce((n, byte) => n * 256 + byte, 0)
+}
+
+/** A Block2 option value (RFC 7959 §2.2): NUM, then the M bit, then SZX (size = 2^(SZX+4)). */
+function block2(num: number, szx: number): NamedOption {
+  const n = num * 16 + szx
+  const bytes = n < 0x100 ? 1 : n < 0x10000 ? 2 : 3
+  const value = Buffer.alloc(bytes)
+  value.writeUIntBE(n, 0, bytes)
+  return { name: 'Block2', value }
+}
+
+function readBlock2(packet: ParsedPacket): { num: number; more: boolean; size: number } | undefined {
+  const n = uint(option(packet, 'Block2'))
+  return n === undefined ? undefined : { num: Math.floor(n / 16), more: (n & 8) !== 0, size: 2 ** ((n & 7) + 4) }
 }
 
 describe('CoAP gateway (EMQX 5 connection mode)', () => {
@@ -185,6 +259,206 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
     }
   })
 
+  it('a notification larger than one block reaches a node-coap observer whole (RFC 7959 Block2)', async () => {
+    const d = await t.createDevice({ id: 'coap-big' })
+    const token = await connect('coap-big', d.token)
+    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-big&token=${token}`), 300)
+    const observation = await coapObserve(port, '/ps/v1/devices/me/attributes', `clientid=coap-big&token=${token}`)
+    try {
+      // about 5,000 bytes that differ along their length, so blocks out of order would show
+      const patch = { text: Array.from({ length: 1000 }, (_, i) => i.toString(36).padStart(4, '0')).join(' ') }
+      assert.ok(JSON.stringify(patch).length > 5000)
+      assert.deepEqual((await t.api<{ pushedTo: string[] }>('PATCH', '/v1/devices/coap-big/attributes', patch)).body.pushedTo, ['coap-big'])
+      await eventually(() => observation.notifications.length === 1, 3000, 'the large notification, reassembled')
+      assert.equal(observation.notifications[0], JSON.stringify(patch))
+      // node-coap fetched the later blocks by repeating its registration (Observe 0, same token)
+      // with Block2: that neither added a subscription nor a second observation
+      const entities = (await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=coap-big')).body.data
+      assert.equal(entities.length, 1)
+      await t.api('PATCH', '/v1/devices/coap-big/attributes', { small: true })
+      await eventually(() => observation.notifications.length === 2, 3000, 'a small notification after it')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      assert.deepEqual(observation.notifications.slice(1).map((n) => JSON.parse(n) as unknown), [{ small: true }])
+    } finally {
+      observation.stream.close()
+      clearInterval(heartbeat)
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-big&token=${token}`)
+    }
+  })
+
+  it('RFC 7959 §2.6: the first block comes in the notification, the rest by GETs without Observe, in the size asked', async () => {
+    const d = await t.createDevice({ id: 'coap-blocks' })
+    const token = await connect('coap-blocks', d.token)
+    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-blocks&token=${token}`), 300)
+    const device = new RawCoap(port)
+    const publisher = await t.connect({ clientId: 'blocks-publisher', username: 'admin', password: 'public' })
+    const path = ['ps', 'v1', 'devices', 'me', 'raw']
+    const query = ['clientid=coap-blocks', `token=${token}`]
+    const subscriptions = async () => (await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=coap-blocks')).body.data.length
+    const sessionTopics = async () => (await t.api<{ topics: unknown[] }>('GET', '/v1/sessions/coap-blocks')).body.topics.length
+    const metricsBefore = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    try {
+      const observeToken = randomBytes(4)
+      const registered = await device.get(path, query, [{ name: 'Observe', value: Buffer.alloc(0) }], observeToken)
+      assert.equal(registered.code, '2.05')
+      assert.deepEqual([await subscriptions(), await sessionTopics()], [1, 1])
+
+      const first = randomBytes(5000)
+      await publisher.publishAsync('coap-blocks/v1/devices/me/raw', first, { qos: 1 })
+      const notification = await eventually(() => device.notifications[0], 3000, 'the first block')
+      assert.equal(notification.confirmable, true)
+      assert.ok(notification.token.equals(observeToken))
+      assert.notEqual(option(notification, 'Observe'), undefined)
+      assert.deepEqual(readBlock2(notification), { num: 0, more: true, size: 1024 })
+      assert.equal(uint(option(notification, 'Size2')), 5000)
+      const etag = option(notification, 'ETag')
+      assert.ok(etag && etag.length > 0)
+
+      // the rest in 256-byte blocks (SZX 4): 1024 bytes are blocks 0-3 of that size
+      const parts = [notification.payload]
+      for (let num = 4; ; num++) {
+        const answer = await device.get(path, query, [block2(num, 4)])
+        assert.equal(answer.code, '2.05')
+        assert.equal(option(answer, 'Observe'), undefined, 'a block answer is no notification')
+        assert.ok(option(answer, 'ETag')?.equals(etag), 'same representation')
+        const block = readBlock2(answer)!
+        assert.deepEqual([block.num, block.size], [num, 256])
+        parts.push(answer.payload)
+        if (!block.more) break
+      }
+      assert.ok(Buffer.concat(parts).equals(first), 'the reassembled payload is what was published')
+
+      // a block beyond the end: 4.02 Bad Option; SZX 7 is reserved: 4.00 (RFC 7959 §2.2); both counted
+      assert.equal((await device.get(path, query, [block2(20, 4)])).code, '4.02')
+      assert.equal((await device.get(path, query, [{ name: 'Block2', value: Buffer.from([0x17]) }])).code, '4.00')
+      assert.equal((await device.get(path, query, [{ name: 'Block2', value: Buffer.from([0, 0, 0, 0x16]) }])).code, '4.02')
+      // blocks of a topic with no observation: nothing to read
+      assert.equal((await device.get(['ps', 'other'], query, [block2(1, 6)])).code, '4.04')
+      // still no Observe and no Block2: refused as before
+      assert.equal((await device.get(path, query)).code, '4.00')
+      const metricsAfter = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(count(metricsAfter, 'bad_coap_request') - count(metricsBefore, 'bad_coap_request'), 5)
+
+      // a block request carrying Observe 0 (with a token of its own) is answered as a block, not
+      // registered: no Observe in the answer, no new subscription, no second observation
+      const withObserve = await device.get(path, query, [{ name: 'Observe', value: Buffer.alloc(0) }, block2(1, 6)])
+      assert.equal(withObserve.code, '2.05')
+      assert.equal(option(withObserve, 'Observe'), undefined)
+      assert.ok(withObserve.payload.equals(first.subarray(1024, 2048)))
+      assert.deepEqual([await subscriptions(), await sessionTopics()], [1, 1])
+
+      // a newer message replaces the representation: blocks now come from it, with another ETag
+      const second = randomBytes(3000)
+      await publisher.publishAsync('coap-blocks/v1/devices/me/raw', second, { qos: 1 })
+      await eventually(() => device.notifications.length === 2, 3000, 'the second notification')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      assert.equal(device.notifications.length, 2, 'one observation, one notification')
+      assert.ok(device.notifications.every((n) => n.token.equals(observeToken)))
+      const changed = await device.get(path, query, [block2(1, 6)])
+      assert.ok(!option(changed, 'ETag')!.equals(etag), 'a new ETag tells the client the representation changed')
+      assert.ok(option(changed, 'ETag')!.equals(option(device.notifications[1]!, 'ETag')!))
+      assert.ok(changed.payload.equals(second.subarray(1024, 2048)))
+      // a client that saw the ETag change starts again at block 0, still without Observe
+      const restart = await device.get(path, query, [block2(0, 6)])
+      assert.deepEqual(readBlock2(restart), { num: 0, more: true, size: 1024 })
+      assert.ok(restart.payload.equals(second.subarray(0, 1024)))
+      assert.equal(uint(option(restart, 'Size2')), 3000)
+
+      // a small message goes whole, without block options, as before
+      await publisher.publishAsync('coap-blocks/v1/devices/me/raw', Buffer.from('small'), { qos: 1 })
+      const small = await eventually(() => device.notifications[2], 3000, 'the small notification')
+      assert.equal(small.payload.toString(), 'small')
+      assert.deepEqual([option(small, 'Block2'), option(small, 'ETag'), option(small, 'Size2')], [undefined, undefined, undefined])
+    } finally {
+      clearInterval(heartbeat)
+      device.close()
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-blocks&token=${token}`)
+    }
+  })
+
+  it('an observation registered with Block2 gets notifications in that block size; one over 64 KiB is not sent but counted', async () => {
+    const d = await t.createDevice({ id: 'coap-szx' })
+    const token = await connect('coap-szx', d.token)
+    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-szx&token=${token}`), 300)
+    const device = new RawCoap(port)
+    const publisher = await t.connect({ clientId: 'szx-publisher', username: 'admin', password: 'public' })
+    const query = ['clientid=coap-szx', `token=${token}`]
+    try {
+      const registered = await device.get(['ps', 'feed'], query, [{ name: 'Observe', value: Buffer.alloc(0) }, block2(0, 5)])
+      assert.equal(registered.code, '2.05')
+      const message = randomBytes(700)
+      await publisher.publishAsync('coap-szx/feed', message, { qos: 1 })
+      const notification = await eventually(() => device.notifications[0], 3000, 'the first block')
+      assert.deepEqual(readBlock2(notification), { num: 0, more: true, size: 512 })
+      assert.ok(notification.payload.equals(message.subarray(0, 512)))
+      const rest = await device.get(['ps', 'feed'], query, [block2(1, 5)])
+      assert.deepEqual(readBlock2(rest), { num: 1, more: false, size: 512 })
+      assert.ok(rest.payload.equals(message.subarray(512)))
+
+      const dropped = (text: string) => Number(/^iothub_coap_notifications_dropped_total\{reason="too_large"\} (\d+)$/m.exec(text)?.[1] ?? 0)
+      const before = dropped((await t.api<string>('GET', '/metrics', undefined, null)).body)
+      await publisher.publishAsync('coap-szx/feed', randomBytes(64 * 1024 + 1), { qos: 1 })
+      await publisher.publishAsync('coap-szx/feed', Buffer.from('after'), { qos: 1 })
+      const next = await eventually(() => device.notifications[1], 3000, 'the notification after the dropped one')
+      assert.equal(next.payload.toString(), 'after')
+      assert.equal(dropped((await t.api<string>('GET', '/metrics', undefined, null)).body) - before, 1)
+    } finally {
+      clearInterval(heartbeat)
+      device.close()
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-szx&token=${token}`)
+    }
+  })
+
+  it('an MQTT connection with the clientId of a CoAP device takes its session over', async () => {
+    const d = await t.createDevice({ id: 'coap-taken' })
+    const token = await connect('coap-taken', d.token)
+    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-taken&token=${token}`), 300)
+    const observation = await coapObserve(port, '/ps/v1/devices/me/attributes', `clientid=coap-taken&token=${token}`)
+    try {
+      assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=coap-taken')).body.data.length, 1)
+      const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+
+      const client = await t.connect({ clientId: 'coap-taken', username: d.id, password: d.token })
+      const session = (await t.api<{ protocol: string; connected: boolean; topics: unknown[] }>('GET', '/v1/sessions/coap-taken')).body
+      assert.deepEqual([session.protocol, session.connected, session.topics], ['mqtt', true, []])
+      assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=coap-taken')).body.data.length, 0)
+      const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(disconnects(after, 'coap', 'taken_over') - disconnects(before, 'coap', 'taken_over'), 1)
+
+      // the gateway forgot the CoAP connection: its token no longer works, its observation stopped
+      assert.equal((await coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-taken&token=${token}`)).code, '4.01')
+      const watcher = await t.connect({ clientId: 'taken-watcher', username: 'admin', password: 'public' })
+      await watcher.publishAsync('coap-taken/v1/devices/me/attributes', '{"late":1}', { qos: 1 })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      assert.deepEqual(observation.notifications, [])
+      // and its heartbeat timeout, long past, did not end the MQTT session
+      await new Promise((resolve) => setTimeout(resolve, 1600))
+      assert.equal((await t.api<{ protocol: string }>('GET', '/v1/sessions/coap-taken')).body.protocol, 'mqtt')
+      assert.equal(client.connected, true)
+    } finally {
+      observation.stream.close()
+      clearInterval(heartbeat)
+    }
+  })
+
+  it('a CoAP connect with the clientId of an MQTT connection takes its session over and closes it', async () => {
+    const d = await t.createDevice({ id: 'mqtt-taken' })
+    const client = await t.connect({ clientId: 'mqtt-taken', username: d.id, password: d.token })
+    await client.subscribeAsync('v1/devices/me/commands', { qos: 1 })
+    assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=mqtt-taken')).body.data.length, 1)
+    const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+
+    const token = await connect('mqtt-taken', d.token)
+    await eventually(() => !client.connected, 3000, 'the taken-over MQTT connection closed')
+    const session = (await t.api<{ protocol: string; connected: boolean; topics: unknown[] }>('GET', '/v1/sessions/mqtt-taken')).body
+    assert.deepEqual([session.protocol, session.connected, session.topics], ['coap', true, []])
+    assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=mqtt-taken')).body.data.length, 0)
+    const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    assert.equal(disconnects(after, 'mqtt', 'taken_over') - disconnects(before, 'mqtt', 'taken_over'), 1)
+    assert.equal((await coapCall(port, 'PUT', '/mqtt/connection', `clientid=mqtt-taken&token=${token}`)).code, '2.04')
+    await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=mqtt-taken&token=${token}`)
+  })
+
   it('bad requests get CoAP error codes, are counted, and store nothing', async () => {
     const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
     assert.equal((await coapCall(port, 'GET', '/nowhere', '')).code, '4.04')
@@ -213,5 +487,10 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
 
 function count(metrics: string, reason: string): number {
   const line = metrics.split('\n').find((l) => l.startsWith(`iothub_rejected_inputs_total{reason="${reason}"}`))
+  return line ? Number(line.split(' ')[1]) : 0
+}
+
+function disconnects(metrics: string, protocol: string, reason: string): number {
+  const line = metrics.split('\n').find((l) => l.startsWith(`iothub_disconnects_total{protocol="${protocol}",reason="${reason}"}`))
   return line ? Number(line.split(' ')[1]) : 0
 }

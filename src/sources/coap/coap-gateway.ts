@@ -6,18 +6,22 @@
  * - `PUT /mqtt/connection?clientid=&token=` heartbeat → 2.04; `DELETE …` closes → 2.02;
  * - `POST /ps/{topic}?clientid=&token=` publishes → 2.04;
  * - `GET /ps/{topic}?clientid=&token=` with Observe 0 subscribes (each message a notification),
- *   with Observe 1 unsubscribes.
+ *   with Observe 1 unsubscribes. A notification larger than one block (1,024 bytes, or the size
+ *   the observe asked for with Block2) carries its first block; the device fetches the rest with
+ *   GETs carrying Block2, as RFC 7959 §2.6 has it (see coap-blocks.ts).
  *
  * A CoAP connection is a session entity (protocol `coap`, a clean session) of the device named
  * by the clientid, whose password is the device token; its topics live in the device's
  * namespace on the same broker as MQTT's, and observes make subscription entities as MQTT
- * subscriptions do. Each answer leaves once its effect is stored.
+ * subscriptions do. Each answer leaves once its effect is stored. A session that another
+ * connection takes over (an MQTT CONNECT with the same clientId) is forgotten here.
  */
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import * as coap from 'coap'
 import type { IncomingMessage, ObserveWriteStream, OutgoingMessage } from 'coap'
-import { parse as parseCoapPacket } from 'coap-packet'
+import { parse as parseCoapPacket, type NamedOption, type Packet } from 'coap-packet'
+import { Counter } from 'prom-client'
 import type { Logger } from 'pino'
 import type { AedesPublishPacket } from 'aedes'
 import type { EmbeddedBroker } from '../../brokers/embedded/embedded-broker.js'
@@ -26,19 +30,34 @@ import { PayloadError } from '../../domain/device-properties.js'
 import { isValidDeviceId } from '../../domain/device.js'
 import { newIncarnation } from '../../domain/incarnation.js'
 import { deviceMountpoint, mountTopic } from '../../domain/namespace.js'
-import type { DisconnectReason } from '../../domain/session.js'
+import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
 import type { Upstream } from '../../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { SessionRegistry } from '../../registry/registry.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../topic-rules.js'
+import { BlockOptionError, block2Value, MAX_BLOCK_SIZE, readBlock2, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
 import { qosOf, readCoapRequest, type CoapRequest } from './coap-request.js'
+
+/** What one notification sent: its later blocks are read from it (RFC 7959 §2.6). */
+interface Representation {
+  payload: Buffer
+  etag: Buffer
+  /** The Observe number the notification carried. */
+  observe: number
+}
 
 /** One live observation: a broker subscription feeding a CoAP observe stream. */
 interface Observer {
   stream: ObserveWriteStream
   deliver: (packet: AedesPublishPacket, done: () => void) => void
+  /** The token of the observe request; its notifications carry it. */
+  token: Buffer
+  /** Notifications larger than this go block-wise: 1,024, or less if the observe asked (Block2). */
+  blockSize: number
+  /** The latest notification, until a newer one replaces it. */
+  latest?: Representation
 }
 
 interface CoapConnection {
@@ -51,8 +70,22 @@ interface CoapConnection {
   observers: Map<string, Observer>
 }
 
-/** A notification larger than this does not fit one CoAP message (node-coap sends no Block2 on observe). */
-const MAX_NOTIFICATION_BYTES = 1024
+/**
+ * A message larger than this is not notified: it would take a device over 64 blocks (of 1,024
+ * bytes, or more of smaller ones) to fetch, and the gateway keeps the latest one per observation.
+ */
+const MAX_NOTIFICATION_BYTES = 64 * 1024
+
+/** Options a block-wise notification sets on its stream's packet; a later notification clears them. */
+const BLOCK_OPTIONS: ReadonlySet<string> = new Set(['Block2', 'Size2', 'ETag'])
+
+/** What node-coap's observe stream keeps inside (it exposes none of it). */
+interface StreamInternals {
+  _packet: Omit<Packet, 'options'> & { options: { name: string | number; value: unknown }[]; confirmable: boolean; ack: boolean }
+  /** The Observe number of the last message sent. */
+  _counter: number
+  _send(message: unknown, packet: object): void
+}
 
 class CoapError extends Error {
   constructor(
@@ -69,6 +102,8 @@ export class CoapGateway {
   private readonly connections = new Map<string, CoapConnection>()
   private sweepTimer: NodeJS.Timeout | undefined
   private port: number | undefined
+  private lastEtag = 0
+  private readonly notificationsDropped: Counter<'reason'>
 
   constructor(
     private readonly registry: SessionRegistry,
@@ -78,7 +113,15 @@ export class CoapGateway {
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
-  ) {}
+  ) {
+    this.notificationsDropped = new Counter({
+      name: 'iothub_coap_notifications_dropped_total',
+      help: 'Messages a CoAP observer was not notified of, by reason (too_large: over 64 KiB)',
+      labelNames: ['reason'] as const,
+      registers: [metrics.registry]
+    })
+    registry.observe((before, after) => this.sessionChanged(before, after))
+  }
 
   get listening(): boolean {
     return this.port !== undefined
@@ -216,6 +259,11 @@ export class CoapGateway {
     })
     if (!result.applied) throw new Error(`connect not recorded: ${result.why}`)
     this.connections.set(clientId, connection)
+    // An MQTT connection of this clientId has just been taken over: the registry ended its session
+    // (`taken_over`), and its socket is closed, as Aedes closes an MQTT connection taken over by
+    // another. No connect newer than this one can have reached Aedes yet (Aedes registers a client
+    // only once its connect is stored), so the client found is the replaced one.
+    await this.broker.kick(clientId)
     return connection.token
   }
 
@@ -247,6 +295,14 @@ export class CoapGateway {
     connection.lastHeard = Date.now()
     const brokerTopic = this.brokerTopic(connection, topic, true)
     const observe = req.headers.Observe
+    const block = requestedBlock(req)
+    // A later block of a notification (RFC 7959 §2.6): a GET with Block2 and without Observe; or
+    // with Observe 0 and NUM > 0, as node-coap's client asks — a block is never observed (§2.6:
+    // "the Block2 Option does not provide a way to observe a single block"), so neither
+    // subscribes. A GET with Observe 0 and Block2 NUM 0 is an observe asking for a block size.
+    if (block && (observe === undefined || (observe === 0 && block.num > 0))) {
+      return this.sendBlock(connection, brokerTopic, req, block, res)
+    }
     if (observe === 1 || observe === undefined) {
       if (observe === undefined) throw new CoapError('4.00', 'GET /ps needs Observe: 0 subscribes, 1 unsubscribes', 'bad_coap_request')
       await this.unsubscribe(connection, brokerTopic)
@@ -264,20 +320,23 @@ export class CoapGateway {
     const result = await this.registry.apply({ kind: 'subscribed', clientId: connection.clientId, incarnation: connection.incarnation, at: Date.now(), subscriptions: [{ topic: brokerTopic, qos }] })
     if (!result.applied) throw new CoapError('4.01', 'the connection was replaced or closed', 'not_authorized')
     const stream = res
-    const deliver = (packet: AedesPublishPacket, done: () => void) => {
-      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
-      if (payload.length > MAX_NOTIFICATION_BYTES) {
-        this.log.warn({ clientId: connection.clientId, topic: packet.topic, bytes: payload.length }, 'message too large for a CoAP notification, not sent')
-        return done()
+    const observer: Observer = {
+      stream,
+      token: req._packet.token ?? Buffer.alloc(0),
+      // RFC 7959 §2.6: the block size an observe asks for applies to all its notifications
+      blockSize: Math.min(block?.size ?? MAX_BLOCK_SIZE, MAX_BLOCK_SIZE),
+      deliver: (packet: AedesPublishPacket, done: () => void) => {
+        const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+        if (payload.length > MAX_NOTIFICATION_BYTES) {
+          this.notificationsDropped.inc({ reason: 'too_large' })
+          this.log.warn({ clientId: connection.clientId, topic: packet.topic, bytes: payload.length, max: MAX_NOTIFICATION_BYTES }, 'message too large for a CoAP notification, not sent')
+          return done()
+        }
+        this.notify(observer, payload)
+        done()
       }
-      // notifications are confirmable, so a silent observer is noticed (RFC 7252 retransmission)
-      const outgoing = (stream as unknown as { _packet: { confirmable: boolean; ack: boolean } })._packet
-      outgoing.confirmable = true
-      outgoing.ack = false
-      stream.write(payload)
-      done()
     }
-    const observer: Observer = { stream, deliver }
+    const deliver = observer.deliver
     connection.observers.set(brokerTopic, observer)
     // the observer stopped answering (RST, or confirmable notifications never acknowledged)
     stream.once('close', () => {
@@ -286,6 +345,70 @@ export class CoapGateway {
     })
     await new Promise<void>((resolve) => this.broker.aedes.subscribe(brokerTopic, deliver, () => resolve()))
     stream.write('') // 2.05 with Observe: the subscription is in place
+  }
+
+  /**
+   * Sends one message to an observer: whole when it fits its block size (as before blocks
+   * existed: no block options), else its first block with Block2 (M set), Size2 and a new ETag.
+   */
+  private notify(observer: Observer, payload: Buffer): void {
+    const stream = observer.stream as unknown as StreamInternals
+    const outgoing = stream._packet
+    // notifications are confirmable, so a silent observer is noticed (RFC 7252 retransmission)
+    outgoing.confirmable = true
+    outgoing.ack = false
+    // the stream's packet keeps its options from one message to the next
+    outgoing.options = outgoing.options.filter((o) => !BLOCK_OPTIONS.has(String(o.name)))
+    const representation: Representation = { payload, etag: this.nextEtag(), observe: 0 }
+    if (payload.length <= observer.blockSize) {
+      observer.stream.write(payload)
+    } else {
+      outgoing.options.push(
+        { name: 'ETag', value: representation.etag },
+        { name: 'Block2', value: block2Value(0, true, observer.blockSize) },
+        { name: 'Size2', value: uintValue(payload.length) }
+      )
+      observer.stream.write(payload.subarray(0, observer.blockSize))
+    }
+    representation.observe = stream._counter // the number write() just gave the notification
+    observer.latest = representation
+  }
+
+  /**
+   * Answers a GET for a block of the latest notification on a topic the connection observes. A
+   * client that asks after a newer notification replaced the one it is reading gets the newer
+   * one's block, with its ETag, by which it learns (RFC 7959 §2.6). A block never subscribes.
+   */
+  private sendBlock(connection: CoapConnection, brokerTopic: string, req: IncomingMessage, block: BlockRequest, res: OutgoingMessage | ObserveWriteStream): void {
+    const observer = connection.observers.get(brokerTopic)
+    const representation = observer?.latest
+    if (!observer || !representation) throw new CoapError('4.04', 'no notification on this topic to read blocks of: observe it first', 'bad_coap_request')
+    const slice = sliceBlock(representation.payload, block)
+    if (!slice) {
+      throw new CoapError('4.02', `block ${block.num} of ${block.size} bytes starts past the end of the ${representation.payload.length}-byte notification`, 'bad_coap_request')
+    }
+    const options: NamedOption[] = [
+      { name: 'ETag', value: representation.etag },
+      { name: 'Block2', value: block2Value(block.num, slice.more, block.size) },
+      { name: 'Size2', value: uintValue(representation.payload.length) }
+    ]
+    // node-coap's client fetches the later blocks by sending its observe again, token and all,
+    // with Block2, and hands the reassembled payload on only if the last answer carries an
+    // Observe number newer than the last notification's. For such a repeat (RFC 7641 §4.1: the
+    // observation stays as it is) the answer bears the number of the notification it completes.
+    const token = req._packet.token ?? Buffer.alloc(0)
+    if (req.headers.Observe === 0 && token.length > 0 && token.equals(observer.token)) {
+      options.push({ name: 'Observe', value: uintValue(representation.observe) })
+    }
+    sendAsIs(res, '2.05', options, slice.block)
+  }
+
+  /** Each notification's representation gets its own ETag (4 bytes of a counter: unique until it wraps). */
+  private nextEtag(): Buffer {
+    this.lastEtag = (this.lastEtag + 1) % 2 ** 32
+    const etag = Buffer.alloc(4)
+    etag.writeUInt32BE(this.lastEtag)
+    return etag
   }
 
   private async unsubscribe(connection: CoapConnection, brokerTopic: string): Promise<void> {
@@ -311,6 +434,20 @@ export class CoapGateway {
     if (this.connections.get(connection.clientId) === connection) this.connections.delete(connection.clientId)
     this.dropObservers(connection)
     await this.registry.apply({ kind: 'disconnected', clientId: connection.clientId, incarnation: connection.incarnation, at: Date.now(), reason })
+  }
+
+  /**
+   * A CoAP connection whose session the registry ended or handed to another connection — an
+   * MQTT CONNECT with its clientId takes it over (`taken_over`) — is forgotten: its token stops
+   * working (4.01) and its observations stop. The registry has deleted their subscription
+   * entities already, with the session's topics; the gateway's own ends forget first.
+   */
+  private sessionChanged(before: SessionRecord | undefined, after: SessionRecord | null): void {
+    if (before?.protocol !== 'coap') return
+    const connection = this.connections.get(before.clientId)
+    if (!connection || connection.incarnation !== before.incarnation || after?.incarnation === before.incarnation) return
+    this.connections.delete(before.clientId)
+    this.dropObservers(connection)
   }
 
   /** No heartbeat (nor any request) for 1.5 × the interval: the session ends, as EMQX ends it. */
@@ -344,4 +481,36 @@ export class CoapGateway {
 
 function isObserveStream(res: OutgoingMessage | ObserveWriteStream): res is ObserveWriteStream {
   return res instanceof coap.ObserveWriteStream
+}
+
+/** The block a request's Block2 option asks for, if it has one. */
+function requestedBlock(req: IncomingMessage): BlockRequest | undefined {
+  const option = req._packet.options?.find((o) => o.name === 'Block2')
+  if (!option) return undefined
+  try {
+    return readBlock2(Buffer.isBuffer(option.value) ? option.value : Buffer.from(option.value))
+  } catch (error) {
+    if (error instanceof BlockOptionError) throw new CoapError(error.code, error.message, 'bad_coap_request')
+    throw error
+  }
+}
+
+/**
+ * Sends `res` as one message with exactly these options and payload. node-coap's own ways would
+ * change it: its server's OutMessage.end cuts the payload again by the request's Block2 option
+ * (taking the block for the whole representation) and sets an ETag of its own, and an observe
+ * stream's write adds the stream's next Observe number.
+ */
+function sendAsIs(res: OutgoingMessage | ObserveWriteStream, code: string, options: NamedOption[], payload: Buffer): void {
+  if (isObserveStream(res)) {
+    const stream = res as unknown as StreamInternals
+    stream._send(res, { ...stream._packet, code, options, payload })
+    stream._counter = 1 // else ending a stream that wrote nothing sends an empty response
+    res.end()
+    return
+  }
+  res.code = code
+  for (const o of options) res.setOption(o.name, o.value)
+  // the base class's end: sends what it is given (and, past the piggyback delay, as a separate response)
+  ;(coap.OutgoingMessage.prototype.end as (this: OutgoingMessage, payload: Buffer) => void).call(res, payload)
 }
