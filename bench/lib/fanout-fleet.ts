@@ -25,6 +25,7 @@ import { Pool } from 'undici'
 import { performance } from 'node:perf_hooks'
 import type { MqttClient } from 'mqtt'
 import { ChildLink, connectOne, cpuMsSince, pool } from './child-fleet.js'
+import { basicAuthHeader, registerDevices } from './devices.js'
 import { nowMs, percentiles, sleep } from './util.js'
 
 /** What a device subscribes to on the hub: its own topic, under its mountpoint in the broker. */
@@ -146,9 +147,9 @@ function child(): void {
 
   const doSetup = async (c: SetupCommand) => {
     setup = c
-    basicAuth = `Basic ${Buffer.from(c.apiAuth).toString('base64')}`
+    basicAuth = basicAuthHeader(c.apiAuth)
     const errors = new Set<string>()
-    const tokens: string[] = []
+    let tokens: string[] = []
     let createMs = 0
     if (c.httpUrl !== null) {
       // undici rather than node:http: a request costs the load generator, which shares the
@@ -158,13 +159,7 @@ function child(): void {
     }
     if (c.target === 'hub') {
       const t0 = nowMs()
-      for (let from = 0; from < c.devices; from += 10_000) {
-        const batch = Array.from({ length: Math.min(10_000, c.devices - from) }, (_, k) => ({ id: deviceId(from + k) }))
-        const answer = await api!.request({ path: '/v1/devices', method: 'POST', headers: { 'content-type': 'application/json', authorization: basicAuth }, body: JSON.stringify(batch) })
-        const text = await answer.body.text()
-        if (answer.statusCode !== 201) throw new Error(`POST /v1/devices answered ${answer.statusCode}: ${text.slice(0, 300)}`)
-        for (const d of JSON.parse(text) as { id: string; token: string }[]) tokens[Number(d.id.slice('fanout-'.length))] = d.token
-      }
+      tokens = await registerDevices(api!, c.apiAuth, Array.from({ length: c.devices }, (_, i) => deviceId(i)))
       createMs = nowMs() - t0
     }
     devices = new Array<MqttClient>(c.devices)
