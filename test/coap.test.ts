@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { after, before, describe, it } from 'node:test'
 import * as coap from 'coap'
-import { generate as generatePacket, parse as parsePacket, type NamedOption, type ParsedPacket } from 'coap-packet'
+import { generate as generatePacket, parse as parsePacket, type NamedOption, type Packet, type ParsedPacket } from 'coap-packet'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
 
 interface Answer {
@@ -76,12 +76,20 @@ class RawCoap {
   private messageId = 20_000
   private readonly waiting = new Map<string, (packet: ParsedPacket) => void>()
   readonly notifications: ParsedPacket[] = []
+  /** Every packet received but empty ACKs, answers included, in order. */
+  readonly received: ParsedPacket[] = []
+  /** The message ids of the empty ACKs received. */
+  readonly emptyAcks: number[] = []
 
   constructor(private readonly port: number) {
     this.socket.on('message', (message) => {
       const packet = parsePacket(message)
       if (packet.confirmable) this.socket.send(generatePacket({ code: '0.00', ack: true, messageId: packet.messageId }), this.port, '127.0.0.1')
-      if (packet.code === '0.00') return // an empty ACK: the answer follows separately
+      if (packet.code === '0.00') {
+        if (packet.ack) this.emptyAcks.push(packet.messageId)
+        return // an empty ACK: the answer follows separately
+      }
+      this.received.push(packet)
       const key = packet.token.toString('hex')
       const answer = this.waiting.get(key)
       if (answer) {
@@ -111,9 +119,62 @@ class RawCoap {
     return answer
   }
 
+  /** A fresh message id, for `send`. */
+  nextMessageId(): number {
+    return this.messageId++
+  }
+
+  /**
+   * Sends a request as it is (message id and token included) and resolves with the first answer
+   * carrying its token; `answer: false` only sends it (a retransmission whose answer, if any,
+   * shows in `received`).
+   */
+  send(packet: Packet & { token: Buffer; messageId: number }, answer?: true): Promise<ParsedPacket>
+  send(packet: Packet & { token: Buffer; messageId: number }, answer: false): Promise<void>
+  async send(packet: Packet & { token: Buffer; messageId: number }, answer = true): Promise<ParsedPacket | void> {
+    const answered = answer
+      ? new Promise<ParsedPacket>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`no answer to message ${packet.messageId}`)), 3000)
+          this.waiting.set(packet.token.toString('hex'), (p) => {
+            clearTimeout(timer)
+            resolve(p)
+          })
+        })
+      : undefined
+    await new Promise<void>((resolve) => this.socket.send(generatePacket(packet), this.port, '127.0.0.1', () => resolve()))
+    return answered
+  }
+
   close(): void {
     this.socket.close()
   }
+}
+
+/** Uri-Path and Uri-Query options of `/{path}?{query}`. */
+function uri(path: string[], query: string[]): NamedOption[] {
+  return [...path.map((p) => ({ name: 'Uri-Path' as const, value: Buffer.from(p) })), ...query.map((q) => ({ name: 'Uri-Query' as const, value: Buffer.from(q) }))]
+}
+
+/** A Block1 option value (RFC 7959 §2.2): NUM, the M bit (more blocks follow), SZX (size = 2^(SZX+4)). */
+function block1(num: number, more: boolean, szx: number): NamedOption {
+  return { name: 'Block1', value: uintBytes(num * 16 + (more ? 8 : 0) + szx) }
+}
+
+function readBlock1(packet: ParsedPacket): { num: number; more: boolean; size: number } | undefined {
+  const n = uint(option(packet, 'Block1'))
+  return n === undefined ? undefined : { num: Math.floor(n / 16), more: (n & 8) !== 0, size: 2 ** ((n & 7) + 4) }
+}
+
+/** An unsigned integer option value in as few bytes as it takes (0 is empty). */
+function uintBytes(n: number): Buffer {
+  const bytes: number[] = []
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v % 256)
+  return Buffer.from(bytes)
+}
+
+/** RFC 9175's Request-Tag, option 292: coap-packet knows it by number only. */
+function requestTag(tag: Buffer): { name: string; value: Buffer } {
+  return { name: '292', value: tag }
 }
 
 function option(packet: ParsedPacket, name: string): Buffer | undefined {
@@ -483,6 +544,238 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
     assert.equal((await t.api('GET', '/v1/sessions/nobody')).status, 404)
     await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-bad&token=${token}`)
   })
+
+  it('a copy of a request answered separately (after an empty ACK) gets the empty ACK again and is not handled again', async () => {
+    const d = await t.createDevice({ id: 'coap-slow' })
+    // this device's connect takes 200 ms to store: past the piggyback delay (10 ms for the 20 ms ACK_TIMEOUT here)
+    const registry = t.hub.registry
+    const apply = registry.apply.bind(registry)
+    registry.apply = async (event) => {
+      if (event.kind === 'connected' && event.clientId === 'coap-slow') await new Promise((resolve) => setTimeout(resolve, 200))
+      return apply(event)
+    }
+    const device = new RawCoap(port)
+    const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    try {
+      const connectRequest = {
+        code: '0.02',
+        confirmable: true,
+        messageId: device.nextMessageId(),
+        token: randomBytes(4),
+        options: uri(['mqtt', 'connection'], ['clientid=coap-slow', `password=${d.token}`])
+      }
+      await device.send(connectRequest, false)
+      await eventually(() => device.emptyAcks.length === 1, 1000, "node-coap's empty ACK")
+      // the client did not get that ACK and sends the request again: the ACK again, nothing more
+      await device.send(connectRequest, false)
+      await eventually(() => device.emptyAcks.length === 2, 1000, 'the empty ACK again')
+      const answer = await eventually(() => device.received[0], 2000, 'the separate answer')
+      assert.deepEqual([answer.code, answer.confirmable], ['2.01', true])
+      // a copy after the answer: still only the empty ACK (the answer is node-coap's to repeat until acknowledged)
+      await device.send(connectRequest, false)
+      await eventually(() => device.emptyAcks.length === 3, 1000, 'the empty ACK to the late copy')
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      assert.deepEqual(device.emptyAcks, [connectRequest.messageId, connectRequest.messageId, connectRequest.messageId])
+      assert.deepEqual(device.received.map((p) => p.payload.toString()), [answer.payload.toString()], 'one answer')
+      const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(events(after, 'connected', 'applied') - events(before, 'connected', 'applied'), 1, 'one connect stored')
+      const token = answer.payload.toString()
+      assert.equal((await coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-slow&token=${token}`)).code, '2.04')
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-slow&token=${token}`)
+    } finally {
+      registry.apply = apply
+      device.close()
+    }
+  })
+
+  it('RFC 7959 Block1: a body sent in three blocks, each with a new token and one Request-Tag, is published whole, once', async () => {
+    const d = await t.createDevice({ id: 'coap-b1' })
+    const token = await connect('coap-b1', d.token)
+    const watcher = await t.connect({ clientId: 'b1-watcher', username: 'admin', password: 'public' })
+    const seen: Buffer[] = []
+    watcher.on('message', (_topic, payload) => seen.push(payload))
+    await watcher.subscribeAsync('coap-b1/#', { qos: 1 })
+    const device = new RawCoap(port)
+    const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    try {
+      const body = randomBytes(612) // blocks of 256 bytes (SZX 4): 256 + 256 + 100
+      const tag = randomBytes(4)
+      const request = uri(['ps', 'blobs', 'one'], ['clientid=coap-b1', `token=${token}`])
+      // as libcoap 4.3 sends it: Size1 with each block, a new token per block, one Request-Tag
+      const blocks = [0, 1, 2].map((num) => ({
+        code: '0.02',
+        confirmable: true,
+        messageId: device.nextMessageId(),
+        token: randomBytes(4),
+        options: [...request, block1(num, num < 2, 4), { name: 'Size1' as const, value: uintBytes(body.length) }, requestTag(tag)],
+        payload: body.subarray(num * 256, (num + 1) * 256)
+      }))
+      for (const num of [0, 1]) {
+        const answer = await device.send(blocks[num]!)
+        // piggybacked on the ACK of the block, with its token, the block acknowledged in Block1
+        assert.deepEqual([answer.code, answer.ack, answer.messageId], ['2.31', true, blocks[num]!.messageId])
+        assert.deepEqual(readBlock1(answer), { num, more: true, size: 256 })
+      }
+      // a retransmitted block (same message id) is answered as before and stored once
+      const received = device.received.length
+      await device.send(blocks[1]!, false)
+      const repeated = await eventually(() => device.received[received], 2000, 'the answer to the retransmitted block')
+      assert.deepEqual([repeated.code, repeated.messageId, readBlock1(repeated)], ['2.31', blocks[1]!.messageId, { num: 1, more: true, size: 256 }])
+      // sent again with a message id of its own (its 2.31 lost, say): continued as well, stored once
+      const resent = await device.send({ ...blocks[1]!, messageId: device.nextMessageId() })
+      assert.deepEqual([resent.code, readBlock1(resent)], ['2.31', { num: 1, more: true, size: 256 }])
+
+      const final = await device.send(blocks[2]!)
+      assert.deepEqual([final.code, final.ack, final.messageId], ['2.04', true, blocks[2]!.messageId])
+      // RFC 7959 §2.3: the final answer carries the Block1 of the last block, M clear
+      assert.deepEqual(readBlock1(final), { num: 2, more: false, size: 256 })
+      await eventually(() => seen.length === 1, 3000, 'the reassembled publish')
+      assert.ok(seen[0]!.equals(body), 'the body whole, in order')
+
+      // the last block retransmitted: the same answer again (node-coap's cache), no second publish
+      const mark = device.received.length
+      await device.send(blocks[2]!, false)
+      const again = await eventually(() => device.received[mark], 2000, 'the answer to the retransmitted last block')
+      assert.deepEqual([again.code, again.messageId], ['2.04', blocks[2]!.messageId])
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      assert.equal(seen.length, 1)
+      const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(count(after, 'bad_coap_request') - count(before, 'bad_coap_request'), 0)
+    } finally {
+      device.close()
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-b1&token=${token}`)
+    }
+  })
+
+  it("RFC 7959 Block1: node-coap's client, one token for all the blocks and no Request-Tag, publishes block-wise as before", async () => {
+    const d = await t.createDevice({ id: 'coap-b1-node' })
+    const token = await connect('coap-b1-node', d.token)
+    const watcher = await t.connect({ clientId: 'b1-node-watcher', username: 'admin', password: 'public' })
+    const seen: Buffer[] = []
+    watcher.on('message', (_topic, payload) => seen.push(payload))
+    await watcher.subscribeAsync('coap-b1-node/#', { qos: 1 })
+    try {
+      const body = randomBytes(5000)
+      const answer = await new Promise<coap.IncomingMessage>((resolve, reject) => {
+        const req = coap.request({ hostname: '127.0.0.1', port, method: 'POST', pathname: '/ps/blobs/node', query: `clientid=coap-b1-node&token=${token}`, agent: false })
+        req.setOption('Block1', Buffer.from([4])) // node-coap's client sends block-wise when given the SZX: 256 bytes
+        req.on('response', resolve)
+        req.on('error', reject)
+        req.end(body)
+      })
+      assert.equal(answer.code, '2.04')
+      await eventually(() => seen.length === 1, 3000, 'the block-wise publish')
+      assert.ok(seen[0]!.equals(body))
+    } finally {
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-b1-node&token=${token}`)
+    }
+  })
+
+  it('RFC 7959 Block1: a missing or unknown block is answered 4.08, a bad Block1 4.00; counted, nothing published', async () => {
+    const d = await t.createDevice({ id: 'coap-b1-gap' })
+    const token = await connect('coap-b1-gap', d.token)
+    const watcher = await t.connect({ clientId: 'b1-gap-watcher', username: 'admin', password: 'public' })
+    const seen: Buffer[] = []
+    watcher.on('message', (_topic, payload) => seen.push(payload))
+    await watcher.subscribeAsync('coap-b1-gap/#', { qos: 1 })
+    const device = new RawCoap(port)
+    const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    try {
+      const request = uri(['ps', 'blobs', 'gap'], ['clientid=coap-b1-gap', `token=${token}`])
+      const tag = randomBytes(4)
+      const block = (num: number, more: boolean, payload: Buffer, extra: NamedOption[] = []) => ({
+        code: '0.02',
+        confirmable: true,
+        messageId: device.nextMessageId(),
+        token: randomBytes(4),
+        options: [...request, block1(num, more, 0), requestTag(tag), ...extra],
+        payload
+      })
+      assert.equal((await device.send(block(0, true, Buffer.alloc(16, 'a')))).code, '2.31')
+      // block 1 never arrives: the last block, 2, does not continue what was received
+      const last = block(2, false, Buffer.from('c'))
+      assert.equal((await device.send(last)).code, '4.08')
+      // its retransmission (same message id) is answered the same, and not counted again
+      assert.equal((await device.send(last)).code, '4.08')
+      // and the transfer is forgotten: block 1 now continues nothing either
+      assert.equal((await device.send(block(1, true, Buffer.alloc(16, 'b')))).code, '4.08')
+      // SZX 7 is reserved (RFC 7959 §2.2); a block with M set holds exactly SZX's size
+      assert.equal((await device.send({ ...block(0, true, Buffer.alloc(16)), options: [...request, { name: 'Block1', value: Buffer.from([0x0f]) }] })).code, '4.00')
+      assert.equal((await device.send(block(0, true, Buffer.alloc(10)))).code, '4.00')
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      assert.deepEqual(seen, [], 'nothing published')
+      const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(count(after, 'bad_coap_request') - count(before, 'bad_coap_request'), 4)
+    } finally {
+      device.close()
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-b1-gap&token=${token}`)
+    }
+  })
+
+  it('RFC 7959 Block1: half-sent bodies are bounded (a peer\'s fifth makes its first forgotten) and forgotten after EXCHANGE_LIFETIME', async () => {
+    const d = await t.createDevice({ id: 'coap-b1-bound' })
+    const token = await connect('coap-b1-bound', d.token)
+    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-b1-bound&token=${token}`), 300)
+    const device = new RawCoap(port)
+    try {
+      const request = uri(['ps', 'blobs', 'bound'], ['clientid=coap-b1-bound', `token=${token}`])
+      const block = (tag: Buffer, num: number, more: boolean) => ({
+        code: '0.02',
+        confirmable: true,
+        messageId: device.nextMessageId(),
+        token: randomBytes(4),
+        options: [...request, block1(num, more, 0), requestTag(tag)],
+        payload: Buffer.alloc(16, num)
+      })
+      const tags = [1, 2, 3, 4, 5].map(() => randomBytes(4))
+      for (const tag of tags) assert.equal((await device.send(block(tag, 0, true))).code, '2.31')
+      // four bodies at most per peer: the fifth made the first forgotten
+      assert.equal((await device.send(block(tags[0]!, 1, true))).code, '4.08')
+      assert.equal((await device.send(block(tags[4]!, 1, true))).code, '2.31')
+      // EXCHANGE_LIFETIME is 3 s with this hub's 20 ms ACK_TIMEOUT: a body not continued for longer is gone
+      await new Promise((resolve) => setTimeout(resolve, 3300))
+      assert.equal((await device.send(block(tags[4]!, 2, false))).code, '4.08')
+    } finally {
+      clearInterval(heartbeat)
+      device.close()
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-b1-bound&token=${token}`)
+    }
+  })
+
+  it('a confirmable connect sent twice back to back (a retransmission) is handled once: one session, one token', async () => {
+    const d = await t.createDevice({ id: 'coap-dup' })
+    const device = new RawCoap(port)
+    const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    try {
+      const connectRequest = {
+        code: '0.02',
+        confirmable: true,
+        messageId: device.nextMessageId(),
+        token: randomBytes(4),
+        options: uri(['mqtt', 'connection'], ['clientid=coap-dup', `password=${d.token}`])
+      }
+      await device.send(connectRequest, false)
+      await device.send(connectRequest, false)
+      await eventually(() => device.received.length >= 1, 3000, 'the answer to the connect')
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // a retransmission after the answer: node-coap answers it from its cache, the same way
+      await device.send(connectRequest, false)
+      await eventually(() => device.received.length >= 2, 3000, 'the answer to the late retransmission')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const answers = device.received.map((p) => `${p.code} ${p.payload.toString()}`)
+      assert.equal(new Set(answers).size, 1, `one answer, maybe repeated: ${answers.join(', ')}`)
+      assert.ok(answers.length <= 3)
+      const [code, token] = answers[0]!.split(' ')
+      assert.equal(code, '2.01')
+      const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(events(after, 'connected', 'applied') - events(before, 'connected', 'applied'), 1, 'one connect stored')
+      // the token answered is the connection's
+      assert.equal((await coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-dup&token=${token!}`)).code, '2.04')
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-dup&token=${token!}`)
+    } finally {
+      device.close()
+    }
+  })
 })
 
 function count(metrics: string, reason: string): number {
@@ -490,7 +783,85 @@ function count(metrics: string, reason: string): number {
   return line ? Number(line.split(' ')[1]) : 0
 }
 
+function events(metrics: string, kind: string, outcome: string): number {
+  const line = metrics.split('\n').find((l) => l.startsWith(`iothub_lifecycle_events_total{kind="${kind}",outcome="${outcome}"}`))
+  return line ? Number(line.split(' ')[1]) : 0
+}
+
 function disconnects(metrics: string, protocol: string, reason: string): number {
   const line = metrics.split('\n').find((l) => l.startsWith(`iothub_disconnects_total{protocol="${protocol}",reason="${reason}"}`))
   return line ? Number(line.split(' ')[1]) : 0
 }
+
+describe('CoAP gateway with the default ACK_TIMEOUT (2 s) and a 1,000-byte publish limit', () => {
+  let t: TestHub
+  let port: number
+  before(async () => {
+    // the gateway publishes payloads up to the MQTT packet limit: a small one keeps the test short
+    t = await startTestHub({ maxPacketSize: 1000 })
+    port = t.hub.address.coap!.port
+  })
+  after(() => t.stop())
+
+  it('an answer that takes 200 ms to store still comes piggybacked on the ACK (within half the ACK_TIMEOUT)', async () => {
+    const d = await t.createDevice({ id: 'coap-piggyback' })
+    const registry = t.hub.registry
+    const apply = registry.apply.bind(registry)
+    registry.apply = async (event) => {
+      if (event.kind === 'connected' && event.clientId === 'coap-piggyback') await new Promise((resolve) => setTimeout(resolve, 200))
+      return apply(event)
+    }
+    const device = new RawCoap(port)
+    try {
+      const messageId = device.nextMessageId()
+      const answer = await device.send({ code: '0.02', confirmable: true, messageId, token: randomBytes(4), options: uri(['mqtt', 'connection'], ['clientid=coap-piggyback', `password=${d.token}`]) })
+      assert.deepEqual([answer.code, answer.ack, answer.messageId], ['2.01', true, messageId])
+      assert.deepEqual(device.emptyAcks, [], 'no empty ACK before it')
+      await coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-piggyback&token=${answer.payload.toString()}`)
+    } finally {
+      registry.apply = apply
+      device.close()
+    }
+  })
+
+  it('a body announced (Size1) or grown past the limit is refused with 4.13 and Size1 = the limit; counted, nothing published', async () => {
+    const d = await t.createDevice({ id: 'coap-b1-big' })
+    const connected = await coapCall(port, 'POST', '/mqtt/connection', `clientid=coap-b1-big&password=${d.token}`)
+    assert.equal(connected.code, '2.01')
+    const token = connected.payload
+    const watcher = await t.connect({ clientId: 'b1-big-watcher', username: 'admin', password: 'public' })
+    const seen: Buffer[] = []
+    watcher.on('message', (_topic, payload) => seen.push(payload))
+    await watcher.subscribeAsync('coap-b1-big/#', { qos: 1 })
+    const device = new RawCoap(port)
+    const before = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    try {
+      const request = uri(['ps', 'blobs', 'big'], ['clientid=coap-b1-big', `token=${token}`])
+      const block = (tag: Buffer, num: number, more: boolean, extra: NamedOption[] = []) => ({
+        code: '0.02',
+        confirmable: true,
+        messageId: device.nextMessageId(),
+        token: randomBytes(4),
+        options: [...request, block1(num, more, 4), requestTag(tag), ...extra],
+        payload: randomBytes(256)
+      })
+      // Size1 announces 2,000 bytes: refused at the first block
+      const announced = await device.send(block(randomBytes(4), 0, true, [{ name: 'Size1', value: uintBytes(2000) }]))
+      assert.equal(announced.code, '4.13')
+      assert.equal(uint(option(announced, 'Size1')), 1000, 'Size1 tells the largest body taken')
+      // no Size1: blocks 0-2 (768 bytes) continue, block 3 would make 1,024
+      const tag = randomBytes(4)
+      for (const num of [0, 1, 2]) assert.equal((await device.send(block(tag, num, true))).code, '2.31')
+      const grown = await device.send(block(tag, 3, false))
+      assert.equal(grown.code, '4.13')
+      assert.equal(uint(option(grown, 'Size1')), 1000)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      assert.deepEqual(seen, [], 'nothing published')
+      const after = (await t.api<string>('GET', '/metrics', undefined, null)).body
+      assert.equal(count(after, 'packet_too_large') - count(before, 'packet_too_large'), 2)
+      assert.equal(count(after, 'bad_coap_request') - count(before, 'bad_coap_request'), 0)
+    } finally {
+      device.close()
+    }
+  })
+})

@@ -10,6 +10,9 @@
  *   the observe asked for with Block2) carries its first block; the device fetches the rest with
  *   GETs carrying Block2, as RFC 7959 §2.6 has it (see coap-blocks.ts).
  *
+ * A request body sent block-wise (Block1) is reassembled before node-coap's server sees it, and
+ * copies of a request still being handled are not handled again (coap-inbound.ts, coap-block1.ts).
+ *
  * A CoAP connection is a session entity (protocol `coap`, a clean session) of the device named
  * by the clientid, whose password is the device token; its topics live in the device's
  * namespace on the same broker as MQTT's, and observes make subscription entities as MQTT
@@ -20,7 +23,7 @@ import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import * as coap from 'coap'
 import type { IncomingMessage, ObserveWriteStream, OutgoingMessage } from 'coap'
-import { parse as parseCoapPacket, type NamedOption, type Packet } from 'coap-packet'
+import type { NamedOption, Packet } from 'coap-packet'
 import { Counter } from 'prom-client'
 import type { Logger } from 'pino'
 import type { AedesPublishPacket } from 'aedes'
@@ -37,7 +40,9 @@ import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { SessionRegistry } from '../../registry/registry.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../topic-rules.js'
+import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
 import { BlockOptionError, block2Value, MAX_BLOCK_SIZE, readBlock2, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
+import { CoapInbound } from './coap-inbound.js'
 import { qosOf, readCoapRequest, type CoapRequest } from './coap-request.js'
 
 /** What one notification sent: its later blocks are read from it (RFC 7959 §2.6). */
@@ -76,6 +81,12 @@ interface CoapConnection {
  */
 const MAX_NOTIFICATION_BYTES = 64 * 1024
 
+/**
+ * The receive buffer asked for the gateway's socket: the kernel default (about 208 KiB, some 190
+ * datagrams) drops bursts of requests. Linux grants at most net.core.rmem_max.
+ */
+const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+
 /** Options a block-wise notification sets on its stream's packet; a later notification clears them. */
 const BLOCK_OPTIONS: ReadonlySet<string> = new Set(['Block2', 'Size2', 'ETag'])
 
@@ -99,6 +110,7 @@ class CoapError extends Error {
 
 export class CoapGateway {
   private server: ReturnType<typeof coap.createServer> | undefined
+  private inbound: CoapInbound | undefined
   private readonly connections = new Map<string, CoapConnection>()
   private sweepTimer: NodeJS.Timeout | undefined
   private port: number | undefined
@@ -134,7 +146,13 @@ export class CoapGateway {
     coap.updateTiming({ ackTimeout, ackRandomFactor: 1.5, maxRetransmit: 4, maxLatency: ackTimeout * 50 })
     // node-coap sizes its caches with exchangeLifetime × 1000 and needs a whole number of ms
     coap.parameters.exchangeLifetime = Math.ceil(coap.parameters.exchangeLifetime)
-    const server = coap.createServer({ reuseAddr: false }, (req, res) => this.handle(req, res))
+    // node-coap answers with an empty ACK, then separately (a confirmable message), when the
+    // handler takes longer than piggybackReplyMs (50 ms by default). Answers leave only once their
+    // effect is stored, which under load takes longer: piggybacking them for up to half the
+    // client's ACK_TIMEOUT (taken to be the gateway's) saves a message and an exchange each, and
+    // still answers before the client retransmits.
+    const piggybackReplyMs = Math.min(1000, this.config.coapAckTimeout / 2)
+    const server = coap.createServer({ reuseAddr: false, piggybackReplyMs }, (req, res) => this.handle(req, res))
     this.server = server
     const host = this.config.coapHost
     await new Promise<void>((resolve, reject) => {
@@ -144,16 +162,26 @@ export class CoapGateway {
       server.listen(this.config.coapPort, host, () => resolve())
     })
     const socket = server._sock as import('node:dgram').Socket
-    // node-coap answers a datagram it cannot parse itself, without calling the handler: counted here
-    socket.prependListener('message', (message: Buffer) => {
-      try {
-        parseCoapPacket(message)
-      } catch {
-        this.metrics.reject('malformed_packet')
-      }
-    })
+    try {
+      socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES)
+    } catch (error) {
+      this.log.debug({ err: (error as Error).message }, 'CoAP receive buffer not enlarged')
+    }
+    this.log.debug({ asked: RECEIVE_BUFFER_BYTES, bytes: socket.getRecvBufferSize() }, 'CoAP receive buffer')
+    const lifetimeMs = coap.parameters.exchangeLifetime * 1000
+    const block1 = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: this.config.maxPacketSize, lifetimeMs })
+    try {
+      this.inbound = CoapInbound.install(socket, block1, (reason) => this.metrics.reject(reason), lifetimeMs)
+    } catch (error) {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      this.server = undefined
+      throw error
+    }
     this.port = socket.address().port
-    this.sweepTimer = setInterval(() => this.endSilentConnections(), Math.min(1000, (this.config.coapHeartbeat * 1000) / 4))
+    this.sweepTimer = setInterval(() => {
+      this.endSilentConnections()
+      this.inbound?.expire()
+    }, Math.min(1000, (this.config.coapHeartbeat * 1000) / 4))
     this.sweepTimer.unref()
     return { address: host, family: host.includes(':') ? 'IPv6' : 'IPv4', port: this.port }
   }
@@ -164,6 +192,7 @@ export class CoapGateway {
     await Promise.all([...this.connections.values()].map((c) => this.end(c, 'server_shutdown')))
     const server = this.server
     this.server = undefined
+    this.inbound = undefined
     this.port = undefined
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()))
   }
@@ -171,16 +200,23 @@ export class CoapGateway {
   private handle(req: IncomingMessage, res: OutgoingMessage | ObserveWriteStream): void {
     res.on('error', (error: Error) => this.log.warn({ err: error.message }, 'CoAP response failed'))
     if ((req as IncomingMessage & { _packet: { reset?: boolean } })._packet.reset) return
-    this.route(req, res).catch((error: unknown) => {
-      const known = error instanceof CoapError
-      if (known) this.metrics.reject(error.reason)
-      else this.log.error({ err: (error as Error).message }, 'CoAP request failed')
-      const code = known ? error.code : '5.03'
-      const message = known ? error.message : 'not recorded (see the hub log); try again'
-      if (isObserveStream(res)) res.statusCode = code
-      else (res).code = code
-      res.end(message)
-    })
+    const inbound = this.inbound
+    // copies of this request (retransmissions) are not handled while it is
+    const block1 = inbound?.started(req, () => emptyAckSent(req, res))
+    // RFC 7959 §2.3: the answer to a body sent block-wise carries the Block1 of its last block
+    if (block1 && !isObserveStream(res)) res.setOption('Block1', block1)
+    this.route(req, res)
+      .catch((error: unknown) => {
+        const known = error instanceof CoapError
+        if (known) this.metrics.reject(error.reason)
+        else this.log.error({ err: (error as Error).message }, 'CoAP request failed')
+        const code = known ? error.code : '5.03'
+        const message = known ? error.message : 'not recorded (see the hub log); try again'
+        if (isObserveStream(res)) res.statusCode = code
+        else (res).code = code
+        res.end(message)
+      })
+      .finally(() => inbound?.finished(req))
   }
 
   private async route(req: IncomingMessage, res: OutgoingMessage | ObserveWriteStream): Promise<void> {
@@ -481,6 +517,16 @@ export class CoapGateway {
 
 function isObserveStream(res: OutgoingMessage | ObserveWriteStream): res is ObserveWriteStream {
   return res instanceof coap.ObserveWriteStream
+}
+
+/**
+ * Whether node-coap has acknowledged a confirmable request with an empty ACK, its piggyback delay
+ * past (it then makes the answer a confirmable message of its own: ack cleared). An observe
+ * stream's first message is always the ACK.
+ */
+function emptyAckSent(req: IncomingMessage, res: OutgoingMessage | ObserveWriteStream): boolean {
+  if (isObserveStream(res) || req._packet.confirmable !== true) return false
+  return (res as unknown as { _packet: { ack?: boolean } })._packet.ack === false
 }
 
 /** The block a request's Block2 option asks for, if it has one. */

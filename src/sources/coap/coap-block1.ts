@@ -1,0 +1,253 @@
+/**
+ * RFC 7959 Block1: request bodies sent block-wise, reassembled by the gateway before node-coap's
+ * server sees the request (coap-inbound.ts hands every request carrying Block1 here).
+ *
+ * node-coap 1.5 reassembles Block1 itself, but keyed by token and client: that works for a
+ * client that keeps one token for all the blocks of a body (node-coap's own), not for one that
+ * follows RFC 9175 — libcoap 4.3 sends each block with a new token and ties the blocks together
+ * with a Request-Tag — whose blocks node-coap takes for bodies of their own, refusing the last
+ * with 5.00 "Byte offset not the next in line...". Its reassembly has no bound either, on the
+ * size of a body nor on the number of bodies a peer may leave half sent.
+ *
+ * Here a body is the blocks of one peer (address and port) with the same method, Uri-Path and
+ * Uri-Query, and the same Request-Tag, or, without one, the same token (RFC 7959 clients that
+ * keep it). Each block but the last is stored and answered 2.31 Continue, piggybacked on its ACK
+ * with its own token, Block1 echoed. The last block becomes one request: its own packet (token,
+ * message id) without Block1, Size1 and Request-Tag, the whole body as payload, so node-coap and
+ * the gateway's handler see an ordinary request, and its answer reaches the client as the
+ * answer to its last block. A block that does not continue its body (one missing, out of order,
+ * or a body forgotten) is answered 4.08 Request Entity Incomplete; a body over `maxBody` bytes
+ * — or announced so by Size1 — 4.13 with Size1 holding the limit (RFC 7959 §2.9.3).
+ *
+ * A retransmitted block (same peer, same message id) is answered again as it was the first
+ * time, not stored twice; a retransmitted last block goes to node-coap as it came, which answers
+ * it from its cache of answers (keyed by message id and token, as the reassembled request was).
+ * The answers kept are bounded, so the block stored last, sent again, is also known by its
+ * number: 2.31 again, not a 4.08 that would end a transfer going well.
+ */
+import { randomInt } from 'node:crypto'
+import { generate, type NamedOption, type ParsedPacket } from 'coap-packet'
+import type { RejectReason } from '../../observability/metrics.js'
+import { BlockOptionError, blockValue, readBlock, uintValue, type Block } from './coap-blocks.js'
+
+/** RFC 9175's Request-Tag: coap-packet names options it does not know by their number. */
+const REQUEST_TAG = '292'
+
+/** The options that say what a request is for: with its method, they tell one body from another. */
+const TARGET_OPTIONS: ReadonlySet<string> = new Set(['Uri-Host', 'Uri-Port', 'Uri-Path', 'Uri-Query'])
+
+/** Options about the block-wise transfer itself, which the reassembled request no longer has. */
+const TRANSFER_OPTIONS: ReadonlySet<string> = new Set(['Block1', 'Size1', REQUEST_TAG])
+
+export interface Block1Limits {
+  /** The largest body taken, in bytes (the gateway's publish limit). */
+  maxBody: number
+  /** A body with no block for this long is forgotten; an answer is repeated for this long (EXCHANGE_LIFETIME). */
+  lifetimeMs: number
+  /** Bodies one peer may have half received; a newer one makes the peer's oldest forgotten. */
+  maxTransfersPerPeer: number
+  /** Bodies half received in all, and the bytes they hold; over either, the least recently continued is forgotten. */
+  maxTransfers: number
+  maxBufferedBytes: number
+  /** Answers kept for retransmitted blocks; over this the oldest go. */
+  maxAnswers: number
+}
+
+export const DEFAULT_BLOCK1_LIMITS: Omit<Block1Limits, 'maxBody' | 'lifetimeMs'> = {
+  maxTransfersPerPeer: 4,
+  maxTransfers: 4096,
+  maxBufferedBytes: 64 * 1024 * 1024,
+  maxAnswers: 16_384
+}
+
+export type Block1Outcome =
+  /** Send this datagram to the peer: 2.31 Continue, a refusal (`refused` says why, to count), or the answer a retransmitted block had. */
+  | { kind: 'answer'; datagram: Buffer; refused?: RejectReason }
+  /** The body is whole: node-coap gets this datagram instead of the last block; the final answer carries `block1`. */
+  | { kind: 'request'; datagram: Buffer; block1: Buffer }
+  /** A retransmitted last block: node-coap gets it as it came and answers it from its cache. */
+  | { kind: 'retransmitted' }
+
+/** A body being received. */
+interface Transfer {
+  peer: string
+  parts: Buffer[]
+  bytes: number
+  /** The last block stored: its number and size. */
+  last: { num: number; size: number }
+  lastBlockAt: number
+}
+
+export class Block1Reassembly {
+  /** By body; the least recently continued first (a block moves its body to the end). */
+  private readonly transfers = new Map<string, Transfer>()
+  private readonly transfersByPeer = new Map<string, number>()
+  private bufferedBytes = 0
+  /** By peer and message id, oldest first: what each block was answered (nothing: it went to node-coap). */
+  private readonly answered = new Map<string, { at: number; datagram?: Buffer }>()
+  /** Message ids of the answers to non-confirmable blocks (the gateway's own, RFC 7252 §4.4). */
+  private messageId = randomInt(0x10000)
+
+  constructor(
+    private readonly limits: Block1Limits,
+    private readonly now: () => number = Date.now
+  ) {}
+
+  /** What to do with a request from `peer`; undefined when it carries no Block1 (not this module's). */
+  receive(packet: ParsedPacket, peer: string): Block1Outcome | undefined {
+    const option = packet.options.find((o) => o.name === 'Block1')
+    if (!option) return undefined
+    const at = this.now()
+    this.expire(at)
+    const exchange = `${peer} ${packet.messageId}`
+    const seen = this.answered.get(exchange)
+    if (seen) return seen.datagram ? { kind: 'answer', datagram: seen.datagram } : { kind: 'retransmitted' }
+    const outcome = this.block(packet, peer, option.value, at)
+    this.answered.set(exchange, { at, datagram: outcome.kind === 'answer' ? outcome.datagram : undefined })
+    if (this.answered.size > this.limits.maxAnswers) this.answered.delete(this.answered.keys().next().value!)
+    return outcome
+  }
+
+  /** Forgets the bodies no block continued, and the answers older than the lifetime. */
+  expire(at = this.now()): void {
+    const deadline = at - this.limits.lifetimeMs
+    for (const [key, transfer] of this.transfers) {
+      if (transfer.lastBlockAt >= deadline) break
+      this.forget(key)
+    }
+    for (const [exchange, { at: answeredAt }] of this.answered) {
+      if (answeredAt >= deadline) break
+      this.answered.delete(exchange)
+    }
+  }
+
+  private block(packet: ParsedPacket, peer: string, value: Buffer, at: number): Block1Outcome {
+    const key = transferKey(packet, peer)
+    let block: Block
+    try {
+      block = readBlock(value, 'Block1')
+    } catch (error) {
+      if (!(error instanceof BlockOptionError)) throw error
+      this.forget(key)
+      return this.refuse(packet, error.code, error.message, 'bad_coap_request')
+    }
+    const size1 = packet.options.find((o) => o.name === 'Size1')
+    // RFC 7959 §4: Size1 lets the client say how large the body will be, so it is refused at once
+    if (size1 && size1.value.length <= 4 && readUint(size1.value) > this.limits.maxBody) {
+      this.forget(key)
+      return this.tooLarge(packet, `a body of ${readUint(size1.value)} bytes is larger than the ${this.limits.maxBody} taken`)
+    }
+    // RFC 7959 §2.3: every block but the last holds exactly the size its SZX says
+    const length = packet.payload.length
+    if (block.more ? length !== block.size : length > block.size) {
+      this.forget(key)
+      return this.refuse(packet, '4.00', `block ${block.num} holds ${length} bytes: a Block1 of ${block.size} bytes needs ${block.more ? 'exactly' : 'at most'} that many`, 'bad_coap_request')
+    }
+    const offset = block.num * block.size
+    let transfer = this.transfers.get(key)
+    if (block.num === 0) {
+      // a body begun again (or begun while an older one with the same tag was left unfinished)
+      if (transfer) this.forget(key)
+      transfer = undefined
+    } else if (transfer && block.more && block.num === transfer.last.num && block.size === transfer.last.size) {
+      // the block stored last, again with a message id of its own or after its answer left the
+      // answers kept: its 2.31 was lost (the next block would have followed it), so it gets
+      // another, and is not stored twice
+      return this.continue(packet, block)
+    } else if (!transfer || transfer.bytes !== offset) {
+      const received = transfer?.bytes ?? 0
+      this.forget(key)
+      return this.refuse(packet, '4.08', `block ${block.num} starts at byte ${offset} but ${received} bytes of this body were received: send it again from block 0`, 'bad_coap_request')
+    }
+    if (offset + length > this.limits.maxBody) {
+      this.forget(key)
+      return this.tooLarge(packet, `the body is larger than the ${this.limits.maxBody} bytes taken`)
+    }
+    if (!block.more) {
+      const body = transfer ? Buffer.concat([...transfer.parts, packet.payload]) : packet.payload
+      if (transfer) this.forget(key)
+      const request = { ...packet, options: packet.options.filter((o) => !TRANSFER_OPTIONS.has(String(o.name))), payload: body }
+      // coap-packet refuses to generate more than 1,280 bytes unless told the most it may
+      return { kind: 'request', datagram: generate(request, Number.MAX_SAFE_INTEGER), block1: blockValue(block.num, false, block.size) }
+    }
+    if (transfer) {
+      this.transfers.delete(key) // set again below: the most recently continued goes last
+    } else {
+      transfer = { peer, parts: [], bytes: 0, last: block, lastBlockAt: at }
+      this.transfersByPeer.set(peer, (this.transfersByPeer.get(peer) ?? 0) + 1)
+    }
+    transfer.parts.push(packet.payload)
+    transfer.bytes += length
+    transfer.last = { num: block.num, size: block.size }
+    transfer.lastBlockAt = at
+    this.bufferedBytes += length
+    this.transfers.set(key, transfer)
+    this.bound(key, peer)
+    return this.continue(packet, block)
+  }
+
+  /** 2.31 Continue: the block is stored, the next may come; Block1 echoes the block's. */
+  private continue(packet: ParsedPacket, block: Block): Block1Outcome {
+    return { kind: 'answer', datagram: this.answer(packet, '2.31', [{ name: 'Block1', value: blockValue(block.num, true, block.size) }]) }
+  }
+
+  /**
+   * Keeps what half-received bodies hold bounded, so no peer (nor many) can take the memory: a
+   * peer's oldest body goes when it has too many, and the least recently continued of all when
+   * there are too many or they hold too much. Their next block is answered 4.08.
+   */
+  private bound(current: string, peer: string): void {
+    if ((this.transfersByPeer.get(peer) ?? 0) > this.limits.maxTransfersPerPeer) {
+      for (const [key, transfer] of this.transfers) {
+        if (transfer.peer !== peer || key === current) continue
+        this.forget(key)
+        break
+      }
+    }
+    const maxBytes = Math.max(this.limits.maxBufferedBytes, this.limits.maxBody)
+    while (this.transfers.size > this.limits.maxTransfers || this.bufferedBytes > maxBytes) {
+      const oldest = this.transfers.keys().next().value!
+      if (oldest === current) break // the only one left, and within maxBody
+      this.forget(oldest)
+    }
+  }
+
+  private forget(key: string): void {
+    const transfer = this.transfers.get(key)
+    if (!transfer) return
+    this.transfers.delete(key)
+    this.bufferedBytes -= transfer.bytes
+    const left = (this.transfersByPeer.get(transfer.peer) ?? 1) - 1
+    if (left > 0) this.transfersByPeer.set(transfer.peer, left)
+    else this.transfersByPeer.delete(transfer.peer)
+  }
+
+  private tooLarge(packet: ParsedPacket, message: string): Block1Outcome {
+    // RFC 7959 §2.9.3: Size1 in a 4.13 tells the largest body the server takes
+    const datagram = this.answer(packet, '4.13', [{ name: 'Size1', value: uintValue(this.limits.maxBody) }], message)
+    return { kind: 'answer', datagram, refused: 'packet_too_large' }
+  }
+
+  private refuse(packet: ParsedPacket, code: string, message: string, reason: RejectReason): Block1Outcome {
+    return { kind: 'answer', datagram: this.answer(packet, code, [], message), refused: reason }
+  }
+
+  /** An answer to a block: piggybacked on its ACK when it is confirmable, else a non-confirmable message; with its token. */
+  private answer(request: ParsedPacket, code: string, options: NamedOption[], message?: string): Buffer {
+    const messageId = request.confirmable ? request.messageId : (this.messageId = (this.messageId + 1) % 0x10000)
+    return generate({ code, messageId, token: request.token, confirmable: false, ack: request.confirmable, options, payload: message === undefined ? undefined : Buffer.from(message) })
+  }
+}
+
+/** Which body a block belongs to (see the module's comment). */
+function transferKey(packet: ParsedPacket, peer: string): string {
+  const tags = packet.options.filter((o) => String(o.name) === REQUEST_TAG)
+  // RFC 9175 §3.4: a Request-Tag tells bodies apart; without one, the token does (RFC 7959)
+  const body = tags.length > 0 ? `tag ${tags.map((o) => o.value.toString('hex')).join(',')}` : `token ${packet.token.toString('hex')}`
+  const target = packet.options.filter((o) => TARGET_OPTIONS.has(String(o.name))).map((o) => `${o.name}=${o.value.toString('hex')}`)
+  return `${peer} ${packet.code} ${body} ${target.join('&')}`
+}
+
+function readUint(value: Buffer): number {
+  return value.length === 0 ? 0 : value.readUIntBE(0, value.length)
+}
