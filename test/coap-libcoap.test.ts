@@ -151,22 +151,26 @@ if (missing !== undefined && onCi) {
       const nonConfirmable = await coapClient(['-v', '7', '-N', '-m', 'post', '-e', '21.6', uri('ps/sensors/temp', { clientid: d.id, token })])
       assert.deepEqual(responseCodes(nonConfirmable.stdout), ['2.04'], nonConfirmable.stdout)
 
-      await eventually(() => seen.length >= 3, 3000, 'the three publishes routed to the MQTT watcher')
+      const put = await coapClient(['-v', '7', '-m', 'put', '-e', '21.7', uri('ps/sensors/temp', { clientid: d.id, token })])
+      assert.deepEqual(responseCodes(put.stdout), ['2.04'], put.stdout)
+
+      await eventually(() => seen.length >= 4, 3000, 'the four publishes routed to the MQTT watcher')
       assert.deepEqual(seen, [
         { topic: `${d.id}/v1/devices/me/attributes`, payload: '{"fw":"4.3.1"}', qos: 1 },
         { topic: `${d.id}/sensors/temp`, payload: '21.5', qos: 1 },
-        { topic: `${d.id}/sensors/temp`, payload: '21.6', qos: 0 }
+        { topic: `${d.id}/sensors/temp`, payload: '21.6', qos: 0 },
+        { topic: `${d.id}/sensors/temp`, payload: '21.7', qos: 1 }
       ])
       const entity = (await t.api<{ properties: { attributes: Record<string, unknown> } }>('GET', `/apis/core/v1/entities/${d.id}?type=device`)).body
       assert.deepEqual(entity.properties.attributes, { fw: '4.3.1' })
 
-      // as in EMQX 5, PUT does not publish (4.05), and an attribute payload that is not JSON is refused (4.00)
-      const put = await coapClient(['-m', 'put', '-e', '1', uri('ps/sensors/temp', { clientid: d.id, token })])
-      assert.match(put.stderr, /^4\.05 /, `stderr: ${put.stderr}`)
+      // DELETE is no method of /ps (4.05), and an attribute payload that is not JSON is refused (4.00)
+      const del = await coapClient(['-m', 'delete', uri('ps/sensors/temp', { clientid: d.id, token })])
+      assert.match(del.stderr, /^4\.05 /, `stderr: ${del.stderr}`)
       const notJson = await coapClient(['-m', 'post', '-e', 'not-json', uri('ps/v1/devices/me/attributes', { clientid: d.id, token })])
       assert.match(notJson.stderr, /^4\.00 /, `stderr: ${notJson.stderr}`)
       await new Promise((r) => setTimeout(r, 100))
-      assert.equal(seen.length, 3, 'refused publishes are not routed')
+      assert.equal(seen.length, 4, 'refused publishes are not routed')
     })
 
     it('observes: notifications of an API push and of an MQTT publish are printed; the observation is a subscription entity until coap-client cancels it', async () => {

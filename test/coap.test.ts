@@ -525,7 +525,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
     assert.equal((await coapCall(port, 'GET', '/nowhere', '')).code, '4.04')
     assert.equal((await coapCall(port, 'POST', '/mqtt/connection', 'username=x&password=y')).code, '4.00')
     assert.equal((await coapCall(port, 'POST', '/ps/t', 'clientid=nobody&token=nothing', 'x')).code, '4.01')
-    assert.equal((await coapCall(port, 'PUT', '/ps/t', 'clientid=nobody&token=nothing', 'x')).code, '4.05')
+    assert.equal((await coapCall(port, 'DELETE', '/ps/t', 'clientid=nobody&token=nothing')).code, '4.05')
     const d = await t.createDevice({ id: 'coap-bad' })
     const token = await connect('coap-bad', d.token)
     assert.equal((await coapCall(port, 'POST', `/ps/$SYS/x`, `clientid=coap-bad&token=${token}`, 'x')).code, '4.03')

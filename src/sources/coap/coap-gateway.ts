@@ -4,7 +4,7 @@
  *
  * - `POST /mqtt/connection?clientid=&username=&password=` → 2.01, the connection's token as payload;
  * - `PUT /mqtt/connection?clientid=&token=` heartbeat → 2.04; `DELETE …` closes → 2.02;
- * - `POST /ps/{topic}?clientid=&token=` publishes → 2.04;
+ * - `POST` (or `PUT`) `/ps/{topic}?clientid=&token=` publishes → 2.04;
  * - `GET /ps/{topic}?clientid=&token=` with Observe 0 subscribes (each message a notification),
  *   with Observe 1 unsubscribes. A notification larger than one block (1,024 bytes, or the size
  *   the observe asked for with Block2) carries its first block; the device fetches the rest with
@@ -225,9 +225,10 @@ export class CoapGateway {
     if (first === 'mqtt' && second === 'connection' && rest.length === 0) return this.connection(req, request, res as OutgoingMessage)
     if (first === 'ps' && second !== undefined) {
       const topic = [second, ...rest].join('/')
-      if (req.method === 'POST') return this.publish(req, request, topic, res as OutgoingMessage)
+      // POST is EMQX 5's publish; PUT publishes too, as the issue's users (and EMQX 4's CoAP plugin) expect
+      if (req.method === 'POST' || req.method === 'PUT') return this.publish(req, request, topic, res as OutgoingMessage)
       if (req.method === 'GET') return this.observe(req, request, topic, res)
-      throw new CoapError('4.05', `${String(req.method)} is not allowed on /ps: POST publishes, GET with Observe subscribes`, 'bad_coap_request')
+      throw new CoapError('4.05', `${String(req.method)} is not allowed on /ps: POST or PUT publishes, GET with Observe subscribes`, 'bad_coap_request')
     }
     throw new CoapError('4.04', `no resource /${request.path.join('/')}: use /mqtt/connection or /ps/{topic}`, 'bad_coap_request')
   }
