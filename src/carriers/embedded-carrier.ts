@@ -56,8 +56,9 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     }
   }
 
-  kick(clientId: string): Promise<boolean> {
-    return this.broker.kick(clientId)
+  /** Kicks the client's connection, MQTT or CoAP (one clientId has one session, so one of them). */
+  async kick(clientId: string): Promise<boolean> {
+    return (await this.coap.kick(clientId)) || this.broker.kick(clientId)
   }
 
   async stop(): Promise<void> {

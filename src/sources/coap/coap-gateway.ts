@@ -467,6 +467,17 @@ export class CoapGateway {
     for (const [topic, observer] of connection.observers) this.stopObserver(connection, topic, observer)
   }
 
+  /**
+   * Ends the CoAP connection of `clientId` as an operator's kick (EMQX's `DELETE /clients/{id}`
+   * kicks gateway clients too); false when no CoAP connection holds it. Resolves once stored.
+   */
+  async kick(clientId: string): Promise<boolean> {
+    const connection = this.connections.get(clientId)
+    if (!connection) return false
+    await this.end(connection, 'kicked')
+    return true
+  }
+
   private async end(connection: CoapConnection, reason: DisconnectReason): Promise<void> {
     if (this.connections.get(connection.clientId) === connection) this.connections.delete(connection.clientId)
     this.dropObservers(connection)
