@@ -214,6 +214,14 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
     return answer.payload
   }
 
+  /** A new device connected over CoAP, its heartbeat sent every 300 ms (this hub's is 1 s) until `clearInterval(heartbeat)`. */
+  const keptAlive = async (id: string) => {
+    const d = await t.createDevice({ id })
+    const token = await connect(id, d.token)
+    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=${id}&token=${token}`), 300)
+    return { d, token, heartbeat }
+  }
+
   it('connect, heartbeat and close make and end a coap session entity', async () => {
     const d = await t.createDevice({ id: 'coap-1' })
     assert.equal((await coapCall(port, 'POST', '/mqtt/connection', 'clientid=coap-1&password=wrong')).code, '4.01')
@@ -249,9 +257,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('observe makes a subscription entity; a push arrives as a notification; cancel deletes it', async () => {
-    const d = await t.createDevice({ id: 'coap-obs' })
-    const token = await connect('coap-obs', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-obs&token=${token}`), 300)
+    const { token, heartbeat } = await keptAlive('coap-obs')
     try {
       const observation = await coapObserve(port, '/ps/v1/devices/me/attributes', `clientid=coap-obs&token=${token}&qos=1`)
       assert.equal(observation.code, '2.05')
@@ -309,9 +315,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('an observer that stops answering is dropped with its subscription entity', async () => {
-    const d = await t.createDevice({ id: 'coap-gone' })
-    const token = await connect('coap-gone', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-gone&token=${token}`), 300)
+    const { token, heartbeat } = await keptAlive('coap-gone')
     try {
       // observe from a socket that then closes: the confirmable notification is never acknowledged
       const socket = createSocket('udp4')
@@ -334,9 +338,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('a notification larger than one block reaches a node-coap observer whole (RFC 7959 Block2)', async () => {
-    const d = await t.createDevice({ id: 'coap-big' })
-    const token = await connect('coap-big', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-big&token=${token}`), 300)
+    const { token, heartbeat } = await keptAlive('coap-big')
     const observation = await coapObserve(port, '/ps/v1/devices/me/attributes', `clientid=coap-big&token=${token}`)
     try {
       // about 5,000 bytes that differ along their length, so blocks out of order would show
@@ -361,9 +363,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('RFC 7959 §2.6: the first block comes in the notification, the rest by GETs without Observe, in the size asked', async () => {
-    const d = await t.createDevice({ id: 'coap-blocks' })
-    const token = await connect('coap-blocks', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-blocks&token=${token}`), 300)
+    const { token, heartbeat } = await keptAlive('coap-blocks')
     const device = new RawCoap(port)
     const publisher = await t.connect({ clientId: 'blocks-publisher', username: 'admin', password: 'public' })
     const path = ['ps', 'v1', 'devices', 'me', 'raw']
@@ -451,9 +451,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('an observation registered with Block2 gets notifications in that block size; one over 64 KiB is not sent but counted', async () => {
-    const d = await t.createDevice({ id: 'coap-szx' })
-    const token = await connect('coap-szx', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-szx&token=${token}`), 300)
+    const { token, heartbeat } = await keptAlive('coap-szx')
     const device = new RawCoap(port)
     const publisher = await t.connect({ clientId: 'szx-publisher', username: 'admin', password: 'public' })
     const query = ['clientid=coap-szx', `token=${token}`]
@@ -484,9 +482,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('an MQTT connection with the clientId of a CoAP device takes its session over', async () => {
-    const d = await t.createDevice({ id: 'coap-taken' })
-    const token = await connect('coap-taken', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-taken&token=${token}`), 300)
+    const { d, token, heartbeat } = await keptAlive('coap-taken')
     const observation = await coapObserve(port, '/ps/v1/devices/me/attributes', `clientid=coap-taken&token=${token}`)
     try {
       assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=coap-taken')).body.data.length, 1)
@@ -728,9 +724,7 @@ describe('CoAP gateway (EMQX 5 connection mode)', () => {
   })
 
   it('RFC 7959 Block1: half-sent bodies are bounded (a peer\'s fifth makes its first forgotten) and forgotten after EXCHANGE_LIFETIME', async () => {
-    const d = await t.createDevice({ id: 'coap-b1-bound' })
-    const token = await connect('coap-b1-bound', d.token)
-    const heartbeat = setInterval(() => void coapCall(port, 'PUT', '/mqtt/connection', `clientid=coap-b1-bound&token=${token}`), 300)
+    const { token, heartbeat } = await keptAlive('coap-b1-bound')
     const device = new RawCoap(port)
     try {
       const request = uri(['ps', 'blobs', 'bound'], ['clientid=coap-b1-bound', `token=${token}`])

@@ -39,13 +39,13 @@ export interface SessionQuery {
 
 const APPLIED: ApplyResult = { applied: true }
 const NOT_BUILT: ApplyResult = { applied: false, why: 'nothing to apply' }
+const NO_PLANS: Plan[] = []
 
 /** What a source's `applyFor` builder answers for an event it found stale itself. */
 export interface Stale {
   stale: LifecycleEvent['kind']
   why: string
 }
-const NO_PLANS: Plan[] = []
 
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
 const TOMBSTONE_MS = 10 * 60_000

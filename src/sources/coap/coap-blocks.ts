@@ -50,19 +50,10 @@ export function readBlock(value: Buffer, name: 'Block1' | 'Block2'): Block {
   return { num: n >>> 4, more: (n & 8) !== 0, size: 2 ** (szx + 4) }
 }
 
-/** Reads a request's Block2 value (see readBlock). */
-export function readBlock2(value: Buffer): BlockRequest {
-  const { num, size } = readBlock(value, 'Block2')
-  return { num, size }
-}
-
 /** The Block1 or Block2 value of a block: NUM, M (`more`: blocks follow), SZX of `size`. */
 export function blockValue(num: number, more: boolean, size: number): Buffer {
   return uintValue(num * 16 + (more ? 8 : 0) + (Math.log2(size) - 4))
 }
-
-/** The Block2 value of a response's block (see blockValue). */
-export const block2Value = blockValue
 
 /** An unsigned integer option value in as few bytes as it takes (RFC 7252 §3.2; 0 is empty). */
 export function uintValue(n: number): Buffer {

@@ -41,7 +41,7 @@ import type { SessionRegistry } from '../../registry/registry.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../topic-rules.js'
 import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
-import { BlockOptionError, block2Value, MAX_BLOCK_SIZE, readBlock2, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
+import { BlockOptionError, blockValue, MAX_BLOCK_SIZE, readBlock, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
 import { CoapInbound } from './coap-inbound.js'
 import { qosOf, readCoapRequest, type CoapRequest } from './coap-request.js'
 
@@ -402,7 +402,7 @@ export class CoapGateway {
     } else {
       outgoing.options.push(
         { name: 'ETag', value: representation.etag },
-        { name: 'Block2', value: block2Value(0, true, observer.blockSize) },
+        { name: 'Block2', value: blockValue(0, true, observer.blockSize) },
         { name: 'Size2', value: uintValue(payload.length) }
       )
       observer.stream.write(payload.subarray(0, observer.blockSize))
@@ -426,7 +426,7 @@ export class CoapGateway {
     }
     const options: NamedOption[] = [
       { name: 'ETag', value: representation.etag },
-      { name: 'Block2', value: block2Value(block.num, slice.more, block.size) },
+      { name: 'Block2', value: blockValue(block.num, slice.more, block.size) },
       { name: 'Size2', value: uintValue(representation.payload.length) }
     ]
     // node-coap's client fetches the later blocks by sending its observe again, token and all,
@@ -546,7 +546,7 @@ function requestedBlock(req: IncomingMessage): BlockRequest | undefined {
   const option = req._packet.options?.find((o) => o.name === 'Block2')
   if (!option) return undefined
   try {
-    return readBlock2(Buffer.isBuffer(option.value) ? option.value : Buffer.from(option.value))
+    return readBlock(Buffer.isBuffer(option.value) ? option.value : Buffer.from(option.value), 'Block2')
   } catch (error) {
     if (error instanceof BlockOptionError) throw new CoapError(error.code, error.message, 'bad_coap_request')
     throw error

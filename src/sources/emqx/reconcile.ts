@@ -51,6 +51,9 @@ type UnlessChanged = (clientId: string, fix: (current: SessionRecord | undefined
 /** Fixes applied at a time: enough to fill group-commit batches, few enough to leave room for live events. */
 const FIXES_IN_FLIGHT = 256
 
+/** How long after an unproven takeover its client is checked with EMQX: hook calls still under way from other nodes arrive first. */
+const CHECK_DELAY_MS = 1000
+
 export class Reconciler {
   private running: Promise<ReconcileReport> | undefined
   private readonly checksDue = new Map<string, NodeJS.Timeout>()
@@ -63,8 +66,7 @@ export class Reconciler {
     private readonly rest: EmqxRestClient,
     private readonly source: EmqxSource,
     private readonly metrics: HubMetrics,
-    private readonly log: Logger,
-    private readonly checkDelayMs = 1000
+    private readonly log: Logger
   ) {}
 
   /** Runs a reconcile; a call while one runs waits for that one instead of starting another. */
@@ -75,7 +77,7 @@ export class Reconciler {
   }
 
   /**
-   * Checks one client with EMQX a moment from now (`checkDelayMs`, so hook calls still on their
+   * Checks one client with EMQX a moment from now (CHECK_DELAY_MS, so hook calls still on their
    * way from other nodes arrive first): for a takeover only arrival ordered. Several asks for
    * one client before it runs make one check. A failed check changes nothing; the next full
    * reconcile covers the client anyway.
@@ -90,7 +92,7 @@ export class Reconciler {
         .catch((error: Error) => this.log.warn({ clientId, err: error.message }, 'checking a takeover with EMQX failed'))
         .finally(() => this.checksRunning.delete(check))
       this.checksRunning.add(check)
-    }, this.checkDelayMs)
+    }, CHECK_DELAY_MS)
     timer.unref()
     this.checksDue.set(clientId, timer)
   }
