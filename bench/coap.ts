@@ -50,6 +50,7 @@ import { loadConfig } from '../src/config.js'
 import type { Hub } from '../src/hub.js'
 import { readCoapRequest } from '../src/sources/coap/coap-request.js'
 import { CoapFleet, coapDeviceId, OBSERVED_TOPIC, udpDrops, type PhaseReport, type Stat } from './lib/coap-fleet.js'
+import { cpuMsSince } from './lib/child-fleet.js'
 import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, startHub, type CommitTotals, type Target } from './lib/targets.js'
 import { basicAuthHeader } from './lib/devices.js'
@@ -113,10 +114,6 @@ interface RunResult {
   afterLeft: Leftovers | null
 }
 
-const cpuMsSince = (since: NodeJS.CpuUsage): number => {
-  const d = process.cpuUsage(since)
-  return (d.user + d.system) / 1000
-}
 
 function commitDelta(a: CommitTotals | null, b: CommitTotals | null): CommitTotals | null {
   if (!a || !b) return null

@@ -33,6 +33,8 @@ describe('EMQX mode: connections ordered when the hooks cannot order them', () =
   after(() => t.stop())
 
   const session = async (id: string) => (await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body
+  /** Whether the hub asked EMQX about `id` (GET /clients/{id}) since the stand-in's request `mark`. */
+  const askedAbout = (id: string, mark: number) => t.standin.requests.slice(mark).some((r) => r.path === `/api/v5/clients/${id}`)
 
   it("a late ExHook connect of the taken-over connection is corrected from EMQX's API", async () => {
     const id = 'late-connect'
@@ -67,8 +69,10 @@ describe('EMQX mode: connections ordered when the hooks cannot order them', () =
     const second = { ...first, peerport: 50012 }
     t.standin.addClient({ clientid: id, username: id, node: 'emqx@node-a', ipAddress: '127.0.0.1', port: 50012, mountpoint: `${id}/` })
     await emqx.onClientConnected(first)
+    const mark = t.standin.requests.length
     await emqx.onClientConnected(second)
     await sleep(CHECK_WAIT_MS)
+    assert.ok(askedAbout(id, mark), 'the takeover was checked with EMQX')
     assert.deepEqual([(await session(id)).connected, (await session(id)).peerPort], [true, 50012])
 
     // a takeover whose new connection EMQX does not hold (it went away, the disconnect was lost)
@@ -89,9 +93,11 @@ describe('EMQX mode: connections ordered when the hooks cannot order them', () =
     await t.exhook('v3', 'emqx@node-b').onClientConnected({ clientid: id, username: id, mountpoint: `${id}/`, node: 'emqx@node-b', peerhost: '10.0.0.2', peerport: 2222 })
     assert.equal((await session(id)).node, 'emqx@node-b')
     // and a late WebHook connect of the first connection, stamped by EMQX, is still recognised
+    const mark = t.standin.requests.length
     const late = await t.webhook({ event: 'client.connected', node: 'emqx@node-a', clientid: id, username: id, peername: '10.0.0.1:1111', mountpoint: `${id}/`, clean_start: true, connected_at: hourAhead })
     assert.equal((late.body as { applied: boolean }).applied, true, 'arrival order (one side has no EMQX time), then the check')
     await sleep(CHECK_WAIT_MS)
+    assert.ok(askedAbout(id, mark), 'the late connect was checked with EMQX')
     assert.equal((await session(id)).node, 'emqx@node-b')
     t.standin.removeClient(id)
   })
@@ -121,10 +127,12 @@ describe('EMQX mode: connections ordered when the hooks cannot order them', () =
     t.standin.addClient({ clientid: id, username: id, node: 'emqx@node-a', ipAddress: '10.0.2.1', port: 4444, mountpoint: `${id}/` })
     // node-b's stamp sorts after node-a's name, but node-a's connection is the newer one
     await t.webhook(v4('emqx@node-b', '10.0.2.2'))
+    const mark = t.standin.requests.length
     const answer = await t.webhook(v4('emqx@node-a', '10.0.2.1'))
     assert.equal((answer.body as { applied: boolean }).applied, true, 'the same second orders nothing: arrival decides')
     assert.equal((await session(id)).node, 'emqx@node-a')
     await sleep(CHECK_WAIT_MS)
+    assert.ok(askedAbout(id, mark), 'the same-second takeover was checked with EMQX')
     assert.equal((await session(id)).node, 'emqx@node-a', 'and EMQX confirms it')
     t.standin.removeClient(id)
     await t.api('POST', '/v1/reconcile')
