@@ -64,6 +64,22 @@ export interface HubConfig {
   coapHeartbeat: number
   /** Milliseconds before a confirmable CoAP message is first sent again (RFC 7252's ACK_TIMEOUT, 2 s). */
   coapAckTimeout: number
+
+  // ── limits on what one device (and all of them) can make the hub hold ──
+  /** Most topics one session may subscribe to (MQTT) or observe (CoAP). */
+  maxSubscriptionsPerSession: number
+  /** Most sessions (connected or kept offline) one device may hold at once. */
+  maxSessionsPerDevice: number
+  /** Most MQTT connections the hub holds at once (lowered at start to fit the open-file limit). */
+  maxConnections: number
+  /** Most new MQTT connections accepted per second, hub-wide (a burst of as many is allowed). */
+  maxConnectRate: number
+  /** Milliseconds a new MQTT connection may take to send its CONNECT. */
+  connectTimeout: number
+  /** Bytes waiting to be written to one connection past which it is a slow consumer and is closed. */
+  maxInflightBytes: number
+  /** Milliseconds a connection's socket may stay full before it is closed as a slow consumer. */
+  slowConsumerTimeout: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -163,7 +179,15 @@ const OPTIONS = [
   { key: 'coapPort', env: 'IOTHUB_COAP_PORT', flag: 'coap-port', parse: port, fallback: () => 5683, help: 'CoAP UDP port (0 = any free)' },
   { key: 'coapHeartbeat', env: 'IOTHUB_COAP_HEARTBEAT', flag: 'coap-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between CoAP heartbeats; silent 1.5 × that ends the session' },
   { key: 'coapAckTimeout', env: 'IOTHUB_COAP_ACK_TIMEOUT', flag: 'coap-ack-timeout', parse: (raw: string, name: string) => integer(raw, name, 10, 60_000), fallback: () => 2000, help: 'ms before a confirmable CoAP message is sent again (RFC 7252 ACK_TIMEOUT)' },
-  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' }
+  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' },
+  // ── limits on what one device (and all of them) can make the hub hold ──
+  { key: 'maxSubscriptionsPerSession', env: 'IOTHUB_MAX_SUBSCRIPTIONS_PER_SESSION', flag: 'max-subscriptions-per-session', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 100, help: 'most topics one session may subscribe to or observe' },
+  { key: 'maxSessionsPerDevice', env: 'IOTHUB_MAX_SESSIONS_PER_DEVICE', flag: 'max-sessions-per-device', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 10, help: 'most sessions, connected or kept offline, one device may hold' },
+  { key: 'maxConnections', env: 'IOTHUB_MAX_CONNECTIONS', flag: 'max-connections', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 100_000, help: 'most MQTT connections at once (lowered to fit the open-file limit)' },
+  { key: 'maxConnectRate', env: 'IOTHUB_MAX_CONNECT_RATE', flag: 'max-connect-rate', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 10_000, help: 'most new MQTT connections accepted per second' },
+  { key: 'connectTimeout', env: 'IOTHUB_CONNECT_TIMEOUT', flag: 'connect-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 15_000, help: 'ms a new MQTT connection may take to send CONNECT' },
+  { key: 'maxInflightBytes', env: 'IOTHUB_MAX_INFLIGHT_BYTES', flag: 'max-inflight-bytes', parse: (raw: string, name: string) => integer(raw, name, 1024, 2 ** 31), fallback: () => 4 * 1_048_576, help: 'bytes queued for one connection before it is closed as a slow consumer' },
+  { key: 'slowConsumerTimeout', env: 'IOTHUB_SLOW_CONSUMER_TIMEOUT', flag: 'slow-consumer-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 10_000, help: 'ms a connection may stay unable to take more bytes before it is closed' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {
@@ -199,6 +223,9 @@ function checkCombination(config: HubConfig): HubConfig {
     if (config.emqxApiKey === '' || config.emqxApiSecret === '') {
       throw new ConfigError('IOTHUB_BROKER=emqx needs IOTHUB_EMQX_API_KEY and IOTHUB_EMQX_API_SECRET (EMQX 4 AppID/AppSecret, EMQX 5 API key/secret)')
     }
+  }
+  if (config.maxInflightBytes < config.maxPacketSize) {
+    throw new ConfigError(`IOTHUB_MAX_INFLIGHT_BYTES (${config.maxInflightBytes}) must be at least IOTHUB_MAX_PACKET_SIZE (${config.maxPacketSize}): one packet alone would make a slow consumer`)
   }
   return config
 }

@@ -21,6 +21,8 @@ import { Dispatcher } from './devices/dispatcher.js'
 import { Upstream } from './devices/upstream.js'
 import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
+import { DeviceSessionCounts } from './registry/device-sessions.js'
+import { SessionAdmission } from './admission/session-admission.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
@@ -48,6 +50,7 @@ export class Hub {
   /** What carries the connections: the embedded broker, or an EMQX cluster. */
   readonly carrier: EmbeddedCarrier | EmqxCarrier
   private readonly connectInfo: ConnectInfoTracker
+  private readonly sessionCounts = new DeviceSessionCounts()
   private readonly dispatcher: Dispatcher
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
@@ -88,7 +91,13 @@ export class Hub {
     this.properties = new DeviceProperties(this.store)
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), metrics: this.metrics, log: this.log }
+    this.registry.observe(this.sessionCounts.observer)
+    const admission = new SessionAdmission(
+      { holderOf: (clientId) => this.registry.record(clientId)?.deviceId, isDevice: (id) => this.devices.get(id) !== undefined },
+      this.sessionCounts,
+      config
+    )
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), admission, metrics: this.metrics, log: this.log }
     this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }
@@ -112,6 +121,7 @@ export class Hub {
     this.registry.topics.load(snapshot.topics)
     this.registry.subscriptions.load(snapshot.subscriptions)
     this.registry.load(snapshot.sessions)
+    this.sessionCounts.load(this.registry.records())
     this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)

@@ -10,6 +10,7 @@ import type { Readiness } from '../api/context.js'
 import type { HubConfig } from '../config.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
+import type { SessionAdmission } from '../admission/session-admission.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
@@ -22,6 +23,8 @@ export interface HubCore {
   registry: SessionRegistry
   devices: DeviceDirectory
   upstream: Upstream
+  /** Who may open which session: one rule for every transport. */
+  admission: SessionAdmission
   metrics: HubMetrics
   log: Logger
 }

@@ -20,8 +20,8 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   private readonly coap: CoapGateway
 
   constructor(private readonly core: HubCore) {
-    const { config, store, registry, devices, upstream, metrics, log } = core
-    const source = new AedesSource(registry, devices, upstream, config, metrics, log.child({ component: 'mqtt' }))
+    const { config, store, registry, devices, upstream, admission, metrics, log } = core
+    const source = new AedesSource(registry, devices, upstream, admission, config, metrics, log.child({ component: 'mqtt' }))
     this.persistence = new StoreAedesPersistence(store, registry.topics, { writer: source.subscriptionWriter() })
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))

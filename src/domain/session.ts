@@ -16,7 +16,8 @@ export const DISCONNECT_REASONS = [
   'taken_over', // a new connection with the same clientId replaced this one
   'socket_error', // the transport failed or closed without a DISCONNECT
   'server_shutdown', // the hub stopped (or crashed and restarted) while connected
-  'kicked' // an operator disconnected it through the API
+  'kicked', // an operator disconnected it through the API
+  'slow_consumer' // it could not take what was sent to it fast enough (its socket stayed full)
 ] as const
 export type DisconnectReason = (typeof DISCONNECT_REASONS)[number]
 

@@ -22,6 +22,15 @@ export type RejectReason =
   | 'bad_hook'
   | 'hook_unauthorized'
   | 'bad_coap_request'
+  // limits on what one device (and all of them) can make the hub hold
+  | 'too_many_subscriptions'
+  | 'too_many_sessions'
+  | 'client_id_reserved'
+  | 'too_many_connections'
+  | 'connect_rate_limited'
+  | 'connect_timeout'
+  | 'packets_before_connack'
+  | 'slow_consumer'
 
 export class HubMetrics {
   readonly registry = new Registry()

@@ -47,6 +47,10 @@ export class TopicBook {
     return this.bySession.get(sessionId)?.size ?? 0
   }
 
+  holds(sessionId: string, topic: string): boolean {
+    return this.bySession.get(sessionId)?.has(topic) ?? false
+  }
+
   persistentTopicsOf(sessionId: string): TopicSubscription[] {
     const entries = this.bySession.get(sessionId)
     if (!entries) return []

@@ -26,11 +26,15 @@ import type { Upstream } from '../devices/upstream.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { SessionRegistry } from '../registry/registry.js'
+import type { TopicBook } from '../registry/topic-book.js'
 import { checkSuperuser } from './superuser.js'
 import { checkTopic } from './topic-rules.js'
 import { MalformedLengthError, PacketTooLargeError } from '../brokers/embedded/packet-size-guard.js'
 import type { SubscriptionWriter } from '../brokers/embedded/aedes-persistence.js'
 import { mountClientTopics } from '../brokers/embedded/mountpoint.js'
+import { guardSlowConsumer } from '../brokers/embedded/slow-consumer-guard.js'
+import { patchConnackSessionPresent } from '../brokers/embedded/connack-session-present.js'
+import type { SessionAdmission } from '../admission/session-admission.js'
 
 /** Whose topics a connection uses, decided from its CONNECT (see namespace.ts). */
 interface Namespace {
@@ -62,6 +66,18 @@ interface Connection {
   ended?: Promise<void>
   /** Clean sessions: topics of SUBSCRIBEs authorized but not yet added by Aedes (see attach). */
   subscribing?: Map<string, number>
+  /** Topics of UNSUBSCRIBEs not yet recorded: no longer held, as far as the subscription limit goes. */
+  unsubscribing?: Map<string, number>
+  /** The will's broker topic, if the CONNECT carries a will. */
+  willTopic?: string
+  /** Whether the CONNACK says "session present": the hub kept this client's session for it. */
+  sessionPresent?: boolean
+}
+
+/** A will as the CONNECT carried it, tagged with its publisher's mountpoint. */
+export interface WillPacket {
+  topic: string
+  mountpoint?: string
 }
 
 /** Aedes' table of connected clients, public in its JavaScript but not in its types. */
@@ -85,7 +101,8 @@ export class AedesSource {
    */
   private readonly notForAedes = new WeakSet<PublishPacket>()
   private readonly connectLocks = new KeyedQueue()
-  private readonly pendingSubscribes = new Map<Client, { subscriptions: TopicSubscription[]; answers: ((stored: boolean) => void)[] }>()
+  /** One SUBSCRIBE's topics being gathered (see authorizeSubscribe); `adding`: how many are new to the session. */
+  private readonly pendingSubscribes = new Map<Client, { subscriptions: TopicSubscription[]; answers: ((stored: boolean) => void)[]; adding: number }>()
   private stopping = false
   private readonly inFlight = new Set<Promise<unknown>>()
   private aedes: LiveAedes | undefined
@@ -94,6 +111,7 @@ export class AedesSource {
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
+    private readonly admission: SessionAdmission,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
@@ -101,7 +119,14 @@ export class AedesSource {
 
   /** Takes a new Aedes client before it reads its first packet: its topics get its mountpoint. */
   adopt(client: Client): void {
-    const peerHost = (client.conn as Socket).remoteAddress
+    const socket = client.conn as Socket
+    const peerHost = socket.remoteAddress
+    guardSlowConsumer(socket, this.config.maxInflightBytes, (buffered) => {
+      this.endsBecause(client, 'slow_consumer')
+      this.reject('slow_consumer', client, `${buffered} bytes waiting to be written, more than ${this.config.maxInflightBytes}`)
+      client.close()
+    })
+    patchConnackSessionPresent(socket, () => this.connections.get(client)?.sessionPresent === true)
     mountClientTopics(client, (connect) => {
       const namespace = this.namespaceOf(connect, peerHost)
       this.namespaces.set(client, namespace)
@@ -152,8 +177,12 @@ export class AedesSource {
           protoVer: packet.protocolVersion ?? 4,
           peerHost: socket.remoteAddress ?? null,
           peerPort: socket.remotePort ?? null,
-          sockPort: socket.localPort ?? null
+          sockPort: socket.localPort ?? null,
+          ...(packet.will ? { willTopic: packet.will.topic } : {})
         })
+        // the will keeps its publisher's namespace, so a will published after a crash is checked
+        // against it as a live client's is (see willOfPreviousRunRefusal)
+        if (packet.will) (packet.will as WillPacket).mountpoint = this.connections.get(client)!.namespace.mountpoint
         socket.once('close', () => this.closed(client))
         done(null, true)
       },
@@ -166,6 +195,10 @@ export class AedesSource {
 
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error: Error | null) => void): void {
     const namespace = client && this.connections.get(client)?.namespace
+    if (namespace && isEmptyOnceUnmounted(namespace.mountpoint, packet.topic)) {
+      this.reject('bad_topic', client, 'empty topic')
+      return done(new Error('empty topic')) // a protocol error [MQTT-4.7.3-1]: the connection closes
+    }
     if (namespace && !insideNamespace(namespace.mountpoint, packet.topic)) {
       // dropped, not disconnected: a device learns nothing of what lies outside its namespace
       this.reject('outside_namespace', client, `publish to ${packet.topic} is outside the device's namespace`)
@@ -274,8 +307,8 @@ export class AedesSource {
     aedes.on('connackSent', (_packet, client) => this.connections.get(client)?.release?.())
     aedes.on('keepaliveTimeout', (client) => this.endsBecause(client, 'keepalive_timeout'))
     aedes.on('clientError', (client, error) => {
-      this.endsBecause(client, 'socket_error')
       const reason = classifyClientError(error)
+      this.endsBecause(client, reason === 'slow_consumer' ? 'slow_consumer' : 'socket_error')
       if (reason) this.reject(reason, client, error.message)
     })
     aedes.on('connectionError', (_client, error) => {
@@ -320,10 +353,18 @@ export class AedesSource {
   }
 
   private async recordUnsubscribe(client: Client, topics: string[]): Promise<void> {
-    const incarnation = this.connections.get(client)?.incarnation
+    const conn = this.connections.get(client)
+    const incarnation = conn?.incarnation
     if (!incarnation) return
     this.recordSubscribe(client) // a SUBSCRIBE that came first is recorded first
-    await this.track(this.registry.apply({ kind: 'unsubscribed', clientId: client.id, incarnation, at: Date.now(), topics }))
+    // until recorded, these topics do not count against the session's limit (see authorizeSubscribe)
+    const leaving = (conn.unsubscribing ??= new Map<string, number>())
+    for (const topic of topics) leaving.set(topic, (leaving.get(topic) ?? 0) + 1)
+    try {
+      await this.track(this.registry.apply({ kind: 'unsubscribed', clientId: client.id, incarnation, at: Date.now(), topics }))
+    } finally {
+      for (const topic of topics) countDown(leaving, topic)
+    }
   }
 
   /** From now on, connections that close do so because the hub stops. */
@@ -368,14 +409,36 @@ export class AedesSource {
       }
       deviceId = username
     }
-    // A clientId names one device's session: another device (or a superuser) may not take it
-    // over, nor resume it and receive what was queued for it. Kick or let it expire to reuse it.
-    const holder = this.registry.record(client.id)
-    if (holder && holder.deviceId !== deviceId) {
-      return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', `client id is held by another device's session`)
+    // A will is published in the device's name as any publish is: inside its namespace only.
+    if (conn.willTopic !== undefined) {
+      const willRefusal = this.willRefusal(conn.namespace.mountpoint, conn.willTopic)
+      if (willRefusal) return refuse(CONNACK_NOT_AUTHORIZED, willRefusal.reason, `will: ${willRefusal.message}`)
     }
+    // checked here to refuse early, and again under the client id's lock (see connect)
+    const admission = this.admission.admit(client.id, conn.namespace.superuser ? undefined : deviceId)
+    if (!admission.ok) return refuse(CONNACK_NOT_AUTHORIZED, admission.reason, admission.message)
+    admission.release()
 
     void this.connectLocks.run(client.id, () => this.connect(client, conn, deviceId, username ?? null, done))
+  }
+
+  /**
+   * Why a will the previous run stored for a client it lost (a crash) may not be published now,
+   * or null. Its client is gone, so the namespace is the one stored with the will.
+   */
+  willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null {
+    if (will.mountpoint !== undefined) return this.willRefusal(will.mountpoint, will.topic)
+    // stored before wills carried their namespace: no device's topic begins with `$`
+    if (will.topic.startsWith('$')) return { reason: 'outside_namespace', message: `${will.topic} is the broker's own topic` }
+    return checkTopic(will.topic, this.config)
+  }
+
+  /** Why a will on `topic` may not be published by a client of `mountpoint`, or null. */
+  private willRefusal(mountpoint: string, topic: string): { reason: RejectReason; message: string } | null {
+    if (isEmptyOnceUnmounted(mountpoint, topic)) return { reason: 'bad_topic', message: 'empty topic' }
+    if (!insideNamespace(mountpoint, topic)) return { reason: 'outside_namespace', message: `${topic} is outside the device's namespace` }
+    if (topic.startsWith('$SYS/')) return { reason: 'bad_topic', message: '$SYS/ topics are reserved' }
+    return checkTopic(topic, this.config)
   }
 
   private connect(
@@ -385,57 +448,108 @@ export class AedesSource {
     username: string | null,
     done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void
   ): Promise<void> {
-    return new Promise<void>((release) => {
-      if (client.closed) return release() // gave up while an earlier connect held the lock
+    return new Promise<void>((releaseLock) => {
+      if (client.closed) return releaseLock() // gave up while an earlier connect held the lock
       // checked again under the lock: a connect of another device may have taken the id meanwhile
-      const holder = this.registry.record(client.id)
-      if (holder && holder.deviceId !== deviceId) {
-        this.reject('not_authorized', client, `client id is held by another device's session`)
-        done(Object.assign(new Error('not authorized'), { returnCode: CONNACK_NOT_AUTHORIZED }), false)
-        return release()
+      const admission = this.admission.admit(client.id, conn.namespace.superuser ? undefined : deviceId)
+      if (!admission.ok) {
+        this.reject(admission.reason, client, admission.message)
+        done(Object.assign(new Error(admission.message), { returnCode: CONNACK_NOT_AUTHORIZED }), false)
+        return releaseLock()
       }
-      conn.release = release
-      const previous = this.aedes?.clients[client.id]
-      conn.incarnation = newIncarnation(this.config.node)
-      const refuse = (error: Error): void => {
-        conn.incarnation = undefined
-        this.metrics.reject('store_unavailable')
-        this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not recorded')
-        done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
-        release()
+      const release = () => {
+        admission.release()
+        releaseLock()
       }
-      this.track(this.registry.apply({
-          kind: 'connected',
-          clientId: client.id,
-          incarnation: conn.incarnation,
-          at: Date.now(),
-          protocol: 'mqtt',
-          deviceId,
-          username,
-          mountpoint: conn.namespace.mountpoint,
-          node: this.config.node,
-          peerHost: conn.peerHost,
-          peerPort: conn.peerPort,
-          sockPort: conn.sockPort,
-          keepalive: conn.keepalive,
-          protoVer: conn.protoVer,
-          cleanStart: client.clean,
-          expiryInterval: this.config.sessionExpiry
-        }))
-        .then(
-          (result) => {
-            if (!result.applied) return refuse(new Error(`connect not applied: ${result.why}`))
-            if (previous && previous !== client) this.endsBecause(previous, 'taken_over')
-            done(null, true)
-          },
-          // two-armed, not .catch: a throw from Aedes' own continuation must not answer twice
-          refuse
+      if (admission.reclaim) {
+        // the device takes its own id back: whoever held it is closed and its session discarded
+        this.reclaim(client.id).then(
+          () => this.record(client, conn, deviceId, username, done, release),
+          (error: Error) => {
+            this.metrics.reject('store_unavailable')
+            this.log.error({ clientId: client.id, err: error.message }, 'connect refused: the session held under this id could not be discarded')
+            done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
+            release()
+          }
         )
+        return
+      }
+      this.record(client, conn, deviceId, username, done, release)
     })
+  }
+
+  /** Closes the connection holding `clientId` (if any here) and discards its session. */
+  private async reclaim(clientId: string): Promise<void> {
+    const holding = this.aedes?.clients[clientId]
+    if (holding) {
+      this.endsBecause(holding, 'taken_over')
+      holding.close()
+      await this.whenEnded(holding)
+    }
+    const held = this.registry.record(clientId)
+    if (held && !(await this.registry.discard(clientId))) {
+      throw new Error(`the session of ${clientId} is still connected (${held.protocol})`)
+    }
+    this.log.info({ clientId, heldBy: held?.deviceId || 'a superuser' }, 'a device took its own id back as a client id')
+  }
+
+  /** Records the `connected` event of an admitted connect, and answers Aedes. */
+  private record(
+    client: AedesClient,
+    conn: Connection,
+    deviceId: string,
+    username: string | null,
+    done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void,
+    release: () => void
+  ): void {
+    if (client.closed) return release()
+    const kept = this.registry.record(client.id)
+    conn.sessionPresent = !client.clean && kept !== undefined && !kept.cleanStart && kept.deviceId === deviceId
+    conn.release = release
+    const previous = this.aedes?.clients[client.id]
+    conn.incarnation = newIncarnation(this.config.node)
+    const refuse = (error: Error): void => {
+      conn.incarnation = undefined
+      this.metrics.reject('store_unavailable')
+      this.log.error({ clientId: client.id, err: error.message }, 'connect refused: session not recorded')
+      done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
+      release()
+    }
+    this.track(this.registry.apply({
+        kind: 'connected',
+        clientId: client.id,
+        incarnation: conn.incarnation,
+        at: Date.now(),
+        protocol: 'mqtt',
+        deviceId,
+        username,
+        mountpoint: conn.namespace.mountpoint,
+        node: this.config.node,
+        peerHost: conn.peerHost,
+        peerPort: conn.peerPort,
+        sockPort: conn.sockPort,
+        keepalive: conn.keepalive,
+        protoVer: conn.protoVer,
+        cleanStart: client.clean,
+        expiryInterval: this.config.sessionExpiry
+      }))
+      .then(
+        (result) => {
+          if (!result.applied) return refuse(new Error(`connect not applied: ${result.why}`))
+          if (previous && previous !== client) this.endsBecause(previous, 'taken_over')
+          done(null, true)
+        },
+        // two-armed, not .catch: a throw from Aedes' own continuation must not answer twice
+        refuse
+      )
   }
 
   private authorizeSubscribe(client: Client, sub: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
     const namespace = this.connections.get(client)?.namespace
+    if (namespace && isEmptyOnceUnmounted(namespace.mountpoint, sub.topic)) {
+      this.reject('bad_topic', client, 'empty topic filter')
+      return done(null, null)
+    }
     if (namespace && !insideNamespace(namespace.mountpoint, sub.topic)) {
       this.reject('outside_namespace', client, `subscription to ${sub.topic} is outside the device's namespace`)
       return done(null, null)
@@ -449,8 +563,17 @@ export class AedesSource {
     // Aedes authorizes the topics of one SUBSCRIBE one by one, in one synchronous loop: they
     // are gathered here and recorded as one event, one durable write, before the SUBACK.
     let pending = this.pendingSubscribes.get(client)
+    const leaving = this.connections.get(client)?.unsubscribing
+    const adds = !this.registry.topics.holds(client.id, sub.topic) || leaving?.has(sub.topic) === true
+    if (adds) {
+      const held = this.registry.topics.countOf(client.id) - countHeld(this.registry.topics, client.id, leaving) + (pending?.adding ?? 0)
+      if (held >= this.config.maxSubscriptionsPerSession) {
+        this.reject('too_many_subscriptions', client, `session holds ${held} topics, the most allowed is ${this.config.maxSubscriptionsPerSession}`)
+        return done(null, null)
+      }
+    }
     if (!pending) {
-      pending = { subscriptions: [], answers: [] }
+      pending = { subscriptions: [], answers: [], adding: 0 }
       this.pendingSubscribes.set(client, pending)
       queueMicrotask(() => this.recordSubscribe(client))
     }
@@ -461,6 +584,7 @@ export class AedesSource {
       const inFlight = (conn.subscribing ??= new Map<string, number>())
       inFlight.set(topic, (inFlight.get(topic) ?? 0) + 1)
     }
+    if (adds) pending.adding++
     pending.subscriptions.push({ topic, qos, rh, rap, nl })
     pending.answers.push((stored) => done(null, stored ? sub : null))
   }
@@ -518,7 +642,7 @@ export class AedesSource {
 
   private reject(reason: RejectReason, client: Client | null, message: string): void {
     this.metrics.reject(reason)
-    this.log.info({ clientId: client?.id, reason, msg: message }, 'input refused')
+    this.log.info({ clientId: client?.id, reason, detail: message }, 'input refused')
   }
 }
 
@@ -540,10 +664,25 @@ function isFramingError(error: Error): boolean {
 function classifyClientError(error: Error): RejectReason | null {
   const m = error.message
   if (isFramingError(error)) return null
+  if (m === 'connect did not arrive in time') return 'connect_timeout'
+  if (m === 'drain timeout') return 'slow_consumer' // Aedes' drainTimeout: the socket stayed full
+  if (m === 'Client queue limit reached') return 'packets_before_connack'
   if (m.includes('too many levels')) return 'topic_too_deep'
   if (m.includes('is only allowed') || m.includes('is not allowed in PUBLISH') || m.includes('empty topic')) return 'bad_topic'
   if (/invalid|malformed|cannot parse|unknown command|protocol/i.test(m)) return 'malformed_packet'
   return null
+}
+
+/** A device's topic that is empty once its mountpoint is taken off: `""` mounted is `{deviceId}/`. */
+function isEmptyOnceUnmounted(mountpoint: string, topic: string): boolean {
+  return mountpoint !== NO_MOUNTPOINT && topic === mountpoint
+}
+
+/** How many of `topics` the session holds. */
+function countHeld(book: TopicBook, sessionId: string, topics: Map<string, number> | undefined): number {
+  let n = 0
+  if (topics) for (const topic of topics.keys()) if (book.holds(sessionId, topic)) n++
+  return n
 }
 
 function countDown(counts: Map<string, number>, key: string): void {

@@ -87,6 +87,11 @@ export function subscribePacket(messageId: number, subscriptions: { topic: MqttS
   return frame(0x82, Buffer.concat(parts))
 }
 
+/** UNSUBSCRIBE (§3.10): the fixed header's flags must be 0b0010. */
+export function unsubscribePacket(messageId: number, topics: MqttString[]): Buffer {
+  return frame(0xa2, Buffer.concat([uint16(messageId), ...topics.map(encodeString)]))
+}
+
 /** PUBLISH (§3.3); a messageId only for QoS > 0. */
 export function publishPacket(o: { topic: MqttString; payload?: Buffer | string; qos?: number; messageId?: number }): Buffer {
   const qos = o.qos ?? 0

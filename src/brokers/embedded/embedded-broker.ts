@@ -8,7 +8,8 @@ import { Aedes, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../../config.js'
 import type { HubMetrics } from '../../observability/metrics.js'
-import type { AedesSource } from '../../sources/aedes-source.js'
+import type { AedesSource, WillPacket } from '../../sources/aedes-source.js'
+import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { guardPacketSize } from './packet-size-guard.js'
 import type { PublishJournal } from './publish-journal.js'
@@ -19,6 +20,7 @@ export class EmbeddedBroker implements BrokerPublisher {
   readonly aedes: Aedes
   private readonly server: Server
   private readonly sockets = new Set<Socket>()
+  private readonly gate: ConnectionGate
 
   constructor(
     private readonly config: HubConfig,
@@ -29,6 +31,12 @@ export class EmbeddedBroker implements BrokerPublisher {
     private readonly log: Logger
   ) {
     const hooks = source.hooks()
+    const fileLimit = openFileLimit()
+    const maxConnections = fitConnectionLimit(config.maxConnections, fileLimit)
+    if (maxConnections < config.maxConnections) {
+      log.warn({ configured: config.maxConnections, openFileLimit: fileLimit, maxConnections }, 'MQTT connections limited to fit the open-file limit (raise it with ulimit -n)')
+    }
+    this.gate = new ConnectionGate(maxConnections, config.maxConnectRate)
     this.aedes = new Aedes({
       id: `${config.node}#${Date.now().toString(36)}`,
       persistence,
@@ -36,6 +44,9 @@ export class EmbeddedBroker implements BrokerPublisher {
       // Aedes' hard ceiling only guards its matcher
       maxTopicLevels: 100,
       maxClientsIdLength: config.maxClientIdLength,
+      connectTimeout: config.connectTimeout,
+      // a socket that stays full this long is a slow consumer (see also slow-consumer-guard.ts)
+      drainTimeout: config.slowConsumerTimeout,
       ...hooks,
       // a client's QoS 1 PUBLISH is journaled before Aedes sends its PUBACK (publish-journal.ts)
       authorizePublish: (client, packet, done) =>
@@ -66,8 +77,17 @@ export class EmbeddedBroker implements BrokerPublisher {
   }
 
   private accept(socket: Socket): void {
+    const refusal = this.gate.admit()
+    if (refusal) {
+      this.metrics.reject(refusal)
+      socket.destroy()
+      return
+    }
     this.sockets.add(socket)
-    socket.once('close', () => this.sockets.delete(socket))
+    socket.once('close', () => {
+      this.sockets.delete(socket)
+      this.gate.closed()
+    })
     guardPacketSize(socket, this.config.maxPacketSize, (error) => {
       this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
       this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
@@ -108,13 +128,22 @@ export class EmbeddedBroker implements BrokerPublisher {
    */
   private async publishWillsOfPreviousRun(): Promise<void> {
     let published = 0
+    let refused = 0
     for await (const will of this.persistence.streamWill({ [this.aedes.id]: Date.now() })) {
-      const packet = will as PublishPacket & { clientId: string }
-      await this.route(packet)
+      const packet = will as PublishPacket & WillPacket & { clientId: string }
+      const refusal = this.source.willOfPreviousRunRefusal(packet)
+      if (refusal) {
+        this.metrics.reject(refusal.reason)
+        this.log.warn({ clientId: packet.clientId, topic: packet.topic, reason: refusal.reason, detail: refusal.message }, 'will of a client the previous run lost not published')
+        refused++
+      } else {
+        const { mountpoint: _namespace, ...publish } = packet
+        await this.route(publish)
+        published++
+      }
       await this.persistence.delWill({ id: packet.clientId })
-      published++
     }
-    if (published > 0) this.log.info({ wills: published }, 'published the wills of clients the previous run lost')
+    if (published + refused > 0) this.log.info({ wills: published, refused }, 'published the wills of clients the previous run lost')
   }
 
   address(): AddressInfo | null {

@@ -24,6 +24,7 @@ import type { Upstream } from '../../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../../registry/registry.js'
+import type { SessionAdmission } from '../../admission/session-admission.js'
 import { checkSuperuser } from '../superuser.js'
 import { checkTopic } from '../topic-rules.js'
 import { orderConnect } from './connection-order.js'
@@ -61,6 +62,7 @@ export class EmqxSource {
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
+    private readonly admission: SessionAdmission,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
@@ -68,8 +70,8 @@ export class EmqxSource {
 
   /** `client.authenticate`: a device's token, or the API credentials (a superuser). */
   authenticate(client: Pick<EmqxClient, 'clientId' | 'username' | 'peerHost'>, password: Buffer | string | undefined): AuthenticationVerdict {
-    const refuse = (why: string): AuthenticationVerdict => {
-      this.metrics.reject('not_authorized')
+    const refuse = (why: string, reason: RejectReason = 'not_authorized'): AuthenticationVerdict => {
+      this.metrics.reject(reason)
       this.log.info({ clientId: client.clientId, username: client.username, peer: client.peerHost, why }, 'EMQX client refused')
       return { ok: false, superuser: false, why }
     }
@@ -83,9 +85,12 @@ export class EmqxSource {
     const deviceId = this.deviceIdOf(client)
     if (!isValidDeviceId(deviceId)) return refuse('no device id (letters, digits and . _ : @ - only) in the username')
     if (this.config.auth === 'token' && !this.devices.authenticate(deviceId, password)) return refuse('wrong device token')
-    // a clientId names one device's session, as in embedded mode
-    const holder = this.registry.record(client.clientId)
-    if (holder && holder.deviceId !== deviceId) return refuse("client id is held by another device's session")
+    // a clientId names one device's session, as in embedded mode; but a device cannot take its
+    // own id back here: EMQX would resume the holder's session, subscriptions and queue included
+    const admission = this.admission.admit(client.clientId, deviceId)
+    if (!admission.ok) return refuse(admission.message, admission.reason)
+    admission.release() // EMQX records the session later, through its hooks
+    if (admission.reclaim) return refuse("client id is held by another session (kick it to take the id back)")
     return { ok: true, superuser: false }
   }
 

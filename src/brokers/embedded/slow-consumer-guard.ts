@@ -1,0 +1,22 @@
+/**
+ * Closes a connection that cannot keep up with what is sent to it. Aedes delivers a message to
+ * every subscriber before it takes the next one off its (bounded) delivery queue, and a delivery
+ * to a socket whose buffer is full waits for it to drain: one device that stops reading, while
+ * another publishes to it, would hold up every other device's pushes and pings. Aedes' own
+ * `drainTimeout` bounds how long a full socket may wait; this bounds how much may pile up.
+ */
+import type { Socket } from 'node:net'
+
+export function guardSlowConsumer(socket: Socket, maxBufferedBytes: number, onSlow: (buffered: number) => void): void {
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
+  let tripped = false
+  socket.write = ((...args: unknown[]): boolean => {
+    const accepted = write(...args)
+    if (!tripped && socket.writableLength > maxBufferedBytes) {
+      tripped = true
+      // not from inside the write: Aedes is in the middle of writing a packet to this socket
+      process.nextTick(() => onSlow(socket.writableLength))
+    }
+    return accepted
+  })
+}

@@ -1,0 +1,310 @@
+/**
+ * What one device can make the embedded hub hold has a limit, and a device over it is refused
+ * with the protocol's own answer and counted — while the hub and the other devices go on.
+ */
+import assert from 'node:assert/strict'
+import { connect as tcpConnect, type Socket } from 'node:net'
+import { after, before, describe, it } from 'node:test'
+import { encodePacket } from '../src/brokers/embedded/packet-codec.js'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { connectClient, eventually, startTestHub, superuserLogin, tempDir, type TestHub } from './helpers/hub.js'
+import { rejectedCount } from './helpers/metrics.js'
+import { connectPacket, PacketType, PINGREQ, publishPacket, RawMqttClient, subackGranted, subscribePacket, unsubscribePacket } from './helpers/raw-mqtt.js'
+
+const SUBACK_FAILURE = 0x80
+
+describe('limits per device', () => {
+  let t: TestHub
+  const raws: RawMqttClient[] = []
+  const port = () => Number(new URL(t.mqttUrl).port)
+
+  before(async () => {
+    t = await startTestHub({ maxSubscriptionsPerSession: 3, maxSessionsPerDevice: 2 })
+  })
+  after(async () => {
+    for (const r of raws) r.destroy()
+    await t.stop()
+  })
+
+  async function raw(options: Parameters<typeof connectPacket>[0]): Promise<{ client: RawMqttClient; returnCode: number }> {
+    const result = await RawMqttClient.connect(port(), options)
+    raws.push(result.client)
+    return result
+  }
+
+  it('grants a session at most maxSubscriptionsPerSession topics: the rest get SUBACK 0x80, counted', async () => {
+    const device = await t.createDevice()
+    // mqtt.js fails a whole SUBSCRIBE on one 0x80: the raw client reads every code
+    const { client } = await raw({ clientId: 'subs-limit', username: device.id, password: device.token })
+    let messageId = 0
+    const subscribe = async (...topics: string[]) => {
+      client.send(subscribePacket(++messageId, topics.map((topic) => ({ topic, qos: 1 }))))
+      return subackGranted(await client.next(PacketType.SUBACK)).granted
+    }
+    const before = await rejectedCount(t.api, 'too_many_subscriptions')
+    assert.deepEqual(await subscribe('a', 'b', 'c', 'd', 'e'), [1, 1, 1, SUBACK_FAILURE, SUBACK_FAILURE])
+    // a topic the session already holds is no new one
+    assert.deepEqual(await subscribe('b'), [1])
+    assert.deepEqual(await subscribe('f'), [SUBACK_FAILURE])
+    client.send(unsubscribePacket(++messageId, ['a']))
+    await client.next(PacketType.UNSUBACK)
+    assert.deepEqual(await subscribe('f'), [1])
+    const session = (await t.api<{ topics: { topic: string }[] }>('GET', '/v1/sessions/subs-limit')).body
+    assert.deepEqual(session.topics.map((s) => s.topic).sort(), ['b', 'c', 'f'])
+    assert.equal((await rejectedCount(t.api, 'too_many_subscriptions')) - before, 3)
+  })
+
+  it('lets a device hold at most maxSessionsPerDevice sessions; its own sessions still resume; others are unaffected', async () => {
+    const greedy = await t.createDevice()
+    const other = await t.createDevice()
+    const login = { username: greedy.id, password: greedy.token, clean: false }
+    for (const clientId of ['greedy-1', 'greedy-2']) await (await connectClient(t.mqttUrl, { ...login, clientId })).endAsync()
+    const before = await rejectedCount(t.api, 'too_many_sessions')
+    await assert.rejects(connectClient(t.mqttUrl, { ...login, clientId: 'greedy-3' }), (e: Error & { code?: number }) => e.code === 5)
+    assert.equal((await rejectedCount(t.api, 'too_many_sessions')) - before, 1)
+    assert.equal((await t.api('GET', '/v1/sessions/greedy-3')).status, 404)
+    // resuming one of its own kept sessions opens none
+    const resumed = await connectClient(t.mqttUrl, { ...login, clientId: 'greedy-1' })
+    await resumed.endAsync()
+    const fine = await connectClient(t.mqttUrl, { clientId: 'other-1', username: other.id, password: other.token })
+    await fine.endAsync()
+  })
+
+  it('refuses sessions a device opens all at once beyond its limit, not only one by one', async () => {
+    const device = await t.createDevice()
+    const attempts = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => connectClient(t.mqttUrl, { clientId: `burst-${i}`, username: device.id, password: device.token, clean: false }))
+    )
+    const connected = attempts.filter((a) => a.status === 'fulfilled').map((a) => (a).value)
+    assert.equal(connected.length, 2)
+    await Promise.all(connected.map((c) => c.endAsync()))
+    const held = (await t.api<{ data: unknown[] }>('GET', `/v1/sessions?deviceId=${device.id}`)).body
+    assert.equal(held.data.length, 2)
+  })
+
+  it('refuses an empty topic: SUBSCRIBE "" gets 0x80, PUBLISH "" closes the connection; nothing stored or delivered', async () => {
+    const device = await t.createDevice()
+    const watcher = await t.connect({ clientId: 'empty-watcher', ...superuserLogin() })
+    const seen: string[] = []
+    watcher.on('message', (topic) => seen.push(topic))
+    await watcher.subscribeAsync(`${device.id}/#`)
+    const { client, returnCode } = await raw({ clientId: 'empty-topic', username: device.id, password: device.token })
+    assert.equal(returnCode, 0)
+    client.send(subscribePacket(1, [{ topic: '', qos: 0 }, { topic: 'fine', qos: 0 }]))
+    assert.deepEqual(subackGranted(await client.next(PacketType.SUBACK)).granted, [SUBACK_FAILURE, 0])
+    const session = (await t.api<{ topics: { topic: string }[] }>('GET', '/v1/sessions/empty-topic')).body
+    assert.deepEqual(session.topics.map((s) => s.topic), ['fine'])
+    client.send(publishPacket({ topic: '', payload: 'nothing' }))
+    assert.equal(await client.closesWithin(5000), true)
+    // the watcher's own round trip, after the publish: had it been routed, it would be here
+    await watcher.publishAsync(`${device.id}/fine`, 'marker')
+    await eventually(() => seen.includes(`${device.id}/fine`), 5000, 'marker')
+    assert.deepEqual(seen, [`${device.id}/fine`])
+  })
+
+  it("refuses a will outside the device's namespace at CONNECT (CONNACK 5)", async () => {
+    const device = await t.createDevice()
+    const before = await rejectedCount(t.api, 'outside_namespace')
+    const { returnCode } = await raw({ clientId: 'evil-will', username: device.id, password: device.token, will: { topic: '$SYS/broker/uptime', payload: 'forged', retain: true } })
+    assert.equal(returnCode, 5)
+    assert.equal((await rejectedCount(t.api, 'outside_namespace')) - before, 1)
+    const { returnCode: ok } = await raw({ clientId: 'good-will', username: device.id, password: device.token, will: { topic: 'status', payload: 'gone' } })
+    assert.equal(ok, 0)
+  })
+
+  it('says "session present" when resuming a kept session that has no subscriptions', async () => {
+    const device = await t.createDevice()
+    const login = { clientId: 'present-no-subs', username: device.id, password: device.token, clean: false }
+    const first = await raw(login)
+    assert.equal(first.returnCode, 0)
+    assert.equal(first.client.packets.length, 0)
+    first.client.destroy()
+    await eventually(async () => (await t.api<{ connected: boolean }>('GET', '/v1/sessions/present-no-subs')).body.connected === false, 5000, 'offline')
+    const again = await RawMqttClient.open(port())
+    raws.push(again)
+    again.send(connectPacket(login))
+    const connack = await again.next(PacketType.CONNACK)
+    assert.equal(connack.body[0], 1, 'session present flag')
+    assert.equal(connack.body[1], 0)
+    // a clean start has none
+    const clean = await RawMqttClient.open(port())
+    raws.push(clean)
+    clean.send(connectPacket({ ...login, clientId: 'present-clean', clean: true }))
+    assert.equal((await clean.next(PacketType.CONNACK)).body[0], 0)
+  })
+})
+
+describe('a client id belongs to a device', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub()
+  })
+  after(() => t.stop())
+
+  it("refuses a device that uses another device's id as its client id; the owner connects as usual", async () => {
+    const victim = await t.createDevice()
+    const squatter = await t.createDevice()
+    const before = await rejectedCount(t.api, 'client_id_reserved')
+    await assert.rejects(
+      connectClient(t.mqttUrl, { clientId: victim.id, username: squatter.id, password: squatter.token, clean: false }),
+      (e: Error & { code?: number }) => e.code === 5
+    )
+    assert.equal((await rejectedCount(t.api, 'client_id_reserved')) - before, 1)
+    const owner = await t.connect({ clientId: victim.id, username: victim.id, password: victim.token })
+    assert.equal(owner.connected, true)
+  })
+
+  it('lets a device take its own id back from a superuser holding it: the holder is closed and its session discarded', async () => {
+    const device = await t.createDevice()
+    const operator = await connectClient(t.mqttUrl, { clientId: device.id, clean: false, ...superuserLogin() })
+    await operator.subscribeAsync('ops/#', { qos: 1 })
+    const operatorClosed = new Promise<void>((resolve) => operator.once('close', () => resolve()))
+    const owner = await t.connect({ clientId: device.id, username: device.id, password: device.token, clean: false })
+    await operatorClosed
+    const session = (await t.api<{ deviceId: string; topics: unknown[]; connected: boolean }>('GET', `/v1/sessions/${device.id}`)).body
+    assert.equal(session.deviceId, device.id)
+    assert.equal(session.connected, true)
+    assert.deepEqual(session.topics, [], "the superuser's topics are not the device's")
+    assert.equal(owner.connected, true)
+    operator.end(true)
+  })
+})
+
+describe('connections and their timing', () => {
+  let t: TestHub
+  const sockets: Socket[] = []
+  before(async () => {
+    t = await startTestHub({ maxConnections: 4, connectTimeout: 300 })
+  })
+  after(async () => {
+    for (const s of sockets) s.destroy()
+    await t.stop()
+  })
+
+  function open(): Promise<{ socket: Socket; closed: Promise<void> }> {
+    return new Promise((resolve, reject) => {
+      const socket = tcpConnect({ port: Number(new URL(t.mqttUrl).port), host: '127.0.0.1' }, () => resolve({ socket, closed }))
+      const closed = new Promise<void>((r) => socket.once('close', () => r()))
+      socket.on('error', () => undefined)
+      socket.once('error', reject)
+      sockets.push(socket)
+    })
+  }
+
+  it('closes a connection that sends no CONNECT in time, counted as connect_timeout (not malformed)', async () => {
+    const timeouts = await rejectedCount(t.api, 'connect_timeout')
+    const malformed = await rejectedCount(t.api, 'malformed_packet')
+    const { closed } = await open()
+    await closed
+    assert.equal((await rejectedCount(t.api, 'connect_timeout')) - timeouts, 1)
+    assert.equal(await rejectedCount(t.api, 'malformed_packet'), malformed)
+  })
+
+  it('closes connections beyond maxConnections as they are accepted; the API and those inside go on', async () => {
+    const held = await Promise.all([open(), open(), open(), open()])
+    const before = await rejectedCount(t.api, 'too_many_connections')
+    const extra = await open()
+    await extra.closed
+    assert.equal((await rejectedCount(t.api, 'too_many_connections')) - before, 1)
+    assert.equal((await t.api('GET', '/healthz')).status, 200)
+    // one leaves: the next one is let in
+    held[0].socket.destroy()
+    await held[0].closed
+    const device = await t.createDevice()
+    await eventually(async () => {
+      const c = await connectClient(t.mqttUrl, { clientId: 'after-full', username: device.id, password: device.token }).catch(() => undefined)
+      await c?.endAsync()
+      return c !== undefined
+    }, 5000, 'a connection once one left')
+  })
+})
+
+describe('a CONNECT followed by a flood', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub()
+  })
+  after(() => t.stop())
+
+  it('closes a client that sends 1,000 PINGREQs behind its CONNECT in one write, and counts it', async () => {
+    const device = await t.createDevice()
+    const before = await rejectedCount(t.api, 'packets_before_connack')
+    const client = await RawMqttClient.open(Number(new URL(t.mqttUrl).port))
+    client.send(Buffer.concat([connectPacket({ clientId: 'ping-flood', username: device.id, password: device.token }), ...Array.from({ length: 1000 }, () => PINGREQ)]))
+    await client.closed
+    assert.equal((await rejectedCount(t.api, 'packets_before_connack')) - before, 1)
+    const polite = await RawMqttClient.connect(Number(new URL(t.mqttUrl).port), { clientId: 'ping-polite', username: device.id, password: device.token })
+    assert.equal(polite.returnCode, 0)
+    await polite.client.ping()
+    polite.client.destroy()
+  })
+})
+
+describe('a slow consumer', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub({ maxPacketSize: 128 * 1024, maxInflightBytes: 256 * 1024, slowConsumerTimeout: 60_000 })
+  })
+  after(() => t.stop())
+
+  it('is closed once too much waits for its socket, while another device keeps getting its messages', async () => {
+    const stuck = await t.createDevice()
+    const neighbour = await t.createDevice()
+    const { client: sink, returnCode } = await RawMqttClient.connect(Number(new URL(t.mqttUrl).port), { clientId: 'stuck', username: stuck.id, password: stuck.token })
+    assert.equal(returnCode, 0)
+    sink.send(subscribePacket(1, [{ topic: 'flood', qos: 0 }]))
+    await sink.next(PacketType.SUBACK)
+    sink.socket.pause() // reads nothing more: the kernel's buffers fill, then the hub's
+    const other = await t.connect({ clientId: 'neighbour', username: neighbour.id, password: neighbour.token })
+    let heard = 0
+    other.on('message', () => heard++)
+    await other.subscribeAsync('news', { qos: 1 })
+    const before = await rejectedCount(t.api, 'slow_consumer')
+    const publisher = await t.connect({ clientId: 'flooder', ...superuserLogin() })
+    const chunk = Buffer.alloc(64 * 1024, 0x61)
+    // 400 × 64 KiB: far more than the loopback's buffers hold
+    for (let i = 0; i < 400; i++) await publisher.publishAsync(`${stuck.id}/flood`, chunk, { qos: 0 })
+    for (let i = 0; i < 20; i++) await publisher.publishAsync(`${neighbour.id}/news`, `n${i}`, { qos: 1 })
+    await eventually(() => heard === 20, 10_000, "the neighbour's messages")
+    await eventually(async () => (await t.api('GET', '/v1/sessions/stuck')).status === 404, 10_000, 'the slow consumer closed')
+    assert.equal((await rejectedCount(t.api, 'slow_consumer')) - before, 1)
+    const disconnects = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    assert.match(disconnects, /iothub_disconnects_total\{protocol="mqtt",reason="slow_consumer"\} 1/)
+    sink.destroy()
+  })
+})
+
+describe('wills the previous run left', () => {
+  it("publishes a lost client's will only inside its namespace, as a live client's", async () => {
+    const dataDir = tempDir('iothub-wills-rules-')
+    const lostWill = (clientId: string, topic: string, mountpoint?: string) => ({
+      op: 'will.put' as const,
+      clientId,
+      packet: encodePacket({ cmd: 'publish', topic, payload: Buffer.from(`${clientId} is gone`), qos: 0, retain: true, brokerId: 'previous#run', clientId, ...(mountpoint !== undefined ? { mountpoint } : {}) })
+    })
+    // as a crash leaves them: one will in its device's namespace, one a device aimed at another
+    // device, one stored before wills carried their namespace on the broker's own `$SYS/`
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    await store.load()
+    await store.commit([lostWill('good', 'dev-a/status', 'dev-a/'), lostWill('aimed', 'dev-b/status', 'dev-a/'), lostWill('legacy', '$SYS/broker/uptime')])
+    await store.close()
+
+    const t = await startTestHub({}, dataDir)
+    try {
+      const retained = async (topic: string) => {
+        // Aedes' persistence is public in its JavaScript, not in its types
+        const { persistence } = t.hub.broker!.aedes as unknown as { persistence: { createRetainedStream(pattern: string): AsyncIterable<unknown> } }
+        const stream = persistence.createRetainedStream(topic)
+        const found: unknown[] = []
+        for await (const packet of stream) found.push(packet)
+        return found.length
+      }
+      assert.equal(await retained('dev-a/status'), 1)
+      assert.equal(await retained('dev-b/status'), 0)
+      assert.equal(await retained('$SYS/broker/uptime'), 0)
+      assert.equal(await rejectedCount(t.api, 'outside_namespace'), 2)
+    } finally {
+      await t.stop()
+    }
+  })
+})
