@@ -5,7 +5,7 @@
  * benchmark could not run.
  *
  *   npm run bench                       all of them
- *   npm run bench -- events memory      only those named (events, connect-storm, memory, fanout, exhook, reconcile, coap)
+ *   npm run bench -- events memory      only those named (events, connect-storm, memory, fanout, exhook, reconcile, coap, noisy-neighbour)
  *
  * Sizes come from BENCH_* environment variables; see bench/README.md.
  */
@@ -38,7 +38,9 @@ const BENCHES: Bench[] = [
   { name: 'exhook', script: 'exhook.ts', sockets: 0 },
   { name: 'reconcile', script: 'reconcile.ts', sockets: 0 },
   // a few UDP sockets for CoAP; its MQTT reference run holds a TCP socket per device
-  { name: 'coap', script: 'coap.ts', sockets: envInt('BENCH_COAP_CLIENTS', 5_000), size: 'BENCH_COAP_CLIENTS' }
+  { name: 'coap', script: 'coap.ts', sockets: envInt('BENCH_COAP_CLIENTS', 5_000), size: 'BENCH_COAP_CLIENTS' },
+  // the abuser holds up to a few thousand idle sockets in its 'connections' abuse
+  { name: 'noisy-neighbour', script: 'noisy-neighbour.ts', sockets: 5_000 }
 ]
 
 /** Descriptors a process needs besides its sockets: listeners, SQLite files, pipes, node itself. */

@@ -7,7 +7,7 @@
 import { createServer as createHttpServer } from 'node:http'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { Aedes, type Client } from 'aedes'
-import { loadConfig } from '../../src/config.js'
+import { loadConfig, type HubConfig } from '../../src/config.js'
 import { Hub } from '../../src/hub.js'
 import { removeDir, tempDir } from './util.js'
 
@@ -43,7 +43,7 @@ export function benchStoreSync(): 'full' | 'normal' {
 }
 
 /** `auth: 'token'` (the hub's default) makes clients log in as a device: username = id, password = token. */
-export async function startHub(options: { auth?: 'none' | 'token' } = {}): Promise<Target> {
+export async function startHub(options: { auth?: 'none' | 'token'; config?: Partial<HubConfig> } = {}): Promise<Target> {
   const dataDir = tempDir('iothub-bench-hub-')
   const config = loadConfig({}, [], {
     dataDir,
@@ -54,7 +54,8 @@ export async function startHub(options: { auth?: 'none' | 'token' } = {}): Promi
     mqttHost: '127.0.0.1',
     auth: options.auth ?? 'none',
     logLevel: 'silent',
-    storeSync: benchStoreSync()
+    storeSync: benchStoreSync(),
+    ...options.config
   })
   const hub = new Hub(config)
   const { mqtt, http } = await hub.start()

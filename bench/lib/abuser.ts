@@ -1,0 +1,185 @@
+/**
+ * The hostile device of the noisy-neighbour bench, in its own process (so its own cpu is not
+ * the hub's): on `start` it runs one abuse in a loop until `stop`, reconnecting whenever the hub
+ * closes it, and reports how often the hub refused or closed it. Every loop is bounded by the
+ * `stop` command and paced by the hub's own answers; it only talks to 127.0.0.1.
+ */
+import { connect as tcpConnect, type Socket } from 'node:net'
+import mqtt, { MqttClient as MqttClientClass, type MqttClient } from 'mqtt'
+import { generate } from 'mqtt-packet'
+import { connectOne } from './child-fleet.js'
+import { sleep } from './util.js'
+
+export type Abuse = 'subscriptions' | 'sessions' | 'slow-consumer' | 'retained' | 'deep-json' | 'connections' | 'wrong-logins'
+export const ABUSES: Abuse[] = ['subscriptions', 'sessions', 'slow-consumer', 'retained', 'deep-json', 'connections', 'wrong-logins']
+
+export interface AbuseTarget {
+  mqttUrl: string
+  device: { id: string; token: string }
+}
+
+export type AbuserCommand = { cmd: 'start'; abuse: Abuse; target: AbuseTarget } | { cmd: 'stop' } | { cmd: 'exit' }
+export type AbuserReply = { type: 'ready' } | { type: 'started' } | { type: 'stopped'; attempts: number; refused: number; cpuMs: number }
+
+const DEEP_JSON = Buffer.from(`{"a":${'['.repeat(10_000)}${']'.repeat(10_000)}}`)
+const CHUNK = Buffer.alloc(64 * 1024, 0x61)
+
+class Abuser {
+  running = false
+  attempts = 0
+  refused = 0
+  private readonly open = new Set<MqttClient | Socket>()
+
+  async run(abuse: Abuse, target: AbuseTarget): Promise<void> {
+    const { device } = target
+    const url = new URL(target.mqttUrl)
+    const login = { username: device.id, password: device.token }
+    switch (abuse) {
+      case 'subscriptions':
+        return this.loop(async (n) => {
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-subs-${n}`, login))
+          for (let i = 0; this.running && client.connected; i++) {
+            this.attempts++
+            // mqtt.js fails a SUBSCRIBE that has any topic refused (SUBACK 0x80)
+            await client.subscribeAsync(Array.from({ length: 100 }, (_, k) => `s/${n}/${i}/${k}`)).catch(() => this.refused++)
+          }
+        })
+      case 'sessions':
+        return this.loop(async (n) => {
+          this.attempts++
+          // a persistent session left behind each time
+          const client = await connectPersistent(target.mqttUrl, `abuse-session-${n}`, login).catch(() => undefined)
+          if (!client) this.refused++
+          else await client.endAsync().catch(() => undefined)
+        })
+      case 'slow-consumer':
+        return this.loop(async (n) => {
+          // a raw socket that subscribes, then reads nothing more: the kernel's buffers fill,
+          // then the hub's (mqtt.js would go on reading through its pipe)
+          const sink = tcpConnect({ port: Number(url.port), host: url.hostname })
+          sink.on('error', () => undefined)
+          this.open.add(sink)
+          const closed = new Promise<void>((resolve) => sink.once('close', () => resolve()))
+          let gone = false
+          void closed.then(() => {
+            gone = true
+            this.open.delete(sink)
+          })
+          sink.write(generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: `abuse-sink-${n}`, keepalive: 300, username: login.username, password: Buffer.from(login.password) }))
+          sink.write(generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'flood', qos: 0 }] }))
+          await new Promise((resolve) => sink.once('data', resolve)) // CONNACK (and SUBACK)
+          await sleep(20)
+          sink.pause()
+          // its own second connection publishes 400 × 64 KiB to it, as in the reported attack
+          const publisher = this.keep(await connectOne(target.mqttUrl, `abuse-flooder-${n}`, login))
+          for (let i = 0; i < 400 && this.running; i++) {
+            this.attempts++
+            await publisher.publishAsync('flood', CHUNK, { qos: 1 })
+          }
+          publisher.end(true)
+          // reading again shows whether the hub closed it meanwhile (a paused socket sees no FIN)
+          sink.resume()
+          sink.on('data', () => undefined)
+          await Promise.race([closed, sleep(1000)])
+          if (gone) this.refused++
+          sink.destroy()
+        })
+      case 'retained':
+        return this.loop(async (n) => {
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-retain-${n}`, login))
+          for (let i = 0; this.running && client.connected; i++) {
+            this.attempts++
+            await client.publishAsync(`r/${n}/${i}`, CHUNK.subarray(0, 1024), { qos: 1, retain: true }).catch(() => this.refused++)
+          }
+        })
+      case 'deep-json':
+        return this.loop(async (n) => {
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-deep-${n}`, login))
+          while (this.running && client.connected) {
+            this.attempts++
+            await client.publishAsync('v1/devices/me/attributes', DEEP_JSON, { qos: 1 }).catch(() => this.refused++)
+          }
+        })
+      case 'connections':
+        // idle sockets that never send CONNECT, as many as the hub lets in
+        return this.loop(async () => {
+          const socket = tcpConnect({ port: Number(url.port), host: url.hostname })
+          socket.on('error', () => undefined)
+          this.open.add(socket)
+          this.attempts++
+          socket.once('close', () => {
+            this.open.delete(socket)
+            this.refused++
+          })
+          if (this.open.size > 5_000) await sleep(50)
+          else await new Promise((resolve) => setImmediate(resolve))
+        })
+      case 'wrong-logins':
+        return this.loop(async (n) => {
+          this.attempts++
+          await connectOne(target.mqttUrl, `abuse-wrong-${n}`, { username: device.id, password: 'wrong' }).then(
+            (c) => c.end(true),
+            () => this.refused++
+          )
+        })
+    }
+  }
+
+  private keep<T extends MqttClient>(client: T): T {
+    this.open.add(client)
+    client.once('close', () => this.open.delete(client))
+    return client
+  }
+
+  /** Repeats `step` until stopped; a step the hub cut short is simply started again. */
+  private async loop(step: (n: number) => Promise<void>): Promise<void> {
+    for (let n = 0; this.running; n++) await step(n).catch(() => sleep(5))
+  }
+
+  close(): void {
+    for (const c of this.open) {
+      if (c instanceof MqttClientClass) c.end(true)
+      else c.destroy()
+    }
+    this.open.clear()
+  }
+}
+
+function connectPersistent(url: string, clientId: string, login: { username: string; password: string }): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { clientId, ...login, clean: false, reconnectPeriod: 0, protocolVersion: 4 })
+    client.once('connect', () => resolve(client))
+    client.once('error', (error) => {
+      client.end(true)
+      reject(error)
+    })
+  })
+}
+
+if (process.argv.includes('--child')) {
+  const send = (reply: AbuserReply) => process.send!(reply)
+  let abuser: Abuser | undefined
+  let running: Promise<void> | undefined
+  let cpuAtStart = process.cpuUsage()
+  process.on('message', (command: AbuserCommand) => {
+    if (command.cmd === 'start') {
+      abuser = new Abuser()
+      abuser.running = true
+      cpuAtStart = process.cpuUsage()
+      running = abuser.run(command.abuse, command.target)
+      send({ type: 'started' })
+    } else if (command.cmd === 'stop') {
+      const current = abuser!
+      current.running = false
+      void (running ?? Promise.resolve()).finally(() => {
+        current.close()
+        const cpu = process.cpuUsage(cpuAtStart)
+        send({ type: 'stopped', attempts: current.attempts, refused: current.refused, cpuMs: (cpu.user + cpu.system) / 1000 })
+      })
+    } else {
+      abuser?.close()
+      process.exit(0)
+    }
+  })
+  send({ type: 'ready' })
+}
