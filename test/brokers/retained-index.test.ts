@@ -14,6 +14,9 @@ function indexOf(topics: string[]): RetainedIndex<string> {
 
 const sorted = (values: string[]) => [...values].sort()
 
+/** The trie's root, which only these tests look at. */
+const rootOf = (index: RetainedIndex<unknown>) => (index as unknown as { root: { children: Map<string, object> } }).root
+
 const TOPICS = ['d1/a', 'd1/a/b', 'd1/a/c', 'd1/x/c', 'd1//c', 'd2/a/c', 'd2/a', '$SYS/broker/uptime', '$iothub/x', '/lead', 'top']
 
 test('an exact filter finds its topic only', () => {
@@ -70,6 +73,7 @@ test('set replaces, delete removes and prunes, size follows', () => {
   // removing the last topic of a branch leaves nothing behind for # to visit
   for (const t of ['d2/a/c', 'd2/a']) index.delete(t)
   assert.deepEqual(index.match(['d2/#']), [])
+  assert.equal(rootOf(index).children.has('d2'), false, 'the emptied branch is pruned')
   assert.equal(index.values().length, TOPICS.length - 3)
 })
 
@@ -77,7 +81,7 @@ test("a device's filter never visits another device's subtree", () => {
   // a getter on the other device's entries would throw if a lookup reached them
   const index = new RetainedIndex<{ topic: string }>()
   for (let i = 0; i < 1000; i++) index.set(`noisy/t/${i}`, { topic: `noisy/t/${i}` })
-  const children = (index as unknown as { root: { children: Map<string, object> } }).root.children
+  const children = rootOf(index).children
   const noisy = children.get('noisy')!
   children.set(
     'noisy',
