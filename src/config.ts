@@ -64,6 +64,19 @@ export interface HubConfig {
   coapHeartbeat: number
   /** Milliseconds before a confirmable CoAP message is first sent again (RFC 7252's ACK_TIMEOUT, 2 s). */
   coapAckTimeout: number
+  // ── retained messages and offline queues bounded (issue 11) ──
+  /** Most retained messages one device's publishes may hold (0: devices retain nothing). */
+  maxRetainedPerDevice: number
+  /** Most bytes (topic + payload) of one device's retained messages. */
+  maxRetainedBytesPerDevice: number
+  /** Most retained messages on the whole hub, whoever published them. */
+  maxRetained: number
+  /** Most bytes (topic + payload) of retained messages on the whole hub. */
+  maxRetainedBytes: number
+  /** Most messages queued for one persistent session; beyond, the oldest are dropped. */
+  maxQueuedPerSession: number
+  /** Most bytes (topic + payload) queued for one persistent session; beyond, the oldest are dropped. */
+  maxQueuedBytesPerSession: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -163,7 +176,14 @@ const OPTIONS = [
   { key: 'coapPort', env: 'IOTHUB_COAP_PORT', flag: 'coap-port', parse: port, fallback: () => 5683, help: 'CoAP UDP port (0 = any free)' },
   { key: 'coapHeartbeat', env: 'IOTHUB_COAP_HEARTBEAT', flag: 'coap-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between CoAP heartbeats; silent 1.5 × that ends the session' },
   { key: 'coapAckTimeout', env: 'IOTHUB_COAP_ACK_TIMEOUT', flag: 'coap-ack-timeout', parse: (raw: string, name: string) => integer(raw, name, 10, 60_000), fallback: () => 2000, help: 'ms before a confirmable CoAP message is sent again (RFC 7252 ACK_TIMEOUT)' },
-  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' }
+  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' },
+  // ── retained messages and offline queues bounded (issue 11) ──
+  { key: 'maxRetainedPerDevice', env: 'IOTHUB_MAX_RETAINED_PER_DEVICE', flag: 'max-retained-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 100, help: "most retained messages of one device's publishes" },
+  { key: 'maxRetainedBytesPerDevice', env: 'IOTHUB_MAX_RETAINED_BYTES_PER_DEVICE', flag: 'max-retained-bytes-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 1_048_576, help: "most bytes of one device's retained messages" },
+  { key: 'maxRetained', env: 'IOTHUB_MAX_RETAINED', flag: 'max-retained', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 100_000, help: 'most retained messages on the hub' },
+  { key: 'maxRetainedBytes', env: 'IOTHUB_MAX_RETAINED_BYTES', flag: 'max-retained-bytes', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 268_435_456, help: 'most bytes of retained messages on the hub' },
+  { key: 'maxQueuedPerSession', env: 'IOTHUB_MAX_QUEUED_PER_SESSION', flag: 'max-queued-per-session', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 1000, help: 'most messages queued for one offline session (oldest dropped beyond)' },
+  { key: 'maxQueuedBytesPerSession', env: 'IOTHUB_MAX_QUEUED_BYTES_PER_SESSION', flag: 'max-queued-bytes-per-session', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 16_777_216, help: 'most bytes queued for one offline session (oldest dropped beyond)' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {
