@@ -162,7 +162,8 @@ export class StoreAedesPersistence implements SessionStateOwner {
   /** Fills the memory mirror from what the store held at start. */
   load(snapshot: Pick<Snapshot, 'retained' | 'outgoing' | 'incoming' | 'wills'>): void {
     // Limits lowered since the last run leave what is stored as it is: it counts, so nothing
-    // new is retained (or queued) until the usage is back under them.
+    // new is retained until the usage is back under them, and the next message queued for a
+    // client trims its queue.
     for (const r of snapshot.retained) {
       const packet = decodePacket<BrokerPacket>(r.packet)
       const owner = packet[RETAINED_OWNER]
