@@ -80,6 +80,19 @@ export interface HubConfig {
   maxInflightBytes: number
   /** Milliseconds a connection's socket may stay full before it is closed as a slow consumer. */
   slowConsumerTimeout: number
+  // ── retained messages and offline queues bounded (issue 11) ──
+  /** Most retained messages one device's publishes may hold (0: devices retain nothing). */
+  maxRetainedPerDevice: number
+  /** Most bytes (topic + payload) of one device's retained messages. */
+  maxRetainedBytesPerDevice: number
+  /** Most retained messages on the whole hub, whoever published them. */
+  maxRetained: number
+  /** Most bytes (topic + payload) of retained messages on the whole hub. */
+  maxRetainedBytes: number
+  /** Most messages queued for one persistent session; beyond, the oldest are dropped. */
+  maxQueuedPerSession: number
+  /** Most bytes (topic + payload) queued for one persistent session; beyond, the oldest are dropped. */
+  maxQueuedBytesPerSession: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -187,7 +200,14 @@ const OPTIONS = [
   { key: 'maxConnectRate', env: 'IOTHUB_MAX_CONNECT_RATE', flag: 'max-connect-rate', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 10_000, help: 'most new MQTT connections accepted per second' },
   { key: 'connectTimeout', env: 'IOTHUB_CONNECT_TIMEOUT', flag: 'connect-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 15_000, help: 'ms a new MQTT connection may take to send CONNECT' },
   { key: 'maxInflightBytes', env: 'IOTHUB_MAX_INFLIGHT_BYTES', flag: 'max-inflight-bytes', parse: (raw: string, name: string) => integer(raw, name, 1024, 2 ** 31), fallback: () => 4 * 1_048_576, help: 'bytes queued for one connection before it is closed as a slow consumer' },
-  { key: 'slowConsumerTimeout', env: 'IOTHUB_SLOW_CONSUMER_TIMEOUT', flag: 'slow-consumer-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 10_000, help: 'ms a connection may stay unable to take more bytes before it is closed' }
+  { key: 'slowConsumerTimeout', env: 'IOTHUB_SLOW_CONSUMER_TIMEOUT', flag: 'slow-consumer-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 10_000, help: 'ms a connection may stay unable to take more bytes before it is closed' },
+  // ── retained messages and offline queues bounded (issue 11) ──
+  { key: 'maxRetainedPerDevice', env: 'IOTHUB_MAX_RETAINED_PER_DEVICE', flag: 'max-retained-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 100, help: "most retained messages of one device's publishes" },
+  { key: 'maxRetainedBytesPerDevice', env: 'IOTHUB_MAX_RETAINED_BYTES_PER_DEVICE', flag: 'max-retained-bytes-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 1_048_576, help: "most bytes of one device's retained messages" },
+  { key: 'maxRetained', env: 'IOTHUB_MAX_RETAINED', flag: 'max-retained', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 100_000, help: 'most retained messages on the hub' },
+  { key: 'maxRetainedBytes', env: 'IOTHUB_MAX_RETAINED_BYTES', flag: 'max-retained-bytes', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 268_435_456, help: 'most bytes of retained messages on the hub' },
+  { key: 'maxQueuedPerSession', env: 'IOTHUB_MAX_QUEUED_PER_SESSION', flag: 'max-queued-per-session', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 1000, help: 'most messages queued for one offline session (oldest dropped beyond)' },
+  { key: 'maxQueuedBytesPerSession', env: 'IOTHUB_MAX_QUEUED_BYTES_PER_SESSION', flag: 'max-queued-bytes-per-session', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 16_777_216, help: 'most bytes queued for one offline session (oldest dropped beyond)' },
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {

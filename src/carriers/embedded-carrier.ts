@@ -8,6 +8,7 @@ import type { Readiness } from '../api/context.js'
 import { StoreAedesPersistence } from '../brokers/embedded/aedes-persistence.js'
 import { EmbeddedBroker } from '../brokers/embedded/embedded-broker.js'
 import { PublishJournal } from '../brokers/embedded/publish-journal.js'
+import { NO_MOUNTPOINT } from '../domain/namespace.js'
 import { AedesSource } from '../sources/aedes-source.js'
 import { CoapGateway } from '../sources/coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
@@ -22,10 +23,42 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   constructor(private readonly core: HubCore) {
     const { config, store, registry, devices, upstream, admission, metrics, log } = core
     const source = new AedesSource(registry, devices, upstream, admission, config, metrics, log.child({ component: 'mqtt' }))
-    this.persistence = new StoreAedesPersistence(store, registry.topics, { writer: source.subscriptionWriter() })
+    const brokerLog = log.child({ component: 'broker' })
+    this.persistence = new StoreAedesPersistence(store, registry.topics, {
+      writer: source.subscriptionWriter(),
+      retained: {
+        limits: {
+          messagesPerDevice: config.maxRetainedPerDevice,
+          bytesPerDevice: config.maxRetainedBytesPerDevice,
+          messages: config.maxRetained,
+          bytes: config.maxRetainedBytes
+        },
+        // The source names the sender of every client publish (`clientId`); a device's session
+        // has its mountpoint, a superuser's none. Publishes without a client (the API, CoAP,
+        // wills of the previous run) count towards the hub-wide limits only.
+        ownerOf: (packet) => {
+          const session = packet.clientId === undefined ? undefined : registry.record(packet.clientId)
+          if (!session || session.mountpoint === NO_MOUNTPOINT || !packet.topic?.startsWith(session.mountpoint)) return undefined
+          return session.deviceId
+        },
+        refused: (packet, limit) => {
+          metrics.reject('retained_limit')
+          brokerLog.info({ clientId: packet.clientId, reason: 'retained_limit', detail: `retained publish to ${packet.topic} over ${limit}: delivered, not retained` }, 'input refused')
+        }
+      },
+      queue: {
+        limits: { messages: config.maxQueuedPerSession, bytes: config.maxQueuedBytesPerSession },
+        dropped: (clientId, count) => {
+          metrics.offlineDropped.inc(count)
+          brokerLog.debug({ clientId, dropped: count }, 'oldest queued messages dropped: queue over its limit')
+        }
+      }
+    })
+    metrics.gauge('iothub_retained_messages', 'Retained messages held by the embedded broker', [], (set) => set({}, this.persistence.retainedUsage().messages))
+    metrics.gauge('iothub_retained_bytes', 'Bytes (topic + payload) of retained messages held by the embedded broker', [], (set) => set({}, this.persistence.retainedUsage().bytes))
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
-    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, log.child({ component: 'broker' }))
+    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, brokerLog)
     this.coap = new CoapGateway(registry, devices, upstream, this.broker, config, metrics, log.child({ component: 'coap' }))
   }
 

@@ -31,6 +31,8 @@ export type RejectReason =
   | 'connect_timeout'
   | 'packets_before_connack'
   | 'slow_consumer'
+  // retained messages and offline queues bounded (issue 11)
+  | 'retained_limit'
 
 export class HubMetrics {
   readonly registry = new Registry()
@@ -114,6 +116,13 @@ export class HubMetrics {
   readonly storeFailures = new Counter({
     name: 'iothub_store_failures_total',
     help: 'Group-commit batches that failed; their callers were refused',
+    registers: [this.registry]
+  })
+
+  // retained messages and offline queues bounded (issue 11)
+  readonly offlineDropped = new Counter({
+    name: 'iothub_offline_messages_dropped_total',
+    help: "Messages queued for a persistent session and dropped, oldest first, to keep its queue within IOTHUB_MAX_QUEUED_PER_SESSION / IOTHUB_MAX_QUEUED_BYTES_PER_SESSION",
     registers: [this.registry]
   })
 

@@ -6,18 +6,27 @@
  * Subscriptions are not kept here but in the TopicBook, which is also where session entities
  * keep their topics — one record. Who *writes* them is a SubscriptionWriter: on its own (as in
  * the abstract suite) this persistence writes the TopicBook itself; inside the hub the registry
- * does, so that subscription changes are incarnation-checked like every lifecycle event. Everything else is mirrored in memory (as Aedes' own memory
- * persistence does) and written through the store; every method resolves only once its
- * writes are durable, so a SUBACK or PUBACK never promises what a crash would take back.
+ * does, so that subscription changes are incarnation-checked like every lifecycle event.
+ * Everything else is mirrored in memory (as Aedes' own memory persistence does) and written
+ * through the store; every method resolves only once its writes are durable, so a SUBACK or
+ * PUBACK never promises what a crash would take back.
+ *
+ * No client can make it grow without bound: retained messages have limits per device and
+ * hub-wide (retained-quota.ts), and each client's queue has its own (outgoing-queue.ts). A
+ * SUBSCRIBE looks up retained messages in a trie (retained-index.ts), so it costs what its
+ * filter can match, not what the hub retains.
  */
 import { Readable } from 'node:stream'
-import { QlobberTrue } from 'qlobber'
 import type { TopicSubscription } from '../../domain/session.js'
 import type { SessionStateOwner } from '../../registry/registry.js'
 import type { TopicBook } from '../../registry/topic-book.js'
 import type { Plan } from '../../store/plan.js'
-import type { Snapshot, Store } from '../../store/store.js'
+import type { Mutation, Snapshot, Store } from '../../store/store.js'
+import { messageBytes } from './message-bytes.js'
+import { NO_QUEUE_LIMITS, OutgoingQueue, type QueuedMessage, type QueueLimits } from './outgoing-queue.js'
 import { clonePacket, decodePacket, encodePacket } from './packet-codec.js'
+import { RetainedIndex } from './retained-index.js'
+import { NO_RETAINED_LIMITS, RetainedQuota, type RetainedLimits, type RetainedSize } from './retained-quota.js'
 
 /** The packet fields this persistence reads; Aedes packets carry more, which are kept as-is. */
 export interface BrokerPacket {
@@ -60,31 +69,78 @@ interface BrokerRef {
   id: string
 }
 
-interface Queued {
-  seq: number
+/** What the persistence is told at construction; every limit defaults to none. */
+export interface PersistenceOptions {
+  writer?: SubscriptionWriter
+  /** Called by destroy(); the hub closes its store itself, so it passes nothing. */
+  onDestroy?: () => Promise<void>
+  retained?: {
+    limits?: Partial<RetainedLimits>
+    /** The device a retained publish counts against; undefined: the hub-wide limits only. */
+    ownerOf?: (packet: BrokerPacket) => string | undefined
+    /** A retained publish over a limit: delivered, but not retained. */
+    refused?: (packet: BrokerPacket, limit: string) => void
+  }
+  queue?: {
+    limits?: Partial<QueueLimits>
+    /** Queued messages dropped, oldest first, to keep a client's queue within its limits. */
+    dropped?: (clientId: string, count: number) => void
+  }
+}
+
+interface RetainedEntry extends RetainedSize {
   packet: BrokerPacket
 }
 
+/** Where a stored retained message keeps the device it counts against, so a restart knows. */
+const RETAINED_OWNER = 'iothubRetainedOwner'
+
 export class StoreAedesPersistence implements SessionStateOwner {
   private broker: BrokerRef | undefined
-  private readonly retained = new Map<string, BrokerPacket>()
-  private readonly outgoing = new Map<string, Queued[]>()
+  /** Retained messages whose writes are durable. */
+  private readonly retained = new RetainedIndex<RetainedEntry>()
+  /**
+   * Topics with retained writes under way: the message the newest one leaves (null: none), so
+   * that the quota of concurrent publishes to one topic is reckoned against each other.
+   */
+  private readonly retainedWrites = new Map<string, { latest: RetainedSize | null; pending: number }>()
+  private readonly retainedQuota: RetainedQuota
+  private readonly outgoing = new Map<string, OutgoingQueue>()
   private readonly incoming = new Map<string, Map<number, BrokerPacket>>()
   private readonly wills = new Map<string, BrokerPacket>()
   private nextSeq = 1
   private destroyed = false
 
   private readonly writer: SubscriptionWriter
-  /** Called by destroy(); the hub closes its store itself, so it passes nothing. */
   private readonly onDestroy: () => Promise<void>
+  private readonly retainedOwnerOf: (packet: BrokerPacket) => string | undefined
+  private readonly retainedRefused: (packet: BrokerPacket, limit: string) => void
+  private readonly queueLimits: QueueLimits
+  private readonly queuedDropped: (clientId: string, count: number) => void
 
   constructor(
     private readonly store: Store,
     private readonly topics: TopicBook,
-    options: { writer?: SubscriptionWriter; onDestroy?: () => Promise<void> } = {}
+    options: PersistenceOptions = {}
   ) {
     this.writer = options.writer ?? topicBookWriter(store, topics)
     this.onDestroy = options.onDestroy ?? (async () => undefined)
+    this.retainedQuota = new RetainedQuota({ ...NO_RETAINED_LIMITS, ...options.retained?.limits })
+    this.retainedOwnerOf = options.retained?.ownerOf ?? (() => undefined)
+    this.retainedRefused = options.retained?.refused ?? (() => undefined)
+    this.queueLimits = { ...NO_QUEUE_LIMITS, ...options.queue?.limits }
+    this.queuedDropped = options.queue?.dropped ?? (() => undefined)
+  }
+
+  /** What the retained messages of `owner` (a device), or of the whole hub, weigh. */
+  retainedUsage(owner?: string): { messages: number; bytes: number } {
+    return this.retainedQuota.usage(owner)
+  }
+
+  /** How many messages, and bytes, are queued for `clientId`. */
+  queuedFor(clientId: string): { messages: number; bytes: number } {
+    const queue = this.outgoing.get(clientId)
+    return { messages: queue?.length ?? 0, bytes: queue?.bytes ?? 0 }
   }
 
   /**
@@ -105,9 +161,18 @@ export class StoreAedesPersistence implements SessionStateOwner {
 
   /** Fills the memory mirror from what the store held at start. */
   load(snapshot: Pick<Snapshot, 'retained' | 'outgoing' | 'incoming' | 'wills'>): void {
-    for (const r of snapshot.retained) this.retained.set(r.topic, decodePacket(r.packet))
+    // Limits lowered since the last run leave what is stored as it is: it counts, so nothing
+    // new is retained until the usage is back under them, and the next message queued for a
+    // client trims its queue.
+    for (const r of snapshot.retained) {
+      const packet = decodePacket<BrokerPacket>(r.packet)
+      const owner = packet[RETAINED_OWNER]
+      const entry = { packet, owner: typeof owner === 'string' ? owner : undefined, bytes: messageBytes(packet) }
+      this.retained.set(r.topic, entry)
+      this.retainedQuota.take(entry)
+    }
     for (const o of snapshot.outgoing) {
-      queueOf(this.outgoing, o.clientId).push({ seq: o.seq, packet: clonePacket(decodePacket<BrokerPacket>(o.packet)) })
+      queueOf(this.outgoing, o.clientId).push(OutgoingQueue.entry(o.seq, clonePacket(decodePacket<BrokerPacket>(o.packet)), 'durable'))
       this.nextSeq = Math.max(this.nextSeq, o.seq + 1)
     }
     for (const i of snapshot.incoming) mapOf(this.incoming, i.clientId).set(i.messageId, decodePacket(i.packet))
@@ -125,14 +190,64 @@ export class StoreAedesPersistence implements SessionStateOwner {
 
   // ── retained ──────────────────────────────────────────────────────────────────────────
 
+  /**
+   * A retained publish over a limit is delivered to current subscribers but not retained
+   * (MQTT 3.1.1, which Aedes speaks, has no way to tell its sender), and it clears what the
+   * topic retained before: a later subscriber must not take the old value for the current
+   * one. Clearing (an empty payload) is always allowed. Refusing is not an error to Aedes —
+   * that would fail the whole publish and close the sender's connection.
+   */
   async storeRetained(packet: BrokerPacket): Promise<void> {
     const topic = packet.topic!
     const copy = { ...packet }
-    const empty = copy.payload === undefined || copy.payload.length === 0
-    await this.run({
-      mutations: [empty ? { op: 'retained.delete', topic } : { op: 'retained.put', topic, packet: encodePacket(copy) }],
-      apply: () => (empty ? this.retained.delete(topic) : this.retained.set(topic, copy))
-    })
+    const previous = this.latestRetained(topic)
+    let next: RetainedEntry | null = null
+    if (copy.payload !== undefined && copy.payload.length > 0) {
+      const owner = this.retainedOwnerOf(packet)
+      if (owner !== undefined) copy[RETAINED_OWNER] = owner
+      const entry = { packet: copy, owner, bytes: messageBytes(copy) }
+      const exceeded = this.retainedQuota.exceeded(entry, previous)
+      if (exceeded === undefined) next = entry
+      else this.retainedRefused(packet, exceeded)
+    }
+    if (previous === undefined && next === null) return
+    // reserved now, not once durable, so concurrent publishes cannot all fit into one slot
+    if (previous !== undefined) this.retainedQuota.release(previous)
+    if (next !== null) this.retainedQuota.take(next)
+    const write = this.beginRetainedWrite(topic, next)
+    try {
+      await this.store.commit([next === null ? { op: 'retained.delete', topic } : { op: 'retained.put', topic, packet: encodePacket(next.packet) }])
+    } catch (error) {
+      if (next !== null) this.retainedQuota.release(next)
+      if (previous !== undefined) this.retainedQuota.take(previous)
+      this.endRetainedWrite(topic, write, previous ?? null)
+      throw error
+    }
+    if (next === null) this.retained.delete(topic)
+    else this.retained.set(topic, next)
+    this.endRetainedWrite(topic, write)
+  }
+
+  /** The message `topic` retains once the writes under way are done. */
+  private latestRetained(topic: string): RetainedSize | undefined {
+    const writes = this.retainedWrites.get(topic)
+    return writes ? (writes.latest ?? undefined) : this.retained.get(topic)
+  }
+
+  private beginRetainedWrite(topic: string, next: RetainedSize | null): RetainedSize | null {
+    const writes = this.retainedWrites.get(topic)
+    if (writes) {
+      writes.latest = next
+      writes.pending++
+    } else this.retainedWrites.set(topic, { latest: next, pending: 1 })
+    return next
+  }
+
+  /** `undo`: what the topic held before this write, which failed. */
+  private endRetainedWrite(topic: string, write: RetainedSize | null, undo?: RetainedSize | null): void {
+    const writes = this.retainedWrites.get(topic)!
+    if (undo !== undefined && writes.latest === write) writes.latest = undo
+    if (--writes.pending === 0) this.retainedWrites.delete(topic)
   }
 
   createRetainedStream(pattern: string): Readable {
@@ -140,10 +255,7 @@ export class StoreAedesPersistence implements SessionStateOwner {
   }
 
   createRetainedStreamCombi(patterns: string[]): Readable {
-    const matcher = new QlobberTrue({ wildcard_one: '+', wildcard_some: '#', separator: '/' })
-    for (const p of patterns) matcher.add(p)
-    const matching = [...this.retained.entries()].filter(([topic]) => matcher.test(topic)).map(([, packet]) => packet)
-    return Readable.from(matching)
+    return Readable.from(this.retained.match(patterns).map((entry) => entry.packet))
   }
 
   // ── subscriptions (the TopicBook's persistent rows) ──────────────────────────────────────
@@ -182,19 +294,48 @@ export class StoreAedesPersistence implements SessionStateOwner {
     await this.outgoingEnqueueCombi([sub], packet)
   }
 
+  /**
+   * When a client's queue would exceed its limits, its oldest messages make room, their
+   * deletes in the same commit; a message alone larger than the byte limit is not queued.
+   */
   async outgoingEnqueueCombi(subs: { clientId: string }[], packet: BrokerPacket): Promise<void> {
-    const added = subs.map((sub) => ({ clientId: sub.clientId, queued: { seq: this.nextSeq++, packet: clonePacket(packet) } }))
-    await this.run({
-      mutations: added.map(({ clientId, queued }) => ({ op: 'outgoing.put', clientId, seq: queued.seq, packet: encodePacket(queued.packet) })),
-      apply: () => {
-        for (const { clientId, queued } of added) queueOf(this.outgoing, clientId).push(queued)
+    const mutations: Mutation[] = []
+    const changes: { clientId: string; queue: OutgoingQueue; entry: QueuedMessage; dropped: QueuedMessage[] }[] = []
+    for (const { clientId } of subs) {
+      const queue = queueOf(this.outgoing, clientId)
+      const entry = OutgoingQueue.entry(this.nextSeq++, clonePacket(packet), 'pending')
+      queue.push(entry)
+      const dropped = queue.trim(this.queueLimits)
+      for (const d of dropped) if (d !== entry) mutations.push({ op: 'outgoing.delete', clientId, seq: d.seq })
+      if (!dropped.includes(entry)) mutations.push({ op: 'outgoing.put', clientId, seq: entry.seq, packet: encodePacket(entry.packet) })
+      changes.push({ clientId, queue, entry, dropped })
+    }
+    try {
+      if (mutations.length > 0) await this.store.commit(mutations)
+    } catch (error) {
+      for (const { clientId, queue, entry, dropped } of changes) {
+        entry.state = 'refused'
+        queue.remove(entry)
+        queue.restore(dropped)
+        this.forgetIfEmpty(clientId, queue)
       }
-    })
+      throw error
+    }
+    for (const { clientId, queue, entry, dropped } of changes) {
+      if (entry.state === 'pending') entry.state = 'durable'
+      this.forgetIfEmpty(clientId, queue)
+      if (dropped.length > 0) this.queuedDropped(clientId, dropped.length)
+    }
   }
 
+  /**
+   * A message that is not (or no longer) queued — dropped for its client's limits, or its
+   * session ended — is no error: Aedes would close the client's connection for it. The message
+   * being sent goes out all the same, just not kept for a re-send.
+   */
   async outgoingUpdate(client: ClientRef, packet: BrokerPacket): Promise<void> {
-    const queue = this.outgoing.get(client.id) ?? []
-    for (const queued of queue) {
+    const queue = this.outgoing.get(client.id)
+    for (const queued of queue?.durable() ?? []) {
       // The same message: match on broker id and counter, then adopt the messageId. A different
       // message that reuses the messageId (ids wrap at 65535): the newer packet replaces it.
       const same = queued.packet.brokerId === packet.brokerId && queued.packet.brokerCounter === packet.brokerCounter
@@ -203,25 +344,21 @@ export class StoreAedesPersistence implements SessionStateOwner {
       const next = { ...withoutFunctions(same ? queued.packet : packet), messageId: packet.messageId }
       await this.run({
         mutations: [{ op: 'outgoing.put', clientId: client.id, seq: queued.seq, packet: encodePacket(next) }],
-        apply: () => {
-          queued.packet = next
-        }
+        apply: () => queue!.replace(queued, next)
       })
       return
     }
-    throw new Error('no such packet')
   }
 
   async outgoingClearMessageId(client: ClientRef, packet: { messageId?: number }): Promise<BrokerPacket | undefined> {
     const queue = this.outgoing.get(client.id)
-    const queued = queue?.find((q) => q.packet.messageId === packet.messageId)
+    const queued = queue?.durable().find((q) => q.packet.messageId === packet.messageId)
     if (!queue || !queued) return undefined
     await this.run({
       mutations: [{ op: 'outgoing.delete', clientId: client.id, seq: queued.seq }],
       apply: () => {
-        const at = queue.indexOf(queued)
-        if (at >= 0) queue.splice(at, 1)
-        if (queue.length === 0 && this.outgoing.get(client.id) === queue) this.outgoing.delete(client.id)
+        queue.remove(queued)
+        this.forgetIfEmpty(client.id, queue)
       }
     })
     return queued.packet
@@ -229,7 +366,11 @@ export class StoreAedesPersistence implements SessionStateOwner {
 
   outgoingStream(client: ClientRef): Readable {
     // a copy: the client acknowledges (and so removes) messages while the stream is read
-    return Readable.from((this.outgoing.get(client.id) ?? []).map((q) => q.packet))
+    return Readable.from((this.outgoing.get(client.id)?.durable() ?? []).map((q) => q.packet))
+  }
+
+  private forgetIfEmpty(clientId: string, queue: OutgoingQueue): void {
+    if (queue.length === 0 && this.outgoing.get(clientId) === queue) this.outgoing.delete(clientId)
   }
 
   // ── incoming QoS 2 ────────────────────────────────────────────────────────────────────
@@ -336,9 +477,9 @@ function withoutFunctions(packet: BrokerPacket): BrokerPacket {
   return copy
 }
 
-function queueOf(map: Map<string, Queued[]>, clientId: string): Queued[] {
+function queueOf(map: Map<string, OutgoingQueue>, clientId: string): OutgoingQueue {
   let queue = map.get(clientId)
-  if (!queue) map.set(clientId, (queue = []))
+  if (!queue) map.set(clientId, (queue = new OutgoingQueue()))
   return queue
 }
 
