@@ -22,6 +22,7 @@ export type RejectReason =
   | 'bad_hook'
   | 'hook_unauthorized'
   | 'bad_coap_request'
+  | 'too_many_subscriptions'
 
 export class HubMetrics {
   readonly registry = new Registry()
