@@ -826,9 +826,23 @@ describe('CoAP gateway with a 100 ms ACK_TIMEOUT', () => {
     await registered
     assert.equal(await subscriptions(), 1)
 
+    // beside it, an observer that acknowledges, notified just before: it keeps its observation
+    const h = await t.createDevice({ id: 'coap-hearing' })
+    const hearingToken = await connect(port, 'coap-hearing', h.token)
+    ctx.after(() => coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-hearing&token=${hearingToken}`).catch(() => undefined))
+    const hearing = new RawCoap(ctx, port)
+    const hearingPath = ['ps', 'v1', 'devices', 'me', 'attributes']
+    assert.equal((await hearing.get(hearingPath, ['clientid=coap-hearing', `token=${hearingToken}`], [observe(0)])).code, '2.05')
+    await t.api('PATCH', '/v1/devices/coap-hearing/attributes', { y: 1 })
+    await eventually(() => hearing.notifications.length === 1, 10_000, 'the acknowledged notification')
+
     await t.api('PATCH', '/v1/devices/coap-deaf/attributes', { x: 1 })
     await eventually(async () => (await subscriptions()) === 0, 30_000, 'the observation ended')
     const ended = Date.now()
+    // the acknowledged one, notified earlier, would have ended first had its ACK not counted
+    assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=coap-hearing')).body.data.length, 1, 'the acknowledging observer keeps its observation')
+    await t.api('PATCH', '/v1/devices/coap-hearing/attributes', { y: 2 })
+    await eventually(() => hearing.notifications.length === 2, 10_000, 'a later notification to the acknowledging observer')
     assert.ok(copies.length >= 2, `the notification was retransmitted (${copies.length} copies)`)
     assert.ok(copies.length <= 5, `at most MAX_RETRANSMIT (4) retransmissions, got ${copies.length - 1}`)
     assert.equal(new Set(copies.map((c) => c.messageId)).size, 1, 'copies of one notification')
