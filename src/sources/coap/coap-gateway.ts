@@ -381,12 +381,9 @@ export class CoapGateway {
     }
     if (old) this.stopObserver(connection, brokerTopic, old)
     connection.observesPending++
-    let result
-    try {
-      result = await this.registry.apply({ kind: 'subscribed', clientId: connection.clientId, incarnation: connection.incarnation, at: Date.now(), subscriptions: [{ topic: brokerTopic, qos }] })
-    } finally {
-      connection.observesPending--
-    }
+    const result = await this.registry
+      .apply({ kind: 'subscribed', clientId: connection.clientId, incarnation: connection.incarnation, at: Date.now(), subscriptions: [{ topic: brokerTopic, qos }] })
+      .finally(() => connection.observesPending--)
     if (!result.applied) throw new CoapError('4.01', 'the connection was replaced or closed', 'not_authorized')
     const stream = res
     const observer: Observer = {
