@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import { encodePacket } from '../src/brokers/embedded/packet-codec.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { connectClient, eventually, startTestHub, superuserLogin, tempDir, type TestHub } from './helpers/hub.js'
+import { coapCall } from './helpers/coap.js'
 import { rejectedCount } from './helpers/metrics.js'
 import { connectPacket, PacketType, PINGREQ, publishPacket, RawMqttClient, subackGranted, subscribePacket, unsubscribePacket } from './helpers/raw-mqtt.js'
 
@@ -152,6 +153,19 @@ describe('a client id belongs to a device', () => {
     assert.equal((await rejectedCount(t.api, 'client_id_reserved')) - before, 1)
     const owner = await t.connect({ clientId: victim.id, username: victim.id, password: victim.token })
     assert.equal(owner.connected, true)
+  })
+
+  it('lets a device take its own id back over CoAP from an MQTT client of another device holding it', async () => {
+    const device = await t.createDevice()
+    const coapPort = t.hub.address.coap!.port
+    const operator = await connectClient(t.mqttUrl, { clientId: device.id, clean: false, ...superuserLogin() })
+    const operatorClosed = new Promise<void>((resolve) => operator.once('close', () => resolve()))
+    const answer = await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=${device.token}`)
+    assert.equal(answer.code, '2.01')
+    await operatorClosed
+    const session = (await t.api<{ deviceId: string; protocol: string }>('GET', `/v1/sessions/${device.id}`)).body
+    assert.deepEqual([session.deviceId, session.protocol], [device.id, 'coap'])
+    operator.end(true)
   })
 
   it('lets a device take its own id back from a superuser holding it: the holder is closed and its session discarded', async () => {

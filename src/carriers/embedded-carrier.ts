@@ -59,7 +59,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
     this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, brokerLog)
-    this.coap = new CoapGateway(registry, devices, upstream, this.broker, config, metrics, log.child({ component: 'coap' }))
+    this.coap = new CoapGateway(registry, devices, upstream, admission, this.broker, config, metrics, log.child({ component: 'coap' }))
   }
 
   get publisher(): EmbeddedBroker {

@@ -112,7 +112,7 @@ export class EmbeddedBroker implements BrokerPublisher {
   }
 
   /** Publishes as the hub itself (a downstream push, the EMQX publish API); resolves once routed. */
-  publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> {
+  publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean; clientId?: string }): Promise<void> {
     return this.route({ cmd: 'publish', dup: false, ...message })
   }
 

@@ -29,6 +29,7 @@ import { randomInt } from 'node:crypto'
 import { generate, type NamedOption, type ParsedPacket } from 'coap-packet'
 import type { RejectReason } from '../../observability/metrics.js'
 import { BlockOptionError, blockValue, readBlock, uintValue, type Block } from './coap-blocks.js'
+import { diagnostic } from './coap-diagnostic.js'
 
 /** RFC 9175's Request-Tag: coap-packet names options it does not know by their number. */
 const REQUEST_TAG = '292'
@@ -63,8 +64,8 @@ export const DEFAULT_BLOCK1_LIMITS: Omit<Block1Limits, 'maxBody' | 'lifetimeMs'>
 export type Block1Outcome =
   /** Send this datagram to the peer: 2.31 Continue, a refusal (`refused` says why, to count), or the answer a retransmitted block had. */
   | { kind: 'answer'; datagram: Buffer; refused?: RejectReason }
-  /** The body is whole: node-coap gets this datagram instead of the last block; the final answer carries `block1`. */
-  | { kind: 'request'; datagram: Buffer; block1: Buffer }
+  /** The body is whole: node-coap gets this datagram instead of the last block; the final answer carries `block1`; `bytes` is what all the blocks took. */
+  | { kind: 'request'; datagram: Buffer; block1: Buffer; bytes: number }
   /** A retransmitted last block: node-coap gets it as it came and answers it from its cache. */
   | { kind: 'retransmitted' }
 
@@ -73,6 +74,8 @@ interface Transfer {
   peer: string
   parts: Buffer[]
   bytes: number
+  /** The size of the datagrams the blocks came in. */
+  datagramBytes: number
   /** The last block stored: its number and size. */
   last: { num: number; size: number }
   lastBlockAt: number
@@ -93,8 +96,11 @@ export class Block1Reassembly {
     private readonly now: () => number = Date.now
   ) {}
 
-  /** What to do with a request from `peer`; undefined when it carries no Block1 (not this module's). */
-  receive(packet: ParsedPacket, peer: string): Block1Outcome | undefined {
+  /**
+   * What to do with a request from `peer`, which came in a datagram of `bytes`; undefined when it
+   * carries no Block1 (not this module's).
+   */
+  receive(packet: ParsedPacket, peer: string, bytes: number): Block1Outcome | undefined {
     const option = packet.options.find((o) => o.name === 'Block1')
     if (!option) return undefined
     const at = this.now()
@@ -102,7 +108,7 @@ export class Block1Reassembly {
     const exchange = `${peer} ${packet.messageId}`
     const seen = this.answered.get(exchange)
     if (seen) return seen.datagram ? { kind: 'answer', datagram: seen.datagram } : { kind: 'retransmitted' }
-    const outcome = this.block(packet, peer, option.value, at)
+    const outcome = this.block(packet, peer, option.value, at, bytes)
     this.answered.set(exchange, { at, datagram: outcome.kind === 'answer' ? outcome.datagram : undefined })
     if (this.answered.size > this.limits.maxAnswers) this.answered.delete(this.answered.keys().next().value!)
     return outcome
@@ -121,7 +127,7 @@ export class Block1Reassembly {
     }
   }
 
-  private block(packet: ParsedPacket, peer: string, value: Buffer, at: number): Block1Outcome {
+  private block(packet: ParsedPacket, peer: string, value: Buffer, at: number, bytes: number): Block1Outcome {
     const key = transferKey(packet, peer)
     let block: Block
     try {
@@ -129,19 +135,19 @@ export class Block1Reassembly {
     } catch (error) {
       if (!(error instanceof BlockOptionError)) throw error
       this.forget(key)
-      return this.refuse(packet, error.code, error.message, 'bad_coap_request')
+      return this.refuse(packet, bytes, error.code, error.message, 'bad_coap_request')
     }
     const size1 = packet.options.find((o) => o.name === 'Size1')
     // RFC 7959 §4: Size1 lets the client say how large the body will be, so it is refused at once
     if (size1 && size1.value.length <= 4 && readUint(size1.value) > this.limits.maxBody) {
       this.forget(key)
-      return this.tooLarge(packet, `a body of ${readUint(size1.value)} bytes is larger than the ${this.limits.maxBody} taken`)
+      return this.tooLarge(packet, bytes, `a body of ${readUint(size1.value)} bytes is larger than the ${this.limits.maxBody} taken`)
     }
     // RFC 7959 §2.3: every block but the last holds exactly the size its SZX says
     const length = packet.payload.length
     if (block.more ? length !== block.size : length > block.size) {
       this.forget(key)
-      return this.refuse(packet, '4.00', `block ${block.num} holds ${length} bytes: a Block1 of ${block.size} bytes needs ${block.more ? 'exactly' : 'at most'} that many`, 'bad_coap_request')
+      return this.refuse(packet, bytes, '4.00', `block ${block.num} holds ${length} bytes: a Block1 of ${block.size} bytes needs ${block.more ? 'exactly' : 'at most'} that many`, 'bad_coap_request')
     }
     const offset = block.num * block.size
     let transfer = this.transfers.get(key)
@@ -157,27 +163,29 @@ export class Block1Reassembly {
     } else if (!transfer || transfer.bytes !== offset) {
       const received = transfer?.bytes ?? 0
       this.forget(key)
-      return this.refuse(packet, '4.08', `block ${block.num} starts at byte ${offset} but ${received} bytes of this body were received: send it again from block 0`, 'bad_coap_request')
+      return this.refuse(packet, bytes, '4.08', `block ${block.num} starts at byte ${offset} but ${received} bytes of this body were received: send it again from block 0`, 'bad_coap_request')
     }
     if (offset + length > this.limits.maxBody) {
       this.forget(key)
-      return this.tooLarge(packet, `the body is larger than the ${this.limits.maxBody} bytes taken`)
+      return this.tooLarge(packet, bytes, `the body is larger than the ${this.limits.maxBody} bytes taken`)
     }
     if (!block.more) {
       const body = transfer ? Buffer.concat([...transfer.parts, packet.payload]) : packet.payload
+      const received = (transfer?.datagramBytes ?? 0) + bytes
       if (transfer) this.forget(key)
       const request = { ...packet, options: packet.options.filter((o) => !TRANSFER_OPTIONS.has(String(o.name))), payload: body }
       // coap-packet refuses to generate more than 1,280 bytes unless told the most it may
-      return { kind: 'request', datagram: generate(request, Number.MAX_SAFE_INTEGER), block1: blockValue(block.num, false, block.size) }
+      return { kind: 'request', datagram: generate(request, Number.MAX_SAFE_INTEGER), block1: blockValue(block.num, false, block.size), bytes: received }
     }
     if (transfer) {
       this.transfers.delete(key) // set again below: the most recently continued goes last
     } else {
-      transfer = { peer, parts: [], bytes: 0, last: block, lastBlockAt: at }
+      transfer = { peer, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at }
       this.transfersByPeer.set(peer, (this.transfersByPeer.get(peer) ?? 0) + 1)
     }
     transfer.parts.push(packet.payload)
     transfer.bytes += length
+    transfer.datagramBytes += bytes
     transfer.last = { num: block.num, size: block.size }
     transfer.lastBlockAt = at
     this.bufferedBytes += length
@@ -222,20 +230,20 @@ export class Block1Reassembly {
     else this.transfersByPeer.delete(transfer.peer)
   }
 
-  private tooLarge(packet: ParsedPacket, message: string): Block1Outcome {
+  private tooLarge(packet: ParsedPacket, bytes: number, message: string): Block1Outcome {
     // RFC 7959 §2.9.3: Size1 in a 4.13 tells the largest body the server takes
-    const datagram = this.answer(packet, '4.13', [{ name: 'Size1', value: uintValue(this.limits.maxBody) }], message)
+    const datagram = this.answer(packet, '4.13', [{ name: 'Size1', value: uintValue(this.limits.maxBody) }], diagnostic(message, bytes, packet.token.length))
     return { kind: 'answer', datagram, refused: 'packet_too_large' }
   }
 
-  private refuse(packet: ParsedPacket, code: string, message: string, reason: RejectReason): Block1Outcome {
-    return { kind: 'answer', datagram: this.answer(packet, code, [], message), refused: reason }
+  private refuse(packet: ParsedPacket, bytes: number, code: string, message: string, reason: RejectReason): Block1Outcome {
+    return { kind: 'answer', datagram: this.answer(packet, code, [], diagnostic(message, bytes, packet.token.length)), refused: reason }
   }
 
   /** An answer to a block: piggybacked on its ACK when it is confirmable, else a non-confirmable message; with its token. */
-  private answer(request: ParsedPacket, code: string, options: NamedOption[], message?: string): Buffer {
+  private answer(request: ParsedPacket, code: string, options: NamedOption[], payload?: Buffer): Buffer {
     const messageId = request.confirmable ? request.messageId : (this.messageId = (this.messageId + 1) % 0x10000)
-    return generate({ code, messageId, token: request.token, confirmable: false, ack: request.confirmable, options, payload: message === undefined ? undefined : Buffer.from(message) })
+    return generate({ code, messageId, token: request.token, confirmable: false, ack: request.confirmable, options, payload })
   }
 }
 

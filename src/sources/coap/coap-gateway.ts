@@ -13,6 +13,13 @@
  * A request body sent block-wise (Block1) is reassembled before node-coap's server sees it, and
  * copies of a request still being handled are not handled again (coap-inbound.ts, coap-block1.ts).
  *
+ * The port is open to any sender, and a source address can be forged, so no answer to what a
+ * device sends wrong is larger than what it sent: a datagram that is no CoAP message is ignored
+ * or reset (coap-datagram.ts), an error answer's diagnostic is cut to fit (coap-diagnostic.ts),
+ * and no answer carries internal error text. A device observes at most
+ * `maxSubscriptionsPerSession` topics (4.03 beyond), and an observation whose notification goes
+ * unacknowledged ends once its retransmissions are spent (coap-unacknowledged.ts).
+ *
  * A CoAP connection is a session entity (protocol `coap`, a clean session) of the device named
  * by the clientid, whose password is the device token; its topics live in the device's
  * namespace on the same broker as MQTT's, and observes make subscription entities as MQTT
@@ -38,12 +45,15 @@ import type { Upstream } from '../../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { SessionRegistry } from '../../registry/registry.js'
+import type { SessionAdmission } from '../../admission/session-admission.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../topic-rules.js'
 import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
 import { BlockOptionError, blockValue, MAX_BLOCK_SIZE, readBlock, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
-import { CoapInbound } from './coap-inbound.js'
+import { diagnostic } from './coap-diagnostic.js'
+import { CoapInbound, peerOf } from './coap-inbound.js'
 import { qosOf, readCoapRequest, type CoapRequest } from './coap-request.js'
+import { UnacknowledgedNotifications } from './coap-unacknowledged.js'
 
 /** What one notification sent: its later blocks are read from it (RFC 7959 §2.6). */
 interface Representation {
@@ -73,6 +83,8 @@ interface CoapConnection {
   lastHeard: number
   /** By broker topic. */
   observers: Map<string, Observer>
+  /** Observes being stored: with `observers`, what counts against maxSubscriptionsPerSession. */
+  observesPending: number
 }
 
 /**
@@ -116,11 +128,13 @@ export class CoapGateway {
   private port: number | undefined
   private lastEtag = 0
   private readonly notificationsDropped: Counter<'reason'>
+  private unacknowledged: UnacknowledgedNotifications<Observer> | undefined
 
   constructor(
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
+    private readonly admission: SessionAdmission,
     private readonly broker: EmbeddedBroker,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
@@ -170,8 +184,14 @@ export class CoapGateway {
     this.log.debug({ asked: RECEIVE_BUFFER_BYTES, bytes: socket.getRecvBufferSize() }, 'CoAP receive buffer')
     const lifetimeMs = coap.parameters.exchangeLifetime * 1000
     const block1 = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: this.config.maxPacketSize, lifetimeMs })
+    const unacknowledged = new UnacknowledgedNotifications<Observer>(coap.parameters.maxTransmitWait * 1000)
+    this.unacknowledged = unacknowledged
     try {
-      this.inbound = CoapInbound.install(socket, block1, (reason) => this.metrics.reject(reason), lifetimeMs)
+      this.inbound = CoapInbound.install(server, block1, {
+        reject: (reason) => this.metrics.reject(reason),
+        replied: (peer, messageId) => unacknowledged.replied(peer, messageId),
+        refused: (code, why) => this.log.debug({ code, why }, 'CoAP request refused by node-coap')
+      }, lifetimeMs)
     } catch (error) {
       await new Promise<void>((resolve) => server.close(() => resolve()))
       this.server = undefined
@@ -202,7 +222,7 @@ export class CoapGateway {
     if ((req as IncomingMessage & { _packet: { reset?: boolean } })._packet.reset) return
     const inbound = this.inbound
     // copies of this request (retransmissions) are not handled while it is
-    const block1 = inbound?.started(req, () => emptyAckSent(req, res))
+    const { requestBytes, block1 } = inbound?.started(req, () => emptyAckSent(req, res)) ?? { requestBytes: 0 }
     // RFC 7959 §2.3: the answer to a body sent block-wise carries the Block1 of its last block
     if (block1 && !isObserveStream(res)) res.setOption('Block1', block1)
     this.route(req, res)
@@ -211,10 +231,11 @@ export class CoapGateway {
         if (known) this.metrics.reject(error.reason)
         else this.log.error({ err: (error as Error).message }, 'CoAP request failed')
         const code = known ? error.code : '5.03'
-        const message = known ? error.message : 'not recorded (see the hub log); try again'
+        // the internal error's text stays in the log: the device gets a fixed diagnostic
+        const message = known ? error.message : 'not recorded; try again'
         if (isObserveStream(res)) res.statusCode = code
-        else (res).code = code
-        res.end(message)
+        else res.code = code
+        res.end(diagnostic(message, requestBytes, req._packet.token?.length ?? 0))
       })
       .finally(() => inbound?.finished(req))
   }
@@ -264,8 +285,21 @@ export class CoapGateway {
     if (this.config.auth === 'token' && !this.devices.authenticate(clientId, query.get('password'))) {
       throw new CoapError('4.01', 'not authorized: the password must be the device token', 'not_authorized')
     }
-    const holder = this.registry.record(clientId)
-    if (holder && holder.deviceId !== clientId) throw new CoapError('4.01', "client id is held by another device's session", 'not_authorized')
+    // the client id is the device's own id: the device takes it back from whoever holds it
+    const admission = this.admission.admit(clientId, clientId)
+    if (!admission.ok) throw new CoapError(admission.reason === 'too_many_sessions' ? '4.03' : '4.01', admission.message, admission.reason)
+    try {
+      return await this.connectAdmitted(req, query, clientId, admission.reclaim)
+    } finally {
+      admission.release()
+    }
+  }
+
+  private async connectAdmitted(req: IncomingMessage, query: Map<string, string>, clientId: string, reclaim: boolean): Promise<string> {
+    if (reclaim) {
+      await this.broker.kick(clientId)
+      if (this.registry.record(clientId) && !(await this.registry.discard(clientId))) throw new Error(`the session held under ${clientId} is still connected`)
+    }
     const previous = this.connections.get(clientId)
     if (previous) this.dropObservers(previous) // the new connection takes the session over
     const connection: CoapConnection = {
@@ -274,7 +308,8 @@ export class CoapGateway {
       token: randomBytes(8).toString('hex'),
       incarnation: newIncarnation(this.config.node),
       lastHeard: Date.now(),
-      observers: new Map()
+      observers: new Map(),
+      observesPending: 0
     }
     const result = await this.registry.apply({
       kind: 'connected',
@@ -311,7 +346,8 @@ export class CoapGateway {
     const qos = qosOf(request.query, req._packet.confirmable === true)
     if (qos === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
     if (req.payload.length > this.config.maxPacketSize) throw new CoapError('4.13', `payload larger than ${this.config.maxPacketSize} bytes`, 'packet_too_large')
-    const message = { topic: brokerTopic, payload: req.payload, qos, retain: request.query.get('retain') === 'true' }
+    // the sender, so its retained messages count against its device's limit
+    const message = { topic: brokerTopic, payload: req.payload, qos, retain: request.query.get('retain') === 'true', clientId: connection.clientId }
     const route = () => this.broker.publish(message)
     if (this.upstream.handles(topic)) {
       try {
@@ -353,8 +389,17 @@ export class CoapGateway {
     if (qos === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
     // a repeated subscribe replaces the observation it repeats
     const old = connection.observers.get(brokerTopic)
+    // RFC 7252 4.03: the request is understood but not allowed, and asking again will not help
+    // until the device cancels an observation (RFC 8516's 4.29 is for a rate, not a quota)
+    const max = this.config.maxSubscriptionsPerSession
+    if (!old && connection.observers.size + connection.observesPending >= max) {
+      throw new CoapError('4.03', `at most ${max} observations per connection: cancel one first`, 'too_many_subscriptions')
+    }
     if (old) this.stopObserver(connection, brokerTopic, old)
-    const result = await this.registry.apply({ kind: 'subscribed', clientId: connection.clientId, incarnation: connection.incarnation, at: Date.now(), subscriptions: [{ topic: brokerTopic, qos }] })
+    connection.observesPending++
+    const result = await this.registry
+      .apply({ kind: 'subscribed', clientId: connection.clientId, incarnation: connection.incarnation, at: Date.now(), subscriptions: [{ topic: brokerTopic, qos }] })
+      .finally(() => connection.observesPending--)
     if (!result.applied) throw new CoapError('4.01', 'the connection was replaced or closed', 'not_authorized')
     const stream = res
     const observer: Observer = {
@@ -375,6 +420,7 @@ export class CoapGateway {
     }
     const deliver = observer.deliver
     connection.observers.set(brokerTopic, observer)
+    this.watchAcknowledgements(connection, brokerTopic, observer, peerOf(req.rsinfo))
     // the observer stopped answering (RST, or confirmable notifications never acknowledged)
     stream.once('close', () => {
       if (connection.observers.get(brokerTopic) !== observer) return
@@ -382,6 +428,29 @@ export class CoapGateway {
     })
     await new Promise<void>((resolve) => this.broker.aedes.subscribe(brokerTopic, deliver, () => resolve()))
     stream.write('') // 2.05 with Observe: the subscription is in place
+  }
+
+  /**
+   * Follows the observer's confirmable notifications: one that is neither acknowledged nor reset
+   * within MAX_TRANSMIT_WAIT ends the observation and deletes its subscription entity (RFC 7641
+   * §4.5). The connection itself stays: its heartbeats decide that.
+   */
+  private watchAcknowledgements(connection: CoapConnection, brokerTopic: string, observer: Observer, peer: string): void {
+    const unacknowledged = this.unacknowledged
+    if (!unacknowledged) return
+    const stream = observer.stream as unknown as StreamInternals
+    const send = stream._send.bind(stream)
+    // the message id of a notification is drawn as node-coap sends it (coap-packet's generate sets it on the packet)
+    stream._send = (message: unknown, packet: object) => {
+      send(message, packet)
+      const sent = packet as { confirmable?: boolean; ack?: boolean; messageId?: number }
+      if (!sent.confirmable || sent.ack || sent.messageId === undefined) return
+      unacknowledged.sent(peer, sent.messageId, observer, () => {
+        if (connection.observers.get(brokerTopic) !== observer) return
+        this.log.info({ clientId: connection.clientId, topic: brokerTopic }, 'CoAP observer did not acknowledge a notification: observation ended')
+        this.unsubscribe(connection, brokerTopic).catch((error: Error) => this.log.warn({ err: error.message }, 'CoAP observer not removed'))
+      })
+    }
   }
 
   /**
@@ -457,6 +526,7 @@ export class CoapGateway {
 
   private stopObserver(connection: CoapConnection, brokerTopic: string, observer: Observer): void {
     connection.observers.delete(brokerTopic)
+    this.unacknowledged?.forget(observer)
     this.broker.aedes.unsubscribe(brokerTopic, observer.deliver, () => undefined)
     // ends the stream without a message: the client learns it when notifications stop, or
     // when its next request finds the connection gone (EMQX tells it nothing either)

@@ -3,7 +3,11 @@
  * listens on its socket with one 'message' listener; the gateway puts this filter in its place
  * (`CoapInbound.install`) and hands node-coap what it should handle:
  *
- * - a datagram that is not CoAP is counted (`malformed_packet`) and handed on: node-coap answers it;
+ * - a datagram that is no well-formed CoAP message (coap-datagram.ts) is counted
+ *   (`malformed_packet`) and never reaches node-coap, whose answer to it was a 5.00 carrying its
+ *   parser's error text: it is ignored, or, when Confirmable, rejected with a 4-byte Reset
+ *   (RFC 7252 §4.2); so is a Confirmable message with a code of a reserved class, and an Empty
+ *   Confirmable message (a CoAP ping, §4.3) gets its Reset too;
  * - a request still being handled is not handled again when a copy of it (a retransmission: the
  *   same message id from the same peer) arrives. node-coap de-duplicates only requests it has
  *   answered, from its cache of answers, so a retransmitted connect arriving while the first was
@@ -12,14 +16,42 @@
  *   past node-coap's piggyback delay and sent an empty ACK, answered with an empty ACK again,
  *   which node-coap's cache cannot do: it files that ACK under a key no retransmission matches;
  * - a request carrying Block1 goes to the Block1 reassembly (coap-block1.ts): a block is answered
- *   here, on the socket; a whole body goes on to node-coap as one request.
+ *   here, on the socket; a whole body goes on to node-coap as one request;
+ * - an ACK or a Reset is reported (`replied`) before node-coap sees it: the gateway learns so
+ *   which of its confirmable notifications were answered.
+ *
+ * node-coap also refuses some well-formed requests itself (Observe on a POST, an error thrown
+ * while it handles one), with a 5.00 carrying the error's text, sent to the wrong address (the
+ * peer's port on this host) and with a message id and token of its own. Those refusals are
+ * answered here instead: the code alone, on the request's message id and token — never larger
+ * than the request, never internal text — and counted (`bad_coap_request`).
  */
 import type { RemoteInfo, Socket } from 'node:dgram'
 import { generate, parse, type ParsedPacket } from 'coap-packet'
 import type { RejectReason } from '../../observability/metrics.js'
 import type { Block1Reassembly } from './coap-block1.js'
+import { checkDatagram, resetFor } from './coap-datagram.js'
 
 type Listener = (message: Buffer, rinfo: RemoteInfo) => void
+
+/** What of node-coap's server the filter works with. */
+export interface NodeCoapServer {
+  _sock: unknown
+  _sendError(payload: Buffer, rsinfo: { address: string; port: number }, packet?: unknown, code?: string): void
+}
+
+/** What the filter tells the gateway. */
+export interface InboundHooks {
+  /** A datagram or request refused here, to be counted. */
+  reject(reason: RejectReason): void
+  /** `peer` answered the gateway's message `messageId` with an ACK or a Reset. */
+  replied(peer: string, messageId: number): void
+  /** node-coap refused a request with `code`; `why` is its own text, kept out of the answer. */
+  refused(code: string, why: string): void
+}
+
+/** Response classes 1, 6 and 7 are reserved (RFC 7252 §12.1). */
+const RESERVED_CLASSES: ReadonlySet<string> = new Set(['1', '6', '7'])
 
 /** The request the handler was given, as node-coap's IncomingMessage has it. */
 export interface InboundRequest {
@@ -32,39 +64,44 @@ export class CoapInbound {
   private readonly inProgress = new Map<string, () => boolean>()
   /** Requests answered after an empty ACK, by exchange, oldest first: when. */
   private readonly answeredSeparately = new Map<string, number>()
-  /** The reassembled request being handed to node-coap, while it is (node-coap calls the handler synchronously). */
-  private reassembled: { exchange: string; block1: Buffer } | undefined
+  /** The request being handed to node-coap, while it is (node-coap calls the handler synchronously). */
+  private dispatching: { packet: ParsedPacket; rinfo: RemoteInfo; bytes: number; block1?: Buffer } | undefined
 
   private constructor(
     private readonly socket: Socket,
     private readonly nodeCoap: Listener,
     private readonly block1: Block1Reassembly,
-    private readonly reject: (reason: RejectReason) => void,
+    private readonly hooks: InboundHooks,
     private readonly lifetimeMs: number,
     private readonly maxRemembered = 16_384
   ) {}
 
-  /** Puts the filter between node-coap's server and the socket it listens on. */
-  static install(socket: Socket, block1: Block1Reassembly, reject: (reason: RejectReason) => void, lifetimeMs: number): CoapInbound {
+  /** Puts the filter between node-coap's server and the socket it listens on, and answers node-coap's refusals. */
+  static install(server: NodeCoapServer, block1: Block1Reassembly, hooks: InboundHooks, lifetimeMs: number): CoapInbound {
+    const socket = server._sock as Socket
     const listeners = socket.listeners('message') as Listener[]
     // node-coap 1.5's server.listen adds exactly one; another version may do otherwise, and the
     // filter would then leave requests unfiltered: better to stop here
     if (listeners.length !== 1) throw new Error(`expected node-coap's one 'message' listener on the CoAP socket, found ${listeners.length}`)
-    const inbound = new CoapInbound(socket, listeners[0]!, block1, reject, lifetimeMs)
+    const inbound = new CoapInbound(socket, listeners[0]!, block1, hooks, lifetimeMs)
     socket.removeListener('message', listeners[0]!)
     socket.on('message', (message: Buffer, rinfo: RemoteInfo) => inbound.receive(message, rinfo))
+    server._sendError = (payload, _rsinfo, _packet, code = '5.00') => inbound.refuse(code, payload)
     return inbound
   }
 
   /**
    * The handler has a request: copies of it are not handled until `finished`. `emptyAckSent`
    * tells whether node-coap has acknowledged it already (its answer then goes separately).
-   * Returns the Block1 its answer carries when it is a reassembled body (RFC 7959 §2.3).
+   * Returns the size of the datagram(s) it came in (an answer to it must be no larger), and the
+   * Block1 its answer carries when it is a reassembled body (RFC 7959 §2.3).
    */
-  started(req: InboundRequest, emptyAckSent: () => boolean): Buffer | undefined {
+  started(req: InboundRequest, emptyAckSent: () => boolean): { requestBytes: number; block1?: Buffer } {
     const exchange = exchangeOf(req)
     this.inProgress.set(exchange, emptyAckSent)
-    return this.reassembled?.exchange === exchange ? this.reassembled.block1 : undefined
+    const dispatching = this.dispatching
+    if (!dispatching || exchangeOf({ rsinfo: dispatching.rinfo, _packet: dispatching.packet }) !== exchange) return { requestBytes: 0 }
+    return { requestBytes: dispatching.bytes, block1: dispatching.block1 }
   }
 
   /** The handler answered the request: node-coap answers copies from its cache (or, if it went separately, this filter does). */
@@ -87,17 +124,35 @@ export class CoapInbound {
   }
 
   private receive(message: Buffer, rinfo: RemoteInfo): void {
+    const check = checkDatagram(message)
+    if (check.kind !== 'message') {
+      this.hooks.reject('malformed_packet')
+      if (check.kind === 'reset') this.send(resetFor(check.messageId), rinfo)
+      return
+    }
     let packet: ParsedPacket
     try {
       packet = parse(message)
     } catch {
-      // node-coap answers a datagram it cannot parse itself, without calling the handler
-      this.reject('malformed_packet')
-      return this.nodeCoap(message, rinfo)
+      // well formed, yet coap-packet cannot read it (no such datagram is known): as a format error
+      this.hooks.reject('malformed_packet')
+      return
     }
-    // responses, ACKs and RSTs (to the gateway's notifications), and pings, are node-coap's
-    if (!packet.code.startsWith('0.') || packet.code === '0.00' || packet.ack || packet.reset) return this.nodeCoap(message, rinfo)
     const peer = peerOf(rinfo)
+    if (packet.ack || packet.reset) {
+      // answers to the gateway's own messages (notifications): node-coap stops retransmitting them
+      this.hooks.replied(peer, packet.messageId)
+      return this.dispatch(message, rinfo, packet)
+    }
+    if (packet.code === '0.00' || RESERVED_CLASSES.has(packet.code[0]!)) {
+      // §4.2, §4.3: a Confirmable Empty message (a ping) or one of a reserved class is rejected
+      // with a Reset; a Non-confirmable one is ignored (an Empty one is a format error, §4.3)
+      if (packet.code !== '0.00' || !packet.confirmable) this.hooks.reject('malformed_packet')
+      if (packet.confirmable) this.send(resetFor(packet.messageId), rinfo)
+      return
+    }
+    // responses (node-coap ignores those it did not ask for)
+    if (!packet.code.startsWith('0.')) return this.dispatch(message, rinfo, packet)
     const exchange = `${peer} ${packet.messageId}`
     const emptyAckSent = this.inProgress.get(exchange)
     if (emptyAckSent) {
@@ -110,19 +165,41 @@ export class CoapInbound {
       if (packet.confirmable) this.emptyAck(packet, rinfo) // its answer is node-coap's to send again
       return
     }
-    const outcome = this.block1.receive(packet, peer)
-    if (!outcome || outcome.kind === 'retransmitted') return this.nodeCoap(message, rinfo)
+    const outcome = this.block1.receive(packet, peer, message.length)
+    if (!outcome || outcome.kind === 'retransmitted') return this.dispatch(message, rinfo, packet)
     if (outcome.kind === 'answer') {
-      if (outcome.refused) this.reject(outcome.refused)
+      if (outcome.refused) this.hooks.reject(outcome.refused)
       this.send(outcome.datagram, rinfo)
       return
     }
-    this.reassembled = { exchange, block1: outcome.block1 }
+    this.dispatch(outcome.datagram, rinfo, packet, outcome.bytes, outcome.block1)
+  }
+
+  /** Hands a datagram to node-coap; `bytes` is what the peer sent for it (all the blocks of a body). */
+  private dispatch(datagram: Buffer, rinfo: RemoteInfo, packet: ParsedPacket, bytes = datagram.length, block1?: Buffer): void {
+    this.dispatching = { packet, rinfo, bytes, block1 }
     try {
-      this.nodeCoap(outcome.datagram, rinfo)
+      this.nodeCoap(datagram, rinfo)
     } finally {
-      this.reassembled = undefined
+      this.dispatching = undefined
     }
+  }
+
+  /**
+   * Answers a request node-coap refused, in its place: `code` alone, piggybacked on the ACK of a
+   * Confirmable request, with the request's token. node-coap refuses while it is handed a
+   * request, so the request is the one being dispatched; at any other time nothing is sent.
+   */
+  private refuse(code: string, why: Buffer): void {
+    this.hooks.refused(code, why.toString('utf8'))
+    const request = this.dispatching
+    if (!request) return
+    this.hooks.reject('bad_coap_request')
+    const { packet, rinfo } = request
+    const answer = packet.confirmable
+      ? { code, messageId: packet.messageId, token: packet.token, ack: true, confirmable: false }
+      : { code, token: packet.token, confirmable: false }
+    this.send(generate(answer), rinfo)
   }
 
   private emptyAck(packet: ParsedPacket, rinfo: RemoteInfo): void {
@@ -137,7 +214,8 @@ export class CoapInbound {
   }
 }
 
-function peerOf(rinfo: { address: string; port: number }): string {
+/** How the filter and the gateway name a peer. */
+export function peerOf(rinfo: { address: string; port: number }): string {
   return `[${rinfo.address}]:${rinfo.port}`
 }
 
