@@ -64,6 +64,10 @@ export interface HubConfig {
   coapHeartbeat: number
   /** Milliseconds before a confirmable CoAP message is first sent again (RFC 7252's ACK_TIMEOUT, 2 s). */
   coapAckTimeout: number
+
+  // ── bad input against the hub: parsing limits, the login throttle, slow HTTP requests ──
+  /** Deepest nesting of arrays and objects taken in a JSON payload or API body. */
+  maxJsonDepth: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -163,7 +167,10 @@ const OPTIONS = [
   { key: 'coapPort', env: 'IOTHUB_COAP_PORT', flag: 'coap-port', parse: port, fallback: () => 5683, help: 'CoAP UDP port (0 = any free)' },
   { key: 'coapHeartbeat', env: 'IOTHUB_COAP_HEARTBEAT', flag: 'coap-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between CoAP heartbeats; silent 1.5 × that ends the session' },
   { key: 'coapAckTimeout', env: 'IOTHUB_COAP_ACK_TIMEOUT', flag: 'coap-ack-timeout', parse: (raw: string, name: string) => integer(raw, name, 10, 60_000), fallback: () => 2000, help: 'ms before a confirmable CoAP message is sent again (RFC 7252 ACK_TIMEOUT)' },
-  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' }
+  { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' },
+  // ── bad input against the hub: parsing limits, the login throttle, slow HTTP requests ──
+  // (a depth of 1,000 still leaves the stack room for the recursive walks of a parsed value)
+  { key: 'maxJsonDepth', env: 'IOTHUB_MAX_JSON_DEPTH', flag: 'max-json-depth', parse: (raw: string, name: string) => integer(raw, name, 1, 1000), fallback: () => 32, help: 'deepest nesting of a JSON payload or API body (at most 1000)' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {

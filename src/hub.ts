@@ -88,7 +88,7 @@ export class Hub {
     this.properties = new DeviceProperties(this.store)
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), metrics: this.metrics, log: this.log }
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), metrics: this.metrics, log: this.log }
     this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import { secretMatches } from '../domain/secret.js'
 import { emqxV4Routes } from './compat/emqx-v4.js'
 import { tkeelCoreRoutes } from './compat/tkeel-core.js'
+import { parseJsonBodiesWithin } from './json-body.js'
 import { formatSchemaErrors } from './schema-errors.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
@@ -52,6 +53,7 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) return done()
     app.basicAuth(request, reply, done)
   })
+  parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
     const statusCode = error.validation ? 400 : (error.statusCode ?? 500)

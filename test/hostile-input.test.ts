@@ -1,0 +1,225 @@
+/**
+ * Input meant to hurt the hub, against a real hub over real sockets: JSON nested 10,000 levels
+ * deep over MQTT, CoAP and the HTTP API; device batches naming one id twice or carrying a huge
+ * `ext`; guessing the API credentials; requests that trickle in. Each is refused the documented
+ * way, counted in `iothub_rejected_inputs_total{reason}`, stores nothing, and leaves everyone
+ * else served.
+ */
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { createSocket } from 'node:dgram'
+import { request as httpRequest } from 'node:http'
+import { after, before, describe, it } from 'node:test'
+import * as coap from 'coap'
+import { generate as generatePacket, parse as parsePacket, type NamedOption, type ParsedPacket } from 'coap-packet'
+import type { MqttClient } from 'mqtt'
+import { BASIC_ADMIN, startTestHub, type TestHub } from './helpers/hub.js'
+
+/** `{"a":{"a":…1…}}`, 10,000 objects deep, about 60 KiB: what overflowed the stack. */
+const DEEP = '{"a":'.repeat(10_000) + '1' + '}'.repeat(10_000)
+const nested = (depth: number): unknown => JSON.parse('{"a":'.repeat(depth) + '1' + '}'.repeat(depth))
+
+async function rejected(t: TestHub): Promise<Map<string, number>> {
+  const { body } = await t.api<string>('GET', '/metrics', undefined, null)
+  const counts = new Map<string, number>()
+  for (const m of body.matchAll(/^iothub_rejected_inputs_total\{reason="([^"]+)"\} (\d+)$/gm)) counts.set(m[1]!, Number(m[2]))
+  return counts
+}
+
+/** What was counted since `before`, by reason, leaving out reasons that did not change. */
+async function countedSince(t: TestHub, before: Map<string, number>): Promise<Record<string, number>> {
+  const now = await rejected(t)
+  const delta: Record<string, number> = {}
+  for (const reason of new Set([...now.keys(), ...before.keys()])) {
+    const d = (now.get(reason) ?? 0) - (before.get(reason) ?? 0)
+    if (d !== 0) delta[reason] = d
+  }
+  return delta
+}
+
+/** `promise`, or a failure naming `what` once `ms` pass without it settling. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, deadline])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** One HTTP request with a raw body, from `localAddress` (127.0.0.1 unless told). */
+function http(
+  t: TestHub,
+  method: string,
+  path: string,
+  options: { body?: string; authorization?: string | null; localAddress?: string } = {}
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: unknown }> {
+  const authorization = options.authorization === undefined ? BASIC_ADMIN : options.authorization
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      `${t.httpUrl}${path}`,
+      {
+        method,
+        localAddress: options.localAddress ?? '127.0.0.1',
+        headers: { ...(authorization ? { authorization } : {}), ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}) }
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8')
+          let body: unknown = text
+          try {
+            body = JSON.parse(text)
+          } catch {
+            // not JSON: the text
+          }
+          resolve({ status: res.statusCode!, headers: res.headers, body })
+        })
+      }
+    )
+    req.on('error', reject)
+    req.end(options.body)
+  })
+}
+
+function coapCall(port: number, method: 'POST' | 'DELETE', pathname: string, query: string, payload?: string): Promise<{ code: string; payload: string }> {
+  return new Promise((resolve, reject) => {
+    const req = coap.request({ hostname: '127.0.0.1', port, method, pathname, query, confirmable: true, agent: false })
+    req.on('response', (res: coap.IncomingMessage) => resolve({ code: res.code, payload: res.payload.toString('utf8') }))
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+/** An unsigned integer CoAP option value in as few bytes as it takes (0 is empty). */
+function uintBytes(n: number): Buffer {
+  const bytes: number[] = []
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v % 256)
+  return Buffer.from(bytes)
+}
+
+/**
+ * POSTs `body` to `/{path}?{query}` in Block1 blocks of 1,024 bytes (RFC 7959), one token for all
+ * of them, as raw confirmable datagrams; resolves with the code of the answer to the last block.
+ * (node-coap's client sends nothing larger than one datagram.)
+ */
+async function coapPostInBlocks(port: number, path: string[], query: string[], body: Buffer): Promise<string> {
+  const SIZE = 1024
+  const SZX = 6
+  const socket = createSocket('udp4')
+  const token = randomBytes(4)
+  const waiting = new Map<number, (packet: ParsedPacket) => void>()
+  socket.on('message', (message) => {
+    const packet = parsePacket(message)
+    waiting.get(packet.messageId)?.(packet)
+  })
+  const options: NamedOption[] = [...path.map((p) => ({ name: 'Uri-Path' as const, value: Buffer.from(p) })), ...query.map((q) => ({ name: 'Uri-Query' as const, value: Buffer.from(q) }))]
+  try {
+    const blocks = Math.ceil(body.length / SIZE)
+    let code = ''
+    for (let num = 0; num < blocks; num++) {
+      const messageId = 30_000 + num
+      const more = num < blocks - 1
+      const answered = new Promise<ParsedPacket>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer to block ${num}`)), 5000)
+        waiting.set(messageId, (packet) => {
+          clearTimeout(timer)
+          resolve(packet)
+        })
+      })
+      const block1 = { name: 'Block1' as const, value: uintBytes(num * 16 + (more ? 8 : 0) + SZX) }
+      socket.send(generatePacket({ code: '0.02', confirmable: true, messageId, token, options: [...options, block1], payload: body.subarray(num * SIZE, (num + 1) * SIZE) }), port, '127.0.0.1')
+      code = (await answered).code
+      if (more && code !== '2.31') return code
+    }
+    return code
+  } finally {
+    socket.close()
+  }
+}
+
+describe('JSON nested 10,000 levels deep', () => {
+  let t: TestHub
+  let device: { id: string; token: string }
+  let client: MqttClient
+  let closed = 0
+
+  before(async () => {
+    t = await startTestHub()
+    device = await t.createDevice({ id: 'deep' })
+    // persistent, QoS 1: the client that, refused by a closed connection, sent it again forever
+    client = await t.connect({ clientId: 'deep-client', username: device.id, password: device.token, clean: false })
+    client.on('close', () => closed++)
+  })
+  after(() => t.stop())
+
+  const attributes = () => t.hub.properties.get(device.id, 'attributes')
+
+  it('over MQTT on the attributes topic: PUBACK, refused as bad_payload, nothing stored, the connection stays', async () => {
+    const before = await rejected(t)
+    await within(client.publishAsync('v1/devices/me/attributes', DEEP, { qos: 1 }), 5000, 'PUBACK')
+    assert.deepEqual(await countedSince(t, before), { bad_payload: 1 })
+    assert.equal(attributes(), undefined, 'nothing stored')
+    // the same connection still works: its next update is applied
+    await within(client.publishAsync('v1/devices/me/attributes', JSON.stringify({ colour: 'red' }), { qos: 1 }), 5000, 'PUBACK')
+    assert.deepEqual(attributes(), { colour: 'red' })
+    assert.equal(closed, 0, 'the connection was never closed')
+    assert.equal(client.connected, true)
+  })
+
+  it('over MQTT on the raw topic: kept as the text it is', async () => {
+    await within(client.publishAsync('v1/devices/me/raw', DEEP, { qos: 1 }), 5000, 'PUBACK')
+    const { body } = await t.api<{ properties: { rawData?: { data: unknown } } }>('GET', `/v1/devices/${device.id}`)
+    assert.equal(body.properties.rawData?.data, DEEP)
+    assert.equal(closed, 0)
+  })
+
+  it('over the API: 400, counted as bad_api_request, nothing stored', async () => {
+    const before = await rejected(t)
+    const r = await http(t, 'PATCH', `/v1/devices/${device.id}/attributes`, { body: DEEP })
+    assert.equal(r.status, 400, JSON.stringify(r.body))
+    assert.match((r.body as { message: string }).message, /nested more than 32 levels/)
+    assert.deepEqual(await countedSince(t, before), { bad_api_request: 1 })
+    assert.deepEqual(attributes(), { colour: 'red' })
+  })
+
+  it('over the API, in a device or a command: 400, nothing created or sent', async () => {
+    const before = await rejected(t)
+    const created = await http(t, 'POST', '/v1/devices', { body: `{"id":"deep-ext","ext":${DEEP}}` })
+    assert.equal(created.status, 400)
+    assert.equal(t.hub.devices.get('deep-ext'), undefined)
+    const command = await http(t, 'POST', `/v1/devices/${device.id}/commands`, { body: `{"name":"reboot","params":${DEEP}}` })
+    assert.equal(command.status, 400)
+    assert.deepEqual(await countedSince(t, before), { bad_api_request: 2 })
+    assert.equal(t.hub.properties.get(device.id, 'commands'), undefined)
+  })
+
+  it('takes JSON exactly IOTHUB_MAX_JSON_DEPTH deep and refuses one level more', async () => {
+    // the body is one level: the patch's values may nest 31 more
+    assert.equal((await t.api('PATCH', `/v1/devices/${device.id}/attributes`, { deep: nested(31) })).status, 200)
+    assert.equal((await t.api('PATCH', `/v1/devices/${device.id}/attributes`, { deeper: nested(32) })).status, 400)
+    const stored = attributes() as Record<string, unknown>
+    assert.ok('deep' in stored && !('deeper' in stored))
+  })
+
+  it('over CoAP: 4.00, counted as bad_payload, nothing stored', async () => {
+    const port = t.hub.address.coap!.port
+    const coapDevice = await t.createDevice({ id: 'deep-coap' })
+    const connected = await coapCall(port, 'POST', '/mqtt/connection', `clientid=deep-coap&username=deep-coap&password=${coapDevice.token}`)
+    assert.equal(connected.code, '2.01', connected.payload)
+    const query = `clientid=deep-coap&token=${connected.payload}`
+    try {
+      const before = await rejected(t)
+      const code = await coapPostInBlocks(port, ['ps', 'v1', 'devices', 'me', 'attributes'], query.split('&'), Buffer.from(DEEP))
+      assert.equal(code, '4.00')
+      assert.deepEqual(await countedSince(t, before), { bad_payload: 1 })
+      assert.equal(t.hub.properties.get('deep-coap', 'attributes'), undefined, 'nothing stored')
+    } finally {
+      await coapCall(port, 'DELETE', '/mqtt/connection', query)
+    }
+  })
+})
