@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test'
 import * as coap from 'coap'
 import { generate as generatePacket, parse as parsePacket, type NamedOption, type ParsedPacket } from 'coap-packet'
 import type { MqttClient } from 'mqtt'
+import { MAX_PROPERTY_BYTES } from '../src/domain/device-properties.js'
 import { BASIC_ADMIN, startTestHub, type TestHub } from './helpers/hub.js'
 
 /** `{"a":{"a":…1…}}`, 10,000 objects deep, about 60 KiB: what overflowed the stack. */
@@ -221,5 +222,48 @@ describe('JSON nested 10,000 levels deep', () => {
     } finally {
       await coapCall(port, 'DELETE', '/mqtt/connection', query)
     }
+  })
+})
+
+describe('POST /v1/devices: ids named twice, a huge ext', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub()
+  })
+  after(() => t.stop())
+
+  it('an id twice in one array → 400 naming it, counted, no device of the array created', async () => {
+    const before = await rejected(t)
+    const r = await http(t, 'POST', '/v1/devices', { body: JSON.stringify([{ id: 'twin-a' }, { id: 'single' }, { id: 'twin-a' }]) })
+    assert.equal(r.status, 400, JSON.stringify(r.body))
+    assert.match((r.body as { message: string }).message, /twin-a/)
+    assert.doesNotMatch((r.body as { message: string }).message, /single/)
+    assert.deepEqual(await countedSince(t, before), { bad_api_request: 1 })
+    assert.equal(t.hub.devices.get('twin-a'), undefined)
+    assert.equal(t.hub.devices.get('single'), undefined)
+  })
+
+  it('an id that already exists is still 409', async () => {
+    await t.createDevice({ id: 'exists' })
+    const r = await http(t, 'POST', '/v1/devices', { body: JSON.stringify([{ id: 'new-one' }, { id: 'exists' }]) })
+    assert.equal(r.status, 409)
+    assert.equal(t.hub.devices.get('new-one'), undefined)
+  })
+
+  it(`an ext larger than ${MAX_PROPERTY_BYTES} bytes of JSON → 400, counted, nothing created; one just under is taken`, async () => {
+    const before = await rejected(t)
+    const big = { blob: 'x'.repeat(7 * 1024 * 1024) }
+    const r = await http(t, 'POST', '/v1/devices', { body: JSON.stringify([{ id: 'small-ext' }, { id: 'big-ext', ext: big }]) })
+    assert.equal(r.status, 400, JSON.stringify(r.body).slice(0, 300))
+    assert.match((r.body as { message: string }).message, /body\/1\/ext/)
+    assert.deepEqual(await countedSince(t, before), { bad_api_request: 1 })
+    assert.equal(t.hub.devices.get('big-ext'), undefined)
+    assert.equal(t.hub.devices.get('small-ext'), undefined)
+
+    const fits = { blob: 'x'.repeat(MAX_PROPERTY_BYTES - 20) }
+    assert.ok(JSON.stringify(fits).length <= MAX_PROPERTY_BYTES)
+    assert.equal((await http(t, 'POST', '/v1/devices', { body: JSON.stringify({ id: 'fitting-ext', ext: fits }) })).status, 201)
+    const over = { blob: 'x'.repeat(MAX_PROPERTY_BYTES - 10) }
+    assert.equal((await http(t, 'POST', '/v1/devices', { body: JSON.stringify({ id: 'over-ext', ext: over }) })).status, 400)
   })
 })
