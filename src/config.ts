@@ -68,6 +68,12 @@ export interface HubConfig {
   // ── bad input against the hub: parsing limits, the login throttle, slow HTTP requests ──
   /** Deepest nesting of arrays and objects taken in a JSON payload or API body. */
   maxJsonDepth: number
+  /** Wrong logins a key (client address, device id) may make within a minute before it is throttled. */
+  loginFailuresAllowed: number
+  /** Longest wait, in ms, a throttled key is given; each further failure doubles the wait up to this. */
+  loginBackoffMax: number
+  /** Most keys the login throttle remembers; those that failed longest ago are forgotten first. */
+  loginThrottleKeys: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -170,7 +176,10 @@ const OPTIONS = [
   { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' },
   // ── bad input against the hub: parsing limits, the login throttle, slow HTTP requests ──
   // (a depth of 1,000 still leaves the stack room for the recursive walks of a parsed value)
-  { key: 'maxJsonDepth', env: 'IOTHUB_MAX_JSON_DEPTH', flag: 'max-json-depth', parse: (raw: string, name: string) => integer(raw, name, 1, 1000), fallback: () => 32, help: 'deepest nesting of a JSON payload or API body (at most 1000)' }
+  { key: 'maxJsonDepth', env: 'IOTHUB_MAX_JSON_DEPTH', flag: 'max-json-depth', parse: (raw: string, name: string) => integer(raw, name, 1, 1000), fallback: () => 32, help: 'deepest nesting of a JSON payload or API body (at most 1000)' },
+  { key: 'loginFailuresAllowed', env: 'IOTHUB_LOGIN_FAILURES_ALLOWED', flag: 'login-failures-allowed', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 10, help: 'wrong logins per minute per client address before it is throttled' },
+  { key: 'loginBackoffMax', env: 'IOTHUB_LOGIN_BACKOFF_MAX', flag: 'login-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms: longest wait of a throttled login (it doubles from 1 s)' },
+  { key: 'loginThrottleKeys', env: 'IOTHUB_LOGIN_THROTTLE_KEYS', flag: 'login-throttle-keys', parse: (raw: string, name: string) => integer(raw, name, 100, 10_000_000), fallback: () => 10_000, help: 'most addresses and device ids the login throttle remembers' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {

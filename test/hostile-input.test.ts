@@ -14,7 +14,7 @@ import * as coap from 'coap'
 import { generate as generatePacket, parse as parsePacket, type NamedOption, type ParsedPacket } from 'coap-packet'
 import type { MqttClient } from 'mqtt'
 import { MAX_PROPERTY_BYTES } from '../src/domain/device-properties.js'
-import { BASIC_ADMIN, startTestHub, type TestHub } from './helpers/hub.js'
+import { BASIC_ADMIN, eventually, startTestHub, type TestHub } from './helpers/hub.js'
 
 /** `{"a":{"a":…1…}}`, 10,000 objects deep, about 60 KiB: what overflowed the stack. */
 const DEEP = '{"a":'.repeat(10_000) + '1' + '}'.repeat(10_000)
@@ -265,5 +265,43 @@ describe('POST /v1/devices: ids named twice, a huge ext', () => {
     assert.equal((await http(t, 'POST', '/v1/devices', { body: JSON.stringify({ id: 'fitting-ext', ext: fits }) })).status, 201)
     const over = { blob: 'x'.repeat(MAX_PROPERTY_BYTES - 10) }
     assert.equal((await http(t, 'POST', '/v1/devices', { body: JSON.stringify({ id: 'over-ext', ext: over }) })).status, 400)
+  })
+})
+
+describe('guessing the API credentials', () => {
+  const ATTACKER = '127.0.0.2'
+  const WRONG = `Basic ${Buffer.from('admin:guess').toString('base64')}`
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub({ loginFailuresAllowed: 3 })
+  })
+  after(() => t.stop())
+
+  it('wrong credentials are counted as api_unauthorized; past the allowance the address gets 429 with Retry-After, even with the right ones', async () => {
+    const before = await rejected(t)
+    for (let i = 0; i < 4; i++) assert.equal((await http(t, 'GET', '/v1/sessions', { authorization: WRONG, localAddress: ATTACKER })).status, 401, `guess ${i}`)
+    const throttled = await http(t, 'GET', '/v1/sessions', { localAddress: ATTACKER }) // the right credentials
+    assert.equal(throttled.status, 429, JSON.stringify(throttled.body))
+    assert.equal(throttled.headers['retry-after'], '1')
+    assert.match((throttled.body as { message: string }).message, /too many wrong logins/)
+    assert.deepEqual(await countedSince(t, before), { api_unauthorized: 4, login_throttled: 1 })
+
+    // another address is served meanwhile
+    assert.equal((await http(t, 'GET', '/v1/sessions')).status, 200)
+    // the probes and metrics stay open to the throttled address
+    assert.equal((await http(t, 'GET', '/healthz', { authorization: null, localAddress: ATTACKER })).status, 200)
+  })
+
+  it('once the wait is over the right credentials get in, and that forgets the failures', async () => {
+    await eventually(async () => (await http(t, 'GET', '/v1/sessions', { localAddress: ATTACKER })).status === 200, 10_000, 'the attacker address let in again')
+    for (let i = 0; i < 3; i++) assert.equal((await http(t, 'GET', '/v1/sessions', { authorization: WRONG, localAddress: ATTACKER })).status, 401)
+    assert.equal((await http(t, 'GET', '/v1/sessions', { localAddress: ATTACKER })).status, 200, 'three failures are allowed again')
+  })
+
+  it('requests without credentials are counted but do not throttle', async () => {
+    const before = await rejected(t)
+    for (let i = 0; i < 5; i++) assert.equal((await http(t, 'GET', '/v1/sessions', { authorization: null, localAddress: '127.0.0.3' })).status, 401)
+    assert.equal((await http(t, 'GET', '/v1/sessions', { localAddress: '127.0.0.3' })).status, 200)
+    assert.deepEqual(await countedSince(t, before), { api_unauthorized: 5 })
   })
 })

@@ -3,12 +3,11 @@
  * probes and metrics. Native routes answer errors as fastify does (`statusCode`, `error`,
  * `message`); the EMQX-compatible ones as EMQX does (`code`, `message`).
  */
-import basicAuth from '@fastify/basic-auth'
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Logger } from 'pino'
-import { secretMatches } from '../domain/secret.js'
 import { emqxV4Routes } from './compat/emqx-v4.js'
 import { tkeelCoreRoutes } from './compat/tkeel-core.js'
+import { registerAuthentication } from './authentication.js'
 import { parseJsonBodiesWithin } from './json-body.js'
 import { formatSchemaErrors } from './schema-errors.js'
 import type { ApiContext } from './context.js'
@@ -36,23 +35,7 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     schemaErrorFormatter: formatSchemaErrors
   })
 
-  await app.register(basicAuth, {
-    authenticate: { realm: 'iothub' },
-    validate: async (username, password) => {
-      // both compared, always, so timing does not tell which one was wrong
-      const userOk = secretMatches(ctx.config.apiUser, username)
-      const passwordOk = secretMatches(ctx.config.apiPassword, password)
-      if (!userOk || !passwordOk) throw new Error('wrong API credentials')
-    }
-  })
-  app.addHook('onRequest', (request, reply, done) => {
-    const route = request.routeOptions.url ?? ''
-    if (PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route)) return done()
-    // tKeel clients send a Bearer token; it counts when one is configured
-    const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? '')?.[1]
-    if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) return done()
-    app.basicAuth(request, reply, done)
-  })
+  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route))
   parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {

@@ -22,6 +22,8 @@ export type RejectReason =
   | 'bad_hook'
   | 'hook_unauthorized'
   | 'bad_coap_request'
+  | 'api_unauthorized'
+  | 'login_throttled'
 
 export class HubMetrics {
   readonly registry = new Registry()
