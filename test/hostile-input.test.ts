@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { request as httpRequest } from 'node:http'
+import { connect as tcpConnect, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import * as coap from 'coap'
 import { generate as generatePacket, parse as parsePacket, type NamedOption, type ParsedPacket } from 'coap-packet'
@@ -303,5 +304,64 @@ describe('guessing the API credentials', () => {
     for (let i = 0; i < 5; i++) assert.equal((await http(t, 'GET', '/v1/sessions', { authorization: null, localAddress: '127.0.0.3' })).status, 401)
     assert.equal((await http(t, 'GET', '/v1/sessions', { localAddress: '127.0.0.3' })).status, 200)
     assert.deepEqual(await countedSince(t, before), { api_unauthorized: 5 })
+  })
+})
+
+describe('requests that trickle in', () => {
+  const TIMEOUT = 1000
+  let t: TestHub
+  const sockets: Socket[] = []
+  const timers: NodeJS.Timeout[] = []
+  before(async () => {
+    t = await startTestHub({ httpRequestTimeout: TIMEOUT })
+  })
+  after(async () => {
+    for (const timer of timers) clearInterval(timer)
+    for (const socket of sockets) socket.destroy()
+    await t.stop()
+  })
+
+  /** Opens a socket, sends `head`, then one byte of `drip` every 100 ms; resolves with what came back and when the hub closed it. */
+  function trickle(head: string, drip: string): Promise<{ answer: string; afterMs: number }> {
+    return new Promise((resolve, reject) => {
+      const socket = tcpConnect(t.hub.address.http.port, '127.0.0.1')
+      sockets.push(socket)
+      const started = Date.now()
+      const chunks: Buffer[] = []
+      let dripped = 0
+      let timer: NodeJS.Timeout | undefined
+      socket.on('data', (c: Buffer) => chunks.push(c))
+      socket.on('error', () => undefined) // a reset is a close too
+      const held = setTimeout(() => reject(new Error('the hub held the trickling request for 10 s')), 10_000)
+      socket.on('close', () => {
+        clearInterval(timer)
+        clearTimeout(held)
+        resolve({ answer: Buffer.concat(chunks).toString('utf8'), afterMs: Date.now() - started })
+      })
+      socket.once('connect', () => {
+        socket.write(head)
+        timer = setInterval(() => {
+          if (socket.writable) socket.write(drip[dripped++ % drip.length]!)
+        }, 100)
+        timers.push(timer)
+      })
+    })
+  }
+
+  it('a body that trickles in gets 408 and is closed, while another client is served meanwhile', async () => {
+    const body = JSON.stringify({ id: 'slow-device', name: 'x'.repeat(200) })
+    const head = `POST /v1/devices HTTP/1.1\r\nHost: hub\r\nAuthorization: ${BASIC_ADMIN}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`
+    const slow = trickle(head, body)
+    assert.equal((await t.api('GET', '/v1/sessions')).status, 200, 'another client is answered')
+    const { answer, afterMs } = await slow
+    assert.match(answer, /^(HTTP\/1\.1 408|$)/, answer)
+    assert.ok(afterMs >= TIMEOUT * 0.9 && afterMs < TIMEOUT + 5000, `closed after ${afterMs} ms`)
+    assert.equal(t.hub.devices.get('slow-device'), undefined)
+  })
+
+  it('headers that trickle in are closed too', async () => {
+    const { answer, afterMs } = await trickle(`GET /v1/sessions HTTP/1.1\r\nHost: hub\r\n`, 'X-Slow: yes\r\n')
+    assert.match(answer, /^(HTTP\/1\.1 408|$)/, answer)
+    assert.ok(afterMs >= TIMEOUT * 0.9 && afterMs < TIMEOUT + 5000, `closed after ${afterMs} ms`)
   })
 })

@@ -23,6 +23,14 @@ const PUBLIC_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
 /** Routes that check credentials of their own (EMQX's WebHook sends a shared secret). */
 const OWN_AUTH_PATHS = new Set([WEBHOOK_PATH])
 
+/**
+ * Node looks for requests past their timeout only every so often (30 s by default): a tenth of
+ * the timeout keeps the time a slow request is held within 110 % of it.
+ */
+function timeoutCheckInterval(timeoutMs: number): number {
+  return Math.min(Math.max(Math.floor(timeoutMs / 10), 25), 5000)
+}
+
 export async function buildApi(ctx: ApiContext, log: Logger) {
   // typed as fastify's logger interface, so routes and plugins see the usual FastifyInstance
   const logger: FastifyBaseLogger = log.child({ component: 'api' })
@@ -31,6 +39,9 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     // one line per request would drown the lifecycle log; errors are still logged
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 8 * 1024 * 1024,
+    // a request that trickles in holds its socket and its parser: it gets 408 once too slow
+    requestTimeout: ctx.config.httpRequestTimeout,
+    http: { headersTimeout: ctx.config.httpRequestTimeout, connectionsCheckingInterval: timeoutCheckInterval(ctx.config.httpRequestTimeout) },
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } },
     schemaErrorFormatter: formatSchemaErrors
   })
