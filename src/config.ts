@@ -93,6 +93,17 @@ export interface HubConfig {
   maxQueuedPerSession: number
   /** Most bytes (topic + payload) queued for one persistent session; beyond, the oldest are dropped. */
   maxQueuedBytesPerSession: number
+  // ── bad input against the hub: parsing limits, the login throttle, slow HTTP requests ──
+  /** Deepest nesting of arrays and objects taken in a JSON payload or API body. */
+  maxJsonDepth: number
+  /** Wrong logins a key (client address, device id) may make within a minute before it is throttled. */
+  loginFailuresAllowed: number
+  /** Longest wait, in ms, a throttled key is given; each further failure doubles the wait up to this. */
+  loginBackoffMax: number
+  /** Most keys the login throttle remembers; those that failed longest ago are forgotten first. */
+  loginThrottleKeys: number
+  /** Ms an HTTP request may take to arrive, headers and body; a slower one is answered 408 and closed. */
+  httpRequestTimeout: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -208,6 +219,13 @@ const OPTIONS = [
   { key: 'maxRetainedBytes', env: 'IOTHUB_MAX_RETAINED_BYTES', flag: 'max-retained-bytes', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 268_435_456, help: 'most bytes of retained messages on the hub' },
   { key: 'maxQueuedPerSession', env: 'IOTHUB_MAX_QUEUED_PER_SESSION', flag: 'max-queued-per-session', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 1000, help: 'most messages queued for one offline session (oldest dropped beyond)' },
   { key: 'maxQueuedBytesPerSession', env: 'IOTHUB_MAX_QUEUED_BYTES_PER_SESSION', flag: 'max-queued-bytes-per-session', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 16_777_216, help: 'most bytes queued for one offline session (oldest dropped beyond)' },
+  // ── bad input against the hub: parsing limits, the login throttle, slow HTTP requests ──
+  // (a depth of 1,000 still leaves the stack room for the recursive walks of a parsed value)
+  { key: 'maxJsonDepth', env: 'IOTHUB_MAX_JSON_DEPTH', flag: 'max-json-depth', parse: (raw: string, name: string) => integer(raw, name, 1, 1000), fallback: () => 32, help: 'deepest nesting of a JSON payload or API body (at most 1000)' },
+  { key: 'loginFailuresAllowed', env: 'IOTHUB_LOGIN_FAILURES_ALLOWED', flag: 'login-failures-allowed', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 10, help: 'wrong logins per minute per client address before it is throttled' },
+  { key: 'loginBackoffMax', env: 'IOTHUB_LOGIN_BACKOFF_MAX', flag: 'login-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms: longest wait of a throttled login (it doubles from 1 s)' },
+  { key: 'loginThrottleKeys', env: 'IOTHUB_LOGIN_THROTTLE_KEYS', flag: 'login-throttle-keys', parse: (raw: string, name: string) => integer(raw, name, 100, 10_000_000), fallback: () => 10_000, help: 'most addresses and device ids the login throttle remembers' },
+  { key: 'httpRequestTimeout', env: 'IOTHUB_HTTP_REQUEST_TIMEOUT', flag: 'http-request-timeout', parse: (raw: string, name: string) => integer(raw, name, 1000, 3_600_000), fallback: () => 30_000, help: 'ms an HTTP request may take to arrive; slower ones get 408' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {

@@ -6,6 +6,7 @@
  */
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
+import { LoginThrottle } from './admission/login-throttle.js'
 import { buildApi } from './api/server.js'
 import type { ApiContext, Readiness } from './api/context.js'
 import { EmbeddedCarrier } from './carriers/embedded-carrier.js'
@@ -47,6 +48,8 @@ export class Hub {
   readonly registry: SessionRegistry
   readonly devices: DeviceDirectory
   readonly properties: DeviceProperties
+  /** Wrong logins by client address and device id, for every way in. */
+  readonly loginThrottle: LoginThrottle
   /** What carries the connections: the embedded broker, or an EMQX cluster. */
   readonly carrier: EmbeddedCarrier | EmqxCarrier
   private readonly connectInfo: ConnectInfoTracker
@@ -89,6 +92,7 @@ export class Hub {
       this.log.child({ component: 'registry' })
     )
     this.properties = new DeviceProperties(this.store)
+    this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
     this.registry.observe(this.sessionCounts.observer)
@@ -97,7 +101,7 @@ export class Hub {
       this.sessionCounts,
       config
     )
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), admission, metrics: this.metrics, log: this.log }
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, metrics: this.metrics, log: this.log }
     this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }
@@ -169,6 +173,7 @@ export class Hub {
       dispatcher: this.dispatcher,
       broker: this.carrier.publisher,
       metrics: this.metrics,
+      loginThrottle: this.loginThrottle,
       kick: (clientId) => this.carrier.kick(clientId),
       readiness: () => this.readiness(),
       ...(this.carrier instanceof EmqxCarrier ? { emqx: this.carrier.source, reconciler: this.carrier.reconciler } : {})

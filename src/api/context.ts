@@ -1,4 +1,5 @@
 /** What the HTTP API needs from the hub; routes get this and nothing else. */
+import type { LoginThrottle } from '../admission/login-throttle.js'
 import type { HubConfig } from '../config.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceProperties } from '../devices/device-properties.js'
@@ -22,6 +23,8 @@ export interface ApiContext {
   /** Publishes as the hub (the EMQX-compatible publish API). */
   broker: BrokerPublisher
   metrics: HubMetrics
+  /** Wrong logins by client address (and device id): shared by every way in. */
+  loginThrottle: LoginThrottle
   /** Disconnects a connected client, once that is recorded; false when no such client is connected. */
   kick(clientId: string): Promise<boolean>
   readiness(): Readiness

@@ -3,12 +3,12 @@
  * probes and metrics. Native routes answer errors as fastify does (`statusCode`, `error`,
  * `message`); the EMQX-compatible ones as EMQX does (`code`, `message`).
  */
-import basicAuth from '@fastify/basic-auth'
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Logger } from 'pino'
-import { secretMatches } from '../domain/secret.js'
 import { emqxV4Routes } from './compat/emqx-v4.js'
 import { tkeelCoreRoutes } from './compat/tkeel-core.js'
+import { registerAuthentication } from './authentication.js'
+import { parseJsonBodiesWithin } from './json-body.js'
 import { formatSchemaErrors } from './schema-errors.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
@@ -23,6 +23,14 @@ const PUBLIC_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
 /** Routes that check credentials of their own (EMQX's WebHook sends a shared secret). */
 const OWN_AUTH_PATHS = new Set([WEBHOOK_PATH])
 
+/**
+ * Node looks for requests past their timeout only every so often (30 s by default): a tenth of
+ * the timeout keeps the time a slow request is held within 110 % of it.
+ */
+function timeoutCheckInterval(timeoutMs: number): number {
+  return Math.min(Math.max(Math.floor(timeoutMs / 10), 25), 5000)
+}
+
 export async function buildApi(ctx: ApiContext, log: Logger) {
   // typed as fastify's logger interface, so routes and plugins see the usual FastifyInstance
   const logger: FastifyBaseLogger = log.child({ component: 'api' })
@@ -31,27 +39,15 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     // one line per request would drown the lifecycle log; errors are still logged
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 8 * 1024 * 1024,
+    // a request that trickles in holds its socket and its parser: it gets 408 once too slow
+    requestTimeout: ctx.config.httpRequestTimeout,
+    http: { headersTimeout: ctx.config.httpRequestTimeout, connectionsCheckingInterval: timeoutCheckInterval(ctx.config.httpRequestTimeout) },
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } },
     schemaErrorFormatter: formatSchemaErrors
   })
 
-  await app.register(basicAuth, {
-    authenticate: { realm: 'iothub' },
-    validate: async (username, password) => {
-      // both compared, always, so timing does not tell which one was wrong
-      const userOk = secretMatches(ctx.config.apiUser, username)
-      const passwordOk = secretMatches(ctx.config.apiPassword, password)
-      if (!userOk || !passwordOk) throw new Error('wrong API credentials')
-    }
-  })
-  app.addHook('onRequest', (request, reply, done) => {
-    const route = request.routeOptions.url ?? ''
-    if (PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route)) return done()
-    // tKeel clients send a Bearer token; it counts when one is configured
-    const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? '')?.[1]
-    if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) return done()
-    app.basicAuth(request, reply, done)
-  })
+  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route))
+  parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
     const statusCode = error.validation ? 400 : (error.statusCode ?? 500)

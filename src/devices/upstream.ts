@@ -15,7 +15,11 @@ import type { DeviceProperties } from './device-properties.js'
 const UPSTREAM_TOPICS = new Set<string>([CHANGE_TOPICS.attributes, CHANGE_TOPICS.telemetry, CHANGE_TOPICS.raw, COMMAND_RESPONSE_TOPIC])
 
 export class Upstream {
-  constructor(private readonly properties: DeviceProperties) {}
+  constructor(
+    private readonly properties: DeviceProperties,
+    /** Deepest JSON a payload may nest: what the hub does with a value recurses once per level. */
+    private readonly maxJsonDepth: number
+  ) {}
 
   /** Whether a device's publish on `deviceTopic` (as the device names it) changes its entity. */
   handles(deviceTopic: string): boolean {
@@ -29,22 +33,22 @@ export class Upstream {
   async receive(deviceId: string, deviceTopic: string, brokerTopic: string, payload: Buffer, afterwards?: () => Promise<void>, at = Date.now()): Promise<void> {
     switch (deviceTopic) {
       case CHANGE_TOPICS.attributes: {
-        const patch = parseObject(payload, 'an attributes update')
+        const patch = parseObject(payload, 'an attributes update', this.maxJsonDepth)
         await this.properties.update(deviceId, 'attributes', (current) => mergeAttributes(current as JsonObject | undefined, patch), afterwards)
         return
       }
       case CHANGE_TOPICS.telemetry: {
-        const values = parseObject(payload, 'telemetry')
+        const values = parseObject(payload, 'telemetry', this.maxJsonDepth)
         await this.properties.update(deviceId, 'telemetry', (current) => mergeTelemetry(current as JsonObject | undefined, values, at), afterwards)
         return
       }
       case CHANGE_TOPICS.raw: {
-        const raw = rawDataOf(payload, brokerTopic, at)
+        const raw = rawDataOf(payload, brokerTopic, at, this.maxJsonDepth)
         await this.properties.update(deviceId, 'rawData', () => raw, afterwards)
         return
       }
       case COMMAND_RESPONSE_TOPIC: {
-        const response = parseObject(payload, 'a command response')
+        const response = parseObject(payload, 'a command response', this.maxJsonDepth)
         await this.properties.update(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at), afterwards)
         return
       }

@@ -7,6 +7,7 @@
  * (the seed's `timestamp: 1640783576857733000`); ours have millisecond precision.
  */
 import { randomUUID } from 'node:crypto'
+import { JsonLimitError, jsonDepth, parseBoundedJson } from './bounded-json.js'
 
 export type JsonObject = Record<string, unknown>
 
@@ -62,12 +63,16 @@ export function isJsonObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-/** Parses a payload that must be a JSON object. */
-export function parseObject(payload: Buffer | string, what: string): JsonObject {
+/**
+ * Parses a payload that must be a JSON object, no deeper than `maxDepth` and no larger than a
+ * property may be (a larger one could not be kept anyway).
+ */
+export function parseObject(payload: Buffer | string, what: string, maxDepth: number): JsonObject {
   let value: unknown
   try {
-    value = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'))
-  } catch {
+    value = parseBoundedJson(typeof payload === 'string' ? payload : payload.toString('utf8'), { maxDepth, maxBytes: MAX_PROPERTY_BYTES })
+  } catch (error) {
+    if (error instanceof JsonLimitError) throw new PayloadError(`${what} is refused: ${error.message}`)
     throw new PayloadError(`${what} must be a JSON object; this is not JSON`)
   }
   if (!isJsonObject(value)) throw new PayloadError(`${what} must be a JSON object, not ${Array.isArray(value) ? 'an array' : typeof value}`)
@@ -92,13 +97,17 @@ export function mergeTelemetry(current: JsonObject | undefined, values: JsonObje
   return bounded(next, 'telemetry')
 }
 
-export function rawDataOf(payload: Buffer, brokerTopic: string, at: number): RawData {
+/**
+ * The raw topic takes any bytes, so JSON nested deeper than `maxDepth` is not refused: it is
+ * kept as the text it is, like any other text that is not (acceptable) JSON.
+ */
+export function rawDataOf(payload: Buffer, brokerTopic: string, at: number, maxDepth: number): RawData {
   const text = payload.toString('utf8')
   const isText = Buffer.from(text, 'utf8').equals(payload)
   let data: unknown = text
   if (isText) {
     try {
-      data = JSON.parse(text)
+      if (jsonDepth(text, maxDepth) <= maxDepth) data = JSON.parse(text)
     } catch {
       // not JSON: kept as text
     }

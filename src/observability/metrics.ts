@@ -33,6 +33,8 @@ export type RejectReason =
   | 'slow_consumer'
   // retained messages and offline queues bounded (issue 11)
   | 'retained_limit'
+  | 'api_unauthorized'
+  | 'login_throttled'
 
 export class HubMetrics {
   readonly registry = new Registry()

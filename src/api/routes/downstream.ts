@@ -148,7 +148,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
         .update(
           id,
           'rawData',
-          () => rawDataOf(bytes, deviceMountpoint(id) + CHANGE_TOPICS.raw, Date.now()),
+          () => rawDataOf(bytes, deviceMountpoint(id) + CHANGE_TOPICS.raw, Date.now(), ctx.config.maxJsonDepth),
           () => push(id, 'raw', bytes, outcome)
         )
         .catch(asBadRequest)

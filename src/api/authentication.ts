@@ -1,0 +1,55 @@
+/**
+ * Who may call the API: Basic auth (the API user and password) or, when one is configured, the
+ * Bearer token — on every route but the probes, the metrics and routes with credentials of
+ * their own. Wrong credentials count against the caller's address in the login throttle; an
+ * address throttled is answered 429 with Retry-After before its credentials are looked at,
+ * right ones included, so guessing gains nothing from the answers while it waits.
+ */
+import basicAuth from '@fastify/basic-auth'
+import type { FastifyInstance } from 'fastify'
+import { addressKey } from '../admission/login-throttle.js'
+import { secretMatches } from '../domain/secret.js'
+import type { ApiContext } from './context.js'
+
+export async function registerAuthentication(app: FastifyInstance, ctx: ApiContext, isOpen: (route: string) => boolean): Promise<void> {
+  await app.register(basicAuth, {
+    authenticate: { realm: 'iothub' },
+    validate: async (username, password) => {
+      // both compared, always, so timing does not tell which one was wrong
+      const userOk = secretMatches(ctx.config.apiUser, username)
+      const passwordOk = secretMatches(ctx.config.apiPassword, password)
+      if (!userOk || !passwordOk) throw new Error('wrong API credentials')
+    }
+  })
+
+  app.addHook('onRequest', (request, reply, done) => {
+    if (isOpen(request.routeOptions.url ?? '')) return done()
+    const key = addressKey(request.ip)
+    const wait = ctx.loginThrottle.waitOf(key)
+    if (wait > 0) {
+      const seconds = Math.ceil(wait / 1000)
+      ctx.metrics.reject('login_throttled')
+      void reply
+        .code(429)
+        .header('retry-after', String(seconds))
+        .send({ statusCode: 429, error: 'Too Many Requests', message: `too many wrong logins from this address: try again in ${seconds} s` })
+      return
+    }
+    // tKeel clients send a Bearer token; it counts when one is configured
+    const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? '')?.[1]
+    if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) {
+      ctx.loginThrottle.succeeded(key)
+      return done()
+    }
+    app.basicAuth(request, reply, (error?: Error) => {
+      if (error) {
+        ctx.metrics.reject('api_unauthorized')
+        // no credentials at all is how an HTTP client learns it needs some, not a guess
+        if (request.headers.authorization !== undefined) ctx.loginThrottle.failed(key)
+      } else {
+        ctx.loginThrottle.succeeded(key)
+      }
+      done(error)
+    })
+  })
+}

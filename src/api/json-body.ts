@@ -1,0 +1,19 @@
+/**
+ * The parser of `application/json` bodies: fastify's own (which refuses `__proto__` keys), after
+ * a look at how deeply the text nests. A body nested past `IOTHUB_MAX_JSON_DEPTH` is refused
+ * with 400 before it is parsed: routes walk what they get recursively (validation, storing,
+ * pushing), and a body thousands of levels deep would overflow the stack there.
+ */
+import type { FastifyInstance } from 'fastify'
+import { jsonDepth } from '../domain/bounded-json.js'
+import { badRequest } from './bad-request.js'
+
+export function parseJsonBodiesWithin(app: FastifyInstance, maxDepth: number): void {
+  const parse = app.getDefaultJsonParser('error', 'ignore')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body as string
+    if (jsonDepth(text, maxDepth) > maxDepth) return done(badRequest(`body is JSON nested more than ${maxDepth} levels deep`), undefined)
+    void parse(request, text, done)
+  })
+}

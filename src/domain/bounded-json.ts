@@ -1,0 +1,83 @@
+/**
+ * JSON parsing with limits on depth and size, for everything a device or an API caller sends.
+ *
+ * JSON.parse itself does not recurse, so it takes any depth; but what the hub does next with
+ * the value — JSON.stringify to measure or store it, structured cloning to the store's writer
+ * thread — recurses once per level, and a document 10,000 levels deep (60 KiB of `[`) blows
+ * the stack there. So the depth is measured on the text, in one loop, before anything is parsed:
+ * a value that passed here can be walked recursively without risk.
+ */
+
+/** Nesting allowed when nothing else is configured: far more than real documents use, far less than a stack holds. */
+export const DEFAULT_MAX_JSON_DEPTH = 32
+
+export interface JsonLimits {
+  /** Most levels of arrays and objects, one inside the other (`{}` is 1, `{"a":[]}` is 2). */
+  maxDepth: number
+  /** Most bytes of UTF-8 text; no bound when absent. */
+  maxBytes?: number
+}
+
+/** A text past a limit: not parsed at all. */
+export class JsonLimitError extends Error {
+  override name = 'JsonLimitError'
+}
+
+const OPEN_BRACE = 0x7b
+const CLOSE_BRACE = 0x7d
+const OPEN_BRACKET = 0x5b
+const CLOSE_BRACKET = 0x5d
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+
+/**
+ * The deepest nesting of arrays and objects in `text`, counted without recursion; counting stops
+ * as soon as it passes `stopAbove`, so a hostile text costs no more than the limit needs. Brackets
+ * inside strings do not count. For text that is not JSON the answer means nothing, but it is
+ * still finite: JSON.parse then refuses the text.
+ */
+export function jsonDepth(text: string, stopAbove = Number.POSITIVE_INFINITY): number {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === BACKSLASH) i++ // whatever is escaped, it cannot end the string
+      else if (c === QUOTE) inString = false
+    } else if (c === QUOTE) {
+      inString = true
+    } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+      if (++depth > deepest) {
+        deepest = depth
+        if (deepest > stopAbove) return deepest
+      }
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
+      depth--
+    }
+  }
+  return deepest
+}
+
+/** Refuses text past `limits` with a JsonLimitError naming the limit; returns nothing otherwise. */
+export function checkJsonText(text: string, limits: JsonLimits): void {
+  if (limits.maxBytes !== undefined) {
+    const bytes = Buffer.byteLength(text, 'utf8')
+    if (bytes > limits.maxBytes) throw new JsonLimitError(`${bytes} bytes of JSON, more than the ${limits.maxBytes} taken`)
+  }
+  if (jsonDepth(text, limits.maxDepth) > limits.maxDepth) throw new JsonLimitError(`JSON nested more than ${limits.maxDepth} levels deep`)
+}
+
+/**
+ * Parses `text` as JSON once it is within `limits`. Throws JsonLimitError past a limit (nothing
+ * is parsed then) and SyntaxError for text that is not JSON.
+ */
+export function parseBoundedJson(text: string, limits: JsonLimits): unknown {
+  checkJsonText(text, limits)
+  return JSON.parse(text) as unknown
+}
+
+/** Bytes of `value` as JSON text; only for values that came through the limits above. */
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8')
+}
