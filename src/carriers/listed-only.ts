@@ -14,10 +14,10 @@ export const SETTLING_MS = 5000
 
 /**
  * Ends `clientId`'s session if it is connected, is still the incarnation `seen` (a connection
- * made since is not touched), and has not just changed. `seen` is read before the carrier was
- * asked, so what it answered is about that connection.
+ * made since is not touched), and did not connect just now. `seen` is read before the carrier
+ * was asked, so what it answered is about that connection.
  */
 export function endListedOnly(registry: SessionRegistry, clientId: string, seen: string | undefined, reason: DisconnectReason): Promise<boolean> {
   if (seen === undefined) return Promise.resolve(false)
-  return registry.endUnheld(clientId, reason, (s) => s.incarnation === seen && !registry.changedSince(clientId, Date.now() - SETTLING_MS))
+  return registry.endUnheld(clientId, reason, (s) => s.incarnation === seen && s.connectedAt < Date.now() - SETTLING_MS)
 }
