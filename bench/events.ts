@@ -177,6 +177,7 @@ function noopStore(observer: CommitObserver): Store {
     kind: 'noop',
     commit: (mutations: readonly Mutation[]) => committer.commit(mutations),
     load: () => Promise.reject(new Error('not loadable')),
+    probe: () => Promise.resolve(),
     health: () => ({ ok: true, lastError: null }),
     close: () => committer.close()
   }

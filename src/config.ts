@@ -104,6 +104,9 @@ export interface HubConfig {
   loginThrottleKeys: number
   /** Ms an HTTP request may take to arrive, headers and body; a slower one is answered 408 and closed. */
   httpRequestTimeout: number
+  // ── outages (issue 11): the store's deadline ──
+  /** Milliseconds any store call (commit, probe) may take before its caller is refused. */
+  storeTimeout: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -225,7 +228,9 @@ const OPTIONS = [
   { key: 'loginFailuresAllowed', env: 'IOTHUB_LOGIN_FAILURES_ALLOWED', flag: 'login-failures-allowed', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 10, help: 'wrong logins per minute per client address before it is throttled' },
   { key: 'loginBackoffMax', env: 'IOTHUB_LOGIN_BACKOFF_MAX', flag: 'login-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms: longest wait of a throttled login (it doubles from 1 s)' },
   { key: 'loginThrottleKeys', env: 'IOTHUB_LOGIN_THROTTLE_KEYS', flag: 'login-throttle-keys', parse: (raw: string, name: string) => integer(raw, name, 100, 10_000_000), fallback: () => 10_000, help: 'most addresses and device ids the login throttle remembers' },
-  { key: 'httpRequestTimeout', env: 'IOTHUB_HTTP_REQUEST_TIMEOUT', flag: 'http-request-timeout', parse: (raw: string, name: string) => integer(raw, name, 1000, 3_600_000), fallback: () => 30_000, help: 'ms an HTTP request may take to arrive; slower ones get 408' }
+  { key: 'httpRequestTimeout', env: 'IOTHUB_HTTP_REQUEST_TIMEOUT', flag: 'http-request-timeout', parse: (raw: string, name: string) => integer(raw, name, 1000, 3_600_000), fallback: () => 30_000, help: 'ms an HTTP request may take to arrive; slower ones get 408' },
+  // ── outages (issue 11): the store's deadline ──
+  { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {

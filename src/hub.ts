@@ -29,6 +29,7 @@ import { TopicBook } from './registry/topic-book.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
+import { StoreProbe } from './store/store-probe.js'
 import type { CommitObserver } from './store/group-commit.js'
 
 export interface HubAddresses {
@@ -57,6 +58,10 @@ export class Hub {
   private readonly dispatcher: Dispatcher
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
+  private readonly probe: StoreProbe
+  private storeWatch: NodeJS.Timeout | undefined
+  /** The store was seen failing, and its return has not been acted on yet. */
+  private storeDown = false
   private addresses: HubAddresses | undefined
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
   private starting: Promise<HubAddresses> | undefined
@@ -68,7 +73,10 @@ export class Hub {
   static async open(config: HubConfig, options: { log?: Logger; metrics?: HubMetrics } = {}): Promise<Hub> {
     const log = options.log ?? createLogger(config.logLevel)
     const metrics = options.metrics ?? new HubMetrics()
-    const store = config.store === 'postgres' ? await PostgresStore.open({ connectionString: config.databaseUrl, observer: storeObserver(metrics, log) }) : undefined
+    const store =
+      config.store === 'postgres'
+        ? await PostgresStore.open({ connectionString: config.databaseUrl, observer: storeObserver(metrics, log), timeoutMs: config.storeTimeout })
+        : undefined
     return new Hub(config, { log, metrics, store })
   }
 
@@ -81,7 +89,16 @@ export class Hub {
     if (!options.store && config.store !== 'sqlite') throw new Error(`the ${config.store} store is opened by Hub.open(config), not new Hub(config)`)
     this.store =
       options.store ??
-      new SqliteStore({ dataDir: config.dataDir, synchronous: config.storeSync, busyTimeoutMs: config.storeBusyTimeout, observer: storeObserver(this.metrics, this.log) })
+      new SqliteStore({
+        dataDir: config.dataDir,
+        synchronous: config.storeSync,
+        busyTimeoutMs: config.storeBusyTimeout,
+        observer: storeObserver(this.metrics, this.log),
+        timeoutMs: config.storeTimeout
+      })
+    // /readyz waits for the store at most a second: a probe's own timeout of seconds would
+    // outlast the probe deadline of whatever polls it
+    this.probe = new StoreProbe(this.store, { waitMs: Math.min(1000, config.storeTimeout) })
     this.devices = new DeviceDirectory(this.store)
     this.registry = new SessionRegistry(
       this.store,
@@ -150,6 +167,8 @@ export class Hub {
       this.registry.expireDue(Date.now()).catch((error: Error) => this.log.error({ err: error.message }, 'expiry sweep failed'))
     }, this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
+    this.storeWatch = setInterval(() => void this.watchStore(), STORE_WATCH_MS)
+    this.storeWatch.unref()
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
     const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
@@ -175,19 +194,51 @@ export class Hub {
       metrics: this.metrics,
       loginThrottle: this.loginThrottle,
       kick: (clientId) => this.carrier.kick(clientId),
-      readiness: () => this.readiness(),
+      readiness: () => this.checkReadiness(),
       ...(this.carrier instanceof EmqxCarrier ? { emqx: this.carrier.source, reconciler: this.carrier.reconciler } : {})
     }
   }
 
+  /** Readiness as last seen, without asking the store (see checkReadiness). */
   readiness(): Readiness {
     const store = this.store.health()
+    const unanswered = this.probe.unanswered()
     const checks: Readiness['checks'] = {
-      store: store.ok ? { ok: true } : { ok: false, detail: store.lastError ?? 'store is closed' },
+      store:
+        unanswered !== null
+          ? { ok: false, detail: `store has not answered for ${unanswered} ms` }
+          : store.ok
+            ? { ok: true }
+            : { ok: false, detail: store.lastError ?? 'store is closed' },
       ...this.carrier.checks(),
       hub: this.state === 'running' ? { ok: true } : { ok: false, detail: `hub is ${this.state}` }
     }
     return { ready: Object.values(checks).every((c) => c.ok), checks }
+  }
+
+  /** Readiness once the store has been asked (at most once a second, shared): what /readyz answers. */
+  async checkReadiness(): Promise<Readiness> {
+    if (this.state === 'running') await this.probe.fresh()
+    return this.readiness()
+  }
+
+  /**
+   * While the store fails, asks it every STORE_WATCH_MS whether it answers again; when it does,
+   * what could not be stored meanwhile is stored, and the carrier corrects what it can.
+   */
+  private async watchStore(): Promise<void> {
+    if (this.state !== 'running') return
+    if (!this.store.health().ok || this.storeDown || this.registry.unstored > 0) await this.probe.fresh()
+    const answering = this.store.health().ok && this.probe.unanswered() === null
+    if (!answering) {
+      this.storeDown = true
+      return
+    }
+    if (!this.storeDown) return
+    this.storeDown = false
+    this.log.info({ unstoredEnds: this.registry.unstored }, 'store answers again')
+    await this.registry.storeUnstoredEnds()
+    if (this.state === 'running') this.carrier.storeReturned()
   }
 
   get address(): HubAddresses {
@@ -205,17 +256,23 @@ export class Hub {
     this.state = 'stopping'
     await starting?.catch(() => undefined) // let a start in progress finish (or fail) first
     clearInterval(this.expiryTimer)
+    clearInterval(this.storeWatch)
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
     await this.carrier.stop()
     await this.registry.settled()
+    this.registry.stop()
     this.connectInfo.stop()
     await this.properties.settled()
+    await this.probe.settled()
     await this.store.close()
     this.state = 'stopped'
     this.log.info('iothub stopped')
   }
 }
+
+/** How often a failing store is asked whether it answers again, ms. */
+const STORE_WATCH_MS = 1000
 
 function storeObserver(metrics: HubMetrics, log: Logger): CommitObserver {
   return metrics.commitObserver((error) => log.error({ err: error.message }, 'store commit failed'))

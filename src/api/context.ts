@@ -27,7 +27,8 @@ export interface ApiContext {
   loginThrottle: LoginThrottle
   /** Disconnects a connected client, once that is recorded; false when no such client is connected. */
   kick(clientId: string): Promise<boolean>
-  readiness(): Readiness
+  /** Asks the store (shared, at most once a second), then tells whether the hub is ready. */
+  readiness(): Promise<Readiness>
   /** EMQX mode only: where WebHook calls go. */
   emqx?: EmqxSource
   /** EMQX mode only: the reconcile with EMQX's REST API. */

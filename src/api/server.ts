@@ -10,6 +10,7 @@ import { tkeelCoreRoutes } from './compat/tkeel-core.js'
 import { registerAuthentication } from './authentication.js'
 import { parseJsonBodiesWithin } from './json-body.js'
 import { formatSchemaErrors } from './schema-errors.js'
+import { isStoreFailure, retryAfterSeconds } from './store-unavailable.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { downstreamRoutes } from './routes/downstream.js'
@@ -50,6 +51,14 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
   parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
+    if (isStoreFailure(error)) {
+      ctx.metrics.reject('store_unavailable')
+      request.log.warn({ err: error.message }, 'request refused: the store is unavailable')
+      return reply
+        .code(503)
+        .header('retry-after', retryAfterSeconds(ctx.config.storeTimeout))
+        .send({ statusCode: 503, error: 'Service Unavailable', message: `store unavailable, nothing was changed: ${error.message}` })
+    }
     const statusCode = error.validation ? 400 : (error.statusCode ?? 500)
     if (statusCode === 400) ctx.metrics.reject('bad_api_request')
     if (statusCode >= 500) request.log.error({ err: error }, 'request failed')

@@ -50,8 +50,16 @@ export interface ConnectionCarrier {
   listen(): Promise<CarrierAddresses>
   /** Its part of `/readyz`. */
   checks(): Readiness['checks']
-  /** Disconnects a connected client; false when no such client is connected. */
+  /**
+   * Disconnects a connected client; a session the registry lists as connected but the carrier
+   * does not hold is ended in the registry (reason `kicked`). False when neither is there.
+   */
   kick(clientId: string): Promise<boolean>
+  /**
+   * The store answers again after failing: ends what the registry still shows connected but
+   * the carrier no longer holds (embedded), or reconciles with the broker at once (EMQX).
+   */
+  storeReturned(): void
   /** Closes its listeners and disconnects what it carries; resolves once that is recorded. */
   stop(): Promise<void>
 }

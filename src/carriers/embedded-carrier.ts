@@ -13,6 +13,7 @@ import { AedesSource } from '../sources/aedes-source.js'
 import { CoapGateway } from '../sources/coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
 import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
+import { endListedOnly } from './listed-only.js'
 
 export class EmbeddedCarrier implements ConnectionCarrier {
   readonly broker: EmbeddedBroker
@@ -91,7 +92,23 @@ export class EmbeddedCarrier implements ConnectionCarrier {
 
   /** Kicks the client's connection, MQTT or CoAP (one clientId has one session, so one of them). */
   async kick(clientId: string): Promise<boolean> {
-    return (await this.coap.kick(clientId)) || this.broker.kick(clientId)
+    const seen = this.core.registry.record(clientId)?.incarnation
+    if ((await this.coap.kick(clientId)) || (await this.broker.kick(clientId))) return true
+    return endListedOnly(this.core.registry, clientId, seen, 'kicked')
+  }
+
+  /**
+   * Ends the MQTT sessions of this node listed as connected whose client the broker no longer
+   * holds. CoAP connections are the gateway's: it ends those it stops hearing from by itself.
+   */
+  storeReturned(): void {
+    const { registry, config, log } = this.core
+    const unheld = [...registry.records()].filter((s) => s.connected && s.protocol === 'mqtt' && s.node === config.node && !this.broker.holds(s.clientId))
+    if (unheld.length === 0) return
+    void Promise.all(unheld.map((s) => endListedOnly(registry, s.clientId, s.incarnation, 'socket_error').catch(() => false))).then((ended) => {
+      const count = ended.filter(Boolean).length
+      if (count > 0) log.warn({ sessions: count }, 'store is back: ended sessions listed as connected whose client the broker no longer holds')
+    })
   }
 
   async stop(): Promise<void> {

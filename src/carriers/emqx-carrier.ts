@@ -15,6 +15,7 @@ import { ExhookServer } from '../sources/emqx/exhook-server.js'
 import { Reconciler, type ReconcileTrigger } from '../sources/emqx/reconcile.js'
 import type { Snapshot } from '../store/store.js'
 import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
+import { endListedOnly } from './listed-only.js'
 
 /** Longest wait between retries of a failed reconcile, ms. */
 const MAX_RETRY_MS = 60_000
@@ -65,8 +66,16 @@ export class EmqxCarrier implements ConnectionCarrier {
     }
   }
 
-  kick(clientId: string): Promise<boolean> {
-    return this.rest.kick(clientId)
+  async kick(clientId: string): Promise<boolean> {
+    const seen = this.core.registry.record(clientId)?.incarnation
+    if (await this.rest.kick(clientId)) return true
+    return endListedOnly(this.core.registry, clientId, seen, 'kicked')
+  }
+
+  /** Hook events may have been refused while the store was down: EMQX's own list tells. */
+  storeReturned(): void {
+    // the 'interval' trigger: the reconcile the interval would have run, run now
+    this.reconcileSoon('interval')
   }
 
   async stop(): Promise<void> {

@@ -49,6 +49,9 @@ export interface Stale {
 
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
 const TOMBSTONE_MS = 10 * 60_000
+/** First and longest wait before the ends the store refused are tried again, ms. */
+const FIRST_RETRY_MS = 500
+const MAX_RETRY_MS = 30_000
 
 export class SessionRegistry {
   private readonly sessions = new Map<string, SessionRecord>()
@@ -59,6 +62,16 @@ export class SessionRegistry {
   private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
   /** When each clientId's session last changed (epoch ms), pruned with the tombstones. */
   private readonly lastChange = new Map<string, number>()
+  /**
+   * Ends of connections (and sessions) applied here but not yet stored, by clientId: the
+   * mutations that bring the store in line. At most one entry per clientId, and bounded by
+   * that session's own life: anything else the client does next is committed after them, in
+   * the same batch (see commitFor), so the store never sees a later change before an end.
+   */
+  private readonly unstoredEnds = new Map<string, Mutation[]>()
+  private retryTimer: NodeJS.Timeout | undefined
+  private retryMs = FIRST_RETRY_MS
+  private stopped = false
 
   constructor(
     private readonly store: Store,
@@ -75,6 +88,9 @@ export class SessionRegistry {
       for (const [protocol, n] of counts) set({ protocol }, n)
     })
     metrics.gauge('iothub_sessions', 'Session entities held, connected or offline', [], (set) => set({}, this.sessions.size))
+    metrics.gauge('iothub_sessions_unstored_ends', 'Connection or session ends applied but not yet stored (the store failed); retried', [], (set) =>
+      set({}, this.unstoredEnds.size)
+    )
   }
 
   addStateOwner(owner: SessionStateOwner): void {
@@ -179,10 +195,16 @@ export class SessionRegistry {
     }
     const plan = this.plan(id, t, marksChange)
     try {
-      await this.store.commit(plan.mutations)
+      await this.commitFor(id, plan.mutations)
     } catch (error) {
-      this.count(event.kind, 'failed')
-      throw error
+      if (event.kind !== 'disconnected') {
+        this.count(event.kind, 'failed')
+        throw error
+      }
+      // The broker has closed the connection already: showing it connected until the store
+      // answers would be the lie (pushes would name it, the API would list it). Memory takes
+      // the end now; the store gets it as soon as it can (unstoredEnds).
+      this.storeLater(id, plan.mutations, error as Error)
     }
     plan.apply()
     this.count(event.kind, 'applied')
@@ -192,6 +214,70 @@ export class SessionRegistry {
       this.log.info({ clientId: id, deviceId: event.deviceId, protocol: event.protocol, peer: `${event.peerHost}:${event.peerPort}`, cleanStart: event.cleanStart }, 'connected')
     }
     return APPLIED
+  }
+
+  /**
+   * Commits a change of `id`'s session, after any end of it not stored yet — in the same batch,
+   * so the store gets both or neither, in order.
+   */
+  private async commitFor(id: string, mutations: readonly Mutation[]): Promise<void> {
+    const unstored = this.unstoredEnds.get(id)
+    await this.store.commit(unstored ? [...unstored, ...mutations] : mutations)
+    if (unstored) this.unstoredEnds.delete(id)
+  }
+
+  /** Keeps an end the store refused, to be stored later; memory applies it now. */
+  private storeLater(id: string, mutations: readonly Mutation[], error: Error): void {
+    const earlier = this.unstoredEnds.get(id) ?? []
+    this.unstoredEnds.set(id, [...earlier, ...mutations])
+    this.log.warn({ clientId: id, err: error.message }, 'connection end not stored yet: applied, and stored once the store answers')
+    this.scheduleRetry()
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.stopped || this.unstoredEnds.size === 0) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      void this.storeUnstoredEnds()
+    }, this.retryMs)
+    this.retryTimer.unref()
+  }
+
+  /**
+   * Tries to store every end not stored yet; the store's return (a probe that answers) calls it
+   * at once, a timer with backoff otherwise. Resolves with how many are still not stored.
+   */
+  async storeUnstoredEnds(): Promise<number> {
+    let failed = false
+    await Promise.all(
+      [...this.unstoredEnds.keys()].map((id) =>
+        this.queue.run(id, async () => {
+          const unstored = this.unstoredEnds.get(id)
+          if (!unstored) return // stored meanwhile, with a later change of the same client
+          try {
+            await this.store.commit(unstored)
+            this.unstoredEnds.delete(id)
+          } catch {
+            failed = true
+          }
+        })
+      )
+    )
+    this.retryMs = failed ? Math.min(this.retryMs * 2, MAX_RETRY_MS) : FIRST_RETRY_MS
+    if (!failed && this.unstoredEnds.size === 0) this.log.info('every connection end refused by the store is stored now')
+    this.scheduleRetry()
+    return this.unstoredEnds.size
+  }
+
+  /** How many ends are applied but not stored yet. */
+  get unstored(): number {
+    return this.unstoredEnds.size
+  }
+
+  /** No more retries: the hub is stopping (the next start ends what the store still shows connected). */
+  stop(): void {
+    this.stopped = true
+    clearTimeout(this.retryTimer)
   }
 
   /** A connection ended: counted, and logged — the session list keeps no history, the log does. */
@@ -225,10 +311,24 @@ export class SessionRegistry {
       if (options.onlyIf && !options.onlyIf(current)) return false
       if (options.unlessChangedSince !== undefined && this.changedSince(id, options.unlessChangedSince)) return false
       const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } }, options.unlessChangedSince === undefined)
-      await this.store.commit(plan.mutations)
+      await this.commitFor(id, plan.mutations)
       plan.apply()
       this.count('sessionDiscarded', 'applied')
       return true
+    })
+  }
+
+  /**
+   * Ends a session listed as connected whose connection the carrier does not hold (its end
+   * was never heard, or the carrier lost it): what an operator's kick of it means. False when
+   * the session is not connected, or is no longer the incarnation `unheld` approves.
+   */
+  endUnheld(id: string, reason: DisconnectReason, unheld: (connected: SessionRecord) => boolean): Promise<boolean> {
+    return this.queue.run(id, async () => {
+      const current = this.sessions.get(id)
+      if (!current?.connected || !unheld(current)) return false
+      const event: LifecycleEvent = { kind: 'disconnected', clientId: id, incarnation: current.incarnation, at: Date.now(), reason }
+      return (await this.applyInOrder(event)).applied
     })
   }
 
@@ -243,7 +343,12 @@ export class SessionRegistry {
           const t = current && expire(current, now)
           if (!t) return
           const plan = this.plan(s.id, t)
-          await this.store.commit(plan.mutations)
+          try {
+            await this.commitFor(s.id, plan.mutations)
+          } catch (error) {
+            // expired is expired: as for a connection's end, memory takes it now
+            this.storeLater(s.id, plan.mutations, error as Error)
+          }
           plan.apply()
           this.count('sessionExpired', 'applied')
           this.log.info({ clientId: current.clientId, deviceId: current.deviceId, disconnectedAt: current.disconnectedAt }, 'session expired')

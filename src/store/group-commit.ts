@@ -11,11 +11,26 @@
  * retries settle after any batches already handed over behind the failed one.
  * With `maxBatch: 1, maxInFlight: 1` this is one transaction per commit() call — the
  * per-event baseline the benchmark compares against.
+ *
+ * Every commit() has a deadline (`timeoutMs` from the call). A caller refused at its deadline
+ * must not find its mutations applied later behind its back: still queued, they are dropped;
+ * handed to the writer, the batch is aborted (its signal), and the writer must then make sure
+ * it cannot commit — by not starting it, or by abandoning its transaction. The one window no
+ * writer can close without a two-phase commit: the backend committed, and its answer was lost
+ * or came too late. Such a mutation is durable while its caller heard "no" (the hub's memory
+ * does not show it; a restart reads it back and recovery treats it like any other stored state).
  */
-import { StoreError, type Mutation } from './store.js'
+import { StoreError, StoreTimeoutError, type Mutation } from './store.js'
+
+export interface WriteControl {
+  /** Aborted when the batch's first caller reaches its deadline: the batch must not commit after. */
+  signal: AbortSignal
+  /** Epoch ms of that deadline. */
+  deadline: number
+}
 
 export interface BatchWriter {
-  writeBatch(mutations: readonly Mutation[]): void | Promise<void>
+  writeBatch(mutations: readonly Mutation[], control: WriteControl): void | Promise<void>
 }
 
 export interface CommitObserver {
@@ -27,6 +42,11 @@ interface Pending {
   mutations: readonly Mutation[]
   resolve: () => void
   reject: (error: Error) => void
+  deadline: number
+  timer: NodeJS.Timeout | undefined
+  /** The write this caller's mutations are in now, once handed over. */
+  write: AbortController | undefined
+  settled: boolean
 }
 
 export interface GroupCommitOptions {
@@ -35,6 +55,8 @@ export interface GroupCommitOptions {
   /** Most batches handed to the writer and not yet committed. */
   maxInFlight?: number
   observer?: CommitObserver
+  /** Longest a commit() may wait, in ms, before it is refused (and dropped). Default 5000. */
+  timeoutMs?: number
 }
 
 export class GroupCommitter {
@@ -46,7 +68,10 @@ export class GroupCommitter {
   private readonly maxBatch: number
   private readonly maxInFlight: number
   private readonly observer: CommitObserver | undefined
+  readonly timeoutMs: number
   lastError: Error | null = null
+  /** When lastError was set (epoch ms), so a probe begun later may clear it. */
+  lastErrorAt = 0
 
   constructor(
     private readonly writer: BatchWriter,
@@ -55,15 +80,61 @@ export class GroupCommitter {
     this.maxBatch = options.maxBatch ?? 256
     this.maxInFlight = options.maxInFlight ?? (options.maxBatch === 1 ? 1 : 4)
     this.observer = options.observer
+    this.timeoutMs = options.timeoutMs ?? 5000
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
     if (this.closed) return Promise.reject(new StoreError('store is closed'))
     if (mutations.length === 0) return Promise.resolve()
     return new Promise((resolve, reject) => {
-      this.queue.push({ mutations, resolve, reject })
+      const p: Pending = {
+        mutations,
+        deadline: Date.now() + this.timeoutMs,
+        timer: undefined,
+        write: undefined,
+        settled: false,
+        resolve: () => this.settle(p, resolve),
+        reject: (error) => this.settle(p, () => reject(error))
+      }
+      p.timer = setTimeout(() => this.expire(p), this.timeoutMs)
+      this.queue.push(p)
       this.schedule()
     })
+  }
+
+  /** Records a failure seen outside a commit (a probe that got no answer). */
+  failed(error: Error): void {
+    this.lastError = error
+    this.lastErrorAt = Date.now()
+  }
+
+  /** A probe begun at `since` got its answer: failures seen before it are over. */
+  answered(since: number): void {
+    if (this.lastError && this.lastErrorAt <= since) this.lastError = null
+  }
+
+  private settle(p: Pending, settle: () => void): void {
+    if (p.settled) return
+    p.settled = true
+    clearTimeout(p.timer)
+    settle()
+  }
+
+  /** A caller's deadline passed: out of the queue, or its write aborted; refused either way. */
+  private expire(p: Pending): void {
+    if (p.settled) return
+    const error = new StoreTimeoutError(this.timeoutMs)
+    const queued = this.queue.indexOf(p)
+    if (queued >= 0) {
+      this.queue.splice(queued, 1)
+      this.failed(error)
+      this.observer?.failed(error)
+      p.reject(error)
+      this.settleIdle()
+      return
+    }
+    // handed over: the batch shares one transaction, so all of it is abandoned (see write)
+    p.write?.abort(error)
   }
 
   /** Resolves once every commit() made so far has settled. */
@@ -106,22 +177,40 @@ export class GroupCommitter {
   private async writeAndSettle(batch: Pending[]): Promise<void> {
     const error = await this.write(batch)
     // One caller's bad mutation must not fail the callers that merely shared its batch:
-    // retry each alone, so only the ones that cannot be stored are refused.
-    if (error && batch.length > 1) for (const p of batch) await this.write([p])
+    // retry each alone, so only the ones that cannot be stored are refused. Not after a
+    // timeout: the store is not answering, and every caller of the batch was refused.
+    if (error && !(error instanceof StoreTimeoutError) && batch.length > 1) {
+      for (const p of batch) if (!p.settled) await this.write([p])
+    }
   }
 
   /** Writes the callers' mutations in one transaction and settles them; returns the failure. */
   private async write(batch: Pending[]): Promise<StoreError | null> {
     const mutations = batch.length === 1 ? batch[0]!.mutations : batch.flatMap((p) => p.mutations)
     const started = process.hrtime.bigint()
+    const control = new AbortController()
+    let deadline = Infinity
+    for (const p of batch) {
+      p.write = control
+      deadline = Math.min(deadline, p.deadline)
+    }
+    const aborted = new Promise<never>((_resolve, reject) => {
+      control.signal.addEventListener('abort', () => reject(control.signal.reason as Error), { once: true })
+    })
+    aborted.catch(() => undefined) // raced below; unobserved when the write wins
     try {
-      await this.writer.writeBatch(mutations)
+      // the race: a writer that cannot stop at once (SQLite's thread inside a transaction)
+      // must not hold its callers past their deadline
+      await Promise.race([this.writer.writeBatch(mutations, { signal: control.signal, deadline }), aborted])
     } catch (cause) {
-      const error = new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
-      this.lastError = error
+      const error =
+        cause instanceof StoreTimeoutError ? cause : new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
+      this.failed(error)
       this.observer?.failed(error)
-      if (batch.length === 1) batch[0]!.reject(error)
+      if (batch.length === 1 || error instanceof StoreTimeoutError) for (const p of batch) p.reject(error)
       return error
+    } finally {
+      for (const p of batch) p.write = undefined
     }
     this.lastError = null
     this.observer?.committed(batch.length, mutations.length, Number(process.hrtime.bigint() - started) / 1e9)

@@ -72,7 +72,7 @@ export interface Snapshot {
 
 export interface StoreHealth {
   ok: boolean
-  /** The last failure, cleared by the next batch that commits. */
+  /** The last failure, cleared by the next batch that commits or the next probe that answers. */
   lastError: string | null
 }
 
@@ -81,6 +81,12 @@ export interface Store {
   /** Resolves when the mutations are durable; rejects (and stores none of them) on failure. */
   commit(mutations: readonly Mutation[]): Promise<void>
   load(): Promise<Snapshot>
+  /**
+   * Asks the backend whether it answers now (and could take a write), within the store's
+   * deadline; rejects with a StoreError if not. An answer clears the failure health() reports,
+   * so readiness comes back with the store, not with the next write.
+   */
+  probe(): Promise<void>
   health(): StoreHealth
   /** Waits for pending batches, then releases the backend. */
   close(): Promise<void>
@@ -91,4 +97,36 @@ export class StoreError extends Error {
     super(message, options)
     this.name = 'StoreError'
   }
+}
+
+/**
+ * The store did not answer within its deadline (IOTHUB_STORE_TIMEOUT). What the caller asked
+ * was not applied, and will not be applied later (see group-commit.ts for the one exception:
+ * a commit whose answer, not its request, was lost).
+ */
+export class StoreTimeoutError extends StoreError {
+  constructor(readonly timeoutMs: number) {
+    super(`store did not answer within ${timeoutMs} ms`)
+    this.name = 'StoreTimeoutError'
+  }
+}
+
+/** Rejects with a StoreTimeoutError unless `work` settles within `timeoutMs`; `onTimeout` cleans up. */
+export function withinDeadline<T>(work: Promise<T>, timeoutMs: number, onTimeout: () => void = () => undefined): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      onTimeout()
+      reject(new StoreTimeoutError(timeoutMs))
+    }, timeoutMs)
+    work.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: Error) => {
+        clearTimeout(timer)
+        reject(error)
+      }
+    )
+  })
 }

@@ -12,6 +12,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { SessionRecord } from '../../domain/session.js'
 import { topicMatches } from '../../domain/topic-match.js'
 import type { ApiContext } from '../context.js'
+import { isStoreFailure, retryAfterSeconds } from '../store-unavailable.js'
 import { emqxTime } from './emqx-time.js'
 import { emqxV4PublishRoute } from './emqx-v4-publish.js'
 
@@ -138,6 +139,11 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     if (error.validation) {
       ctx.metrics.reject('bad_api_request')
       return reply.code(400).send({ code: 108, message: error.message })
+    }
+    if (isStoreFailure(error)) {
+      ctx.metrics.reject('store_unavailable')
+      app.log.warn({ err: error.message }, 'EMQX-compatible request refused: the store is unavailable')
+      return reply.code(503).header('retry-after', retryAfterSeconds(ctx.config.storeTimeout)).send({ code: 102, message: `store unavailable: ${error.message}` })
     }
     const statusCode = error.statusCode ?? 500
     if (statusCode >= 500) app.log.error({ err: error }, 'EMQX-compatible API failed')

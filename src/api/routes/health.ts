@@ -23,7 +23,7 @@ export const healthRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       }
     },
     async (_request, reply) => {
-      const { ready, checks } = ctx.readiness()
+      const { ready, checks } = await ctx.readiness()
       return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
     }
   )

@@ -154,6 +154,11 @@ export class EmbeddedBroker implements BrokerPublisher {
     return this.server.listening
   }
 
+  /** Whether a client of this id is connected to the broker now. */
+  holds(clientId: string): boolean {
+    return (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId] !== undefined
+  }
+
   /** Disconnects a connected client, resolving once that is recorded; false when it is not connected here. */
   async kick(clientId: string): Promise<boolean> {
     const client = (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId]

@@ -11,8 +11,8 @@ import pg from 'pg'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
-import { GroupCommitter, type BatchWriter, type CommitObserver } from '../group-commit.js'
-import { StoreError, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { GroupCommitter, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
+import { StoreError, withinDeadline, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
 import { BatchStatements } from './batch-statements.js'
 import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
 
@@ -22,8 +22,10 @@ export interface PostgresStoreOptions {
   schema?: string
   maxBatch?: number
   observer?: CommitObserver
-  /** Most connections open at once: one is the writer's, the others serve `load()`. Default 4. */
+  /** Most connections open at once: one is the writer's, the others serve `load()` and `probe()`. Default 4. */
   poolSize?: number
+  /** Deadline of every commit and probe, in ms (IOTHUB_STORE_TIMEOUT). Default 5000. */
+  timeoutMs?: number
 }
 
 /** How long to wait for a new connection before failing the commit or load that needs it. */
@@ -44,7 +46,7 @@ export class PostgresStore implements Store {
     private readonly writer: TransactionWriter,
     options: PostgresStoreOptions
   ) {
-    this.committer = new GroupCommitter(writer, { maxBatch: options.maxBatch, observer: options.observer })
+    this.committer = new GroupCommitter(writer, { maxBatch: options.maxBatch, observer: options.observer, timeoutMs: options.timeoutMs })
   }
 
   /** Connects, creates the schema and tables if missing, and refuses a newer schema version. */
@@ -53,11 +55,15 @@ export class PostgresStore implements Store {
     // the writer holds one connection for good: with only one, load() would wait forever
     if (!Number.isInteger(poolSize) || poolSize < 2) throw new StoreError(`PostgreSQL poolSize must be an integer of at least 2, not ${poolSize}`)
     const schema = options.schema ?? 'public'
+    const timeoutMs = options.timeoutMs ?? 5000
     const pool = new pg.Pool({
       connectionString: options.connectionString,
       max: poolSize,
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-      keepAlive: true
+      keepAlive: true,
+      // The server's own guards, for when the hub cannot reach it to say stop (see TransactionWriter)
+      statement_timeout: timeoutMs,
+      idle_in_transaction_session_timeout: idleInTransactionMs(timeoutMs)
     })
     // An idle pooled connection the server closes (restart, failover, idle timeout) is reported
     // here; the pool has already dropped it and opens a new one when next asked. Not listening
@@ -71,7 +77,7 @@ export class PostgresStore implements Store {
       if (error instanceof StoreError) throw error
       throw new StoreError(`cannot open the PostgreSQL store: ${(error as Error).message}`, { cause: error })
     }
-    return new PostgresStore(pool, tables, new TransactionWriter(pool, new BatchStatements(tables)), options)
+    return new PostgresStore(pool, tables, new TransactionWriter(pool, new BatchStatements(tables), idleInTransactionMs(timeoutMs)), options)
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
@@ -86,6 +92,9 @@ export class PostgresStore implements Store {
     let broken: Error | undefined
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+      // Reading everything at start takes as long as the data is large: no deadline here.
+      await client.query('SET LOCAL statement_timeout = 0')
+      await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
       const rows = async <Row extends pg.QueryResultRow>(sql: string): Promise<Row[]> => (await client.query<Row>(sql)).rows
       const snapshot: Snapshot = {
         devices: (await rows<{ doc: Device }>(`SELECT doc FROM ${t.devices} ORDER BY id`)).map((r) => r.doc),
@@ -127,6 +136,42 @@ export class PostgresStore implements Store {
     } finally {
       client.release(broken)
     }
+  }
+
+  /** Asks a pooled connection whether the server answers and takes writes (not a standby). */
+  async probe(): Promise<void> {
+    const since = Date.now()
+    let client: pg.PoolClient | undefined
+    let abandoned = false
+    const giveBack = (ok: boolean): void => {
+      if (!client) return
+      if (ok) client.release()
+      else destroyConnection(client, 'probe failed or abandoned at its deadline')
+      client = undefined
+    }
+    const asking = (async () => {
+      client = await this.pool.connect()
+      if (abandoned) return giveBack(false)
+      try {
+        const { rows } = await client.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby')
+        if (rows[0]?.standby) throw new StoreError('PostgreSQL is a read-only standby')
+      } catch (error) {
+        giveBack(false)
+        throw error
+      }
+      giveBack(true)
+    })()
+    try {
+      await withinDeadline(asking, this.committer.timeoutMs, () => {
+        abandoned = true
+        giveBack(false)
+      })
+    } catch (cause) {
+      const error = cause instanceof StoreError ? cause : new StoreError(`store probe failed: ${(cause as Error).message}`, { cause })
+      this.committer.failed(error)
+      throw error
+    }
+    this.committer.answered(since)
   }
 
   health(): StoreHealth {
@@ -188,19 +233,31 @@ async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTab
  * When that connection fails (the server restarted, an administrator ended it, the network
  * dropped) the batch on it fails, and the next batch opens another. A batch runs again by itself
  * only where that cannot store it twice: its BEGIN failed, or PostgreSQL rolled it all back.
+ *
+ * A batch aborted at its deadline must not commit afterwards. Not yet begun, it is not begun.
+ * Begun, its connection is destroyed at once — but bytes already written to a socket may still
+ * reach the server once a partition heals, so the server guards too: every session runs with
+ * `idle_in_transaction_session_timeout`, and COMMIT is sent only while at least that long is
+ * left before the deadline. A COMMIT that arrives later than that finds its session already
+ * ended by the server and its transaction rolled back; one that arrives in time commits before
+ * the deadline. What stays in doubt is only a commit whose answer was lost (group-commit.ts).
  */
 class TransactionWriter implements BatchWriter {
   private connection: WriterConnection | null = null
+  /** A connection being opened; shared, so a batch that gave up waiting leaves it to the next. */
+  private connecting: Promise<WriterConnection> | null = null
   /** The batch handed over last; the next one starts when it has settled. */
   private previous: Promise<unknown> = Promise.resolve()
 
   constructor(
     private readonly pool: pg.Pool,
-    private readonly statements: BatchStatements
+    private readonly statements: BatchStatements,
+    /** The server's idle_in_transaction_session_timeout, ms. */
+    private readonly idleMs: number
   ) {}
 
-  writeBatch(mutations: readonly Mutation[]): Promise<void> {
-    const written = this.previous.then(() => this.write(mutations))
+  writeBatch(mutations: readonly Mutation[], control?: WriteControl): Promise<void> {
+    const written = this.previous.then(() => this.write(mutations, control ?? { signal: new AbortController().signal, deadline: Infinity }))
     this.previous = written.catch(() => undefined)
     return written
   }
@@ -212,40 +269,67 @@ class TransactionWriter implements BatchWriter {
     this.connection = null
   }
 
-  private async write(mutations: readonly Mutation[]): Promise<void> {
+  private async write(mutations: readonly Mutation[], control: WriteControl): Promise<void> {
     const statements = this.statements.plan(mutations)
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.transaction(statements)
+        return await this.transaction(statements, control)
       } catch (error) {
         if (attempt >= MAX_ATTEMPTS || !(error instanceof RolledBackWhole)) throw error instanceof RolledBackWhole ? error.cause : error
       }
     }
   }
 
-  private async transaction(statements: pg.QueryConfig[]): Promise<void> {
-    const connection = await this.connect()
+  private async transaction(statements: pg.QueryConfig[], control: WriteControl): Promise<void> {
+    control.signal.throwIfAborted()
+    const connection = await this.connect(control.signal)
+    // destroyed, not rolled back: a frozen server would not answer the ROLLBACK either
+    const abort = (): void => connection.destroy(control.signal.reason as Error)
+    control.signal.addEventListener('abort', abort, { once: true })
     let began = false
     try {
+      control.signal.throwIfAborted()
       await connection.client.query('BEGIN')
       began = true
       for (const statement of statements) await connection.client.query(statement)
+      if (Date.now() + this.idleMs > control.deadline) throw new Error('too little time left before the deadline to commit safely')
+      control.signal.throwIfAborted()
       await connection.client.query('COMMIT')
     } catch (error) {
       await this.abandon(connection)
+      if (control.signal.aborted) throw control.signal.reason
       // Nothing of this batch reached the database when BEGIN failed: its connection had died
       // idle, unnoticed yet. Deadlock and serialization failures undo the whole transaction.
       // Either way the batch can simply run again. A failed COMMIT cannot: it may have committed.
       const code = (error as { code?: unknown }).code
       if (!began || (typeof code === 'string' && RETRYABLE_CODES.has(code))) throw new RolledBackWhole(error)
       throw error
+    } finally {
+      control.signal.removeEventListener('abort', abort)
     }
   }
 
-  private async connect(): Promise<WriterConnection> {
+  private async connect(signal: AbortSignal): Promise<WriterConnection> {
     if (this.connection?.failure) this.discard(this.connection)
-    this.connection ??= new WriterConnection(await this.pool.connect())
-    return this.connection
+    if (this.connection) return this.connection
+    this.connecting ??= this.pool.connect().then(
+      (client) => {
+        this.connecting = null
+        return (this.connection = new WriterConnection(client))
+      },
+      (error: Error) => {
+        this.connecting = null
+        throw error
+      }
+    )
+    const connecting = this.connecting
+    connecting.catch(() => undefined) // whoever waits on it hears; a batch that gave up does not
+    const aborted = new Promise<never>((_resolve, reject) => {
+      if (signal.aborted) reject(signal.reason as Error)
+      signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true })
+    })
+    aborted.catch(() => undefined)
+    return Promise.race([connecting, aborted])
   }
 
   /** Ends the failed transaction; a connection that cannot even roll back is closed for good. */
@@ -267,6 +351,19 @@ class TransactionWriter implements BatchWriter {
   }
 }
 
+/** The server's idle_in_transaction_session_timeout for a store deadline (see TransactionWriter). */
+function idleInTransactionMs(timeoutMs: number): number {
+  return Math.max(1, Math.floor(timeoutMs / 4))
+}
+
+/** Closes a pooled connection's socket now, whatever it was doing: nothing more goes out on it. */
+function destroyConnection(client: pg.PoolClient, why: string): void {
+  // pg ends an idle connection gracefully (a Terminate message the frozen server would not
+  // read); its socket, internal to pg, is closed here so nothing waits on the server
+  ;(client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy()
+  client.release(new Error(why))
+}
+
 /** A failure after which PostgreSQL holds nothing of the batch, so it may be tried again. */
 class RolledBackWhole extends Error {
   constructor(override readonly cause: unknown) {
@@ -284,6 +381,12 @@ class WriterConnection {
   constructor(readonly client: pg.PoolClient) {
     // Without a listener, a connection lost between batches would end the process.
     client.on('error', this.onError)
+  }
+
+  /** Closes it now, mid-query or not: the batch on it is abandoned. */
+  destroy(why: Error): void {
+    this.failure ??= why
+    ;(this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy()
   }
 
   /** Back to the pool if healthy; closed if it failed. */

@@ -29,6 +29,8 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number
   maxBatch?: number
   observer?: CommitObserver
+  /** Deadline of every commit and probe, in ms (IOTHUB_STORE_TIMEOUT). Default 5000. */
+  timeoutMs?: number
 }
 
 export class SqliteStore implements Store {
@@ -53,7 +55,7 @@ export class SqliteStore implements Store {
     // Losing it must not take the hub down: commits go on, and the writer's own (rare)
     // automatic checkpoint bounds the WAL. It is reported like a failed commit.
     this.checkpointer.on('error', (error) => options.observer?.failed(new StoreError(`WAL checkpointer failed: ${error.message}`)))
-    this.committer = new GroupCommitter(this.writer, { maxBatch: options.maxBatch, observer: options.observer })
+    this.committer = new GroupCommitter(this.writer, { maxBatch: options.maxBatch, observer: options.observer, timeoutMs: options.timeoutMs })
   }
 
   private migrate(): void {
@@ -111,6 +113,18 @@ export class SqliteStore implements Store {
       wills: (s.wills.all() as { client_id: string; packet: Buffer }[]).map((r) => ({ clientId: r.client_id, packet: r.packet })),
       journal: s.journal.all() as { seq: number; packet: Buffer }[]
     }
+  }
+
+  async probe(): Promise<void> {
+    const since = Date.now()
+    try {
+      await this.writer.probe(this.committer.timeoutMs)
+    } catch (cause) {
+      const error = cause instanceof StoreError ? cause : new StoreError(`store probe failed: ${(cause as Error).message}`, { cause })
+      this.committer.failed(error)
+      throw error
+    }
+    this.committer.answered(since)
   }
 
   health(): StoreHealth {

@@ -1,7 +1,7 @@
 /** The main thread's end of the writer thread (writer-worker.ts): a BatchWriter that awaits it. */
 import type { Worker } from 'node:worker_threads'
-import type { BatchWriter } from '../group-commit.js'
-import type { Mutation } from '../store.js'
+import type { BatchWriter, WriteControl } from '../group-commit.js'
+import { withinDeadline, type Mutation } from '../store.js'
 import { startWorker } from './start-worker.js'
 import { encodeMutation } from './statements.js'
 import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
@@ -31,13 +31,39 @@ export class WriterThread implements BatchWriter {
     )
   }
 
-  writeBatch(mutations: readonly Mutation[]): Promise<void> {
+  /**
+   * The thread runs one transaction at a time and cannot be interrupted inside one; so it is
+   * given the deadline and checks it itself, before it begins and before it commits (see
+   * writer-worker.ts). Aborted here, the caller hears at once and a late answer is ignored.
+   */
+  writeBatch(mutations: readonly Mutation[], control?: WriteControl): Promise<void> {
     if (this.failure) return Promise.reject(this.failure)
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
-      this.worker.postMessage({ id, mutations: mutations.map(encodeMutation) } satisfies WriterRequest)
+      control?.signal.addEventListener(
+        'abort',
+        () => {
+          if (this.waiting.delete(id)) reject(control.signal.reason as Error)
+        },
+        { once: true }
+      )
+      this.worker.postMessage({ id, mutations: mutations.map(encodeMutation), deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
     })
+  }
+
+  /**
+   * Whether the writer could take a write now: it takes SQLite's write lock and lets it go,
+   * behind the batches already handed over, within `timeoutMs`.
+   */
+  probe(timeoutMs: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure)
+    const id = this.nextId++
+    const answered = new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject })
+      this.worker.postMessage({ id, probe: true } satisfies WriterRequest)
+    })
+    return withinDeadline(answered, timeoutMs, () => this.waiting.delete(id))
   }
 
   /** Closes the writer's connection and waits for the thread to end. */

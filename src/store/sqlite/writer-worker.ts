@@ -4,8 +4,13 @@
  * a thread of their own: the main thread keeps serving clients and filling the next batch
  * while this one commits.
  *
- * Protocol: `{ id, mutations }` (encoded, see statements.ts) in, `{ id }` or `{ id, error }` out; `{ close: true }` closes
- * the connection and ends the thread.
+ * Protocol: `{ id, mutations, deadline }` (encoded, see statements.ts) in, `{ id }` or
+ * `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go; `{ close: true }`
+ * closes the connection and ends the thread.
+ *
+ * `deadline` (epoch ms) is when the caller is refused: a batch found past it is not begun, and
+ * one that got past it while its statements ran (a lock wait, a slow disk) is rolled back
+ * rather than committed. Only the COMMIT itself (its fsync) can still end after the deadline.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
@@ -17,7 +22,7 @@ export interface WriterOptions {
   busyTimeoutMs: number
 }
 
-export type WriterRequest = { id: number; mutations: EncodedMutation[] } | { close: true }
+export type WriterRequest = { id: number; mutations: EncodedMutation[]; deadline: number } | { id: number; probe: true } | { close: true }
 export type WriterReply = { id: number; error?: string }
 
 const options = workerData as WriterOptions
@@ -27,9 +32,12 @@ db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}
 // only bounds the WAL should that thread ever stop.
 db.pragma('wal_autocheckpoint = 10000')
 const statements = prepareWrites(db)
-const writeAll = db.transaction((mutations: EncodedMutation[]) => {
+const writeAll = db.transaction((mutations: EncodedMutation[], deadline: number) => {
   for (const [op, params] of mutations) statements[op].run(params)
+  if (Date.now() >= deadline) throw new Error('its caller was refused at the deadline: rolled back')
 })
+const takeLock = db.prepare('BEGIN IMMEDIATE')
+const letGo = db.prepare('ROLLBACK')
 
 parentPort!.on('message', (request: WriterRequest) => {
   if ('close' in request) {
@@ -38,7 +46,13 @@ parentPort!.on('message', (request: WriterRequest) => {
     return
   }
   try {
-    writeAll(request.mutations)
+    if ('probe' in request) {
+      takeLock.run()
+      letGo.run()
+    } else {
+      if (Date.now() >= request.deadline) throw new Error('its caller was refused at the deadline: not begun')
+      writeAll(request.mutations, request.deadline)
+    }
     parentPort!.postMessage({ id: request.id } satisfies WriterReply)
   } catch (error) {
     parentPort!.postMessage({ id: request.id, error: (error as Error).message } satisfies WriterReply)
