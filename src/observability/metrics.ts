@@ -22,6 +22,7 @@ export type RejectReason =
   | 'bad_hook'
   | 'hook_unauthorized'
   | 'bad_coap_request'
+  | 'tls_handshake_failed'
 
 export class HubMetrics {
   readonly registry = new Registry()
@@ -105,6 +106,13 @@ export class HubMetrics {
   readonly storeFailures = new Counter({
     name: 'iothub_store_failures_total',
     help: 'Group-commit batches that failed; their callers were refused',
+    registers: [this.registry]
+  })
+
+  readonly tlsReloads = new Counter({
+    name: 'iothub_tls_reloads_total',
+    help: 'Certificate/key files reloaded after they changed, by outcome (applied: new connections get them, failed: the previous ones are kept)',
+    labelNames: ['outcome'] as const,
     registers: [this.registry]
   })
 
