@@ -27,11 +27,14 @@ import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
 import type { CommitObserver } from './store/group-commit.js'
+import { TlsCredentials } from './tls/tls-credentials.js'
 
 export interface HubAddresses {
   http: AddressInfo
   /** Embedded mode: the MQTT listener. */
   mqtt?: AddressInfo
+  /** Embedded mode, with a certificate: the MQTT over TLS listener. */
+  mqtts?: AddressInfo
   /** Embedded mode: the CoAP gateway (UDP). */
   coap?: AddressInfo
   /** EMQX mode: the ExHook gRPC server. */
@@ -47,6 +50,8 @@ export class Hub {
   readonly properties: DeviceProperties
   /** What carries the connections: the embedded broker, or an EMQX cluster. */
   readonly carrier: EmbeddedCarrier | EmqxCarrier
+  /** The configured certificate (MQTT over TLS, HTTPS); undefined without one. */
+  readonly tls: TlsCredentials | undefined
   private readonly connectInfo: ConnectInfoTracker
   private readonly dispatcher: Dispatcher
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
@@ -62,16 +67,19 @@ export class Hub {
   static async open(config: HubConfig, options: { log?: Logger; metrics?: HubMetrics } = {}): Promise<Hub> {
     const log = options.log ?? createLogger(config.logLevel)
     const metrics = options.metrics ?? new HubMetrics()
+    // unusable certificate files stop the hub before it opens a connection to the database
+    const tls = TlsCredentials.fromConfig(config, metrics, log.child({ component: 'tls' }))
     const store = config.store === 'postgres' ? await PostgresStore.open({ connectionString: config.databaseUrl, observer: storeObserver(metrics, log) }) : undefined
-    return new Hub(config, { log, metrics, store })
+    return new Hub(config, { log, metrics, store, tls })
   }
 
   constructor(
     readonly config: HubConfig,
-    options: { log?: Logger; metrics?: HubMetrics; store?: Store } = {}
+    options: { log?: Logger; metrics?: HubMetrics; store?: Store; tls?: TlsCredentials } = {}
   ) {
     this.log = options.log ?? createLogger(config.logLevel)
     this.metrics = options.metrics ?? new HubMetrics()
+    this.tls = options.tls ?? TlsCredentials.fromConfig(config, this.metrics, this.log.child({ component: 'tls' }))
     if (!options.store && config.store !== 'sqlite') throw new Error(`the ${config.store} store is opened by Hub.open(config), not new Hub(config)`)
     this.store =
       options.store ??
@@ -88,7 +96,7 @@ export class Hub {
     this.properties = new DeviceProperties(this.store)
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), metrics: this.metrics, log: this.log }
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties), metrics: this.metrics, log: this.log, tls: this.tls }
     this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }
@@ -126,7 +134,7 @@ export class Hub {
 
     const listening = await this.carrier.listen()
     const httpHost = this.apiHost()
-    this.api = await buildApi(this.apiContext(), this.log)
+    this.api = await buildApi(this.apiContext(), this.log, this.apiUsesTls ? this.tls : undefined)
     await this.api.listen({ port: this.config.httpPort, host: httpHost }).catch((error: NodeJS.ErrnoException) => {
       throw error.code === 'EADDRINUSE' ? portInUse('HTTP', httpHost, this.config.httpPort, 'IOTHUB_HTTP_PORT / --http-port') : error
     })
@@ -136,11 +144,21 @@ export class Hub {
       this.registry.expireDue(Date.now()).catch((error: Error) => this.log.error({ err: error.message }, 'expiry sweep failed'))
     }, this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
+    this.tls?.watch()
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
     const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
-    this.log.info({ broker: this.config.broker, mqtt: at(listening.mqtt), coap: at(listening.coap), exhook: at(listening.exhook), http: at(http), store: this.store.kind }, 'iothub started')
+    const api = this.apiUsesTls ? 'https' : 'http'
+    this.log.info(
+      { broker: this.config.broker, mqtt: at(listening.mqtt), mqtts: at(listening.mqtts), coap: at(listening.coap), exhook: at(listening.exhook), [api]: at(http), store: this.store.kind },
+      'iothub started'
+    )
     return this.addresses
+  }
+
+  /** True when the API serves HTTPS (a certificate is configured and IOTHUB_API_TLS is not `off`). */
+  get apiUsesTls(): boolean {
+    return this.tls !== undefined && this.config.apiTls === 'auto'
   }
 
   /** With the default (publicly known) API credentials, the API stays on loopback. */
@@ -190,6 +208,7 @@ export class Hub {
     this.state = 'stopping'
     await starting?.catch(() => undefined) // let a start in progress finish (or fail) first
     clearInterval(this.expiryTimer)
+    this.tls?.close()
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
     await this.carrier.stop()

@@ -20,12 +20,12 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   private readonly coap: CoapGateway
 
   constructor(private readonly core: HubCore) {
-    const { config, store, registry, devices, upstream, metrics, log } = core
+    const { config, store, registry, devices, upstream, metrics, log, tls } = core
     const source = new AedesSource(registry, devices, upstream, config, metrics, log.child({ component: 'mqtt' }))
     this.persistence = new StoreAedesPersistence(store, registry.topics, { writer: source.subscriptionWriter() })
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
-    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, log.child({ component: 'broker' }))
+    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, log.child({ component: 'broker' }), tls)
     this.coap = new CoapGateway(registry, devices, upstream, this.broker, config, metrics, log.child({ component: 'coap' }))
   }
 
@@ -46,12 +46,13 @@ export class EmbeddedCarrier implements ConnectionCarrier {
 
   async listen(): Promise<CarrierAddresses> {
     const mqtt = await this.broker.start()
-    return { mqtt, coap: await this.coap.listen() }
+    return { ...mqtt, coap: await this.coap.listen() }
   }
 
   checks(): Readiness['checks'] {
     return {
       mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' },
+      ...(this.broker.tlsListening === undefined ? {} : { mqtts: this.broker.tlsListening ? { ok: true } : { ok: false, detail: 'MQTT over TLS listener is not listening' } }),
       coap: this.coap.listening ? { ok: true } : { ok: false, detail: 'CoAP gateway is not listening' }
     }
   }
