@@ -148,9 +148,17 @@ export class Hub {
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
     const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
-    const api = this.apiUsesTls ? 'https' : 'http'
     this.log.info(
-      { broker: this.config.broker, mqtt: at(listening.mqtt), mqtts: at(listening.mqtts), coap: at(listening.coap), exhook: at(listening.exhook), [api]: at(http), store: this.store.kind },
+      {
+        broker: this.config.broker,
+        mqtt: at(listening.mqtt),
+        mqtts: at(listening.mqtts),
+        coap: at(listening.coap),
+        exhook: at(listening.exhook),
+        http: at(http),
+        api: this.apiUsesTls ? 'https' : 'http',
+        store: this.store.kind
+      },
       'iothub started'
     )
     return this.addresses
