@@ -135,6 +135,17 @@ describe('MQTT over TLS and HTTPS', () => {
     await eventually(async () => (await metric(t, 'iothub_rejected_inputs_total{reason="tls_handshake_failed"}')) === before + 1, 5000, 'the refusal counted')
   })
 
+  it('guards TLS connections as plain ones: a packet over the size limit ends the connection, and is counted', async () => {
+    const before = await metric(t, 'iothub_rejected_inputs_total{reason="packet_too_large"}')
+    const d = await t.createDevice()
+    const device = await connectClient(t.mqttsUrl!, { clientId: 'tls-too-large', username: d.id, password: d.token, ca: pki.caPem })
+    clients.push(device)
+    const closed = new Promise<void>((resolve) => device.once('close', () => resolve()))
+    device.publish('v1/devices/me/telemetry', Buffer.alloc(t.hub.config.maxPacketSize + 1, 0x20), { qos: 0 })
+    await within(closed, 10_000, 'the hub to close the connection')
+    await eventually(async () => (await metric(t, 'iothub_rejected_inputs_total{reason="packet_too_large"}')) === before + 1, 5000, 'the refusal counted')
+  })
+
   it('serves a replaced certificate to new connections without a restart, keeping the old ones; a broken one is not taken', async () => {
     const d = await t.createDevice()
     const kept = await connectClient(t.mqttsUrl!, { clientId: 'kept-across-reload', username: d.id, password: d.token, ca: pki.caPem })

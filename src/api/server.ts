@@ -1,7 +1,8 @@
 /**
  * The HTTP API: fastify (over HTTPS when given the hub's certificate), a JSON schema on every
- * route, Basic auth on everything but the probes and metrics. Native routes answer errors as fastify does (`statusCode`, `error`,
- * `message`); the EMQX-compatible ones as EMQX does (`code`, `message`).
+ * route, Basic auth on everything but the probes and metrics. Native routes answer errors as
+ * fastify does (`statusCode`, `error`, `message`); the EMQX-compatible ones as EMQX does
+ * (`code`, `message`).
  */
 import basicAuth from '@fastify/basic-auth'
 import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http'
