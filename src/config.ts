@@ -107,6 +107,20 @@ export interface HubConfig {
   // ── outages (issue 11): the store's deadline ──
   /** Milliseconds any store call (commit, probe) may take before its caller is refused. */
   storeTimeout: number
+  // --- encryption in transit (TLS) ---
+  mqttsHost: string
+  /** MQTT over TLS; listens only when `tlsCert` and `tlsKey` are set. 0 picks a free port. */
+  mqttsPort: number
+  /** PEM file of the server certificate (and its chain); '' turns TLS off. Reloaded when it changes. */
+  tlsCert: string
+  /** PEM file of the certificate's private key (unencrypted). */
+  tlsKey: string
+  /** PEM file of CA certificates sent with the chain; '' for none. */
+  tlsCa: string
+  /** `auto`: the API serves HTTPS when a certificate is configured; `off`: plain HTTP always. */
+  apiTls: 'auto' | 'off'
+  /** Milliseconds a TLS client has to finish its handshake before its socket is closed. */
+  tlsHandshakeTimeout: number
 }
 
 export const DEFAULT_API_USER = 'admin'
@@ -148,6 +162,10 @@ function bearerToken(raw: string, name: string): string {
   if (raw.length < 16) throw new ConfigError(`${name} must be at least 16 characters`)
   if (!/^[\x21-\x7e]+$/.test(raw)) throw new ConfigError(`${name} must be printable ASCII without spaces`)
   return raw
+}
+
+function filePath(raw: string, name: string): string {
+  return resolve(text(raw, name))
 }
 
 function httpUrl(raw: string, name: string): string {
@@ -231,6 +249,15 @@ const OPTIONS = [
   { key: 'httpRequestTimeout', env: 'IOTHUB_HTTP_REQUEST_TIMEOUT', flag: 'http-request-timeout', parse: (raw: string, name: string) => integer(raw, name, 1000, 3_600_000), fallback: () => 30_000, help: 'ms an HTTP request may take to arrive; slower ones get 408' },
   // ── outages (issue 11): the store's deadline ──
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
+  // --- encryption in transit (TLS) ---
+  // '' until checkCombination makes it the MQTT host: one option's default cannot read another's
+  { key: 'mqttsHost', env: 'IOTHUB_MQTTS_HOST', flag: 'mqtts-host', parse: text, fallback: () => '', help: 'MQTT over TLS listen address (default: the MQTT host)' },
+  { key: 'mqttsPort', env: 'IOTHUB_MQTTS_PORT', flag: 'mqtts-port', parse: port, fallback: () => 8883, help: 'MQTT over TLS port, with IOTHUB_TLS_CERT and IOTHUB_TLS_KEY (0 = any free)' },
+  { key: 'tlsCert', env: 'IOTHUB_TLS_CERT', flag: 'tls-cert', parse: filePath, fallback: () => '', help: 'PEM certificate (chain) file: turns on MQTT over TLS and HTTPS; reloaded when it changes' },
+  { key: 'tlsKey', env: 'IOTHUB_TLS_KEY', flag: 'tls-key', parse: filePath, fallback: () => '', help: "PEM private key file of IOTHUB_TLS_CERT's certificate" },
+  { key: 'tlsCa', env: 'IOTHUB_TLS_CA', flag: 'tls-ca', parse: filePath, fallback: () => '', help: 'PEM file of CA certificates sent with the chain (optional)' },
+  { key: 'apiTls', env: 'IOTHUB_API_TLS', flag: 'api-tls', parse: oneOf(['auto', 'off'] as const), fallback: () => 'auto' as const, help: 'auto: the HTTP API serves HTTPS when a certificate is configured; off: plain HTTP' },
+  { key: 'tlsHandshakeTimeout', env: 'IOTHUB_TLS_HANDSHAKE_TIMEOUT', flag: 'tls-handshake-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 120_000), fallback: () => 10_000, help: 'ms a TLS client has to finish its handshake' }
 ] satisfies Option<keyof HubConfig>[]
 
 export class ConfigError extends Error {
@@ -270,7 +297,11 @@ function checkCombination(config: HubConfig): HubConfig {
   if (config.maxInflightBytes < config.maxPacketSize) {
     throw new ConfigError(`IOTHUB_MAX_INFLIGHT_BYTES (${config.maxInflightBytes}) must be at least IOTHUB_MAX_PACKET_SIZE (${config.maxPacketSize}): one packet alone would make a slow consumer`)
   }
-  return config
+  if ((config.tlsCert === '') !== (config.tlsKey === '')) {
+    throw new ConfigError(config.tlsCert === '' ? 'IOTHUB_TLS_KEY needs IOTHUB_TLS_CERT, the certificate of that key' : 'IOTHUB_TLS_CERT needs IOTHUB_TLS_KEY, the private key of that certificate')
+  }
+  if (config.tlsCa !== '' && config.tlsCert === '') throw new ConfigError('IOTHUB_TLS_CA needs IOTHUB_TLS_CERT and IOTHUB_TLS_KEY')
+  return config.mqttsHost === '' ? { ...config, mqttsHost: config.mqttHost } : config
 }
 
 function parseFlags(argv: readonly string[]): Map<string, string> {

@@ -31,11 +31,14 @@ import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
 import { StoreProbe } from './store/store-probe.js'
 import type { CommitObserver } from './store/group-commit.js'
+import { TlsCredentials } from './tls/tls-credentials.js'
 
 export interface HubAddresses {
   http: AddressInfo
   /** Embedded mode: the MQTT listener. */
   mqtt?: AddressInfo
+  /** Embedded mode, with a certificate: the MQTT over TLS listener. */
+  mqtts?: AddressInfo
   /** Embedded mode: the CoAP gateway (UDP). */
   coap?: AddressInfo
   /** EMQX mode: the ExHook gRPC server. */
@@ -53,6 +56,8 @@ export class Hub {
   readonly loginThrottle: LoginThrottle
   /** What carries the connections: the embedded broker, or an EMQX cluster. */
   readonly carrier: EmbeddedCarrier | EmqxCarrier
+  /** The configured certificate (MQTT over TLS, HTTPS); undefined without one. */
+  readonly tls: TlsCredentials | undefined
   private readonly connectInfo: ConnectInfoTracker
   private readonly sessionCounts = new DeviceSessionCounts()
   private readonly dispatcher: Dispatcher
@@ -73,19 +78,22 @@ export class Hub {
   static async open(config: HubConfig, options: { log?: Logger; metrics?: HubMetrics } = {}): Promise<Hub> {
     const log = options.log ?? createLogger(config.logLevel)
     const metrics = options.metrics ?? new HubMetrics()
+    // unusable certificate files stop the hub before it opens a connection to the database
+    const tls = TlsCredentials.fromConfig(config, metrics, log.child({ component: 'tls' }))
     const store =
       config.store === 'postgres'
         ? await PostgresStore.open({ connectionString: config.databaseUrl, observer: storeObserver(metrics, log), timeoutMs: config.storeTimeout })
         : undefined
-    return new Hub(config, { log, metrics, store })
+    return new Hub(config, { log, metrics, store, tls })
   }
 
   constructor(
     readonly config: HubConfig,
-    options: { log?: Logger; metrics?: HubMetrics; store?: Store } = {}
+    options: { log?: Logger; metrics?: HubMetrics; store?: Store; tls?: TlsCredentials } = {}
   ) {
     this.log = options.log ?? createLogger(config.logLevel)
     this.metrics = options.metrics ?? new HubMetrics()
+    this.tls = options.tls ?? TlsCredentials.fromConfig(config, this.metrics, this.log.child({ component: 'tls' }))
     if (!options.store && config.store !== 'sqlite') throw new Error(`the ${config.store} store is opened by Hub.open(config), not new Hub(config)`)
     this.store =
       options.store ??
@@ -118,7 +126,7 @@ export class Hub {
       this.sessionCounts,
       config
     )
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, metrics: this.metrics, log: this.log }
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, metrics: this.metrics, log: this.log, tls: this.tls }
     this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }
@@ -157,7 +165,7 @@ export class Hub {
 
     const listening = await this.carrier.listen()
     const httpHost = this.apiHost()
-    this.api = await buildApi(this.apiContext(), this.log)
+    this.api = await buildApi(this.apiContext(), this.log, this.apiUsesTls ? this.tls : undefined)
     await this.api.listen({ port: this.config.httpPort, host: httpHost }).catch((error: NodeJS.ErrnoException) => {
       throw error.code === 'EADDRINUSE' ? portInUse('HTTP', httpHost, this.config.httpPort, 'IOTHUB_HTTP_PORT / --http-port') : error
     })
@@ -169,11 +177,29 @@ export class Hub {
     this.expiryTimer.unref()
     this.storeWatch = setInterval(() => void this.watchStore(), STORE_WATCH_MS)
     this.storeWatch.unref()
+    this.tls?.watch()
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
     const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
-    this.log.info({ broker: this.config.broker, mqtt: at(listening.mqtt), coap: at(listening.coap), exhook: at(listening.exhook), http: at(http), store: this.store.kind }, 'iothub started')
+    this.log.info(
+      {
+        broker: this.config.broker,
+        mqtt: at(listening.mqtt),
+        mqtts: at(listening.mqtts),
+        coap: at(listening.coap),
+        exhook: at(listening.exhook),
+        http: at(http),
+        api: this.apiUsesTls ? 'https' : 'http',
+        store: this.store.kind
+      },
+      'iothub started'
+    )
     return this.addresses
+  }
+
+  /** True when the API serves HTTPS (a certificate is configured and IOTHUB_API_TLS is not `off`). */
+  get apiUsesTls(): boolean {
+    return this.tls !== undefined && this.config.apiTls === 'auto'
   }
 
   /** With the default (publicly known) API credentials, the API stays on loopback. */
@@ -257,6 +283,7 @@ export class Hub {
     await starting?.catch(() => undefined) // let a start in progress finish (or fail) first
     clearInterval(this.expiryTimer)
     clearInterval(this.storeWatch)
+    this.tls?.close()
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
     await this.carrier.stop()

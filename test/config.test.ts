@@ -46,6 +46,18 @@ describe('config', () => {
     assert.throws(() => loadConfig({ IOTHUB_DATABASE_URL: 'mysql://x:secret@db/x' }, []), (e: Error) => /postgres:\/\//.test(e.message) && !e.message.includes('secret'))
     assert.throws(() => loadConfig({ IOTHUB_WEBHOOK_SECRET: 'short' }, []), /IOTHUB_WEBHOOK_SECRET must be at least 16 characters/)
   })
+  it('takes the TLS settings: MQTT over TLS on 8883, beside the MQTT host unless told otherwise', () => {
+    const defaults = loadConfig({}, [])
+    assert.deepEqual([defaults.mqttsPort, defaults.mqttsHost, defaults.tlsCert, defaults.tlsKey, defaults.tlsCa, defaults.apiTls, defaults.tlsHandshakeTimeout], [8883, '0.0.0.0', '', '', '', 'auto', 10_000])
+    const c = loadConfig({ IOTHUB_MQTT_HOST: '10.0.0.5', IOTHUB_TLS_CERT: 'certs/hub.pem', IOTHUB_TLS_KEY: '/etc/hub.key' }, ['--mqtts-port', '0', '--api-tls', 'off'])
+    assert.deepEqual([c.mqttsHost, c.mqttsPort, c.tlsKey, c.apiTls], ['10.0.0.5', 0, '/etc/hub.key', 'off'])
+    assert.match(c.tlsCert, /^\/.*\/certs\/hub\.pem$/, 'a relative path is made absolute')
+    assert.equal(loadConfig({ IOTHUB_MQTTS_HOST: '127.0.0.1' }, []).mqttsHost, '127.0.0.1')
+    assert.throws(() => loadConfig({ IOTHUB_TLS_CERT: '/x.pem' }, []), /IOTHUB_TLS_CERT needs IOTHUB_TLS_KEY/)
+    assert.throws(() => loadConfig({ IOTHUB_TLS_CA: '/ca.pem' }, []), /IOTHUB_TLS_CA needs IOTHUB_TLS_CERT/)
+    assert.throws(() => loadConfig({ IOTHUB_API_TLS: 'on' }, []), /IOTHUB_API_TLS must be one of auto, off/)
+    assert.throws(() => loadConfig({ IOTHUB_TLS_HANDSHAKE_TIMEOUT: '5' }, []), /IOTHUB_TLS_HANDSHAKE_TIMEOUT must be a whole number from 100/)
+  })
 })
 
 describe('config: limits against bad input (JSON depth, login throttle, slow HTTP requests)', () => {

@@ -1,8 +1,11 @@
 /**
- * The HTTP API: fastify, a JSON schema on every route, Basic auth on everything but the
- * probes and metrics. Native routes answer errors as fastify does (`statusCode`, `error`,
- * `message`); the EMQX-compatible ones as EMQX does (`code`, `message`).
+ * The HTTP API: fastify (over HTTPS when given the hub's certificate), a JSON schema on every
+ * route, Basic auth on everything but the probes and metrics. Native routes answer errors as
+ * fastify does (`statusCode`, `error`, `message`); the EMQX-compatible ones as EMQX does
+ * (`code`, `message`).
  */
+import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Logger } from 'pino'
 import { emqxV4Routes } from './compat/emqx-v4.js'
@@ -19,6 +22,7 @@ import { healthRoutes } from './routes/health.js'
 import { reconcileRoutes } from './routes/reconcile.js'
 import { sessionRoutes } from './routes/sessions.js'
 import { subscriptionRoutes } from './routes/subscriptions.js'
+import type { TlsCredentials } from '../tls/tls-credentials.js'
 
 const PUBLIC_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
 /** Routes that check credentials of their own (EMQX's WebHook sends a shared secret). */
@@ -32,7 +36,8 @@ function timeoutCheckInterval(timeoutMs: number): number {
   return Math.min(Math.max(Math.floor(timeoutMs / 10), 25), 5000)
 }
 
-export async function buildApi(ctx: ApiContext, log: Logger) {
+/** With `tls`, the API serves HTTPS only, and follows the certificate's reloads. */
+export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredentials) {
   // typed as fastify's logger interface, so routes and plugins see the usual FastifyInstance
   const logger: FastifyBaseLogger = log.child({ component: 'api' })
   const app = Fastify({
@@ -44,7 +49,15 @@ export async function buildApi(ctx: ApiContext, log: Logger) {
     requestTimeout: ctx.config.httpRequestTimeout,
     http: { headersTimeout: ctx.config.httpRequestTimeout, connectionsCheckingInterval: timeoutCheckInterval(ctx.config.httpRequestTimeout) },
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } },
-    schemaErrorFormatter: formatSchemaErrors
+    schemaErrorFormatter: formatSchemaErrors,
+    // our own server rather than fastify's `https` option: the routes keep fastify's plain
+    // instance types, and the server is at hand for the certificate reloads
+    serverFactory: (handler: RequestListener): HttpServer => {
+      if (!tls) return createHttpServer(handler)
+      const server = createHttpsServer({ ...tls.options, handshakeTimeout: ctx.config.tlsHandshakeTimeout }, handler)
+      tls.serve(server, 'https')
+      return server
+    }
   })
 
   await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route))

@@ -15,6 +15,7 @@ import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
 import type { Snapshot, Store } from '../store/store.js'
+import type { TlsCredentials } from '../tls/tls-credentials.js'
 
 /** The hub's core, which a carrier is built on. */
 export interface HubCore {
@@ -27,11 +28,15 @@ export interface HubCore {
   admission: SessionAdmission
   metrics: HubMetrics
   log: Logger
+  /** The certificate of TLS listeners; undefined when none is configured. */
+  tls?: TlsCredentials
 }
 
 export interface CarrierAddresses {
   /** The embedded broker's MQTT listener. */
   mqtt?: AddressInfo
+  /** The embedded broker's MQTT over TLS listener, when a certificate is configured. */
+  mqtts?: AddressInfo
   /** The embedded CoAP gateway (UDP). */
   coap?: AddressInfo
   /** The ExHook gRPC server EMQX calls. */

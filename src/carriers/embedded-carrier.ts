@@ -22,7 +22,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   private readonly coap: CoapGateway
 
   constructor(private readonly core: HubCore) {
-    const { config, store, registry, devices, upstream, admission, metrics, log } = core
+    const { config, store, registry, devices, upstream, admission, metrics, log, tls } = core
     const source = new AedesSource(registry, devices, upstream, admission, config, metrics, log.child({ component: 'mqtt' }))
     const brokerLog = log.child({ component: 'broker' })
     this.persistence = new StoreAedesPersistence(store, registry.topics, {
@@ -59,7 +59,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     metrics.gauge('iothub_retained_bytes', 'Bytes (topic + payload) of retained messages held by the embedded broker', [], (set) => set({}, this.persistence.retainedUsage().bytes))
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
-    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, brokerLog)
+    this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, brokerLog, tls)
     this.coap = new CoapGateway(registry, devices, upstream, admission, this.broker, config, metrics, log.child({ component: 'coap' }))
   }
 
@@ -80,12 +80,13 @@ export class EmbeddedCarrier implements ConnectionCarrier {
 
   async listen(): Promise<CarrierAddresses> {
     const mqtt = await this.broker.start()
-    return { mqtt, coap: await this.coap.listen() }
+    return { ...mqtt, coap: await this.coap.listen() }
   }
 
   checks(): Readiness['checks'] {
     return {
       mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' },
+      ...(this.broker.tlsListening === undefined ? {} : { mqtts: this.broker.tlsListening ? { ok: true } : { ok: false, detail: 'MQTT over TLS listener is not listening' } }),
       coap: this.coap.listening ? { ok: true } : { ok: false, detail: 'CoAP gateway is not listening' }
     }
   }

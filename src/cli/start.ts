@@ -1,5 +1,5 @@
 /** `iothub` / `iothub start`: runs the hub until SIGINT or SIGTERM, then stops it gracefully. */
-import { loadConfig } from '../config.js'
+import { ConfigError, loadConfig } from '../config.js'
 import { Hub } from '../hub.js'
 
 export async function startCommand(argv: readonly string[]): Promise<void> {
@@ -8,6 +8,7 @@ export async function startCommand(argv: readonly string[]): Promise<void> {
   try {
     hub = await Hub.open(config)
   } catch (error) {
+    if (error instanceof ConfigError) throw error // unusable TLS files: told as any other bad setting
     // the store could not be opened (PostgreSQL unreachable, say): one line, not a stack
     console.error(`iothub: ${(error as Error).message}`)
     process.exit(1)

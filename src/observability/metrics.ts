@@ -35,6 +35,7 @@ export type RejectReason =
   | 'retained_limit'
   | 'api_unauthorized'
   | 'login_throttled'
+  | 'tls_handshake_failed'
 
 export class HubMetrics {
   readonly registry = new Registry()
@@ -125,6 +126,13 @@ export class HubMetrics {
   readonly offlineDropped = new Counter({
     name: 'iothub_offline_messages_dropped_total',
     help: "Messages queued for a persistent session and dropped, oldest first, to keep its queue within IOTHUB_MAX_QUEUED_PER_SESSION / IOTHUB_MAX_QUEUED_BYTES_PER_SESSION",
+    registers: [this.registry]
+  })
+
+  readonly tlsReloads = new Counter({
+    name: 'iothub_tls_reloads_total',
+    help: 'Certificate/key files reloaded after they changed, by outcome (applied: new connections get them, failed: the previous ones are kept)',
+    labelNames: ['outcome'] as const,
     registers: [this.registry]
   })
 

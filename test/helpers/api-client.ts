@@ -1,4 +1,5 @@
 /** Calls a hub's HTTP API as a user would: JSON in, JSON (or text, for /metrics) out. */
+import { Agent, fetch as undiciFetch } from 'undici'
 
 export const BASIC_ADMIN = `Basic ${Buffer.from('admin:public').toString('base64')}`
 
@@ -8,9 +9,13 @@ export const BASIC_ADMIN = `Basic ${Buffer.from('admin:public').toString('base64
  */
 export type ApiCall = <T = unknown>(method: string, path: string, body?: unknown, authorization?: string | null) => Promise<{ status: number; body: T }>
 
-export function apiClient(httpUrl: string, defaultAuthorization = BASIC_ADMIN): ApiCall {
+/** `ca`: the PEM certificates an `https://` API's certificate is checked against. */
+export function apiClient(httpUrl: string, defaultAuthorization = BASIC_ADMIN, options: { ca?: string } = {}): ApiCall {
+  // global fetch cannot be told a CA to trust; undici's own, with its own Agent, can
+  const trusting = options.ca === undefined ? undefined : new Agent({ connect: { ca: options.ca } })
+  const send = trusting ? (url: string, init: RequestInit) => undiciFetch(url, { ...(init as object), dispatcher: trusting }) : fetch
   return async (method, path, body, authorization = defaultAuthorization) => {
-    const response = await fetch(`${httpUrl}${path}`, {
+    const response = await send(`${httpUrl}${path}`, {
       method,
       headers: {
         ...(authorization ? { authorization } : {}),

@@ -2,7 +2,7 @@
  * Starts a real hub in this process for a test: its own temporary data dir, MQTT and HTTP on
  * ports the OS picks, logs silenced (set IOTHUB_TEST_LOG=debug to see them).
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
@@ -15,6 +15,9 @@ export interface TestHub {
   hub: Hub
   dataDir: string
   mqttUrl: string
+  /** `mqtts://…` when the hub has a TLS listener. */
+  mqttsUrl?: string
+  /** `https://…` when the API serves HTTPS (the api client then trusts the hub's CA). */
   httpUrl: string
   api: ApiCall
   createDevice(input?: Record<string, unknown>): Promise<{ id: string; token: string }>
@@ -57,17 +60,20 @@ export function superuserLogin(config: Pick<HubConfig, 'apiUser' | 'apiPassword'
 export async function startTestHub(overrides: Partial<HubConfig> = {}, dataDir = tempDir()): Promise<TestHub> {
   const config = testConfig(dataDir, overrides)
   const hub = await Hub.open(config, { log: createLogger(config.logLevel) })
-  const { mqtt: mqttAddress, http } = await hub.start()
+  const { mqtt: mqttAddress, mqtts, http } = await hub.start()
   const mqttUrl = `mqtt://127.0.0.1:${mqttAddress!.port}`
-  const httpUrl = `http://127.0.0.1:${http.port}`
+  const httpUrl = `${hub.apiUsesTls ? 'https' : 'http'}://127.0.0.1:${http.port}`
   const clients: MqttClient[] = []
 
-  const api = apiClient(httpUrl, `Basic ${Buffer.from(`${config.apiUser}:${config.apiPassword}`).toString('base64')}`)
+  // a test's certificate is self-signed, or signed by the CA it configures
+  const ca = hub.apiUsesTls ? readFileSync(config.tlsCa || config.tlsCert, 'utf8') : undefined
+  const api = apiClient(httpUrl, `Basic ${Buffer.from(`${config.apiUser}:${config.apiPassword}`).toString('base64')}`, { ca })
 
   return {
     hub,
     dataDir,
     mqttUrl,
+    ...(mqtts ? { mqttsUrl: `mqtts://127.0.0.1:${mqtts.port}` } : {}),
     httpUrl,
     api,
     async createDevice(input = {}) {

@@ -1,9 +1,11 @@
 /**
- * The embedded MQTT broker: Aedes on a TCP listener, its persistence on our store, its
- * lifecycle reported by the AedesSource. This is what `npm start` runs.
+ * The embedded MQTT broker: Aedes on a TCP listener (and, with a certificate, a TLS listener
+ * beside it), its persistence on our store, its lifecycle reported by the AedesSource. This is
+ * what `npm start` runs.
  */
 import type { EventEmitter } from 'node:events'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls'
 import { Aedes, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../../config.js'
@@ -15,10 +17,13 @@ import { guardPacketSize } from './packet-size-guard.js'
 import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../../port-in-use.js'
 import type { BrokerPublisher } from '../../devices/dispatcher.js'
+import type { TlsCredentials } from '../../tls/tls-credentials.js'
 
 export class EmbeddedBroker implements BrokerPublisher {
   readonly aedes: Aedes
   private readonly server: Server
+  /** MQTT over TLS; only with a configured certificate. */
+  private readonly tlsServer: TlsServer | undefined
   private readonly sockets = new Set<Socket>()
   private readonly gate: ConnectionGate
 
@@ -28,7 +33,8 @@ export class EmbeddedBroker implements BrokerPublisher {
     private readonly journal: PublishJournal,
     private readonly source: AedesSource,
     private readonly metrics: HubMetrics,
-    private readonly log: Logger
+    private readonly log: Logger,
+    tls?: TlsCredentials
   ) {
     const hooks = source.hooks()
     const fileLimit = openFileLimit()
@@ -74,8 +80,20 @@ export class EmbeddedBroker implements BrokerPublisher {
     }
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
     this.server = createServer((socket) => this.accept(socket))
+    if (tls) {
+      this.tlsServer = createTlsServer({ ...tls.options, handshakeTimeout: config.tlsHandshakeTimeout }, (socket) => this.accept(socket))
+      // a client still in its handshake is not yet Aedes' to close: stop must end it too
+      this.tlsServer.on('connection', (socket: Socket) => this.track(socket))
+      tls.serve(this.tlsServer, 'mqtts')
+    }
   }
 
+  private track(socket: Socket): void {
+    this.sockets.add(socket)
+    socket.once('close', () => this.sockets.delete(socket))
+  }
+
+  /** A new connection, plain or (once its handshake is done) TLS: both reach Aedes alike. */
   private accept(socket: Socket): void {
     const refusal = this.gate.admit()
     if (refusal) {
@@ -83,11 +101,8 @@ export class EmbeddedBroker implements BrokerPublisher {
       socket.destroy()
       return
     }
-    this.sockets.add(socket)
-    socket.once('close', () => {
-      this.sockets.delete(socket)
-      this.gate.closed()
-    })
+    socket.once('close', () => this.gate.closed())
+    this.track(socket)
     guardPacketSize(socket, this.config.maxPacketSize, (error) => {
       this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
       this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
@@ -95,20 +110,15 @@ export class EmbeddedBroker implements BrokerPublisher {
     this.source.adopt(this.aedes.handle(socket))
   }
 
-  async start(): Promise<AddressInfo> {
+  /** Opens the listeners; `mqtts` only with a certificate. */
+  async start(): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
     await this.aedes.listen()
     await this.journal.replay((packet) => this.route(packet))
     await this.publishWillsOfPreviousRun()
-    await new Promise<void>((resolve, reject) => {
-      const failed = (error: NodeJS.ErrnoException) =>
-        reject(error.code === 'EADDRINUSE' ? portInUse('MQTT', this.config.mqttHost, this.config.mqttPort, 'IOTHUB_MQTT_PORT / --mqtt-port') : error)
-      this.server.once('error', failed)
-      this.server.listen(this.config.mqttPort, this.config.mqttHost, () => {
-        this.server.off('error', failed)
-        resolve()
-      })
-    })
-    return this.address()!
+    await listen(this.server, this.config.mqttHost, this.config.mqttPort, 'MQTT', 'IOTHUB_MQTT_PORT / --mqtt-port')
+    if (!this.tlsServer) return { mqtt: this.address()! }
+    await listen(this.tlsServer, this.config.mqttsHost, this.config.mqttsPort, 'MQTT over TLS', 'IOTHUB_MQTTS_PORT / --mqtts-port')
+    return { mqtt: this.address()!, mqtts: this.tlsServer.address() as AddressInfo }
   }
 
   /** Publishes as the hub itself (a downstream push, the EMQX publish API); resolves once routed. */
@@ -159,6 +169,11 @@ export class EmbeddedBroker implements BrokerPublisher {
     return (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId] !== undefined
   }
 
+  /** Undefined when there is no TLS listener. */
+  get tlsListening(): boolean | undefined {
+    return this.tlsServer?.listening
+  }
+
   /** Disconnects a connected client, resolving once that is recorded; false when it is not connected here. */
   async kick(clientId: string): Promise<boolean> {
     const client = (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId]
@@ -175,10 +190,22 @@ export class EmbeddedBroker implements BrokerPublisher {
    */
   async stop(): Promise<void> {
     this.source.stop()
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const servers = this.tlsServer ? [this.server, this.tlsServer] : [this.server]
+    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))))
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
     for (const socket of this.sockets) socket.destroy()
     await closed // every socket has closed, so every connection's end has been handed over
     await this.source.idle()
   }
+}
+
+function listen(server: Server, host: string, port: number, what: string, setting: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const failed = (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portInUse(what, host, port, setting) : error)
+    server.once('error', failed)
+    server.listen(port, host, () => {
+      server.off('error', failed)
+      resolve()
+    })
+  })
 }
