@@ -40,21 +40,25 @@ function timeoutCheckInterval(timeoutMs: number): number {
 export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredentials) {
   // typed as fastify's logger interface, so routes and plugins see the usual FastifyInstance
   const logger: FastifyBaseLogger = log.child({ component: 'api' })
+  // a request that trickles in holds its socket and its parser: it gets 408 once too slow
+  // (set on our own server: fastify passes its timeout options only to a server it makes)
+  const timeouts = {
+    requestTimeout: ctx.config.httpRequestTimeout,
+    headersTimeout: ctx.config.httpRequestTimeout,
+    connectionsCheckingInterval: timeoutCheckInterval(ctx.config.httpRequestTimeout)
+  }
   const app = Fastify({
     loggerInstance: logger,
     // one line per request would drown the lifecycle log; errors are still logged
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 8 * 1024 * 1024,
-    // a request that trickles in holds its socket and its parser: it gets 408 once too slow
-    requestTimeout: ctx.config.httpRequestTimeout,
-    http: { headersTimeout: ctx.config.httpRequestTimeout, connectionsCheckingInterval: timeoutCheckInterval(ctx.config.httpRequestTimeout) },
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, allErrors: false } },
     schemaErrorFormatter: formatSchemaErrors,
     // our own server rather than fastify's `https` option: the routes keep fastify's plain
     // instance types, and the server is at hand for the certificate reloads
     serverFactory: (handler: RequestListener): HttpServer => {
-      if (!tls) return createHttpServer(handler)
-      const server = createHttpsServer({ ...tls.options, handshakeTimeout: ctx.config.tlsHandshakeTimeout }, handler)
+      if (!tls) return createHttpServer(timeouts, handler)
+      const server = createHttpsServer({ ...tls.options, ...timeouts, handshakeTimeout: ctx.config.tlsHandshakeTimeout }, handler)
       tls.serve(server, 'https')
       return server
     }
