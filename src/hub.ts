@@ -24,6 +24,7 @@ import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
 import { DeviceSessionCounts } from './registry/device-sessions.js'
 import { SessionAdmission } from './admission/session-admission.js'
+import { LoginGuard } from './admission/login-guard.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
@@ -126,7 +127,7 @@ export class Hub {
       this.sessionCounts,
       config
     )
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, metrics: this.metrics, log: this.log, tls: this.tls }
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, loginGuard: new LoginGuard(this.loginThrottle), metrics: this.metrics, log: this.log, tls: this.tls }
     this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }

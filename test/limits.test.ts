@@ -322,3 +322,51 @@ describe('wills the previous run left', () => {
     }
   })
 })
+
+describe('wrong device logins', () => {
+  let t: TestHub
+  const raws: RawMqttClient[] = []
+  before(async () => {
+    t = await startTestHub({ loginFailuresAllowed: 2, loginBackoffMax: 2000 })
+  })
+  after(async () => {
+    for (const r of raws) r.destroy()
+    await t.stop()
+  })
+
+  async function login(deviceId: string, password: string, from: string): Promise<number> {
+    const { client, returnCode } = await RawMqttClient.connect(Number(new URL(t.mqttUrl).port), { clientId: `login-${raws.length}`, username: deviceId, password }, from)
+    raws.push(client)
+    return returnCode
+  }
+
+  it('refuses an address that guessed too often, unseen, right token included; other addresses go on', async () => {
+    const device = await t.createDevice()
+    const before = await rejectedCount(t.api, 'login_throttled')
+    for (let i = 0; i < 3; i++) assert.equal(await login(device.id, 'guess', '127.0.0.3'), 5)
+    // throttled: the right token from that address is not even looked at
+    assert.equal(await login(device.id, device.token, '127.0.0.3'), 5)
+    assert.equal((await rejectedCount(t.api, 'login_throttled')) - before, 1)
+    const other = await t.createDevice()
+    assert.equal(await login(other.id, other.token, '127.0.0.4'), 0)
+    // the wait is over: the address may log in again
+    await eventually(async () => (await login(device.id, device.token, '127.0.0.3')) === 0, 10_000, 'the address let in again')
+  })
+
+  it('holds logins to a device others guessed at, and lets the device itself in once the wait is over', async () => {
+    const device = await t.createDevice()
+    for (const from of ['127.0.0.5', '127.0.0.6', '127.0.0.7']) assert.equal(await login(device.id, 'guess', from), 5)
+    const started = performance.now()
+    assert.equal(await login(device.id, device.token, '127.0.0.8'), 0, 'the device is let in, not locked out')
+    assert.ok(performance.now() - started >= 500, 'its login was held for the wait of its device id')
+  })
+
+  it('answers a CoAP device whose address guessed too often 4.29', async () => {
+    const device = await t.createDevice()
+    const coapPort = t.hub.address.coap!.port
+    // from 127.0.0.1: the CoAP helper's own address
+    for (let i = 0; i < 3; i++) assert.equal((await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=guess`)).code, '4.01')
+    const throttled = await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=${device.token}`)
+    assert.equal(throttled.code, '4.29')
+  })
+})

@@ -11,6 +11,7 @@ import type { HubConfig } from '../config.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { SessionAdmission } from '../admission/session-admission.js'
+import type { LoginGuard } from '../admission/login-guard.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
@@ -26,6 +27,8 @@ export interface HubCore {
   upstream: Upstream
   /** Who may open which session: one rule for every transport. */
   admission: SessionAdmission
+  /** Wrong device logins slowed down, per address and per device id. */
+  loginGuard: LoginGuard
   metrics: HubMetrics
   log: Logger
   /** The certificate of TLS listeners; undefined when none is configured. */

@@ -35,6 +35,7 @@ import { mountClientTopics } from '../brokers/embedded/mountpoint.js'
 import { guardSlowConsumer } from '../brokers/embedded/slow-consumer-guard.js'
 import { patchConnackSessionPresent } from '../brokers/embedded/connack-session-present.js'
 import type { SessionAdmission } from '../admission/session-admission.js'
+import type { LoginGuard } from '../admission/login-guard.js'
 
 /** Whose topics a connection uses, decided from its CONNECT (see namespace.ts). */
 interface Namespace {
@@ -112,6 +113,7 @@ export class AedesSource {
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
     private readonly admission: SessionAdmission,
+    private readonly loginGuard: LoginGuard,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
@@ -404,9 +406,20 @@ export class AedesSource {
     } else if (this.config.auth === 'none') {
       deviceId = conn.namespace.deviceId!
     } else {
-      if (!username || !this.devices.authenticate(username, password)) {
-        return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
+      const gate = this.loginGuard.gate(conn.peerHost, username ?? '')
+      if (gate.kind === 'refused') {
+        return refuse(CONNACK_NOT_AUTHORIZED, 'login_throttled', `too many wrong logins from this address: try again in ${Math.ceil(gate.waitMs / 1000)} s`)
       }
+      if (gate.kind === 'held') {
+        // guesses against this device come one wait apart; the device itself gets in after it
+        setTimeout(() => {
+          if (!client.closed) this.authenticate(client, username, password, done)
+        }, gate.waitMs)
+        return
+      }
+      const valid = username !== undefined && this.devices.authenticate(username, password)
+      this.loginGuard.settle(conn.peerHost, username ?? '', valid)
+      if (!valid) return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
       deviceId = username
     }
     // A will is published in the device's name as any publish is: inside its namespace only.

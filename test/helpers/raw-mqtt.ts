@@ -194,9 +194,10 @@ export class RawMqttClient {
     )
   }
 
-  static open(port: number, host = '127.0.0.1'): Promise<RawMqttClient> {
+  /** `localAddress`: another loopback address (127.0.0.2, …) to connect from, as another host would. */
+  static open(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawMqttClient> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ port, host }, () => {
+      const socket = connect({ port, host, ...(localAddress ? { localAddress } : {}) }, () => {
         socket.off('error', reject)
         resolve(new RawMqttClient(socket))
       })
@@ -205,8 +206,8 @@ export class RawMqttClient {
   }
 
   /** Connects, sends CONNECT, and waits for the CONNACK; returns its return code. */
-  static async connect(port: number, options: ConnectOptions): Promise<{ client: RawMqttClient; returnCode: number }> {
-    const client = await RawMqttClient.open(port)
+  static async connect(port: number, options: ConnectOptions, localAddress?: string): Promise<{ client: RawMqttClient; returnCode: number }> {
+    const client = await RawMqttClient.open(port, '127.0.0.1', localAddress)
     client.send(connectPacket(options))
     const connack = await client.next(PacketType.CONNACK)
     return { client, returnCode: connackReturnCode(connack) }

@@ -46,6 +46,7 @@ import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { SessionRegistry } from '../../registry/registry.js'
 import type { SessionAdmission } from '../../admission/session-admission.js'
+import type { LoginGuard } from '../../admission/login-guard.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../topic-rules.js'
 import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
@@ -135,6 +136,7 @@ export class CoapGateway {
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
     private readonly admission: SessionAdmission,
+    private readonly loginGuard: LoginGuard,
     private readonly broker: EmbeddedBroker,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
@@ -282,9 +284,7 @@ export class CoapGateway {
       throw new CoapError('4.00', 'clientid must name a device (letters, digits and . _ : @ - only)', 'bad_client_id')
     }
     // the device id is the clientid: CoAP usernames were too short to carry it
-    if (this.config.auth === 'token' && !this.devices.authenticate(clientId, query.get('password'))) {
-      throw new CoapError('4.01', 'not authorized: the password must be the device token', 'not_authorized')
-    }
+    if (this.config.auth === 'token') await this.checkToken(req.rsinfo.address, clientId, query.get('password'))
     // the client id is the device's own id: the device takes it back from whoever holds it
     const admission = this.admission.admit(clientId, clientId)
     if (!admission.ok) throw new CoapError(admission.reason === 'too_many_sessions' ? '4.03' : '4.01', admission.message, admission.reason)
@@ -293,6 +293,19 @@ export class CoapGateway {
     } finally {
       admission.release()
     }
+  }
+
+  /** The device token, behind the login throttle: a guessing address gets 4.29, guesses at one device come a wait apart. */
+  private async checkToken(address: string, deviceId: string, password: string | undefined): Promise<void> {
+    for (;;) {
+      const gate = this.loginGuard.gate(address, deviceId)
+      if (gate.kind === 'refused') throw new CoapError('4.29', 'too many wrong logins from this address', 'login_throttled')
+      if (gate.kind === 'check') break
+      await new Promise((resolve) => setTimeout(resolve, gate.waitMs))
+    }
+    const valid = this.devices.authenticate(deviceId, password)
+    this.loginGuard.settle(address, deviceId, valid)
+    if (!valid) throw new CoapError('4.01', 'not authorized: the password must be the device token', 'not_authorized')
   }
 
   private async connectAdmitted(req: IncomingMessage, query: Map<string, string>, clientId: string, reclaim: boolean): Promise<string> {

@@ -25,6 +25,7 @@ import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../../registry/registry.js'
 import type { SessionAdmission } from '../../admission/session-admission.js'
+import type { LoginGuard } from '../../admission/login-guard.js'
 import { checkSuperuser } from '../superuser.js'
 import { checkTopic } from '../topic-rules.js'
 import { orderConnect } from './connection-order.js'
@@ -63,6 +64,7 @@ export class EmqxSource {
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
     private readonly admission: SessionAdmission,
+    private readonly loginGuard: LoginGuard,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
@@ -84,7 +86,13 @@ export class EmqxSource {
     if (superuser === 'refused') return refuse('the default API credentials from a remote peer')
     const deviceId = this.deviceIdOf(client)
     if (!isValidDeviceId(deviceId)) return refuse('no device id (letters, digits and . _ : @ - only) in the username')
-    if (this.config.auth === 'token' && !this.devices.authenticate(deviceId, password)) return refuse('wrong device token')
+    if (this.config.auth === 'token') {
+      // EMQX waits for this answer: a login cannot be held here, only an address refused
+      if (this.loginGuard.gate(client.peerHost, deviceId).kind === 'refused') return refuse('too many wrong logins from this address', 'login_throttled')
+      const valid = this.devices.authenticate(deviceId, password)
+      this.loginGuard.settle(client.peerHost, deviceId, valid)
+      if (!valid) return refuse('wrong device token')
+    }
     // a clientId names one device's session, as in embedded mode; but a device cannot take its
     // own id back here: EMQX would resume the holder's session, subscriptions and queue included
     const admission = this.admission.admit(client.clientId, deviceId)
