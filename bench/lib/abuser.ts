@@ -5,13 +5,13 @@
  * `stop` command and paced by the hub's own answers; it only talks to 127.0.0.1.
  */
 import { connect as tcpConnect, type Socket } from 'node:net'
-import mqtt, { MqttClient as MqttClientClass, type MqttClient } from 'mqtt'
+import { MqttClient as MqttClientClass, type MqttClient } from 'mqtt'
 import { generate } from 'mqtt-packet'
-import { connectOne } from './child-fleet.js'
 import { sleep } from './util.js'
 
-export type Abuse = 'subscriptions' | 'sessions' | 'slow-consumer' | 'retained' | 'deep-json' | 'connections' | 'wrong-logins'
-export const ABUSES: Abuse[] = ['subscriptions', 'sessions', 'slow-consumer', 'retained', 'deep-json', 'connections', 'wrong-logins']
+export type Abuse = 'cpu-floor' | 'subscriptions' | 'sessions' | 'slow-consumer' | 'retained' | 'deep-json' | 'connections' | 'wrong-logins'
+/** `cpu-floor` first: it sends the hub nothing, and only burns cpu beside it as the abusers do. */
+export const ABUSES: Abuse[] = ['cpu-floor', 'subscriptions', 'sessions', 'slow-consumer', 'retained', 'deep-json', 'connections', 'wrong-logins']
 
 export interface AbuseTarget {
   mqttUrl: string
@@ -21,6 +21,8 @@ export interface AbuseTarget {
 export type AbuserCommand = { cmd: 'start'; abuse: Abuse; target: AbuseTarget } | { cmd: 'stop' } | { cmd: 'exit' }
 export type AbuserReply = { type: 'ready' } | { type: 'started' } | { type: 'stopped'; attempts: number; refused: number; cpuMs: number }
 
+/** The hostile device's own host: another loopback address than the probe's 127.0.0.1. */
+const ABUSER_ADDRESS = '127.0.0.2'
 const DEEP_JSON = Buffer.from(`{"a":${'['.repeat(10_000)}${']'.repeat(10_000)}}`)
 const CHUNK = Buffer.alloc(64 * 1024, 0x61)
 
@@ -35,9 +37,18 @@ class Abuser {
     const url = new URL(target.mqttUrl)
     const login = { username: device.id, password: device.token }
     switch (abuse) {
+      case 'cpu-floor':
+        // a third of one cpu, about what the busiest abusers burn: on a 2-cpu machine the hub and
+        // the probe share what is left, so this is the slowdown no hub could avoid
+        while (this.running) {
+          const until = performance.now() + 5
+          while (performance.now() < until) this.attempts++
+          await sleep(10)
+        }
+        return
       case 'subscriptions':
         return this.loop(async (n) => {
-          const client = this.keep(await connectOne(target.mqttUrl, `abuse-subs-${n}`, login))
+          const client = this.keep(await connectFrom(target.mqttUrl, `abuse-subs-${n}`, login))
           for (let i = 0; this.running && client.connected; i++) {
             this.attempts++
             // mqtt.js fails a SUBSCRIBE that has any topic refused (SUBACK 0x80)
@@ -48,7 +59,7 @@ class Abuser {
         return this.loop(async (n) => {
           this.attempts++
           // a persistent session left behind each time
-          const client = await connectPersistent(target.mqttUrl, `abuse-session-${n}`, login).catch(() => undefined)
+          const client = await connectFrom(target.mqttUrl, `abuse-session-${n}`, login, false).catch(() => undefined)
           if (!client) this.refused++
           else await client.endAsync().catch(() => undefined)
         })
@@ -56,7 +67,7 @@ class Abuser {
         return this.loop(async (n) => {
           // a raw socket that subscribes, then reads nothing more: the kernel's buffers fill,
           // then the hub's (mqtt.js would go on reading through its pipe)
-          const sink = tcpConnect({ port: Number(url.port), host: url.hostname })
+          const sink = tcpConnect({ port: Number(url.port), host: url.hostname, localAddress: ABUSER_ADDRESS })
           sink.on('error', () => undefined)
           this.open.add(sink)
           const closed = new Promise<void>((resolve) => sink.once('close', () => resolve()))
@@ -71,7 +82,7 @@ class Abuser {
           await sleep(20)
           sink.pause()
           // its own second connection publishes 400 × 64 KiB to it, as in the reported attack
-          const publisher = this.keep(await connectOne(target.mqttUrl, `abuse-flooder-${n}`, login))
+          const publisher = this.keep(await connectFrom(target.mqttUrl, `abuse-flooder-${n}`, login))
           for (let i = 0; i < 400 && this.running; i++) {
             this.attempts++
             await publisher.publishAsync('flood', CHUNK, { qos: 1 })
@@ -86,7 +97,7 @@ class Abuser {
         })
       case 'retained':
         return this.loop(async (n) => {
-          const client = this.keep(await connectOne(target.mqttUrl, `abuse-retain-${n}`, login))
+          const client = this.keep(await connectFrom(target.mqttUrl, `abuse-retain-${n}`, login))
           for (let i = 0; this.running && client.connected; i++) {
             this.attempts++
             await client.publishAsync(`r/${n}/${i}`, CHUNK.subarray(0, 1024), { qos: 1, retain: true }).catch(() => this.refused++)
@@ -94,7 +105,7 @@ class Abuser {
         })
       case 'deep-json':
         return this.loop(async (n) => {
-          const client = this.keep(await connectOne(target.mqttUrl, `abuse-deep-${n}`, login))
+          const client = this.keep(await connectFrom(target.mqttUrl, `abuse-deep-${n}`, login))
           while (this.running && client.connected) {
             this.attempts++
             await client.publishAsync('v1/devices/me/attributes', DEEP_JSON, { qos: 1 }).catch(() => this.refused++)
@@ -103,7 +114,7 @@ class Abuser {
       case 'connections':
         // idle sockets that never send CONNECT, as many as the hub lets in
         return this.loop(async () => {
-          const socket = tcpConnect({ port: Number(url.port), host: url.hostname })
+          const socket = tcpConnect({ port: Number(url.port), host: url.hostname, localAddress: ABUSER_ADDRESS })
           socket.on('error', () => undefined)
           this.open.add(socket)
           this.attempts++
@@ -117,7 +128,7 @@ class Abuser {
       case 'wrong-logins':
         return this.loop(async (n) => {
           this.attempts++
-          await connectOne(target.mqttUrl, `abuse-wrong-${n}`, { username: device.id, password: 'wrong' }).then(
+          await connectFrom(target.mqttUrl, `abuse-wrong-${n}`, { username: device.id, password: 'wrong' }).then(
             (c) => c.end(true),
             () => this.refused++
           )
@@ -145,14 +156,29 @@ class Abuser {
   }
 }
 
-function connectPersistent(url: string, clientId: string, login: { username: string; password: string }): Promise<MqttClient> {
+/**
+ * Connects from ABUSER_ADDRESS, as a hostile device on another host would (the probe's devices
+ * connect from 127.0.0.1); resolves at CONNACK, rejects on a refusal or a close before it.
+ */
+function connectFrom(url: string, clientId: string, login: { username: string; password: string }, clean = true): Promise<MqttClient> {
+  const { port, hostname } = new URL(url)
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { clientId, ...login, clean: false, reconnectPeriod: 0, protocolVersion: 4 })
-    client.once('connect', () => resolve(client))
-    client.once('error', (error) => {
+    const stream = () => tcpConnect({ port: Number(port), host: hostname, localAddress: ABUSER_ADDRESS })
+    const client = new MqttClientClass(stream, { clientId, ...login, clean, reconnectPeriod: 0, protocolVersion: 4, keepalive: 300 })
+    const fail = (error: Error) => {
+      client.removeAllListeners()
+      client.on('error', () => undefined)
       client.end(true)
       reject(error)
+    }
+    client.once('connect', () => {
+      client.removeAllListeners('error')
+      client.removeAllListeners('close')
+      client.on('error', () => undefined)
+      resolve(client)
     })
+    client.once('error', fail)
+    client.once('close', () => fail(new Error('closed before CONNACK')))
   })
 }
 
