@@ -8,10 +8,11 @@
 import type { Socket } from 'node:net'
 
 export function guardSlowConsumer(socket: Socket, maxBufferedBytes: number, onSlow: (buffered: number) => void): void {
-  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
+  const write = socket.write.bind(socket) as (chunk: unknown, encoding?: unknown, callback?: unknown) => boolean
   let tripped = false
-  socket.write = ((...args: unknown[]): boolean => {
-    const accepted = write(...args)
+  // fixed arity, no rest arguments: this runs for every piece of every packet sent
+  socket.write = ((chunk: unknown, encoding?: unknown, callback?: unknown): boolean => {
+    const accepted = write(chunk, encoding, callback)
     if (!tripped && socket.writableLength > maxBufferedBytes) {
       tripped = true
       // not from inside the write: Aedes is in the middle of writing a packet to this socket
