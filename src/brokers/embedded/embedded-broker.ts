@@ -40,7 +40,8 @@ export class EmbeddedBroker implements BrokerPublisher {
     const fileLimit = openFileLimit()
     const maxConnections = fitConnectionLimit(config.maxConnections, fileLimit)
     if (maxConnections < config.maxConnections) {
-      log.warn({ configured: config.maxConnections, openFileLimit: fileLimit, maxConnections }, 'MQTT connections limited to fit the open-file limit (raise it with ulimit -n)')
+      // said once at start, not a fault: the default fits machines with a raised limit
+      log.info({ configured: config.maxConnections, openFileLimit: fileLimit, maxConnections }, 'MQTT connections limited to fit the open-file limit (raise it with ulimit -n for more)')
     }
     this.gate = new ConnectionGate(maxConnections, config.maxConnectRate)
     this.aedes = new Aedes({
