@@ -93,6 +93,23 @@ describe('EMQX mode: ExHook', () => {
     assert.equal((await emqx.onClientAuthorize({ clientid: 'ops', username: 'admin' }, 'SUBSCRIBE', '+/v1/devices/me/telemetry', true)).bool_result, true)
   })
 
+  it("refuses a device that presents another device's id as its client id, and an address that guessed tokens too often", async () => {
+    const victim = await t.createDevice('emqx-victim')
+    const squatter = await t.createDevice('emqx-squatter')
+    const emqx = t.exhook('v2')
+    const squat = await emqx.onClientAuthenticate({ clientid: 'emqx-victim', username: 'emqx-squatter', password: squatter.token, peerhost: '10.9.0.1' }, false)
+    assert.equal(squat.bool_result, false)
+    const own = await emqx.onClientAuthenticate({ clientid: 'emqx-victim', username: 'emqx-victim', password: victim.token, peerhost: '10.9.0.2' }, false)
+    assert.equal(own.bool_result, true)
+    // the login throttle: 10 wrong tokens a minute, then the address is refused unseen
+    const guesser = { clientid: 'guesser', username: 'emqx-victim', peerhost: '10.9.0.3' }
+    for (let i = 0; i < 11; i++) assert.equal((await emqx.onClientAuthenticate({ ...guesser, password: `guess-${i}` }, false)).bool_result, false)
+    assert.equal((await emqx.onClientAuthenticate({ ...guesser, password: victim.token }, false)).bool_result, false, 'refused unseen while throttled')
+    const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    assert.match(metrics, /iothub_rejected_inputs_total\{reason="client_id_reserved"\} 1/)
+    assert.match(metrics, /iothub_rejected_inputs_total\{reason="login_throttled"\} 1/)
+  })
+
   it('a takeover across two nodes survives hook calls out of order', async () => {
     const id = 'takeover-1'
     await t.createDevice(id)
