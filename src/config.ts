@@ -80,6 +80,8 @@ export interface HubConfig {
   maxInflightBytes: number
   /** Milliseconds a connection's socket may stay full before it is closed as a slow consumer. */
   slowConsumerTimeout: number
+  /** Connections one client address may hold that have not sent their CONNECT yet. */
+  maxPendingConnectionsPerAddress: number
   // ── retained messages and offline queues bounded (issue 11) ──
   /** Most retained messages one device's publishes may hold (0: devices retain nothing). */
   maxRetainedPerDevice: number
@@ -233,6 +235,7 @@ const OPTIONS = [
   { key: 'connectTimeout', env: 'IOTHUB_CONNECT_TIMEOUT', flag: 'connect-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 15_000, help: 'ms a new MQTT connection may take to send CONNECT' },
   { key: 'maxInflightBytes', env: 'IOTHUB_MAX_INFLIGHT_BYTES', flag: 'max-inflight-bytes', parse: (raw: string, name: string) => integer(raw, name, 1024, 2 ** 31), fallback: () => 4 * 1_048_576, help: 'bytes queued for one connection before it is closed as a slow consumer' },
   { key: 'slowConsumerTimeout', env: 'IOTHUB_SLOW_CONSUMER_TIMEOUT', flag: 'slow-consumer-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 10_000, help: 'ms a connection may stay unable to take more bytes before it is closed' },
+  { key: 'maxPendingConnectionsPerAddress', env: 'IOTHUB_MAX_PENDING_CONNECTIONS_PER_ADDRESS', flag: 'max-pending-connections-per-address', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 100, help: 'connections one address may hold before their CONNECT' },
   // ── retained messages and offline queues bounded (issue 11) ──
   { key: 'maxRetainedPerDevice', env: 'IOTHUB_MAX_RETAINED_PER_DEVICE', flag: 'max-retained-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 100, help: "most retained messages of one device's publishes" },
   { key: 'maxRetainedBytesPerDevice', env: 'IOTHUB_MAX_RETAINED_BYTES_PER_DEVICE', flag: 'max-retained-bytes-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 1_048_576, help: "most bytes of one device's retained messages" },

@@ -233,6 +233,48 @@ describe('connections and their timing', () => {
   })
 })
 
+describe('idle connections of one address', () => {
+  let t: TestHub
+  const sockets: Socket[] = []
+  before(async () => {
+    t = await startTestHub({ maxPendingConnectionsPerAddress: 2 })
+  })
+  after(async () => {
+    for (const s of sockets) s.destroy()
+    await t.stop()
+  })
+
+  function openFrom(localAddress: string): Promise<{ socket: Socket; closed: Promise<void> }> {
+    return new Promise((resolve, reject) => {
+      const socket = tcpConnect({ port: Number(new URL(t.mqttUrl).port), host: '127.0.0.1', localAddress }, () => resolve({ socket, closed }))
+      const closed = new Promise<void>((r) => socket.once('close', () => r()))
+      socket.on('error', () => undefined)
+      socket.once('error', reject)
+      sockets.push(socket)
+    })
+  }
+
+  it('are held to maxPendingConnectionsPerAddress until they send CONNECT; other addresses go on', async () => {
+    const before = await rejectedCount(t.api, 'too_many_pending_connections')
+    const [first] = await Promise.all([openFrom('127.0.0.9'), openFrom('127.0.0.9')])
+    const third = await openFrom('127.0.0.9')
+    await third.closed
+    assert.equal((await rejectedCount(t.api, 'too_many_pending_connections')) - before, 1)
+    // another host is not held back by this one
+    const device = await t.createDevice()
+    const elsewhere = await RawMqttClient.connect(Number(new URL(t.mqttUrl).port), { clientId: 'pending-other', username: device.id, password: device.token }, '127.0.0.10')
+    assert.equal(elsewhere.returnCode, 0)
+    elsewhere.client.destroy()
+    // one of the idle ones sends its CONNECT: it is no longer pending, and a new one may come
+    first.socket.write(connectPacket({ clientId: 'pending-first', username: device.id, password: device.token }))
+    await eventually(async () => {
+      const next = await openFrom('127.0.0.9')
+      const shut = await Promise.race([next.closed.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 300))])
+      return !shut
+    }, 10_000, 'a new connection from the address once one sent CONNECT')
+  })
+})
+
 describe('a CONNECT followed by a flood', () => {
   let t: TestHub
   before(async () => {

@@ -28,6 +28,7 @@ export type RejectReason =
   | 'client_id_reserved'
   | 'too_many_connections'
   | 'connect_rate_limited'
+  | 'too_many_pending_connections'
   | 'connect_timeout'
   | 'packets_before_connack'
   | 'slow_consumer'

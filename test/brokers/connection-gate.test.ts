@@ -6,7 +6,7 @@ import { ConnectionGate, fitConnectionLimit, openFileLimit, RESERVED_DESCRIPTORS
 describe('ConnectionGate', () => {
   it('admits a burst of one second’s worth, then refills at the rate', () => {
     let now = 0
-    const gate = new ConnectionGate(1000, 5, () => now)
+    const gate = new ConnectionGate(1000, 5, Number.POSITIVE_INFINITY, () => now)
     const burst = Array.from({ length: 7 }, () => gate.admit())
     assert.deepEqual(burst, [null, null, null, null, null, 'connect_rate_limited', 'connect_rate_limited'])
     now += 200 // one token
@@ -17,13 +17,23 @@ describe('ConnectionGate', () => {
   })
 
   it('holds at most maxConnections at once, and lets one in when one leaves', () => {
-    const gate = new ConnectionGate(2, 1000, () => 0)
+    const gate = new ConnectionGate(2, 1000, Number.POSITIVE_INFINITY, () => 0)
     assert.equal(gate.admit(), null)
     assert.equal(gate.admit(), null)
     assert.equal(gate.admit(), 'too_many_connections')
     gate.closed()
     assert.equal(gate.admit(), null)
     assert.equal(gate.connections, 2)
+  })
+
+  it('holds per address at most maxPendingPerAddress connections that have not sent CONNECT', () => {
+    const gate = new ConnectionGate(1000, 1000, 2, () => 0)
+    assert.equal(gate.admit('10.0.0.1'), null)
+    assert.equal(gate.admit('10.0.0.1'), null)
+    assert.equal(gate.admit('10.0.0.1'), 'too_many_pending_connections')
+    assert.equal(gate.admit('10.0.0.2'), null, 'another address is not held back')
+    gate.identified('10.0.0.1') // its CONNECT arrived
+    assert.equal(gate.admit('10.0.0.1'), null)
   })
 
   it('fits the connection limit under the open-file limit', () => {

@@ -4,10 +4,14 @@
  * gets through at once while a flood cannot go on). A connection over either limit is closed
  * as it is accepted, before it costs a parser, a timer or a store write — and, above all,
  * before it takes the last file descriptors the store and the API need.
+ *
+ * One address may also hold only so many connections that have not sent their CONNECT yet: a
+ * host opening thousands of idle sockets would otherwise take the hub-wide allowance (and its
+ * cpu) from every other device until the connect timeout ends them.
  */
 import { readFileSync } from 'node:fs'
 
-export type GateRefusal = 'too_many_connections' | 'connect_rate_limited'
+export type GateRefusal = 'too_many_connections' | 'connect_rate_limited' | 'too_many_pending_connections'
 
 /** Descriptors kept for everything but MQTT connections: the store, the API, CoAP, logs. */
 export const RESERVED_DESCRIPTORS = 256
@@ -16,18 +20,25 @@ export class ConnectionGate {
   private open = 0
   private tokens: number
   private refilledAt: number
+  /** Connections without a CONNECT yet, by address (only addresses that have some). */
+  private readonly pending = new Map<string, number>()
 
   constructor(
     readonly maxConnections: number,
     private readonly perSecond: number,
+    private readonly maxPendingPerAddress = Number.POSITIVE_INFINITY,
     private readonly now: () => number = () => performance.now()
   ) {
     this.tokens = perSecond
     this.refilledAt = now()
   }
 
-  /** Whether a connection just accepted may stay; when it may, `closed()` must follow its end. */
-  admit(): GateRefusal | null {
+  /**
+   * Whether a connection just accepted from `address` may stay; when it may, it counts as
+   * pending until `identified(address)`, and `closed()` must follow its end.
+   */
+  admit(address = ''): GateRefusal | null {
+    if ((this.pending.get(address) ?? 0) >= this.maxPendingPerAddress) return 'too_many_pending_connections'
     if (this.open >= this.maxConnections) return 'too_many_connections'
     const t = this.now()
     this.tokens = Math.min(this.perSecond, this.tokens + ((t - this.refilledAt) / 1000) * this.perSecond)
@@ -35,7 +46,15 @@ export class ConnectionGate {
     if (this.tokens < 1) return 'connect_rate_limited'
     this.tokens -= 1
     this.open++
+    this.pending.set(address, (this.pending.get(address) ?? 0) + 1)
     return null
+  }
+
+  /** A connection admitted from `address` sent its CONNECT (or ended before it): no longer pending. */
+  identified(address = ''): void {
+    const left = (this.pending.get(address) ?? 1) - 1
+    if (left > 0) this.pending.set(address, left)
+    else this.pending.delete(address)
   }
 
   closed(): void {

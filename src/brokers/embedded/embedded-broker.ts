@@ -26,6 +26,8 @@ export class EmbeddedBroker implements BrokerPublisher {
   private readonly tlsServer: TlsServer | undefined
   private readonly sockets = new Set<Socket>()
   private readonly gate: ConnectionGate
+  /** Accepted sockets whose CONNECT has not arrived yet, with their address (see ConnectionGate). */
+  private readonly awaitingConnect = new WeakMap<Socket, string>()
 
   constructor(
     private readonly config: HubConfig,
@@ -43,7 +45,7 @@ export class EmbeddedBroker implements BrokerPublisher {
       // said once at start, not a fault: the default fits machines with a raised limit
       log.info({ configured: config.maxConnections, openFileLimit: fileLimit, maxConnections }, 'MQTT connections limited to fit the open-file limit (raise it with ulimit -n for more)')
     }
-    this.gate = new ConnectionGate(maxConnections, config.maxConnectRate)
+    this.gate = new ConnectionGate(maxConnections, config.maxConnectRate, config.maxPendingConnectionsPerAddress)
     this.aedes = new Aedes({
       id: `${config.node}#${Date.now().toString(36)}`,
       persistence,
@@ -55,6 +57,10 @@ export class EmbeddedBroker implements BrokerPublisher {
       // a socket that stays full this long is a slow consumer (see also slow-consumer-guard.ts)
       drainTimeout: config.slowConsumerTimeout,
       ...hooks,
+      preConnect: (client, packet, done) => {
+        this.connectArrived(client.conn as Socket)
+        hooks.preConnect!(client, packet, done)
+      },
       // a client's QoS 1 PUBLISH is journaled before Aedes sends its PUBACK (publish-journal.ts)
       authorizePublish: (client, packet, done) =>
         hooks.authorizePublish!(client, packet, (error) => {
@@ -96,13 +102,18 @@ export class EmbeddedBroker implements BrokerPublisher {
 
   /** A new connection, plain or (once its handshake is done) TLS: both reach Aedes alike. */
   private accept(socket: Socket): void {
-    const refusal = this.gate.admit()
+    const address = socket.remoteAddress ?? ''
+    const refusal = this.gate.admit(address)
     if (refusal) {
       this.metrics.reject(refusal)
       socket.destroy()
       return
     }
-    socket.once('close', () => this.gate.closed())
+    this.awaitingConnect.set(socket, address)
+    socket.once('close', () => {
+      this.connectArrived(socket)
+      this.gate.closed()
+    })
     this.track(socket)
     guardPacketSize(socket, this.config.maxPacketSize, (error) => {
       this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
@@ -112,6 +123,13 @@ export class EmbeddedBroker implements BrokerPublisher {
   }
 
   /** Opens the listeners; `mqtts` only with a certificate. */
+  private connectArrived(socket: Socket): void {
+    const address = this.awaitingConnect.get(socket)
+    if (address === undefined) return
+    this.awaitingConnect.delete(socket)
+    this.gate.identified(address)
+  }
+
   async start(): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
     await this.aedes.listen()
     await this.journal.replay((packet) => this.route(packet))
