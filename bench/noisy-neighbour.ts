@@ -17,7 +17,8 @@
  *   slow-consumer  subscribes, stops reading, and publishes 400 × 64 KiB to itself from a second connection
  *   retained       publishes 1 KiB retained messages on new topics, forever
  *   deep-json      publishes JSON nested 10,000 deep on its attributes topic
- *   connections    opens TCP connections that never send CONNECT
+ *   connections    opens TCP connections that never send CONNECT and holds them (backing off
+ *                  once refused: a connect-and-drop flood is the kernel's to stop)
  *   wrong-logins   connects with a wrong token, forever
  *
  * Reported per abuse: push p99 and connect p99 against the idle probe's, as ratios (target

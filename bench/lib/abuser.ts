@@ -112,18 +112,23 @@ class Abuser {
           }
         })
       case 'connections':
-        // idle sockets that never send CONNECT, as many as the hub lets in
+        // idle sockets that never send CONNECT, held: as many as the hub lets in (5,000 at most),
+        // trying again 20 times a second once it refuses them. (A host that opens and drops
+        // connections as fast as it can is a flood for the kernel to stop: see the README.)
         return this.loop(async () => {
           const socket = tcpConnect({ port: Number(url.port), host: url.hostname, localAddress: ABUSER_ADDRESS })
           socket.on('error', () => undefined)
           this.open.add(socket)
           this.attempts++
+          let refused = false
           socket.once('close', () => {
             this.open.delete(socket)
             this.refused++
+            refused = true
           })
-          if (this.open.size > 5_000) await sleep(50)
-          else await new Promise((resolve) => setImmediate(resolve))
+          await new Promise((resolve) => setImmediate(resolve))
+          await sleep(1) // a refusal closes at once: give it the time to be seen
+          if (refused || this.open.size >= 5_000) await sleep(50)
         })
       case 'wrong-logins':
         return this.loop(async (n) => {
