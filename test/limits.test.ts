@@ -91,12 +91,14 @@ describe('limits per device', () => {
     await watcher.subscribeAsync(`${device.id}/#`)
     const { client, returnCode } = await raw({ clientId: 'empty-topic', username: device.id, password: device.token })
     assert.equal(returnCode, 0)
+    const badTopics = await rejectedCount(t.api, 'bad_topic')
     client.send(subscribePacket(1, [{ topic: '', qos: 0 }, { topic: 'fine', qos: 0 }]))
     assert.deepEqual(subackGranted(await client.next(PacketType.SUBACK)).granted, [SUBACK_FAILURE, 0])
     const session = (await t.api<{ topics: { topic: string }[] }>('GET', '/v1/sessions/empty-topic')).body
     assert.deepEqual(session.topics.map((s) => s.topic), ['fine'])
     client.send(publishPacket({ topic: '', payload: 'nothing' }))
     assert.equal(await client.closesWithin(5000), true)
+    assert.equal((await rejectedCount(t.api, 'bad_topic')) - badTopics, 2, 'each refusal counted once')
     // the watcher's own round trip, after the publish: had it been routed, it would be here
     await watcher.publishAsync(`${device.id}/fine`, 'marker')
     await eventually(() => seen.includes(`${device.id}/fine`), 5000, 'marker')

@@ -199,7 +199,8 @@ export class AedesSource {
     const namespace = client && this.connections.get(client)?.namespace
     if (namespace && isEmptyOnceUnmounted(namespace.mountpoint, packet.topic)) {
       this.reject('bad_topic', client, 'empty topic')
-      return done(new Error('empty topic')) // a protocol error [MQTT-4.7.3-1]: the connection closes
+      // a protocol error [MQTT-4.7.3-1]: the connection closes (worded so clientError does not count it again)
+      return done(new Error('topic is empty once the device prefix is taken off'))
     }
     if (namespace && !insideNamespace(namespace.mountpoint, packet.topic)) {
       // dropped, not disconnected: a device learns nothing of what lies outside its namespace
@@ -412,9 +413,12 @@ export class AedesSource {
       }
       if (gate.kind === 'held') {
         // guesses against this device come one wait apart; the device itself gets in after it
-        setTimeout(() => {
+        const resume = () => {
           if (!client.closed) this.authenticate(client, username, password, done)
-        }, gate.waitMs)
+        }
+        if (!this.loginGuard.hold(conn.peerHost, gate.waitMs, resume)) {
+          return refuse(CONNACK_NOT_AUTHORIZED, 'login_throttled', 'too many logins from this address waiting for a throttled device id')
+        }
         return
       }
       const valid = username !== undefined && this.devices.authenticate(username, password)

@@ -122,7 +122,7 @@ export class EmbeddedBroker implements BrokerPublisher {
     this.source.adopt(this.aedes.handle(socket))
   }
 
-  /** Opens the listeners; `mqtts` only with a certificate. */
+  /** The socket's CONNECT arrived (or it closed first): it no longer counts against its address. */
   private connectArrived(socket: Socket): void {
     const address = this.awaitingConnect.get(socket)
     if (address === undefined) return
@@ -130,6 +130,7 @@ export class EmbeddedBroker implements BrokerPublisher {
     this.gate.identified(address)
   }
 
+  /** Opens the listeners; `mqtts` only with a certificate. */
   async start(): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
     await this.aedes.listen()
     await this.journal.replay((packet) => this.route(packet))

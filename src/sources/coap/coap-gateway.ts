@@ -301,7 +301,9 @@ export class CoapGateway {
       const gate = this.loginGuard.gate(address, deviceId)
       if (gate.kind === 'refused') throw new CoapError('4.29', 'too many wrong logins from this address', 'login_throttled')
       if (gate.kind === 'check') break
-      await new Promise((resolve) => setTimeout(resolve, gate.waitMs))
+      await new Promise<void>((resolve, reject) => {
+        if (!this.loginGuard.hold(address, gate.waitMs, resolve)) reject(new CoapError('4.29', 'too many logins from this address waiting for a throttled device id', 'login_throttled'))
+      })
     }
     const valid = this.devices.authenticate(deviceId, password)
     this.loginGuard.settle(address, deviceId, valid)
