@@ -7,10 +7,14 @@
 import { connect as tcpConnect, type Socket } from 'node:net'
 import { MqttClient as MqttClientClass, type MqttClient } from 'mqtt'
 import { generate } from 'mqtt-packet'
+import { connectOne } from './child-fleet.js'
 import { sleep } from './util.js'
 
 export type Abuse = 'cpu-floor' | 'subscriptions' | 'sessions' | 'slow-consumer' | 'retained' | 'deep-json' | 'connections' | 'wrong-logins'
-/** `cpu-floor` first: it sends the hub nothing, and only burns cpu beside it as the abusers do. */
+/**
+ * `cpu-floor` first: it sends the hub nothing, and only burns cpu beside it as the abusers do;
+ * `wrong-logins` last: it leaves the abuser's address throttled for the abuses after it.
+ */
 export const ABUSES: Abuse[] = ['cpu-floor', 'subscriptions', 'sessions', 'slow-consumer', 'retained', 'deep-json', 'connections', 'wrong-logins']
 
 export interface AbuseTarget {
@@ -23,6 +27,7 @@ export type AbuserReply = { type: 'ready' } | { type: 'started' } | { type: 'sto
 
 /** The hostile device's own host: another loopback address than the probe's 127.0.0.1. */
 const ABUSER_ADDRESS = '127.0.0.2'
+const FROM_ABUSER = { localAddress: ABUSER_ADDRESS }
 const DEEP_JSON = Buffer.from(`{"a":${'['.repeat(10_000)}${']'.repeat(10_000)}}`)
 const CHUNK = Buffer.alloc(64 * 1024, 0x61)
 
@@ -48,7 +53,7 @@ class Abuser {
         return
       case 'subscriptions':
         return this.loop(async (n) => {
-          const client = this.keep(await connectFrom(target.mqttUrl, `abuse-subs-${n}`, login))
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-subs-${n}`, login, FROM_ABUSER))
           for (let i = 0; this.running && client.connected; i++) {
             this.attempts++
             // mqtt.js fails a SUBSCRIBE that has any topic refused (SUBACK 0x80)
@@ -59,7 +64,7 @@ class Abuser {
         return this.loop(async (n) => {
           this.attempts++
           // a persistent session left behind each time
-          const client = await connectFrom(target.mqttUrl, `abuse-session-${n}`, login, false).catch(() => undefined)
+          const client = await connectOne(target.mqttUrl, `abuse-session-${n}`, login, { clean: false, localAddress: ABUSER_ADDRESS }).catch(() => undefined)
           if (!client) this.refused++
           else await client.endAsync().catch(() => undefined)
         })
@@ -82,7 +87,7 @@ class Abuser {
           await sleep(20)
           sink.pause()
           // its own second connection publishes 400 × 64 KiB to it, as in the reported attack
-          const publisher = this.keep(await connectFrom(target.mqttUrl, `abuse-flooder-${n}`, login))
+          const publisher = this.keep(await connectOne(target.mqttUrl, `abuse-flooder-${n}`, login, FROM_ABUSER))
           for (let i = 0; i < 400 && this.running; i++) {
             this.attempts++
             await publisher.publishAsync('flood', CHUNK, { qos: 1 })
@@ -97,7 +102,7 @@ class Abuser {
         })
       case 'retained':
         return this.loop(async (n) => {
-          const client = this.keep(await connectFrom(target.mqttUrl, `abuse-retain-${n}`, login))
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-retain-${n}`, login, FROM_ABUSER))
           for (let i = 0; this.running && client.connected; i++) {
             this.attempts++
             await client.publishAsync(`r/${n}/${i}`, CHUNK.subarray(0, 1024), { qos: 1, retain: true }).catch(() => this.refused++)
@@ -105,7 +110,7 @@ class Abuser {
         })
       case 'deep-json':
         return this.loop(async (n) => {
-          const client = this.keep(await connectFrom(target.mqttUrl, `abuse-deep-${n}`, login))
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-deep-${n}`, login, FROM_ABUSER))
           while (this.running && client.connected) {
             this.attempts++
             await client.publishAsync('v1/devices/me/attributes', DEEP_JSON, { qos: 1 }).catch(() => this.refused++)
@@ -133,7 +138,7 @@ class Abuser {
       case 'wrong-logins':
         return this.loop(async (n) => {
           this.attempts++
-          await connectFrom(target.mqttUrl, `abuse-wrong-${n}`, { username: device.id, password: 'wrong' }).then(
+          await connectOne(target.mqttUrl, `abuse-wrong-${n}`, { username: device.id, password: 'wrong' }, FROM_ABUSER).then(
             (c) => c.end(true),
             () => this.refused++
           )
@@ -161,31 +166,6 @@ class Abuser {
   }
 }
 
-/**
- * Connects from ABUSER_ADDRESS, as a hostile device on another host would (the probe's devices
- * connect from 127.0.0.1); resolves at CONNACK, rejects on a refusal or a close before it.
- */
-function connectFrom(url: string, clientId: string, login: { username: string; password: string }, clean = true): Promise<MqttClient> {
-  const { port, hostname } = new URL(url)
-  return new Promise((resolve, reject) => {
-    const stream = () => tcpConnect({ port: Number(port), host: hostname, localAddress: ABUSER_ADDRESS })
-    const client = new MqttClientClass(stream, { clientId, ...login, clean, reconnectPeriod: 0, protocolVersion: 4, keepalive: 300 })
-    const fail = (error: Error) => {
-      client.removeAllListeners()
-      client.on('error', () => undefined)
-      client.end(true)
-      reject(error)
-    }
-    client.once('connect', () => {
-      client.removeAllListeners('error')
-      client.removeAllListeners('close')
-      client.on('error', () => undefined)
-      resolve(client)
-    })
-    client.once('error', fail)
-    client.once('close', () => fail(new Error('closed before CONNACK')))
-  })
-}
 
 if (process.argv.includes('--child')) {
   const send = (reply: AbuserReply) => process.send!(reply)

@@ -4,7 +4,8 @@
  * the child's helpers for connecting many mqtt.js clients a bounded number at a time.
  */
 import type { ChildProcess } from 'node:child_process'
-import mqtt, { type MqttClient } from 'mqtt'
+import { connect as netConnect } from 'node:net'
+import mqtt, { MqttClient } from 'mqtt'
 import { forkBench } from './util.js'
 
 /**
@@ -75,10 +76,24 @@ export function cpuMsSince(since: NodeJS.CpuUsage): number {
   return (d.user + d.system) / 1000
 }
 
-/** Connects one MQTT 3.1.1 clean-session client and resolves at its CONNACK (rejects on anything else). */
-export function connectOne(url: string, clientId: string, credentials: { username?: string; password?: string } = {}): Promise<MqttClient> {
+/**
+ * Connects one MQTT 3.1.1 client (clean session unless `clean: false`; from `localAddress` when
+ * given, as another host would) and resolves at its CONNACK (rejects on anything else).
+ */
+export function connectOne(
+  url: string,
+  clientId: string,
+  credentials: { username?: string; password?: string } = {},
+  options: { clean?: boolean; localAddress?: string } = {}
+): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { clientId, ...credentials, protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 60_000, keepalive: 300 })
+    const settings = { clientId, ...credentials, protocolVersion: 4 as const, clean: options.clean ?? true, reconnectPeriod: 0, connectTimeout: 60_000, keepalive: 300 }
+    // mqtt.js has no option for the local address: its stream is made here instead
+    const { port, hostname } = new URL(url)
+    const client =
+      options.localAddress === undefined
+        ? mqtt.connect(url, settings)
+        : new MqttClient(() => netConnect({ port: Number(port), host: hostname, localAddress: options.localAddress }), settings)
     const fail = (error: Error) => {
       client.removeAllListeners()
       client.on('error', () => undefined)
