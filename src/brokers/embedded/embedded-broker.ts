@@ -26,8 +26,8 @@ export class EmbeddedBroker implements BrokerPublisher {
   private readonly tlsServer: TlsServer | undefined
   private readonly sockets = new Set<Socket>()
   private readonly gate: ConnectionGate
-  /** Accepted sockets whose CONNECT has not arrived yet, with their address (see ConnectionGate). */
-  private readonly awaitingConnect = new WeakMap<Socket, string>()
+  /** Admitted connections whose CONNECT has not arrived yet: their address, by peer (see admit). */
+  private readonly awaitingConnect = new Map<string, string>()
 
   constructor(
     private readonly config: HubConfig,
@@ -58,7 +58,7 @@ export class EmbeddedBroker implements BrokerPublisher {
       drainTimeout: config.slowConsumerTimeout,
       ...hooks,
       preConnect: (client, packet, done) => {
-        this.connectArrived(client.conn as Socket)
+        this.connectArrived(peerOf(client.conn as Socket))
         hooks.preConnect!(client, packet, done)
       },
       // a client's QoS 1 PUBLISH is journaled before Aedes sends its PUBACK (publish-journal.ts)
@@ -86,11 +86,17 @@ export class EmbeddedBroker implements BrokerPublisher {
       callback?.()
     }
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
-    this.server = createServer((socket) => this.accept(socket))
+    this.server = createServer((socket) => {
+      if (this.admit(socket)) this.accept(socket)
+    })
     if (tls) {
-      this.tlsServer = createTlsServer({ ...tls.options, handshakeTimeout: config.tlsHandshakeTimeout }, (socket) => this.accept(socket))
-      // a client still in its handshake is not yet Aedes' to close: stop must end it too
-      this.tlsServer.on('connection', (socket: Socket) => this.track(socket))
+      this.tlsServer = createTlsServer({ ...tls.options, handshakeTimeout: config.tlsHandshakeTimeout }, (socket) => {
+        this.track(socket)
+        this.accept(socket)
+      })
+      // gated as it connects, before its handshake costs anything: a client still in its handshake
+      // holds a descriptor too (and stop must end it)
+      this.tlsServer.on('connection', (socket: Socket) => void this.admit(socket))
       tls.serve(this.tlsServer, 'mqtts')
     }
   }
@@ -100,21 +106,31 @@ export class EmbeddedBroker implements BrokerPublisher {
     socket.once('close', () => this.sockets.delete(socket))
   }
 
-  /** A new connection, plain or (once its handshake is done) TLS: both reach Aedes alike. */
-  private accept(socket: Socket): void {
+  /**
+   * Counts a new TCP connection against the gate, or closes it (false) when it is over a limit.
+   * It is awaited by its peer (`address:port`, the same for a TLS socket as for the TCP one
+   * under it) until its CONNECT arrives.
+   */
+  private admit(socket: Socket): boolean {
     const address = socket.remoteAddress ?? ''
     const refusal = this.gate.admit(address)
     if (refusal) {
       this.metrics.reject(refusal)
       socket.destroy()
-      return
+      return false
     }
-    this.awaitingConnect.set(socket, address)
+    const peer = peerOf(socket)
+    this.awaitingConnect.set(peer, address)
     socket.once('close', () => {
-      this.connectArrived(socket)
+      this.connectArrived(peer)
       this.gate.closed()
     })
     this.track(socket)
+    return true
+  }
+
+  /** An admitted connection, plain or (once its handshake is done) TLS: both reach Aedes alike. */
+  private accept(socket: Socket): void {
     guardPacketSize(socket, this.config.maxPacketSize, (error) => {
       this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
       this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
@@ -122,11 +138,11 @@ export class EmbeddedBroker implements BrokerPublisher {
     this.source.adopt(this.aedes.handle(socket))
   }
 
-  /** The socket's CONNECT arrived (or it closed first): it no longer counts against its address. */
-  private connectArrived(socket: Socket): void {
-    const address = this.awaitingConnect.get(socket)
+  /** The CONNECT of `peer` arrived (or it closed first): it no longer counts against its address. */
+  private connectArrived(peer: string): void {
+    const address = this.awaitingConnect.get(peer)
     if (address === undefined) return
-    this.awaitingConnect.delete(socket)
+    this.awaitingConnect.delete(peer)
     this.gate.identified(address)
   }
 
@@ -228,4 +244,9 @@ function listen(server: Server, host: string, port: number, what: string, settin
       resolve()
     })
   })
+}
+
+/** A connection's peer on one listener: the TLS socket and the TCP socket under it share it. */
+function peerOf(socket: Socket): string {
+  return `${socket.localPort}|${socket.remoteAddress}:${socket.remotePort}`
 }
