@@ -849,7 +849,8 @@ describe('CoAP gateway with a 100 ms ACK_TIMEOUT', () => {
     const waited = ended - copies[0]!.at
     // not before the retransmissions could be spent (1.5 s at the least), and well before EXCHANGE_LIFETIME (13 s)
     assert.ok(waited >= 1500, `ended ${waited} ms after the notification`)
-    assert.ok(waited < 10_000, `ended ${waited} ms after the notification`)
+    // before node-coap's own EXCHANGE_LIFETIME (13 s here) would have ended it: the margin is for load
+    assert.ok(waited < 12_500, `ended ${waited} ms after the notification`)
     assert.equal((await t.api<{ connected: boolean }>('GET', '/v1/sessions/coap-deaf')).body.connected, true, 'the connection itself stays')
   })
 })

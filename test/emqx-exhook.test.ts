@@ -106,8 +106,8 @@ describe('EMQX mode: ExHook', () => {
     for (let i = 0; i < 11; i++) assert.equal((await emqx.onClientAuthenticate({ ...guesser, password: `guess-${i}` }, false)).bool_result, false)
     assert.equal((await emqx.onClientAuthenticate({ ...guesser, password: victim.token }, false)).bool_result, false, 'refused unseen while throttled')
     const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body
-    assert.match(metrics, /iothub_rejected_inputs_total\{reason="client_id_reserved"\} 1/)
-    assert.match(metrics, /iothub_rejected_inputs_total\{reason="login_throttled"\} 1/)
+    assert.match(metrics, /^iothub_rejected_inputs_total\{reason="client_id_reserved"\} 1$/m)
+    assert.match(metrics, /^iothub_rejected_inputs_total\{reason="login_throttled"\} 1$/m)
   })
 
   it('a takeover across two nodes survives hook calls out of order', async () => {

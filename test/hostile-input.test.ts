@@ -354,14 +354,14 @@ describe('requests that trickle in', () => {
     const slow = trickle(head, body)
     assert.equal((await t.api('GET', '/v1/sessions')).status, 200, 'another client is answered')
     const { answer, afterMs } = await slow
-    assert.match(answer, /^(HTTP\/1\.1 408|$)/, answer)
+    assert.match(answer, /^HTTP\/1\.1 408/, answer)
     assert.ok(afterMs >= TIMEOUT * 0.9 && afterMs < TIMEOUT + 5000, `closed after ${afterMs} ms`)
     assert.equal(t.hub.devices.get('slow-device'), undefined)
   })
 
   it('headers that trickle in are closed too', async () => {
     const { answer, afterMs } = await trickle(`GET /v1/sessions HTTP/1.1\r\nHost: hub\r\n`, 'X-Slow: yes\r\n')
-    assert.match(answer, /^(HTTP\/1\.1 408|$)/, answer)
+    assert.match(answer, /^HTTP\/1\.1 408/, answer)
     assert.ok(afterMs >= TIMEOUT * 0.9 && afterMs < TIMEOUT + 5000, `closed after ${afterMs} ms`)
   })
 })

@@ -83,7 +83,7 @@ class Abuser {
           })
           sink.write(generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: `abuse-sink-${n}`, keepalive: 300, username: login.username, password: Buffer.from(login.password) }))
           sink.write(generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'flood', qos: 0 }] }))
-          await new Promise((resolve) => sink.once('data', resolve)) // CONNACK (and SUBACK)
+          await Promise.race([new Promise((resolve) => sink.once('data', resolve)), closed]) // CONNACK (and SUBACK), unless refused
           await sleep(20)
           sink.pause()
           // its own second connection publishes 400 × 64 KiB to it, as in the reported attack
@@ -128,6 +128,7 @@ class Abuser {
           let refused = false
           socket.once('close', () => {
             this.open.delete(socket)
+            if (!this.running) return // closed by the abuser's own stop
             this.refused++
             refused = true
           })
@@ -182,8 +183,9 @@ if (process.argv.includes('--child')) {
     } else if (command.cmd === 'stop') {
       const current = abuser!
       current.running = false
+      // its connections closed first: a step waiting on one of them ends with it
+      current.close()
       void (running ?? Promise.resolve()).finally(() => {
-        current.close()
         const cpu = process.cpuUsage(cpuAtStart)
         send({ type: 'stopped', attempts: current.attempts, refused: current.refused, cpuMs: (cpu.user + cpu.system) / 1000 })
       })
