@@ -3,6 +3,48 @@
 import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
+/**
+ * The direction of imports inside src/ (docs/ARCHITECTURE.md, "layers"): each folder may import
+ * only the folders below it, so the layering cannot rot. From the bottom:
+ *   domain ← store ← config, observability, tls ← registry ← devices, admission ← carrier
+ *   ← embedded, emqx (the adapters: neither imports the other) ← api ← hub, cli, main.
+ * Written as the folders (or root files) each layer must not import: a relative import naming
+ * one of them is an error.
+ */
+const above = {
+  domain: ['store', 'config', 'observability', 'tls', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  store: ['config', 'observability', 'tls', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  base: ['registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  registry: ['devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  devices: ['carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  carrier: ['embedded', 'emqx', 'api', 'hub', 'cli'],
+  embedded: ['emqx', 'api', 'hub', 'cli'],
+  emqx: ['embedded', 'api', 'hub', 'cli'],
+  api: ['embedded', 'emqx', 'hub', 'cli']
+}
+const layerFiles = {
+  domain: ['src/domain/**', 'src/types/**'],
+  store: ['src/store/**'],
+  base: ['src/config.ts', 'src/port-in-use.ts', 'src/observability/**', 'src/tls/**'],
+  registry: ['src/registry/**'],
+  devices: ['src/devices/**', 'src/admission/**'],
+  carrier: ['src/carrier/**'],
+  embedded: ['src/embedded/**'],
+  emqx: ['src/emqx/**'],
+  api: ['src/api/**']
+}
+/** `../config.js`, `../../emqx/x.js`: a relative import whose path names the folder or root file. */
+const naming = (names) => `^\\.{1,2}/(?:\\.\\./)*(?:${names.map((n) => `${n}/|${n}\\.js$`).join('|')})`
+const importDirection = Object.entries(layerFiles).map(([layer, files]) => ({
+  files,
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      { patterns: [{ regex: naming(above[layer]), message: `${layer} must not import a layer above it (see the layers in eslint.config.js)` }] }
+    ]
+  }
+}))
+
 export default tseslint.config(
   { ignores: ['dist/**', 'dist-bench/**', 'data/**', 'node_modules/**'] },
   js.configs.recommended,
@@ -22,6 +64,7 @@ export default tseslint.config(
       '@typescript-eslint/require-await': 'off'
     }
   },
+  ...importDirection,
   {
     files: ['bin/*.js', 'eslint.config.js'],
     ...tseslint.configs.disableTypeChecked

@@ -38,7 +38,7 @@
 import { availableParallelism } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import * as grpc from '@grpc/grpc-js'
-import { EXHOOK_VERSIONS, exhookServiceDefinition, type ExhookVersion } from '../src/brokers/emqx/exhook/protos.js'
+import { EXHOOK_VERSIONS, exhookServiceDefinition, type ExhookVersion } from '../src/emqx/exhook/protos.js'
 import { startEmqxRestStandin } from '../test/helpers/emqx-rest-standin.js'
 import {
   EMQX_API_KEY,

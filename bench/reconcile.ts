@@ -39,8 +39,8 @@
  * during the reconcile; BENCH_EXHOOK_TRANSPORT=grpc-js sends the stream through @grpc/grpc-js.
  */
 import { performance } from 'node:perf_hooks'
-import type { EmqxCarrier } from '../src/carriers/emqx-carrier.js'
-import type { ReconcileReport } from '../src/sources/emqx/reconcile.js'
+import type { EmqxCarrier } from '../src/emqx/emqx-carrier.js'
+import type { ReconcileReport } from '../src/emqx/reconcile.js'
 import {
   benchExhookTransport,
   ExhookFleet,

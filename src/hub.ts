@@ -1,6 +1,6 @@
 /**
  * The composition root: wires the store, registry, devices, the carrier of the connections
- * (embedded broker or EMQX cluster, see carriers/) and the API, and owns start and stop. Start
+ * (the embedded broker of embedded/ or the EMQX cluster of emqx/) and the API, and owns start and stop. Start
  * order matters — the store is loaded and the carrier has brought the registry up to date
  * (embedded: the previous run's connections ended) *before* any listener accepts a client.
  */
@@ -8,9 +8,11 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { LoginThrottle } from './admission/login-throttle.js'
 import { buildApi } from './api/server.js'
-import type { ApiContext, Readiness } from './api/context.js'
-import { EmbeddedCarrier } from './carriers/embedded-carrier.js'
-import { EmqxCarrier } from './carriers/emqx-carrier.js'
+import type { ApiContext } from './api/context.js'
+import type { Readiness } from './observability/readiness.js'
+import type { ConnectionCarrier } from './carrier/carrier.js'
+import { EmbeddedCarrier } from './embedded/embedded-carrier.js'
+import { EmqxCarrier } from './emqx/emqx-carrier.js'
 import { usesDefaultApiCredentials, type HubConfig } from './config.js'
 import { portInUse } from './port-in-use.js'
 import { HubMetrics } from './observability/metrics.js'
@@ -56,7 +58,9 @@ export class Hub {
   /** Wrong logins by client address and device id, for every way in. */
   readonly loginThrottle: LoginThrottle
   /** What carries the connections: the embedded broker, or an EMQX cluster. */
-  readonly carrier: EmbeddedCarrier | EmqxCarrier
+  readonly carrier: ConnectionCarrier
+  /** Embedded mode's carrier, for the broker getter; undefined in EMQX mode. */
+  private readonly embedded: EmbeddedCarrier | undefined
   /** The configured certificate (MQTT over TLS, HTTPS); undefined without one. */
   readonly tls: TlsCredentials | undefined
   private readonly connectInfo: ConnectInfoTracker
@@ -128,13 +132,14 @@ export class Hub {
       config
     )
     const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, loginGuard: new LoginGuard(this.loginThrottle), metrics: this.metrics, log: this.log, tls: this.tls }
-    this.carrier = config.broker === 'emqx' ? new EmqxCarrier(core) : new EmbeddedCarrier(core)
+    this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
+    this.carrier = this.embedded ?? new EmqxCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }
 
-  /** Embedded mode's broker (undefined in EMQX mode). */
+  /** Embedded mode's broker (undefined in EMQX mode): for tests and benchmarks that look inside. */
   get broker(): EmbeddedCarrier['broker'] | undefined {
-    return this.carrier instanceof EmbeddedCarrier ? this.carrier.broker : undefined
+    return this.embedded?.broker
   }
 
   async start(): Promise<HubAddresses> {
@@ -222,7 +227,7 @@ export class Hub {
       loginThrottle: this.loginThrottle,
       kick: (clientId) => this.carrier.kick(clientId),
       readiness: () => this.checkReadiness(),
-      ...(this.carrier instanceof EmqxCarrier ? { emqx: this.carrier.source, reconciler: this.carrier.reconciler } : {})
+      ...(this.carrier.routes ? { carrierRoutes: this.carrier.routes } : {})
     }
   }
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
-import type { ExhookVersion } from '../src/brokers/emqx/exhook/protos.js'
+import type { ExhookVersion } from '../src/emqx/exhook/protos.js'
 import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
 
 interface SessionView {

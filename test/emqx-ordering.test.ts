@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import type { ReconcileReport } from '../src/sources/emqx/reconcile.js'
+import type { ReconcileReport } from '../src/emqx/reconcile.js'
 import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
 
 interface SessionView {

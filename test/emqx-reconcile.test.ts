@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import type { ReconcileReport } from '../src/sources/emqx/reconcile.js'
+import type { ReconcileReport } from '../src/emqx/reconcile.js'
 import { startEmqxTestHub, EMQX_KEY, EMQX_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
 

@@ -1,7 +1,7 @@
 /**
  * The EMQX stand-ins against themselves: the REST stand-in pages, authenticates and records publishes
  * as EMQX's v4 and v5 APIs do, and the ExHook client talks to a HookProvider built from
- * src/brokers/emqx/exhook/protos.ts in all three protocol versions, with the wire bytes checked against
+ * src/emqx/exhook/protos.ts in all three protocol versions, with the wire bytes checked against
  * the field numbers EMQX publishes.
  */
 import assert from 'node:assert/strict'
@@ -14,7 +14,7 @@ import {
   exhookProtocol,
   uint64ToNumber,
   type ExhookVersion
-} from '../src/brokers/emqx/exhook/protos.js'
+} from '../src/emqx/exhook/protos.js'
 import { EmqxExhookClient } from './helpers/emqx-exhook-client.js'
 import { startEmqxRestStandin, type EmqxRestStandin } from './helpers/emqx-rest-standin.js'
 

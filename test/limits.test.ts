@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { connect as tcpConnect, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { encodePacket } from '../src/brokers/embedded/packet-codec.js'
+import { encodePacket } from '../src/embedded/packet-codec.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { connectClient, eventually, startTestHub, superuserLogin, tempDir, type TestHub } from './helpers/hub.js'
 import { coapCall } from './helpers/coap.js'

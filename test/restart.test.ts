@@ -319,7 +319,7 @@ function describeRestart(cause: string, runner: (dataDir: string) => HubRunner, 
         assert.deepEqual(payloads(queued.messages), QUEUED, 'all queued messages, in order, once')
       } else {
         // QoS 1 is at least once: killed between routing the last message and clearing its
-        // journal entry, the hub publishes it again at start (src/brokers/embedded/publish-journal.ts)
+        // journal entry, the hub publishes it again at start (src/embedded/publish-journal.ts)
         await new Promise((r) => setTimeout(r, 100))
         const got = payloads(queued.messages)
         assert.deepEqual([...new Set(got)], QUEUED, `all queued messages, in order: ${JSON.stringify(got)}`)

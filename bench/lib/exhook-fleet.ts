@@ -37,7 +37,7 @@
 import * as grpc from '@grpc/grpc-js'
 import * as http2 from 'node:http2'
 import { performance } from 'node:perf_hooks'
-import { exhookProtocol, type ExhookClientInfo, type ExhookRequestMeta, type ExhookVersion } from '../../src/brokers/emqx/exhook/protos.js'
+import { exhookProtocol, type ExhookClientInfo, type ExhookRequestMeta, type ExhookVersion } from '../../src/emqx/exhook/protos.js'
 import { loadConfig } from '../../src/config.js'
 import { Hub } from '../../src/hub.js'
 import { createLogger } from '../../src/observability/logger.js'

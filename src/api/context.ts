@@ -1,18 +1,14 @@
 /** What the HTTP API needs from the hub; routes get this and nothing else. */
 import type { LoginThrottle } from '../admission/login-throttle.js'
+import type { CarrierRoutes } from '../carrier/carrier.js'
 import type { HubConfig } from '../config.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceProperties } from '../devices/device-properties.js'
 import type { BrokerPublisher, Dispatcher } from '../devices/dispatcher.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
-import type { EmqxSource } from '../sources/emqx/emqx-source.js'
-import type { Reconciler } from '../sources/emqx/reconcile.js'
+import type { Readiness } from '../observability/readiness.js'
 
-export interface Readiness {
-  ready: boolean
-  checks: Record<string, { ok: boolean; detail?: string }>
-}
 
 export interface ApiContext {
   config: HubConfig
@@ -29,8 +25,6 @@ export interface ApiContext {
   kick(clientId: string): Promise<boolean>
   /** Asks the store (shared, at most once a second), then tells whether the hub is ready. */
   readiness(): Promise<Readiness>
-  /** EMQX mode only: where WebHook calls go. */
-  emqx?: EmqxSource
-  /** EMQX mode only: the reconcile with EMQX's REST API. */
-  reconciler?: Reconciler
+  /** Routes of the carrier's own (EMQX mode: the WebHook receiver and the reconcile). */
+  carrierRoutes?: CarrierRoutes
 }

@@ -17,16 +17,12 @@ import { isStoreFailure, retryAfterSeconds } from './store-unavailable.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { downstreamRoutes } from './routes/downstream.js'
-import { emqxWebhookRoutes, WEBHOOK_PATH } from './routes/emqx-webhook.js'
 import { healthRoutes } from './routes/health.js'
-import { reconcileRoutes } from './routes/reconcile.js'
 import { sessionRoutes } from './routes/sessions.js'
 import { subscriptionRoutes } from './routes/subscriptions.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
 const PUBLIC_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
-/** Routes that check credentials of their own (EMQX's WebHook sends a shared secret). */
-const OWN_AUTH_PATHS = new Set([WEBHOOK_PATH])
 
 /**
  * Node looks for requests past their timeout only every so often (30 s by default): a tenth of
@@ -64,7 +60,9 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
     }
   })
 
-  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || OWN_AUTH_PATHS.has(route))
+  // the carrier's routes that check credentials of their own (EMQX's WebHook sends a shared secret)
+  const ownAuthPaths = new Set(ctx.carrierRoutes?.ownAuthPaths)
+  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || ownAuthPaths.has(route))
   parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
@@ -93,7 +91,6 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(downstreamRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))
-  await app.register(emqxWebhookRoutes(ctx))
-  await app.register(reconcileRoutes(ctx))
+  if (ctx.carrierRoutes) await app.register(ctx.carrierRoutes.plugin)
   return app
 }

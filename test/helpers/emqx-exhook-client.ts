@@ -1,7 +1,7 @@
 /**
  * A stand-in for EMQX's ExHook gRPC client: calls a HookProvider server the way EMQX does, for tests
  * that cannot run EMQX. One instance speaks one protocol version (v1 = EMQX 4.3/4.4, v2 = 5.0-5.8,
- * v3 = 5.9+; see proto/exhook/<v>/exhook.proto and src/brokers/emqx/exhook/protos.ts).
+ * v3 = 5.9+; see proto/exhook/<v>/exhook.proto and src/emqx/exhook/protos.ts).
  *
  * How EMQX fills each request, from its source (emqx/emqx):
  *  - apps/emqx_exhook/src/emqx_exhook_handler.erl builds the requests: conninfo/1, clientinfo/1,
@@ -33,7 +33,7 @@ import {
   type ExhookTopicFilter,
   type ExhookValuedResponse,
   type ExhookVersion
-} from '../../src/brokers/emqx/exhook/protos.js'
+} from '../../src/emqx/exhook/protos.js'
 
 export interface EmqxExhookClientOptions {
   /** 'host:port' of the HookProvider server. */

@@ -6,7 +6,7 @@
  * missing parameter, 108 for one of the wrong type or value.
  */
 import type { FastifyPluginAsync } from 'fastify'
-import { checkTopic } from '../../sources/topic-rules.js'
+import { checkTopic } from '../../admission/topic-rules.js'
 import type { ApiContext } from '../context.js'
 
 interface PublishBody {

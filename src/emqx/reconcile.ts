@@ -14,11 +14,11 @@
  * time, so the event path keeps being answered while 100,000 clients are reconciled.
  */
 import type { Logger } from 'pino'
-import type { QoS, SessionRecord } from '../../domain/session.js'
-import type { EmqxListedClient, EmqxRestClient } from '../../brokers/emqx/emqx-rest.js'
-import type { HubMetrics } from '../../observability/metrics.js'
-import type { ApplyResult, SessionRegistry } from '../../registry/registry.js'
-import type { LifecycleEvent } from '../../domain/lifecycle-event.js'
+import type { QoS, SessionRecord } from '../domain/session.js'
+import type { EmqxListedClient, EmqxRestClient } from './emqx-rest.js'
+import type { HubMetrics } from '../observability/metrics.js'
+import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
+import type { LifecycleEvent } from '../domain/lifecycle-event.js'
 import { isLiveConnection } from './emqx-client.js'
 import type { EmqxSource } from './emqx-source.js'
 

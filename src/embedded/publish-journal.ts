@@ -11,7 +11,7 @@
  */
 import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
-import type { Store } from '../../store/store.js'
+import type { Store } from '../store/store.js'
 import { decodePacket, encodePacket } from './packet-codec.js'
 
 export class PublishJournal {

@@ -8,16 +8,16 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls'
 import { Aedes, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
-import type { HubConfig } from '../../config.js'
-import type { HubMetrics } from '../../observability/metrics.js'
-import type { AedesSource, WillPacket } from '../../sources/aedes-source.js'
+import type { HubConfig } from '../config.js'
+import type { HubMetrics } from '../observability/metrics.js'
+import type { AedesSource, WillPacket } from './mqtt/aedes-source.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { guardPacketSize } from './packet-size-guard.js'
 import type { PublishJournal } from './publish-journal.js'
-import { portInUse } from '../../port-in-use.js'
-import type { BrokerPublisher } from '../../devices/dispatcher.js'
-import type { TlsCredentials } from '../../tls/tls-credentials.js'
+import { portInUse } from '../port-in-use.js'
+import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { TlsCredentials } from '../tls/tls-credentials.js'
 
 export class EmbeddedBroker implements BrokerPublisher {
   readonly aedes: Aedes

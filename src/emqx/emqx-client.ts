@@ -9,7 +9,7 @@
  * from the same host, comes from another port, and a takeover from another node — and ordered
  * by `connected_at` where the interface carries it (else by when the hub heard of it).
  */
-import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
+import type { DisconnectReason, SessionRecord } from '../domain/session.js'
 
 export interface EmqxClient {
   node: string

@@ -16,8 +16,8 @@
  * replaces a live connection and nothing but arrival orders the two (ExHook; equal seconds in
  * EMQX 4), the order is *unproven* and the source asks EMQX which connection it holds.
  */
-import { newIncarnation, observeIncarnation } from '../../domain/incarnation.js'
-import type { SessionRecord } from '../../domain/session.js'
+import { newIncarnation, observeIncarnation } from '../domain/incarnation.js'
+import type { SessionRecord } from '../domain/session.js'
 import { connectionName, isLiveConnection, type EmqxClient } from './emqx-client.js'
 
 export type ConnectOrder =

@@ -1,7 +1,7 @@
 /**
  * The embedded broker's persistence, on our store: Aedes keeps its subscriptions, QoS 1/2
  * messages queued for offline clients, QoS 2 dedup state, retained messages and wills here.
- * It passes aedes-persistence's own abstract test suite (test/brokers/aedes-persistence.test.ts).
+ * It passes aedes-persistence's own abstract test suite (test/embedded/aedes-persistence.test.ts).
  *
  * Subscriptions are not kept here but in the TopicBook, which is also where session entities
  * keep their topics — one record. Who *writes* them is a SubscriptionWriter: on its own (as in
@@ -17,11 +17,11 @@
  * filter can match, not what the hub retains.
  */
 import { Readable } from 'node:stream'
-import type { TopicSubscription } from '../../domain/session.js'
-import type { SessionStateOwner } from '../../registry/registry.js'
-import type { TopicBook } from '../../registry/topic-book.js'
-import type { Plan } from '../../store/plan.js'
-import type { Mutation, Snapshot, Store } from '../../store/store.js'
+import type { TopicSubscription } from '../domain/session.js'
+import type { SessionStateOwner } from '../registry/registry.js'
+import type { TopicBook } from '../registry/topic-book.js'
+import type { Plan } from '../store/plan.js'
+import type { Mutation, Snapshot, Store } from '../store/store.js'
 import { messageBytes } from './message-bytes.js'
 import { NO_QUEUE_LIMITS, OutgoingQueue, type QueuedMessage, type QueueLimits } from './outgoing-queue.js'
 import { clonePacket, decodePacket, encodePacket } from './packet-codec.js'

@@ -15,7 +15,7 @@
  *
  * Anything else throws WebhookPayloadError naming what is wrong; nothing is half-read.
  */
-import type { QoS } from '../../domain/session.js'
+import type { QoS } from '../domain/session.js'
 import type { EmqxClient } from './emqx-client.js'
 import type { HookCall } from './hook-call.js'
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { RetainedIndex } from '../../src/brokers/embedded/retained-index.js'
+import { RetainedIndex } from '../../src/embedded/retained-index.js'
 
 function indexOf(topics: string[]): RetainedIndex<string> {
   const index = new RetainedIndex<string>()

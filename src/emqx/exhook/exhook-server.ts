@@ -23,11 +23,11 @@ import {
   type ExhookSubOpts,
   type ExhookValuedResponse,
   type ExhookVersion
-} from '../../brokers/emqx/exhook/protos.js'
+} from './protos.js'
 import type { QoS } from '../../domain/session.js'
 import type { HubMetrics } from '../../observability/metrics.js'
-import type { EmqxClient } from './emqx-client.js'
-import { HookInputError, type EmqxSource } from './emqx-source.js'
+import type { EmqxClient } from '../emqx-client.js'
+import { HookInputError, type EmqxSource } from '../emqx-source.js'
 
 /** The device property topics, as EMQX routes them under the `%u/` mountpoint. */
 const UPSTREAM_TOPIC_FILTERS = ['+/v1/devices/me/attributes', '+/v1/devices/me/telemetry', '+/v1/devices/me/raw', '+/v1/devices/me/command/response']

@@ -10,19 +10,17 @@
  * WebHook retries it) — each counted, none changing anything stored.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { secretMatches } from '../../domain/secret.js'
-import { HookInputError } from '../../sources/emqx/emqx-source.js'
-import { applyHookCall } from '../../sources/emqx/hook-call.js'
-import { hookCallOfWebhook, WebhookPayloadError } from '../../sources/emqx/webhook-payloads.js'
-import type { ApiContext } from '../context.js'
+import { secretMatches } from '../domain/secret.js'
+import { HookInputError, type EmqxSource } from './emqx-source.js'
+import { applyHookCall } from './hook-call.js'
+import { hookCallOfWebhook, WebhookPayloadError } from './webhook-payloads.js'
+import type { HubConfig } from '../config.js'
+import type { HubMetrics } from '../observability/metrics.js'
 
 export const WEBHOOK_PATH = '/v1/hooks/emqx'
 export const WEBHOOK_SECRET_HEADER = 'x-iothub-webhook-secret'
 
-export const emqxWebhookRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
-  const source = ctx.emqx
-  if (!source) return
-
+export const emqxWebhookRoutes = (source: EmqxSource, ctx: { config: HubConfig; metrics: HubMetrics }): FastifyPluginAsync => async (app) => {
   const answer = (reply: FastifyReply, statusCode: number, message: string) =>
     reply.code(statusCode).send({ statusCode, error: STATUS_TEXT[statusCode] ?? 'Error', message })
   /** Refuses (401, counted) a call without the shared secret; true when it may go on. */

@@ -13,9 +13,9 @@
  * timeout and is retried with backoff when EMQX is unreachable or answers 5xx; a 401/403 is not
  * retried and says which credentials to check.
  */
-import type { BrokerPublisher } from '../../devices/dispatcher.js'
-import type { QoS } from '../../domain/session.js'
-import type { EmqxClient } from '../../sources/emqx/emqx-client.js'
+import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { QoS } from '../domain/session.js'
+import type { EmqxClient } from './emqx-client.js'
 
 export interface EmqxRestOptions {
   baseUrl: string

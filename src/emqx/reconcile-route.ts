@@ -1,11 +1,16 @@
 /**
  * EMQX mode's reconcile, for operators: `GET /v1/reconcile/last` shows the last run's report
  * (trigger, duration, pages, ghosts ended, sessions added, topics fixed, error), and
- * `POST /v1/reconcile` runs one now and answers its report. Absent in embedded mode.
+ * `POST /v1/reconcile` runs one now and answers its report.
  */
 import type { FastifyPluginAsync } from 'fastify'
-import type { ApiContext } from '../context.js'
-import { errorSchema } from '../schemas.js'
+import type { Reconciler } from './reconcile.js'
+
+/** The API's error body (kept here: an adapter does not import the API). */
+const errorSchema = {
+  type: 'object',
+  properties: { statusCode: { type: 'integer' }, error: { type: 'string' }, message: { type: 'string' } }
+} as const
 
 const report = {
   type: 'object',
@@ -27,10 +32,7 @@ const report = {
   }
 } as const
 
-export const reconcileRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
-  const reconciler = ctx.reconciler
-  if (!reconciler) return
-
+export const reconcileRoutes = (reconciler: Reconciler): FastifyPluginAsync => async (app) => {
   app.get('/v1/reconcile/last', { schema: { response: { 200: report, 404: errorSchema } } }, async (_request, reply) => {
     if (!reconciler.last) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no reconcile has run yet' })
     return reconciler.last

@@ -4,16 +4,16 @@
  * AedesSource turning what Aedes sees into lifecycle events, and the CoAP gateway on the same
  * broker.
  */
-import type { Readiness } from '../api/context.js'
-import { StoreAedesPersistence } from '../brokers/embedded/aedes-persistence.js'
-import { EmbeddedBroker } from '../brokers/embedded/embedded-broker.js'
-import { PublishJournal } from '../brokers/embedded/publish-journal.js'
+import type { Readiness } from '../observability/readiness.js'
+import { StoreAedesPersistence } from './aedes-persistence.js'
+import { EmbeddedBroker } from './embedded-broker.js'
+import { PublishJournal } from './publish-journal.js'
 import { NO_MOUNTPOINT } from '../domain/namespace.js'
-import { AedesSource } from '../sources/aedes-source.js'
-import { CoapGateway } from '../sources/coap/coap-gateway.js'
+import { AedesSource } from './mqtt/aedes-source.js'
+import { CoapGateway } from './coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
-import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
-import { endListedOnly } from './listed-only.js'
+import type { CarrierAddresses, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
+import { endListedOnly } from '../carrier/listed-only.js'
 
 export class EmbeddedCarrier implements ConnectionCarrier {
   readonly broker: EmbeddedBroker

@@ -1,12 +1,13 @@
 /**
  * What carries the devices' connections, seen from the hub: our own embedded Aedes broker, or
- * an EMQX cluster in front of which the hub runs (DESIGN.md, "two ways to run"). The hub's core
+ * an EMQX cluster in front of which the hub runs (docs/ARCHITECTURE.md, "two carriers"). The hub's core
  * — store, registry, devices, properties, API — is the same either way; a carrier feeds it
  * lifecycle events, publishes its pushes, and brings its view up to date at start.
  */
 import type { AddressInfo } from 'node:net'
+import type { FastifyPluginAsync } from 'fastify'
 import type { Logger } from 'pino'
-import type { Readiness } from '../api/context.js'
+import type { Readiness } from '../observability/readiness.js'
 import type { HubConfig } from '../config.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
@@ -46,8 +47,17 @@ export interface CarrierAddresses {
   exhook?: AddressInfo
 }
 
+/** HTTP routes a carrier adds to the hub's API. */
+export interface CarrierRoutes {
+  plugin: FastifyPluginAsync
+  /** Paths that check credentials of their own rather than the API's Basic auth. */
+  ownAuthPaths: readonly string[]
+}
+
 export interface ConnectionCarrier {
   readonly publisher: BrokerPublisher
+  /** Routes of its own (EMQX: the WebHook receiver and the reconcile); none in embedded mode. */
+  readonly routes?: CarrierRoutes
   /**
    * At start, once the registry holds what the store kept and before any listener is open:
    * takes the carrier's own part of the snapshot and brings the registry up to date with what

@@ -11,7 +11,7 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { Client, ConnectPacket } from 'aedes'
-import { mountTopic } from '../../domain/namespace.js'
+import { mountTopic } from '../domain/namespace.js'
 
 interface ParsedPacket {
   cmd: string

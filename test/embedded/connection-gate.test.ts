@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { describe, it } from 'node:test'
-import { ConnectionGate, fitConnectionLimit, openFileLimit, RESERVED_DESCRIPTORS } from '../../src/brokers/embedded/connection-gate.js'
+import { ConnectionGate, fitConnectionLimit, openFileLimit, RESERVED_DESCRIPTORS } from '../../src/embedded/connection-gate.js'
 
 describe('ConnectionGate', () => {
   it('admits a burst of one second’s worth, then refills at the rate', () => {

@@ -3,8 +3,8 @@
  * v4 or v5), and the one place that hands it to EmqxSource — so every transport applies the
  * same rules and answers only once the effect is durable.
  */
-import type { TopicSubscription } from '../../domain/session.js'
-import type { ApplyResult } from '../../registry/registry.js'
+import type { TopicSubscription } from '../domain/session.js'
+import type { ApplyResult } from '../registry/registry.js'
 import type { EmqxClient } from './emqx-client.js'
 import type { EmqxSource, PublishVerdict } from './emqx-source.js'
 

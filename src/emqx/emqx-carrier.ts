@@ -8,14 +8,16 @@
  * and answers hook calls — they are recorded, and a reconcile never undoes them — but /readyz
  * says not ready, naming the error, and the reconcile is retried with backoff until it succeeds.
  */
-import type { Readiness } from '../api/context.js'
-import { EmqxRestClient } from '../brokers/emqx/emqx-rest.js'
-import { EmqxSource } from '../sources/emqx/emqx-source.js'
-import { ExhookServer } from '../sources/emqx/exhook-server.js'
-import { Reconciler, type ReconcileTrigger } from '../sources/emqx/reconcile.js'
+import type { Readiness } from '../observability/readiness.js'
+import { EmqxRestClient } from './emqx-rest.js'
+import { EmqxSource } from './emqx-source.js'
+import { ExhookServer } from './exhook/exhook-server.js'
+import { Reconciler, type ReconcileTrigger } from './reconcile.js'
+import { reconcileRoutes } from './reconcile-route.js'
+import { emqxWebhookRoutes, WEBHOOK_PATH } from './webhook-route.js'
 import type { Snapshot } from '../store/store.js'
-import type { CarrierAddresses, ConnectionCarrier, HubCore } from './carrier.js'
-import { endListedOnly } from './listed-only.js'
+import type { CarrierAddresses, CarrierRoutes, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
+import { endListedOnly } from '../carrier/listed-only.js'
 
 /** Longest wait between retries of a failed reconcile, ms. */
 const MAX_RETRY_MS = 60_000
@@ -38,6 +40,18 @@ export class EmqxCarrier implements ConnectionCarrier {
     this.reconciler = new Reconciler(registry, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
+  }
+
+  get routes(): CarrierRoutes {
+    const webhook = emqxWebhookRoutes(this.source, this.core)
+    const reconcile = reconcileRoutes(this.reconciler)
+    return {
+      plugin: async (app) => {
+        await app.register(webhook)
+        await app.register(reconcile)
+      },
+      ownAuthPaths: [WEBHOOK_PATH]
+    }
   }
 
   get publisher(): EmqxRestClient {
