@@ -27,6 +27,7 @@ import { SessionRegistry } from './registry/registry.js'
 import { DeviceSessionCounts } from './registry/device-sessions.js'
 import { SessionAdmission } from './admission/session-admission.js'
 import { LoginGuard } from './admission/login-guard.js'
+import { AdmissionPolicy } from './admission/admission-policy.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
@@ -131,7 +132,10 @@ export class Hub {
       this.sessionCounts,
       config
     )
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission, loginGuard: new LoginGuard(this.loginThrottle), metrics: this.metrics, log: this.log, tls: this.tls }
+    const policy = new AdmissionPolicy(config, this.devices, new LoginGuard(this.loginThrottle), admission, (peer) =>
+      this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
+    )
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)

@@ -11,8 +11,7 @@ import type { Readiness } from '../observability/readiness.js'
 import type { HubConfig } from '../config.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
-import type { SessionAdmission } from '../admission/session-admission.js'
-import type { LoginGuard } from '../admission/login-guard.js'
+import type { AdmissionPolicy } from '../admission/admission-policy.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
@@ -26,10 +25,8 @@ export interface HubCore {
   registry: SessionRegistry
   devices: DeviceDirectory
   upstream: Upstream
-  /** Who may open which session: one rule for every transport. */
-  admission: SessionAdmission
-  /** Wrong device logins slowed down, per address and per device id. */
-  loginGuard: LoginGuard
+  /** Who may log in, and as what: one policy for every transport. */
+  admission: AdmissionPolicy
   metrics: HubMetrics
   log: Logger
   /** The certificate of TLS listeners; undefined when none is configured. */

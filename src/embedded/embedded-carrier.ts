@@ -22,8 +22,8 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   private readonly coap: CoapGateway
 
   constructor(private readonly core: HubCore) {
-    const { config, store, registry, devices, upstream, admission, loginGuard, metrics, log, tls } = core
-    const source = new AedesSource(registry, devices, upstream, admission, loginGuard, config, metrics, log.child({ component: 'mqtt' }))
+    const { config, store, registry, devices, upstream, admission, metrics, log, tls } = core
+    const source = new AedesSource(registry, devices, upstream, admission, config, metrics, log.child({ component: 'mqtt' }))
     const brokerLog = log.child({ component: 'broker' })
     this.persistence = new StoreAedesPersistence(store, registry.topics, {
       writer: source.subscriptionWriter(),
@@ -60,7 +60,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
     this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, brokerLog, tls)
-    this.coap = new CoapGateway(registry, devices, upstream, admission, loginGuard, this.broker, config, metrics, log.child({ component: 'coap' }))
+    this.coap = new CoapGateway(registry, devices, upstream, admission, this.broker, config, metrics, log.child({ component: 'coap' }))
   }
 
   get publisher(): EmbeddedBroker {

@@ -36,7 +36,7 @@ export class EmqxCarrier implements ConnectionCarrier {
   constructor(private readonly core: HubCore) {
     const { config, registry, devices, upstream, metrics, log } = core
     this.rest = new EmqxRestClient({ baseUrl: config.emqxApi, apiKey: config.emqxApiKey, apiSecret: config.emqxApiSecret, version: config.emqxVersion })
-    this.source = new EmqxSource(registry, devices, upstream, core.admission, core.loginGuard, config, metrics, log.child({ component: 'emqx' }))
+    this.source = new EmqxSource(registry, devices, upstream, core.admission, config, metrics, log.child({ component: 'emqx' }))
     this.reconciler = new Reconciler(registry, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))

@@ -16,7 +16,6 @@
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import { PayloadError } from '../domain/device-properties.js'
-import { isValidDeviceId } from '../domain/device.js'
 import type { ConnectedEvent, LifecycleEvent } from '../domain/lifecycle-event.js'
 import { deviceMountpoint, NO_MOUNTPOINT, unmountTopic } from '../domain/namespace.js'
 import { PROTOCOLS, type Protocol, type SessionRecord, type TopicSubscription } from '../domain/session.js'
@@ -24,9 +23,7 @@ import type { Upstream } from '../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
-import type { SessionAdmission } from '../admission/session-admission.js'
-import type { LoginGuard } from '../admission/login-guard.js'
-import { checkSuperuser } from '../admission/superuser.js'
+import type { AdmissionPolicy } from '../admission/admission-policy.js'
 import { checkTopic } from '../admission/topic-rules.js'
 import { orderConnect } from './connection-order.js'
 import { connectionName, disconnectReasonOf, isConnectionOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
@@ -63,43 +60,33 @@ export class EmqxSource {
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
-    private readonly admission: SessionAdmission,
-    private readonly loginGuard: LoginGuard,
+    private readonly admission: AdmissionPolicy,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {}
 
-  /** `client.authenticate`: a device's token, or the API credentials (a superuser). */
-  authenticate(client: Pick<EmqxClient, 'clientId' | 'username' | 'peerHost'>, password: Buffer | string | undefined): AuthenticationVerdict {
-    const refuse = (why: string, reason: RejectReason = 'not_authorized'): AuthenticationVerdict => {
-      this.metrics.reject(reason)
-      this.log.info({ clientId: client.clientId, username: client.username, peer: client.peerHost, why }, 'EMQX client refused')
-      return { ok: false, superuser: false, why }
+  /**
+   * `client.authenticate`: a device's token, or the API credentials (a superuser), by the
+   * hub's one admission policy. EMQX waits for this answer, so a login is never held here (only
+   * a guessing address refused), and a device cannot take its own id back: EMQX would resume the
+   * holder's session, subscriptions and queue included.
+   */
+  async authenticate(client: Pick<EmqxClient, 'clientId' | 'username' | 'peerHost'>, password: Buffer | string | undefined): Promise<AuthenticationVerdict> {
+    const admission = await this.admission.admit(
+      { protocol: 'mqtt', clientId: client.clientId, username: client.username ?? undefined, password, peer: client.peerHost },
+      { canWait: false, canReclaim: false }
+    )
+    if (!admission.ok) {
+      this.superusers.delete(client.clientId)
+      this.metrics.reject(admission.reason)
+      this.log.info({ clientId: client.clientId, username: client.username, peer: client.peerHost, why: admission.message }, 'EMQX client refused')
+      return { ok: false, superuser: false, why: admission.message }
     }
-    const superuser = checkSuperuser(this.config, client.username, password, client.peerHost)
-    if (superuser === 'superuser') {
-      this.superusers.add(client.clientId)
-      return { ok: true, superuser: true }
-    }
-    this.superusers.delete(client.clientId)
-    if (superuser === 'refused') return refuse('the default API credentials from a remote peer')
-    const deviceId = this.deviceIdOf(client)
-    if (!isValidDeviceId(deviceId)) return refuse('no device id (letters, digits and . _ : @ - only) in the username')
-    if (this.config.auth === 'token') {
-      // EMQX waits for this answer: a login cannot be held here, only an address refused
-      if (this.loginGuard.gate(client.peerHost, deviceId).kind === 'refused') return refuse('too many wrong logins from this address', 'login_throttled')
-      const valid = this.devices.authenticate(deviceId, password)
-      this.loginGuard.settle(client.peerHost, deviceId, valid)
-      if (!valid) return refuse('wrong device token')
-    }
-    // a clientId names one device's session, as in embedded mode; but a device cannot take its
-    // own id back here: EMQX would resume the holder's session, subscriptions and queue included
-    const admission = this.admission.admit(client.clientId, deviceId)
-    if (!admission.ok) return refuse(admission.message, admission.reason)
     admission.release() // EMQX records the session later, through its hooks
-    if (admission.reclaim) return refuse("client id is held by another session (kick it to take the id back)")
-    return { ok: true, superuser: false }
+    if (admission.superuser) this.superusers.add(client.clientId)
+    else this.superusers.delete(client.clientId)
+    return { ok: true, superuser: admission.superuser }
   }
 
   /**

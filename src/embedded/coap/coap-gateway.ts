@@ -37,7 +37,6 @@ import type { AedesPublishPacket } from 'aedes'
 import type { EmbeddedBroker } from '../embedded-broker.js'
 import type { HubConfig } from '../../config.js'
 import { PayloadError } from '../../domain/device-properties.js'
-import { isValidDeviceId } from '../../domain/device.js'
 import { newIncarnation } from '../../domain/incarnation.js'
 import { deviceMountpoint, mountTopic } from '../../domain/namespace.js'
 import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
@@ -45,8 +44,7 @@ import type { Upstream } from '../../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { DeviceDirectory } from '../../registry/device-directory.js'
 import type { SessionRegistry } from '../../registry/registry.js'
-import type { SessionAdmission } from '../../admission/session-admission.js'
-import type { LoginGuard } from '../../admission/login-guard.js'
+import type { AdmissionPolicy, Refusal } from '../../admission/admission-policy.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../../admission/topic-rules.js'
 import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
@@ -135,8 +133,7 @@ export class CoapGateway {
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
-    private readonly admission: SessionAdmission,
-    private readonly loginGuard: LoginGuard,
+    private readonly admission: AdmissionPolicy,
     private readonly broker: EmbeddedBroker,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
@@ -276,38 +273,19 @@ export class CoapGateway {
     res.end()
   }
 
-  /** Authenticates a device and records its session; resolves with the connection's token. */
+  /** Admits a device (admission-policy.ts) and records its session; resolves with the connection's token. */
   private async connect(req: IncomingMessage, query: Map<string, string>): Promise<string> {
     const clientId = query.get('clientid') ?? ''
-    if (clientId === '') throw new CoapError('4.00', 'clientid is required', 'bad_client_id')
-    if (clientId.length > this.config.maxClientIdLength || !isValidDeviceId(clientId)) {
-      throw new CoapError('4.00', 'clientid must name a device (letters, digits and . _ : @ - only)', 'bad_client_id')
-    }
-    // the device id is the clientid: CoAP usernames were too short to carry it
-    if (this.config.auth === 'token') await this.checkToken(req.rsinfo.address, clientId, query.get('password'))
-    // the client id is the device's own id: the device takes it back from whoever holds it
-    const admission = this.admission.admit(clientId, clientId)
-    if (!admission.ok) throw new CoapError(admission.reason === 'too_many_sessions' ? '4.03' : '4.01', admission.message, admission.reason)
+    const admission = await this.admission.admit(
+      { protocol: 'coap', clientId, username: query.get('username') || undefined, password: query.get('password'), peer: req.rsinfo.address },
+      { canWait: true, canReclaim: true }
+    )
+    if (!admission.ok) throw new CoapError(COAP_CODE_OF_REFUSAL[admission.reason] ?? '4.01', admission.message, admission.reason)
     try {
       return await this.connectAdmitted(req, query, clientId, admission.reclaim)
     } finally {
       admission.release()
     }
-  }
-
-  /** The device token, behind the login throttle: a guessing address gets 4.29, guesses at one device come a wait apart. */
-  private async checkToken(address: string, deviceId: string, password: string | undefined): Promise<void> {
-    for (;;) {
-      const gate = this.loginGuard.gate(address, deviceId)
-      if (gate.kind === 'refused') throw new CoapError('4.29', 'too many wrong logins from this address', 'login_throttled')
-      if (gate.kind === 'check') break
-      await new Promise<void>((resolve, reject) => {
-        if (!this.loginGuard.hold(address, gate.waitMs, resolve)) reject(new CoapError('4.29', 'too many logins from this address waiting for a throttled device id', 'login_throttled'))
-      })
-    }
-    const valid = this.devices.authenticate(deviceId, password)
-    this.loginGuard.settle(address, deviceId, valid)
-    if (!valid) throw new CoapError('4.01', 'not authorized: the password must be the device token', 'not_authorized')
   }
 
   private async connectAdmitted(req: IncomingMessage, query: Map<string, string>, clientId: string, reclaim: boolean): Promise<string> {
@@ -656,4 +634,11 @@ function sendAsIs(res: OutgoingMessage | ObserveWriteStream, code: string, optio
   for (const o of options) res.setOption(o.name, o.value)
   // the base class's end: sends what it is given (and, past the piggyback delay, as a separate response)
   ;(coap.OutgoingMessage.prototype.end as (this: OutgoingMessage, payload: Buffer) => void).call(res, payload)
+}
+
+/** The CoAP answer to each refusal of a login; any other is 4.01 Unauthorized. */
+const COAP_CODE_OF_REFUSAL: Partial<Record<Refusal['reason'], string>> = {
+  bad_client_id: '4.00',
+  login_throttled: '4.29',
+  too_many_sessions: '4.03'
 }

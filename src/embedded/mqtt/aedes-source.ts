@@ -18,8 +18,7 @@ import type { HubConfig } from '../../config.js'
 import { changePropertyOfTopic } from '../../domain/change-topics.js'
 import { PayloadError } from '../../domain/device-properties.js'
 import { newIncarnation } from '../../domain/incarnation.js'
-import { deviceMountpoint, insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
-import { isValidDeviceId } from '../../domain/device.js'
+import { insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
 import type { DisconnectReason, TopicSubscription } from '../../domain/session.js'
 import type { HubMetrics, RejectReason } from '../../observability/metrics.js'
 import type { Upstream } from '../../devices/upstream.js'
@@ -27,22 +26,18 @@ import type { DeviceDirectory } from '../../registry/device-directory.js'
 import { KeyedQueue } from '../../registry/keyed-queue.js'
 import type { SessionRegistry } from '../../registry/registry.js'
 import type { TopicBook } from '../../registry/topic-book.js'
-import { checkSuperuser } from '../../admission/superuser.js'
 import { checkTopic } from '../../admission/topic-rules.js'
 import { MalformedLengthError, PacketTooLargeError } from '../packet-size-guard.js'
 import type { SubscriptionWriter } from '../aedes-persistence.js'
 import { mountClientTopics } from '../mountpoint.js'
 import { guardSlowConsumer } from '../slow-consumer-guard.js'
 import { patchConnackSessionPresent } from '../connack-session-present.js'
-import type { SessionAdmission } from '../../admission/session-admission.js'
-import type { LoginGuard } from '../../admission/login-guard.js'
+import type { AdmissionPolicy, Identity } from '../../admission/admission-policy.js'
 
 /** Whose topics a connection uses, decided from its CONNECT (see namespace.ts). */
 interface Namespace {
-  /** Logged in with the API credentials: no mountpoint, no device. */
-  superuser: boolean
-  /** The device it claims to be (verified by `authenticate`); undefined for a superuser. */
-  deviceId: string | undefined
+  /** Who the CONNECT claims to be (verified by `authenticate`), or why it cannot be anyone. */
+  identity: Identity
   mountpoint: string
   /** Set when the CONNECT names no usable namespace: `authenticate` refuses it with this. */
   refusal?: { returnCode: number; reason: RejectReason; message: string }
@@ -92,6 +87,12 @@ const CONNACK_SERVER_UNAVAILABLE = 3
 const CONNACK_BAD_USERNAME_OR_PASSWORD = 4
 const CONNACK_NOT_AUTHORIZED = 5
 
+/** The CONNACK code of each refusal of a login; any other is 5, not authorized. */
+const CONNACK_CODE_OF_REFUSAL: Partial<Record<RejectReason, number>> = {
+  bad_client_id: CONNACK_IDENTIFIER_REJECTED,
+  bad_username: CONNACK_BAD_USERNAME_OR_PASSWORD
+}
+
 export class AedesSource {
   private readonly connections = new WeakMap<Client, Connection>()
   private readonly namespaces = new WeakMap<Client, Namespace>()
@@ -112,8 +113,7 @@ export class AedesSource {
     private readonly registry: SessionRegistry,
     private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
-    private readonly admission: SessionAdmission,
-    private readonly loginGuard: LoginGuard,
+    private readonly admission: AdmissionPolicy,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
@@ -136,30 +136,14 @@ export class AedesSource {
     })
   }
 
+  /** Who the CONNECT claims to be (the admission policy's rules 1 and 2), which names its namespace. */
   private namespaceOf(connect: ConnectPacket, peerHost: string | undefined): Namespace {
     const { username, password, clientId } = connect
-    const superuser = checkSuperuser(this.config, username, password, peerHost)
-    if (superuser === 'superuser') return { superuser: true, deviceId: undefined, mountpoint: NO_MOUNTPOINT }
-    if (superuser === 'refused') {
-      this.log.warn({ peer: peerHost }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
+    const identity = this.admission.identify({ protocol: 'mqtt', clientId, username, password, peer: peerHost })
+    if (!identity.ok) {
+      return { identity, mountpoint: NO_MOUNTPOINT, refusal: { returnCode: CONNACK_CODE_OF_REFUSAL[identity.reason] ?? CONNACK_NOT_AUTHORIZED, reason: identity.reason, message: identity.message } }
     }
-    // the device id names the namespace: with authentication the username (checked against
-    // the registered devices), without it the username, else the client id
-    const deviceId = this.config.auth === 'none' ? username || clientId : (username ?? '')
-    if (this.config.auth === 'none' && !isValidDeviceId(deviceId)) {
-      const byUsername = Boolean(username)
-      return {
-        superuser: false,
-        deviceId: undefined,
-        mountpoint: NO_MOUNTPOINT,
-        refusal: {
-          returnCode: byUsername ? CONNACK_BAD_USERNAME_OR_PASSWORD : CONNACK_IDENTIFIER_REJECTED,
-          reason: byUsername ? 'bad_username' : 'bad_client_id',
-          message: `${byUsername ? 'username' : 'client id'} cannot name a device namespace (letters, digits and . _ : @ - only)`
-        }
-      }
-    }
-    return { superuser: false, deviceId, mountpoint: deviceMountpoint(deviceId) }
+    return { identity, mountpoint: identity.mountpoint }
   }
 
   /** Whether Aedes must not route `packet` (see `notForAedes`). */
@@ -220,7 +204,7 @@ export class AedesSource {
     if (!client || !namespace) return done(null) // a will published at start, or a server publish
     // lets delivery recognize the sender (see forward)
     ;(packet as PublishPacket & { clientId?: string }).clientId = client.id
-    const deviceId = namespace.deviceId
+    const deviceId = namespace.identity.ok ? namespace.identity.deviceId : undefined
     const deviceTopic = unmountTopic(namespace.mountpoint, packet.topic)
     if (namespace.mountpoint === NO_MOUNTPOINT || deviceId === undefined || !this.upstream.handles(deviceTopic) || !this.devices.get(deviceId)) {
       return done(null)
@@ -399,44 +383,28 @@ export class AedesSource {
       return refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad_username', 'username is not well-formed UTF-8')
     }
 
-    const { refusal } = conn.namespace
-    if (refusal) return refuse(refusal.returnCode, refusal.reason, refusal.message)
-    let deviceId: string
-    if (conn.namespace.superuser) {
-      deviceId = '' // checked when the namespace was decided: the API credentials
-    } else if (this.config.auth === 'none') {
-      deviceId = conn.namespace.deviceId!
-    } else {
-      const gate = this.loginGuard.gate(conn.peerHost, username ?? '')
-      if (gate.kind === 'refused') {
-        return refuse(CONNACK_NOT_AUTHORIZED, 'login_throttled', `too many wrong logins from this address: try again in ${Math.ceil(gate.waitMs / 1000)} s`)
-      }
-      if (gate.kind === 'held') {
-        // guesses against this device come one wait apart; the device itself gets in after it
-        const resume = () => {
-          if (!client.closed) this.authenticate(client, username, password, done)
-        }
-        if (!this.loginGuard.hold(conn.peerHost, gate.waitMs, resume)) {
-          return refuse(CONNACK_NOT_AUTHORIZED, 'login_throttled', 'too many logins from this address waiting for a throttled device id')
-        }
-        return
-      }
-      const valid = username !== undefined && this.devices.authenticate(username, password)
-      this.loginGuard.settle(conn.peerHost, username ?? '', valid)
-      if (!valid) return refuse(CONNACK_NOT_AUTHORIZED, 'not_authorized', 'not authorized')
-      deviceId = username
-    }
+    const { refusal, identity } = conn.namespace
+    if (refusal || !identity.ok) return refuse(refusal?.returnCode ?? CONNACK_NOT_AUTHORIZED, refusal?.reason ?? 'not_authorized', refusal?.message ?? 'not authorized')
     // A will is published in the device's name as any publish is: inside its namespace only.
     if (conn.willTopic !== undefined) {
       const willRefusal = this.willRefusal(conn.namespace.mountpoint, conn.willTopic)
       if (willRefusal) return refuse(CONNACK_NOT_AUTHORIZED, willRefusal.reason, `will: ${willRefusal.message}`)
     }
-    // checked here to refuse early, and again under the client id's lock (see connect)
-    const admission = this.admission.admit(client.id, conn.namespace.superuser ? undefined : deviceId)
-    if (!admission.ok) return refuse(CONNACK_NOT_AUTHORIZED, admission.reason, admission.message)
-    admission.release()
-
-    void this.connectLocks.run(client.id, () => this.connect(client, conn, deviceId, username ?? null, done))
+    this.admission
+      .admit(
+        { protocol: 'mqtt', clientId: client.id, username, password, peer: conn.peerHost },
+        { canWait: true, canReclaim: true, abandoned: () => client.closed }
+      )
+      .then((admission) => {
+        if (client.closed) return admission.ok && admission.release() // gave up while its login was held
+        if (!admission.ok) return refuse(CONNACK_CODE_OF_REFUSAL[admission.reason] ?? CONNACK_NOT_AUTHORIZED, admission.reason, admission.message)
+        // checked here to refuse early, and again under the client id's lock (see connect)
+        admission.release()
+        void this.connectLocks.run(client.id, () => this.connect(client, conn, identity, username ?? null, done))
+      }, (error: Error) => {
+        this.log.error({ clientId: client.id, err: error.message }, 'login not checked')
+        done(Object.assign(new Error('server unavailable'), { returnCode: CONNACK_SERVER_UNAVAILABLE }), false)
+      })
   }
 
   /**
@@ -461,19 +429,20 @@ export class AedesSource {
   private connect(
     client: AedesClient,
     conn: Connection,
-    deviceId: string,
+    identity: Identity & { ok: true },
     username: string | null,
     done: (error: (Error & { returnCode: number }) | null, success: boolean | null) => void
   ): Promise<void> {
     return new Promise<void>((releaseLock) => {
       if (client.closed) return releaseLock() // gave up while an earlier connect held the lock
       // checked again under the lock: a connect of another device may have taken the id meanwhile
-      const admission = this.admission.admit(client.id, conn.namespace.superuser ? undefined : deviceId)
+      const admission = this.admission.admitSession(client.id, identity, { canReclaim: true })
       if (!admission.ok) {
         this.reject(admission.reason, client, admission.message)
         done(Object.assign(new Error(admission.message), { returnCode: CONNACK_NOT_AUTHORIZED }), false)
         return releaseLock()
       }
+      const deviceId = admission.deviceId
       const release = () => {
         admission.release()
         releaseLock()

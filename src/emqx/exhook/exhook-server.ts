@@ -150,7 +150,7 @@ export class ExhookServer {
         this.answer(version, call, callback, async () => {
           const info = call.request.clientinfo as ExhookClientInfo | null
           const client = this.clientOf(info, version)
-          return valued(this.source.authenticate(client, info?.password || undefined).ok)
+          return valued((await this.source.authenticate(client, info?.password || undefined)).ok)
         }),
       OnClientAuthorize: authorize,
       OnClientCheckAcl: authorize,
