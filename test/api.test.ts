@@ -1,7 +1,8 @@
 /**
  * The HTTP API as users call it: device registration (and the CLI that uses it), session
- * listing with filters and cursor paging, and the EMQX v4 calls of the seed design, whose
- * responses must carry every field the seed shows.
+ * listing with filters and cursor paging, and the EMQX v4 calls tools written for EMQX make,
+ * whose responses must carry every field EMQX 4 answers with (docs/ARCHITECTURE.md, "Shapes
+ * users already know").
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
@@ -9,8 +10,8 @@ import type { MqttClient } from 'mqtt'
 import { devicesCommand } from '../src/cli/devices.js'
 import { startTestHub, type TestHub } from './helpers/hub.js'
 
-/** Every key of the seed's `GET /api/v4/clients` row (session-entity-design.md). */
-const SEED_CLIENT_FIELDS = [
+/** Every key of a row of EMQX 4's `GET /api/v4/clients`. */
+const EMQX_CLIENT_FIELDS = [
   'recv_cnt', 'heap_size', 'zone', 'proto_ver', 'node', 'send_pkt', 'send_oct', 'max_awaiting_rel', 'max_inflight',
   'clientid', 'created_at', 'expiry_interval', 'proto_name', 'send_msg', 'recv_msg', 'max_mqueue', 'reductions',
   'awaiting_rel', 'recv_oct', 'username', 'mqueue_len', 'port', 'subscriptions_cnt', 'ip_address', 'is_bridge',
@@ -88,7 +89,7 @@ describe('HTTP API', () => {
     assert.equal((await t.api<Page<unknown>>('GET', '/v1/sessions?protocol=coap')).body.data.length, 0)
   })
 
-  it('answers the seed’s GET /api/v4/clients call field for field', async () => {
+  it('answers EMQX 4’s GET /api/v4/clients call field for field', async () => {
     const r = await fetch(`${t.httpUrl}/api/v4/clients?_page=1&_limit=10&_=1640597122737`, {
       headers: { Authorization: 'Basic YWRtaW46cHVibGlj' }
     })
@@ -97,7 +98,7 @@ describe('HTTP API', () => {
     assert.equal(body.code, 0)
     assert.deepEqual(body.meta, { page: 1, limit: 10, hasnext: false, count: 7 })
     const row = body.data.find((c) => c.clientid === 'api-6')!
-    for (const field of SEED_CLIENT_FIELDS) assert.ok(field in row, `field ${field} present`)
+    for (const field of EMQX_CLIENT_FIELDS) assert.ok(field in row, `field ${field} present`)
     assert.equal(row.proto_name, 'MQTT')
     assert.equal(row.proto_ver, 4)
     assert.equal(row.keepalive, 45)
@@ -124,7 +125,7 @@ describe('HTTP API', () => {
     assert.equal((await t.api<{ data: unknown[] }>('GET', `/api/v4/clients?_gte_connected_at=${future}`)).body.data.length, 0)
   })
 
-  it('answers the seed’s GET /api/v4/subscriptions call', async () => {
+  it('answers EMQX 4’s GET /api/v4/subscriptions call', async () => {
     const r = await t.api<{ code: number; meta: unknown; data: { topic: string; qos: number; node: string; clientid: string }[] }>(
       'GET',
       '/api/v4/subscriptions?_page=1&_limit=1000'

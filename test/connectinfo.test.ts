@@ -41,7 +41,7 @@ describe('connectinfo', () => {
     await t.stop()
   })
 
-  it('is empty before the first connect, then the seed’s shape on connect and disconnect', async () => {
+  it('is empty before the first connect, then tKeel core’s shape on connect and disconnect', async () => {
     const d = await t.createDevice({ owner: 'tenant-ci' })
     assert.deepEqual(await connectinfo(t, d.id), {})
     const client = await t.connect({ clientId: 'ci-one', username: d.id, password: d.token })

@@ -1,5 +1,5 @@
 /**
- * The seed's four steps with real mqtt.js clients against a real hub: connect creates the
+ * A session entity's four steps with real mqtt.js clients against a real hub: connect creates the
  * session entity, subscribe and unsubscribe change its topics, disconnect ends a clean one and
  * leaves a persistent one offline — seen through the native API and the EMQX v4 one.
  */

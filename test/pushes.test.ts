@@ -202,7 +202,7 @@ describe('upstream data and namespaces', () => {
     await t.stop()
   })
 
-  it('merges attributes, keeps telemetry with timestamps and rawData as the seed has it', async () => {
+  it('merges attributes, keeps telemetry with timestamps and rawData as tKeel core has it', async () => {
     const d = await t.createDevice()
     const client = await t.connect({ clientId: 'up-1', username: d.id, password: d.token })
     await client.publishAsync('v1/devices/me/attributes', JSON.stringify({ a: 1, b: 'x' }), { qos: 1 })

@@ -1,5 +1,5 @@
 /**
- * Keeps each device's `connectinfo` property (the seed's `_clientid`, `_online`, …) in step with
+ * Keeps each device's `connectinfo` property (tKeel core's `_clientid`, `_online`, …) in step with
  * its sessions. It follows the registry's session changes; a device whose connections change
  * in a burst gets one write for the burst, computed from its sessions as they are when the
  * write runs — so the stored value always ends at the truth, whatever order writes queue in.

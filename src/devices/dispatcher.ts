@@ -9,7 +9,7 @@ import { deviceMountpoint } from '../domain/namespace.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { SubscriptionBook } from '../registry/subscription-book.js'
 
-/** The broker's side of a push: embedded Aedes now, EMQX's REST publish later. */
+/** The broker's side of a push: the embedded Aedes broker, or EMQX's REST publish. */
 export interface BrokerPublisher {
   publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void>
 }

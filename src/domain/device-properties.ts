@@ -4,7 +4,7 @@
  * rule throws PayloadError and changes nothing.
  *
  * Timestamps inside properties are nanoseconds since the epoch, as tKeel core writes them
- * (the seed's `timestamp: 1640783576857733000`); ours have millisecond precision.
+ * (`timestamp: 1640783576857733000`); ours have millisecond precision.
  */
 import { randomUUID } from 'node:crypto'
 import { JsonLimitError, jsonDepth, parseBoundedJson } from './bounded-json.js'
@@ -17,7 +17,7 @@ export interface ConnectInfo {
   _owner: string
   _peerhost: string
   _protocol: string
-  /** The hub's port the device connected to, as a string (as in the seed). */
+  /** The hub's port the device connected to, as a string (as tKeel core's connectinfo has it). */
   _socketport: string
   _username: string
   /** When the device last connected or disconnected (ns). */

@@ -1,5 +1,6 @@
 /**
- * The one normalized language every source speaks (Aedes today; CoAP and EMQX hooks later).
+ * The one normalized language every source speaks (the embedded MQTT and CoAP sources, and
+ * EMQX's ExHook and WebHook through EmqxSource).
  * A source turns what its broker tells it into these; the registry knows nothing else.
  */
 import type { DisconnectReason, SessionRecord, TopicSubscription } from './session.js'

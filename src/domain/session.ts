@@ -1,5 +1,6 @@
 /**
- * The session entity: one per client session, as the seed describes it. Pure data — the
+ * The session entity: one per client session (one per clientId), created on connect, changed
+ * on subscribe and unsubscribe, ended on disconnect (docs/ARCHITECTURE.md). Pure data — the
  * registry owns the live copies, the store persists them, the API renders them.
  */
 

@@ -1,7 +1,8 @@
 /**
- * The subscription entity: a session's subscription to change topics of its own device, as
- * the seed's step 2 describes it. It says which device properties are delivered to which
- * session topic; downstream pushes go to the sessions holding one for the changed property.
+ * The subscription entity: a session's subscription to change topics of its own device,
+ * created by its SUBSCRIBE and deleted by its UNSUBSCRIBE or the session's end. It says which
+ * device properties are delivered to which session topic; downstream pushes go to the sessions
+ * holding one for the changed property.
  */
 import { createHash } from 'node:crypto'
 import { changePropertiesOf, type ChangeProperty } from './change-topics.js'

@@ -108,7 +108,7 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
   }
 }
 
-/** The seed's step 4: a clean session ends with its connection; a persistent one goes offline. */
+/** A connection's end: a clean session ends with it (entity deleted); a persistent one goes offline. */
 export function endConnection(current: SessionRecord, at: number, reason: DisconnectReason): Applied {
   if (current.cleanStart) return { outcome: 'applied', session: null, topics: { kind: 'clear' } }
   return {

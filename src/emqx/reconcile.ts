@@ -1,5 +1,7 @@
 /**
- * The seed's "option 2": the broker's REST API is the truth the hub's view is brought back to.
+ * Recovery from the broker (docs/ARCHITECTURE.md, "Restart and reconcile"): in EMQX mode the
+ * broker's REST API is the truth the hub's view is brought back to, since EMQX carries the
+ * connections and the hub only hears of them.
  * A run pages through EMQX's clients and subscriptions, then
  * - ends the hub's connected sessions EMQX no longer has connected (ghosts: a disconnect the
  *   hub missed) — and, with EMQX 5, which lists offline persistent sessions too, the offline

@@ -1,7 +1,8 @@
 /**
- * The session registry: the live set of session entities, kept by the rules of DESIGN.md —
- * a client's events apply in order, an older incarnation never touches a newer one, and an
- * event counts as applied only once its effect is durable.
+ * The session registry: the live set of session entities, kept by the rules in
+ * docs/ARCHITECTURE.md ("Rules the registry keeps") — a client's events apply in order, an older
+ * incarnation never touches a newer one, and an event counts as applied only once its effect is
+ * durable.
  *
  * It knows lifecycle events, the store and the TopicBook; nothing of Aedes, HTTP or MQTT.
  */

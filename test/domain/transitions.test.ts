@@ -58,7 +58,7 @@ describe('session transitions', () => {
   const old = '000000001.0000.n'
   const young = '000000002.0000.n'
 
-  it('goes through the seed’s four steps', () => {
+  it('goes through the four steps: connect, subscribe, unsubscribe, disconnect', () => {
     const { session, outcomes } = run([
       connected(old),
       { kind: 'subscribed', clientId: 'c1', incarnation: old, at: 1001, subscriptions: [{ topic: 't', qos: 1 }] },

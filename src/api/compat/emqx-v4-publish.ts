@@ -1,7 +1,7 @@
 /**
  * EMQX v4's `POST /api/v4/mqtt/publish`: `{ topic | topics, payload, encoding, qos, retain,
  * clientid }` → `{ "code": 0 }` once the broker has routed the message. Topics are the
- * broker's, so the seed's `{deviceId}/v1/devices/me/attributes` reaches that device's
+ * broker's, so `{deviceId}/v1/devices/me/attributes` reaches that device's
  * subscription to `v1/devices/me/attributes`. Errors answer as EMQX 4 does: code 107 for a
  * missing parameter, 108 for one of the wrong type or value.
  */

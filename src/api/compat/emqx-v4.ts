@@ -1,5 +1,5 @@
 /**
- * EMQX v4 management API, the part the seed's curls use: `GET /api/v4/clients`,
+ * EMQX v4 management API, the part tools written for EMQX call: `GET /api/v4/clients`,
  * `GET /api/v4/subscriptions`, `DELETE /api/v4/clients/{clientid}`, and `POST /api/v4/mqtt/publish`
  * (emqx-v4-publish.ts). Field names, paging
  * (`_page`, `_limit`, `meta{page,limit,hasnext,count}`) and filters follow EMQX 4.x's
@@ -53,7 +53,7 @@ interface SubscriptionsQuery extends Paging {
 const pagingProperties = {
   _page: { type: 'integer', minimum: 1, default: 1 },
   _limit: { type: 'integer', minimum: 1, maximum: 10000, default: 10000 },
-  // browsers' and the seed's cache-buster (`_=1640597122737`): accepted and ignored
+  // a cache-buster (`_=1640597122737`, epoch ms), as browser-made calls carry: accepted and ignored
   _: { type: 'string' }
 } as const
 

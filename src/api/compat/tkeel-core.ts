@@ -1,6 +1,7 @@
 /**
  * tKeel core's entity read, `GET /apis/core/v1/entities/{id}?type=&owner=&source=`, answering
- * the JSON shape of the seed's example: `{ id, source, owner, type, configs, properties }`.
+ * the JSON shape tKeel core answers, which tKeel's tools already parse: `{ id, source, owner,
+ * type, configs, properties }`.
  *
  * - `type=device`: properties are the device's attributes, telemetry, commands, rawData and
  *   connectinfo, its `dev` (name, desc, group, ext) and `sysField` (`_id`, `_token`,

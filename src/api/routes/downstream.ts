@@ -8,8 +8,8 @@
  *   device answers on `v1/devices/me/command/response`; it receives `{ id, name, params }`
  *   on `v1/devices/me/commands`.
  * - `POST /v1/devices/{id}/raw`: bytes (application/octet-stream), kept as `rawData` (the last
- *   raw message on the device's raw topic, either way, as the seed shows it) and passed to the
- *   device as they are on `v1/devices/me/raw`.
+ *   raw message on the device's raw topic, either way, as tKeel core's device entity keeps it)
+ *   and passed to the device as they are on `v1/devices/me/raw`.
  *
  * The push runs in the device's queue of changes, right after its change is stored, so pushes
  * and upstream changes of one device reach watchers in the order they were stored.

@@ -1,9 +1,10 @@
 /**
  * The scale-out store: PostgreSQL, which every hub replica of an external-mode deployment shares
- * (see DESIGN.md). Writes go through group commit like the SQLite store's; each batch is one
- * transaction of a few multi-row statements (batch-statements.ts) on a connection kept for
- * writing, so batches commit in the order they are handed over. `load()` reads every table in one
- * repeatable-read transaction, a consistent picture even while other replicas write.
+ * (docs/ARCHITECTURE.md, "Two carriers"). Writes go through group commit like the SQLite
+ * store's; each batch is one transaction of a few multi-row statements (batch-statements.ts) on
+ * a connection kept for writing, so batches commit in the order they are handed over. `load()`
+ * reads every table in one repeatable-read transaction, a consistent picture even while other
+ * replicas write.
  *
  * Opening is asynchronous (connect, check and create the schema): `PostgresStore.open()`.
  */
