@@ -40,3 +40,60 @@ export interface DisconnectedEvent extends EventBase {
 
 export type LifecycleEvent = ConnectedEvent | SubscribedEvent | UnsubscribedEvent | DisconnectedEvent
 export type LifecycleEventKind = LifecycleEvent['kind'] | 'sessionExpired' | 'sessionDiscarded'
+
+/** Who connected, as the transport's admission named them. */
+export interface ConnectingSession {
+  clientId: string
+  protocol: SessionRecord['protocol']
+  /** '' for a superuser, who has no device. */
+  deviceId: string
+  username: string | null
+  mountpoint: string
+  /** The broker node the connection is on. */
+  node: string
+  /** When it connected (epoch ms); now when the transport does not say. */
+  at?: number
+}
+
+/**
+ * What a connection tells of itself. A transport that does not know a field leaves it out and
+ * gets MQTT's default: no peer, keepalive 0, MQTT 3.1.1 (4), a clean start.
+ */
+export interface ConnectionSeen {
+  peerHost?: string | null
+  peerPort?: number | null
+  sockPort?: number | null
+  keepalive?: number
+  protoVer?: number
+  cleanStart?: boolean
+  expiryInterval: number
+}
+
+/**
+ * The one way a `connected` event is made, by every transport: the facts of the session, before
+ * its incarnation is known (EMQX's ordering decides it after).
+ */
+export function connectionFacts(who: ConnectingSession, seen: ConnectionSeen): Omit<ConnectedEvent, 'incarnation'> {
+  return {
+    kind: 'connected',
+    clientId: who.clientId,
+    at: who.at ?? Date.now(),
+    protocol: who.protocol,
+    deviceId: who.deviceId,
+    username: who.username,
+    mountpoint: who.mountpoint,
+    node: who.node,
+    peerHost: seen.peerHost ?? null,
+    peerPort: seen.peerPort ?? null,
+    sockPort: seen.sockPort ?? null,
+    keepalive: seen.keepalive ?? 0,
+    protoVer: seen.protoVer ?? 4,
+    cleanStart: seen.cleanStart ?? true,
+    expiryInterval: seen.expiryInterval
+  }
+}
+
+/** A `connected` event of a connection whose incarnation is known. */
+export function connectedEvent(who: ConnectingSession & { incarnation: string }, seen: ConnectionSeen): ConnectedEvent {
+  return { ...connectionFacts(who, seen), incarnation: who.incarnation }
+}

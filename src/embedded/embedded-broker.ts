@@ -1,16 +1,18 @@
 /**
  * The embedded MQTT broker: Aedes on a TCP listener (and, with a certificate, a TLS listener
- * beside it), its persistence on our store, its lifecycle reported by the AedesSource. This is
+ * beside it), its persistence on our store, its lifecycle reported by an `MqttLifecycle` (mqtt/). This is
  * what `npm start` runs.
  */
 import type { EventEmitter } from 'node:events'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls'
-import { Aedes, type Client, type PublishPacket } from 'aedes'
+import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import type { HubMetrics } from '../observability/metrics.js'
-import type { AedesSource, WillPacket } from './mqtt/aedes-source.js'
+import type { DisconnectReason } from '../domain/session.js'
+import type { RejectReason } from '../observability/metrics.js'
+import { connectedClient, skipRouting } from './aedes-internals.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { guardPacketSize } from './packet-size-guard.js'
@@ -18,6 +20,34 @@ import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../port-in-use.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
+
+/** A will as the CONNECT carried it, tagged with its publisher's mountpoint. */
+export interface WillPacket {
+  topic: string
+  mountpoint?: string
+}
+
+/** What the broker needs of whoever reports its clients' lifecycle (mqtt/mqtt-source.ts). */
+export interface MqttLifecycle {
+  /** Aedes' hooks: each client's CONNECT, SUBSCRIBE, PUBLISH and deliveries go through them. */
+  hooks(): Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'>
+  /** Listens to the broker's events, once it is made. */
+  attach(aedes: Aedes): void
+  /** Takes a new client before it reads its first packet. */
+  adopt(client: Client): void
+  /** Publishes Aedes must acknowledge but not route: refused ones, and upstream data already routed. */
+  aedesMustNotRoute(packet: PublishPacket): boolean
+  /** Why a will the previous run stored may not be published now, or null. */
+  willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null
+  /** Marks why a live connection is about to end. */
+  endsBecause(client: Client, reason: DisconnectReason): void
+  /** Resolves once the end of the client's connection is recorded. */
+  whenEnded(client: Client): Promise<void>
+  /** From now on, connections that close do so because the hub stops. */
+  stop(): void
+  /** Resolves once every lifecycle event handed to the registry is applied. */
+  idle(): Promise<void>
+}
 
 export class EmbeddedBroker implements BrokerPublisher {
   readonly aedes: Aedes
@@ -33,7 +63,7 @@ export class EmbeddedBroker implements BrokerPublisher {
     private readonly config: HubConfig,
     private readonly persistence: StoreAedesPersistence,
     private readonly journal: PublishJournal,
-    private readonly source: AedesSource,
+    private readonly source: MqttLifecycle,
     private readonly metrics: HubMetrics,
     private readonly log: Logger,
     tls?: TlsCredentials
@@ -76,15 +106,7 @@ export class EmbeddedBroker implements BrokerPublisher {
     // A publish the source takes out of Aedes' hands — refused (MQTT 3.1.1 cannot refuse one
     // without closing the connection), or upstream data it routed itself — is acknowledged to
     // its sender but not routed (again) by Aedes.
-    // (Aedes' own handlers call publish(packet, client, done); its types know only (packet, done).)
-    type Publish = (packet: PublishPacket, client: Client | null, done: (error?: Error) => void) => void
-    const live = this.aedes as unknown as { publish: Publish }
-    const route = live.publish.bind(this.aedes)
-    live.publish = (packet, client, done) => {
-      if (!source.aedesMustNotRoute(packet)) return route(packet, client, done)
-      const callback = typeof client === 'function' ? (client as (error?: Error) => void) : done
-      callback?.()
-    }
+    skipRouting(this.aedes, (packet) => source.aedesMustNotRoute(packet))
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
     this.server = createServer((socket) => {
       if (this.admit(socket)) this.accept(socket)
@@ -202,7 +224,7 @@ export class EmbeddedBroker implements BrokerPublisher {
 
   /** Whether a client of this id is connected to the broker now. */
   holds(clientId: string): boolean {
-    return (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId] !== undefined
+    return connectedClient(this.aedes, clientId) !== undefined
   }
 
   /** Undefined when there is no TLS listener. */
@@ -212,7 +234,7 @@ export class EmbeddedBroker implements BrokerPublisher {
 
   /** Disconnects a connected client, resolving once that is recorded; false when it is not connected here. */
   async kick(clientId: string): Promise<boolean> {
-    const client = (this.aedes as Aedes & { clients: Record<string, Client> }).clients[clientId]
+    const client = connectedClient(this.aedes, clientId)
     if (!client) return false
     this.source.endsBecause(client, 'kicked')
     client.close()

@@ -9,7 +9,7 @@ import { StoreAedesPersistence } from './aedes-persistence.js'
 import { EmbeddedBroker } from './embedded-broker.js'
 import { PublishJournal } from './publish-journal.js'
 import { NO_MOUNTPOINT } from '../domain/namespace.js'
-import { AedesSource } from './mqtt/aedes-source.js'
+import { MqttSource } from './mqtt/mqtt-source.js'
 import { CoapGateway } from './coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
 import type { CarrierAddresses, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
@@ -23,7 +23,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
 
   constructor(private readonly core: HubCore) {
     const { config, store, registry, devices, upstream, admission, metrics, log, tls } = core
-    const source = new AedesSource(registry, devices, upstream, admission, config, metrics, log.child({ component: 'mqtt' }))
+    const source = new MqttSource({ registry, devices, upstream, admission, config, metrics, log: log.child({ component: 'mqtt' }) })
     const brokerLog = log.child({ component: 'broker' })
     this.persistence = new StoreAedesPersistence(store, registry.topics, {
       writer: source.subscriptionWriter(),

@@ -9,9 +9,9 @@
  * (mqtt-packet's `packet` event). The listener goes first, so Aedes never sees a packet
  * unmounted, including packets that arrive in the same read as the CONNECT.
  */
-import type { EventEmitter } from 'node:events'
 import type { Client, ConnectPacket } from 'aedes'
 import { mountTopic } from '../domain/namespace.js'
+import { packetParser } from './aedes-internals.js'
 
 interface ParsedPacket {
   cmd: string
@@ -22,15 +22,13 @@ interface ParsedPacket {
 }
 
 /** Aedes keeps the client's mqtt-packet parser here; public in its JavaScript, not its types. */
-type ParsingClient = Client & { _parser: EventEmitter }
-
 /**
  * `mountpointOf` is asked once, with the CONNECT (always the first packet); the answer holds
  * for the connection's life.
  */
 export function mountClientTopics(client: Client, mountpointOf: (connect: ConnectPacket) => string): void {
   let mountpoint: string | undefined
-  ;(client as ParsingClient)._parser.prependListener('packet', (packet: ParsedPacket) => {
+  packetParser(client).prependListener('packet', (packet: ParsedPacket) => {
     if (packet.cmd === 'connect') {
       mountpoint ??= mountpointOf(packet as unknown as ConnectPacket)
       if (packet.will) packet.will.topic = mountTopic(mountpoint, packet.will.topic)

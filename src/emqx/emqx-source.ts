@@ -16,7 +16,7 @@
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import { PayloadError } from '../domain/device-properties.js'
-import type { ConnectedEvent, LifecycleEvent } from '../domain/lifecycle-event.js'
+import { connectionFacts, type ConnectedEvent, type LifecycleEvent } from '../domain/lifecycle-event.js'
 import { deviceMountpoint, NO_MOUNTPOINT, unmountTopic } from '../domain/namespace.js'
 import { PROTOCOLS, type Protocol, type SessionRecord, type TopicSubscription } from '../domain/session.js'
 import type { Upstream } from '../devices/upstream.js'
@@ -167,25 +167,28 @@ export class EmqxSource {
     const protocol = this.protocolOf(client)
     const superuser = this.isSuperuser(client)
     const deviceId = superuser ? '' : this.deviceIdOf(client)
-    return {
-      kind: 'connected',
-      clientId: client.clientId,
-      at: client.connectedAt ?? Date.now(),
-      protocol,
-      deviceId,
-      username: client.username,
-      mountpoint: superuser ? NO_MOUNTPOINT : this.namespaceOf(client, deviceId),
-      node: client.node,
-      peerHost: client.peerHost,
-      peerPort: client.peerPort ?? null,
-      sockPort: client.sockPort ?? null,
-      keepalive: client.keepalive ?? 0,
-      protoVer: client.protoVer ?? 4,
-      // what an interface does not say (ExHook's ClientInfo has no clean_start) is taken as
-      // MQTT's default; the reconcile reads the truth from the REST API
-      cleanStart: client.cleanStart ?? true,
-      expiryInterval: client.expiryInterval ?? this.config.sessionExpiry
-    }
+    return connectionFacts(
+      {
+        clientId: client.clientId,
+        protocol,
+        deviceId,
+        username: client.username,
+        mountpoint: superuser ? NO_MOUNTPOINT : this.namespaceOf(client, deviceId),
+        node: client.node,
+        ...(client.connectedAt !== undefined ? { at: client.connectedAt } : {})
+      },
+      {
+        peerHost: client.peerHost,
+        peerPort: client.peerPort,
+        sockPort: client.sockPort,
+        keepalive: client.keepalive,
+        protoVer: client.protoVer,
+        // what an interface does not say (ExHook's ClientInfo has no clean_start) is taken as
+        // MQTT's default; the reconcile reads the truth from the REST API
+        cleanStart: client.cleanStart,
+        expiryInterval: client.expiryInterval ?? this.config.sessionExpiry
+      }
+    )
   }
 
   private connectEvent(facts: Omit<ConnectedEvent, 'incarnation'>, incarnation: string, keepSessionOf: SessionRecord | undefined): ConnectedEvent {

@@ -37,6 +37,7 @@ import type { AedesPublishPacket } from 'aedes'
 import type { EmbeddedBroker } from '../embedded-broker.js'
 import type { HubConfig } from '../../config.js'
 import { PayloadError } from '../../domain/device-properties.js'
+import { connectedEvent } from '../../domain/lifecycle-event.js'
 import { newIncarnation } from '../../domain/incarnation.js'
 import { deviceMountpoint, mountTopic } from '../../domain/namespace.js'
 import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
@@ -304,24 +305,21 @@ export class CoapGateway {
       observers: new Map(),
       observesPending: 0
     }
-    const result = await this.registry.apply({
-      kind: 'connected',
-      clientId,
-      incarnation: connection.incarnation,
-      at: Date.now(),
-      protocol: 'coap',
-      deviceId: clientId,
-      username: query.get('username') || null,
-      mountpoint: deviceMountpoint(clientId),
-      node: this.config.node,
-      peerHost: req.rsinfo.address,
-      peerPort: req.rsinfo.port,
-      sockPort: this.port ?? null,
-      keepalive: this.config.coapHeartbeat,
-      protoVer: 1,
-      cleanStart: true,
-      expiryInterval: 0
-    })
+    const result = await this.registry.apply(
+      connectedEvent(
+        {
+          clientId,
+          incarnation: connection.incarnation,
+          protocol: 'coap',
+          deviceId: clientId,
+          username: query.get('username') || null,
+          mountpoint: deviceMountpoint(clientId),
+          node: this.config.node
+        },
+        // CoAP has no session to keep: each connect starts clean, and ends with its connection
+        { peerHost: req.rsinfo.address, peerPort: req.rsinfo.port, sockPort: this.port ?? null, keepalive: this.config.coapHeartbeat, protoVer: 1, cleanStart: true, expiryInterval: 0 }
+      )
+    )
     if (!result.applied) throw new Error(`connect not recorded: ${result.why}`)
     this.connections.set(clientId, connection)
     // An MQTT connection of this clientId has just been taken over: the registry ended its session
