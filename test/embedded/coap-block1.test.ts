@@ -63,14 +63,13 @@ function send(r: Block1Reassembly, spec: BlockRequest, peer = PEER): Block1Outco
 /** The answer datagram of an outcome, parsed; fails the test when the outcome is not an answer. */
 function answerOf(outcome: Block1Outcome | undefined): ParsedPacket & { refused?: string } {
   assert.equal(outcome?.kind, 'answer', `expected an answer, got ${JSON.stringify(outcome?.kind)}`)
-  const a = outcome
-  return Object.assign(parse(a.datagram), { refused: a.refused })
+  // assert.equal narrowed the outcome to an answer
+  return Object.assign(parse(outcome.datagram), { refused: outcome.refused })
 }
 
 function requestOf(outcome: Block1Outcome | undefined): { packet: ParsedPacket; block1: Buffer; bytes: number } {
   assert.equal(outcome?.kind, 'request', `expected the reassembled request, got ${JSON.stringify(outcome?.kind)}`)
-  const o = outcome
-  return { packet: parse(o.datagram), block1: o.block1, bytes: o.bytes }
+  return { packet: parse(outcome.datagram), block1: outcome.block1, bytes: outcome.bytes }
 }
 
 /** Bytes 0..n-1 of a recognisable body, so a block stored twice or lost shows in the result. */
