@@ -112,8 +112,10 @@ function v5Client(b: Body, peerField: 'peername' | 'peerhost'): EmqxClient {
   let peerPort: number | undefined
   if (peer !== null && peerField === 'peername') {
     const colon = peer.lastIndexOf(':')
-    const port = Number(peer.slice(colon + 1))
-    if (colon <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new WebhookPayloadError(`"peername" must be host:port, got "${peer}"`)
+    const digits = peer.slice(colon + 1)
+    // decimal digits only: Number() would also take "" (as 0), hex, exponents and spaces
+    const port = /^\d{1,5}$/.test(digits) ? Number(digits) : NaN
+    if (colon <= 0 || !(port <= 65535)) throw new WebhookPayloadError(`"peername" must be host:port, got "${peer}"`)
     peerHost = peer.slice(0, colon).replace(/^\[(.*)\]$/, '$1')
     peerPort = port
   }

@@ -247,9 +247,7 @@ describe('EMQX 5 rule-event bodies', () => {
     refused({ event: 'client.connected', ...base, peername: 52918 }, /^"peername" must be a string$/)
   })
 
-  it('refuses a peername whose port is not written in decimal digits', {
-    todo: 'webhook-payloads.ts reads the port with Number(), which takes "" as 0 and reads hex, exponents and spaces: "172.17.0.9:" is taken as port 0, "…:0x50" as 80'
-  }, () => {
+  it('refuses a peername whose port is not written in decimal digits', () => {
     for (const peername of ['172.17.0.9:', '172.17.0.9:0x50', '172.17.0.9:1e3', '172.17.0.9: 80']) {
       refused({ event: 'client.connected', ...base, peername }, /"peername" must be host:port/)
     }
