@@ -138,6 +138,8 @@ export class Hub {
     const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)
+    // a connect that takes a session over from a live connection: the carrier closes the old one
+    this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
     this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
   }
 

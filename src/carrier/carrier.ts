@@ -14,7 +14,7 @@ import type { Upstream } from '../devices/upstream.js'
 import type { AdmissionPolicy } from '../admission/admission-policy.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
-import type { SessionRegistry } from '../registry/registry.js'
+import type { SessionRegistry, StepDown } from '../registry/registry.js'
 import type { Snapshot, Store } from '../store/store.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
@@ -70,6 +70,11 @@ export interface ConnectionCarrier {
    * does not hold is ended in the registry (reason `kicked`). False when neither is there.
    */
   kick(clientId: string): Promise<boolean>
+  /**
+   * Acts on a step-down the registry hands it: the connection a newer connect of its client id
+   * took the session from is closed (or forgotten) by whichever transport holds it.
+   */
+  stepDown(stepDown: StepDown): void
   /**
    * The store answers again after failing: ends what the registry still shows connected but
    * the carrier no longer holds (embedded), or reconciles with the broker at once (EMQX).

@@ -10,7 +10,7 @@ import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import type { HubMetrics } from '../observability/metrics.js'
-import type { DisconnectReason } from '../domain/session.js'
+import type { DisconnectReason, SessionRecord } from '../domain/session.js'
 import type { RejectReason } from '../observability/metrics.js'
 import { connectedClient, skipRouting } from './aedes-internals.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
@@ -39,6 +39,8 @@ export interface MqttLifecycle {
   aedesMustNotRoute(packet: PublishPacket): boolean
   /** Why a will the previous run stored may not be published now, or null. */
   willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null
+  /** Closes the client of a session the registry handed to a newer connection, if it is still here. */
+  stepDown(session: SessionRecord): void
   /** Marks why a live connection is about to end. */
   endsBecause(client: Client, reason: DisconnectReason): void
   /** Resolves once the end of the client's connection is recorded. */
@@ -232,11 +234,14 @@ export class EmbeddedBroker implements BrokerPublisher {
     return this.tlsServer?.listening
   }
 
-  /** Disconnects a connected client, resolving once that is recorded; false when it is not connected here. */
-  async kick(clientId: string): Promise<boolean> {
+  /**
+   * Disconnects a connected client (`kicked` by the API, or `taken_over` by its device), resolving
+   * once that is recorded; false when it is not connected here.
+   */
+  async kick(clientId: string, reason: 'kicked' | 'taken_over' = 'kicked'): Promise<boolean> {
     const client = connectedClient(this.aedes, clientId)
     if (!client) return false
-    this.source.endsBecause(client, 'kicked')
+    this.source.endsBecause(client, reason)
     client.close()
     await this.source.whenEnded(client)
     return true

@@ -13,6 +13,7 @@ import { MqttSource } from './mqtt/mqtt-source.js'
 import { CoapGateway } from './coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
 import type { CarrierAddresses, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
+import type { StepDown } from '../registry/registry.js'
 import { endListedOnly } from '../carrier/listed-only.js'
 
 export class EmbeddedCarrier implements ConnectionCarrier {
@@ -20,10 +21,11 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   private readonly persistence: StoreAedesPersistence
   private readonly journal: PublishJournal
   private readonly coap: CoapGateway
+  private readonly mqtt: MqttSource
 
   constructor(private readonly core: HubCore) {
     const { config, store, registry, devices, upstream, admission, metrics, log, tls } = core
-    const source = new MqttSource({ registry, devices, upstream, admission, config, metrics, log: log.child({ component: 'mqtt' }) })
+    const source = new MqttSource({ registry, devices, upstream, admission, takeBack: (clientId) => this.takeBack(clientId), config, metrics, log: log.child({ component: 'mqtt' }) })
     const brokerLog = log.child({ component: 'broker' })
     this.persistence = new StoreAedesPersistence(store, registry.topics, {
       writer: source.subscriptionWriter(),
@@ -60,7 +62,8 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     registry.addStateOwner(this.persistence)
     this.journal = new PublishJournal(store, log.child({ component: 'journal' }))
     this.broker = new EmbeddedBroker(config, this.persistence, this.journal, source, metrics, brokerLog, tls)
-    this.coap = new CoapGateway(registry, devices, upstream, admission, this.broker, config, metrics, log.child({ component: 'coap' }))
+    this.mqtt = source
+    this.coap = new CoapGateway(registry, devices, upstream, admission, this.broker, (clientId) => this.takeBack(clientId), config, metrics, log.child({ component: 'coap' }))
   }
 
   get publisher(): EmbeddedBroker {
@@ -96,6 +99,26 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     const seen = this.core.registry.record(clientId)?.incarnation
     if ((await this.coap.kick(clientId)) || (await this.broker.kick(clientId))) return true
     return endListedOnly(this.core.registry, clientId, seen, 'kicked')
+  }
+
+  /** A newer connect took the session over: its older connection goes, MQTT or CoAP. */
+  stepDown({ session }: StepDown): void {
+    if (session.protocol === 'coap') this.coap.stepDown(session)
+    else this.mqtt.stepDown(session)
+  }
+
+  /**
+   * A device takes its own client id back from another device's (or a superuser's) session:
+   * the connection holding it is closed, MQTT or CoAP, and once that is recorded the session is
+   * discarded — never resumed by the device, its topics and queue being another namespace's.
+   */
+  private async takeBack(clientId: string): Promise<void> {
+    const { registry, log } = this.core
+    // one client id has one session, so one transport holds its connection, if any does
+    if (!(await this.coap.kick(clientId, 'taken_over'))) await this.broker.kick(clientId, 'taken_over')
+    const held = registry.record(clientId)
+    if (held && !(await registry.discard(clientId))) throw new Error(`the session of ${clientId} is still connected (${held.protocol})`)
+    log.info({ clientId, heldBy: held?.deviceId || 'a superuser' }, 'a device took its own id back as a client id')
   }
 
   /**

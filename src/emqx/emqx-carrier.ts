@@ -16,6 +16,7 @@ import { Reconciler, type ReconcileTrigger } from './reconcile.js'
 import { reconcileRoutes } from './reconcile-route.js'
 import { emqxWebhookRoutes, WEBHOOK_PATH } from './webhook-route.js'
 import type { Snapshot } from '../store/store.js'
+import type { StepDown } from '../registry/registry.js'
 import type { CarrierAddresses, CarrierRoutes, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
 import { endListedOnly } from '../carrier/listed-only.js'
 
@@ -85,6 +86,9 @@ export class EmqxCarrier implements ConnectionCarrier {
     if (await this.rest.kick(clientId)) return true
     return endListedOnly(this.core.registry, clientId, seen, 'kicked')
   }
+
+  /** EMQX closes a connection taken over itself (its connection manager's takeover): nothing to do here. */
+  stepDown(_stepDown: StepDown): void {}
 
   /** Hook events may have been refused while the store was down: EMQX's own list tells. */
   storeReturned(): void {

@@ -28,6 +28,17 @@ export type SessionObserver = (before: SessionRecord | undefined, after: Session
 /** `applied: false`: the event was stale (it belonged to a connection no longer the session's). */
 export type ApplyResult = { applied: true } | { applied: false; why: string }
 
+/**
+ * What the carrier must do once the registry no longer counts a live connection as its session's:
+ * a newer connect of the client id took the session over, so the older connection is closed
+ * (MQTT) or forgotten (CoAP) by whichever transport holds it. The registry has ended it already.
+ */
+export interface StepDown {
+  reason: 'taken_over'
+  /** The session as the replaced connection held it. */
+  session: SessionRecord
+}
+
 export interface SessionQuery {
   deviceId?: string
   clientId?: string
@@ -60,6 +71,7 @@ export class SessionRegistry {
   private readonly queue = new KeyedQueue()
   private readonly owners: SessionStateOwner[] = []
   private readonly observers: SessionObserver[] = []
+  private stepDownHandler: ((stepDown: StepDown) => void) | undefined
   private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
   /** When each clientId's session last changed (epoch ms), pruned with the tombstones. */
   private readonly lastChange = new Map<string, number>()
@@ -100,6 +112,11 @@ export class SessionRegistry {
 
   observe(observer: SessionObserver): void {
     this.observers.push(observer)
+  }
+
+  /** Who acts on step-downs: the carrier (one; a later call replaces it). */
+  onStepDown(handler: (stepDown: StepDown) => void): void {
+    this.stepDownHandler = handler
   }
 
   load(sessions: readonly SessionRecord[]): void {
@@ -210,7 +227,10 @@ export class SessionRegistry {
     plan.apply()
     this.count(event.kind, 'applied')
     if (event.kind === 'disconnected') this.ended(current!, event.reason, t.session === null)
-    if (t.tookOver) this.ended(t.tookOver, 'taken_over', false)
+    if (t.tookOver) {
+      this.ended(t.tookOver, 'taken_over', false)
+      this.stepDownHandler?.({ reason: 'taken_over', session: t.tookOver })
+    }
     if (event.kind === 'connected') {
       this.log.info({ clientId: id, deviceId: event.deviceId, protocol: event.protocol, peer: `${event.peerHost}:${event.peerPort}`, cleanStart: event.cleanStart }, 'connected')
     }

@@ -136,6 +136,8 @@ export class CoapGateway {
     private readonly upstream: Upstream,
     private readonly admission: AdmissionPolicy,
     private readonly broker: EmbeddedBroker,
+    /** Closes whatever connection holds a client id, and discards its session: a device takes its own id back. */
+    private readonly takeBack: (clientId: string) => Promise<void>,
     private readonly config: HubConfig,
     private readonly metrics: HubMetrics,
     private readonly log: Logger
@@ -290,12 +292,7 @@ export class CoapGateway {
   }
 
   private async connectAdmitted(req: IncomingMessage, query: Map<string, string>, clientId: string, reclaim: boolean): Promise<string> {
-    if (reclaim) {
-      await this.broker.kick(clientId)
-      if (this.registry.record(clientId) && !(await this.registry.discard(clientId))) throw new Error(`the session held under ${clientId} is still connected`)
-    }
-    const previous = this.connections.get(clientId)
-    if (previous) this.dropObservers(previous) // the new connection takes the session over
+    if (reclaim) await this.takeBack(clientId)
     const connection: CoapConnection = {
       clientId,
       deviceId: clientId,
@@ -321,12 +318,8 @@ export class CoapGateway {
       )
     )
     if (!result.applied) throw new Error(`connect not recorded: ${result.why}`)
+    // a connection of this client id it replaced (MQTT or CoAP) was stepped down by the carrier
     this.connections.set(clientId, connection)
-    // An MQTT connection of this clientId has just been taken over: the registry ended its session
-    // (`taken_over`), and its socket is closed, as Aedes closes an MQTT connection taken over by
-    // another. No connect newer than this one can have reached Aedes yet (Aedes registers a client
-    // only once its connect is stored), so the client found is the replaced one.
-    await this.broker.kick(clientId)
     return connection.token
   }
 
@@ -532,11 +525,24 @@ export class CoapGateway {
    * Ends the CoAP connection of `clientId` as an operator's kick (EMQX's `DELETE /clients/{id}`
    * kicks gateway clients too); false when no CoAP connection holds it. Resolves once stored.
    */
-  async kick(clientId: string): Promise<boolean> {
+  /** Ends the client's connection (`kicked` by the API, or `taken_over` by its device); false when there is none. */
+  async kick(clientId: string, reason: 'kicked' | 'taken_over' = 'kicked'): Promise<boolean> {
     const connection = this.connections.get(clientId)
     if (!connection) return false
-    await this.end(connection, 'kicked')
+    await this.end(connection, reason)
     return true
+  }
+
+  /**
+   * The registry handed this session to a newer connection (a takeover, see StepDown): its
+   * CoAP connection, if it is that one, is forgotten — its token stops working (4.01), its
+   * observations stop. The registry has deleted their subscription entities already.
+   */
+  stepDown(session: SessionRecord): void {
+    const connection = this.connections.get(session.clientId)
+    if (!connection || connection.incarnation !== session.incarnation) return
+    this.connections.delete(session.clientId)
+    this.dropObservers(connection)
   }
 
   private async end(connection: CoapConnection, reason: DisconnectReason): Promise<void> {
@@ -546,15 +552,14 @@ export class CoapGateway {
   }
 
   /**
-   * A CoAP connection whose session the registry ended or handed to another connection — an
-   * MQTT CONNECT with its clientId takes it over (`taken_over`) — is forgotten: its token stops
-   * working (4.01) and its observations stop. The registry has deleted their subscription
-   * entities already, with the session's topics; the gateway's own ends forget first.
+   * A CoAP connection whose session the registry ended without the gateway (its expiry, the
+   * end of a session listed but not held) is forgotten as a stepped-down one is. (A session
+   * handed to a newer connection comes as a step-down, from the carrier.)
    */
   private sessionChanged(before: SessionRecord | undefined, after: SessionRecord | null): void {
     if (before?.protocol !== 'coap') return
     const connection = this.connections.get(before.clientId)
-    if (!connection || connection.incarnation !== before.incarnation || after?.incarnation === before.incarnation) return
+    if (!connection || connection.incarnation !== before.incarnation || after !== null) return
     this.connections.delete(before.clientId)
     this.dropObservers(connection)
   }

@@ -16,6 +16,7 @@ import type { Socket } from 'node:net'
 import type { Client, ConnectPacket } from 'aedes'
 import type { Identity } from '../../admission/admission-policy.js'
 import { newIncarnation } from '../../domain/incarnation.js'
+import type { SessionRecord } from '../../domain/session.js'
 import { connectedEvent } from '../../domain/lifecycle-event.js'
 import { NO_MOUNTPOINT } from '../../domain/namespace.js'
 import type { RejectReason } from '../../observability/metrics.js'
@@ -54,6 +55,18 @@ export class ConnectHandler {
     private readonly ctx: MqttContext,
     private readonly close: CloseHandler
   ) {}
+
+  /**
+   * The registry handed this session to a newer connection (a takeover, see StepDown): the
+   * client, if it is that connection, is closed — before the newer one's CONNACK, so Aedes
+   * finds no live client of the id left to take over.
+   */
+  stepDown(session: SessionRecord): void {
+    const client = connectedClient(this.ctx.aedes, session.clientId)
+    if (!client || this.ctx.clients.get(client)?.incarnation !== session.incarnation) return
+    this.ctx.endsBecause(client, 'taken_over')
+    client.close()
+  }
 
   /** Takes a new Aedes client before it reads its first packet: its topics get its mountpoint. */
   adopt(client: Client): void {
@@ -165,7 +178,7 @@ export class ConnectHandler {
       }
       if (!admission.reclaim) return this.record(client, state, admission.deviceId, username, done, release)
       // the device takes its own id back: whoever held it is closed and its session discarded
-      this.reclaim(client.id).then(
+      ctx.deps.takeBack(client.id).then(
         () => this.record(client, state, admission.deviceId, username, done, release),
         (error: Error) => {
           ctx.deps.metrics.reject('store_unavailable')
@@ -177,23 +190,6 @@ export class ConnectHandler {
     })
   }
 
-  /** Closes the connection holding `clientId` (if any here) and discards its session. */
-  private async reclaim(clientId: string): Promise<void> {
-    const { ctx } = this
-    const { registry, log } = ctx.deps
-    const holding = connectedClient(ctx.aedes, clientId)
-    if (holding) {
-      ctx.endsBecause(holding, 'taken_over')
-      holding.close()
-      await this.close.whenEnded(holding)
-    }
-    const held = registry.record(clientId)
-    if (held && !(await registry.discard(clientId))) {
-      throw new Error(`the session of ${clientId} is still connected (${held.protocol})`)
-    }
-    log.info({ clientId, heldBy: held?.deviceId || 'a superuser' }, 'a device took its own id back as a client id')
-  }
-
   /** Records the `connected` event of an admitted connect, and answers Aedes. */
   private record(client: Client, state: ClientState, deviceId: string, username: string | null, done: Done, release: () => void): void {
     if (client.closed) return release()
@@ -202,7 +198,6 @@ export class ConnectHandler {
     const kept = registry.record(client.id)
     state.sessionPresent = !client.clean && kept !== undefined && !kept.cleanStart && kept.deviceId === deviceId
     state.release = release
-    const previous = connectedClient(ctx.aedes, client.id)
     const incarnation = newIncarnation(config.node)
     state.incarnation = incarnation
     const refuse = (error: Error): void => {
@@ -226,8 +221,8 @@ export class ConnectHandler {
     )
     ctx.track(registry.apply(event)).then(
       (result) => {
+        // a connection of this client id it replaced (MQTT or CoAP) was stepped down by the carrier
         if (!result.applied) return refuse(new Error(`connect not applied: ${result.why}`))
-        if (previous && previous !== client) ctx.endsBecause(previous, 'taken_over')
         done(null, true)
       },
       // two-armed, not .catch: a throw from Aedes' own continuation must not answer twice

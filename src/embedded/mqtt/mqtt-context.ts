@@ -19,6 +19,8 @@ export interface MqttDeps {
   devices: DeviceDirectory
   upstream: Upstream
   admission: AdmissionPolicy
+  /** Closes whatever connection holds a client id, and discards its session: a device takes its own id back. */
+  takeBack: (clientId: string) => Promise<void>
   config: HubConfig
   metrics: HubMetrics
   log: Logger

@@ -12,7 +12,7 @@
  * - close.ts — the socket closing: `disconnected` with its reason, and errors counted.
  */
 import type { Aedes, AedesOptions, Client, PublishPacket } from 'aedes'
-import type { DisconnectReason } from '../../domain/session.js'
+import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
 import type { RejectReason } from '../../observability/metrics.js'
 import type { SubscriptionWriter } from '../aedes-persistence.js'
 import type { MqttLifecycle, WillPacket } from '../embedded-broker.js'
@@ -74,6 +74,10 @@ export class MqttSource implements MqttLifecycle {
   /** The Aedes persistence's subscription writes, routed through the registry (see unsubscribe.ts). */
   subscriptionWriter(): SubscriptionWriter {
     return this.unsubscribe.writer()
+  }
+
+  stepDown(session: SessionRecord): void {
+    this.connect.stepDown(session)
   }
 
   endsBecause(client: Client, reason: DisconnectReason): void {
