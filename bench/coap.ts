@@ -49,6 +49,7 @@ import type { ObserveWriteStream } from 'coap'
 import { loadConfig } from '../src/config.js'
 import type { Hub } from '../src/hub.js'
 import { readCoapRequest } from '../src/embedded/coap/coap-request.js'
+import { roundExchangeLifetime, serverSocket } from '../src/embedded/coap/coap-internals.js'
 import { CoapFleet, coapDeviceId, OBSERVED_TOPIC, udpDrops, type PhaseReport, type Stat } from './lib/coap-fleet.js'
 import { cpuMsSince } from './lib/child-fleet.js'
 import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
@@ -128,7 +129,7 @@ function commitDelta(a: CommitTotals | null, b: CommitTotals | null): CommitTota
 async function startCoapFloor(): Promise<{ port: number; stop(): Promise<void> }> {
   const ackTimeout = loadConfig({}, [], {}).coapAckTimeout / 1000
   coap.updateTiming({ ackTimeout, ackRandomFactor: 1.5, maxRetransmit: 4, maxLatency: ackTimeout * 50 })
-  coap.parameters.exchangeLifetime = Math.ceil(coap.parameters.exchangeLifetime)
+  roundExchangeLifetime()
   const server = coap.createServer({ reuseAddr: false }, (req, res) => {
     const [first, second] = readCoapRequest(req).path
     if (first === 'mqtt' && second === 'connection' && req.method === 'POST') {
@@ -145,7 +146,7 @@ async function startCoapFloor(): Promise<{ port: number; stop(): Promise<void> }
     }
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
-  const port = (server._sock as import('node:dgram').Socket).address().port
+  const port = serverSocket(server).address().port
   return { port, stop: () => new Promise<void>((resolve) => server.close(() => resolve())) }
 }
 

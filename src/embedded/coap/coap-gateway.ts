@@ -30,7 +30,7 @@ import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import * as coap from 'coap'
 import type { IncomingMessage, ObserveWriteStream, OutgoingMessage } from 'coap'
-import type { NamedOption, Packet } from 'coap-packet'
+import type { NamedOption } from 'coap-packet'
 import { Counter } from 'prom-client'
 import type { Logger } from 'pino'
 import type { AedesPublishPacket } from 'aedes'
@@ -52,6 +52,7 @@ import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
 import { BlockOptionError, blockValue, MAX_BLOCK_SIZE, readBlock, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
 import { diagnostic } from './coap-diagnostic.js'
 import { CoapInbound, peerOf } from './coap-inbound.js'
+import { endStreamWith, endUnaltered, lastObserveNumber, nextNotificationConfirmable, piggybackTimedOut, replaceStreamOptions, requestPacket, roundExchangeLifetime, serverSocket, watchStreamSends } from './coap-internals.js'
 import { qosOf, readCoapRequest, type CoapRequest } from './coap-request.js'
 import { UnacknowledgedNotifications } from './coap-unacknowledged.js'
 
@@ -101,14 +102,6 @@ const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 /** Options a block-wise notification sets on its stream's packet; a later notification clears them. */
 const BLOCK_OPTIONS: ReadonlySet<string> = new Set(['Block2', 'Size2', 'ETag'])
-
-/** What node-coap's observe stream keeps inside (it exposes none of it). */
-interface StreamInternals {
-  _packet: Omit<Packet, 'options'> & { options: { name: string | number; value: unknown }[]; confirmable: boolean; ack: boolean }
-  /** The Observe number of the last message sent. */
-  _counter: number
-  _send(message: unknown, packet: object): void
-}
 
 class CoapError extends Error {
   constructor(
@@ -160,8 +153,7 @@ export class CoapGateway {
     // MAX_LATENCY scaled with it, so a shorter timeout also drops a silent observer sooner
     const ackTimeout = this.config.coapAckTimeout / 1000
     coap.updateTiming({ ackTimeout, ackRandomFactor: 1.5, maxRetransmit: 4, maxLatency: ackTimeout * 50 })
-    // node-coap sizes its caches with exchangeLifetime × 1000 and needs a whole number of ms
-    coap.parameters.exchangeLifetime = Math.ceil(coap.parameters.exchangeLifetime)
+    roundExchangeLifetime()
     // node-coap answers with an empty ACK, then separately (a confirmable message), when the
     // handler takes longer than piggybackReplyMs (50 ms by default). Answers leave only once their
     // effect is stored, which under load takes longer: piggybacking them for up to half the
@@ -177,7 +169,7 @@ export class CoapGateway {
       )
       server.listen(this.config.coapPort, host, () => resolve())
     })
-    const socket = server._sock as import('node:dgram').Socket
+    const socket = serverSocket(server)
     try {
       socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES)
     } catch (error) {
@@ -221,7 +213,7 @@ export class CoapGateway {
 
   private handle(req: IncomingMessage, res: OutgoingMessage | ObserveWriteStream): void {
     res.on('error', (error: Error) => this.log.warn({ err: error.message }, 'CoAP response failed'))
-    if ((req as IncomingMessage & { _packet: { reset?: boolean } })._packet.reset) return
+    if (requestPacket(req).reset) return
     const inbound = this.inbound
     // copies of this request (retransmissions) are not handled while it is
     const { requestBytes, block1 } = inbound?.started(req, () => emptyAckSent(req, res)) ?? { requestBytes: 0 }
@@ -237,7 +229,7 @@ export class CoapGateway {
         const message = known ? error.message : 'not recorded; try again'
         if (isObserveStream(res)) res.statusCode = code
         else res.code = code
-        res.end(diagnostic(message, requestBytes, req._packet.token?.length ?? 0))
+        res.end(diagnostic(message, requestBytes, requestPacket(req).token.length))
       })
       .finally(() => inbound?.finished(req))
   }
@@ -327,7 +319,7 @@ export class CoapGateway {
     const connection = this.authorized(request.query)
     connection.lastHeard = Date.now()
     const brokerTopic = this.brokerTopic(connection, topic, false)
-    const qos = qosOf(request.query, req._packet.confirmable === true)
+    const qos = qosOf(request.query, requestPacket(req).confirmable)
     if (qos === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
     if (req.payload.length > this.config.maxPacketSize) throw new CoapError('4.13', `payload larger than ${this.config.maxPacketSize} bytes`, 'packet_too_large')
     // the sender, so its retained messages count against its device's limit
@@ -369,7 +361,7 @@ export class CoapGateway {
       return
     }
     if (!isObserveStream(res)) throw new CoapError('4.00', 'Observe must be 0 or 1', 'bad_coap_request')
-    const qos = qosOf(request.query, req._packet.confirmable === true)
+    const qos = qosOf(request.query, requestPacket(req).confirmable)
     if (qos === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
     // a repeated subscribe replaces the observation it repeats
     const old = connection.observers.get(brokerTopic)
@@ -388,7 +380,7 @@ export class CoapGateway {
     const stream = res
     const observer: Observer = {
       stream,
-      token: req._packet.token ?? Buffer.alloc(0),
+      token: requestPacket(req).token,
       // RFC 7959 §2.6: the block size an observe asks for applies to all its notifications
       blockSize: Math.min(block?.size ?? MAX_BLOCK_SIZE, MAX_BLOCK_SIZE),
       deliver: (packet: AedesPublishPacket, done: () => void) => {
@@ -422,19 +414,15 @@ export class CoapGateway {
   private watchAcknowledgements(connection: CoapConnection, brokerTopic: string, observer: Observer, peer: string): void {
     const unacknowledged = this.unacknowledged
     if (!unacknowledged) return
-    const stream = observer.stream as unknown as StreamInternals
-    const send = stream._send.bind(stream)
-    // the message id of a notification is drawn as node-coap sends it (coap-packet's generate sets it on the packet)
-    stream._send = (message: unknown, packet: object) => {
-      send(message, packet)
-      const sent = packet as { confirmable?: boolean; ack?: boolean; messageId?: number }
+    // the message id of a notification is drawn as node-coap sends it
+    watchStreamSends(observer.stream, (sent) => {
       if (!sent.confirmable || sent.ack || sent.messageId === undefined) return
       unacknowledged.sent(peer, sent.messageId, observer, () => {
         if (connection.observers.get(brokerTopic) !== observer) return
         this.log.info({ clientId: connection.clientId, topic: brokerTopic }, 'CoAP observer did not acknowledge a notification: observation ended')
         this.unsubscribe(connection, brokerTopic).catch((error: Error) => this.log.warn({ err: error.message }, 'CoAP observer not removed'))
       })
-    }
+    })
   }
 
   /**
@@ -442,25 +430,23 @@ export class CoapGateway {
    * existed: no block options), else its first block with Block2 (M set), Size2 and a new ETag.
    */
   private notify(observer: Observer, payload: Buffer): void {
-    const stream = observer.stream as unknown as StreamInternals
-    const outgoing = stream._packet
+    const stream = observer.stream
     // notifications are confirmable, so a silent observer is noticed (RFC 7252 retransmission)
-    outgoing.confirmable = true
-    outgoing.ack = false
-    // the stream's packet keeps its options from one message to the next
-    outgoing.options = outgoing.options.filter((o) => !BLOCK_OPTIONS.has(String(o.name)))
+    nextNotificationConfirmable(stream)
     const representation: Representation = { payload, etag: this.nextEtag(), observe: 0 }
     if (payload.length <= observer.blockSize) {
-      observer.stream.write(payload)
+      // the stream's packet keeps its options from one message to the next
+      replaceStreamOptions(stream, BLOCK_OPTIONS)
+      stream.write(payload)
     } else {
-      outgoing.options.push(
+      replaceStreamOptions(stream, BLOCK_OPTIONS, [
         { name: 'ETag', value: representation.etag },
         { name: 'Block2', value: blockValue(0, true, observer.blockSize) },
         { name: 'Size2', value: uintValue(payload.length) }
-      )
-      observer.stream.write(payload.subarray(0, observer.blockSize))
+      ])
+      stream.write(payload.subarray(0, observer.blockSize))
     }
-    representation.observe = stream._counter // the number write() just gave the notification
+    representation.observe = lastObserveNumber(stream) // the number write() just gave the notification
     observer.latest = representation
   }
 
@@ -486,7 +472,7 @@ export class CoapGateway {
     // with Block2, and hands the reassembled payload on only if the last answer carries an
     // Observe number newer than the last notification's. For such a repeat (RFC 7641 §4.1: the
     // observation stays as it is) the answer bears the number of the notification it completes.
-    const token = req._packet.token ?? Buffer.alloc(0)
+    const token = requestPacket(req).token
     if (req.headers.Observe === 0 && token.length > 0 && token.equals(observer.token)) {
       options.push({ name: 'Observe', value: uintValue(representation.observe) })
     }
@@ -603,13 +589,13 @@ function isObserveStream(res: OutgoingMessage | ObserveWriteStream): res is Obse
  * stream's first message is always the ACK.
  */
 function emptyAckSent(req: IncomingMessage, res: OutgoingMessage | ObserveWriteStream): boolean {
-  if (isObserveStream(res) || req._packet.confirmable !== true) return false
-  return (res as unknown as { _packet: { ack?: boolean } })._packet.ack === false
+  if (isObserveStream(res) || !requestPacket(req).confirmable) return false
+  return piggybackTimedOut(res)
 }
 
 /** The block a request's Block2 option asks for, if it has one. */
 function requestedBlock(req: IncomingMessage): BlockRequest | undefined {
-  const option = req._packet.options?.find((o) => o.name === 'Block2')
+  const option = requestPacket(req).options.find((o) => o.name === 'Block2')
   if (!option) return undefined
   try {
     return readBlock(Buffer.isBuffer(option.value) ? option.value : Buffer.from(option.value), 'Block2')
@@ -627,16 +613,12 @@ function requestedBlock(req: IncomingMessage): BlockRequest | undefined {
  */
 function sendAsIs(res: OutgoingMessage | ObserveWriteStream, code: string, options: NamedOption[], payload: Buffer): void {
   if (isObserveStream(res)) {
-    const stream = res as unknown as StreamInternals
-    stream._send(res, { ...stream._packet, code, options, payload })
-    stream._counter = 1 // else ending a stream that wrote nothing sends an empty response
-    res.end()
+    endStreamWith(res, code, options, payload)
     return
   }
   res.code = code
   for (const o of options) res.setOption(o.name, o.value)
-  // the base class's end: sends what it is given (and, past the piggyback delay, as a separate response)
-  ;(coap.OutgoingMessage.prototype.end as (this: OutgoingMessage, payload: Buffer) => void).call(res, payload)
+  endUnaltered(res, payload)
 }
 
 /** The CoAP answer to each refusal of a login; any other is 4.01 Unauthorized. */

@@ -27,18 +27,12 @@
  * than the request, never internal text — and counted (`bad_coap_request`).
  */
 import type { RemoteInfo, Socket } from 'node:dgram'
+import type { IncomingMessage, Server } from 'coap'
 import { generate, parse, type ParsedPacket } from 'coap-packet'
 import type { RejectReason } from '../../observability/metrics.js'
 import type { Block1Reassembly } from './coap-block1.js'
 import { checkDatagram, resetFor } from './coap-datagram.js'
-
-type Listener = (message: Buffer, rinfo: RemoteInfo) => void
-
-/** What of node-coap's server the filter works with. */
-export interface NodeCoapServer {
-  _sock: unknown
-  _sendError(payload: Buffer, rsinfo: { address: string; port: number }, packet?: unknown, code?: string): void
-}
+import { answerRefusals, interceptDatagrams, requestPacket, serverSocket, type DatagramListener } from './coap-internals.js'
 
 /** What the filter tells the gateway. */
 export interface InboundHooks {
@@ -53,12 +47,6 @@ export interface InboundHooks {
 /** Response classes 1, 6 and 7 are reserved (RFC 7252 §12.1). */
 const RESERVED_CLASSES: ReadonlySet<string> = new Set(['1', '6', '7'])
 
-/** The request the handler was given, as node-coap's IncomingMessage has it. */
-export interface InboundRequest {
-  rsinfo: { address: string; port: number }
-  _packet: { messageId?: number }
-}
-
 export class CoapInbound {
   /** Requests being handled, by exchange (peer and message id): whether the empty ACK went already. */
   private readonly inProgress = new Map<string, () => boolean>()
@@ -69,7 +57,7 @@ export class CoapInbound {
 
   private constructor(
     private readonly socket: Socket,
-    private readonly nodeCoap: Listener,
+    private readonly nodeCoap: DatagramListener,
     private readonly block1: Block1Reassembly,
     private readonly hooks: InboundHooks,
     private readonly lifetimeMs: number,
@@ -77,16 +65,11 @@ export class CoapInbound {
   ) {}
 
   /** Puts the filter between node-coap's server and the socket it listens on, and answers node-coap's refusals. */
-  static install(server: NodeCoapServer, block1: Block1Reassembly, hooks: InboundHooks, lifetimeMs: number): CoapInbound {
-    const socket = server._sock as Socket
-    const listeners = socket.listeners('message') as Listener[]
-    // node-coap 1.5's server.listen adds exactly one; another version may do otherwise, and the
-    // filter would then leave requests unfiltered: better to stop here
-    if (listeners.length !== 1) throw new Error(`expected node-coap's one 'message' listener on the CoAP socket, found ${listeners.length}`)
-    const inbound = new CoapInbound(socket, listeners[0]!, block1, hooks, lifetimeMs)
-    socket.removeListener('message', listeners[0]!)
-    socket.on('message', (message: Buffer, rinfo: RemoteInfo) => inbound.receive(message, rinfo))
-    server._sendError = (payload, _rsinfo, _packet, code = '5.00') => inbound.refuse(code, payload)
+  static install(server: Server, block1: Block1Reassembly, hooks: InboundHooks, lifetimeMs: number): CoapInbound {
+    // the filter runs on datagrams to come, by when `inbound` is made
+    const nodeCoap = interceptDatagrams(server, (message, rinfo) => inbound.receive(message, rinfo))
+    const inbound = new CoapInbound(serverSocket(server), nodeCoap, block1, hooks, lifetimeMs)
+    answerRefusals(server, (code, why) => inbound.refuse(code, why))
     return inbound
   }
 
@@ -96,17 +79,17 @@ export class CoapInbound {
    * Returns the size of the datagram(s) it came in (an answer to it must be no larger), and the
    * Block1 its answer carries when it is a reassembled body (RFC 7959 §2.3).
    */
-  started(req: InboundRequest, emptyAckSent: () => boolean): { requestBytes: number; block1?: Buffer } {
-    const exchange = exchangeOf(req)
+  started(req: IncomingMessage, emptyAckSent: () => boolean): { requestBytes: number; block1?: Buffer } {
+    const exchange = exchangeOf(req.rsinfo, requestPacket(req).messageId)
     this.inProgress.set(exchange, emptyAckSent)
     const dispatching = this.dispatching
-    if (!dispatching || exchangeOf({ rsinfo: dispatching.rinfo, _packet: dispatching.packet }) !== exchange) return { requestBytes: 0 }
+    if (!dispatching || exchangeOf(dispatching.rinfo, dispatching.packet.messageId) !== exchange) return { requestBytes: 0 }
     return { requestBytes: dispatching.bytes, block1: dispatching.block1 }
   }
 
   /** The handler answered the request: node-coap answers copies from its cache (or, if it went separately, this filter does). */
-  finished(req: InboundRequest): void {
-    const exchange = exchangeOf(req)
+  finished(req: IncomingMessage): void {
+    const exchange = exchangeOf(req.rsinfo, requestPacket(req).messageId)
     const emptyAckSent = this.inProgress.get(exchange)
     this.inProgress.delete(exchange)
     if (!emptyAckSent?.()) return
@@ -219,6 +202,7 @@ export function peerOf(rinfo: { address: string; port: number }): string {
   return `[${rinfo.address}]:${rinfo.port}`
 }
 
-function exchangeOf(req: InboundRequest): string {
-  return `${peerOf(req.rsinfo)} ${req._packet.messageId}`
+/** A request's exchange: its peer and message id (RFC 7252 §4.5). */
+function exchangeOf(rinfo: { address: string; port: number }, messageId: number | undefined): string {
+  return `${peerOf(rinfo)} ${messageId}`
 }

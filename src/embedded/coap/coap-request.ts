@@ -4,6 +4,7 @@
  * EMQX's short names (`c` clientid, `t` token, `u` username, `p` password, `q` qos, `r` retain).
  */
 import type { IncomingMessage } from 'coap'
+import { requestPacket } from './coap-internals.js'
 
 const SHORT_NAMES: Record<string, string> = { c: 'clientid', t: 'token', u: 'username', p: 'password', q: 'qos', r: 'retain' }
 
@@ -16,7 +17,7 @@ export interface CoapRequest {
 export function readCoapRequest(req: IncomingMessage): CoapRequest {
   const path: string[] = []
   const query = new Map<string, string>()
-  for (const option of req._packet.options ?? []) {
+  for (const option of requestPacket(req).options) {
     const value = Buffer.isBuffer(option.value) ? option.value.toString('utf8') : String(option.value)
     if (option.name === 'Uri-Path') path.push(value)
     else if (option.name === 'Uri-Query') {
