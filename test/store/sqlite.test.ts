@@ -54,24 +54,45 @@ describe('SqliteStore', () => {
   it('refuses a commit at its deadline while the write lock is held, and does not commit it once the lock is let go', async () => {
     const dataDir = tempDir('iothub-store-')
     const store = new SqliteStore({ dataDir, busyTimeoutMs: 10_000, timeoutMs: 1000 })
-    await store.probe() // the writer thread has started: its start-up is not what the deadline measures here
-    const other = new Database(join(dataDir, 'iothub.db'))
-    other.exec('BEGIN IMMEDIATE')
-    const device = (id: string) => ({ id, name: id, owner: '', group: '', desc: '', ext: {}, token: 'x', createdAt: 0, updatedAt: 0 })
-    const started = Date.now()
-    await assert.rejects(store.commit([{ op: 'device.put', device: device('late') }]), /store did not answer within 1000 ms/)
-    assert.ok(Date.now() - started < 5000, 'refused at the deadline, not after the busy timeout')
-    await assert.rejects(store.probe(), /store did not answer within 1000 ms/)
-    assert.equal(store.health().ok, false)
-    // the writer thread is still waiting for the lock with the refused batch: let it have it
-    other.exec('ROLLBACK')
-    other.close()
-    await store.commit([{ op: 'device.put', device: device('after') }])
-    await store.probe()
-    assert.deepEqual(store.health(), { ok: true, lastError: null })
-    assert.deepEqual((await store.load()).devices.map((d) => d.id), ['after'], 'the refused batch was rolled back, not committed late')
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
+    // a failure must not leave the lock held nor the store open: its threads would keep the
+    // test process alive and the run would never end
+    let other: Database.Database | undefined
+    try {
+      // the writer thread has started: its start-up is not what the deadline measures here. On a
+      // loaded machine a worker thread that loads tsx can take longer than the 1 s deadline to
+      // start, so the probe is asked again until one is answered; each probe answered in order
+      // behind the others, the last one answered means none is still queued.
+      for (const giveUp = Date.now() + 30_000; ; ) {
+        try {
+          await store.probe()
+          break
+        } catch (error) {
+          if (Date.now() > giveUp) throw error
+        }
+      }
+      other = new Database(join(dataDir, 'iothub.db'))
+      other.exec('BEGIN IMMEDIATE')
+      const device = (id: string) => ({ id, name: id, owner: '', group: '', desc: '', ext: {}, token: 'x', createdAt: 0, updatedAt: 0 })
+      const started = Date.now()
+      await assert.rejects(store.commit([{ op: 'device.put', device: device('late') }]), /store did not answer within 1000 ms/)
+      assert.ok(Date.now() - started < 5000, 'refused at the deadline, not after the busy timeout')
+      await assert.rejects(store.probe(), /store did not answer within 1000 ms/)
+      assert.equal(store.health().ok, false)
+      // the writer thread is still waiting for the lock with the refused batch: let it have it
+      other.exec('ROLLBACK')
+      other.close()
+      await store.commit([{ op: 'device.put', device: device('after') }])
+      await store.probe()
+      assert.deepEqual(store.health(), { ok: true, lastError: null })
+      assert.deepEqual((await store.load()).devices.map((d) => d.id), ['after'], 'the refused batch was rolled back, not committed late')
+    } finally {
+      if (other?.open) {
+        if (other.inTransaction) other.exec('ROLLBACK')
+        other.close()
+      }
+      await store.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
   })
 
   it('refuses a data file written by a newer schema version', async () => {
