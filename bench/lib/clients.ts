@@ -40,6 +40,16 @@ export interface PhaseReport {
 
 export type FleetReply = { type: 'ready' } | ({ type: 'connected' } & PhaseReport) | ({ type: 'disconnected' } & PhaseReport)
 
+/**
+ * The loopback address client `i` connects from. A fleet comes from many addresses, and the hub
+ * limits what one address may hold before its CONNECTs arrive (100 by default, against hosts
+ * opening connections they never use): thousands of clients from one address would measure that
+ * limit refusing them, not the storm. 64 addresses of 127.0.0.0/8 keep every one well under it.
+ */
+export function fleetAddress(i: number): string {
+  return `127.0.1.${1 + (i % 64)}`
+}
+
 /** Topics a bench client subscribes to; the parent uses the same names to check the broker. */
 export function topicsOf(clientId: string, count: number): string[] {
   return Array.from({ length: count }, (_, k) => `bench/${clientId}/t${k}`)
@@ -62,7 +72,7 @@ function child(): void {
       const clientId = `${c.prefix}-${i}`
       try {
         const t0 = nowMs()
-        const client = await connectOne(c.url, clientId)
+        const client = await connectOne(c.url, clientId, {}, { localAddress: fleetAddress(i) })
         clients.push(client)
         const t1 = nowMs()
         const granted = await client.subscribeAsync(Object.fromEntries(topicsOf(clientId, c.topics).map((t) => [t, { qos: c.qos }])))
