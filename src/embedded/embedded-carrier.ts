@@ -1,7 +1,7 @@
 /**
  * Embedded mode's carrier: our own Aedes broker on the MQTT port, its persistence (subscriptions,
  * queued messages, retained messages, wills) and its publish journal on the hub's store, the
- * AedesSource turning what Aedes sees into lifecycle events, and the CoAP gateway on the same
+ * MQTT source (mqtt/) turning what Aedes sees into lifecycle events, and the CoAP gateway on the same
  * broker.
  */
 import type { Readiness } from '../observability/readiness.js'
