@@ -46,7 +46,7 @@ export type FleetReply = { type: 'ready' } | ({ type: 'connected' } & PhaseRepor
  * opening connections they never use): thousands of clients from one address would measure that
  * limit refusing them, not the storm. 64 addresses of 127.0.0.0/8 keep every one well under it.
  */
-export function fleetAddress(i: number): string {
+function fleetAddress(i: number): string {
   return `127.0.1.${1 + (i % 64)}`
 }
 

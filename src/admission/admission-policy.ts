@@ -110,8 +110,8 @@ export class AdmissionPolicy {
       this.onDefaultCredentialsRefused(login.peer)
       return refusal('not_authorized', 'the default API credentials are refused from a remote peer')
     }
+    const deviceId = mqttDeviceId(this.config.auth, clientId, username)
     if (this.config.auth === 'none') {
-      const deviceId = username || clientId
       if (!isValidDeviceId(deviceId)) {
         return username
           ? refusal('bad_username', 'username cannot name a device namespace (letters, digits and . _ : @ - only)')
@@ -120,7 +120,6 @@ export class AdmissionPolicy {
       return { ok: true, superuser: false, deviceId, mountpoint: deviceMountpoint(deviceId) }
     }
     // with tokens the username names the device; one that cannot is a login no token matches
-    const deviceId = username ?? ''
     if (!isValidDeviceId(deviceId)) return refusal('not_authorized', 'the username must be a device id (letters, digits and . _ : @ - only)')
     return { ok: true, superuser: false, deviceId, mountpoint: deviceMountpoint(deviceId) }
   }
@@ -129,6 +128,11 @@ export class AdmissionPolicy {
   async admit(login: Login, options: AdmitOptions): Promise<Admission | Refusal> {
     const identity = this.identify(login)
     if (!identity.ok) return identity
+    return this.admitIdentified(login, identity, options)
+  }
+
+  /** Rules 3 and 4, for a login whose identity the transport already has (MQTT decides it as the CONNECT is parsed). */
+  async admitIdentified(login: Login, identity: Identity & { ok: true }, options: AdmitOptions): Promise<Admission | Refusal> {
     if (!identity.superuser && this.config.auth === 'token') {
       const checked = await this.checkToken(identity.deviceId, login, options)
       if (checked) return checked
@@ -168,6 +172,14 @@ export class AdmissionPolicy {
     this.loginGuard.settle(login.peer, deviceId, valid)
     return valid ? null : refusal('not_authorized', 'not authorized: the password must be the device token')
   }
+}
+
+/**
+ * The device an MQTT login names (as a device; whether the name is a valid device id is rule 2's
+ * to say): with tokens its username, without authentication its username or else its client id.
+ */
+export function mqttDeviceId(auth: HubConfig['auth'], clientId: string, username: string | null | undefined): string {
+  return auth === 'none' ? username || clientId : (username ?? '')
 }
 
 function refusal(reason: RejectReason, message: string): Refusal {

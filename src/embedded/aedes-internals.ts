@@ -47,7 +47,7 @@ export function heldIncomingPacket(aedes: Aedes, client: Client, packet: Publish
 }
 
 /** How Aedes' own handlers call `aedes.publish`: with the sending client (null for the broker), unlike its typed `(packet, done)`. */
-export type RoutePublish = (packet: PublishPacket, client: Client | null, done: (error?: Error) => void) => void
+type RoutePublish = (packet: PublishPacket, client: Client | null, done: (error?: Error) => void) => void
 
 /**
  * Makes `aedes.publish` — which every PUBLISH Aedes routes goes through, its clients' (called

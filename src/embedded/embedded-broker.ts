@@ -9,9 +9,8 @@ import { createServer as createTlsServer, type Server as TlsServer } from 'node:
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
-import type { HubMetrics } from '../observability/metrics.js'
-import type { DisconnectReason, SessionRecord } from '../domain/session.js'
-import type { RejectReason } from '../observability/metrics.js'
+import type { DisconnectReason } from '../domain/session.js'
+import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import { connectedClient, skipRouting } from './aedes-internals.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
@@ -39,8 +38,6 @@ export interface MqttLifecycle {
   aedesMustNotRoute(packet: PublishPacket): boolean
   /** Why a will the previous run stored may not be published now, or null. */
   willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null
-  /** Closes the client of a session the registry handed to a newer connection, if it is still here. */
-  stepDown(session: SessionRecord): void
   /** Marks why a live connection is about to end. */
   endsBecause(client: Client, reason: DisconnectReason): void
   /** Resolves once the end of the client's connection is recorded. */

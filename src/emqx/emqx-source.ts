@@ -23,7 +23,7 @@ import type { Upstream } from '../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
-import type { AdmissionPolicy } from '../admission/admission-policy.js'
+import { mqttDeviceId, type AdmissionPolicy } from '../admission/admission-policy.js'
 import { checkTopic } from '../admission/topic-rules.js'
 import { orderConnect } from './connection-order.js'
 import { connectionName, disconnectReasonOf, isConnectionOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
@@ -175,7 +175,7 @@ export class EmqxSource {
         username: client.username,
         mountpoint: superuser ? NO_MOUNTPOINT : this.namespaceOf(client, deviceId),
         node: client.node,
-        ...(client.connectedAt !== undefined ? { at: client.connectedAt } : {})
+        at: client.connectedAt
       },
       {
         peerHost: client.peerHost,
@@ -293,7 +293,7 @@ export class EmqxSource {
   }
 
   private deviceIdOf(client: Pick<EmqxClient, 'username' | 'clientId'>): string {
-    return this.config.auth === 'none' ? client.username || client.clientId : (client.username ?? '')
+    return mqttDeviceId(this.config.auth, client.clientId, client.username)
   }
 
   private protocolOf(client: EmqxClient): Protocol {

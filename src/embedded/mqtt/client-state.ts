@@ -4,15 +4,12 @@
  */
 import type { Identity } from '../../admission/admission-policy.js'
 import type { DisconnectReason } from '../../domain/session.js'
-import type { RejectReason } from '../../observability/metrics.js'
 
 /** Whose topics a connection uses, decided from its CONNECT as it is parsed (see connect.ts). */
 export interface Namespace {
   /** Who the CONNECT claims to be (verified by `authenticate`), or why it cannot be anyone. */
   identity: Identity
   mountpoint: string
-  /** Set when the CONNECT names no usable namespace: `authenticate` refuses it with this. */
-  refusal?: { returnCode: number; reason: RejectReason; message: string }
 }
 
 export interface ClientState {

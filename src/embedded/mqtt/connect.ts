@@ -125,18 +125,23 @@ export class ConnectHandler {
     if (username !== undefined && !isWellFormedMqttString(username)) {
       return refuse(CONNACK_BAD_USERNAME_OR_PASSWORD, 'bad_username', 'username is not well-formed UTF-8')
     }
-    const { refusal, identity } = state.namespace
-    if (refusal || !identity.ok) return refuse(refusal?.returnCode ?? CONNACK_NOT_AUTHORIZED, refusal?.reason ?? 'not_authorized', refusal?.message ?? 'not authorized')
+    const { identity } = state.namespace
+    if (!identity.ok) return refuse(CONNACK_CODE_OF_REFUSAL[identity.reason] ?? CONNACK_NOT_AUTHORIZED, identity.reason, identity.message)
     // A will is published in the device's name as any publish is: inside its namespace only.
     if (state.willTopic !== undefined) {
       const refused = willRefusal(config, state.namespace.mountpoint, state.willTopic)
       if (refused) return refuse(CONNACK_NOT_AUTHORIZED, refused.reason, `will: ${refused.message}`)
     }
+    const login = { protocol: 'mqtt' as const, clientId: client.id, username, password, peer: state.peerHost }
     ctx.deps.admission
-      .admit({ protocol: 'mqtt', clientId: client.id, username, password, peer: state.peerHost }, { canWait: true, canReclaim: true, abandoned: () => client.closed })
+      .admitIdentified(login, identity, { canWait: true, canReclaim: true, abandoned: () => client.closed })
       .then(
         (admission) => {
-          if (client.closed) return admission.ok && admission.release() // gave up while its login was held
+          if (client.closed) {
+            // gave up while its login was held
+            if (admission.ok) admission.release()
+            return
+          }
           if (!admission.ok) return refuse(CONNACK_CODE_OF_REFUSAL[admission.reason] ?? CONNACK_NOT_AUTHORIZED, admission.reason, admission.message)
           // checked here to refuse early, and again under the client id's lock (see connect)
           admission.release()
@@ -153,11 +158,8 @@ export class ConnectHandler {
   private namespaceOf(connect: ConnectPacket, peerHost: string | undefined): Namespace {
     const { username, password, clientId } = connect
     const identity = this.ctx.deps.admission.identify({ protocol: 'mqtt', clientId, username, password, peer: peerHost })
-    if (!identity.ok) {
-      const returnCode = CONNACK_CODE_OF_REFUSAL[identity.reason] ?? CONNACK_NOT_AUTHORIZED
-      return { identity, mountpoint: NO_MOUNTPOINT, refusal: { returnCode, reason: identity.reason, message: identity.message } }
-    }
-    return { identity, mountpoint: identity.mountpoint }
+    // one that cannot log in as anyone mounts nothing: `authenticate` refuses it
+    return { identity, mountpoint: identity.ok ? identity.mountpoint : NO_MOUNTPOINT }
   }
 
   /** Under the client id's lock: admits the session again, takes the id back if it must, records `connected`. */

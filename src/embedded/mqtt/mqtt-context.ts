@@ -49,11 +49,6 @@ export class MqttContext {
     return this.broker
   }
 
-  /** Whether the source is attached to its broker yet. */
-  get attached(): boolean {
-    return this.broker !== undefined
-  }
-
   attach(aedes: Aedes): void {
     this.broker = aedes
   }

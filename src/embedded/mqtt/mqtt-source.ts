@@ -76,6 +76,7 @@ export class MqttSource implements MqttLifecycle {
     return this.unsubscribe.writer()
   }
 
+  /** The carrier's step-down of a session a newer connection took over: its client, if still here, is closed. */
   stepDown(session: SessionRecord): void {
     this.connect.stepDown(session)
   }
