@@ -32,7 +32,11 @@ import { HubMetrics } from '../src/observability/metrics.js'
 import { SessionRegistry } from '../src/registry/registry.js'
 import { SubscriptionBook } from '../src/registry/subscription-book.js'
 import { TopicBook } from '../src/registry/topic-book.js'
+import { cacheApplier } from '../src/registry/cache-applier.js'
+import { cacheDecider } from '../src/store/cache-decider.js'
+import { loggedChanges } from '../src/store/change-log.js'
 import { GroupCommitter, type CommitObserver } from '../src/store/group-commit.js'
+import { LogFollower } from '../src/store/log-follower.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { Mutation, Store } from '../src/store/store.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
@@ -170,17 +174,51 @@ async function driveAtRate(registry: SessionRegistry, rate: number, seconds: num
   return { events: done, seconds: wall, latencies, notApplied }
 }
 
-/** A store that batches exactly as SqliteStore does but writes nothing: the registry alone. */
+/**
+ * A store that batches exactly as SqliteStore does, and numbers its change log the same way, but
+ * writes nothing: the registry alone.
+ */
 function noopStore(observer: CommitObserver): Store {
-  const committer = new GroupCommitter({ writeBatch: () => undefined }, { observer })
+  let head = 0
+  const follower = new LogFollower({ readLog: () => Promise.resolve([]) })
+  const committer = new GroupCommitter(
+    {
+      writeBatch: (items) => {
+        const changes = loggedChanges(items.flatMap((item) => ('mutations' in item ? item.mutations : [])))
+        const previous = head
+        head += changes.length
+        const at = Date.now()
+        return { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
+      }
+    },
+    { observer, afterCommit: (log) => follower.committed(log) }
+  )
   return {
     kind: 'noop',
     commit: (mutations: readonly Mutation[]) => committer.commit(mutations),
     load: () => Promise.reject(new Error('not loadable')),
+    follow: (position, applier) => follower.start(position, applier),
+    following: () => ({ applied: follower.applied, lagSeconds: 0, lastError: null }),
+    readLog: () => Promise.resolve([]),
+    readDevice: () => Promise.resolve(undefined),
     probe: () => Promise.resolve(),
     health: () => ({ ok: true, lastError: null }),
     close: () => committer.close()
   }
+}
+
+/** A registry on `store` as the hub composes it: deciding from its caches, which follow the store's log. */
+function registryOn(store: Store): SessionRegistry {
+  const registry: SessionRegistry = new SessionRegistry(
+    cacheDecider(store, { session: (id) => registry.cachedSession(id), device: () => undefined, property: () => undefined }),
+    new TopicBook(),
+    new SubscriptionBook(),
+    () => '',
+    new HubMetrics({ processMetrics: false }),
+    pino({ level: 'silent' })
+  )
+  store.follow(0, cacheApplier({ registry, devices: { applyChange: () => undefined }, properties: { applyChange: () => undefined } }))
+  return registry
 }
 
 interface Variant {
@@ -212,7 +250,7 @@ async function measure(v: Variant): Promise<Measurement> {
       ? noopStore(observer)
       : new SqliteStore({ dataDir: dir, synchronous: 'full', ...(v.maxBatch !== undefined ? { maxBatch: v.maxBatch } : {}), observer })
   try {
-    const registry = new SessionRegistry(store, new TopicBook(), new SubscriptionBook(), () => '', new HubMetrics({ processMetrics: false }), pino({ level: 'silent' }))
+    const registry = registryOn(store)
     await drive(registry, 'warm', v.clients, WARMUP_EVENTS)
     await collectGarbage()
     Object.assign(commit, { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 })

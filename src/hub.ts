@@ -33,6 +33,8 @@ import { TopicBook } from './registry/topic-book.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
+import { deciderFor } from './store/cache-decider.js'
+import { cacheApplier } from './registry/cache-applier.js'
 import { StoreProbe } from './store/store-probe.js'
 import type { CommitObserver } from './store/group-commit.js'
 import { TlsCredentials } from './tls/tls-credentials.js'
@@ -113,20 +115,28 @@ export class Hub {
     // /readyz waits for the store at most a second: a probe's own timeout of seconds would
     // outlast the probe deadline of whatever polls it
     this.probe = new StoreProbe(this.store, { waitMs: Math.min(1000, config.storeTimeout) })
-    this.devices = new DeviceDirectory(this.store)
+    // Where changes are decided: in PostgreSQL's transactions (replicas share it), or against
+    // these caches, which then are the store's state (SQLite, this process its only writer)
+    const decider = deciderFor(this.store, {
+      session: (clientId) => this.registry.cachedSession(clientId),
+      device: (id) => this.devices.get(id),
+      property: (deviceId, name) => this.properties.stored(deviceId, name)
+    })
+    this.devices = new DeviceDirectory(this.store, this.store.decide !== undefined)
+    this.devices.decideWith(decider)
     this.registry = new SessionRegistry(
-      this.store,
+      decider,
       new TopicBook(),
       new SubscriptionBook(),
       (deviceId) => this.devices.get(deviceId)?.owner ?? '',
       this.metrics,
       this.log.child({ component: 'registry' })
     )
-    this.properties = new DeviceProperties(this.store)
+    this.properties = new DeviceProperties(decider)
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
-    this.registry.observe(this.sessionCounts.observer)
+    this.registry.observeCache(this.sessionCounts.observer)
     const admission = new SessionAdmission(
       { holderOf: (clientId) => this.registry.record(clientId)?.deviceId, isDevice: (id) => this.devices.get(id) !== undefined },
       this.sessionCounts,
@@ -163,6 +173,8 @@ export class Hub {
     this.registry.subscriptions.load(snapshot.subscriptions)
     this.registry.load(snapshot.sessions)
     this.sessionCounts.load(this.registry.records())
+    // from here on the caches change only as the change log says, whoever made the change
+    this.store.follow(snapshot.logPosition, cacheApplier({ registry: this.registry, devices: this.devices, properties: this.properties }))
     this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)

@@ -78,7 +78,8 @@ export interface AdmitOptions {
 }
 
 export interface DeviceCredentials {
-  authenticate(deviceId: string, password: Buffer | string | undefined): boolean
+  /** May read the store (a device another replica has just created): then a promise. */
+  authenticate(deviceId: string, password: Buffer | string | undefined): boolean | Promise<boolean>
 }
 
 export class AdmissionPolicy {
@@ -168,7 +169,7 @@ export class AdmissionPolicy {
       if (!held) return refusal('login_throttled', 'too many logins from this address waiting for a throttled device id')
       if (options.abandoned?.()) return refusal('login_throttled', 'the client left while its login was held')
     }
-    const valid = this.credentials.authenticate(deviceId, login.password)
+    const valid = await this.credentials.authenticate(deviceId, login.password)
     this.loginGuard.settle(login.peer, deviceId, valid)
     return valid ? null : refusal('not_authorized', 'not authorized: the password must be the device token')
   }

@@ -1,13 +1,17 @@
 /**
- * The live properties of every device (attributes, telemetry, commands, rawData, connectinfo),
- * written through the store. Changes to one device run one at a time, in the order they were
- * asked for, each read-modify-write on the latest durable value — so an API PATCH and the
- * device's own publish never lose each other's keys. Each property is its own row: writers of
- * different properties cannot overwrite each other's.
+ * The properties of every device (attributes, telemetry, commands, rawData, connectinfo), cached
+ * and written through the store. A change is decided against the property as stored (locked, in
+ * the transaction that writes it, where several replicas share the store), so an API PATCH
+ * through one replica and the device's own publish through another never lose each other's keys.
+ * Changes asked of this replica for one device also run one at a time, in order. Each property
+ * is its own row: writers of different properties cannot overwrite each other's. The cache
+ * changes only as the change log hands back committed values.
  */
 import type { PropertyName } from '../domain/device-properties.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
-import type { Store, StoredDeviceProperty } from '../store/store.js'
+import type { LoggedChange } from '../store/change-log.js'
+import type { Decider, StoredProperty } from '../store/decision.js'
+import type { StoredDeviceProperty } from '../store/store.js'
 
 /** What a change returns to leave the property as it is (and write nothing). */
 export const UNCHANGED = Symbol('unchanged')
@@ -22,7 +26,17 @@ export class DeviceProperties {
   private readonly byDevice = new Map<string, Map<string, PropertyValue>>()
   private readonly queue = new KeyedQueue()
 
-  constructor(private readonly store: Store) {}
+  constructor(private readonly decider: Decider) {}
+
+  /** A committed value, handed back by the change log. */
+  applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void {
+    this.set(m.deviceId, m.name, { value: m.value, updatedAt: m.updatedAt })
+  }
+
+  /** The property as cached, as a decision reads it. */
+  stored(deviceId: string, name: string): StoredProperty | undefined {
+    return this.byDevice.get(deviceId)?.get(name)
+  }
 
   load(rows: readonly StoredDeviceProperty[]): void {
     for (const r of rows) this.set(r.deviceId, r.name, { value: r.value, updatedAt: r.updatedAt })
@@ -55,11 +69,16 @@ export class DeviceProperties {
    */
   update<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: (value: T) => Promise<void>): Promise<T | typeof UNCHANGED> {
     return this.queue.run(deviceId, async () => {
-      const value = change(this.get(deviceId, name))
-      if (value === UNCHANGED) return UNCHANGED
       const updatedAt = Date.now()
-      await this.store.commit([{ op: 'device.property', deviceId, name, value, updatedAt }])
-      this.set(deviceId, name, { value, updatedAt })
+      const value = await this.decider.decide<T | typeof UNCHANGED>({
+        reads: { properties: [[deviceId, name]] },
+        decide: (view) => {
+          const next = change(view.property(deviceId, name)?.value)
+          if (next === UNCHANGED) return { mutations: [], result: UNCHANGED }
+          return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }], result: next }
+        }
+      })
+      if (value === UNCHANGED) return UNCHANGED
       await afterwards?.(value)
       return value
     })

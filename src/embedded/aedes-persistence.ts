@@ -52,10 +52,14 @@ export interface SubscriptionWriter {
   clean(client: ClientRef): Promise<void>
 }
 
-/** The writer a persistence has on its own: straight into the TopicBook, through the store. */
+/**
+ * The writer a persistence has on its own (no hub around it, so nothing follows the store's
+ * change log): through the store, then straight into the TopicBook.
+ */
 export function topicBookWriter(store: Store, topics: TopicBook): SubscriptionWriter {
   const run = async (plan: Plan) => {
     await store.commit(plan.mutations)
+    for (const m of plan.mutations) if (m.op === 'topic.put' || m.op === 'topic.delete' || m.op === 'topic.clear') topics.applyChange(m)
     plan.apply()
   }
   return {

@@ -11,9 +11,12 @@ import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-eve
 import type { DisconnectReason, Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
 import { endConnection, expire, transition, type Applied } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
-import { combinePlans, EMPTY_PLAN, type Plan } from '../store/plan.js'
-import type { Mutation, Store } from '../store/store.js'
+import type { LoggedChange } from '../store/change-log.js'
+import type { Decided, Decider, StoredSession } from '../store/decision.js'
+import type { Plan } from '../store/plan.js'
+import type { Mutation } from '../store/store.js'
 import { KeyedQueue } from './keyed-queue.js'
+import { entityPuts, sameSubscription, sessionMutations } from './session-mutations.js'
 import type { SubscriptionBook } from './subscription-book.js'
 import type { TopicBook } from './topic-book.js'
 
@@ -22,7 +25,7 @@ export interface SessionStateOwner {
   planDropSession(sessionId: string): Plan
 }
 
-/** Told of every session change once it is durable and applied: `after` null when the session ended. */
+/** Told of a session change: `after` null when the session ended. */
 export type SessionObserver = (before: SessionRecord | undefined, after: SessionRecord | null) => void
 
 /** `applied: false`: the event was stale (it belonged to a connection no longer the session's). */
@@ -59,35 +62,62 @@ export interface Stale {
   why: string
 }
 
+/** What deciding one change of a session came to. */
+type SessionDecision =
+  | { kind: 'stale'; eventKind: LifecycleEventKind; why: string }
+  | { kind: 'unchanged' }
+  | {
+      kind: 'applied'
+      transition: Applied
+      /** The session as stored before the change. */
+      before: SessionRecord | undefined
+      /** The broker's own state of an ending session, dropped with it (embedded mode). */
+      owners: Plan[]
+    }
+
+const UNCHANGED: Decided<SessionDecision> = { mutations: [], result: { kind: 'unchanged' } }
+
 /** How long the incarnation of an ended session is remembered, to refuse its late events. */
 const TOMBSTONE_MS = 10 * 60_000
 /** First and longest wait before the ends the store refused are tried again, ms. */
 const FIRST_RETRY_MS = 500
 const MAX_RETRY_MS = 30_000
 
+/** An end applied to memory while the store refused it: the event (or expiry) to decide again. */
+type UnstoredEnd = { kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }
+
+/**
+ * The registry decides every change of a session through a Decider: against the session as
+ * stored, locked, in the transaction that stores the change (PostgreSQL, several replicas), or
+ * against its own caches where this process is the store's only writer (SQLite). Its caches —
+ * the sessions here, the TopicBook's topics and the SubscriptionBook's entities — change only as
+ * the change log hands committed changes back (`applyChange`), in log order, whichever replica
+ * made them.
+ */
 export class SessionRegistry {
   private readonly sessions = new Map<string, SessionRecord>()
   private readonly tombstones = new Map<string, { incarnation: string; at: number }>()
   private readonly queue = new KeyedQueue()
   private readonly owners: SessionStateOwner[] = []
   private readonly observers: SessionObserver[] = []
+  private readonly cacheObservers: SessionObserver[] = []
   private stepDownHandler: ((stepDown: StepDown) => void) | undefined
   private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
-  /** When each clientId's session last changed (epoch ms), pruned with the tombstones. */
+  /** When each clientId's session last changed here (epoch ms), pruned with the tombstones. */
   private readonly lastChange = new Map<string, number>()
   /**
-   * Ends of connections (and sessions) applied here but not yet stored, by clientId: the
-   * mutations that bring the store in line. At most one entry per clientId, and bounded by
-   * that session's own life: anything else the client does next is committed after them, in
-   * the same batch (see commitFor), so the store never sees a later change before an end.
+   * Ends of connections (and sessions) applied to memory but not yet stored, by clientId, in the
+   * order they happened: decided again, and stored, as soon as the store answers. Anything else
+   * the client does next waits until they are stored (see decideAfterEnds), so the store never
+   * sees a later change before an end.
    */
-  private readonly unstoredEnds = new Map<string, Mutation[]>()
+  private readonly unstoredEnds = new Map<string, UnstoredEnd[]>()
   private retryTimer: NodeJS.Timeout | undefined
   private retryMs = FIRST_RETRY_MS
   private stopped = false
 
   constructor(
-    private readonly store: Store,
+    private readonly decider: Decider,
     readonly topics: TopicBook,
     readonly subscriptions: SubscriptionBook,
     /** The owner (tenant) of a device, which its subscription entities carry. */
@@ -110,8 +140,14 @@ export class SessionRegistry {
     this.owners.push(owner)
   }
 
+  /** Told of every session change made here, once it is durable (the side effects are this replica's to do). */
   observe(observer: SessionObserver): void {
     this.observers.push(observer)
+  }
+
+  /** Told of every change of the cached sessions, whichever replica made it (counts kept over the whole fleet). */
+  observeCache(observer: SessionObserver): void {
+    this.cacheObservers.push(observer)
   }
 
   /** Who acts on step-downs: the carrier (one; a later call replaces it). */
@@ -123,24 +159,58 @@ export class SessionRegistry {
     for (const s of sessions) this.sessions.set(s.id, s)
   }
 
+  /** A committed change of a session, handed back by the change log, in log order. */
+  applyChange(m: Extract<LoggedChange, { op: 'session.put' | 'session.version' | 'session.delete' }>): void {
+    const id = m.op === 'session.put' ? m.session.id : m.id
+    const before = this.sessions.get(id)
+    let after: SessionRecord | null
+    if (m.op === 'session.put') {
+      after = m.session
+      this.sessions.set(id, after)
+    } else if (m.op === 'session.version') {
+      if (!before) return
+      after = { ...before, version: m.version }
+      this.sessions.set(id, after)
+    } else {
+      if (!before) return
+      // remember the ended connection, so its late events cannot bring the session back
+      this.tombstones.set(id, { incarnation: m.incarnation ?? before.incarnation, at: Date.now() })
+      this.sessions.delete(id)
+      after = null
+    }
+    for (const observe of this.cacheObservers) observe(before, after)
+  }
+
+  /** The session of `clientId` as the caches hold it, as a decision reads it. */
+  cachedSession(clientId: string): StoredSession {
+    const session = this.sessions.get(clientId)
+    return {
+      session,
+      topics: this.topics.entriesOf(clientId),
+      entities: this.subscriptions.entitiesOf(clientId),
+      lastIncarnation: session === undefined ? this.tombstones.get(clientId)?.incarnation : undefined
+    }
+  }
+
   /**
    * At start nothing is connected: clean sessions of the previous run end, persistent ones go
    * offline (reason `server_shutdown`) and start counting towards their expiry from now.
    */
   async endPreviousRun(now: number): Promise<{ ended: number; offline: number }> {
-    const plans: Plan[] = []
     let ended = 0
     let offline = 0
-    for (const s of this.sessions.values()) {
-      if (!s.connected) continue
-      const t = endConnection(s, now, 'server_shutdown')
-      plans.push(this.plan(s.id, t))
-      if (s.cleanStart) ended++
-      else offline++
-    }
-    const plan = combinePlans(plans)
-    await this.store.commit(plan.mutations)
-    plan.apply()
+    const connected = [...this.sessions.values()].filter((s) => s.connected)
+    await Promise.all(
+      connected.map(async (s) => {
+        const decision = await this.decide(s.id, (stored) =>
+          stored.session?.connected ? this.decided(s.id, endConnection(stored.session, now, 'server_shutdown'), stored) : UNCHANGED
+        )
+        if (decision.kind !== 'applied') return
+        this.afterApplied(s.id, decision, true)
+        if (decision.transition.session === null) ended++
+        else offline++
+      })
+    )
     return { ended, offline }
   }
 
@@ -149,48 +219,51 @@ export class SessionRegistry {
    * are missing — a store written before subscription entities existed. Returns how many.
    */
   async restoreSubscriptionEntities(now: number): Promise<number> {
-    const plans: Plan[] = []
-    for (const s of this.sessions.values()) {
-      const plan = this.subscriptions.planAdd(s, this.ownerOf(s.deviceId), this.topics.topicsOf(s.id), now)
-      if (plan.mutations.length > 0) plans.push(plan)
-    }
-    const plan = combinePlans(plans)
-    if (plan.mutations.length > 0) await this.store.commit(plan.mutations)
-    plan.apply()
-    return plan.mutations.length
+    let made = 0
+    const lacking = [...this.sessions.values()].filter((s) => entityPuts(this.cachedSession(s.id), s, this.topics.topicsOf(s.id), this.ownerOf, now).length > 0)
+    await Promise.all(
+      lacking.map((s) =>
+        this.decider.decide({
+          reads: { sessions: [s.id] },
+          decide: (view) => {
+            const stored = view.session(s.id)
+            const topics = [...stored.topics.values()].map((t) => t.subscription)
+            const mutations = entityPuts(stored, stored.session, topics, this.ownerOf, now)
+            made += mutations.length
+            return { mutations, result: undefined }
+          }
+        })
+      )
+    )
+    return made
   }
 
   /** Applies one lifecycle event; resolves once its effect is durable (or it was stale). */
   apply(event: LifecycleEvent): Promise<ApplyResult> {
-    return this.queue.run(event.clientId, () => this.applyInOrder(event))
+    return this.queue.run(event.clientId, () => this.applyInOrder(event.clientId, () => event))
   }
 
   /**
-   * Applies the event `build` makes, in the client's order, from the session as it is when
+   * Applies the event `build` makes, in the client's order, from the session as it is stored when
    * the client's earlier events are done — for sources whose events name their connection by
    * what it is (node, peer address) rather than by an incarnation (EMQX's hooks): `build` reads
    * the current session (or, when there is none, the incarnation of the last one that ended) to
-   * tell whether the event is the live connection's, and how a connect orders against it.
+   * tell whether the event is the live connection's, and how a connect orders against it. It
+   * may run more than once (a store retrying its transaction), so it must have no effect but
+   * its answer.
    */
   applyFor(
     clientId: string,
     build: (current: SessionRecord | undefined, lastEnded: string | undefined) => LifecycleEvent | Stale | null,
     options: { reconciling?: boolean } = {}
   ): Promise<ApplyResult> {
-    return this.queue.run(clientId, () => {
-      const current = this.sessions.get(clientId)
-      const event = build(current, current === undefined ? this.tombstones.get(clientId)?.incarnation : undefined)
-      if (event === null) return Promise.resolve(NOT_BUILT)
-      if ('stale' in event) {
-        this.count(event.stale, 'stale')
-        return Promise.resolve({ applied: false, why: event.why })
-      }
-      return this.applyInOrder(event, !options.reconciling)
-    })
+    return this.queue.run(clientId, () =>
+      this.applyInOrder(clientId, (stored) => build(stored.session, stored.session === undefined ? stored.lastIncarnation : undefined), !options.reconciling)
+    )
   }
 
   /**
-   * Whether an event of `clientId` was applied at or after `since` (epoch ms): the reconcile
+   * Whether an event of `clientId` was applied here at or after `since` (epoch ms): the reconcile
    * leaves such clients alone, so what arrived while it listed the broker is never undone.
    */
   changedSince(clientId: string, since: number): boolean {
@@ -198,61 +271,140 @@ export class SessionRegistry {
   }
 
   /** `marksChange: false` for the reconcile's own fixes, which `changedSince` must not see. */
-  private async applyInOrder(event: LifecycleEvent, marksChange = true): Promise<ApplyResult> {
-    const id = event.clientId
-    const current = this.sessions.get(id)
-    if (event.kind === 'subscribed' && current && this.alreadyHolds(current, event.incarnation, event.subscriptions)) {
-      // a SUBSCRIBE repeating what the session holds, or Aedes restoring a resumed session
-      return APPLIED
-    }
-    const t = transition(current, event, current === undefined ? this.tombstones.get(id)?.incarnation : undefined)
-    if (t.outcome === 'stale') {
-      this.count(event.kind, 'stale')
-      this.log.debug({ clientId: id, kind: event.kind, why: t.why }, 'stale lifecycle event ignored')
-      return { applied: false, why: t.why }
-    }
-    const plan = this.plan(id, t, marksChange)
+  private async applyInOrder(
+    id: string,
+    build: (stored: StoredSession) => LifecycleEvent | Stale | null,
+    marksChange = true
+  ): Promise<ApplyResult> {
+    let event: LifecycleEvent | undefined
+    let decision: SessionDecision | null
     try {
-      await this.commitFor(id, plan.mutations)
+      decision = await this.decideAfterEnds(id, (stored) => {
+        event = undefined // a decision made again starts over
+        const built = build(stored)
+        if (built === null) return null
+        if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
+        event = built
+        return this.decideEvent(stored, built)
+      })
     } catch (error) {
-      if (event.kind !== 'disconnected') {
-        this.count(event.kind, 'failed')
+      // the store may have failed before the decision was made: what the caches say is then the
+      // best guess of the event
+      if (event === undefined) {
+        const guessed = build(this.cachedSession(id))
+        if (guessed !== null && !('stale' in guessed)) event = guessed
+      }
+      if (event?.kind !== 'disconnected') {
+        if (event) this.count(event.kind, 'failed')
         throw error
       }
       // The broker has closed the connection already: showing it connected until the store
       // answers would be the lie (pushes would name it, the API would list it). Memory takes
       // the end now; the store gets it as soon as it can (unstoredEnds).
-      this.storeLater(id, plan.mutations, error as Error)
+      decision = this.applyUnstored(id, { kind: 'disconnected', event }, error as Error)
     }
-    plan.apply()
+    if (decision === null) return NOT_BUILT
+    if (decision.kind === 'stale') {
+      this.count(decision.eventKind, 'stale')
+      this.log.debug({ clientId: id, kind: decision.eventKind, why: decision.why }, 'stale lifecycle event ignored')
+      return { applied: false, why: decision.why }
+    }
+    if (decision.kind === 'unchanged' || !event) return APPLIED // a SUBSCRIBE repeating what the session holds
+    this.afterApplied(id, decision, marksChange)
     this.count(event.kind, 'applied')
-    if (event.kind === 'disconnected') this.ended(current!, event.reason, t.session === null)
-    if (t.tookOver) {
-      this.ended(t.tookOver, 'taken_over', false)
-      this.stepDownHandler?.({ reason: 'taken_over', session: t.tookOver })
-    }
+    if (event.kind === 'disconnected' && decision.before) this.ended(decision.before, event.reason, decision.transition.session === null)
     if (event.kind === 'connected') {
       this.log.info({ clientId: id, deviceId: event.deviceId, protocol: event.protocol, peer: `${event.peerHost}:${event.peerPort}`, cleanStart: event.cleanStart }, 'connected')
     }
     return APPLIED
   }
 
-  /**
-   * Commits a change of `id`'s session, after any end of it not stored yet — in the same batch,
-   * so the store gets both or neither, in order.
-   */
-  private async commitFor(id: string, mutations: readonly Mutation[]): Promise<void> {
-    const unstored = this.unstoredEnds.get(id)
-    await this.store.commit(unstored ? [...unstored, ...mutations] : mutations)
-    if (unstored) this.unstoredEnds.delete(id)
+  /** What an applied change does here once it is durable: the broker's state, observers, a step-down. */
+  private afterApplied(id: string, decision: Extract<SessionDecision, { kind: 'applied' }>, marksChange: boolean): void {
+    if (marksChange) this.lastChange.set(id, Date.now())
+    for (const p of decision.owners) p.apply()
+    for (const observe of this.observers) observe(decision.before, decision.transition.session)
+    const tookOver = decision.transition.tookOver
+    if (tookOver) {
+      this.ended(tookOver, 'taken_over', false)
+      this.stepDownHandler?.({ reason: 'taken_over', session: tookOver })
+    }
   }
 
-  /** Keeps an end the store refused, to be stored later; memory applies it now. */
-  private storeLater(id: string, mutations: readonly Mutation[], error: Error): void {
-    const earlier = this.unstoredEnds.get(id) ?? []
-    this.unstoredEnds.set(id, [...earlier, ...mutations])
+  /** One event against the session as stored. */
+  private decideEvent(stored: StoredSession, event: LifecycleEvent): Decided<SessionDecision> {
+    const current = stored.session
+    if (event.kind === 'subscribed' && current && this.alreadyHolds(stored, event.incarnation, event.subscriptions)) {
+      // a SUBSCRIBE repeating what the session holds, or Aedes restoring a resumed session
+      return UNCHANGED
+    }
+    const t = transition(current, event, current === undefined ? stored.lastIncarnation : undefined)
+    if (t.outcome === 'stale') return { mutations: [], result: { kind: 'stale', eventKind: event.kind, why: t.why } }
+    return this.decided(event.clientId, t, stored)
+  }
+
+  /** A transition's mutations, with those of the broker's state when the session ends. */
+  private decided(id: string, t: Applied, stored: StoredSession): Decided<SessionDecision> {
+    const mutations = sessionMutations(id, t, stored, this.ownerOf, Date.now())
+    const owners = t.session === null ? this.owners.map((o) => o.planDropSession(id)) : NO_PLANS
+    for (const p of owners) for (const m of p.mutations) mutations.push(m)
+    return { mutations, result: { kind: 'applied', transition: t, before: stored.session, owners } }
+  }
+
+  /** Decides a change of `id`'s session, after storing any end of it not stored yet. */
+  private async decide(id: string, decide: (stored: StoredSession) => Decided<SessionDecision>): Promise<SessionDecision> {
+    return (await this.decideAfterEnds(id, decide))!
+  }
+
+  private async decideAfterEnds(id: string, decide: (stored: StoredSession) => Decided<SessionDecision> | null): Promise<SessionDecision | null> {
+    if (this.unstoredEnds.has(id)) await this.storeUnstoredEnd(id)
+    let built = true
+    const decision = await this.decider.decide({
+      reads: { sessions: [id] },
+      decide: (view) => {
+        const decided = decide(view.session(id))
+        built = decided !== null
+        return decided ?? UNCHANGED
+      }
+    })
+    return built ? decision : null
+  }
+
+  /** Applies an end to memory that the store refused, to be decided and stored again later. */
+  private applyUnstored(id: string, end: UnstoredEnd, error: Error): SessionDecision {
+    const cached = this.cachedSession(id)
+    const decided =
+      end.kind === 'disconnected' ? this.decideEvent(cached, end.event) : cached.session ? this.expiryOf(cached, end.at) : null
+    if (!decided || decided.result.kind !== 'applied') return decided?.result ?? { kind: 'unchanged' }
+    this.applyToCaches(decided.mutations)
+    this.unstoredEnds.set(id, [...(this.unstoredEnds.get(id) ?? []), end])
     this.log.warn({ clientId: id, err: error.message }, 'connection end not stored yet: applied, and stored once the store answers')
     this.scheduleRetry()
+    return decided.result
+  }
+
+  /** Memory only, for an end the store refused: the same changes the log would hand back. */
+  private applyToCaches(mutations: readonly Mutation[]): void {
+    for (const m of mutations) {
+      switch (m.op) {
+        case 'session.put':
+        case 'session.version':
+        case 'session.delete':
+          this.applyChange(m)
+          break
+        case 'topic.put':
+        case 'topic.delete':
+        case 'topic.clear':
+          this.topics.applyChange(m)
+          break
+        case 'subscription.put':
+        case 'subscription.delete':
+        case 'subscription.clear':
+          this.subscriptions.applyChange(m)
+          break
+        default:
+      }
+    }
   }
 
   private scheduleRetry(): void {
@@ -264,6 +416,26 @@ export class SessionRegistry {
     this.retryTimer.unref()
   }
 
+  /** Decides and stores the ends of `id` not stored yet, in order; throws if the store still refuses. */
+  private async storeUnstoredEnd(id: string): Promise<void> {
+    for (;;) {
+      const end = this.unstoredEnds.get(id)?.[0]
+      if (!end) return
+      await this.decider.decide({
+        reads: { sessions: [id] },
+        decide: (view) => {
+          const stored = view.session(id)
+          // decided again on what is stored now: stale if a newer connection has the session
+          const decided = end.kind === 'disconnected' ? this.decideEvent(stored, end.event) : stored.session ? this.expiryOf(stored, end.at) : null
+          return decided ?? UNCHANGED
+        }
+      })
+      const left = this.unstoredEnds.get(id)?.filter((e) => e !== end) ?? []
+      if (left.length > 0) this.unstoredEnds.set(id, left)
+      else this.unstoredEnds.delete(id)
+    }
+  }
+
   /**
    * Tries to store every end not stored yet; the store's return (a probe that answers) calls it
    * at once, a timer with backoff otherwise. Resolves with how many are still not stored.
@@ -273,11 +445,8 @@ export class SessionRegistry {
     await Promise.all(
       [...this.unstoredEnds.keys()].map((id) =>
         this.queue.run(id, async () => {
-          const unstored = this.unstoredEnds.get(id)
-          if (!unstored) return // stored meanwhile, with a later change of the same client
           try {
-            await this.store.commit(unstored)
-            this.unstoredEnds.delete(id)
+            await this.storeUnstoredEnd(id)
           } catch {
             failed = true
           }
@@ -316,24 +485,28 @@ export class SessionRegistry {
     counter.inc()
   }
 
-  private alreadyHolds(current: SessionRecord, incarnation: string, subscriptions: TopicSubscription[]): boolean {
-    return (
-      current.incarnation === incarnation &&
-      current.connected &&
-      this.topics.planAdd(current.id, subscriptions, !current.cleanStart).mutations.length === 0
-    )
+  private alreadyHolds(stored: StoredSession, incarnation: string, subscriptions: TopicSubscription[]): boolean {
+    const current = stored.session!
+    if (current.incarnation !== incarnation || !current.connected) return false
+    const persistent = !current.cleanStart
+    return subscriptions.every((s) => {
+      const held = stored.topics.get(s.topic)
+      return held !== undefined && held.persistent === persistent && sameSubscription(held.subscription, s)
+    })
   }
 
   /** Ends an offline session now, as an operator asks (EMQX's kick of a disconnected client). */
   discard(id: string, options: { unlessChangedSince?: number; onlyIf?: (offline: SessionRecord) => boolean } = {}): Promise<boolean> {
     return this.queue.run(id, async () => {
-      const current = this.sessions.get(id)
-      if (!current || current.connected) return false
-      if (options.onlyIf && !options.onlyIf(current)) return false
       if (options.unlessChangedSince !== undefined && this.changedSince(id, options.unlessChangedSince)) return false
-      const plan = this.plan(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } }, options.unlessChangedSince === undefined)
-      await this.commitFor(id, plan.mutations)
-      plan.apply()
+      const decision = await this.decide(id, (stored) => {
+        const current = stored.session
+        if (!current || current.connected) return UNCHANGED
+        if (options.onlyIf && !options.onlyIf(current)) return UNCHANGED
+        return this.decided(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } }, stored)
+      })
+      if (decision.kind !== 'applied') return false
+      this.afterApplied(id, decision, options.unlessChangedSince === undefined)
       this.count('sessionDiscarded', 'applied')
       return true
     })
@@ -346,10 +519,12 @@ export class SessionRegistry {
    */
   endUnheld(id: string, reason: DisconnectReason, unheld: (connected: SessionRecord) => boolean): Promise<boolean> {
     return this.queue.run(id, async () => {
-      const current = this.sessions.get(id)
-      if (!current?.connected || !unheld(current)) return false
-      const event: LifecycleEvent = { kind: 'disconnected', clientId: id, incarnation: current.incarnation, at: Date.now(), reason }
-      return (await this.applyInOrder(event)).applied
+      const result = await this.applyInOrder(id, (stored) => {
+        const current = stored.session
+        if (!current?.connected || !unheld(current)) return null
+        return { kind: 'disconnected', clientId: id, incarnation: current.incarnation, at: Date.now(), reason }
+      })
+      return result.applied
     })
   }
 
@@ -360,19 +535,17 @@ export class SessionRegistry {
     await Promise.all(
       due.map((s) =>
         this.queue.run(s.id, async () => {
-          const current = this.sessions.get(s.id)
-          const t = current && expire(current, now)
-          if (!t) return
-          const plan = this.plan(s.id, t)
+          let decision: SessionDecision
           try {
-            await this.commitFor(s.id, plan.mutations)
+            decision = await this.decide(s.id, (stored) => (stored.session ? (this.expiryOf(stored, now) ?? UNCHANGED) : UNCHANGED))
           } catch (error) {
             // expired is expired: as for a connection's end, memory takes it now
-            this.storeLater(s.id, plan.mutations, error as Error)
+            decision = this.applyUnstored(s.id, { kind: 'expired', at: now }, error as Error)
           }
-          plan.apply()
+          if (decision.kind !== 'applied') return
+          this.afterApplied(s.id, decision, true)
           this.count('sessionExpired', 'applied')
-          this.log.info({ clientId: current.clientId, deviceId: current.deviceId, disconnectedAt: current.disconnectedAt }, 'session expired')
+          this.log.info({ clientId: s.clientId, deviceId: s.deviceId, disconnectedAt: decision.before?.disconnectedAt }, 'session expired')
           expired++
         })
       )
@@ -382,56 +555,9 @@ export class SessionRegistry {
     return expired
   }
 
-  /** Turns a transition into the mutations to store and the memory change to make after. */
-  private plan(id: string, t: Applied, marksChange = true): Plan {
-    const next = t.session
-    const topics = t.topics
-    const topicPlan =
-      topics.kind === 'keep'
-        ? EMPTY_PLAN
-        : topics.kind === 'clear'
-          ? this.topics.planClear(id)
-          : topics.kind === 'add'
-            ? this.topics.planAdd(id, topics.subscriptions, next !== null && !next.cleanStart)
-            : this.topics.planRemove(id, topics.topics)
-    // subscription entities follow the topics, in the same batch
-    const entityPlan =
-      topics.kind === 'keep'
-        ? EMPTY_PLAN
-        : topics.kind === 'clear'
-          ? this.subscriptions.planClear(id)
-          : topics.kind === 'add'
-            ? this.subscriptions.planAdd(next!, this.ownerOf(next!.deviceId), topics.subscriptions, Date.now())
-            : this.subscriptions.planRemove(id, topics.topics)
-    const mutations: Mutation[] = [
-      next === null
-        ? { op: 'session.delete', id }
-        : t.versionOnly
-          ? { op: 'session.version', id, version: next.version }
-          : { op: 'session.put', session: next }
-    ]
-    for (const m of topicPlan.mutations) mutations.push(m)
-    for (const m of entityPlan.mutations) mutations.push(m)
-    const ownerPlans = next === null ? this.owners.map((o) => o.planDropSession(id)) : NO_PLANS
-    for (const p of ownerPlans) for (const m of p.mutations) mutations.push(m)
-    return {
-      mutations,
-      apply: () => {
-        if (marksChange) this.lastChange.set(id, Date.now())
-        const before = this.sessions.get(id)
-        if (next) {
-          this.sessions.set(id, next)
-        } else {
-          // remember the ended connection, so its late events cannot bring the session back
-          if (before) this.tombstones.set(id, { incarnation: before.incarnation, at: Date.now() })
-          this.sessions.delete(id)
-        }
-        topicPlan.apply()
-        entityPlan.apply()
-        for (const p of ownerPlans) p.apply()
-        for (const observe of this.observers) observe(before, next)
-      }
-    }
+  private expiryOf(stored: StoredSession, now: number): Decided<SessionDecision> | null {
+    const t = expire(stored.session!, now)
+    return t ? this.decided(stored.session!.id, t, stored) : null
   }
 
   get(id: string): Session | undefined {

@@ -1,12 +1,12 @@
 /**
  * The live subscription entities, indexed by session (to end them with it) and by device (to
- * find who receives a property change). Like the TopicBook, it changes only through Plans that
- * the registry commits in the same batch as the session change that caused them.
+ * find who receives a property change). Like the TopicBook, it changes only as the change log
+ * hands back what was committed — with the session change that caused it, in the same batch.
  */
 import type { ChangeProperty } from '../domain/change-topics.js'
-import type { SessionRecord, TopicSubscription } from '../domain/session.js'
-import { subscriptionEntityOf, type SubscriptionEntity } from '../domain/subscription.js'
-import { EMPTY_PLAN, type Plan } from '../store/plan.js'
+import type { SubscriptionEntity } from '../domain/subscription.js'
+import type { LoggedChange } from '../store/change-log.js'
+import { NO_ENTITIES } from '../store/decision.js'
 
 export interface SubscriptionQuery {
   deviceId?: string
@@ -57,39 +57,20 @@ export class SubscriptionBook {
     return { subscriptions: matching.slice(0, query.limit), more: matching.length > query.limit }
   }
 
-  /** The entities `session`'s new subscriptions make (those it does not hold already). */
-  planAdd(session: SessionRecord, owner: string, subscriptions: readonly TopicSubscription[], at: number): Plan {
-    const held = this.bySession.get(session.id)
-    const made: SubscriptionEntity[] = []
-    for (const s of subscriptions) {
-      const entity = subscriptionEntityOf(session, owner, s.topic, at)
-      if (entity && !held?.has(entity.brokerTopic)) made.push(entity)
-    }
-    if (made.length === 0) return EMPTY_PLAN
-    return {
-      mutations: made.map((subscription) => ({ op: 'subscription.put', subscription })),
-      apply: () => made.forEach((e) => this.put(e))
-    }
+  /** The session's entities by broker topic, as stored (read-only: a decision's view of them). */
+  entitiesOf(sessionId: string): ReadonlyMap<string, SubscriptionEntity> {
+    return this.bySession.get(sessionId) ?? NO_ENTITIES
   }
 
-  /** Unsubscribing deletes the entities of those broker topics. */
-  planRemove(sessionId: string, brokerTopics: readonly string[]): Plan {
-    const held = this.bySession.get(sessionId)
-    const gone = brokerTopics.flatMap((t) => held?.get(t) ?? [])
-    if (gone.length === 0) return EMPTY_PLAN
-    return {
-      mutations: gone.map((e) => ({ op: 'subscription.delete', id: e.id })),
-      apply: () => gone.forEach((e) => this.delete(e))
+  /** A committed change, handed back by the change log (see topic-book.ts). */
+  applyChange(m: Extract<LoggedChange, { op: 'subscription.put' | 'subscription.delete' | 'subscription.clear' }>): void {
+    if (m.op === 'subscription.put') return this.put(m.subscription)
+    if (m.op === 'subscription.delete') {
+      const e = this.byId.get(m.id)
+      if (e) this.delete(e)
+      return
     }
-  }
-
-  /** A session that ends, or starts clean, takes its entities with it. */
-  planClear(sessionId: string): Plan {
-    if (!this.bySession.has(sessionId)) return EMPTY_PLAN
-    return {
-      mutations: [{ op: 'subscription.clear', sessionId }],
-      apply: () => [...(this.bySession.get(sessionId)?.values() ?? [])].forEach((e) => this.delete(e))
-    }
+    for (const e of [...(this.bySession.get(m.sessionId)?.values() ?? [])]) this.delete(e)
   }
 
   private put(e: SubscriptionEntity): void {

@@ -3,19 +3,22 @@
  * broker's subscriptions: the same rows. The registry changes them on lifecycle events and
  * the Aedes persistence on SUBSCRIBE/UNSUBSCRIBE; both go through here, so there is one record.
  *
- * Changes are Plans (store/plan.ts), applied to memory only once the store made them durable.
- * A plan never depends on what is in memory, except to skip a write that would change nothing,
- * so applying plans in commit order always mirrors the stored rows.
+ * Changes are Plans (store/plan.ts) whose mutations the store makes durable; memory changes only
+ * as the change log hands the committed mutations back (`applyChange`, in log order), so it always
+ * mirrors the stored rows. A plan never depends on what is in memory, except to skip a write that
+ * would change nothing.
  */
 import QlobberSub from 'qlobber/aedes/qlobber-sub.js'
 import type { TopicSubscription } from '../domain/session.js'
+import type { LoggedChange } from '../store/change-log.js'
+import { NO_TOPICS, type StoredTopicEntry } from '../store/decision.js'
 import { EMPTY_PLAN, type Plan } from '../store/plan.js'
+import { changedTopics } from './session-mutations.js'
 import type { StoredTopic } from '../store/store.js'
 
-interface Entry {
-  subscription: TopicSubscription
-  persistent: boolean
-}
+type Entry = StoredTopicEntry
+
+const NOTHING_TO_DO = (): void => undefined
 
 /** A persistent subscription as the broker matches it against a published topic. */
 export interface MatchedSubscription {
@@ -36,6 +39,18 @@ export class TopicBook {
 
   load(rows: readonly StoredTopic[]): void {
     for (const row of rows) this.put(row.sessionId, row.subscription, row.persistent)
+  }
+
+  /** The session's topics as stored (read-only: a decision's view of them). */
+  entriesOf(sessionId: string): ReadonlyMap<string, StoredTopicEntry> {
+    return this.bySession.get(sessionId) ?? NO_TOPICS
+  }
+
+  /** A committed change, handed back by the change log. */
+  applyChange(m: Extract<LoggedChange, { op: 'topic.put' | 'topic.delete' | 'topic.clear' }>): void {
+    if (m.op === 'topic.put') this.put(m.sessionId, m.subscription, m.persistent)
+    else if (m.op === 'topic.delete') this.delete(m.sessionId, m.topic)
+    else this.clear(m.sessionId)
   }
 
   topicsOf(sessionId: string): TopicSubscription[] {
@@ -74,17 +89,11 @@ export class TopicBook {
   }
 
   planAdd(sessionId: string, subscriptions: readonly TopicSubscription[], persistent: boolean): Plan {
-    const existing = this.bySession.get(sessionId)
-    const changed = subscriptions.filter((s) => {
-      const held = existing?.get(s.topic)
-      return held === undefined || held.persistent !== persistent || !sameSubscription(held.subscription, s)
-    })
+    const changed = changedTopics(this.entriesOf(sessionId), subscriptions, persistent)
     if (changed.length === 0) return EMPTY_PLAN
     return {
       mutations: changed.map((subscription) => ({ op: 'topic.put', sessionId, subscription, persistent })),
-      apply: () => {
-        for (const s of changed) this.put(sessionId, s, persistent)
-      }
+      apply: NOTHING_TO_DO
     }
   }
 
@@ -92,14 +101,12 @@ export class TopicBook {
     if (topics.length === 0) return EMPTY_PLAN
     return {
       mutations: topics.map((topic) => ({ op: 'topic.delete', sessionId, topic })),
-      apply: () => {
-        for (const t of topics) this.delete(sessionId, t)
-      }
+      apply: NOTHING_TO_DO
     }
   }
 
   planClear(sessionId: string): Plan {
-    return { mutations: [{ op: 'topic.clear', sessionId }], apply: () => this.clear(sessionId) }
+    return { mutations: [{ op: 'topic.clear', sessionId }], apply: NOTHING_TO_DO }
   }
 
   private put(sessionId: string, subscription: TopicSubscription, persistent: boolean): void {
@@ -145,8 +152,4 @@ export class TopicBook {
     else this.persistentPerSession.set(sessionId, left)
     if (entry.subscription.qos > 0) this.trie.remove(entry.subscription.topic, { clientId: sessionId, topic: entry.subscription.topic })
   }
-}
-
-function sameSubscription(a: TopicSubscription, b: TopicSubscription): boolean {
-  return a.qos === b.qos && a.rh === b.rh && a.rap === b.rap && a.nl === b.nl && a.subscriptionIdentifier === b.subscriptionIdentifier
 }

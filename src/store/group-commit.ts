@@ -20,6 +20,8 @@
  * or came too late. Such a mutation is durable while its caller heard "no" (the hub's memory
  * does not show it; a restart reads it back and recovery treats it like any other stored state).
  */
+import type { CommittedLog } from './change-log.js'
+import type { Decision } from './decision.js'
 import { StoreError, StoreTimeoutError, type Mutation } from './store.js'
 
 export interface WriteControl {
@@ -29,8 +31,19 @@ export interface WriteControl {
   deadline: number
 }
 
+/** One caller's share of a batch: mutations decided already, or a decision the writer makes in the transaction. */
+export type BatchItem = { mutations: readonly Mutation[] } | { decision: Decision<unknown> }
+
+/** What a committed batch tells its callers. */
+export interface BatchOutcome {
+  /** By item, for decisions: what each decided, or the error that refused that caller alone (it stored nothing). */
+  decisions?: ({ result: unknown } | { error: Error } | undefined)[]
+  /** The change-log entries the batch appended. */
+  log?: CommittedLog
+}
+
 export interface BatchWriter {
-  writeBatch(mutations: readonly Mutation[], control: WriteControl): void | Promise<void>
+  writeBatch(items: readonly BatchItem[], control: WriteControl): void | BatchOutcome | Promise<void | BatchOutcome>
 }
 
 export interface CommitObserver {
@@ -39,8 +52,8 @@ export interface CommitObserver {
 }
 
 interface Pending {
-  mutations: readonly Mutation[]
-  resolve: () => void
+  item: BatchItem
+  resolve: (result: unknown) => void
   reject: (error: Error) => void
   deadline: number
 }
@@ -53,6 +66,11 @@ export interface GroupCommitOptions {
   observer?: CommitObserver
   /** Longest a commit() may wait, in ms, before it is refused (and dropped). Default 5000. */
   timeoutMs?: number
+  /**
+   * Told of what each committed batch appended to the change log, before its callers hear: so
+   * a caller finds its change in the caches when it resumes (see log-follower.ts).
+   */
+  afterCommit?: (log: CommittedLog) => Promise<void>
 }
 
 export class GroupCommitter {
@@ -70,6 +88,7 @@ export class GroupCommitter {
   private readonly maxBatch: number
   private readonly maxInFlight: number
   private readonly observer: CommitObserver | undefined
+  private readonly afterCommit: GroupCommitOptions['afterCommit']
   readonly timeoutMs: number
   lastError: Error | null = null
   /** When lastError was set (epoch ms), so a probe begun later may clear it. */
@@ -83,15 +102,25 @@ export class GroupCommitter {
     this.maxInFlight = options.maxInFlight ?? (options.maxBatch === 1 ? 1 : 4)
     this.observer = options.observer
     this.timeoutMs = options.timeoutMs ?? 5000
+    this.afterCommit = options.afterCommit
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
+    if (mutations.length === 0 && !this.closed) return Promise.resolve()
+    return this.enqueue({ mutations }) as Promise<void>
+  }
+
+  /** Has the writer make `decision` inside the batch's transaction; resolves with its result once durable. */
+  decide<R>(decision: Decision<R>): Promise<R> {
+    return this.enqueue({ decision: decision }) as Promise<R>
+  }
+
+  private enqueue(item: BatchItem): Promise<unknown> {
     if (this.closed) return Promise.reject(new StoreError('store is closed'))
-    if (mutations.length === 0) return Promise.resolve()
     return new Promise((resolve, reject) => {
       // a caller is settled once: expired callers leave the queue before they are refused, and a
       // batch is refused whole at its deadline, after which its write's outcome is ignored
-      this.queue.push({ mutations, resolve, reject, deadline: Date.now() + this.timeoutMs })
+      this.queue.push({ item, resolve, reject, deadline: Date.now() + this.timeoutMs })
       this.armExpiry()
       this.schedule()
     })
@@ -182,7 +211,7 @@ export class GroupCommitter {
 
   /** Writes the callers' mutations in one transaction and settles them; returns the failure. */
   private async write(batch: Pending[]): Promise<StoreError | null> {
-    const mutations = batch.length === 1 ? batch[0]!.mutations : batch.flatMap((p) => p.mutations)
+    const items = batch.map((p) => p.item)
     const started = process.hrtime.bigint()
     const control = new AbortController()
     let deadline = Infinity
@@ -193,10 +222,11 @@ export class GroupCommitter {
     aborted.catch(() => undefined) // raced below; unobserved when the write wins
     // the batch shares one transaction: at its first caller's deadline all of it is abandoned
     const expiry = setTimeout(() => control.abort(new StoreTimeoutError(this.timeoutMs)), Math.max(0, deadline - Date.now()))
+    let outcome: BatchOutcome | undefined
     try {
       // the race: a writer that cannot stop at once (SQLite's thread inside a transaction)
       // must not hold its callers past their deadline
-      await Promise.race([this.writer.writeBatch(mutations, { signal: control.signal, deadline }), aborted])
+      outcome = (await Promise.race([this.writer.writeBatch(items, { signal: control.signal, deadline }), aborted])) ?? undefined
     } catch (cause) {
       const error =
         cause instanceof StoreTimeoutError ? cause : new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
@@ -208,8 +238,15 @@ export class GroupCommitter {
       clearTimeout(expiry)
     }
     this.lastError = null
-    this.observer?.committed(batch.length, mutations.length, Number(process.hrtime.bigint() - started) / 1e9)
-    for (const p of batch) p.resolve()
+    let mutationCount = 0
+    for (const item of items) if ('mutations' in item) mutationCount += item.mutations.length
+    this.observer?.committed(batch.length, mutationCount, Number(process.hrtime.bigint() - started) / 1e9)
+    if (outcome?.log && this.afterCommit) await this.afterCommit(outcome.log)
+    batch.forEach((p, i) => {
+      const decided = outcome?.decisions?.[i]
+      if (decided && 'error' in decided) p.reject(decided.error)
+      else p.resolve(decided?.result)
+    })
     return null
   }
 

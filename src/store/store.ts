@@ -7,6 +7,9 @@
  * Every backend must pass test/store/contract.ts unchanged.
  */
 import type { Device } from '../domain/device.js'
+import type { LogEntry } from './change-log.js'
+import type { Decision } from './decision.js'
+import type { LogApplier } from './log-follower.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 
@@ -15,7 +18,8 @@ export type Mutation =
   | { op: 'session.put'; session: SessionRecord }
   /** Only the version of a stored session changed (a subscribe or unsubscribe). */
   | { op: 'session.version'; id: string; version: number }
-  | { op: 'session.delete'; id: string }
+  /** `incarnation`: the ended session's, remembered so late events of it (or older) are refused. */
+  | { op: 'session.delete'; id: string; incarnation?: string }
   /** `persistent`: the broker queues QoS>0 messages for this subscription while offline. */
   | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean }
   | { op: 'topic.delete'; sessionId: string; topic: string }
@@ -68,6 +72,18 @@ export interface Snapshot {
   wills: { clientId: string; packet: Uint8Array }[]
   /** Ordered by seq. */
   journal: { seq: number; packet: Uint8Array }[]
+  /** The change log's last entry when this snapshot was read: following it from here misses nothing. */
+  logPosition: number
+}
+
+/** How far this process has followed the change log. */
+export interface LogFollowing {
+  /** The last entry applied to the caches. */
+  applied: number
+  /** How long the oldest known entry not yet applied has waited, in seconds (0 when current). */
+  lagSeconds: number
+  /** Why the log could not be read lately, if it could not. */
+  lastError: string | null
 }
 
 export interface StoreHealth {
@@ -80,7 +96,23 @@ export interface Store {
   readonly kind: string
   /** Resolves when the mutations are durable; rejects (and stores none of them) on failure. */
   commit(mutations: readonly Mutation[]): Promise<void>
+  /**
+   * Present when several processes may write this store (PostgreSQL): makes the decision against
+   * the rows as stored, locked, in the transaction that stores its result (see decision.ts).
+   * Absent, the one process that writes decides from its caches.
+   */
+  decide?<R>(decision: Decision<R>): Promise<R>
   load(): Promise<Snapshot>
+  /**
+   * Hands `applier` every change-log entry after `position`, once each and in log order, those
+   * of this process's commits before the commit resolves, those of others' as they are read.
+   */
+  follow(position: number, applier: LogApplier): void
+  following(): LogFollowing
+  /** Entries of the change log after `after`, in order, at most `limit`. */
+  readLog(after: number, limit: number): Promise<LogEntry[]>
+  /** The device as stored now, for a cache that misses it (another replica may have just made it). */
+  readDevice(id: string): Promise<Device | undefined>
   /**
    * Asks the backend whether it answers now (and could take a write), within the store's
    * deadline; rejects with a StoreError if not. An answer clears the failure health() reports,

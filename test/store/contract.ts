@@ -99,7 +99,8 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         outgoing: [],
         incoming: [],
         wills: [],
-        journal: []
+        journal: [],
+        logPosition: 0
       })
     })
 
@@ -253,6 +254,59 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(ids.includes('half'), false, 'the failed commit left nothing behind')
       await store.commit([{ op: 'device.put', device: device('after-failure') }])
       assert.equal(store.health().ok, true, 'a later successful commit clears the failure')
+    })
+
+    it('logs each change of what the hub knows in commit order, without gaps; the broker’s own state is not logged', async () => {
+      const from = (await store.load()).logPosition
+      const first: Mutation[] = [
+        { op: 'device.put', device: device('logged-1') },
+        { op: 'retained.put', topic: 'not/logged', packet: bytes('r') },
+        { op: 'session.put', session: session('logged-s') },
+        { op: 'topic.put', sessionId: 'logged-s', subscription: { topic: 'a/b', qos: 1 }, persistent: true }
+      ]
+      const second: Mutation[] = [
+        { op: 'device.property', deviceId: 'logged-1', name: 'attributes', value: { a: 1 }, updatedAt: 5 },
+        { op: 'session.delete', id: 'logged-s', incarnation: session('logged-s').incarnation }
+      ]
+      // a failed commit in between appends nothing and leaves no gap
+      const broken = { op: 'outgoing.put', clientId: 'bad', seq: 1, packet: null } as unknown as Mutation
+      await store.commit(first)
+      await assert.rejects(store.commit([{ op: 'device.put', device: device('never') }, broken]))
+      await store.commit(second)
+      const entries = await store.readLog(from, 100)
+      assert.deepEqual(
+        entries.map((e) => e.seq),
+        [1, 2, 3, 4, 5].map((n) => from + n)
+      )
+      assert.deepEqual(
+        entries.map((e) => e.change),
+        [first[0], first[2], first[3], ...second]
+      )
+      assert.equal((await store.load()).logPosition, from + 5)
+      assert.deepEqual(
+        (await store.readLog(from + 3, 1)).map((e) => e.seq),
+        [from + 4],
+        'read from any position, at most the limit'
+      )
+    })
+
+    it('hands its follower every entry once and in order, before the commit that made it resolves', async () => {
+      const follower = await harness.open()
+      try {
+        const position = (await follower.load()).logPosition
+        const seen: number[] = []
+        follower.follow(position, (entries) => seen.push(...entries.map((e) => e.seq)))
+        await follower.commit([{ op: 'device.put', device: device('followed-1') }])
+        assert.deepEqual(seen, [position + 1], 'applied before the commit resolved')
+        await Promise.all(Array.from({ length: 10 }, (_, i) => follower.commit([{ op: 'device.put', device: device(`followed-${i + 2}`) }])))
+        assert.deepEqual(
+          seen,
+          Array.from({ length: 11 }, (_, i) => position + i + 1)
+        )
+        assert.equal(follower.following().applied, position + 11)
+      } finally {
+        await follower.close()
+      }
     })
 
     it('rejects commits after close', async () => {

@@ -228,7 +228,23 @@ describe('PostgresStore', () => {
       const tables = await c.query<{ table_name: string }>('SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1', [schema])
       assert.deepEqual(
         tables.rows.map((r) => r.table_name),
-        ['device_properties', 'devices', 'incoming', 'outgoing', 'publish_journal', 'retained', 'schema_version', 'sessions', 'subscriptions', 'topics', 'wills']
+        [
+          'change_log',
+          'device_properties',
+          'devices',
+          'incoming',
+          'log_head',
+          'outgoing',
+          'publish_journal',
+          'replicas',
+          'retained',
+          'schema_version',
+          'session_tombstones',
+          'sessions',
+          'subscriptions',
+          'topics',
+          'wills'
+        ]
       )
       const version = await c.query<{ version: number }>(`SELECT version FROM ${pg.escapeIdentifier(schema)}.schema_version`)
       assert.deepEqual(version.rows, [{ version: SCHEMA_VERSION }])

@@ -120,7 +120,7 @@ describe('SqliteStore', () => {
     await upgraded.commit([{ op: 'device.property', deviceId: 'dev-1', name: 'attributes', value: {}, updatedAt: 1 }])
     await upgraded.close()
     const check = new Database(join(dataDir, 'iothub.db'), { readonly: true })
-    assert.equal(check.pragma('user_version', { simple: true }), 2)
+    assert.equal(check.pragma('user_version', { simple: true }), 3)
     check.close()
     rmSync(dataDir, { recursive: true, force: true })
   })

@@ -133,7 +133,8 @@ const SHAPES = {
   outgoing: { columns: [column('client_id', 'text'), column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 2, scopeColumn: 'client_id' },
   incoming: { columns: [column('client_id', 'text'), column('message_id', 'integer'), column('packet', 'bytea')], keyColumns: 2, scopeColumn: 'client_id' },
   wills: { columns: [column('client_id', 'text'), column('packet', 'bytea')], keyColumns: 1 },
-  publish_journal: { columns: [column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 1 }
+  publish_journal: { columns: [column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 1 },
+  session_tombstones: { columns: [column('client_id', 'text'), column('incarnation', 'text'), column('ended_at', 'bigint')], keyColumns: 1 }
 } satisfies Record<string, TableShape>
 
 type WrittenTable = keyof typeof SHAPES
@@ -150,7 +151,8 @@ class BatchChanges {
     outgoing: new TableChanges<Value[]>(),
     incoming: new TableChanges<Value[]>(),
     wills: new TableChanges<Value[]>(),
-    publish_journal: new TableChanges<Value[]>()
+    publish_journal: new TableChanges<Value[]>(),
+    session_tombstones: new TableChanges<Value[]>()
   } satisfies Record<Exclude<WrittenTable, 'sessions'>, TableChanges<Value[]>>
 
   add(m: Mutation): void {
@@ -167,6 +169,7 @@ class BatchChanges {
         return this.sessions.version([m.id], m.version)
       }
       case 'session.delete':
+        if (m.incarnation !== undefined) t.session_tombstones.put([m.id], [m.id, m.incarnation, Date.now()])
         return this.sessions.delete([m.id])
       case 'topic.put': {
         const s = m.subscription

@@ -12,9 +12,15 @@ import pg from 'pg'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
-import { GroupCommitter, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
-import { StoreError, withinDeadline, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import type { LogEntry } from '../change-log.js'
+import type { Decision } from '../decision.js'
+import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
+import { LogFollower, type LogApplier } from '../log-follower.js'
+import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
 import { BatchStatements } from './batch-statements.js'
+import { DecisionReader } from './decision-reader.js'
+import { LogListener } from './log-listener.js'
+import { LogStatements } from './log-statements.js'
 import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
 
 export interface PostgresStoreOptions {
@@ -39,15 +45,28 @@ const RETRYABLE_CODES = new Set(['40P01', '40001'])
 export class PostgresStore implements Store {
   readonly kind = 'postgres'
   private readonly committer: GroupCommitter
+  private readonly follower: LogFollower
+  private readonly listener: LogListener
   private closing: Promise<void> | null = null
 
   private constructor(
     private readonly pool: pg.Pool,
     private readonly tables: QualifiedTables,
     private readonly writer: TransactionWriter,
+    private readonly log: LogStatements,
     options: PostgresStoreOptions
   ) {
-    this.committer = new GroupCommitter(writer, { maxBatch: options.maxBatch, observer: options.observer, timeoutMs: options.timeoutMs })
+    this.follower = new LogFollower(this)
+    this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
+    const timeoutMs = options.timeoutMs ?? 5000
+    this.committer = new GroupCommitter(writer, {
+      maxBatch: options.maxBatch,
+      observer: options.observer,
+      timeoutMs,
+      // the batch is durable whatever happens here: should the entries before it not be read in
+      // time, its callers hear anyway, and the caches catch up as the log is read
+      afterCommit: (log) => withinDeadline(this.follower.committed(log), timeoutMs).catch(() => undefined)
+    })
   }
 
   /** Connects, creates the schema and tables if missing, and refuses a newer schema version. */
@@ -78,11 +97,37 @@ export class PostgresStore implements Store {
       if (error instanceof StoreError) throw error
       throw new StoreError(`cannot open the PostgreSQL store: ${(error as Error).message}`, { cause: error })
     }
-    return new PostgresStore(pool, tables, new TransactionWriter(pool, new BatchStatements(tables), idleInTransactionMs(timeoutMs)), options)
+    const log = new LogStatements(tables, schema)
+    const writer = new TransactionWriter(pool, new BatchStatements(tables), new DecisionReader(tables, schema), log, idleInTransactionMs(timeoutMs))
+    return new PostgresStore(pool, tables, writer, log, options)
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
     return this.committer.commit(mutations)
+  }
+
+  decide<R>(decision: Decision<R>): Promise<R> {
+    return this.committer.decide(decision)
+  }
+
+  follow(position: number, applier: LogApplier): void {
+    this.follower.start(position, applier)
+    this.listener.start()
+  }
+
+  following(): LogFollowing {
+    const error = this.follower.lastError ?? this.listener.lastError
+    return { applied: this.follower.applied, lagSeconds: this.follower.lagSeconds(), lastError: error?.message ?? null }
+  }
+
+  async readLog(after: number, limit: number): Promise<LogEntry[]> {
+    const { rows } = await this.pool.query<{ seq: string; at: string; change: LogEntry['change'] }>(this.log.read(after, limit))
+    return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change }))
+  }
+
+  async readDevice(id: string): Promise<Device | undefined> {
+    const { rows } = await this.pool.query<{ doc: Device }>(`SELECT doc FROM ${this.tables.devices} WHERE id = $1`, [id])
+    return rows[0]?.doc
   }
 
   async load(): Promise<Snapshot> {
@@ -127,7 +172,9 @@ export class PostgresStore implements Store {
         journal: (await rows<{ seq: string; packet: Buffer }>(`SELECT seq, packet FROM ${t.publish_journal} ORDER BY seq`)).map((r) => ({
           seq: Number(r.seq),
           packet: r.packet
-        }))
+        })),
+        // read in the same snapshot as the rows: the log after it holds exactly what they miss
+        logPosition: Number((await rows<{ seq: string }>(`SELECT seq FROM ${t.log_head}`))[0]?.seq ?? 0)
       }
       await client.query('COMMIT')
       return snapshot
@@ -185,6 +232,8 @@ export class PostgresStore implements Store {
     this.closing ??= (async () => {
       await this.committer.close()
       await this.writer.close()
+      this.follower.stop()
+      await this.listener.stop()
       await this.pool.end()
     })()
     return this.closing
@@ -253,12 +302,14 @@ class TransactionWriter implements BatchWriter {
   constructor(
     private readonly pool: pg.Pool,
     private readonly statements: BatchStatements,
+    private readonly reader: DecisionReader,
+    private readonly log: LogStatements,
     /** The server's idle_in_transaction_session_timeout, ms. */
     private readonly idleMs: number
   ) {}
 
-  writeBatch(mutations: readonly Mutation[], control?: WriteControl): Promise<void> {
-    const written = this.previous.then(() => this.write(mutations, control ?? { signal: new AbortController().signal, deadline: Infinity }))
+  writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
+    const written = this.previous.then(() => this.write(items, control ?? { signal: new AbortController().signal, deadline: Infinity }))
     this.previous = written.catch(() => undefined)
     return written
   }
@@ -270,18 +321,30 @@ class TransactionWriter implements BatchWriter {
     this.connection = null
   }
 
-  private async write(mutations: readonly Mutation[], control: WriteControl): Promise<void> {
-    const statements = this.statements.plan(mutations)
+  private async write(items: readonly BatchItem[], control: WriteControl): Promise<BatchOutcome> {
+    // decided already, the statements are planned once; decisions are made again on every try,
+    // from what is stored by then
+    const decides = items.some((item) => 'decision' in item)
+    const planned = decides ? null : this.plan(items.flatMap((item) => ('mutations' in item ? item.mutations : [])))
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.transaction(statements, control)
+        return await this.transaction(items, planned, control)
       } catch (error) {
         if (attempt >= MAX_ATTEMPTS || !(error instanceof RolledBackWhole)) throw error instanceof RolledBackWhole ? error.cause : error
       }
     }
   }
 
-  private async transaction(statements: pg.QueryConfig[], control: WriteControl): Promise<void> {
+  /** A batch's statements and the change-log entries it appends. */
+  private plan(mutations: readonly Mutation[]): { statements: pg.QueryConfig[]; mutations: readonly Mutation[] } {
+    return { statements: this.statements.plan(mutations), mutations }
+  }
+
+  private async transaction(
+    items: readonly BatchItem[],
+    planned: { statements: pg.QueryConfig[]; mutations: readonly Mutation[] } | null,
+    control: WriteControl
+  ): Promise<BatchOutcome> {
     control.signal.throwIfAborted()
     const connection = await this.connect(control.signal)
     // destroyed, not rolled back: a frozen server would not answer the ROLLBACK either
@@ -292,10 +355,18 @@ class TransactionWriter implements BatchWriter {
       control.signal.throwIfAborted()
       await connection.client.query('BEGIN')
       began = true
-      for (const statement of statements) await connection.client.query(statement)
+      let decisions: BatchOutcome['decisions']
+      if (!planned) {
+        const decided = await this.decideAll(connection.client, items)
+        decisions = decided.decisions
+        planned = this.plan(decided.mutations)
+      }
+      for (const statement of planned.statements) await connection.client.query(statement)
+      const log = await this.log.append(connection.client, planned.mutations)
       if (Date.now() + this.idleMs > control.deadline) throw new Error('too little time left before the deadline to commit safely')
       control.signal.throwIfAborted()
       await connection.client.query('COMMIT')
+      return { ...(decisions ? { decisions } : {}), ...(log ? { log } : {}) }
     } catch (error) {
       await this.abandon(connection)
       if (control.signal.aborted) throw control.signal.reason
@@ -308,6 +379,34 @@ class TransactionWriter implements BatchWriter {
     } finally {
       control.signal.removeEventListener('abort', abort)
     }
+  }
+
+  /**
+   * Locks and reads what the batch's decisions read, then makes them in order, each seeing what
+   * the ones before it decided. A decision that throws is refused alone.
+   */
+  private async decideAll(client: pg.PoolClient, items: readonly BatchItem[]): Promise<{ decisions: NonNullable<BatchOutcome['decisions']>; mutations: Mutation[] }> {
+    const view = await this.reader.lockAndRead(
+      client,
+      items.flatMap((item) => ('decision' in item ? [item.decision.reads] : []))
+    )
+    const mutations: Mutation[] = []
+    const decisions = items.map((item) => {
+      if ('mutations' in item) {
+        for (const m of item.mutations) mutations.push(m)
+        view.apply(item.mutations)
+        return undefined
+      }
+      try {
+        const decided = (item.decision).decide(view)
+        for (const m of decided.mutations) mutations.push(m)
+        view.apply(decided.mutations)
+        return { result: decided.result }
+      } catch (error) {
+        return { error: error as Error }
+      }
+    })
+    return { decisions, mutations }
   }
 
   private async connect(signal: AbortSignal): Promise<WriterConnection> {

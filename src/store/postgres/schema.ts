@@ -19,8 +19,11 @@ import pg from 'pg'
 /**
  * 1: the first PostgreSQL schema; its tables hold what SQLite schema version 2 holds (the two
  * backends number their versions apart, as their migrations are their own).
+ * 2: the change log (`change_log`, numbered through `log_head`), the incarnations of ended
+ * sessions (`session_tombstones`) and the replicas' own rows (`replicas`), for several replicas
+ * on one database. Version 1 databases gain the tables in place; their log starts empty.
  */
-export const SCHEMA_VERSION = 1
+export const SCHEMA_VERSION = 2
 
 export const TABLE_NAMES = [
   'schema_version',
@@ -33,7 +36,11 @@ export const TABLE_NAMES = [
   'outgoing',
   'incoming',
   'wills',
-  'publish_journal'
+  'publish_journal',
+  'session_tombstones',
+  'change_log',
+  'log_head',
+  'replicas'
 ] as const
 
 export type TableName = (typeof TABLE_NAMES)[number]
@@ -124,6 +131,37 @@ export function createTableStatements(t: QualifiedTables): string[] {
     `CREATE TABLE IF NOT EXISTS ${t.publish_journal} (
        seq    bigint PRIMARY KEY,
        packet bytea NOT NULL
+     )`,
+
+    // The incarnation of the last session of a client id that ended, so a late connect of an
+    // older connection is refused by whichever replica it reaches. Pruned by age.
+    `CREATE TABLE IF NOT EXISTS ${t.session_tombstones} (
+       client_id   text COLLATE "C" PRIMARY KEY,
+       incarnation text NOT NULL,
+       ended_at    bigint NOT NULL
+     )`,
+
+    // Every committed change, in commit order: a batch takes the next numbers from log_head's
+    // one row, whose lock it holds until it commits, so numbers are handed out in commit order
+    // and without gaps (see change-log.ts).
+    `CREATE TABLE IF NOT EXISTS ${t.change_log} (
+       seq    bigint PRIMARY KEY,
+       at     bigint NOT NULL,
+       change json NOT NULL
+     )`,
+    `CREATE TABLE IF NOT EXISTS ${t.log_head} (
+       singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+       seq       bigint NOT NULL
+     )`,
+    `INSERT INTO ${t.log_head} (seq) VALUES (0) ON CONFLICT (singleton) DO NOTHING`,
+
+    // Each running replica: who it is and how far it has followed the log.
+    `CREATE TABLE IF NOT EXISTS ${t.replicas} (
+       node         text COLLATE "C" PRIMARY KEY,
+       address      text,
+       started_at   bigint NOT NULL,
+       last_seen    bigint NOT NULL,
+       log_position bigint NOT NULL
      )`
   ]
 }

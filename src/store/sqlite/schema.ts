@@ -3,8 +3,11 @@
  * as JSON documents beside their key; the broker's state, read at start and written often, as
  * plain columns and blobs. `user_version` says which version a file has.
  */
-/** 2: subscription entities and device properties (tables added; version 1 files upgrade in place). */
-export const SCHEMA_VERSION = 2
+/**
+ * 2: subscription entities and device properties (tables added; version 1 files upgrade in place).
+ * 3: the change log (`change_log`, numbered through `log_head`); version 2 files gain it empty.
+ */
+export const SCHEMA_VERSION = 3
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (
@@ -75,6 +78,19 @@ CREATE TABLE IF NOT EXISTS publish_journal (
   seq    INTEGER PRIMARY KEY,
   packet BLOB NOT NULL
 ) STRICT;
+
+-- Every committed change, in commit order (see src/store/change-log.ts). The one writer
+-- numbers a batch's entries from log_head, in the batch's transaction.
+CREATE TABLE IF NOT EXISTS change_log (
+  seq    INTEGER PRIMARY KEY,
+  at     INTEGER NOT NULL,
+  change TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS log_head (
+  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+  seq       INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO log_head (singleton, seq) VALUES (1, 0);
 `
 
 /**

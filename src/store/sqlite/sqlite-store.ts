@@ -12,8 +12,10 @@ import Database from 'better-sqlite3'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
+import type { LogEntry } from '../change-log.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
-import { StoreError, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { LogFollower, type LogApplier } from '../log-follower.js'
+import { StoreError, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
 import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
@@ -41,6 +43,7 @@ export class SqliteStore implements Store {
   private readonly committer: GroupCommitter
   private readonly writer: WriterThread
   private readonly checkpointer: Worker
+  private readonly follower = new LogFollower(this)
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true })
@@ -55,7 +58,14 @@ export class SqliteStore implements Store {
     // Losing it must not take the hub down: commits go on, and the writer's own (rare)
     // automatic checkpoint bounds the WAL. It is reported like a failed commit.
     this.checkpointer.on('error', (error) => options.observer?.failed(new StoreError(`WAL checkpointer failed: ${error.message}`)))
-    this.committer = new GroupCommitter(this.writer, { maxBatch: options.maxBatch, observer: options.observer, timeoutMs: options.timeoutMs })
+    // One writer: batches are the log's next entries as they commit, handed to the caches as
+    // they come (the follower reads the file only after a batch whose answer was lost).
+    this.committer = new GroupCommitter(this.writer, {
+      maxBatch: options.maxBatch,
+      observer: options.observer,
+      timeoutMs: options.timeoutMs,
+      afterCommit: (log) => this.follower.committed(log)
+    })
   }
 
   private migrate(): void {
@@ -111,8 +121,30 @@ export class SqliteStore implements Store {
         packet: r.packet
       })),
       wills: (s.wills.all() as { client_id: string; packet: Buffer }[]).map((r) => ({ clientId: r.client_id, packet: r.packet })),
-      journal: s.journal.all() as { seq: number; packet: Buffer }[]
+      journal: s.journal.all() as { seq: number; packet: Buffer }[],
+      logPosition: s.logHead.get() as number
     }
+  }
+
+  follow(position: number, applier: LogApplier): void {
+    this.follower.start(position, applier)
+  }
+
+  following(): LogFollowing {
+    return { applied: this.follower.applied, lagSeconds: this.follower.lagSeconds(), lastError: this.follower.lastError?.message ?? null }
+  }
+
+  async readLog(after: number, limit: number): Promise<LogEntry[]> {
+    return (this.loads.log.all(after, limit) as { seq: number; at: number; change: string }[]).map((r) => ({
+      seq: r.seq,
+      at: r.at,
+      change: JSON.parse(r.change) as LogEntry['change']
+    }))
+  }
+
+  async readDevice(id: string): Promise<Device | undefined> {
+    const row = this.loads.device.get(id) as { doc: string } | undefined
+    return row ? (JSON.parse(row.doc) as Device) : undefined
   }
 
   async probe(): Promise<void> {
@@ -135,6 +167,7 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     await this.committer.close()
     await this.writer.close()
+    this.follower.stop()
     if (this.checkpointer.threadId !== -1) {
       const exited = new Promise((resolve) => this.checkpointer.once('exit', resolve))
       this.checkpointer.postMessage('close')

@@ -122,6 +122,9 @@ export function prepareLoads(db: Database.Database) {
     outgoing: db.prepare('SELECT client_id, seq, packet FROM outgoing ORDER BY client_id, seq'),
     incoming: db.prepare('SELECT client_id, message_id, packet FROM incoming'),
     wills: db.prepare('SELECT client_id, packet FROM wills'),
-    journal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq')
+    journal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq'),
+    logHead: db.prepare('SELECT seq FROM log_head').pluck(),
+    log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+    device: db.prepare('SELECT doc FROM devices WHERE id = ?')
   }
 }

@@ -1,6 +1,7 @@
 /** The main thread's end of the writer thread (writer-worker.ts): a BatchWriter that awaits it. */
 import type { Worker } from 'node:worker_threads'
-import type { BatchWriter, WriteControl } from '../group-commit.js'
+import { loggedChanges } from '../change-log.js'
+import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../group-commit.js'
 import { withinDeadline, type Mutation } from '../store.js'
 import { startWorker } from './start-worker.js'
 import { encodeMutation } from './statements.js'
@@ -9,7 +10,7 @@ import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.
 
 export class WriterThread implements BatchWriter {
   private readonly worker: Worker
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (error: Error) => void }>()
+  private readonly waiting = new Map<number, { resolve: (previous: number | undefined) => void; reject: (error: Error) => void }>()
   private nextId = 1
   private failure: Error | null = null
   private readonly exited: Promise<void>
@@ -19,7 +20,7 @@ export class WriterThread implements BatchWriter {
     this.worker.on('message', (reply: WriterReply) => {
       const waiter = this.waiting.get(reply.id)
       this.waiting.delete(reply.id)
-      if (reply.error === undefined) waiter?.resolve()
+      if (reply.error === undefined) waiter?.resolve(reply.previous)
       else waiter?.reject(new Error(reply.error))
     })
     this.worker.on('error', (error) => this.fail(new Error(`SQLite writer thread failed: ${error.message}`)))
@@ -36,7 +37,20 @@ export class WriterThread implements BatchWriter {
    * given the deadline and checks it itself, before it begins and before it commits (see
    * writer-worker.ts). Aborted here, the caller hears at once and a late answer is ignored.
    */
-  writeBatch(mutations: readonly Mutation[], control?: WriteControl): Promise<void> {
+  async writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
+    const mutations: Mutation[] = []
+    for (const item of items) {
+      // the SQLite store has one writer, this process, which decides from its caches
+      if (!('mutations' in item)) throw new Error('the SQLite store takes decided mutations only')
+      for (const m of item.mutations) mutations.push(m)
+    }
+    const changes = loggedChanges(mutations)
+    const at = Date.now()
+    const previous = await this.send(mutations, changes.map((c) => JSON.stringify(c)), at, control)
+    return changes.length === 0 ? {} : { log: { previous: previous ?? 0, entries: changes.map((change, i) => ({ seq: (previous ?? 0) + i + 1, at, change })) } }
+  }
+
+  private send(mutations: readonly Mutation[], log: string[], at: number, control?: WriteControl): Promise<number | undefined> {
     if (this.failure) return Promise.reject(this.failure)
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -48,7 +62,7 @@ export class WriterThread implements BatchWriter {
         },
         { once: true }
       )
-      this.worker.postMessage({ id, mutations: mutations.map(encodeMutation), deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
+      this.worker.postMessage({ id, mutations: mutations.map(encodeMutation), log, at, deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
     })
   }
 
@@ -60,7 +74,7 @@ export class WriterThread implements BatchWriter {
     if (this.failure) return Promise.reject(this.failure)
     const id = this.nextId++
     const answered = new Promise<void>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject })
+      this.waiting.set(id, { resolve: () => resolve(), reject })
       this.worker.postMessage({ id, probe: true } satisfies WriterRequest)
     })
     return withinDeadline(answered, timeoutMs, () => this.waiting.delete(id))

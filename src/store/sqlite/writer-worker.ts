@@ -4,8 +4,8 @@
  * a thread of their own: the main thread keeps serving clients and filling the next batch
  * while this one commits.
  *
- * Protocol: `{ id, mutations, deadline }` (encoded, see statements.ts) in, `{ id }` or
- * `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go; `{ close: true }`
+ * Protocol: `{ id, mutations, log, at, deadline }` (encoded, see statements.ts) in,
+ * `{ id, previous }` or `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go; `{ close: true }`
  * closes the connection and ends the thread.
  *
  * `deadline` (epoch ms) is when the caller is refused: a batch found past it is not begun, and
@@ -22,8 +22,13 @@ export interface WriterOptions {
   busyTimeoutMs: number
 }
 
-export type WriterRequest = { id: number; mutations: EncodedMutation[]; deadline: number } | { id: number; probe: true } | { close: true }
-export type WriterReply = { id: number; error?: string }
+/** `log`: the batch's logged changes as JSON, numbered here from log_head; `at` their commit time. */
+export type WriterRequest =
+  | { id: number; mutations: EncodedMutation[]; log: string[]; at: number; deadline: number }
+  | { id: number; probe: true }
+  | { close: true }
+/** `previous`: the log entry before the batch's first. */
+export type WriterReply = { id: number; error?: string; previous?: number }
 
 const options = workerData as WriterOptions
 const db = new Database(options.path, { timeout: options.busyTimeoutMs })
@@ -32,9 +37,18 @@ db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}
 // only bounds the WAL should that thread ever stop.
 db.pragma('wal_autocheckpoint = 10000')
 const statements = prepareWrites(db)
-const writeAll = db.transaction((mutations: EncodedMutation[], deadline: number) => {
+const logHead = db.prepare('SELECT seq FROM log_head').pluck()
+const moveLogHead = db.prepare('UPDATE log_head SET seq = ?')
+const appendLog = db.prepare('INSERT INTO change_log (seq, at, change) VALUES (?, ?, ?)')
+const writeAll = db.transaction((mutations: EncodedMutation[], log: string[], at: number, deadline: number): number => {
   for (const [op, params] of mutations) statements[op].run(params)
+  const previous = logHead.get() as number
+  if (log.length > 0) {
+    log.forEach((change, i) => appendLog.run(previous + i + 1, at, change))
+    moveLogHead.run(previous + log.length)
+  }
   if (Date.now() >= deadline) throw new Error('its caller was refused at the deadline: rolled back')
+  return previous
 })
 const takeLock = db.prepare('BEGIN IMMEDIATE')
 const letGo = db.prepare('ROLLBACK')
@@ -49,11 +63,12 @@ parentPort!.on('message', (request: WriterRequest) => {
     if ('probe' in request) {
       takeLock.run()
       letGo.run()
+      parentPort!.postMessage({ id: request.id } satisfies WriterReply)
     } else {
       if (Date.now() >= request.deadline) throw new Error('its caller was refused at the deadline: not begun')
-      writeAll(request.mutations, request.deadline)
+      const previous = writeAll(request.mutations, request.log, request.at, request.deadline)
+      parentPort!.postMessage({ id: request.id, previous } satisfies WriterReply)
     }
-    parentPort!.postMessage({ id: request.id } satisfies WriterReply)
   } catch (error) {
     parentPort!.postMessage({ id: request.id, error: (error as Error).message } satisfies WriterReply)
   }

@@ -1,0 +1,41 @@
+/**
+ * Hands each change of the log to the cache that holds its kind: the one way a replica's caches
+ * change (see store/log-follower.ts). Entries come in log order, so every cache goes through the
+ * same states as the store, whichever replica committed them.
+ */
+import type { LogEntry, LoggedChange } from '../store/change-log.js'
+import type { SessionRegistry } from './registry.js'
+
+export interface Caches {
+  registry: SessionRegistry
+  devices: { applyChange(m: Extract<LoggedChange, { op: 'device.put' }>): void }
+  /** Device properties (devices/device-properties.ts, a layer above this one). */
+  properties: { applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void }
+}
+
+export function cacheApplier(caches: Caches): (entries: readonly LogEntry[]) => void {
+  return (entries) => {
+    for (const { change } of entries) applyChange(caches, change)
+  }
+}
+
+function applyChange(caches: Caches, m: LoggedChange): void {
+  switch (m.op) {
+    case 'device.put':
+      return caches.devices.applyChange(m)
+    case 'device.property':
+      return caches.properties.applyChange(m)
+    case 'session.put':
+    case 'session.version':
+    case 'session.delete':
+      return caches.registry.applyChange(m)
+    case 'topic.put':
+    case 'topic.delete':
+    case 'topic.clear':
+      return caches.registry.topics.applyChange(m)
+    case 'subscription.put':
+    case 'subscription.delete':
+    case 'subscription.clear':
+      return caches.registry.subscriptions.applyChange(m)
+  }
+}

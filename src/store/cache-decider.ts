@@ -1,0 +1,25 @@
+/**
+ * The Decider of a store that this process alone writes (SQLite, embedded mode): its caches are
+ * the stored state — every committed change reaches them, through the change log, before the
+ * commit resolves — so decisions are made against them and their mutations committed. A
+ * client's changes are made one at a time by the registry, so none is decided before the
+ * previous one of the same client is in the caches.
+ */
+import type { Decider, Decision, StoredView } from './decision.js'
+import type { Store } from './store.js'
+
+export function cacheDecider(store: Store, caches: StoredView): Decider {
+  return {
+    async decide<R>(decision: Decision<R>): Promise<R> {
+      const { mutations, result } = decision.decide(caches)
+      await store.commit(mutations)
+      return result
+    }
+  }
+}
+
+/** Decides in the store's transactions where the store can (several replicas), else from the caches. */
+export function deciderFor(store: Store, caches: StoredView): Decider {
+  if (!store.decide) return cacheDecider(store, caches)
+  return { decide: (decision) => store.decide!(decision) }
+}

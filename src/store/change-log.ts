@@ -1,0 +1,71 @@
+/**
+ * The change log: every committed change of what the hub knows — devices, device properties,
+ * sessions, their topics, subscription entities — appended in the transaction that makes it, and
+ * numbered in commit order (a reader never sees entry n+1 before entry n, and numbers have no
+ * gaps). It is how a replica's caches follow changes made by other replicas, and what the event
+ * stream reads. The broker's own state (queued and retained messages, wills, the publish
+ * journal) is not in it: only the embedded broker, one process, holds that.
+ */
+import type { Mutation } from './store.js'
+
+/** The mutations that are changes of what the hub knows, and so logged. */
+export type LoggedChange = Extract<
+  Mutation,
+  {
+    op:
+      | 'device.put'
+      | 'device.property'
+      | 'session.put'
+      | 'session.version'
+      | 'session.delete'
+      | 'topic.put'
+      | 'topic.delete'
+      | 'topic.clear'
+      | 'subscription.put'
+      | 'subscription.delete'
+      | 'subscription.clear'
+  }
+>
+
+const LOGGED_OPS = new Set<Mutation['op']>([
+  'device.put',
+  'device.property',
+  'session.put',
+  'session.version',
+  'session.delete',
+  'topic.put',
+  'topic.delete',
+  'topic.clear',
+  'subscription.put',
+  'subscription.delete',
+  'subscription.clear'
+])
+
+export function isLogged(m: Mutation): m is LoggedChange {
+  return LOGGED_OPS.has(m.op)
+}
+
+export interface LogEntry {
+  seq: number
+  /** Epoch milliseconds of the commit. */
+  at: number
+  change: LoggedChange
+}
+
+/** The logged changes of a batch, in the order the batch makes them. */
+export function loggedChanges(mutations: readonly Mutation[]): LoggedChange[] {
+  const changes: LoggedChange[] = []
+  for (const m of mutations) if (isLogged(m)) changes.push(m)
+  return changes
+}
+
+/** What a committed batch appended: its entries, numbered `previous + 1` onwards. */
+export interface CommittedLog {
+  previous: number
+  entries: LogEntry[]
+}
+
+export interface LogReader {
+  /** Entries after `after`, in order, at most `limit`. */
+  readLog(after: number, limit: number): Promise<LogEntry[]>
+}

@@ -1,0 +1,138 @@
+/**
+ * Keeps a replica's caches in step with the change log: hands every entry after the replica's
+ * starting position to one applier, once each, strictly in log order — whether the entry was
+ * committed here (handed over straight from the commit, no read) or by another replica (read
+ * from the store when a notification or a gap says there is more). Caches that change only
+ * through it can never go back in time, and a lost notification or a restart never leaves a
+ * hole: the follower reads on from the last entry it applied.
+ */
+import type { CommittedLog, LogEntry, LogReader } from './change-log.js'
+
+export type LogApplier = (entries: readonly LogEntry[]) => void
+
+/** Entries read from the store at once. */
+const READ_BATCH = 2000
+/** Wait before reading again after a failed read, ms. */
+const RETRY_MS = 1000
+
+export class LogFollower {
+  private position = 0
+  private applier: LogApplier | undefined
+  private waiters: { seq: number; resolve: () => void }[] = []
+  private reading: Promise<void> | null = null
+  private readAgain = false
+  private retryTimer: NodeJS.Timeout | undefined
+  private stopped = false
+  /** The newest entry known to exist (from a notification or a commit), and since when we are behind it. */
+  private knownHead = 0
+  private behindSince: number | null = null
+  lastError: Error | null = null
+
+  constructor(private readonly reader: LogReader) {}
+
+  /** Follows the log from `position` (the snapshot's): every later entry goes to `applier`, in order. */
+  start(position: number, applier: LogApplier): void {
+    this.position = position
+    this.knownHead = Math.max(this.knownHead, position)
+    this.applier = applier
+    this.wake()
+  }
+
+  get following(): boolean {
+    return this.applier !== undefined
+  }
+
+  /** The last entry applied. */
+  get applied(): number {
+    return this.position
+  }
+
+  /** How long the oldest entry known and not yet applied has waited, in seconds; 0 when current. */
+  lagSeconds(now = Date.now()): number {
+    return this.behindSince === null ? 0 : (now - this.behindSince) / 1000
+  }
+
+  /**
+   * A batch committed here: applied at once when it is the next in order; otherwise the entries
+   * before it (other replicas') are read first. Resolves when it has been applied.
+   */
+  committed(log: CommittedLog): Promise<void> {
+    if (!this.applier || log.entries.length === 0) return Promise.resolve()
+    const last = log.previous + log.entries.length
+    this.heard(last)
+    if (last <= this.position) return Promise.resolve()
+    if (log.previous === this.position) {
+      this.apply(log.entries)
+      return Promise.resolve()
+    }
+    this.wake()
+    return this.reached(last)
+  }
+
+  /** There is news in the log (a notification, up to `head` if it says): read on. */
+  wake(head?: number): void {
+    if (head !== undefined) this.heard(head)
+    if (!this.applier || this.stopped) return
+    if (this.reading) {
+      this.readAgain = true
+      return
+    }
+    this.reading = this.readOn().finally(() => (this.reading = null))
+  }
+
+  /** Resolves once every entry up to `seq` has been applied. */
+  reached(seq: number): Promise<void> {
+    if (seq <= this.position) return Promise.resolve()
+    return new Promise((resolve) => this.waiters.push({ seq, resolve }))
+  }
+
+  stop(): void {
+    this.stopped = true
+    clearTimeout(this.retryTimer)
+  }
+
+  private async readOn(): Promise<void> {
+    try {
+      do {
+        this.readAgain = false
+        for (;;) {
+          const entries = await this.reader.readLog(this.position, READ_BATCH)
+          // a commit of ours may have been applied while this read was on its way
+          const fresh = entries.filter((e) => e.seq > this.position)
+          if (fresh.length > 0) this.apply(fresh)
+          if (entries.length < READ_BATCH) break
+        }
+      } while (this.readAgain && !this.stopped)
+      this.lastError = null
+    } catch (error) {
+      this.lastError = error as Error
+      if (!this.stopped && !this.retryTimer) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined
+          this.wake()
+        }, RETRY_MS)
+        this.retryTimer.unref()
+      }
+    }
+  }
+
+  private heard(head: number): void {
+    if (head <= this.knownHead) return
+    this.knownHead = head
+    if (head > this.position) this.behindSince ??= Date.now()
+  }
+
+  private apply(entries: readonly LogEntry[]): void {
+    this.applier!(entries)
+    this.position = entries[entries.length - 1]!.seq
+    if (this.position > this.knownHead) this.knownHead = this.position
+    if (this.position >= this.knownHead) this.behindSince = null
+    if (this.waiters.length === 0) return
+    const still: typeof this.waiters = []
+    for (const w of this.waiters) {
+      if (w.seq <= this.position) w.resolve()
+      else still.push(w)
+    }
+    this.waiters = still
+  }
+}
