@@ -6,14 +6,14 @@ import tseslint from 'typescript-eslint'
 /**
  * The direction of imports inside src/ (docs/ARCHITECTURE.md, "layers"): each folder may import
  * only the folders below it, so the layering cannot rot. From the bottom:
- *   domain ← store ← config, observability, tls ← registry ← devices, admission ← carrier
+ *   domain ← store ← config, observability, tls, replicas ← registry ← devices, admission ← carrier
  *   ← embedded, emqx (the adapters: neither imports the other) ← api ← hub, cli, main.
  * Written as the folders (or root files) each layer must not import: a relative import naming
  * one of them is an error.
  */
 const above = {
-  domain: ['store', 'config', 'observability', 'tls', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
-  store: ['config', 'observability', 'tls', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  domain: ['store', 'config', 'observability', 'tls', 'replicas', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
+  store: ['config', 'observability', 'tls', 'replicas', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
   base: ['registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
   registry: ['devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
   devices: ['carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
@@ -25,7 +25,7 @@ const above = {
 const layerFiles = {
   domain: ['src/domain/**', 'src/types/**'],
   store: ['src/store/**'],
-  base: ['src/config.ts', 'src/port-in-use.ts', 'src/observability/**', 'src/tls/**'],
+  base: ['src/config.ts', 'src/port-in-use.ts', 'src/observability/**', 'src/tls/**', 'src/replicas/**'],
   registry: ['src/registry/**'],
   devices: ['src/devices/**', 'src/admission/**'],
   carrier: ['src/carrier/**'],

@@ -35,6 +35,7 @@ import { TopicBook } from '../src/registry/topic-book.js'
 import { cacheApplier } from '../src/registry/cache-applier.js'
 import { cacheDecider } from '../src/store/cache-decider.js'
 import { loggedChanges } from '../src/store/change-log.js'
+import { SoleReplica } from '../src/store/coordination.js'
 import { GroupCommitter, type CommitObserver } from '../src/store/group-commit.js'
 import { LogFollower } from '../src/store/log-follower.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
@@ -201,6 +202,7 @@ function noopStore(observer: CommitObserver): Store {
     following: () => ({ applied: follower.applied, lagSeconds: 0, lastError: null }),
     readLog: () => Promise.resolve([]),
     readDevice: () => Promise.resolve(undefined),
+    coordination: new SoleReplica(() => Promise.resolve(0)),
     probe: () => Promise.resolve(),
     health: () => ({ ok: true, lastError: null }),
     close: () => committer.close()

@@ -57,6 +57,10 @@ export interface HubConfig {
   webhookSecret: string
   /** Seconds between reconciles with the broker's REST API (emqx mode). */
   reconcileInterval: number
+  /** Seconds the change log keeps an entry (a live replica that has not applied it keeps it longer). */
+  logRetain: number
+  /** Most change-log entries kept, newest first (same exception). */
+  logRetainEntries: number
   coapHost: string
   /** UDP port of the CoAP gateway (embedded mode); 0 picks a free one. */
   coapPort: number
@@ -227,6 +231,8 @@ const OPTIONS = [
   { key: 'coapHeartbeat', env: 'IOTHUB_COAP_HEARTBEAT', flag: 'coap-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 30, help: 'seconds between CoAP heartbeats; silent 1.5 × that ends the session' },
   { key: 'coapAckTimeout', env: 'IOTHUB_COAP_ACK_TIMEOUT', flag: 'coap-ack-timeout', parse: (raw: string, name: string) => integer(raw, name, 10, 60_000), fallback: () => 2000, help: 'ms before a confirmable CoAP message is sent again (RFC 7252 ACK_TIMEOUT)' },
   { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' },
+  { key: 'logRetain', env: 'IOTHUB_LOG_RETAIN', flag: 'log-retain', parse: (raw: string, name: string) => integer(raw, name, 60, 365 * 86400), fallback: () => 86400, help: 'seconds the change log keeps an entry' },
+  { key: 'logRetainEntries', env: 'IOTHUB_LOG_RETAIN_ENTRIES', flag: 'log-retain-entries', parse: (raw: string, name: string) => integer(raw, name, 1000, 2 ** 40), fallback: () => 1_000_000, help: 'most change-log entries kept' },
   // ── limits on what one device (and all of them) can make the hub hold ──
   { key: 'maxSubscriptionsPerSession', env: 'IOTHUB_MAX_SUBSCRIPTIONS_PER_SESSION', flag: 'max-subscriptions-per-session', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 100, help: 'most topics one session may subscribe to or observe' },
   { key: 'maxSessionsPerDevice', env: 'IOTHUB_MAX_SESSIONS_PER_DEVICE', flag: 'max-sessions-per-device', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 10, help: 'most sessions, connected or kept offline, one device may hold' },

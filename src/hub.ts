@@ -35,6 +35,8 @@ import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
 import { deciderFor } from './store/cache-decider.js'
 import { cacheApplier } from './registry/cache-applier.js'
+import { ReplicaKeeper } from './replicas/replica-keeper.js'
+import type { Lease } from './replicas/lease.js'
 import { StoreProbe } from './store/store-probe.js'
 import type { CommitObserver } from './store/group-commit.js'
 import { TlsCredentials } from './tls/tls-credentials.js'
@@ -72,6 +74,9 @@ export class Hub {
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private readonly probe: StoreProbe
+  /** This replica among the others on the store; with SQLite, the only one. */
+  readonly replicas: ReplicaKeeper
+  private readonly expiryLease: Lease
   private storeWatch: NodeJS.Timeout | undefined
   /** The store was seen failing, and its return has not been acted on yet. */
   private storeDown = false
@@ -99,7 +104,8 @@ export class Hub {
     readonly config: HubConfig,
     options: { log?: Logger; metrics?: HubMetrics; store?: Store; tls?: TlsCredentials } = {}
   ) {
-    this.log = options.log ?? createLogger(config.logLevel)
+    // every line names the replica that wrote it
+    this.log = (options.log ?? createLogger(config.logLevel)).child({ node: config.node })
     this.metrics = options.metrics ?? new HubMetrics()
     this.tls = options.tls ?? TlsCredentials.fromConfig(config, this.metrics, this.log.child({ component: 'tls' }))
     if (!options.store && config.store !== 'sqlite') throw new Error(`the ${config.store} store is opened by Hub.open(config), not new Hub(config)`)
@@ -115,6 +121,8 @@ export class Hub {
     // /readyz waits for the store at most a second: a probe's own timeout of seconds would
     // outlast the probe deadline of whatever polls it
     this.probe = new StoreProbe(this.store, { waitMs: Math.min(1000, config.storeTimeout) })
+    this.replicas = new ReplicaKeeper(this.store, config, this.metrics, this.log.child({ component: 'replicas' }))
+    this.expiryLease = this.replicas.lease('expiry')
     // Where changes are decided: in PostgreSQL's transactions (replicas share it), or against
     // these caches, which then are the store's state (SQLite, this process its only writer)
     const decider = deciderFor(this.store, {
@@ -145,7 +153,7 @@ export class Hub {
     const policy = new AdmissionPolicy(config, this.devices, new LoginGuard(this.loginThrottle), admission, (peer) =>
       this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
     )
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls }
+    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name) }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     // a connect that takes a session over from a live connection: the carrier closes the old one
@@ -195,16 +203,14 @@ export class Hub {
     })
     const http = this.api.server.address() as AddressInfo
     this.addresses = { http, ...listening }
-    this.expiryTimer = setInterval(() => {
-      this.registry.expireDue(Date.now()).catch((error: Error) => this.log.error({ err: error.message }, 'expiry sweep failed'))
-    }, this.config.expirySweepInterval * 1000)
+    await this.replicas.start(`${this.apiUsesTls ? 'https' : 'http'}://${at(http)}`)
+    this.expiryTimer = setInterval(() => void this.sweepExpired(), this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
     this.storeWatch = setInterval(() => void this.watchStore(), STORE_WATCH_MS)
     this.storeWatch.unref()
     this.tls?.watch()
     if (this.state !== 'starting') throw new Error('hub was stopped while starting')
     this.state = 'running'
-    const at = (a: AddressInfo | undefined) => (a ? `${a.address}:${a.port}` : undefined)
     this.log.info(
       {
         broker: this.config.broker,
@@ -219,6 +225,17 @@ export class Hub {
       'iothub started'
     )
     return this.addresses
+  }
+
+  /** Ends the sessions offline past their expiry — on the one replica that holds the expiry lease. */
+  private async sweepExpired(): Promise<void> {
+    try {
+      if (!(await this.expiryLease.hold())) return
+      await this.registry.expireDue(Date.now())
+      await this.expiryLease.done()
+    } catch (error) {
+      this.log.error({ err: (error as Error).message }, 'expiry sweep failed')
+    }
   }
 
   /** True when the API serves HTTPS (a certificate is configured and IOTHUB_API_TLS is not `off`). */
@@ -245,6 +262,7 @@ export class Hub {
       loginThrottle: this.loginThrottle,
       kick: (clientId) => this.carrier.kick(clientId),
       readiness: () => this.checkReadiness(),
+      replicas: () => this.replicas.replicas(),
       ...(this.carrier.routes ? { carrierRoutes: this.carrier.routes } : {})
     }
   }
@@ -260,6 +278,7 @@ export class Hub {
           : store.ok
             ? { ok: true }
             : { ok: false, detail: store.lastError ?? 'store is closed' },
+      log: logCheck(this.store),
       ...this.carrier.checks(),
       hub: this.state === 'running' ? { ok: true } : { ok: false, detail: `hub is ${this.state}` }
     }
@@ -311,6 +330,7 @@ export class Hub {
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
     await this.carrier.stop()
+    await this.replicas.stop()
     await this.registry.settled()
     this.registry.stop()
     this.connectInfo.stop()
@@ -320,6 +340,16 @@ export class Hub {
     this.state = 'stopped'
     this.log.info('iothub stopped')
   }
+}
+
+const at = (a: AddressInfo | undefined): string | undefined => (a ? `${a.address}:${a.port}` : undefined)
+
+/** Whether the caches follow the change log; how far, and how far behind. */
+function logCheck(store: Store): Readiness['checks'][string] {
+  const following = store.following()
+  const position = `log position ${following.applied}, ${following.lagSeconds.toFixed(3)} s behind`
+  if (following.lastError) return { ok: false, detail: `cannot read the change log: ${following.lastError} (${position})` }
+  return { ok: true, detail: position }
 }
 
 /** How often a failing store is asked whether it answers again, ms. */

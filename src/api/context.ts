@@ -8,6 +8,7 @@ import type { BrokerPublisher, Dispatcher } from '../devices/dispatcher.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
 import type { Readiness } from '../observability/readiness.js'
+import type { ReplicaView } from '../replicas/replica-keeper.js'
 
 
 export interface ApiContext {
@@ -25,6 +26,8 @@ export interface ApiContext {
   kick(clientId: string): Promise<boolean>
   /** Asks the store (shared, at most once a second), then tells whether the hub is ready. */
   readiness(): Promise<Readiness>
+  /** The replicas that share the store (GET /v1/replicas). */
+  replicas(): Promise<ReplicaView[]>
   /** Routes of the carrier's own (EMQX mode: the WebHook receiver and the reconcile). */
   carrierRoutes?: CarrierRoutes
 }

@@ -18,6 +18,7 @@ import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { downstreamRoutes } from './routes/downstream.js'
 import { healthRoutes } from './routes/health.js'
+import { replicaRoutes } from './routes/replicas.js'
 import { sessionRoutes } from './routes/sessions.js'
 import { subscriptionRoutes } from './routes/subscriptions.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
@@ -88,6 +89,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(deviceRoutes(ctx))
   await app.register(sessionRoutes(ctx))
   await app.register(subscriptionRoutes(ctx))
+  await app.register(replicaRoutes(ctx))
   await app.register(downstreamRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))

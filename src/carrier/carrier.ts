@@ -9,6 +9,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { Logger } from 'pino'
 import type { Readiness } from '../observability/readiness.js'
 import type { HubConfig } from '../config.js'
+import type { Lease } from '../replicas/lease.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { AdmissionPolicy } from '../admission/admission-policy.js'
@@ -31,6 +32,8 @@ export interface HubCore {
   log: Logger
   /** The certificate of TLS listeners; undefined when none is configured. */
   tls?: TlsCredentials
+  /** A lease on work that one replica of the hub at a time runs (replicas/lease.ts). */
+  lease: (name: string) => Lease
 }
 
 export interface CarrierAddresses {

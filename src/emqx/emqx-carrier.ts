@@ -7,6 +7,11 @@
  * If EMQX's API cannot be reached (or refuses the credentials) at start, the hub still starts
  * and answers hook calls — they are recorded, and a reconcile never undoes them — but /readyz
  * says not ready, naming the error, and the reconcile is retried with backoff until it succeeds.
+ *
+ * With several replicas, one at a time reconciles: the holder of the `reconcile` lease. The
+ * others check the lease every few seconds (and take it when its holder is gone); a trigger that
+ * reaches one of them (EMQX reloading the provider) is passed to the holder as a request. A
+ * replica that does not hold the lease is ready once the holder has reconciled.
  */
 import type { Readiness } from '../observability/readiness.js'
 import { EmqxRestClient } from './emqx-rest.js'
@@ -19,9 +24,12 @@ import type { Snapshot } from '../store/store.js'
 import type { StepDown } from '../registry/registry.js'
 import type { CarrierAddresses, CarrierRoutes, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
 import { endListedOnly } from '../carrier/listed-only.js'
+import type { Lease } from '../replicas/lease.js'
 
 /** Longest wait between retries of a failed reconcile, ms. */
 const MAX_RETRY_MS = 60_000
+/** Between looks at the reconcile lease: how soon a replica takes over from a holder that is gone, ms. */
+const LEASE_CHECK_MS = 5000
 
 export class EmqxCarrier implements ConnectionCarrier {
   readonly rest: EmqxRestClient
@@ -31,8 +39,9 @@ export class EmqxCarrier implements ConnectionCarrier {
   private timer: NodeJS.Timeout | undefined
   private retryMs = 1000
   private stopped = false
-  /** Ready once a reconcile has succeeded. */
+  /** Ready once a reconcile has succeeded (here, or by the lease's holder). */
   private reconciled = false
+  private readonly lease: Lease
 
   constructor(private readonly core: HubCore) {
     const { config, registry, devices, upstream, metrics, log } = core
@@ -41,6 +50,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     this.reconciler = new Reconciler(registry, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
+    this.lease = core.lease('reconcile')
   }
 
   get routes(): CarrierRoutes {
@@ -75,7 +85,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     const last = this.reconciler.last
     return {
       exhook: this.exhook.listening ? { ok: true } : { ok: false, detail: 'ExHook gRPC server is not listening' },
-      emqx: this.reconciled
+      emqx: this.reconciled || (!this.lease.held && this.lease.served)
         ? { ok: true }
         : { ok: false, detail: last?.error ? `not reconciled with EMQX yet: ${last.error}` : 'not reconciled with EMQX yet' }
     }
@@ -104,24 +114,57 @@ export class EmqxCarrier implements ConnectionCarrier {
     await this.reconciler.stop()
   }
 
-  /** Runs a reconcile now; then schedules the next (the interval, or a retry with backoff). */
-  private reconcileSoon(trigger: ReconcileTrigger): void {
+  /**
+   * Runs a reconcile now if this replica holds the lease (else asks the holder to, for a trigger
+   * that is news); then schedules the next look: a retry with backoff after a failure, else the
+   * lease check, which runs the interval's reconcile when it is due.
+   */
+  private reconcileSoon(trigger: ReconcileTrigger | 'check'): void {
     if (this.stopped) return
     clearTimeout(this.timer)
-    void this.reconciler.run(trigger).then((report) => {
-      if (this.stopped) return
-      if (report.error === null) {
-        this.reconciled = true
-        this.retryMs = 1000
-        this.schedule('interval', this.core.config.reconcileInterval * 1000)
-      } else {
+    void this.reconcileIfHeld(trigger).then(
+      (outcome) => {
+        if (this.stopped) return
+        if (outcome === 'failed') {
+          this.schedule(trigger, this.retryMs)
+          this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS)
+          return
+        }
+        if (outcome === 'reconciled') {
+          this.reconciled = true
+          this.retryMs = 1000
+        }
+        this.schedule('check', Math.min(LEASE_CHECK_MS, this.intervalMs))
+      },
+      (error: Error) => {
+        this.core.log.warn({ err: error.message }, 'reconcile lease could not be checked; tried again')
         this.schedule(trigger, this.retryMs)
         this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS)
       }
-    })
+    )
   }
 
-  private schedule(trigger: ReconcileTrigger, ms: number): void {
+  private async reconcileIfHeld(trigger: ReconcileTrigger | 'check'): Promise<'reconciled' | 'failed' | 'not due' | 'not held'> {
+    if (!(await this.lease.hold())) {
+      if (trigger === 'provider_loaded' || trigger === 'api') await this.lease.request()
+      return 'not held'
+    }
+    const seen = this.lease.seen!
+    const requested = seen.requestedAt !== null && (seen.doneAt === null || seen.requestedAt > seen.doneAt)
+    const due = seen.doneAt === null || Date.now() - seen.doneAt >= this.intervalMs
+    if (trigger === 'check' && !requested && !due && this.reconciled) return 'not due'
+    const started = Date.now()
+    const report = await this.reconciler.run(trigger === 'check' ? (requested ? 'provider_loaded' : 'interval') : trigger)
+    if (report.error !== null) return 'failed'
+    await this.lease.done(started).catch(() => undefined)
+    return 'reconciled'
+  }
+
+  private get intervalMs(): number {
+    return this.core.config.reconcileInterval * 1000
+  }
+
+  private schedule(trigger: ReconcileTrigger | 'check', ms: number): void {
     clearTimeout(this.timer)
     this.timer = setTimeout(() => this.reconcileSoon(trigger), ms)
     this.timer.unref()

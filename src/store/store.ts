@@ -8,6 +8,7 @@
  */
 import type { Device } from '../domain/device.js'
 import type { LogEntry } from './change-log.js'
+import type { Coordination } from './coordination.js'
 import type { Decision } from './decision.js'
 import type { LogApplier } from './log-follower.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
@@ -111,6 +112,8 @@ export interface Store {
   following(): LogFollowing
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
+  /** The replicas that share this store, their leases, and the pruning of the change log. */
+  readonly coordination: Coordination
   /** The device as stored now, for a cache that misses it (another replica may have just made it). */
   readDevice(id: string): Promise<Device | undefined>
   /**

@@ -309,6 +309,52 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       }
     })
 
+    it('prunes the change log by count and age, never past the position it is given', async () => {
+      const from = (await store.load()).logPosition
+      await store.commit(Array.from({ length: 10 }, (_, i): Mutation => ({ op: 'device.put', device: device(`pruned-${i}`) })))
+      const head = from + 10
+      const seqs = async (): Promise<number[]> => (await store.readLog(0, 1_000_000)).map((e) => e.seq)
+      // by count: keep the newest 4, but never past `through`
+      assert.equal(await store.coordination.pruneLog({ through: head - 6, keepEntries: 4, keepSince: 0, limit: 1000 }), head - 6)
+      assert.deepEqual((await seqs())[0], head - 5, 'stopped at the position a replica still needs')
+      assert.equal(await store.coordination.pruneLog({ through: head, keepEntries: 4, keepSince: 0, limit: 1000 }), 2)
+      assert.deepEqual(await seqs(), [head - 3, head - 2, head - 1, head])
+      // by age: every entry is younger than a minute, so none goes
+      assert.equal(await store.coordination.pruneLog({ through: head, keepEntries: 1_000_000, keepSince: Date.now() - 60_000, limit: 1000 }), 0)
+      // older than now: all of them, at most `limit` at a time
+      assert.equal(await store.coordination.pruneLog({ through: head, keepEntries: 1_000_000, keepSince: Date.now() + 1, limit: 3 }), 3)
+      assert.deepEqual(await seqs(), [head])
+      assert.equal((await store.load()).logPosition, head, 'pruning never moves the numbering back')
+    })
+
+    it('lends a lease to one holder at a time, to another once it expires or is released', async () => {
+      const now = Date.now()
+      const a = await store.coordination.lease('contract-lease', 'node-a', 10_000, now)
+      assert.equal(a.holder, 'node-a')
+      assert.equal((await store.coordination.lease('contract-lease', 'node-a', 10_000, now + 1000)).expiresAt, now + 11_000, 'renewed')
+      await store.coordination.leaseDone('contract-lease', 'node-a', now + 1500)
+      await store.coordination.leaseRequest('contract-lease', now + 1600)
+      const seen = await store.coordination.lease('contract-lease', 'node-a', 10_000, now + 1700)
+      assert.deepEqual([seen.doneAt, seen.requestedAt], [now + 1500, now + 1600])
+      if (store.kind === 'sqlite') return // one writer, one replica: every lease is its own
+      assert.equal((await store.coordination.lease('contract-lease', 'node-b', 10_000, now + 2000)).holder, 'node-a', 'held: not taken')
+      assert.equal((await store.coordination.lease('contract-lease', 'node-b', 10_000, now + 12_000)).holder, 'node-b', 'expired: taken')
+      await store.coordination.release('contract-lease', 'node-b')
+      assert.equal((await store.coordination.lease('contract-lease', 'node-a', 10_000, now + 12_001)).holder, 'node-a', 'released: taken at once')
+    })
+
+    it('records replicas and forgets one that leaves', async () => {
+      const record = { node: 'contract-node', address: 'http://127.0.0.1:1', startedAt: 1, lastSeen: 2, logPosition: 3 }
+      await store.coordination.heartbeat(record)
+      await store.coordination.heartbeat({ ...record, lastSeen: 5, logPosition: 7 })
+      assert.deepEqual(
+        (await store.coordination.replicas()).filter((r) => r.node === 'contract-node'),
+        [{ ...record, lastSeen: 5, logPosition: 7 }]
+      )
+      await store.coordination.leave('contract-node')
+      assert.deepEqual((await store.coordination.replicas()).filter((r) => r.node === 'contract-node'), [])
+    })
+
     it('rejects commits after close', async () => {
       await store.close()
       await assert.rejects(store.commit([{ op: 'device.put', device: device('late') }]), /closed/)

@@ -233,6 +233,7 @@ describe('PostgresStore', () => {
           'device_properties',
           'devices',
           'incoming',
+          'leases',
           'log_head',
           'outgoing',
           'publish_journal',

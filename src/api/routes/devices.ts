@@ -68,7 +68,7 @@ export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       }
     },
     async (request, reply) => {
-      const device = ctx.devices.get(request.params.id)
+      const device = await ctx.devices.find(request.params.id)
       if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${request.params.id}` })
       return renderDevice(device, ctx.properties.of(device.id))
     }

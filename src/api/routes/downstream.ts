@@ -73,7 +73,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     },
     async (request, reply) => {
       const { id } = request.params
-      if (!ctx.devices.get(id)) return notFound(reply, id)
+      if (!(await ctx.devices.find(id))) return notFound(reply, id)
       const patch = request.body
       const outcome: PushOutcome = { pushedTo: [] }
       const attributes = await ctx.properties
@@ -109,7 +109,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     },
     async (request, reply) => {
       const { id } = request.params
-      if (!ctx.devices.get(id)) return notFound(reply, id)
+      if (!(await ctx.devices.find(id))) return notFound(reply, id)
       const command = newCommand(request.body, Date.now())
       const sent: Pick<Command, 'id' | 'name' | 'params'> = { id: command.id, name: command.name, params: command.params }
       const outcome: PushOutcome = { pushedTo: [] }
@@ -141,7 +141,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       const { id } = request.params
       if (!Buffer.isBuffer(request.body) || request.body.length === 0) throw badRequest('body must be the raw bytes, sent as application/octet-stream')
       if (request.body.length > ctx.config.maxPacketSize - 1024) throw badRequest(`body of ${request.body.length} bytes is larger than an MQTT packet may be`)
-      if (!ctx.devices.get(id)) return notFound(reply, id)
+      if (!(await ctx.devices.find(id))) return notFound(reply, id)
       const bytes = request.body
       const outcome: PushOutcome = { pushedTo: [] }
       await ctx.properties

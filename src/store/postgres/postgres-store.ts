@@ -21,6 +21,7 @@ import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { LogListener } from './log-listener.js'
 import { LogStatements } from './log-statements.js'
+import { PostgresCoordination } from './postgres-coordination.js'
 import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
 
 export interface PostgresStoreOptions {
@@ -47,6 +48,7 @@ export class PostgresStore implements Store {
   private readonly committer: GroupCommitter
   private readonly follower: LogFollower
   private readonly listener: LogListener
+  readonly coordination: PostgresCoordination
   private closing: Promise<void> | null = null
 
   private constructor(
@@ -57,6 +59,7 @@ export class PostgresStore implements Store {
     options: PostgresStoreOptions
   ) {
     this.follower = new LogFollower(this)
+    this.coordination = new PostgresCoordination(pool, tables)
     this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
     const timeoutMs = options.timeoutMs ?? 5000
     this.committer = new GroupCommitter(writer, {

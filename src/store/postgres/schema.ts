@@ -20,7 +20,7 @@ import pg from 'pg'
  * 1: the first PostgreSQL schema; its tables hold what SQLite schema version 2 holds (the two
  * backends number their versions apart, as their migrations are their own).
  * 2: the change log (`change_log`, numbered through `log_head`), the incarnations of ended
- * sessions (`session_tombstones`) and the replicas' own rows (`replicas`), for several replicas
+ * sessions (`session_tombstones`), the replicas' own rows (`replicas`) and their leases, for several replicas
  * on one database. Version 1 databases gain the tables in place; their log starts empty.
  */
 export const SCHEMA_VERSION = 2
@@ -40,7 +40,8 @@ export const TABLE_NAMES = [
   'session_tombstones',
   'change_log',
   'log_head',
-  'replicas'
+  'replicas',
+  'leases'
 ] as const
 
 export type TableName = (typeof TABLE_NAMES)[number]
@@ -162,6 +163,15 @@ export function createTableStatements(t: QualifiedTables): string[] {
        started_at   bigint NOT NULL,
        last_seen    bigint NOT NULL,
        log_position bigint NOT NULL
+     )`,
+
+    // Work that one replica at a time runs (see ../coordination.ts).
+    `CREATE TABLE IF NOT EXISTS ${t.leases} (
+       name         text COLLATE "C" PRIMARY KEY,
+       holder       text NOT NULL,
+       expires_at   bigint NOT NULL,
+       done_at      bigint,
+       requested_at bigint
      )`
   ]
 }

@@ -13,6 +13,7 @@ import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import type { LogEntry } from '../change-log.js'
+import { SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
@@ -44,6 +45,8 @@ export class SqliteStore implements Store {
   private readonly writer: WriterThread
   private readonly checkpointer: Worker
   private readonly follower = new LogFollower(this)
+  /** One writer, one replica: this process. */
+  readonly coordination: SoleReplica
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true })
@@ -54,6 +57,7 @@ export class SqliteStore implements Store {
     this.migrate()
     this.loads = prepareLoads(this.db)
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
+    this.coordination = new SoleReplica((pruning) => this.writer.prune(pruning))
     this.checkpointer = startWorker('checkpoint', { path: this.path, intervalMs: 1000 } satisfies CheckpointOptions)
     // Losing it must not take the hub down: commits go on, and the writer's own (rare)
     // automatic checkpoint bounds the WAL. It is reported like a failed commit.

@@ -1,6 +1,7 @@
 /** The main thread's end of the writer thread (writer-worker.ts): a BatchWriter that awaits it. */
 import type { Worker } from 'node:worker_threads'
 import { loggedChanges } from '../change-log.js'
+import type { LogPruning } from '../coordination.js'
 import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../group-commit.js'
 import { withinDeadline, type Mutation } from '../store.js'
 import { startWorker } from './start-worker.js'
@@ -10,7 +11,7 @@ import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.
 
 export class WriterThread implements BatchWriter {
   private readonly worker: Worker
-  private readonly waiting = new Map<number, { resolve: (previous: number | undefined) => void; reject: (error: Error) => void }>()
+  private readonly waiting = new Map<number, { resolve: (reply: WriterReply) => void; reject: (error: Error) => void }>()
   private nextId = 1
   private failure: Error | null = null
   private readonly exited: Promise<void>
@@ -20,7 +21,7 @@ export class WriterThread implements BatchWriter {
     this.worker.on('message', (reply: WriterReply) => {
       const waiter = this.waiting.get(reply.id)
       this.waiting.delete(reply.id)
-      if (reply.error === undefined) waiter?.resolve(reply.previous)
+      if (reply.error === undefined) waiter?.resolve(reply)
       else waiter?.reject(new Error(reply.error))
     })
     this.worker.on('error', (error) => this.fail(new Error(`SQLite writer thread failed: ${error.message}`)))
@@ -46,11 +47,11 @@ export class WriterThread implements BatchWriter {
     }
     const changes = loggedChanges(mutations)
     const at = Date.now()
-    const previous = await this.send(mutations, changes.map((c) => JSON.stringify(c)), at, control)
+    const { previous } = await this.send(mutations, changes.map((c) => JSON.stringify(c)), at, control)
     return changes.length === 0 ? {} : { log: { previous: previous ?? 0, entries: changes.map((change, i) => ({ seq: (previous ?? 0) + i + 1, at, change })) } }
   }
 
-  private send(mutations: readonly Mutation[], log: string[], at: number, control?: WriteControl): Promise<number | undefined> {
+  private send(mutations: readonly Mutation[], log: string[], at: number, control?: WriteControl): Promise<WriterReply> {
     if (this.failure) return Promise.reject(this.failure)
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -63,6 +64,16 @@ export class WriterThread implements BatchWriter {
         { once: true }
       )
       this.worker.postMessage({ id, mutations: mutations.map(encodeMutation), log, at, deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
+    })
+  }
+
+  /** Deletes change-log entries as `pruning` allows, behind the batches handed over; how many. */
+  prune(pruning: LogPruning): Promise<number> {
+    if (this.failure) return Promise.reject(this.failure)
+    const id = this.nextId++
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve: (reply) => resolve(reply.pruned ?? 0), reject })
+      this.worker.postMessage({ id, prune: pruning } satisfies WriterRequest)
     })
   }
 

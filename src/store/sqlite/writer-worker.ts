@@ -5,7 +5,8 @@
  * while this one commits.
  *
  * Protocol: `{ id, mutations, log, at, deadline }` (encoded, see statements.ts) in,
- * `{ id, previous }` or `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go; `{ close: true }`
+ * `{ id, previous }` or `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go;
+ * `{ id, prune }` deletes change-log entries (see ../coordination.ts) and answers `{ id, pruned }`; `{ close: true }`
  * closes the connection and ends the thread.
  *
  * `deadline` (epoch ms) is when the caller is refused: a batch found past it is not begun, and
@@ -14,6 +15,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
+import type { LogPruning } from '../coordination.js'
 import { prepareWrites, type EncodedMutation } from './statements.js'
 
 export interface WriterOptions {
@@ -26,9 +28,10 @@ export interface WriterOptions {
 export type WriterRequest =
   | { id: number; mutations: EncodedMutation[]; log: string[]; at: number; deadline: number }
   | { id: number; probe: true }
+  | { id: number; prune: LogPruning }
   | { close: true }
-/** `previous`: the log entry before the batch's first. */
-export type WriterReply = { id: number; error?: string; previous?: number }
+/** `previous`: the log entry before the batch's first; `pruned`: how many entries a prune deleted. */
+export type WriterReply = { id: number; error?: string; previous?: number; pruned?: number }
 
 const options = workerData as WriterOptions
 const db = new Database(options.path, { timeout: options.busyTimeoutMs })
@@ -50,6 +53,11 @@ const writeAll = db.transaction((mutations: EncodedMutation[], log: string[], at
   if (Date.now() >= deadline) throw new Error('its caller was refused at the deadline: rolled back')
   return previous
 })
+const pruneLog = db.prepare(
+  `DELETE FROM change_log WHERE seq IN (
+     SELECT seq FROM change_log WHERE seq <= @through AND (seq <= (SELECT seq FROM log_head) - @keepEntries OR at < @keepSince)
+      ORDER BY seq LIMIT @limit)`
+)
 const takeLock = db.prepare('BEGIN IMMEDIATE')
 const letGo = db.prepare('ROLLBACK')
 
@@ -64,6 +72,8 @@ parentPort!.on('message', (request: WriterRequest) => {
       takeLock.run()
       letGo.run()
       parentPort!.postMessage({ id: request.id } satisfies WriterReply)
+    } else if ('prune' in request) {
+      parentPort!.postMessage({ id: request.id, pruned: pruneLog.run(request.prune).changes } satisfies WriterReply)
     } else {
       if (Date.now() >= request.deadline) throw new Error('its caller was refused at the deadline: not begun')
       const previous = writeAll(request.mutations, request.log, request.at, request.deadline)

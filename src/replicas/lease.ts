@@ -1,0 +1,78 @@
+/**
+ * A lease on work that one replica at a time runs (the reconcile with EMQX, the expiry sweep,
+ * pruning the change log). `hold()` takes it when it is free or its holder stopped renewing, and
+ * renews it while this replica holds it — also while the work runs, so a long reconcile does not
+ * lose it halfway. A holder that dies stops renewing, and another replica takes the lease once it
+ * has expired: at most `ttlMs` without anyone doing the work.
+ */
+import type { Coordination, LeaseState } from '../store/coordination.js'
+
+export class Lease {
+  private state: LeaseState | null = null
+  private renewTimer: NodeJS.Timeout | undefined
+  private stopped = false
+
+  constructor(
+    private readonly coordination: Coordination,
+    readonly name: string,
+    /** This replica's run (replica-keeper.ts, `instance`). */
+    private readonly holder: string,
+    readonly ttlMs: number
+  ) {}
+
+  /** Takes or renews the lease; true while this replica holds it. Rejects when the store does not answer. */
+  async hold(now = Date.now()): Promise<boolean> {
+    if (this.stopped) return false
+    this.state = await this.coordination.lease(this.name, this.holder, this.ttlMs, now)
+    const held = this.state.holder === this.holder && this.state.expiresAt > now
+    if (held) this.keepRenewing()
+    else this.stopRenewing()
+    return held
+  }
+
+  /** The lease as last seen. */
+  get seen(): LeaseState | null {
+    return this.state
+  }
+
+  /** Whether the lease was held here when last seen. */
+  get held(): boolean {
+    return this.state !== null && this.state.holder === this.holder && this.state.expiresAt > Date.now()
+  }
+
+  /** Whether someone alive holds the lease and has done its work at least once. */
+  get served(): boolean {
+    return this.state !== null && this.state.expiresAt > Date.now() && this.state.doneAt !== null
+  }
+
+  /** The holder finished the work now. */
+  async done(at = Date.now()): Promise<void> {
+    await this.coordination.leaseDone(this.name, this.holder, at)
+    if (this.state && this.held) this.state = { ...this.state, doneAt: at }
+  }
+
+  /** Asks the holder, whoever it is, to run the work soon. */
+  async request(at = Date.now()): Promise<void> {
+    await this.coordination.leaseRequest(this.name, at)
+  }
+
+  /** Gives the lease up (this replica stops), so another takes it without waiting for it to expire. */
+  async release(): Promise<void> {
+    this.stopped = true
+    this.stopRenewing()
+    if (this.state?.holder === this.holder) await this.coordination.release(this.name, this.holder).catch(() => undefined)
+  }
+
+  private keepRenewing(): void {
+    if (this.renewTimer) return
+    this.renewTimer = setInterval(() => {
+      this.hold().catch(() => undefined) // a store that does not answer: the lease runs out, as it should
+    }, Math.max(100, Math.floor(this.ttlMs / 3)))
+    this.renewTimer.unref()
+  }
+
+  private stopRenewing(): void {
+    clearInterval(this.renewTimer)
+    this.renewTimer = undefined
+  }
+}

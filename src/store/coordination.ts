@@ -1,0 +1,111 @@
+/**
+ * What several replicas of one hub share besides the data: who they are (each records itself
+ * and how far it has followed the change log), leases — so work that must not run twice (the
+ * reconcile with EMQX, the expiry sweep, pruning the log) runs on one replica at a time, and
+ * moves to another when its holder stops renewing — and the pruning of the change log, which
+ * never removes what a live replica has not applied yet.
+ *
+ * A store that one process alone writes (SQLite) has one replica, which holds every lease.
+ */
+export interface ReplicaRecord {
+  node: string
+  /** Where its API listens, as it knows it (host:port), or null. */
+  address: string | null
+  /** Epoch ms. */
+  startedAt: number
+  /** Epoch ms of its last heartbeat. */
+  lastSeen: number
+  /** The last change-log entry it has applied. */
+  logPosition: number
+}
+
+export interface LeaseState {
+  /** Who holds it now (null: nobody ever did). */
+  holder: string | null
+  /** Epoch ms until which the holder holds it unless it renews. */
+  expiresAt: number
+  /** Epoch ms when a holder last finished the leased work. */
+  doneAt: number | null
+  /** Epoch ms when a replica last asked for the work to run soon. */
+  requestedAt: number | null
+}
+
+/**
+ * Which change-log entries go: those beyond the newest `keepEntries`, and those committed before
+ * `keepSince` — but never one after `through`, the lowest position a live replica has applied.
+ */
+export interface LogPruning {
+  through: number
+  keepEntries: number
+  /** Epoch ms. */
+  keepSince: number
+  /** Delete at most this many in one call (a long delete would hold up the writer). */
+  limit: number
+}
+
+export interface Coordination {
+  /** Records `self` as alive now. */
+  heartbeat(self: ReplicaRecord): Promise<void>
+  /** Every replica that has recorded itself, live or not, by node name. */
+  replicas(): Promise<ReplicaRecord[]>
+  /** Forgets a replica (one that stopped cleanly). */
+  leave(node: string): Promise<void>
+  /**
+   * Takes lease `name` for `holder` until `now + ttlMs` when it is free, expired or already
+   * `holder`'s; answers the lease as it stands after.
+   */
+  lease(name: string, holder: string, ttlMs: number, now?: number): Promise<LeaseState>
+  /** The holder finished the leased work (recorded only while it holds the lease). */
+  leaseDone(name: string, holder: string, at: number): Promise<void>
+  /** Asks whoever holds the lease to run its work soon. */
+  leaseRequest(name: string, at: number): Promise<void>
+  /** Releases a lease its holder is giving up (stopping), so another takes it at once. */
+  release(name: string, holder: string): Promise<void>
+  /** Deletes change-log entries as `pruning` allows; resolves with how many. */
+  pruneLog(pruning: LogPruning): Promise<number>
+}
+
+/** The coordination of a store with one writer: this process is every replica there is. */
+export class SoleReplica implements Coordination {
+  private self: ReplicaRecord | undefined
+  private readonly leases = new Map<string, LeaseState>()
+
+  constructor(private readonly prune: (pruning: LogPruning) => Promise<number>) {}
+
+  async heartbeat(self: ReplicaRecord): Promise<void> {
+    this.self = self
+  }
+
+  async replicas(): Promise<ReplicaRecord[]> {
+    return this.self ? [this.self] : []
+  }
+
+  async leave(node: string): Promise<void> {
+    if (this.self?.node === node) this.self = undefined
+  }
+
+  async lease(name: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseState> {
+    const state = { ...(this.leases.get(name) ?? { doneAt: null, requestedAt: null }), holder, expiresAt: now + ttlMs }
+    this.leases.set(name, state)
+    return state
+  }
+
+  async leaseDone(name: string, holder: string, at: number): Promise<void> {
+    const state = this.leases.get(name)
+    if (state?.holder === holder) state.doneAt = at
+  }
+
+  async leaseRequest(name: string, at: number): Promise<void> {
+    const state = this.leases.get(name)
+    if (state) state.requestedAt = at
+  }
+
+  async release(name: string, holder: string): Promise<void> {
+    const state = this.leases.get(name)
+    if (state?.holder === holder) state.expiresAt = 0
+  }
+
+  pruneLog(pruning: LogPruning): Promise<number> {
+    return this.prune(pruning)
+  }
+}
