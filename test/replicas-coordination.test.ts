@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
 import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
-import { startEmqxRestStandin, type EmqxRestStandin } from './helpers/emqx-rest-standin.js'
+import { startEmqxRestStandin, type EmqxRestStandin, type EmqxRestStandinOptions } from './helpers/emqx-rest-standin.js'
 import { EMQX_KEY, EMQX_SECRET } from './helpers/emqx-hub.js'
 import { eventually } from './helpers/hub.js'
 import { createTestDatabase, type TestDatabase } from './helpers/replicas.js'
@@ -21,9 +21,13 @@ interface ReplicaRow {
 }
 
 /** Two replicas named apart (as every deployment must name them), on a database of their own. */
-async function twoReplicas(t: TestContext): Promise<{ db: TestDatabase; standin: EmqxRestStandin; a: EmqxTestHub; b: EmqxTestHub }> {
+async function twoReplicas(
+  t: TestContext,
+  standinOptions: Partial<EmqxRestStandinOptions> = {},
+  reconcileInterval = 1
+): Promise<{ db: TestDatabase; standin: EmqxRestStandin; a: EmqxTestHub; b: EmqxTestHub }> {
   const db = await createTestDatabase()
-  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET, ...standinOptions })
   const started: EmqxTestHub[] = []
   t.after(async () => {
     for (const hub of started) await hub.stop({ keepStandin: true })
@@ -31,7 +35,7 @@ async function twoReplicas(t: TestContext): Promise<{ db: TestDatabase; standin:
     await db.drop()
   })
   for (const node of ['replica-a@test', 'replica-b@test']) {
-    started.push(await startEmqxTestHub({ version: 5, standin, overrides: { store: 'postgres', databaseUrl: db.url, node, reconcileInterval: 1 } }))
+    started.push(await startEmqxTestHub({ version: 5, standin, overrides: { store: 'postgres', databaseUrl: db.url, node, reconcileInterval } }))
   }
   return { db, standin, a: started[0]!, b: started[1]! }
 }
@@ -91,4 +95,46 @@ describe('replicas on one PostgreSQL know of each other', () => {
     await eventually(async () => (await b.api('GET', '/v1/reconcile/last')).status === 200 || undefined, 15_000, 'B reconciles once A is gone')
     assert.match((await holder()) ?? '', /^replica-b@test#/)
   })
+
+  for (const followed of [true, false]) {
+  it(`a reconcile on one replica never undoes hook calls another replica answered while it listed EMQX (${followed ? 'A has applied them' : 'A may not have applied them yet'})`, async (t) => {
+    let duringListing: (() => Promise<void>) | undefined
+    const { standin, a, b } = await twoReplicas(
+      t,
+      {
+        beforeReply: async (_method, path) => {
+          if (!path.includes('/subscriptions') || !duringListing) return
+          const act = duringListing
+          duringListing = undefined
+          await act()
+        }
+      },
+      3600 // only the reconcile asked for below runs while the test looks
+    )
+    const hook = (body: Record<string, unknown>) => b.webhook({ node: 'emqx@test', ...body })
+    const connect = (id: string, port: number) =>
+      hook({ event: 'client.connected', clientid: id, username: id, peername: `127.0.0.1:${port}`, mountpoint: `${id}/`, clean_start: true })
+    for (const id of ['leaves', 'arrives']) await a.createDevice(id)
+    standin.addClient({ clientid: 'leaves', username: 'leaves', node: 'emqx@test', ipAddress: '127.0.0.1', port: 2001, mountpoint: 'leaves/' })
+    assert.equal((await connect('leaves', 2001)).status, 200)
+    // the clients page has been read when this runs: it still lists `leaves`, not `arrives`
+    duringListing = async () => {
+      standin.removeClient('leaves')
+      assert.equal((await hook({ event: 'client.disconnected', clientid: 'leaves', username: 'leaves', peername: '127.0.0.1:2001', reason: 'normal' })).status, 200)
+      assert.equal((await connect('arrives', 2002)).status, 200)
+      standin.addClient({ clientid: 'arrives', username: 'arrives', node: 'emqx@test', ipAddress: '127.0.0.1', port: 2002, mountpoint: 'arrives/' })
+      // A has applied what B answered before it goes on with its stale listing — or goes on at
+      // once, and what PostgreSQL holds must keep it from undoing B's work
+      if (followed) await eventually(async () => a.hub.store.following().applied >= b.hub.store.following().applied || undefined, 15_000, 'A follows B')
+    }
+    const report = (await a.api<{ error: string | null; skippedChanged: number }>('POST', '/v1/reconcile')).body
+    assert.equal(duringListing, undefined, 'the hook calls ran during the listing')
+    assert.equal(report.error, null)
+    for (const hub of [a, b]) {
+      assert.equal((await hub.api('GET', '/v1/sessions/leaves')).status, 404, 'not brought back from the stale listing')
+      await eventually(async () => (await hub.api<{ connected: boolean }>('GET', '/v1/sessions/arrives')).body.connected === true || undefined, 15_000, 'arrives is connected')
+    }
+    assert.ok(report.skippedChanged >= 1, 'the changes B made counted as changes at A')
+  })
+  }
 })

@@ -235,8 +235,10 @@ export class Reconciler {
     return (clientId, fix) =>
       this.registry.applyFor(
         clientId,
-        (current, lastEnded) => {
-          if (this.registry.changedSince(clientId, since)) {
+        (current, lastEnded, lastEndedAt) => {
+          // changed here (or, as the log told, elsewhere) since the run began — or ended since,
+          // as stored, which another replica may have done a moment ago
+          if (this.registry.changedSince(clientId, since) || (lastEndedAt !== undefined && lastEndedAt >= since)) {
             report.skippedChanged++
             return null
           }

@@ -4,6 +4,7 @@
  * same states as the store, whichever replica committed them.
  */
 import type { LogEntry, LoggedChange } from '../store/change-log.js'
+import type { LogOrigin } from '../store/log-follower.js'
 import type { SessionRegistry } from './registry.js'
 
 export interface Caches {
@@ -13,13 +14,13 @@ export interface Caches {
   properties: { applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void }
 }
 
-export function cacheApplier(caches: Caches): (entries: readonly LogEntry[]) => void {
-  return (entries) => {
-    for (const { change } of entries) applyChange(caches, change)
+export function cacheApplier(caches: Caches): (entries: readonly LogEntry[], origin: LogOrigin) => void {
+  return (entries, origin) => {
+    for (const { change } of entries) applyChange(caches, change, origin)
   }
 }
 
-function applyChange(caches: Caches, m: LoggedChange): void {
+function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin): void {
   switch (m.op) {
     case 'device.put':
       return caches.devices.applyChange(m)
@@ -28,7 +29,7 @@ function applyChange(caches: Caches, m: LoggedChange): void {
     case 'session.put':
     case 'session.version':
     case 'session.delete':
-      return caches.registry.applyChange(m)
+      return caches.registry.applyChange(m, origin)
     case 'topic.put':
     case 'topic.delete':
     case 'topic.clear':

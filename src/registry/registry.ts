@@ -13,6 +13,7 @@ import { endConnection, expire, transition, type Applied } from '../domain/trans
 import type { HubMetrics } from '../observability/metrics.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decided, Decider, StoredSession } from '../store/decision.js'
+import type { LogOrigin } from '../store/log-follower.js'
 import type { Plan } from '../store/plan.js'
 import type { Mutation } from '../store/store.js'
 import { KeyedQueue } from './keyed-queue.js'
@@ -159,9 +160,14 @@ export class SessionRegistry {
     for (const s of sessions) this.sessions.set(s.id, s)
   }
 
-  /** A committed change of a session, handed back by the change log, in log order. */
-  applyChange(m: Extract<LoggedChange, { op: 'session.put' | 'session.version' | 'session.delete' }>): void {
+  /**
+   * A committed change of a session, handed back by the change log, in log order. One another
+   * replica made counts for `changedSince` (this replica's own changes are marked as it makes
+   * them, its reconcile's fixes not at all), so a reconcile here never undoes it.
+   */
+  applyChange(m: Extract<LoggedChange, { op: 'session.put' | 'session.version' | 'session.delete' }>, origin: LogOrigin = 'here'): void {
     const id = m.op === 'session.put' ? m.session.id : m.id
+    if (origin === 'elsewhere') this.lastChange.set(id, Date.now())
     const before = this.sessions.get(id)
     let after: SessionRecord | null
     if (m.op === 'session.put') {
@@ -188,8 +194,13 @@ export class SessionRegistry {
       session,
       topics: this.topics.entriesOf(clientId),
       entities: this.subscriptions.entitiesOf(clientId),
-      lastIncarnation: session === undefined ? this.tombstones.get(clientId)?.incarnation : undefined
+      ...(session === undefined ? this.tombstoneOf(clientId) : { lastIncarnation: undefined })
     }
+  }
+
+  private tombstoneOf(clientId: string): { lastIncarnation: string | undefined; lastEndedAt?: number } {
+    const tomb = this.tombstones.get(clientId)
+    return tomb ? { lastIncarnation: tomb.incarnation, lastEndedAt: tomb.at } : { lastIncarnation: undefined }
   }
 
   /**
@@ -247,18 +258,24 @@ export class SessionRegistry {
    * Applies the event `build` makes, in the client's order, from the session as it is stored when
    * the client's earlier events are done — for sources whose events name their connection by
    * what it is (node, peer address) rather than by an incarnation (EMQX's hooks): `build` reads
-   * the current session (or, when there is none, the incarnation of the last one that ended) to
+   * the current session (or, when there is none, the incarnation of the last one that ended, and
+   * when) to
    * tell whether the event is the live connection's, and how a connect orders against it. It
    * may run more than once (a store retrying its transaction), so it must have no effect but
    * its answer.
    */
   applyFor(
     clientId: string,
-    build: (current: SessionRecord | undefined, lastEnded: string | undefined) => LifecycleEvent | Stale | null,
+    build: (current: SessionRecord | undefined, lastEnded: string | undefined, lastEndedAt: number | undefined) => LifecycleEvent | Stale | null,
     options: { reconciling?: boolean } = {}
   ): Promise<ApplyResult> {
     return this.queue.run(clientId, () =>
-      this.applyInOrder(clientId, (stored) => build(stored.session, stored.session === undefined ? stored.lastIncarnation : undefined), !options.reconciling)
+      this.applyInOrder(
+        clientId,
+        (stored) =>
+          stored.session === undefined ? build(undefined, stored.lastIncarnation, stored.lastEndedAt) : build(stored.session, undefined, undefined),
+        !options.reconciling
+      )
     )
   }
 

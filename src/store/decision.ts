@@ -43,6 +43,8 @@ export interface StoredSession {
   entities: ReadonlyMap<string, SubscriptionEntity>
   /** When there is no session: the incarnation of the last one that ended for this client id, if known. */
   lastIncarnation: string | undefined
+  /** When it ended (epoch ms), if known. */
+  lastEndedAt?: number
 }
 
 export interface StoredProperty {

@@ -8,7 +8,10 @@
  */
 import type { CommittedLog, LogEntry, LogReader } from './change-log.js'
 
-export type LogApplier = (entries: readonly LogEntry[]) => void
+/** Where entries were committed: by this process (`here`) or by another replica (`elsewhere`). */
+export type LogOrigin = 'here' | 'elsewhere'
+
+export type LogApplier = (entries: readonly LogEntry[], origin: LogOrigin) => void
 
 /** Entries read from the store at once. */
 const READ_BATCH = 2000
@@ -26,6 +29,8 @@ export class LogFollower {
   /** The newest entry known to exist (from a notification or a commit), and since when we are behind it. */
   private knownHead = 0
   private behindSince: number | null = null
+  /** Batches committed here that wait for others' entries before them: applied as `here` when read. */
+  private ownWaiting: { first: number; last: number }[] = []
   lastError: Error | null = null
 
   constructor(private readonly reader: LogReader) {}
@@ -62,9 +67,10 @@ export class LogFollower {
     this.heard(last)
     if (last <= this.position) return Promise.resolve()
     if (log.previous === this.position) {
-      this.apply(log.entries)
+      this.apply(log.entries, 'here')
       return Promise.resolve()
     }
+    this.ownWaiting.push({ first: log.previous + 1, last })
     this.wake()
     return this.reached(last)
   }
@@ -99,7 +105,7 @@ export class LogFollower {
           const entries = await this.reader.readLog(this.position, READ_BATCH)
           // a commit of ours may have been applied while this read was on its way
           const fresh = entries.filter((e) => e.seq > this.position)
-          if (fresh.length > 0) this.apply(fresh)
+          if (fresh.length > 0) this.applyRead(fresh)
           if (entries.length < READ_BATCH) break
         }
       } while (this.readAgain && !this.stopped)
@@ -122,8 +128,23 @@ export class LogFollower {
     if (head > this.position) this.behindSince ??= Date.now()
   }
 
-  private apply(entries: readonly LogEntry[]): void {
-    this.applier!(entries)
+  /** Entries read from the store: each run of them told where it was committed. */
+  private applyRead(entries: readonly LogEntry[]): void {
+    let start = 0
+    for (let i = 1; i <= entries.length; i++) {
+      if (i < entries.length && this.originOf(entries[i]!.seq) === this.originOf(entries[start]!.seq)) continue
+      this.apply(entries.slice(start, i), this.originOf(entries[start]!.seq))
+      start = i
+    }
+    this.ownWaiting = this.ownWaiting.filter((r) => r.last > this.position)
+  }
+
+  private originOf(seq: number): LogOrigin {
+    return this.ownWaiting.some((r) => seq >= r.first && seq <= r.last) ? 'here' : 'elsewhere'
+  }
+
+  private apply(entries: readonly LogEntry[], origin: LogOrigin): void {
+    this.applier!(entries, origin)
     this.position = entries[entries.length - 1]!.seq
     if (this.position > this.knownHead) this.knownHead = this.position
     if (this.position >= this.knownHead) this.behindSince = null

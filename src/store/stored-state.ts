@@ -15,6 +15,7 @@ export interface MutableSession {
   topics: Map<string, StoredTopicEntry>
   entities: Map<string, SubscriptionEntity>
   lastIncarnation: string | undefined
+  lastEndedAt?: number
 }
 
 const propertyKey = (deviceId: string, name: string): string => JSON.stringify([deviceId, name])
@@ -78,7 +79,10 @@ export class StoredState implements StoredView {
       case 'session.delete':
         return this.withSession(m.id, (s) => {
           s.session = undefined
-          if (m.incarnation !== undefined) s.lastIncarnation = m.incarnation
+          if (m.incarnation !== undefined) {
+            s.lastIncarnation = m.incarnation
+            s.lastEndedAt = Date.now()
+          }
         })
       case 'topic.put':
         return this.withSession(m.sessionId, (s) => s.topics.set(m.subscription.topic, { subscription: m.subscription, persistent: m.persistent }))

@@ -22,6 +22,7 @@ interface SessionRow {
   topics: { topic: string; qos: number; rh: number | null; rap: boolean | null; nl: boolean | null; sub_id: number | null; persistent: boolean }[]
   entities: SubscriptionEntity[]
   last_incarnation: string | null
+  last_ended_at: string | null
 }
 
 export class DecisionReader {
@@ -40,7 +41,7 @@ export class DecisionReader {
       'SELECT count(pg_advisory_xact_lock(k)) FROM ' +
       '(SELECT DISTINCT hashtextextended(key, 0) AS k FROM unnest($1::text[]) AS key ORDER BY k) AS sorted'
     this.sessionsSql =
-      `SELECT k.id, s.doc, s.version, tb.incarnation AS last_incarnation,
+      `SELECT k.id, s.doc, s.version, tb.incarnation AS last_incarnation, tb.ended_at AS last_ended_at,
          (SELECT coalesce(json_agg(json_build_object('topic', t.topic, 'qos', t.qos, 'rh', t.rh, 'rap', t.rap, 'nl', t.nl,
                                                      'sub_id', t.sub_id, 'persistent', t.persistent)), '[]')
             FROM ${t.topics} t WHERE t.session_id = k.id) AS topics,
@@ -79,7 +80,13 @@ export class DecisionReader {
         for (const t of r.topics) topics.set(t.topic, { subscription: subscriptionOf(t), persistent: t.persistent })
         const entities = new Map<string, SubscriptionEntity>()
         for (const e of r.entities) entities.set(e.brokerTopic, e)
-        state.putSession(r.id, { session, topics, entities, lastIncarnation: r.last_incarnation ?? undefined })
+        state.putSession(r.id, {
+          session,
+          topics,
+          entities,
+          lastIncarnation: r.last_incarnation ?? undefined,
+          ...(r.last_ended_at !== null ? { lastEndedAt: Number(r.last_ended_at) } : {})
+        })
       }
     }
     if (devices.size > 0) {
