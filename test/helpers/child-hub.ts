@@ -3,6 +3,9 @@
  * another on the same data dir: `node --import tsx src/main.ts`, MQTT and HTTP on ports the OS
  * picks, read back from the "iothub started" log line.
  *
+ * `startEmqxChildHub` starts it in EMQX mode (IOTHUB_BROKER=emqx): no MQTT listener there, but
+ * an ExHook gRPC server, whose address is read back from the same line.
+ *
  * Every child started here is SIGKILLed when the test process exits, whatever happened to the
  * test; tests still kill their children themselves (`kill()`) so each test leaves none behind.
  */
@@ -31,6 +34,12 @@ export interface ChildHub {
   readonly exited: Promise<ChildExit>
   /** Sends `signal` (SIGKILL by default) unless it already exited, and waits for the exit. */
   kill(signal?: NodeJS.Signals): Promise<ChildExit>
+}
+
+/** A child hub in EMQX mode: its ExHook server instead of an MQTT listener. */
+export interface EmqxChildHub extends Omit<ChildHub, 'mqttUrl'> {
+  /** 'host:port' of its ExHook gRPC server, for EmqxExhookClient. */
+  exhookAddress: string
 }
 
 export interface ChildHubOptions {
@@ -72,6 +81,36 @@ function portOf(address: unknown): number | undefined {
 
 /** Starts `iothub` on `dataDir` in a child process and resolves once it logged "iothub started". */
 export async function startChildHub(dataDir: string, options: ChildHubOptions = {}): Promise<ChildHub> {
+  const { hub, ports } = await spawnHub(dataDir, options, (entry) => (entry.mqtt === undefined ? undefined : { mqtt: entry.mqtt }))
+  return { ...hub, mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}` }
+}
+
+/**
+ * Starts `iothub` in EMQX mode on `dataDir` (`options.env` names the EMQX API, its key and
+ * secret, and the store) with its ExHook server on a port the OS picks, and resolves once it
+ * logged "iothub started".
+ */
+export async function startEmqxChildHub(dataDir: string, options: ChildHubOptions = {}): Promise<EmqxChildHub> {
+  const env = { IOTHUB_BROKER: 'emqx', IOTHUB_EXHOOK_HOST: '127.0.0.1', IOTHUB_EXHOOK_PORT: '0', ...options.env }
+  const { hub, ports } = await spawnHub(dataDir, { ...options, env }, (entry) => (entry.exhook === undefined ? undefined : { exhook: entry.exhook }))
+  return { ...hub, exhookAddress: `127.0.0.1:${ports.exhook}` }
+}
+
+/** The listeners' ports "iothub started" names besides HTTP's (each only when the hub listens there). */
+interface LoggedPorts {
+  mqtt?: number
+  exhook?: number
+}
+
+/**
+ * Spawns the hub and waits for "iothub started"; `wanted` picks from the logged ports those the
+ * caller needs, or undefined when one is missing (the line is then reported as unusable).
+ */
+async function spawnHub<P extends object>(
+  dataDir: string,
+  options: ChildHubOptions,
+  wanted: (ports: LoggedPorts) => P | undefined
+): Promise<{ hub: Omit<ChildHub, 'mqttUrl'>; ports: P & { http: number } }> {
   killAllOnExit()
   const env: NodeJS.ProcessEnv = {}
   for (const [key, value] of Object.entries(process.env)) {
@@ -107,7 +146,7 @@ export async function startChildHub(dataDir: string, options: ChildHubOptions = 
 
   // Both pipes are read to the end, so the child never blocks on a full pipe.
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => stderr.add(chunk))
-  const started = new Promise<{ mqtt: number; http: number }>((resolve, reject) => {
+  const started = new Promise<P & { http: number }>((resolve, reject) => {
     let partial = ''
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       stdout.add(chunk)
@@ -115,17 +154,17 @@ export async function startChildHub(dataDir: string, options: ChildHubOptions = 
       const lines = partial.split('\n')
       partial = lines.pop() ?? ''
       for (const line of lines) {
-        let entry: { msg?: unknown; mqtt?: unknown; http?: unknown }
+        let entry: { msg?: unknown; mqtt?: unknown; http?: unknown; exhook?: unknown }
         try {
           entry = JSON.parse(line) as typeof entry
         } catch {
           continue // not a log line
         }
         if (entry.msg !== 'iothub started') continue
-        const mqtt = portOf(entry.mqtt)
         const http = portOf(entry.http)
-        if (mqtt !== undefined && http !== undefined) resolve({ mqtt, http })
-        else reject(new Error(`"iothub started" names no usable mqtt and http addresses: ${line}`))
+        const picked = wanted({ mqtt: portOf(entry.mqtt), exhook: portOf(entry.exhook) })
+        if (http !== undefined && picked !== undefined) resolve({ ...picked, http })
+        else reject(new Error(`"iothub started" names no usable addresses of what this hub should listen on: ${line}`))
       }
     })
     void exited.then(({ code, signal }) => reject(new Error(`iothub exited before it started (code ${code}, signal ${signal})\n${output()}`)))
@@ -137,7 +176,7 @@ export async function startChildHub(dataDir: string, options: ChildHubOptions = 
     timer = setTimeout(() => reject(new Error(`iothub did not log "iothub started" within ${timeoutMs} ms\n${output()}`)), timeoutMs)
   })
 
-  let ports: { mqtt: number; http: number }
+  let ports: P & { http: number }
   try {
     ports = await Promise.race([started, timedOut])
   } catch (error) {
@@ -147,13 +186,5 @@ export async function startChildHub(dataDir: string, options: ChildHubOptions = 
     clearTimeout(timer)
   }
   const httpUrl = `http://127.0.0.1:${ports.http}`
-  return {
-    pid: child.pid!,
-    mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
-    httpUrl,
-    api: apiClient(httpUrl),
-    output,
-    exited,
-    kill
-  }
+  return { hub: { pid: child.pid!, httpUrl, api: apiClient(httpUrl), output, exited, kill }, ports }
 }

@@ -10,6 +10,7 @@
  * failure of the same steps on real replicas is their disagreement, not this harness.
  */
 import pg from 'pg'
+import type { HubConfig } from '../../src/config.js'
 import type { ExhookVersion } from '../../src/emqx/exhook/protos.js'
 import type { ApiCall } from './api-client.js'
 import type { EmqxExhookClient } from './emqx-exhook-client.js'
@@ -129,6 +130,8 @@ export interface ReplicaSetOptions {
    * case about a device made on another replica (that one is a case of its own).
    */
   devices?: string[]
+  /** Settings of every replica beyond the store's (e.g. a short `storeTimeout` for outage cases). */
+  overrides?: Partial<HubConfig>
 }
 
 export async function startReplicas(options: ReplicaSetOptions): Promise<ReplicaSet> {
@@ -144,7 +147,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
     await standin.close()
   }
   try {
-    const overrides = { store: 'postgres' as const, databaseUrl: db.url }
+    const overrides = { ...options.overrides, store: 'postgres' as const, databaseUrl: db.url }
     // one after another: each opens (and, the first, creates) the schema, then reconciles
     for (let i = 0; i < (options.oneHub ? 1 : count); i++) {
       hubs.push(await startEmqxTestHub({ version: 5, standin, overrides }))
