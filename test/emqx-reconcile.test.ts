@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { ReconcileReport } from '../src/emqx/reconcile.js'
-import { startEmqxTestHub, EMQX_KEY, EMQX_SECRET } from './helpers/emqx-hub.js'
+import { startEmqxTestHub, EMQX_KEY, EMQX_REPLICAS, EMQX_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
 
 interface SessionView {
@@ -53,10 +53,9 @@ for (const version of [4, 5] as const) {
         const entities = (await t.api<{ data: { properties: string[] }[] }>('GET', '/v1/subscriptions?deviceId=missed')).body.data
         assert.deepEqual(entities.map((e) => e.properties.length), [4], 'v1/devices/me/# receives all four change topics')
         const report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
-        assert.deepEqual(
-          [report.trigger, report.error, report.ghostsEnded, report.sessionsAdded, report.topicsAdded, report.topicsRemoved],
-          ['start', null, 1, 1, 2, 1]
-        )
+        assert.deepEqual([report.trigger, report.error], ['start', null])
+        // each replica reconciles at its start: which run made which fix is a race, so one replica's report need not hold them all
+        if (EMQX_REPLICAS === 1) assert.deepEqual([report.ghostsEnded, report.sessionsAdded, report.topicsAdded, report.topicsRemoved], [1, 1, 2, 1])
       } finally {
         await t.stop()
       }
@@ -126,7 +125,8 @@ describe('reconcile triggers', () => {
       // an interval run that began before the connect was stored (a slow webhook call on a
       // loaded machine) could not have seen it: the first run after it must end it
       const report = await reportOf(t, 'interval', connectedAt)
-      assert.equal(report.ghostsEnded, 1)
+      // each replica runs the interval reconcile: the run reported may be one that found the ghost already ended by another
+      if (EMQX_REPLICAS === 1) assert.equal(report.ghostsEnded, 1)
       assert.equal((await t.api('GET', '/v1/sessions/ghost')).status, 404)
     } finally {
       await t.stop()

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { startEmqxTestHub, WEBHOOK_SECRET, type EmqxTestHub } from './helpers/emqx-hub.js'
+import { oneHubOnly, startEmqxTestHub, WEBHOOK_SECRET, type EmqxTestHub } from './helpers/emqx-hub.js'
 
 interface SessionView {
   connected: boolean
@@ -17,6 +17,9 @@ interface SessionView {
   connectedAt: string
   topics: { brokerTopic: string; qos: number }[]
 }
+
+/** In the replicated run (test/helpers/alternating.ts) each replica counts in its own /metrics only the calls it answered. */
+const COUNTS_ONE_HUBS_METRICS = oneHubOnly("it counts in one hub's /metrics, and each replica counts only the calls it answered")
 
 for (const version of [4, 5] as const) {
   describe(`EMQX ${version} mode: WebHook and REST publish`, () => {
@@ -86,7 +89,7 @@ for (const version of [4, 5] as const) {
       assert.equal((await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body.node, 'emqx@b')
     })
 
-    it('a wrong secret answers 401 and a body the hub cannot read 400; nothing is stored, both are counted', async () => {
+    it('a wrong secret answers 401 and a body the hub cannot read 400; nothing is stored, both are counted', { skip: COUNTS_ONE_HUBS_METRICS }, async () => {
       const before = await t.api<string>('GET', '/metrics', undefined, null)
       const connect = { event: 'client.connected', node: 'emqx@x', clientid: 'intruder', username: 'intruder', peername: '1.2.3.4:5' }
       assert.equal((await t.webhook(connect, 'not-the-secret-at-all')).status, 401)
