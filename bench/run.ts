@@ -37,6 +37,8 @@ const BENCHES: Bench[] = [
   // EMQX mode: a few gRPC connections (and, for reconcile, the REST stand-in's HTTP sockets)
   { name: 'exhook', script: 'exhook.ts', sockets: 0 },
   { name: 'reconcile', script: 'reconcile.ts', sockets: 0 },
+  // EMQX mode on PostgreSQL, two replica processes; needs the PostgreSQL of BENCH_DATABASE_URL
+  { name: 'replicas', script: 'replicas.ts', sockets: 0 },
   // a few UDP sockets for CoAP; its MQTT reference run holds a TCP socket per device
   { name: 'coap', script: 'coap.ts', sockets: envInt('BENCH_COAP_CLIENTS', 5_000), size: 'BENCH_COAP_CLIENTS' },
   // the abuser holds up to a few thousand idle sockets in its 'connections' abuse
