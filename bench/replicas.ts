@@ -238,8 +238,8 @@ function replicaChild(): void {
     // When entries reached this replica's caches: the applier the hub gives its store at start
     const follow = opened.store.follow.bind(opened.store)
     opened.store.follow = (position, applier) =>
-      follow(position, (entries) => {
-        applier(entries)
+      follow(position, (entries, origin) => {
+        applier(entries, origin)
         if (entries.length > 0) applied.push(entries[0]!.seq, entries[entries.length - 1]!.seq, clock())
       })
     const { exhook } = await opened.start()

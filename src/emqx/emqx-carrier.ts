@@ -17,7 +17,7 @@ import type { Readiness } from '../observability/readiness.js'
 import { EmqxRestClient } from './emqx-rest.js'
 import { EmqxSource } from './emqx-source.js'
 import { ExhookServer } from './exhook/exhook-server.js'
-import { Reconciler, type ReconcileTrigger } from './reconcile.js'
+import { Reconciler, type ReconcileReport, type ReconcileTrigger } from './reconcile.js'
 import { reconcileRoutes } from './reconcile-route.js'
 import { emqxWebhookRoutes, WEBHOOK_PATH } from './webhook-route.js'
 import type { Snapshot } from '../store/store.js'
@@ -26,10 +26,15 @@ import type { CarrierAddresses, CarrierRoutes, ConnectionCarrier, HubCore } from
 import { endListedOnly } from '../carrier/listed-only.js'
 import type { Lease } from '../replicas/lease.js'
 
+/** The trigger another replica asked the holder to reconcile for (what it would have run itself). */
+function requestedTrigger(reason: string | null): ReconcileTrigger {
+  return reason === 'start' || reason === 'provider_loaded' || reason === 'api' ? reason : 'provider_loaded'
+}
+
 /** Longest wait between retries of a failed reconcile, ms. */
 const MAX_RETRY_MS = 60_000
 /** Between looks at the reconcile lease: how soon a replica takes over from a holder that is gone, ms. */
-const LEASE_CHECK_MS = 5000
+const LEASE_CHECK_MS = 1000
 
 export class EmqxCarrier implements ConnectionCarrier {
   readonly rest: EmqxRestClient
@@ -42,6 +47,8 @@ export class EmqxCarrier implements ConnectionCarrier {
   /** Ready once a reconcile has succeeded (here, or by the lease's holder). */
   private reconciled = false
   private readonly lease: Lease
+  /** When this replica began listening: a reconcile begun after it makes it ready. */
+  private listeningSince = Date.now()
 
   constructor(private readonly core: HubCore) {
     const { config, registry, devices, upstream, metrics, log } = core
@@ -55,7 +62,7 @@ export class EmqxCarrier implements ConnectionCarrier {
 
   get routes(): CarrierRoutes {
     const webhook = emqxWebhookRoutes(this.source, this.core)
-    const reconcile = reconcileRoutes(this.reconciler)
+    const reconcile = reconcileRoutes(this.reconciler, () => this.lastReport())
     return {
       plugin: async (app) => {
         await app.register(webhook)
@@ -75,6 +82,7 @@ export class EmqxCarrier implements ConnectionCarrier {
   }
 
   async listen(): Promise<CarrierAddresses> {
+    this.listeningSince = Date.now()
     const exhook = await this.exhook.listen()
     // the first reconcile runs once the hook server answers, so no event is lost meanwhile
     this.reconcileSoon('start')
@@ -85,7 +93,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     const last = this.reconciler.last
     return {
       exhook: this.exhook.listening ? { ok: true } : { ok: false, detail: 'ExHook gRPC server is not listening' },
-      emqx: this.reconciled || (!this.lease.held && this.lease.served)
+      emqx: this.reconciled || (!this.lease.held && this.lease.servedSince(this.listeningSince))
         ? { ok: true }
         : { ok: false, detail: last?.error ? `not reconciled with EMQX yet: ${last.error}` : 'not reconciled with EMQX yet' }
     }
@@ -146,7 +154,9 @@ export class EmqxCarrier implements ConnectionCarrier {
 
   private async reconcileIfHeld(trigger: ReconcileTrigger | 'check'): Promise<'reconciled' | 'failed' | 'not due' | 'not held'> {
     if (!(await this.lease.hold())) {
-      if (trigger === 'provider_loaded' || trigger === 'api') await this.lease.request()
+      // news the holder must act on: EMQX reloaded the provider here, or this replica started
+      // (it is ready once a reconcile begun after its start has finished)
+      if (trigger !== 'check' && trigger !== 'interval') await this.lease.request(trigger)
       return 'not held'
     }
     const seen = this.lease.seen!
@@ -154,10 +164,18 @@ export class EmqxCarrier implements ConnectionCarrier {
     const due = seen.doneAt === null || Date.now() - seen.doneAt >= this.intervalMs
     if (trigger === 'check' && !requested && !due && this.reconciled) return 'not due'
     const started = Date.now()
-    const report = await this.reconciler.run(trigger === 'check' ? (requested ? 'provider_loaded' : 'interval') : trigger)
+    const report = await this.reconciler.run(trigger === 'check' ? (requested ? requestedTrigger(seen.requestReason) : 'interval') : trigger)
     if (report.error !== null) return 'failed'
-    await this.lease.done(started).catch(() => undefined)
+    await this.lease.done(started, report).catch(() => undefined)
     return 'reconciled'
+  }
+
+  /** The newest report: this replica's own last run, or the lease holder's, whichever began later. */
+  private lastReport(): ReconcileReport | undefined {
+    const own = this.reconciler.last ?? undefined
+    const shared = (this.lease.seen?.note ?? undefined) as ReconcileReport | undefined
+    if (!shared) return own
+    return own && own.startedAt >= shared.startedAt ? own : shared
   }
 
   private get intervalMs(): number {

@@ -4,7 +4,7 @@
  * `POST /v1/reconcile` runs one now and answers its report.
  */
 import type { FastifyPluginAsync } from 'fastify'
-import type { Reconciler } from './reconcile.js'
+import type { ReconcileReport, Reconciler } from './reconcile.js'
 
 /** The API's error body (kept here: an adapter does not import the API). */
 const errorSchema = {
@@ -32,10 +32,12 @@ const report = {
   }
 } as const
 
-export const reconcileRoutes = (reconciler: Reconciler): FastifyPluginAsync => async (app) => {
+/** `last`: the newest report of this replica's runs and the lease holder's (with several replicas, one reconciles). */
+export const reconcileRoutes = (reconciler: Reconciler, last: () => ReconcileReport | undefined): FastifyPluginAsync => async (app) => {
   app.get('/v1/reconcile/last', { schema: { response: { 200: report, 404: errorSchema } } }, async (_request, reply) => {
-    if (!reconciler.last) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no reconcile has run yet' })
-    return reconciler.last
+    const shown = last()
+    if (!shown) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no reconcile has run yet' })
+    return shown
   })
 
   app.post('/v1/reconcile', { schema: { response: { 200: report } } }, async () => reconciler.run('api'))

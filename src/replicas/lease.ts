@@ -40,20 +40,20 @@ export class Lease {
     return this.state !== null && this.state.holder === this.holder && this.state.expiresAt > Date.now()
   }
 
-  /** Whether someone alive holds the lease and has done its work at least once. */
-  get served(): boolean {
-    return this.state !== null && this.state.expiresAt > Date.now() && this.state.doneAt !== null
+  /** Whether someone alive holds the lease and has finished a run of its work begun at or after `since`. */
+  servedSince(since: number): boolean {
+    return this.state !== null && this.state.expiresAt > Date.now() && this.state.doneAt !== null && this.state.doneAt >= since
   }
 
-  /** The holder finished the work now. */
-  async done(at = Date.now()): Promise<void> {
-    await this.coordination.leaseDone(this.name, this.holder, at)
-    if (this.state && this.held) this.state = { ...this.state, doneAt: at }
+  /** The holder finished a run of the work begun at `at`, which `note` tells of. */
+  async done(at = Date.now(), note: unknown = null): Promise<void> {
+    await this.coordination.leaseDone(this.name, this.holder, at, note)
+    if (this.state && this.held) this.state = { ...this.state, doneAt: at, note }
   }
 
-  /** Asks the holder, whoever it is, to run the work soon. */
-  async request(at = Date.now()): Promise<void> {
-    await this.coordination.leaseRequest(this.name, at)
+  /** Asks the holder, whoever it is, to run the work soon, saying why. */
+  async request(reason: string, at = Date.now()): Promise<void> {
+    await this.coordination.leaseRequest(this.name, at, reason)
   }
 
   /** Gives the lease up (this replica stops), so another takes it without waiting for it to expire. */

@@ -26,8 +26,11 @@ export interface LeaseState {
   expiresAt: number
   /** Epoch ms when a holder last finished the leased work. */
   doneAt: number | null
-  /** Epoch ms when a replica last asked for the work to run soon. */
+  /** Epoch ms when a replica last asked for the work to run soon, and why. */
   requestedAt: number | null
+  requestReason: string | null
+  /** What the holder said of its last finished run (the reconcile's report), for every replica to show. */
+  note: unknown
 }
 
 /**
@@ -55,10 +58,10 @@ export interface Coordination {
    * `holder`'s; answers the lease as it stands after.
    */
   lease(name: string, holder: string, ttlMs: number, now?: number): Promise<LeaseState>
-  /** The holder finished the leased work (recorded only while it holds the lease). */
-  leaseDone(name: string, holder: string, at: number): Promise<void>
-  /** Asks whoever holds the lease to run its work soon. */
-  leaseRequest(name: string, at: number): Promise<void>
+  /** The holder finished the leased work, with a note of it (recorded only while it holds the lease). */
+  leaseDone(name: string, holder: string, at: number, note?: unknown): Promise<void>
+  /** Asks whoever holds the lease to run its work soon, saying why. */
+  leaseRequest(name: string, at: number, reason: string): Promise<void>
   /** Releases a lease its holder is giving up (stopping), so another takes it at once. */
   release(name: string, holder: string): Promise<void>
   /** Deletes change-log entries as `pruning` allows; resolves with how many. */
@@ -85,19 +88,23 @@ export class SoleReplica implements Coordination {
   }
 
   async lease(name: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseState> {
-    const state = { ...(this.leases.get(name) ?? { doneAt: null, requestedAt: null }), holder, expiresAt: now + ttlMs }
+    const state = { ...(this.leases.get(name) ?? { doneAt: null, requestedAt: null, requestReason: null, note: null }), holder, expiresAt: now + ttlMs }
     this.leases.set(name, state)
     return state
   }
 
-  async leaseDone(name: string, holder: string, at: number): Promise<void> {
+  async leaseDone(name: string, holder: string, at: number, note: unknown = null): Promise<void> {
     const state = this.leases.get(name)
-    if (state?.holder === holder) state.doneAt = at
+    if (state?.holder !== holder) return
+    state.doneAt = at
+    state.note = note
   }
 
-  async leaseRequest(name: string, at: number): Promise<void> {
+  async leaseRequest(name: string, at: number, reason: string): Promise<void> {
     const state = this.leases.get(name)
-    if (state) state.requestedAt = at
+    if (!state) return
+    state.requestedAt = at
+    state.requestReason = reason
   }
 
   async release(name: string, holder: string): Promise<void> {

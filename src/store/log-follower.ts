@@ -77,7 +77,11 @@ export class LogFollower {
 
   /** There is news in the log (a notification, up to `head` if it says): read on. */
   wake(head?: number): void {
-    if (head !== undefined) this.heard(head)
+    if (head !== undefined) {
+      this.heard(head)
+      // our own commit's notification, or one we have read past: nothing new
+      if (head <= this.position) return
+    }
     if (!this.applier || this.stopped) return
     if (this.reading) {
       this.readAgain = true

@@ -333,9 +333,10 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(a.holder, 'node-a')
       assert.equal((await store.coordination.lease('contract-lease', 'node-a', 10_000, now + 1000)).expiresAt, now + 11_000, 'renewed')
       await store.coordination.leaseDone('contract-lease', 'node-a', now + 1500)
-      await store.coordination.leaseRequest('contract-lease', now + 1600)
+      await store.coordination.leaseDone('contract-lease', 'node-a', now + 1500, { trigger: 'start' })
+      await store.coordination.leaseRequest('contract-lease', now + 1600, 'provider_loaded')
       const seen = await store.coordination.lease('contract-lease', 'node-a', 10_000, now + 1700)
-      assert.deepEqual([seen.doneAt, seen.requestedAt], [now + 1500, now + 1600])
+      assert.deepEqual([seen.doneAt, seen.requestedAt, seen.requestReason, seen.note], [now + 1500, now + 1600, 'provider_loaded', { trigger: 'start' }])
       if (store.kind === 'sqlite') return // one writer, one replica: every lease is its own
       assert.equal((await store.coordination.lease('contract-lease', 'node-b', 10_000, now + 2000)).holder, 'node-a', 'held: not taken')
       assert.equal((await store.coordination.lease('contract-lease', 'node-b', 10_000, now + 12_000)).holder, 'node-b', 'expired: taken')

@@ -11,6 +11,8 @@ interface LeaseRow {
   expires_at: string
   done_at: string | null
   requested_at: string | null
+  request_reason: string | null
+  note: unknown
 }
 
 export class PostgresCoordination implements Coordination {
@@ -52,10 +54,10 @@ export class PostgresCoordination implements Coordination {
          INSERT INTO ${this.t.leases} AS l (name, holder, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
            WHERE l.holder = excluded.holder OR l.expires_at < $4
-         RETURNING holder, expires_at, done_at, requested_at)
+         RETURNING holder, expires_at, done_at, requested_at, request_reason, note)
        SELECT * FROM taken
        UNION ALL
-       SELECT holder, expires_at, done_at, requested_at FROM ${this.t.leases} WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`,
+       SELECT holder, expires_at, done_at, requested_at, request_reason, note FROM ${this.t.leases} WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`,
       [name, holder, now + ttlMs, now]
     )
     const r = rows[0]!
@@ -63,16 +65,18 @@ export class PostgresCoordination implements Coordination {
       holder: r.holder,
       expiresAt: Number(r.expires_at),
       doneAt: r.done_at === null ? null : Number(r.done_at),
-      requestedAt: r.requested_at === null ? null : Number(r.requested_at)
+      requestedAt: r.requested_at === null ? null : Number(r.requested_at),
+      requestReason: r.request_reason,
+      note: r.note
     }
   }
 
-  async leaseDone(name: string, holder: string, at: number): Promise<void> {
-    await this.pool.query(`UPDATE ${this.t.leases} SET done_at = $3 WHERE name = $1 AND holder = $2`, [name, holder, at])
+  async leaseDone(name: string, holder: string, at: number, note: unknown = null): Promise<void> {
+    await this.pool.query(`UPDATE ${this.t.leases} SET done_at = $3, note = $4 WHERE name = $1 AND holder = $2`, [name, holder, at, JSON.stringify(note)])
   }
 
-  async leaseRequest(name: string, at: number): Promise<void> {
-    await this.pool.query(`UPDATE ${this.t.leases} SET requested_at = $2 WHERE name = $1`, [name, at])
+  async leaseRequest(name: string, at: number, reason: string): Promise<void> {
+    await this.pool.query(`UPDATE ${this.t.leases} SET requested_at = $2, request_reason = $3 WHERE name = $1`, [name, at, reason])
   }
 
   async release(name: string, holder: string): Promise<void> {

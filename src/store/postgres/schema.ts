@@ -171,7 +171,9 @@ export function createTableStatements(t: QualifiedTables): string[] {
        holder       text NOT NULL,
        expires_at   bigint NOT NULL,
        done_at      bigint,
-       requested_at bigint
+       requested_at   bigint,
+       request_reason text,
+       note           json
      )`
   ]
 }
