@@ -40,6 +40,15 @@ async function twoReplicas(
   return { db, standin, a: started[0]!, b: started[1]! }
 }
 
+/** Reconciles this replica ran itself, by its /metrics (every trigger and outcome). */
+async function runsOn(hub: EmqxTestHub): Promise<number> {
+  const text = (await hub.api<string>('GET', '/metrics', undefined, null)).body
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('iothub_reconcile_runs_total{'))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)
+}
+
 const reconcileLists = (standin: EmqxRestStandin): number => standin.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/api/v5/clients')).length
 
 describe('replicas on one PostgreSQL know of each other', () => {
@@ -84,15 +93,18 @@ describe('replicas on one PostgreSQL know of each other', () => {
       (await db.query<{ holder: string }>(`SELECT holder FROM leases WHERE name = 'reconcile' AND expires_at > $1`, [Date.now()]))[0]?.holder
     // A started first and took the lease; B is ready because A has reconciled
     assert.match((await holder()) ?? '', /^replica-a@test#/)
-    assert.equal((await b.api('GET', '/readyz', undefined, null)).status, 200, 'B is ready: the holder keeps the store reconciled')
-    assert.equal((await b.api('GET', '/v1/reconcile/last')).status, 404, 'B has not reconciled itself')
+    assert.equal((await b.api('GET', '/readyz', undefined, null)).status, 200, 'B is ready: the holder reconciled after B started')
+    assert.equal(await runsOn(b), 0, 'B has not reconciled itself')
+    const shared = await b.api<{ trigger: string; error: string | null }>('GET', '/v1/reconcile/last')
+    assert.deepEqual([shared.status, shared.body.error], [200, null], "B shows the holder's last report")
     // with an interval of 1 s the holder keeps reconciling; B still never does
     const before = reconcileLists(standin)
     await eventually(async () => reconcileLists(standin) >= before + 2 || undefined, 15_000, 'A reconciles again')
-    assert.equal((await b.api('GET', '/v1/reconcile/last')).status, 404, 'still only A')
+    assert.ok((await runsOn(a)) >= 2)
+    assert.equal(await runsOn(b), 0, 'still only A')
 
     await a.stop({ keepStandin: true })
-    await eventually(async () => (await b.api('GET', '/v1/reconcile/last')).status === 200 || undefined, 15_000, 'B reconciles once A is gone')
+    await eventually(async () => (await runsOn(b)) > 0 || undefined, 15_000, 'B reconciles once A is gone')
     assert.match((await holder()) ?? '', /^replica-b@test#/)
   })
 
