@@ -202,6 +202,7 @@ function noopStore(observer: CommitObserver): Store {
     following: () => ({ applied: follower.applied, lagSeconds: 0, lastError: null }),
     readLog: () => Promise.resolve([]),
     readDevice: () => Promise.resolve(undefined),
+    readSession: () => Promise.resolve(undefined),
     coordination: new SoleReplica(() => Promise.resolve(0)),
     probe: () => Promise.resolve(),
     health: () => ({ ok: true, lastError: null }),

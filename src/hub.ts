@@ -141,6 +141,7 @@ export class Hub {
       this.log.child({ component: 'registry' })
     )
     this.properties = new DeviceProperties(decider)
+    if (this.store.decide) this.registry.readSessionsThrough((id) => this.store.readSession(id))
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
@@ -182,7 +183,14 @@ export class Hub {
     this.registry.load(snapshot.sessions)
     this.sessionCounts.load(this.registry.records())
     // from here on the caches change only as the change log says, whoever made the change
-    this.store.follow(snapshot.logPosition, cacheApplier({ registry: this.registry, devices: this.devices, properties: this.properties }))
+    const applyToCaches = cacheApplier({ registry: this.registry, devices: this.devices, properties: this.properties })
+    this.store.follow(snapshot.logPosition, (entries, origin) => {
+      applyToCaches(entries, origin)
+      if (origin !== 'elsewhere') return
+      const now = Date.now()
+      // one observation per batch read: its entries were committed together
+      this.metrics.replicaApplySeconds.observe(Math.max(0, now - entries[0]!.at) / 1000)
+    })
     this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)

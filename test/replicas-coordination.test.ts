@@ -150,3 +150,28 @@ describe('replicas on one PostgreSQL know of each other', () => {
   })
   }
 })
+
+describe('a call that reaches another replica than the one before it', () => {
+  it("stores a device's upstream publish that reaches B right after its connect was answered by A", async (t) => {
+    // ExHook pins each EMQX node's channel to one replica; a WebHook behind a load balancer
+    // does not: B may hear of the publish before its caches have the session A just recorded
+    const { db, a, b } = await twoReplicas(t)
+    const ids = Array.from({ length: 100 }, (_, i) => `cross-${i}`)
+    const viaA = a.exhook('v3', 'emqx@test')
+    const viaB = b.exhook('v3', 'emqx@test')
+    for (const id of ids) {
+      await a.createDevice(id)
+      await viaA.onClientConnected({ clientid: id, username: id, mountpoint: `${id}/` })
+      const answer = await viaB.onMessagePublish({ from: id, topic: `${id}/v1/devices/me/attributes`, payload: `{"seen":"${id}"}`, qos: 1 })
+      assert.equal(answer.type, 'IGNORE', 'routed on, as a stored upstream publish is')
+    }
+    const stored = await db.query<{ device_id: string; value: { seen: string } }>(
+      `SELECT device_id, value FROM device_properties WHERE name = 'attributes' AND device_id LIKE 'cross-%'`
+    )
+    assert.deepEqual(
+      stored.map((r) => [r.device_id, r.value.seen]).sort(),
+      ids.map((id) => [id, id]).sort(),
+      'every publish stored, however soon after its connect'
+    )
+  })
+})

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
-import { startTestHub, type TestHub } from './helpers/hub.js'
+import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
+import { metricValue } from './helpers/metrics.js'
 
 describe('store failure', () => {
   let t: TestHub
@@ -45,4 +46,31 @@ describe('store failure', () => {
     assert.equal((await t.api<{ connected: boolean }>('GET', '/v1/sessions/after-failure')).body.connected, true)
     await client.endAsync()
   })
+
+  it('a client that disconnects while the store cannot write is gone at once, and its end is stored once it can', async () => {
+    const device = await t.createDevice()
+    const client = await t.connect({ clientId: 'leaves-during-failure', username: device.id, password: device.token, clean: true })
+    const stored = (): unknown => {
+      const reader = new Database(join(t.dataDir, 'iothub.db'), { readonly: true })
+      try {
+        return reader.prepare('SELECT id FROM sessions WHERE id = ?').get('leaves-during-failure')
+      } finally {
+        reader.close()
+      }
+    }
+    assert.ok(stored(), 'connected: stored')
+    const locker = new Database(join(t.dataDir, 'iothub.db'))
+    locker.exec('BEGIN IMMEDIATE')
+    try {
+      await client.endAsync()
+      await eventually(async () => (await t.api('GET', '/v1/sessions/leaves-during-failure')).status === 404 || undefined, 10_000, 'gone from the API at once')
+      assert.equal(await metricValue(t.api, 'iothub_sessions_unstored_ends'), 1, 'its end waits for the store')
+    } finally {
+      locker.exec('ROLLBACK')
+      locker.close()
+    }
+    await eventually(async () => (await metricValue(t.api, 'iothub_sessions_unstored_ends')) === 0 || undefined, 15_000, 'the end is stored')
+    assert.equal(stored(), undefined, 'the SQLite file no longer holds the session')
+  })
 })
+

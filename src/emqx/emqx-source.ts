@@ -248,7 +248,8 @@ export class EmqxSource {
    * transport tells EMQX not to route it.
    */
   async published(from: string, brokerTopic: string, payload: Buffer): Promise<PublishVerdict> {
-    const session = this.registry.record(from)
+    // a session another replica has just recorded may not be in the caches yet: read it then
+    const session = await this.registry.find(from)
     if (!session || session.mountpoint === NO_MOUNTPOINT || !brokerTopic.startsWith(session.mountpoint)) return 'not_upstream'
     const deviceTopic = unmountTopic(session.mountpoint, brokerTopic)
     if (!this.upstream.handles(deviceTopic)) return 'not_upstream'

@@ -103,6 +103,13 @@ export class HubMetrics {
     registers: [this.registry]
   })
 
+  readonly replicaApplySeconds = new Histogram({
+    name: 'iothub_replica_apply_seconds',
+    help: "From another replica's commit of a change (its clock) until this replica's caches have it",
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5],
+    registers: [this.registry]
+  })
+
   readonly batchCommits = new Histogram({
     name: 'iothub_store_batch_commits',
     help: 'Callers (events, broker writes) sharing one group-commit batch',

@@ -16,11 +16,11 @@ export interface Caches {
 
 export function cacheApplier(caches: Caches): (entries: readonly LogEntry[], origin: LogOrigin) => void {
   return (entries, origin) => {
-    for (const { change } of entries) applyChange(caches, change, origin)
+    for (const { change, at } of entries) applyChange(caches, change, origin, at)
   }
 }
 
-function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin): void {
+function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin, at: number): void {
   switch (m.op) {
     case 'device.put':
       return caches.devices.applyChange(m)
@@ -29,7 +29,7 @@ function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin): void {
     case 'session.put':
     case 'session.version':
     case 'session.delete':
-      return caches.registry.applyChange(m, origin)
+      return caches.registry.applyChange(m, origin, at)
     case 'topic.put':
     case 'topic.delete':
     case 'topic.clear':

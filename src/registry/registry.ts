@@ -84,8 +84,14 @@ const TOMBSTONE_MS = 10 * 60_000
 const FIRST_RETRY_MS = 500
 const MAX_RETRY_MS = 30_000
 
-/** An end applied to memory while the store refused it: the event (or expiry) to decide again. */
-type UnstoredEnd = { kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }
+/**
+ * An end applied to memory while the store refused it: the event (or expiry), and the mutations
+ * decided for it from the caches then. Where this process is the store's only writer, the caches
+ * already show the end, so those mutations are what gets stored; where the store decides, the
+ * event is decided again on what is stored when it answers.
+ */
+type UnstoredEnd = ({ kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }) & { mutations: Mutation[] }
+type UnstoredEndOf = { kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }
 
 /**
  * The registry decides every change of a session through a Decider: against the session as
@@ -162,12 +168,14 @@ export class SessionRegistry {
 
   /**
    * A committed change of a session, handed back by the change log, in log order. One another
-   * replica made counts for `changedSince` (this replica's own changes are marked as it makes
-   * them, its reconcile's fixes not at all), so a reconcile here never undoes it.
+   * replica made counts for `changedSince` from when it was committed there (`at`; this
+   * replica's own changes are marked as it makes them, its reconcile's fixes not at all), so a
+   * reconcile here never undoes it — and one committed before a reconcile began, but read after,
+   * does not hold that reconcile back.
    */
-  applyChange(m: Extract<LoggedChange, { op: 'session.put' | 'session.version' | 'session.delete' }>, origin: LogOrigin = 'here'): void {
+  applyChange(m: Extract<LoggedChange, { op: 'session.put' | 'session.version' | 'session.delete' }>, origin: LogOrigin = 'here', at = Date.now()): void {
     const id = m.op === 'session.put' ? m.session.id : m.id
-    if (origin === 'elsewhere') this.lastChange.set(id, Date.now())
+    if (origin === 'elsewhere' && at > (this.lastChange.get(id) ?? -Infinity)) this.lastChange.set(id, at)
     const before = this.sessions.get(id)
     let after: SessionRecord | null
     if (m.op === 'session.put') {
@@ -388,16 +396,20 @@ export class SessionRegistry {
   }
 
   /** Applies an end to memory that the store refused, to be decided and stored again later. */
-  private applyUnstored(id: string, end: UnstoredEnd, error: Error): SessionDecision {
+  private applyUnstored(id: string, end: UnstoredEndOf, error: Error): SessionDecision {
     const cached = this.cachedSession(id)
     const decided =
       end.kind === 'disconnected' ? this.decideEvent(cached, end.event) : cached.session ? this.expiryOf(cached, end.at) : null
-    if (!decided || decided.result.kind !== 'applied') return decided?.result ?? { kind: 'unchanged' }
-    this.applyToCaches(decided.mutations)
-    this.unstoredEnds.set(id, [...(this.unstoredEnds.get(id) ?? []), end])
-    this.log.warn({ clientId: id, err: error.message }, 'connection end not stored yet: applied, and stored once the store answers')
-    this.scheduleRetry()
-    return decided.result
+    const applied = decided?.result.kind === 'applied'
+    if (applied) this.applyToCaches(decided.mutations)
+    // where the store decides, the caches may lag it (the connection was another replica's):
+    // the end is kept for the store to decide whatever they say
+    if (applied || !this.decider.fromCaches) {
+      this.unstoredEnds.set(id, [...(this.unstoredEnds.get(id) ?? []), { ...end, mutations: applied ? decided.mutations : [] }])
+      this.log.warn({ clientId: id, err: error.message }, 'connection end not stored yet: applied, and stored once the store answers')
+      this.scheduleRetry()
+    }
+    return decided?.result ?? { kind: 'unchanged' }
   }
 
   /** Memory only, for an end the store refused: the same changes the log would hand back. */
@@ -441,6 +453,8 @@ export class SessionRegistry {
       await this.decider.decide({
         reads: { sessions: [id] },
         decide: (view) => {
+          // the caches are the stored state but for these ends, which they show already
+          if (this.decider.fromCaches) return { mutations: end.mutations, result: { kind: 'unchanged' } }
           const stored = view.session(id)
           // decided again on what is stored now: stale if a newer connection has the session
           const decided = end.kind === 'disconnected' ? this.decideEvent(stored, end.event) : stored.session ? this.expiryOf(stored, end.at) : null
@@ -600,6 +614,21 @@ export class SessionRegistry {
     matching.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     const page = matching.slice(0, query.limit)
     return { sessions: page.map((r) => ({ ...r, topics: this.topics.topicsOf(r.id) })), more: matching.length > query.limit }
+  }
+
+  /**
+   * Where a session the caches do not have (yet) is read from, when other replicas write the
+   * store too (set by the hub); without it the caches are the whole truth.
+   */
+  private readThrough: ((id: string) => Promise<SessionRecord | undefined>) | undefined
+
+  readSessionsThrough(read: (id: string) => Promise<SessionRecord | undefined>): void {
+    this.readThrough = read
+  }
+
+  /** The session of `id` from the caches, or as stored when they miss it and others write the store. */
+  async find(id: string): Promise<SessionRecord | undefined> {
+    return this.sessions.get(id) ?? (await this.readThrough?.(id))
   }
 
   /** The session of `id` without building its topic list (cheap; for checks on the hot path). */

@@ -10,6 +10,7 @@ import type { Store } from './store.js'
 
 export function cacheDecider(store: Store, caches: StoredView): Decider {
   return {
+    fromCaches: true,
     async decide<R>(decision: Decision<R>): Promise<R> {
       const { mutations, result } = decision.decide(caches)
       await store.commit(mutations)
@@ -21,5 +22,5 @@ export function cacheDecider(store: Store, caches: StoredView): Decider {
 /** Decides in the store's transactions where the store can (several replicas), else from the caches. */
 export function deciderFor(store: Store, caches: StoredView): Decider {
   if (!store.decide) return cacheDecider(store, caches)
-  return { decide: (decision) => store.decide!(decision) }
+  return { fromCaches: false, decide: (decision) => store.decide!(decision) }
 }

@@ -73,6 +73,8 @@ export interface Decision<R> {
 /** Where decisions are made and stored: the store itself (PostgreSQL), or a replica that is the only writer. */
 export interface Decider {
   decide<R>(decision: Decision<R>): Promise<R>
+  /** True when decisions are made against this process's caches (it is the store's only writer). */
+  readonly fromCaches: boolean
 }
 
 export const NO_TOPICS: ReadonlyMap<string, StoredTopicEntry> = new Map()

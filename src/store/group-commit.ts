@@ -22,7 +22,7 @@
  */
 import type { CommittedLog } from './change-log.js'
 import type { Decision } from './decision.js'
-import { StoreError, StoreTimeoutError, type Mutation } from './store.js'
+import { StoreCommitUnknownError, StoreError, StoreTimeoutError, type Mutation } from './store.js'
 
 export interface WriteControl {
   /** Aborted when the batch's first caller reaches its deadline: the batch must not commit after. */
@@ -204,7 +204,8 @@ export class GroupCommitter {
     // One caller's bad mutation must not fail the callers that merely shared its batch:
     // retry each alone, so only the ones that cannot be stored are refused. Not after a
     // timeout: the store is not answering, and every caller of the batch was refused.
-    if (error && !(error instanceof StoreTimeoutError) && batch.length > 1) {
+    // Nor when the batch may have committed: run again, its decisions would see their own result.
+    if (error && !(error instanceof StoreTimeoutError) && !(error instanceof StoreCommitUnknownError) && batch.length > 1) {
       for (const p of batch) await this.write([p])
     }
   }
@@ -229,10 +230,12 @@ export class GroupCommitter {
       outcome = (await Promise.race([this.writer.writeBatch(items, { signal: control.signal, deadline }), aborted])) ?? undefined
     } catch (cause) {
       const error =
-        cause instanceof StoreTimeoutError ? cause : new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
+        cause instanceof StoreTimeoutError || cause instanceof StoreCommitUnknownError
+          ? cause
+          : new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
       this.failed(error)
       this.observer?.failed(error)
-      if (batch.length === 1 || error instanceof StoreTimeoutError) for (const p of batch) p.reject(error)
+      if (batch.length === 1 || error instanceof StoreTimeoutError || error instanceof StoreCommitUnknownError) for (const p of batch) p.reject(error)
       return error
     } finally {
       clearTimeout(expiry)

@@ -116,6 +116,8 @@ export interface Store {
   readonly coordination: Coordination
   /** The device as stored now, for a cache that misses it (another replica may have just made it). */
   readDevice(id: string): Promise<Device | undefined>
+  /** The session as stored now, for a cache that misses it (likewise). */
+  readSession(id: string): Promise<SessionRecord | undefined>
   /**
    * Asks the backend whether it answers now (and could take a write), within the store's
    * deadline; rejects with a StoreError if not. An answer clears the failure health() reports,
@@ -143,6 +145,19 @@ export class StoreTimeoutError extends StoreError {
   constructor(readonly timeoutMs: number) {
     super(`store did not answer within ${timeoutMs} ms`)
     this.name = 'StoreTimeoutError'
+  }
+}
+
+/**
+ * The store may or may not have committed: its answer to COMMIT was lost (the connection broke
+ * while it was on its way). Nothing of it is applied in memory; a restart or the change log
+ * brings back whatever was stored. Never retried: a decision made again on rows that already
+ * hold its own result would answer wrongly (a device "already existing", an event "stale").
+ */
+export class StoreCommitUnknownError extends StoreError {
+  constructor(cause: unknown) {
+    super(`store commit outcome unknown: ${(cause as Error).message}`, { cause })
+    this.name = 'StoreCommitUnknownError'
   }
 }
 

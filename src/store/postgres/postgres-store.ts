@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
 import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { LogListener } from './log-listener.js'
@@ -126,6 +126,12 @@ export class PostgresStore implements Store {
   async readLog(after: number, limit: number): Promise<LogEntry[]> {
     const { rows } = await this.pool.query<{ seq: string; at: string; change: LogEntry['change'] }>(this.log.read(after, limit))
     return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change }))
+  }
+
+  async readSession(id: string): Promise<SessionRecord | undefined> {
+    const { rows } = await this.pool.query<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${this.tables.sessions} WHERE id = $1`, [id])
+    const row = rows[0]
+    return row ? { ...row.doc, version: Number(row.version) } : undefined
   }
 
   async readDevice(id: string): Promise<Device | undefined> {
@@ -354,6 +360,7 @@ class TransactionWriter implements BatchWriter {
     const abort = (): void => connection.destroy(control.signal.reason as Error)
     control.signal.addEventListener('abort', abort, { once: true })
     let began = false
+    let committing = false
     try {
       control.signal.throwIfAborted()
       await connection.client.query('BEGIN')
@@ -368,11 +375,14 @@ class TransactionWriter implements BatchWriter {
       const log = await this.log.append(connection.client, planned.mutations)
       if (Date.now() + this.idleMs > control.deadline) throw new Error('too little time left before the deadline to commit safely')
       control.signal.throwIfAborted()
+      committing = true
       await connection.client.query('COMMIT')
       return { ...(decisions ? { decisions } : {}), ...(log ? { log } : {}) }
     } catch (error) {
       await this.abandon(connection)
       if (control.signal.aborted) throw control.signal.reason
+      // a COMMIT whose answer did not come may have committed: say so, and never run it again
+      if (committing) throw new StoreCommitUnknownError(error)
       // Nothing of this batch reached the database when BEGIN failed: its connection had died
       // idle, unnoticed yet. Deadlock and serialization failures undo the whole transaction.
       // Either way the batch can simply run again. A failed COMMIT cannot: it may have committed.

@@ -146,6 +146,11 @@ export class SqliteStore implements Store {
     }))
   }
 
+  async readSession(id: string): Promise<SessionRecord | undefined> {
+    const row = this.loads.session.get(id) as { doc: string } | undefined
+    return row ? (JSON.parse(row.doc) as SessionRecord) : undefined
+  }
+
   async readDevice(id: string): Promise<Device | undefined> {
     const row = this.loads.device.get(id) as { doc: string } | undefined
     return row ? (JSON.parse(row.doc) as Device) : undefined

@@ -125,6 +125,7 @@ export function prepareLoads(db: Database.Database) {
     journal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq'),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
-    device: db.prepare('SELECT doc FROM devices WHERE id = ?')
+    device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
+    session: db.prepare('SELECT doc FROM sessions WHERE id = ?')
   }
 }
