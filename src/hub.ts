@@ -145,6 +145,7 @@ export class Hub {
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
+    this.registry.observeCache((before, after) => this.connectInfo.sessionCached(before, after))
     this.registry.observeCache(this.sessionCounts.observer)
     const admission = new SessionAdmission(
       { holderOf: (clientId) => this.registry.record(clientId)?.deviceId, isDevice: (id) => this.devices.get(id) !== undefined },
@@ -191,6 +192,8 @@ export class Hub {
       // one observation per batch read: its entries were committed together
       this.metrics.replicaApplySeconds.observe(Math.max(0, now - entries[0]!.at) / 1000)
     })
+    // recorded at once, so pruning keeps what this replica has yet to apply while it starts
+    await this.replicas.heartbeat().catch((error: Error) => this.log.warn({ err: error.message }, 'replica heartbeat failed'))
     this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)

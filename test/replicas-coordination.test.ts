@@ -174,4 +174,21 @@ describe('a call that reaches another replica than the one before it', () => {
       'every publish stored, however soon after its connect'
     )
   })
+
+  it("keeps a device's connectinfo online while another replica holds one of its connections", async (t) => {
+    const { db, a, b } = await twoReplicas(t)
+    await a.createDevice('two-conns')
+    const client = (clientid: string) => ({ clientid, username: 'two-conns', mountpoint: 'two-conns/' })
+    await a.exhook('v3', 'emqx@n1').onClientConnected(client('conn-1'))
+    await b.exhook('v3', 'emqx@n2').onClientConnected(client('conn-2'))
+    await eventually(async () => a.hub.store.following().applied >= b.hub.store.following().applied || undefined, 15_000, 'A follows B')
+    // conn-1 leaves through A, which must count conn-2, held through B
+    await a.exhook('v3', 'emqx@n1').onClientDisconnected(client('conn-1'), 'normal')
+    await a.hub.properties.settled()
+    const rows = await db.query<{ value: { _online: boolean; _clientid: string } }>(
+      `SELECT value FROM device_properties WHERE device_id = 'two-conns' AND name = 'connectinfo'`
+    )
+    assert.deepEqual([rows[0]?.value._online, rows[0]?.value._clientid], [true, 'conn-2'])
+  })
 })
+

@@ -36,7 +36,16 @@ export class ConnectInfoTracker {
     for (const s of sessions) this.track(s.deviceId, s.id, s)
   }
 
-  /** The registry's observer: called once a session change is applied. */
+  /**
+   * Every replica's session changes, as the caches take them from the change log: which sessions
+   * each device has, so a write made here counts the connections other replicas hold too.
+   */
+  sessionCached(before: SessionRecord | undefined, after: SessionRecord | null): void {
+    if (before && before.deviceId !== after?.deviceId) this.track(before.deviceId, before.id, null)
+    if (after) this.track(after.deviceId, after.id, after)
+  }
+
+  /** The registry's observer of this replica's own changes: called once one is applied; it writes. */
   sessionChanged(before: SessionRecord | undefined, after: SessionRecord | null): void {
     // a clientId taken over by another device (auth none) or ended: the old device loses it
     if (before && before.deviceId !== after?.deviceId && this.devices.get(before.deviceId)) {

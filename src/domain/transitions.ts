@@ -8,6 +8,12 @@ import type { ConnectedEvent, LifecycleEvent } from './lifecycle-event.js'
 import type { DisconnectReason, SessionRecord, TopicSubscription } from './session.js'
 import { expiresAt, sessionIdOf } from './session.js'
 
+/**
+ * How long the incarnation of an ended session is remembered, to refuse late events of it (and of
+ * older connections): long past any hook EMQX retries, short enough that a table of them stays small.
+ */
+export const TOMBSTONE_MS = 10 * 60_000
+
 export type TopicChange =
   | { kind: 'keep' }
   | { kind: 'clear' }

@@ -163,10 +163,10 @@ export class EmqxCarrier implements ConnectionCarrier {
     const requested = seen.requestedAt !== null && (seen.doneAt === null || seen.requestedAt > seen.doneAt)
     const due = seen.doneAt === null || Date.now() - seen.doneAt >= this.intervalMs
     if (trigger === 'check' && !requested && !due && this.reconciled) return 'not due'
-    const started = Date.now()
     const report = await this.reconciler.run(trigger === 'check' ? (requested ? requestedTrigger(seen.requestReason) : 'interval') : trigger)
     if (report.error !== null) return 'failed'
-    await this.lease.done(started, report).catch(() => undefined)
+    // when the run began (joining a run under way means an older listing than now)
+    await this.lease.done(report.startedAt, report).catch(() => undefined)
     return 'reconciled'
   }
 

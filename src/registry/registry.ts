@@ -9,7 +9,7 @@
 import type { Logger } from 'pino'
 import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-event.js'
 import type { DisconnectReason, Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
-import { endConnection, expire, transition, type Applied } from '../domain/transitions.js'
+import { endConnection, expire, TOMBSTONE_MS, transition, type Applied } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decided, Decider, StoredSession } from '../store/decision.js'
@@ -78,8 +78,6 @@ type SessionDecision =
 
 const UNCHANGED: Decided<SessionDecision> = { mutations: [], result: { kind: 'unchanged' } }
 
-/** How long the incarnation of an ended session is remembered, to refuse its late events. */
-const TOMBSTONE_MS = 10 * 60_000
 /** First and longest wait before the ends the store refused are tried again, ms. */
 const FIRST_RETRY_MS = 500
 const MAX_RETRY_MS = 30_000

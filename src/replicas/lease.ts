@@ -11,6 +11,8 @@ export class Lease {
   private state: LeaseState | null = null
   private renewTimer: NodeJS.Timeout | undefined
   private stopped = false
+  /** The take or renewal on its way: one at a time, and release() waits for it. */
+  private asking: Promise<boolean> | null = null
 
   constructor(
     private readonly coordination: Coordination,
@@ -20,11 +22,23 @@ export class Lease {
     readonly ttlMs: number
   ) {}
 
-  /** Takes or renews the lease; true while this replica holds it. Rejects when the store does not answer. */
-  async hold(now = Date.now()): Promise<boolean> {
-    if (this.stopped) return false
-    this.state = await this.coordination.lease(this.name, this.holder, this.ttlMs, now)
-    const held = this.state.holder === this.holder && this.state.expiresAt > now
+  /**
+   * Takes or renews the lease; true while this replica holds it. Rejects when the store does not
+   * answer. `now` is for tests; otherwise the store's own clock decides expiry (PostgreSQL), so
+   * replicas whose clocks differ still agree who holds it.
+   */
+  hold(now?: number): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(false)
+    this.asking ??= this.ask(now).finally(() => (this.asking = null))
+    return this.asking
+  }
+
+  private async ask(now: number | undefined): Promise<boolean> {
+    const state = await this.coordination.lease(this.name, this.holder, this.ttlMs, now)
+    if (this.stopped) return false // released meanwhile: release() gives it back after this
+    this.state = state
+    // the store hands back our name only when it has just given or renewed it to us
+    const held = state.holder === this.holder
     if (held) this.keepRenewing()
     else this.stopRenewing()
     return held
@@ -60,11 +74,13 @@ export class Lease {
   async release(): Promise<void> {
     this.stopped = true
     this.stopRenewing()
-    if (this.state?.holder === this.holder) await this.coordination.release(this.name, this.holder).catch(() => undefined)
+    await this.asking?.catch(() => undefined)
+    // whatever the last renewal did, the store gives the lease up if it is ours
+    await this.coordination.release(this.name, this.holder).catch(() => undefined)
   }
 
   private keepRenewing(): void {
-    if (this.renewTimer) return
+    if (this.renewTimer || this.stopped) return
     this.renewTimer = setInterval(() => {
       this.hold().catch(() => undefined) // a store that does not answer: the lease runs out, as it should
     }, Math.max(100, Math.floor(this.ttlMs / 3)))

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
+import { TOMBSTONE_MS } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { ReplicaRecord } from '../store/coordination.js'
 import type { Store } from '../store/store.js'
@@ -46,6 +47,8 @@ export class ReplicaKeeper {
   private readonly pruneLease: Lease
   private liveCount = 1
   private pruning: Promise<void> | null = null
+  /** The heartbeat on its way, which stop() waits for: a late one must not record a replica that left. */
+  private heartbeating: Promise<void> = Promise.resolve()
 
   constructor(
     private readonly store: Store,
@@ -75,7 +78,7 @@ export class ReplicaKeeper {
     this.address = address
     await this.heartbeat().catch((error: Error) => this.log.warn({ err: error.message }, 'replica heartbeat failed'))
     this.heartbeatTimer = setInterval(() => {
-      this.heartbeat().catch((error: Error) => this.log.warn({ err: error.message }, 'replica heartbeat failed'))
+      this.heartbeating = this.heartbeat().catch((error: Error) => this.log.warn({ err: error.message }, 'replica heartbeat failed'))
     }, HEARTBEAT_MS)
     this.heartbeatTimer.unref()
     this.pruneTimer = setInterval(() => void this.prune(), PRUNE_MS)
@@ -126,8 +129,9 @@ export class ReplicaKeeper {
         pruned += deleted
         if (deleted < PRUNE_CHUNK) break
       }
+      const forgotten = await this.store.coordination.pruneTombstones(now - TOMBSTONE_MS)
       await this.pruneLease.done(now)
-      if (pruned > 0) this.log.info({ pruned, through }, 'change log pruned')
+      if (pruned > 0 || forgotten > 0) this.log.info({ pruned, through, tombstones: forgotten }, 'change log pruned')
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'change log prune failed; tried again later')
     }
@@ -139,9 +143,8 @@ export class ReplicaKeeper {
     clearInterval(this.pruneTimer)
     await this.pruning
     await Promise.all(this.leases.map((l) => l.release()))
-    // a later run of the same node may have taken the row already: it is left alone
-    if ((await this.store.coordination.replicas().catch(() => [])).some((r) => r.node === this.config.node && r.startedAt === this.startedAt)) {
-      await this.store.coordination.leave(this.config.node).catch(() => undefined)
-    }
+    await this.heartbeating
+    // only this run's row: a later run of the same node may have taken it already
+    await this.store.coordination.leave(this.config.node, this.startedAt).catch(() => undefined)
   }
 }

@@ -51,11 +51,12 @@ export interface Coordination {
   heartbeat(self: ReplicaRecord): Promise<void>
   /** Every replica that has recorded itself, live or not, by node name. */
   replicas(): Promise<ReplicaRecord[]>
-  /** Forgets a replica (one that stopped cleanly). */
-  leave(node: string): Promise<void>
+  /** Forgets a replica that stopped cleanly: that run of `node` only (a later run may have taken its row). */
+  leave(node: string, startedAt: number): Promise<void>
   /**
    * Takes lease `name` for `holder` until `now + ttlMs` when it is free, expired or already
-   * `holder`'s; answers the lease as it stands after.
+   * `holder`'s; answers the lease as it stands after (`holder` named only if it now holds it).
+   * `now` defaults to the store's own clock.
    */
   lease(name: string, holder: string, ttlMs: number, now?: number): Promise<LeaseState>
   /** The holder finished the leased work, with a note of it (recorded only while it holds the lease). */
@@ -66,6 +67,8 @@ export interface Coordination {
   release(name: string, holder: string): Promise<void>
   /** Deletes change-log entries as `pruning` allows; resolves with how many. */
   pruneLog(pruning: LogPruning): Promise<number>
+  /** Forgets the incarnations of sessions that ended before `before` (epoch ms); how many. */
+  pruneTombstones(before: number): Promise<number>
 }
 
 /** The coordination of a store with one writer: this process is every replica there is. */
@@ -83,8 +86,8 @@ export class SoleReplica implements Coordination {
     return this.self ? [this.self] : []
   }
 
-  async leave(node: string): Promise<void> {
-    if (this.self?.node === node) this.self = undefined
+  async leave(node: string, startedAt: number): Promise<void> {
+    if (this.self?.node === node && this.self.startedAt === startedAt) this.self = undefined
   }
 
   async lease(name: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseState> {
@@ -114,5 +117,10 @@ export class SoleReplica implements Coordination {
 
   pruneLog(pruning: LogPruning): Promise<number> {
     return this.prune(pruning)
+  }
+
+  /** The caches keep them (one writer): nothing stored to forget. */
+  async pruneTombstones(): Promise<number> {
+    return 0
   }
 }

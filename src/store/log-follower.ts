@@ -62,7 +62,7 @@ export class LogFollower {
    * before it (other replicas') are read first. Resolves when it has been applied.
    */
   committed(log: CommittedLog): Promise<void> {
-    if (!this.applier || log.entries.length === 0) return Promise.resolve()
+    if (!this.applier || this.stopped || log.entries.length === 0) return Promise.resolve()
     const last = log.previous + log.entries.length
     this.heard(last)
     if (last <= this.position) return Promise.resolve()
@@ -109,6 +109,14 @@ export class LogFollower {
           const entries = await this.reader.readLog(this.position, READ_BATCH)
           // a commit of ours may have been applied while this read was on its way
           const fresh = entries.filter((e) => e.seq > this.position)
+          if (fresh.length > 0 && fresh[0]!.seq !== this.position + 1) {
+            // pruned past us (we were not heard of for too long): what is missing cannot be read
+            // back, so the caches stay as they are and readiness says why
+            this.stopped = true
+            throw new Error(
+              `the change log no longer holds entries ${this.position + 1}–${fresh[0]!.seq - 1} this replica has not applied: restart it to load the store afresh`
+            )
+          }
           if (fresh.length > 0) this.applyRead(fresh)
           if (entries.length < READ_BATCH) break
         }

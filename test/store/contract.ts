@@ -352,7 +352,9 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         (await store.coordination.replicas()).filter((r) => r.node === 'contract-node'),
         [{ ...record, lastSeen: 5, logPosition: 7 }]
       )
-      await store.coordination.leave('contract-node')
+      await store.coordination.leave('contract-node', 999)
+      assert.equal((await store.coordination.replicas()).filter((r) => r.node === 'contract-node').length, 1, 'another run of the node: left alone')
+      await store.coordination.leave('contract-node', 1)
       assert.deepEqual((await store.coordination.replicas()).filter((r) => r.node === 'contract-node'), [])
     })
 

@@ -13,6 +13,7 @@ import type { SessionRecord } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { DecisionReads, StoredTopicEntry } from '../decision.js'
 import { StoredState } from '../stored-state.js'
+import { TOMBSTONE_MS } from '../../domain/transitions.js'
 import type { QualifiedTables } from './schema.js'
 
 interface SessionRow {
@@ -48,7 +49,7 @@ export class DecisionReader {
          (SELECT coalesce(json_agg(e.doc), '[]') FROM ${t.subscriptions} e WHERE e.session_id = k.id) AS entities
        FROM unnest($1::text[]) AS k(id)
        LEFT JOIN ${t.sessions} s ON s.id = k.id
-       LEFT JOIN ${t.session_tombstones} tb ON tb.client_id = k.id`
+       LEFT JOIN ${t.session_tombstones} tb ON tb.client_id = k.id AND tb.ended_at > $2`
     this.devicesSql = `SELECT id, doc FROM ${t.devices} WHERE id = ANY($1::text[])`
     this.propertiesSql =
       `SELECT p.device_id, p.name, p.value, p.updated_at FROM ${t.device_properties} p ` +
@@ -73,7 +74,11 @@ export class DecisionReader {
     if (keys.length === 0) return state
     await client.query({ name: 'iothub_decision_locks', text: this.lockSql, values: [keys] })
     if (sessions.size > 0) {
-      const { rows } = await client.query<SessionRow>({ name: 'iothub_decision_sessions', text: this.sessionsSql, values: [[...sessions]] })
+      const { rows } = await client.query<SessionRow>({
+        name: 'iothub_decision_sessions',
+        text: this.sessionsSql,
+        values: [[...sessions], Date.now() - TOMBSTONE_MS]
+      })
       for (const r of rows) {
         const session = r.doc === null ? undefined : { ...r.doc, version: Number(r.version) }
         const topics = new Map<string, StoredTopicEntry>()

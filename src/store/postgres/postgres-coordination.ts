@@ -43,24 +43,29 @@ export class PostgresCoordination implements Coordination {
     }))
   }
 
-  async leave(node: string): Promise<void> {
-    await this.pool.query(`DELETE FROM ${this.t.replicas} WHERE node = $1`, [node])
+  async leave(node: string, startedAt: number): Promise<void> {
+    await this.pool.query(`DELETE FROM ${this.t.replicas} WHERE node = $1 AND started_at = $2`, [node, startedAt])
   }
 
-  async lease(name: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseState> {
-    // taken when free, expired or already ours; either way the row as it stands comes back
+  async lease(name: string, holder: string, ttlMs: number, now?: number): Promise<LeaseState> {
+    // taken when free, expired or already ours; either way the row as it stands comes back.
+    // Expiry by the database's clock, unless told (tests): replicas' own clocks may differ.
     const { rows } = await this.pool.query<LeaseRow>(
-      `WITH taken AS (
-         INSERT INTO ${this.t.leases} AS l (name, holder, expires_at) VALUES ($1, $2, $3)
+      `WITH clock AS (SELECT COALESCE($4::bigint, (extract(epoch from clock_timestamp()) * 1000)::bigint) AS now),
+       taken AS (
+         INSERT INTO ${this.t.leases} AS l (name, holder, expires_at) SELECT $1, $2, clock.now + $3 FROM clock
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-           WHERE l.holder = excluded.holder OR l.expires_at < $4
+           WHERE l.holder = excluded.holder OR l.expires_at < (SELECT now FROM clock)
          RETURNING holder, expires_at, done_at, requested_at, request_reason, note)
        SELECT * FROM taken
        UNION ALL
        SELECT holder, expires_at, done_at, requested_at, request_reason, note FROM ${this.t.leases} WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`,
-      [name, holder, now + ttlMs, now]
+      [name, holder, ttlMs, now ?? null]
     )
-    const r = rows[0]!
+    const r = rows[0]
+    // another replica created the lease in the same instant: its row is not in this statement's
+    // snapshot, and it is not ours
+    if (!r) return { holder: null, expiresAt: 0, doneAt: null, requestedAt: null, requestReason: null, note: null }
     return {
       holder: r.holder,
       expiresAt: Number(r.expires_at),
@@ -81,6 +86,10 @@ export class PostgresCoordination implements Coordination {
 
   async release(name: string, holder: string): Promise<void> {
     await this.pool.query(`UPDATE ${this.t.leases} SET expires_at = 0 WHERE name = $1 AND holder = $2`, [name, holder])
+  }
+
+  async pruneTombstones(before: number): Promise<number> {
+    return (await this.pool.query(`DELETE FROM ${this.t.session_tombstones} WHERE ended_at < $1`, [before])).rowCount ?? 0
   }
 
   async pruneLog(p: LogPruning): Promise<number> {

@@ -36,6 +36,8 @@ export interface PostgresStoreOptions {
   timeoutMs?: number
 }
 
+/** Longest a committed batch's callers wait for the caches to have it (the entries before it read), ms. */
+const CACHE_WAIT_MS = 1000
 /** How long to wait for a new connection before failing the commit or load that needs it. */
 const CONNECT_TIMEOUT_MS = 10_000
 /** Tries of one batch when PostgreSQL rolled it back whole and it may simply be run again. */
@@ -66,9 +68,10 @@ export class PostgresStore implements Store {
       maxBatch: options.maxBatch,
       observer: options.observer,
       timeoutMs,
-      // the batch is durable whatever happens here: should the entries before it not be read in
-      // time, its callers hear anyway, and the caches catch up as the log is read
-      afterCommit: (log) => withinDeadline(this.follower.committed(log), timeoutMs).catch(() => undefined)
+      // the batch is durable whatever happens here: should the entries before it not be read
+      // soon, its callers hear anyway (a batch must not hold its place in the pipeline for long),
+      // and the caches catch up as the log is read
+      afterCommit: (log) => withinDeadline(this.follower.committed(log), Math.min(timeoutMs, CACHE_WAIT_MS)).catch(() => undefined)
     })
   }
 

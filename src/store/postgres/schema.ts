@@ -22,8 +22,10 @@ import pg from 'pg'
  * 2: the change log (`change_log`, numbered through `log_head`), the incarnations of ended
  * sessions (`session_tombstones`), the replicas' own rows (`replicas`) and their leases, for several replicas
  * on one database. Version 1 databases gain the tables in place; their log starts empty.
+ * 3: leases carry the reason a run was asked for and the holder's note of its last run;
+ * tombstones are found by age (an index on ended_at). Earlier versions gain them in place.
  */
-export const SCHEMA_VERSION = 2
+export const SCHEMA_VERSION = 3
 
 export const TABLE_NAMES = [
   'schema_version',
@@ -141,6 +143,7 @@ export function createTableStatements(t: QualifiedTables): string[] {
        incarnation text NOT NULL,
        ended_at    bigint NOT NULL
      )`,
+    `CREATE INDEX IF NOT EXISTS session_tombstones_by_age ON ${t.session_tombstones} (ended_at)`,
 
     // Every committed change, in commit order: a batch takes the next numbers from log_head's
     // one row, whose lock it holds until it commits, so numbers are handed out in commit order
@@ -174,6 +177,8 @@ export function createTableStatements(t: QualifiedTables): string[] {
        requested_at   bigint,
        request_reason text,
        note           json
-     )`
+     )`,
+    `ALTER TABLE ${t.leases} ADD COLUMN IF NOT EXISTS request_reason text`,
+    `ALTER TABLE ${t.leases} ADD COLUMN IF NOT EXISTS note json`
   ]
 }

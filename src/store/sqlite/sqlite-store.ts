@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import { SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreError, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
 import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
@@ -68,7 +68,8 @@ export class SqliteStore implements Store {
       maxBatch: options.maxBatch,
       observer: options.observer,
       timeoutMs: options.timeoutMs,
-      afterCommit: (log) => this.follower.committed(log)
+      // a gap (a batch whose answer came too late) is read back from the file; never waited on for long
+      afterCommit: (log) => withinDeadline(this.follower.committed(log), options.timeoutMs ?? 5000).catch(() => undefined)
     })
   }
 
