@@ -196,6 +196,7 @@ function noopStore(observer: CommitObserver): Store {
   )
   return {
     kind: 'noop',
+    replica: 'bench-noop',
     commit: (mutations: readonly Mutation[]) => committer.commit(mutations),
     load: () => Promise.reject(new Error('not loadable')),
     follow: (position, applier) => follower.start(position, applier),

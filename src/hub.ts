@@ -34,6 +34,7 @@ import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
 import { deciderFor } from './store/cache-decider.js'
+import { replicaRunId } from './store/coordination.js'
 import { cacheApplier } from './registry/cache-applier.js'
 import { ReplicaKeeper } from './replicas/replica-keeper.js'
 import type { Lease } from './replicas/lease.js'
@@ -95,7 +96,12 @@ export class Hub {
     const tls = TlsCredentials.fromConfig(config, metrics, log.child({ component: 'tls' }))
     const store =
       config.store === 'postgres'
-        ? await PostgresStore.open({ connectionString: config.databaseUrl, observer: storeObserver(metrics, log), timeoutMs: config.storeTimeout })
+        ? await PostgresStore.open({
+            connectionString: config.databaseUrl,
+            observer: storeObserver(metrics, log),
+            timeoutMs: config.storeTimeout,
+            replica: replicaRunId(config.node)
+          })
         : undefined
     return new Hub(config, { log, metrics, store, tls })
   }
@@ -116,7 +122,8 @@ export class Hub {
         synchronous: config.storeSync,
         busyTimeoutMs: config.storeBusyTimeout,
         observer: storeObserver(this.metrics, this.log),
-        timeoutMs: config.storeTimeout
+        timeoutMs: config.storeTimeout,
+        replica: replicaRunId(config.node)
       })
     // /readyz waits for the store at most a second: a probe's own timeout of seconds would
     // outlast the probe deadline of whatever polls it

@@ -6,31 +6,16 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import pg from 'pg'
 import { startEmqxTestHub } from './helpers/emqx-hub.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
+import { databaseUrl as databaseUrlOf, onServer } from './helpers/postgres.js'
 
-const SERVER = process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const DATABASE = `iothub_hub_test_${process.pid}`
-const databaseUrl = (): string => {
-  const url = new URL(SERVER)
-  url.pathname = `/${DATABASE}`
-  return url.toString()
-}
-
-async function admin(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: SERVER })
-  await client.connect()
-  try {
-    await client.query(sql)
-  } finally {
-    await client.end()
-  }
-}
+const databaseUrl = (): string => databaseUrlOf(DATABASE)
 
 describe('the hub on PostgreSQL', () => {
-  before(() => admin(`CREATE DATABASE ${DATABASE}`))
-  after(() => admin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`))
+  before(() => onServer(`CREATE DATABASE ${DATABASE}`))
+  after(() => onServer(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`))
 
   it('embedded mode: a persistent session, its entity and a queued message survive a restart', async () => {
     const store = { store: 'postgres' as const, databaseUrl: databaseUrl() }

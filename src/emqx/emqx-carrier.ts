@@ -28,7 +28,7 @@ import type { Lease } from '../replicas/lease.js'
 
 /** The trigger another replica asked the holder to reconcile for (what it would have run itself). */
 function requestedTrigger(reason: string | null): ReconcileTrigger {
-  return reason === 'start' || reason === 'provider_loaded' || reason === 'api' ? reason : 'provider_loaded'
+  return reason === 'start' || reason === 'provider_loaded' || reason === 'api' || reason === 'interval' ? reason : 'provider_loaded'
 }
 
 /** Longest wait between retries of a failed reconcile, ms. */
@@ -47,6 +47,8 @@ export class EmqxCarrier implements ConnectionCarrier {
   /** Ready once a reconcile has succeeded (here, or by the lease's holder). */
   private reconciled = false
   private readonly lease: Lease
+  /** Whether this replica held the lease at its last look: one that has just taken it reconciles at once. */
+  private heldBefore = false
   /** When this replica began listening: a reconcile begun after it makes it ready. */
   private listeningSince = Date.now()
 
@@ -153,16 +155,20 @@ export class EmqxCarrier implements ConnectionCarrier {
   }
 
   private async reconcileIfHeld(trigger: ReconcileTrigger | 'check'): Promise<'reconciled' | 'failed' | 'not due' | 'not held'> {
-    if (!(await this.lease.hold())) {
-      // news the holder must act on: EMQX reloaded the provider here, or this replica started
-      // (it is ready once a reconcile begun after its start has finished)
-      if (trigger !== 'check' && trigger !== 'interval') await this.lease.request(trigger)
+    const held = await this.lease.hold()
+    const justTaken = held && !this.heldBefore
+    this.heldBefore = held
+    if (!held) {
+      // news the holder must act on: EMQX reloaded the provider here, this replica started (it
+      // is ready once a reconcile begun after its start has finished), the store came back
+      if (trigger !== 'check') await this.lease.request(trigger)
       return 'not held'
     }
     const seen = this.lease.seen!
     const requested = seen.requestedAt !== null && (seen.doneAt === null || seen.requestedAt > seen.doneAt)
     const due = seen.doneAt === null || Date.now() - seen.doneAt >= this.intervalMs
-    if (trigger === 'check' && !requested && !due && this.reconciled) return 'not due'
+    // a holder that has just taken over does not know what its predecessor left undone
+    if (trigger === 'check' && !requested && !due && !justTaken) return 'not due'
     const report = await this.reconciler.run(trigger === 'check' ? (requested ? requestedTrigger(seen.requestReason) : 'interval') : trigger)
     if (report.error !== null) return 'failed'
     // when the run began (joining a run under way means an older listing than now)

@@ -5,7 +5,6 @@
  * time, and prunes the change log under a lease of its own — by age and count, never past what a
  * live replica has not applied yet. With SQLite it is the one replica there is.
  */
-import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import { TOMBSTONE_MS } from '../domain/transitions.js'
@@ -34,11 +33,7 @@ export interface ReplicaView extends ReplicaRecord {
 
 export class ReplicaKeeper {
   readonly startedAt = Date.now()
-  /**
-   * Who holds this replica's leases: its node name and this run of it — so a restarted replica
-   * does not inherit its former run's leases, and two replicas misconfigured with one node name
-   * never both hold one.
-   */
+  /** Who holds this replica's leases: this run of it, as the store names it (`replicaRunId`). */
   readonly instance: string
   private address: string | null = null
   private heartbeatTimer: NodeJS.Timeout | undefined
@@ -56,7 +51,7 @@ export class ReplicaKeeper {
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {
-    this.instance = `${config.node}#${this.startedAt.toString(36)}.${randomBytes(4).toString('hex')}`
+    this.instance = store.replica
     this.pruneLease = this.lease('log-prune')
     metrics.gauge('iothub_node_info', "This replica's node name, as a label (value 1)", ['node'], (set) => set({ node: config.node }, 1))
     metrics.gauge('iothub_replica_lag_seconds', 'How long the oldest change-log entry known and not yet applied here has waited (0: current)', [], (set) =>

@@ -50,6 +50,8 @@ export interface LogEntry {
   /** Epoch milliseconds of the commit. */
   at: number
   change: LoggedChange
+  /** The run of the replica that committed it (store.ts, `replica`), where the store has several writers. */
+  replica?: string
 }
 
 /** The logged changes of a batch, in the order the batch makes them. */

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto'
+
 /**
  * What several replicas of one hub share besides the data: who they are (each records itself
  * and how far it has followed the change log), leases — so work that must not run twice (the
@@ -7,6 +9,15 @@
  *
  * A store that one process alone writes (SQLite) has one replica, which holds every lease.
  */
+/**
+ * Names one run of a replica among the store's writers: its node name and this run — so a
+ * restarted replica does not inherit its former run's leases or changes, and two replicas
+ * misconfigured with one node name are still told apart.
+ */
+export function replicaRunId(node: string, startedAt = Date.now()): string {
+  return `${node}#${startedAt.toString(36)}.${randomBytes(4).toString('hex')}`
+}
+
 export interface ReplicaRecord {
   node: string
   /** Where its API listens, as it knows it (host:port), or null. */

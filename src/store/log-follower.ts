@@ -33,7 +33,11 @@ export class LogFollower {
   private ownWaiting: { first: number; last: number }[] = []
   lastError: Error | null = null
 
-  constructor(private readonly reader: LogReader) {}
+  constructor(
+    private readonly reader: LogReader,
+    /** This process's run; entries naming another were committed elsewhere. */
+    private readonly self?: string
+  ) {}
 
   /** Follows the log from `position` (the snapshot's): every later entry goes to `applier`, in order. */
   start(position: number, applier: LogApplier): void {
@@ -144,15 +148,20 @@ export class LogFollower {
   private applyRead(entries: readonly LogEntry[]): void {
     let start = 0
     for (let i = 1; i <= entries.length; i++) {
-      if (i < entries.length && this.originOf(entries[i]!.seq) === this.originOf(entries[start]!.seq)) continue
-      this.apply(entries.slice(start, i), this.originOf(entries[start]!.seq))
+      if (i < entries.length && this.originOf(entries[i]!) === this.originOf(entries[start]!)) continue
+      this.apply(entries.slice(start, i), this.originOf(entries[start]!))
       start = i
     }
     this.ownWaiting = this.ownWaiting.filter((r) => r.last > this.position)
   }
 
-  private originOf(seq: number): LogOrigin {
-    return this.ownWaiting.some((r) => seq >= r.first && seq <= r.last) ? 'here' : 'elsewhere'
+  /**
+   * Where an entry read back was committed: its own record says, where the store keeps one
+   * (several writers); else it is one of ours that waited for a gap, or another's.
+   */
+  private originOf(entry: LogEntry): LogOrigin {
+    if (entry.replica !== undefined && this.self !== undefined) return entry.replica === this.self ? 'here' : 'elsewhere'
+    return this.ownWaiting.some((r) => entry.seq >= r.first && entry.seq <= r.last) ? 'here' : 'elsewhere'
   }
 
   private apply(entries: readonly LogEntry[], origin: LogOrigin): void {

@@ -95,6 +95,8 @@ export interface StoreHealth {
 
 export interface Store {
   readonly kind: string
+  /** This process among the store's writers (coordination.ts, `replicaRunId`). */
+  readonly replica: string
   /** Resolves when the mutations are durable; rejects (and stores none of them) on failure. */
   commit(mutations: readonly Mutation[]): Promise<void>
   /**

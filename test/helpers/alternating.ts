@@ -22,7 +22,7 @@
  * outcome depend on timing. That window — a replica answering before it has followed another
  * replica's change — is not what this rerun checks.
  */
-import pg from 'pg'
+import { createDatabase, type TestDatabase } from './postgres.js'
 import type { Hub } from '../../src/hub.js'
 import type { ApiCall } from './api-client.js'
 import { EmqxExhookClient, type CallOptions, type EmqxExhookClientOptions } from './emqx-exhook-client.js'
@@ -144,29 +144,9 @@ export class AlternatingExhookClient extends EmqxExhookClient {
   }
 }
 
-const SERVER = process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-let databases = 0
+/** A database of its own for one replicated test hub: `iothub_emqx_replicas_<pid>_<n>`. */
+export type ReplicaDatabase = Pick<TestDatabase, 'url' | 'drop'>
 
-/** A database of its own for one replicated test hub: `iothub_emqx_replicas_<pid>_<n>`, unique per process and call. */
-export interface ReplicaDatabase {
-  readonly url: string
-  drop(): Promise<void>
-}
-
-export async function createReplicaDatabase(): Promise<ReplicaDatabase> {
-  const name = `iothub_emqx_replicas_${process.pid}_${++databases}`
-  await onServer(`CREATE DATABASE ${name}`)
-  const url = new URL(SERVER)
-  url.pathname = `/${name}`
-  return { url: url.toString(), drop: () => onServer(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) }
-}
-
-async function onServer(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: SERVER })
-  await client.connect()
-  try {
-    await client.query(sql)
-  } finally {
-    await client.end()
-  }
+export function createReplicaDatabase(): Promise<ReplicaDatabase> {
+  return createDatabase('iothub_emqx_replicas')
 }

@@ -9,61 +9,23 @@
  * the same hub, reached by its own node's channel): the control run, whose passing shows that a
  * failure of the same steps on real replicas is their disagreement, not this harness.
  */
-import pg from 'pg'
 import type { HubConfig } from '../../src/config.js'
 import type { ExhookVersion } from '../../src/emqx/exhook/protos.js'
 import type { ApiCall } from './api-client.js'
 import type { EmqxExhookClient } from './emqx-exhook-client.js'
 import { EMQX_KEY, EMQX_SECRET, startEmqxTestHub, type EmqxTestHub } from './emqx-hub.js'
 import { startEmqxRestStandin, type EmqxRestStandin } from './emqx-rest-standin.js'
-
-const SERVER = process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+import { createDatabase, type TestDatabase } from './postgres.js'
 
 /** EMQX node names: replica i hears node NODES[i] on its own channel. */
 export const NODES = ['n1@emqx.test', 'n2@emqx.test', 'n3@emqx.test'] as const
 const REPLICA_NAMES = ['A', 'B', 'C'] as const
 
-/** A database of its own for one replica set, on the machine's PostgreSQL. */
-export interface TestDatabase {
-  readonly name: string
-  readonly url: string
-  /** One query on this database (a connection per call: the replicas' pools stay undisturbed). */
-  query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>
-  drop(): Promise<void>
-}
+export type { TestDatabase }
 
-let databases = 0
-
-/** Creates `iothub_replicas_<pid>_<n>`: unique per process and per call, so runs never share rows. */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  const name = `iothub_replicas_${process.pid}_${++databases}`
-  await onServer(`CREATE DATABASE ${name}`)
-  const url = new URL(SERVER)
-  url.pathname = `/${name}`
-  return {
-    name,
-    url: url.toString(),
-    async query<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []) {
-      const client = new pg.Client({ connectionString: url.toString() })
-      await client.connect()
-      try {
-        return (await client.query<R>(sql, params)).rows
-      } finally {
-        await client.end()
-      }
-    },
-    drop: () => onServer(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-  }
-}
-
-async function onServer(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: SERVER })
-  await client.connect()
-  try {
-    await client.query(sql)
-  } finally {
-    await client.end()
-  }
+/** A database of its own for one replica set: `iothub_replicas_<pid>_<n>`. */
+export function createTestDatabase(): Promise<TestDatabase> {
+  return createDatabase('iothub_replicas')
 }
 
 export interface Replica {

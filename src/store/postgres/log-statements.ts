@@ -17,15 +17,20 @@ export class LogStatements {
   private readonly appendSql: string
   private readonly readSql: string
 
-  constructor(t: QualifiedTables, schema: string) {
+  constructor(
+    t: QualifiedTables,
+    schema: string,
+    /** This process's run, recorded with every entry it appends. */
+    readonly replica: string
+  ) {
     // a channel name is an identifier (at most 63 bytes): long schema names are hashed into it
     this.channel = `iothub_log_${schema}`.length <= 63 ? `iothub_log_${schema}` : `iothub_log_${hashOf(schema)}`
     this.appendSql =
       `WITH head AS (UPDATE ${t.log_head} SET seq = seq + $1 RETURNING seq - $1 AS previous),
-            appended AS (INSERT INTO ${t.change_log} (seq, at, change)
-                         SELECT head.previous + e.n, $2, e.change FROM head, unnest($3::json[]) WITH ORDINALITY AS e(change, n))
+            appended AS (INSERT INTO ${t.change_log} (seq, at, change, replica)
+                         SELECT head.previous + e.n, $2, e.change, $5 FROM head, unnest($3::json[]) WITH ORDINALITY AS e(change, n))
        SELECT previous, pg_notify($4, (previous + $1)::text) FROM head`
-    this.readSql = `SELECT seq, at, change FROM ${t.change_log} WHERE seq > $1 ORDER BY seq LIMIT $2`
+    this.readSql = `SELECT seq, at, change, replica FROM ${t.change_log} WHERE seq > $1 ORDER BY seq LIMIT $2`
   }
 
   /** Appends the logged changes among `mutations`; null when there are none. */
@@ -36,10 +41,10 @@ export class LogStatements {
     const { rows } = await client.query<{ previous: string }>({
       name: 'iothub_log_append',
       text: this.appendSql,
-      values: [changes.length, at, changes.map((c) => JSON.stringify(c)), this.channel]
+      values: [changes.length, at, changes.map((c) => JSON.stringify(c)), this.channel, this.replica]
     })
     const previous = Number(rows[0]!.previous)
-    return { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) }
+    return { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change, replica: this.replica })) }
   }
 
   read(after: number, limit: number): pg.QueryConfig {

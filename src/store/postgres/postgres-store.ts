@@ -21,6 +21,7 @@ import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { LogListener } from './log-listener.js'
 import { LogStatements } from './log-statements.js'
+import { replicaRunId } from '../coordination.js'
 import { PostgresCoordination } from './postgres-coordination.js'
 import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
 
@@ -34,6 +35,8 @@ export interface PostgresStoreOptions {
   poolSize?: number
   /** Deadline of every commit and probe, in ms (IOTHUB_STORE_TIMEOUT). Default 5000. */
   timeoutMs?: number
+  /** This process among the store's writers (`replicaRunId`); a random one by default. */
+  replica?: string
 }
 
 /** Longest a committed batch's callers wait for the caches to have it (the entries before it read), ms. */
@@ -47,6 +50,7 @@ const RETRYABLE_CODES = new Set(['40P01', '40001'])
 
 export class PostgresStore implements Store {
   readonly kind = 'postgres'
+  readonly replica: string
   private readonly committer: GroupCommitter
   private readonly follower: LogFollower
   private readonly listener: LogListener
@@ -60,7 +64,8 @@ export class PostgresStore implements Store {
     private readonly log: LogStatements,
     options: PostgresStoreOptions
   ) {
-    this.follower = new LogFollower(this)
+    this.replica = log.replica
+    this.follower = new LogFollower(this, this.replica)
     this.coordination = new PostgresCoordination(pool, tables)
     this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
     const timeoutMs = options.timeoutMs ?? 5000
@@ -103,7 +108,7 @@ export class PostgresStore implements Store {
       if (error instanceof StoreError) throw error
       throw new StoreError(`cannot open the PostgreSQL store: ${(error as Error).message}`, { cause: error })
     }
-    const log = new LogStatements(tables, schema)
+    const log = new LogStatements(tables, schema, options.replica ?? replicaRunId('postgres-store'))
     const writer = new TransactionWriter(pool, new BatchStatements(tables), new DecisionReader(tables, schema), log, idleInTransactionMs(timeoutMs))
     return new PostgresStore(pool, tables, writer, log, options)
   }
@@ -127,8 +132,8 @@ export class PostgresStore implements Store {
   }
 
   async readLog(after: number, limit: number): Promise<LogEntry[]> {
-    const { rows } = await this.pool.query<{ seq: string; at: string; change: LogEntry['change'] }>(this.log.read(after, limit))
-    return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change }))
+    const { rows } = await this.pool.query<{ seq: string; at: string; change: LogEntry['change']; replica: string | null }>(this.log.read(after, limit))
+    return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change, ...(r.replica !== null ? { replica: r.replica } : {}) }))
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {

@@ -22,7 +22,8 @@ import pg from 'pg'
  * 2: the change log (`change_log`, numbered through `log_head`), the incarnations of ended
  * sessions (`session_tombstones`), the replicas' own rows (`replicas`) and their leases, for several replicas
  * on one database. Version 1 databases gain the tables in place; their log starts empty.
- * 3: leases carry the reason a run was asked for and the holder's note of its last run;
+ * 3: leases carry the reason a run was asked for and the holder's note of its last run; log
+ * entries name the replica run that committed them;
  * tombstones are found by age (an index on ended_at). Earlier versions gain them in place.
  */
 export const SCHEMA_VERSION = 3
@@ -149,10 +150,12 @@ export function createTableStatements(t: QualifiedTables): string[] {
     // one row, whose lock it holds until it commits, so numbers are handed out in commit order
     // and without gaps (see change-log.ts).
     `CREATE TABLE IF NOT EXISTS ${t.change_log} (
-       seq    bigint PRIMARY KEY,
-       at     bigint NOT NULL,
-       change json NOT NULL
+       seq     bigint PRIMARY KEY,
+       at      bigint NOT NULL,
+       change  json NOT NULL,
+       replica text
      )`,
+    `ALTER TABLE ${t.change_log} ADD COLUMN IF NOT EXISTS replica text`,
     `CREATE TABLE IF NOT EXISTS ${t.log_head} (
        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
        seq       bigint NOT NULL

@@ -13,7 +13,7 @@ import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord } from '../../domain/session.js'
 import type { LogEntry } from '../change-log.js'
-import { SoleReplica } from '../coordination.js'
+import { replicaRunId, SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
@@ -34,21 +34,26 @@ export interface SqliteStoreOptions {
   observer?: CommitObserver
   /** Deadline of every commit and probe, in ms (IOTHUB_STORE_TIMEOUT). Default 5000. */
   timeoutMs?: number
+  /** This process (`replicaRunId`): the store's one writer. */
+  replica?: string
 }
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite'
+  readonly replica: string
   readonly path: string
   private readonly db: Database.Database
   private readonly loads: ReturnType<typeof prepareLoads>
   private readonly committer: GroupCommitter
   private readonly writer: WriterThread
   private readonly checkpointer: Worker
+  /** One writer: whatever it reads back of the log (after a gap) is its own. */
   private readonly follower = new LogFollower(this)
   /** One writer, one replica: this process. */
   readonly coordination: SoleReplica
 
   constructor(options: SqliteStoreOptions) {
+    this.replica = options.replica ?? replicaRunId('sqlite-store')
     mkdirSync(options.dataDir, { recursive: true })
     this.path = join(options.dataDir, 'iothub.db')
     const busyTimeoutMs = options.busyTimeoutMs ?? 5000
