@@ -88,8 +88,8 @@ const MAX_RETRY_MS = 30_000
  * already show the end, so those mutations are what gets stored; where the store decides, the
  * event is decided again on what is stored when it answers.
  */
-type UnstoredEnd = ({ kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }) & { mutations: Mutation[] }
-type UnstoredEndOf = { kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }
+type SessionEnd = { kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }
+type UnstoredEnd = SessionEnd & { mutations: Mutation[] }
 
 /**
  * The registry decides every change of a session through a Decider: against the session as
@@ -394,7 +394,7 @@ export class SessionRegistry {
   }
 
   /** Applies an end to memory that the store refused, to be decided and stored again later. */
-  private applyUnstored(id: string, end: UnstoredEndOf, error: Error): SessionDecision {
+  private applyUnstored(id: string, end: SessionEnd, error: Error): SessionDecision {
     const cached = this.cachedSession(id)
     const decided =
       end.kind === 'disconnected' ? this.decideEvent(cached, end.event) : cached.session ? this.expiryOf(cached, end.at) : null
