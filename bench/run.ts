@@ -39,6 +39,8 @@ const BENCHES: Bench[] = [
   { name: 'reconcile', script: 'reconcile.ts', sockets: 0 },
   // EMQX mode on PostgreSQL, two replica processes; needs the PostgreSQL of BENCH_DATABASE_URL
   { name: 'replicas', script: 'replicas.ts', sockets: 0 },
+  // hubs as child processes on a store of BENCH_SCALE_SESSIONS (PostgreSQL of BENCH_DATABASE_URL, then SQLite); a few sockets
+  { name: 'scale', script: 'scale.ts', sockets: 0 },
   // a few UDP sockets for CoAP; its MQTT reference run holds a TCP socket per device
   { name: 'coap', script: 'coap.ts', sockets: envInt('BENCH_COAP_CLIENTS', 5_000), size: 'BENCH_COAP_CLIENTS' },
   // the abuser holds up to a few thousand idle sockets in its 'connections' abuse

@@ -1,0 +1,693 @@
+/**
+ * Scale: what a hub costs as its stored fleet grows — the time to become ready, the memory it
+ * holds, how fast its list APIs answer and how long a reconcile with EMQX takes, with N devices
+ * and N persistent sessions stored (BENCH_SCALE_SESSIONS, default 100,000; the issue's figure is
+ * 1,000,000). Today every replica loads the whole store into memory at start; this bench is how
+ * a bounded cache is to be judged, so it measures the hub as it is and reports a start that fails
+ * (out of memory, not ready in time) as a result, not a crash.
+ *
+ * 1. **EMQX mode on PostgreSQL.** A database of its own on BENCH_DATABASE_URL. A hub (a child
+ *    process, as `npm start` runs it) starts once on it empty — it makes its schema, and its
+ *    time to ready and resident memory are the baseline — and stops. N devices, N sessions (even
+ *    i connected, odd i offline; all persistent; one topic `{id}/v1/devices/me/attributes` and
+ *    one subscription entity each) and each device's connectinfo are then written straight into
+ *    the tables (bench/lib/scale-fleet.ts: the hub's own code makes the rows, the store's own
+ *    multi-row statements write them), and an EMQX 5 REST stand-in (its own child process) is
+ *    given the same clients as EMQX lists them. Then a hub starts on the full store:
+ *    - time from spawn to /readyz 200 — which includes its start reconcile (listing the
+ *      stand-in's N clients and N subscriptions), split by its log into load, listen, reconcile;
+ *    - resident memory (VmRSS) when ready, the peak (VmHWM), and per stored session
+ *      ((RSS − RSS of the empty-store hub) ÷ N);
+ *    - latency of list requests, one at a time: `GET /v1/sessions` (first page, a page near the
+ *      end, connected=true, a deviceId) and `GET /api/v4/clients` (first page, a deep page,
+ *      conn_state=connected, a clientid), each checked against the fleet;
+ *    - `POST /v1/reconcile` against the stand-in, while ExHook client.connected/disconnected
+ *      calls of other clients arrive at BENCH_SCALE_HOOK_RATE (open loop, bench/lib/exhook-fleet.ts):
+ *      its duration and report (nothing to fix: the stand-in and the store agree), the calls'
+ *      latency during it against the same stream just before it.
+ * 2. **Embedded mode on SQLite.** The same with N offline persistent sessions (MQTT 3.1.1 clean
+ *    session 0, one SUBSCRIBE, then DISCONNECT), written in one transaction by the SQLite store's
+ *    own statements: time to /readyz 200 and resident memory, against the empty-store hub.
+ *
+ * Targets (issue 12, set for 1,000,000 sessions): PostgreSQL ready ≤ 10 s and RSS ≤ 1 GiB, list
+ * requests p99 ≤ 20 ms, reconcile ≤ 120 s; SQLite ready ≤ 30 s and RSS ≤ 2 GiB. Below 1,000,000
+ * the time and memory targets are judged on a linear projection from the measured run (empty-store
+ * figure + per-session cost × 1,000,000; for the reconcile, its duration × 1,000,000 ÷ N): a hub
+ * whose cost does not grow with the fleet passes, one that does fails already at 100,000. The
+ * latency target is judged as measured.
+ *
+ * Every start has a deadline (BENCH_SCALE_DEADLINE seconds from the spawn): a hub that is not
+ * ready by then is killed, and a hub that exits is reported with how it exited, the line of its
+ * stderr that says why, and its last and peak RSS. The database is dropped and the data dir
+ * removed whatever happened.
+ *
+ *   BENCH_SCALE_SESSIONS      stored devices and sessions                               (default 100,000)
+ *   BENCH_SCALE_DEADLINE      seconds a hub may take to become ready before it is killed (default 180)
+ *   BENCH_SCALE_HOOK_RATE     ExHook calls per second during (and before) the reconcile  (default 500)
+ *   BENCH_SCALE_API_REQUESTS  requests per list query, one at a time ...                (default 100)
+ *   BENCH_SCALE_API_SECONDS   ... or as many as fit in this many seconds, at least 5     (default 2)
+ *   BENCH_DATABASE_URL        the PostgreSQL server (default IOTHUB_TEST_DATABASE_URL, else
+ *                             postgres://postgres@127.0.0.1:5432/test)
+ *   BENCH_STORE_SYNC          the SQLite hub's store sync, full or normal               (default full)
+ */
+import { request as httpRequest } from 'node:http'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import Database from 'better-sqlite3'
+import pg from 'pg'
+import { benchExhookTransport, ExhookFleet, type StreamReport } from './lib/exhook-fleet.js'
+import { cpuMsOf, HubProcess, type StartOutcome } from './lib/hub-process.js'
+import { machineTimes } from './lib/process-cpu.js'
+import { clientIdOf, EMBEDDED_NODE, fillPostgres, fillSqlite, type FleetShape } from './lib/scale-fleet.js'
+import { SCALE_EMQX_API_KEY, SCALE_EMQX_API_SECRET, ScaleStandin } from './lib/scale-standin.js'
+import { benchStoreSync } from './lib/targets.js'
+import { envInt, fmt, line, mib, percentiles, removeDir, report, runMain, sleep, tempDir, type SummaryRow } from './lib/util.js'
+
+const SESSIONS = envInt('BENCH_SCALE_SESSIONS', 100_000)
+const DEADLINE_MS = envInt('BENCH_SCALE_DEADLINE', 180) * 1000
+const HOOK_RATE = envInt('BENCH_SCALE_HOOK_RATE', 500)
+const API_REQUESTS = envInt('BENCH_SCALE_API_REQUESTS', 100)
+const API_SECONDS = envInt('BENCH_SCALE_API_SECONDS', 2)
+const SERVER = process.env.BENCH_DATABASE_URL ?? process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const HOOK_CHANNELS = 4
+/** The hook stream's window before the reconcile (its baseline), s. */
+const HOOK_BASELINE_SECONDS = 3
+/** Fewest timed requests per list query, whatever the time budget. */
+const API_MIN_REQUESTS = 5
+const PAGE = 100
+
+/** The issue's fleet, which the targets are set for. */
+const ISSUE_SESSIONS = 1_000_000
+const GIB = 2 ** 30
+const TARGETS = { pgReadyMs: 10_000, pgRss: 1 * GIB, apiP99Ms: 20, reconcileMs: 120_000, sqliteReadyMs: 30_000, sqliteRss: 2 * GIB }
+
+/** Seconds an offline session is kept: none may expire while the bench runs. */
+const EXPIRY_SECONDS = 7200
+const API_USER = 'scale-bench'
+const API_PASSWORD = 'scale-bench-password'
+const API_AUTH = `Basic ${Buffer.from(`${API_USER}:${API_PASSWORD}`).toString('base64')}`
+
+/** Messages of the hub's log a start is timed by (besides "store loaded" and "iothub started"). */
+const RECONCILED = 'reconciled with EMQX'
+const RESTORED_ENTITIES = 'made the subscription entities stored sessions were missing'
+
+/** IOTHUB_* settings both modes share: the API on loopback with its own credentials, logs at info (the start is timed by them). */
+const COMMON_SETTINGS = {
+  IOTHUB_HTTP_HOST: '127.0.0.1',
+  IOTHUB_HTTP_PORT: '0',
+  IOTHUB_API_USER: API_USER,
+  IOTHUB_API_PASSWORD: API_PASSWORD,
+  IOTHUB_LOG_LEVEL: 'info',
+  IOTHUB_SESSION_EXPIRY: String(EXPIRY_SECONDS)
+}
+
+const secs = (ms: number, digits = 1): string => `${fmt(ms / 1000, digits)} s`
+
+// ─────────────────────────────────────────────────────────────── starting and measuring a hub
+
+interface Started {
+  hub: HubProcess
+  outcome: StartOutcome
+  /** CPU the hub used until ready (or until it failed), ms. */
+  cpuMs: number | null
+  /** Share of the machine's cpu busy (anyone) during the start. */
+  machineBusy: number
+}
+
+async function startHub(settings: Record<string, string>, watched: string[] = []): Promise<Started> {
+  const machine0 = machineTimes()
+  const hub = HubProcess.spawn(settings, watched)
+  let cpuMs: number | null = null
+  const sampler = setInterval(() => (cpuMs = cpuMsOf(hub.pid) ?? cpuMs), 100)
+  const outcome = await hub.ready(DEADLINE_MS)
+  clearInterval(sampler)
+  cpuMs = cpuMsOf(hub.pid) ?? cpuMs
+  const machine1 = machineTimes()
+  return { hub, outcome, cpuMs, machineBusy: (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total) }
+}
+
+function describeStart(label: string, s: Started): void {
+  const o = s.outcome
+  const cpu = s.cpuMs === null ? '' : `; hub cpu ${secs(s.cpuMs)}`
+  const busy = `; the machine's cpus ${fmt(s.machineBusy * 100)}% busy meanwhile (this hub and PostgreSQL included)`
+  if (o.ready) {
+    line(`  ${label}: /readyz 200 after ${secs(o.ms, 2)}; RSS ${mib(o.memory.rss)} (peak ${mib(o.memory.peak)})${cpu}${busy}`)
+  } else {
+    line(`  ${label}: NOT READY — ${o.why}; last RSS ${mib(o.memory.rss)} (peak ${mib(o.memory.peak)}) after ${secs(o.ms)}${cpu}${busy}`)
+  }
+}
+
+/** The start's milestones from the hub's log, ms from the spawn. */
+function describeTimeline(s: Started): void {
+  const hub = s.hub
+  const loaded = hub.msTo('store loaded')
+  const started = hub.msTo('iothub started')
+  const reconciled = hub.milestone(RECONCILED)
+  const parts: string[] = []
+  if (loaded !== undefined) {
+    const entry = hub.milestone('store loaded')!
+    parts.push(`node started and store loaded at ${secs(loaded, 2)} (${fmt(Number(entry.sessions ?? 0))} sessions, ${fmt(Number(entry.devices ?? 0))} devices)`)
+  }
+  if (started !== undefined) parts.push(`listening at ${secs(started, 2)}`)
+  if (reconciled) {
+    parts.push(`start reconcile ${secs(Number(reconciled.durationMs ?? 0), 2)} (${fmt(Number(reconciled.pages ?? 0))} pages), done at ${secs(hub.msTo(RECONCILED)!, 2)}`)
+  }
+  line(`    timeline (hub's log): ${parts.length > 0 ? parts.join('; ') : 'it never logged "store loaded": it did not get past loading the store'}`)
+}
+
+/** Warnings and errors the hub logged; the store's rows must load without complaint. */
+function describeComplaints(hub: HubProcess): string[] {
+  const found = hub.complaints.map((c) => `${c.level === 40 ? 'warn' : 'error'}: ${String(c.msg)}${c.err === undefined ? '' : ` (${typeof c.err === 'string' ? c.err : JSON.stringify(c.err)})`}`)
+  if (hub.milestone(RESTORED_ENTITIES)) found.push(`the hub made subscription entities the stored sessions lacked: ${JSON.stringify(hub.milestone(RESTORED_ENTITIES))}`)
+  return [...new Set(found)]
+}
+
+/** What a figure comes to at the issue's fleet: as measured there, else projected linearly from this run. */
+function atIssueSize(empty: number, full: number): { value: number; projected: boolean } {
+  if (SESSIONS >= ISSUE_SESSIONS) return { value: full, projected: false }
+  return { value: empty + ((full - empty) * ISSUE_SESSIONS) / SESSIONS, projected: true }
+}
+
+function projectionText(p: { value: number; projected: boolean }, unit: (v: number) => string): string {
+  return p.projected ? ` (→ ${unit(p.value)} at ${fmt(ISSUE_SESSIONS)}, linear)` : ''
+}
+
+const gib = (bytes: number): string => `${fmt(bytes / GIB, 2)} GiB`
+
+/** Summary rows for a start: time to ready and RSS, judged at the issue's fleet. */
+function startRows(bench: string, label: string, empty: Started, full: Started, targets: { readyMs: number; rss: number }): SummaryRow[] {
+  const e = empty.outcome
+  const f = full.outcome
+  if (!f.ready || !e.ready) {
+    const why = !e.ready ? `empty-store hub ${e.short}` : f.ready ? '' : f.short
+    return [
+      { bench, metric: `${label}: /readyz, ${fmt(SESSIONS)} sessions`, value: why, baseline: e.ready ? `${secs(e.ms)} (empty store)` : '', ratio: '', target: `≤ ${secs(targets.readyMs, 0)} at 1M`, met: false },
+      {
+        bench,
+        metric: `${label}: RSS, ${fmt(SESSIONS)} sessions`,
+        value: `last ${mib(f.memory.rss)}, peak ${mib(f.memory.peak)}`,
+        baseline: e.ready ? `${mib(e.memory.rss)} (empty store)` : '',
+        ratio: '',
+        target: `≤ ${gib(targets.rss)} at 1M`,
+        met: false
+      }
+    ]
+  }
+  const ready = atIssueSize(e.ms, f.ms)
+  const rss = atIssueSize(e.memory.rss, f.memory.rss)
+  const perSession = (f.memory.rss - e.memory.rss) / SESSIONS
+  return [
+    {
+      bench,
+      metric: `${label}: /readyz, ${fmt(SESSIONS)} sessions`,
+      value: `${secs(f.ms)}${projectionText(ready, (v) => secs(v, 0))}`,
+      baseline: `${secs(e.ms)} (empty store)`,
+      ratio: `${fmt(f.ms / e.ms, 1)}×`,
+      target: `≤ ${secs(targets.readyMs, 0)} at 1M`,
+      met: ready.value <= targets.readyMs
+    },
+    {
+      bench,
+      metric: `${label}: RSS when ready, ${fmt(SESSIONS)} sessions`,
+      value: `${mib(f.memory.rss)}, ${fmt(perSession / 1024, 2)} KiB/session${projectionText(rss, gib)}`,
+      baseline: `${mib(e.memory.rss)} (empty store)`,
+      ratio: `${fmt(f.memory.rss / e.memory.rss, 1)}×`,
+      target: `≤ ${gib(targets.rss)} at 1M`,
+      met: rss.value <= targets.rss
+    }
+  ]
+}
+
+function describeMemory(empty: Started, full: Started): void {
+  const e = empty.outcome
+  const f = full.outcome
+  if (!e.ready || !f.ready) return
+  const per = (f.memory.rss - e.memory.rss) / SESSIONS
+  const rss = atIssueSize(e.memory.rss, f.memory.rss)
+  line(
+    `    memory: ${mib(f.memory.rss)} − ${mib(e.memory.rss)} (empty store) = ${mib(f.memory.rss - e.memory.rss)} for ${fmt(SESSIONS)} sessions and their devices:` +
+      ` ${fmt(per / 1024, 2)} KiB per stored session${rss.projected ? `; ${gib(rss.value)} at ${fmt(ISSUE_SESSIONS)} if it stays linear` : ''}`
+  )
+}
+
+// ─────────────────────────────────────────────────────────────── the list APIs
+
+async function get(httpUrl: string, path: string): Promise<{ status: number; body: unknown; ms: number }> {
+  const t0 = performance.now()
+  const response = await fetch(`${httpUrl}${path}`, { headers: { authorization: API_AUTH } })
+  const text = await response.text()
+  const ms = performance.now() - t0
+  let body: unknown = text
+  try {
+    body = JSON.parse(text)
+  } catch {
+    // not JSON: kept as text for the message
+  }
+  return { status: response.status, body, ms }
+}
+
+interface ListQuery {
+  label: string
+  path: string
+  /** What is wrong with the answer, or null. */
+  check(body: unknown): string | null
+}
+
+const cursorAfter = (id: string): string => Buffer.from(id, 'utf8').toString('base64url')
+
+interface SessionsPage {
+  data: { id: string; connected: boolean; deviceId: string; topics: unknown[] }[]
+  next: string | null
+}
+interface ClientsPage {
+  code: number
+  data: { clientid: string; connected: boolean }[]
+  meta: { count: number; hasnext: boolean }
+}
+
+/** The list queries and what each must answer, for the stored fleet (ids sort as their numbers: zero-padded). */
+function listQueries(): ListQuery[] {
+  const n = SESSIONS
+  const connectedTotal = Math.ceil(n / 2) // even i
+  const afterAll = Math.max(0, n - 2 * PAGE - 1)
+  const afterConnected = Math.max(0, n - 4 * PAGE - 1)
+  const connectedAfter = (a: number) => Math.floor((n - 1) / 2) - Math.floor(a / 2) // even i in (a, n-1]
+  const mid = clientIdOf(Math.floor(n / 2))
+  const deepPage = Math.max(1, Math.ceil(n / PAGE) - 1)
+  const sessions = (want: number, more: boolean, every?: (s: SessionsPage['data'][number]) => boolean, what = '') => (body: unknown) => {
+    const page = body as SessionsPage
+    if (!Array.isArray(page.data)) return 'no data list'
+    if (page.data.length !== want) return `${page.data.length} sessions, ${want} expected`
+    if ((page.next !== null) !== more) return `next ${page.next === null ? 'null' : 'set'}, ${more ? 'a cursor' : 'null'} expected`
+    if (every && !page.data.every(every)) return `not every session ${what}`
+    return null
+  }
+  const clients = (want: number, count: number, every?: (c: ClientsPage['data'][number]) => boolean, what = '') => (body: unknown) => {
+    const page = body as ClientsPage
+    if (page.code !== 0 || !Array.isArray(page.data)) return `code ${page.code}, no data list`
+    if (page.data.length !== want) return `${page.data.length} clients, ${want} expected`
+    if (page.meta?.count !== count) return `meta.count ${page.meta?.count}, ${count} expected`
+    if (every && !page.data.every(every)) return `not every client ${what}`
+    return null
+  }
+  const remaining = n - 1 - afterAll
+  const connectedRemaining = connectedAfter(afterConnected)
+  return [
+    { label: `/v1/sessions?limit=${PAGE}`, path: `/v1/sessions?limit=${PAGE}`, check: sessions(Math.min(PAGE, n), n > PAGE) },
+    {
+      label: `/v1/sessions?limit=${PAGE}&cursor=(near the end)`,
+      path: `/v1/sessions?limit=${PAGE}&cursor=${cursorAfter(clientIdOf(afterAll))}`,
+      check: sessions(Math.min(PAGE, remaining), remaining > PAGE)
+    },
+    {
+      label: `/v1/sessions?connected=true&limit=${PAGE}`,
+      path: `/v1/sessions?connected=true&limit=${PAGE}`,
+      check: sessions(Math.min(PAGE, connectedTotal), connectedTotal > PAGE, (s) => s.connected, 'connected')
+    },
+    {
+      label: `/v1/sessions?connected=true&limit=${PAGE}&cursor=(near the end)`,
+      path: `/v1/sessions?connected=true&limit=${PAGE}&cursor=${cursorAfter(clientIdOf(afterConnected))}`,
+      check: sessions(Math.min(PAGE, connectedRemaining), connectedRemaining > PAGE, (s) => s.connected, 'connected')
+    },
+    {
+      label: '/v1/sessions?deviceId=(one)',
+      path: `/v1/sessions?deviceId=${mid}`,
+      check: sessions(1, false, (s) => s.deviceId === mid && s.topics.length === 1, 'the device’s, with its one topic')
+    },
+    { label: `/api/v4/clients?_page=1&_limit=${PAGE}`, path: `/api/v4/clients?_page=1&_limit=${PAGE}`, check: clients(Math.min(PAGE, n), n) },
+    {
+      label: `/api/v4/clients?_page=${fmt(deepPage)}&_limit=${PAGE}`,
+      path: `/api/v4/clients?_page=${deepPage}&_limit=${PAGE}`,
+      check: clients(Math.min(PAGE, Math.max(0, n - (deepPage - 1) * PAGE)), n)
+    },
+    {
+      label: `/api/v4/clients?conn_state=connected&_page=1&_limit=${PAGE}`,
+      path: `/api/v4/clients?conn_state=connected&_page=1&_limit=${PAGE}`,
+      check: clients(Math.min(PAGE, connectedTotal), connectedTotal, (c) => c.connected, 'connected')
+    },
+    { label: '/api/v4/clients?clientid=(one)', path: `/api/v4/clients?clientid=${mid}`, check: clients(1, 1, (c) => c.clientid === mid, 'the one asked for') }
+  ]
+}
+
+interface QueryResult {
+  query: ListQuery
+  n: number
+  p50: number
+  p99: number
+  max: number
+  fault: string | null
+}
+
+/** Each query, one request at a time: one untimed (checked), then up to API_REQUESTS or API_SECONDS' worth (at least API_MIN_REQUESTS). */
+async function measureLists(httpUrl: string): Promise<QueryResult[]> {
+  const results: QueryResult[] = []
+  for (const query of listQueries()) {
+    const first = await get(httpUrl, query.path)
+    let fault = first.status === 200 ? query.check(first.body) : `HTTP ${first.status}: ${JSON.stringify(first.body).slice(0, 200)}`
+    const times: number[] = []
+    const until = performance.now() + API_SECONDS * 1000
+    while (times.length < API_REQUESTS && (times.length < API_MIN_REQUESTS || performance.now() < until)) {
+      const r = await get(httpUrl, query.path)
+      times.push(r.ms)
+      if (r.status !== 200 && fault === null) fault = `HTTP ${r.status} on a timed request`
+    }
+    results.push({ query, n: times.length, ...percentiles(times), fault })
+  }
+  return results
+}
+
+function describeLists(results: QueryResult[]): void {
+  const width = Math.max(...results.map((r) => r.query.label.length))
+  line(`    list requests, one at a time (p50 / p99 / max of n; target p99 ≤ ${TARGETS.apiP99Ms} ms):`)
+  for (const r of results) {
+    line(
+      `      GET ${r.query.label.padEnd(width)}  n ${String(r.n).padStart(3)}  ${fmt(r.p50, 1).padStart(8)} / ${fmt(r.p99, 1).padStart(8)} / ${fmt(r.max, 1).padStart(8)} ms` +
+        `  ${r.fault === null ? 'answer checked' : `MISMATCH: ${r.fault}`}`
+    )
+  }
+}
+
+function listRows(results: QueryResult[]): SummaryRow[] {
+  const family = (prefix: string, name: string): SummaryRow | null => {
+    const of = results.filter((r) => r.query.label.startsWith(prefix))
+    if (of.length === 0) return null
+    const worst = of.reduce((a, b) => (b.p99 > a.p99 ? b : a))
+    const faults = of.filter((r) => r.fault !== null).length
+    return {
+      bench: 'scale',
+      metric: `emqx+pg: ${name} p99, worst of ${of.length} queries, ${fmt(SESSIONS)} sessions`,
+      value: `${fmt(worst.p99, 1)} ms (${worst.query.label.slice(prefix.length) || 'unfiltered'})${faults > 0 ? `, ${faults} answers WRONG` : ''}`,
+      baseline: '',
+      ratio: '',
+      target: `≤ ${TARGETS.apiP99Ms} ms`,
+      met: worst.p99 <= TARGETS.apiP99Ms && faults === 0
+    }
+  }
+  return [family('/v1/sessions', 'GET /v1/sessions'), family('/api/v4/clients', 'GET /api/v4/clients')].filter((r): r is SummaryRow => r !== null)
+}
+
+// ─────────────────────────────────────────────────────────────── the reconcile under hook calls
+
+interface ReconcileReport {
+  durationMs: number
+  pages: number
+  brokerClients: number
+  brokerSubscriptions: number
+  ghostsEnded: number
+  offlineEnded: number
+  sessionsAdded: number
+  sessionsCorrected: number
+  topicsAdded: number
+  topicsRemoved: number
+  skippedChanged: number
+  error: string | null
+}
+
+/** What a reconcile of the agreeing fleet must report: everything listed, nothing to fix. */
+function reconcileFaults(r: ReconcileReport): string[] {
+  const found: string[] = []
+  if (r.error !== null) found.push(`error: ${r.error}`)
+  if (r.brokerClients !== SESSIONS) found.push(`listed ${fmt(r.brokerClients)} of ${fmt(SESSIONS)} clients`)
+  if (r.brokerSubscriptions !== SESSIONS) found.push(`listed ${fmt(r.brokerSubscriptions)} of ${fmt(SESSIONS)} subscriptions`)
+  const fixes = r.ghostsEnded + r.offlineEnded + r.sessionsAdded + r.sessionsCorrected + r.topicsAdded + r.topicsRemoved
+  if (fixes > 0) {
+    found.push(
+      `${fmt(fixes)} fixes (ghosts ${r.ghostsEnded}, offline ended ${r.offlineEnded}, added ${r.sessionsAdded}, corrected ${r.sessionsCorrected}, topics +${r.topicsAdded} −${r.topicsRemoved}): the stored fleet and EMQX's disagree`
+    )
+  }
+  return found
+}
+
+const reportText = (r: ReconcileReport): string =>
+  `durationMs ${fmt(r.durationMs)}, pages ${fmt(r.pages)}, brokerClients ${fmt(r.brokerClients)}, brokerSubscriptions ${fmt(r.brokerSubscriptions)}, ` +
+  `ghostsEnded ${r.ghostsEnded}, offlineEnded ${r.offlineEnded}, sessionsAdded ${r.sessionsAdded}, sessionsCorrected ${r.sessionsCorrected}, ` +
+  `topicsAdded ${r.topicsAdded}, topicsRemoved ${r.topicsRemoved}, skippedChanged ${r.skippedChanged}, error ${r.error ?? 'none'}`
+
+const streamText = (s: StreamReport): string =>
+  `${fmt(s.calls)} calls, p50/p99/max ${fmt(s.latency.p50, 1)}/${fmt(s.latency.p99, 1)}/${fmt(s.latency.max, 1)} ms, callers' send lag p99 ${fmt(s.sendLag.p99, 1)} ms` +
+  (s.failed === 0 ? ', all OK' : `, ${fmt(s.failed)} NOT OK (${Object.entries(s.byCode).map(([c, k]) => `${c} ${k}`).join(', ')}): ${s.errors.join('; ')}`)
+
+/**
+ * A POST that waits up to `deadlineMs` for its answer: fetch (undici) gives up on an answer
+ * whose headers take more than 300 s, and a reconcile of a large fleet under load may take longer.
+ */
+function postUntimed(url: string, deadlineMs: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => req.destroy(new Error(`not answered within ${secs(deadlineMs, 0)}`)), deadlineMs)
+    const req = httpRequest(url, { method: 'POST', headers: { authorization: API_AUTH }, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') })
+      })
+      res.on('error', reject)
+    })
+    req.on('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    req.end()
+  })
+}
+
+async function measureReconcile(hub: HubProcess, standin: ScaleStandin, unloadedMs: number | undefined): Promise<SummaryRow[]> {
+  const fleet = await ExhookFleet.start()
+  try {
+    await fleet.open({ address: hub.exhookAddress!, version: 'v2', channels: HOOK_CHANNELS, transport: benchExhookTransport() })
+    await fleet.streamStart({ prefix: 'hook-before', rate: HOOK_RATE })
+    await sleep(HOOK_BASELINE_SECONDS * 1000)
+    const before = await fleet.streamStop()
+
+    const standin0 = await standin.stats()
+    const hubCpu0 = cpuMsOf(hub.pid)
+    await fleet.streamStart({ prefix: 'hook-during', rate: HOOK_RATE })
+    const t0 = performance.now()
+    const answer = await postUntimed(`${hub.httpUrl}/v1/reconcile`, DEADLINE_MS).catch((error: Error) => ({ status: 0, text: error.message }))
+    const text = answer.text
+    const ms = performance.now() - t0
+    const during = await fleet.streamStop()
+    const hubCpu1 = cpuMsOf(hub.pid)
+    const standin1 = await standin.stats()
+
+    line(`    hook calls (client.connected/disconnected of other clients, ${fmt(HOOK_RATE)}/s, open loop, ${HOOK_CHANNELS} gRPC connections):`)
+    line(`      before the reconcile (${HOOK_BASELINE_SECONDS} s): ${streamText(before)}`)
+    if (answer.status !== 200) {
+      const what = answer.status === 0 ? `POST /v1/reconcile failed after ${secs(ms, 2)}: ${text}` : `POST /v1/reconcile answered ${answer.status} after ${secs(ms, 2)}: ${text.slice(0, 300)}`
+      line(`    ${what}`)
+      line(`      during the reconcile: ${streamText(during)}`)
+      return [
+        {
+          bench: 'scale',
+          metric: `emqx+pg: POST /v1/reconcile, ${fmt(SESSIONS)} clients listed`,
+          value: answer.status === 0 ? `no answer after ${secs(ms, 0)}` : `HTTP ${answer.status}`,
+          baseline: '',
+          ratio: '',
+          target: '≤ 120 s at 1M',
+          met: false
+        }
+      ]
+    }
+    const r = JSON.parse(text) as ReconcileReport
+    line(`      during the reconcile (${secs(ms, 1)}): ${streamText(during)}`)
+    const hubCpu = hubCpu0 === null || hubCpu1 === null ? 'n/a' : secs(hubCpu1 - hubCpu0)
+    line(
+      `    POST /v1/reconcile answered in ${secs(ms, 2)} (hub cpu ${hubCpu}; the stand-in answered ${fmt(standin1.requests - standin0.requests)} requests with ${secs(standin1.cpuMs - standin0.cpuMs)} of cpu —` +
+        ` the hub waits for each page, so about that much of the time is the stand-in's)`
+    )
+    line(`      report: ${reportText(r)}`)
+    const faults = reconcileFaults(r)
+    line(`      check: ${faults.length === 0 ? 'every client and subscription listed, nothing to fix (the store and EMQX agree)' : `MISMATCH: ${faults.join('; ')}`}`)
+    const projected = SESSIONS >= ISSUE_SESSIONS ? { value: ms, projected: false } : { value: (ms * ISSUE_SESSIONS) / SESSIONS, projected: true }
+    const p = (s: StreamReport) => `${fmt(s.latency.p50, 1)} / ${fmt(s.latency.p99, 1)} ms`
+    return [
+      {
+        bench: 'scale',
+        metric: `emqx+pg: POST /v1/reconcile, ${fmt(SESSIONS)} clients listed (${fmt(Math.ceil(SESSIONS / 2))} connected)`,
+        value: `${secs(ms)}${projectionText(projected, (v) => secs(v, 0))}${faults.length > 0 ? `, ${faults.length} faults` : ''}`,
+        baseline: unloadedMs === undefined ? '' : `${secs(unloadedMs)} (at start, no hook calls)`,
+        ratio: unloadedMs === undefined || unloadedMs <= 0 ? '' : `${fmt(ms / unloadedMs, 1)}×`,
+        target: '≤ 120 s at 1M',
+        met: projected.value <= TARGETS.reconcileMs && faults.length === 0
+      },
+      {
+        bench: 'scale',
+        metric: `emqx+pg: ExHook p50 / p99 during it, ${fmt(HOOK_RATE)} calls/s`,
+        value: `${p(during)}${during.failed > 0 ? `, ${fmt(during.failed)} failed` : ''}`,
+        baseline: `${p(before)} (before it)`,
+        ratio: `${fmt(during.latency.p99 / before.latency.p99, 1)}× (p99)`,
+        target: '',
+        met: null
+      }
+    ]
+  } finally {
+    await fleet.stop()
+  }
+}
+
+// ─────────────────────────────────────────────────────────────── 1. EMQX mode on PostgreSQL
+
+async function postgresPart(): Promise<SummaryRow[]> {
+  const database = `iothub_bench_scale_${process.pid}`
+  const url = new URL(SERVER)
+  url.pathname = `/${database}`
+  const databaseUrl = url.toString()
+  const admin = new pg.Client({ connectionString: SERVER })
+  await admin.connect()
+  const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version
+  await admin.query(`CREATE DATABASE ${database}`)
+  line(`1. EMQX mode on PostgreSQL ${version ?? ''} (${url.host}, database ${database}), EMQX 5 REST stand-in in a child process`)
+  const rows: SummaryRow[] = []
+  let standin: ScaleStandin | undefined
+  const running: HubProcess[] = []
+  try {
+    standin = await ScaleStandin.start()
+    const settings = {
+      ...COMMON_SETTINGS,
+      IOTHUB_BROKER: 'emqx',
+      IOTHUB_STORE: 'postgres',
+      IOTHUB_DATABASE_URL: databaseUrl,
+      IOTHUB_EMQX_API: standin.url,
+      IOTHUB_EMQX_API_KEY: SCALE_EMQX_API_KEY,
+      IOTHUB_EMQX_API_SECRET: SCALE_EMQX_API_SECRET,
+      IOTHUB_EMQX_VERSION: '5',
+      IOTHUB_EXHOOK_HOST: '127.0.0.1',
+      IOTHUB_EXHOOK_PORT: '0',
+      IOTHUB_NODE: 'iothub@scale-pg',
+      // only the start reconcile and the measured one: no interval run in between
+      IOTHUB_RECONCILE_INTERVAL: '86400'
+    }
+
+    // the empty store: the hub makes its schema; its time and memory are the baseline
+    const empty = await startHub(settings, [RECONCILED])
+    running.push(empty.hub)
+    describeStart('empty store', empty)
+    await empty.hub.stop()
+    if (!empty.outcome.ready) {
+      rows.push(...startRows('scale', 'emqx+pg', empty, empty, { readyMs: TARGETS.pgReadyMs, rss: TARGETS.pgRss }))
+      return rows
+    }
+
+    const shape: FleetShape = { mode: 'emqx', size: SESSIONS, base: Date.now(), expiryInterval: EXPIRY_SECONDS }
+    const seed = new pg.Client({ connectionString: databaseUrl })
+    await seed.connect()
+    try {
+      const filled = await fillPostgres(seed, 'public', shape)
+      const v0 = Date.now()
+      // as a settled database is: statistics taken, hint bits and visibility map set
+      await seed.query('VACUUM ANALYZE')
+      const size = (await seed.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]?.size
+      line(
+        `  stored ${fmt(filled.clients)} devices + sessions (${fmt(Math.ceil(SESSIONS / 2))} connected), one topic, subscription entity and connectinfo each:` +
+          ` ${fmt(filled.rowWrites)} row writes in ${secs(filled.ms)}, VACUUM ANALYZE ${secs(Date.now() - v0)}; database ${mib(Number(size ?? 0))} (untimed)`
+      )
+    } finally {
+      await seed.end()
+    }
+    const given = await standin.fill(shape)
+    line(`  stand-in given ${fmt(given.clients)} clients (${fmt(given.connected)} connected, the rest offline persistent sessions, as EMQX 5 lists them) and ${fmt(given.subscriptions)} subscriptions in ${secs(given.ms)} (untimed)`)
+
+    const full = await startHub(settings, [RECONCILED, RESTORED_ENTITIES])
+    running.push(full.hub)
+    describeStart(`${fmt(SESSIONS)} sessions`, full)
+    describeTimeline(full)
+    describeMemory(empty, full)
+    rows.push(...startRows('scale', 'emqx+pg', empty, full, { readyMs: TARGETS.pgReadyMs, rss: TARGETS.pgRss }))
+    if (full.outcome.ready) {
+      const startReport = full.hub.milestone(RECONCILED) as unknown as ReconcileReport | undefined
+      const faults = startReport ? reconcileFaults(startReport) : ['no "reconciled with EMQX" in its log']
+      line(`    start reconcile: ${faults.length === 0 ? 'listed every client and subscription, nothing to fix' : `MISMATCH: ${faults.join('; ')}`}`)
+      const complaints = describeComplaints(full.hub)
+      line(`    the hub's log: ${complaints.length === 0 ? 'no warning or error' : complaints.join(' | ')}`)
+      const lists = await measureLists(full.hub.httpUrl!)
+      describeLists(lists)
+      rows.push(...listRows(lists))
+      rows.push(...(await measureReconcile(full.hub, standin, startReport?.durationMs)))
+      const after = full.hub.memory
+      line(`    RSS after the list requests and the reconcile: ${mib(after.rss)} (peak ${mib(after.peak)})`)
+      const stopped = await full.hub.stop()
+      line(`    stopped (SIGTERM) in ${secs(stopped.ms)}${stopped.clean ? '' : `, ${full.hub.exitText()}`}`)
+    } else {
+      line('    list requests and reconcile not measured: the hub did not become ready')
+    }
+    return rows
+  } finally {
+    for (const hub of running) await hub.kill()
+    await standin?.stop()
+    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
+    await admin.end()
+  }
+}
+
+// ─────────────────────────────────────────────────────────────── 2. embedded mode on SQLite
+
+async function sqlitePart(): Promise<SummaryRow[]> {
+  const dir = tempDir('iothub-bench-scale-')
+  const sync = benchStoreSync()
+  line(`2. embedded mode on SQLite (store synchronous = ${sync.toUpperCase()}${sync === 'full' ? '' : ': NOT the default, for diagnosis'}, ${dir})`)
+  const running: HubProcess[] = []
+  try {
+    const settings = {
+      ...COMMON_SETTINGS,
+      IOTHUB_BROKER: 'embedded',
+      IOTHUB_STORE: 'sqlite',
+      IOTHUB_DATA_DIR: dir,
+      IOTHUB_STORE_SYNC: sync,
+      IOTHUB_MQTT_HOST: '127.0.0.1',
+      IOTHUB_MQTT_PORT: '0',
+      IOTHUB_COAP_HOST: '127.0.0.1',
+      IOTHUB_COAP_PORT: '0',
+      IOTHUB_NODE: EMBEDDED_NODE
+    }
+    const empty = await startHub(settings)
+    running.push(empty.hub)
+    describeStart('empty store', empty)
+    await empty.hub.stop()
+    if (!empty.outcome.ready) return startRows('scale', 'embedded+sqlite', empty, empty, { readyMs: TARGETS.sqliteReadyMs, rss: TARGETS.sqliteRss })
+
+    const shape: FleetShape = { mode: 'embedded', size: SESSIONS, base: Date.now(), expiryInterval: EXPIRY_SECONDS }
+    const db = new Database(join(dir, 'iothub.db'))
+    try {
+      const filled = fillSqlite(db, shape)
+      db.pragma('wal_checkpoint(TRUNCATE)')
+      const bytes = (db.pragma('page_count', { simple: true }) as number) * (db.pragma('page_size', { simple: true }) as number)
+      line(
+        `  stored ${fmt(filled.clients)} devices + offline persistent sessions, one topic, subscription entity and connectinfo each:` +
+          ` ${fmt(filled.rowWrites)} row writes in one transaction, ${secs(filled.ms)}; file ${mib(bytes)} (untimed)`
+      )
+    } finally {
+      db.close()
+    }
+
+    const full = await startHub(settings, [RESTORED_ENTITIES])
+    running.push(full.hub)
+    describeStart(`${fmt(SESSIONS)} sessions`, full)
+    describeTimeline(full)
+    describeMemory(empty, full)
+    if (full.outcome.ready) {
+      const complaints = describeComplaints(full.hub)
+      line(`    the hub's log: ${complaints.length === 0 ? 'no warning or error' : complaints.join(' | ')}`)
+      const all = await get(full.hub.httpUrl!, '/api/v4/clients?_page=1&_limit=1')
+      const online = await get(full.hub.httpUrl!, '/api/v4/clients?conn_state=connected&_page=1&_limit=1')
+      const count = (r: { body: unknown }) => (r.body as ClientsPage).meta?.count
+      const ok = count(all) === SESSIONS && count(online) === 0
+      line(`    check: ${ok ? `the hub holds ${fmt(SESSIONS)} sessions, none connected` : `MISMATCH: it lists ${count(all)} sessions, ${count(online)} connected`}`)
+      const stopped = await full.hub.stop()
+      line(`    stopped (SIGTERM) in ${secs(stopped.ms)}${stopped.clean ? '' : `, ${full.hub.exitText()}`}`)
+    }
+    return startRows('scale', 'embedded+sqlite', empty, full, { readyMs: TARGETS.sqliteReadyMs, rss: TARGETS.sqliteRss })
+  } finally {
+    for (const hub of running) await hub.kill()
+    removeDir(dir)
+  }
+}
+
+async function main(): Promise<void> {
+  line(`scale: hubs (child processes, as \`npm start\` runs them) on a store holding ${fmt(SESSIONS)} devices and persistent sessions, each with one topic,`)
+  line(`  subscription entity and connectinfo; every start has a ${secs(DEADLINE_MS, 0)} deadline. Targets are set for ${fmt(ISSUE_SESSIONS)} sessions; below that,`)
+  line('  time and memory are judged on a linear projection from this run (see bench/README.md).')
+  const rows = [...(await postgresPart()), ...(await sqlitePart())]
+  await report('scale', rows)
+}
+
+runMain(main)
