@@ -62,6 +62,7 @@ import { clientIdOf, EMBEDDED_NODE, fillPostgres, fillSqlite, type FleetShape } 
 import { SCALE_EMQX_API_KEY, SCALE_EMQX_API_SECRET, ScaleStandin } from './lib/scale-standin.js'
 import { benchStoreSync } from './lib/targets.js'
 import { envInt, fmt, line, mib, percentiles, removeDir, report, runMain, sleep, tempDir, type SummaryRow } from './lib/util.js'
+import type { ReconcileReport } from '../src/emqx/reconcile.js'
 
 const SESSIONS = envInt('BENCH_SCALE_SESSIONS', 100_000)
 const DEADLINE_MS = envInt('BENCH_SCALE_DEADLINE', 180) * 1000
@@ -388,20 +389,6 @@ function listRows(results: QueryResult[]): SummaryRow[] {
 
 // ─────────────────────────────────────────────────────────────── the reconcile under hook calls
 
-interface ReconcileReport {
-  durationMs: number
-  pages: number
-  brokerClients: number
-  brokerSubscriptions: number
-  ghostsEnded: number
-  offlineEnded: number
-  sessionsAdded: number
-  sessionsCorrected: number
-  topicsAdded: number
-  topicsRemoved: number
-  skippedChanged: number
-  error: string | null
-}
 
 /** What a reconcile of the agreeing fleet must report: everything listed, nothing to fix. */
 function reconcileFaults(r: ReconcileReport): string[] {

@@ -38,6 +38,7 @@ import { BatchStatements } from '../../src/store/postgres/batch-statements.js'
 import { qualifiedTables } from '../../src/store/postgres/schema.js'
 import { encodeMutation, prepareWrites } from '../../src/store/sqlite/statements.js'
 import type { Mutation } from '../../src/store/store.js'
+import type { StandinClient } from '../../test/helpers/emqx-rest-standin.js'
 
 export type FleetMode = 'emqx' | 'embedded'
 
@@ -68,23 +69,7 @@ const disconnectedAtOf = (shape: FleetShape, i: number): number => connectedAtOf
 const peerPortOf = (i: number): number => 10_000 + (i % 50_000)
 
 /** Client i as EMQX 5's REST API lists it (what the stand-in holds, and what the hub recorded). */
-export function emqxClientOf(shape: FleetShape, i: number): {
-  clientid: string
-  username: string
-  node: string
-  connected: boolean
-  connectedAt: number
-  createdAt: number
-  disconnectedAt?: number
-  ipAddress: string
-  port: number
-  protoName: string
-  protoVer: number
-  cleanStart: boolean
-  expiryInterval: number
-  keepalive: number
-  mountpoint: string
-} {
+export function emqxClientOf(shape: FleetShape, i: number): Omit<StandinClient, 'username' | 'extra'> & { username: string } {
   const id = clientIdOf(i)
   const connected = isConnected(shape, i)
   return {
