@@ -84,6 +84,8 @@ export interface FleetTotals {
 export interface FleetReads {
   /** A session with its topics. */
   session(id: string): Promise<Session | undefined>
+  /** The sessions of these ids that exist, with their topics (the reconcile compares a listed page with them). */
+  sessionsOf(ids: readonly string[]): Promise<Map<string, Session>>
   /** Sessions matching `filter`, ordered by id. */
   sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }>
   /** How many sessions match `filter`. */
