@@ -7,14 +7,7 @@ import type { ChangeProperty } from '../domain/change-topics.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import type { LoggedChange } from '../store/change-log.js'
 import { NO_ENTITIES } from '../store/decision.js'
-
-export interface SubscriptionQuery {
-  deviceId?: string
-  sessionId?: string
-  /** Return entities whose id sorts after this one. */
-  after?: string
-  limit: number
-}
+import type { SubscriptionQuery } from '../store/fleet-reads.js'
 
 export class SubscriptionBook {
   private readonly byId = new Map<string, SubscriptionEntity>()

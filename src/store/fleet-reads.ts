@@ -42,6 +42,7 @@ export interface SessionFilter {
  * EMQX v4's `_page` asks for). `more` in the answer says whether anything follows.
  */
 export interface PageRequest {
+  /** Sessions: an id. Topics: `topicCursor` of the last row seen. */
   after?: string
   offset?: number
   limit: number
@@ -65,6 +66,42 @@ export interface TopicFilter {
   share?: string
   /** Topics this filter matches (EMQX's `_match_topic`). */
   matchTopic?: string
+}
+
+/**
+ * The keyset cursor of a topic row: its client id and topic, joined by U+0000, which MQTT
+ * forbids in both (so the joined text sorts as the pair does: by client id, then topic).
+ */
+export function topicCursor(row: { clientId: string; topic: string }): string {
+  return `${row.clientId}\u0000${row.topic}`
+}
+
+/** The client id and topic a `topicCursor` was made of. */
+export function parseTopicCursor(cursor: string): { clientId: string; topic: string } {
+  const cut = cursor.indexOf('\u0000')
+  return cut < 0 ? { clientId: cursor, topic: '' } : { clientId: cursor.slice(0, cut), topic: cursor.slice(cut + 1) }
+}
+
+/**
+ * Orders two strings as their UTF-8 bytes do (PostgreSQL's "C" collation, SQLite's BINARY):
+ * by code point. JavaScript's `<` compares UTF-16 code units, which puts U+E000–U+FFFF after
+ * the surrogate pairs of U+10000 and above; the two orders differ only there.
+ */
+export function compareIds(a: string, b: string): number {
+  if (a === b) return 0
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i)
+    let y = b.charCodeAt(i)
+    if (x === y) continue
+    if (x >= 0xd800 && y >= 0xd800) {
+      // surrogates (0xD800–0xDFFF) stand for code points above 0xFFFF: move them past 0xFFFF
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000
+    }
+    return x - y
+  }
+  return a.length - b.length
 }
 
 export interface SubscriptionQuery {

@@ -1,0 +1,333 @@
+/**
+ * The FleetReads contract: what every implementation answers alike, written once and run against
+ * each (test/store/fleet-reads.test.ts: PostgreSQL's queries, and the caches of a SQLite hub).
+ * A harness takes committed changes (through a store's `commit`, as the hub makes them) and
+ * answers reads once they are committed.
+ *
+ * The fleet's ids differ in case and in byte order where UTF-16 and UTF-8 disagree (U+FFFD sorts
+ * before U+1F600 in UTF-8, after it in UTF-16), and hold `%` and `_`, which SQL's LIKE would read.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { SessionRecord, TopicSubscription } from '../../src/domain/session.js'
+import type { SubscriptionEntity } from '../../src/domain/subscription.js'
+import { topicCursor, type FleetReads, type PageRequest, type SessionFilter, type TopicFilter, type TopicRow } from '../../src/store/fleet-reads.js'
+import type { Mutation } from '../../src/store/store.js'
+import { session as contractSession } from './contract.js'
+
+export interface FleetHarness {
+  /** Resolves once the mutations are committed and `reads` answers with them. */
+  commit(mutations: readonly Mutation[]): Promise<void>
+  readonly reads: FleetReads
+  close(): Promise<void>
+}
+
+const EMOJI = '\u{1F600}x'
+const REPLACEMENT = '\uFFFDy'
+
+/** Every session of the fleet, in byte order of their UTF-8 ids. */
+const ALL = ['A1', 'B2', 'a1', 'b2', 'p%_q', 'é3', REPLACEMENT, EMOJI]
+
+const s = (id: string, overrides: Partial<SessionRecord>): SessionRecord => contractSession(id, overrides)
+
+const FLEET: SessionRecord[] = [
+  // connected, with the disconnect of an earlier connection long past: never due
+  s('A1', { deviceId: 'd1', node: 'n1', username: 'alice', peerHost: '10.0.0.1', createdAt: 1000, connectedAt: 5000, disconnectedAt: 100, expiryInterval: 1 }),
+  s('B2', { deviceId: 'd1', node: 'n2', username: 'bob', peerHost: '10.0.0.2', protocol: 'coap', connected: false, disconnectedAt: 6000, disconnectReason: 'socket_error', expiryInterval: 10, createdAt: 2000, connectedAt: 5500 }),
+  s('a1', { deviceId: 'd2', node: 'n1', username: null, peerHost: null, peerPort: null, cleanStart: true, expiryInterval: 0, protoVer: 5, createdAt: 3000, connectedAt: 6000 }),
+  s('b2', { deviceId: 'd2', node: 'n2', username: 'alicia', peerHost: '10.0.0.1', connected: false, disconnectedAt: 7000, disconnectReason: 'client_disconnect', expiryInterval: 9, createdAt: 4000, connectedAt: 6500 }),
+  s('p%_q', { deviceId: 'd5', node: 'n3', username: 'p', createdAt: 500, connectedAt: 500 }),
+  s('é3', { deviceId: 'd3', node: 'n1', username: 'Alice', connected: false, disconnectedAt: 8000, disconnectReason: 'keepalive_timeout', expiryInterval: 100, protoVer: 3, createdAt: 5000, connectedAt: 7000 }),
+  s(REPLACEMENT, { deviceId: 'd3', protocol: 'coap', username: 'bob', createdAt: 6000, connectedAt: 8000 }),
+  // offline but clean (a state the hub never stores; it must still never be due)
+  s(EMOJI, { deviceId: 'd4', connected: false, cleanStart: true, expiryInterval: 0, disconnectedAt: 9000, createdAt: 7000, connectedAt: 8500 })
+]
+
+const topic = (sessionId: string, subscription: TopicSubscription, persistent = true): Mutation => ({ op: 'topic.put', sessionId, subscription, persistent })
+
+const TOPICS: Mutation[] = [
+  topic('A1', { topic: 'dev/a', qos: 1, rh: 1, rap: true, nl: false, subscriptionIdentifier: 7 }),
+  topic('A1', { topic: '$share/g1/x/y', qos: 0 }, false),
+  topic('B2', { topic: 'dev/#', qos: 2 }),
+  topic('a1', { topic: 'x/+/z', qos: 1 }),
+  topic(EMOJI, { topic: 'a', qos: 0 })
+]
+
+const entity = (id: string, sessionId: string, deviceId: string, properties: SubscriptionEntity['properties']): SubscriptionEntity => ({
+  id,
+  type: 'subscription',
+  owner: 'owner-1',
+  source: 'iothub',
+  sessionId,
+  deviceId,
+  topic: 'v1/devices/me/#',
+  brokerTopic: `${deviceId}/v1/devices/me/#`,
+  properties,
+  mode: 'realtime',
+  filter: `insert into ${id} select ${deviceId}.attributes`,
+  createdAt: 1_700_000_000_000
+})
+
+const ENTITIES = [entity('sub-1', 'A1', 'd1', ['attributes']), entity('sub-2', 'B2', 'd1', ['attributes', 'telemetry']), entity('sub-3', 'a1', 'd2', ['raw'])]
+
+const ids = (sessions: readonly { id: string }[]): string[] => sessions.map((x) => x.id)
+
+/** Every page of a listing, walked by `next`, with the `more` each answered. */
+async function walk<T>(first: PageRequest, list: (page: PageRequest) => Promise<{ rows: T[]; more: boolean }>, next: (page: PageRequest, rows: T[]) => PageRequest) {
+  const rows: T[] = []
+  const mores: boolean[] = []
+  let page = first
+  for (let guard = 0; guard < 100; guard++) {
+    const answer = await list(page)
+    rows.push(...answer.rows)
+    mores.push(answer.more)
+    if (!answer.more) return { rows, mores }
+    page = next(page, answer.rows)
+  }
+  throw new Error('paging never ended')
+}
+
+export function fleetReadsContract(name: string, makeHarness: () => Promise<FleetHarness>): void {
+  describe(`FleetReads contract: ${name}`, () => {
+    let harness: FleetHarness
+    let reads: FleetReads
+
+    before(async () => {
+      harness = await makeHarness()
+      reads = harness.reads
+      await harness.commit([
+        ...FLEET.map((session): Mutation => ({ op: 'session.put', session })),
+        ...TOPICS,
+        ...ENTITIES.map((subscription): Mutation => ({ op: 'subscription.put', subscription }))
+      ])
+    })
+    after(() => harness.close())
+
+    const listed = async (filter: SessionFilter): Promise<string[]> => ids((await reads.sessions(filter, { limit: 100 })).sessions)
+
+    it('lists every session in byte order of its id, with its topics ordered by topic', async () => {
+      const { sessions, more } = await reads.sessions({}, { limit: 100 })
+      assert.deepEqual(ids(sessions), ALL)
+      assert.equal(more, false)
+      assert.deepEqual(sessions[0], {
+        ...FLEET[0],
+        topics: [
+          { topic: '$share/g1/x/y', qos: 0 },
+          { topic: 'dev/a', qos: 1, rh: 1, rap: true, nl: false, subscriptionIdentifier: 7 }
+        ]
+      })
+      assert.deepEqual(sessions.find((x) => x.id === 'B2'), { ...FLEET[1], topics: [{ topic: 'dev/#', qos: 2 }] })
+      assert.deepEqual(sessions.find((x) => x.id === 'b2')?.topics, [])
+    })
+
+    it('reads one session, and the sessions of some ids, as stored', async () => {
+      assert.deepEqual(await reads.session('a1'), { ...FLEET[2], topics: [{ topic: 'x/+/z', qos: 1 }] })
+      assert.equal(await reads.session('A'), undefined)
+      assert.equal(await reads.session('a'), undefined)
+      const found = await reads.sessionsOf(['b2', 'nope', EMOJI])
+      assert.deepEqual([...found.keys()].sort(), ['b2', EMOJI].sort())
+      assert.deepEqual(found.get(EMOJI), { ...FLEET[7], topics: [{ topic: 'a', qos: 0 }] })
+      assert.equal((await reads.sessionsOf([])).size, 0)
+    })
+
+    it('filters by each field, exactly', async () => {
+      assert.deepEqual(await listed({ deviceId: 'd1' }), ['A1', 'B2'])
+      assert.deepEqual(await listed({ deviceId: 'd' }), [])
+      assert.deepEqual(await listed({ clientId: 'a1' }), ['a1'])
+      assert.deepEqual(await listed({ clientId: 'A' }), [])
+      assert.deepEqual(await listed({ protocol: 'coap' }), ['B2', REPLACEMENT])
+      assert.deepEqual(await listed({ connected: true }), ['A1', 'a1', 'p%_q', REPLACEMENT])
+      assert.deepEqual(await listed({ connected: false }), ['B2', 'b2', 'é3', EMOJI])
+      assert.deepEqual(await listed({ node: 'n2' }), ['B2', 'b2'])
+      assert.deepEqual(await listed({ node: 'iothub@test' }), [REPLACEMENT, EMOJI])
+      assert.deepEqual(await listed({ username: 'alice' }), ['A1'])
+      assert.deepEqual(await listed({ username: 'bob' }), ['B2', REPLACEMENT])
+      assert.deepEqual(await listed({ peerHost: '10.0.0.1' }), ['A1', 'b2'])
+      assert.deepEqual(await listed({ cleanStart: true }), ['a1', EMOJI])
+      assert.deepEqual(await listed({ cleanStart: false }), ['A1', 'B2', 'b2', 'p%_q', 'é3', REPLACEMENT])
+      assert.deepEqual(await listed({ protoVer: 5 }), ['a1'])
+      assert.deepEqual(await listed({ protoVer: 3 }), ['é3'])
+    })
+
+    it('searches client ids and usernames by substring, case-sensitively, with no wildcard of its own', async () => {
+      assert.deepEqual(await listed({ clientIdLike: '1' }), ['A1', 'a1'])
+      assert.deepEqual(await listed({ clientIdLike: 'x' }), [EMOJI])
+      assert.deepEqual(await listed({ clientIdLike: '%' }), ['p%_q'])
+      assert.deepEqual(await listed({ clientIdLike: '_' }), ['p%_q'])
+      assert.deepEqual(await listed({ clientIdLike: 'a%' }), [])
+      assert.deepEqual(await listed({ clientIdLike: 'é' }), ['é3'])
+      assert.deepEqual(await listed({ usernameLike: 'lic' }), ['A1', 'b2', 'é3'])
+      assert.deepEqual(await listed({ usernameLike: 'ALI' }), [])
+      // every session has a username for this search, '' when it has none
+      assert.deepEqual(await listed({ usernameLike: '' }), ALL)
+    })
+
+    it('filters by creation and connection time, both bounds inclusive', async () => {
+      assert.deepEqual(await listed({ createdAtFrom: 3000 }), ['a1', 'b2', 'é3', REPLACEMENT, EMOJI])
+      assert.deepEqual(await listed({ createdAtTo: 2000 }), ['A1', 'B2', 'p%_q'])
+      assert.deepEqual(await listed({ createdAtFrom: 2000, createdAtTo: 4000 }), ['B2', 'a1', 'b2'])
+      assert.deepEqual(await listed({ connectedAtFrom: 6500 }), ['b2', 'é3', REPLACEMENT, EMOJI])
+      assert.deepEqual(await listed({ connectedAtTo: 5500 }), ['A1', 'B2', 'p%_q'])
+      assert.deepEqual(await listed({ connectedAtFrom: 6000, connectedAtTo: 6000 }), ['a1'])
+    })
+
+    it('applies every filter given', async () => {
+      assert.deepEqual(await listed({ connected: false, node: 'n2' }), ['B2', 'b2'])
+      assert.deepEqual(await listed({ deviceId: 'd3', protocol: 'coap', usernameLike: 'o' }), [REPLACEMENT])
+      assert.deepEqual(await listed({ deviceId: 'd1', clientId: 'a1' }), [])
+    })
+
+    it('counts what each filter lists', async () => {
+      const filters: SessionFilter[] = [{}, { deviceId: 'd1' }, { connected: true }, { clientIdLike: '%' }, { usernameLike: '' }, { node: 'none' }, { connected: false, node: 'n2' }]
+      for (const filter of filters) assert.equal(await reads.countSessions(filter), (await listed(filter)).length, JSON.stringify(filter))
+    })
+
+    it('pages by keyset: pages concatenate to the whole, no duplicates, `more` exact', async () => {
+      for (const limit of [1, 2, 3, 7, 8, 9]) {
+        const { rows, mores } = await walk<string>(
+          { limit },
+          async (page) => {
+            const { sessions, more } = await reads.sessions({}, page)
+            assert.ok(sessions.length <= limit)
+            return { rows: ids(sessions), more }
+          },
+          (page, rows) => ({ ...page, after: rows.at(-1) })
+        )
+        assert.deepEqual(rows, ALL, `limit ${limit}`)
+        assert.equal(mores.length, Math.max(1, Math.ceil(ALL.length / limit)), `limit ${limit}`)
+      }
+      // filtered, and after an id that is no session's
+      assert.deepEqual(ids((await reads.sessions({ connected: false }, { after: 'B2', limit: 2 })).sessions), ['b2', 'é3'])
+      assert.deepEqual(await reads.sessions({ connected: false }, { after: 'c', limit: 2 }).then((p) => [ids(p.sessions), p.more]), [['é3', EMOJI], false])
+      assert.deepEqual(await reads.sessions({}, { after: 'b', limit: 1 }).then((p) => [ids(p.sessions), p.more]), [['b2'], true])
+      assert.deepEqual(await reads.sessions({}, { after: REPLACEMENT, limit: 5 }).then((p) => [ids(p.sessions), p.more]), [[EMOJI], false])
+      assert.deepEqual(await reads.sessions({}, { after: EMOJI, limit: 5 }).then((p) => [ids(p.sessions), p.more]), [[], false])
+    })
+
+    it('pages by offset likewise', async () => {
+      for (const limit of [1, 3, 8]) {
+        const { rows } = await walk<string>(
+          { offset: 0, limit },
+          async (page) => {
+            const { sessions, more } = await reads.sessions({}, page)
+            return { rows: ids(sessions), more }
+          },
+          (page) => ({ ...page, offset: page.offset! + limit })
+        )
+        assert.deepEqual(rows, ALL, `limit ${limit}`)
+      }
+      assert.deepEqual(await reads.sessions({}, { offset: 6, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [[REPLACEMENT, EMOJI], false])
+      assert.deepEqual(await reads.sessions({}, { offset: 5, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [['é3', REPLACEMENT], true])
+      assert.deepEqual(await reads.sessions({}, { offset: 8, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [[], false])
+      assert.deepEqual(await reads.sessions({ connected: true }, { offset: 1, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [['a1', 'p%_q'], true])
+    })
+
+    const ROWS: TopicRow[] = [
+      { clientId: 'A1', node: 'n1', topic: '$share/g1/x/y', qos: 0 },
+      { clientId: 'A1', node: 'n1', topic: 'dev/a', qos: 1 },
+      { clientId: 'B2', node: 'n2', topic: 'dev/#', qos: 2 },
+      { clientId: 'a1', node: 'n1', topic: 'x/+/z', qos: 1 },
+      { clientId: EMOJI, node: 'iothub@test', topic: 'a', qos: 0 }
+    ]
+    const topicRows = async (filter: TopicFilter): Promise<TopicRow[]> => (await reads.topics(filter, { limit: 100 })).topics
+
+    it('lists topics by client id, then topic, with their session’s node', async () => {
+      assert.deepEqual(await reads.topics({}, { limit: 100 }), { topics: ROWS, more: false })
+      assert.deepEqual(await topicRows({ clientId: 'A1' }), ROWS.slice(0, 2))
+      assert.deepEqual(await topicRows({ clientId: 'a' }), [])
+      assert.deepEqual(await topicRows({ node: 'n1' }), [ROWS[0], ROWS[1], ROWS[3]])
+      assert.deepEqual(await topicRows({ topic: 'dev/#' }), [ROWS[2]])
+      assert.deepEqual(await topicRows({ topic: 'dev/+' }), [])
+      assert.deepEqual(await topicRows({ qos: 1 }), [ROWS[1], ROWS[3]])
+      assert.deepEqual(await topicRows({ share: 'g1' }), [ROWS[0]])
+      assert.deepEqual(await topicRows({ share: 'g' }), [])
+      assert.deepEqual(await topicRows({ matchTopic: 'x/1/z' }), [ROWS[3]])
+      assert.deepEqual(await topicRows({ matchTopic: 'dev/a' }), [ROWS[1], ROWS[2]])
+      assert.deepEqual(await topicRows({ matchTopic: 'dev' }), [ROWS[2]])
+      assert.deepEqual(await topicRows({ matchTopic: 'x/1/z/2' }), [])
+      assert.deepEqual(await topicRows({ node: 'n1', qos: 1 }), [ROWS[1], ROWS[3]])
+      for (const filter of [{}, { node: 'n1' }, { matchTopic: 'dev/a' }, { clientId: 'nope' }] as TopicFilter[]) {
+        assert.equal(await reads.countTopics(filter), (await topicRows(filter)).length, JSON.stringify(filter))
+      }
+    })
+
+    it('pages topics by keyset and by offset', async () => {
+      for (const limit of [1, 2, 5]) {
+        const keyset = await walk<TopicRow>(
+          { limit },
+          async (page) => {
+            const { topics, more } = await reads.topics({}, page)
+            return { rows: topics, more }
+          },
+          (page, rows) => ({ ...page, after: topicCursor(rows.at(-1)!) })
+        )
+        assert.deepEqual(keyset.rows, ROWS, `limit ${limit}`)
+        const offset = await walk<TopicRow>(
+          { offset: 0, limit },
+          async (page) => {
+            const { topics, more } = await reads.topics({}, page)
+            return { rows: topics, more }
+          },
+          (page) => ({ ...page, offset: page.offset! + limit })
+        )
+        assert.deepEqual(offset.rows, ROWS, `limit ${limit}`)
+      }
+      assert.deepEqual(await reads.topics({}, { after: topicCursor(ROWS[4]!), limit: 3 }), { topics: [], more: false })
+    })
+
+    it('lists subscription entities by device and session, in id order, and whom a push reaches', async () => {
+      assert.deepEqual(await reads.subscription('sub-2'), ENTITIES[1])
+      assert.equal(await reads.subscription('sub-9'), undefined)
+      assert.deepEqual(await reads.subscriptions({ limit: 10 }), { subscriptions: ENTITIES, more: false })
+      assert.deepEqual(await reads.subscriptions({ deviceId: 'd1', limit: 1 }), { subscriptions: [ENTITIES[0]], more: true })
+      assert.deepEqual(await reads.subscriptions({ deviceId: 'd1', after: 'sub-1', limit: 1 }), { subscriptions: [ENTITIES[1]], more: false })
+      assert.deepEqual(await reads.subscriptions({ sessionId: 'a1', limit: 5 }), { subscriptions: [ENTITIES[2]], more: false })
+      assert.deepEqual(await reads.subscriptions({ sessionId: 'a1', deviceId: 'd1', limit: 5 }), { subscriptions: [], more: false })
+      assert.deepEqual(await reads.receiving('d1', 'attributes'), [ENTITIES[0], ENTITIES[1]])
+      assert.deepEqual(await reads.receiving('d1', 'telemetry'), [ENTITIES[1]])
+      assert.deepEqual(await reads.receiving('d1', 'raw'), [])
+      assert.deepEqual(await reads.receiving('d2', 'raw'), [ENTITIES[2]])
+      assert.deepEqual(await reads.receiving('d9', 'raw'), [])
+    })
+
+    it('finds offline persistent sessions due to expire: due at exactly now, never clean or connected ones', async () => {
+      // B2: 6000 + 10 s, b2: 7000 + 9 s, both due at 16000
+      assert.deepEqual(ids(await reads.dueToExpire(15_999, undefined, 10)), [])
+      assert.deepEqual(await reads.dueToExpire(16_000, undefined, 10), [FLEET[1], FLEET[3]])
+      assert.deepEqual(ids(await reads.dueToExpire(16_000, undefined, 1)), ['B2'])
+      assert.deepEqual(ids(await reads.dueToExpire(16_000, 'B2', 1)), ['b2'])
+      assert.deepEqual(ids(await reads.dueToExpire(16_000, 'b2', 10)), [])
+      assert.deepEqual(ids(await reads.dueToExpire(1e15, undefined, 10)), ['B2', 'b2', 'é3'])
+    })
+
+    it('totals the fleet', async () => {
+      assert.deepEqual(await reads.totals(), { sessions: 8, connectedByProtocol: { mqtt: 3, coap: 1 }, subscriptions: 3 })
+    })
+
+    it('answers with what changed after a page was listed (last, as it changes the fleet)', async () => {
+      const first = await reads.sessions({}, { limit: 3 })
+      assert.deepEqual(ids(first.sessions), ['A1', 'B2', 'a1'])
+      const b2 = { ...FLEET[3]!, connected: true, disconnectedAt: null, disconnectReason: null, connectedAt: 20_000, node: 'n1', peerHost: '10.0.0.9', incarnation: 'x', version: 2 }
+      await harness.commit([
+        { op: 'session.delete', id: 'B2' },
+        { op: 'topic.clear', sessionId: 'B2' },
+        { op: 'subscription.clear', sessionId: 'B2' },
+        { op: 'session.put', session: b2 },
+        { op: 'topic.put', sessionId: 'b2', subscription: { topic: 'new/t', qos: 1 }, persistent: true },
+        { op: 'session.put', session: s('Ab', { deviceId: 'd1' }) },
+        { op: 'session.version', id: 'a1', version: 5 }
+      ])
+      const next = await reads.sessions({}, { after: 'a1', limit: 2 })
+      assert.deepEqual(next.sessions, [{ ...b2, topics: [{ topic: 'new/t', qos: 1 }] }, { ...FLEET[4]!, topics: [] }])
+      assert.equal(await reads.session('B2'), undefined)
+      assert.equal((await reads.session('a1'))?.version, 5)
+      assert.deepEqual(await listed({ deviceId: 'd1' }), ['A1', 'Ab'])
+      assert.deepEqual(await listed({ node: 'n2' }), [])
+      assert.deepEqual(await listed({ peerHost: '10.0.0.9', connected: true }), ['b2'])
+      assert.deepEqual(ids(await reads.dueToExpire(1e15, undefined, 10)), ['é3'])
+      assert.deepEqual(await reads.receiving('d1', 'telemetry'), [])
+      assert.deepEqual(await topicRows({ clientId: 'b2' }), [{ clientId: 'b2', node: 'n1', topic: 'new/t', qos: 1 }])
+      assert.deepEqual(await reads.totals(), { sessions: 8, connectedByProtocol: { mqtt: 5, coap: 1 }, subscriptions: 2 })
+    })
+  })
+}
