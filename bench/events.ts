@@ -204,6 +204,7 @@ function noopStore(observer: CommitObserver): Store {
     readLog: () => Promise.resolve([]),
     readDevice: () => Promise.resolve(undefined),
     readSession: () => Promise.resolve(undefined),
+    readProperties: () => Promise.resolve([]),
     coordination: new SoleReplica(() => Promise.resolve(0)),
     probe: () => Promise.resolve(),
     health: () => ({ ok: true, lastError: null }),
@@ -214,7 +215,8 @@ function noopStore(observer: CommitObserver): Store {
 /** A registry on `store` as the hub composes it: deciding from its caches, which follow the store's log. */
 function registryOn(store: Store): SessionRegistry {
   const registry: SessionRegistry = new SessionRegistry(
-    cacheDecider(store, { session: (id) => registry.cachedSession(id), device: () => undefined, property: () => undefined }),
+    cacheDecider(store, { session: (id) => registry.cachedSession(id), device: () => undefined, property: () => undefined,
+    sessionsOfDevice: () => [] }),
     new TopicBook(),
     new SubscriptionBook(),
     () => '',

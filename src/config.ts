@@ -61,6 +61,10 @@ export interface HubConfig {
   logRetain: number
   /** Most change-log entries kept, newest first (same exception). */
   logRetainEntries: number
+  /** Sessions a replica keeps in memory where the store is shared (PostgreSQL); the rest are read when needed. */
+  cacheSessions: number
+  /** Devices (and their properties) a replica keeps in memory where the store is shared. */
+  cacheDevices: number
   coapHost: string
   /** UDP port of the CoAP gateway (embedded mode); 0 picks a free one. */
   coapPort: number
@@ -233,6 +237,8 @@ const OPTIONS = [
   { key: 'reconcileInterval', env: 'IOTHUB_RECONCILE_INTERVAL', flag: 'reconcile-interval', parse: (raw: string, name: string) => integer(raw, name, 1, 86400), fallback: () => 300, help: 'seconds between reconciles with EMQX (emqx mode)' },
   { key: 'logRetain', env: 'IOTHUB_LOG_RETAIN', flag: 'log-retain', parse: (raw: string, name: string) => integer(raw, name, 60, 365 * 86400), fallback: () => 86400, help: 'seconds the change log keeps an entry' },
   { key: 'logRetainEntries', env: 'IOTHUB_LOG_RETAIN_ENTRIES', flag: 'log-retain-entries', parse: (raw: string, name: string) => integer(raw, name, 1000, 2 ** 40), fallback: () => 1_000_000, help: 'most change-log entries kept' },
+  { key: 'cacheSessions', env: 'IOTHUB_CACHE_SESSIONS', flag: 'cache-sessions', parse: (raw: string, name: string) => integer(raw, name, 100, 100_000_000), fallback: () => 100_000, help: 'sessions a replica keeps in memory (postgres store; the rest are read when needed)' },
+  { key: 'cacheDevices', env: 'IOTHUB_CACHE_DEVICES', flag: 'cache-devices', parse: (raw: string, name: string) => integer(raw, name, 100, 100_000_000), fallback: () => 100_000, help: 'devices, with their properties, a replica keeps in memory (postgres store)' },
   // ── limits on what one device (and all of them) can make the hub hold ──
   { key: 'maxSubscriptionsPerSession', env: 'IOTHUB_MAX_SUBSCRIPTIONS_PER_SESSION', flag: 'max-subscriptions-per-session', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 100, help: 'most topics one session may subscribe to or observe' },
   { key: 'maxSessionsPerDevice', env: 'IOTHUB_MAX_SESSIONS_PER_DEVICE', flag: 'max-sessions-per-device', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 10, help: 'most sessions, connected or kept offline, one device may hold' },

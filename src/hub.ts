@@ -25,11 +25,14 @@ import { Upstream } from './devices/upstream.js'
 import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
 import { DeviceSessionCounts } from './registry/device-sessions.js'
-import { SessionAdmission } from './admission/session-admission.js'
+import { SessionAdmission, type StoredSessionFacts } from './admission/session-admission.js'
 import { LoginGuard } from './admission/login-guard.js'
 import { AdmissionPolicy } from './admission/admission-policy.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
+import { MemoryFleetReads } from './registry/memory-fleet-reads.js'
+import { registerFleetGauges } from './registry/fleet-gauges.js'
+import type { FleetReads } from './store/fleet-reads.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
 import type { Store } from './store/store.js'
@@ -61,6 +64,14 @@ export class Hub {
   readonly registry: SessionRegistry
   readonly devices: DeviceDirectory
   readonly properties: DeviceProperties
+  /** Listings and lookups over the whole fleet: the store's queries, or the caches where they hold it. */
+  readonly fleet: FleetReads
+  /**
+   * Whether this replica holds the whole fleet in memory: where it is the store's only writer
+   * (SQLite), and with the embedded broker (which routes to offline sessions from memory). Not
+   * in EMQX mode on PostgreSQL, where replicas share the store and memory is a bounded cache.
+   */
+  private readonly holdsFleet: boolean
   /** Wrong logins by client address and device id, for every way in. */
   readonly loginThrottle: LoginThrottle
   /** What carries the connections: the embedded broker, or an EMQX cluster. */
@@ -135,9 +146,13 @@ export class Hub {
     const decider = deciderFor(this.store, {
       session: (clientId) => this.registry.cachedSession(clientId),
       device: (id) => this.devices.get(id),
-      property: (deviceId, name) => this.properties.stored(deviceId, name)
+      property: (deviceId, name) => this.properties.stored(deviceId, name),
+      sessionsOfDevice: (deviceId) => this.connectInfo.sessionsOf(deviceId)
     })
-    this.devices = new DeviceDirectory(this.store, this.store.decide !== undefined)
+    const shared = this.store.decide !== undefined
+    // a store that cannot answer fleet queries leaves the replica holding the fleet
+    this.holdsFleet = !shared || config.broker === 'embedded' || this.store.fleet === undefined
+    this.devices = new DeviceDirectory(this.store, shared, this.holdsFleet ? undefined : config.cacheDevices)
     this.devices.decideWith(decider)
     this.registry = new SessionRegistry(
       decider,
@@ -145,29 +160,50 @@ export class Hub {
       new SubscriptionBook(),
       (deviceId) => this.devices.get(deviceId)?.owner ?? '',
       this.metrics,
-      this.log.child({ component: 'registry' })
+      this.log.child({ component: 'registry' }),
+      this.holdsFleet ? { holdsFleet: true } : { holdsFleet: false, sessions: config.cacheSessions }
     )
-    this.properties = new DeviceProperties(decider)
-    if (this.store.decide) this.registry.readSessionsThrough((id) => this.store.readSession(id))
+    this.properties = new DeviceProperties(decider, this.holdsFleet ? undefined : this.store)
+    this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions) : this.store.fleet
+    registerFleetGauges(this.metrics, this.fleet)
+    if (shared) this.registry.readSessionsThrough((id) => this.store.readSession(id))
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
-    this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }))
+    this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }), this.holdsFleet)
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
-    this.registry.observeCache((before, after) => this.connectInfo.sessionCached(before, after))
-    this.registry.observeCache(this.sessionCounts.observer)
+    if (this.holdsFleet) {
+      this.registry.observeCache((before, after) => this.connectInfo.sessionCached(before, after))
+      this.registry.observeCache(this.sessionCounts.observer)
+    }
     const admission = new SessionAdmission(
       { holderOf: (clientId) => this.registry.record(clientId)?.deviceId, isDevice: (id) => this.devices.get(id) !== undefined },
       this.sessionCounts,
       config
     )
-    const policy = new AdmissionPolicy(config, this.devices, new LoginGuard(this.loginThrottle), admission, (peer) =>
-      this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD')
+    const policy = new AdmissionPolicy(
+      config,
+      this.devices,
+      new LoginGuard(this.loginThrottle),
+      admission,
+      (peer) =>
+        this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD'),
+      this.holdsFleet ? undefined : (clientId, deviceId) => this.storedSessionFacts(clientId, deviceId)
     )
-    const core = { config, store: this.store, registry: this.registry, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name) }
+    const core = { config, store: this.store, registry: this.registry, fleet: this.fleet, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name) }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     // a connect that takes a session over from a live connection: the carrier closes the old one
     this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
-    this.dispatcher = new Dispatcher(this.registry.subscriptions, this.carrier.publisher, this.metrics)
+    this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics)
+  }
+
+  /** What a login's admission reads where this replica does not hold the fleet: from the store. */
+  private async storedSessionFacts(clientId: string, deviceId: string | undefined): Promise<StoredSessionFacts> {
+    const [session, clientIdDevice, sessionsOfDevice] = await Promise.all([
+      this.registry.find(clientId),
+      this.devices.find(clientId),
+      deviceId === undefined ? 0 : this.fleet.countSessions({ deviceId })
+    ])
+    return { holder: session?.deviceId, clientIdIsDevice: clientIdDevice !== undefined, sessionsOfDevice }
   }
 
   /** Embedded mode's broker (undefined in EMQX mode): for tests and benchmarks that look inside. */
@@ -183,7 +219,7 @@ export class Hub {
   }
 
   private async startInOrder(): Promise<HubAddresses> {
-    const snapshot = await this.store.load()
+    const snapshot = await this.store.load({ fleet: this.holdsFleet })
     this.devices.load(snapshot.devices)
     this.properties.load(snapshot.deviceProperties)
     this.registry.topics.load(snapshot.topics)
@@ -204,13 +240,17 @@ export class Hub {
     this.connectInfo.load(snapshot.sessions)
     // clocks can step back across a restart: new connections must still sort after stored ones
     for (const s of snapshot.sessions) observeIncarnation(s.incarnation)
+    if (snapshot.newestIncarnation !== undefined) observeIncarnation(snapshot.newestIncarnation)
     // a crash can come between a session's end and its device's connectinfo write (devices
     // still connected at the crash are brought offline by the carrier's recovery, just below)
     this.connectInfo.reconcile(snapshot.deviceProperties.filter((p) => p.name === 'connectinfo').map((p) => [p.deviceId, p.value]))
     await this.carrier.recover(snapshot)
     const restored = await this.registry.restoreSubscriptionEntities(Date.now())
     if (restored > 0) this.log.info({ subscriptions: restored }, 'made the subscription entities stored sessions were missing')
-    this.log.info({ store: this.store.kind, devices: this.devices.size, sessions: this.registry.size }, 'store loaded')
+    this.log.info(
+      this.holdsFleet ? { store: this.store.kind, devices: this.devices.size, sessions: this.registry.size } : { store: this.store.kind, cached: 'read when needed' },
+      'store loaded'
+    )
     if (this.config.auth === 'none') this.log.warn('IOTHUB_AUTH=none: any client may connect without a device token')
 
     const listening = await this.carrier.listen()
@@ -249,7 +289,7 @@ export class Hub {
   private async sweepExpired(): Promise<void> {
     try {
       if (!(await this.expiryLease.hold())) return
-      await this.registry.expireDue(Date.now())
+      await this.registry.expireDue(Date.now(), this.fleet)
       await this.expiryLease.done()
     } catch (error) {
       this.log.error({ err: (error as Error).message }, 'expiry sweep failed')
@@ -272,6 +312,7 @@ export class Hub {
     return {
       config: this.config,
       registry: this.registry,
+      fleet: this.fleet,
       devices: this.devices,
       properties: this.properties,
       dispatcher: this.dispatcher,

@@ -24,7 +24,7 @@ import { isValidDeviceId } from '../domain/device.js'
 import type { HubConfig } from '../config.js'
 import type { RejectReason } from '../observability/metrics.js'
 import type { LoginGuard } from './login-guard.js'
-import type { SessionAdmission } from './session-admission.js'
+import type { SessionAdmission, StoredSessionFacts } from './session-admission.js'
 import { checkSuperuser } from './superuser.js'
 
 export interface Login {
@@ -89,7 +89,12 @@ export class AdmissionPolicy {
     private readonly loginGuard: LoginGuard,
     private readonly sessions: SessionAdmission,
     /** Told when the API credentials are refused (the default ones, from a remote peer): the operator must change them. */
-    private readonly onDefaultCredentialsRefused: (peer: string | null | undefined) => void = () => undefined
+    private readonly onDefaultCredentialsRefused: (peer: string | null | undefined) => void = () => undefined,
+    /**
+     * Where the caches do not hold the fleet (PostgreSQL), what an asynchronous admission reads
+     * from the store; absent, the caches answer (and `admitSession` can answer at once).
+     */
+    private readonly readStoredFacts?: (clientId: string, deviceId: string | undefined) => Promise<StoredSessionFacts>
   ) {}
 
   /**
@@ -138,7 +143,8 @@ export class AdmissionPolicy {
       const checked = await this.checkToken(identity.deviceId, login, options)
       if (checked) return checked
     }
-    return this.admitSession(login.clientId, identity, options)
+    const stored = this.readStoredFacts ? await this.readStoredFacts(login.clientId, identity.deviceId) : undefined
+    return this.admitSession(login.clientId, identity, options, stored)
   }
 
   /**
@@ -146,8 +152,8 @@ export class AdmissionPolicy {
    * connects of one client id asks again under that lock, since another device's connect may
    * have taken the id meanwhile.
    */
-  admitSession(clientId: string, identity: Identity & { ok: true }, options: Pick<AdmitOptions, 'canReclaim'>): Admission | Refusal {
-    const session = this.sessions.admit(clientId, identity.deviceId)
+  admitSession(clientId: string, identity: Identity & { ok: true }, options: Pick<AdmitOptions, 'canReclaim'>, stored?: StoredSessionFacts): Admission | Refusal {
+    const session = this.sessions.admit(clientId, identity.deviceId, stored)
     if (!session.ok) return refusal(session.reason, session.message)
     if (session.reclaim && !options.canReclaim) {
       session.release()

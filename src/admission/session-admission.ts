@@ -17,6 +17,20 @@ export interface SessionHolders {
   isDevice(id: string): boolean
 }
 
+/**
+ * What a login's admission reads, read from the store rather than from caches: where no replica
+ * holds the fleet (PostgreSQL), the session of a client id, the devices and a device's session
+ * count are not all in memory.
+ */
+export interface StoredSessionFacts {
+  /** The device whose stored session holds the client id ('' for a superuser's), if any. */
+  holder: string | undefined
+  /** Whether the client id is itself a registered device's id. */
+  clientIdIsDevice: boolean
+  /** Sessions the device holds, connected or offline. */
+  sessionsOfDevice: number
+}
+
 export type SessionAdmissionVerdict =
   | { ok: true; reclaim: boolean; release: () => void }
   | { ok: false; reason: RejectReason; message: string }
@@ -36,15 +50,16 @@ export class SessionAdmission {
    * `deviceId` undefined: a superuser, who has no device and no session limit. An admitted
    * connect must call `release()` once its session is recorded or refused.
    */
-  admit(clientId: string, deviceId: string | undefined): SessionAdmissionVerdict {
-    const holder = this.holders.holderOf(clientId)
-    const claim = claimClientId({ clientId, deviceId, holderDeviceId: holder, isDevice: (id) => this.holders.isDevice(id) })
+  admit(clientId: string, deviceId: string | undefined, stored?: StoredSessionFacts): SessionAdmissionVerdict {
+    const holder = stored ? stored.holder : this.holders.holderOf(clientId)
+    const isDevice = stored ? (id: string) => id === clientId && stored.clientIdIsDevice : (id: string) => this.holders.isDevice(id)
+    const claim = claimClientId({ clientId, deviceId, holderDeviceId: holder, isDevice })
     if (claim.kind === 'refused') return { ok: false, reason: claim.reason, message: claim.message }
     const reclaim = claim.kind === 'reclaim'
     if (deviceId === undefined) return { ok: true, reclaim, release: NOTHING_TO_RELEASE }
     // resuming or taking over its own session opens none
     if (holder === deviceId) return { ok: true, reclaim, release: NOTHING_TO_RELEASE }
-    const held = this.counts.of(deviceId) + (this.reserved.get(deviceId) ?? 0)
+    const held = (stored ? stored.sessionsOfDevice : this.counts.of(deviceId)) + (this.reserved.get(deviceId) ?? 0)
     if (held >= this.limits.maxSessionsPerDevice) {
       return { ok: false, reason: 'too_many_sessions', message: `device holds ${held} sessions, the most allowed is ${this.limits.maxSessionsPerDevice}` }
     }

@@ -7,6 +7,7 @@ import type { DeviceProperties } from '../devices/device-properties.js'
 import type { BrokerPublisher, Dispatcher } from '../devices/dispatcher.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry } from '../registry/registry.js'
+import type { FleetReads } from '../store/fleet-reads.js'
 import type { Readiness } from '../observability/readiness.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
 
@@ -14,6 +15,8 @@ import type { ReplicaView } from '../replicas/replica-keeper.js'
 export interface ApiContext {
   config: HubConfig
   registry: SessionRegistry
+  /** Listings and lookups over the whole fleet (queries where the store is shared). */
+  fleet: FleetReads
   devices: DeviceDirectory
   properties: DeviceProperties
   dispatcher: Dispatcher

@@ -16,6 +16,7 @@ import type { AdmissionPolicy } from '../admission/admission-policy.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry, StepDown } from '../registry/registry.js'
+import type { FleetReads } from '../store/fleet-reads.js'
 import type { Snapshot, Store } from '../store/store.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
@@ -24,6 +25,8 @@ export interface HubCore {
   config: HubConfig
   store: Store
   registry: SessionRegistry
+  /** Reads over the whole fleet: queries where the store is shared, the caches where not. */
+  fleet: FleetReads
   devices: DeviceDirectory
   upstream: Upstream
   /** Who may log in, and as what: one policy for every transport. */

@@ -4,12 +4,18 @@
  * in a burst gets one write for the burst, computed from its sessions as they are when the
  * write runs — so the stored value always ends at the truth, whatever order writes queue in.
  * `_online` is true while any session of the device is connected.
+ *
+ * The write is a decision: it reads the device and its sessions as stored, with the property,
+ * under the device's lock — so where replicas share the store, the last write of a device reads
+ * after every session change of it that asked for one. Where this process holds the fleet
+ * (SQLite) it also keeps each device's sessions, which is what the decision reads there.
  */
 import type { Logger } from 'pino'
 import { nanos, type ConnectInfo } from '../domain/device-properties.js'
 import type { Protocol, SessionRecord } from '../domain/session.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
-import type { DeviceProperties } from './device-properties.js'
+import type { StoredView } from '../store/decision.js'
+import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 
 /** The part of a session connectinfo shows. */
 type ShownConnection = Pick<SessionRecord, 'clientId' | 'peerHost' | 'protocol' | 'sockPort' | 'username' | 'connectedAt' | 'disconnectedAt'>
@@ -29,8 +35,15 @@ export class ConnectInfoTracker {
   constructor(
     private readonly properties: DeviceProperties,
     private readonly devices: DeviceDirectory,
-    private readonly log: Logger
+    private readonly log: Logger,
+    /** Whether this process holds the fleet and so keeps each device's sessions (false: the store is shared). */
+    private readonly holdsFleet = true
   ) {}
+
+  /** The sessions of a device as this process keeps them (where it holds the fleet), as a decision reads them. */
+  sessionsOf(deviceId: string): readonly SessionRecord[] {
+    return [...(this.sessions.get(deviceId)?.values() ?? [])]
+  }
 
   load(sessions: Iterable<SessionRecord>): void {
     for (const s of sessions) this.track(s.deviceId, s.id, s)
@@ -48,11 +61,11 @@ export class ConnectInfoTracker {
   /** The registry's observer of this replica's own changes: called once one is applied; it writes. */
   sessionChanged(before: SessionRecord | undefined, after: SessionRecord | null): void {
     // a clientId taken over by another device (auth none) or ended: the old device loses it
-    if (before && before.deviceId !== after?.deviceId && this.devices.get(before.deviceId)) {
+    if (before && before.deviceId !== after?.deviceId && this.mayBeRegistered(before.deviceId)) {
       this.track(before.deviceId, before.id, null)
       if (before.connected) this.changed(before.deviceId, { ...before, connected: false, disconnectedAt: Date.now() })
     }
-    if (!after || !this.devices.get(after.deviceId)) return // ended, a superuser, or no registered device
+    if (!after || !this.mayBeRegistered(after.deviceId)) return // ended, a superuser, or no registered device
     this.track(after.deviceId, after.id, after)
     const connectionChanged = before?.deviceId !== after.deviceId || before.connected !== after.connected || before.incarnation !== after.incarnation
     if (connectionChanged) this.changed(after.deviceId, after) // not a subscribe, unsubscribe or version bump
@@ -84,12 +97,22 @@ export class ConnectInfoTracker {
     return fixed
   }
 
+  /**
+   * Whether `deviceId` may name a registered device: where this process holds the fleet its
+   * directory knows; where not, a device it has not cached may still be, and the write's
+   * decision (which reads the device) tells.
+   */
+  private mayBeRegistered(deviceId: string): boolean {
+    return this.devices.get(deviceId) !== undefined || (!this.holdsFleet && deviceId !== '')
+  }
+
   private changed(deviceId: string, session: SessionRecord): void {
     this.lastChanged.set(deviceId, session)
     this.schedule(deviceId)
   }
 
   private track(deviceId: string, sessionId: string, session: SessionRecord | null): void {
+    if (!this.holdsFleet) return
     let ofDevice = this.sessions.get(deviceId)
     if (session) {
       if (!ofDevice) this.sessions.set(deviceId, (ofDevice = new Map<string, SessionRecord>()))
@@ -104,10 +127,16 @@ export class ConnectInfoTracker {
     if (this.pending.has(deviceId)) return // the queued write will see this change too
     this.pending.add(deviceId)
     this.properties
-      .update(deviceId, 'connectinfo', () => {
-        this.pending.delete(deviceId)
-        return this.compute(deviceId)
-      })
+      .update(
+        deviceId,
+        'connectinfo',
+        (_current, view) => {
+          this.pending.delete(deviceId)
+          return this.compute(deviceId, view)
+        },
+        undefined,
+        { devices: [deviceId], deviceSessions: [deviceId] }
+      )
       .catch((error: Error) => {
         this.pending.delete(deviceId)
         this.log.error({ deviceId, err: error.message }, `connectinfo not stored; trying again in ${RETRY_MS} ms`)
@@ -128,9 +157,12 @@ export class ConnectInfoTracker {
     this.retries.clear()
   }
 
-  private compute(deviceId: string): ConnectInfo {
+  /** The device's connectinfo from its sessions as stored; UNCHANGED for an id that names no registered device. */
+  private compute(deviceId: string, view: StoredView): ConnectInfo | typeof UNCHANGED {
+    const device = view.device(deviceId)
+    if (!device) return UNCHANGED
     let newest: SessionRecord | undefined
-    for (const s of this.sessions.get(deviceId)?.values() ?? []) {
+    for (const s of view.sessionsOfDevice(deviceId)) {
       if (s.connected && (!newest || s.connectedAt > newest.connectedAt)) newest = s
     }
     const online = newest !== undefined
@@ -138,7 +170,7 @@ export class ConnectInfoTracker {
     return {
       _clientid: shown.clientId,
       _online: online,
-      _owner: this.devices.get(deviceId)?.owner ?? '',
+      _owner: device.owner,
       _peerhost: shown.peerHost ?? '',
       _protocol: shown.protocol,
       _socketport: shown.sockPort === null ? '' : String(shown.sockPort),

@@ -10,8 +10,8 @@
 import type { PropertyName } from '../domain/device-properties.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { LoggedChange } from '../store/change-log.js'
-import type { Decider, StoredProperty } from '../store/decision.js'
-import type { StoredDeviceProperty } from '../store/store.js'
+import type { Decider, DecisionReads, StoredProperty, StoredView } from '../store/decision.js'
+import type { Store, StoredDeviceProperty } from '../store/store.js'
 
 /** What a change returns to leave the property as it is (and write nothing). */
 export const UNCHANGED = Symbol('unchanged')
@@ -26,11 +26,32 @@ export class DeviceProperties {
   private readonly byDevice = new Map<string, Map<string, PropertyValue>>()
   private readonly queue = new KeyedQueue()
 
-  constructor(private readonly decider: Decider) {}
+  constructor(
+    private readonly decider: Decider,
+    /**
+     * Where the store is shared (PostgreSQL), nothing is cached: every change is decided on the
+     * stored value, and the API reads a device's properties from here. Caching them would cost
+     * memory in proportion to the fleet, or (bounded) a read racing the log could keep a stale copy.
+     */
+    private readonly sharedStore?: Pick<Store, 'readProperties'>
+  ) {}
 
   /** A committed value, handed back by the change log. */
   applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void {
+    if (this.sharedStore) return
     this.set(m.deviceId, m.name, { value: m.value, updatedAt: m.updatedAt })
+  }
+
+  /** Every stored property of a device, by name, and when any of them last changed (epoch ms). */
+  async find(deviceId: string): Promise<{ values: Partial<Record<PropertyName, unknown>>; lastChange: number | undefined }> {
+    if (!this.sharedStore) return { values: this.of(deviceId), lastChange: this.lastChange(deviceId) }
+    const values: Partial<Record<PropertyName, unknown>> = {}
+    let lastChange: number | undefined
+    for (const p of await this.sharedStore.readProperties(deviceId)) {
+      values[p.name as PropertyName] = p.value
+      if (lastChange === undefined || p.updatedAt > lastChange) lastChange = p.updatedAt
+    }
+    return { values, lastChange }
   }
 
   /** The property as cached, as a decision reads it. */
@@ -39,6 +60,7 @@ export class DeviceProperties {
   }
 
   load(rows: readonly StoredDeviceProperty[]): void {
+    if (this.sharedStore) return
     for (const r of rows) this.set(r.deviceId, r.name, { value: r.value, updatedAt: r.updatedAt })
   }
 
@@ -67,13 +89,20 @@ export class DeviceProperties {
    * throws, nothing is stored and the promise rejects with its error; if it returns
    * `UNCHANGED`, nothing is written and `afterwards` does not run.
    */
-  update<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: (value: T) => Promise<void>): Promise<T | typeof UNCHANGED> {
+  update<T>(
+    deviceId: string,
+    name: PropertyName,
+    change: (current: unknown, view: StoredView) => T | typeof UNCHANGED,
+    afterwards?: (value: T) => Promise<void>,
+    /** What else `change` reads of the view (the device, its sessions), as stored with the property. */
+    reads: Omit<DecisionReads, 'properties'> = {}
+  ): Promise<T | typeof UNCHANGED> {
     return this.queue.run(deviceId, async () => {
       const updatedAt = Date.now()
       const value = await this.decider.decide<T | typeof UNCHANGED>({
-        reads: { properties: [[deviceId, name]] },
+        reads: { ...reads, properties: [[deviceId, name]] },
         decide: (view) => {
-          const next = change(view.property(deviceId, name)?.value)
+          const next = change(view.property(deviceId, name)?.value, view)
           if (next === UNCHANGED) return { mutations: [], result: UNCHANGED }
           return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }], result: next }
         }

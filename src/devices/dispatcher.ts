@@ -7,7 +7,7 @@
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
 import type { HubMetrics } from '../observability/metrics.js'
-import type { SubscriptionBook } from '../registry/subscription-book.js'
+import type { FleetReads } from '../store/fleet-reads.js'
 
 /** The broker's side of a push: the embedded Aedes broker, or EMQX's REST publish. */
 export interface BrokerPublisher {
@@ -16,14 +16,15 @@ export interface BrokerPublisher {
 
 export class Dispatcher {
   constructor(
-    private readonly subscriptions: SubscriptionBook,
+    /** Whom a push reaches: the device's subscription entities, as stored. */
+    private readonly fleet: Pick<FleetReads, 'receiving'>,
     private readonly broker: BrokerPublisher,
     private readonly metrics: HubMetrics
   ) {}
 
   /** Pushes `payload` to the sessions receiving `property` of `deviceId`; resolves with their ids once routed. */
   async push(deviceId: string, property: ChangeProperty, payload: Buffer): Promise<string[]> {
-    const receivers = this.subscriptions.receiving(deviceId, property)
+    const receivers = await this.fleet.receiving(deviceId, property)
     if (receivers.length === 0) {
       this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
       return []

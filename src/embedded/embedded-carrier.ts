@@ -76,7 +76,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     this.persistence.load(snapshot)
     this.journal.load(snapshot.journal)
     const previous = await registry.endPreviousRun(Date.now())
-    await registry.expireDue(Date.now())
+    await registry.expireDue(Date.now(), this.core.fleet)
     await this.persistence.dropQueuesWithoutSession((clientId) => registry.record(clientId) !== undefined)
     log.info({ endedClean: previous.ended, offlinePersistent: previous.offline }, "previous run's connections ended")
   }

@@ -80,7 +80,7 @@ export class EmqxCarrier implements ConnectionCarrier {
 
   /** The broker kept the connections while the hub was down: nothing ends; the reconcile tells what changed. */
   async recover(_snapshot: Snapshot): Promise<void> {
-    await this.core.registry.expireDue(Date.now())
+    await this.core.registry.expireDue(Date.now(), this.core.fleet)
   }
 
   async listen(): Promise<CarrierAddresses> {

@@ -148,16 +148,30 @@ export class HubMetrics {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry })
   }
 
-  /** Registers a gauge whose value is read at scrape time (no bookkeeping on the hot path). */
-  gauge<L extends string>(name: string, help: string, labelNames: readonly L[], read: (set: (labels: Record<L, string>, value: number) => void) => void): void {
+  /**
+   * Registers a gauge whose value is read at scrape time (no bookkeeping on the hot path). A read
+   * may be a query (the store's counts): one that fails leaves the values of the last that did.
+   */
+  gauge<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    read: (set: (labels: Record<L, string>, value: number) => void) => void | Promise<void>
+  ): void {
     new Gauge({
       name,
       help,
       labelNames,
       registers: [this.registry],
-      collect() {
+      async collect() {
+        const values: [Record<L, string>, number][] = []
+        try {
+          await read((labels, value) => values.push([labels, value]))
+        } catch {
+          return
+        }
         this.reset()
-        read((labels, value) => this.set(labels as never, value))
+        for (const [labels, value] of values) this.set(labels as never, value)
       }
     })
   }

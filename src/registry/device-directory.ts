@@ -6,6 +6,7 @@
  * the log has not brought yet is read from the store on a miss, so a device is accepted
  * everywhere as soon as its creation has been answered.
  */
+import { LRUCache } from 'lru-cache'
 import { createDevice, tokenMatches, type Device, type NewDevice } from '../domain/device.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider } from '../store/decision.js'
@@ -19,7 +20,8 @@ export class DuplicateDeviceError extends Error {
 }
 
 export class DeviceDirectory {
-  private readonly devices = new Map<string, Device>()
+  /** All devices where this process is the store's only writer; the ones used last where the store is shared. */
+  private readonly devices: Map<string, Device> | LRUCache<string, Device>
   /** Ids being created by a commit still in flight, so two requests cannot both take one. */
   private readonly reserved = new Set<string>()
   private decider: Decider | undefined
@@ -27,8 +29,12 @@ export class DeviceDirectory {
   constructor(
     private readonly store: Store,
     /** Whether other replicas write the store too, so a miss here may be a device made there. */
-    private readonly shared: boolean
-  ) {}
+    private readonly shared: boolean,
+    /** Devices kept where the store is shared. */
+    cacheSize = 100_000
+  ) {
+    this.devices = shared ? new LRUCache<string, Device>({ max: cacheSize }) : new Map<string, Device>()
+  }
 
   /** Where creations are decided (set once the hub has composed its caches). */
   decideWith(decider: Decider): void {

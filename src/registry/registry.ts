@@ -6,13 +6,15 @@
  *
  * It knows lifecycle events, the store and the TopicBook; nothing of Aedes, HTTP or MQTT.
  */
+import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-event.js'
-import type { DisconnectReason, Protocol, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
+import type { DisconnectReason, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
 import { endConnection, expire, TOMBSTONE_MS, transition, type Applied } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decided, Decider, StoredSession } from '../store/decision.js'
+import type { FleetReads } from '../store/fleet-reads.js'
 import type { LogOrigin } from '../store/log-follower.js'
 import type { Plan } from '../store/plan.js'
 import type { Mutation } from '../store/store.js'
@@ -43,15 +45,25 @@ export interface StepDown {
   session: SessionRecord
 }
 
-export interface SessionQuery {
-  deviceId?: string
-  clientId?: string
-  protocol?: Protocol
-  connected?: boolean
-  /** Return sessions whose id sorts after this one. */
-  after?: string
-  limit: number
+/**
+ * How much of the fleet the registry's caches hold: all of it where this process is the store's
+ * only writer and decides from them (SQLite), or the sessions used last, at most `sessions` of
+ * them, where the store decides and every listing is a query (PostgreSQL): a replica's memory
+ * then does not grow with the fleet.
+ */
+export type SessionCaching = { holdsFleet: true } | { holdsFleet: false; sessions: number }
+
+/** The registry's cache of sessions: a Map, or an LRU of bounded size. */
+interface SessionCache {
+  get(id: string): SessionRecord | undefined
+  set(id: string, session: SessionRecord): unknown
+  delete(id: string): unknown
+  values(): IterableIterator<SessionRecord> | Generator<SessionRecord>
+  readonly size: number
 }
+
+/** Sessions the expiry sweep reads and ends at a time. */
+const EXPIRY_PAGE = 500
 
 const APPLIED: ApplyResult = { applied: true }
 const NOT_BUILT: ApplyResult = { applied: false, why: 'nothing to apply' }
@@ -100,7 +112,7 @@ type UnstoredEnd = SessionEnd & { mutations: Mutation[] }
  * made them.
  */
 export class SessionRegistry {
-  private readonly sessions = new Map<string, SessionRecord>()
+  private readonly sessions: SessionCache
   private readonly tombstones = new Map<string, { incarnation: string; at: number }>()
   private readonly queue = new KeyedQueue()
   private readonly owners: SessionStateOwner[] = []
@@ -128,14 +140,10 @@ export class SessionRegistry {
     /** The owner (tenant) of a device, which its subscription entities carry. */
     private readonly ownerOf: (deviceId: string) => string,
     private readonly metrics: HubMetrics,
-    private readonly log: Logger
+    private readonly log: Logger,
+    readonly caching: SessionCaching = { holdsFleet: true }
   ) {
-    metrics.gauge('iothub_sessions_connected', 'Connected sessions by protocol', ['protocol'], (set) => {
-      const counts = new Map<string, number>()
-      for (const s of this.sessions.values()) if (s.connected) counts.set(s.protocol, (counts.get(s.protocol) ?? 0) + 1)
-      for (const [protocol, n] of counts) set({ protocol }, n)
-    })
-    metrics.gauge('iothub_sessions', 'Session entities held, connected or offline', [], (set) => set({}, this.sessions.size))
+    this.sessions = caching.holdsFleet ? new Map<string, SessionRecord>() : new LRUCache<string, SessionRecord>({ max: caching.sessions })
     metrics.gauge('iothub_sessions_unstored_ends', 'Connection or session ends applied but not yet stored (the store failed); retried', [], (set) =>
       set({}, this.unstoredEnds.size)
     )
@@ -185,8 +193,9 @@ export class SessionRegistry {
       this.sessions.set(id, after)
     } else {
       if (!before) return
-      // remember the ended connection, so its late events cannot bring the session back
-      this.tombstones.set(id, { incarnation: m.incarnation ?? before.incarnation, at: Date.now() })
+      // remember the ended connection, so its late events cannot bring the session back (where
+      // the store decides, it keeps them)
+      if (this.decider.fromCaches) this.tombstones.set(id, { incarnation: m.incarnation ?? before.incarnation, at: Date.now() })
       this.sessions.delete(id)
       after = null
     }
@@ -557,10 +566,27 @@ export class SessionRegistry {
     })
   }
 
-  /** Ends every persistent session offline past its expiry interval. */
-  async expireDue(now: number): Promise<number> {
+  /**
+   * Ends every persistent session offline past its expiry interval, walking `fleet`'s due
+   * sessions a page at a time (each is decided again on what is stored when it is ended).
+   */
+  async expireDue(now: number, fleet: Pick<FleetReads, 'dueToExpire'>): Promise<number> {
     let expired = 0
-    const due = [...this.sessions.values()].filter((s) => expire(s, now) !== null)
+    let after: string | undefined
+    for (;;) {
+      const due = await fleet.dueToExpire(now, after, EXPIRY_PAGE)
+      if (due.length === 0) break
+      after = due.at(-1)!.id
+      expired += await this.expire(due, now)
+      if (due.length < EXPIRY_PAGE) break
+    }
+    for (const [clientId, tomb] of this.tombstones) if (now - tomb.at > TOMBSTONE_MS) this.tombstones.delete(clientId)
+    for (const [clientId, at] of this.lastChange) if (now - at > TOMBSTONE_MS) this.lastChange.delete(clientId)
+    return expired
+  }
+
+  private async expire(due: readonly SessionRecord[], now: number): Promise<number> {
+    let expired = 0
     await Promise.all(
       due.map((s) =>
         this.queue.run(s.id, async () => {
@@ -579,8 +605,6 @@ export class SessionRegistry {
         })
       )
     )
-    for (const [clientId, tomb] of this.tombstones) if (now - tomb.at > TOMBSTONE_MS) this.tombstones.delete(clientId)
-    for (const [clientId, at] of this.lastChange) if (now - at > TOMBSTONE_MS) this.lastChange.delete(clientId)
     return expired
   }
 
@@ -596,22 +620,6 @@ export class SessionRegistry {
 
   get size(): number {
     return this.sessions.size
-  }
-
-  /** Sessions matching the query, ordered by id, at most `limit`, and whether more follow. */
-  list(query: SessionQuery): { sessions: Session[]; more: boolean } {
-    const matching: SessionRecord[] = []
-    for (const s of this.sessions.values()) {
-      if (query.after !== undefined && s.id <= query.after) continue
-      if (query.deviceId !== undefined && s.deviceId !== query.deviceId) continue
-      if (query.clientId !== undefined && s.clientId !== query.clientId) continue
-      if (query.protocol !== undefined && s.protocol !== query.protocol) continue
-      if (query.connected !== undefined && s.connected !== query.connected) continue
-      matching.push(s)
-    }
-    matching.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-    const page = matching.slice(0, query.limit)
-    return { sessions: page.map((r) => ({ ...r, topics: this.topics.topicsOf(r.id) })), more: matching.length > query.limit }
   }
 
   /**

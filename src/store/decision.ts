@@ -27,6 +27,8 @@ export interface DecisionReads {
   devices?: readonly string[]
   /** Device properties it reads, as [deviceId, property name]. */
   properties?: readonly (readonly [deviceId: string, name: string])[]
+  /** Device ids whose sessions (all of them, without topics) it reads; locks the device, not the sessions. */
+  deviceSessions?: readonly string[]
 }
 
 export interface StoredTopicEntry {
@@ -58,6 +60,7 @@ export interface StoredView {
   session(clientId: string): StoredSession
   device(id: string): Device | undefined
   property(deviceId: string, name: string): StoredProperty | undefined
+  sessionsOfDevice(deviceId: string): readonly SessionRecord[]
 }
 
 export interface Decided<R> {

@@ -10,6 +10,7 @@ import type { Device } from '../domain/device.js'
 import type { LogEntry } from './change-log.js'
 import type { Coordination } from './coordination.js'
 import type { Decision } from './decision.js'
+import type { FleetReads } from './fleet-reads.js'
 import type { LogApplier } from './log-follower.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
@@ -75,6 +76,16 @@ export interface Snapshot {
   journal: { seq: number; packet: Uint8Array }[]
   /** The change log's last entry when this snapshot was read: following it from here misses nothing. */
   logPosition: number
+  /** The greatest incarnation of a stored session, read even when the sessions are not. */
+  newestIncarnation?: string
+}
+
+export interface LoadOptions {
+  /**
+   * Whether to read the fleet — devices, their properties, sessions, topics, subscription
+   * entities — or leave those lists empty (a replica that reads them when needed). Default true.
+   */
+  fleet?: boolean
 }
 
 /** How far this process has followed the change log. */
@@ -105,7 +116,7 @@ export interface Store {
    * Absent, the one process that writes decides from its caches.
    */
   decide?<R>(decision: Decision<R>): Promise<R>
-  load(): Promise<Snapshot>
+  load(options?: LoadOptions): Promise<Snapshot>
   /**
    * Hands `applier` every change-log entry after `position`, once each and in log order, those
    * of this process's commits before the commit resolves, those of others' as they are read.
@@ -114,12 +125,16 @@ export interface Store {
   following(): LogFollowing
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
+  /** Indexed reads over the whole fleet, where the store offers them (PostgreSQL). */
+  readonly fleet?: FleetReads
   /** The replicas that share this store, their leases, and the pruning of the change log. */
   readonly coordination: Coordination
   /** The device as stored now, for a cache that misses it (another replica may have just made it). */
   readDevice(id: string): Promise<Device | undefined>
   /** The session as stored now, for a cache that misses it (likewise). */
   readSession(id: string): Promise<SessionRecord | undefined>
+  /** Every property of a device as stored now, for a cache that does not hold the device. */
+  readProperties(deviceId: string): Promise<StoredDeviceProperty[]>
   /**
    * Asks the backend whether it answers now (and could take a write), within the store's
    * deadline; rejects with a StoreError if not. An answer clears the failure health() reports,

@@ -4,6 +4,7 @@
  * in one batch see each other, as they would one transaction apart.
  */
 import type { Device } from '../domain/device.js'
+import type { SessionRecord } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import type { LoggedChange } from './change-log.js'
 import { isLogged } from './change-log.js'
@@ -24,6 +25,8 @@ export class StoredState implements StoredView {
   private readonly sessions = new Map<string, MutableSession>()
   private readonly devices = new Map<string, Device | undefined>()
   private readonly properties = new Map<string, StoredProperty | undefined>()
+  /** deviceId → its sessions by id, for the devices a decision named in `deviceSessions`. */
+  private readonly deviceSessions = new Map<string, Map<string, SessionRecord>>()
 
   /** Records what is stored of a client id (all of it: a client with no rows is given with none). */
   putSession(clientId: string, stored: MutableSession): void {
@@ -36,6 +39,16 @@ export class StoredState implements StoredView {
 
   putProperty(deviceId: string, name: string, property: StoredProperty | undefined): void {
     this.properties.set(propertyKey(deviceId, name), property)
+  }
+
+  putDeviceSessions(deviceId: string, sessions: readonly SessionRecord[]): void {
+    this.deviceSessions.set(deviceId, new Map(sessions.map((s) => [s.id, s])))
+  }
+
+  sessionsOfDevice(deviceId: string): readonly SessionRecord[] {
+    const sessions = this.deviceSessions.get(deviceId)
+    if (!sessions) throw new Error(`decision read the sessions of device ${JSON.stringify(deviceId)} without naming it in its reads`)
+    return [...sessions.values()]
   }
 
   session(clientId: string): StoredSession {
@@ -71,12 +84,14 @@ export class StoredState implements StoredView {
         return
       }
       case 'session.put':
+        this.foldDeviceSession(m.session.id, m.session)
         return this.withSession(m.session.id, (s) => (s.session = m.session))
       case 'session.version':
         return this.withSession(m.id, (s) => {
           if (s.session) s.session = { ...s.session, version: m.version }
         })
       case 'session.delete':
+        this.foldDeviceSession(m.id, undefined)
         return this.withSession(m.id, (s) => {
           s.session = undefined
           if (m.incarnation !== undefined) {
@@ -98,6 +113,14 @@ export class StoredState implements StoredView {
         })
       case 'subscription.clear':
         return this.withSession(m.sessionId, (s) => s.entities.clear())
+    }
+  }
+
+  /** A session put or ended: the device lists read in this batch follow it. */
+  private foldDeviceSession(sessionId: string, session: SessionRecord | undefined): void {
+    for (const [deviceId, sessions] of this.deviceSessions) {
+      if (session?.deviceId === deviceId) sessions.set(sessionId, session)
+      else sessions.delete(sessionId)
     }
   }
 

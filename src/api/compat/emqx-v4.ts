@@ -9,8 +9,8 @@
  * 109: body is not JSON, 112: client not found).
  */
 import type { FastifyPluginAsync } from 'fastify'
-import type { SessionRecord } from '../../domain/session.js'
-import { topicMatches } from '../../domain/topic-match.js'
+import { PROTOCOLS, type Protocol, type QoS, type SessionRecord } from '../../domain/session.js'
+import type { PageRequest, SessionFilter, TopicFilter } from '../../store/fleet-reads.js'
 import type { ApiContext } from '../context.js'
 import { isStoreFailure, retryAfterSeconds } from '../store-unavailable.js'
 import { emqxTime } from './emqx-time.js'
@@ -64,13 +64,12 @@ const metaSchema = {
 
 const emqxErrorSchema = { type: 'object', properties: { code: { type: 'integer' }, message: { type: 'string' } } } as const
 
-function page<T>(rows: T[], q: Paging) {
-  const start = (q._page - 1) * q._limit
-  const data = rows.slice(start, start + q._limit)
-  return { code: 0, data, meta: { page: q._page, limit: q._limit, hasnext: start + q._limit < rows.length, count: rows.length } }
+/** EMQX v4's page answer: `_page` is an offset into the rows ordered by client id. */
+function page<T>(found: { data: T[]; more: boolean }, count: number, q: Paging) {
+  return { code: 0, data: found.data, meta: { page: q._page, limit: q._limit, hasnext: found.more, count } }
 }
 
-const byClientId = (a: SessionRecord, b: SessionRecord): number => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0)
+const offsetOf = (q: Paging): PageRequest => ({ offset: (q._page - 1) * q._limit, limit: q._limit })
 
 export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number) {
   return {
@@ -115,23 +114,37 @@ export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number) {
   }
 }
 
-function clientMatches(s: SessionRecord, q: ClientsQuery): boolean {
-  if (q.node !== undefined && s.node !== q.node) return false
-  if (q.clientid !== undefined && s.clientId !== q.clientid) return false
-  if (q.username !== undefined && s.username !== q.username) return false
-  if (q.zone !== undefined && q.zone !== 'external') return false
-  if (q.ip_address !== undefined && s.peerHost !== q.ip_address) return false
-  if (q.conn_state !== undefined && (q.conn_state === 'connected') !== s.connected) return false
-  if (q.clean_start !== undefined && s.cleanStart !== q.clean_start) return false
-  if (q.proto_name !== undefined && (PROTO_NAMES[s.protocol] ?? s.protocol).toLowerCase() !== q.proto_name.toLowerCase()) return false
-  if (q.proto_ver !== undefined && s.protoVer !== q.proto_ver) return false
-  if (q._like_clientid !== undefined && !s.clientId.includes(q._like_clientid)) return false
-  if (q._like_username !== undefined && !(s.username ?? '').includes(q._like_username)) return false
-  if (q._gte_created_at !== undefined && s.createdAt < q._gte_created_at) return false
-  if (q._lte_created_at !== undefined && s.createdAt > q._lte_created_at) return false
-  if (q._gte_connected_at !== undefined && s.connectedAt < q._gte_connected_at) return false
-  if (q._lte_connected_at !== undefined && s.connectedAt > q._lte_connected_at) return false
-  return true
+/**
+ * EMQX's client filters as a session filter; null when nothing can match (a zone other than the
+ * one every client is in, a protocol the hub does not speak).
+ */
+function sessionFilterOf(q: ClientsQuery): SessionFilter | null {
+  if (q.zone !== undefined && q.zone !== 'external') return null
+  let protocol: Protocol | undefined
+  if (q.proto_name !== undefined) {
+    protocol = PROTOCOLS.find((p) => (PROTO_NAMES[p] ?? p).toLowerCase() === q.proto_name!.toLowerCase())
+    if (protocol === undefined) return null
+  }
+  return {
+    node: q.node,
+    clientId: q.clientid,
+    username: q.username,
+    peerHost: q.ip_address,
+    connected: q.conn_state === undefined ? undefined : q.conn_state === 'connected',
+    cleanStart: q.clean_start,
+    protocol,
+    protoVer: q.proto_ver,
+    clientIdLike: q._like_clientid,
+    usernameLike: q._like_username,
+    createdAtFrom: q._gte_created_at,
+    createdAtTo: q._lte_created_at,
+    connectedAtFrom: q._gte_connected_at,
+    connectedAtTo: q._lte_connected_at
+  }
+}
+
+function topicFilterOf(q: SubscriptionsQuery): TopicFilter {
+  return { clientId: q.clientid, node: q.node, topic: q.topic, qos: q.qos as QoS | undefined, share: q.share, matchTopic: q._match_topic }
 }
 
 export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
@@ -192,9 +205,10 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     },
     async (request) => {
       const q = request.query
-      const rows = [...ctx.registry.records()].filter((s) => clientMatches(s, q)).sort(byClientId)
-      const result = page(rows, q)
-      return { ...result, data: result.data.map((s) => renderEmqxClient(s, ctx.registry.topics.countOf(s.id))) }
+      const filter = sessionFilterOf(q)
+      if (filter === null) return page({ data: [], more: false }, 0, q)
+      const [found, count] = await Promise.all([ctx.fleet.sessions(filter, offsetOf(q)), ctx.fleet.countSessions(filter)])
+      return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length)), more: found.more }, count, q)
     }
   )
 
@@ -248,18 +262,9 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     },
     async (request) => {
       const q = request.query
-      const rows: { topic: string; qos: number; node: string; clientid: string }[] = []
-      const sessions = [...ctx.registry.records()].filter((s) => (q.clientid === undefined || s.clientId === q.clientid) && (q.node === undefined || s.node === q.node))
-      for (const s of sessions.sort(byClientId)) {
-        for (const t of ctx.registry.topics.topicsOf(s.id)) {
-          if (q.topic !== undefined && t.topic !== q.topic) continue
-          if (q.qos !== undefined && t.qos !== q.qos) continue
-          if (q.share !== undefined && !t.topic.startsWith(`$share/${q.share}/`)) continue
-          if (q._match_topic !== undefined && !topicMatches(t.topic, q._match_topic)) continue
-          rows.push({ topic: t.topic, qos: t.qos, node: s.node, clientid: s.clientId })
-        }
-      }
-      return page(rows, q)
+      const filter = topicFilterOf(q)
+      const [found, count] = await Promise.all([ctx.fleet.topics(filter, offsetOf(q)), ctx.fleet.countTopics(filter)])
+      return page({ data: found.topics.map((t) => ({ topic: t.topic, qos: t.qos, node: t.node, clientid: t.clientId })), more: found.more }, count, q)
     }
   )
 }

@@ -36,13 +36,13 @@ interface CoreEntity {
 
 export const tkeelCoreRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
   /** The entity as tKeel core shows it, or undefined when there is none of that type and id. */
-  function entityOf(id: string, type: EntityType): CoreEntity | undefined {
+  async function entityOf(id: string, type: EntityType): Promise<CoreEntity | undefined> {
     switch (type) {
       case 'device': {
-        const device = ctx.devices.get(id)
+        const device = await ctx.devices.find(id)
         if (!device) return undefined
-        const properties = ctx.properties.of(id)
-        const updatedAt = Math.max(device.updatedAt, ctx.properties.lastChange(id) ?? 0)
+        const { values: properties, lastChange } = await ctx.properties.find(id)
+        const updatedAt = Math.max(device.updatedAt, lastChange ?? 0)
         return {
           id,
           source: 'device',
@@ -61,13 +61,13 @@ export const tkeelCoreRoutes = (ctx: ApiContext): FastifyPluginAsync => async (a
         }
       }
       case 'session': {
-        const session = ctx.registry.get(id)
+        const session = await ctx.fleet.session(id)
         if (!session) return undefined
-        const owner = ctx.devices.get(session.deviceId)?.owner ?? ''
+        const owner = (await ctx.devices.find(session.deviceId))?.owner ?? ''
         return { id, source: 'iothub', owner, type, configs: {}, properties: renderSession(session) }
       }
       case 'subscription': {
-        const entity = ctx.registry.subscriptions.get(id)
+        const entity = await ctx.fleet.subscription(id)
         if (!entity) return undefined
         return { id, source: entity.source, owner: entity.owner, type, configs: {}, properties: renderSubscription(entity) }
       }
@@ -105,7 +105,7 @@ export const tkeelCoreRoutes = (ctx: ApiContext): FastifyPluginAsync => async (a
     async (request, reply) => {
       const { id } = request.params
       const { type, owner, source } = request.query
-      const entity = entityOf(id, type)
+      const entity = await entityOf(id, type)
       if (!entity || (owner !== undefined && owner !== entity.owner) || (source !== undefined && source !== entity.source)) {
         return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no ${type} entity ${id}` })
       }

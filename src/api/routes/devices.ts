@@ -70,7 +70,7 @@ export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     async (request, reply) => {
       const device = await ctx.devices.find(request.params.id)
       if (!device) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${request.params.id}` })
-      return renderDevice(device, ctx.properties.of(device.id))
+      return renderDevice(device, (await ctx.properties.find(device.id)).values)
     }
   )
 }

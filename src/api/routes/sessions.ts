@@ -31,7 +31,7 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
     },
     async (request) => {
       const { cursor, limit, ...filters } = request.query
-      const found = ctx.registry.list({ ...filters, after: afterCursor(cursor), limit })
+      const found = await ctx.fleet.sessions(filters, { after: afterCursor(cursor), limit })
       return page(found.sessions, found.more, (s) => s.id, renderSession)
     }
   )
@@ -40,7 +40,7 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
     '/v1/sessions/:id',
     { schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1 } } }, response: { 200: sessionSchema, 404: errorSchema } } },
     async (request, reply) => {
-      const session = ctx.registry.get(request.params.id)
+      const session = await ctx.fleet.session(request.params.id)
       if (!session) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no session ${request.params.id}` })
       return renderSession(session)
     }

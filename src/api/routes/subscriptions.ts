@@ -23,7 +23,7 @@ export const subscriptionRoutes = (ctx: ApiContext): FastifyPluginAsync => async
     },
     async (request) => {
       const { cursor, limit, ...filters } = request.query
-      const found = ctx.registry.subscriptions.list({ ...filters, after: afterCursor(cursor), limit })
+      const found = await ctx.fleet.subscriptions({ ...filters, after: afterCursor(cursor), limit })
       return page(found.subscriptions, found.more, (e) => e.id, renderSubscription)
     }
   )
@@ -32,7 +32,7 @@ export const subscriptionRoutes = (ctx: ApiContext): FastifyPluginAsync => async
     '/v1/subscriptions/:id',
     { schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1 } } }, response: { 200: subscriptionSchema, 404: errorSchema } } },
     async (request, reply) => {
-      const entity = ctx.registry.subscriptions.get(request.params.id)
+      const entity = await ctx.fleet.subscription(request.params.id)
       if (!entity) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no subscription ${request.params.id}` })
       return renderSubscription(entity)
     }

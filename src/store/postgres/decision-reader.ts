@@ -31,6 +31,7 @@ export class DecisionReader {
   private readonly sessionsSql: string
   private readonly devicesSql: string
   private readonly propertiesSql: string
+  private readonly deviceSessionsSql: string
 
   constructor(
     t: QualifiedTables,
@@ -54,22 +55,26 @@ export class DecisionReader {
     this.propertiesSql =
       `SELECT p.device_id, p.name, p.value, p.updated_at FROM ${t.device_properties} p ` +
       'JOIN unnest($1::text[], $2::text[]) AS k(device_id, name) ON p.device_id = k.device_id AND p.name = k.name'
+    this.deviceSessionsSql = `SELECT doc, version FROM ${t.sessions} WHERE (doc->>'deviceId') = ANY($1::text[])`
   }
 
   async lockAndRead(client: pg.PoolClient, allReads: readonly DecisionReads[]): Promise<StoredState> {
     const sessions = new Set<string>()
     const devices = new Set<string>()
     const properties = new Map<string, [string, string]>()
+    const deviceSessions = new Set<string>()
     for (const reads of allReads) {
       for (const id of reads.sessions ?? []) sessions.add(id)
       for (const id of reads.devices ?? []) devices.add(id)
+      for (const id of reads.deviceSessions ?? []) deviceSessions.add(id)
       for (const [deviceId, name] of reads.properties ?? []) properties.set(JSON.stringify([deviceId, name]), [deviceId, name])
     }
     const state = new StoredState()
     const keys = [
       ...[...sessions].map((id) => JSON.stringify([this.schema, 'session', id])),
       ...[...devices].map((id) => JSON.stringify([this.schema, 'device', id])),
-      ...[...properties.values()].map(([id]) => JSON.stringify([this.schema, 'device', id]))
+      ...[...properties.values()].map(([id]) => JSON.stringify([this.schema, 'device', id])),
+      ...[...deviceSessions].map((id) => JSON.stringify([this.schema, 'device', id]))
     ]
     if (keys.length === 0) return state
     await client.query({ name: 'iothub_decision_locks', text: this.lockSql, values: [keys] })
@@ -108,6 +113,16 @@ export class DecisionReader {
       })
       for (const [deviceId, name] of wanted) state.putProperty(deviceId, name, undefined)
       for (const r of rows) state.putProperty(r.device_id, r.name, { value: r.value, updatedAt: Number(r.updated_at) })
+    }
+    if (deviceSessions.size > 0) {
+      const { rows } = await client.query<{ doc: SessionRecord; version: string }>({
+        name: 'iothub_decision_device_sessions',
+        text: this.deviceSessionsSql,
+        values: [[...deviceSessions]]
+      })
+      const byDevice = new Map<string, SessionRecord[]>([...deviceSessions].map((id) => [id, []]))
+      for (const r of rows) byDevice.get(r.doc.deviceId)?.push({ ...r.doc, version: Number(r.version) })
+      for (const [deviceId, ofDevice] of byDevice) state.putDeviceSessions(deviceId, ofDevice)
     }
     return state
   }

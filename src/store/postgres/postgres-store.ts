@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
 import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { LogListener } from './log-listener.js'
@@ -142,12 +142,21 @@ export class PostgresStore implements Store {
     return row ? { ...row.doc, version: Number(row.version) } : undefined
   }
 
+  async readProperties(deviceId: string): Promise<StoredDeviceProperty[]> {
+    const { rows } = await this.pool.query<{ name: string; value: unknown; updated_at: string }>(
+      `SELECT name, value, updated_at FROM ${this.tables.device_properties} WHERE device_id = $1`,
+      [deviceId]
+    )
+    return rows.map((r) => ({ deviceId, name: r.name, value: r.value, updatedAt: Number(r.updated_at) }))
+  }
+
   async readDevice(id: string): Promise<Device | undefined> {
     const { rows } = await this.pool.query<{ doc: Device }>(`SELECT doc FROM ${this.tables.devices} WHERE id = $1`, [id])
     return rows[0]?.doc
   }
 
-  async load(): Promise<Snapshot> {
+  async load(options: LoadOptions = {}): Promise<Snapshot> {
+    const fleet = options.fleet ?? true
     const t = this.tables
     const client = await this.pool.connect().catch((error: Error) => {
       throw new StoreError(`store load failed: ${error.message}`, { cause: error })
@@ -159,20 +168,21 @@ export class PostgresStore implements Store {
       await client.query('SET LOCAL statement_timeout = 0')
       await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
       const rows = async <Row extends pg.QueryResultRow>(sql: string): Promise<Row[]> => (await client.query<Row>(sql)).rows
+      const fleetRows = async <Row extends pg.QueryResultRow>(sql: string): Promise<Row[]> => (fleet ? rows<Row>(sql) : [])
       const snapshot: Snapshot = {
-        devices: (await rows<{ doc: Device }>(`SELECT doc FROM ${t.devices} ORDER BY id`)).map((r) => r.doc),
+        devices: (await fleetRows<{ doc: Device }>(`SELECT doc FROM ${t.devices} ORDER BY id`)).map((r) => r.doc),
         deviceProperties: (
-          await rows<{ device_id: string; name: string; value: unknown; updated_at: string }>(
+          await fleetRows<{ device_id: string; name: string; value: unknown; updated_at: string }>(
             `SELECT device_id, name, value, updated_at FROM ${t.device_properties} ORDER BY device_id, name`
           )
         ).map((r) => ({ deviceId: r.device_id, name: r.name, value: r.value, updatedAt: Number(r.updated_at) })),
-        subscriptions: (await rows<{ doc: SubscriptionEntity }>(`SELECT doc FROM ${t.subscriptions} ORDER BY id`)).map((r) => r.doc),
-        sessions: (await rows<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${t.sessions} ORDER BY id`)).map((r) => {
+        subscriptions: (await fleetRows<{ doc: SubscriptionEntity }>(`SELECT doc FROM ${t.subscriptions} ORDER BY id`)).map((r) => r.doc),
+        sessions: (await fleetRows<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${t.sessions} ORDER BY id`)).map((r) => {
           // the column is the truth (see schema.ts); assigning keeps the key where it was
           r.doc.version = Number(r.version)
           return r.doc
         }),
-        topics: (await rows<TopicRow>(`SELECT * FROM ${t.topics} ORDER BY session_id, topic`)).map(topicOf),
+        topics: (await fleetRows<TopicRow>(`SELECT * FROM ${t.topics} ORDER BY session_id, topic`)).map(topicOf),
         retained: await rows<{ topic: string; packet: Buffer }>(`SELECT topic, packet FROM ${t.retained} ORDER BY topic`),
         outgoing: (
           await rows<{ client_id: string; seq: string; packet: Buffer }>(`SELECT client_id, seq, packet FROM ${t.outgoing} ORDER BY client_id, seq`)
@@ -192,6 +202,10 @@ export class PostgresStore implements Store {
         })),
         // read in the same snapshot as the rows: the log after it holds exactly what they miss
         logPosition: Number((await rows<{ seq: string }>(`SELECT seq FROM ${t.log_head}`))[0]?.seq ?? 0)
+      }
+      if (!fleet) {
+        const newest = (await rows<{ incarnation: string | null }>(`SELECT max((doc->>'incarnation') COLLATE "C") AS incarnation FROM ${t.sessions}`))[0]?.incarnation
+        if (newest) snapshot.newestIncarnation = newest
       }
       await client.query('COMMIT')
       return snapshot

@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import { replicaRunId, SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth } from '../store.js'
+import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
 import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
@@ -155,6 +155,15 @@ export class SqliteStore implements Store {
   async readSession(id: string): Promise<SessionRecord | undefined> {
     const row = this.loads.session.get(id) as { doc: string } | undefined
     return row ? (JSON.parse(row.doc) as SessionRecord) : undefined
+  }
+
+  async readProperties(deviceId: string): Promise<StoredDeviceProperty[]> {
+    return (this.loads.properties.all(deviceId) as { device_id: string; name: string; value: string; updated_at: number }[]).map((r) => ({
+      deviceId: r.device_id,
+      name: r.name,
+      value: JSON.parse(r.value) as unknown,
+      updatedAt: r.updated_at
+    }))
   }
 
   async readDevice(id: string): Promise<Device | undefined> {

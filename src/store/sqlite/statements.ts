@@ -126,6 +126,7 @@ export function prepareLoads(db: Database.Database) {
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
-    session: db.prepare('SELECT doc FROM sessions WHERE id = ?')
+    session: db.prepare('SELECT doc FROM sessions WHERE id = ?'),
+    properties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties WHERE device_id = ?')
   }
 }
