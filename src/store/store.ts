@@ -10,6 +10,7 @@ import type { Device } from '../domain/device.js'
 import type { LogEntry } from './change-log.js'
 import type { Coordination } from './coordination.js'
 import type { Decision } from './decision.js'
+import type { FleetReads } from './fleet-reads.js'
 import type { LogApplier } from './log-follower.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
@@ -114,6 +115,11 @@ export interface Store {
   following(): LogFollowing
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
+  /**
+   * What is read of the whole fleet, as queries (PostgreSQL: no replica holds the fleet in
+   * memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).
+   */
+  readonly fleet?: FleetReads
   /** The replicas that share this store, their leases, and the pruning of the change log. */
   readonly coordination: Coordination
   /** The device as stored now, for a cache that misses it (another replica may have just made it). */
