@@ -104,6 +104,11 @@ class Smallest<T> {
     items.splice(lo, 0, item)
   }
 
+  /** The largest item kept once as many as wanted are (anything after it is not wanted). */
+  get last(): T | undefined {
+    return this.bounded && this.items.length === this.keep ? this.items[this.items.length - 1] : undefined
+  }
+
   sorted(): T[] {
     return this.bounded ? this.items : this.items.sort(this.compare).slice(0, this.keep)
   }
@@ -164,7 +169,12 @@ export class MemoryFleetReads implements FleetReads {
   async topics(filter: TopicFilter, page: PageRequest): Promise<{ topics: TopicRow[]; more: boolean }> {
     const smallest = new Smallest<TopicRow>(pageSpan(page).keep, byClientThenTopic)
     const after = page.after === undefined ? undefined : parseTopicCursor(page.after)
-    for (const row of this.topicRows(filter)) {
+    // a session whose client id sorts after the last row kept has no row wanted: its topics are not read
+    const wanted = (clientId: string): boolean => {
+      const last = smallest.last
+      return (after === undefined || compareIds(clientId, after.clientId) >= 0) && (last === undefined || compareIds(clientId, last.clientId) <= 0)
+    }
+    for (const row of this.topicRows(filter, wanted)) {
       if (after !== undefined && byClientThenTopic(row, { ...row, ...after }) <= 0) continue
       smallest.offer(row)
     }
@@ -218,9 +228,10 @@ export class MemoryFleetReads implements FleetReads {
     return one ? [one] : []
   }
 
-  private *topicRows(filter: TopicFilter): Generator<TopicRow> {
+  private *topicRows(filter: TopicFilter, wanted: (clientId: string) => boolean = () => true): Generator<TopicRow> {
     for (const s of this.candidates({ clientId: filter.clientId, node: filter.node })) {
       if (filter.node !== undefined && s.node !== filter.node) continue
+      if (!wanted(s.clientId)) continue
       for (const t of this.topicBook.topicsOf(s.id)) {
         const row: TopicRow = { clientId: s.clientId, node: s.node, topic: t.topic, qos: t.qos }
         if (topicRowMatches(row, filter)) yield row

@@ -125,7 +125,10 @@ export interface Store {
   following(): LogFollowing
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
-  /** Indexed reads over the whole fleet, where the store offers them (PostgreSQL). */
+  /**
+   * What is read of the whole fleet, as queries (PostgreSQL: no replica in EMQX mode holds the
+   * fleet in memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).
+   */
   readonly fleet?: FleetReads
   /** The replicas that share this store, their leases, and the pruning of the change log. */
   readonly coordination: Coordination

@@ -20,7 +20,7 @@
  * writing the same rows at once take their row locks in the same order instead of deadlocking.
  */
 import type { QueryConfig } from 'pg'
-import type { SessionRecord } from '../../domain/session.js'
+import { expiresAt, type SessionRecord } from '../../domain/session.js'
 import type { Mutation } from '../store.js'
 import type { QualifiedTables } from './schema.js'
 
@@ -109,12 +109,35 @@ const column = (name: string, type: Column['type']): Column => ({ name, type })
 
 const SHAPES = {
   devices: { columns: [column('id', 'text'), column('doc', 'json')], keyColumns: 1 },
-  sessions: { columns: [column('id', 'text'), column('doc', 'json'), column('version', 'bigint')], keyColumns: 1 },
+  sessions: {
+    columns: [
+      column('id', 'text'),
+      column('doc', 'json'),
+      column('version', 'bigint'),
+      // what listings filter on (schema.ts, version 4), copied from the record
+      column('device_id', 'text'),
+      column('protocol', 'text'),
+      column('connected', 'boolean'),
+      column('node', 'text'),
+      column('username', 'text'),
+      column('peer_host', 'text'),
+      column('clean_start', 'boolean'),
+      column('proto_ver', 'integer'),
+      column('created_at', 'bigint'),
+      column('connected_at', 'bigint'),
+      column('expires_at', 'bigint')
+    ],
+    keyColumns: 1
+  },
   device_properties: {
     columns: [column('device_id', 'text'), column('name', 'text'), column('value', 'json'), column('updated_at', 'bigint')],
     keyColumns: 2
   },
-  subscriptions: { columns: [column('id', 'text'), column('session_id', 'text'), column('doc', 'json')], keyColumns: 1, scopeColumn: 'session_id' },
+  subscriptions: {
+    columns: [column('id', 'text'), column('session_id', 'text'), column('doc', 'json'), column('device_id', 'text')],
+    keyColumns: 1,
+    scopeColumn: 'session_id'
+  },
   topics: {
     columns: [
       column('session_id', 'text'),
@@ -182,7 +205,7 @@ class BatchChanges {
         return t.topics.clear(m.sessionId)
       case 'subscription.put': {
         const s = m.subscription
-        return t.subscriptions.put([s.id], [s.id, s.sessionId, JSON.stringify(s)], s.sessionId)
+        return t.subscriptions.put([s.id], [s.id, s.sessionId, JSON.stringify(s), s.deviceId], s.sessionId)
       }
       case 'subscription.delete':
         return t.subscriptions.delete([m.id])
@@ -260,7 +283,22 @@ function columnArrays(rows: Value[][], width: number): Value[][] {
   return columns
 }
 
-const sessionColumns = (s: SessionRecord): Value[] => [s.id, JSON.stringify(s), s.version]
+const sessionColumns = (s: SessionRecord): Value[] => [
+  s.id,
+  JSON.stringify(s),
+  s.version,
+  s.deviceId,
+  s.protocol,
+  s.connected,
+  s.node,
+  s.username,
+  s.peerHost,
+  s.cleanStart,
+  s.protoVer,
+  s.createdAt,
+  s.connectedAt,
+  expiresAt(s)
+]
 
 export class BatchStatements {
   private readonly sql: Record<WrittenTable, TableSql>

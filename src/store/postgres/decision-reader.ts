@@ -55,7 +55,7 @@ export class DecisionReader {
     this.propertiesSql =
       `SELECT p.device_id, p.name, p.value, p.updated_at FROM ${t.device_properties} p ` +
       'JOIN unnest($1::text[], $2::text[]) AS k(device_id, name) ON p.device_id = k.device_id AND p.name = k.name'
-    this.deviceSessionsSql = `SELECT doc, version FROM ${t.sessions} WHERE (doc->>'deviceId') = ANY($1::text[])`
+    this.deviceSessionsSql = `SELECT doc, version FROM ${t.sessions} WHERE device_id = ANY($1::text[])`
   }
 
   async lockAndRead(client: pg.PoolClient, allReads: readonly DecisionReads[]): Promise<StoredState> {

@@ -19,6 +19,7 @@ import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
 import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
+import { FleetQueries } from './fleet-queries.js'
 import { LogListener } from './log-listener.js'
 import { LogStatements } from './log-statements.js'
 import { replicaRunId } from '../coordination.js'
@@ -55,6 +56,7 @@ export class PostgresStore implements Store {
   private readonly follower: LogFollower
   private readonly listener: LogListener
   readonly coordination: PostgresCoordination
+  readonly fleet: FleetQueries
   private closing: Promise<void> | null = null
 
   private constructor(
@@ -67,6 +69,7 @@ export class PostgresStore implements Store {
     this.replica = log.replica
     this.follower = new LogFollower(this, this.replica)
     this.coordination = new PostgresCoordination(pool, tables)
+    this.fleet = new FleetQueries(pool, tables)
     this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
     const timeoutMs = options.timeoutMs ?? 5000
     this.committer = new GroupCommitter(writer, {
@@ -290,6 +293,8 @@ async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTab
       throw new StoreError(`PostgreSQL schema "${schema}" has iothub schema version ${version}; this iothub knows up to ${SCHEMA_VERSION}`)
     }
     if (version < SCHEMA_VERSION) {
+      // an upgrade fills new columns of every row (version 4: a million sessions take seconds)
+      await client.query('SET LOCAL statement_timeout = 0')
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${pg.escapeIdentifier(schema)}`)
       for (const statement of createTableStatements(tables)) await client.query(statement)
       await client.query(
