@@ -23,7 +23,6 @@
  * conditions"); countSessions here is exact and costs what it scans, so a listing should take
  * `more` for `hasnext` and ask for a count only where it must.
  */
-import pg from 'pg'
 import type { ChangeProperty } from '../../domain/change-topics.js'
 import type { QoS, Session, SessionRecord, TopicSubscription } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
@@ -37,6 +36,7 @@ import {
   type TopicFilter,
   type TopicRow
 } from '../fleet-reads.js'
+import type { StoreReads } from './store-reads.js'
 import type { QualifiedTables } from './schema.js'
 
 interface SessionRow {
@@ -151,7 +151,7 @@ export class FleetQueries implements FleetReads {
   private readonly sessionColumns: string
 
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: StoreReads,
     private readonly t: QualifiedTables
   ) {
     this.sessionColumns =

@@ -20,6 +20,7 @@ import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing,
 import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
+import { StoreReads } from './store-reads.js'
 import { LogListener } from './log-listener.js'
 import { LogStatements } from './log-statements.js'
 import { replicaRunId } from '../coordination.js'
@@ -57,6 +58,8 @@ export class PostgresStore implements Store {
   private readonly listener: LogListener
   readonly coordination: PostgresCoordination
   readonly fleet: FleetQueries
+  /** Reads outside a batch, within the deadline. */
+  private readonly reads: StoreReads
   private closing: Promise<void> | null = null
 
   private constructor(
@@ -69,9 +72,10 @@ export class PostgresStore implements Store {
     this.replica = log.replica
     this.follower = new LogFollower(this, this.replica)
     this.coordination = new PostgresCoordination(pool, tables)
-    this.fleet = new FleetQueries(pool, tables)
-    this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
     const timeoutMs = options.timeoutMs ?? 5000
+    this.reads = new StoreReads(pool, timeoutMs)
+    this.fleet = new FleetQueries(this.reads, tables)
+    this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
     this.committer = new GroupCommitter(writer, {
       maxBatch: options.maxBatch,
       observer: options.observer,
@@ -140,13 +144,13 @@ export class PostgresStore implements Store {
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {
-    const { rows } = await this.pool.query<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${this.tables.sessions} WHERE id = $1`, [id])
+    const { rows } = await this.reads.query<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${this.tables.sessions} WHERE id = $1`, [id])
     const row = rows[0]
     return row ? { ...row.doc, version: Number(row.version) } : undefined
   }
 
   async readProperties(deviceId: string): Promise<StoredDeviceProperty[]> {
-    const { rows } = await this.pool.query<{ name: string; value: unknown; updated_at: string }>(
+    const { rows } = await this.reads.query<{ name: string; value: unknown; updated_at: string }>(
       `SELECT name, value, updated_at FROM ${this.tables.device_properties} WHERE device_id = $1`,
       [deviceId]
     )
@@ -154,7 +158,7 @@ export class PostgresStore implements Store {
   }
 
   async readDevice(id: string): Promise<Device | undefined> {
-    const { rows } = await this.pool.query<{ doc: Device }>(`SELECT doc FROM ${this.tables.devices} WHERE id = $1`, [id])
+    const { rows } = await this.reads.query<{ doc: Device }>(`SELECT doc FROM ${this.tables.devices} WHERE id = $1`, [id])
     return rows[0]?.doc
   }
 
