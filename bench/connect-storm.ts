@@ -77,9 +77,9 @@ function compareRegistry(hub: Hub): { match: boolean; differences: string[] } {
       note(`Aedes has ${id} connected, registry does not`)
       continue
     }
-    const held = hub.registry
-      .get(id)!
-      .topics.map((t) => t.topic)
+    const held = hub.registry.topics
+      .topicsOf(id)
+      .map((t) => t.topic)
       .sort()
     const subscribed = Object.keys(clients[id]!.subscriptions).sort()
     if (held.join('\n') !== subscribed.join('\n')) note(`${id}: registry topics [${held.join(', ')}], Aedes subscriptions [${subscribed.join(', ')}]`)

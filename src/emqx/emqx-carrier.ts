@@ -102,7 +102,8 @@ export class EmqxCarrier implements ConnectionCarrier {
   }
 
   async kick(clientId: string): Promise<boolean> {
-    const seen = this.core.registry.record(clientId)?.incarnation
+    // the cache may not hold it (replicas share the store): as stored, then
+    const seen = (await this.core.registry.find(clientId))?.incarnation
     if (await this.rest.kick(clientId)) return true
     return endListedOnly(this.core.registry, clientId, seen, 'kicked')
   }

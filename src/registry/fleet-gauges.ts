@@ -6,14 +6,24 @@
 import type { HubMetrics } from '../observability/metrics.js'
 import type { FleetReads, FleetTotals } from '../store/fleet-reads.js'
 
-/** A scrape reads every gauge at once: totals read this recently are reused. */
-const REUSE_MS = 1000
+/**
+ * Totals read this recently are reused: a scrape reads every gauge at once, and counting a
+ * fleet of a million in PostgreSQL takes about a second (so not at every scrape of every replica).
+ */
+const REUSE_MS = 15_000
 
 export function registerFleetGauges(metrics: HubMetrics, fleet: Pick<FleetReads, 'totals'>): void {
   let last: { at: number; totals: Promise<FleetTotals> } | undefined
   const totals = (): Promise<FleetTotals> => {
     const now = Date.now()
-    if (!last || now - last.at > REUSE_MS) last = { at: now, totals: fleet.totals() }
+    if (!last || now - last.at > REUSE_MS) {
+      const reading = { at: now, totals: fleet.totals() }
+      // a failed count is not kept: the next scrape asks again
+      reading.totals.catch(() => {
+        if (last === reading) last = undefined
+      })
+      last = reading
+    }
     return last.totals
   }
   metrics.gauge('iothub_sessions_connected', 'Connected sessions by protocol', ['protocol'], async (set) => {

@@ -613,11 +613,6 @@ export class SessionRegistry {
     return t ? this.decided(stored.session!.id, t, stored) : null
   }
 
-  get(id: string): Session | undefined {
-    const record = this.sessions.get(id)
-    return record ? { ...record, topics: this.topics.topicsOf(id) } : undefined
-  }
-
   get size(): number {
     return this.sessions.size
   }
