@@ -9,7 +9,7 @@
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-event.js'
-import type { DisconnectReason, Session, SessionRecord, TopicSubscription } from '../domain/session.js'
+import type { DisconnectReason, SessionRecord, TopicSubscription } from '../domain/session.js'
 import { endConnection, expire, TOMBSTONE_MS, transition, type Applied } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { LoggedChange } from '../store/change-log.js'
