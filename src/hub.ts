@@ -166,6 +166,10 @@ export class Hub {
     this.properties = new DeviceProperties(decider, this.holdsFleet ? undefined : this.store)
     this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions) : this.store.fleet
     registerFleetGauges(this.metrics, this.fleet)
+    this.metrics.gauge('iothub_cache_entries', "Entries in this replica's caches of sessions and devices (bounded where the store is shared)", ['cache'], (set) => {
+      set({ cache: 'sessions' }, this.registry.size)
+      set({ cache: 'devices' }, this.devices.size)
+    })
     if (shared) this.registry.readSessionsThrough((id) => this.store.readSession(id))
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }), this.holdsFleet)
