@@ -187,13 +187,15 @@ export class Reconciler {
         }
       }
     }
+    // the topics of the clients listed as connected (only theirs are compared)
     const topics = new Map<string, Map<string, QoS>>()
     for await (const page of this.rest.subscriptions()) {
       for (const s of page) {
+        report.brokerSubscriptions++
+        if (!connected.has(s.clientId)) continue
         let held = topics.get(s.clientId)
         if (!held) topics.set(s.clientId, (held = new Map<string, QoS>()))
         held.set(s.topic, s.qos)
-        report.brokerSubscriptions++
       }
     }
     report.brokerClients = connected.size + offline.size
