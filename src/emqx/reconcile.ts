@@ -201,10 +201,24 @@ export class Reconciler {
     report.brokerClients = connected.size + offline.size
     const fixes = new FixPool(FIXES_IN_FLIGHT, (error) => this.log.warn({ err: error.message }, 'a reconcile fix was not applied'))
 
-    // listed connected clients, a page at a time against their stored sessions: only those that
-    // differ are fixed
-    let ids: string[] = []
-    const comparePage = async () => {
+    // a read that fails ends the run, once the fixes under way are done (none outlives it)
+    try {
+      await this.compareListed(connected, topics, since, report, fixes)
+      await this.walkStored(connected, offline, since, report, fixes)
+    } finally {
+      await fixes.drained()
+    }
+  }
+
+  /** The listed connected clients, a page at a time against their stored sessions: only those that differ are fixed. */
+  private async compareListed(
+    connected: ReadonlyMap<string, EmqxListedClient>,
+    topics: ReadonlyMap<string, Map<string, QoS>>,
+    since: number,
+    report: ReconcileReport,
+    fixes: FixPool
+  ): Promise<void> {
+    const comparePage = async (ids: string[]) => {
       const stored = await this.fleet.sessionsOf(ids)
       for (const id of ids) {
         const listed = connected.get(id)!
@@ -217,18 +231,30 @@ export class Reconciler {
         }
         await fixes.add(() => this.bringTo(id, listed, brokerTopics, false, since, report, held))
       }
-      ids = []
     }
+    let ids: string[] = []
     for (const id of connected.keys()) {
       ids.push(id)
-      if (ids.length >= this.pageSize) await comparePage()
+      if (ids.length < this.pageSize) continue
+      await comparePage(ids)
+      ids = []
     }
-    if (ids.length > 0) await comparePage()
+    if (ids.length > 0) await comparePage(ids)
+  }
 
-    // stored sessions EMQX does not list as connected, by a keyset walk of the store: connected
-    // ones are ghosts (a disconnect the hub missed — or a client a shifting listing skipped;
-    // EMQX's answer about it decides); with EMQX 5, which lists the persistent sessions it
-    // keeps offline, an offline one it does not list at all is gone
+  /**
+   * Stored sessions EMQX does not list as connected, by a keyset walk of the store: connected
+   * ones are ghosts (a disconnect the hub missed — or a client a shifting listing skipped; EMQX's
+   * answer about it decides); with EMQX 5, which lists the persistent sessions it keeps offline,
+   * an offline one it does not list at all is gone.
+   */
+  private async walkStored(
+    connected: ReadonlyMap<string, EmqxListedClient>,
+    offline: ReadonlySet<string>,
+    since: number,
+    report: ReconcileReport,
+    fixes: FixPool
+  ): Promise<void> {
     const walkOffline = this.rest.version === 5
     const filter: SessionFilter = walkOffline ? {} : { connected: true }
     for (let after: string | undefined; ; ) {
@@ -245,10 +271,9 @@ export class Reconciler {
         }
       }
       const last = page.sessions.at(-1)
-      if (!page.more || last === undefined) break
+      if (!page.more || last === undefined) return
       after = last.id
     }
-    await fixes.drained()
   }
 
   /**
