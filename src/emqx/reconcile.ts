@@ -14,15 +14,33 @@
  * queue, so no event can slip between the check and the fix. The fixes go through the
  * registry like any event — grouped into the same durable batches — a bounded number at a
  * time, so the event path keeps being answered while 100,000 clients are reconciled.
+ *
+ * What the hub holds is read from the store (FleetReads), not from a replica's memory, which
+ * does not hold the whole fleet: each page of listed clients is compared with their stored
+ * sessions in one read, and a client whose stored session already is what EMQX lists
+ * (connected, the same connection, clean start and expiry, the same topics and QoS) costs
+ * nothing more — no decision, no transaction. Only clients that differ go through the
+ * registry. Ghosts are found by a keyset walk of the stored connected sessions.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import type { QoS, SessionRecord } from '../domain/session.js'
+import type { QoS, Session, SessionRecord } from '../domain/session.js'
+import { transition } from '../domain/transitions.js'
 import type { EmqxListedClient, EmqxRestClient } from './emqx-rest.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
 import type { LifecycleEvent } from '../domain/lifecycle-event.js'
+import type { FleetReads, SessionFilter } from '../store/fleet-reads.js'
 import { isLiveConnection } from './emqx-client.js'
 import type { EmqxSource } from './emqx-source.js'
+
+/** What the reconcile reads of the stored fleet: one session, a listed page's sessions, and the keyset walk of stored sessions. */
+export type ReconcileReads = Pick<FleetReads, 'session' | 'sessionsOf' | 'sessions'>
+
+export interface ReconcilerOptions {
+  /** Listed clients compared with the store in one read, and stored sessions per page of the ghost walk. */
+  pageSize?: number
+}
 
 export type ReconcileTrigger = 'start' | 'provider_loaded' | 'interval' | 'api'
 
@@ -53,6 +71,11 @@ type UnlessChanged = (clientId: string, fix: (current: SessionRecord | undefined
 /** Fixes applied at a time: enough to fill group-commit batches, few enough to leave room for live events. */
 const FIXES_IN_FLIGHT = 256
 
+/** Listed clients per read of their stored sessions, and stored sessions per page of the ghost walk: EMQX's own page size. */
+const READ_PAGE = 1000
+
+const NO_TOPICS = new Map<string, QoS>()
+
 /** How long after an unproven takeover its client is checked with EMQX: hook calls still under way from other nodes arrive first. */
 const CHECK_DELAY_MS = 1000
 
@@ -63,13 +86,20 @@ export class Reconciler {
   private stopped = false
   last: ReconcileReport | null = null
 
+  private readonly pageSize: number
+
   constructor(
     private readonly registry: SessionRegistry,
+    /** The stored fleet: what the hub holds is read here, never from a replica's memory. */
+    private readonly fleet: ReconcileReads,
     private readonly rest: EmqxRestClient,
     private readonly source: EmqxSource,
     private readonly metrics: HubMetrics,
-    private readonly log: Logger
-  ) {}
+    private readonly log: Logger,
+    options: ReconcilerOptions = {}
+  ) {
+    this.pageSize = options.pageSize ?? READ_PAGE
+  }
 
   /** Runs a reconcile; a call while one runs waits for that one instead of starting another. */
   run(trigger: ReconcileTrigger): Promise<ReconcileReport> {
@@ -141,75 +171,165 @@ export class Reconciler {
 
   private async reconcile(report: ReconcileReport): Promise<void> {
     const since = report.startedAt
-    const clients = new Map<string, EmqxListedClient>()
-    for await (const page of this.rest.clients()) for (const c of page) clients.set(c.client.clientId, c)
+    // what a client's stored session is compared with; offline ones (EMQX 5 lists persistent
+    // sessions it keeps offline) only by id, for the ghost walk
+    const connected = new Map<string, EmqxListedClient>()
+    const offline = new Set<string>()
+    for await (const page of this.rest.clients()) {
+      for (const c of page) {
+        const id = c.client.clientId
+        // a client listed twice (pages that shifted) counts as its later row says
+        if (c.connected) {
+          connected.set(id, c)
+          offline.delete(id)
+        } else {
+          offline.add(id)
+          connected.delete(id)
+        }
+      }
+    }
+    // the topics of the clients listed as connected (only theirs are compared)
     const topics = new Map<string, Map<string, QoS>>()
     for await (const page of this.rest.subscriptions()) {
       for (const s of page) {
+        report.brokerSubscriptions++
+        if (!connected.has(s.clientId)) continue
         let held = topics.get(s.clientId)
         if (!held) topics.set(s.clientId, (held = new Map<string, QoS>()))
         held.set(s.topic, s.qos)
-        report.brokerSubscriptions++
       }
     }
-    report.brokerClients = clients.size
-    const fixes: (() => Promise<void>)[] = []
+    report.brokerClients = connected.size + offline.size
+    const fixes = new FixPool(FIXES_IN_FLIGHT, (error) => this.log.warn({ err: error.message }, 'a reconcile fix was not applied'))
 
-    for (const session of [...this.registry.records()]) {
-      const listed = clients.get(session.clientId)
-      if (session.connected && !listed?.connected) {
-        // not listed as connected: ended while the hub was not told — or skipped by a listing
-        // whose pages shifted as other clients left; EMQX's answer about this client decides
-        fixes.push(() => this.confirm(session.clientId, since, report))
-      } else if (!session.connected && listed === undefined && this.rest.version === 5) {
-        // EMQX 5 lists the persistent sessions it keeps offline: one it does not list is gone
-        fixes.push(async () => {
-          if ((await this.rest.client(session.clientId)) !== null) return
-          if (await this.registry.discard(session.clientId, { unlessChangedSince: since })) report.offlineEnded++
-        })
-      }
+    // a read that fails ends the run, once the fixes under way are done (none outlives it)
+    try {
+      await this.compareListed(connected, topics, since, report, fixes)
+      await this.walkStored(connected, offline, since, report, fixes)
+    } finally {
+      await fixes.drained()
     }
-    for (const listed of clients.values()) {
-      if (!listed.connected) continue
-      fixes.push(() => this.bringTo(listed.client.clientId, listed, topics.get(listed.client.clientId) ?? new Map<string, QoS>(), false, since, report))
-    }
+  }
 
-    let next = 0
-    const worker = async () => {
-      while (next < fixes.length) {
-        const fix = fixes[next++]!
-        await fix().catch((error: Error) => this.log.warn({ err: error.message }, 'a reconcile fix was not applied'))
+  /** The listed connected clients, a page at a time against their stored sessions: only those that differ are fixed. */
+  private async compareListed(
+    connected: ReadonlyMap<string, EmqxListedClient>,
+    topics: ReadonlyMap<string, Map<string, QoS>>,
+    since: number,
+    report: ReconcileReport,
+    fixes: FixPool
+  ): Promise<void> {
+    const comparePage = async (ids: string[]) => {
+      const stored = await this.fleet.sessionsOf(ids)
+      // a read answered from memory resolves at once: without a turn of the event loop per page,
+      // comparing 500,000 clients would hold off every hook call until it is done
+      await nextTurn()
+      for (const id of ids) {
+        const listed = connected.get(id)!
+        const brokerTopics = topics.get(id) ?? NO_TOPICS
+        const held = stored.get(id)
+        if (this.matches(held, listed, brokerTopics)) {
+          // nothing to fix; counted as the fix's own check would have counted it
+          if (this.registry.changedSince(id, since)) report.skippedChanged++
+          continue
+        }
+        await fixes.add(() => this.bringTo(id, listed, brokerTopics, false, since, report, held))
       }
     }
-    await Promise.all(Array.from({ length: Math.min(FIXES_IN_FLIGHT, fixes.length) }, worker))
+    let ids: string[] = []
+    for (const id of connected.keys()) {
+      ids.push(id)
+      if (ids.length < this.pageSize) continue
+      await comparePage(ids)
+      ids = []
+    }
+    if (ids.length > 0) await comparePage(ids)
+  }
+
+  /**
+   * Stored sessions EMQX does not list as connected, by a keyset walk of the store: connected
+   * ones are ghosts (a disconnect the hub missed — or a client a shifting listing skipped; EMQX's
+   * answer about it decides); with EMQX 5, which lists the persistent sessions it keeps offline,
+   * an offline one it does not list at all is gone.
+   */
+  private async walkStored(
+    connected: ReadonlyMap<string, EmqxListedClient>,
+    offline: ReadonlySet<string>,
+    since: number,
+    report: ReconcileReport,
+    fixes: FixPool
+  ): Promise<void> {
+    const walkOffline = this.rest.version === 5
+    const filter: SessionFilter = walkOffline ? {} : { connected: true }
+    for (let after: string | undefined; ; ) {
+      const page = await this.fleet.sessions(filter, { after, limit: this.pageSize })
+      await nextTurn() // hook calls are answered between pages, however fast the reads answer
+      for (const session of page.sessions) {
+        const id = session.clientId
+        if (session.connected && !connected.has(id)) {
+          await fixes.add(() => this.confirm(id, since, report, session))
+        } else if (!session.connected && walkOffline && !connected.has(id) && !offline.has(id)) {
+          await fixes.add(async () => {
+            if ((await this.rest.client(id)) !== null) return
+            if (await this.registry.discard(id, { unlessChangedSince: since })) report.offlineEnded++
+          })
+        }
+      }
+      const last = page.sessions.at(-1)
+      if (!page.more || last === undefined) return
+      after = last.id
+    }
+  }
+
+  /**
+   * Whether the stored session already is what EMQX lists for this client, so that fixing it
+   * would change nothing: the same live connection (connected, node, peer, EMQX's connect time),
+   * which the listing's connect would find repeated — the same clean start and expiry — and the
+   * same topics with the same QoS. Decided by the rules the fix itself applies (the source's
+   * listed connect, the pure transition), so a skip never hides a change.
+   */
+  private matches(stored: Session | undefined, listed: EmqxListedClient, brokerTopics: ReadonlyMap<string, QoS>): boolean {
+    if (!stored?.connected || !isLiveConnection(stored, listed.client)) return false
+    if (stored.topics.length !== brokerTopics.size || stored.topics.some((t) => brokerTopics.get(t.topic) !== t.qos)) return false
+    let event: LifecycleEvent | null
+    try {
+      event = this.source.listedConnect(listed.client)(stored, undefined)
+    } catch {
+      return false // a listing the source refuses: the fix reports it
+    }
+    // another incarnation: a reconnect from the same peer (EMQX stamped another connect time)
+    if (event === null || event.kind !== 'connected' || event.incarnation !== stored.incarnation) return false
+    return transition(stored, event).outcome === 'stale'
   }
 
   /**
    * Asks EMQX about one client now and brings its session there (a suspected ghost, or a
    * takeover whose order only arrival told). Changes nothing when EMQX cannot be asked.
+   * `stored`: the session as the ghost walk read it (else it is read now).
    */
-  private async confirm(clientId: string, since: number, report: ReconcileReport): Promise<void> {
+  private async confirm(clientId: string, since: number, report: ReconcileReport, stored?: Session): Promise<void> {
     const listed = await this.rest.client(clientId)
     const brokerTopics = listed?.connected ? new Map((await this.rest.subscriptionsOf(clientId)).map((s) => [s.topic, s.qos])) : new Map<string, QoS>()
-    await this.bringTo(clientId, listed, brokerTopics, true, since, report)
+    await this.bringTo(clientId, listed, brokerTopics, true, since, report, stored ?? (await this.fleet.session(clientId)))
   }
 
   /**
    * Brings one client's session to what EMQX holds: `listed` (null or offline: no connection)
    * and its topics. `fresh`: the topics were read for this client alone just now, so a topic
    * the hub holds and they lack is gone (a page of the full listing may have shifted instead).
+   * `held`: the session as stored when the run read it, before any fix.
    */
   private async bringTo(
     clientId: string,
     listed: EmqxListedClient | null,
-    brokerTopics: Map<string, QoS>,
+    brokerTopics: ReadonlyMap<string, QoS>,
     fresh: boolean,
     since: number,
-    report: ReconcileReport
+    report: ReconcileReport,
+    held: SessionRecord | undefined
   ): Promise<void> {
     const unlessChanged = this.unlessChanged(since, report)
     if (!listed?.connected) {
-      const held = this.registry.record(clientId)
       if (!held?.connected) return
       const result = await unlessChanged(clientId, (current) =>
         current?.connected && current.incarnation === held.incarnation
@@ -219,8 +339,7 @@ export class Reconciler {
       if (result.applied) report.ghostsEnded++
       return
     }
-    const before = this.registry.record(clientId)
-    const wasLive = before !== undefined && isLiveConnection(before, listed.client)
+    const wasLive = held !== undefined && isLiveConnection(held, listed.client)
     const result = await unlessChanged(clientId, this.source.listedConnect(listed.client))
     if (result.applied) {
       if (wasLive) report.sessionsCorrected++
@@ -228,7 +347,7 @@ export class Reconciler {
     } else if (!wasLive) {
       return // changed meanwhile (left alone) or not connected as listed: its topics are not ours to fix
     }
-    await this.fixTopics(clientId, brokerTopics, fresh, report, unlessChanged)
+    await this.fixTopics(clientId, brokerTopics, fresh, report, unlessChanged, held)
   }
 
   private unlessChanged(since: number, report: ReconcileReport): UnlessChanged {
@@ -250,18 +369,22 @@ export class Reconciler {
 
   private async fixTopics(
     clientId: string,
-    brokerTopics: Map<string, QoS>,
+    brokerTopics: ReadonlyMap<string, QoS>,
     fresh: boolean,
     report: ReconcileReport,
-    unlessChanged: UnlessChanged
+    unlessChanged: UnlessChanged,
+    before: SessionRecord | undefined
   ): Promise<void> {
-    const session = this.registry.record(clientId)
+    // as stored now, after this run's connect of it
+    const session = await this.fleet.session(clientId)
     if (!session?.connected) return
-    // a topic is also re-put when the session's clean start changed: persistent topics are stored
-    const persistent = new Set(this.registry.topics.persistentTopicsOf(clientId).map((t) => t.topic))
-    const held = new Map(this.registry.topics.topicsOf(clientId).map((t) => [t.topic, t.qos]))
+    // a topic is also re-put when this run changed the session's clean start in place: a
+    // persistent session's topics are stored as persistent, a clean one's not (see
+    // session-mutations.ts); a new connection's topics were cleared or, resumed, stay persistent
+    const cleanStartCorrected = before !== undefined && before.incarnation === session.incarnation && before.cleanStart !== session.cleanStart
+    const held = new Map(session.topics.map((t) => [t.topic, t.qos]))
     const missing = [...brokerTopics]
-      .filter(([topic, qos]) => held.get(topic) !== qos || persistent.has(topic) === session.cleanStart)
+      .filter(([topic, qos]) => held.get(topic) !== qos || cleanStartCorrected)
       .map(([topic, qos]) => ({ topic, qos }))
     let extra = [...held.keys()].filter((topic) => !brokerTopics.has(topic))
     if (extra.length > 0 && !fresh) {
@@ -280,6 +403,32 @@ export class Reconciler {
       )
       if (result.applied) report.topicsRemoved += extra.length
     }
+  }
+}
+
+/**
+ * Runs fixes `size` at a time, in the order added; `add` waits while all are busy, so a run
+ * holds a bounded number of fixes however many clients differ. A fix that fails is reported
+ * and the others go on.
+ */
+class FixPool {
+  private readonly running = new Set<Promise<void>>()
+
+  constructor(
+    private readonly size: number,
+    private readonly failed: (error: Error) => void
+  ) {}
+
+  async add(fix: () => Promise<void>): Promise<void> {
+    while (this.running.size >= this.size) await Promise.race(this.running)
+    const run: Promise<void> = fix()
+      .catch((error: Error) => this.failed(error))
+      .finally(() => this.running.delete(run))
+    this.running.add(run)
+  }
+
+  async drained(): Promise<void> {
+    while (this.running.size > 0) await Promise.race(this.running)
   }
 }
 

@@ -198,7 +198,7 @@ function matchRoute(route: Route, method: string, segments: string[]): Record<st
 export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Promise<EmqxRestStandin> {
   const version = options.version
   const node = options.node ?? 'emqx@127.0.0.1'
-  const clients = new Map<string, StandinClient>()
+  const clients = new VersionedMap<string, StandinClient>()
   const published: PublishedMessage[] = []
   const requests: RequestLogEntry[] = []
   let down: false | '503' | 'reset' = false
@@ -207,6 +207,11 @@ export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Pro
   const state = {
     subscriptions: [] as StandinSubscription[]
   }
+  /** Caches of listings, each valid while what it was made of is unchanged (see clientsInOrder, subscriptionCounts). */
+  let ordered: { version: number; list: StandinClient[] } | undefined
+  // subscriptions change by a new array (subscribe, unsubscribe, removeClient, the setter) or a
+  // test's push onto it: the array and its length say whether the counts still hold
+  let countsOf: { list: StandinSubscription[]; length: number; counts: Map<string, number> } | undefined
 
   const server = createServer((req, res) => {
     void handle(req, res)
@@ -478,7 +483,8 @@ export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Pro
     query: URLSearchParams,
     names: { exact: string[]; like: string[]; state: string }
   ): { clients: StandinClient[]; filtered: boolean; fuzzy: boolean } {
-    let list = [...clients.values()]
+    // filters make new arrays: the shared listing is never changed
+    let list = clientsInOrder()
     let filtered = false
     let fuzzy = false
     for (const key of names.exact) {
@@ -510,7 +516,8 @@ export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Pro
     query: URLSearchParams,
     names: { clientid: string; topic: string; qos: string; share: string; match: string; node: string }
   ): { subscriptions: StandinSubscription[]; filtered: boolean; fuzzy: boolean } {
-    let list = [...state.subscriptions]
+    // filters make new arrays: the stand-in's own list is never changed here
+    let list = state.subscriptions
     let filtered = false
     let fuzzy = false
     const clientid = query.get(names.clientid)
@@ -654,10 +661,24 @@ export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Pro
    * listing (subscriptionCount per row made a page of 1,000 out of 100,000 clients take 31 s).
    * Taken per request, so it counts what subscriptionCount would.
    */
-  function subscriptionCounts(): Map<string, number> {
+  function subscriptionCounts(): ReadonlyMap<string, number> {
+    const list = state.subscriptions
+    if (countsOf?.list === list && countsOf.length === list.length) return countsOf.counts
     const counts = new Map<string, number>()
-    for (const s of state.subscriptions) counts.set(s.clientid, (counts.get(s.clientid) ?? 0) + 1)
+    for (const s of list) counts.set(s.clientid, (counts.get(s.clientid) ?? 0) + 1)
+    countsOf = { list, length: list.length, counts }
     return counts
+  }
+
+  /**
+   * PERFORMANCE (bench/scale.ts lists 1,000,000 clients): the clients in insertion order (the
+   * listing's order), made once per change of the clients rather than copied for every page, so
+   * an unfiltered page costs O(page), not O(all clients). A change (addClient, removeClient, or a
+   * test's own `clients.set`/`delete`) bumps the map's version and the next page makes it again.
+   */
+  function clientsInOrder(): StandinClient[] {
+    if (ordered?.version !== clients.version) ordered = { version: clients.version, list: [...clients.values()] }
+    return ordered.list
   }
 
   function addClient(input: StandinClientInput): StandinClient {
@@ -741,6 +762,26 @@ export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Pro
 }
 
 // ------------------------------------------------------------------------------------ helpers
+
+/** A Map that counts its changes, so a listing made of it knows when to be made again. */
+class VersionedMap<K, V> extends Map<K, V> {
+  version = 0
+
+  override set(key: K, value: V): this {
+    this.version++
+    return super.set(key, value)
+  }
+
+  override delete(key: K): boolean {
+    this.version++
+    return super.delete(key)
+  }
+
+  override clear(): void {
+    this.version++
+    super.clear()
+  }
+}
 
 interface Paged {
   data: Record<string, unknown>[]
