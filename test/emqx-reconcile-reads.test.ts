@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { CacheReconcileReads } from '../src/emqx/cache-reconcile-reads.js'
 import type { EmqxCarrier } from '../src/emqx/emqx-carrier.js'
 import { Reconciler, type ReconcileReads, type ReconcileReport } from '../src/emqx/reconcile.js'
 import type { Session } from '../src/domain/session.js'
@@ -78,7 +77,7 @@ describe('the reconcile compares EMQX with the stored fleet', () => {
     t.standin.removeClient('walk-7')
 
     const carrier = t.hub.carrier as EmqxCarrier
-    const reads = new CountingReads(new CacheReconcileReads(t.hub.registry))
+    const reads = new CountingReads(t.hub.fleet)
     const reconciler = new Reconciler(t.hub.registry, reads, carrier.rest, carrier.source, t.hub.metrics, t.hub.log, { pageSize: 2 })
     const report = await reconciler.run('api')
     await reconciler.stop()

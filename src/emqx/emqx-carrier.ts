@@ -17,8 +17,7 @@ import type { Readiness } from '../observability/readiness.js'
 import { EmqxRestClient } from './emqx-rest.js'
 import { EmqxSource } from './emqx-source.js'
 import { ExhookServer } from './exhook/exhook-server.js'
-import { CacheReconcileReads } from './cache-reconcile-reads.js'
-import { Reconciler, type ReconcileReads, type ReconcileReport, type ReconcileTrigger } from './reconcile.js'
+import { Reconciler, type ReconcileReport, type ReconcileTrigger } from './reconcile.js'
 import { reconcileRoutes } from './reconcile-route.js'
 import { emqxWebhookRoutes, WEBHOOK_PATH } from './webhook-route.js'
 import type { Snapshot } from '../store/store.js'
@@ -53,18 +52,11 @@ export class EmqxCarrier implements ConnectionCarrier {
   /** When this replica began listening: a reconcile begun after it makes it ready. */
   private listeningSince = Date.now()
 
-  /**
-   * `fleet`: the stored fleet the reconcile compares EMQX's listing with (the store's
-   * FleetReads); without one, the registry's caches answer (CacheReconcileReads).
-   */
-  constructor(
-    private readonly core: HubCore,
-    fleet: ReconcileReads = new CacheReconcileReads(core.registry)
-  ) {
+  constructor(private readonly core: HubCore) {
     const { config, registry, devices, upstream, metrics, log } = core
     this.rest = new EmqxRestClient({ baseUrl: config.emqxApi, apiKey: config.emqxApiKey, apiSecret: config.emqxApiSecret, version: config.emqxVersion })
     this.source = new EmqxSource(registry, devices, upstream, core.admission, config, metrics, log.child({ component: 'emqx' }))
-    this.reconciler = new Reconciler(registry, fleet, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
+    this.reconciler = new Reconciler(registry, core.fleet, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
     this.lease = core.lease('reconcile')
