@@ -38,7 +38,7 @@ export class DeviceProperties {
     return this.byDevice.get(deviceId)?.get(name)
   }
 
-  load(rows: readonly StoredDeviceProperty[]): void {
+  load(rows: Iterable<StoredDeviceProperty>): void {
     for (const r of rows) this.set(r.deviceId, r.name, { value: r.value, updatedAt: r.updatedAt })
   }
 

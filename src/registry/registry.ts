@@ -160,7 +160,7 @@ export class SessionRegistry {
     this.stepDownHandler = handler
   }
 
-  load(sessions: readonly SessionRecord[]): void {
+  load(sessions: Iterable<SessionRecord>): void {
     for (const s of sessions) this.sessions.set(s.id, s)
   }
 
