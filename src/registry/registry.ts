@@ -237,7 +237,11 @@ export class SessionRegistry {
    */
   async restoreSubscriptionEntities(now: number): Promise<number> {
     let made = 0
-    const lacking = [...this.sessions.values()].filter((s) => entityPuts(this.cachedSession(s.id), s, this.topics.topicsOf(s.id), this.ownerOf, now).length > 0)
+    // a topic whose entity is held needs nothing: only the others are worked out (an entity's id is a hash)
+    const lacking = [...this.sessions.values()].filter((s) => {
+      const topics = this.topics.topicsOf(s.id).filter((t) => !this.subscriptions.holds(s.id, t.topic))
+      return topics.length > 0 && entityPuts(this.cachedSession(s.id), s, topics, this.ownerOf, now).length > 0
+    })
     await Promise.all(
       lacking.map((s) =>
         this.decider.decide({

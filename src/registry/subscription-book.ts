@@ -7,7 +7,7 @@ import type { ChangeProperty } from '../domain/change-topics.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import type { LoggedChange } from '../store/change-log.js'
 import { NO_ENTITIES } from '../store/decision.js'
-import { fewDelete, fewMap, fewPut, fewValues, type Few } from './few.js'
+import { fewDelete, fewGet, fewMap, fewPut, fewValues, type Few } from './few.js'
 
 const brokerTopicOf = (e: SubscriptionEntity): string => e.brokerTopic
 const idOf = (e: SubscriptionEntity): string => e.id
@@ -63,6 +63,11 @@ export class SubscriptionBook {
     }
     matching.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     return { subscriptions: matching.slice(0, query.limit), more: matching.length > query.limit }
+  }
+
+  /** Whether the session holds an entity for its subscription to `brokerTopic`. */
+  holds(sessionId: string, brokerTopic: string): boolean {
+    return fewGet(this.bySession.get(sessionId), brokerTopic, brokerTopicOf) !== undefined
   }
 
   /** The session's entities by broker topic, as stored (read-only: a decision's view of them). */

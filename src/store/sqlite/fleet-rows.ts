@@ -51,6 +51,14 @@ class SharedLists<T extends string> {
   }
 }
 
+/** Devices made without `ext` (most) share one empty one. */
+const NO_EXT: Record<string, unknown> = Object.freeze({})
+
+function isEmpty(o: object): boolean {
+  for (const _ in o) return false
+  return true
+}
+
 /** Re-iterable: every iteration reads the table again, from its first row. */
 function rowsOf<R, T>(statement: Database.Statement, decode: (row: R) => T): Iterable<T> {
   return {
@@ -84,6 +92,8 @@ export function fleetRows(s: FleetStatements): FleetRows {
       const d = JSON.parse(doc) as Device
       d.owner = shared.of(d.owner)
       d.group = shared.of(d.group)
+      // read-only wherever the hub uses it (a change makes a new device); frozen so that stays so
+      if (isEmpty(d.ext)) d.ext = NO_EXT
       return d
     }),
     deviceProperties: rowsOf(s.deviceProperties, ([deviceId, name, value, updatedAt]: [string, string, string, number]) => {
