@@ -76,6 +76,11 @@ type SessionDecision =
       owners: Plan[]
     }
 
+type AppliedDecision = Extract<SessionDecision, { kind: 'applied' }>
+
+/** Sessions of the previous run ended per decision at start. */
+const END_CHUNK = 1000
+
 const UNCHANGED: Decided<SessionDecision> = { mutations: [], result: { kind: 'unchanged' } }
 
 /** First and longest wait before the ends the store refused are tried again, ms. */
@@ -213,21 +218,36 @@ export class SessionRegistry {
    * At start nothing is connected: clean sessions of the previous run end, persistent ones go
    * offline (reason `server_shutdown`) and start counting towards their expiry from now.
    */
-  async endPreviousRun(now: number): Promise<{ ended: number; offline: number }> {
+  async endPreviousRun(now: number, chunk = END_CHUNK): Promise<{ ended: number; offline: number }> {
     let ended = 0
     let offline = 0
-    const connected = [...this.sessions.values()].filter((s) => s.connected)
-    await Promise.all(
-      connected.map(async (s) => {
-        const decision = await this.decide(s.id, (stored) =>
-          stored.session?.connected ? this.decided(s.id, endConnection(stored.session, now, 'server_shutdown'), stored) : UNCHANGED
-        )
-        if (decision.kind !== 'applied') return
-        this.afterApplied(s.id, decision, true)
+    const connected: string[] = []
+    for (const s of this.sessions.values()) if (s.connected) connected.push(s.id)
+    // one decision, and so one commit, per chunk of sessions rather than one per session: a
+    // crash can leave a million of them connected
+    for (let from = 0; from < connected.length; from += chunk) {
+      const ids = connected.slice(from, from + chunk)
+      const decisions = await this.decider.decide({
+        reads: { sessions: ids },
+        decide: (view) => {
+          const mutations: Mutation[] = []
+          const result: [id: string, decision: AppliedDecision][] = []
+          for (const id of ids) {
+            const stored = view.session(id)
+            if (!stored.session?.connected) continue
+            const decided = this.decided(id, endConnection(stored.session, now, 'server_shutdown'), stored)
+            for (const m of decided.mutations) mutations.push(m)
+            result.push([id, decided.result as AppliedDecision])
+          }
+          return { mutations, result }
+        }
+      })
+      for (const [id, decision] of decisions) {
+        this.afterApplied(id, decision, true)
         if (decision.transition.session === null) ended++
         else offline++
-      })
-    )
+      }
+    }
     return { ended, offline }
   }
 
@@ -347,7 +367,7 @@ export class SessionRegistry {
   }
 
   /** What an applied change does here once it is durable: the broker's state, observers, a step-down. */
-  private afterApplied(id: string, decision: Extract<SessionDecision, { kind: 'applied' }>, marksChange: boolean): void {
+  private afterApplied(id: string, decision: AppliedDecision, marksChange: boolean): void {
     if (marksChange) this.lastChange.set(id, Date.now())
     for (const p of decision.owners) p.apply()
     for (const observe of this.observers) observe(decision.before, decision.transition.session)
