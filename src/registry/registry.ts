@@ -258,10 +258,12 @@ export class SessionRegistry {
   async restoreSubscriptionEntities(now: number): Promise<number> {
     let made = 0
     // a topic whose entity is held needs nothing: only the others are worked out (an entity's id is a hash)
-    const lacking = [...this.sessions.values()].filter((s) => {
+    const lacking: SessionRecord[] = []
+    for (const s of this.sessions.values()) {
+      if (this.topics.countOf(s.id) === 0) continue
       const topics = this.topics.topicsOf(s.id).filter((t) => !this.subscriptions.holds(s.id, t.topic))
-      return topics.length > 0 && entityPuts(this.cachedSession(s.id), s, topics, this.ownerOf, now).length > 0
-    })
+      if (topics.length > 0 && entityPuts(this.cachedSession(s.id), s, topics, this.ownerOf, now).length > 0) lacking.push(s)
+    }
     await Promise.all(
       lacking.map((s) =>
         this.decider.decide({

@@ -13,7 +13,7 @@
 import type Database from 'better-sqlite3'
 import type { ChangeProperty } from '../../domain/change-topics.js'
 import type { Device } from '../../domain/device.js'
-import type { QoS, SessionRecord } from '../../domain/session.js'
+import type { QoS, SessionRecord, TopicSubscription } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { StoredDeviceProperty, StoredTopic } from '../store.js'
 
@@ -124,18 +124,15 @@ export function fleetRows(s: FleetStatements): FleetRows {
       r.disconnectReason = shared.of(r.disconnectReason)
       return r
     }),
-    topics: rowsOf(s.topics, ([sessionId, topic, qos, rh, rap, nl, subId, persistent]: TopicRow) => ({
-      sessionId,
-      persistent: persistent === 1,
-      subscription: {
-        topic,
-        qos: qos as QoS,
-        ...(rh !== null ? { rh } : {}),
-        ...(rap !== null ? { rap: rap === 1 } : {}),
-        ...(nl !== null ? { nl: nl === 1 } : {}),
-        ...(subId !== null ? { subscriptionIdentifier: subId } : {})
-      }
-    }))
+    topics: rowsOf(s.topics, ([sessionId, topic, qos, rh, rap, nl, subId, persistent]: TopicRow): StoredTopic => {
+      // built field by field (not spread): a million rows each made four objects more to drop
+      const subscription: TopicSubscription = { topic, qos: qos as QoS }
+      if (rh !== null) subscription.rh = rh
+      if (rap !== null) subscription.rap = rap === 1
+      if (nl !== null) subscription.nl = nl === 1
+      if (subId !== null) subscription.subscriptionIdentifier = subId
+      return { sessionId, persistent: persistent === 1, subscription }
+    })
   }
 }
 
