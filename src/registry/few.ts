@@ -32,7 +32,8 @@ export function fewDelete<K, V extends object>(few: Few<K, V> | undefined, key: 
   if (few === undefined) return undefined
   if (few instanceof Map) {
     few.delete(key)
-    return few.size === 0 ? undefined : few
+    // one left is held as itself again; a Map shrunk to a few stays one (it grew once already)
+    return few.size === 0 ? undefined : few.size === 1 ? few.values().next().value : few
   }
   if (!Array.isArray(few)) return keyOf(few) === key ? undefined : few
   const i = indexOf(few, key, keyOf)
