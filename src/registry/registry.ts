@@ -259,8 +259,9 @@ export class SessionRegistry {
     let made = 0
     // a topic whose entity is held needs nothing: only the others are worked out (an entity's id is a hash)
     const lacking: SessionRecord[] = []
+    const lacks = (sessionId: string, topic: string) => !this.subscriptions.holds(sessionId, topic)
     for (const s of this.sessions.values()) {
-      if (this.topics.countOf(s.id) === 0) continue
+      if (!this.topics.anyTopic(s.id, lacks)) continue
       const topics = this.topics.topicsOf(s.id).filter((t) => !this.subscriptions.holds(s.id, t.topic))
       if (topics.length > 0 && entityPuts(this.cachedSession(s.id), s, topics, this.ownerOf, now).length > 0) lacking.push(s)
     }

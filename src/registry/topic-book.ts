@@ -78,6 +78,12 @@ export class TopicBook {
     return result
   }
 
+  /** Whether any topic of the session passes `test` (which is given the session id too, so one function serves every session). */
+  anyTopic(sessionId: string, test: (sessionId: string, topic: string) => boolean): boolean {
+    for (const e of fewValues(this.bySession.get(sessionId))) if (test(sessionId, e.subscription.topic)) return true
+    return false
+  }
+
   countOf(sessionId: string): number {
     return fewSize(this.bySession.get(sessionId))
   }
