@@ -223,9 +223,16 @@ export class Hub {
   }
 
   private async startInOrder(): Promise<HubAddresses> {
+    // each of the fleet's collections is read once, as it is iterated, straight into its cache
     const snapshot = await this.store.load({ fleet: this.holdsFleet })
     this.devices.load(snapshot.devices)
-    this.properties.load(snapshot.deviceProperties)
+    /** Devices whose stored connectinfo says online: the only ones its reconcile (below) may correct. */
+    const shownOnline: [deviceId: string, connectinfo: unknown][] = []
+    this.properties.load(
+      tap(snapshot.deviceProperties, (p) => {
+        if (p.name === 'connectinfo' && (p.value as { _online?: unknown } | null)?._online === true) shownOnline.push([p.deviceId, p.value])
+      })
+    )
     this.registry.topics.load(snapshot.topics)
     this.registry.subscriptions.load(snapshot.subscriptions)
     this.registry.load(snapshot.sessions)
@@ -241,13 +248,13 @@ export class Hub {
     })
     // recorded at once, so pruning keeps what this replica has yet to apply while it starts
     await this.replicas.heartbeat().catch((error: Error) => this.log.warn({ err: error.message }, 'replica heartbeat failed'))
-    this.connectInfo.load(snapshot.sessions)
+    this.connectInfo.load(this.registry.records())
     // clocks can step back across a restart: new connections must still sort after stored ones
-    for (const s of snapshot.sessions) observeIncarnation(s.incarnation)
+    for (const s of this.registry.records()) observeIncarnation(s.incarnation)
     if (snapshot.newestIncarnation !== undefined) observeIncarnation(snapshot.newestIncarnation)
     // a crash can come between a session's end and its device's connectinfo write (devices
     // still connected at the crash are brought offline by the carrier's recovery, just below)
-    this.connectInfo.reconcile(snapshot.deviceProperties.filter((p) => p.name === 'connectinfo').map((p) => [p.deviceId, p.value]))
+    this.connectInfo.reconcile(shownOnline)
     await this.carrier.recover(snapshot)
     const restored = await this.registry.restoreSubscriptionEntities(Date.now())
     if (restored > 0) this.log.info({ subscriptions: restored }, 'made the subscription entities stored sessions were missing')
@@ -402,6 +409,14 @@ export class Hub {
     await this.store.close()
     this.state = 'stopped'
     this.log.info('iothub stopped')
+  }
+}
+
+/** `items` as they are iterated, each shown to `see` on its way. */
+function* tap<T>(items: Iterable<T>, see: (item: T) => void): Generator<T> {
+  for (const item of items) {
+    see(item)
+    yield item
   }
 }
 

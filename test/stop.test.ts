@@ -4,6 +4,7 @@
  * offline with reason server_shutdown — read straight from the store, not through a restart,
  * which would otherwise repair what the stop left undone.
  */
+import { loadAll } from './helpers/snapshot.js'
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
@@ -33,7 +34,7 @@ describe('graceful stop', () => {
 
     const store = new SqliteStore({ dataDir })
     try {
-      const { sessions, topics } = await store.load()
+      const { sessions, topics } = await loadAll(store)
       assert.deepEqual(sessions.map((s) => s.id).sort(), ['stop-1', 'stop-3', 'stop-5', 'stop-7', 'stop-9'], 'clean sessions ended')
       for (const s of sessions) {
         assert.equal(s.connected, false, `${s.id} is offline`)

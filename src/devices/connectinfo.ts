@@ -14,18 +14,22 @@ import type { Logger } from 'pino'
 import { nanos, type ConnectInfo } from '../domain/device-properties.js'
 import type { Protocol, SessionRecord } from '../domain/session.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
+import { fewDelete, fewPut, fewValues, type Few } from '../registry/few.js'
 import type { StoredView } from '../store/decision.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 
 /** The part of a session connectinfo shows. */
 type ShownConnection = Pick<SessionRecord, 'clientId' | 'peerHost' | 'protocol' | 'sockPort' | 'username' | 'connectedAt' | 'disconnectedAt'>
 
+const idOf = (s: SessionRecord): string => s.id
+
 /** How long a failed connectinfo write waits before it is tried again. */
 const RETRY_MS = 1000
 
 export class ConnectInfoTracker {
   /** deviceId → its sessions, as the registry holds them. */
-  private readonly sessions = new Map<string, Map<string, SessionRecord>>()
+  /** deviceId → its sessions (almost always one: a Few, registry/few.ts), as the registry holds them. */
+  private readonly sessions = new Map<string, Few<string, SessionRecord>>()
   /** What each device's last connection change was about (shown while none is connected). */
   private readonly lastChanged = new Map<string, ShownConnection>()
   private readonly pending = new Set<string>()
@@ -42,7 +46,7 @@ export class ConnectInfoTracker {
 
   /** The sessions of a device as this process keeps them (where it holds the fleet), as a decision reads them. */
   sessionsOf(deviceId: string): readonly SessionRecord[] {
-    return [...(this.sessions.get(deviceId)?.values() ?? [])]
+    return [...fewValues(this.sessions.get(deviceId))]
   }
 
   load(sessions: Iterable<SessionRecord>): void {
@@ -80,7 +84,7 @@ export class ConnectInfoTracker {
     let fixed = 0
     for (const [deviceId, info] of stored) {
       if ((info as Partial<ConnectInfo>)._online !== true || !this.devices.get(deviceId) || this.pending.has(deviceId)) continue
-      if ([...(this.sessions.get(deviceId)?.values() ?? [])].some((s) => s.connected)) continue
+      if ([...fewValues(this.sessions.get(deviceId))].some((s) => s.connected)) continue
       const last = info as ConnectInfo
       this.lastChanged.set(deviceId, {
         clientId: last._clientid,
@@ -113,14 +117,9 @@ export class ConnectInfoTracker {
 
   private track(deviceId: string, sessionId: string, session: SessionRecord | null): void {
     if (!this.holdsFleet) return
-    let ofDevice = this.sessions.get(deviceId)
-    if (session) {
-      if (!ofDevice) this.sessions.set(deviceId, (ofDevice = new Map<string, SessionRecord>()))
-      ofDevice.set(sessionId, session)
-    } else if (ofDevice) {
-      ofDevice.delete(sessionId)
-      if (ofDevice.size === 0) this.sessions.delete(deviceId)
-    }
+    const ofDevice = session ? fewPut(this.sessions.get(deviceId), session, idOf) : fewDelete(this.sessions.get(deviceId), sessionId, idOf)
+    if (ofDevice === undefined) this.sessions.delete(deviceId)
+    else this.sessions.set(deviceId, ofDevice)
   }
 
   private schedule(deviceId: string): void {

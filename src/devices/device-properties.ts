@@ -8,6 +8,7 @@
  * changes only as the change log hands back committed values.
  */
 import type { PropertyName } from '../domain/device-properties.js'
+import { fewGet, fewPut, fewValues, type Few } from '../registry/few.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider, DecisionReads, StoredProperty, StoredView } from '../store/decision.js'
@@ -17,13 +18,17 @@ import type { Store, StoredDeviceProperty } from '../store/store.js'
 export const UNCHANGED = Symbol('unchanged')
 
 interface PropertyValue {
+  name: string
   value: unknown
   /** Epoch milliseconds. */
   updatedAt: number
 }
 
+const nameOf = (p: PropertyValue): string => p.name
+
 export class DeviceProperties {
-  private readonly byDevice = new Map<string, Map<string, PropertyValue>>()
+  /** A device's few properties as a Few (registry/few.ts): a Map per device would cost more than a million devices' values. */
+  private readonly byDevice = new Map<string, Few<string, PropertyValue>>()
   private readonly queue = new KeyedQueue()
 
   constructor(
@@ -39,7 +44,7 @@ export class DeviceProperties {
   /** A committed value, handed back by the change log. */
   applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void {
     if (this.sharedStore) return
-    this.set(m.deviceId, m.name, { value: m.value, updatedAt: m.updatedAt })
+    this.set(m.deviceId, { name: m.name, value: m.value, updatedAt: m.updatedAt })
   }
 
   /** Every stored property of a device, by name, and when any of them last changed (epoch ms). */
@@ -56,29 +61,29 @@ export class DeviceProperties {
 
   /** The property as cached, as a decision reads it. */
   stored(deviceId: string, name: string): StoredProperty | undefined {
-    return this.byDevice.get(deviceId)?.get(name)
+    return fewGet(this.byDevice.get(deviceId), name, nameOf)
   }
 
-  load(rows: readonly StoredDeviceProperty[]): void {
+  load(rows: Iterable<StoredDeviceProperty>): void {
     if (this.sharedStore) return
-    for (const r of rows) this.set(r.deviceId, r.name, { value: r.value, updatedAt: r.updatedAt })
+    for (const r of rows) this.set(r.deviceId, { name: r.name, value: r.value, updatedAt: r.updatedAt })
   }
 
   get(deviceId: string, name: PropertyName): unknown {
-    return this.byDevice.get(deviceId)?.get(name)?.value
+    return fewGet(this.byDevice.get(deviceId), name, nameOf)?.value
   }
 
   /** Every stored property of a device, by name. */
   of(deviceId: string): Partial<Record<PropertyName, unknown>> {
     const result: Partial<Record<PropertyName, unknown>> = {}
-    for (const [name, p] of this.byDevice.get(deviceId) ?? []) result[name as PropertyName] = p.value
+    for (const p of fewValues(this.byDevice.get(deviceId))) result[p.name as PropertyName] = p.value
     return result
   }
 
   /** When any property of the device last changed (epoch ms), or undefined if none ever did. */
   lastChange(deviceId: string): number | undefined {
     let last: number | undefined
-    for (const p of this.byDevice.get(deviceId)?.values() ?? []) if (last === undefined || p.updatedAt > last) last = p.updatedAt
+    for (const p of fewValues(this.byDevice.get(deviceId))) if (last === undefined || p.updatedAt > last) last = p.updatedAt
     return last
   }
 
@@ -118,9 +123,7 @@ export class DeviceProperties {
     while (this.queue.pendingKeys > 0) await new Promise((resolve) => setImmediate(resolve))
   }
 
-  private set(deviceId: string, name: string, value: PropertyValue): void {
-    let properties = this.byDevice.get(deviceId)
-    if (!properties) this.byDevice.set(deviceId, (properties = new Map<string, PropertyValue>()))
-    properties.set(name, value)
+  private set(deviceId: string, value: PropertyValue): void {
+    this.byDevice.set(deviceId, fewPut(this.byDevice.get(deviceId), value, nameOf))
   }
 }

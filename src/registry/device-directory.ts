@@ -41,7 +41,7 @@ export class DeviceDirectory {
     this.decider = decider
   }
 
-  load(devices: readonly Device[]): void {
+  load(devices: Iterable<Device>): void {
     for (const d of devices) this.devices.set(d.id, d)
   }
 

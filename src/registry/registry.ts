@@ -88,6 +88,11 @@ type SessionDecision =
       owners: Plan[]
     }
 
+type AppliedDecision = Extract<SessionDecision, { kind: 'applied' }>
+
+/** Sessions of the previous run ended per decision at start. */
+const END_CHUNK = 1000
+
 const UNCHANGED: Decided<SessionDecision> = { mutations: [], result: { kind: 'unchanged' } }
 
 /** First and longest wait before the ends the store refused are tried again, ms. */
@@ -168,7 +173,7 @@ export class SessionRegistry {
     this.stepDownHandler = handler
   }
 
-  load(sessions: readonly SessionRecord[]): void {
+  load(sessions: Iterable<SessionRecord>): void {
     for (const s of sessions) this.sessions.set(s.id, s)
   }
 
@@ -222,21 +227,36 @@ export class SessionRegistry {
    * At start nothing is connected: clean sessions of the previous run end, persistent ones go
    * offline (reason `server_shutdown`) and start counting towards their expiry from now.
    */
-  async endPreviousRun(now: number): Promise<{ ended: number; offline: number }> {
+  async endPreviousRun(now: number, chunk = END_CHUNK): Promise<{ ended: number; offline: number }> {
     let ended = 0
     let offline = 0
-    const connected = [...this.sessions.values()].filter((s) => s.connected)
-    await Promise.all(
-      connected.map(async (s) => {
-        const decision = await this.decide(s.id, (stored) =>
-          stored.session?.connected ? this.decided(s.id, endConnection(stored.session, now, 'server_shutdown'), stored) : UNCHANGED
-        )
-        if (decision.kind !== 'applied') return
-        this.afterApplied(s.id, decision, true)
+    const connected: string[] = []
+    for (const s of this.sessions.values()) if (s.connected) connected.push(s.id)
+    // one decision, and so one commit, per chunk of sessions rather than one per session: a
+    // crash can leave a million of them connected
+    for (let from = 0; from < connected.length; from += chunk) {
+      const ids = connected.slice(from, from + chunk)
+      const decisions = await this.decider.decide({
+        reads: { sessions: ids },
+        decide: (view) => {
+          const mutations: Mutation[] = []
+          const result: [id: string, decision: AppliedDecision][] = []
+          for (const id of ids) {
+            const stored = view.session(id)
+            if (!stored.session?.connected) continue
+            const decided = this.decided(id, endConnection(stored.session, now, 'server_shutdown'), stored)
+            for (const m of decided.mutations) mutations.push(m)
+            result.push([id, decided.result as AppliedDecision])
+          }
+          return { mutations, result }
+        }
+      })
+      for (const [id, decision] of decisions) {
+        this.afterApplied(id, decision, true)
         if (decision.transition.session === null) ended++
         else offline++
-      })
-    )
+      }
+    }
     return { ended, offline }
   }
 
@@ -246,7 +266,14 @@ export class SessionRegistry {
    */
   async restoreSubscriptionEntities(now: number): Promise<number> {
     let made = 0
-    const lacking = [...this.sessions.values()].filter((s) => entityPuts(this.cachedSession(s.id), s, this.topics.topicsOf(s.id), this.ownerOf, now).length > 0)
+    // a topic whose entity is held needs nothing: only the others are worked out (an entity's id is a hash)
+    const lacking: SessionRecord[] = []
+    const lacks = (sessionId: string, topic: string) => !this.subscriptions.holds(sessionId, topic)
+    for (const s of this.sessions.values()) {
+      if (!this.topics.anyTopic(s.id, lacks)) continue
+      const topics = this.topics.topicsOf(s.id).filter((t) => !this.subscriptions.holds(s.id, t.topic))
+      if (topics.length > 0 && entityPuts(this.cachedSession(s.id), s, topics, this.ownerOf, now).length > 0) lacking.push(s)
+    }
     await Promise.all(
       lacking.map((s) =>
         this.decider.decide({
@@ -352,7 +379,7 @@ export class SessionRegistry {
   }
 
   /** What an applied change does here once it is durable: the broker's state, observers, a step-down. */
-  private afterApplied(id: string, decision: Extract<SessionDecision, { kind: 'applied' }>, marksChange: boolean): void {
+  private afterApplied(id: string, decision: AppliedDecision, marksChange: boolean): void {
     if (marksChange) this.lastChange.set(id, Date.now())
     for (const p of decision.owners) p.apply()
     for (const observe of this.observers) observe(decision.before, decision.transition.session)

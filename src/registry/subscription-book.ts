@@ -8,13 +8,21 @@ import type { SubscriptionEntity } from '../domain/subscription.js'
 import type { LoggedChange } from '../store/change-log.js'
 import { NO_ENTITIES } from '../store/decision.js'
 import type { SubscriptionQuery } from '../store/fleet-reads.js'
+import { fewDelete, fewGet, fewMap, fewPut, fewValues, type Few } from './few.js'
 
+const brokerTopicOf = (e: SubscriptionEntity): string => e.brokerTopic
+const idOf = (e: SubscriptionEntity): string => e.id
+
+/**
+ * Held compactly, for a million stored sessions: a session's entities (by broker topic) and a
+ * device's (by id) are Fews (see few.ts) — one entity, almost always, held as itself.
+ */
 export class SubscriptionBook {
   private readonly byId = new Map<string, SubscriptionEntity>()
-  private readonly bySession = new Map<string, Map<string, SubscriptionEntity>>()
-  private readonly byDevice = new Map<string, Set<SubscriptionEntity>>()
+  private readonly bySession = new Map<string, Few<string, SubscriptionEntity>>()
+  private readonly byDevice = new Map<string, Few<string, SubscriptionEntity>>()
 
-  load(entities: readonly SubscriptionEntity[]): void {
+  load(entities: Iterable<SubscriptionEntity>): void {
     for (const e of entities) this.put(e)
   }
 
@@ -29,16 +37,16 @@ export class SubscriptionBook {
   /** The entities of `deviceId` that receive changes of `property`. */
   receiving(deviceId: string, property: ChangeProperty): SubscriptionEntity[] {
     const result: SubscriptionEntity[] = []
-    for (const e of this.byDevice.get(deviceId) ?? []) if (e.properties.includes(property)) result.push(e)
+    for (const e of fewValues(this.byDevice.get(deviceId))) if (e.properties.includes(property)) result.push(e)
     return result
   }
 
   list(query: SubscriptionQuery): { subscriptions: SubscriptionEntity[]; more: boolean } {
     const source =
       query.sessionId !== undefined
-        ? (this.bySession.get(query.sessionId)?.values() ?? [])
+        ? fewValues(this.bySession.get(query.sessionId))
         : query.deviceId !== undefined
-          ? (this.byDevice.get(query.deviceId) ?? [])
+          ? fewValues(this.byDevice.get(query.deviceId))
           : this.byId.values()
     const matching: SubscriptionEntity[] = []
     for (const e of source) {
@@ -50,9 +58,14 @@ export class SubscriptionBook {
     return { subscriptions: matching.slice(0, query.limit), more: matching.length > query.limit }
   }
 
+  /** Whether the session holds an entity for its subscription to `brokerTopic`. */
+  holds(sessionId: string, brokerTopic: string): boolean {
+    return fewGet(this.bySession.get(sessionId), brokerTopic, brokerTopicOf) !== undefined
+  }
+
   /** The session's entities by broker topic, as stored (read-only: a decision's view of them). */
   entitiesOf(sessionId: string): ReadonlyMap<string, SubscriptionEntity> {
-    return this.bySession.get(sessionId) ?? NO_ENTITIES
+    return fewMap(this.bySession.get(sessionId), brokerTopicOf) ?? NO_ENTITIES
   }
 
   /** A committed change, handed back by the change log (see topic-book.ts). */
@@ -63,28 +76,24 @@ export class SubscriptionBook {
       if (e) this.delete(e)
       return
     }
-    for (const e of [...(this.bySession.get(m.sessionId)?.values() ?? [])]) this.delete(e)
+    for (const e of [...fewValues(this.bySession.get(m.sessionId))]) this.delete(e)
   }
 
   private put(e: SubscriptionEntity): void {
     const previous = this.byId.get(e.id)
     if (previous) this.delete(previous)
     this.byId.set(e.id, e)
-    let ofSession = this.bySession.get(e.sessionId)
-    if (!ofSession) this.bySession.set(e.sessionId, (ofSession = new Map<string, SubscriptionEntity>()))
-    ofSession.set(e.brokerTopic, e)
-    let ofDevice = this.byDevice.get(e.deviceId)
-    if (!ofDevice) this.byDevice.set(e.deviceId, (ofDevice = new Set()))
-    ofDevice.add(e)
+    this.bySession.set(e.sessionId, fewPut(this.bySession.get(e.sessionId), e, brokerTopicOf))
+    this.byDevice.set(e.deviceId, fewPut(this.byDevice.get(e.deviceId), e, idOf))
   }
 
   private delete(e: SubscriptionEntity): void {
     this.byId.delete(e.id)
-    const ofSession = this.bySession.get(e.sessionId)
-    ofSession?.delete(e.brokerTopic)
-    if (ofSession?.size === 0) this.bySession.delete(e.sessionId)
-    const ofDevice = this.byDevice.get(e.deviceId)
-    ofDevice?.delete(e)
-    if (ofDevice?.size === 0) this.byDevice.delete(e.deviceId)
+    const ofSession = fewDelete(this.bySession.get(e.sessionId), e.brokerTopic, brokerTopicOf)
+    if (ofSession === undefined) this.bySession.delete(e.sessionId)
+    else this.bySession.set(e.sessionId, ofSession)
+    const ofDevice = fewDelete(this.byDevice.get(e.deviceId), e.id, idOf)
+    if (ofDevice === undefined) this.byDevice.delete(e.deviceId)
+    else this.byDevice.set(e.deviceId, ofDevice)
   }
 }

@@ -13,10 +13,17 @@ import type { TopicSubscription } from '../domain/session.js'
 import type { LoggedChange } from '../store/change-log.js'
 import { NO_TOPICS, type StoredTopicEntry } from '../store/decision.js'
 import { EMPTY_PLAN, type Plan } from '../store/plan.js'
+import { fewDelete, fewGet, fewMap, fewPut, fewSize, fewValues, type Few } from './few.js'
 import { changedTopics } from './session-mutations.js'
 import type { StoredTopic } from '../store/store.js'
 
-type Entry = StoredTopicEntry
+/** One topic of one session; the same object sits in the session's list and the broker's index. */
+interface Entry extends StoredTopicEntry {
+  readonly sessionId: string
+}
+
+const topicOf = (e: Entry): string => e.subscription.topic
+const itself = (e: Entry): Entry => e
 
 const NOTHING_TO_DO = (): void => undefined
 
@@ -30,20 +37,32 @@ export interface MatchedSubscription {
   nl?: boolean
 }
 
+/**
+ * Held compactly, for a million stored sessions (see few.ts): each session's topics are a Few
+ * of entries, and the broker's index of persistent QoS > 0 subscriptions is by the filter's
+ * first level — a device's filters all begin with its mountpoint `{deviceId}/`, so a published
+ * topic is tested against the few filters of one device, not walked through a trie that would
+ * hold a chain of nodes per device. Filters whose first level is a wildcard (a superuser's `#`,
+ * `+/…`) are matched by a trie of their own.
+ */
 export class TopicBook {
-  private readonly bySession = new Map<string, Map<string, Entry>>()
-  /** Persistent subscriptions with QoS > 0: the ones the broker queues for while offline. */
-  private readonly trie = new QlobberSub({ wildcard_one: '+', wildcard_some: '#', separator: '/' })
-  /** How many persistent subscriptions each session has; its size is the persistent-session count. */
-  private readonly persistentPerSession = new Map<string, number>()
+  private readonly bySession = new Map<string, Few<string, Entry>>()
+  /** Persistent subscriptions with QoS > 0 (the ones the broker queues for while offline), by literal first level. */
+  private readonly byFirstLevel = new Map<string, Few<Entry, Entry>>()
+  /** The same, for filters whose first level is a wildcard. */
+  private readonly wildcardFirst = new QlobberSub({ wildcard_one: '+', wildcard_some: '#', separator: '/' })
+  /** How many entries are in the two indexes above. */
+  private queuedFor = 0
+  /** How many sessions have a persistent subscription. */
+  private persistentSessions = 0
 
-  load(rows: readonly StoredTopic[]): void {
+  load(rows: Iterable<StoredTopic>): void {
     for (const row of rows) this.put(row.sessionId, row.subscription, row.persistent)
   }
 
   /** The session's topics as stored (read-only: a decision's view of them). */
   entriesOf(sessionId: string): ReadonlyMap<string, StoredTopicEntry> {
-    return this.bySession.get(sessionId) ?? NO_TOPICS
+    return fewMap(this.bySession.get(sessionId), topicOf) ?? NO_TOPICS
   }
 
   /** A committed change, handed back by the change log. */
@@ -54,37 +73,57 @@ export class TopicBook {
   }
 
   topicsOf(sessionId: string): TopicSubscription[] {
-    const entries = this.bySession.get(sessionId)
-    return entries ? [...entries.values()].map((e) => e.subscription) : []
-  }
-
-  countOf(sessionId: string): number {
-    return this.bySession.get(sessionId)?.size ?? 0
-  }
-
-  holds(sessionId: string, topic: string): boolean {
-    return this.bySession.get(sessionId)?.has(topic) ?? false
-  }
-
-  persistentTopicsOf(sessionId: string): TopicSubscription[] {
-    const entries = this.bySession.get(sessionId)
-    if (!entries) return []
     const result: TopicSubscription[] = []
-    for (const e of entries.values()) if (e.persistent) result.push(e.subscription)
+    for (const e of fewValues(this.bySession.get(sessionId))) result.push(e.subscription)
     return result
   }
 
+  /** Whether any topic of the session passes `test` (which is given the session id too, so one function serves every session). */
+  anyTopic(sessionId: string, test: (sessionId: string, topic: string) => boolean): boolean {
+    for (const e of fewValues(this.bySession.get(sessionId))) if (test(sessionId, e.subscription.topic)) return true
+    return false
+  }
+
+  countOf(sessionId: string): number {
+    return fewSize(this.bySession.get(sessionId))
+  }
+
+  holds(sessionId: string, topic: string): boolean {
+    return fewGet(this.bySession.get(sessionId), topic, topicOf) !== undefined
+  }
+
+  persistentTopicsOf(sessionId: string): TopicSubscription[] {
+    const result: TopicSubscription[] = []
+    for (const e of fewValues(this.bySession.get(sessionId))) if (e.persistent) result.push(e.subscription)
+    return result
+  }
+
+  /** The persistent QoS > 0 subscriptions `topic` reaches, in the order Aedes' own trie (qlobber) gives them. */
   matchPersistent(topic: string): MatchedSubscription[] {
-    return this.trie.match(topic)
+    const trie: MatchedSubscription[] = this.wildcardFirst.match(topic)
+    const bucket = this.byFirstLevel.get(firstLevelOf(topic))
+    if (bucket === undefined) return trie
+    const words = topic.split('/')
+    const matching: Entry[] = []
+    for (const e of fewValues(bucket)) if (trieMatches(e.subscription.topic.split('/'), words)) matching.push(e)
+    if (matching.length > 1) matching.sort((a, b) => trieOrder(a.subscription.topic, b.subscription.topic))
+    // the trie's walk takes `#` before a literal level and `+` after it
+    const matched = trie.filter((m) => m.topic.startsWith('#'))
+    for (const e of matching) {
+      const { topic: filter, qos, rh, rap, nl } = e.subscription
+      matched.push({ clientId: e.sessionId, topic: filter, qos, rh, rap, nl })
+    }
+    for (const m of trie) if (!m.topic.startsWith('#')) matched.push(m)
+    return matched
   }
 
   countPersistent(): { subsCount: number; clientsCount: number } {
-    return { subsCount: this.trie.subscriptionsCount, clientsCount: this.persistentPerSession.size }
+    return { subsCount: this.queuedFor, clientsCount: this.persistentSessions }
   }
 
   *sessionsWithPersistentTopic(topic: string): Generator<string> {
     for (const [sessionId, entries] of this.bySession) {
-      if (entries.get(topic)?.persistent) yield sessionId
+      if (fewGet(entries, topic, topicOf)?.persistent) yield sessionId
     }
   }
 
@@ -110,46 +149,104 @@ export class TopicBook {
   }
 
   private put(sessionId: string, subscription: TopicSubscription, persistent: boolean): void {
-    let entries = this.bySession.get(sessionId)
-    if (!entries) {
-      entries = new Map()
-      this.bySession.set(sessionId, entries)
-    }
-    this.unindex(sessionId, entries.get(subscription.topic))
-    entries.set(subscription.topic, { subscription, persistent })
-    this.index(sessionId, subscription, persistent)
+    const entries = this.bySession.get(sessionId)
+    const before = fewGet(entries, subscription.topic, topicOf)
+    const hadPersistent = hasPersistent(entries)
+    if (before) this.unindex(before)
+    // every entry of a session shares one copy of its id
+    const key = entries === undefined ? sessionId : sessionIdOf(entries)
+    const entry: Entry = { sessionId: key, subscription, persistent }
+    const after = fewPut(entries, entry, topicOf)
+    this.bySession.set(key, after)
+    this.index(entry)
+    if (hadPersistent !== (persistent || hasPersistent(after))) this.persistentSessions += hadPersistent ? -1 : 1
   }
 
   private delete(sessionId: string, topic: string): void {
     const entries = this.bySession.get(sessionId)
-    const entry = entries?.get(topic)
-    if (!entries || !entry) return
-    this.unindex(sessionId, entry)
-    entries.delete(topic)
-    if (entries.size === 0) this.bySession.delete(sessionId)
+    const entry = fewGet(entries, topic, topicOf)
+    if (!entry) return
+    this.unindex(entry)
+    const left = fewDelete(entries, topic, topicOf)
+    if (left === undefined) this.bySession.delete(sessionId)
+    else if (left !== entries) this.bySession.set(sessionId, left)
+    if (entry.persistent && !hasPersistent(left)) this.persistentSessions--
   }
 
   private clear(sessionId: string): void {
     const entries = this.bySession.get(sessionId)
     if (!entries) return
-    for (const entry of entries.values()) this.unindex(sessionId, entry)
+    for (const entry of fewValues(entries)) this.unindex(entry)
+    if (hasPersistent(entries)) this.persistentSessions--
     this.bySession.delete(sessionId)
   }
 
-  private index(sessionId: string, subscription: TopicSubscription, persistent: boolean): void {
-    if (!persistent) return
-    this.persistentPerSession.set(sessionId, (this.persistentPerSession.get(sessionId) ?? 0) + 1)
-    if (subscription.qos > 0) {
-      const { topic, qos, rh, rap, nl } = subscription
-      this.trie.add(topic, { clientId: sessionId, topic, qos, rh, rap, nl })
+  /** Into the broker's index, when the broker queues for it: persistent, QoS > 0. */
+  private index(entry: Entry): void {
+    if (!entry.persistent || entry.subscription.qos === 0) return
+    this.queuedFor++
+    const { topic, qos, rh, rap, nl } = entry.subscription
+    const first = firstLevelOf(topic)
+    if (first === '+' || first === '#') {
+      this.wildcardFirst.add(topic, { clientId: entry.sessionId, topic, qos, rh, rap, nl })
+      return
     }
+    // a device's filters begin with its id, which is often its client id too: one copy of it
+    const key = first === entry.sessionId ? entry.sessionId : first
+    this.byFirstLevel.set(key, fewPut(this.byFirstLevel.get(key), entry, itself))
   }
 
-  private unindex(sessionId: string, entry: Entry | undefined): void {
-    if (!entry?.persistent) return
-    const left = (this.persistentPerSession.get(sessionId) ?? 1) - 1
-    if (left === 0) this.persistentPerSession.delete(sessionId)
-    else this.persistentPerSession.set(sessionId, left)
-    if (entry.subscription.qos > 0) this.trie.remove(entry.subscription.topic, { clientId: sessionId, topic: entry.subscription.topic })
+  private unindex(entry: Entry): void {
+    if (!entry.persistent || entry.subscription.qos === 0) return
+    this.queuedFor--
+    const topic = entry.subscription.topic
+    const first = firstLevelOf(topic)
+    if (first === '+' || first === '#') {
+      this.wildcardFirst.remove(topic, { clientId: entry.sessionId, topic })
+      return
+    }
+    const left = fewDelete(this.byFirstLevel.get(first), entry, itself)
+    if (left === undefined) this.byFirstLevel.delete(first)
+    else this.byFirstLevel.set(first, left)
   }
+}
+
+function firstLevelOf(topic: string): string {
+  const slash = topic.indexOf('/')
+  return slash < 0 ? topic : topic.slice(0, slash)
+}
+
+/**
+ * Whether a filter matches a topic as qlobber (Aedes' matcher) decides: `+` is one level, but
+ * not an empty one; `#` is the rest, none included.
+ */
+function trieMatches(filter: readonly string[], words: readonly string[]): boolean {
+  for (let i = 0; i < filter.length; i++) {
+    if (filter[i] === '#') return true
+    if (i >= words.length) return false
+    if (filter[i] === '+' ? words[i] === '' : filter[i] !== words[i]) return false
+  }
+  return filter.length === words.length
+}
+
+/** Two filters matching one topic, in the order qlobber's depth-first walk finds them: at the first level they differ, `#`, then a word or the end, then `+`. */
+function trieOrder(a: string, b: string): number {
+  if (a === b) return 0
+  const x = a.split('/')
+  const y = b.split('/')
+  for (let i = 0; ; i++) {
+    if (x[i] !== y[i]) return levelRank(x[i]) - levelRank(y[i])
+  }
+}
+
+const levelRank = (level: string | undefined): number => (level === '#' ? 0 : level === '+' ? 2 : 1)
+
+function sessionIdOf(entries: Few<string, Entry>): string {
+  for (const e of fewValues(entries)) return e.sessionId
+  throw new Error('a session without topics is not held')
+}
+
+function hasPersistent(entries: Few<string, Entry> | undefined): boolean {
+  for (const e of fewValues(entries)) if (e.persistent) return true
+  return false
 }

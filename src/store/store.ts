@@ -61,12 +61,18 @@ export interface StoredDeviceProperty {
   updatedAt: number
 }
 
+/**
+ * What the store holds, as the hub loads it at start. The fleet (devices, properties,
+ * subscription entities, sessions, topics) may be read only as it is iterated — SQLite streams
+ * its rows, so that a million sessions are never held twice, as rows and as the caches' objects
+ * — so a reader iterates each of these once, into its cache, before anything is committed.
+ */
 export interface Snapshot {
-  devices: Device[]
-  deviceProperties: StoredDeviceProperty[]
-  subscriptions: SubscriptionEntity[]
-  sessions: SessionRecord[]
-  topics: StoredTopic[]
+  devices: Iterable<Device>
+  deviceProperties: Iterable<StoredDeviceProperty>
+  subscriptions: Iterable<SubscriptionEntity>
+  sessions: Iterable<SessionRecord>
+  topics: Iterable<StoredTopic>
   retained: { topic: string; packet: Uint8Array }[]
   /** Ordered by clientId, then seq. */
   outgoing: { clientId: string; seq: number; packet: Uint8Array }[]

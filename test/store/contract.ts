@@ -3,6 +3,7 @@
  * (test/store/sqlite.test.ts today; PostgreSQL next). A backend passes by being opened on a
  * harness — `open()` may be called again after `close()` and must find the same data.
  */
+import { loadAll } from '../helpers/snapshot.js'
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { Device } from '../../src/domain/device.js'
@@ -88,7 +89,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
     })
 
     it('loads nothing from a new store', async () => {
-      const snapshot = await store.load()
+      const snapshot = await loadAll(store)
       assert.deepEqual(snapshot, {
         devices: [],
         deviceProperties: [],
@@ -119,7 +120,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       ])
       await store.close()
       store = await harness.open()
-      let snapshot = await store.load()
+      let snapshot = await loadAll(store)
       assert.deepEqual(
         snapshot.subscriptions.sort((a, b) => a.id.localeCompare(b.id)),
         [{ ...subscription('sub-1', 'sp1'), properties: ['attributes', 'raw'] }, subscription('sub-3', 'sp2')]
@@ -132,7 +133,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         ]
       )
       await store.commit([{ op: 'subscription.clear', sessionId: 'sp1' }])
-      snapshot = await store.load()
+      snapshot = await loadAll(store)
       assert.deepEqual(snapshot.subscriptions.map((e) => e.id), ['sub-3'], 'clear removes only that session’s')
       await store.commit([{ op: 'subscription.clear', sessionId: 'sp2' }])
     })
@@ -153,7 +154,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       ])
       await store.close()
       store = await harness.open()
-      const snapshot = await store.load()
+      const snapshot = await loadAll(store)
       assert.deepEqual(snapshot.devices, [device('d1')])
       assert.deepEqual(snapshot.sessions, [session('s1')])
       const topics = [...snapshot.topics].sort((a, b) => a.subscription.topic.localeCompare(b.subscription.topic))
@@ -185,10 +186,10 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         { op: 'incoming.delete', clientId: 's1', messageId: 42 },
         { op: 'journal.delete', seq: 3 }
       ])
-      let snapshot = await store.load()
+      let snapshot = await loadAll(store)
       assert.equal(snapshot.sessions.find((s) => s.id === 's2')?.version, 3)
       await store.commit([{ op: 'session.version', id: 's2', version: 4 }])
-      snapshot = await store.load()
+      snapshot = await loadAll(store)
       assert.deepEqual(snapshot.sessions.find((s) => s.id === 's2'), session('s2', { connected: true, version: 4 }), 'only the version changed')
       assert.deepEqual(
         snapshot.topics.filter((t) => t.sessionId === 's2').map((t) => [t.subscription.topic, t.subscription.qos]),
@@ -205,7 +206,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         { op: 'outgoing.clear', clientId: 's2' },
         { op: 'session.delete', id: 's2' }
       ])
-      snapshot = await store.load()
+      snapshot = await loadAll(store)
       assert.equal(snapshot.sessions.some((s) => s.id === 's2'), false)
       assert.equal(snapshot.topics.some((t) => t.sessionId === 's2'), false)
       assert.equal(snapshot.topics.filter((t) => t.sessionId === 's1').length, 2, "another session's topics stay")
@@ -227,7 +228,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.ok(batches.length < 500, `500 concurrent commits shared transactions (${batches.length} batches)`)
       await store.close()
       store = await harness.open()
-      assert.equal((await store.load()).devices.filter((d) => d.id.startsWith('g')).length, 500)
+      assert.equal((await loadAll(store)).devices.filter((d) => d.id.startsWith('g')).length, 500)
     })
 
     it('with maxBatch 1, writes one transaction per commit (the per-event baseline)', async () => {
@@ -249,7 +250,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         results.map((r) => r.status),
         ['fulfilled', 'rejected', 'fulfilled']
       )
-      const ids = (await store.load()).devices.map((d) => d.id)
+      const ids = (await loadAll(store)).devices.map((d) => d.id)
       assert.ok(ids.includes('innocent-1') && ids.includes('innocent-2'), 'callers sharing the batch were stored')
       assert.equal(ids.includes('half'), false, 'the failed commit left nothing behind')
       await store.commit([{ op: 'device.put', device: device('after-failure') }])
@@ -257,7 +258,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
     })
 
     it('logs each change of what the hub knows in commit order, without gaps; the broker’s own state is not logged', async () => {
-      const from = (await store.load()).logPosition
+      const from = (await loadAll(store)).logPosition
       const first: Mutation[] = [
         { op: 'device.put', device: device('logged-1') },
         { op: 'retained.put', topic: 'not/logged', packet: bytes('r') },
@@ -282,7 +283,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
         entries.map((e) => e.change),
         [first[0], first[2], first[3], ...second]
       )
-      assert.equal((await store.load()).logPosition, from + 5)
+      assert.equal((await loadAll(store)).logPosition, from + 5)
       assert.deepEqual(
         (await store.readLog(from + 3, 1)).map((e) => e.seq),
         [from + 4],
@@ -293,7 +294,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
     it('hands its follower every entry once and in order, before the commit that made it resolves', async () => {
       const follower = await harness.open()
       try {
-        const position = (await follower.load()).logPosition
+        const position = (await loadAll(follower)).logPosition
         const seen: number[] = []
         follower.follow(position, (entries) => seen.push(...entries.map((e) => e.seq)))
         await follower.commit([{ op: 'device.put', device: device('followed-1') }])
@@ -310,7 +311,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
     })
 
     it('prunes the change log by count and age, never past the position it is given', async () => {
-      const from = (await store.load()).logPosition
+      const from = (await loadAll(store)).logPosition
       await store.commit(Array.from({ length: 10 }, (_, i): Mutation => ({ op: 'device.put', device: device(`pruned-${i}`) })))
       const head = from + 10
       const seqs = async (): Promise<number[]> => (await store.readLog(0, 1_000_000)).map((e) => e.seq)
@@ -324,7 +325,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       // older than now: all of them, at most `limit` at a time
       assert.equal(await store.coordination.pruneLog({ through: head, keepEntries: 1_000_000, keepSince: Date.now() + 1, limit: 3 }), 3)
       assert.deepEqual(await seqs(), [head])
-      assert.equal((await store.load()).logPosition, head, 'pruning never moves the numbering back')
+      assert.equal((await loadAll(store)).logPosition, head, 'pruning never moves the numbering back')
     })
 
     it('lends a lease to one holder at a time, to another once it expires or is released', async () => {

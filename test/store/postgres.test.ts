@@ -6,6 +6,7 @@
  * Needs a server: 127.0.0.1:5432, database `test`, user `postgres`, trust auth — or
  * IOTHUB_TEST_DATABASE_URL. Each store lives in a schema of its own, dropped afterwards.
  */
+import { loadAll } from '../helpers/snapshot.js'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -263,7 +264,7 @@ describe('PostgresStore', () => {
     schemas.push(schema)
     const store = await open({ connectionString: DATABASE_URL, schema })
     await store.commit([{ op: 'retained.put', topic: 'q', packet: bytes('quoted') }])
-    assert.deepEqual(normalized(await store.load()).retained, [['q', 'quoted']])
+    assert.deepEqual(normalized(await loadAll(store)).retained, [['q', 'quoted']])
     await store.close()
   })
 
@@ -288,7 +289,7 @@ describe('PostgresStore', () => {
       { op: 'session.version', id: 'exact', version: 2 }
     ])
     await store.commit([{ op: 'session.version', id: 'exact', version: 3 }])
-    const snapshot = await store.load()
+    const snapshot = await loadAll(store)
     assert.equal(JSON.stringify(snapshot.devices[0]), JSON.stringify(device('exact')), 'same text, key order included')
     assert.equal(JSON.stringify(snapshot.deviceProperties[0]?.value), JSON.stringify(value))
     assert.equal(snapshot.deviceProperties[0]?.updatedAt, 2 ** 52)
@@ -360,7 +361,7 @@ describe('PostgresStore', () => {
       { op: 'will.put', clientId: 'c1', packet: bytes('w') },
       { op: 'will.delete', clientId: 'c1' }
     ])
-    const snapshot = normalized(await store.load())
+    const snapshot = normalized(await loadAll(store))
     assert.deepEqual(snapshot.retained, [['r1', 'b'], ['r3', 'new']])
     assert.deepEqual(snapshot.topics, [{ sessionId: 'sA', persistent: false, subscription: { topic: 't1', qos: 2 } }])
     assert.deepEqual(snapshot.subscriptions.map((e) => [e.id, e.sessionId]), [['kept', 'sD']])
@@ -383,7 +384,7 @@ describe('PostgresStore', () => {
       for (let round = 0; round < 60; round++) {
         const batch = Array.from({ length: 1 + Math.floor(next() * 40) }, () => randomMutation(next, n++))
         await Promise.all([postgres.commit(batch), sqlite.commit(batch)])
-        assert.deepEqual(normalized(await postgres.load()), normalized(await sqlite.load()), `round ${round}: ${JSON.stringify(batch)}`)
+        assert.deepEqual(normalized(await loadAll(postgres)), normalized(await loadAll(sqlite)), `round ${round}: ${JSON.stringify(batch)}`)
       }
     } finally {
       await postgres.close()
@@ -423,7 +424,7 @@ describe('PostgresStore', () => {
     await store.commit([{ op: 'device.put', device: device('after') }])
     assert.deepEqual(store.health(), { ok: true, lastError: null })
     assert.deepEqual(
-      (await store.load()).devices.map((d) => d.id),
+      (await loadAll(store)).devices.map((d) => d.id),
       ['after', 'before']
     )
     await store.close()
@@ -434,10 +435,10 @@ describe('PostgresStore', () => {
     const failures: Error[] = []
     const store = await open({ connectionString: urlNamed(schema), schema, observer: failuresOf(failures) })
     await store.commit([{ op: 'device.put', device: device('one') }])
-    await store.load()
+    await loadAll(store)
     assert.ok((await terminateBackends(schema)) >= 2, 'the writer and an idle pooled connection were ended')
     await store.commit([{ op: 'device.put', device: device('two') }])
-    assert.deepEqual((await store.load()).devices.map((d) => d.id), ['one', 'two'])
+    assert.deepEqual((await loadAll(store)).devices.map((d) => d.id), ['one', 'two'])
     assert.deepEqual(failures, [])
     assert.deepEqual(store.health(), { ok: true, lastError: null })
   })
@@ -452,7 +453,7 @@ describe('PostgresStore', () => {
       network.dropAtNextBegin()
       await store.commit([{ op: 'device.put', device: device('second') }])
       assert.equal(network.dropped, 1, 'the connection was dropped at BEGIN')
-      assert.deepEqual((await store.load()).devices.map((d) => d.id), ['first', 'second'])
+      assert.deepEqual((await loadAll(store)).devices.map((d) => d.id), ['first', 'second'])
       assert.deepEqual(failures, [])
       await store.close()
     } finally {
@@ -487,7 +488,7 @@ describe('PostgresStore', () => {
       await other.query('COMMIT')
       await committed
     })
-    const stored = (await store.load()).devices.filter((d) => d.id.startsWith('dl-'))
+    const stored = (await loadAll(store)).devices.filter((d) => d.id.startsWith('dl-'))
     assert.deepEqual(stored, [device('dl-a'), device('dl-b')], 'the retried batch wrote its rows over the other transaction’s')
     assert.deepEqual(failures, [], 'a deadlock the writer recovered from is no failure')
   })
@@ -513,7 +514,7 @@ describe('PostgresStore', () => {
     assert.ok(batches.length < 2000 / 10, `commits shared transactions (${batches.length} batches)`)
     await store.close()
     store = await open({ connectionString: DATABASE_URL, schema })
-    const snapshot = await store.load()
+    const snapshot = await loadAll(store)
     assert.equal(snapshot.devices.length, 2000)
     assert.equal(snapshot.outgoing.length, 2000)
     assert.deepEqual(

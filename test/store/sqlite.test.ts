@@ -1,4 +1,5 @@
 /** The Store contract against SQLite, plus what only SQLite has: its file, WAL, lock failures. */
+import { loadAll } from '../helpers/snapshot.js'
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -84,7 +85,7 @@ describe('SqliteStore', () => {
     await untilAnswered(() => store.commit([{ op: 'device.put', device: device('after') }]))
     await untilAnswered(() => store.probe())
     assert.deepEqual(store.health(), { ok: true, lastError: null })
-    assert.deepEqual((await store.load()).devices.map((d) => d.id), ['after'], 'the refused batch was rolled back, not committed late')
+    assert.deepEqual((await loadAll(store)).devices.map((d) => d.id), ['after'], 'the refused batch was rolled back, not committed late')
   })
 
   it('refuses a data file written by a newer schema version', async () => {
@@ -113,7 +114,7 @@ describe('SqliteStore', () => {
     db.close()
 
     const upgraded = new SqliteStore({ dataDir })
-    const snapshot = await upgraded.load()
+    const snapshot = await loadAll(upgraded)
     const mountpoints = Object.fromEntries(snapshot.sessions.map((x) => [x.id, x.mountpoint]))
     assert.deepEqual(mountpoints, { old: 'dev-1/', wild: '' }, 'a device id that cannot name a namespace is not mounted')
     assert.deepEqual(snapshot.topics.map((t) => `${t.sessionId} ${t.subscription.topic}`).sort(), ['old $SYS/whatever', 'old dev-1/v1/devices/me/attributes', 'wild v1/devices/me/attributes'])

@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
+import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredTopic } from '../store.js'
 import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
@@ -552,7 +552,7 @@ interface TopicRow {
   persistent: boolean
 }
 
-function topicOf(r: TopicRow): Snapshot['topics'][number] {
+function topicOf(r: TopicRow): StoredTopic {
   return {
     sessionId: r.session_id,
     persistent: r.persistent,

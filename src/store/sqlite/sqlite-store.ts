@@ -9,14 +9,14 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { Device } from '../../domain/device.js'
-import type { QoS, SessionRecord } from '../../domain/session.js'
+import type { SessionRecord } from '../../domain/session.js'
 import type { LogEntry } from '../change-log.js'
 import { replicaRunId, SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
+import { fleetRows } from './fleet-rows.js'
 import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
@@ -97,28 +97,8 @@ export class SqliteStore implements Store {
   async load(): Promise<Snapshot> {
     const s = this.loads
     return {
-      devices: s.devices.all().map((r) => JSON.parse((r as { doc: string }).doc) as Device),
-      deviceProperties: (s.deviceProperties.all() as { device_id: string; name: string; value: string; updated_at: number }[]).map((r) => ({
-        deviceId: r.device_id,
-        name: r.name,
-        value: JSON.parse(r.value) as unknown,
-        updatedAt: r.updated_at
-      })),
-      subscriptions: s.subscriptions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SubscriptionEntity),
-      // sessions stored before device namespaces existed were not mounted: mountpoint ''
-      sessions: s.sessions.all().map((r) => JSON.parse((r as { doc: string }).doc) as SessionRecord),
-      topics: (s.topics.all() as TopicRow[]).map((r) => ({
-        sessionId: r.session_id,
-        persistent: r.persistent === 1,
-        subscription: {
-          topic: r.topic,
-          qos: r.qos as QoS,
-          ...(r.rh !== null ? { rh: r.rh } : {}),
-          ...(r.rap !== null ? { rap: r.rap === 1 } : {}),
-          ...(r.nl !== null ? { nl: r.nl === 1 } : {}),
-          ...(r.sub_id !== null ? { subscriptionIdentifier: r.sub_id } : {})
-        }
-      })),
+      // the one writer is this process, which commits nothing until its caches are loaded
+      ...fleetRows(s),
       retained: (s.retained.all() as { topic: string; packet: Buffer }[]).map((r) => ({ topic: r.topic, packet: r.packet })),
       outgoing: (s.outgoing.all() as { client_id: string; seq: number; packet: Buffer }[]).map((r) => ({
         clientId: r.client_id,
@@ -200,15 +180,3 @@ export class SqliteStore implements Store {
     if (this.db.open) this.db.close()
   }
 }
-
-interface TopicRow {
-  session_id: string
-  topic: string
-  qos: number
-  rh: number | null
-  rap: number | null
-  nl: number | null
-  sub_id: number | null
-  persistent: number
-}
-

@@ -113,11 +113,12 @@ export function prepareWrites(db: Database.Database): Record<Op, Database.Statem
 
 export function prepareLoads(db: Database.Database) {
   return {
-    devices: db.prepare('SELECT doc FROM devices'),
-    deviceProperties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties'),
-    subscriptions: db.prepare('SELECT doc FROM subscriptions'),
-    sessions: db.prepare('SELECT doc FROM sessions'),
-    topics: db.prepare('SELECT * FROM topics'),
+    // the fleet, read row by row (fleet-rows.ts): as bare values, not an object per row
+    devices: db.prepare('SELECT doc FROM devices').pluck(),
+    deviceProperties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties').raw(),
+    subscriptions: db.prepare('SELECT doc FROM subscriptions').pluck(),
+    sessions: db.prepare('SELECT doc FROM sessions').pluck(),
+    topics: db.prepare('SELECT session_id, topic, qos, rh, rap, nl, sub_id, persistent FROM topics').raw(),
     retained: db.prepare('SELECT topic, packet FROM retained'),
     outgoing: db.prepare('SELECT client_id, seq, packet FROM outgoing ORDER BY client_id, seq'),
     incoming: db.prepare('SELECT client_id, message_id, packet FROM incoming'),
