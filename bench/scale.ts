@@ -379,18 +379,71 @@ function describeLists(results: QueryResult[]): void {
   }
 }
 
-function listRows(results: QueryResult[]): SummaryRow[] {
+/**
+ * The floor of EMQX v4's paging: `_page` is an offset and `meta.count` a count, which PostgreSQL
+ * answers by reading every entry before the page and every matching row. Timed here against
+ * the same database, without the hub: the statements an ideal hub would need for each v4 query.
+ */
+interface V4Floor {
+  label: string
+  p99: number
+}
+
+async function measureV4Floor(databaseUrl: string): Promise<V4Floor[]> {
+  const n = SESSIONS
+  const deepOffset = Math.max(0, (Math.max(1, Math.ceil(n / PAGE) - 1) - 1) * PAGE)
+  const queries: { label: string; sql: string[] }[] = [
+    { label: `/api/v4/clients?_page=1&_limit=${PAGE}`, sql: ['SELECT count(*) FROM sessions', `SELECT id FROM sessions ORDER BY id LIMIT ${PAGE + 1}`] },
+    {
+      label: `/api/v4/clients?_page=${fmt(Math.max(1, Math.ceil(n / PAGE) - 1))}&_limit=${PAGE}`,
+      sql: ['SELECT count(*) FROM sessions', `SELECT id FROM sessions ORDER BY id OFFSET ${deepOffset} LIMIT ${PAGE + 1}`]
+    },
+    {
+      label: `/api/v4/clients?conn_state=connected&_page=1&_limit=${PAGE}`,
+      sql: ['SELECT count(*) FROM sessions WHERE connected', `SELECT id FROM sessions WHERE connected ORDER BY id LIMIT ${PAGE + 1}`]
+    }
+  ]
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  try {
+    const floors: V4Floor[] = []
+    for (const q of queries) {
+      const times: number[] = []
+      const until = performance.now() + API_SECONDS * 1000
+      while (times.length < API_REQUESTS && (times.length < API_MIN_REQUESTS || performance.now() < until)) {
+        const t0 = performance.now()
+        for (const sql of q.sql) await client.query(sql)
+        times.push(performance.now() - t0)
+      }
+      floors.push({ label: q.label, p99: percentiles(times).p99 })
+    }
+    return floors
+  } finally {
+    await client.end()
+  }
+}
+
+function describeV4Floor(floors: V4Floor[], results: QueryResult[]): void {
+  line(`    the floor of EMQX v4's offset-and-count paging: PostgreSQL alone, the count and the page's index walk (p99):`)
+  for (const f of floors) {
+    const hub = results.find((r) => r.query.label === f.label)
+    line(`      ${f.label.padEnd(60)} ${fmt(f.p99, 1).padStart(8)} ms${hub ? `   hub ${fmt(hub.p99, 1)} ms, ${(hub.p99 / f.p99).toFixed(2)}× the floor` : ''}`)
+  }
+}
+
+function listRows(results: QueryResult[], v4Floor: V4Floor[] = []): SummaryRow[] {
   const family = (prefix: string, name: string): SummaryRow | null => {
     const of = results.filter((r) => r.query.label.startsWith(prefix))
     if (of.length === 0) return null
     const worst = of.reduce((a, b) => (b.p99 > a.p99 ? b : a))
     const faults = of.filter((r) => r.fault !== null).length
+    const floor = v4Floor.find((f) => f.label === worst.query.label)
     return {
       bench: 'scale',
       metric: `emqx+pg: ${name} p99, worst of ${of.length} queries, ${fmt(SESSIONS)} sessions`,
       value: `${fmt(worst.p99, 1)} ms (${worst.query.label.slice(prefix.length) || 'unfiltered'})${faults > 0 ? `, ${faults} answers WRONG` : ''}`,
-      baseline: '',
-      ratio: '',
+      baseline: floor ? `${fmt(floor.p99, 1)} ms (PostgreSQL alone: count + offset walk)` : '',
+      ratio: floor ? `${(worst.p99 / floor.p99).toFixed(2)}×` : '',
       target: `≤ ${TARGETS.apiP99Ms} ms`,
       met: worst.p99 <= TARGETS.apiP99Ms && faults === 0
     }
@@ -601,7 +654,9 @@ async function postgresPart(): Promise<SummaryRow[]> {
       line(`    the hub's log: ${complaints.length === 0 ? 'no warning or error' : complaints.join(' | ')}`)
       const lists = await measureLists(full.hub.httpUrl!)
       describeLists(lists)
-      rows.push(...listRows(lists))
+      const v4Floor = await measureV4Floor(databaseUrl)
+      describeV4Floor(v4Floor, lists)
+      rows.push(...listRows(lists, v4Floor))
       rows.push(...(await measureReconcile(full.hub, standin, startReport?.durationMs)))
       const after = full.hub.memory
       line(`    RSS after the list requests and the reconcile: ${mib(after.rss)} (peak ${mib(after.peak)})`)
