@@ -169,6 +169,7 @@ export class Hub {
     this.metrics.gauge('iothub_cache_entries', "Entries in this replica's caches of sessions and devices (bounded where the store is shared)", ['cache'], (set) => {
       set({ cache: 'sessions' }, this.registry.size)
       set({ cache: 'devices' }, this.devices.size)
+      set({ cache: 'subscription_entities' }, this.registry.subscriptions.size)
     })
     if (shared) this.registry.readSessionsThrough((id) => this.store.readSession(id))
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })

@@ -36,6 +36,8 @@ describe('EMQX mode on PostgreSQL: a replica holds a bounded cache, not the flee
       for (const r of [a, b]) {
         const cached = await metricValue(r.api, 'iothub_cache_entries{cache="sessions"}')
         assert.ok(cached <= CACHE, `replica ${r.name} holds ${cached} sessions, at most ${CACHE}`)
+        // topics and subscription entities are not cached at all: the store answers for them
+        assert.equal(await metricValue(r.api, 'iothub_cache_entries{cache="subscription_entities"}'), 0, `replica ${r.name} holds no subscription entities`)
       }
 
       // B, which recorded none of them, lists every one by pages, in id order, and counts them

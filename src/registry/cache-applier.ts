@@ -30,13 +30,17 @@ function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin, at: num
     case 'session.version':
     case 'session.delete':
       return caches.registry.applyChange(m, origin, at)
+    // sessions' topics and subscription entities are held only with the whole fleet; where the
+    // caches are bounded, FleetReads answers for them from the store
     case 'topic.put':
     case 'topic.delete':
     case 'topic.clear':
-      return caches.registry.topics.applyChange(m)
+      if (caches.registry.caching.holdsFleet) caches.registry.topics.applyChange(m)
+      return
     case 'subscription.put':
     case 'subscription.delete':
     case 'subscription.clear':
-      return caches.registry.subscriptions.applyChange(m)
+      if (caches.registry.caching.holdsFleet) caches.registry.subscriptions.applyChange(m)
+      return
   }
 }

@@ -114,7 +114,9 @@ type UnstoredEnd = SessionEnd & { mutations: Mutation[] }
  * against its own caches where this process is the store's only writer (SQLite). Its caches —
  * the sessions here, the TopicBook's topics and the SubscriptionBook's entities — change only as
  * the change log hands committed changes back (`applyChange`), in log order, whichever replica
- * made them.
+ * made them. Where the caches do not hold the fleet (`SessionCaching`), the sessions here are
+ * the ones used last, and the TopicBook and SubscriptionBook stay empty: FleetReads answers for
+ * them from the store.
  */
 export class SessionRegistry {
   private readonly sessions: SessionCache
@@ -458,12 +460,12 @@ export class SessionRegistry {
         case 'topic.put':
         case 'topic.delete':
         case 'topic.clear':
-          this.topics.applyChange(m)
+          if (this.caching.holdsFleet) this.topics.applyChange(m)
           break
         case 'subscription.put':
         case 'subscription.delete':
         case 'subscription.clear':
-          this.subscriptions.applyChange(m)
+          if (this.caching.holdsFleet) this.subscriptions.applyChange(m)
           break
         default:
       }

@@ -2,8 +2,9 @@
  * The Store: where everything the hub must not lose goes. It knows records and bytes, not MQTT.
  *
  * Writes are *mutations*, committed in groups: `commit()` resolves only when the batch holding
- * its mutations is durable, and a batch is all-or-nothing. Reads happen once, at start
- * (`load()`): the hub keeps the live copies in memory and the store is its durable log.
+ * its mutations is durable, and a batch is all-or-nothing. A process that holds the fleet reads
+ * it once, at start (`load()`), and keeps it current from the change log; one that does not
+ * (EMQX mode on PostgreSQL) reads what it needs when it needs it (`fleet`, `read*`).
  * Every backend must pass test/store/contract.ts unchanged.
  */
 import type { Device } from '../domain/device.js'
