@@ -136,6 +136,11 @@ export class ConnectInfoTracker {
         undefined,
         { devices: [deviceId], deviceSessions: [deviceId] }
       )
+      .then(() => {
+        // written: what the last change was about is stored now, and needs no keeping (unless a
+        // later change is queued, whose write reads it)
+        if (!this.pending.has(deviceId)) this.lastChanged.delete(deviceId)
+      })
       .catch((error: Error) => {
         this.pending.delete(deviceId)
         this.log.error({ deviceId, err: error.message }, `connectinfo not stored; trying again in ${RETRY_MS} ms`)
