@@ -175,11 +175,13 @@ export class FleetQueries implements FleetReads {
   async sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
     const c = sessionConditions(filter)
     const paging = pageClause(c, page, (c, after) => c.add((p) => `s.id > ${p}`, after))
-    // the page first, then the topics of its rows only
-    const { rows } = await this.pool.query<SessionRow>(
-      `SELECT ${this.sessionColumns} FROM (SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}) s ORDER BY s.id`,
-      c.values
-    )
+    // the page first, then the topics of its rows only; an offset walks ids alone (the primary
+    // key's index, without reading the rows it skips), and only the page's rows are read
+    const pageRows =
+      page.after === undefined && page.offset
+        ? `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE s.id IN (SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging})`
+        : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
+    const { rows } = await this.pool.query<SessionRow>(`SELECT ${this.sessionColumns} FROM (${pageRows}) s ORDER BY s.id`, c.values)
     return { sessions: rows.slice(0, page.limit).map(sessionOf), more: rows.length > page.limit }
   }
 
