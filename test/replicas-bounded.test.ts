@@ -67,6 +67,22 @@ describe('EMQX mode on PostgreSQL: a replica holds a bounded cache, not the flee
       assert.equal(device.status, 200)
       assert.equal(device.body.properties?.connectinfo?._online, true)
 
+      // a subscription entity carries its device's owner, even where the device is not cached:
+      // made through A, then pushed out of B's device cache by newer ones
+      const owned = await a.api('POST', '/v1/devices', { id: 'owned', owner: 'tenant-1' })
+      assert.equal(owned.status, 201)
+      const newer = Array.from({ length: CACHE + 20 }, (_, i) => ({ id: `newer-${i}` }))
+      assert.equal((await a.api('POST', '/v1/devices', newer)).status, 201)
+      await eventually(async () => (await b.api('GET', '/v1/devices/newer-0')).status === 200 || undefined, 20_000, 'B to see the newer devices')
+      const ownedConn = set.connection('owned', b.node)
+      await set.connect(b, ownedConn)
+      await set.subscribe(b, ownedConn, ATTRIBUTES)
+      const entities = await b.api<{ data: { owner: string }[] }>('GET', '/v1/subscriptions?deviceId=owned')
+      assert.deepEqual(
+        entities.body.data.map((e) => e.owner),
+        ['tenant-1']
+      )
+
       // the per-device limit counts the stored sessions, whichever replica made them
       const second = { ...set.connection('first-2', b.node), username: 'first', mountpoint: 'first/' }
       const admitted = await b.exhookFrom(b.node).onClientAuthenticate({ ...second, password: set.tokens.get('first')! }, false)

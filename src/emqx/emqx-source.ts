@@ -219,7 +219,12 @@ export class EmqxSource {
   subscribed(client: EmqxClient, subscriptions: TopicSubscription[]): Promise<ApplyResult> {
     this.check(client)
     for (const s of subscriptions) this.checkBrokerTopic(s.topic)
-    return this.ofLiveConnection(client, (incarnation) => ({ kind: 'subscribed', clientId: client.clientId, incarnation, at: Date.now(), subscriptions }))
+    // the subscription entities a subscribe makes carry the device's owner, which the decision
+    // reads from the device cache: where replicas share the store it may not hold the device
+    // (made elsewhere, or evicted), so it is brought in first
+    return this.devices
+      .find(this.deviceIdOf(client))
+      .then(() => this.ofLiveConnection(client, (incarnation) => ({ kind: 'subscribed', clientId: client.clientId, incarnation, at: Date.now(), subscriptions })))
   }
 
   /** `session.unsubscribed`. */

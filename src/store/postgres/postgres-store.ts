@@ -73,7 +73,7 @@ export class PostgresStore implements Store {
     this.follower = new LogFollower(this, this.replica)
     this.coordination = new PostgresCoordination(pool, tables)
     const timeoutMs = options.timeoutMs ?? 5000
-    this.reads = new StoreReads(pool, timeoutMs)
+    this.reads = new StoreReads(pool, timeoutMs, (error) => this.committer.failed(error))
     this.fleet = new FleetQueries(this.reads, tables)
     this.listener = new LogListener(options.connectionString, log.channel, (head) => this.follower.wake(head))
     this.committer = new GroupCommitter(writer, {
