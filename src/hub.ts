@@ -203,9 +203,11 @@ export class Hub {
 
   /** What a login's admission reads where this replica does not hold the fleet: from the store. */
   private async storedSessionFacts(clientId: string, deviceId: string | undefined): Promise<StoredSessionFacts> {
+    // whether the client id names a device matters only to a device using another id than its own
+    const asksOtherId = deviceId !== undefined && clientId !== deviceId
     const [session, clientIdDevice, sessionsOfDevice] = await Promise.all([
       this.registry.find(clientId),
-      this.devices.find(clientId),
+      asksOtherId ? this.devices.find(clientId) : undefined,
       deviceId === undefined ? 0 : this.fleet.countSessions({ deviceId })
     ])
     return { holder: session?.deviceId, clientIdIsDevice: clientIdDevice !== undefined, sessionsOfDevice }

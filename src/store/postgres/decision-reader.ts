@@ -8,19 +8,19 @@
  */
 import type pg from 'pg'
 import type { Device } from '../../domain/device.js'
-import type { QoS, TopicSubscription } from '../../domain/session.js'
 import type { SessionRecord } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { DecisionReads, StoredTopicEntry } from '../decision.js'
 import { StoredState } from '../stored-state.js'
 import { TOMBSTONE_MS } from '../../domain/transitions.js'
 import type { QualifiedTables } from './schema.js'
+import { subscriptionOfColumns, type TopicColumns } from './topic-columns.js'
 
 interface SessionRow {
   id: string
   doc: SessionRecord | null
   version: string | null
-  topics: { topic: string; qos: number; rh: number | null; rap: boolean | null; nl: boolean | null; sub_id: number | null; persistent: boolean }[]
+  topics: (TopicColumns & { persistent: boolean })[]
   entities: SubscriptionEntity[]
   last_incarnation: string | null
   last_ended_at: string | null
@@ -87,7 +87,7 @@ export class DecisionReader {
       for (const r of rows) {
         const session = r.doc === null ? undefined : { ...r.doc, version: Number(r.version) }
         const topics = new Map<string, StoredTopicEntry>()
-        for (const t of r.topics) topics.set(t.topic, { subscription: subscriptionOf(t), persistent: t.persistent })
+        for (const t of r.topics) topics.set(t.topic, { subscription: subscriptionOfColumns(t), persistent: t.persistent })
         const entities = new Map<string, SubscriptionEntity>()
         for (const e of r.entities) entities.set(e.brokerTopic, e)
         state.putSession(r.id, {
@@ -125,16 +125,5 @@ export class DecisionReader {
       for (const [deviceId, ofDevice] of byDevice) state.putDeviceSessions(deviceId, ofDevice)
     }
     return state
-  }
-}
-
-function subscriptionOf(t: SessionRow['topics'][number]): TopicSubscription {
-  return {
-    topic: t.topic,
-    qos: t.qos as QoS,
-    ...(t.rh !== null ? { rh: t.rh } : {}),
-    ...(t.rap !== null ? { rap: t.rap } : {}),
-    ...(t.nl !== null ? { nl: t.nl } : {}),
-    ...(t.sub_id !== null ? { subscriptionIdentifier: t.sub_id } : {})
   }
 }

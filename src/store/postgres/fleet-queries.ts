@@ -37,6 +37,7 @@ import {
   type TopicRow
 } from '../fleet-reads.js'
 import type { StoreReads } from './store-reads.js'
+import { subscriptionOfColumns } from './topic-columns.js'
 import type { QualifiedTables } from './schema.js'
 
 interface SessionRow {
@@ -135,15 +136,8 @@ function sessionOf(row: SessionRow): Session {
   return { ...recordOf(row), topics: row.topics.map(topicOf) }
 }
 
-function topicOf([topic, qos, rh, rap, nl, subId]: SessionRow['topics'][number]): TopicSubscription {
-  return {
-    topic,
-    qos,
-    ...(rh !== null ? { rh } : {}),
-    ...(rap !== null ? { rap } : {}),
-    ...(nl !== null ? { nl } : {}),
-    ...(subId !== null ? { subscriptionIdentifier: subId } : {})
-  }
+function topicOf([topic, qos, rh, rap, nl, sub_id]: SessionRow['topics'][number]): TopicSubscription {
+  return subscriptionOfColumns({ topic, qos, rh, rap, nl, sub_id })
 }
 
 export class FleetQueries implements FleetReads {

@@ -10,7 +10,7 @@
  */
 import pg from 'pg'
 import type { Device } from '../../domain/device.js'
-import type { QoS, SessionRecord } from '../../domain/session.js'
+import type { SessionRecord } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
@@ -21,6 +21,7 @@ import { BatchStatements } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
 import { StoreReads } from './store-reads.js'
+import { subscriptionOfColumns, type TopicColumns } from './topic-columns.js'
 import { LogListener } from './log-listener.js'
 import { LogStatements } from './log-statements.js'
 import { replicaRunId } from '../coordination.js'
@@ -541,14 +542,8 @@ class WriterConnection {
   }
 }
 
-interface TopicRow {
+interface TopicRow extends TopicColumns {
   session_id: string
-  topic: string
-  qos: number
-  rh: number | null
-  rap: boolean | null
-  nl: boolean | null
-  sub_id: number | null
   persistent: boolean
 }
 
@@ -556,13 +551,6 @@ function topicOf(r: TopicRow): StoredTopic {
   return {
     sessionId: r.session_id,
     persistent: r.persistent,
-    subscription: {
-      topic: r.topic,
-      qos: r.qos as QoS,
-      ...(r.rh !== null ? { rh: r.rh } : {}),
-      ...(r.rap !== null ? { rap: r.rap } : {}),
-      ...(r.nl !== null ? { nl: r.nl } : {}),
-      ...(r.sub_id !== null ? { subscriptionIdentifier: r.sub_id } : {})
-    }
+    subscription: subscriptionOfColumns(r)
   }
 }
