@@ -14,10 +14,11 @@
  *    the tables (bench/lib/scale-fleet.ts: the hub's own code makes the rows, the store's own
  *    multi-row statements write them), and an EMQX 5 REST stand-in (its own child process) is
  *    given the same clients as EMQX lists them. Then a hub starts on the full store:
- *    - time from spawn to /readyz 200 — which includes its start reconcile (listing the
- *      stand-in's N clients and N subscriptions), split by its log into load, listen, reconcile;
- *    - resident memory (VmRSS) when ready, the peak (VmHWM), and per stored session
- *      ((RSS − RSS of the empty-store hub) ÷ N);
+ *    - time from spawn to /readyz 200 (the hub serves: its start reconcile — listing the
+ *      stand-in's N clients and N subscriptions — goes on after it), and to the end of that
+ *      reconcile, from its log;
+ *    - resident memory (VmRSS) when ready, and the peak (VmHWM) until the start reconcile is
+ *      done — what the target judges — and per stored session ((peak − the empty-store hub's) ÷ N);
  *    - latency of list requests, one at a time: `GET /v1/sessions` (first page, a page near the
  *      end, connected=true, a deviceId) and `GET /api/v4/clients` (first page, a deep page,
  *      conn_state=connected, a clientid), each checked against the fleet;
@@ -65,7 +66,7 @@ import { performance } from 'node:perf_hooks'
 import Database from 'better-sqlite3'
 import pg from 'pg'
 import { benchExhookTransport, ExhookFleet, type StreamReport } from './lib/exhook-fleet.js'
-import { cpuMsOf, HubProcess, type StartOutcome } from './lib/hub-process.js'
+import { cpuMsOf, HubProcess, memoryOf, type Memory, type StartOutcome } from './lib/hub-process.js'
 import { machineTimes } from './lib/process-cpu.js'
 import { clientIdOf, EMBEDDED_NODE, fillPostgres, fillSqlite, type FleetShape } from './lib/scale-fleet.js'
 import { SCALE_EMQX_API_KEY, SCALE_EMQX_API_SECRET, ScaleStandin } from './lib/scale-standin.js'
@@ -124,18 +125,33 @@ interface Started {
   cpuMs: number | null
   /** Share of the machine's cpu busy (anyone) during the start. */
   machineBusy: number
+  /**
+   * When the start's work was done — for EMQX mode its start reconcile, which runs after the hub
+   * is ready (it serves meanwhile) — and its memory then: the peak is what the start cost.
+   * Undefined when the hub did not become ready, or the work did not finish by the deadline.
+   */
+  settled?: { ms: number; memory: Memory }
 }
 
-async function startHub(settings: Record<string, string>, watched: string[] = []): Promise<Started> {
+/** `settleOn`: the log message that ends the start's work (EMQX mode: the start reconcile); the hub is ready before it. */
+async function startHub(settings: Record<string, string>, watched: string[] = [], settleOn?: string): Promise<Started> {
   const machine0 = machineTimes()
   const hub = HubProcess.spawn(settings, watched)
   let cpuMs: number | null = null
   const sampler = setInterval(() => (cpuMs = cpuMsOf(hub.pid) ?? cpuMs), 100)
   const outcome = await hub.ready(DEADLINE_MS)
+  let settled: Started['settled']
+  if (outcome.ready) {
+    const until = hub.spawnedAt + DEADLINE_MS
+    while (settleOn !== undefined && hub.msTo(settleOn) === undefined && Date.now() < until && hub.exitText() === 'still running') await sleep(100)
+    const at = settleOn === undefined ? outcome.ms : hub.msTo(settleOn)
+    // a last reading of its memory, so the peak covers the whole start
+    if (at !== undefined) settled = { ms: at, memory: memoryOf(hub.pid) ?? { ...hub.memory } }
+  }
   clearInterval(sampler)
   cpuMs = cpuMsOf(hub.pid) ?? cpuMs
   const machine1 = machineTimes()
-  return { hub, outcome, cpuMs, machineBusy: (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total) }
+  return { hub, outcome, cpuMs, machineBusy: (machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total), ...(settled ? { settled } : {}) }
 }
 
 function describeStart(label: string, s: Started): void {
@@ -144,6 +160,11 @@ function describeStart(label: string, s: Started): void {
   const busy = `; the machine's cpus ${fmt(s.machineBusy * 100)}% busy meanwhile (this hub and PostgreSQL included)`
   if (o.ready) {
     line(`  ${label}: /readyz 200 after ${secs(o.ms, 2)}; RSS ${mib(o.memory.rss)} (peak ${mib(o.memory.peak)})${cpu}${busy}`)
+    if (s.settled && s.settled.ms !== o.ms) {
+      line(`    start reconcile done at ${secs(s.settled.ms, 2)} (the hub served meanwhile): RSS then ${mib(s.settled.memory.rss)}, peak until then ${mib(s.settled.memory.peak)}`)
+    } else if (!s.settled) {
+      line(`    its start reconcile did not finish by the deadline (${secs(DEADLINE_MS, 0)} from the spawn)${s.hub.exitText() === 'still running' ? '' : `: ${s.hub.exitText()}`}`)
+    }
   } else {
     line(`  ${label}: NOT READY — ${o.why}; last RSS ${mib(o.memory.rss)} (peak ${mib(o.memory.peak)}) after ${secs(o.ms)}${cpu}${busy}`)
   }
@@ -206,9 +227,11 @@ function startRows(bench: string, label: string, empty: Started, full: Started, 
     ]
   }
   const ready = atIssueSize(e.ms, f.ms)
-  const rss = atIssueSize(e.memory.rss, f.memory.rss)
-  const perSession = (f.memory.rss - e.memory.rss) / SESSIONS
-  return [
+  // memory is judged on the peak until the start's work was done (EMQX mode: the start
+  // reconcile, which runs after ready), against the empty-store hub's likewise
+  const fullPeak = full.settled?.memory.peak
+  const emptyPeak = empty.settled?.memory.peak ?? e.memory.peak
+  const rows: SummaryRow[] = [
     {
       bench,
       metric: `${label}: /readyz, ${fmt(SESSIONS)} sessions`,
@@ -217,27 +240,34 @@ function startRows(bench: string, label: string, empty: Started, full: Started, 
       ratio: `${fmt(f.ms / e.ms, 1)}×`,
       target: `≤ ${secs(targets.readyMs, 0)} at 1M`,
       met: ready.value <= targets.readyMs
-    },
-    {
-      bench,
-      metric: `${label}: RSS when ready, ${fmt(SESSIONS)} sessions`,
-      value: `${mib(f.memory.rss)}, ${fmt(perSession / 1024, 2)} KiB/session${projectionText(rss, gib)}`,
-      baseline: `${mib(e.memory.rss)} (empty store)`,
-      ratio: `${fmt(f.memory.rss / e.memory.rss, 1)}×`,
-      target: `≤ ${gib(targets.rss)} at 1M`,
-      met: rss.value <= targets.rss
     }
   ]
+  if (fullPeak === undefined) {
+    rows.push({ bench, metric: `${label}: peak RSS, ${fmt(SESSIONS)} sessions`, value: `start reconcile unfinished; peak so far ${mib(full.hub.memory.peak)}`, baseline: `${mib(emptyPeak)} (empty store)`, ratio: '', target: `≤ ${gib(targets.rss)} at 1M`, met: false })
+    return rows
+  }
+  const rss = atIssueSize(emptyPeak, fullPeak)
+  const perSession = (fullPeak - emptyPeak) / SESSIONS
+  rows.push({
+    bench,
+    metric: `${label}: peak RSS through the start${full.settled!.ms === f.ms ? '' : ' reconcile'}, ${fmt(SESSIONS)} sessions`,
+    value: `${mib(fullPeak)}, ${fmt(perSession / 1024, 2)} KiB/session${projectionText(rss, gib)}`,
+    baseline: `${mib(emptyPeak)} (empty store)`,
+    ratio: `${fmt(fullPeak / emptyPeak, 1)}×`,
+    target: `≤ ${gib(targets.rss)} at 1M`,
+    met: rss.value <= targets.rss
+  })
+  return rows
 }
 
 function describeMemory(empty: Started, full: Started): void {
-  const e = empty.outcome
-  const f = full.outcome
-  if (!e.ready || !f.ready) return
-  const per = (f.memory.rss - e.memory.rss) / SESSIONS
-  const rss = atIssueSize(e.memory.rss, f.memory.rss)
+  if (!empty.outcome.ready || !full.settled) return
+  const e = empty.settled?.memory.peak ?? empty.outcome.memory.peak
+  const f = full.settled.memory.peak
+  const per = (f - e) / SESSIONS
+  const rss = atIssueSize(e, f)
   line(
-    `    memory: ${mib(f.memory.rss)} − ${mib(e.memory.rss)} (empty store) = ${mib(f.memory.rss - e.memory.rss)} for ${fmt(SESSIONS)} sessions and their devices:` +
+    `    memory (peaks through the start): ${mib(f)} − ${mib(e)} (empty store) = ${mib(f - e)} for ${fmt(SESSIONS)} sessions and their devices:` +
       ` ${fmt(per / 1024, 2)} KiB per stored session${rss.projected ? `; ${gib(rss.value)} at ${fmt(ISSUE_SESSIONS)} if it stays linear` : ''}`
   )
 }
@@ -612,7 +642,7 @@ async function postgresPart(): Promise<SummaryRow[]> {
     if (HUB_HEAP_MB > 0) line(`  the EMQX-mode hub runs with --max-old-space-size=${fmt(HUB_HEAP_MB)} (BENCH_SCALE_HUB_HEAP): not as deployed; for measuring past a start that needs more heap`)
 
     // the empty store: the hub makes its schema; its time and memory are the baseline
-    const empty = await startHub(settings, [RECONCILED])
+    const empty = await startHub(settings, [RECONCILED], RECONCILED)
     running.push(empty.hub)
     describeStart('empty store', empty)
     await empty.hub.stop()
@@ -640,7 +670,7 @@ async function postgresPart(): Promise<SummaryRow[]> {
     const given = await standin.fill(shape)
     line(`  stand-in given ${fmt(given.clients)} clients (${fmt(given.connected)} connected, the rest offline persistent sessions, as EMQX 5 lists them) and ${fmt(given.subscriptions)} subscriptions in ${secs(given.ms)} (untimed)`)
 
-    const full = await startHub(settings, [RECONCILED, RESTORED_ENTITIES])
+    const full = await startHub(settings, [RECONCILED, RESTORED_ENTITIES], RECONCILED)
     running.push(full.hub)
     describeStart(`${fmt(SESSIONS)} sessions`, full)
     describeTimeline(full)

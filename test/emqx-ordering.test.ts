@@ -215,14 +215,15 @@ describe('EMQX mode: connections ordered when the hooks cannot order them', () =
     t.standin.addClient({ clientid: id, username: id, ipAddress: '127.0.0.1', port: 5555, mountpoint: `${id}/` })
     t.standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
     await t.webhook({ event: 'session.subscribed', node: 'emqx@127.0.0.1', clientid: id, username: id, peerhost: '127.0.0.1', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
-    // the client is missing from the pages listed (others left mid-listing), and back for a lookup
+    // the client is missing from the pages of clients listed (others left mid-listing), and back
+    // for a lookup: restored once that listing was answered (the reconcile lists subscriptions first)
     const standin = t.standin
     const held = standin.clients.get(id)!
     const heldSubs = standin.subscriptions.filter((s) => s.clientid === id)
     standin.removeClient(id)
     const mark = standin.requests.length
     const restore = setInterval(() => {
-      if (standin.requests.slice(mark).some((r) => r.path.startsWith('/api/v5/subscriptions?'))) {
+      if (standin.requests.slice(mark).some((r) => r.path.startsWith('/api/v5/clients?'))) {
         clearInterval(restore)
         standin.clients.set(id, held)
         standin.subscriptions.push(...heldSubs)

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { RECONCILING } from '../src/emqx/emqx-carrier.js'
 import type { ReconcileReport } from '../src/emqx/reconcile.js'
 import { startEmqxTestHub, EMQX_KEY, EMQX_REPLICAS, EMQX_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
@@ -97,6 +98,32 @@ for (const version of [4, 5] as const) {
       }
     })
 
+    it('is ready while its first reconcile is under way: hook calls are answered, and /readyz says it is still reconciling', async () => {
+      // EMQX's listing answers only when released: the start reconcile stays under way
+      let release!: () => void
+      const listingHeld = new Promise<void>((resolve) => (release = resolve))
+      const beforeReply = async (method: string, path: string) => {
+        if (method === 'GET' && /\/(subscriptions|clients)(\?|$)/.test(path)) await listingHeld
+      }
+      const t = await startEmqxTestHub({ version, standinOptions: { beforeReply }, waitReady: false })
+      try {
+        const serving = await waitForReadyz(t, (status, detail) => status === 200 && detail === RECONCILING)
+        assert.equal(serving, RECONCILING)
+        await t.createDevice('early')
+        t.standin.addClient({ clientid: 'early', username: 'early', ipAddress: '127.0.0.1', port: 4100, mountpoint: 'early/' })
+        await t.webhook(connectBody('early', 4100))
+        assert.equal((await t.api<SessionView>('GET', '/v1/sessions/early')).body.connected, true, 'a connect during the start reconcile is recorded')
+        release()
+        await t.ready(15_000)
+        const report = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
+        assert.deepEqual([report.trigger, report.error], ['start', null])
+        assert.equal((await t.api<SessionView>('GET', '/v1/sessions/early')).body.connected, true)
+      } finally {
+        release()
+        await t.stop()
+      }
+    })
+
     it("is not ready while EMQX's API refuses the credentials or is down, and recovers", async () => {
       const standin = await startEmqxRestStandin({ version, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
       standin.setAuthFailure(true)
@@ -160,14 +187,19 @@ async function reportOf(t: Awaited<ReturnType<typeof startEmqxTestHub>>, trigger
   }
 }
 
-/** Waits until /readyz names the EMQX check failing with a detail `matches` accepts; returns it. */
-async function waitFor(t: Awaited<ReturnType<typeof startEmqxTestHub>>, matches: (detail: string) => boolean): Promise<string> {
+/** Waits until /readyz's status and its EMQX check's detail are what `matches` accepts; returns the detail. */
+async function waitForReadyz(t: Awaited<ReturnType<typeof startEmqxTestHub>>, matches: (status: number, detail: string) => boolean): Promise<string> {
   const deadline = Date.now() + 15_000
   for (;;) {
     const { status, body } = await t.api<{ checks: Record<string, { ok: boolean; detail?: string }> }>('GET', '/readyz', undefined, null)
     const detail = body.checks.emqx?.detail ?? ''
-    if (status === 503 && matches(detail)) return detail
+    if (matches(status, detail)) return detail
     if (Date.now() > deadline) throw new Error(`readyz never said so: ${status} ${JSON.stringify(body)}`)
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
+}
+
+/** Waits until /readyz names the EMQX check failing with a detail `matches` accepts; returns it. */
+function waitFor(t: Awaited<ReturnType<typeof startEmqxTestHub>>, matches: (detail: string) => boolean): Promise<string> {
+  return waitForReadyz(t, (status, detail) => status === 503 && matches(detail))
 }

@@ -93,7 +93,9 @@ describe('replicas on one PostgreSQL know of each other', () => {
       (await db.query<{ holder: string }>(`SELECT holder FROM leases WHERE name = 'reconcile' AND expires_at > $1`, [Date.now()]))[0]?.holder
     // A started first and took the lease; B is ready because A has reconciled
     assert.match((await holder()) ?? '', /^replica-a@test#/)
-    assert.equal((await b.api('GET', '/readyz', undefined, null)).status, 200, 'B is ready: the holder reconciled after B started')
+    const ready = await b.api<{ checks: { emqx: { detail?: string } } }>('GET', '/readyz', undefined, null)
+    assert.equal(ready.status, 200)
+    assert.match(ready.body.checks.emqx.detail ?? '', /^reconciled with EMQX \(by the replica holding/, 'B says reconciled: the holder reconciled after B started')
     assert.equal(await runsOn(b), 0, 'B has not reconciled itself')
     const shared = await b.api<{ trigger: string; error: string | null }>('GET', '/v1/reconcile/last')
     assert.deepEqual([shared.status, shared.body.error], [200, null], "B shows the holder's last report")

@@ -194,8 +194,9 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
       })
       // ready: its start's reconcile with EMQX is done, so it changes nothing under the load
       await settle(`replica ${name}'s /readyz to answer 200`, async () => {
-        const { status, body } = await hub.api('GET', '/readyz', undefined, null)
+        const { status, body } = await hub.api<{ checks: { emqx?: { detail?: string } } }>('GET', '/readyz', undefined, null)
         assert.equal(status, 200, JSON.stringify(body))
+        assert.match(body.checks.emqx?.detail ?? '', /^reconciled/, JSON.stringify(body))
       }).catch(async (error: unknown) => {
         await hub.kill()
         throw error

@@ -1,17 +1,19 @@
 /**
  * EMQX mode's carrier: an EMQX cluster carries the connections; the hub hears of them through
  * ExHook (gRPC, IOTHUB_EXHOOK_PORT) or WebHook (POST /v1/hooks/emqx), publishes pushes and
- * kicks through EMQX's REST API, and reconciles with that API — before it reports ready, when
- * EMQX (re)loads the ExHook provider, and every IOTHUB_RECONCILE_INTERVAL seconds.
+ * kicks through EMQX's REST API, and reconciles with that API — once it listens (the replica is
+ * ready meanwhile: see `checks`), when EMQX (re)loads the ExHook provider, and every
+ * IOTHUB_RECONCILE_INTERVAL seconds.
  *
- * If EMQX's API cannot be reached (or refuses the credentials) at start, the hub still starts
- * and answers hook calls — they are recorded, and a reconcile never undoes them — but /readyz
- * says not ready, naming the error, and the reconcile is retried with backoff until it succeeds.
+ * If EMQX's API cannot be reached (or refuses the credentials), the hub still answers hook
+ * calls — they are recorded, and a reconcile never undoes them — but /readyz says not ready,
+ * naming the error, and the reconcile is retried with backoff until it succeeds.
  *
  * With several replicas, one at a time reconciles: the holder of the `reconcile` lease. The
  * others check the lease every few seconds (and take it when its holder is gone); a trigger that
  * reaches one of them (EMQX reloading the provider) is passed to the holder as a request. A
- * replica that does not hold the lease is ready once the holder has reconciled.
+ * replica that does not hold the lease reports itself reconciled once the holder has reconciled
+ * after it started.
  */
 import type { Readiness } from '../observability/readiness.js'
 import { EmqxRestClient } from './emqx-rest.js'
@@ -30,6 +32,9 @@ import type { Lease } from '../replicas/lease.js'
 function requestedTrigger(reason: string | null): ReconcileTrigger {
   return reason === 'start' || reason === 'provider_loaded' || reason === 'api' || reason === 'interval' ? reason : 'provider_loaded'
 }
+
+/** The `emqx` check's detail while the first reconcile since this replica started is under way. */
+export const RECONCILING = 'serving; the first reconcile with EMQX since start is under way'
 
 /** Longest wait between retries of a failed reconcile, ms. */
 const MAX_RETRY_MS = 60_000
@@ -91,14 +96,22 @@ export class EmqxCarrier implements ConnectionCarrier {
     return { exhook }
   }
 
+  /**
+   * `emqx`: a replica is ready once it serves — the hook server answers and the store is
+   * current — while its first reconcile is still under way: at a cold start in front of an EMQX
+   * that holds a million clients, that run lists all of them, and a replica held out of its load
+   * balancer meanwhile would leave EMQX with no hub to ask about any connect. What stays
+   * not ready is a reconcile that failed (EMQX's API refused or unreachable: the hub cannot push
+   * or kick either) until one succeeds. The detail says which: `reconciled…` once a run (here, or
+   * the lease holder's begun after this replica started) has finished.
+   */
   checks(): Readiness['checks'] {
     const last = this.reconciler.last
-    return {
-      exhook: this.exhook.listening ? { ok: true } : { ok: false, detail: 'ExHook gRPC server is not listening' },
-      emqx: this.reconciled || (!this.lease.held && this.lease.servedSince(this.listeningSince))
-        ? { ok: true }
-        : { ok: false, detail: last?.error ? `not reconciled with EMQX yet: ${last.error}` : 'not reconciled with EMQX yet' }
-    }
+    const exhook = this.exhook.listening ? { ok: true } : { ok: false, detail: 'ExHook gRPC server is not listening' }
+    if (this.reconciled) return { exhook, emqx: { ok: true, detail: 'reconciled with EMQX' } }
+    if (!this.lease.held && this.lease.servedSince(this.listeningSince)) return { exhook, emqx: { ok: true, detail: 'reconciled with EMQX (by the replica holding the reconcile lease)' } }
+    if (last?.error) return { exhook, emqx: { ok: false, detail: `not reconciled with EMQX yet: ${last.error}` } }
+    return { exhook, emqx: { ok: true, detail: RECONCILING } }
   }
 
   async kick(clientId: string): Promise<boolean> {

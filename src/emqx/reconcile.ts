@@ -169,81 +169,62 @@ export class Reconciler {
     if (report.trigger === 'check' && Object.values(changes).some((n) => n > 0)) this.log.info(changes, 'a takeover checked with EMQX was corrected')
   }
 
+  /**
+   * The run, streamed so that its memory does not grow with what EMQX lists beyond one compact
+   * entry per listed client: EMQX's subscriptions first (topic sets, encoded), then its clients a
+   * page at a time, each page compared with the store and fixed before the next is read, then
+   * the ghost walk. The listing's order among themselves is safe: a client that changed after
+   * the run began is left alone whichever listing saw it first.
+   */
   private async reconcile(report: ReconcileReport): Promise<void> {
     const since = report.startedAt
-    // what a client's stored session is compared with; offline ones (EMQX 5 lists persistent
-    // sessions it keeps offline) only by id, for the ghost walk
-    const connected = new Map<string, EmqxListedClient>()
-    const offline = new Set<string>()
-    for await (const page of this.rest.clients()) {
-      for (const c of page) {
-        const id = c.client.clientId
-        // a client listed twice (pages that shifted) counts as its later row says
-        if (c.connected) {
-          connected.set(id, c)
-          offline.delete(id)
-        } else {
-          offline.add(id)
-          connected.delete(id)
-        }
-      }
-    }
-    // the topics of the clients listed as connected (only theirs are compared)
-    const topics = new Map<string, Map<string, QoS>>()
+    const topics = new ListedTopics()
     for await (const page of this.rest.subscriptions()) {
-      for (const s of page) {
-        report.brokerSubscriptions++
-        if (!connected.has(s.clientId)) continue
-        let held = topics.get(s.clientId)
-        if (!held) topics.set(s.clientId, (held = new Map<string, QoS>()))
-        held.set(s.topic, s.qos)
-      }
+      for (const s of page) topics.add(s.clientId, s.topic, s.qos)
+      report.brokerSubscriptions += page.length
     }
-    report.brokerClients = connected.size + offline.size
     const fixes = new FixPool(FIXES_IN_FLIGHT, (error) => this.log.warn({ err: error.message }, 'a reconcile fix was not applied'))
-
+    // every listed client: true when listed connected (a client listed twice — pages that
+    // shifted — counts as its later row says; the ghost walk asks EMQX about one listed offline)
+    const listed = new Map<string, boolean>()
     // a read that fails ends the run, once the fixes under way are done (none outlives it)
     try {
-      await this.compareListed(connected, topics, since, report, fixes)
-      await this.walkStored(connected, offline, since, report, fixes)
+      let pending: EmqxListedClient[] = []
+      for await (const page of this.rest.clients()) {
+        for (const c of page) {
+          listed.set(c.client.clientId, c.connected)
+          if (c.connected) pending.push(c)
+        }
+        while (pending.length >= this.pageSize) {
+          await this.comparePage(pending.splice(0, this.pageSize), topics, since, report, fixes)
+        }
+      }
+      if (pending.length > 0) await this.comparePage(pending, topics, since, report, fixes)
+      pending = []
+      report.brokerClients = listed.size
+      await this.walkStored(listed, since, report, fixes)
     } finally {
       await fixes.drained()
     }
   }
 
-  /** The listed connected clients, a page at a time against their stored sessions: only those that differ are fixed. */
-  private async compareListed(
-    connected: ReadonlyMap<string, EmqxListedClient>,
-    topics: ReadonlyMap<string, Map<string, QoS>>,
-    since: number,
-    report: ReconcileReport,
-    fixes: FixPool
-  ): Promise<void> {
-    const comparePage = async (ids: string[]) => {
-      const stored = await this.fleet.sessionsOf(ids)
-      // a read answered from memory resolves at once: without a turn of the event loop per page,
-      // comparing 500,000 clients would hold off every hook call until it is done
-      await nextTurn()
-      for (const id of ids) {
-        const listed = connected.get(id)!
-        const brokerTopics = topics.get(id) ?? NO_TOPICS
-        const held = stored.get(id)
-        if (this.matches(held, listed, brokerTopics)) {
-          // nothing to fix; counted as the fix's own check would have counted it
-          if (this.registry.changedSince(id, since)) report.skippedChanged++
-          continue
-        }
-        await fixes.add(() => this.bringTo(id, listed, brokerTopics, false, since, report, held))
+  /** Listed connected clients against their stored sessions, in one read: only those that differ are fixed. */
+  private async comparePage(page: readonly EmqxListedClient[], topics: ListedTopics, since: number, report: ReconcileReport, fixes: FixPool): Promise<void> {
+    const stored = await this.fleet.sessionsOf(page.map((c) => c.client.clientId))
+    // a read answered from memory resolves at once: without a turn of the event loop per page,
+    // comparing 500,000 clients would hold off every hook call until it is done
+    await nextTurn()
+    for (const listed of page) {
+      const id = listed.client.clientId
+      const brokerTopics = topics.of(id)
+      const held = stored.get(id)
+      if (this.matches(held, listed, brokerTopics)) {
+        // nothing to fix; counted as the fix's own check would have counted it
+        if (this.registry.changedSince(id, since)) report.skippedChanged++
+        continue
       }
+      await fixes.add(() => this.bringTo(id, listed, brokerTopics, false, since, report, held))
     }
-    let ids: string[] = []
-    for (const id of connected.keys()) {
-      ids.push(id)
-      if (ids.length < this.pageSize) continue
-      await comparePage(ids)
-      ids = []
-    }
-    if (ids.length > 0) await comparePage(ids)
   }
 
   /**
@@ -252,13 +233,7 @@ export class Reconciler {
    * answer about it decides); with EMQX 5, which lists the persistent sessions it keeps offline,
    * an offline one it does not list at all is gone.
    */
-  private async walkStored(
-    connected: ReadonlyMap<string, EmqxListedClient>,
-    offline: ReadonlySet<string>,
-    since: number,
-    report: ReconcileReport,
-    fixes: FixPool
-  ): Promise<void> {
+  private async walkStored(listed: ReadonlyMap<string, boolean>, since: number, report: ReconcileReport, fixes: FixPool): Promise<void> {
     const walkOffline = this.rest.version === 5
     const filter: SessionFilter = walkOffline ? {} : { connected: true }
     for (let after: string | undefined; ; ) {
@@ -266,9 +241,10 @@ export class Reconciler {
       await nextTurn() // hook calls are answered between pages, however fast the reads answer
       for (const session of page.sessions) {
         const id = session.clientId
-        if (session.connected && !connected.has(id)) {
+        const listedAs = listed.get(id)
+        if (session.connected && listedAs !== true) {
           await fixes.add(() => this.confirm(id, since, report, session))
-        } else if (!session.connected && walkOffline && !connected.has(id) && !offline.has(id)) {
+        } else if (!session.connected && walkOffline && listedAs === undefined) {
           await fixes.add(async () => {
             if ((await this.rest.client(id)) !== null) return
             if (await this.registry.discard(id, { unlessChangedSince: since })) report.offlineEnded++
@@ -450,3 +426,36 @@ function emptyReport(trigger: ReconcileTrigger | 'check'): ReconcileReport {
     error: null
   }
 }
+
+/**
+ * The topics EMQX lists, by client, held compactly for the length of a run: one string per
+ * client (`<qos><topic>` entries joined by NUL, which no MQTT topic may contain) instead of a
+ * map per client — a run in front of 1,000,000 listed sessions holds one entry each.
+ */
+class ListedTopics {
+  private readonly byClient = new Map<string, string>()
+
+  add(clientId: string, topic: string, qos: QoS): void {
+    const held = this.byClient.get(clientId)
+    const entry = `${qos}${topic}`
+    if (held === undefined) {
+      this.byClient.set(clientId, entry)
+      return
+    }
+    // listed twice (pages that shifted): the later row's QoS counts
+    const topics = this.of(clientId) as Map<string, QoS>
+    topics.set(topic, qos)
+    this.byClient.set(clientId, [...topics].map(([t, q]) => `${q}${t}`).join(SEPARATOR))
+  }
+
+  /** The client's listed topics and their QoS (none: an empty map). */
+  of(clientId: string): ReadonlyMap<string, QoS> {
+    const held = this.byClient.get(clientId)
+    if (held === undefined) return NO_TOPICS
+    const topics = new Map<string, QoS>()
+    for (const entry of held.split(SEPARATOR)) topics.set(entry.slice(1), Number(entry[0]) as QoS)
+    return topics
+  }
+}
+
+const SEPARATOR = '\u0000'

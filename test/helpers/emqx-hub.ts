@@ -43,7 +43,7 @@ export interface EmqxTestHub {
   /** Posts a WebHook body as EMQX would; `secret` null sends none. */
   webhook(body: unknown, secret?: string | null): Promise<{ status: number; body: unknown }>
   createDevice(id: string): Promise<{ id: string; token: string }>
-  /** Waits until /readyz is 200 (the first reconcile succeeded) on every replica. */
+  /** Waits until /readyz is 200 and says reconciled with EMQX (the first reconcile succeeded) on every replica. */
   ready(timeoutMs?: number): Promise<void>
   /**
    * Stops the hub (and, unless `keepStandin`, the stand-in); the data dir (in the replicated run,
@@ -136,8 +136,9 @@ export async function startEmqxTestHub(
       const deadline = Date.now() + timeoutMs
       for (const replica of endpoints) {
         for (;;) {
-          const { status, body } = await replica.api('GET', '/readyz', undefined, null)
-          if (status === 200) break
+          const { status, body } = await replica.api<{ checks?: { emqx?: { detail?: string } } }>('GET', '/readyz', undefined, null)
+          // ready once it serves; these tests begin once the start reconcile is done, too
+          if (status === 200 && body.checks?.emqx?.detail?.startsWith('reconciled') === true) break
           if (Date.now() > deadline) throw new Error(`hub${replicated ? ` replica ${replica.name}` : ''} not ready: ${JSON.stringify(body)}`)
           await new Promise((resolve) => setTimeout(resolve, 50))
         }
