@@ -178,7 +178,17 @@ export class EmqxRestClient implements BrokerPublisher {
         lastError = new EmqxApiError(`EMQX's API at ${this.prefix} cannot be reached: ${(error as Error).message}`, 0)
         continue
       }
-      const text = await response.text()
+      let text: string
+      try {
+        // the timeout covers the body too: a listing page cut off or stalled mid-body
+        text = await response.text()
+      } catch (error) {
+        const cut = new EmqxApiError(`EMQX's API answered ${response.status} to ${method} ${path} but its body could not be read: ${(error as Error).message}`, 0)
+        // a read is asked again; a change (a publish, a kick) was made or not: asking again could make it twice
+        if (method !== 'GET') throw cut
+        lastError = cut
+        continue
+      }
       if (response.status === 401 || response.status === 403) {
         throw new EmqxApiError(`EMQX's API answered ${response.status} to ${method} ${path}: check IOTHUB_EMQX_API_KEY and IOTHUB_EMQX_API_SECRET (${text.slice(0, 200)})`, response.status)
       }
