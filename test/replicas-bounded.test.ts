@@ -71,6 +71,8 @@ describe('EMQX mode on PostgreSQL: a replica holds a bounded cache, not the flee
       // made through A, then pushed out of B's device cache by newer ones
       const owned = await a.api('POST', '/v1/devices', { id: 'owned', owner: 'tenant-1' })
       assert.equal(owned.status, 201)
+      // (and one the reconcile will find connected, below)
+      assert.equal((await a.api('POST', '/v1/devices', { id: 'listed-only', owner: 'tenant-2' })).status, 201)
       const newer = Array.from({ length: CACHE + 20 }, (_, i) => ({ id: `newer-${i}` }))
       assert.equal((await a.api('POST', '/v1/devices', newer)).status, 201)
       await eventually(async () => (await b.api('GET', '/v1/devices/newer-0')).status === 200 || undefined, 20_000, 'B to see the newer devices')
@@ -91,6 +93,18 @@ describe('EMQX mode on PostgreSQL: a replica holds a bounded cache, not the flee
       const third = { ...set.connection('first-3', a.node), username: 'first', mountpoint: 'first/' }
       const refused = await a.exhookFrom(a.node).onClientAuthenticate({ ...third, password: set.tokens.get('first')! }, false)
       assert.equal(refused.bool_result, false, 'a third is refused: the device holds 2 sessions, one made through the other replica')
+
+      // the reconcile's fixes too: a connection only EMQX's listing tells of, whose device no
+      // replica caches any more, gets subscription entities carrying the device's owner
+      set.standin.addClient({ clientid: 'listed-only', username: 'listed-only', ipAddress: '127.0.0.1', port: 4200, mountpoint: 'listed-only/' })
+      set.standin.subscribe('listed-only', `listed-only/${ATTRIBUTES}`, 1)
+      const run = await b.api<{ sessionsAdded: number; error: string | null }>('POST', '/v1/reconcile')
+      assert.deepEqual([run.status, run.body.error, run.body.sessionsAdded], [200, null, 1])
+      const listedEntities = await b.api<{ data: { owner: string }[] }>('GET', '/v1/subscriptions?deviceId=listed-only')
+      assert.deepEqual(
+        listedEntities.body.data.map((e) => e.owner),
+        ['tenant-2']
+      )
     } finally {
       await set?.stop()
       await db.drop()

@@ -161,6 +161,16 @@ export class EmqxSource {
     }
   }
 
+  /**
+   * Brings the device of a listed client into the device cache, for the reconcile's fixes: the
+   * subscription entities a connect or subscribe makes carry the device's owner, which the
+   * decision reads from that cache (a replica sharing the store may not hold the device).
+   */
+  async cacheDeviceOf(client: EmqxClient): Promise<void> {
+    if (this.isSuperuser(client)) return
+    await this.devices.find(this.deviceIdOf(client))
+  }
+
   /** What a connect tells, checked; the incarnation is the ordering's to decide. */
   private connectionFacts(client: EmqxClient): Omit<ConnectedEvent, 'incarnation'> {
     this.check(client)

@@ -316,6 +316,7 @@ export class Reconciler {
       return
     }
     const wasLive = held !== undefined && isLiveConnection(held, listed.client)
+    await this.source.cacheDeviceOf(listed.client)
     const result = await unlessChanged(clientId, this.source.listedConnect(listed.client))
     if (result.applied) {
       if (wasLive) report.sessionsCorrected++
