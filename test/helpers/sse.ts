@@ -1,0 +1,146 @@
+/**
+ * A server-sent events client for tests: fetch, and the parsing rules of WHATWG HTML's "Server-sent
+ * events" (fields, comments, the last event id a block without data still sets), so a test reads
+ * a stream as an EventSource would.
+ */
+
+export interface SseMessage {
+  /** The last event id after this message (what an EventSource would send as Last-Event-ID). */
+  lastEventId: string
+  /** `message` unless the block named another type. */
+  event: string
+  data: string
+}
+
+export interface SseOptions {
+  authorization?: string
+  lastEventId?: string
+}
+
+/** An open stream: messages as they arrive, comments, and the id a reconnect would resume after. */
+export class SseStream {
+  readonly messages: SseMessage[] = []
+  readonly comments: string[] = []
+  lastEventId = ''
+  ended = false
+  private readonly waiters: (() => void)[] = []
+  private buffer = ''
+  private data: string[] = []
+  private eventType = ''
+  private idBuffer: string | undefined
+
+  private constructor(
+    readonly headers: Headers,
+    private readonly controller: AbortController
+  ) {}
+
+  /** Opens `url`; a status other than 200 comes back with its JSON body and no stream. */
+  static async open(url: string, options: SseOptions = {}): Promise<{ status: number; body?: unknown; stream?: SseStream }> {
+    const controller = new AbortController()
+    const response = await fetch(url, {
+      headers: {
+        accept: 'text/event-stream',
+        ...(options.authorization ? { authorization: options.authorization } : {}),
+        ...(options.lastEventId !== undefined ? { 'last-event-id': options.lastEventId } : {})
+      },
+      signal: controller.signal
+    })
+    if (response.status !== 200) {
+      const text = await response.text()
+      let body: unknown = text
+      try {
+        body = JSON.parse(text)
+      } catch {
+        // not JSON
+      }
+      return { status: response.status, body }
+    }
+    const stream = new SseStream(response.headers, controller)
+    stream.lastEventId = options.lastEventId ?? ''
+    void stream.read(response.body!)
+    return { status: 200, stream }
+  }
+
+  /** Resolves once `check` holds of what arrived, or rejects after `ms` (or when the stream ends first). */
+  async until(check: (s: SseStream) => boolean, ms = 20_000, what = 'the stream'): Promise<void> {
+    const deadline = Date.now() + ms
+    while (!check(this)) {
+      if (this.ended) throw new Error(`${what}: the stream ended first (${this.messages.length} messages)`)
+      const left = deadline - Date.now()
+      if (left <= 0) throw new Error(`${what}: timed out after ${ms} ms (${this.messages.length} messages)`)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 1000))
+        this.waiters.push(() => {
+          clearTimeout(timer)
+          resolve()
+        })
+      })
+    }
+  }
+
+  /** The parsed JSON of each `message` event that arrived. */
+  events<T = { seq: number; type: string }>(): T[] {
+    return this.messages.filter((m) => m.event === 'message').map((m) => JSON.parse(m.data) as T)
+  }
+
+  close(): void {
+    this.controller.abort()
+  }
+
+  private async read(body: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder()
+    try {
+      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+        this.feed(decoder.decode(chunk, { stream: true }))
+      }
+    } catch {
+      // aborted, or the hub closed the connection
+    }
+    this.ended = true
+    this.wake()
+  }
+
+  private feed(text: string): void {
+    this.buffer += text
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(this.buffer)
+      if (!match) break
+      // a lone \r at the end may be the first half of \r\n: wait for more
+      if (match[0] === '\r' && match.index === this.buffer.length - 1) break
+      const line = this.buffer.slice(0, match.index)
+      this.buffer = this.buffer.slice(match.index + match[0].length)
+      this.line(line)
+    }
+    this.wake()
+  }
+
+  private line(line: string): void {
+    if (line === '') return this.dispatch()
+    if (line.startsWith(':')) {
+      this.comments.push(line.slice(1).trim())
+      return
+    }
+    const colon = line.indexOf(':')
+    const field = colon < 0 ? line : line.slice(0, colon)
+    let value = colon < 0 ? '' : line.slice(colon + 1)
+    if (value.startsWith(' ')) value = value.slice(1)
+    if (field === 'data') this.data.push(value)
+    else if (field === 'event') this.eventType = value
+    else if (field === 'id' && !value.includes('\0')) this.idBuffer = value
+  }
+
+  private dispatch(): void {
+    if (this.idBuffer !== undefined) this.lastEventId = this.idBuffer
+    this.idBuffer = undefined
+    const data = this.data
+    const event = this.eventType || 'message'
+    this.data = []
+    this.eventType = ''
+    if (data.length === 0) return
+    this.messages.push({ lastEventId: this.lastEventId, event, data: data.join('\n') })
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w()
+  }
+}
