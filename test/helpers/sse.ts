@@ -15,6 +15,8 @@ export interface SseMessage {
 export interface SseOptions {
   authorization?: string
   lastEventId?: string
+  /** Read nothing until `resume()`: a consumer that does not keep up (its socket fills). */
+  paused?: boolean
 }
 
 /** An open stream: messages as they arrive, comments, and the id a reconnect would resume after. */
@@ -57,7 +59,8 @@ export class SseStream {
     }
     const stream = new SseStream(response.headers, controller)
     stream.lastEventId = options.lastEventId ?? ''
-    void stream.read(response.body!)
+    stream.body = response.body!
+    if (!options.paused) stream.resume()
     return { status: 200, stream }
   }
 
@@ -86,6 +89,14 @@ export class SseStream {
   close(): void {
     this.controller.abort()
   }
+
+  /** Starts reading (a stream opened paused). */
+  resume(): void {
+    const body = this.body
+    this.body = undefined
+    if (body) void this.read(body)
+  }
+  private body: ReadableStream<Uint8Array> | undefined
 
   private async read(body: ReadableStream<Uint8Array>): Promise<void> {
     const decoder = new TextDecoder()
