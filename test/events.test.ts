@@ -18,33 +18,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { apiClient, BASIC_ADMIN, type ApiCall } from './helpers/api-client.js'
 import { connectClient, eventually, tempDir, testConfig } from './helpers/hub.js'
 import { SseStream } from './helpers/sse.js'
-
-interface Topic {
-  topic: string
-  brokerTopic: string
-  qos: number
-}
-interface ApiSession {
-  id: string
-  deviceId: string
-  connected: boolean
-  topics: Topic[]
-  [field: string]: unknown
-}
-interface ApiSubscription {
-  id: string
-  sessionId: string
-  [field: string]: unknown
-}
-interface StreamEvent {
-  seq: number
-  type: string
-  deviceId: string
-  owner: string
-  session?: ApiSession | null
-  subscription?: ApiSubscription | null
-  subscriptionId?: string
-}
+import { listAll, mismatches, rebuild, type ApiSession, type ApiSubscription, type StreamEvent } from './helpers/event-state.js'
 
 /** Small, seeded: a failing run can be replayed with IOTHUB_TEST_SEED. */
 function random(seed: number): () => number {
@@ -59,66 +33,6 @@ function random(seed: number): () => number {
 }
 
 const TOPICS = ['v1/devices/me/attributes', 'v1/devices/me/telemetry', 'v1/devices/me/#', 'v1/devices/me/commands', 'other/+/x', 'plain']
-
-/** What a consumer knows after applying every event it got: sessions and subscription entities. */
-function rebuild(events: readonly StreamEvent[]): { sessions: Map<string, ApiSession>; subscriptions: Map<string, ApiSubscription> } {
-  const sessions = new Map<string, ApiSession>()
-  const subscriptions = new Map<string, ApiSubscription>()
-  for (const e of events) {
-    switch (e.type) {
-      case 'session.connected':
-      case 'session.disconnected':
-      case 'session.subscribed':
-      case 'session.unsubscribed':
-        sessions.set(e.session!.id, e.session!)
-        break
-      case 'session.ended':
-        sessions.delete(e.session!.id)
-        break
-      case 'subscription.created':
-        subscriptions.set(e.subscription!.id, e.subscription!)
-        break
-      case 'subscription.deleted':
-        subscriptions.delete(e.subscriptionId!)
-        break
-    }
-  }
-  return { sessions, subscriptions }
-}
-
-async function listAll<T extends { id: string }>(api: ApiCall, path: string): Promise<T[]> {
-  const all: T[] = []
-  let cursor: string | null = null
-  do {
-    const { status, body }: { status: number; body: { data: T[]; next: string | null } } = await api('GET', `${path}?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
-    assert.equal(status, 200)
-    all.push(...body.data)
-    cursor = body.next
-  } while (cursor)
-  return all
-}
-
-const sortedTopics = (s: ApiSession) => ({ ...s, topics: [...s.topics].sort((a, b) => (a.brokerTopic < b.brokerTopic ? -1 : 1)) })
-
-/** The differences between what the stream rebuilt and what the API lists, one line each. */
-function mismatches(rebuilt: ReturnType<typeof rebuild>, sessions: ApiSession[], subscriptions: ApiSubscription[]): string[] {
-  const out: string[] = []
-  const listed = new Map(sessions.map((s) => [s.id, s]))
-  for (const [id, s] of rebuilt.sessions) {
-    const l = listed.get(id)
-    if (!l) out.push(`session ${id}: in the stream, not listed`)
-    else if (JSON.stringify(sortedTopics(s)) !== JSON.stringify(sortedTopics(l))) out.push(`session ${id}: stream ${JSON.stringify(s)} ≠ listed ${JSON.stringify(l)}`)
-  }
-  for (const id of listed.keys()) if (!rebuilt.sessions.has(id)) out.push(`session ${id}: listed, not in the stream`)
-  const listedSubs = new Map(subscriptions.map((s) => [s.id, s]))
-  for (const [id, s] of rebuilt.subscriptions) {
-    const l = listedSubs.get(id)
-    if (!l) out.push(`subscription ${id}: in the stream, not listed`)
-    else if (JSON.stringify(s) !== JSON.stringify(l)) out.push(`subscription ${id}: stream ${JSON.stringify(s)} ≠ listed ${JSON.stringify(l)}`)
-  }
-  for (const id of listedSubs.keys()) if (!rebuilt.subscriptions.has(id)) out.push(`subscription ${id}: listed, not in the stream`)
-  return out
-}
 
 /**
  * A consumer that keeps reading across cuts: each time its stream ends (the hub restarting, or
