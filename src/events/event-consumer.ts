@@ -19,7 +19,7 @@ const PAGE = 500
 /** How long a catching-up consumer's full socket may take to drain before it counts as slow, ms. */
 const DRAIN_WAIT_MS = 30_000
 /** How long a closed stream's last message may take to leave before its socket is destroyed, ms. */
-const LINGER_MS = 5_000
+const LINGER_MS = 30_000
 
 export type CloseReason = 'slow' | 'log_pruned' | 'log_unreadable' | 'server_shutdown'
 
@@ -55,7 +55,7 @@ export class EventConsumer {
 
   /** Live entries `from`…`through`, made into `events` once for every consumer. */
   deliver(from: number, through: number, events: readonly PreparedEvent[]): void {
-    if (this.mode !== 'live') return
+    if (this.mode !== 'live' || this.res.destroyed) return
     if (from > this.position + 1) {
       // the feed let entries pass without this consumer (it fell behind them): read them back
       this.mode = 'catching-up'
@@ -81,7 +81,9 @@ export class EventConsumer {
     if (this.mode === 'closed') return
     this.gone(reason)
     this.res.end(closingFrame(reason, message, this.position))
-    setTimeout(() => this.res.destroy(), LINGER_MS).unref()
+    // a consumer that reads nothing would hold its socket: it goes once the message had its time
+    const linger = setTimeout(() => this.res.destroy(), LINGER_MS).unref()
+    this.res.once('finish', () => clearTimeout(linger))
   }
 
   get isLive(): boolean {

@@ -1,8 +1,10 @@
 /**
- * A server-sent events client for tests: fetch, and the parsing rules of WHATWG HTML's "Server-sent
+ * A server-sent events client for tests: node:http, and the parsing rules of WHATWG HTML's "Server-sent
  * events" (fields, comments, the last event id a block without data still sets), so a test reads
  * a stream as an EventSource would.
  */
+
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
 
 export interface SseMessage {
   /** The last event id after this message (what an EventSource would send as Last-Event-ID). */
@@ -32,36 +34,59 @@ export class SseStream {
   private idBuffer: string | undefined
 
   private constructor(
-    readonly headers: Headers,
-    private readonly controller: AbortController
-  ) {}
-
-  /** Opens `url`; a status other than 200 comes back with its JSON body and no stream. */
-  static async open(url: string, options: SseOptions = {}): Promise<{ status: number; body?: unknown; stream?: SseStream }> {
-    const controller = new AbortController()
-    const response = await fetch(url, {
-      headers: {
-        accept: 'text/event-stream',
-        ...(options.authorization ? { authorization: options.authorization } : {}),
-        ...(options.lastEventId !== undefined ? { 'last-event-id': options.lastEventId } : {})
-      },
-      signal: controller.signal
-    })
-    if (response.status !== 200) {
-      const text = await response.text()
-      let body: unknown = text
-      try {
-        body = JSON.parse(text)
-      } catch {
-        // not JSON
-      }
-      return { status: response.status, body }
+    private readonly res: IncomingMessage,
+    private readonly req: ClientRequest
+  ) {
+    const decoder = new TextDecoder()
+    res.on('data', (chunk: Buffer) => this.feed(decoder.decode(chunk, { stream: true })))
+    const end = () => {
+      this.ended = true
+      this.wake()
     }
-    const stream = new SseStream(response.headers, controller)
-    stream.lastEventId = options.lastEventId ?? ''
-    stream.body = response.body!
-    if (!options.paused) stream.resume()
-    return { status: 200, stream }
+    res.once('end', end)
+    res.once('close', end)
+    res.once('error', end)
+  }
+
+  /**
+   * Opens `url`; a status other than 200 comes back with its JSON body and no stream. (node:http
+   * rather than fetch: a paused response stops reading its socket, as a slow reader does, where
+   * fetch would go on buffering the body in memory.)
+   */
+  static open(url: string, options: SseOptions = {}): Promise<{ status: number; body?: unknown; stream?: SseStream }> {
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(url, {
+        headers: {
+          accept: 'text/event-stream',
+          ...(options.authorization ? { authorization: options.authorization } : {}),
+          ...(options.lastEventId !== undefined ? { 'last-event-id': options.lastEventId } : {})
+        }
+      })
+      req.once('error', reject)
+      req.once('response', (res) => {
+        if (res.statusCode !== 200) {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (chunk: string) => (text += chunk))
+          res.once('end', () => {
+            let body: unknown = text
+            try {
+              body = JSON.parse(text)
+            } catch {
+              // not JSON
+            }
+            resolve({ status: res.statusCode ?? 0, body })
+          })
+          return
+        }
+        const stream = new SseStream(res, req)
+        stream.lastEventId = options.lastEventId ?? ''
+        if (options.paused) res.pause()
+        else stream.resume()
+        resolve({ status: 200, stream })
+      })
+      req.end()
+    })
   }
 
   /** Resolves once `check` holds of what arrived, or rejects after `ms` (or when the stream ends first). */
@@ -87,28 +112,12 @@ export class SseStream {
   }
 
   close(): void {
-    this.controller.abort()
+    this.req.destroy()
   }
 
   /** Starts reading (a stream opened paused). */
   resume(): void {
-    const body = this.body
-    this.body = undefined
-    if (body) void this.read(body)
-  }
-  private body: ReadableStream<Uint8Array> | undefined
-
-  private async read(body: ReadableStream<Uint8Array>): Promise<void> {
-    const decoder = new TextDecoder()
-    try {
-      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-        this.feed(decoder.decode(chunk, { stream: true }))
-      }
-    } catch {
-      // aborted, or the hub closed the connection
-    }
-    this.ended = true
-    this.wake()
+    this.res.resume()
   }
 
   private feed(text: string): void {
