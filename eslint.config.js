@@ -7,19 +7,19 @@ import tseslint from 'typescript-eslint'
  * The direction of imports inside src/ (docs/ARCHITECTURE.md, "layers"): each folder may import
  * only the folders below it, so the layering cannot rot. From the bottom:
  *   domain ← store ← config, observability, tls, replicas ← registry ← devices, admission ← carrier
- *   ← embedded, emqx (the adapters: neither imports the other) ← api ← hub, cli, main.
+ *   ← embedded, emqx (the adapters: neither imports the other) ← api (with events) ← hub, cli, main.
  * Written as the folders (or root files) each layer must not import: a relative import naming
  * one of them is an error.
  */
 const above = {
-  domain: ['store', 'config', 'observability', 'tls', 'replicas', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
-  store: ['config', 'observability', 'tls', 'replicas', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
-  base: ['registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
-  registry: ['devices', 'admission', 'carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
-  devices: ['carrier', 'embedded', 'emqx', 'api', 'hub', 'cli'],
-  carrier: ['embedded', 'emqx', 'api', 'hub', 'cli'],
-  embedded: ['emqx', 'api', 'hub', 'cli'],
-  emqx: ['embedded', 'api', 'hub', 'cli'],
+  domain: ['store', 'config', 'observability', 'tls', 'replicas', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'events', 'api', 'hub', 'cli'],
+  store: ['config', 'observability', 'tls', 'replicas', 'registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'events', 'api', 'hub', 'cli'],
+  base: ['registry', 'devices', 'admission', 'carrier', 'embedded', 'emqx', 'events', 'api', 'hub', 'cli'],
+  registry: ['devices', 'admission', 'carrier', 'embedded', 'emqx', 'events', 'api', 'hub', 'cli'],
+  devices: ['carrier', 'embedded', 'emqx', 'events', 'api', 'hub', 'cli'],
+  carrier: ['embedded', 'emqx', 'events', 'api', 'hub', 'cli'],
+  embedded: ['emqx', 'events', 'api', 'hub', 'cli'],
+  emqx: ['embedded', 'events', 'api', 'hub', 'cli'],
   api: ['embedded', 'emqx', 'hub', 'cli']
 }
 const layerFiles = {
@@ -31,7 +31,8 @@ const layerFiles = {
   carrier: ['src/carrier/**'],
   embedded: ['src/embedded/**'],
   emqx: ['src/emqx/**'],
-  api: ['src/api/**']
+  // the event stream renders entities as the API does, and the API serves it: one layer
+  api: ['src/api/**', 'src/events/**']
 }
 /** `../config.js`, `../../emqx/x.js`: a relative import whose path names the folder or root file. */
 const naming = (names) => `^\\.{1,2}/(?:\\.\\./)*(?:${names.map((n) => `${n}/|${n}\\.js$`).join('|')})`

@@ -114,6 +114,11 @@ export interface HubConfig {
   loginThrottleKeys: number
   /** Ms an HTTP request may take to arrive, headers and body; a slower one is answered 408 and closed. */
   httpRequestTimeout: number
+  // ── the event stream, GET /v1/events (issue 14) ──
+  /** Seconds between heartbeat comments on an event stream. */
+  eventsHeartbeat: number
+  /** Bytes of events that may wait in one event stream's socket before its consumer is closed as slow. */
+  eventsBuffer: number
   // ── outages (issue 11): the store's deadline ──
   /** Milliseconds any store call (commit, probe) may take before its caller is refused. */
   storeTimeout: number
@@ -262,6 +267,9 @@ const OPTIONS = [
   { key: 'loginBackoffMax', env: 'IOTHUB_LOGIN_BACKOFF_MAX', flag: 'login-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms: longest wait of a throttled login (it doubles from 1 s)' },
   { key: 'loginThrottleKeys', env: 'IOTHUB_LOGIN_THROTTLE_KEYS', flag: 'login-throttle-keys', parse: (raw: string, name: string) => integer(raw, name, 100, 10_000_000), fallback: () => 10_000, help: 'most addresses and device ids the login throttle remembers' },
   { key: 'httpRequestTimeout', env: 'IOTHUB_HTTP_REQUEST_TIMEOUT', flag: 'http-request-timeout', parse: (raw: string, name: string) => integer(raw, name, 1000, 3_600_000), fallback: () => 30_000, help: 'ms an HTTP request may take to arrive; slower ones get 408' },
+  // ── the event stream, GET /v1/events (issue 14) ──
+  { key: 'eventsHeartbeat', env: 'IOTHUB_EVENTS_HEARTBEAT', flag: 'events-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 3600), fallback: () => 15, help: 'seconds between heartbeat comments on GET /v1/events' },
+  { key: 'eventsBuffer', env: 'IOTHUB_EVENTS_BUFFER', flag: 'events-buffer', parse: (raw: string, name: string) => integer(raw, name, 4096, 1_073_741_824), fallback: () => 1_048_576, help: 'bytes of events that may wait for one GET /v1/events consumer before it is closed as slow' },
   // ── outages (issue 11): the store's deadline ──
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
   // --- encryption in transit (TLS) ---

@@ -44,6 +44,8 @@ import type { Lease } from './replicas/lease.js'
 import { StoreProbe } from './store/store-probe.js'
 import type { CommitObserver } from './store/group-commit.js'
 import { TlsCredentials } from './tls/tls-credentials.js'
+import { EventLog } from './events/event-log.js'
+import { EventStreams } from './events/event-streams.js'
 
 export interface HubAddresses {
   http: AddressInfo
@@ -83,6 +85,8 @@ export class Hub {
   private readonly connectInfo: ConnectInfoTracker
   private readonly sessionCounts = new DeviceSessionCounts()
   private readonly dispatcher: Dispatcher
+  /** GET /v1/events: the change log as events, live from the follower. */
+  private readonly events: EventStreams
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private readonly probe: StoreProbe
@@ -199,6 +203,8 @@ export class Hub {
     // a connect that takes a session over from a live connection: the carrier closes the old one
     this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
     this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics)
+    const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)
+    this.events = new EventStreams(eventLog, { heartbeatMs: config.eventsHeartbeat * 1000, bufferBytes: config.eventsBuffer }, this.metrics, this.log.child({ component: 'events' }))
   }
 
   /** What a login's admission reads where this replica does not hold the fleet: from the store. */
@@ -242,8 +248,10 @@ export class Hub {
     this.sessionCounts.load(this.registry.records())
     // from here on the caches change only as the change log says, whoever made the change
     const applyToCaches = cacheApplier({ registry: this.registry, devices: this.devices, properties: this.properties })
+    this.events.start(snapshot.logPosition)
     this.store.follow(snapshot.logPosition, (entries, origin) => {
       applyToCaches(entries, origin)
+      this.events.heard(entries)
       if (origin !== 'elsewhere') return
       const now = Date.now()
       // one observation per batch read: its entries were committed together
@@ -336,6 +344,7 @@ export class Hub {
       kick: (clientId) => this.carrier.kick(clientId),
       readiness: () => this.checkReadiness(),
       replicas: () => this.replicas.replicas(),
+      events: this.events,
       ...(this.carrier.routes ? { carrierRoutes: this.carrier.routes } : {})
     }
   }

@@ -10,6 +10,7 @@ import type { SessionRegistry } from '../registry/registry.js'
 import type { FleetReads } from '../store/fleet-reads.js'
 import type { Readiness } from '../observability/readiness.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
+import type { EventStreams } from '../events/event-streams.js'
 
 
 export interface ApiContext {
@@ -31,6 +32,8 @@ export interface ApiContext {
   readiness(): Promise<Readiness>
   /** The replicas that share the store (GET /v1/replicas). */
   replicas(): Promise<ReplicaView[]>
+  /** The event streams of GET /v1/events, fed by the change log. */
+  events: EventStreams
   /** Routes of the carrier's own (EMQX mode: the WebHook receiver and the reconcile). */
   carrierRoutes?: CarrierRoutes
 }

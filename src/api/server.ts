@@ -17,6 +17,7 @@ import { isStoreFailure, retryAfterSeconds } from './store-unavailable.js'
 import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { downstreamRoutes } from './routes/downstream.js'
+import { eventRoutes } from './routes/events.js'
 import { healthRoutes } from './routes/health.js'
 import { replicaRoutes } from './routes/replicas.js'
 import { sessionRoutes } from './routes/sessions.js'
@@ -91,6 +92,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(subscriptionRoutes(ctx))
   await app.register(replicaRoutes(ctx))
   await app.register(downstreamRoutes(ctx))
+  await app.register(eventRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))
   if (ctx.carrierRoutes) await app.register(ctx.carrierRoutes.plugin)

@@ -20,10 +20,15 @@ export type TopicChange =
   | { kind: 'add'; subscriptions: TopicSubscription[] }
   | { kind: 'remove'; topics: string[] }
 
+/** Why a session entity ended: its connection's end (a clean session), its expiry, or an operator discarding it offline. */
+export type SessionEndReason = DisconnectReason | 'expired' | 'discarded'
+
 export interface Applied {
   outcome: 'applied'
   /** The session after the event; `null` when the session entity ends (is deleted). */
   session: SessionRecord | null
+  /** Set when the session entity ends: why (the change log says it, for the event stream). */
+  endedBy?: SessionEndReason
   topics: TopicChange
   /** Set when a still-connected older incarnation was replaced by this connect. */
   tookOver?: SessionRecord
@@ -116,7 +121,7 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
 
 /** A connection's end: a clean session ends with it (entity deleted); a persistent one goes offline. */
 export function endConnection(current: SessionRecord, at: number, reason: DisconnectReason): Applied {
-  if (current.cleanStart) return { outcome: 'applied', session: null, topics: { kind: 'clear' } }
+  if (current.cleanStart) return { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: reason }
   return {
     outcome: 'applied',
     session: { ...current, connected: false, disconnectedAt: at, disconnectReason: reason, version: current.version + 1 },
@@ -128,7 +133,7 @@ export function endConnection(current: SessionRecord, at: number, reason: Discon
 export function expire(current: SessionRecord, now: number): Applied | null {
   const deadline = expiresAt(current)
   if (deadline === null || deadline > now) return null
-  return { outcome: 'applied', session: null, topics: { kind: 'clear' } }
+  return { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: 'expired' }
 }
 
 function notTheLiveConnection(current: SessionRecord | undefined, incarnation: string): string | null {

@@ -144,6 +144,20 @@ export class HubMetrics {
     registers: [this.registry]
   })
 
+  // the event stream, GET /v1/events (issue 14)
+  readonly eventsSent = new Counter({
+    name: 'iothub_events_sent_total',
+    help: 'Events written to GET /v1/events streams (one per event and stream)',
+    registers: [this.registry]
+  })
+
+  readonly eventConsumersClosed = new Counter({
+    name: 'iothub_event_consumers_closed_total',
+    help: 'GET /v1/events streams the hub closed, by reason (slow: more was waiting than IOTHUB_EVENTS_BUFFER; log_pruned: its position was pruned; log_unreadable; server_shutdown)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry })
   }

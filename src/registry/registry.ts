@@ -570,7 +570,7 @@ export class SessionRegistry {
         const current = stored.session
         if (!current || current.connected) return UNCHANGED
         if (options.onlyIf && !options.onlyIf(current)) return UNCHANGED
-        return this.decided(id, { outcome: 'applied', session: null, topics: { kind: 'clear' } }, stored)
+        return this.decided(id, { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: 'discarded' }, stored)
       })
       if (decision.kind !== 'applied') return false
       this.afterApplied(id, decision, options.unlessChangedSince === undefined)

@@ -4,28 +4,23 @@
  * entities that follow the topics — all in one batch, so they are stored together or not at all.
  * Pure: a decision made again on what is stored then (a retried transaction) gets it right again.
  */
-import type { TopicSubscription } from '../domain/session.js'
+import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import { subscriptionEntityOf } from '../domain/subscription.js'
-import type { Applied } from '../domain/transitions.js'
+import type { Applied, SessionEndReason } from '../domain/transitions.js'
 import type { StoredSession, StoredTopicEntry } from '../store/decision.js'
 import type { Mutation } from '../store/store.js'
 
 export function sessionMutations(id: string, t: Applied, stored: StoredSession, ownerOf: (deviceId: string) => string, at: number): Mutation[] {
   const next = t.session
-  const mutations: Mutation[] = [
-    next === null
-      ? { op: 'session.delete', id, ...(stored.session ? { incarnation: stored.session.incarnation } : {}) }
-      : t.versionOnly
-        ? { op: 'session.version', id, version: next.version }
-        : { op: 'session.put', session: next }
-  ]
   const topics = t.topics
+  const mutations: Mutation[] = [sessionRowMutation(id, t, stored, at)]
   switch (topics.kind) {
     case 'keep':
       break
     case 'clear':
       mutations.push({ op: 'topic.clear', sessionId: id })
-      if (stored.entities.size > 0) mutations.push({ op: 'subscription.clear', sessionId: id })
+      // one delete per entity rather than a clear of the session's: each is an event of its own
+      for (const entity of stored.entities.values()) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
       break
     case 'add': {
       const persistent = next !== null && !next.cleanStart
@@ -39,11 +34,60 @@ export function sessionMutations(id: string, t: Applied, stored: StoredSession, 
       for (const topic of topics.topics) mutations.push({ op: 'topic.delete', sessionId: id, topic })
       for (const topic of topics.topics) {
         const entity = stored.entities.get(topic)
-        if (entity) mutations.push({ op: 'subscription.delete', id: entity.id })
+        if (entity) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
       }
       break
   }
   return mutations
+}
+
+/**
+ * The session row's mutation, with what the event stream needs to say of it without a second
+ * read (see store.ts): the session's topics after the change, the change itself, how it ended.
+ */
+function sessionRowMutation(id: string, t: Applied, stored: StoredSession, at: number): Mutation {
+  const next = t.session
+  if (next === null) {
+    const last = stored.session
+    const reason = t.endedBy
+    return {
+      op: 'session.delete',
+      id,
+      ...(last ? { incarnation: last.incarnation, ended: endedRecord(last, reason, at) } : {}),
+      ...(reason ? { reason } : {})
+    }
+  }
+  const topics = topicsAfter(stored, t)
+  if (t.versionOnly) {
+    const change = t.topics
+    return {
+      op: 'session.version',
+      id,
+      version: next.version,
+      session: next,
+      topics,
+      ...(change.kind === 'add' ? { subscribed: change.subscriptions } : change.kind === 'remove' ? { unsubscribed: change.topics } : {})
+    }
+  }
+  return { op: 'session.put', session: next, topics, ...(t.tookOver ? { tookOver: t.tookOver.incarnation } : {}) }
+}
+
+/** The session as it ended: a connected one shows its connection's end. */
+function endedRecord(last: SessionRecord, reason: SessionEndReason | undefined, at: number): SessionRecord {
+  if (!last.connected) return { ...last, version: last.version + 1 }
+  const disconnectReason = reason === undefined || reason === 'expired' || reason === 'discarded' ? last.disconnectReason : reason
+  return { ...last, connected: false, disconnectedAt: at, disconnectReason, version: last.version + 1 }
+}
+
+/** The session's topics once the transition's change of them is applied. */
+function topicsAfter(stored: StoredSession, t: Applied): TopicSubscription[] {
+  const change = t.topics
+  if (change.kind === 'clear') return []
+  const held = new Map<string, TopicSubscription>()
+  for (const [topic, entry] of stored.topics) held.set(topic, entry.subscription)
+  if (change.kind === 'add') for (const s of change.subscriptions) held.set(s.topic, s)
+  if (change.kind === 'remove') for (const topic of change.topics) held.delete(topic)
+  return [...held.values()]
 }
 
 /** The subscription entities the session's topics call for that it does not hold. */

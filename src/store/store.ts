@@ -14,21 +14,46 @@ import type { Decision } from './decision.js'
 import type { FleetReads } from './fleet-reads.js'
 import type { LogApplier } from './log-follower.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
+import type { SessionEndReason } from '../domain/transitions.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 
+/*
+ * Fields marked "for the event stream" are written to the change log with the mutation and read
+ * only by src/events, so that each logged change says what an event of it needs without a
+ * second read. The stores ignore them, and entries logged before they existed lack them.
+ */
 export type Mutation =
   | { op: 'device.put'; device: Device }
-  | { op: 'session.put'; session: SessionRecord }
-  /** Only the version of a stored session changed (a subscribe or unsubscribe). */
-  | { op: 'session.version'; id: string; version: number }
-  /** `incarnation`: the ended session's, remembered so late events of it (or older) are refused. */
-  | { op: 'session.delete'; id: string; incarnation?: string }
+  /**
+   * For the event stream: `topics`, the session's topics after the change (as the broker routes
+   * them); `tookOver`, the incarnation of the live connection this connect replaced.
+   */
+  | { op: 'session.put'; session: SessionRecord; topics?: TopicSubscription[]; tookOver?: string }
+  /**
+   * Only the version of a stored session changed (a subscribe or unsubscribe). For the event
+   * stream: the session and its topics after the change, and the topics it added or removed.
+   */
+  | {
+      op: 'session.version'
+      id: string
+      version: number
+      session?: SessionRecord
+      topics?: TopicSubscription[]
+      subscribed?: TopicSubscription[]
+      unsubscribed?: string[]
+    }
+  /**
+   * `incarnation`: the ended session's, remembered so late events of it (or older) are refused.
+   * For the event stream: the session as it ended, and why.
+   */
+  | { op: 'session.delete'; id: string; incarnation?: string; ended?: SessionRecord; reason?: SessionEndReason }
   /** `persistent`: the broker queues QoS>0 messages for this subscription while offline. */
   | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean }
   | { op: 'topic.delete'; sessionId: string; topic: string }
   | { op: 'topic.clear'; sessionId: string }
   | { op: 'subscription.put'; subscription: SubscriptionEntity }
-  | { op: 'subscription.delete'; id: string }
+  /** For the event stream: the entity deleted. */
+  | { op: 'subscription.delete'; id: string; subscription?: SubscriptionEntity }
   /** Deletes every subscription entity of a session. */
   | { op: 'subscription.clear'; sessionId: string }
   /** Replaces one property of a device (`attributes`, `connectinfo`, …) as a whole. */

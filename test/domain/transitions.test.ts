@@ -67,7 +67,7 @@ describe('session transitions', () => {
     assert.deepEqual(outcomes.map((o) => o.outcome), ['applied', 'applied', 'applied'])
     assert.equal(session?.version, 3)
     const end = transition(session, { kind: 'disconnected', clientId: 'c1', incarnation: old, at: 1003, reason: 'client_disconnect' }, old)
-    assert.deepEqual(end, { outcome: 'applied', session: null, topics: { kind: 'clear' } })
+    assert.deepEqual(end, { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: 'client_disconnect' })
   })
 
   it('takeover, new connect first: the old connection’s late disconnect is stale', () => {
@@ -118,7 +118,7 @@ describe('session transitions', () => {
     assert.equal(session?.connected, false)
     assert.equal(session?.disconnectReason, 'keepalive_timeout')
     assert.equal(expire(session, 2000 + 7200 * 1000 - 1), null)
-    assert.deepEqual(expire(session, 2000 + 7200 * 1000), { outcome: 'applied', session: null, topics: { kind: 'clear' } })
+    assert.deepEqual(expire(session, 2000 + 7200 * 1000), { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: 'expired' })
 
     const resumed = transition(session, connected(young, false, 3000), old)
     assert.equal(resumed.outcome === 'applied' && resumed.topics.kind, 'keep')

@@ -1,0 +1,158 @@
+/**
+ * One consumer of `GET /v1/events`: it first catches up from the change log as stored, a page at a
+ * time, as fast as its socket takes them; once at the head it is handed live events as the
+ * follower applies them. Either way it sees each entry once, in order, and `position` is the last
+ * one it has handled — so whatever closes it, resuming after `position` loses and repeats nothing.
+ *
+ * Its memory is bounded: one page while catching up, and never more than `bufferBytes` (plus one
+ * event) waiting in its socket. Live events cannot wait for a reader that does not read: a
+ * consumer whose socket holds more than that is closed as slow, and resumes by sequence.
+ */
+import type { ServerResponse } from 'node:http'
+import type { EventFilter } from './event-filter.js'
+import { matches } from './event-filter.js'
+import type { EventLog, PreparedEvent } from './event-log.js'
+import { closingFrame, heartbeatFrame } from './sse-frame.js'
+
+/** Entries read from the store at once while catching up. */
+const PAGE = 500
+/** How long a catching-up consumer's full socket may take to drain before it counts as slow, ms. */
+const DRAIN_WAIT_MS = 30_000
+/** How long a closed stream's last message may take to leave before its socket is destroyed, ms. */
+const LINGER_MS = 30_000
+
+export type CloseReason = 'slow' | 'log_pruned' | 'log_unreadable' | 'server_shutdown'
+
+/** What a consumer needs of the streams it belongs to. */
+export interface Feed {
+  readonly log: EventLog
+  /** The last entry the feed has handed to live consumers (or let pass, with none listening). */
+  readonly delivered: number
+  gone(consumer: EventConsumer, reason: CloseReason | null): void
+  sent(): void
+}
+
+export class EventConsumer {
+  private mode: 'catching-up' | 'live' | 'closed' = 'catching-up'
+  /** The last id written, an event's or a heartbeat's. */
+  private lastId: number
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly feed: Feed,
+    private readonly filter: EventFilter,
+    private readonly bufferBytes: number,
+    /** The last entry handled: events after it are this consumer's to send. */
+    private position: number
+  ) {
+    this.lastId = position
+    res.on('close', () => this.gone(null))
+  }
+
+  start(): void {
+    void this.catchUp()
+  }
+
+  /** Live entries `from`…`through`, made into `events` once for every consumer. */
+  deliver(from: number, through: number, events: readonly PreparedEvent[]): void {
+    if (this.mode !== 'live' || this.res.destroyed) return
+    if (from > this.position + 1) {
+      // the feed let entries pass without this consumer (it fell behind them): read them back
+      this.mode = 'catching-up'
+      void this.catchUp()
+      return
+    }
+    for (const e of events) {
+      if (e.event.seq <= this.position) continue
+      if (!this.send(e)) return
+    }
+    if (through > this.position) this.position = through
+  }
+
+  heartbeat(): void {
+    if (this.mode === 'closed') return
+    const advance = this.position > this.lastId ? this.position : undefined
+    this.res.write(heartbeatFrame(advance))
+    if (advance !== undefined) this.lastId = advance
+  }
+
+  /** Writes the closing message, then ends the stream; its socket goes if it does not drain. */
+  close(reason: CloseReason, message: string): void {
+    if (this.mode === 'closed') return
+    this.gone(reason)
+    this.res.end(closingFrame(reason, message, this.position))
+    // a consumer that reads nothing would hold its socket: it goes once the message had its time
+    const linger = setTimeout(() => this.res.destroy(), LINGER_MS).unref()
+    this.res.once('finish', () => clearTimeout(linger))
+  }
+
+  get isLive(): boolean {
+    return this.mode === 'live'
+  }
+
+  private async catchUp(): Promise<void> {
+    try {
+      while (this.mode === 'catching-up') {
+        const entries = await this.feed.log.readEntries(this.position, PAGE)
+        if (this.mode !== 'catching-up') return
+        const first = entries[0]
+        const behind = this.position < this.feed.delivered
+        if ((first && first.seq !== this.position + 1) || (!first && behind)) {
+          return this.close('log_pruned', `the change log no longer holds the entries after ${this.position}: GET /v1/events?after=${this.position} answers 410 with the oldest it holds`)
+        }
+        const events = await this.feed.log.prepare(entries)
+        for (const e of events) {
+          if (this.mode !== 'catching-up') return
+          if (this.res.writableLength > this.bufferBytes && !(await this.drained())) {
+            return this.close('slow', `the consumer did not take what was sent within ${DRAIN_WAIT_MS / 1000} s`)
+          }
+          if (!this.send(e)) return
+        }
+        if (first) this.position = entries[entries.length - 1]!.seq
+        if (entries.length < PAGE && this.position >= this.feed.delivered) {
+          // from here the feed hands over every entry after `delivered`: none is missed
+          this.mode = 'live'
+        }
+      }
+    } catch (error) {
+      this.close('log_unreadable', `the change log could not be read: ${(error as Error).message}`)
+    }
+  }
+
+  /** Sends one event if the filter takes it; false when the consumer was closed instead (slow). */
+  private send(e: PreparedEvent): boolean {
+    if (matches(this.filter, e.event)) {
+      if (this.res.writableLength > this.bufferBytes) {
+        this.close('slow', `more than ${this.bufferBytes} bytes of events were waiting for the consumer to read them`)
+        return false
+      }
+      this.res.write(e.frame)
+      this.lastId = e.event.seq
+      this.feed.sent()
+    }
+    this.position = e.event.seq
+    return true
+  }
+
+  private drained(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer)
+        this.res.off('drain', onDrain)
+        this.res.off('close', onClose)
+        resolve(ok)
+      }
+      const onDrain = () => done(true)
+      const onClose = () => done(false)
+      const timer = setTimeout(() => done(false), DRAIN_WAIT_MS)
+      this.res.on('drain', onDrain)
+      this.res.on('close', onClose)
+    })
+  }
+
+  private gone(reason: CloseReason | null): void {
+    if (this.mode === 'closed') return
+    this.mode = 'closed'
+    this.feed.gone(this, reason)
+  }
+}

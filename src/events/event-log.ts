@@ -1,0 +1,62 @@
+/**
+ * The change log read as events: pages of entries from the store (a consumer catching up) or
+ * entries the follower hands over (live), each made into its event and its SSE frame once.
+ */
+import { LRUCache } from 'lru-cache'
+import type { LogEntry, LogReader } from '../store/change-log.js'
+import type { HubEvent } from './event.js'
+import { eventOf, ownerNeeded } from './from-log.js'
+import { eventFrame } from './sse-frame.js'
+
+export interface PreparedEvent {
+  event: HubEvent
+  /** The event as written on the wire, made once whoever it goes to. */
+  frame: string
+}
+
+/** Owners remembered: a device's never changes, so a hit is always right. */
+const OWNERS_KEPT = 10_000
+
+export class EventLog {
+  private readonly owners = new LRUCache<string, string>({ max: OWNERS_KEPT })
+
+  constructor(
+    private readonly reader: LogReader,
+    /** This hub's node, for entries that name no replica (a store with one writer). */
+    private readonly node: string,
+    /** A device's owner, from the caches or the store; undefined when there is no such device. */
+    private readonly findOwner: (deviceId: string) => Promise<string | undefined>
+  ) {}
+
+  /** Entries after `after`, at most `limit`, in order (fewer when the log ends; a gap when pruned). */
+  readEntries(after: number, limit: number): Promise<LogEntry[]> {
+    return this.reader.readLog(after, limit)
+  }
+
+  /** The events of `entries`, in order (entries that make none are skipped). */
+  async prepare(entries: readonly LogEntry[]): Promise<PreparedEvent[]> {
+    await this.lookUpOwners(entries)
+    const source = { node: this.node, owner: (deviceId: string) => this.owners.get(deviceId) ?? '' }
+    const prepared: PreparedEvent[] = []
+    for (const entry of entries) {
+      const event = eventOf(entry, source)
+      if (event) prepared.push({ event, frame: eventFrame(event) })
+    }
+    return prepared
+  }
+
+  private async lookUpOwners(entries: readonly LogEntry[]): Promise<void> {
+    const missing = new Set<string>()
+    for (const entry of entries) {
+      const deviceId = ownerNeeded(entry.change)
+      if (deviceId && !this.owners.has(deviceId)) missing.add(deviceId)
+    }
+    await Promise.all(
+      [...missing].map(async (deviceId) => {
+        const owner = await this.findOwner(deviceId)
+        // no such device (a superuser's session): not remembered, a device of that id may come
+        if (owner !== undefined) this.owners.set(deviceId, owner)
+      })
+    )
+  }
+}

@@ -1,0 +1,24 @@
+/**
+ * Server-sent events as written on the wire (WHATWG HTML, "Server-sent events"). An event is sent
+ * as the default `message` type, its own `type` inside the JSON, so one `onmessage` sees them all.
+ */
+import type { HubEvent } from './event.js'
+
+export function eventFrame(event: HubEvent): string {
+  // JSON.stringify escapes newlines inside strings: the data is one line
+  return `id: ${event.seq}\ndata: ${JSON.stringify(event)}\n\n`
+}
+
+/**
+ * A comment that keeps proxies from closing an idle stream. With `position`, it also moves the
+ * consumer's last event id past the events its filter skipped (a block with an id and no data
+ * dispatches nothing but sets the id), so a resume does not read them again.
+ */
+export function heartbeatFrame(position?: number): string {
+  return position === undefined ? ': heartbeat\n\n' : `: heartbeat\nid: ${position}\n\n`
+}
+
+/** The last message before the hub closes a stream: why, and the sequence to resume after. */
+export function closingFrame(error: string, message: string, resumeAfter: number): string {
+  return `event: error\nid: ${resumeAfter}\ndata: ${JSON.stringify({ error, message, resumeAfter })}\n\n`
+}
