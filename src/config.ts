@@ -5,6 +5,7 @@
  */
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
+import { EVENT_TYPES, isEventType, type EventType } from './domain/event-types.js'
 
 export interface HubConfig {
   mqttHost: string
@@ -119,6 +120,22 @@ export interface HubConfig {
   eventsHeartbeat: number
   /** Bytes of events that may wait in one event stream's socket before its consumer is closed as slow. */
   eventsBuffer: number
+  /** Where events are POSTed as they are committed ('' turns webhooks out off). */
+  eventsWebhookUrl: string
+  /** Key of the HMAC-SHA256 signature of each webhook body (required with a URL). */
+  eventsWebhookSecret: string
+  /** Event types the webhook gets (all when empty). */
+  eventsWebhookTypes: readonly EventType[]
+  /** Most events in one webhook POST. */
+  eventsWebhookBatch: number
+  /** Milliseconds a webhook POST may take before it counts as failed and is sent again. */
+  eventsWebhookTimeout: number
+  /** Longest wait between retries of a failed webhook POST, ms (the wait doubles from 500 ms up to it). */
+  eventsWebhookBackoffMax: number
+  /** `on`: events are published on `$iothub/events/{type}/{clientId}`; `auto`: on in embedded mode, off in EMQX mode. */
+  eventsMqtt: 'on' | 'off'
+  /** Event types published on MQTT. */
+  eventsMqttTypes: readonly EventType[]
   // ── outages (issue 11): the store's deadline ──
   /** Milliseconds any store call (commit, probe) may take before its caller is refused. */
   storeTimeout: number
@@ -205,6 +222,27 @@ function webhookSecret(raw: string, name: string): string {
   return raw
 }
 
+function webhookUrl(raw: string, name: string): string {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(`${name} must be a URL like https://platform.example/iothub-events, got "${raw}"`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${name} must be an http or https URL, got "${raw}"`)
+  return raw
+}
+
+function eventTypes(raw: string, name: string): EventType[] {
+  const names = raw.split(',').map((t) => t.trim())
+  const unknown = names.filter((n) => !isEventType(n))
+  if (unknown.length > 0) throw new ConfigError(`${name} names no event type: ${unknown.join(', ')} (known: ${EVENT_TYPES.join(', ')})`)
+  return names as EventType[]
+}
+
+/** What MQTT presence topics carry unless told: presence, the session events. */
+export const PRESENCE_TYPES: readonly EventType[] = EVENT_TYPES.filter((t) => t.startsWith('session.'))
+
 const OPTIONS = [
   { key: 'mqttHost', env: 'IOTHUB_MQTT_HOST', flag: 'mqtt-host', parse: text, fallback: () => '0.0.0.0', help: 'MQTT listen address' },
   { key: 'mqttPort', env: 'IOTHUB_MQTT_PORT', flag: 'mqtt-port', parse: port, fallback: () => 1883, help: 'MQTT TCP port (0 = any free)' },
@@ -270,6 +308,14 @@ const OPTIONS = [
   // ── the event stream, GET /v1/events (issue 14) ──
   { key: 'eventsHeartbeat', env: 'IOTHUB_EVENTS_HEARTBEAT', flag: 'events-heartbeat', parse: (raw: string, name: string) => integer(raw, name, 1, 3600), fallback: () => 15, help: 'seconds between heartbeat comments on GET /v1/events' },
   { key: 'eventsBuffer', env: 'IOTHUB_EVENTS_BUFFER', flag: 'events-buffer', parse: (raw: string, name: string) => integer(raw, name, 4096, 1_073_741_824), fallback: () => 1_048_576, help: 'bytes of events that may wait for one GET /v1/events consumer before it is closed as slow' },
+  { key: 'eventsWebhookUrl', env: 'IOTHUB_EVENTS_WEBHOOK_URL', flag: 'events-webhook-url', parse: webhookUrl, fallback: () => '', help: 'POST every event here, in order, at least once (off when unset)' },
+  { key: 'eventsWebhookSecret', env: 'IOTHUB_EVENTS_WEBHOOK_SECRET', flag: 'events-webhook-secret', parse: webhookSecret, fallback: () => '', help: 'key of the x-iothub-signature HMAC-SHA256 of each webhook body' },
+  { key: 'eventsWebhookTypes', env: 'IOTHUB_EVENTS_WEBHOOK_TYPES', flag: 'events-webhook-types', parse: eventTypes, fallback: () => [], help: 'comma list of the event types the webhook gets (default all)' },
+  { key: 'eventsWebhookBatch', env: 'IOTHUB_EVENTS_WEBHOOK_BATCH', flag: 'events-webhook-batch', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000), fallback: () => 100, help: 'most events in one webhook POST (a JSON array)' },
+  { key: 'eventsWebhookTimeout', env: 'IOTHUB_EVENTS_WEBHOOK_TIMEOUT', flag: 'events-webhook-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 10_000, help: 'ms a webhook POST may take before it is sent again' },
+  { key: 'eventsWebhookBackoffMax', env: 'IOTHUB_EVENTS_WEBHOOK_BACKOFF_MAX', flag: 'events-webhook-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 500, 3_600_000), fallback: () => 30_000, help: 'ms: longest wait between retries of a failed webhook POST (doubles from 500 ms)' },
+  { key: 'eventsMqtt', env: 'IOTHUB_EVENTS_MQTT', flag: 'events-mqtt', parse: oneOf(['on', 'off', 'auto'] as const), fallback: () => 'auto' as const, help: 'publish events on $iothub/events/{type}/{clientId}: on, off, auto (on in embedded mode, off in emqx mode)' },
+  { key: 'eventsMqttTypes', env: 'IOTHUB_EVENTS_MQTT_TYPES', flag: 'events-mqtt-types', parse: eventTypes, fallback: () => [...PRESENCE_TYPES], help: 'comma list of the event types published on MQTT (default the session.* types)' },
   // ── outages (issue 11): the store's deadline ──
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
   // --- encryption in transit (TLS) ---
@@ -317,6 +363,9 @@ function checkCombination(config: HubConfig): HubConfig {
       throw new ConfigError('IOTHUB_BROKER=emqx needs IOTHUB_EMQX_API_KEY and IOTHUB_EMQX_API_SECRET (EMQX 4 AppID/AppSecret, EMQX 5 API key/secret)')
     }
   }
+  if (config.eventsWebhookUrl !== '' && config.eventsWebhookSecret === '') {
+    throw new ConfigError('IOTHUB_EVENTS_WEBHOOK_URL needs IOTHUB_EVENTS_WEBHOOK_SECRET, the key its receiver checks each body\'s signature with')
+  }
   if (config.maxInflightBytes < config.maxPacketSize) {
     throw new ConfigError(`IOTHUB_MAX_INFLIGHT_BYTES (${config.maxInflightBytes}) must be at least IOTHUB_MAX_PACKET_SIZE (${config.maxPacketSize}): one packet alone would make a slow consumer`)
   }
@@ -324,7 +373,8 @@ function checkCombination(config: HubConfig): HubConfig {
     throw new ConfigError(config.tlsCert === '' ? 'IOTHUB_TLS_KEY needs IOTHUB_TLS_CERT, the certificate of that key' : 'IOTHUB_TLS_CERT needs IOTHUB_TLS_KEY, the private key of that certificate')
   }
   if (config.tlsCa !== '' && config.tlsCert === '') throw new ConfigError('IOTHUB_TLS_CA needs IOTHUB_TLS_CERT and IOTHUB_TLS_KEY')
-  return config.mqttsHost === '' ? { ...config, mqttsHost: config.mqttHost } : config
+  const eventsMqtt = (config.eventsMqtt as HubConfig['eventsMqtt'] | 'auto') === 'auto' ? (config.broker === 'embedded' ? 'on' : 'off') : config.eventsMqtt
+  return { ...config, eventsMqtt, mqttsHost: config.mqttsHost === '' ? config.mqttHost : config.mqttsHost }
 }
 
 function parseFlags(argv: readonly string[]): Map<string, string> {

@@ -46,6 +46,7 @@ import type { CommitObserver } from './store/group-commit.js'
 import { TlsCredentials } from './tls/tls-credentials.js'
 import { EventLog } from './events/event-log.js'
 import { EventStreams } from './events/event-streams.js'
+import { eventDeliveries, type EventDeliveries } from './events/event-deliveries.js'
 
 export interface HubAddresses {
   http: AddressInfo
@@ -87,6 +88,8 @@ export class Hub {
   private readonly dispatcher: Dispatcher
   /** GET /v1/events: the change log as events, live from the follower. */
   private readonly events: EventStreams
+  /** Events out of the hub: webhooks, MQTT presence topics (each as configured). */
+  private readonly deliveries: EventDeliveries
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private readonly probe: StoreProbe
@@ -205,6 +208,7 @@ export class Hub {
     this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics)
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)
     this.events = new EventStreams(eventLog, { heartbeatMs: config.eventsHeartbeat * 1000, bufferBytes: config.eventsBuffer }, this.metrics, this.log.child({ component: 'events' }))
+    this.deliveries = eventDeliveries({ config, store: this.store, log: eventLog, replicas: this.replicas, publisher: this.carrier.publisher, metrics: this.metrics, logger: this.log.child({ component: 'events' }) })
   }
 
   /** What a login's admission reads where this replica does not hold the fleet: from the store. */
@@ -252,6 +256,7 @@ export class Hub {
     this.store.follow(snapshot.logPosition, (entries, origin) => {
       applyToCaches(entries, origin)
       this.events.heard(entries)
+      this.deliveries.heard(entries)
       if (origin !== 'elsewhere') return
       const now = Date.now()
       // one observation per batch read: its entries were committed together
@@ -284,6 +289,7 @@ export class Hub {
     const http = this.api.server.address() as AddressInfo
     this.addresses = { http, ...listening }
     await this.replicas.start(`${this.apiUsesTls ? 'https' : 'http'}://${at(http)}`)
+    this.deliveries.start()
     this.expiryTimer = setInterval(() => void this.sweepExpired(), this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
     this.storeWatch = setInterval(() => void this.watchStore(), STORE_WATCH_MS)
@@ -412,6 +418,8 @@ export class Hub {
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
     await this.carrier.stop()
+    // before the leases go: a delivery saves its position while it still holds its lease
+    await this.deliveries.stop()
     await this.replicas.stop()
     await this.registry.settled()
     this.registry.stop()

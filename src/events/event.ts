@@ -6,26 +6,7 @@
 import type { renderDevice, renderSession, renderSubscription } from '../api/render.js'
 import type { SessionEndReason } from '../domain/transitions.js'
 
-export const EVENT_TYPES = [
-  'session.connected',
-  'session.disconnected',
-  'session.ended',
-  'session.subscribed',
-  'session.unsubscribed',
-  'subscription.created',
-  'subscription.deleted',
-  'device.created',
-  'device.changed',
-  'device.deleted',
-  'device.property'
-] as const
-export type EventType = (typeof EVENT_TYPES)[number]
-
-const KNOWN = new Set<string>(EVENT_TYPES)
-
-export function isEventType(name: string): name is EventType {
-  return KNOWN.has(name)
-}
+export { EVENT_TYPES, isEventType, type EventType } from '../domain/event-types.js'
 
 export type RenderedSession = ReturnType<typeof renderSession>
 export type RenderedSubscription = ReturnType<typeof renderSubscription>

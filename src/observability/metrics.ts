@@ -158,6 +158,35 @@ export class HubMetrics {
     registers: [this.registry]
   })
 
+  // events delivered out of the hub, one replica at a time (webhooks out; MQTT through EMQX's API)
+  readonly eventsDelivered = new Counter({
+    name: 'iothub_events_delivered_total',
+    help: 'Events delivered and acknowledged, by sink (webhook: a 2xx answer; mqtt: published), as counted by the replica that delivered them',
+    labelNames: ['sink'] as const,
+    registers: [this.registry]
+  })
+
+  readonly eventDeliveryFailures = new Counter({
+    name: 'iothub_events_delivery_failures_total',
+    help: 'Delivery attempts that failed and will be made again, by sink and reason (status: an answer other than 2xx; network; timeout)',
+    labelNames: ['sink', 'reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly eventsSkipped = new Counter({
+    name: 'iothub_events_delivery_skipped_total',
+    help: 'Change-log entries a delivery could not send because the log no longer held them (pruned while no replica delivered)',
+    labelNames: ['sink'] as const,
+    registers: [this.registry]
+  })
+
+  readonly eventsMqttPublished = new Counter({
+    name: 'iothub_events_mqtt_published_total',
+    help: 'Events published on $iothub/events/... by the embedded broker, by outcome (published, failed)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry]
+  })
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry })
   }

@@ -40,6 +40,8 @@ export class ReplicaKeeper {
   private pruneTimer: NodeJS.Timeout | undefined
   private readonly leases: Lease[] = []
   private readonly pruneLease: Lease
+  /** Positions of other readers of the log that pruning must keep (event deliveries out of the hub). */
+  private readonly pruneFloors: (() => number)[] = []
   private liveCount = 1
   private pruning: Promise<void> | null = null
   /** The heartbeat on its way, which stop() waits for: a late one must not record a replica that left. */
@@ -66,6 +68,11 @@ export class ReplicaKeeper {
     const lease = new Lease(this.store.coordination, name, this.instance, LEASE_TTL_MS)
     this.leases.push(lease)
     return lease
+  }
+
+  /** Pruning keeps every entry after `floor()` (a reader of the log whose position is not a replica's). */
+  holdPruning(floor: () => number): void {
+    this.pruneFloors.push(floor)
   }
 
   /** Starts the heartbeat (the first at once) and the pruning. */
@@ -112,7 +119,7 @@ export class ReplicaKeeper {
     try {
       if (!(await this.pruneLease.hold(now))) return
       const live = (await this.replicas(now)).filter((r) => r.live)
-      const through = Math.min(this.store.following().applied, ...live.map((r) => r.logPosition))
+      const through = Math.min(this.store.following().applied, ...live.map((r) => r.logPosition), ...this.pruneFloors.map((floor) => floor()))
       let pruned = 0
       for (;;) {
         const deleted = await this.store.coordination.pruneLog({
