@@ -18,3 +18,15 @@ export function checkTopic(topic: string, limits: TopicLimits): { reason: Reject
   if (topic.includes('\uFFFD')) return { reason: 'bad_topic', message: 'topic is not valid UTF-8' }
   return null
 }
+
+/**
+ * Topics no client may publish to, superusers included: the broker's own (`$SYS/`) and the hub's
+ * (`$iothub/`: the events it publishes, src/events/mqtt-events.ts) — what arrives there is the
+ * broker's or the hub's word, which no client can forge. The prefix refused, or null.
+ */
+export function reservedTopic(topic: string): string | null {
+  for (const prefix of RESERVED_PREFIXES) if (topic.startsWith(prefix)) return prefix
+  return null
+}
+
+const RESERVED_PREFIXES = ['$SYS/', '$iothub/'] as const

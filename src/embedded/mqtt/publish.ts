@@ -5,7 +5,7 @@
  * the same rules, in their publisher's name.
  */
 import type { Client, PublishPacket } from 'aedes'
-import { checkTopic, type TopicLimits } from '../../admission/topic-rules.js'
+import { checkTopic, reservedTopic, type TopicLimits } from '../../admission/topic-rules.js'
 import { PayloadError } from '../../domain/device-properties.js'
 import { insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
 import type { RejectReason } from '../../observability/metrics.js'
@@ -34,9 +34,10 @@ export class PublishHandler {
       ctx.notForAedes.add(packet)
       return done(null)
     }
-    if (packet.topic.startsWith('$SYS/')) {
-      ctx.reject('bad_topic', client, '$SYS/ topics are reserved')
-      return done(new Error('$SYS/ topic is reserved'))
+    const reserved = reservedTopic(packet.topic)
+    if (reserved) {
+      ctx.reject('bad_topic', client, `${reserved} topics are reserved`)
+      return done(new Error(`${reserved} topic is reserved`))
     }
     const refusal = checkTopic(packet.topic, config)
     if (refusal) {
@@ -124,6 +125,7 @@ export class PublishHandler {
 export function willRefusal(limits: TopicLimits, mountpoint: string, topic: string): { reason: RejectReason; message: string } | null {
   if (isEmptyOnceUnmounted(mountpoint, topic)) return { reason: 'bad_topic', message: 'empty topic' }
   if (!insideNamespace(mountpoint, topic)) return { reason: 'outside_namespace', message: `${topic} is outside the device's namespace` }
-  if (topic.startsWith('$SYS/')) return { reason: 'bad_topic', message: '$SYS/ topics are reserved' }
+  const reserved = reservedTopic(topic)
+  if (reserved) return { reason: 'bad_topic', message: `${reserved} topics are reserved` }
   return checkTopic(topic, limits)
 }
