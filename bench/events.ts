@@ -25,6 +25,7 @@
  * group commit with fewer clients in flight (latency when batches are not 2,000 deep).
  */
 import { performance } from 'node:perf_hooks'
+import { pathToFileURL } from 'node:url'
 import { pino } from 'pino'
 import { newIncarnation } from '../src/domain/incarnation.js'
 import type { LifecycleEvent } from '../src/domain/lifecycle-event.js'
@@ -79,7 +80,7 @@ interface Measurement {
 }
 
 /** The four events of one connection of `clientId`, made as they are sent (their `at` is now). */
-function* cycle(clientId: string, i: number): Generator<LifecycleEvent> {
+export function* cycle(clientId: string, i: number): Generator<LifecycleEvent> {
   const incarnation = newIncarnation(NODE)
   const topic = `devices/${clientId}/commands`
   yield {
@@ -106,7 +107,7 @@ function* cycle(clientId: string, i: number): Generator<LifecycleEvent> {
 }
 
 /** Drives `events` events (rounded to whole cycles) from `clients` concurrent clients. */
-async function drive(registry: SessionRegistry, prefix: string, clients: number, events: number) {
+export async function drive(registry: SessionRegistry, prefix: string, clients: number, events: number) {
   const cycles = Math.max(1, Math.round(events / 4))
   const latencies = new Float64Array(cycles * 4)
   let n = 0
@@ -135,7 +136,7 @@ async function drive(registry: SessionRegistry, prefix: string, clients: number,
  * event once the previous one resolved). Event i is due at start + i / rate; its latency runs
  * from then, so time spent waiting for a free client or a slow hub counts.
  */
-async function driveAtRate(registry: SessionRegistry, rate: number, seconds: number, clients: number) {
+export async function driveAtRate(registry: SessionRegistry, rate: number, seconds: number, clients: number) {
   const total = Math.round(rate * seconds)
   const latencies = new Float64Array(total)
   const streams = Array.from({ length: clients }, (_, c) => ({ c, events: cycle(`open-${c}`, c) }))
@@ -363,4 +364,5 @@ async function main(): Promise<void> {
   ])
 }
 
-runMain(main)
+// bench/events-stream.ts borrows its drivers: run only when this file is the one started
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) runMain(main)

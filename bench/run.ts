@@ -5,7 +5,7 @@
  * benchmark could not run.
  *
  *   npm run bench                       all of them
- *   npm run bench -- events memory      only those named (events, connect-storm, memory, fanout, exhook, reconcile, coap, noisy-neighbour)
+ *   npm run bench -- events memory      only those named (events, events-stream, connect-storm, memory, fanout, exhook, reconcile, coap, noisy-neighbour)
  *
  * Sizes come from BENCH_* environment variables; see bench/README.md.
  */
@@ -25,6 +25,8 @@ interface Bench {
 
 const BENCHES: Bench[] = [
   { name: 'events', script: 'events.ts', sockets: 0 },
+  // a hub in process, a webhook receiver and up to BENCH_STREAM_CONSUMERS SSE streams in a child
+  { name: 'events-stream', script: 'events-stream.ts', sockets: 0 },
   { name: 'connect-storm', script: 'connect-storm.ts', sockets: envInt('BENCH_CLIENTS', 5_000), size: 'BENCH_CLIENTS' },
   { name: 'memory', script: 'memory.ts', sockets: envInt('BENCH_MEM_CLIENTS', 10_000), size: 'BENCH_MEM_CLIENTS' },
   {

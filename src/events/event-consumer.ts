@@ -29,7 +29,8 @@ export interface Feed {
   /** The last entry the feed has handed to live consumers (or let pass, with none listening). */
   readonly delivered: number
   gone(consumer: EventConsumer, reason: CloseReason | null): void
-  sent(): void
+  /** `count` events were written to a consumer. */
+  sent(count?: number): void
 }
 
 export class EventConsumer {
@@ -62,9 +63,24 @@ export class EventConsumer {
       void this.catchUp()
       return
     }
+    // one write for the batch: a write per event per consumer is what costs the hub most
+    let frames = ''
+    let sent = 0
+    let last = this.lastId
     for (const e of events) {
-      if (e.event.seq <= this.position) continue
-      if (!this.send(e)) return
+      if (e.event.seq <= this.position || !matches(this.filter, e.event)) continue
+      frames += e.frame
+      sent++
+      last = e.event.seq
+    }
+    if (sent > 0) {
+      if (this.res.writableLength > this.bufferBytes) {
+        this.close('slow', `more than ${this.bufferBytes} bytes of events were waiting for the consumer to read them`)
+        return
+      }
+      this.res.write(frames)
+      this.lastId = last
+      this.feed.sent(sent)
     }
     if (through > this.position) this.position = through
   }

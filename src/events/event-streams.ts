@@ -90,8 +90,8 @@ export class EventStreams implements Feed {
     if (reason !== null) this.metrics.eventConsumersClosed.inc({ reason })
   }
 
-  sent(): void {
-    this.metrics.eventsSent.inc()
+  sent(count = 1): void {
+    this.metrics.eventsSent.inc(count)
   }
 
   /** Closes every stream, telling each where to resume (the hub is stopping). */
