@@ -73,6 +73,8 @@ export interface EmqxRestStandinOptions {
   hasnextOnExactPageEnd?: boolean
   /** Runs before each request is answered (a test's way to act while the hub is mid-listing). */
   beforeReply?: (method: string, path: string) => Promise<void>
+  /** Runs once a request's answer is made, before it is sent (a test's way to make a page the hub reads stale). */
+  afterReply?: (method: string, path: string) => Promise<void>
 }
 
 /** A client session as the stand-in broker holds it. Times are epoch milliseconds. */
@@ -233,6 +235,7 @@ export async function startEmqxRestStandin(options: EmqxRestStandinOptions): Pro
       const body = await readBody(req)
       reply = route(method, new URL(rawPath, 'http://standin'), req.headers.authorization, body)
     }
+    await options.afterReply?.(method, rawPath)
     requests.push({ method, path: rawPath, status: reply.status })
     const headers: Record<string, string> = { ...reply.headers }
     let payload = ''
