@@ -118,11 +118,11 @@ export function filtersMatching(topic: string): string {
   return `^${rest}$`
 }
 
-/** LIMIT and OFFSET (or the keyset condition) of a page, one row more than it shows. */
+/** The keyset condition, LIMIT and OFFSET of a page, one row more than it shows. */
 function pageClause(c: Conditions, page: PageRequest, keyset: (c: Conditions, after: string) => void): string {
   if (page.after !== undefined) keyset(c, page.after)
   const limit = c.param(page.limit + 1)
-  const offset = page.after === undefined && page.offset ? ` OFFSET ${c.param(page.offset)}` : ''
+  const offset = page.offset ? ` OFFSET ${c.param(page.offset)}` : ''
   return ` LIMIT ${limit}${offset}`
 }
 
@@ -169,10 +169,11 @@ export class FleetQueries implements FleetReads {
   async sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
     const c = sessionConditions(filter)
     const paging = pageClause(c, page, (c, after) => c.add((p) => `s.id > ${p}`, after))
-    // the page first, then the topics of its rows only; an offset walks ids alone (the primary
-    // key's index, without reading the rows it skips), and only the page's rows are read
+    // the page first, then the topics of its rows only; an offset walks ids alone (unfiltered,
+    // an index-only scan of the primary key: the rows it skips are not read), and only the
+    // page's rows are read
     const pageRows =
-      page.after === undefined && page.offset
+      page.offset
         ? `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE s.id IN (SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging})`
         : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
     const { rows } = await this.pool.query<SessionRow>(`SELECT ${this.sessionColumns} FROM (${pageRows}) s ORDER BY s.id`, c.values)
@@ -181,8 +182,15 @@ export class FleetQueries implements FleetReads {
 
   async countSessions(filter: SessionFilter): Promise<number> {
     const c = sessionConditions(filter)
+    if (c.where.length === 0) return (await this.storedTotals()).sessions
     const { rows } = await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.t.sessions} s WHERE ${c.sql}`, c.values)
     return Number(rows[0]!.n)
+  }
+
+  /** The totals every batch keeps (schema.ts, version 5): one row, where count(*) reads them all. */
+  private async storedTotals(): Promise<{ sessions: number; topics: number }> {
+    const { rows } = await this.pool.query<{ sessions: string; topics: string }>(`SELECT sessions, topics FROM ${this.t.log_head}`)
+    return { sessions: Number(rows[0]!.sessions), topics: Number(rows[0]!.topics) }
   }
 
   async topics(filter: TopicFilter, page: PageRequest): Promise<{ topics: TopicRow[]; more: boolean }> {
@@ -191,8 +199,15 @@ export class FleetQueries implements FleetReads {
       const { clientId, topic } = parseTopicCursor(after)
       c.where.push(`(t.session_id, t.topic) > (${c.param(clientId)}, ${c.param(topic)})`)
     })
-    // the page of topic rows first (the primary key's order), then their sessions' nodes
-    const rowsOf = filter.node === undefined ? `(SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging})` : this.t.topics
+    // the page of topic rows first (the primary key's order), then their sessions' nodes; an
+    // offset walks the keys alone (unfiltered, an index-only scan of the primary key), and only
+    // the page's rows are read
+    const pageOf =
+      page.offset
+        ? `(SELECT t.* FROM ${this.t.topics} t WHERE (t.session_id, t.topic) IN ` +
+          `(SELECT t.session_id, t.topic FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}))`
+        : `(SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging})`
+    const rowsOf = filter.node === undefined ? pageOf : this.t.topics
     const where = filter.node === undefined ? '' : ` WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
     const { rows } = await this.pool.query<{ client_id: string; node: string; topic: string; qos: QoS }>(
       `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM ${rowsOf} t JOIN ${this.t.sessions} s ON s.id = t.session_id${where}` +
@@ -207,6 +222,7 @@ export class FleetQueries implements FleetReads {
 
   async countTopics(filter: TopicFilter): Promise<number> {
     const c = topicConditions(filter)
+    if (c.where.length === 0) return (await this.storedTotals()).topics
     // every topic row has its session (they are written and cleared together): joined only for its node
     const from = filter.node === undefined ? `${this.t.topics} t` : `${this.t.topics} t JOIN ${this.t.sessions} s ON s.id = t.session_id`
     const { rows } = await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${from} WHERE ${c.sql}`, c.values)
@@ -252,7 +268,7 @@ export class FleetQueries implements FleetReads {
 
   async totals(): Promise<FleetTotals> {
     const { rows } = await this.pool.query<{ sessions: string; subscriptions: string; connected: Record<string, string> }>(
-      `SELECT (SELECT count(*) FROM ${this.t.sessions}) AS sessions, (SELECT count(*) FROM ${this.t.subscriptions}) AS subscriptions, ` +
+      `SELECT (SELECT sessions FROM ${this.t.log_head}) AS sessions, (SELECT count(*) FROM ${this.t.subscriptions}) AS subscriptions, ` +
         `(SELECT coalesce(json_object_agg(protocol, n), '{}') FROM (SELECT protocol, count(*) AS n FROM ${this.t.sessions} WHERE connected GROUP BY protocol) c) AS connected`
     )
     const row = rows[0]!
