@@ -1,27 +1,30 @@
 /**
- * FleetReads as PostgreSQL queries (schema version 4's columns and indexes, schema.ts): what
- * needs the whole fleet is asked of the database, one query per call, so no replica holds the
- * fleet in memory. The filters mean what src/registry/memory-fleet-reads.ts says they mean;
- * test/store/fleet-reads-contract.ts holds both to it.
+ * FleetReads as PostgreSQL queries (schema version 4's columns and indexes, version 5's totals,
+ * schema.ts): what needs the whole fleet is asked of the database, one query per call, so no
+ * replica holds the fleet in memory. The filters mean what src/registry/memory-fleet-reads.ts
+ * says they mean; test/store/fleet-reads-contract.ts holds both to it.
  *
  * Paging: a keyset page is `id > $after ORDER BY id LIMIT limit + 1` (the extra row tells
  * `more`), a range of the primary key or of a filter's (column, id) index, so it costs the same
  * wherever it is in the fleet. EMQX v4's `_page` asks for an offset, which PostgreSQL can only
- * skip by reading: a deep page costs what it skips (see the figures below).
+ * skip by walking: an offset walks keys alone (an index-only scan where unfiltered), from the
+ * nearer end of the index where unfiltered (the stored total says where the end is), so a page
+ * costs what lies between it and the nearer end — the middle of the fleet the most. The EMQX v4
+ * routes spare most walks by continuing from a page they served (api/compat/page-positions.ts).
  *
- * Measured (2 cpus shared with other work, load average 10–14; PostgreSQL 15; 1,000,000
- * sessions as bench/lib/scale-fleet.ts writes them, half connected, one topic each; p50 of
- * 10–25 calls, pages of 100):
+ * Counts: unfiltered, the stored total (one row, kept by every batch); filtered, `count(*)`,
+ * which costs what it scans — EMQX 4 itself answers -1 for a query with conditions
+ * (emqx_mgmt_api `node_query`/`cluster_query`), and so do the hub's v4 routes.
+ *
+ * Measured before version 5 (2 cpus shared with other work, load average 10–14; PostgreSQL 15;
+ * 1,000,000 sessions as bench/lib/scale-fleet.ts writes them, half connected, one topic each;
+ * p50 of 10–25 calls, pages of 100):
  * - keyset pages, first/middle/last, unfiltered or by connected, node, device, username, peer
  *   address, protocol, time range: 0.5–14 ms;
  * - offset pages cost what they skip: page 1 4–6 ms, page 500 30 ms, page 5,000 0.55 s, the
- *   last (offset 999,900) 1.0–1.2 s;
+ *   last (offset 999,900) 1.0–1.2 s (rows read whole then; keys alone since: see bench/README.md);
  * - an exact count of the fleet 0.3 s (connected only: 0.7 s); of one device's 0.5 ms;
  * - substring searches (clientIdLike, usernameLike) and matchTopic read every row: 0.4–1.3 s.
- * EMQX itself counts only cheaply known totals: its own API answers a fuzzy search with
- * `hasnext` and no true count (emqx_mgmt_api: "a fake total number if the query have any
- * conditions"); countSessions here is exact and costs what it scans, so a listing should take
- * `more` for `hasnext` and ask for a count only where it must.
  */
 import type { ChangeProperty } from '../../domain/change-topics.js'
 import type { QoS, Session, SessionRecord, TopicSubscription } from '../../domain/session.js'
@@ -168,16 +171,36 @@ export class FleetQueries implements FleetReads {
 
   async sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
     const c = sessionConditions(filter)
-    const paging = pageClause(c, page, (c, after) => c.add((p) => `s.id > ${p}`, after))
+    const whole = c.where.length === 0 && page.after === undefined && page.offset
+    const paging = whole ? '' : pageClause(c, page, (c, after) => c.add((p) => `s.id > ${p}`, after))
     // the page first, then the topics of its rows only; an offset walks ids alone (unfiltered,
-    // an index-only scan of the primary key: the rows it skips are not read), and only the
-    // page's rows are read
-    const pageRows =
-      page.offset
-        ? `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE s.id IN (SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging})`
-        : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
+    // an index-only scan of the primary key, from its nearer end: the rows it skips are not
+    // read), and only the page's rows are read
+    const ids = whole
+      ? this.nearerEndWalk(c, `${this.t.sessions} s`, 's.id', ['s.id'], 'sessions', page.offset!, page.limit + 1)
+      : `SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
+    const pageRows = page.offset
+      ? `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE s.id IN (${ids})`
+      : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
     const { rows } = await this.pool.query<SessionRow>(`SELECT ${this.sessionColumns} FROM (${pageRows}) s ORDER BY s.id`, c.values)
     return { sessions: rows.slice(0, page.limit).map(sessionOf), more: rows.length > page.limit }
+  }
+
+  /**
+   * The keys of rows `offset` to `offset + rows − 1` of a whole table in key order, walked from
+   * whichever end of its primary key is nearer: the stored total (schema.ts, version 5), read in
+   * the statement's own snapshot — so exactly the rows that snapshot holds — says how far the
+   * page is from the end. A page in the last half then costs what lies after it, not before it.
+   */
+  private nearerEndWalk(c: Conditions, from: string, keys: string, order: string[], total: 'sessions' | 'topics', offset: number, rows: number): string {
+    const o = `${c.param(offset)}::bigint`
+    const n = `${c.param(rows)}::bigint`
+    const stored = `(SELECT ${total} FROM ${this.t.log_head})`
+    return (
+      `(SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} <= ${stored} ORDER BY ${order.join(', ')} LIMIT ${n} OFFSET ${o}) UNION ALL ` +
+      `(SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} > ${stored} ORDER BY ${order.map((k) => `${k} DESC`).join(', ')} ` +
+      `LIMIT greatest(0, least(${n}, ${stored} - ${o})) OFFSET greatest(0, ${stored} - ${o} - ${n}))`
+    )
   }
 
   async countSessions(filter: SessionFilter): Promise<number> {
@@ -195,18 +218,22 @@ export class FleetQueries implements FleetReads {
 
   async topics(filter: TopicFilter, page: PageRequest): Promise<{ topics: TopicRow[]; more: boolean }> {
     const c = topicConditions(filter)
-    const paging = pageClause(c, page, (c, after) => {
-      const { clientId, topic } = parseTopicCursor(after)
-      c.where.push(`(t.session_id, t.topic) > (${c.param(clientId)}, ${c.param(topic)})`)
-    })
+    const whole = c.where.length === 0 && page.after === undefined && page.offset
+    const paging = whole
+      ? ''
+      : pageClause(c, page, (c, after) => {
+          const { clientId, topic } = parseTopicCursor(after)
+          c.where.push(`(t.session_id, t.topic) > (${c.param(clientId)}, ${c.param(topic)})`)
+        })
     // the page of topic rows first (the primary key's order), then their sessions' nodes; an
-    // offset walks the keys alone (unfiltered, an index-only scan of the primary key), and only
-    // the page's rows are read
-    const pageOf =
-      page.offset
-        ? `(SELECT t.* FROM ${this.t.topics} t WHERE (t.session_id, t.topic) IN ` +
-          `(SELECT t.session_id, t.topic FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}))`
-        : `(SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging})`
+    // offset walks the keys alone (unfiltered, an index-only scan of the primary key, from its
+    // nearer end), and only the page's rows are read
+    const keys = whole
+      ? this.nearerEndWalk(c, `${this.t.topics} t`, 't.session_id, t.topic', ['t.session_id', 't.topic'], 'topics', page.offset!, page.limit + 1)
+      : `SELECT t.session_id, t.topic FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
+    const pageOf = page.offset
+      ? `(SELECT t.* FROM ${this.t.topics} t WHERE (t.session_id, t.topic) IN (${keys}))`
+      : `(SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging})`
     const rowsOf = filter.node === undefined ? pageOf : this.t.topics
     const where = filter.node === undefined ? '' : ` WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
     const { rows } = await this.pool.query<{ client_id: string; node: string; topic: string; qos: QoS }>(
