@@ -179,8 +179,10 @@ export class FleetQueries implements FleetReads {
     const ids = whole
       ? this.nearerEndWalk(c, `${this.t.sessions} s`, 's.id', ['s.id'], 'sessions', page.offset!, page.limit + 1)
       : `SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
+    // each key looked up by itself (LATERAL … LIMIT 1): joined as a set, the planner may hash
+    // the whole table for a page whose size it cannot foresee
     const pageRows = page.offset
-      ? `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE s.id IN (${ids})`
+      ? `SELECT p.id, s.doc, s.version FROM (${ids}) p CROSS JOIN LATERAL (SELECT s.doc, s.version FROM ${this.t.sessions} s WHERE s.id = p.id LIMIT 1) s`
       : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
     const { rows } = await this.pool.query<SessionRow>(`SELECT ${this.sessionColumns} FROM (${pageRows}) s ORDER BY s.id`, c.values)
     return { sessions: rows.slice(0, page.limit).map(sessionOf), more: rows.length > page.limit }
@@ -231,16 +233,18 @@ export class FleetQueries implements FleetReads {
     const keys = whole
       ? this.nearerEndWalk(c, `${this.t.topics} t`, 't.session_id, t.topic', ['t.session_id', 't.topic'], 'topics', page.offset!, page.limit + 1)
       : `SELECT t.session_id, t.topic FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
-    const pageOf = page.offset
-      ? `(SELECT t.* FROM ${this.t.topics} t WHERE (t.session_id, t.topic) IN (${keys}))`
-      : `(SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging})`
-    const rowsOf = filter.node === undefined ? pageOf : this.t.topics
-    const where = filter.node === undefined ? '' : ` WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
-    const { rows } = await this.pool.query<{ client_id: string; node: string; topic: string; qos: QoS }>(
-      `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM ${rowsOf} t JOIN ${this.t.sessions} s ON s.id = t.session_id${where}` +
-        (filter.node === undefined ? ' ORDER BY t.session_id, t.topic' : ''),
-      c.values
-    )
+    // each key of an offset page looked up by itself (LATERAL … LIMIT 1), as sessions() does
+    const sql =
+      filter.node !== undefined
+        ? `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM ${this.t.topics} t JOIN ${this.t.sessions} s ON s.id = t.session_id ` +
+          `WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
+        : page.offset
+          ? `SELECT k.session_id AS client_id, s.node, k.topic, t.qos FROM (${keys}) k ` +
+            `CROSS JOIN LATERAL (SELECT t.qos FROM ${this.t.topics} t WHERE t.session_id = k.session_id AND t.topic = k.topic LIMIT 1) t ` +
+            `CROSS JOIN LATERAL (SELECT s.node FROM ${this.t.sessions} s WHERE s.id = k.session_id LIMIT 1) s ORDER BY k.session_id, k.topic`
+          : `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM (SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}) t ` +
+            `JOIN ${this.t.sessions} s ON s.id = t.session_id ORDER BY t.session_id, t.topic`
+    const { rows } = await this.pool.query<{ client_id: string; node: string; topic: string; qos: QoS }>(sql, c.values)
     return {
       topics: rows.slice(0, page.limit).map((r) => ({ clientId: r.client_id, node: r.node, topic: r.topic, qos: r.qos })),
       more: rows.length > page.limit
