@@ -266,9 +266,11 @@ function sessionListingColumns(t: QualifiedTables): string[] {
  *
  * A version 4 store counts its rows once, here, with both tables locked against writers (SHARE,
  * taken earlier in createTableStatements: a batch under way commits first, none starts until the
- * upgrade commits), so a replica of the older build still writing then is counted exactly; one still writing *after* the
- * upgrade does not move the totals, so stop older replicas before starting this build (as for
- * any schema change, docs/emqx-mode.md). `recountFleet` puts them right again.
+ * upgrade commits), so a replica of the older build still writing then is counted exactly; one
+ * still writing *after* the upgrade does not move the totals, so stop older replicas before
+ * starting this build (docs/emqx-mode.md, "Running several replicas"). Offset pages rely on the
+ * totals too (fleet-queries.ts walks from the nearer end). `recountFleet` puts them right again,
+ * with writers held off.
  */
 function fleetCountColumns(t: QualifiedTables): string[] {
   return [
