@@ -198,10 +198,14 @@ export class FleetQueries implements FleetReads {
     const o = `${c.param(offset)}::bigint`
     const n = `${c.param(rows)}::bigint`
     const stored = `(SELECT ${total} FROM ${this.t.log_head})`
+    const descending = order.map((k) => `${k.replace(/^\w+\./, '')} DESC`).join(', ')
+    // from the end, `rows` rows (a page running past the end takes rows before it too, which the
+    // outer LIMIT drops): a LIMIT the planner can read keeps its estimate — and the plan's cost,
+    // which past jit_above_cost buys a JIT compilation dearer than the walk — at a page's size
     return (
       `(SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} <= ${stored} ORDER BY ${order.join(', ')} LIMIT ${n} OFFSET ${o}) UNION ALL ` +
-      `(SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} > ${stored} ORDER BY ${order.map((k) => `${k} DESC`).join(', ')} ` +
-      `LIMIT greatest(0, least(${n}, ${stored} - ${o})) OFFSET greatest(0, ${stored} - ${o} - ${n}))`
+      `(SELECT * FROM (SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} > ${stored} ORDER BY ${order.map((k) => `${k} DESC`).join(', ')} ` +
+      `LIMIT ${n} OFFSET greatest(0, ${stored} - ${o} - ${n})) tail ORDER BY ${descending} LIMIT greatest(0, least(${n}, ${stored} - ${o})))`
     )
   }
 
