@@ -36,6 +36,19 @@ describe('PagePositions', () => {
     assert.deepEqual(p.request('all', 90, 10), { after: 'id-49', offset: 40, limit: 10 })
   })
 
+  it('reads a page nearer the end than any remembered row by its offset, where the total is known', () => {
+    const p = new PagePositions()
+    p.served('all', 0, 10, 'id-09')
+    // 1,000 rows: offset 900 is 90 rows from the end and 890 from the remembered row
+    assert.deepEqual(p.request('all', 900, 10, 1_000), { offset: 900, limit: 10 })
+    assert.deepEqual(p.request('all', 400, 10, 1_000), { after: 'id-09', offset: 390, limit: 10 })
+    assert.deepEqual(p.request('all', 10, 10, 1_000), { after: 'id-09', limit: 10 })
+    // the page right after a served one continues from it, even at the end
+    p.served('all', 980, 10, 'id-989')
+    assert.deepEqual(p.request('all', 990, 10, 995), { after: 'id-989', limit: 10 })
+    assert.deepEqual(p.request('all', 900, 10), { after: 'id-09', offset: 890, limit: 10 }, 'no total: the remembered row')
+  })
+
   it('keeps listings apart, and remembers nothing of an empty page', () => {
     const p = new PagePositions()
     p.served('clients {"connected":true}', 0, 10, 'c-9')

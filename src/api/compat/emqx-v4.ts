@@ -225,12 +225,10 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       const q = request.query
       const filter = sessionFilterOf(q)
       if (filter === null) return page({ data: [], more: false }, NOT_COUNTED, q)
-      const counted = !hasConditions(q)
       const listing = `clients ${JSON.stringify(filter)}`
-      const [found, count] = await Promise.all([
-        ctx.fleet.sessions(filter, positions.request(listing, offsetOf(q), q._limit)),
-        counted ? ctx.fleet.countSessions({}) : NOT_COUNTED
-      ])
+      // the total first: it also says whether the page is nearer the end than a page served
+      const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countSessions({})
+      const found = await ctx.fleet.sessions(filter, positions.request(listing, offsetOf(q), q._limit, count === NOT_COUNTED ? undefined : count))
       positions.served(listing, offsetOf(q), found.sessions.length, found.sessions.at(-1)?.id)
       return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length)), more: found.more }, count, q)
     }
@@ -287,12 +285,9 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     async (request) => {
       const q = request.query
       const filter = topicFilterOf(q)
-      const counted = !hasConditions(q)
       const listing = `subscriptions ${JSON.stringify(filter)}`
-      const [found, count] = await Promise.all([
-        ctx.fleet.topics(filter, positions.request(listing, offsetOf(q), q._limit)),
-        counted ? ctx.fleet.countTopics({}) : NOT_COUNTED
-      ])
+      const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countTopics({})
+      const found = await ctx.fleet.topics(filter, positions.request(listing, offsetOf(q), q._limit, count === NOT_COUNTED ? undefined : count))
       const last = found.topics.at(-1)
       positions.served(listing, offsetOf(q), found.topics.length, last && topicCursor(last))
       return page({ data: found.topics.map((t) => ({ topic: t.topic, qos: t.qos, node: t.node, clientid: t.clientId })), more: found.more }, count, q)

@@ -55,8 +55,13 @@ export class PagePositions {
     this.now = options.now ?? Date.now
   }
 
-  /** How to read `limit` rows of `listing` from `offset`: after the nearest remembered row before it, if any. */
-  request(listing: string, offset: number, limit: number): PageRequest {
+  /**
+   * How to read `limit` rows of `listing` from `offset`: after the nearest remembered row before
+   * it, if any — unless that row is not the one just before the page and `total` (the listing's
+   * rows, where known) says the page is nearer the end: then by its offset alone, which a store
+   * can walk from the end. (The page right after a served one always continues from it.)
+   */
+  request(listing: string, offset: number, limit: number, total?: number): PageRequest {
     const positions = this.current(listing)
     if (!positions) return offset > 0 ? { offset, limit } : { limit }
     // the last position whose `next` is at most `offset`
@@ -70,7 +75,8 @@ export class PagePositions {
     const from = positions[lo - 1]
     if (!from) return offset > 0 ? { offset, limit } : { limit }
     const skip = offset - from.next
-    return skip > 0 ? { after: from.after, offset: skip, limit } : { after: from.after, limit }
+    if (skip === 0) return { after: from.after, limit }
+    return total !== undefined && total - offset - limit < skip ? { offset, limit } : { after: from.after, offset: skip, limit }
   }
 
   /** A page of `rows` rows from `offset` of `listing` was served; `last` is the cursor of its last row. */
