@@ -7,7 +7,8 @@
  * `next` on are those after `after`" — and a page from an offset at or past a remembered one is
  * read after that row, skipping only the difference: none for the next page, a few pages' worth
  * for a jump near a page served before. A page with no remembered row before it is an offset
- * from the start, as before.
+ * from the start, as before; so is a jump nearer the end of an unfiltered listing than to any
+ * remembered row, which the store walks from the end (its total says where that is).
  *
  * What a remembered row means ages as the fleet changes: a walk in order continues from the row
  * it last saw, so it neither repeats nor skips rows while sessions before it come and go (an
