@@ -31,6 +31,8 @@ import type { TopicBook } from './topic-book.js'
 export interface SessionRecords {
   record(id: string): SessionRecord | undefined
   records(): Iterable<SessionRecord>
+  /** How many there are, where known without a walk (the unfiltered count). */
+  readonly size?: number
 }
 
 /** Whether a session passes every filter given (absent fields do not filter). */
@@ -120,7 +122,7 @@ const byClientThenTopic = (a: TopicRow, b: TopicRow): number => compareIds(a.cli
 
 /** The rows a page keeps of those after its cursor: the skipped ones, the page, and one to tell `more`. */
 function pageSpan(page: PageRequest): { skip: number; keep: number } {
-  const skip = page.after === undefined ? Math.max(0, page.offset ?? 0) : 0
+  const skip = Math.max(0, page.offset ?? 0)
   return { skip, keep: skip + page.limit + 1 }
 }
 
@@ -161,6 +163,8 @@ export class MemoryFleetReads implements FleetReads {
   }
 
   async countSessions(filter: SessionFilter): Promise<number> {
+    const size = this.sessionRecords.size
+    if (size !== undefined && Object.values(filter).every((v) => v === undefined)) return size
     let n = 0
     for (const s of this.candidates(filter)) if (sessionMatches(s, filter)) n++
     return n

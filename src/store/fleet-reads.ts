@@ -38,12 +38,15 @@ export interface SessionFilter {
 }
 
 /**
- * A page: after an id (keyset: what the native API's cursors carry), or from an offset (what
- * EMQX v4's `_page` asks for). `more` in the answer says whether anything follows.
+ * A page: after an id (keyset: what the native API's cursors carry), from an offset (what
+ * EMQX v4's `_page` asks for), or both: `offset` rows skipped after `after` (EMQX v4's pages,
+ * continued from a row of a page served before). `more` in the answer says whether anything
+ * follows.
  */
 export interface PageRequest {
   /** Sessions: an id. Topics: `topicCursor` of the last row seen. */
   after?: string
+  /** Rows skipped (after `after`, when given). */
   offset?: number
   limit: number
 }
@@ -125,10 +128,11 @@ export interface FleetReads {
   sessionsOf(ids: readonly string[]): Promise<Map<string, Session>>
   /** Sessions matching `filter`, ordered by id. */
   sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }>
-  /** How many sessions match `filter`. */
+  /** How many sessions match `filter`; with no filter, a stored total where the store keeps one (no scan). */
   countSessions(filter: SessionFilter): Promise<number>
   /** Topics of the sessions matching `filter`, ordered by client id, then topic. */
   topics(filter: TopicFilter, page: PageRequest): Promise<{ topics: TopicRow[]; more: boolean }>
+  /** How many topic rows match `filter`; with no filter, a stored total where the store keeps one. */
   countTopics(filter: TopicFilter): Promise<number>
   subscription(id: string): Promise<SubscriptionEntity | undefined>
   /** Subscription entities, ordered by id. */

@@ -11,7 +11,7 @@ import type { QueryConfig } from 'pg'
 import type { Device } from '../../src/domain/device.js'
 import type { SessionRecord } from '../../src/domain/session.js'
 import type { SubscriptionEntity } from '../../src/domain/subscription.js'
-import { BatchStatements } from '../../src/store/postgres/batch-statements.js'
+import { BatchStatements, FleetCountChange, type PlannedStatement } from '../../src/store/postgres/batch-statements.js'
 import { qualifiedTables } from '../../src/store/postgres/schema.js'
 import type { Mutation } from '../../src/store/store.js'
 
@@ -250,7 +250,7 @@ describe('BatchStatements.plan', () => {
       const topics = statement(planned, 'iothub_topics_upsert')
       assert.deepEqual(topics.values, [['s', 's'], ['a', 'b'], [2, 0], [1, null], [true, null], [false, null], [9, null], [false, false]])
       assert.match(topics.text, /unnest\(\$1::text\[\], \$2::text\[\], \$3::integer\[\], \$4::integer\[\], \$5::boolean\[\], \$6::boolean\[\], \$7::integer\[\], \$8::boolean\[\]\)/)
-      assert.match(topics.text, /ON CONFLICT \(session_id, topic\) DO UPDATE SET qos = excluded.qos, rh = excluded.rh, rap = excluded.rap, nl = excluded.nl, sub_id = excluded.sub_id, persistent = excluded.persistent$/)
+      assert.match(topics.text, /ON CONFLICT \(session_id, topic\) DO UPDATE SET qos = excluded.qos, rh = excluded.rh, rap = excluded.rap, nl = excluded.nl, sub_id = excluded.sub_id, persistent = excluded.persistent RETURNING \(xmax = 0\) AS inserted$/)
       assert.deepEqual(rows(statement(planned, 'iothub_device_properties_upsert')), [['d', 'gone', null, 3], ['d', 'set', '{"t":1}', 4]])
     })
 
@@ -287,6 +287,42 @@ describe('BatchStatements.plan', () => {
       assert.deepEqual(names(planned), ['iothub_retained_upsert'])
       assert.equal((planned[0]!.values as unknown[][]).length, 2, 'PostgreSQL’s 65,535 parameters are never approached')
       assert.equal(rows(planned[0]!).length, 70_000)
+    })
+
+    it('marks what moves the totals of sessions and topics: their deletes and clears by the rows removed, their upserts by the rows inserted', () => {
+      const planned: PlannedStatement[] = statements.plan([
+        { op: 'session.delete', id: 'gone' },
+        { op: 'session.put', session: sessionRecord('s') },
+        { op: 'session.version', id: 'v', version: 3 },
+        { op: 'topic.clear', sessionId: 'c' },
+        { op: 'topic.delete', sessionId: 's', topic: 'old' },
+        topicPut('s', 'new'),
+        { op: 'subscription.clear', sessionId: 'c' },
+        { op: 'device.put', device: device('d') }
+      ])
+      const counts: Record<string, PlannedStatement['counts'] | null> = Object.fromEntries(planned.map((s) => [s.name ?? '', s.counts ?? null]))
+      assert.deepEqual(counts, {
+        iothub_devices_upsert: null,
+        iothub_sessions_delete: { total: 'sessions', by: 'deleted' },
+        iothub_sessions_upsert: { total: 'sessions', by: 'inserted' },
+        iothub_sessions_version: null,
+        iothub_subscriptions_clear: null,
+        iothub_topics_clear: { total: 'topics', by: 'deleted' },
+        iothub_topics_delete: { total: 'topics', by: 'deleted' },
+        iothub_topics_upsert: { total: 'topics', by: 'inserted' }
+      })
+      assert.match(statement(planned, 'iothub_sessions_upsert').text, / RETURNING \(xmax = 0\) AS inserted$/)
+      assert.doesNotMatch(statement(planned, 'iothub_devices_upsert').text, /RETURNING/)
+
+      const change = new FleetCountChange()
+      const result = (rowCount: number, inserted: boolean[] = []) => ({ rowCount, rows: inserted.map((i) => ({ inserted: i })) })
+      change.add(statement(planned, 'iothub_sessions_delete'), result(1))
+      change.add(statement(planned, 'iothub_sessions_upsert'), result(3, [true, false, true]))
+      change.add(statement(planned, 'iothub_topics_clear'), result(4))
+      change.add(statement(planned, 'iothub_topics_upsert'), result(1, [true]))
+      change.add(statement(planned, 'iothub_devices_upsert'), result(9))
+      assert.deepEqual({ sessions: change.sessions, topics: change.topics, none: change.none }, { sessions: 1, topics: -3, none: false })
+      assert.equal(new FleetCountChange().none, true)
     })
 
     it('refuses a mutation it does not know, naming its op', () => {

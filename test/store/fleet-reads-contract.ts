@@ -222,6 +222,23 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
       assert.deepEqual(await reads.sessions({ connected: true }, { offset: 1, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [['a1', 'p%_q'], true])
     })
 
+    it('pages by offset after a keyset: the offset counts rows after the id', async () => {
+      assert.deepEqual(await reads.sessions({}, { after: 'B2', offset: 1, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [['b2', 'p%_q'], true])
+      assert.deepEqual(await reads.sessions({}, { after: 'b', offset: 4, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [[EMOJI], false])
+      assert.deepEqual(await reads.sessions({}, { after: 'b', offset: 5, limit: 2 }).then((p) => [ids(p.sessions), p.more]), [[], false])
+      // filtered: the offset counts matching rows only
+      assert.deepEqual(await reads.sessions({ connected: true }, { after: 'A1', offset: 1, limit: 1 }).then((p) => [ids(p.sessions), p.more]), [['p%_q'], true])
+      assert.deepEqual(await reads.sessions({ connected: false }, { after: 'B2', offset: 2, limit: 5 }).then((p) => [ids(p.sessions), p.more]), [[EMOJI], false])
+      // every split of an offset into a keyset and the rest reads the same page
+      for (let at = 0; at < ALL.length; at++) {
+        for (const limit of [1, 3]) {
+          const whole = await reads.sessions({}, { offset: at + 1, limit })
+          const split = await reads.sessions({}, { after: ALL[at], limit })
+          assert.deepEqual([ids(split.sessions), split.more], [ids(whole.sessions), whole.more], `after ${ALL[at]}, limit ${limit}`)
+        }
+      }
+    })
+
     const ROWS: TopicRow[] = [
       { clientId: 'A1', node: 'n1', topic: '$share/g1/x/y', qos: 0 },
       { clientId: 'A1', node: 'n1', topic: 'dev/a', qos: 1 },
@@ -273,6 +290,11 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
         assert.deepEqual(offset.rows, ROWS, `limit ${limit}`)
       }
       assert.deepEqual(await reads.topics({}, { after: topicCursor(ROWS[4]!), limit: 3 }), { topics: [], more: false })
+      // an offset after a keyset
+      assert.deepEqual(await reads.topics({}, { after: topicCursor(ROWS[0]!), offset: 1, limit: 2 }), { topics: [ROWS[2], ROWS[3]], more: true })
+      assert.deepEqual(await reads.topics({}, { after: topicCursor(ROWS[1]!), offset: 2, limit: 2 }), { topics: [ROWS[4]], more: false })
+      assert.deepEqual(await reads.topics({ node: 'n1' }, { after: topicCursor(ROWS[0]!), offset: 1, limit: 2 }), { topics: [ROWS[3]], more: false })
+      assert.deepEqual(await reads.topics({ qos: 1 }, { after: 'A', offset: 1, limit: 1 }), { topics: [ROWS[3]], more: false })
     })
 
     it('lists subscription entities by device and session, in id order, and whom a push reaches', async () => {
@@ -304,7 +326,7 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
       assert.deepEqual(await reads.totals(), { sessions: 8, connectedByProtocol: { mqtt: 3, coap: 1 }, subscriptions: 3 })
     })
 
-    it('answers with what changed after a page was listed (last, as it changes the fleet)', async () => {
+    it('answers with what changed after a page was listed (last but one: it changes the fleet)', async () => {
       const first = await reads.sessions({}, { limit: 3 })
       assert.deepEqual(ids(first.sessions), ['A1', 'B2', 'a1'])
       const b2 = { ...FLEET[3]!, connected: true, disconnectedAt: null, disconnectReason: null, connectedAt: 20_000, node: 'n1', peerHost: '10.0.0.9', incarnation: 'x', version: 2 }
@@ -328,6 +350,34 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
       assert.deepEqual(await reads.receiving('d1', 'telemetry'), [])
       assert.deepEqual(await topicRows({ clientId: 'b2' }), [{ clientId: 'b2', node: 'n1', topic: 'new/t', qos: 1 }])
       assert.deepEqual(await reads.totals(), { sessions: 8, connectedByProtocol: { mqtt: 5, coap: 1 }, subscriptions: 2 })
+      assert.equal(await reads.countSessions({}), 8)
+      assert.equal(await reads.countTopics({}), 5)
+    })
+
+    it('keeps its unfiltered totals exact as rows are inserted, updated, deleted and cleared (last)', async () => {
+      const listedTotals = async () => ({
+        sessions: (await reads.sessions({}, { limit: 1000 })).sessions.length,
+        topics: (await reads.topics({}, { limit: 1000 })).topics.length
+      })
+      const counted = async () => ({ sessions: await reads.countSessions({}), topics: await reads.countTopics({}) })
+      const batches: Mutation[][] = [
+        // updates only: the same rows again
+        [{ op: 'session.put', session: FLEET[0]! }, topic('A1', { topic: 'dev/a', qos: 2 })],
+        // a delete of what is not there, and an insert of what is
+        [{ op: 'session.delete', id: 'never' }, { op: 'topic.delete', sessionId: 'A1', topic: 'nope' }, { op: 'session.put', session: s('n1', { deviceId: 'd9' }) }],
+        // a clear and puts of its session after it, one of them a row the clear removed
+        [topic('n1', { topic: 'one', qos: 0 }), topic('n1', { topic: 'two', qos: 0 })],
+        [{ op: 'topic.clear', sessionId: 'n1' }, topic('n1', { topic: 'two', qos: 1 }), topic('n1', { topic: 'three', qos: 1 })],
+        // a delete and a put of one key in one batch, and a put before a delete
+        [{ op: 'session.delete', id: 'n1' }, { op: 'session.put', session: s('n1', { deviceId: 'd9' }) }, { op: 'session.put', session: s('n2', { deviceId: 'd9' }) }, { op: 'session.delete', id: 'n2' }],
+        // a session ended with its topics
+        [{ op: 'session.delete', id: 'A1' }, { op: 'topic.clear', sessionId: 'A1' }, { op: 'subscription.clear', sessionId: 'A1' }]
+      ]
+      for (const [i, batch] of batches.entries()) {
+        await harness.commit(batch)
+        assert.deepEqual(await counted(), await listedTotals(), `after batch ${i}`)
+      }
+      assert.deepEqual(await counted(), { sessions: 8, topics: 5 })
     })
   })
 }

@@ -20,9 +20,10 @@ import { TopicBook } from '../../src/registry/topic-book.js'
 import type { Decider } from '../../src/store/decision.js'
 import { PostgresStore } from '../../src/store/postgres/postgres-store.js'
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
-import { tempDir } from '../helpers/hub.js'
+import { eventually, tempDir } from '../helpers/hub.js'
 import { TEST_SERVER } from '../helpers/postgres.js'
 import { SCHEMA_VERSION } from '../../src/store/postgres/schema.js'
+import type { Mutation } from '../../src/store/store.js'
 import { session } from './contract.js'
 import { fleetReadsContract } from './fleet-reads-contract.js'
 
@@ -139,6 +140,147 @@ describe('PostgreSQL schema version 4', () => {
         await admin.end()
       }
     } finally {
+      await dropSchema(schema)
+    }
+  })
+})
+
+/** The stored totals and what the tables hold, read in one snapshot. */
+async function totalsAndRows(admin: pg.Client, schema: string): Promise<{ stored: { sessions: number; topics: number }; rows: { sessions: number; topics: number } }> {
+  const q = pg.escapeIdentifier(schema)
+  const { rows } = await admin.query<{ s: string; t: string; rs: string; rt: string }>(
+    `SELECT h.sessions AS s, h.topics AS t, (SELECT count(*) FROM ${q}.sessions) AS rs, (SELECT count(*) FROM ${q}.topics) AS rt FROM ${q}.log_head h`
+  )
+  const row = rows[0]!
+  return { stored: { sessions: Number(row.s), topics: Number(row.t) }, rows: { sessions: Number(row.rs), topics: Number(row.rt) } }
+}
+
+describe('PostgreSQL schema version 5: the totals of sessions and topics', () => {
+  it('upgrades a version 4 store in place, counting what it holds once; its batches move them from then on', async () => {
+    const schema = `iothub_fleet_${process.pid}_${randomBytes(4).toString('hex')}`
+    const q = pg.escapeIdentifier(schema)
+    const store = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+    const admin = new pg.Client({ connectionString: TEST_SERVER })
+    await admin.connect()
+    try {
+      await store.commit([
+        ...['u1', 'u2', 'u3'].map((id) => ({ op: 'session.put' as const, session: session(id) })),
+        { op: 'topic.put', sessionId: 'u1', subscription: { topic: 'a', qos: 1 }, persistent: true },
+        { op: 'topic.put', sessionId: 'u1', subscription: { topic: 'b', qos: 1 }, persistent: true },
+        { op: 'topic.put', sessionId: 'u3', subscription: { topic: 'a', qos: 0 }, persistent: true }
+      ])
+      await store.close()
+      // as version 4 left it: no totals, and rows its batches wrote since
+      await admin.query(`ALTER TABLE ${q}.log_head DROP COLUMN sessions, DROP COLUMN topics`)
+      await admin.query(`UPDATE ${q}.schema_version SET version = 4`)
+      await admin.query(`INSERT INTO ${q}.sessions SELECT 'u4', doc, version, 'dev-u4', protocol, connected, node, username, peer_host, clean_start, proto_ver, created_at, connected_at, expires_at FROM ${q}.sessions WHERE id = 'u1'`)
+      await admin.query(`INSERT INTO ${q}.topics (session_id, topic, qos, persistent) VALUES ('u4', 'c', 2, true)`)
+
+      const upgraded = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+      try {
+        assert.deepEqual((await admin.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }])
+        assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 4, topics: 4 }, rows: { sessions: 4, topics: 4 } })
+        assert.equal(await upgraded.fleet.countSessions({}), 4)
+        assert.equal(await upgraded.fleet.countTopics({}), 4)
+        await upgraded.commit([{ op: 'session.delete', id: 'u4' }, { op: 'topic.clear', sessionId: 'u4' }, { op: 'session.put', session: session('u5') }, { op: 'session.put', session: session('u6') }])
+        assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 5, topics: 3 }, rows: { sessions: 5, topics: 3 } })
+        assert.deepEqual(await upgraded.fleet.totals(), { sessions: 5, connectedByProtocol: { mqtt: 5 }, subscriptions: 0 })
+      } finally {
+        await upgraded.close()
+      }
+      // opening a version 5 store again leaves its totals alone
+      const again = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+      await again.close()
+      assert.deepEqual((await totalsAndRows(admin, schema)).stored, { sessions: 5, topics: 3 })
+    } finally {
+      await admin.end()
+      await dropSchema(schema)
+    }
+  })
+
+  it('stays exact while two replicas write the same sessions and topics at once', async () => {
+    const schema = `iothub_fleet_${process.pid}_${randomBytes(4).toString('hex')}`
+    // a long deadline: the batches below wait on a lock the test holds
+    const a = await PostgresStore.open({ connectionString: TEST_SERVER, schema, replica: 'replica-a', timeoutMs: 60_000 })
+    const b = await PostgresStore.open({ connectionString: TEST_SERVER, schema, replica: 'replica-b', timeoutMs: 60_000 })
+    const admin = new pg.Client({ connectionString: TEST_SERVER })
+    await admin.connect()
+    const holder = new pg.Client({ connectionString: TEST_SERVER })
+    await holder.connect()
+    try {
+      // Both replicas put the same new session and topic, then both delete them, each pair
+      // forced to overlap: the log head is held while both batches run their statements, so
+      // A's inserts are not yet committed when B's upserts reach the same rows and wait for
+      // them. Only one insert and one delete of each row may count.
+      const q = pg.escapeIdentifier(schema)
+      const overlapping = async (batch: Mutation[]): Promise<void> => {
+        await holder.query('BEGIN')
+        await holder.query(`SELECT FROM ${q}.log_head FOR UPDATE`)
+        const both = [a.commit(batch), b.commit(batch)]
+        // A waits for the log head, B for A's rows
+        await eventually(
+          async () => {
+            const { rows } = await admin.query<{ n: string }>(
+              `SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0`,
+              [q]
+            )
+            return Number(rows[0]!.n) >= 2 || undefined
+          },
+          30_000,
+          'both batches to wait'
+        )
+        await holder.query('COMMIT')
+        await Promise.all(both)
+      }
+      await overlapping([{ op: 'session.put', session: session('x') }, { op: 'topic.put', sessionId: 'x', subscription: { topic: 't', qos: 1 }, persistent: true }])
+      assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 1, topics: 1 }, rows: { sessions: 1, topics: 1 } })
+      await overlapping([{ op: 'session.delete', id: 'x' }, { op: 'topic.clear', sessionId: 'x' }])
+      assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 0, topics: 0 }, rows: { sessions: 0, topics: 0 } })
+
+      // both replicas put, delete and clear rows of the same 12 sessions, racing for each row:
+      // which of them inserts a row and which finds it there, which deletes it and which finds
+      // nothing, is the database's to decide
+      // mulberry32: the same run every time
+      let seed = 7
+      const random = (n: number): number => {
+        seed = (seed + 0x6d2b79f5) | 0
+        let x = Math.imul(seed ^ (seed >>> 15), seed | 1)
+        x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+        return ((x ^ (x >>> 14)) >>> 0) % n
+      }
+      const mutation = (): Mutation => {
+        const id = `r${random(12)}`
+        switch (random(5)) {
+          case 0:
+            return { op: 'session.delete', id }
+          case 1:
+            return { op: 'topic.delete', sessionId: id, topic: `t${random(3)}` }
+          case 2:
+            return { op: 'topic.clear', sessionId: id }
+          case 3:
+            return { op: 'topic.put', sessionId: id, subscription: { topic: `t${random(3)}`, qos: 1 }, persistent: true }
+          default:
+            return { op: 'session.put', session: session(id) }
+        }
+      }
+      const writes: Promise<void>[] = []
+      for (let i = 0; i < 400; i++) {
+        const batch = Array.from({ length: 1 + random(4) }, mutation)
+        writes.push((i % 2 === 0 ? a : b).commit(batch))
+      }
+      await Promise.all(writes)
+      const { stored, rows } = await totalsAndRows(admin, schema)
+      assert.ok(rows.sessions > 0 && rows.topics > 0, `some rows are left: ${JSON.stringify(rows)}`)
+      assert.deepEqual(stored, rows)
+      for (const store of [a, b]) {
+        assert.equal(await store.fleet.countSessions({}), rows.sessions)
+        assert.equal(await store.fleet.countTopics({}), rows.topics)
+      }
+    } finally {
+      await holder.end()
+      await admin.end()
+      await a.close()
+      await b.close()
       await dropSchema(schema)
     }
   })

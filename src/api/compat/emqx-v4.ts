@@ -7,14 +7,22 @@
  * counters, inflight windows) are present with neutral values, listed in docs/emqx-compat.md.
  * Errors answer `{ code, message }` with EMQX's codes (107: missing parameter, 108: bad parameter,
  * 109: body is not JSON, 112: client not found).
+ *
+ * Paging as EMQX 4.x's emqx_mgmt_api (`node_query`/`cluster_query`): `hasnext` is whether a row
+ * follows the page (one more row is read), and `count` is the total where the query has no
+ * condition and -1 where it has any (EMQX's "fixed at -1 in multi-condition/fuzzy query" —
+ * docs/emqx-compat.md). So no listing counts what it filters: the unfiltered totals are the
+ * store's (one row with PostgreSQL), and a page continues from the last row of the page this
+ * replica served before it (page-positions.ts) instead of walking every row before it.
  */
 import type { FastifyPluginAsync } from 'fastify'
 import { PROTOCOLS, type Protocol, type QoS, type SessionRecord } from '../../domain/session.js'
-import type { PageRequest, SessionFilter, TopicFilter } from '../../store/fleet-reads.js'
+import { topicCursor, type SessionFilter, type TopicFilter } from '../../store/fleet-reads.js'
 import type { ApiContext } from '../context.js'
 import { isStoreFailure, retryAfterSeconds } from '../store-unavailable.js'
 import { emqxTime } from './emqx-time.js'
 import { emqxV4PublishRoute } from './emqx-v4-publish.js'
+import { PagePositions } from './page-positions.js'
 
 const PROTO_NAMES: Record<string, string> = { mqtt: 'MQTT', coap: 'CoAP' }
 
@@ -69,7 +77,16 @@ function page<T>(found: { data: T[]; more: boolean }, count: number, q: Paging) 
   return { code: 0, data: found.data, meta: { page: q._page, limit: q._limit, hasnext: found.more, count } }
 }
 
-const offsetOf = (q: Paging): PageRequest => ({ offset: (q._page - 1) * q._limit, limit: q._limit })
+const offsetOf = (q: Paging): number => (q._page - 1) * q._limit
+
+/** What EMQX answers as `count` for a query with conditions: it does not count them (emqx_mgmt_api). */
+const NOT_COUNTED = -1
+
+/** The query parameters that are no condition: paging, and the cache-buster. */
+const PAGING_KEYS = new Set(['_page', '_limit', '_'])
+
+/** Whether the query has a condition (any parameter but paging's), as EMQX tells them apart. */
+const hasConditions = (q: object): boolean => Object.entries(q).some(([key, value]) => value !== undefined && !PAGING_KEYS.has(key))
 
 export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number) {
   return {
@@ -148,6 +165,7 @@ function topicFilterOf(q: SubscriptionsQuery): TopicFilter {
 }
 
 export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
+  const positions = new PagePositions()
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error.validation) {
       ctx.metrics.reject('bad_api_request')
@@ -206,8 +224,12 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     async (request) => {
       const q = request.query
       const filter = sessionFilterOf(q)
-      if (filter === null) return page({ data: [], more: false }, 0, q)
-      const [found, count] = await Promise.all([ctx.fleet.sessions(filter, offsetOf(q)), ctx.fleet.countSessions(filter)])
+      if (filter === null) return page({ data: [], more: false }, NOT_COUNTED, q)
+      const listing = `clients ${JSON.stringify(filter)}`
+      // the total first: it also says whether the page is nearer the end than a page served
+      const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countSessions({})
+      const found = await ctx.fleet.sessions(filter, positions.request(listing, offsetOf(q), q._limit, count === NOT_COUNTED ? undefined : count))
+      positions.served(listing, offsetOf(q), found.sessions.length, found.sessions.at(-1)?.id)
       return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length)), more: found.more }, count, q)
     }
   )
@@ -263,7 +285,11 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     async (request) => {
       const q = request.query
       const filter = topicFilterOf(q)
-      const [found, count] = await Promise.all([ctx.fleet.topics(filter, offsetOf(q)), ctx.fleet.countTopics(filter)])
+      const listing = `subscriptions ${JSON.stringify(filter)}`
+      const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countTopics({})
+      const found = await ctx.fleet.topics(filter, positions.request(listing, offsetOf(q), q._limit, count === NOT_COUNTED ? undefined : count))
+      const last = found.topics.at(-1)
+      positions.served(listing, offsetOf(q), found.topics.length, last && topicCursor(last))
       return page({ data: found.topics.map((t) => ({ topic: t.topic, qos: t.qos, node: t.node, clientid: t.clientId })), more: found.more }, count, q)
     }
   )

@@ -18,8 +18,14 @@
  *
  * Each statement lists its rows in key order and the tables come in a fixed order, so two hubs
  * writing the same rows at once take their row locks in the same order instead of deadlocking.
+ *
+ * The statements that add or remove rows of `sessions` and `topics` say so (`counts`), and what
+ * they did is tallied from their results (`FleetCountChange`: the rows a delete removed, the rows
+ * an upsert inserted rather than updated), which the batch's log append adds to the stored totals
+ * (schema.ts, version 5). Counted from the results, not the mutations: a put may find its row or
+ * not, a delete may find nothing, a clear removes rows the batch never names.
  */
-import type { QueryConfig } from 'pg'
+import type { QueryConfig, QueryResult } from 'pg'
 import { expiresAt, type SessionRecord } from '../../domain/session.js'
 import type { Mutation } from '../store.js'
 import type { QualifiedTables } from './schema.js'
@@ -97,12 +103,39 @@ interface Column {
   type: 'text' | 'json' | 'bytea' | 'integer' | 'bigint' | 'boolean'
 }
 
+/** The stored totals (schema.ts, version 5): how many rows `sessions` and `topics` hold. */
+export type FleetTotal = 'sessions' | 'topics'
+
 interface TableShape {
   columns: Column[]
   /** How many leading columns make the primary key. */
   keyColumns: number
   /** The column a clear deletes by. */
   scopeColumn?: string
+  /** The total its row count is kept in. */
+  total?: FleetTotal
+}
+
+/** A statement of a batch, and which total its rows move, if any. */
+export interface PlannedStatement extends QueryConfig {
+  counts?: { total: FleetTotal; by: 'deleted' | 'inserted' }
+}
+
+/** How a batch's statements moved the stored totals, tallied from their results. */
+export class FleetCountChange {
+  sessions = 0
+  topics = 0
+
+  add(statement: PlannedStatement, result: Pick<QueryResult<{ inserted?: boolean }>, 'rowCount' | 'rows'>): void {
+    const counts = statement.counts
+    if (!counts) return
+    if (counts.by === 'deleted') this[counts.total] -= result.rowCount ?? 0
+    else for (const row of result.rows) if (row.inserted === true) this[counts.total]++
+  }
+
+  get none(): boolean {
+    return this.sessions === 0 && this.topics === 0
+  }
 }
 
 const column = (name: string, type: Column['type']): Column => ({ name, type })
@@ -127,7 +160,8 @@ const SHAPES = {
       column('connected_at', 'bigint'),
       column('expires_at', 'bigint')
     ],
-    keyColumns: 1
+    keyColumns: 1,
+    total: 'sessions'
   },
   device_properties: {
     columns: [column('device_id', 'text'), column('name', 'text'), column('value', 'json'), column('updated_at', 'bigint')],
@@ -150,7 +184,8 @@ const SHAPES = {
       column('persistent', 'boolean')
     ],
     keyColumns: 2,
-    scopeColumn: 'session_id'
+    scopeColumn: 'session_id',
+    total: 'topics'
   },
   retained: { columns: [column('topic', 'text'), column('packet', 'bytea')], keyColumns: 1 },
   outgoing: { columns: [column('client_id', 'text'), column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 2, scopeColumn: 'client_id' },
@@ -264,7 +299,10 @@ function tableSql(table: string, shape: TableShape): TableSql {
       names
         .slice(shape.keyColumns)
         .map((name) => `${name} = excluded.${name}`)
-        .join(', '),
+        .join(', ') +
+      // a row this statement inserted has no xmax yet; one it updated carries this transaction's
+      // (PostgreSQL marks the old version it replaced): how upserts tell inserts from updates
+      (shape.total ? ' RETURNING (xmax = 0) AS inserted' : ''),
     delete:
       keys.length === 1
         ? `DELETE FROM ${table} WHERE ${keys[0]!.name} = ANY(${arrays(keys)})`
@@ -314,20 +352,22 @@ export class BatchStatements {
   }
 
   /** The statements that leave the database as running the mutations one by one would. */
-  plan(mutations: readonly Mutation[]): QueryConfig[] {
+  plan(mutations: readonly Mutation[]): PlannedStatement[] {
     const changes = new BatchChanges()
     for (const m of mutations) changes.add(m)
-    const statements: QueryConfig[] = []
+    const statements: PlannedStatement[] = []
     for (const table of Object.keys(SHAPES) as WrittenTable[]) {
       const { puts, deletes, versions } =
         table === 'sessions' ? changes.sessions.sorted(sessionColumns) : changes.rows[table].sorted((row) => row)
       const cleared = table === 'sessions' ? [] : [...changes.rows[table].clearedScopes].sort()
       const shape: TableShape = SHAPES[table]
       const sql = this.sql[table]
+      const deleted = shape.total ? { counts: { total: shape.total, by: 'deleted' as const } } : {}
+      const inserted = shape.total ? { counts: { total: shape.total, by: 'inserted' as const } } : {}
       // Named, so each connection parses and plans each statement once.
-      if (cleared.length > 0) statements.push({ name: `iothub_${table}_clear`, text: sql.clear!, values: [cleared] })
-      if (deletes.length > 0) statements.push({ name: `iothub_${table}_delete`, text: sql.delete, values: columnArrays(deletes, shape.keyColumns) })
-      if (puts.length > 0) statements.push({ name: `iothub_${table}_upsert`, text: sql.upsert, values: columnArrays(puts, shape.columns.length) })
+      if (cleared.length > 0) statements.push({ name: `iothub_${table}_clear`, text: sql.clear!, values: [cleared], ...deleted })
+      if (deletes.length > 0) statements.push({ name: `iothub_${table}_delete`, text: sql.delete, values: columnArrays(deletes, shape.keyColumns), ...deleted })
+      if (puts.length > 0) statements.push({ name: `iothub_${table}_upsert`, text: sql.upsert, values: columnArrays(puts, shape.columns.length), ...inserted })
       if (versions.length > 0) statements.push({ name: 'iothub_sessions_version', text: this.updateSessionVersions, values: columnArrays(versions, 2) })
     }
     return statements

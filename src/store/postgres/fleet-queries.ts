@@ -1,27 +1,30 @@
 /**
- * FleetReads as PostgreSQL queries (schema version 4's columns and indexes, schema.ts): what
- * needs the whole fleet is asked of the database, one query per call, so no replica holds the
- * fleet in memory. The filters mean what src/registry/memory-fleet-reads.ts says they mean;
- * test/store/fleet-reads-contract.ts holds both to it.
+ * FleetReads as PostgreSQL queries (schema version 4's columns and indexes, version 5's totals,
+ * schema.ts): what needs the whole fleet is asked of the database, one query per call, so no
+ * replica holds the fleet in memory. The filters mean what src/registry/memory-fleet-reads.ts
+ * says they mean; test/store/fleet-reads-contract.ts holds both to it.
  *
  * Paging: a keyset page is `id > $after ORDER BY id LIMIT limit + 1` (the extra row tells
  * `more`), a range of the primary key or of a filter's (column, id) index, so it costs the same
  * wherever it is in the fleet. EMQX v4's `_page` asks for an offset, which PostgreSQL can only
- * skip by reading: a deep page costs what it skips (see the figures below).
+ * skip by walking: an offset walks keys alone (an index-only scan where unfiltered), from the
+ * nearer end of the index where unfiltered (the stored total says where the end is), so a page
+ * costs what lies between it and the nearer end — the middle of the fleet the most. The EMQX v4
+ * routes spare most walks by continuing from a page they served (api/compat/page-positions.ts).
  *
- * Measured (2 cpus shared with other work, load average 10–14; PostgreSQL 15; 1,000,000
- * sessions as bench/lib/scale-fleet.ts writes them, half connected, one topic each; p50 of
- * 10–25 calls, pages of 100):
+ * Counts: unfiltered, the stored total (one row, kept by every batch); filtered, `count(*)`,
+ * which costs what it scans — EMQX 4 itself answers -1 for a query with conditions
+ * (emqx_mgmt_api `node_query`/`cluster_query`), and so do the hub's v4 routes.
+ *
+ * Measured before version 5 (2 cpus shared with other work, load average 10–14; PostgreSQL 15;
+ * 1,000,000 sessions as bench/lib/scale-fleet.ts writes them, half connected, one topic each;
+ * p50 of 10–25 calls, pages of 100):
  * - keyset pages, first/middle/last, unfiltered or by connected, node, device, username, peer
  *   address, protocol, time range: 0.5–14 ms;
  * - offset pages cost what they skip: page 1 4–6 ms, page 500 30 ms, page 5,000 0.55 s, the
- *   last (offset 999,900) 1.0–1.2 s;
+ *   last (offset 999,900) 1.0–1.2 s (rows read whole then; keys alone since: see bench/README.md);
  * - an exact count of the fleet 0.3 s (connected only: 0.7 s); of one device's 0.5 ms;
  * - substring searches (clientIdLike, usernameLike) and matchTopic read every row: 0.4–1.3 s.
- * EMQX itself counts only cheaply known totals: its own API answers a fuzzy search with
- * `hasnext` and no true count (emqx_mgmt_api: "a fake total number if the query have any
- * conditions"); countSessions here is exact and costs what it scans, so a listing should take
- * `more` for `hasnext` and ask for a count only where it must.
  */
 import type { ChangeProperty } from '../../domain/change-topics.js'
 import type { QoS, Session, SessionRecord, TopicSubscription } from '../../domain/session.js'
@@ -118,11 +121,11 @@ export function filtersMatching(topic: string): string {
   return `^${rest}$`
 }
 
-/** LIMIT and OFFSET (or the keyset condition) of a page, one row more than it shows. */
+/** The keyset condition, LIMIT and OFFSET of a page, one row more than it shows. */
 function pageClause(c: Conditions, page: PageRequest, keyset: (c: Conditions, after: string) => void): string {
   if (page.after !== undefined) keyset(c, page.after)
   const limit = c.param(page.limit + 1)
-  const offset = page.after === undefined && page.offset ? ` OFFSET ${c.param(page.offset)}` : ''
+  const offset = page.offset ? ` OFFSET ${c.param(page.offset)}` : ''
   return ` LIMIT ${limit}${offset}`
 }
 
@@ -168,37 +171,84 @@ export class FleetQueries implements FleetReads {
 
   async sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
     const c = sessionConditions(filter)
-    const paging = pageClause(c, page, (c, after) => c.add((p) => `s.id > ${p}`, after))
-    // the page first, then the topics of its rows only; an offset walks ids alone (the primary
-    // key's index, without reading the rows it skips), and only the page's rows are read
-    const pageRows =
-      page.after === undefined && page.offset
-        ? `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE s.id IN (SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging})`
-        : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
+    const whole = c.where.length === 0 && page.after === undefined && page.offset
+    const paging = whole ? '' : pageClause(c, page, (c, after) => c.add((p) => `s.id > ${p}`, after))
+    // the page first, then the topics of its rows only; an offset walks ids alone (unfiltered,
+    // an index-only scan of the primary key, from its nearer end: the rows it skips are not
+    // read), and only the page's rows are read
+    const ids = whole
+      ? this.nearerEndWalk(c, `${this.t.sessions} s`, 's.id', ['s.id'], 'sessions', page.offset!, page.limit + 1)
+      : `SELECT s.id FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
+    // each key looked up by itself (LATERAL … LIMIT 1): joined as a set, the planner may hash
+    // the whole table for a page whose size it cannot foresee
+    const pageRows = page.offset
+      ? `SELECT p.id, s.doc, s.version FROM (${ids}) p CROSS JOIN LATERAL (SELECT s.doc, s.version FROM ${this.t.sessions} s WHERE s.id = p.id LIMIT 1) s`
+      : `SELECT s.id, s.doc, s.version FROM ${this.t.sessions} s WHERE ${c.sql} ORDER BY s.id${paging}`
     const { rows } = await this.pool.query<SessionRow>(`SELECT ${this.sessionColumns} FROM (${pageRows}) s ORDER BY s.id`, c.values)
     return { sessions: rows.slice(0, page.limit).map(sessionOf), more: rows.length > page.limit }
   }
 
+  /**
+   * The keys of rows `offset` to `offset + rows − 1` of a whole table in key order, walked from
+   * whichever end of its primary key is nearer: the stored total (schema.ts, version 5), read in
+   * the statement's own snapshot — so exactly the rows that snapshot holds — says how far the
+   * page is from the end. A page in the last half then costs what lies after it, not before it.
+   */
+  private nearerEndWalk(c: Conditions, from: string, keys: string, order: string[], total: 'sessions' | 'topics', offset: number, rows: number): string {
+    const o = `${c.param(offset)}::bigint`
+    const n = `${c.param(rows)}::bigint`
+    const stored = `(SELECT ${total} FROM ${this.t.log_head})`
+    const descending = order.map((k) => `${k.replace(/^\w+\./, '')} DESC`).join(', ')
+    // from the end, `rows` rows (a page running past the end takes rows before it too, which the
+    // outer LIMIT drops): a LIMIT the planner can read keeps its estimate — and the plan's cost,
+    // which past jit_above_cost buys a JIT compilation dearer than the walk — at a page's size
+    return (
+      `(SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} <= ${stored} ORDER BY ${order.join(', ')} LIMIT ${n} OFFSET ${o}) UNION ALL ` +
+      `(SELECT * FROM (SELECT ${keys} FROM ${from} WHERE 2 * ${o} + ${n} > ${stored} ORDER BY ${order.map((k) => `${k} DESC`).join(', ')} ` +
+      `LIMIT ${n} OFFSET greatest(0, ${stored} - ${o} - ${n})) tail ORDER BY ${descending} LIMIT greatest(0, least(${n}, ${stored} - ${o})))`
+    )
+  }
+
   async countSessions(filter: SessionFilter): Promise<number> {
     const c = sessionConditions(filter)
+    if (c.where.length === 0) return (await this.storedTotals()).sessions
     const { rows } = await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.t.sessions} s WHERE ${c.sql}`, c.values)
     return Number(rows[0]!.n)
   }
 
+  /** The totals every batch keeps (schema.ts, version 5): one row, where count(*) reads them all. */
+  private async storedTotals(): Promise<{ sessions: number; topics: number }> {
+    const { rows } = await this.pool.query<{ sessions: string; topics: string }>(`SELECT sessions, topics FROM ${this.t.log_head}`)
+    return { sessions: Number(rows[0]!.sessions), topics: Number(rows[0]!.topics) }
+  }
+
   async topics(filter: TopicFilter, page: PageRequest): Promise<{ topics: TopicRow[]; more: boolean }> {
     const c = topicConditions(filter)
-    const paging = pageClause(c, page, (c, after) => {
-      const { clientId, topic } = parseTopicCursor(after)
-      c.where.push(`(t.session_id, t.topic) > (${c.param(clientId)}, ${c.param(topic)})`)
-    })
-    // the page of topic rows first (the primary key's order), then their sessions' nodes
-    const rowsOf = filter.node === undefined ? `(SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging})` : this.t.topics
-    const where = filter.node === undefined ? '' : ` WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
-    const { rows } = await this.pool.query<{ client_id: string; node: string; topic: string; qos: QoS }>(
-      `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM ${rowsOf} t JOIN ${this.t.sessions} s ON s.id = t.session_id${where}` +
-        (filter.node === undefined ? ' ORDER BY t.session_id, t.topic' : ''),
-      c.values
-    )
+    const whole = c.where.length === 0 && page.after === undefined && page.offset
+    const paging = whole
+      ? ''
+      : pageClause(c, page, (c, after) => {
+          const { clientId, topic } = parseTopicCursor(after)
+          c.where.push(`(t.session_id, t.topic) > (${c.param(clientId)}, ${c.param(topic)})`)
+        })
+    // the page of topic rows first (the primary key's order), then their sessions' nodes; an
+    // offset walks the keys alone (unfiltered, an index-only scan of the primary key, from its
+    // nearer end), and only the page's rows are read
+    const keys = whole
+      ? this.nearerEndWalk(c, `${this.t.topics} t`, 't.session_id, t.topic', ['t.session_id', 't.topic'], 'topics', page.offset!, page.limit + 1)
+      : `SELECT t.session_id, t.topic FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
+    // each key of an offset page looked up by itself (LATERAL … LIMIT 1), as sessions() does
+    const sql =
+      filter.node !== undefined
+        ? `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM ${this.t.topics} t JOIN ${this.t.sessions} s ON s.id = t.session_id ` +
+          `WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}`
+        : page.offset
+          ? `SELECT k.session_id AS client_id, s.node, k.topic, t.qos FROM (${keys}) k ` +
+            `CROSS JOIN LATERAL (SELECT t.qos FROM ${this.t.topics} t WHERE t.session_id = k.session_id AND t.topic = k.topic LIMIT 1) t ` +
+            `CROSS JOIN LATERAL (SELECT s.node FROM ${this.t.sessions} s WHERE s.id = k.session_id LIMIT 1) s ORDER BY k.session_id, k.topic`
+          : `SELECT t.session_id AS client_id, s.node, t.topic, t.qos FROM (SELECT t.* FROM ${this.t.topics} t WHERE ${c.sql} ORDER BY t.session_id, t.topic${paging}) t ` +
+            `JOIN ${this.t.sessions} s ON s.id = t.session_id ORDER BY t.session_id, t.topic`
+    const { rows } = await this.pool.query<{ client_id: string; node: string; topic: string; qos: QoS }>(sql, c.values)
     return {
       topics: rows.slice(0, page.limit).map((r) => ({ clientId: r.client_id, node: r.node, topic: r.topic, qos: r.qos })),
       more: rows.length > page.limit
@@ -207,6 +257,7 @@ export class FleetQueries implements FleetReads {
 
   async countTopics(filter: TopicFilter): Promise<number> {
     const c = topicConditions(filter)
+    if (c.where.length === 0) return (await this.storedTotals()).topics
     // every topic row has its session (they are written and cleared together): joined only for its node
     const from = filter.node === undefined ? `${this.t.topics} t` : `${this.t.topics} t JOIN ${this.t.sessions} s ON s.id = t.session_id`
     const { rows } = await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${from} WHERE ${c.sql}`, c.values)
@@ -252,7 +303,7 @@ export class FleetQueries implements FleetReads {
 
   async totals(): Promise<FleetTotals> {
     const { rows } = await this.pool.query<{ sessions: string; subscriptions: string; connected: Record<string, string> }>(
-      `SELECT (SELECT count(*) FROM ${this.t.sessions}) AS sessions, (SELECT count(*) FROM ${this.t.subscriptions}) AS subscriptions, ` +
+      `SELECT (SELECT sessions FROM ${this.t.log_head}) AS sessions, (SELECT count(*) FROM ${this.t.subscriptions}) AS subscriptions, ` +
         `(SELECT coalesce(json_object_agg(protocol, n), '{}') FROM (SELECT protocol, count(*) AS n FROM ${this.t.sessions} WHERE connected GROUP BY protocol) c) AS connected`
     )
     const row = rows[0]!

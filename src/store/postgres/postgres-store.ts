@@ -17,7 +17,7 @@ import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredTopic } from '../store.js'
-import { BatchStatements } from './batch-statements.js'
+import { BatchStatements, FleetCountChange, type PlannedStatement } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
 import { StoreReads } from './store-reads.js'
@@ -377,13 +377,13 @@ class TransactionWriter implements BatchWriter {
   }
 
   /** A batch's statements and the change-log entries it appends. */
-  private plan(mutations: readonly Mutation[]): { statements: pg.QueryConfig[]; mutations: readonly Mutation[] } {
+  private plan(mutations: readonly Mutation[]): { statements: PlannedStatement[]; mutations: readonly Mutation[] } {
     return { statements: this.statements.plan(mutations), mutations }
   }
 
   private async transaction(
     items: readonly BatchItem[],
-    planned: { statements: pg.QueryConfig[]; mutations: readonly Mutation[] } | null,
+    planned: { statements: PlannedStatement[]; mutations: readonly Mutation[] } | null,
     control: WriteControl
   ): Promise<BatchOutcome> {
     control.signal.throwIfAborted()
@@ -403,8 +403,9 @@ class TransactionWriter implements BatchWriter {
         decisions = decided.decisions
         planned = this.plan(decided.mutations)
       }
-      for (const statement of planned.statements) await connection.client.query(statement)
-      const log = await this.log.append(connection.client, planned.mutations)
+      const counted = new FleetCountChange()
+      for (const statement of planned.statements) counted.add(statement, await connection.client.query(statement))
+      const log = await this.log.append(connection.client, planned.mutations, counted)
       if (Date.now() + this.idleMs > control.deadline) throw new Error('too little time left before the deadline to commit safely')
       control.signal.throwIfAborted()
       committing = true

@@ -29,8 +29,11 @@ import pg from 'pg'
  * fleet-queries.ts): a session's device, protocol, state, node, username, peer address, clean
  * start, protocol version, creation and connection times, and when it expires; a subscription
  * entity's device. Version 3 tables gain them in place, filled from each row's `doc`.
+ * 5: `log_head` also holds how many sessions and topic rows are stored as of its entry (see
+ * fleetCountColumns): the fleet's totals are one row's read. Version 4 stores count them once,
+ * in place.
  */
-export const SCHEMA_VERSION = 4
+export const SCHEMA_VERSION = 5
 
 export const TABLE_NAMES = [
   'schema_version',
@@ -118,6 +121,10 @@ export function createTableStatements(t: QualifiedTables): string[] {
        persistent boolean NOT NULL,
        PRIMARY KEY (session_id, topic)
      )`,
+    // held until the schema is recorded: the totals of version 5 (fleetCountColumns) count what
+    // is stored with no batch under way; taken before any lock a batch waits on at its end
+    // (change_log, log_head), so a batch of an older replica still running finishes first
+    `LOCK TABLE ${t.sessions}, ${t.topics} IN SHARE MODE`,
 
     `CREATE TABLE IF NOT EXISTS ${t.retained} (
        topic  text COLLATE "C" PRIMARY KEY,
@@ -171,7 +178,10 @@ export function createTableStatements(t: QualifiedTables): string[] {
        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
        seq       bigint NOT NULL
      )`,
-    `INSERT INTO ${t.log_head} (seq) VALUES (0) ON CONFLICT (singleton) DO NOTHING`,
+    // not ON CONFLICT: the row is formed before the conflict is found, and version 5's totals
+    // (NOT NULL, filled below) would refuse it
+    `INSERT INTO ${t.log_head} (seq) SELECT 0 WHERE NOT EXISTS (SELECT FROM ${t.log_head})`,
+    ...fleetCountColumns(t),
 
     // Each running replica: who it is and how far it has followed the log.
     `CREATE TABLE IF NOT EXISTS ${t.replicas} (
@@ -244,4 +254,39 @@ function sessionListingColumns(t: QualifiedTables): string[] {
     `CREATE INDEX IF NOT EXISTS sessions_by_peer_host ON ${t.sessions} (peer_host, id)`,
     `CREATE INDEX IF NOT EXISTS sessions_due ON ${t.sessions} (expires_at, id) WHERE expires_at IS NOT NULL`
   ]
+}
+
+/**
+ * Schema version 5's totals: `log_head.sessions` and `log_head.topics`, how many rows `sessions`
+ * and `topics` hold as of the log's last entry. Every batch that adds or removes such rows logs
+ * them, so it already takes `log_head`'s row lock to append its entries (log-statements.ts), and
+ * moves the totals by what its own statements inserted and deleted in that same update
+ * (batch-statements.ts counts them): exact under any number of replicas, at no extra lock or
+ * round trip. Reading them is one row (fleet-queries.ts), where `count(*)` reads the fleet.
+ *
+ * A version 4 store counts its rows once, here, with both tables locked against writers (SHARE,
+ * taken earlier in createTableStatements: a batch under way commits first, none starts until the
+ * upgrade commits), so a replica of the older build still writing then is counted exactly; one
+ * still writing *after* the upgrade does not move the totals, so stop older replicas before
+ * starting this build (docs/emqx-mode.md, "Running several replicas"). Offset pages rely on the
+ * totals too (fleet-queries.ts walks from the nearer end). `recountFleet` puts them right again,
+ * with writers held off.
+ */
+function fleetCountColumns(t: QualifiedTables): string[] {
+  return [
+    `ALTER TABLE ${t.log_head} ADD COLUMN IF NOT EXISTS sessions bigint`,
+    `ALTER TABLE ${t.log_head} ADD COLUMN IF NOT EXISTS topics bigint`,
+    `${recountFleet(t)} WHERE sessions IS NULL OR topics IS NULL`,
+    `ALTER TABLE ${t.log_head} ALTER COLUMN sessions SET NOT NULL`,
+    `ALTER TABLE ${t.log_head} ALTER COLUMN topics SET NOT NULL`
+  ]
+}
+
+/**
+ * Sets the totals to what the tables hold (reading all of them): for rows written other than by
+ * the store's batches, such as the scale bench's fill. Concurrent batches must be held off (a
+ * lock, or none running) for the count to be exact.
+ */
+export function recountFleet(t: QualifiedTables): string {
+  return `UPDATE ${t.log_head} SET sessions = (SELECT count(*) FROM ${t.sessions}), topics = (SELECT count(*) FROM ${t.topics})`
 }
