@@ -4,7 +4,7 @@
  * made of the records), `user_version` 3 — for the tests of the upgrades that start there.
  */
 import type Database from 'better-sqlite3'
-import { sessionOfRow, type SessionRow } from '../../src/store/sqlite/session-columns.js'
+import { sessionOfRow, type ReadSessionRow } from '../../src/store/sqlite/session-columns.js'
 import { FLEET_QUERIES } from '../../src/store/sqlite/statements.js'
 import { subscriptionOfRow, type ReadSubscriptionRow } from '../../src/store/sqlite/subscription-columns.js'
 
@@ -12,7 +12,7 @@ export function rewriteAsVersion3(db: Database.Database): void {
   db.transaction(() => {
     // read as the hub's start reads them
     const rows = <Row>(sql: string) => (db.prepare(sql).pluck().all() as string[]).map((json) => JSON.parse(json) as Row)
-    const sessions = rows<SessionRow>(FLEET_QUERIES.sessions).map((r) => sessionOfRow(r))
+    const sessions = rows<ReadSessionRow>(FLEET_QUERIES.sessions).map((r) => sessionOfRow(r))
     const entities = rows<ReadSubscriptionRow>(FLEET_QUERIES.subscriptions).map((r) => subscriptionOfRow(r))
     db.exec(`
       DROP TABLE sessions;

@@ -16,7 +16,7 @@ import type { Device } from '../../domain/device.js'
 import type { QoS, SessionRecord, TopicSubscription } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { StoredDeviceProperty, StoredTopic } from '../store.js'
-import { sessionOfRow, type SessionRow } from './session-columns.js'
+import { sessionOfRow, type ReadSessionRow } from './session-columns.js'
 import type { FleetTable } from './statements.js'
 import { splitProperties, subscriptionOfRow, type ReadSubscriptionRow } from './subscription-columns.js'
 
@@ -102,7 +102,7 @@ export function fleetRows(read: FleetSource): FleetRows {
       return { deviceId, name: shared.of(name), value, updatedAt }
     }),
     subscriptions: rowsOf(read, 'subscriptions', (row: ReadSubscriptionRow) => subscriptionOfRow(row, share, (stored) => properties.of(stored))),
-    sessions: rowsOf(read, 'sessions', (row: SessionRow) => sessionOfRow(row, share)),
+    sessions: rowsOf(read, 'sessions', (row: ReadSessionRow) => sessionOfRow(row, share)),
     topics: rowsOf(read, 'topics', ([sessionId, topic, qos, rh, rap, nl, subId, persistent]: TopicRow): StoredTopic => {
       // built field by field (not spread): a million rows each made four objects more to drop
       const subscription: TopicSubscription = { topic, qos: qos as QoS }

@@ -79,19 +79,33 @@ export function sessionRow(s: SessionRecord): SessionRow {
 }
 
 /**
+ * The row as the start reads it (FLEET_QUERIES in statements.ts): one JSON array, the client id,
+ * device id and username 0 where they are the text before them — most often all three are the
+ * session id, which then crosses, and is parsed, once.
+ */
+export const SESSION_JSON = `json_array(${SESSION_COLUMNS.map((c) =>
+  c === 'client_id' ? 'iif(client_id = id, 0, client_id)' : c === 'device_id' ? 'iif(device_id = client_id, 0, device_id)' : c === 'username' ? 'iif(username = device_id, 0, username)' : c
+).join(', ')})`
+
+/** A row as selected, or as SESSION_JSON makes it. */
+export type ReadSessionRow = [id: string, protocol: string, clientId: string | 0, deviceId: string | 0, username: string | null | 0, ...Rest<SessionRow>]
+
+type Rest<T> = T extends [unknown, unknown, unknown, unknown, unknown, ...infer R] ? R : never
+
+/**
  * `share` gives one copy of the text a whole fleet repeats (node names, peer addresses, the
  * reasons); the client id, device id and username, most often one text, are one string.
  */
-export function sessionOfRow(r: SessionRow, share: <T extends string | null>(value: T) => T = (value) => value): SessionRecord {
+export function sessionOfRow(r: ReadSessionRow, share: <T extends string | null>(value: T) => T = (value) => value): SessionRecord {
   const id = r[0]
-  const clientId = r[2] === id ? id : r[2]
-  const deviceId = r[3] === clientId ? clientId : r[3]
+  const clientId = r[2] === 0 || r[2] === id ? id : r[2]
+  const deviceId = r[3] === 0 || r[3] === clientId ? clientId : r[3]
   return {
     id,
     protocol: share(r[1]) as Protocol,
     clientId,
     deviceId,
-    username: r[4] === deviceId ? deviceId : r[4],
+    username: r[4] === 0 || r[4] === deviceId ? deviceId : r[4],
     mountpoint: r[5],
     node: share(r[6]),
     peerHost: share(r[7]),

@@ -8,8 +8,8 @@
  */
 import type Database from 'better-sqlite3'
 import type { Mutation } from '../store.js'
-import { SESSION_COLUMNS, sessionRow } from './session-columns.js'
-import { SUBSCRIPTION_COLUMNS, subscriptionRow } from './subscription-columns.js'
+import { SESSION_COLUMNS, SESSION_JSON, sessionRow } from './session-columns.js'
+import { SUBSCRIPTION_COLUMNS, SUBSCRIPTION_JSON, subscriptionRow } from './subscription-columns.js'
 
 type Op = Mutation['op']
 type Param = string | number | Uint8Array | null
@@ -118,22 +118,13 @@ export function prepareWrites(db: Database.Database): Record<Op, Database.Statem
  * the fleet reader thread (fleet-read-worker.ts) joins into arrays of rows and the main thread
  * parses whole (fleet-rows.ts decodes them). A value crossing from SQLite into JavaScript costs
  * far more than SQLite's making the text does, so each row crosses as one value, not one per column.
- *
- * A subscription entity's broker topic and filter not stored (NULL) are made here from its
- * other columns, as subscription-columns.ts makes them when it leaves them out.
  */
 export const FLEET_QUERIES = {
   devices: 'SELECT doc FROM devices',
   // the value is a JSON text already
   deviceProperties: "SELECT '[' || json_quote(device_id) || ',' || json_quote(name) || ',' || value || ',' || updated_at || ']' FROM device_properties",
-  subscriptions: `SELECT json_array(id, session_id, device_id, owner, topic,
-                                   coalesce(broker_topic, device_id || '/' || topic),
-                                   properties,
-                                   coalesce(filter, 'insert into ' || id || ' select ' ||
-                                                    iif(properties = '', '', device_id || '.' || replace(properties, ',', ', ' || device_id || '.'))),
-                                   created_at)
-                    FROM subscriptions`,
-  sessions: `SELECT json_array(${SESSION_COLUMNS.join(', ')}) FROM sessions`,
+  subscriptions: `SELECT ${SUBSCRIPTION_JSON} FROM subscriptions`,
+  sessions: `SELECT ${SESSION_JSON} FROM sessions`,
   topics: 'SELECT json_array(session_id, topic, qos, rh, rap, nl, sub_id, persistent) FROM topics'
 } as const
 

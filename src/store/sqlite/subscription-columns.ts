@@ -47,11 +47,22 @@ export function subscriptionRow(e: SubscriptionEntity): SubscriptionRow {
   ]
 }
 
-/** As read (FLEET_QUERIES): the broker topic and filter made again where they were not stored. */
+/**
+ * The row as the start reads it (FLEET_QUERIES in statements.ts): one JSON array, the broker
+ * topic and filter made again where they were not stored — by SQLite, as `brokerTopicOf` and
+ * `filterOf` make them — and the device id 0 where it is the session id.
+ */
+export const SUBSCRIPTION_JSON = `json_array(id, session_id, iif(device_id = session_id, 0, device_id), owner, topic,
+  coalesce(broker_topic, device_id || '/' || topic),
+  properties,
+  coalesce(filter, 'insert into ' || id || ' select ' || iif(properties = '', '', device_id || '.' || replace(properties, ',', ', ' || device_id || '.'))),
+  created_at)`
+
+/** As SUBSCRIPTION_JSON makes it. */
 export type ReadSubscriptionRow = [
   id: string,
   sessionId: string,
-  deviceId: string,
+  deviceId: string | 0,
   owner: string,
   topic: string,
   brokerTopic: string,
@@ -76,7 +87,7 @@ export function subscriptionOfRow(
     owner: share(r[3]),
     source: 'iothub',
     sessionId,
-    deviceId: r[2] === sessionId ? sessionId : r[2],
+    deviceId: r[2] === 0 ? sessionId : r[2],
     topic: share(r[4]),
     brokerTopic: r[5],
     properties: propertiesOf(r[6]),
