@@ -10,6 +10,7 @@ import Database from 'better-sqlite3'
 import mqtt, { type IConnackPacket } from 'mqtt'
 import { startTestHub, tempDir, eventually, type TestHub } from './helpers/hub.js'
 import { frame, encodeString, RawMqttClient, subscribePacket } from './helpers/raw-mqtt.js'
+import { rewriteAsVersion3 } from './helpers/sqlite-version-3.js'
 
 /** UNSUBSCRIBE (MQTT 3.1.1 §3.10). */
 function unsubscribePacket(messageId: number, topics: string[]): Buffer {
@@ -174,6 +175,7 @@ describe('a store written before namespaces and subscription entities (schema ve
     await t.hub.stop()
     // turn the file into what the version 1 hub wrote: unmounted topics, no mountpoint, no entities
     const db = new Database(join(dataDir, 'iothub.db'))
+    rewriteAsVersion3(db)
     db.exec('DROP TABLE subscriptions; DROP TABLE device_properties')
     db.prepare("UPDATE topics SET topic = substr(topic, length(?) + 2) WHERE session_id = 'v1-session'").run(d.id)
     db.exec("UPDATE sessions SET doc = json_remove(doc, '$.mountpoint')")

@@ -271,8 +271,11 @@ export class SessionRegistry {
     // a topic whose entity is held needs nothing: only the others are worked out (an entity's id is a hash)
     const lacking: SessionRecord[] = []
     const lacks = (sessionId: string, topic: string) => !this.subscriptions.holds(sessionId, topic)
-    for (const s of this.sessions.values()) {
-      if (!this.topics.anyTopic(s.id, lacks)) continue
+    // walked from the TopicBook, whose sessions come with their topics: a session is looked up
+    // once (in the SubscriptionBook), not twice, and its record only when it lacks an entity
+    for (const id of this.topics.sessionsWithTopic(lacks)) {
+      const s = this.sessions.get(id)
+      if (s === undefined) continue
       const topics = this.topics.topicsOf(s.id).filter((t) => !this.subscriptions.holds(s.id, t.topic))
       if (topics.length > 0 && entityPuts(this.cachedSession(s.id), s, topics, this.ownerOf, now).length > 0) lacking.push(s)
     }

@@ -23,7 +23,12 @@ export class SubscriptionBook {
   private readonly byDevice = new Map<string, Few<string, SubscriptionEntity>>()
 
   load(entities: Iterable<SubscriptionEntity>): void {
-    for (const e of entities) this.put(e)
+    // stored ids are unique: into an empty book nothing is replaced, so nothing is looked for
+    const fresh = this.byId.size === 0
+    for (const e of entities) {
+      if (fresh) this.add(e)
+      else this.put(e)
+    }
   }
 
   get(id: string): SubscriptionEntity | undefined {
@@ -82,6 +87,11 @@ export class SubscriptionBook {
   private put(e: SubscriptionEntity): void {
     const previous = this.byId.get(e.id)
     if (previous) this.delete(previous)
+    this.add(e)
+  }
+
+  /** `e`, whose id the book does not hold. */
+  private add(e: SubscriptionEntity): void {
     this.byId.set(e.id, e)
     this.bySession.set(e.sessionId, fewPut(this.bySession.get(e.sessionId), e, brokerTopicOf))
     this.byDevice.set(e.deviceId, fewPut(this.byDevice.get(e.deviceId), e, idOf))

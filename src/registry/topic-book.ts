@@ -78,10 +78,16 @@ export class TopicBook {
     return result
   }
 
-  /** Whether any topic of the session passes `test` (which is given the session id too, so one function serves every session). */
-  anyTopic(sessionId: string, test: (sessionId: string, topic: string) => boolean): boolean {
-    for (const e of fewValues(this.bySession.get(sessionId))) if (test(sessionId, e.subscription.topic)) return true
-    return false
+  /** The sessions with a topic that passes `test` (given the session id too, so one function serves every session). */
+  *sessionsWithTopic(test: (sessionId: string, topic: string) => boolean): Generator<string> {
+    for (const [sessionId, entries] of this.bySession) {
+      for (const e of fewValues(entries)) {
+        if (test(sessionId, e.subscription.topic)) {
+          yield sessionId
+          break
+        }
+      }
+    }
   }
 
   countOf(sessionId: string): number {

@@ -5,9 +5,12 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import Database from 'better-sqlite3'
+import { subscriptionEntityOf } from '../../src/domain/subscription.js'
+import { SCHEMA_VERSION } from '../../src/store/sqlite/schema.js'
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 import { tempDir } from '../helpers/hub.js'
-import { storeContract } from './contract.js'
+import { rewriteAsVersion3 } from '../helpers/sqlite-version-3.js'
+import { session, storeContract } from './contract.js'
 
 storeContract('sqlite', async () => {
   const dataDir = tempDir('iothub-store-')
@@ -101,8 +104,9 @@ describe('SqliteStore', () => {
     const dataDir = tempDir('iothub-store-')
     const v1 = new SqliteStore({ dataDir })
     await v1.close()
-    // make it what issue 2's hub wrote: no subscription or property tables, no mountpoint
+    // make it what issue 2's hub wrote: sessions as documents, no subscription or property tables, no mountpoint
     const db = new Database(join(dataDir, 'iothub.db'))
+    rewriteAsVersion3(db)
     db.exec('DROP TABLE subscriptions; DROP TABLE device_properties')
     db.prepare('INSERT INTO sessions (id, doc) VALUES (?, ?)').run('old', JSON.stringify({ id: 'old', clientId: 'old', deviceId: 'dev-1' }))
     const topic = db.prepare('INSERT INTO topics (session_id, topic, qos, persistent) VALUES (?, ?, 1, 1)')
@@ -121,11 +125,69 @@ describe('SqliteStore', () => {
     await upgraded.commit([{ op: 'device.property', deviceId: 'dev-1', name: 'attributes', value: {}, updatedAt: 1 }])
     await upgraded.close()
     const check = new Database(join(dataDir, 'iothub.db'), { readonly: true })
-    assert.equal(check.pragma('user_version', { simple: true }), 3)
+    assert.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+    check.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('upgrades a version 3 file in place: sessions and subscription entities become columns, read back equal', async () => {
+    const dataDir = tempDir('iothub-store-')
+    const store = new SqliteStore({ dataDir })
+    const entity = (sessionId: string, deviceTopic: string, at: number) => {
+      const made = subscriptionEntityOf(session(sessionId), 'owner-1', `dev-${sessionId}/${deviceTopic}`, at)
+      assert.ok(made)
+      return made
+    }
+    // an entity as this hub makes it (broker topic and filter follow from its fields), one of
+    // four properties, and one whose broker topic and filter do not follow (made elsewhere)
+    const made = entity('a', 'v1/devices/me/attributes', 1)
+    const everything = entity('b', 'v1/devices/me/#', 2)
+    const foreign = { ...entity('c', 'v1/devices/me/telemetry', 3), brokerTopic: 'elsewhere/v1/devices/me/telemetry', filter: 'insert into x select y' }
+    await store.commit([
+      { op: 'session.put', session: session('a') },
+      { op: 'session.put', session: session('b', { username: null, peerHost: null, peerPort: null, sockPort: null, cleanStart: true, expiryInterval: 0 }) },
+      { op: 'session.put', session: session('c', { protocol: 'coap', clientId: 'c', deviceId: 'dev-c', connected: false, disconnectedAt: 1_700_000_100_000, disconnectReason: 'keepalive_timeout' }) },
+      { op: 'session.version', id: 'c', version: 7 },
+      { op: 'subscription.put', subscription: made },
+      { op: 'subscription.put', subscription: everything },
+      { op: 'subscription.put', subscription: foreign }
+    ])
+    const before = await loadAll(store)
+    assert.equal(before.sessions.length, 3)
+    assert.deepEqual(before.sessions.find((s) => s.id === 'c')?.version, 7)
+    assert.deepEqual(sortById(before.subscriptions), sortById([made, everything, foreign]), 'read back as written')
+    await store.close()
+
+    const db = new Database(join(dataDir, 'iothub.db'))
+    // written compactly: what follows from an entity's other fields is not stored
+    const stored = db.prepare('SELECT id, broker_topic, filter FROM subscriptions ORDER BY id').raw().all()
+    assert.deepEqual(
+      stored,
+      [made, everything, foreign].map((e) => [e.id, e === foreign ? e.brokerTopic : null, e === foreign ? e.filter : null]).sort((x, y) => (x[0]! < y[0]! ? -1 : 1))
+    )
+    rewriteAsVersion3(db)
+    db.close()
+
+    const upgraded = new SqliteStore({ dataDir })
+    const after = await loadAll(upgraded)
+    assert.deepEqual(sortById(after.sessions), sortById(before.sessions))
+    assert.deepEqual(sortById(after.subscriptions), sortById(before.subscriptions))
+    assert.deepEqual(await upgraded.readSession('b'), before.sessions.find((s) => s.id === 'b'))
+    // and written to as today's file
+    await upgraded.commit([{ op: 'session.version', id: 'a', version: 9 }, { op: 'subscription.delete', id: made.id }])
+    assert.equal((await upgraded.readSession('a'))?.version, 9)
+    assert.equal((await loadAll(upgraded)).subscriptions.length, 2)
+    await upgraded.close()
+    const check = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+    assert.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+    assert.deepEqual(check.prepare("SELECT name FROM pragma_table_info('sessions') WHERE name IN ('doc', 'incarnation')").pluck().all(), ['incarnation'])
+    assert.equal(check.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'subscriptions_by_session'").pluck().get(), 1)
     check.close()
     rmSync(dataDir, { recursive: true, force: true })
   })
 })
+
+const sortById = <T extends { id: string }>(items: readonly T[]): T[] => [...items].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
 
 /**
  * Runs `attempt` until the store answers it within its deadline (a StoreTimeoutError is tried

@@ -1,13 +1,16 @@
 /**
- * The SQLite schema. Entities whose shape grows with the product (devices, sessions) are kept
- * as JSON documents beside their key; the broker's state, read at start and written often, as
- * plain columns and blobs. `user_version` says which version a file has.
+ * The SQLite schema. Devices, whose shape grows with the product, are kept as JSON documents
+ * beside their key; sessions, subscription entities and the broker's state — a million rows
+ * each, read whole at every start — as plain columns and blobs, which are read without parsing.
+ * `user_version` says which version a file has.
  */
 /**
  * 2: subscription entities and device properties (tables added; version 1 files upgrade in place).
  * 3: the change log (`change_log`, numbered through `log_head`); version 2 files gain it empty.
+ * 4: sessions and subscription entities as columns (UPGRADE_TO_4), what a subscription entity
+ *    derives from its other fields not stored.
  */
-export const SCHEMA_VERSION = 3
+export const SCHEMA_VERSION = 4
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (
@@ -15,9 +18,29 @@ CREATE TABLE IF NOT EXISTS devices (
   doc TEXT NOT NULL
 ) STRICT;
 
+-- A SessionRecord (src/domain/session.ts), a column a field; booleans 0 or 1.
 CREATE TABLE IF NOT EXISTS sessions (
-  id  TEXT PRIMARY KEY,
-  doc TEXT NOT NULL
+  id                TEXT PRIMARY KEY,
+  protocol          TEXT NOT NULL,
+  client_id         TEXT NOT NULL,
+  device_id         TEXT NOT NULL,
+  username          TEXT,
+  mountpoint        TEXT NOT NULL,
+  node              TEXT NOT NULL,
+  peer_host         TEXT,
+  peer_port         INTEGER,
+  sock_port         INTEGER,
+  keepalive         INTEGER NOT NULL,
+  proto_ver         INTEGER NOT NULL,
+  clean_start       INTEGER NOT NULL,
+  expiry_interval   INTEGER NOT NULL,
+  connected         INTEGER NOT NULL,
+  created_at        INTEGER NOT NULL,
+  connected_at      INTEGER NOT NULL,
+  disconnected_at   INTEGER,
+  disconnect_reason TEXT,
+  incarnation       TEXT NOT NULL,
+  version           INTEGER NOT NULL
 ) STRICT;
 
 -- One row per device property (attributes, telemetry, connectinfo, …), so writers of
@@ -30,10 +53,19 @@ CREATE TABLE IF NOT EXISTS device_properties (
   PRIMARY KEY (device_id, name)
 ) STRICT, WITHOUT ROWID;
 
+-- A SubscriptionEntity (src/domain/subscription.ts) without its constant fields (type, source,
+-- mode); properties comma separated. NULL broker_topic and filter: what subscription-columns.ts
+-- derives from the other columns, as the entity was made.
 CREATE TABLE IF NOT EXISTS subscriptions (
-  id         TEXT PRIMARY KEY,
-  session_id TEXT NOT NULL,
-  doc        TEXT NOT NULL
+  id           TEXT PRIMARY KEY,
+  session_id   TEXT NOT NULL,
+  device_id    TEXT NOT NULL,
+  owner        TEXT NOT NULL,
+  topic        TEXT NOT NULL,
+  broker_topic TEXT,
+  properties   TEXT NOT NULL,
+  filter       TEXT,
+  created_at   INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS subscriptions_by_session ON subscriptions (session_id);
 
@@ -120,3 +152,67 @@ UPDATE sessions
 UPDATE sessions SET doc = json_set(doc, '$.mountpoint', '') WHERE json_extract(doc, '$.mountpoint') IS NULL;
 DROP TABLE mountable;
 `
+
+/**
+ * Version 3 → 4 (and 1, 2 on their way): sessions and subscription entities from JSON documents
+ * to columns, in place. A field missing from a document — none in what a hub wrote — becomes
+ * the column's zero (as JSON's `undefined` read falsy), so no old row stops the upgrade. An
+ * entity's broker topic and filter are kept as they were stored, never derived here.
+ * `withEntities`: the file has a subscriptions table (version 1 has none).
+ */
+export function upgradeTo4(withEntities: boolean): string {
+  const sessions = `
+ALTER TABLE sessions RENAME TO sessions_v3;
+${createTable('sessions')}
+INSERT INTO sessions (id, protocol, client_id, device_id, username, mountpoint, node, peer_host, peer_port, sock_port, keepalive,
+                      proto_ver, clean_start, expiry_interval, connected, created_at, connected_at, disconnected_at, disconnect_reason,
+                      incarnation, version)
+SELECT id,
+       coalesce(doc ->> '$.protocol', 'mqtt'),
+       coalesce(doc ->> '$.clientId', id),
+       coalesce(doc ->> '$.deviceId', doc ->> '$.clientId', id),
+       doc ->> '$.username',
+       coalesce(doc ->> '$.mountpoint', ''),
+       coalesce(doc ->> '$.node', ''),
+       doc ->> '$.peerHost',
+       doc ->> '$.peerPort',
+       doc ->> '$.sockPort',
+       coalesce(doc ->> '$.keepalive', 0),
+       coalesce(doc ->> '$.protoVer', 0),
+       coalesce(doc ->> '$.cleanStart', 0),
+       coalesce(doc ->> '$.expiryInterval', 0),
+       coalesce(doc ->> '$.connected', 0),
+       coalesce(doc ->> '$.createdAt', 0),
+       coalesce(doc ->> '$.connectedAt', 0),
+       doc ->> '$.disconnectedAt',
+       doc ->> '$.disconnectReason',
+       coalesce(doc ->> '$.incarnation', ''),
+       coalesce(doc ->> '$.version', 0)
+  FROM sessions_v3;
+DROP TABLE sessions_v3;
+`
+  const entities = `
+DROP INDEX IF EXISTS subscriptions_by_session;
+ALTER TABLE subscriptions RENAME TO subscriptions_v3;
+${createTable('subscriptions')}
+INSERT INTO subscriptions (id, session_id, device_id, owner, topic, broker_topic, properties, filter, created_at)
+SELECT id, session_id,
+       coalesce(doc ->> '$.deviceId', ''),
+       coalesce(doc ->> '$.owner', ''),
+       coalesce(doc ->> '$.topic', ''),
+       coalesce(doc ->> '$.brokerTopic', ''),
+       coalesce((SELECT group_concat(p.value, ',' ORDER BY p.key) FROM json_each(doc, '$.properties') AS p), ''),
+       coalesce(doc ->> '$.filter', ''),
+       coalesce(doc ->> '$.createdAt', 0)
+  FROM subscriptions_v3;
+DROP TABLE subscriptions_v3;
+`
+  return sessions + (withEntities ? entities : '')
+}
+
+/** One table's CREATE TABLE statement, as SCHEMA has it. */
+function createTable(name: string): string {
+  const match = new RegExp(`CREATE TABLE IF NOT EXISTS ${name} \\([^;]*\\) STRICT;`).exec(SCHEMA)
+  if (!match) throw new Error(`no table ${name} in SCHEMA`)
+  return match[0]
+}

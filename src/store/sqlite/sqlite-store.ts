@@ -16,11 +16,13 @@ import { replicaRunId, SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
+import { FleetReader } from './fleet-reader.js'
 import { fleetRows } from './fleet-rows.js'
-import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION } from './schema.js'
+import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
 import type { CheckpointOptions } from './checkpoint-worker.js'
+import { sessionOfRow, type SessionRow } from './session-columns.js'
 import { startWorker } from './start-worker.js'
 import { WriterThread } from './writer-thread.js'
 
@@ -47,6 +49,7 @@ export class SqliteStore implements Store {
   private readonly committer: GroupCommitter
   private readonly writer: WriterThread
   private readonly checkpointer: Worker
+  private readonly fleetReader: FleetReader
   /** One writer: whatever it reads back of the log (after a gap) is its own. */
   private readonly follower = new LogFollower(this)
   /** One writer, one replica: this process. */
@@ -61,6 +64,7 @@ export class SqliteStore implements Store {
     this.db.pragma('journal_mode = WAL')
     this.migrate()
     this.loads = prepareLoads(this.db)
+    this.fleetReader = new FleetReader({ path: this.path, busyTimeoutMs })
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
     this.coordination = new SoleReplica((pruning) => this.writer.prune(pruning))
     this.checkpointer = startWorker('checkpoint', { path: this.path, intervalMs: 1000 } satisfies CheckpointOptions)
@@ -84,8 +88,10 @@ export class SqliteStore implements Store {
       throw new Error(`${this.path} has schema version ${version}; this iothub knows up to ${SCHEMA_VERSION}`)
     }
     this.db.transaction(() => {
-      this.db.exec(SCHEMA)
+      // an older file is brought to today's tables first; SCHEMA then adds the tables it lacks
       if (version === 1) this.db.exec(MOUNT_VERSION_1_SESSIONS)
+      if (version >= 1 && version < 4) this.db.exec(upgradeTo4(version >= 2))
+      this.db.exec(SCHEMA)
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
     })()
   }
@@ -98,7 +104,7 @@ export class SqliteStore implements Store {
     const s = this.loads
     return {
       // the one writer is this process, which commits nothing until its caches are loaded
-      ...fleetRows(s),
+      ...fleetRows((table) => this.fleetReader.rows(table)),
       retained: (s.retained.all() as { topic: string; packet: Buffer }[]).map((r) => ({ topic: r.topic, packet: r.packet })),
       outgoing: (s.outgoing.all() as { client_id: string; seq: number; packet: Buffer }[]).map((r) => ({
         clientId: r.client_id,
@@ -133,8 +139,8 @@ export class SqliteStore implements Store {
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {
-    const row = this.loads.session.get(id) as { doc: string } | undefined
-    return row ? (JSON.parse(row.doc) as SessionRecord) : undefined
+    const row = this.loads.session.get(id) as SessionRow | undefined
+    return row ? sessionOfRow(row) : undefined
   }
 
   async readProperties(deviceId: string): Promise<StoredDeviceProperty[]> {
@@ -172,6 +178,7 @@ export class SqliteStore implements Store {
     await this.committer.close()
     await this.writer.close()
     this.follower.stop()
+    await this.fleetReader.close()
     if (this.checkpointer.threadId !== -1) {
       const exited = new Promise((resolve) => this.checkpointer.once('exit', resolve))
       this.checkpointer.postMessage('close')

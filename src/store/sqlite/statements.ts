@@ -8,6 +8,8 @@
  */
 import type Database from 'better-sqlite3'
 import type { Mutation } from '../store.js'
+import { SESSION_COLUMNS, SESSION_JSON, sessionRow } from './session-columns.js'
+import { SUBSCRIPTION_COLUMNS, SUBSCRIPTION_JSON, subscriptionRow } from './subscription-columns.js'
 
 type Op = Mutation['op']
 type Param = string | number | Uint8Array | null
@@ -15,7 +17,7 @@ type Param = string | number | Uint8Array | null
 /** One mutation, ready for its statement: the op, then the statement's parameters. */
 export type EncodedMutation = [op: Op, params: Param[]]
 
-const UPSERT = (table: string, columns: string[], key: string[]): string =>
+const UPSERT = (table: string, columns: readonly string[], key: string[]): string =>
   `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ` +
   `ON CONFLICT(${key.join(', ')}) DO UPDATE SET ${columns
     .filter((c) => !key.includes(c))
@@ -24,14 +26,14 @@ const UPSERT = (table: string, columns: string[], key: string[]): string =>
 
 const MUTATION_SQL: Record<Op, string> = {
   'device.put': UPSERT('devices', ['id', 'doc'], ['id']),
-  'session.put': UPSERT('sessions', ['id', 'doc'], ['id']),
-  // rewrites one field in place rather than the whole document: subscriptions change often
-  'session.version': "UPDATE sessions SET doc = json_set(doc, '$.version', ?) WHERE id = ?",
+  'session.put': UPSERT('sessions', SESSION_COLUMNS, ['id']),
+  // one field rather than the whole row: subscriptions change often
+  'session.version': 'UPDATE sessions SET version = ? WHERE id = ?',
   'session.delete': 'DELETE FROM sessions WHERE id = ?',
   'topic.put': UPSERT('topics', ['session_id', 'topic', 'qos', 'rh', 'rap', 'nl', 'sub_id', 'persistent'], ['session_id', 'topic']),
   'topic.delete': 'DELETE FROM topics WHERE session_id = ? AND topic = ?',
   'topic.clear': 'DELETE FROM topics WHERE session_id = ?',
-  'subscription.put': UPSERT('subscriptions', ['id', 'session_id', 'doc'], ['id']),
+  'subscription.put': UPSERT('subscriptions', SUBSCRIPTION_COLUMNS, ['id']),
   'subscription.delete': 'DELETE FROM subscriptions WHERE id = ?',
   'subscription.clear': 'DELETE FROM subscriptions WHERE session_id = ?',
   'device.property': UPSERT('device_properties', ['device_id', 'name', 'value', 'updated_at'], ['device_id', 'name']),
@@ -56,7 +58,7 @@ export function encodeMutation(m: Mutation): EncodedMutation {
     case 'device.put':
       return [m.op, [m.device.id, JSON.stringify(m.device)]]
     case 'session.put':
-      return [m.op, [m.session.id, JSON.stringify(m.session)]]
+      return [m.op, sessionRow(m.session)]
     case 'session.version':
       return [m.op, [m.version, m.id]]
     case 'session.delete':
@@ -70,7 +72,7 @@ export function encodeMutation(m: Mutation): EncodedMutation {
     case 'topic.clear':
       return [m.op, [m.sessionId]]
     case 'subscription.put':
-      return [m.op, [m.subscription.id, m.subscription.sessionId, JSON.stringify(m.subscription)]]
+      return [m.op, subscriptionRow(m.subscription)]
     case 'subscription.delete':
       return [m.op, [m.id]]
     case 'subscription.clear':
@@ -111,14 +113,25 @@ export function prepareWrites(db: Database.Database): Record<Op, Database.Statem
   return statements
 }
 
+/**
+ * The fleet's tables as the start reads them: each row as one JSON text, made by SQLite, which
+ * the fleet reader thread (fleet-read-worker.ts) joins into arrays of rows and the main thread
+ * parses whole (fleet-rows.ts decodes them). A value crossing from SQLite into JavaScript costs
+ * far more than SQLite's making the text does, so each row crosses as one value, not one per column.
+ */
+export const FLEET_QUERIES = {
+  devices: 'SELECT doc FROM devices',
+  // the value is a JSON text already
+  deviceProperties: "SELECT '[' || json_quote(device_id) || ',' || json_quote(name) || ',' || value || ',' || updated_at || ']' FROM device_properties",
+  subscriptions: `SELECT ${SUBSCRIPTION_JSON} FROM subscriptions`,
+  sessions: `SELECT ${SESSION_JSON} FROM sessions`,
+  topics: 'SELECT json_array(session_id, topic, qos, rh, rap, nl, sub_id, persistent) FROM topics'
+} as const
+
+export type FleetTable = keyof typeof FLEET_QUERIES
+
 export function prepareLoads(db: Database.Database) {
   return {
-    // the fleet, read row by row (fleet-rows.ts): as bare values, not an object per row
-    devices: db.prepare('SELECT doc FROM devices').pluck(),
-    deviceProperties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties').raw(),
-    subscriptions: db.prepare('SELECT doc FROM subscriptions').pluck(),
-    sessions: db.prepare('SELECT doc FROM sessions').pluck(),
-    topics: db.prepare('SELECT session_id, topic, qos, rh, rap, nl, sub_id, persistent FROM topics').raw(),
     retained: db.prepare('SELECT topic, packet FROM retained'),
     outgoing: db.prepare('SELECT client_id, seq, packet FROM outgoing ORDER BY client_id, seq'),
     incoming: db.prepare('SELECT client_id, message_id, packet FROM incoming'),
@@ -127,7 +140,7 @@ export function prepareLoads(db: Database.Database) {
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
-    session: db.prepare('SELECT doc FROM sessions WHERE id = ?'),
+    session: db.prepare(`SELECT ${SESSION_COLUMNS.join(', ')} FROM sessions WHERE id = ?`).raw(),
     properties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties WHERE device_id = ?')
   }
 }
