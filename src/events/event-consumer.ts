@@ -23,6 +23,13 @@ const LINGER_MS = 30_000
 
 export type CloseReason = 'slow' | 'log_pruned' | 'log_unreadable' | 'server_shutdown'
 
+/** Live entries made into events once for every consumer. */
+export interface LiveBatch {
+  readonly events: readonly PreparedEvent[]
+  /** Every event's frame, encoded once, for the consumers that take them all. */
+  allFrames(): Buffer
+}
+
 /** What a consumer needs of the streams it belongs to. */
 export interface Feed {
   readonly log: EventLog
@@ -37,6 +44,8 @@ export class EventConsumer {
   private mode: 'catching-up' | 'live' | 'closed' = 'catching-up'
   /** The last id written, an event's or a heartbeat's. */
   private lastId: number
+  /** Whether this consumer takes every event (then it is sent a live batch's shared bytes). */
+  private readonly unfiltered: boolean
 
   constructor(
     private readonly res: ServerResponse,
@@ -47,6 +56,7 @@ export class EventConsumer {
     private position: number
   ) {
     this.lastId = position
+    this.unfiltered = filter.types === undefined && filter.deviceId === undefined && filter.owner === undefined
     res.on('close', () => this.gone(null))
   }
 
@@ -54,8 +64,8 @@ export class EventConsumer {
     void this.catchUp()
   }
 
-  /** Live entries `from`…`through`, made into `events` once for every consumer. */
-  deliver(from: number, through: number, events: readonly PreparedEvent[]): void {
+  /** Live entries `from`…`through`, made into events once for every consumer. */
+  deliver(from: number, through: number, batch: LiveBatch): void {
     if (this.mode !== 'live' || this.res.destroyed) return
     if (from > this.position + 1) {
       // the feed let entries pass without this consumer (it fell behind them): read them back
@@ -63,22 +73,34 @@ export class EventConsumer {
       void this.catchUp()
       return
     }
-    // one write for the batch: a write per event per consumer is what costs the hub most
-    let frames = ''
+    const events = batch.events
     let sent = 0
     let last = this.lastId
-    for (const e of events) {
-      if (e.event.seq <= this.position || !matches(this.filter, e.event)) continue
-      frames += e.frame
-      sent++
-      last = e.event.seq
+    let bytes: Buffer | string | undefined
+    if (this.unfiltered && from === this.position + 1) {
+      // the common case: every event of the batch, as bytes encoded once for all such consumers
+      sent = events.length
+      if (sent > 0) {
+        last = events[sent - 1]!.event.seq
+        bytes = batch.allFrames()
+      }
+    } else {
+      // one write for the batch: a write per event per consumer is what costs the hub most
+      let frames = ''
+      for (const e of events) {
+        if (e.event.seq <= this.position || !matches(this.filter, e.event)) continue
+        frames += e.frame
+        sent++
+        last = e.event.seq
+      }
+      bytes = frames
     }
-    if (sent > 0) {
+    if (sent > 0 && bytes !== undefined) {
       if (this.res.writableLength > this.bufferBytes) {
         this.close('slow', `more than ${this.bufferBytes} bytes of events were waiting for the consumer to read them`)
         return
       }
-      this.res.write(frames)
+      this.res.write(bytes)
       this.lastId = last
       this.feed.sent(sent)
     }

@@ -9,7 +9,7 @@ import type { ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { LogEntry } from '../store/change-log.js'
-import { EventConsumer, type CloseReason, type Feed } from './event-consumer.js'
+import { EventConsumer, type CloseReason, type Feed, type LiveBatch } from './event-consumer.js'
 import type { EventFilter } from './event-filter.js'
 import type { EventLog } from './event-log.js'
 
@@ -114,7 +114,9 @@ export class EventStreams implements Feed {
       const through = batch[batch.length - 1]!.seq
       try {
         const events = this.anyLive() ? await this.log.prepare(batch) : []
-        for (const c of this.consumers) c.deliver(from, through, events)
+        let bytes: Buffer | undefined
+        const live: LiveBatch = { events, allFrames: () => (bytes ??= Buffer.from(events.map((e) => e.frame).join(''), 'utf8')) }
+        for (const c of this.consumers) c.deliver(from, through, live)
       } catch (error) {
         // its consumers see the gap in the next batch and read these from the store
         this.logger.warn({ err: (error as Error).message, from, through }, 'events of live entries could not be made')
