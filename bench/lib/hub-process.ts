@@ -133,7 +133,10 @@ export class HubProcess {
     const env: NodeJS.ProcessEnv = {}
     for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('IOTHUB_')) env[key] = value
     Object.assign(env, settings)
-    const args = [...HUB_NODE_FLAGS, ...(COMPILED ? [] : ['--import', 'tsx']), MAIN]
+    // BENCH_HUB_NODE_FLAGS, for diagnosis only: e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (a cpu
+    // profile of each hub, written when it stops; node refuses these in NODE_OPTIONS)
+    const diagnosis = (process.env.BENCH_HUB_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '')
+    const args = [...HUB_NODE_FLAGS, ...diagnosis, ...(COMPILED ? [] : ['--import', 'tsx']), MAIN]
     const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
     live.add(child)
     return new HubProcess(child, ['store loaded', 'iothub started', ...watched])

@@ -73,3 +73,76 @@ describe('EmqxRestClient: a body that stalls after the status', () => {
     stalls = 0
   })
 })
+
+/**
+ * The client listing asks EMQX 5 for only the fields the hub reads (`fields=`, EMQX 5's
+ * comma-separated list); an EMQX that refuses the parameter (400, as for any query parameter it
+ * does not know) is asked again without it, and from then on.
+ */
+describe('EmqxRestClient: the client listing asks for the fields it reads', () => {
+  let server: Server
+  let baseUrl: string
+  const seen: string[] = []
+  /** Whether this server plays an EMQX that knows `fields`. */
+  let knowsFields = true
+
+  before(async () => {
+    server = createServer((req, res) => {
+      seen.push(req.url ?? '')
+      req.resume()
+      const url = new URL(req.url ?? '/', 'http://x')
+      if (url.searchParams.has('fields') && !knowsFields) {
+        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'BAD_REQUEST', message: 'unknown query parameter fields' }))
+        return
+      }
+      const row: Record<string, unknown> = { clientid: 'c1', node: 'emqx@n1', username: 'd1', connected: true, connected_at: '2026-12-04T10:00:00.000+00:00', recv_oct: 12, send_oct: 34 }
+      const fields = url.searchParams.get('fields')
+      const data = fields ? [Object.fromEntries(fields.split(',').filter((f) => f in row).map((f) => [f, row[f]]))] : [row]
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data, meta: { page: 1, limit: 1000, hasnext: false, count: 1 } }))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  })
+
+  after(async () => {
+    server.closeAllConnections()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+
+  const listAll = async (client: EmqxRestClient) => {
+    const clients = []
+    for await (const page of client.clients()) clients.push(...page)
+    return clients
+  }
+
+  it('EMQX 5 is asked for the fields the hub reads, and what it answers is read whole', async () => {
+    seen.length = 0
+    knowsFields = true
+    const [listed] = await listAll(new EmqxRestClient({ baseUrl, apiKey: 'k', apiSecret: 's', version: 5 }))
+    const fields = new URL(seen[0]!, 'http://x').searchParams.get('fields')?.split(',') ?? []
+    for (const f of ['clientid', 'node', 'username', 'connected', 'connected_at', 'clean_start', 'expiry_interval', 'mountpoint']) assert.ok(fields.includes(f), `asks for ${f}`)
+    assert.ok(!fields.includes('recv_oct'), 'not for counters it does not read')
+    assert.equal(listed?.client.clientId, 'c1')
+    assert.equal(listed?.client.username, 'd1')
+    assert.equal(listed?.client.connectedAt, Date.parse('2026-12-04T10:00:00.000Z'))
+  })
+
+  it('an EMQX that refuses fields= is asked again without it, and not asked with it again', async () => {
+    seen.length = 0
+    knowsFields = false
+    const client = new EmqxRestClient({ baseUrl, apiKey: 'k', apiSecret: 's', version: 5, attempts: 1 })
+    assert.equal((await listAll(client))[0]?.client.clientId, 'c1')
+    assert.equal((await listAll(client))[0]?.client.clientId, 'c1')
+    assert.deepEqual(
+      seen.map((u) => new URL(u, 'http://x').searchParams.has('fields')),
+      [true, false, false]
+    )
+  })
+
+  it('EMQX 4 is not asked for fields (its API has no such parameter)', async () => {
+    seen.length = 0
+    knowsFields = true
+    await listAll(new EmqxRestClient({ baseUrl, apiKey: 'k', apiSecret: 's', version: 4, attempts: 1 }))
+    assert.ok(seen.length > 0 && seen.every((u) => u.startsWith('/api/v4/clients?') && !u.includes('fields=')), seen.join(' '))
+  })
+})
