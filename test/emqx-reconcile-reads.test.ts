@@ -2,14 +2,14 @@
  * The reconcile reads what the hub holds from the stored fleet (FleetReads), not from memory:
  * a listed client whose stored session already matches EMQX's listing costs no decision and no
  * store transaction (observed through the PostgreSQL store's group-commit batches), and ghosts
- * are found by a keyset walk of the stored sessions, page after page.
+ * are found by a keyset walk of the stored sessions' ids and states, page after page.
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { EmqxCarrier } from '../src/emqx/emqx-carrier.js'
 import { Reconciler, type ReconcileReads, type ReconcileReport } from '../src/emqx/reconcile.js'
 import type { Session } from '../src/domain/session.js'
-import type { PageRequest, SessionFilter } from '../src/store/fleet-reads.js'
+import type { SessionState } from '../src/store/fleet-reads.js'
 import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
 import { createDatabase } from './helpers/postgres.js'
 
@@ -118,8 +118,8 @@ class CountingReads implements ReconcileReads {
     return this.inner.sessionsOf(ids)
   }
 
-  sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
-    this.walked.push({ connected: filter.connected, after: page.after, limit: page.limit })
-    return this.inner.sessions(filter, page)
+  sessionStates(connectedOnly: boolean, after: string | undefined, limit: number): Promise<{ states: SessionState[]; more: boolean }> {
+    this.walked.push({ connected: connectedOnly ? true : undefined, after, limit })
+    return this.inner.sessionStates(connectedOnly, after, limit)
   }
 }

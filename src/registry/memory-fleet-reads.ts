@@ -20,6 +20,7 @@ import {
   type FleetTotals,
   type PageRequest,
   type SessionFilter,
+  type SessionState,
   type SubscriptionQuery,
   type TopicFilter,
   type TopicRow
@@ -203,6 +204,16 @@ export class MemoryFleetReads implements FleetReads {
 
   async receiving(deviceId: string, property: ChangeProperty): Promise<SubscriptionEntity[]> {
     return this.subscriptionBook.receiving(deviceId, property).sort(byId)
+  }
+
+  async sessionStates(connectedOnly: boolean, after: string | undefined, limit: number): Promise<{ states: SessionState[]; more: boolean }> {
+    const smallest = new Smallest<SessionRecord>(limit + 1, byId)
+    for (const s of this.sessionRecords.records()) {
+      if (after !== undefined && compareIds(s.id, after) <= 0) continue
+      if (!connectedOnly || s.connected) smallest.offer(s)
+    }
+    const rows = smallest.sorted()
+    return { states: rows.slice(0, limit).map((s) => ({ id: s.id, connected: s.connected })), more: rows.length > limit }
   }
 
   async dueToExpire(now: number, after: string | undefined, limit: number): Promise<SessionRecord[]> {

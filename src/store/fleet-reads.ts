@@ -121,6 +121,12 @@ export interface FleetTotals {
   subscriptions: number
 }
 
+/** A stored session as a walk of the fleet sees it. */
+export interface SessionState {
+  id: string
+  connected: boolean
+}
+
 export interface FleetReads {
   /** A session with its topics. */
   session(id: string): Promise<Session | undefined>
@@ -128,6 +134,12 @@ export interface FleetReads {
   sessionsOf(ids: readonly string[]): Promise<Map<string, Session>>
   /** Sessions matching `filter`, ordered by id. */
   sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }>
+  /**
+   * The ids of stored sessions (connected ones only with `connectedOnly`) and whether each is
+   * connected, ordered by id, after `after`, at most `limit`: the reconcile's walk of the store,
+   * which needs no more of a session unless EMQX disagrees about it.
+   */
+  sessionStates(connectedOnly: boolean, after: string | undefined, limit: number): Promise<{ states: SessionState[]; more: boolean }>
   /** How many sessions match `filter`; with no filter, a stored total where the store keeps one (no scan). */
   countSessions(filter: SessionFilter): Promise<number>
   /** Topics of the sessions matching `filter`, ordered by client id, then topic. */

@@ -312,6 +312,25 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
       assert.deepEqual(await reads.receiving('d9', 'raw'), [])
     })
 
+    it('walks the stored sessions as ids and states, in the order and pages the listing has', async () => {
+      const walk = async (connectedOnly: boolean, limit: number) => {
+        const seen: [string, boolean][] = []
+        const pages: number[] = []
+        for (let after: string | undefined; ; ) {
+          const page = await reads.sessionStates(connectedOnly, after, limit)
+          seen.push(...page.states.map((s): [string, boolean] => [s.id, s.connected]))
+          pages.push(page.states.length)
+          if (!page.more) return { seen, pages }
+          after = page.states.at(-1)!.id
+        }
+      }
+      const all = (await reads.sessions({}, { limit: 100 })).sessions
+      assert.deepEqual((await walk(false, 2)).seen, all.map((s) => [s.id, s.connected]))
+      assert.deepEqual((await walk(false, 100)).pages, [all.length])
+      assert.deepEqual((await walk(true, 3)).seen, all.filter((s) => s.connected).map((s) => [s.id, true]))
+      assert.deepEqual(await reads.sessionStates(true, REPLACEMENT, 5), { states: [], more: false })
+    })
+
     it('finds offline persistent sessions due to expire: due at exactly now, never clean or connected ones', async () => {
       // B2: 6000 + 10 s, b2: 7000 + 9 s, both due at 16000
       assert.deepEqual(ids(await reads.dueToExpire(15_999, undefined, 10)), [])
