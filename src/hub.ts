@@ -47,6 +47,7 @@ import { TlsCredentials } from './tls/tls-credentials.js'
 import { EventLog } from './events/event-log.js'
 import { EventStreams } from './events/event-streams.js'
 import { eventDeliveries, type EventDeliveries } from './events/event-deliveries.js'
+import { EVENT_TOPIC_ROOT } from './events/mqtt-events.js'
 
 export interface HubAddresses {
   http: AddressInfo
@@ -208,7 +209,16 @@ export class Hub {
     this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics)
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)
     this.events = new EventStreams(eventLog, { heartbeatMs: config.eventsHeartbeat * 1000, bufferBytes: config.eventsBuffer }, this.metrics, this.log.child({ component: 'events' }))
-    this.deliveries = eventDeliveries({ config, store: this.store, log: eventLog, replicas: this.replicas, publisher: this.carrier.publisher, metrics: this.metrics, logger: this.log.child({ component: 'events' }) })
+    this.deliveries = eventDeliveries({
+      config,
+      store: this.store,
+      log: eventLog,
+      replicas: this.replicas,
+      publisher: this.carrier.publisher,
+      metrics: this.metrics,
+      logger: this.log.child({ component: 'events' }),
+      eventSubscribers: () => this.registry.topics.holdsFirstLevel(EVENT_TOPIC_ROOT)
+    })
   }
 
   /** What a login's admission reads where this replica does not hold the fleet: from the store. */

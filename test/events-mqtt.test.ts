@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { eventually, startTestHub, superuserLogin, type TestHub } from './helpers/hub.js'
-import { rejectedCount } from './helpers/metrics.js'
+import { metricValue, rejectedCount } from './helpers/metrics.js'
 import { SseStream } from './helpers/sse.js'
 
 interface Received {
@@ -32,6 +32,23 @@ describe('MQTT presence topics ($iothub/events/…)', () => {
     hub = await startTestHub({ eventsHeartbeat: 1 })
   })
   after(() => hub.stop())
+
+  it('while no session holds a $iothub/ filter, no event is made or published', async () => {
+    const published = () => metricValue(hub.api, 'iothub_events_mqtt_published_total{outcome="published"}')
+    const failed = () => metricValue(hub.api, 'iothub_events_mqtt_published_total{outcome="failed"}')
+    const device = await hub.createDevice()
+    const client = await hub.connect({ clientId: device.id, username: device.id, password: device.token })
+    await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    // a superuser watching everything else: `#` cannot match a `$` topic (MQTT 3.1.1 4.7.2-1)
+    const other = await hub.connect({ clientId: 'presence-not-watching', ...superuserLogin() })
+    await other.subscribeAsync('#', { qos: 1 })
+    await client.endAsync()
+    await other.endAsync()
+    // the device's end is in the log once its session is gone from the API
+    await eventually(async () => (await hub.api('GET', `/v1/sessions/${device.id}`)).status === 404)
+    assert.equal(await published(), 0)
+    assert.equal(await failed(), 0)
+  })
 
   it('a device cannot subscribe to them (SUBACK 0x80)', async () => {
     const device = await hub.createDevice()

@@ -35,6 +35,8 @@ export interface DeliveryParts {
   publisher: BrokerPublisher
   metrics: HubMetrics
   logger: Logger
+  /** Whether any session holds a filter that can match an event topic (embedded MQTT presence). */
+  eventSubscribers: () => boolean
 }
 
 export function eventDeliveries(parts: DeliveryParts): EventDeliveries {
@@ -56,7 +58,10 @@ export function eventDeliveries(parts: DeliveryParts): EventDeliveries {
       backoffMaxMs: config.eventsWebhookBackoffMax
     })
   }
-  const live = config.eventsMqtt === 'on' && config.broker === 'embedded' ? new EmbeddedEventPublisher(log, publisher, new Set(config.eventsMqttTypes), metrics, logger.child({ component: 'mqtt-events' })) : undefined
+  const live =
+    config.eventsMqtt === 'on' && config.broker === 'embedded'
+      ? new EmbeddedEventPublisher(log, publisher, new Set(config.eventsMqttTypes), metrics, logger.child({ component: 'mqtt-events' }), parts.eventSubscribers)
+      : undefined
   if (config.eventsMqtt === 'on' && config.broker === 'emqx') {
     // EMQX's publish API takes one message a call: small batches keep a failed one's repeat short
     lease('events-mqtt', mqttSink(publisher), { sink: 'mqtt', types: new Set(config.eventsMqttTypes), batch: 50, backoffMaxMs: config.eventsWebhookBackoffMax })

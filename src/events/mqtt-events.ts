@@ -22,7 +22,9 @@ import type { EventType, HubEvent } from './event.js'
 import type { EventLog, PreparedEvent } from './event-log.js'
 import { DeliveryFailure, type DeliverySink } from './leased-delivery.js'
 
-export const EVENT_TOPIC_PREFIX = '$iothub/events/'
+/** The first level of every event topic: a filter must begin with it to receive one. */
+export const EVENT_TOPIC_ROOT = '$iothub'
+export const EVENT_TOPIC_PREFIX = `${EVENT_TOPIC_ROOT}/events/`
 
 /**
  * The topic of an event. A client id may hold any character: `/` would split it into levels and
@@ -77,7 +79,12 @@ export class EmbeddedEventPublisher {
     private readonly publisher: BrokerPublisher,
     private readonly types: ReadonlySet<EventType>,
     private readonly metrics: HubMetrics,
-    private readonly logger: Logger
+    private readonly logger: Logger,
+    /**
+     * Whether any session could receive an event topic (holds a `$iothub/…` filter): until one
+     * does, entries pass unmade — rendering every change for nobody cost every lifecycle event.
+     */
+    private readonly anyoneSubscribed: () => boolean
   ) {}
 
   /** Publishes from after `position` (the follower's, once the broker listens): what came before is not published. */
@@ -90,6 +97,11 @@ export class EmbeddedEventPublisher {
   heard(entries: readonly LogEntry[]): void {
     if (!this.started || this.stopped || entries.length === 0) return
     this.head = entries[entries.length - 1]!.seq
+    if (this.pumping === null && !this.anyoneSubscribed()) {
+      // live only: what nobody could receive now is not published later either
+      this.position = this.head
+      return
+    }
     // fallen behind: the pump reads on from the store where the held ones end
     if (this.pending.length + entries.length > MAX_PENDING) this.pending = []
     else for (const e of entries) this.pending.push(e)

@@ -55,6 +55,12 @@ export class TopicBook {
   private queuedFor = 0
   /** How many sessions have a persistent subscription. */
   private persistentSessions = 0
+  /**
+   * Filters whose first level is a `$` word (`$iothub`, `$SYS`), counted by that word, whatever
+   * their session: only such a filter can match a `$` topic (MQTT 3.1.1 4.7.2-1, as Aedes
+   * applies it), so none held means nobody could receive what the hub publishes there.
+   */
+  private readonly dollarFirstLevels = new Map<string, number>()
 
   load(rows: Iterable<StoredTopic>): void {
     for (const row of rows) this.put(row.sessionId, row.subscription, row.persistent)
@@ -154,11 +160,17 @@ export class TopicBook {
     return { mutations: [{ op: 'topic.clear', sessionId }], apply: NOTHING_TO_DO }
   }
 
+  /** Whether any session holds a filter whose first level is `level` (a `$` word: `$iothub`). */
+  holdsFirstLevel(level: string): boolean {
+    return (this.dollarFirstLevels.get(level) ?? 0) > 0
+  }
+
   private put(sessionId: string, subscription: TopicSubscription, persistent: boolean): void {
     const entries = this.bySession.get(sessionId)
     const before = fewGet(entries, subscription.topic, topicOf)
     const hadPersistent = hasPersistent(entries)
     if (before) this.unindex(before)
+    else this.countDollar(subscription.topic, 1)
     // every entry of a session shares one copy of its id
     const key = entries === undefined ? sessionId : sessionIdOf(entries)
     const entry: Entry = { sessionId: key, subscription, persistent }
@@ -173,6 +185,7 @@ export class TopicBook {
     const entry = fewGet(entries, topic, topicOf)
     if (!entry) return
     this.unindex(entry)
+    this.countDollar(topic, -1)
     const left = fewDelete(entries, topic, topicOf)
     if (left === undefined) this.bySession.delete(sessionId)
     else if (left !== entries) this.bySession.set(sessionId, left)
@@ -182,9 +195,20 @@ export class TopicBook {
   private clear(sessionId: string): void {
     const entries = this.bySession.get(sessionId)
     if (!entries) return
-    for (const entry of fewValues(entries)) this.unindex(entry)
+    for (const entry of fewValues(entries)) {
+      this.unindex(entry)
+      this.countDollar(entry.subscription.topic, -1)
+    }
     if (hasPersistent(entries)) this.persistentSessions--
     this.bySession.delete(sessionId)
+  }
+
+  private countDollar(topic: string, by: 1 | -1): void {
+    if (topic.charCodeAt(0) !== 36) return // '$'
+    const level = firstLevelOf(topic)
+    const n = (this.dollarFirstLevels.get(level) ?? 0) + by
+    if (n > 0) this.dollarFirstLevels.set(level, n)
+    else this.dollarFirstLevels.delete(level)
   }
 
   /** Into the broker's index, when the broker queues for it: persistent, QoS > 0. */

@@ -79,3 +79,22 @@ test('counts, views and removal hold across one, a few and many topics of a sess
   assert.deepEqual(book.matchPersistent('dev/t39'), [])
   assert.equal(book.holds('clean', 'dev/t1'), true)
 })
+
+test('knows whether any session holds a filter under a $ first level, clean or persistent, any QoS', () => {
+  const book = new TopicBook()
+  const put = (sessionId: string, topic: string, persistent: boolean, qos: QoS = 0) => book.applyChange({ op: 'topic.put', sessionId, subscription: { topic, qos }, persistent })
+  assert.equal(book.holdsFirstLevel('$iothub'), false)
+  put('watcher', '#', false, 1) // a wildcard first level cannot match a $ topic
+  put('dev', 'dev/$iothub/x', true, 1)
+  assert.equal(book.holdsFirstLevel('$iothub'), false)
+  put('watcher', '$iothub/events/#', false)
+  put('other', '$iothub/events/session.connected/+', true, 1)
+  put('other', '$iothub/events/session.connected/+', true, 2) // the same filter again: still one
+  put('sys', '$SYS/#', false)
+  assert.equal(book.holdsFirstLevel('$iothub'), true)
+  book.applyChange({ op: 'topic.delete', sessionId: 'watcher', topic: '$iothub/events/#' })
+  assert.equal(book.holdsFirstLevel('$iothub'), true, 'another session still holds one')
+  book.applyChange({ op: 'topic.clear', sessionId: 'other' })
+  assert.equal(book.holdsFirstLevel('$iothub'), false)
+  assert.equal(book.holdsFirstLevel('$SYS'), true)
+})
