@@ -123,3 +123,40 @@ describe('webhooks out', () => {
     assert.ok((await metricValue(hub.api, 'iothub_events_delivered_total{sink="webhook"}')) > 0)
   })
 })
+
+describe('webhooks out hold the change log', () => {
+  it('is not pruned past what the webhook has not delivered; once delivered, it is', async (t) => {
+    const receiver = await WebhookReceiver.start(SECRET)
+    receiver.fail() // from the first event on
+    const hub = await startTestHub({ logRetainEntries: 1000, eventsWebhookUrl: receiver.url, eventsWebhookSecret: SECRET, eventsWebhookBatch: 500, eventsWebhookBackoffMax: 300 })
+    t.after(async () => {
+      await hub.stop()
+      await receiver.close()
+    })
+    const { status } = await hub.api('POST', '/v1/devices', Array.from({ length: 1100 }, (_, i) => ({ owner: `o${i % 3}` })))
+    assert.equal(status, 201)
+    await eventually(async () => (await metricValue(hub.api, 'iothub_events_delivery_failures_total{sink="webhook",reason="status"}')) >= 1, 20_000, 'a failed attempt')
+
+    // 1,100 entries, 1,000 to keep: pruning would take the first 100, which the receiver has not had
+    await hub.hub.replicas.heartbeat()
+    await hub.hub.replicas.prune()
+    const kept = await SseStream.open(`${hub.httpUrl}/v1/events?after=0`, { authorization: BASIC_ADMIN })
+    assert.equal(kept.status, 200, 'the log still holds the first entry')
+    kept.stream!.close()
+
+    await receiver.up()
+    await receiver.until((r) => new Set(r.events.filter((e) => e.type === 'device.created').map((e) => e.seq)).size >= 1100, 30_000, 'every device.created delivered')
+    await eventually(async () => (await metricValue(hub.api, 'iothub_events_delivery_lag_entries{sink="webhook"}')) === 0, 20_000, 'no lag once delivered')
+    // the position is flushed on its own schedule: pruning follows it once it is stored
+    await eventually(
+      async () => {
+        await hub.hub.replicas.prune()
+        const opened = await SseStream.open(`${hub.httpUrl}/v1/events?after=0`, { authorization: BASIC_ADMIN })
+        opened.stream?.close()
+        return opened.status === 410
+      },
+      20_000,
+      'the first 100 entries pruned once delivered'
+    )
+  })
+})
