@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import type { ExhookVersion } from '../src/emqx/exhook/protos.js'
 import { oneHubOnly, startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
+import { rejectedCount } from './helpers/metrics.js'
 
 interface SessionView {
   clientId: string
@@ -99,6 +100,13 @@ describe('EMQX mode: ExHook', () => {
     const superuser = await emqx.onClientAuthenticate({ clientid: 'ops', username: 'admin', password: 'public', peerhost: '127.0.0.1' }, false)
     assert.equal(superuser.bool_result, true)
     assert.equal((await emqx.onClientAuthorize({ clientid: 'ops', username: 'admin' }, 'SUBSCRIBE', '+/v1/devices/me/telemetry', true)).bool_result, true)
+    // a superuser reads the hub's event topics, but nobody publishes there, nor on the broker's own
+    assert.equal((await emqx.onClientAuthorize({ clientid: 'ops', username: 'admin' }, 'SUBSCRIBE', '$iothub/events/#', true)).bool_result, true)
+    const refusedBefore = await rejectedCount(t.api, 'bad_topic')
+    assert.equal((await emqx.onClientAuthorize({ clientid: 'ops', username: 'admin' }, 'PUBLISH', '$iothub/events/session.connected/x', true)).bool_result, false)
+    assert.equal((await emqx.onClientAuthorize({ clientid: 'ops', username: 'admin' }, 'PUBLISH', '$SYS/brokers/x', true)).bool_result, false)
+    assert.equal((await emqx.onClientAuthorize(mounted, 'PUBLISH', '$iothub/events/session.connected/x', true)).bool_result, false)
+    assert.equal(await rejectedCount(t.api, 'bad_topic'), refusedBefore + 3)
   })
 
   it("refuses a device that presents another device's id as its client id, and an address that guessed tokens too often", { skip: THROTTLE_PER_REPLICA }, async () => {

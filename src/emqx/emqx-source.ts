@@ -24,7 +24,7 @@ import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
 import { mqttDeviceId, type AdmissionPolicy } from '../admission/admission-policy.js'
-import { checkTopic } from '../admission/topic-rules.js'
+import { checkTopic, reservedTopic } from '../admission/topic-rules.js'
 import { orderConnect } from './connection-order.js'
 import { connectionName, disconnectReasonOf, isConnectionOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
 
@@ -91,14 +91,20 @@ export class EmqxSource {
 
   /**
    * `client.authorize` / `client.check_acl`: a device publishes and subscribes inside its
-   * namespace only. EMQX hands over the topic as the client sent it, before mounting: with
+   * namespace only; nobody publishes on a reserved topic. EMQX hands over the topic as the client sent it, before mounting: with
    * EMQX's `%u/` mountpoint any topic but the broker's own (`$…`) stays inside; without one
    * the topic itself must begin with `{deviceId}/`.
    */
-  authorize(client: EmqxClient, topic: string): boolean {
+  authorize(client: EmqxClient, topic: string, action: 'publish' | 'subscribe' | undefined): boolean {
     const problem = checkTopic(topic, this.config)
     if (problem) {
       this.metrics.reject(problem.reason)
+      return false
+    }
+    // what arrives on `$SYS/` or `$iothub/` is the broker's or the hub's word: no client publishes
+    // there, a superuser neither (as the embedded broker refuses it, topic-rules.ts)
+    if (action === 'publish' && reservedTopic(topic) !== null) {
+      this.metrics.reject('bad_topic')
       return false
     }
     if (this.isSuperuser(client)) return true

@@ -122,7 +122,9 @@ export class ExhookServer {
     const authorize: Handler = (call, callback) =>
       this.answer(version, call, callback, async () => {
         const request = call.request
-        const allowed = this.source.authorize(this.clientOf(request.clientinfo, version), text(request.topic, 'topic'))
+        // enums decode to their names (protos.ts): AuthorizeReqType / AclReqType PUBLISH, SUBSCRIBE
+        const action = request.type === 'PUBLISH' ? 'publish' : request.type === 'SUBSCRIBE' ? 'subscribe' : undefined
+        const allowed = this.source.authorize(this.clientOf(request.clientinfo, version), text(request.topic, 'topic'), action)
         return valued(allowed)
       })
     const noop: Handler = (_call, callback) => callback(null, {})
