@@ -172,7 +172,7 @@ export class Hub {
       this.holdsFleet ? { holdsFleet: true } : { holdsFleet: false, sessions: config.cacheSessions }
     )
     this.properties = new DeviceProperties(decider, this.holdsFleet ? undefined : this.store)
-    this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions) : this.store.fleet
+    this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions, this.devices) : this.store.fleet
     registerFleetGauges(this.metrics, this.fleet)
     this.metrics.gauge('iothub_cache_entries', "Entries in this replica's caches of sessions and devices (bounded where the store is shared)", ['cache'], (set) => {
       set({ cache: 'sessions' }, this.registry.size)

@@ -10,12 +10,15 @@
  * million costs one walk, not a sort of the million.
  */
 import type { ChangeProperty } from '../domain/change-topics.js'
+import type { Device } from '../domain/device.js'
 import { expiresAt, type Session, type SessionRecord, type TopicSubscription } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import { topicMatches } from '../domain/topic-match.js'
 import {
   compareIds,
+  deviceMatches,
   parseTopicCursor,
+  type DeviceFilter,
   type FleetReads,
   type FleetTotals,
   type PageRequest,
@@ -132,12 +135,36 @@ function cut<T>(sorted: T[], page: PageRequest): { rows: T[]; more: boolean } {
   return { rows: sorted.slice(skip, skip + page.limit), more: sorted.length > skip + page.limit }
 }
 
+/** The cached devices (the DeviceDirectory, which holds them all where the caches hold the fleet). */
+export interface DeviceRecords {
+  values(): Iterable<Device>
+}
+
+const NO_DEVICES: DeviceRecords = { values: () => [] }
+
 export class MemoryFleetReads implements FleetReads {
   constructor(
     private readonly sessionRecords: SessionRecords,
     private readonly topicBook: TopicBook,
-    private readonly subscriptionBook: SubscriptionBook
+    private readonly subscriptionBook: SubscriptionBook,
+    private readonly deviceRecords: DeviceRecords = NO_DEVICES
   ) {}
+
+  async devices(filter: DeviceFilter, page: PageRequest): Promise<{ devices: Device[]; more: boolean }> {
+    let connected: Set<string> | undefined
+    if (filter.connected !== undefined) {
+      connected = new Set<string>()
+      for (const s of this.sessionRecords.records()) if (s.connected) connected.add(s.deviceId)
+    }
+    const smallest = new Smallest<Device>(page.limit + 1, byId)
+    for (const d of this.deviceRecords.values()) {
+      if (page.after !== undefined && compareIds(d.id, page.after) <= 0) continue
+      if (connected && connected.has(d.id) !== filter.connected) continue
+      if (deviceMatches(d, filter)) smallest.offer(d)
+    }
+    const sorted = smallest.sorted()
+    return { devices: sorted.slice(0, page.limit), more: sorted.length > page.limit }
+  }
 
   async session(id: string): Promise<Session | undefined> {
     const record = this.sessionRecords.record(id)
