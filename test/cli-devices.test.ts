@@ -1,12 +1,11 @@
 /**
  * The device commands that use issue 15's device routes (`devices list|update|delete|rotate-token`,
  * `sessions kick`), as child processes against a real hub with mqtt.js clients: what each prints,
- * and that the hub did it (the old token refused, the sessions kicked, the device gone). Skipped
- * on a hub that lacks those routes (the branch that adds them not merged yet).
+ * and that the hub did it (the old token refused, the sessions kicked, the device gone).
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { after, before, describe, it, type TestContext } from 'node:test'
+import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { connectClient, eventually, startTestHub, type TestHub } from './helpers/hub.js'
 
@@ -24,24 +23,17 @@ const cells = (line: string): string[] => line.split(/ {2,}/)
 describe('iothub devices list|update|delete|rotate-token, sessions kick', () => {
   let hub: TestHub
   let url: string[]
-  let hasRoutes = false
   const clients: MqttClient[] = []
   before(async () => {
     hub = await startTestHub()
     url = ['--url', hub.httpUrl]
-    hasRoutes = (await hub.api('GET', '/v1/devices?limit=1')).status === 200
   })
   after(async () => {
     await Promise.all(clients.map((c) => c.endAsync()))
     await hub.stop()
   })
-  const needsRoutes = (t: TestContext): boolean => {
-    if (!hasRoutes) t.skip('this hub has no GET /v1/devices yet (issue 15\'s device routes)')
-    return hasRoutes
-  }
 
-  it('devices list: filters, a table without tokens, and the API\'s JSON', async (t) => {
-    if (!needsRoutes(t)) return
+  it('devices list: filters, a table without tokens, and the API\'s JSON', async () => {
     const a = await hub.createDevice({ id: 'list-alpha', owner: 'pia', name: 'Kitchen' })
     await hub.createDevice({ id: 'list-beta', owner: 'pia' })
     await hub.createDevice({ id: 'list-gamma', owner: 'quinn' })
@@ -60,8 +52,7 @@ describe('iothub devices list|update|delete|rotate-token, sessions kick', () => 
     assert.deepEqual((JSON.parse(search.stdout) as { data: { id: string }[] }).data.map((d) => d.id), ['list-alpha'])
   })
 
-  it('devices update changes what it is given; nothing to change is a wrong command line', async (t) => {
-    if (!needsRoutes(t)) return
+  it('devices update changes what it is given; nothing to change is a wrong command line', async () => {
     await hub.createDevice({ id: 'upd-1', owner: 'pia' })
     const run = await iothub(['devices', 'update', 'upd-1', '--name', 'Porch', '--ext', '{"floor":2}', '--json', ...url])
     assert.equal(run.code, 0, run.stderr)
@@ -76,8 +67,7 @@ describe('iothub devices list|update|delete|rotate-token, sessions kick', () => 
     assert.match(unknown.stderr, /HTTP 404/)
   })
 
-  it('devices rotate-token --kick: a new token shown once, the old one refused, its session kicked', async (t) => {
-    if (!needsRoutes(t)) return
+  it('devices rotate-token --kick: a new token shown once, the old one refused, its session kicked', async () => {
     const d = await hub.createDevice({ id: 'rot-1' })
     const client = await hub.connect({ clientId: d.id, username: d.id, password: d.token, reconnectPeriod: 0 })
     const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
@@ -94,8 +84,7 @@ describe('iothub devices list|update|delete|rotate-token, sessions kick', () => 
     await again.endAsync()
   })
 
-  it('sessions kick disconnects a session; devices delete ends its sessions and removes it', async (t) => {
-    if (!needsRoutes(t)) return
+  it('sessions kick disconnects a session; devices delete ends its sessions and removes it', async () => {
     const d = await hub.createDevice({ id: 'del-1' })
     const client = await hub.connect({ clientId: d.id, username: d.id, password: d.token, reconnectPeriod: 0 })
     await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
