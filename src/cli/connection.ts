@@ -28,7 +28,7 @@ export function withConnection(command: Command): Command {
 
 /** The connection a command's parsed options name. */
 export function connectionOf(options: { url?: string; api?: string; apiUser: string; apiPassword: string }): Connection {
-  return { url: (options.url ?? options.api ?? defaultUrl()).replace(/\/+$/, ''), apiUser: options.apiUser, apiPassword: options.apiPassword }
+  return { url: (options.api ?? options.url ?? defaultUrl()).replace(/\/+$/, ''), apiUser: options.apiUser, apiPassword: options.apiPassword }
 }
 
 export function authorization(connection: Connection): string {
