@@ -12,6 +12,7 @@ import { emqxV4Routes } from './compat/emqx-v4.js'
 import { tkeelCoreRoutes } from './compat/tkeel-core.js'
 import { registerAuthentication } from './authentication.js'
 import { parseJsonBodiesWithin } from './json-body.js'
+import { isOpenApiPath, registerOpenApi } from './openapi/openapi.js'
 import { formatSchemaErrors } from './schema-errors.js'
 import { isStoreFailure, retryAfterSeconds } from './store-unavailable.js'
 import type { ApiContext } from './context.js'
@@ -21,6 +22,7 @@ import { eventRoutes } from './routes/events.js'
 import { healthRoutes } from './routes/health.js'
 import { replicaRoutes } from './routes/replicas.js'
 import { sessionRoutes } from './routes/sessions.js'
+import { statusRoutes } from './routes/status.js'
 import { subscriptionRoutes } from './routes/subscriptions.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
@@ -64,7 +66,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
 
   // the carrier's routes that check credentials of their own (EMQX's WebHook sends a shared secret)
   const ownAuthPaths = new Set(ctx.carrierRoutes?.ownAuthPaths)
-  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || ownAuthPaths.has(route))
+  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || ownAuthPaths.has(route) || isOpenApiPath(route))
   parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
@@ -86,6 +88,8 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
     })
   })
 
+  // before the routes: the document is made of the routes registered after it
+  await registerOpenApi(app)
   await app.register(healthRoutes(ctx))
   await app.register(deviceRoutes(ctx))
   await app.register(sessionRoutes(ctx))
@@ -93,6 +97,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(replicaRoutes(ctx))
   await app.register(downstreamRoutes(ctx))
   await app.register(eventRoutes(ctx))
+  await app.register(statusRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))
   if (ctx.carrierRoutes) await app.register(ctx.carrierRoutes.plugin)

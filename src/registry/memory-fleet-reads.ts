@@ -138,9 +138,11 @@ function cut<T>(sorted: T[], page: PageRequest): { rows: T[]; more: boolean } {
 /** The cached devices (the DeviceDirectory, which holds them all where the caches hold the fleet). */
 export interface DeviceRecords {
   values(): Iterable<Device>
+  /** How many there are (the device directory knows without a walk). */
+  readonly size: number
 }
 
-const NO_DEVICES: DeviceRecords = { values: () => [] }
+const NO_DEVICES: DeviceRecords = { values: () => [], size: 0 }
 
 export class MemoryFleetReads implements FleetReads {
   constructor(
@@ -256,11 +258,14 @@ export class MemoryFleetReads implements FleetReads {
   async totals(): Promise<FleetTotals> {
     let sessions = 0
     const connectedByProtocol: FleetTotals['connectedByProtocol'] = {}
+    const connectedByNode: FleetTotals['connectedByNode'] = {}
     for (const s of this.sessionRecords.records()) {
       sessions++
-      if (s.connected) connectedByProtocol[s.protocol] = (connectedByProtocol[s.protocol] ?? 0) + 1
+      if (!s.connected) continue
+      connectedByProtocol[s.protocol] = (connectedByProtocol[s.protocol] ?? 0) + 1
+      connectedByNode[s.node] = (connectedByNode[s.node] ?? 0) + 1
     }
-    return { sessions, connectedByProtocol, subscriptions: this.subscriptionBook.size }
+    return { sessions, connectedByProtocol, connectedByNode, subscriptions: this.subscriptionBook.size, devices: this.deviceRecords.size }
   }
 
   /** The sessions a filter could match: the one of its client id (the session id), or all. */

@@ -149,7 +149,10 @@ export function deviceMatches(d: Device, f: DeviceFilter): boolean {
 export interface FleetTotals {
   sessions: number
   connectedByProtocol: Partial<Record<Protocol, number>>
+  /** Connected sessions by the broker node that carries them (the hub's node, or EMQX's). */
+  connectedByNode: Record<string, number>
   subscriptions: number
+  devices: number
 }
 
 /** A stored session as a walk of the fleet sees it. */
