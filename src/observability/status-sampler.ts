@@ -88,8 +88,9 @@ export class StatusSampler {
     const { lifecycleEventsPerSecond, pushesPerSecond } = this.between(this.readings[0]!, now)
     let connected: number | null = null
     try {
-      // a fresh count every sample; the gauges and GET /v1/status reuse it
-      const totals = await this.totals(0)
+      // the shared reading (at most 15 s old): on PostgreSQL the connected count is a count over
+      // the fleet, which a sample every 10 s must not add to every replica's work
+      const totals = await this.totals()
       connected = Object.values(totals.connectedByProtocol).reduce((sum, n) => sum + n, 0)
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'status sample: the fleet could not be counted')
