@@ -31,7 +31,8 @@ import { AdmissionPolicy } from './admission/admission-policy.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
 import { MemoryFleetReads } from './registry/memory-fleet-reads.js'
-import { registerFleetGauges } from './registry/fleet-gauges.js'
+import { registerFleetGauges, type TotalsReader } from './registry/fleet-gauges.js'
+import { StatusSampler } from './observability/status-sampler.js'
 import type { FleetReads } from './store/fleet-reads.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
 import { SqliteStore } from './store/sqlite/sqlite-store.js'
@@ -90,6 +91,10 @@ export class Hub {
   private readonly events: EventStreams
   /** Events out of the hub: webhooks, MQTT presence topics (each as configured). */
   private readonly deliveries: EventDeliveries
+  /** The fleet's totals, read at most every 15 s and shared by the gauges and GET /v1/status. */
+  private readonly totals: TotalsReader
+  /** This replica's recent rates and its last hour, for GET /v1/status. */
+  private readonly sampler: StatusSampler
   private api: Awaited<ReturnType<typeof buildApi>> | undefined
   private expiryTimer: NodeJS.Timeout | undefined
   private readonly probe: StoreProbe
@@ -171,8 +176,9 @@ export class Hub {
       this.holdsFleet ? { holdsFleet: true } : { holdsFleet: false, sessions: config.cacheSessions }
     )
     this.properties = new DeviceProperties(decider, this.holdsFleet ? undefined : this.store)
-    this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions) : this.store.fleet
-    registerFleetGauges(this.metrics, this.fleet)
+    this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions, this.devices) : this.store.fleet
+    this.totals = registerFleetGauges(this.metrics, this.fleet)
+    this.sampler = new StatusSampler(this.metrics, this.totals, this.log.child({ component: 'status' }))
     this.metrics.gauge('iothub_cache_entries', "Entries in this replica's caches of sessions and devices (bounded where the store is shared)", ['cache'], (set) => {
       set({ cache: 'sessions' }, this.registry.size)
       set({ cache: 'devices' }, this.devices.size)
@@ -290,6 +296,7 @@ export class Hub {
     this.addresses = { http, ...listening }
     await this.replicas.start(`${this.apiUsesTls ? 'https' : 'http'}://${at(http)}`)
     this.deliveries.start()
+    await this.sampler.start()
     this.expiryTimer = setInterval(() => void this.sweepExpired(), this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
     this.storeWatch = setInterval(() => void this.watchStore(), STORE_WATCH_MS)
@@ -351,6 +358,12 @@ export class Hub {
       readiness: () => this.checkReadiness(),
       replicas: () => this.replicas.replicas(),
       events: this.events,
+      status: {
+        sampler: this.sampler,
+        totals: this.totals,
+        store: () => ({ kind: this.store.kind, healthy: this.store.health().ok && this.probe.unanswered() === null }),
+        lastReconcile: () => (this.carrier instanceof EmqxCarrier ? (this.carrier.lastReport() ?? null) : null)
+      },
       ...(this.carrier.routes ? { carrierRoutes: this.carrier.routes } : {})
     }
   }
@@ -414,6 +427,7 @@ export class Hub {
     await starting?.catch(() => undefined) // let a start in progress finish (or fail) first
     clearInterval(this.expiryTimer)
     clearInterval(this.storeWatch)
+    await this.sampler.stop()
     this.tls?.close()
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()

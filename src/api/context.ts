@@ -11,6 +11,7 @@ import type { FleetReads } from '../store/fleet-reads.js'
 import type { Readiness } from '../observability/readiness.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
 import type { EventStreams } from '../events/event-streams.js'
+import type { StatusSources } from './routes/status.js'
 
 
 export interface ApiContext {
@@ -34,6 +35,8 @@ export interface ApiContext {
   replicas(): Promise<ReplicaView[]>
   /** The event streams of GET /v1/events, fed by the change log. */
   events: EventStreams
+  /** GET /v1/status's sampler, the shared fleet totals, the store and the last reconcile. */
+  status: StatusSources
   /** Routes of the carrier's own (EMQX mode: the WebHook receiver and the reconcile). */
   carrierRoutes?: CarrierRoutes
 }

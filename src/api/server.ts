@@ -22,6 +22,7 @@ import { eventRoutes } from './routes/events.js'
 import { healthRoutes } from './routes/health.js'
 import { replicaRoutes } from './routes/replicas.js'
 import { sessionRoutes } from './routes/sessions.js'
+import { statusRoutes } from './routes/status.js'
 import { subscriptionRoutes } from './routes/subscriptions.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
@@ -95,6 +96,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(replicaRoutes(ctx))
   await app.register(downstreamRoutes(ctx))
   await app.register(eventRoutes(ctx))
+  await app.register(statusRoutes(ctx))
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))
   if (ctx.carrierRoutes) await app.register(ctx.carrierRoutes.plugin)

@@ -191,7 +191,7 @@ export class EmqxCarrier implements ConnectionCarrier {
   }
 
   /** The newest report: this replica's own last run, or the lease holder's, whichever began later. */
-  private lastReport(): ReconcileReport | undefined {
+  lastReport(): ReconcileReport | undefined {
     const own = this.reconciler.last ?? undefined
     const shared = (this.lease.seen?.note ?? undefined) as ReconcileReport | undefined
     if (!shared) return own

@@ -12,11 +12,18 @@ import type { FleetReads, FleetTotals } from '../store/fleet-reads.js'
  */
 const REUSE_MS = 15_000
 
-export function registerFleetGauges(metrics: HubMetrics, fleet: Pick<FleetReads, 'totals'>): void {
+/** The fleet's totals, read at most once per `maxAgeMs` (shared by every caller). */
+export type TotalsReader = (maxAgeMs?: number) => Promise<FleetTotals>
+
+/**
+ * Registers the gauges and answers their reader, so other readers of the totals (the status
+ * sampler, GET /v1/status) share its reads rather than counting the fleet again.
+ */
+export function registerFleetGauges(metrics: HubMetrics, fleet: Pick<FleetReads, 'totals'>): TotalsReader {
   let last: { at: number; totals: Promise<FleetTotals> } | undefined
-  const totals = (): Promise<FleetTotals> => {
+  const totals: TotalsReader = (maxAgeMs = REUSE_MS) => {
     const now = Date.now()
-    if (!last || now - last.at > REUSE_MS) {
+    if (!last || now - last.at > maxAgeMs) {
       const reading = { at: now, totals: fleet.totals() }
       // a failed count is not kept: the next scrape asks again
       reading.totals.catch(() => {
@@ -31,4 +38,5 @@ export function registerFleetGauges(metrics: HubMetrics, fleet: Pick<FleetReads,
   })
   metrics.gauge('iothub_sessions', 'Session entities stored, connected or offline', [], async (set) => set({}, (await totals()).sessions))
   metrics.gauge('iothub_subscription_entities', 'Subscription entities stored', [], async (set) => set({}, (await totals()).subscriptions))
+  return totals
 }

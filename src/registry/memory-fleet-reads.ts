@@ -135,7 +135,9 @@ export class MemoryFleetReads implements FleetReads {
   constructor(
     private readonly sessionRecords: SessionRecords,
     private readonly topicBook: TopicBook,
-    private readonly subscriptionBook: SubscriptionBook
+    private readonly subscriptionBook: SubscriptionBook,
+    /** The device directory (or anything that knows how many devices there are). */
+    private readonly devices: { readonly size: number } = { size: 0 }
   ) {}
 
   async session(id: string): Promise<Session | undefined> {
@@ -218,11 +220,14 @@ export class MemoryFleetReads implements FleetReads {
   async totals(): Promise<FleetTotals> {
     let sessions = 0
     const connectedByProtocol: FleetTotals['connectedByProtocol'] = {}
+    const connectedByNode: FleetTotals['connectedByNode'] = {}
     for (const s of this.sessionRecords.records()) {
       sessions++
-      if (s.connected) connectedByProtocol[s.protocol] = (connectedByProtocol[s.protocol] ?? 0) + 1
+      if (!s.connected) continue
+      connectedByProtocol[s.protocol] = (connectedByProtocol[s.protocol] ?? 0) + 1
+      connectedByNode[s.node] = (connectedByNode[s.node] ?? 0) + 1
     }
-    return { sessions, connectedByProtocol, subscriptions: this.subscriptionBook.size }
+    return { sessions, connectedByProtocol, connectedByNode, subscriptions: this.subscriptionBook.size, devices: this.devices.size }
   }
 
   /** The sessions a filter could match: the one of its client id (the session id), or all. */

@@ -118,7 +118,10 @@ export interface SubscriptionQuery {
 export interface FleetTotals {
   sessions: number
   connectedByProtocol: Partial<Record<Protocol, number>>
+  /** Connected sessions by the broker node that carries them (the hub's node, or EMQX's). */
+  connectedByNode: Record<string, number>
   subscriptions: number
+  devices: number
 }
 
 export interface FleetReads {

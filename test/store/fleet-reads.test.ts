@@ -184,7 +184,7 @@ describe('PostgreSQL schema version 5: the totals of sessions and topics', () =>
         assert.equal(await upgraded.fleet.countTopics({}), 4)
         await upgraded.commit([{ op: 'session.delete', id: 'u4' }, { op: 'topic.clear', sessionId: 'u4' }, { op: 'session.put', session: session('u5') }, { op: 'session.put', session: session('u6') }])
         assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 5, topics: 3 }, rows: { sessions: 5, topics: 3 } })
-        assert.deepEqual(await upgraded.fleet.totals(), { sessions: 5, connectedByProtocol: { mqtt: 5 }, subscriptions: 0 })
+        assert.deepEqual(await upgraded.fleet.totals(), { sessions: 5, connectedByProtocol: { mqtt: 5 }, connectedByNode: { 'iothub@test': 5 }, subscriptions: 0, devices: 0 })
       } finally {
         await upgraded.close()
       }

@@ -5,9 +5,10 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import type { ApiContext } from '../context.js'
+import type { ReplicaView } from '../../replicas/replica-keeper.js'
 import { errorSchema } from '../schemas.js'
 
-const replicaSchema = {
+export const replicaSchema = {
   type: 'object',
   properties: {
     node: { type: 'string' },
@@ -22,13 +23,15 @@ const replicaSchema = {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
+export const renderReplica = (r: ReplicaView) => ({ ...r, startedAt: iso(r.startedAt), lastSeen: iso(r.lastSeen) })
+
 export const replicaRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
   app.get(
     '/v1/replicas',
     { schema: { response: { 200: { type: 'object', properties: { data: { type: 'array', items: replicaSchema } } }, 503: errorSchema } } },
     async () => {
       const replicas = await ctx.replicas()
-      return { data: replicas.map((r) => ({ ...r, startedAt: iso(r.startedAt), lastSeen: iso(r.lastSeen) })) }
+      return { data: replicas.map(renderReplica) }
     }
   )
 }

@@ -302,13 +302,20 @@ export class FleetQueries implements FleetReads {
   }
 
   async totals(): Promise<FleetTotals> {
-    const { rows } = await this.pool.query<{ sessions: string; subscriptions: string; connected: Record<string, string> }>(
+    // connected sessions grouped once by protocol and node: one walk of the connected rows for both
+    const { rows } = await this.pool.query<{ sessions: string; subscriptions: string; devices: string; connected: { protocol: string; node: string; n: number }[] }>(
       `SELECT (SELECT sessions FROM ${this.t.log_head}) AS sessions, (SELECT count(*) FROM ${this.t.subscriptions}) AS subscriptions, ` +
-        `(SELECT coalesce(json_object_agg(protocol, n), '{}') FROM (SELECT protocol, count(*) AS n FROM ${this.t.sessions} WHERE connected GROUP BY protocol) c) AS connected`
+        `(SELECT count(*) FROM ${this.t.devices}) AS devices, ` +
+        `(SELECT coalesce(json_agg(c), '[]') FROM (SELECT protocol, node, count(*) AS n FROM ${this.t.sessions} WHERE connected GROUP BY protocol, node) c) AS connected`
     )
     const row = rows[0]!
     const connectedByProtocol: FleetTotals['connectedByProtocol'] = {}
-    for (const [protocol, n] of Object.entries(row.connected)) connectedByProtocol[protocol as keyof FleetTotals['connectedByProtocol']] = Number(n)
-    return { sessions: Number(row.sessions), connectedByProtocol, subscriptions: Number(row.subscriptions) }
+    const connectedByNode: FleetTotals['connectedByNode'] = {}
+    for (const { protocol, node, n } of row.connected) {
+      const p = protocol as keyof FleetTotals['connectedByProtocol']
+      connectedByProtocol[p] = (connectedByProtocol[p] ?? 0) + Number(n)
+      connectedByNode[node] = (connectedByNode[node] ?? 0) + Number(n)
+    }
+    return { sessions: Number(row.sessions), connectedByProtocol, connectedByNode, subscriptions: Number(row.subscriptions), devices: Number(row.devices) }
   }
 }

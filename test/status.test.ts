@@ -1,0 +1,177 @@
+/**
+ * GET /v1/status and /v1/status/history against the truth: real mqtt.js clients on an embedded
+ * hub (SQLite), and hook calls as EMQX makes them on a hub in EMQX mode on PostgreSQL. The counts
+ * must equal what the listings and the database say; the rates must see the lifecycle events
+ * and pushes made; the history must gain a sample every 10 s that counts the connected clients.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { MqttClient } from 'mqtt'
+import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
+import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
+import { createDatabase, type TestDatabase } from './helpers/postgres.js'
+import type { ApiCall } from './helpers/api-client.js'
+
+interface Status {
+  node: string
+  ready: boolean
+  checks: Record<string, { ok: boolean }>
+  counts: { devices: number; sessions: number; connected: number; subscriptions: number; connectedByProtocol: Record<string, number>; connectedByNode: Record<string, number> } | null
+  rates: { lifecycleEventsPerSecond: number; pushesPerSecond: number }
+  store: { kind: string; healthy: boolean; commitSecondsP50: number | null; commitSecondsP99: number | null }
+  replicas: { node: string; self: boolean; live: boolean }[]
+  reconcile: { trigger: string } | null
+}
+
+interface History {
+  intervalSeconds: number
+  samples: { at: string; connected: number | null; lifecycleEventsPerSecond: number; pushesPerSecond: number }[]
+}
+
+/** Every item of a native listing, page by page. */
+async function listAll(api: ApiCall, path: string): Promise<unknown[]> {
+  const items: unknown[] = []
+  for (let next: string | null = null; ; ) {
+    const { body }: { body: { data: unknown[]; next: string | null } } = await api<{ data: unknown[]; next: string | null }>('GET', `${path}${path.includes('?') ? '&' : '?'}limit=2${next ? `&cursor=${next}` : ''}`)
+    items.push(...body.data)
+    next = body.next
+    if (next === null) return items
+  }
+}
+
+const status = async (api: ApiCall) => (await api<Status>('GET', '/v1/status')).body
+
+describe('GET /v1/status on an embedded hub (SQLite)', () => {
+  let hub: TestHub
+  const clients: MqttClient[] = []
+  before(async () => {
+    hub = await startTestHub()
+  })
+  after(async () => {
+    await Promise.all(clients.map((c) => c.endAsync()))
+    await hub.stop()
+  })
+
+  it('counts devices, sessions, connected clients and subscriptions as the listings do', async () => {
+    const devices = await Promise.all([1, 2, 3].map(() => hub.createDevice({ owner: 'status' })))
+    for (const d of devices.slice(0, 2)) {
+      const client = await hub.connect({ clientId: d.id, username: d.id, password: d.token })
+      await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+      clients.push(client)
+    }
+    // a persistent session left offline counts as a session, not as connected
+    const offline = await hub.connect({ clientId: devices[2]!.id, username: devices[2]!.id, password: devices[2]!.token, clean: false })
+    await offline.endAsync()
+    await hub.hub.registry.settled()
+
+    const sessions = (await listAll(hub.api, '/v1/sessions')) as { connected: boolean; node: string; protocol: string }[]
+    const subscriptions = await listAll(hub.api, '/v1/subscriptions')
+    assert.equal(sessions.length, 3)
+    assert.equal(sessions.filter((s) => s.connected).length, 2)
+    assert.ok(subscriptions.length >= 2)
+    // counts are read at most every 15 s (shared with the gauges): they catch up within that
+    const shown = await eventually(async () => {
+      const s = await status(hub.api)
+      return s.counts?.connected === 2 && s.counts.subscriptions === subscriptions.length && s
+    }, 30_000, 'the counts of the connected clients')
+    assert.deepEqual(shown.counts, {
+      devices: 3,
+      sessions: 3,
+      connected: 2,
+      subscriptions: subscriptions.length,
+      connectedByProtocol: { mqtt: 2 },
+      connectedByNode: { [hub.hub.config.node]: 2 }
+    })
+    assert.equal(shown.node, hub.hub.config.node)
+    assert.equal(shown.ready, true)
+    assert.equal(shown.checks.store?.ok, true)
+    assert.equal(shown.store.kind, 'sqlite')
+    assert.equal(shown.store.healthy, true)
+    assert.deepEqual(shown.replicas.map((r) => [r.node, r.self, r.live]), [[hub.hub.config.node, true, true]])
+    assert.equal(shown.reconcile, null)
+  })
+
+  it('rates count the lifecycle events and pushes of the last 10 s; commit percentiles come from the commits made', async () => {
+    const device = await hub.createDevice()
+    const client = await hub.connect({ clientId: device.id, username: device.id, password: device.token })
+    clients.push(client)
+    await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    const pushed = await hub.api('PATCH', `/v1/devices/${device.id}/attributes`, { colour: 'green' })
+    assert.ok(pushed.status < 300, JSON.stringify(pushed.body))
+    const s = await status(hub.api)
+    // connect and subscribe at least, within 10 s: at least 0.1 a second
+    assert.ok(s.rates.lifecycleEventsPerSecond >= 0.1, JSON.stringify(s.rates))
+    assert.ok(s.rates.pushesPerSecond >= 0.1, JSON.stringify(s.rates))
+    assert.ok(s.store.commitSecondsP50 !== null && s.store.commitSecondsP50 > 0, JSON.stringify(s.store))
+    assert.ok(s.store.commitSecondsP99! >= s.store.commitSecondsP50)
+  })
+
+  it('history gains a sample every 10 s with the connected count', async () => {
+    const connected = (await listAll(hub.api, '/v1/sessions?connected=true')).length
+    const history = await eventually(async () => {
+      const h = (await hub.api<History>('GET', '/v1/status/history')).body
+      return h.samples.some((s) => s.connected === connected) && h
+    }, 40_000, 'a sample counting the connected clients')
+    assert.equal(history.intervalSeconds, 10)
+    const last = history.samples.at(-1)!
+    assert.ok(Math.abs(Date.parse(last.at) - Date.now()) < 60_000)
+    assert.equal(typeof last.lifecycleEventsPerSecond, 'number')
+  })
+
+  it('needs the API credentials', async () => {
+    assert.equal((await hub.api('GET', '/v1/status', undefined, null)).status, 401)
+    assert.equal((await hub.api('GET', '/v1/status/history', undefined, null)).status, 401)
+  })
+})
+
+describe('GET /v1/status in EMQX mode on PostgreSQL', () => {
+  let db: TestDatabase
+  let t: EmqxTestHub
+  before(async () => {
+    db = await createDatabase('iothub_status')
+    t = await startEmqxTestHub({ overrides: { store: 'postgres', databaseUrl: db.url } })
+  })
+  after(async () => {
+    await t.stop()
+    await db.drop()
+  })
+
+  it('counts the fleet as the database holds it, by EMQX node, with the last reconcile', async () => {
+    const ids = ['st-a', 'st-b', 'st-c', 'st-d']
+    for (const id of ids) await t.createDevice(id)
+    const nodes = ['emqx@node-a', 'emqx@node-a', 'emqx@node-b']
+    for (const [i, node] of nodes.entries()) {
+      const id = ids[i]!
+      const emqx = t.exhook('v3', node)
+      const client = { clientid: id, username: id, mountpoint: `${id}/`, node }
+      t.standin.addClient({ clientid: id, username: id, node })
+      await emqx.onClientConnected(client)
+      await emqx.onSessionSubscribed(client, `${id}/v1/devices/me/attributes`, { qos: 1 })
+      t.standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
+    }
+    const [row] = await db.query<{ devices: string; sessions: string; connected: string; subscriptions: string }>(
+      `SELECT (SELECT count(*) FROM devices) AS devices, (SELECT count(*) FROM sessions) AS sessions,
+              (SELECT count(*) FROM sessions WHERE connected) AS connected, (SELECT count(*) FROM subscriptions) AS subscriptions`
+    )
+    assert.equal(Number(row!.connected), 3)
+    const shown = await eventually(async () => {
+      const s = await status(t.api)
+      return s.counts?.connected === 3 && s.counts.subscriptions === Number(row!.subscriptions) && s
+    }, 30_000, 'the counts of the connected clients')
+    assert.deepEqual(shown.counts, {
+      devices: Number(row!.devices),
+      sessions: Number(row!.sessions),
+      connected: 3,
+      subscriptions: Number(row!.subscriptions),
+      connectedByProtocol: { mqtt: 3 },
+      connectedByNode: { 'emqx@node-a': 2, 'emqx@node-b': 1 }
+    })
+    assert.equal(shown.counts.devices, 4)
+    assert.equal(shown.store.kind, 'postgres')
+    assert.equal(shown.store.healthy, true)
+    assert.ok(shown.rates.lifecycleEventsPerSecond > 0)
+    // the start reconcile ran: its report is shown as GET /v1/reconcile/last shows it
+    const last = (await t.api<{ trigger: string }>('GET', '/v1/reconcile/last')).body
+    assert.deepEqual(shown.reconcile, last)
+  })
+})
