@@ -73,6 +73,7 @@ export interface Status {
   node: string
   ready: boolean
   checks: Record<string, { ok: boolean; detail?: string }>
+  /** null when the store could not count the fleet (the checks say why). */
   counts: {
     devices: number
     sessions: number
@@ -80,7 +81,7 @@ export interface Status {
     subscriptions: number
     connectedByProtocol: Record<string, number>
     connectedByNode: Record<string, number>
-  }
+  } | null
   rates: { lifecycleEventsPerSecond: number; pushesPerSecond: number }
   store: { kind: string; healthy: boolean; commitSecondsP50: number | null; commitSecondsP99: number | null }
   replicas: Replica[]
@@ -89,7 +90,8 @@ export interface Status {
 
 export interface StatusSample {
   at: string
-  connected: number
+  /** null when the fleet could not be counted then. */
+  connected: number | null
   lifecycleEventsPerSecond: number
   pushesPerSecond: number
 }

@@ -78,14 +78,16 @@ export function Overview() {
       <h1>
         Overview {s && <span class={`badge ${s.ready ? 'ok' : 'bad'}`}>{s.ready ? 'ready' : 'not ready'}</span>}
       </h1>
+      <p class="muted">Counts are the fleet's, refreshed by the hub every 15 s at most; rates are this replica's over the last 10 s.</p>
       <ErrorLine error={status.error} />
       {s && (
         <>
+          {s.counts === null && <p class="error">the fleet could not be counted: see the checks below</p>}
           <div class="figures">
-            <Figure label="connected sessions" value={count(s.counts.connected)} testId="connected" />
-            <Figure label="sessions" value={count(s.counts.sessions)} testId="sessions" />
-            <Figure label="devices" value={count(s.counts.devices)} testId="devices" />
-            <Figure label="subscription entities" value={count(s.counts.subscriptions)} testId="subscriptions" />
+            <Figure label="connected sessions" value={count(s.counts?.connected)} testId="connected" />
+            <Figure label="sessions" value={count(s.counts?.sessions)} testId="sessions" />
+            <Figure label="devices" value={count(s.counts?.devices)} testId="devices" />
+            <Figure label="subscription entities" value={count(s.counts?.subscriptions)} testId="subscriptions" />
             <Figure label="lifecycle events/s" value={rate(s.rates.lifecycleEventsPerSecond)} testId="events-rate" />
             <Figure label="pushes/s" value={rate(s.rates.pushesPerSecond)} testId="pushes-rate" />
           </div>
@@ -95,8 +97,8 @@ export function Overview() {
             <HistoryChart samples={history.value?.samples ?? []} />
           </div>
           <div class="cards">
-            <Counts title="Connected by protocol" values={s.counts.connectedByProtocol} />
-            <Counts title="Connected by node" values={s.counts.connectedByNode} />
+            <Counts title="Connected by protocol" values={s.counts?.connectedByProtocol ?? {}} />
+            <Counts title="Connected by node" values={s.counts?.connectedByNode ?? {}} />
             <div class="card">
               <h3>Store</h3>
               <dl>
