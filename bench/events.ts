@@ -41,6 +41,7 @@ import { GroupCommitter, type CommitObserver } from '../src/store/group-commit.j
 import { LogFollower } from '../src/store/log-follower.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { Mutation, Store } from '../src/store/store.js'
+import { newTokenKey, TokenHasher } from '../src/domain/secret.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
 
 const EVENTS = envInt('BENCH_EVENTS', 200_000)
@@ -207,6 +208,7 @@ function noopStore(observer: CommitObserver): Store {
     readSession: () => Promise.resolve(undefined),
     readProperties: () => Promise.resolve([]),
     coordination: new SoleReplica(() => Promise.resolve(0)),
+    tokens: new TokenHasher(newTokenKey()),
     probe: () => Promise.resolve(),
     health: () => ({ ok: true, lastError: null }),
     close: () => committer.close()

@@ -23,6 +23,7 @@
 import type Database from 'better-sqlite3'
 import type pg from 'pg'
 import { createDevice } from '../../src/domain/device.js'
+import { newTokenKey, TokenHasher } from '../../src/domain/secret.js'
 import { nanos, type ConnectInfo } from '../../src/domain/device-properties.js'
 import { newIncarnation } from '../../src/domain/incarnation.js'
 import { connectedEvent, connectionFacts, type LifecycleEvent } from '../../src/domain/lifecycle-event.js'
@@ -154,6 +155,9 @@ function connectInfoOf(session: SessionRecord, owner: string): ConnectInfo {
   }
 }
 
+/** The fill's devices' tokens are never used (nor known): hashed under a key of their own. */
+const FILL_TOKENS = new TokenHasher(newTokenKey())
+
 /**
  * Client i's mutations, in the order the hub commits them: the device's creation, then each
  * lifecycle event's mutations (as the registry makes them from the session as stored), then the
@@ -161,7 +165,7 @@ function connectInfoOf(session: SessionRecord, owner: string): ConnectInfo {
  */
 export function clientMutations(shape: FleetShape, i: number): Mutation[] {
   const id = clientIdOf(i)
-  const device = createDevice({ id }, shape.base - 86_400_000)
+  const { device } = createDevice({ id }, FILL_TOKENS, shape.base - 86_400_000)
   const ownerOf = () => device.owner
   const mutations: Mutation[] = [{ op: 'device.put', device }]
   const topics = new Map<string, { subscription: TopicSubscription; persistent: boolean }>()

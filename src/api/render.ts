@@ -1,5 +1,5 @@
 /** How entities look on the native API: ISO 8601 times, nothing internal. */
-import type { Device } from '../domain/device.js'
+import type { CreatedDevice, Device } from '../domain/device.js'
 import { PROPERTY_NAMES, type PropertyName } from '../domain/device-properties.js'
 import type { Session } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
@@ -35,14 +35,27 @@ export function renderSession(s: Session) {
   }
 }
 
-/** A device with its properties (each `{}` until it is first set). */
+/**
+ * A device with its properties (each `{}` until it is first set). Never its token, nor the
+ * token's hash: the token is shown once, by the answer that makes it (renderNewToken).
+ */
 export function renderDevice(d: Device, properties: Partial<Record<PropertyName, unknown>> = {}) {
   return {
-    ...d,
+    id: d.id,
+    name: d.name,
+    owner: d.owner,
+    group: d.group,
+    desc: d.desc,
+    ext: d.ext,
     createdAt: iso(d.createdAt),
     updatedAt: iso(d.updatedAt),
     properties: Object.fromEntries(PROPERTY_NAMES.map((name) => [name, properties[name] ?? {}]))
   }
+}
+
+/** A device as its creation answers it: the one time its token is shown. */
+export function renderCreatedDevice({ device, token }: CreatedDevice) {
+  return { ...renderDevice(device), token }
 }
 
 export function renderSubscription(e: SubscriptionEntity) {

@@ -86,20 +86,48 @@ export const newDeviceSchema = {
   }
 } as const
 
+/**
+ * A change of a device (PATCH): the fields it may change. Unknown fields are refused; `id`,
+ * `owner` and `token` are let through here so the route can say why they cannot change.
+ */
+export const deviceChangeSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', maxLength: 256 },
+    group: { type: 'string', maxLength: 256 },
+    desc: { type: 'string', maxLength: 4096 },
+    ext: { type: 'object' },
+    id: {},
+    owner: {},
+    token: {},
+    tokenHash: {}
+  }
+} as const
+
+const deviceProperties = {
+  id: { type: 'string' },
+  name: { type: 'string' },
+  owner: { type: 'string' },
+  group: { type: 'string' },
+  desc: { type: 'string' },
+  ext: { type: 'object', additionalProperties: true },
+  createdAt: { type: 'string', format: 'date-time' },
+  updatedAt: { type: 'string', format: 'date-time' },
+  /** attributes, telemetry, commands, rawData, connectinfo: documents of any shape */
+  properties: { type: 'object', additionalProperties: true }
+} as const
+
+/** A device as the API shows it: never its token (nor the token's hash, which the response schema drops). */
 export const deviceSchema = {
   type: 'object',
-  required: ['id', 'name', 'owner', 'group', 'desc', 'ext', 'token', 'createdAt', 'updatedAt', 'properties'],
-  properties: {
-    id: { type: 'string' },
-    name: { type: 'string' },
-    owner: { type: 'string' },
-    group: { type: 'string' },
-    desc: { type: 'string' },
-    ext: { type: 'object', additionalProperties: true },
-    token: { type: 'string' },
-    createdAt: { type: 'string', format: 'date-time' },
-    updatedAt: { type: 'string', format: 'date-time' },
-    /** attributes, telemetry, commands, rawData, connectinfo: documents of any shape */
-    properties: { type: 'object', additionalProperties: true }
-  }
+  required: Object.keys(deviceProperties),
+  properties: deviceProperties
+} as const
+
+/** A device as its creation answers it: with its token, shown this once. */
+export const createdDeviceSchema = {
+  type: 'object',
+  required: [...Object.keys(deviceProperties), 'token'],
+  properties: { ...deviceProperties, token: { type: 'string' } }
 } as const

@@ -42,9 +42,11 @@ export class DeviceProperties {
   ) {}
 
   /** A committed value, handed back by the change log. */
-  applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void {
+  applyChange(m: Extract<LoggedChange, { op: 'device.property' | 'device.delete' }>): void {
     if (this.sharedStore) return
-    this.set(m.deviceId, { name: m.name, value: m.value, updatedAt: m.updatedAt })
+    // a deleted device's properties are deleted with it
+    if (m.op === 'device.delete') this.byDevice.delete(m.id)
+    else this.set(m.deviceId, { name: m.name, value: m.value, updatedAt: m.updatedAt })
   }
 
   /** Every stored property of a device, by name, and when any of them last changed (epoch ms). */

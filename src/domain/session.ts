@@ -18,7 +18,8 @@ export const DISCONNECT_REASONS = [
   'socket_error', // the transport failed or closed without a DISCONNECT
   'server_shutdown', // the hub stopped (or crashed and restarted) while connected
   'kicked', // an operator disconnected it through the API
-  'slow_consumer' // it could not take what was sent to it fast enough (its socket stayed full)
+  'slow_consumer', // it could not take what was sent to it fast enough (its socket stayed full)
+  'device_deleted' // its device was deleted through the API: the session ended, the connection closed
 ] as const
 export type DisconnectReason = (typeof DISCONNECT_REASONS)[number]
 

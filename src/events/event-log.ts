@@ -47,6 +47,11 @@ export class EventLog {
 
   private async lookUpOwners(entries: readonly LogEntry[]): Promise<void> {
     const missing = new Set<string>()
+    // a device's own entries carry its owner: a deleted device's is found nowhere else after
+    for (const { change } of entries) {
+      if (change.op === 'device.put') this.owners.set(change.device.id, change.device.owner)
+      else if (change.op === 'device.delete' && change.device) this.owners.set(change.id, change.device.owner)
+    }
     for (const entry of entries) {
       const deviceId = ownerNeeded(entry.change)
       if (deviceId && !this.owners.has(deviceId)) missing.add(deviceId)

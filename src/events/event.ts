@@ -10,8 +10,8 @@ export { EVENT_TYPES, isEventType, type EventType } from '../domain/event-types.
 
 export type RenderedSession = ReturnType<typeof renderSession>
 export type RenderedSubscription = ReturnType<typeof renderSubscription>
-/** A device as `GET /v1/devices/{id}` shows it, less its token: events travel further than the API. */
-export type RenderedDevice = Omit<ReturnType<typeof renderDevice>, 'token'>
+/** A device as `GET /v1/devices/{id}` shows it: never its token, nor the token's hash. */
+export type RenderedDevice = ReturnType<typeof renderDevice>
 
 /** A session's topic as events show it: the device's own filter and the broker's. */
 export interface EventTopic {

@@ -14,7 +14,7 @@ import { renderDevice, renderSession, renderSubscription } from '../api/render.j
 import { unmountTopic } from '../domain/namespace.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { LogEntry, LoggedChange } from '../store/change-log.js'
-import type { EventTopic, EventType, HubEvent, RenderedDevice } from './event.js'
+import type { EventTopic, EventType, HubEvent } from './event.js'
 
 export interface EventSource {
   /** The node of a change whose entry names no replica (a store with one writer: this hub). */
@@ -88,8 +88,10 @@ export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
     case 'device.put': {
       const d = m.device
       // a device is put once, when it is made; a later put would be a change of it
-      return { ...head(d.createdAt === d.updatedAt ? 'device.created' : 'device.changed'), deviceId: d.id, owner: d.owner, device: withoutToken(renderDevice(d)) }
+      return { ...head(d.createdAt === d.updatedAt ? 'device.created' : 'device.changed'), deviceId: d.id, owner: d.owner, device: renderDevice(d) }
     }
+    case 'device.delete':
+      return { ...head('device.deleted'), deviceId: m.id, owner: m.device?.owner ?? source.owner(m.id) }
     case 'device.property':
       return {
         ...head('device.property'),
@@ -117,9 +119,4 @@ function nodeOf(replica: string): string {
 
 function eventTopic(session: SessionRecord, brokerTopic: string, subscription?: TopicSubscription): EventTopic {
   return { topic: unmountTopic(session.mountpoint, brokerTopic), brokerTopic, ...(subscription ? { qos: subscription.qos } : {}) }
-}
-
-function withoutToken(device: ReturnType<typeof renderDevice>): RenderedDevice {
-  const { token: _token, ...rest } = device
-  return rest
 }

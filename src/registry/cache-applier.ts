@@ -9,9 +9,9 @@ import type { SessionRegistry } from './registry.js'
 
 export interface Caches {
   registry: SessionRegistry
-  devices: { applyChange(m: Extract<LoggedChange, { op: 'device.put' }>): void }
-  /** Device properties (devices/device-properties.ts, a layer above this one). */
-  properties: { applyChange(m: Extract<LoggedChange, { op: 'device.property' }>): void }
+  devices: { applyChange(m: Extract<LoggedChange, { op: 'device.put' | 'device.delete' }>): void }
+  /** Device properties (devices/device-properties.ts, a layer above this one); a deleted device's go with it. */
+  properties: { applyChange(m: Extract<LoggedChange, { op: 'device.property' | 'device.delete' }>): void }
 }
 
 export function cacheApplier(caches: Caches): (entries: readonly LogEntry[], origin: LogOrigin) => void {
@@ -24,6 +24,9 @@ function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin, at: num
   switch (m.op) {
     case 'device.put':
       return caches.devices.applyChange(m)
+    case 'device.delete':
+      caches.devices.applyChange(m)
+      return caches.properties.applyChange(m)
     case 'device.property':
       return caches.properties.applyChange(m)
     case 'session.put':

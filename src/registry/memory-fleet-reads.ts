@@ -10,12 +10,15 @@
  * million costs one walk, not a sort of the million.
  */
 import type { ChangeProperty } from '../domain/change-topics.js'
+import type { Device } from '../domain/device.js'
 import { expiresAt, type Session, type SessionRecord, type TopicSubscription } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import { topicMatches } from '../domain/topic-match.js'
 import {
   compareIds,
+  deviceMatches,
   parseTopicCursor,
+  type DeviceFilter,
   type FleetReads,
   type FleetTotals,
   type PageRequest,
@@ -131,14 +134,37 @@ function cut<T>(sorted: T[], page: PageRequest): { rows: T[]; more: boolean } {
   return { rows: sorted.slice(skip, skip + page.limit), more: sorted.length > skip + page.limit }
 }
 
+/** The cached devices (the DeviceDirectory, which holds them all where the caches hold the fleet). */
+export interface DeviceRecords {
+  values(): Iterable<Device>
+  readonly size: number
+}
+
+const NO_DEVICES: DeviceRecords = { values: () => [], size: 0 }
+
 export class MemoryFleetReads implements FleetReads {
   constructor(
     private readonly sessionRecords: SessionRecords,
     private readonly topicBook: TopicBook,
     private readonly subscriptionBook: SubscriptionBook,
-    /** The device directory (or anything that knows how many devices there are). */
-    private readonly devices: { readonly size: number } = { size: 0 }
+    private readonly deviceRecords: DeviceRecords = NO_DEVICES
   ) {}
+
+  async devices(filter: DeviceFilter, page: PageRequest): Promise<{ devices: Device[]; more: boolean }> {
+    let connected: Set<string> | undefined
+    if (filter.connected !== undefined) {
+      connected = new Set<string>()
+      for (const s of this.sessionRecords.records()) if (s.connected) connected.add(s.deviceId)
+    }
+    const smallest = new Smallest<Device>(page.limit + 1, byId)
+    for (const d of this.deviceRecords.values()) {
+      if (page.after !== undefined && compareIds(d.id, page.after) <= 0) continue
+      if (connected && connected.has(d.id) !== filter.connected) continue
+      if (deviceMatches(d, filter)) smallest.offer(d)
+    }
+    const sorted = smallest.sorted()
+    return { devices: sorted.slice(0, page.limit), more: sorted.length > page.limit }
+  }
 
   async session(id: string): Promise<Session | undefined> {
     const record = this.sessionRecords.record(id)
@@ -227,7 +253,7 @@ export class MemoryFleetReads implements FleetReads {
       connectedByProtocol[s.protocol] = (connectedByProtocol[s.protocol] ?? 0) + 1
       connectedByNode[s.node] = (connectedByNode[s.node] ?? 0) + 1
     }
-    return { sessions, connectedByProtocol, connectedByNode, subscriptions: this.subscriptionBook.size, devices: this.devices.size }
+    return { sessions, connectedByProtocol, connectedByNode, subscriptions: this.subscriptionBook.size, devices: this.deviceRecords.size }
   }
 
   /** The sessions a filter could match: the one of its client id (the session id), or all. */

@@ -10,10 +10,10 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { LifecycleEvent, LifecycleEventKind } from '../domain/lifecycle-event.js'
 import type { DisconnectReason, SessionRecord, TopicSubscription } from '../domain/session.js'
-import { endConnection, expire, TOMBSTONE_MS, transition, type Applied } from '../domain/transitions.js'
+import { endConnection, expire, TOMBSTONE_MS, transition, type Applied, type SessionEndReason } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { LoggedChange } from '../store/change-log.js'
-import type { Decided, Decider, StoredSession } from '../store/decision.js'
+import type { Decided, Decider, Decision, StoredSession } from '../store/decision.js'
 import type { FleetReads } from '../store/fleet-reads.js'
 import type { LogOrigin } from '../store/log-follower.js'
 import type { Plan } from '../store/plan.js'
@@ -563,6 +563,56 @@ export class SessionRegistry {
       const held = stored.topics.get(s.topic)
       return held !== undefined && held.persistent === persistent && sameSubscription(held.subscription, s)
     })
+  }
+
+  /**
+   * Ends the sessions `ids` — connected or offline, as stored — with `reason`, in one decision
+   * (one batch) with `also`'s: how a device's deletion ends its sessions, its subscription
+   * entities and the device itself as one stored change. Taken in each client's turn (every
+   * queue, in sorted order, so two such calls never wait on each other), so none of their events
+   * is decided meanwhile. A live connection's own end comes later and is stale: its carrier
+   * must close it. Answers `also`'s result and the sessions ended (as stored before), with how
+   * many subscription entities each held.
+   */
+  async endSessionsWith<R>(
+    ids: readonly string[],
+    reason: SessionEndReason,
+    also: Decision<R>
+  ): Promise<{ result: R; ended: { session: SessionRecord; entities: number }[] }> {
+    const sorted = [...new Set(ids)].sort()
+    const inTurn = (i: number): Promise<{ result: R; ended: { session: SessionRecord; entities: number }[] }> =>
+      i < sorted.length ? this.queue.run(sorted[i]!, () => inTurn(i + 1)) : this.endAll(sorted, reason, also)
+    return inTurn(0)
+  }
+
+  private async endAll<R>(ids: readonly string[], reason: SessionEndReason, also: Decision<R>) {
+    for (const id of ids) if (this.unstoredEnds.has(id)) await this.storeUnstoredEnd(id)
+    const { decisions, entities, result } = await this.decider.decide({
+      reads: { ...also.reads, sessions: [...(also.reads.sessions ?? []), ...ids] },
+      decide: (view) => {
+        const mutations: Mutation[] = []
+        const decisions: [string, AppliedDecision][] = []
+        const entities = new Map<string, number>()
+        for (const id of ids) {
+          const stored = view.session(id)
+          if (!stored.session) continue
+          const decided = this.decided(id, { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: reason }, stored)
+          for (const m of decided.mutations) mutations.push(m)
+          decisions.push([id, decided.result as AppliedDecision])
+          entities.set(id, stored.entities.size)
+        }
+        const more = also.decide(view)
+        return { mutations: [...mutations, ...more.mutations], result: { decisions, entities, result: more.result } }
+      }
+    })
+    const ended: { session: SessionRecord; entities: number }[] = []
+    for (const [id, decision] of decisions) {
+      this.afterApplied(id, decision, true)
+      const before = decision.before!
+      if (before.connected && reason !== 'expired' && reason !== 'discarded') this.ended(before, reason, true)
+      ended.push({ session: before, entities: entities.get(id) ?? 0 })
+    }
+    return { result, ended }
   }
 
   /** Ends an offline session now, as an operator asks (EMQX's kick of a disconnected client). */

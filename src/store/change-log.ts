@@ -14,6 +14,7 @@ export type LoggedChange = Extract<
   {
     op:
       | 'device.put'
+      | 'device.delete'
       | 'device.property'
       | 'session.put'
       | 'session.version'
@@ -29,6 +30,7 @@ export type LoggedChange = Extract<
 
 const LOGGED_OPS = new Set<Mutation['op']>([
   'device.put',
+  'device.delete',
   'device.property',
   'session.put',
   'session.version',

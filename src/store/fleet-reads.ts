@@ -12,6 +12,7 @@
  * Ids sort in byte order of their UTF-8 (PostgreSQL's "C" collation); `after` is exclusive.
  */
 import type { ChangeProperty } from '../domain/change-topics.js'
+import type { Device } from '../domain/device.js'
 import type { Protocol, QoS, Session, SessionRecord } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 
@@ -115,6 +116,36 @@ export interface SubscriptionQuery {
   limit: number
 }
 
+/** Which devices `GET /v1/devices` lists: every field given must match. */
+export interface DeviceFilter {
+  owner?: string
+  group?: string
+  /** Whether the device has at least one connected session. */
+  connected?: boolean
+  /** The device's id or name contains this, ASCII letters compared without case. */
+  q?: string
+}
+
+/**
+ * Text as the device search compares it: ASCII letters in lower case, every other character as
+ * it is — what PostgreSQL's `lower()` does under the "C" collation, whatever the database's
+ * locale, so both implementations find the same devices.
+ */
+export function searchFold(text: string): string {
+  return text.replace(/[A-Z]+/g, (upper) => upper.toLowerCase())
+}
+
+/** Whether a device passes `filter`, but for `connected` (which its sessions say). */
+export function deviceMatches(d: Device, f: DeviceFilter): boolean {
+  if (f.owner !== undefined && d.owner !== f.owner) return false
+  if (f.group !== undefined && d.group !== f.group) return false
+  if (f.q !== undefined) {
+    const q = searchFold(f.q)
+    if (!searchFold(d.id).includes(q) && !searchFold(d.name).includes(q)) return false
+  }
+  return true
+}
+
 export interface FleetTotals {
   sessions: number
   connectedByProtocol: Partial<Record<Protocol, number>>
@@ -148,4 +179,6 @@ export interface FleetReads {
    */
   dueToExpire(now: number, after: string | undefined, limit: number): Promise<SessionRecord[]>
   totals(): Promise<FleetTotals>
+  /** Devices matching `filter`, ordered by id, after `page.after` (`offset` is not used). */
+  devices(filter: DeviceFilter, page: PageRequest): Promise<{ devices: Device[]; more: boolean }>
 }

@@ -8,6 +8,7 @@
  * Every backend must pass test/store/contract.ts unchanged.
  */
 import type { Device } from '../domain/device.js'
+import type { TokenHasher } from '../domain/secret.js'
 import type { LogEntry } from './change-log.js'
 import type { Coordination } from './coordination.js'
 import type { Decision } from './decision.js'
@@ -24,6 +25,8 @@ import type { SubscriptionEntity } from '../domain/subscription.js'
  */
 export type Mutation =
   | { op: 'device.put'; device: Device }
+  /** Deletes a device and every property of it. For the event stream: the device deleted. */
+  | { op: 'device.delete'; id: string; device?: Device }
   /**
    * For the event stream: `topics`, the session's topics after the change (as the broker routes
    * them); `tookOver`, the incarnation of the live connection this connect replaced.
@@ -164,6 +167,12 @@ export interface Store {
   readonly fleet?: FleetReads
   /** The replicas that share this store, their leases, and the pruning of the change log. */
   readonly coordination: Coordination
+  /**
+   * Hashes and checks device tokens under the key this store keeps (made at its first start, or
+   * at the upgrade that hashed the tokens it held in plain text): every replica of the store
+   * hashes alike, and a token never needs to be stored.
+   */
+  readonly tokens: TokenHasher
   /** The device as stored now, for a cache that misses it (another replica may have just made it). */
   readDevice(id: string): Promise<Device | undefined>
   /** The session as stored now, for a cache that misses it (likewise). */

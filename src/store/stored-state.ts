@@ -78,6 +78,11 @@ export class StoredState implements StoredView {
       case 'device.put':
         if (this.devices.has(m.device.id)) this.devices.set(m.device.id, m.device)
         return
+      case 'device.delete':
+        if (this.devices.has(m.id)) this.devices.set(m.id, undefined)
+        // its properties go with it
+        for (const key of this.properties.keys()) if ((JSON.parse(key) as [string, string])[0] === m.id) this.properties.set(key, undefined)
+        return
       case 'device.property': {
         const key = propertyKey(m.deviceId, m.name)
         if (this.properties.has(key)) this.properties.set(key, { value: m.value, updatedAt: m.updatedAt })

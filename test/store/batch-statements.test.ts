@@ -20,7 +20,7 @@ const plan = (mutations: Mutation[]): QueryConfig[] => statements.plan(mutations
 const names = (planned: QueryConfig[]): (string | undefined)[] => planned.map((s) => s.name)
 
 function device(id: string, name = id): Device {
-  return { id, name, owner: 'o', group: 'g', desc: '', ext: {}, token: `t-${id}`, createdAt: 1, updatedAt: 1 }
+  return { id, name, owner: 'o', group: 'g', desc: '', ext: {}, tokenHash: `h-${id}`, createdAt: 1, updatedAt: 1 }
 }
 
 function sessionRecord(id: string, version = 1): SessionRecord {
@@ -85,15 +85,19 @@ describe('BatchStatements.plan', () => {
     const [upsert] = planned
     assert.equal(
       upsert!.text,
-      'INSERT INTO "hub_test"."devices" (id, doc) SELECT * FROM unnest($1::text[], $2::json[]) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc'
+      'INSERT INTO "hub_test"."devices" (id, doc, owner, group_name, name) SELECT * FROM unnest($1::text[], $2::json[], $3::text[], $4::text[], $5::text[]) ' +
+        'ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, owner = excluded.owner, group_name = excluded.group_name, name = excluded.name'
     )
-    assert.deepEqual(rows(upsert!), ['a', 'b', 'c'].map((id) => [id, JSON.stringify(device(id))]), 'rows in key order')
+    assert.deepEqual(rows(upsert!), ['a', 'b', 'c'].map((id) => [id, JSON.stringify(device(id)), 'o', 'g', id]), 'rows in key order')
   })
 
   it('lets the last put or delete of a key win', () => {
     const put = (id: string, name: string): Mutation => ({ op: 'device.put', device: device(id, name) })
     const planned = plan([put('a', 'first'), put('a', 'second'), put('b', 'kept'), { op: 'retained.delete', topic: 't/1' }, { op: 'retained.put', topic: 't/1', packet: packet(1) }])
-    assert.deepEqual(rows(statement(planned, 'iothub_devices_upsert')), [['a', JSON.stringify(device('a', 'second'))], ['b', JSON.stringify(device('b', 'kept'))]])
+    assert.deepEqual(rows(statement(planned, 'iothub_devices_upsert')), [
+      ['a', JSON.stringify(device('a', 'second')), 'o', 'g', 'second'],
+      ['b', JSON.stringify(device('b', 'kept')), 'o', 'g', 'kept']
+    ])
     assert.deepEqual(rows(statement(planned, 'iothub_retained_upsert')), [['t/1', packet(1)]], 'a delete then a put leaves the put')
     assert.ok(!names(planned).includes('iothub_retained_delete'))
     const deleted = plan([{ op: 'retained.put', topic: 't/1', packet: packet(1) }, { op: 'retained.delete', topic: 't/1' }])

@@ -26,7 +26,7 @@ export const device = (id: string): Device => ({
   group: 'default',
   desc: '',
   ext: { version: '1.1' },
-  token: `token-${id}`,
+  tokenHash: `hash-${id}`,
   createdAt: 1_700_000_000_000,
   updatedAt: 1_700_000_000_000
 })

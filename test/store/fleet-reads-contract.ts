@@ -9,9 +9,10 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import type { Device } from '../../src/domain/device.js'
 import type { SessionRecord, TopicSubscription } from '../../src/domain/session.js'
 import type { SubscriptionEntity } from '../../src/domain/subscription.js'
-import { topicCursor, type FleetReads, type PageRequest, type SessionFilter, type TopicFilter, type TopicRow } from '../../src/store/fleet-reads.js'
+import { topicCursor, type DeviceFilter, type FleetReads, type PageRequest, type SessionFilter, type TopicFilter, type TopicRow } from '../../src/store/fleet-reads.js'
 import type { Mutation } from '../../src/store/store.js'
 import { session as contractSession } from './contract.js'
 
@@ -72,6 +73,32 @@ const ENTITIES = [entity('sub-1', 'A1', 'd1', ['attributes']), entity('sub-2', '
 
 const ids = (sessions: readonly { id: string }[]): string[] => sessions.map((x) => x.id)
 
+const dev = (id: string, owner: string, group: string, name: string, ext: Record<string, unknown> = {}): Device => ({
+  id,
+  name,
+  owner,
+  group,
+  desc: '',
+  ext,
+  tokenHash: `hash-${id}`,
+  createdAt: 1_700_000_000_000,
+  updatedAt: 1_700_000_000_000
+})
+
+/**
+ * The fleet's devices: d1, d2, d3 and d5 have a connected session (FLEET), d4 only an offline
+ * one, d6 none. Names in mixed case, one with LIKE's wildcards, one with a non-ASCII capital;
+ * d6's ext holds a \u0000, which PostgreSQL cannot read out of a json document as text.
+ */
+const DEVICES: Device[] = [
+  dev('d1', 'alice', 'g1', 'Kitchen Thermostat'),
+  dev('d2', 'bob', 'g1', 'Garage'),
+  dev('d3', 'alice', 'g2', 'ÉTAGE sensor'),
+  dev('d4', 'alice', 'g2', 'p%_x'),
+  dev('d5', 'bob', 'g2', 'Porch'),
+  dev('d6', 'carol', 'g1', 'spare', { '\u0000': 'nul' })
+]
+
 /** Every page of a listing, walked by `next`, with the `more` each answered. */
 async function walk<T>(first: PageRequest, list: (page: PageRequest) => Promise<{ rows: T[]; more: boolean }>, next: (page: PageRequest, rows: T[]) => PageRequest) {
   const rows: T[] = []
@@ -96,6 +123,7 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
       harness = await makeHarness()
       reads = harness.reads
       await harness.commit([
+        ...DEVICES.map((device): Mutation => ({ op: 'device.put', device })),
         ...FLEET.map((session): Mutation => ({ op: 'session.put', session })),
         ...TOPICS,
         ...ENTITIES.map((subscription): Mutation => ({ op: 'subscription.put', subscription }))
@@ -324,6 +352,39 @@ export function fleetReadsContract(name: string, makeHarness: () => Promise<Flee
 
     it('totals the fleet', async () => {
       assert.deepEqual(await reads.totals(), { sessions: 8, connectedByProtocol: { mqtt: 3, coap: 1 }, connectedByNode: { n1: 2, n3: 1, 'iothub@test': 1 }, subscriptions: 3, devices: 0 })
+    })
+
+    it('lists devices in id order, filtered by owner, group, connected and a search of id and name, paged by id', async () => {
+      const devices = async (filter: DeviceFilter, limit = 100) => ids((await reads.devices(filter, { limit })).devices)
+      const all = await reads.devices({}, { limit: 100 })
+      assert.deepEqual(ids(all.devices), ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'])
+      assert.equal(all.more, false)
+      assert.deepEqual(all.devices[5], DEVICES[5], 'as stored, ext and token hash included')
+      const pages = await walk({ limit: 4 }, async (page) => {
+        const found = await reads.devices({}, page)
+        return { rows: found.devices, more: found.more }
+      }, (page, rows) => ({ ...page, after: rows.at(-1)!.id }))
+      assert.deepEqual([ids(pages.rows), pages.mores], [['d1', 'd2', 'd3', 'd4', 'd5', 'd6'], [true, false]])
+      assert.deepEqual(ids((await reads.devices({}, { after: 'd2', limit: 2 })).devices), ['d3', 'd4'])
+      assert.deepEqual(await devices({ owner: 'alice' }), ['d1', 'd3', 'd4'])
+      assert.deepEqual(await devices({ owner: 'Alice' }), [])
+      assert.deepEqual(await devices({ group: 'g2' }), ['d3', 'd4', 'd5'])
+      assert.deepEqual(await devices({ connected: true }), ['d1', 'd2', 'd3', 'd5'])
+      assert.deepEqual(await devices({ connected: false }), ['d4', 'd6'])
+      assert.deepEqual(await devices({ owner: 'alice', connected: false }), ['d4'])
+      assert.deepEqual(await devices({ owner: 'bob', group: 'g2', connected: true }), ['d5'])
+      // the search: ASCII letters without case, in the id or the name; LIKE's wildcards are plain text
+      assert.deepEqual(await devices({ q: 'THERMO' }), ['d1'])
+      assert.deepEqual(await devices({ q: 'D5' }), ['d5'])
+      assert.deepEqual(await devices({ q: 'ar' }), ['d2', 'd6'])
+      assert.deepEqual(await devices({ q: '%_' }), ['d4'])
+      assert.deepEqual(await devices({ q: '%' }), ['d4'])
+      assert.deepEqual(await devices({ q: 'étage' }), [], 'É is not an ASCII letter: compared as it is')
+      assert.deepEqual(await devices({ q: 'ÉTAGE' }), ['d3'])
+      assert.deepEqual(await devices({ q: 'o', owner: 'bob' }, 1), ['d5'])
+      // a deleted device is listed no more
+      await harness.commit([{ op: 'device.delete', id: 'd6', device: DEVICES[5] }])
+      assert.deepEqual(await devices({ group: 'g1' }), ['d1', 'd2'])
     })
 
     it('answers with what changed after a page was listed (last but one: it changes the fleet)', async () => {

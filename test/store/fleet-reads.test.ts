@@ -13,6 +13,7 @@ import pg from 'pg'
 import pino from 'pino'
 import { HubMetrics } from '../../src/observability/metrics.js'
 import { cacheApplier } from '../../src/registry/cache-applier.js'
+import { DeviceDirectory } from '../../src/registry/device-directory.js'
 import { MemoryFleetReads } from '../../src/registry/memory-fleet-reads.js'
 import { SessionRegistry } from '../../src/registry/registry.js'
 import { SubscriptionBook } from '../../src/registry/subscription-book.js'
@@ -38,10 +39,11 @@ fleetReadsContract('caches of a SQLite store', async () => {
   const store = new SqliteStore({ dataDir })
   const registry = new SessionRegistry(NO_DECISIONS, new TopicBook(), new SubscriptionBook(), () => 'owner-1', new HubMetrics(), pino({ level: 'silent' }))
   const ignored = { applyChange: () => undefined }
+  const devices = new DeviceDirectory(store, false)
   // the log hands this process's commits to the caches before `commit` resolves
-  store.follow(0, cacheApplier({ registry, devices: ignored, properties: ignored }))
+  store.follow(0, cacheApplier({ registry, devices, properties: ignored }))
   return {
-    reads: new MemoryFleetReads(registry, registry.topics, registry.subscriptions),
+    reads: new MemoryFleetReads(registry, registry.topics, registry.subscriptions, devices),
     commit: (mutations) => store.commit(mutations),
     close: async () => {
       await store.close()

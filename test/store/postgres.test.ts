@@ -243,6 +243,7 @@ describe('PostgresStore', () => {
           'schema_version',
           'session_tombstones',
           'sessions',
+          'store_keys',
           'subscriptions',
           'topics',
           'wills'
@@ -470,7 +471,7 @@ describe('PostgresStore', () => {
       // the other side waits longer before checking for deadlocks, so PostgreSQL picks the writer
       await other.query("SET deadlock_timeout = '10s'")
       await other.query('BEGIN')
-      await other.query(`INSERT INTO ${devices} (id, doc) VALUES ('dl-b', '{}')`)
+      await other.query(`INSERT INTO ${devices} (id, doc, owner, group_name, name) VALUES ('dl-b', '{}', '', '', '')`)
       // the writer inserts dl-a, then waits for dl-b, which the other transaction holds
       const committed = store.commit([
         { op: 'device.put', device: device('dl-a') },
@@ -484,7 +485,7 @@ describe('PostgresStore', () => {
       }
       assert.equal(waiting, 1, 'the writer waits for the other transaction')
       // now the other transaction waits for dl-a: a deadlock, which aborts the writer's transaction
-      await other.query(`INSERT INTO ${devices} (id, doc) VALUES ('dl-a', '{}') ON CONFLICT (id) DO NOTHING`)
+      await other.query(`INSERT INTO ${devices} (id, doc, owner, group_name, name) VALUES ('dl-a', '{}', '', '', '') ON CONFLICT (id) DO NOTHING`)
       await other.query('COMMIT')
       await committed
     })

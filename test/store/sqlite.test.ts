@@ -73,7 +73,7 @@ describe('SqliteStore', () => {
     // its start-up is not what the deadline measures here
     await untilAnswered(() => store.probe())
     other.exec('BEGIN IMMEDIATE')
-    const device = (id: string) => ({ id, name: id, owner: '', group: '', desc: '', ext: {}, token: 'x', createdAt: 0, updatedAt: 0 })
+    const device = (id: string) => ({ id, name: id, owner: '', group: '', desc: '', ext: {}, tokenHash: 'x', createdAt: 0, updatedAt: 0 })
     const started = Date.now()
     await assert.rejects(store.commit([{ op: 'device.put', device: device('late') }]), /store did not answer within 1000 ms/)
     assert.ok(Date.now() - started < 30_000, 'refused at the deadline, not after the busy timeout')

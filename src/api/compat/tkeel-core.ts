@@ -4,8 +4,9 @@
  * type, configs, properties }`.
  *
  * - `type=device`: properties are the device's attributes, telemetry, commands, rawData and
- *   connectinfo, its `dev` (name, desc, group, ext) and `sysField` (`_id`, `_token`,
- *   `_enable`, `_createdAt`, `_updatedAt`, in nanoseconds as tKeel writes them).
+ *   connectinfo, its `dev` (name, desc, group, ext) and `sysField` (`_id`, `_enable`,
+ *   `_createdAt`, `_updatedAt`, in nanoseconds as tKeel writes them). Not `_token`, which tKeel
+ *   shows: the hub keeps only the token's hash, and shows the token once, when it is made.
  * - `type=session` and `type=subscription`: the hub's own entities, the same way.
  *
  * An `owner` or `source` that is not the entity's answers 404, exactly as a missing entity
@@ -56,7 +57,7 @@ export const tkeelCoreRoutes = (ctx: ApiContext): FastifyPluginAsync => async (a
             connectinfo: properties.connectinfo ?? {},
             dev: { name: device.name, desc: device.desc, group: device.group, ext: device.ext },
             rawData: properties.rawData ?? {},
-            sysField: { _id: id, _token: device.token, _enable: true, _createdAt: nanos(device.createdAt), _updatedAt: nanos(updatedAt) }
+            sysField: { _id: id, _enable: true, _createdAt: nanos(device.createdAt), _updatedAt: nanos(updatedAt) }
           }
         }
       }

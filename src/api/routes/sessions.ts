@@ -1,4 +1,7 @@
-/** Session entities: `GET /v1/sessions` (filtered, paged by an opaque cursor), `GET /v1/sessions/{id}`. */
+/**
+ * Session entities: `GET /v1/sessions` (filtered, paged by an opaque cursor), `GET /v1/sessions/{id}`,
+ * and `DELETE /v1/sessions/{id}`, the native twin of EMQX's kick (`DELETE /api/v4/clients/{id}`).
+ */
 import type { FastifyPluginAsync } from 'fastify'
 import { PROTOCOLS, type Protocol } from '../../domain/session.js'
 import type { ApiContext } from '../context.js'
@@ -43,6 +46,18 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
       const session = await ctx.fleet.session(request.params.id)
       if (!session) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no session ${request.params.id}` })
       return renderSession(session)
+    }
+  )
+
+  app.delete<{ Params: { id: string } }>(
+    '/v1/sessions/:id',
+    { schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1 } } }, response: { 404: errorSchema } } },
+    async (request, reply) => {
+      const { id } = request.params
+      // connected: the carrier closes it (embedded: the broker; EMQX mode: EMQX's REST kick);
+      // offline: the persistent session is discarded, as EMQX's kick does
+      if ((await ctx.kick(id)) || (await ctx.registry.discard(id))) return reply.code(204).send()
+      return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no session ${id}` })
     }
   )
 }

@@ -141,7 +141,11 @@ export class FleetCountChange {
 const column = (name: string, type: Column['type']): Column => ({ name, type })
 
 const SHAPES = {
-  devices: { columns: [column('id', 'text'), column('doc', 'json')], keyColumns: 1 },
+  devices: {
+    // what listings filter on (schema.ts, version 6), copied from the device
+    columns: [column('id', 'text'), column('doc', 'json'), column('owner', 'text'), column('group_name', 'text'), column('name', 'text')],
+    keyColumns: 1
+  },
   sessions: {
     columns: [
       column('id', 'text'),
@@ -165,7 +169,9 @@ const SHAPES = {
   },
   device_properties: {
     columns: [column('device_id', 'text'), column('name', 'text'), column('value', 'json'), column('updated_at', 'bigint')],
-    keyColumns: 2
+    keyColumns: 2,
+    // a device's delete clears its properties
+    scopeColumn: 'device_id'
   },
   subscriptions: {
     columns: [column('id', 'text'), column('session_id', 'text'), column('doc', 'json'), column('device_id', 'text')],
@@ -217,7 +223,10 @@ class BatchChanges {
     const t = this.rows
     switch (m.op) {
       case 'device.put':
-        return t.devices.put([m.device.id], [m.device.id, JSON.stringify(m.device)])
+        return t.devices.put([m.device.id], [m.device.id, JSON.stringify(m.device), m.device.owner, m.device.group, m.device.name])
+      case 'device.delete':
+        t.device_properties.clear(m.id)
+        return t.devices.delete([m.id])
       case 'session.put':
         return this.sessions.put([m.session.id], m.session)
       case 'session.version': {
@@ -247,7 +256,7 @@ class BatchChanges {
       case 'subscription.clear':
         return t.subscriptions.clear(m.sessionId)
       case 'device.property':
-        return t.device_properties.put([m.deviceId, m.name], [m.deviceId, m.name, JSON.stringify(m.value) ?? null, m.updatedAt])
+        return t.device_properties.put([m.deviceId, m.name], [m.deviceId, m.name, JSON.stringify(m.value) ?? null, m.updatedAt], m.deviceId)
       case 'retained.put':
         return t.retained.put([m.topic], [m.topic, m.packet])
       case 'retained.delete':

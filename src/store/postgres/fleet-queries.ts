@@ -29,8 +29,10 @@
 import type { ChangeProperty } from '../../domain/change-topics.js'
 import type { QoS, Session, SessionRecord, TopicSubscription } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
+import type { Device } from '../../domain/device.js'
 import {
   parseTopicCursor,
+  type DeviceFilter,
   type FleetReads,
   type FleetTotals,
   type PageRequest,
@@ -317,5 +319,30 @@ export class FleetQueries implements FleetReads {
       connectedByNode[node] = (connectedByNode[node] ?? 0) + Number(n)
     }
     return { sessions: Number(row.sessions), connectedByProtocol, connectedByNode, subscriptions: Number(row.subscriptions), devices: Number(row.devices) }
+  }
+
+  /**
+   * Walks the devices in id order (the primary key; by owner or group, their indexes, schema.ts
+   * version 6), keyset-paged, so a page reads about as many rows as it lists. `connected` looks
+   * for one connected session of each candidate device (sessions_by_device); the text search
+   * (`q`) has no index and skips what does not match, as the sessions' substring filters do.
+   */
+  async devices(filter: DeviceFilter, page: PageRequest): Promise<{ devices: Device[]; more: boolean }> {
+    const c = new Conditions()
+    if (filter.owner !== undefined) c.add((p) => `d.owner = ${p}`, filter.owner)
+    if (filter.group !== undefined) c.add((p) => `d.group_name = ${p}`, filter.group)
+    if (filter.q !== undefined) {
+      // lower() under the columns' "C" collation folds ASCII letters only, as searchFold does
+      c.add((p) => `(strpos(lower(d.id), lower(${p} COLLATE "C")) > 0 OR strpos(lower(d.name), lower(${p} COLLATE "C")) > 0)`, filter.q)
+    }
+    if (filter.connected !== undefined) {
+      c.where.push(`${filter.connected ? '' : 'NOT '}EXISTS (SELECT 1 FROM ${this.t.sessions} s WHERE s.device_id = d.id AND s.connected)`)
+    }
+    if (page.after !== undefined) c.add((p) => `d.id > ${p}`, page.after)
+    const { rows } = await this.pool.query<{ doc: Device }>(
+      `SELECT d.doc FROM ${this.t.devices} d WHERE ${c.sql} ORDER BY d.id LIMIT ${c.param(page.limit + 1)}`,
+      c.values
+    )
+    return { devices: rows.slice(0, page.limit).map((r) => r.doc), more: rows.length > page.limit }
   }
 }

@@ -27,6 +27,8 @@ import { LogStatements } from './log-statements.js'
 import { replicaRunId } from '../coordination.js'
 import { PostgresCoordination } from './postgres-coordination.js'
 import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
+import { upgradeDevicesTo6, tokenKey } from './token-upgrade.js'
+import type { TokenHasher } from '../../domain/secret.js'
 
 export interface PostgresStoreOptions {
   connectionString: string
@@ -68,6 +70,7 @@ export class PostgresStore implements Store {
     private readonly tables: QualifiedTables,
     private readonly writer: TransactionWriter,
     private readonly log: LogStatements,
+    readonly tokens: TokenHasher,
     options: PostgresStoreOptions
   ) {
     this.replica = log.replica
@@ -109,8 +112,9 @@ export class PostgresStore implements Store {
     // would let the 'error' event end the process.
     pool.on('error', () => undefined)
     const tables = qualifiedTables(schema)
+    let tokens: TokenHasher
     try {
-      await prepareSchema(pool, schema, tables)
+      tokens = await prepareSchema(pool, schema, tables)
     } catch (error) {
       await pool.end()
       if (error instanceof StoreError) throw error
@@ -118,7 +122,7 @@ export class PostgresStore implements Store {
     }
     const log = new LogStatements(tables, schema, options.replica ?? replicaRunId('postgres-store'))
     const writer = new TransactionWriter(pool, new BatchStatements(tables), new DecisionReader(tables, schema), log, idleInTransactionMs(timeoutMs))
-    return new PostgresStore(pool, tables, writer, log, options)
+    return new PostgresStore(pool, tables, writer, log, tokens, options)
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
@@ -284,7 +288,8 @@ export class PostgresStore implements Store {
  * not race to create the same tables. A schema already at this version is left untouched (so a
  * role without CREATE rights can run the hub on tables an administrator made).
  */
-async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTables): Promise<void> {
+/** Creates or upgrades the schema; answers the hasher of the store's token key. */
+async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTables): Promise<TokenHasher> {
   const client = await pool.connect()
   let broken: Error | undefined
   try {
@@ -302,12 +307,15 @@ async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTab
       await client.query('SET LOCAL statement_timeout = 0')
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${pg.escapeIdentifier(schema)}`)
       for (const statement of createTableStatements(tables)) await client.query(statement)
+      if (version < 6) await upgradeDevicesTo6(client, tables, await tokenKey(client, tables))
       await client.query(
         `INSERT INTO ${tables.schema_version} (version) VALUES ($1) ON CONFLICT (singleton) DO UPDATE SET version = excluded.version`,
         [SCHEMA_VERSION]
       )
     }
+    const tokens = await tokenKey(client, tables)
     await client.query('COMMIT')
+    return tokens
   } catch (error) {
     await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError))
     throw error

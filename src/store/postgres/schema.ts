@@ -32,8 +32,12 @@ import pg from 'pg'
  * 5: `log_head` also holds how many sessions and topic rows are stored as of its entry (see
  * fleetCountColumns): the fleet's totals are one row's read. Version 4 stores count them once,
  * in place.
+ * 6: device tokens stored as keyed hashes (`tokenHash`, src/domain/secret.ts) under a key of the
+ * store's own (`store_keys`), never in plain text. Earlier stores gain the key, and the tokens in
+ * their devices and their change log are hashed in place (token-upgrade.ts). Devices gain the
+ * columns they are listed by (owner, group, name), owner and group indexed (fleet-queries.ts).
  */
-export const SCHEMA_VERSION = 5
+export const SCHEMA_VERSION = 6
 
 export const TABLE_NAMES = [
   'schema_version',
@@ -51,7 +55,8 @@ export const TABLE_NAMES = [
   'change_log',
   'log_head',
   'replicas',
-  'leases'
+  'leases',
+  'store_keys'
 ] as const
 
 export type TableName = (typeof TABLE_NAMES)[number]
@@ -76,6 +81,15 @@ export function createTableStatements(t: QualifiedTables): string[] {
        id  text COLLATE "C" PRIMARY KEY,
        doc json NOT NULL
      )`,
+    // What devices are listed by (version 6): copies of the document's fields, written with it
+    // (batch-statements.ts) and filled by the upgrade (token-upgrade.ts) — not expressions on
+    // `doc`, which PostgreSQL cannot read as text once it holds a \u0000 anywhere. NOT NULL
+    // once filled (token-upgrade.ts). By owner and by group, each one index range in id order.
+    `ALTER TABLE ${t.devices} ADD COLUMN IF NOT EXISTS owner text COLLATE "C"`,
+    `ALTER TABLE ${t.devices} ADD COLUMN IF NOT EXISTS group_name text COLLATE "C"`,
+    `ALTER TABLE ${t.devices} ADD COLUMN IF NOT EXISTS name text COLLATE "C"`,
+    `CREATE INDEX IF NOT EXISTS devices_by_owner ON ${t.devices} (owner, id)`,
+    `CREATE INDEX IF NOT EXISTS devices_by_group ON ${t.devices} (group_name, id)`,
 
     // A session's version changes on every subscribe and unsubscribe: it is a column of its
     // own, written alone, and overrides the (then stale) `version` inside `doc` at load.
@@ -203,7 +217,14 @@ export function createTableStatements(t: QualifiedTables): string[] {
        note           json
      )`,
     `ALTER TABLE ${t.leases} ADD COLUMN IF NOT EXISTS request_reason text`,
-    `ALTER TABLE ${t.leases} ADD COLUMN IF NOT EXISTS note json`
+    `ALTER TABLE ${t.leases} ADD COLUMN IF NOT EXISTS note json`,
+
+    // The key of the device tokens' hashes: one row, 'token', made by the first replica to open
+    // the store (token-upgrade.ts), read by every one.
+    `CREATE TABLE IF NOT EXISTS ${t.store_keys} (
+       name text COLLATE "C" PRIMARY KEY,
+       key  bytea NOT NULL
+     )`
   ]
 }
 

@@ -9,13 +9,24 @@
  * 3: the change log (`change_log`, numbered through `log_head`); version 2 files gain it empty.
  * 4: sessions and subscription entities as columns (UPGRADE_TO_4), what a subscription entity
  *    derives from its other fields not stored.
+ * 5: device tokens stored as keyed hashes (`tokenHash`, src/domain/secret.ts) under a key of the
+ *    file's own (`store_keys`), never in plain text; a device's properties deleted with it.
+ *    Older files gain the key, and their tokens — in `devices` and in the change log — are
+ *    hashed in place (HASH_PLAIN_TOKENS), so their devices log in as before.
  */
-export const SCHEMA_VERSION = 4
+export const SCHEMA_VERSION = 5
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (
   id  TEXT PRIMARY KEY,
   doc TEXT NOT NULL
+) STRICT;
+
+-- The key of the device tokens' hashes (src/domain/secret.ts), made with the file or at its
+-- upgrade to version 5 (sqlite-store.ts): one row, 'token'.
+CREATE TABLE IF NOT EXISTS store_keys (
+  name TEXT PRIMARY KEY,
+  key  BLOB NOT NULL
 ) STRICT;
 
 -- A SessionRecord (src/domain/session.ts), a column a field; booleans 0 or 1.
@@ -52,6 +63,11 @@ CREATE TABLE IF NOT EXISTS device_properties (
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (device_id, name)
 ) STRICT, WITHOUT ROWID;
+-- a device's properties go with it (device.delete deletes only its row)
+CREATE TRIGGER IF NOT EXISTS device_properties_go_with_device AFTER DELETE ON devices
+BEGIN
+  DELETE FROM device_properties WHERE device_id = old.id;
+END;
 
 -- A SubscriptionEntity (src/domain/subscription.ts) without its constant fields (type, source,
 -- mode); properties comma separated. NULL broker_topic and filter: what subscription-columns.ts
@@ -151,6 +167,21 @@ UPDATE sessions
 -- unmounted; its client cannot log in under the new rules, so the session expires
 UPDATE sessions SET doc = json_set(doc, '$.mountpoint', '') WHERE json_extract(doc, '$.mountpoint') IS NULL;
 DROP TABLE mountable;
+`
+
+/**
+ * Version 4 → 5 (and older ones on their way): every device token stored in plain text —
+ * its document's `token`, and the `token` of each device put the change log holds — becomes
+ * its keyed hash, `tokenHash`, through the SQL function `iothub_token_hash` the store
+ * registers for the upgrade (the file's own key). A device logs in with the token it had.
+ */
+export const HASH_PLAIN_TOKENS = `
+UPDATE devices
+   SET doc = json_remove(json_set(doc, '$.tokenHash', iothub_token_hash(doc ->> '$.token')), '$.token')
+ WHERE doc ->> '$.token' IS NOT NULL;
+UPDATE change_log
+   SET change = json_remove(json_set(change, '$.device.tokenHash', iothub_token_hash(change ->> '$.device.token')), '$.device.token')
+ WHERE change ->> '$.op' = 'device.put' AND change ->> '$.device.token' IS NOT NULL;
 `
 
 /**

@@ -10,6 +10,7 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Device } from '../../domain/device.js'
+import { newTokenKey, TokenHasher } from '../../domain/secret.js'
 import type { SessionRecord } from '../../domain/session.js'
 import type { LogEntry } from '../change-log.js'
 import { replicaRunId, SoleReplica } from '../coordination.js'
@@ -18,7 +19,7 @@ import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
 import { FleetReader } from './fleet-reader.js'
 import { fleetRows } from './fleet-rows.js'
-import { MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
+import { HASH_PLAIN_TOKENS, MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
 import type { CheckpointOptions } from './checkpoint-worker.js'
@@ -54,6 +55,7 @@ export class SqliteStore implements Store {
   private readonly follower = new LogFollower(this)
   /** One writer, one replica: this process. */
   readonly coordination: SoleReplica
+  readonly tokens: TokenHasher
 
   constructor(options: SqliteStoreOptions) {
     this.replica = options.replica ?? replicaRunId('sqlite-store')
@@ -62,7 +64,7 @@ export class SqliteStore implements Store {
     const busyTimeoutMs = options.busyTimeoutMs ?? 5000
     this.db = new Database(this.path, { timeout: busyTimeoutMs })
     this.db.pragma('journal_mode = WAL')
-    this.migrate()
+    this.tokens = this.migrate()
     this.loads = prepareLoads(this.db)
     this.fleetReader = new FleetReader({ path: this.path, busyTimeoutMs })
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
@@ -82,17 +84,25 @@ export class SqliteStore implements Store {
     })
   }
 
-  private migrate(): void {
+  /** Brings the file to today's schema; answers the hasher of its token key. */
+  private migrate(): TokenHasher {
     const version = this.db.pragma('user_version', { simple: true }) as number
     if (version > SCHEMA_VERSION) {
       throw new Error(`${this.path} has schema version ${version}; this iothub knows up to ${SCHEMA_VERSION}`)
     }
-    this.db.transaction(() => {
+    return this.db.transaction(() => {
       // an older file is brought to today's tables first; SCHEMA then adds the tables it lacks
       if (version === 1) this.db.exec(MOUNT_VERSION_1_SESSIONS)
       if (version >= 1 && version < 4) this.db.exec(upgradeTo4(version >= 2))
       this.db.exec(SCHEMA)
+      this.db.prepare("INSERT OR IGNORE INTO store_keys (name, key) VALUES ('token', ?)").run(newTokenKey())
+      const tokens = new TokenHasher(this.db.prepare("SELECT key FROM store_keys WHERE name = 'token'").pluck().get() as Buffer)
+      if (version < 5) {
+        this.db.function('iothub_token_hash', { deterministic: true }, (token: unknown) => tokens.hash(String(token)))
+        this.db.exec(HASH_PLAIN_TOKENS)
+      }
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+      return tokens
     })()
   }
 

@@ -26,6 +26,8 @@ const UPSERT = (table: string, columns: readonly string[], key: string[]): strin
 
 const MUTATION_SQL: Record<Op, string> = {
   'device.put': UPSERT('devices', ['id', 'doc'], ['id']),
+  // its properties go with it (a trigger, schema.ts)
+  'device.delete': 'DELETE FROM devices WHERE id = ?',
   'session.put': UPSERT('sessions', SESSION_COLUMNS, ['id']),
   // one field rather than the whole row: subscriptions change often
   'session.version': 'UPDATE sessions SET version = ? WHERE id = ?',
@@ -57,6 +59,8 @@ export function encodeMutation(m: Mutation): EncodedMutation {
   switch (m.op) {
     case 'device.put':
       return [m.op, [m.device.id, JSON.stringify(m.device)]]
+    case 'device.delete':
+      return [m.op, [m.id]]
     case 'session.put':
       return [m.op, sessionRow(m.session)]
     case 'session.version':
