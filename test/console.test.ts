@@ -40,7 +40,8 @@ if (missing !== undefined && onCi) {
 
     before(async () => {
       ensureConsoleBuilt()
-      t = await startTestHub()
+      // the paging test holds 30 sessions of one device
+      t = await startTestHub({ maxSessionsPerDevice: 50 })
       browser = await launchBrowser()
     })
     after(async () => {

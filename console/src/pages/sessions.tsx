@@ -151,11 +151,10 @@ export function Sessions() {
               <td title={s.connected ? s.connectedAt : (s.disconnectedAt ?? '')}>{since(s.connected ? s.connectedAt : s.disconnectedAt)}</td>
               <td title={s.topics.map((t) => t.topic).join('\n')}>{s.topics.length}</td>
               <td>
-                {s.connected && (
-                  <button type="button" class="danger" onClick={() => void kick(s.id)}>
-                    Kick
-                  </button>
-                )}
+                {/* offline: the hub discards the persistent session, as EMQX's kick does */}
+                <button type="button" class="danger" onClick={() => void kick(s.id)}>
+                  {s.connected ? 'Kick' : 'Discard'}
+                </button>
               </td>
             </tr>
           ))}
