@@ -36,7 +36,7 @@ if (missing !== undefined && onCi) {
     let browser: Browser
     let page: Page
     /** Every API call the console made, to check what it asks for. */
-    const requests: URL[] = []
+    const requests: { method: string; url: URL }[] = []
 
     before(async () => {
       ensureConsoleBuilt()
@@ -78,7 +78,7 @@ if (missing !== undefined && onCi) {
       page = await context.newPage()
       page.on('request', (r) => {
         const url = new URL(r.url())
-        if (url.pathname.startsWith('/v1/')) requests.push(url)
+        if (url.pathname.startsWith('/v1/')) requests.push({ method: r.method(), url })
       })
       await logIn(page, t.httpUrl)
       const device = await t.createDevice({ owner: 'ann' })
@@ -123,10 +123,7 @@ if (missing !== undefined && onCi) {
       await page.getByRole('button', { name: 'Next ›' }).click()
       await row('sessions', 'data-client-id', 'paged-29').waitFor(WAIT)
       assert.equal(await page.locator('[data-testid="sessions"] tbody tr').count(), 5)
-      const listings = requests.filter((u) => u.pathname === '/v1/sessions')
-      assert.ok(listings.length > 0)
-      for (const url of listings) assert.ok(Number(url.searchParams.get('limit')) <= 100, `every listing asks for one page: ${url.search}`)
-      const last = listings.at(-1)!
+      const last = requests.filter((r) => r.url.pathname === '/v1/sessions').at(-1)!.url
       assert.equal(last.searchParams.get('deviceId'), device.id)
       assert.equal(last.searchParams.get('limit'), '25')
       assert.ok(last.searchParams.get('cursor'))
@@ -210,6 +207,16 @@ if (missing !== undefined && onCi) {
       assert.ok(types.length > 0)
       assert.deepEqual([...new Set(types)], ['session.connected'])
       await client.endAsync()
+    })
+
+    it('asks the hub for one page of any listing, never for the whole fleet', () => {
+      const listings = requests.filter((r) => r.method === 'GET' && ['/v1/sessions', '/v1/devices', '/v1/subscriptions'].includes(r.url.pathname))
+      // the views above listed sessions, devices and a device's subscription entities
+      assert.deepEqual(new Set(listings.map((r) => r.url.pathname)), new Set(['/v1/sessions', '/v1/devices', '/v1/subscriptions']))
+      for (const { url } of listings) {
+        const limit = Number(url.searchParams.get('limit'))
+        assert.ok(limit >= 1 && limit <= 100, `one page of at most 100: ${url.pathname}${url.search}`)
+      }
     })
 
     it('sends a signed-out browser back to the login form when the API refuses its credentials', async () => {

@@ -35,7 +35,7 @@ export function EventList(props: { events: HubEvent[]; testId: string }) {
             <td>{e.type}</td>
             <td>{e.deviceId}</td>
             <td>{e.clientId ?? ''}</td>
-            <td>{detailOf(e)}</td>
+            <td class="detail">{detailOf(e)}</td>
           </tr>,
           open === e.seq && (
             <tr key={`${e.seq}-json`} class="json">
