@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
-import { devicesCommand } from '../src/cli/devices.js'
+import { runCli } from '../src/cli/program.js'
 import { startTestHub, type TestHub } from './helpers/hub.js'
 
 /** Every key of a row of EMQX 4's `GET /api/v4/clients`. */
@@ -141,7 +141,7 @@ describe('HTTP API', () => {
 
   it('`iothub devices create` registers devices through the API and prints id and token lines', async () => {
     const lines: string[] = []
-    const code = await devicesCommand(['create', '--count', '3', '--owner', 'carol', '--api', t.httpUrl], (line) => lines.push(line))
+    const code = await runCli(['devices', 'create', '--count', '3', '--owner', 'carol', '--url', t.httpUrl, '--json'], { out: (line) => lines.push(line), err: (line) => assert.fail(line) })
     assert.equal(code, 0)
     assert.equal(lines.length, 3)
     for (const line of lines) {

@@ -124,54 +124,69 @@ describe('GET /v1/status on an embedded hub (SQLite)', () => {
   })
 })
 
-describe('GET /v1/status in EMQX mode on PostgreSQL', () => {
+describe('GET /v1/status in EMQX mode on PostgreSQL, two replicas', () => {
   let db: TestDatabase
-  let t: EmqxTestHub
+  let a: EmqxTestHub
+  let b: EmqxTestHub
   before(async () => {
     db = await createDatabase('iothub_status')
-    t = await startEmqxTestHub({ overrides: { store: 'postgres', databaseUrl: db.url } })
+    const store = { store: 'postgres' as const, databaseUrl: db.url }
+    a = await startEmqxTestHub({ overrides: { ...store, node: 'iothub@replica-a' } })
+    b = await startEmqxTestHub({ standin: a.standin, overrides: { ...store, node: 'iothub@replica-b' } })
   })
   after(async () => {
-    await t.stop()
+    await b.stop({ keepStandin: true })
+    await a.stop()
     await db.drop()
   })
 
-  it('counts the fleet as the database holds it, by EMQX node, with the last reconcile', async () => {
+  it('counts the fleet as the database holds it, by EMQX node, on either replica; rates are each replica\'s own', async () => {
     const ids = ['st-a', 'st-b', 'st-c', 'st-d']
-    for (const id of ids) await t.createDevice(id)
+    for (const id of ids) await a.createDevice(id)
     const nodes = ['emqx@node-a', 'emqx@node-a', 'emqx@node-b']
     for (const [i, node] of nodes.entries()) {
       const id = ids[i]!
-      const emqx = t.exhook('v3', node)
+      // every hook call goes to replica A
+      const emqx = a.exhook('v3', node)
       const client = { clientid: id, username: id, mountpoint: `${id}/`, node }
-      t.standin.addClient({ clientid: id, username: id, node })
+      a.standin.addClient({ clientid: id, username: id, node })
       await emqx.onClientConnected(client)
       await emqx.onSessionSubscribed(client, `${id}/v1/devices/me/attributes`, { qos: 1 })
-      t.standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
+      a.standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
     }
     const [row] = await db.query<{ devices: string; sessions: string; connected: string; subscriptions: string }>(
       `SELECT (SELECT count(*) FROM devices) AS devices, (SELECT count(*) FROM sessions) AS sessions,
               (SELECT count(*) FROM sessions WHERE connected) AS connected, (SELECT count(*) FROM subscriptions) AS subscriptions`
     )
     assert.equal(Number(row!.connected), 3)
-    const shown = await eventually(async () => {
-      const s = await status(t.api)
-      return s.counts?.connected === 3 && s.counts.subscriptions === Number(row!.subscriptions) && s
-    }, 30_000, 'the counts of the connected clients')
-    assert.deepEqual(shown.counts, {
+    const truth = {
       devices: Number(row!.devices),
       sessions: Number(row!.sessions),
       connected: 3,
       subscriptions: Number(row!.subscriptions),
       connectedByProtocol: { mqtt: 3 },
       connectedByNode: { 'emqx@node-a': 2, 'emqx@node-b': 1 }
-    })
-    assert.equal(shown.counts.devices, 4)
-    assert.equal(shown.store.kind, 'postgres')
-    assert.equal(shown.store.healthy, true)
-    assert.ok(shown.rates.lifecycleEventsPerSecond > 0)
-    // the start reconcile ran: its report is shown as GET /v1/reconcile/last shows it
-    const last = (await t.api<{ trigger: string }>('GET', '/v1/reconcile/last')).body
-    assert.deepEqual(shown.reconcile, last)
+    }
+    assert.equal(truth.devices, 4)
+    for (const replica of [a, b]) {
+      const shown = await eventually(async () => {
+        const s = await status(replica.api)
+        return s.counts?.connected === 3 && s.counts.subscriptions === truth.subscriptions && s
+      }, 30_000, `the counts on ${replica.hub.config.node}`)
+      assert.deepEqual(shown.counts, truth)
+      assert.equal(shown.node, replica.hub.config.node)
+      assert.equal(shown.store.kind, 'postgres')
+      assert.equal(shown.store.healthy, true)
+      assert.deepEqual(shown.replicas.map((r) => [r.node, r.live, r.self]).sort(), [
+        ['iothub@replica-a', true, replica === a],
+        ['iothub@replica-b', true, replica === b]
+      ])
+      // the start reconcile ran: the report is shown as GET /v1/reconcile/last shows it
+      assert.deepEqual(shown.reconcile, (await replica.api<{ trigger: string }>('GET', '/v1/reconcile/last')).body)
+    }
+    // replica A handled every lifecycle event, B none (it follows the log): rates are per replica
+    const [onA, onB] = [await status(a.api), await status(b.api)]
+    assert.ok(onA.rates.lifecycleEventsPerSecond > 0, JSON.stringify(onA.rates))
+    assert.equal(onB.rates.lifecycleEventsPerSecond, 0)
   })
 })

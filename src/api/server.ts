@@ -13,6 +13,7 @@ import { tkeelCoreRoutes } from './compat/tkeel-core.js'
 import { registerAuthentication } from './authentication.js'
 import { CONSOLE_PATHS, consoleRoutes, quietChallengeForConsole } from './console.js'
 import { parseJsonBodiesWithin } from './json-body.js'
+import { isOpenApiPath, registerOpenApi } from './openapi/openapi.js'
 import { formatSchemaErrors } from './schema-errors.js'
 import { isStoreFailure, retryAfterSeconds } from './store-unavailable.js'
 import type { ApiContext } from './context.js'
@@ -66,7 +67,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
 
   // the carrier's routes that check credentials of their own (EMQX's WebHook sends a shared secret)
   const ownAuthPaths = new Set(ctx.carrierRoutes?.ownAuthPaths)
-  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || CONSOLE_PATHS.has(route) || ownAuthPaths.has(route))
+  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || CONSOLE_PATHS.has(route) || ownAuthPaths.has(route) || isOpenApiPath(route))
   quietChallengeForConsole(app)
   parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
@@ -89,6 +90,8 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
     })
   })
 
+  // before the routes: the document is made of the routes registered after it
+  await registerOpenApi(app)
   await app.register(healthRoutes(ctx))
   await app.register(deviceRoutes(ctx))
   await app.register(sessionRoutes(ctx))

@@ -1,24 +1,40 @@
 /**
- * `iothub events tail [--types T,…] [--device ID] [--owner O] [--after SEQ] [--json] [--api URL]`:
+ * `iothub events tail [--types T,…] [--device ID] [--owner O] [--after SEQ] [--json] [--url URL]`:
  * prints a running hub's events (`GET /v1/events`) as they come, one line each — or, with
  * `--json`, each event's JSON as the hub sent it. When the hub closes the stream (it stops, the
  * reader fell behind) or the connection drops, it reconnects after the last event printed, so
  * nothing is missed or printed twice; `--after SEQ` starts after that event (0: the oldest kept).
  */
-import { parseArgs } from 'node:util'
-import { DEFAULT_API_PASSWORD, DEFAULT_API_USER } from '../config.js'
+import { Command, InvalidArgumentError } from 'commander'
+import { authorization, connectionOf, unreachable, withConnection, type Connection } from './connection.js'
+import { CliError, type Io } from './output.js'
 
-export const EVENTS_HELP = `usage: iothub events tail [--types T,...] [--device ID] [--owner O] [--after SEQ] [--json] [--api URL]
+interface TailOptions {
+  types?: string
+  device?: string
+  owner?: string
+  after?: string
+  json?: boolean
+}
 
-Prints a running hub's events as they happen, one line each: seq, time, type, device, client, detail.
-  --types T,...  only these event types (session.connected, session.ended, device.property, ...)
-  --device ID    only the events of this device
-  --owner O      only the events of this owner's devices
-  --after SEQ    start after this event (0: the oldest the hub keeps; default: from now)
-  --json         print each event's JSON instead
-  --api URL      the hub's HTTP API (default http://127.0.0.1:$IOTHUB_HTTP_PORT, port 8081)
-Credentials: IOTHUB_API_USER / IOTHUB_API_PASSWORD (default admin/public).
-It reconnects after the last event printed when the stream ends; stop it with Ctrl-C.`
+export function eventsCommands(io: Io): Command {
+  const events = new Command('events').description("a running hub's events (GET /v1/events)")
+  withConnection(
+    events
+      .command('tail')
+      .description("print a running hub's events as they happen, one line each: seq, time, type, device, client, detail")
+      .option('--types <types>', 'only these event types, a comma list (session.connected, session.ended, device.property, ...)')
+      .option('--device <id>', 'only the events of this device')
+      .option('--owner <owner>', "only the events of this owner's devices")
+      .option('--after <seq>', 'start after this event (0: the oldest the hub keeps; default: from now)', (raw: string) => {
+        if (!/^[0-9]{1,15}$/.test(raw)) throw new InvalidArgumentError(`--after must be the seq of an event (digits), got "${raw}"`)
+        return raw
+      })
+      .option('--json', "print each event's JSON instead")
+      .addHelpText('after', '\nIt reconnects after the last event printed when the stream ends; stop it with Ctrl-C.')
+  ).action((o: TailOptions & { url?: string; api?: string; apiUser: string; apiPassword: string }) => tail(connectionOf(o), o, io))
+  return events
+}
 
 /** Longest wait between reconnects, ms. */
 const RECONNECT_MAX_MS = 5000
@@ -35,60 +51,34 @@ interface TailEvent {
   tookOver?: string
 }
 
-export async function eventsCommand(argv: readonly string[], out: (line: string) => void = console.log, err: (line: string) => void = console.error): Promise<number> {
-  const [action, ...rest] = argv
-  if (action !== 'tail') {
-    err(EVENTS_HELP)
-    return 2
-  }
-  let values
-  try {
-    ;({ values } = parseArgs({
-      args: [...rest],
-      options: { types: { type: 'string' }, device: { type: 'string' }, owner: { type: 'string' }, after: { type: 'string' }, json: { type: 'boolean', default: false }, api: { type: 'string' } },
-      strict: true
-    }))
-  } catch (error) {
-    err(`${(error as Error).message}\n\n${EVENTS_HELP}`)
-    return 2
-  }
-  if (values.after !== undefined && !/^[0-9]{1,15}$/.test(values.after)) {
-    err(`--after must be the seq of an event (digits), got "${values.after}"`)
-    return 2
-  }
-  const api = values.api ?? `http://127.0.0.1:${process.env.IOTHUB_HTTP_PORT || '8081'}`
-  const user = process.env.IOTHUB_API_USER || DEFAULT_API_USER
-  const password = process.env.IOTHUB_API_PASSWORD || DEFAULT_API_PASSWORD
+/** Follows the stream until the process is stopped; throws (a CliError) only when it cannot begin. */
+async function tail(connection: Connection, values: TailOptions, io: Io): Promise<void> {
   const query = new URLSearchParams()
   if (values.types !== undefined) query.set('types', values.types)
   if (values.device !== undefined) query.set('deviceId', values.device)
   if (values.owner !== undefined) query.set('owner', values.owner)
-  const print = values.json ? (data: string) => out(data) : (data: string) => out(line(JSON.parse(data) as TailEvent))
+  const print = values.json ? (data: string) => io.out(data) : (data: string) => io.out(line(JSON.parse(data) as TailEvent))
 
   let lastId = values.after
   let connectedOnce = false
   for (let failures = 0; ; ) {
     let response: Response
     try {
-      response = await fetch(`${api}/v1/events${query.size > 0 ? `?${query}` : ''}`, {
+      response = await fetch(`${connection.url}/v1/events${query.size > 0 ? `?${query}` : ''}`, {
         headers: {
           accept: 'text/event-stream',
-          authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`,
+          authorization: authorization(connection),
           ...(lastId !== undefined ? { 'last-event-id': lastId } : {})
         }
       })
     } catch (error) {
-      if (!connectedOnce) {
-        err(`no hub answers at ${api} (${(error as Error).message}); start one with "npm start" or pass --api`)
-        return 1
-      }
+      if (!connectedOnce) throw unreachable(connection, error)
       await wait(Math.min(RECONNECT_MAX_MS, 250 * 2 ** failures++))
       continue
     }
     if (response.status !== 200) {
       const body = (await response.json().catch(() => ({}))) as { message?: string }
-      err(`the hub refused: HTTP ${response.status} ${body.message ?? ''}`.trim())
-      return 1
+      throw new CliError(`the hub refused: HTTP ${response.status} ${body.message ?? ''}`.trim(), 1)
     }
     connectedOnce = true
     failures = 0
@@ -97,7 +87,7 @@ export async function eventsCommand(argv: readonly string[], out: (line: string)
         if (block.id !== undefined) lastId = block.id
         if (block.event === 'error') {
           const closing = JSON.parse(block.data) as { error: string; message: string }
-          err(`the hub closed the stream (${closing.error}: ${closing.message}); resuming after ${lastId}`)
+          io.err(`the hub closed the stream (${closing.error}: ${closing.message}); resuming after ${lastId}`)
         } else if (block.data !== '') print(block.data)
       }
     } catch {

@@ -1,8 +1,23 @@
 /** `iothub` / `iothub start`: runs the hub until SIGINT or SIGTERM, then stops it gracefully. */
-import { ConfigError, loadConfig } from '../config.js'
+import { Command } from 'commander'
+import { configHelp, ConfigError, loadConfig } from '../config.js'
 import { Hub } from '../hub.js'
 
-export async function startCommand(argv: readonly string[]): Promise<void> {
+/**
+ * The hub's flags are config.ts's (each also an IOTHUB_* variable), parsed and checked there:
+ * commander only hands them over, and shows them in the help.
+ */
+export function startCommand(): Command {
+  return new Command('start')
+    .description('run the hub (the default command: `iothub [options]` does the same)')
+    .helpOption('-h, --help', 'show this help')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .addHelpText('after', `\nOptions (each also an environment variable; a flag wins):\n${configHelp()}`)
+    .action(async (_options: unknown, command: Command) => runHub(command.args))
+}
+
+export async function runHub(argv: readonly string[]): Promise<void> {
   const config = loadConfig(process.env, argv)
   let hub: Hub
   try {

@@ -137,6 +137,7 @@ function cut<T>(sorted: T[], page: PageRequest): { rows: T[]; more: boolean } {
 /** The cached devices (the DeviceDirectory, which holds them all where the caches hold the fleet). */
 export interface DeviceRecords {
   values(): Iterable<Device>
+  /** How many there are (the device directory knows without a walk). */
   readonly size: number
 }
 
