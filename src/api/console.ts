@@ -45,14 +45,15 @@ export function quietChallengeForConsole(app: FastifyInstance): void {
 export const consoleRoutes = (distDir = CONSOLE_DIST): FastifyPluginAsync => async (app) => {
   if (!existsSync(join(distDir, 'index.html'))) {
     // the API works without it: say how to get it rather than failing the hub's start
-    app.get('/', async (_request, reply) =>
+    app.get('/', { schema: { hide: true } }, async (_request, reply) =>
       reply.code(503).type('text/plain; charset=utf-8').send('The web console is not built: run `npm run build:console` (npm install does it), then restart the hub.\n')
     )
     return
   }
   // file names carry their content's hash: a cached file never goes stale
   await app.register(fastifyStatic, { root: join(distDir, 'assets'), prefix: '/assets/', immutable: true, maxAge: '365d', index: false, wildcard: true })
-  app.get('/', async (_request, reply) =>
+  // the console is no API route: not in the OpenAPI document (the assets' route is hidden by @fastify/static)
+  app.get('/', { schema: { hide: true } }, async (_request, reply) =>
     reply
       .header('content-security-policy', CONTENT_SECURITY_POLICY)
       .header('x-content-type-options', 'nosniff')
