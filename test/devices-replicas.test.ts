@@ -1,11 +1,13 @@
 /**
  * Devices across replicas: EMQX mode, two hub replicas on one PostgreSQL (test/helpers/replicas.ts).
  * A token replaced or a device deleted through one replica is refused by the other at once —
- * the moment the change was answered, not once the other's caches follow the log — and the
- * other shows the change (its listing, its sessions, its event stream).
+ * the moment the change was answered, not once the other's caches follow the log: the other's
+ * reading of the log is held back meanwhile (`holdLog`), so its caches still show the device as
+ * it was — and the other shows the change (its listing, its sessions, its event stream).
  */
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
+import type { Hub } from '../src/hub.js'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { eventually } from './helpers/hub.js'
 import { createTestDatabase, startReplicas, type Replica, type ReplicaSet } from './helpers/replicas.js'
@@ -24,6 +26,25 @@ async function replicaSet(t: TestContext, devices: string[]): Promise<ReplicaSet
   return set
 }
 
+/**
+ * Holds back `hub`'s reading of the change log (what brings other replicas' changes to its
+ * caches) until the answer is called: a replica whose caches lag, deterministically.
+ */
+function holdLog(hub: Hub): () => void {
+  const store = hub.store as { readLog: Hub['store']['readLog'] }
+  const read = store.readLog.bind(store)
+  let release!: () => void
+  const released = new Promise<void>((resolve) => (release = resolve))
+  store.readLog = async (after, limit) => {
+    await released
+    return read(after, limit)
+  }
+  return () => {
+    store.readLog = read
+    release()
+  }
+}
+
 /** Whether `replica` lets `id` log in with `password` (EMQX's authentication hook, as EMQX asks it). */
 async function admits(replica: Replica, id: string, password: string): Promise<boolean> {
   const verdict = await replica.exhook.onClientAuthenticate({ clientid: `${id}-${Math.random().toString(36).slice(2, 8)}`, username: id, password, peerhost: '10.1.2.3' }, false)
@@ -40,13 +61,19 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
     const conn = set.connection('rep-rot', b.node)
     await set.connect(b, conn)
 
-    const rotated = await a.api<{ token: string; kicked: number }>('POST', '/v1/devices/rep-rot/token?kick=true')
-    assert.equal(rotated.status, 200)
-    assert.equal(rotated.body.kicked, 1)
-    assert.equal(set.standin.clients.has('rep-rot'), false, 'EMQX was asked to kick it')
-    assert.equal(await admits(b, 'rep-rot', old), false, 'B refuses the old token at once')
-    assert.equal(await admits(a, 'rep-rot', old), false)
-    assert.equal(await admits(b, 'rep-rot', rotated.body.token), true, 'and takes the new one')
+    const release = holdLog(b.hub.hub)
+    try {
+      const rotated = await a.api<{ token: string; kicked: number }>('POST', '/v1/devices/rep-rot/token?kick=true')
+      assert.equal(rotated.status, 200)
+      assert.equal(rotated.body.kicked, 1)
+      assert.equal(set.standin.clients.has('rep-rot'), false, 'EMQX was asked to kick it')
+      assert.equal(b.hub.hub.devices.get('rep-rot')?.tokenHash, b.hub.hub.store.tokens.hash(old), "B's cache has not heard of the change")
+      assert.equal(await admits(b, 'rep-rot', old), false, 'B refuses the old token at once')
+      assert.equal(await admits(a, 'rep-rot', old), false)
+      assert.equal(await admits(b, 'rep-rot', rotated.body.token), true, 'and takes the new one')
+    } finally {
+      release()
+    }
   })
 
   it('a device deleted through A is refused through B at once; its sessions and entities are gone on both; B tells device.deleted', async (t) => {
@@ -64,11 +91,17 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
     await set.subscribe(b, conn, 'v1/devices/me/attributes')
     assert.equal((await a.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=rep-del')).body.data.length, 1)
 
-    const deleted = await a.api<{ sessionsEnded: number; subscriptionsDeleted: number }>('DELETE', '/v1/devices/rep-del')
-    assert.equal(deleted.status, 200)
-    assert.deepEqual(deleted.body, { id: 'rep-del', sessionsEnded: 1, subscriptionsDeleted: 1 })
-    assert.equal(set.standin.clients.has('rep-del'), false, 'EMQX was asked to kick it')
-    assert.equal(await admits(b, 'rep-del', token), false, 'B refuses its token at once')
+    const release = holdLog(b.hub.hub)
+    try {
+      const deleted = await a.api<{ sessionsEnded: number; subscriptionsDeleted: number }>('DELETE', '/v1/devices/rep-del')
+      assert.equal(deleted.status, 200)
+      assert.deepEqual(deleted.body, { id: 'rep-del', sessionsEnded: 1, subscriptionsDeleted: 1 })
+      assert.equal(set.standin.clients.has('rep-del'), false, 'EMQX was asked to kick it')
+      assert.ok(b.hub.hub.devices.get('rep-del'), "B's cache has not heard of the deletion")
+      assert.equal(await admits(b, 'rep-del', token), false, 'B refuses its token at once')
+    } finally {
+      release()
+    }
     // what B reads of the store shows it at once too
     assert.equal((await b.api('GET', '/v1/sessions/rep-del')).status, 404)
     assert.deepEqual((await b.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=rep-del')).body.data, [])

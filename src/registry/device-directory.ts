@@ -98,7 +98,8 @@ export class DeviceDirectory {
     const decider = this.deciderNow()
     const created = inputs.map((input) => createDevice(input, this.store.tokens, now))
     const ids = created.map((c) => c.device.id)
-    const taken = ids.filter((id, i) => this.devices.has(id) || this.reserved.has(id) || ids.indexOf(id) !== i)
+    // where others write the store, the cache may still hold a device deleted there: the decision tells
+    const taken = ids.filter((id, i) => (!this.shared && this.devices.has(id)) || this.reserved.has(id) || ids.indexOf(id) !== i)
     if (taken.length > 0) throw new DuplicateDeviceError([...new Set(taken)])
     for (const id of ids) this.reserved.add(id)
     try {

@@ -15,9 +15,9 @@ export function rewriteAsVersion3(db: Database.Database): void {
     const sessions = rows<ReadSessionRow>(FLEET_QUERIES.sessions).map((r) => sessionOfRow(r))
     const entities = rows<ReadSubscriptionRow>(FLEET_QUERIES.subscriptions).map((r) => subscriptionOfRow(r))
     db.exec(`
-      -- version 5's (device tokens as hashes; a device's properties deleted with it)
+      -- version 5's trigger (a device's properties deleted with it); its token key is kept, as
+      -- the devices keep their hashed tokens (plain tokens upgraded: test/devices-tokens.test.ts)
       DROP TRIGGER device_properties_go_with_device;
-      DROP TABLE store_keys;
       DROP TABLE sessions;
       CREATE TABLE sessions (id TEXT PRIMARY KEY, doc TEXT NOT NULL) STRICT;
       DROP TABLE subscriptions;

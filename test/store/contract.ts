@@ -359,6 +359,40 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual((await store.coordination.replicas()).filter((r) => r.node === 'contract-node'), [])
     })
 
+    it('deletes a device with its properties, logs the deletion, and keeps its token key across a reopen', async () => {
+      const hashed = store.tokens.hash('a-token')
+      assert.equal(store.tokens.matches(hashed, 'a-token'), true)
+      assert.equal(store.tokens.matches(hashed, 'another'), false)
+      const position = (await loadAll(store)).logPosition
+      await store.commit([
+        { op: 'device.put', device: device('gone') },
+        { op: 'device.put', device: device('stays') },
+        { op: 'device.property', deviceId: 'gone', name: 'attributes', value: { a: 1 }, updatedAt: 1 },
+        { op: 'device.property', deviceId: 'gone', name: 'telemetry', value: { t: 2 }, updatedAt: 2 },
+        { op: 'device.property', deviceId: 'stays', name: 'attributes', value: { s: 3 }, updatedAt: 3 }
+      ])
+      await store.commit([{ op: 'device.delete', id: 'gone', device: device('gone') }])
+      assert.equal(await store.readDevice('gone'), undefined)
+      assert.deepEqual(await store.readProperties('gone'), [])
+      assert.deepEqual((await store.readProperties('stays')).map((p) => p.value), [{ s: 3 }])
+      // deleted and made again in one batch: the new device has none of the old one's properties
+      await store.commit([
+        { op: 'device.property', deviceId: 'stays', name: 'telemetry', value: { before: true }, updatedAt: 4 },
+        { op: 'device.delete', id: 'stays' },
+        { op: 'device.put', device: device('stays') },
+        { op: 'device.property', deviceId: 'stays', name: 'commands', value: { after: true }, updatedAt: 5 }
+      ])
+      assert.deepEqual((await store.readProperties('stays')).map((p) => [p.name, p.value]), [['commands', { after: true }]])
+      const logged = (await store.readLog(position, 100)).map((e) => e.change.op)
+      assert.deepEqual(logged.filter((op) => op === 'device.delete').length, 2)
+      await store.close()
+      store = await harness.open()
+      assert.equal(store.tokens.hash('a-token'), hashed, 'the key is the store’s, kept')
+      const snapshot = await loadAll(store)
+      assert.deepEqual(snapshot.devices.filter((d) => d.id === 'gone' || d.id === 'stays').map((d) => d.id), ['stays'])
+      assert.deepEqual(snapshot.deviceProperties.filter((p) => p.deviceId === 'gone' || p.deviceId === 'stays').map((p) => p.name), ['commands'])
+    })
+
     it('rejects commits after close', async () => {
       await store.close()
       await assert.rejects(store.commit([{ op: 'device.put', device: device('late') }]), /closed/)
