@@ -118,7 +118,9 @@ describe('device tokens, stored as hashes', () => {
           [token, id]
         )
       }
+      // and without what version 6 added: the key, the devices' listing columns (and their indexes)
       await database.query('DROP TABLE store_keys')
+      await database.query('ALTER TABLE devices DROP COLUMN owner, DROP COLUMN group_name, DROP COLUMN name')
       await database.query('UPDATE schema_version SET version = 5')
       const holding = async (text: string) =>
         Number(
@@ -139,6 +141,15 @@ describe('device tokens, stored as hashes', () => {
         }
         assert.equal(await logsIn(second, 'pg-old-2', devices[0]!.token), false)
         assert.deepEqual(await database.query('SELECT version FROM schema_version'), [{ version: 6 }])
+        assert.deepEqual(await database.query('SELECT id, owner, group_name, name FROM devices ORDER BY id'), [
+          { id: 'pg-old-1', owner: '', group_name: 'default', name: '' },
+          { id: 'pg-old-2', owner: '', group_name: 'default', name: '' }
+        ])
+        assert.deepEqual(
+          (await second.api<{ data: { id: string }[] }>('GET', '/v1/devices?group=default')).body.data.map((d) => d.id),
+          ['pg-old-1', 'pg-old-2'],
+          'listed as before'
+        )
         // the key is the store's: a third start keeps it, and the devices still log in
       } finally {
         await second.hub.stop()

@@ -293,7 +293,10 @@ async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTab
   const client = await pool.connect()
   let broken: Error | undefined
   try {
-    await client.query('BEGIN')
+    // The pool's idle-in-transaction guard is a fraction of the store's deadline, shorter than
+    // the gaps of an upgrade that rewrites rows in between statements (token-upgrade.ts) on a
+    // busy machine: this transaction gets a minute (set with BEGIN, leaving no gap before it).
+    await client.query("BEGIN; SET LOCAL idle_in_transaction_session_timeout = '60s'")
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`iothub schema ${schema}`])
     const found = await client.query<{ exists: boolean }>('SELECT to_regclass($1) IS NOT NULL AS exists', [tables.schema_version])
     const version = found.rows[0]?.exists

@@ -17,16 +17,22 @@ const PAGE = 5000
 
 /** The store's token key, made when it has none (in the caller's transaction, under its schema lock). */
 export async function tokenKey(client: pg.PoolClient, t: QualifiedTables): Promise<TokenHasher> {
-  await client.query(`INSERT INTO ${t.store_keys} (name, key) VALUES ('token', $1) ON CONFLICT (name) DO NOTHING`, [newTokenKey()])
-  const { rows } = await client.query<{ key: Buffer }>(`SELECT key FROM ${t.store_keys} WHERE name = 'token'`)
-  return new TokenHasher(rows[0]!.key)
+  const read = async () => (await client.query<{ key: Buffer }>(`SELECT key FROM ${t.store_keys} WHERE name = 'token'`)).rows[0]?.key
+  // read first: a store at today's version is only read at start (a role without write rights on it may run the hub)
+  let key = await read()
+  if (!key) {
+    await client.query(`INSERT INTO ${t.store_keys} (name, key) VALUES ('token', $1) ON CONFLICT (name) DO NOTHING`, [newTokenKey()])
+    key = await read()
+  }
+  return new TokenHasher(key!)
 }
 
 /** Hashes every plain token the store holds and fills the devices' listing columns (stores before version 6). */
 export async function upgradeDevicesTo6(client: pg.PoolClient, t: QualifiedTables, tokens: TokenHasher): Promise<void> {
   for (let after = ''; ; ) {
     const { rows } = await client.query<{ id: string; doc: string }>(
-      `SELECT id, doc::text AS doc FROM ${t.devices} WHERE id > $1 AND owner IS NULL ORDER BY id LIMIT ${PAGE}`,
+      // the rows before version 6 (no listing columns yet), and any holding a plain token
+      `SELECT id, doc::text AS doc FROM ${t.devices} WHERE id > $1 AND (owner IS NULL OR strpos(doc::text, '"token"') > 0) ORDER BY id LIMIT ${PAGE}`,
       [after]
     )
     if (rows.length === 0) break
