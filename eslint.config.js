@@ -47,7 +47,7 @@ const importDirection = Object.entries(layerFiles).map(([layer, files]) => ({
 }))
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'dist-bench/**', 'data/**', 'node_modules/**'] },
+  { ignores: ['dist/**', 'dist-bench/**', 'data/**', 'node_modules/**', 'console/dist/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

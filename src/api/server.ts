@@ -11,6 +11,7 @@ import type { Logger } from 'pino'
 import { emqxV4Routes } from './compat/emqx-v4.js'
 import { tkeelCoreRoutes } from './compat/tkeel-core.js'
 import { registerAuthentication } from './authentication.js'
+import { CONSOLE_PATHS, consoleRoutes, quietChallengeForConsole } from './console.js'
 import { parseJsonBodiesWithin } from './json-body.js'
 import { isOpenApiPath, registerOpenApi } from './openapi/openapi.js'
 import { formatSchemaErrors } from './schema-errors.js'
@@ -66,7 +67,8 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
 
   // the carrier's routes that check credentials of their own (EMQX's WebHook sends a shared secret)
   const ownAuthPaths = new Set(ctx.carrierRoutes?.ownAuthPaths)
-  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || ownAuthPaths.has(route) || isOpenApiPath(route))
+  await registerAuthentication(app, ctx, (route) => PUBLIC_PATHS.has(route) || CONSOLE_PATHS.has(route) || ownAuthPaths.has(route) || isOpenApiPath(route))
+  quietChallengeForConsole(app)
   parseJsonBodiesWithin(app, ctx.config.maxJsonDepth)
 
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, request, reply) => {
@@ -101,5 +103,6 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(emqxV4Routes(ctx))
   await app.register(tkeelCoreRoutes(ctx))
   if (ctx.carrierRoutes) await app.register(ctx.carrierRoutes.plugin)
+  await app.register(consoleRoutes())
   return app
 }

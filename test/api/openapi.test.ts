@@ -51,7 +51,8 @@ function registeredRoutes(app: FastifyInstance): string[] {
       routes.push(routeKey(method, path))
     }
   }
-  return routes.filter((r) => !/ \/(docs|openapi\.json)/.test(r))
+  // nor the web console's page and assets (src/api/console.ts: no API; the tree shows /assets/* as /*)
+  return routes.filter((r) => !/ \/(docs|openapi\.json)/.test(r) && !/^GET \/\*?$/.test(r))
 }
 
 const hasExample = (media: Media | undefined): boolean => media !== undefined && (media.example !== undefined || Object.keys(media.examples ?? {}).length > 0)
