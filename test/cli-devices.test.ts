@@ -4,20 +4,12 @@
  * and that the hub did it (the old token refused, the sessions kicked, the device gone).
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { iothub, lines } from './helpers/cli.js'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { connectClient, eventually, startTestHub, type TestHub } from './helpers/hub.js'
 
-function iothub(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], { env: { PATH: process.env.PATH ?? '' }, timeout: 60_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr })
-    )
-  })
-}
 
-const lines = (text: string): string[] => text.split('\n').filter((l) => l !== '')
 const cells = (line: string): string[] => line.split(/ {2,}/)
 
 describe('iothub devices list|update|delete|rotate-token, sessions kick', () => {

@@ -6,39 +6,15 @@
  * the device commands that change devices.)
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { assertOneLineError, iothub, lines } from './helpers/cli.js'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
 
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
 
-/** `iothub ...args` with only the environment given (and PATH), so the caller's IOTHUB_* cannot leak in. */
-function iothub(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/main.ts', ...args],
-      { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr })
-    )
-  })
-}
 
-const lines = (text: string): string[] => text.split('\n').filter((l) => l !== '')
 /** The cells of a table line (columns are two or more spaces apart). */
 const cells = (line: string): string[] => line.split(/ {2,}/)
-
-function assertOneLineError(run: Run, code: number, pattern: RegExp): void {
-  assert.equal(run.code, code, `${run.stdout}\n${run.stderr}`)
-  assert.match(run.stderr, pattern)
-  assert.equal(lines(run.stderr).length, 1, run.stderr)
-  assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace')
-}
 
 describe('iothub against a running hub', () => {
   let hub: TestHub

@@ -4,30 +4,13 @@
  * line, exit 1). test/cli-hub.test.ts runs the commands against a real hub.
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { assertOneLineError, iothub } from './helpers/cli.js'
 import { readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { describe, it } from 'node:test'
 
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
 
-/** `iothub ...args` with only the environment given (and PATH), so the caller's IOTHUB_* cannot leak in. */
-function iothub(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/main.ts', ...args],
-      { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr })
-    )
-  })
-}
 
-const lines = (text: string): string[] => text.split('\n').filter((l) => l !== '')
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -37,13 +20,6 @@ async function closedPort(): Promise<number> {
   const { port } = server.address() as AddressInfo
   await new Promise((resolve) => server.close(resolve))
   return port
-}
-
-function assertOneLineError(run: Run, code: number, pattern: RegExp): void {
-  assert.equal(run.code, code, `${run.stdout}\n${run.stderr}`)
-  assert.match(run.stderr, pattern)
-  assert.equal(lines(run.stderr).length, 1, run.stderr)
-  assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace')
 }
 
 describe('iothub: help, version, wrong command lines', () => {
