@@ -3,7 +3,7 @@
  * talk to a running hub's API with the same connection flags. Help on every command, `--version`,
  * and a wrong command line is one line on stderr and exit status 2 — never a stack trace.
  */
-import { readFileSync } from 'node:fs'
+import { PACKAGE_VERSION } from '../package-version.js'
 import { Command, CommanderError } from 'commander'
 import { ConfigError } from '../config.js'
 import { devicesCommands } from './devices.js'
@@ -13,8 +13,8 @@ import { sessionsCommands, subscriptionsCommands } from './sessions.js'
 import { startCommand } from './start.js'
 import { statusCommand } from './status.js'
 
-/** package.json's version (src/cli/ and dist/cli/ both sit two levels below it). */
-export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+/** package.json's version. */
+export const VERSION = PACKAGE_VERSION
 
 function program(io: Io): Command {
   const root = new Command('iothub')

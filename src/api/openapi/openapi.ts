@@ -9,7 +9,7 @@
  * describes still asks for the API's credentials. Registered before the routes: the document
  * is made of the routes registered after it.
  */
-import { readFileSync } from 'node:fs'
+import { PACKAGE_VERSION } from '../../package-version.js'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance } from 'fastify'
@@ -18,7 +18,6 @@ import { documentRoute } from './route-docs.js'
 /** Paths served without credentials: the document and the UI with its files. */
 export const isOpenApiPath = (route: string): boolean => route === '/openapi.json' || route === '/docs' || route.startsWith('/docs/')
 
-const version = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
   await app.register(swagger, {
@@ -26,7 +25,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       openapi: '3.0.3',
       info: {
         title: 'iothub',
-        version,
+        version: PACKAGE_VERSION,
         description:
           'Session, subscription and device entities of an IoT hub over MQTT and CoAP, its change events, and the EMQX v4 and tKeel core compatible routes. ' +
           'Every route but the probes, the metrics, the EMQX WebHook receiver and this document asks for HTTP Basic credentials (IOTHUB_API_USER / IOTHUB_API_PASSWORD), or the Bearer token IOTHUB_API_TOKEN when one is set.'
