@@ -121,16 +121,5 @@ export interface HubEvent {
   tookOver?: string
 }
 
-export const EVENT_TYPES = [
-  'session.connected',
-  'session.disconnected',
-  'session.ended',
-  'session.subscribed',
-  'session.unsubscribed',
-  'subscription.created',
-  'subscription.deleted',
-  'device.created',
-  'device.changed',
-  'device.deleted',
-  'device.property'
-] as const
+// the hub's own list (a pure module, bundled in): one place names the event types
+export { EVENT_TYPES } from '../../../src/domain/event-types.js'
