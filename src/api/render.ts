@@ -1,13 +1,32 @@
 /** How entities look on the native API: ISO 8601 times, nothing internal. */
 import type { CreatedDevice, Device } from '../domain/device.js'
 import { PROPERTY_NAMES, type PropertyName } from '../domain/device-properties.js'
-import type { Session } from '../domain/session.js'
+import type { Session, SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import { unmountTopic } from '../domain/namespace.js'
 
-const iso = (ms: number): string => new Date(ms).toISOString()
+/** Instants rendered lately, and how many are kept. */
+const recentIso = new Map<number, string>()
+const RECENT_ISO_KEPT = 8_192
+
+/** An instant as ISO 8601, remembered: a session's times repeat in each of its events and on every page. */
+export function isoTime(ms: number): string {
+  let text = recentIso.get(ms)
+  if (text === undefined) {
+    // dropped all at once when full: the next few thousand renders refill it with what is current
+    if (recentIso.size >= RECENT_ISO_KEPT) recentIso.clear()
+    text = new Date(ms).toISOString()
+    recentIso.set(ms, text)
+  }
+  return text
+}
 
 export function renderSession(s: Session) {
+  return renderSessionWith(s, s.topics)
+}
+
+/** A session with `topics` as its topics (an event's session, whose topics are logged beside it). */
+export function renderSessionWith(s: SessionRecord, topics: readonly TopicSubscription[]) {
   return {
     id: s.id,
     protocol: s.protocol,
@@ -24,12 +43,12 @@ export function renderSession(s: Session) {
     cleanStart: s.cleanStart,
     expiryInterval: s.expiryInterval,
     connected: s.connected,
-    createdAt: iso(s.createdAt),
-    connectedAt: iso(s.connectedAt),
-    disconnectedAt: s.disconnectedAt === null ? null : iso(s.disconnectedAt),
+    createdAt: isoTime(s.createdAt),
+    connectedAt: isoTime(s.connectedAt),
+    disconnectedAt: s.disconnectedAt === null ? null : isoTime(s.disconnectedAt),
     disconnectReason: s.disconnectReason,
     // the device's own topic, and the broker's (under the session's mountpoint)
-    topics: s.topics.map((t) => ({ topic: unmountTopic(s.mountpoint, t.topic), brokerTopic: t.topic, qos: t.qos })),
+    topics: topics.map((t) => ({ topic: unmountTopic(s.mountpoint, t.topic), brokerTopic: t.topic, qos: t.qos })),
     incarnation: s.incarnation,
     version: s.version
   }
@@ -47,8 +66,8 @@ export function renderDevice(d: Device, properties: Partial<Record<PropertyName,
     group: d.group,
     desc: d.desc,
     ext: d.ext,
-    createdAt: iso(d.createdAt),
-    updatedAt: iso(d.updatedAt),
+    createdAt: isoTime(d.createdAt),
+    updatedAt: isoTime(d.updatedAt),
     properties: Object.fromEntries(PROPERTY_NAMES.map((name) => [name, properties[name] ?? {}]))
   }
 }
@@ -59,5 +78,5 @@ export function renderCreatedDevice({ device, token }: CreatedDevice) {
 }
 
 export function renderSubscription(e: SubscriptionEntity) {
-  return { ...e, createdAt: iso(e.createdAt) }
+  return { ...e, createdAt: isoTime(e.createdAt) }
 }

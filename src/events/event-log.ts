@@ -10,7 +10,9 @@ import { eventFrame } from './sse-frame.js'
 
 export interface PreparedEvent {
   event: HubEvent
-  /** The event as written on the wire, made once whoever it goes to. */
+  /** The event as JSON, made once whoever it goes to (a stream, a webhook, an MQTT topic). */
+  json: string
+  /** The event as a server-sent event. */
   frame: string
 }
 
@@ -40,7 +42,9 @@ export class EventLog {
     const prepared: PreparedEvent[] = []
     for (const entry of entries) {
       const event = eventOf(entry, source)
-      if (event) prepared.push({ event, frame: eventFrame(event) })
+      if (event === null) continue
+      const json = JSON.stringify(event)
+      prepared.push({ event, json, frame: eventFrame(event.seq, json) })
     }
     return prepared
   }

@@ -12,6 +12,7 @@ import type { LogEntry } from '../store/change-log.js'
 import { EventConsumer, type CloseReason, type Feed, type LiveBatch } from './event-consumer.js'
 import type { EventFilter } from './event-filter.js'
 import type { EventLog } from './event-log.js'
+import { encodeFrames } from './sse-frame.js'
 
 /**
  * Live entries held for consumers while earlier ones are made into events; past this many the
@@ -115,7 +116,7 @@ export class EventStreams implements Feed {
       try {
         const events = this.anyLive() ? await this.log.prepare(batch) : []
         let bytes: Buffer | undefined
-        const live: LiveBatch = { events, allFrames: () => (bytes ??= Buffer.from(events.map((e) => e.frame).join(''), 'utf8')) }
+        const live: LiveBatch = { events, allFrames: () => (bytes ??= encodeFrames(events.map((e) => e.frame))) }
         for (const c of this.consumers) c.deliver(from, through, live)
       } catch (error) {
         // its consumers see the gap in the next batch and read these from the store

@@ -10,7 +10,7 @@
  * session's change without its topics shows none, a version change without its session makes
  * none.
  */
-import { renderDevice, renderSession, renderSubscription } from '../api/render.js'
+import { isoTime, renderDevice, renderSessionWith, renderSubscription } from '../api/render.js'
 import { unmountTopic } from '../domain/namespace.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { LogEntry, LoggedChange } from '../store/change-log.js'
@@ -39,19 +39,21 @@ export function ownerNeeded(change: LoggedChange): string | undefined {
   }
 }
 
+const NO_TOPICS: readonly TopicSubscription[] = []
+
 export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
   // Built as plain literals, the envelope's fields first in the order a reader of the JSON
   // expects: with consumers attached every live entry becomes an event, and object spreads here
   // were the stream's largest cost to the hub (bench/events-stream.ts).
   const seq = entry.seq
-  const time = new Date(entry.at).toISOString()
+  const time = isoTime(entry.at)
   const node = entry.replica === undefined ? source.node : nodeOf(entry.replica)
   const m = entry.change
   switch (m.op) {
     case 'session.put': {
       const s = m.session
       const owner = source.owner(s.deviceId)
-      const session = renderSession({ ...s, topics: m.topics ?? [] })
+      const session = renderSessionWith(s, m.topics ?? NO_TOPICS)
       if (s.connected) {
         const event: HubEvent = { seq, time, type: 'session.connected', node, deviceId: s.deviceId, owner, clientId: s.clientId, session }
         if (m.tookOver) event.tookOver = m.tookOver
@@ -63,7 +65,7 @@ export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
       const s = m.session
       if (!s) return null
       const owner = source.owner(s.deviceId)
-      const session = renderSession({ ...s, topics: m.topics ?? [] })
+      const session = renderSessionWith(s, m.topics ?? NO_TOPICS)
       if (m.unsubscribed) {
         const topics = m.unsubscribed.map((t) => eventTopic(s, t))
         return { seq, time, type: 'session.unsubscribed', node, deviceId: s.deviceId, owner, clientId: s.clientId, topics, session }
@@ -82,7 +84,7 @@ export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
         owner: ended ? source.owner(ended.deviceId) : '',
         clientId: ended?.clientId ?? m.id,
         reason: m.reason ?? null,
-        session: ended ? renderSession({ ...ended, topics: [] }) : null
+        session: ended ? renderSessionWith(ended, NO_TOPICS) : null
       }
     }
     case 'subscription.put': {
@@ -121,7 +123,7 @@ export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
         owner: source.owner(m.deviceId),
         name: m.name,
         value: m.value,
-        updatedAt: new Date(m.updatedAt).toISOString()
+        updatedAt: isoTime(m.updatedAt)
       }
     // a session's topics show in its own events; a clear (logged before ends deleted each
     // subscription entity by id) names no entity

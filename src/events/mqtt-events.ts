@@ -37,7 +37,7 @@ export function eventTopic(event: HubEvent): string {
 }
 
 function message(e: PreparedEvent): { topic: string; payload: Buffer; qos: 1; retain: false } {
-  return { topic: eventTopic(e.event), payload: Buffer.from(JSON.stringify(e.event)), qos: 1, retain: false }
+  return { topic: eventTopic(e.event), payload: Buffer.from(e.json), qos: 1, retain: false }
 }
 
 /** EMQX mode's sink: each event published through EMQX's REST API, one after the other. */

@@ -2,11 +2,19 @@
  * Server-sent events as written on the wire (WHATWG HTML, "Server-sent events"). An event is sent
  * as the default `message` type, its own `type` inside the JSON, so one `onmessage` sees them all.
  */
-import type { HubEvent } from './event.js'
+/** The frame of the event numbered `seq` whose JSON is `json` (one line: JSON escapes newlines in strings). */
+export function eventFrame(seq: number, json: string): string {
+  return `id: ${seq}\ndata: ${json}\n\n`
+}
 
-export function eventFrame(event: HubEvent): string {
-  // JSON.stringify escapes newlines inside strings: the data is one line
-  return `id: ${event.seq}\ndata: ${JSON.stringify(event)}\n\n`
+/** Frames as one buffer, encoded in place: no joined string is made only to be encoded. */
+export function encodeFrames(frames: readonly string[]): Buffer {
+  let length = 0
+  for (const f of frames) length += Buffer.byteLength(f)
+  const bytes = Buffer.allocUnsafe(length)
+  let at = 0
+  for (const f of frames) at += bytes.write(f, at)
+  return bytes
 }
 
 /**

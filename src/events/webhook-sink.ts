@@ -20,7 +20,7 @@ export function signBody(secret: string, body: string): string {
 export function webhookSink(url: string, secret: string, timeoutMs: number): DeliverySink {
   return {
     async send(events: readonly PreparedEvent[], signal: AbortSignal): Promise<void> {
-      const body = `[${events.map((e) => JSON.stringify(e.event)).join(',')}]`
+      const body = `[${events.map((e) => e.json).join(',')}]`
       let response: Response
       try {
         response = await fetch(url, {
