@@ -116,7 +116,7 @@ export class EventStreams implements Feed {
       try {
         const events = this.anyLive() ? await this.log.prepare(batch) : []
         let bytes: Buffer | undefined
-        const live: LiveBatch = { events, allFrames: () => (bytes ??= encodeFrames(events.map((e) => e.frame))) }
+        const live: LiveBatch = { events, allFrames: () => (bytes ??= encodeFrames(events.map((e) => ({ seq: e.event.seq, json: e.json })))) }
         for (const c of this.consumers) c.deliver(from, through, live)
       } catch (error) {
         // its consumers see the gap in the next batch and read these from the store

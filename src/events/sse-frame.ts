@@ -7,14 +7,32 @@ export function eventFrame(seq: number, json: string): string {
   return `id: ${seq}\ndata: ${json}\n\n`
 }
 
-/** Frames as one buffer, encoded in place: no joined string is made only to be encoded. */
-export function encodeFrames(frames: readonly string[]): Buffer {
+/**
+ * The frames of events (each its `seq` and its JSON) as one buffer, written piece by piece: the
+ * JSON strings are flat as JSON.stringify made them, while a frame string or a joined batch would
+ * first be flattened into a copy only to be encoded.
+ */
+export function encodeFrames(events: readonly { seq: number; json: string }[]): Buffer {
   let length = 0
-  for (const f of frames) length += Buffer.byteLength(f)
+  for (const e of events) length += FRAME_OVERHEAD + digits(e.seq) + Buffer.byteLength(e.json)
   const bytes = Buffer.allocUnsafe(length)
   let at = 0
-  for (const f of frames) at += bytes.write(f, at)
+  for (const e of events) {
+    at += bytes.write(`id: ${e.seq}\ndata: `, at, 'latin1')
+    at += bytes.write(e.json, at, 'utf8')
+    at += bytes.write('\n\n', at, 'latin1')
+  }
   return bytes
+}
+
+/** Bytes of a frame besides its id's digits and its JSON: `id: `, `\ndata: ` and `\n\n`. */
+const FRAME_OVERHEAD = 4 + 7 + 2
+
+/** Decimal digits of a sequence number (a positive integer). */
+function digits(n: number): number {
+  let count = 1
+  for (let power = 10; power <= n; power *= 10) count++
+  return count
 }
 
 /**
