@@ -5,14 +5,14 @@
  * one it has handled — so whatever closes it, resuming after `position` loses and repeats nothing.
  *
  * Its memory is bounded: one page while catching up, and never more than `bufferBytes` (plus one
- * event) waiting in its socket. Live events cannot wait for a reader that does not read: a
+ * page, or one live batch) waiting in its socket. Live events cannot wait for a reader that does not read: a
  * consumer whose socket holds more than that is closed as slow, and resumes by sequence.
  */
 import type { ServerResponse } from 'node:http'
 import type { EventFilter } from './event-filter.js'
 import { matches } from './event-filter.js'
 import type { EventLog, PreparedEvent } from './event-log.js'
-import { closingFrame, heartbeatFrame } from './sse-frame.js'
+import { closingFrame, encodeFrames, heartbeatFrame } from './sse-frame.js'
 
 /** Entries read from the store at once while catching up. */
 const PAGE = 500
@@ -76,7 +76,7 @@ export class EventConsumer {
     const events = batch.events
     let sent = 0
     let last = this.lastId
-    let bytes: Buffer | string | undefined
+    let bytes: Buffer | undefined
     if (this.unfiltered && from === this.position + 1) {
       // the common case: every event of the batch, as bytes encoded once for all such consumers
       sent = events.length
@@ -86,14 +86,12 @@ export class EventConsumer {
       }
     } else {
       // one write for the batch: a write per event per consumer is what costs the hub most
-      let frames = ''
-      for (const e of events) {
-        if (e.event.seq <= this.position || !matches(this.filter, e.event)) continue
-        frames += e.frame
-        sent++
-        last = e.event.seq
+      const taken = events.filter((e) => e.event.seq > this.position && matches(this.filter, e.event))
+      sent = taken.length
+      if (sent > 0) {
+        last = taken[sent - 1]!.event.seq
+        bytes = encodeFrames(taken.map((e) => ({ seq: e.event.seq, json: e.json })))
       }
-      bytes = frames
     }
     if (sent > 0 && bytes !== undefined) {
       if (this.res.writableLength > this.bufferBytes) {
@@ -139,12 +137,16 @@ export class EventConsumer {
           return this.close('log_pruned', `the change log no longer holds the entries after ${this.position}: GET /v1/events?after=${this.position} answers 410 with the oldest it holds`)
         }
         const events = await this.feed.log.prepare(entries)
-        for (const e of events) {
-          if (this.mode !== 'catching-up') return
+        const taken = this.unfiltered ? events : events.filter((e) => matches(this.filter, e.event))
+        if (taken.length > 0) {
+          // a page at a time, in one write: a consumer resuming far back is not written to per event
           if (this.res.writableLength > this.bufferBytes && !(await this.drained())) {
             return this.close('slow', `the consumer did not take what was sent within ${DRAIN_WAIT_MS / 1000} s`)
           }
-          if (!this.send(e)) return
+          if (this.mode !== 'catching-up') return
+          this.res.write(encodeFrames(taken.map((e) => ({ seq: e.event.seq, json: e.json }))))
+          this.lastId = taken[taken.length - 1]!.event.seq
+          this.feed.sent(taken.length)
         }
         if (first) this.position = entries[entries.length - 1]!.seq
         if (entries.length < PAGE && this.position >= this.feed.delivered) {
@@ -155,21 +157,6 @@ export class EventConsumer {
     } catch (error) {
       this.close('log_unreadable', `the change log could not be read: ${(error as Error).message}`)
     }
-  }
-
-  /** Sends one event if the filter takes it; false when the consumer was closed instead (slow). */
-  private send(e: PreparedEvent): boolean {
-    if (matches(this.filter, e.event)) {
-      if (this.res.writableLength > this.bufferBytes) {
-        this.close('slow', `more than ${this.bufferBytes} bytes of events were waiting for the consumer to read them`)
-        return false
-      }
-      this.res.write(e.frame)
-      this.lastId = e.event.seq
-      this.feed.sent()
-    }
-    this.position = e.event.seq
-    return true
   }
 
   private drained(): Promise<boolean> {

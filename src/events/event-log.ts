@@ -1,19 +1,16 @@
 /**
  * The change log read as events: pages of entries from the store (a consumer catching up) or
- * entries the follower hands over (live), each made into its event and its SSE frame once.
+ * entries the follower hands over (live), each made into its event and its JSON once.
  */
 import { LRUCache } from 'lru-cache'
 import type { LogEntry, LogReader } from '../store/change-log.js'
 import type { HubEvent } from './event.js'
 import { eventOf, ownerNeeded } from './from-log.js'
-import { eventFrame } from './sse-frame.js'
 
 export interface PreparedEvent {
   event: HubEvent
   /** The event as JSON, made once whoever it goes to (a stream, a webhook, an MQTT topic). */
   json: string
-  /** The event as a server-sent event. */
-  frame: string
 }
 
 /** Owners remembered: a device's never changes, so a hit is always right. */
@@ -43,8 +40,7 @@ export class EventLog {
     for (const entry of entries) {
       const event = eventOf(entry, source)
       if (event === null) continue
-      const json = JSON.stringify(event)
-      prepared.push({ event, json, frame: eventFrame(event.seq, json) })
+      prepared.push({ event, json: JSON.stringify(event) })
     }
     return prepared
   }

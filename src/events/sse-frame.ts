@@ -2,13 +2,10 @@
  * Server-sent events as written on the wire (WHATWG HTML, "Server-sent events"). An event is sent
  * as the default `message` type, its own `type` inside the JSON, so one `onmessage` sees them all.
  */
-/** The frame of the event numbered `seq` whose JSON is `json` (one line: JSON escapes newlines in strings). */
-export function eventFrame(seq: number, json: string): string {
-  return `id: ${seq}\ndata: ${json}\n\n`
-}
 
 /**
- * The frames of events (each its `seq` and its JSON) as one buffer, written piece by piece: the
+ * The frames of events (each its `seq` and its JSON: one line, as JSON escapes newlines inside
+ * strings), `id: <seq>\ndata: <json>\n\n` each, as one buffer, written piece by piece: the
  * JSON strings are flat as JSON.stringify made them, while a frame string or a joined batch would
  * first be flattened into a copy only to be encoded.
  */

@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { encodeFrames, eventFrame } from '../../src/events/sse-frame.js'
+import { encodeFrames } from '../../src/events/sse-frame.js'
+
+/** An event as a server-sent event (WHATWG HTML): its id line, its data line, a blank line. */
+const eventFrame = (seq: number, json: string): string => `id: ${seq}\ndata: ${json}\n\n`
 
 describe('encodeFrames', () => {
   it('is the frames of the events, one after another, for ids of every length', () => {
