@@ -24,8 +24,10 @@
  * whose group commit writes nothing (the registry's own ceiling: what the JS path costs), and
  * group commit with fewer clients in flight (latency when batches are not 2,000 deep).
  */
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
+import Database from 'better-sqlite3'
 import { pino } from 'pino'
 import { newIncarnation } from '../src/domain/incarnation.js'
 import type { LifecycleEvent } from '../src/domain/lifecycle-event.js'
@@ -78,6 +80,8 @@ interface Measurement {
   max: number
   notApplied: number
   commit: CommitStats
+  /** SQLite: the change log this run left (warm-up included), per lifecycle event driven. */
+  log?: { entriesPerEvent: number; bytesPerEvent: number }
 }
 
 /** The four events of one connection of `clientId`, made as they are sent (their `at` is now). */
@@ -258,18 +262,34 @@ async function measure(v: Variant): Promise<Measurement> {
     v.store === 'noop'
       ? noopStore(observer)
       : new SqliteStore({ dataDir: dir, synchronous: 'full', ...(v.maxBatch !== undefined ? { maxBatch: v.maxBatch } : {}), observer })
+  let driven = 0
+  let result: Measurement | undefined
   try {
     const registry = registryOn(store)
-    await drive(registry, 'warm', v.clients, WARMUP_EVENTS)
+    driven += (await drive(registry, 'warm', v.clients, WARMUP_EVENTS)).events
     await collectGarbage()
     Object.assign(commit, { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 })
     const run = v.offeredRate ? await driveAtRate(registry, v.offeredRate, OFFERED_SECONDS, v.clients) : await drive(registry, 'c', v.clients, v.events)
+    driven += run.events
     if (!v.offeredRate && registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
     const { p50, p99, max } = percentiles(run.latencies)
-    return { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit }
+    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit }
   } finally {
     await store.close()
+    // what every lifecycle event adds to the change log (nothing prunes it here): its growth
+    if (result && v.store === 'sqlite') result.log = changeLogOf(join(dir, 'iothub.db'), driven)
     removeDir(dir)
+  }
+  return result
+}
+
+function changeLogOf(file: string, events: number): { entriesPerEvent: number; bytesPerEvent: number } {
+  const db = new Database(file, { readonly: true })
+  try {
+    const { entries, bytes } = db.prepare('SELECT count(*) AS entries, coalesce(sum(length(change)), 0) AS bytes FROM change_log').get() as { entries: number; bytes: number }
+    return { entriesPerEvent: entries / events, bytesPerEvent: bytes / events }
+  } finally {
+    db.close()
   }
 }
 
@@ -284,6 +304,7 @@ function print(m: Measurement): void {
       ` ${fmt((c.seconds * 1000) / Math.max(1, c.batches), 3)} ms per transaction (write + fsync), ${fmt((c.seconds / m.seconds) * 100, 0)}% of wall time in commits` +
       (m.notApplied + c.failures > 0 ? `; NOT APPLIED ${m.notApplied}, FAILED BATCHES ${c.failures}` : '')
   )
+  if (m.log) line(`  ${''.padEnd(26)} change log: ${fmt(m.log.entriesPerEvent, 2)} entries and ${fmt(m.log.bytesPerEvent)} bytes of JSON per lifecycle event`)
 }
 
 async function main(): Promise<void> {
