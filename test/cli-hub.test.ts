@@ -2,16 +2,16 @@
  * The `iothub` commands that talk to a running hub, run as they are run (child processes of
  * src/main.ts) against a real hub on a SQLite file with real mqtt.js clients: each command's
  * table and --json against what the API says, paging, the connection flags and their
- * environment variables. (test/cli.test.ts: the command line itself; test/cli-devices.test.ts:
- * the device commands that change devices.)
+ * environment variables, and `status`'s exit status when the hub is not ready. (test/cli.test.ts:
+ * the command line itself; test/cli-devices.test.ts: the device commands that change devices.)
  */
 import assert from 'node:assert/strict'
-import { assertOneLineError, iothub, lines } from './helpers/cli.js'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import Database from 'better-sqlite3'
 import type { MqttClient } from 'mqtt'
+import { assertOneLineError, iothub, lines } from './helpers/cli.js'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
-
-
 
 /** The cells of a table line (columns are two or more spaces apart). */
 const cells = (line: string): string[] => line.split(/ {2,}/)
@@ -118,5 +118,46 @@ describe('iothub against a running hub', () => {
     assertOneLineError(await iothub(['status'], { IOTHUB_URL: hub.httpUrl, IOTHUB_API_PASSWORD: 'wrong' }), 1, /^iothub: the hub refused: HTTP 401/)
     // a flag wins over its variable
     assert.equal((await iothub(['status', '--api-password', 'public'], { IOTHUB_URL: hub.httpUrl, IOTHUB_API_PASSWORD: 'wrong' })).code, 0)
+  })
+})
+
+describe('iothub status against a hub that is not ready', () => {
+  let hub: TestHub
+  before(async () => {
+    hub = await startTestHub({ storeBusyTimeout: 100 })
+  })
+  after(async () => {
+    await hub.stop()
+  })
+
+  it('prints why and exits 3, as a table and as JSON; 0 again once the hub is ready', async () => {
+    const device = await hub.createDevice()
+    // a real failure: another process holds SQLite's write lock, so the hub's next write fails
+    const locker = new Database(join(hub.dataDir, 'iothub.db'))
+    locker.exec('BEGIN IMMEDIATE')
+    try {
+      await assert.rejects(hub.connect({ clientId: 'cli-not-ready', username: device.id, password: device.token }), /Server unavailable/i)
+      const table = await iothub(['status', '--url', hub.httpUrl])
+      assert.equal(table.code, 3, `${table.stdout}\n${table.stderr}`)
+      const byField = new Map(lines(table.stdout).map((l) => [cells(l)[0]!.trim(), cells(l).slice(1).join('  ')]))
+      assert.equal(byField.get('ready'), 'no')
+      assert.match(byField.get('store') ?? '', /FAILING/)
+      assert.equal(lines(table.stderr).length, 1, table.stderr)
+      assert.match(table.stderr, /^iothub: the hub is not ready \(failing: .*store.*\)/)
+      const json = await iothub(['status', '--json', '--url', hub.httpUrl])
+      assert.equal(json.code, 3, json.stderr)
+      assert.equal((JSON.parse(json.stdout) as { ready: boolean }).ready, false)
+    } finally {
+      locker.exec('ROLLBACK')
+      locker.close()
+    }
+    const client = await hub.connect({ clientId: 'cli-ready-again', username: device.id, password: device.token })
+    try {
+      const again = await iothub(['status', '--url', hub.httpUrl])
+      assert.equal(again.code, 0, again.stderr)
+      assert.equal(again.stderr, '')
+    } finally {
+      await client.endAsync()
+    }
   })
 })
