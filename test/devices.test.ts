@@ -129,6 +129,24 @@ describe('devices, complete (embedded, SQLite)', () => {
     for (const e of seen) assert.ok(!JSON.stringify(e).includes('token'), `${e.type} carries no token nor its hash`)
   })
 
+  it('a PATCH of the values the device has changes nothing: no write, no device.changed, the same updatedAt', async () => {
+    await t.createDevice({ id: 'pt-same', owner: 'patcher', name: 'kept', ext: { a: { b: [1, 2] } } })
+    const before = (await t.api<ApiDevice>('GET', '/v1/devices/pt-same')).body
+    for (const same of [{ name: 'kept' }, { ext: { a: { b: [1, 2] } } }, { name: 'kept', desc: before.desc, group: before.group }]) {
+      const { status, body } = await t.api<ApiDevice>('PATCH', '/v1/devices/pt-same', same)
+      assert.equal(status, 200)
+      assert.deepEqual(body, before, `PATCH ${JSON.stringify(same)} answers the device as it is`)
+    }
+    // then a real change: the first device.changed of the device is that one
+    await t.api('PATCH', '/v1/devices/pt-same', { name: 'renamed' })
+    const seen = await eventsOf('pt-same', (e) => e.some((x) => x.type === 'device.changed'), 'a device.changed')
+    const changed = seen.filter((e) => e.type === 'device.changed')
+    assert.deepEqual(
+      changed.map((e) => e.device!.name),
+      ['renamed']
+    )
+  })
+
   it('refuses bad input with a clear 4xx, counts it, and changes nothing stored', async () => {
     await t.createDevice({ id: 'bad-1', owner: 'o1', name: 'kept', ext: { keep: true } })
     const before = (await t.api<ApiDevice>('GET', '/v1/devices/bad-1')).body

@@ -4,6 +4,7 @@
  * as a hash (secret.ts, TokenHasher).
  */
 import { randomBytes, randomUUID } from 'node:crypto'
+import { isDeepStrictEqual } from 'node:util'
 import type { TokenHasher } from './secret.js'
 
 /**
@@ -76,6 +77,16 @@ export interface DeviceChange {
   desc?: string
   group?: string
   ext?: Record<string, unknown>
+}
+
+/** Whether `change` would make `device` other than it is (a PATCH of the same values changes nothing). */
+export function changesDevice(device: Device, change: DeviceChange): boolean {
+  return (
+    (change.name !== undefined && change.name !== device.name) ||
+    (change.desc !== undefined && change.desc !== device.desc) ||
+    (change.group !== undefined && change.group !== device.group) ||
+    (change.ext !== undefined && !isDeepStrictEqual(change.ext, device.ext))
+  )
 }
 
 /** The device after `change` (its time of change never goes back). */

@@ -11,7 +11,7 @@
  * known to the hub only in the answer that creates or replaces it.
  */
 import { LRUCache } from 'lru-cache'
-import { changeDevice, createDevice, newToken, tokenMatches, type CreatedDevice, type Device, type DeviceChange, type NewDevice } from '../domain/device.js'
+import { changeDevice, changesDevice, createDevice, newToken, tokenMatches, type CreatedDevice, type Device, type DeviceChange, type NewDevice } from '../domain/device.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider, StoredView } from '../store/decision.js'
 import type { Mutation, Store } from '../store/store.js'
@@ -119,6 +119,8 @@ export class DeviceDirectory {
   /** Changes a device's name, description, group or ext; answers it as stored. */
   update(id: string, change: DeviceChange, now: number = Date.now()): Promise<Device> {
     return this.changeOne(id, (stored) => {
+      // the same values again: nothing to store, no `device.changed` to tell
+      if (!changesDevice(stored, change)) return { mutations: [], result: stored }
       const device = changeDevice(stored, change, now)
       return { mutations: [{ op: 'device.put', device }], result: device }
     })
