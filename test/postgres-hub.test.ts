@@ -41,6 +41,39 @@ describe('the hub on PostgreSQL', () => {
     }
   })
 
+  it('embedded mode lists every device, however many more than IOTHUB_CACHE_DEVICES, before and after a restart', async () => {
+    // the embedded broker holds the fleet: its device listing is read from memory, which must
+    // then hold every device, not the last IOTHUB_CACHE_DEVICES used (an EMQX-mode replica's
+    // cache); past 100,000 devices: test/registry/device-directory.test.ts
+    const overrides = { store: 'postgres' as const, databaseUrl: databaseUrl(), cacheDevices: 100 }
+    const dataDir = tempDir()
+    const ids = Array.from({ length: 130 }, (_, i) => `many-${String(i).padStart(3, '0')}`)
+    const listed = async (hub: Awaited<ReturnType<typeof startTestHub>>): Promise<string[]> => {
+      const seen: string[] = []
+      let cursor: string | null = null
+      do {
+        const page: { data: { id: string }[]; next: string | null } = (await hub.api<{ data: { id: string }[]; next: string | null }>('GET', `/v1/devices?q=many-&limit=50${cursor ? `&cursor=${cursor}` : ''}`)).body
+        seen.push(...page.data.map((d) => d.id))
+        cursor = page.next
+      } while (cursor !== null)
+      return seen.sort()
+    }
+    const first = await startTestHub(overrides, dataDir)
+    try {
+      const created = await first.api('POST', '/v1/devices', ids.map((id) => ({ id, owner: 'many' })))
+      assert.equal(created.status, 201, JSON.stringify(created.body))
+      assert.deepEqual(await listed(first), ids)
+    } finally {
+      await first.hub.stop()
+    }
+    const second = await startTestHub(overrides, dataDir)
+    try {
+      assert.deepEqual(await listed(second), ids, 'every stored device is loaded at start')
+    } finally {
+      await second.stop()
+    }
+  })
+
   it('EMQX mode: sessions and entities recorded from hooks survive a restart', async () => {
     const overrides = { store: 'postgres' as const, databaseUrl: databaseUrl() }
     const first = await startEmqxTestHub({ version: 5, overrides })

@@ -33,7 +33,7 @@ export class UnknownDeviceError extends Error {
 }
 
 export class DeviceDirectory {
-  /** All devices where this process is the store's only writer; the ones used last where the store is shared. */
+  /** All devices where this process holds the fleet; the ones used last where replicas share the store. */
   private readonly devices: Map<string, Device> | LRUCache<string, Device>
   /** Ids being created by a commit still in flight, so two requests cannot both take one. */
   private readonly reserved = new Set<string>()
@@ -45,10 +45,13 @@ export class DeviceDirectory {
     private readonly store: Store,
     /** Whether other replicas write the store too, so a miss here may be a device made there. */
     private readonly shared: boolean,
-    /** Devices kept where the store is shared. */
-    cacheSize = 100_000
+    /**
+     * Devices kept where the store is shared; undefined where this process holds the whole fleet
+     * (the embedded broker, on either store), whose device listing is read from here.
+     */
+    cacheSize?: number
   ) {
-    this.devices = shared ? new LRUCache<string, Device>({ max: cacheSize }) : new Map<string, Device>()
+    this.devices = shared && cacheSize !== undefined ? new LRUCache<string, Device>({ max: cacheSize }) : new Map<string, Device>()
   }
 
   /** Where creations are decided (set once the hub has composed its caches). */
