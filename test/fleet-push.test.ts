@@ -352,3 +352,31 @@ describe('a fleet push the store stops', () => {
     assert.deepEqual(missing, [], 'every device of the selection changed in the end')
   })
 })
+
+describe('a fleet push the hub’s stop cuts short', () => {
+  it('finishes the devices in flight and answers 503 with where to resume', async () => {
+    const t = await startTestHub()
+    try {
+      const N = 3000
+      assert.equal((await t.api('POST', '/v1/devices', Array.from({ length: N }, (_, i) => ({ id: `halt-${String(i).padStart(5, '0')}`, owner: 'halt' })))).status, 201)
+      const properties = t.hub.properties as { update: typeof t.hub.properties.update }
+      const update = properties.update.bind(properties)
+      let asked = 0
+      let stopping: Promise<void> | undefined
+      properties.update = ((...args: Parameters<typeof update>) => {
+        // the hub is asked to stop while the push is under way
+        if (++asked === 500) stopping = t.hub.stop()
+        return update(...args)
+      }) as typeof update
+      const answer = await t.api<FleetAnswer>('PATCH', '/v1/devices/attributes', { owner: 'halt', attributes: { v: 1 } })
+      await stopping
+      assert.equal(answer.status, 503, JSON.stringify(answer.body).slice(0, 300))
+      assert.match(answer.body.message!, /the hub is stopping/)
+      assert.ok(answer.body.attempted >= 500 && answer.body.attempted < N, `attempted ${answer.body.attempted}`)
+      assert.equal(answer.body.changed, answer.body.attempted, 'what was taken was finished')
+      assert.equal(answer.body.resumeAfter, `halt-${String(answer.body.attempted - 1).padStart(5, '0')}`)
+    } finally {
+      await t.stop()
+    }
+  })
+})

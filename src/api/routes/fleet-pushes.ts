@@ -14,10 +14,10 @@
  * stop, say) sends it only to the devices that do not have it yet — the others count as
  * `alreadySent`, nothing stored or pushed for them.
  *
- * Routing: these two paths are fixed segments where `/v1/devices/{id}` takes an id, and fastify
- * prefers a fixed segment, so `attributes` and `commands` cannot be device ids (POST /v1/devices
- * refuses them: RESERVED_DEVICE_IDS). GET and DELETE of `/v1/devices/attributes` still name a
- * device of that id, if an older build made one.
+ * Routing: `attributes` and `commands` sit where `/v1/devices/{id}` takes an id, and fastify
+ * prefers a fixed segment, so neither may be a device id (POST /v1/devices refuses them:
+ * RESERVED_DEVICE_IDS). Only `PATCH /v1/devices/{id}` actually meets one of them; GET and DELETE
+ * of `/v1/devices/attributes` still name a device of that id, if an older build made one.
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
