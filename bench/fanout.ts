@@ -9,6 +9,9 @@
  *         → the device, subscribed to v1/devices/me/attributes (token auth, its own mountpoint)
  *   bare: QoS 1 PUBLISH on {id}/v1/devices/me/attributes from MQTT publisher clients (the same
  *         number in flight, each until its PUBACK) → the device, subscribed to that topic
+ *   fleet: the hub again, the same pushes as ONE fleet push — PATCH /v1/devices/attributes with
+ *         `all: true` — every device changed (durably) and pushed its change; compared with the
+ *         same bare round (the issue's target: ≤ 1.5× bare Aedes publishing the 10,000 messages)
  *   floor: the hub's PATCH requests, answered by bare Aedes behind node's HTTP server with
  *         nothing else (no framework, auth, store or entities): a reference, not a hub — what
  *         any hub making one HTTP request per push pays on this machine (floor/bare is printed)
@@ -32,6 +35,7 @@
  *   BENCH_FANOUT_PUBLISHERS   bare Aedes: MQTT publisher connections carrying them   (default 8)
  *   BENCH_FANOUT_ROUNDS       timed fan-outs per broker; medians are reported        (default 5)
  *   BENCH_FANOUT_WARMUP       devices of the untimed warm-up fan-out                 (default all)
+ *   BENCH_FANOUT_FLEET_ROUNDS hub: timed fleet pushes after its per-device rounds     (default BENCH_FANOUT_ROUNDS)
  *   BENCH_CONCURRENCY         devices connecting at a time during setup              (default 200)
  *   BENCH_STORE_SYNC          the hub's store sync, full or normal                   (default full)
  *
@@ -50,6 +54,7 @@ const DEVICES = envInt('BENCH_FANOUT_DEVICES', 10_000)
 const CONCURRENCY = envInt('BENCH_FANOUT_CONCURRENCY', 200)
 const PUBLISHERS = envInt('BENCH_FANOUT_PUBLISHERS', 8)
 const ROUNDS = envInt('BENCH_FANOUT_ROUNDS', 5)
+const FLEET_ROUNDS = envInt('BENCH_FANOUT_FLEET_ROUNDS', ROUNDS)
 // every device once: the first push to a device takes paths (in the broker and in mqtt.js) later ones do not
 const WARMUP = Math.min(envInt('BENCH_FANOUT_WARMUP', DEVICES), DEVICES)
 const CONNECT_CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
@@ -96,6 +101,9 @@ interface TargetResult {
   entityMismatches: number | null
   warm: FanoutReport
   rounds: RoundResult[]
+  /** Hub only: its warm-up fleet push (untimed) and timed fleet pushes, one call each. */
+  fleetWarm: FanoutReport | null
+  fleetRounds: RoundResult[]
 }
 
 /** Every device holds exactly one subscription entity for its attributes (the hub's view). */
@@ -136,16 +144,17 @@ async function runTarget(fleet: FanoutFleet, name: FanoutTarget): Promise<Target
 
     const warm = await fleet.fanout({ phase: 'warm-up', count: WARMUP, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS })
     printWarm(name, warm)
-    const result: TargetResult = { target: name, setup, setupBrokerCpuMs, entityMismatches: mismatches, warm, rounds: [] }
-    for (let round = 0; round < ROUNDS; round++) {
+    const result: TargetResult = { target: name, setup, setupBrokerCpuMs, entityMismatches: mismatches, warm, rounds: [], fleetWarm: null, fleetRounds: [] }
+    /** One timed fan-out, with the broker's cpu, event loop and store meanwhile. */
+    const timedRound = async (round: number, phase: string, fleetPush: boolean): Promise<RoundResult> => {
       if (target.hub) await target.hub.properties.settled()
       const commits0 = await commitTotals(target.hub)
       const cpu0 = process.cpuUsage()
       const main0 = mainThreadCpuMs()
       const machine0 = machineTimes()
       const elu0 = performance.eventLoopUtilization()
-      const timed = await profiled(PROFILE_DIR, `fanout-${name}-round${round + 1}.cpuprofile`, () =>
-        fleet.fanout({ phase: `round-${round + 1}`, count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS })
+      const timed = await profiled(PROFILE_DIR, `fanout-${name}${fleetPush ? '-fleet' : ''}-round${round + 1}.cpuprofile`, () =>
+        fleet.fanout({ phase, count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: fleetPush })
       )
       // busy time over the fan-out's own wall time: the grace period after it is idle
       const brokerElu = Math.min(1, performance.eventLoopUtilization(elu0).active / Math.max(timed.wallMs, timed.acksMs))
@@ -161,8 +170,14 @@ async function runTarget(fleet: FanoutFleet, name: FanoutTarget): Promise<Target
           ? { transactions: commits1.transactions - commits0.transactions, commits: commits1.commits - commits0.commits, seconds: commits1.seconds - commits0.seconds }
           : null
       const r: RoundResult = { target: name, round, timed, brokerCpuMs, brokerMainCpuMs, brokerElu, commits, othersCpuMs, machineMs: machine1.total - machine0.total }
-      printRound(r)
-      result.rounds.push(r)
+      printRound(r, fleetPush ? 'fleet' : name)
+      return r
+    }
+    for (let round = 0; round < ROUNDS; round++) result.rounds.push(await timedRound(round, `round-${round + 1}`, false))
+    if (name === 'hub' && FLEET_ROUNDS > 0) {
+      result.fleetWarm = await fleet.fanout({ phase: 'fleet-warm-up', count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: true })
+      printWarm('fleet', result.fleetWarm, 'one fleet push')
+      for (let round = 0; round < FLEET_ROUNDS; round++) result.fleetRounds.push(await timedRound(round, `fleet-round-${round + 1}`, true))
     }
     await fleet.teardown()
     return result
@@ -194,15 +209,15 @@ function checkText(f: FanoutReport, target: FanoutTarget): string {
   )
 }
 
-function printWarm(name: FanoutTarget, w: FanoutReport): void {
-  line(`  ${name.padEnd(5)}  warm-up: ${fmt(w.count)} pushes in ${fmt(w.wallMs)} ms (untimed); ${checkText(w, name)}`)
+function printWarm(name: FanoutTarget | 'fleet', w: FanoutReport, how = ''): void {
+  line(`  ${name.padEnd(5)}  warm-up: ${fmt(w.count)} pushes${how ? ` (${how})` : ''} in ${fmt(w.wallMs)} ms (untimed); ${checkText(w, name === 'fleet' ? 'hub' : name)}`)
   for (const e of w.errors) line(`  ${PAD}  ${e}`)
 }
 
-function printRound(r: RoundResult): void {
+function printRound(r: RoundResult, label: string = r.target): void {
   const t = r.timed
   line(
-    `  ${r.target.padEnd(5)}  round ${r.round + 1}: fan-out ${fmt(t.wallMs).padStart(6)} ms  (last ${r.target === 'bare' ? 'PUBACK' : 'HTTP 200'} at ${fmt(t.acksMs)} ms)` +
+    `  ${label.padEnd(5)}  round ${r.round + 1}: fan-out ${fmt(t.wallMs).padStart(6)} ms  (last ${r.target === 'bare' ? 'PUBACK' : 'HTTP 200'} at ${fmt(t.acksMs)} ms)` +
       `  push latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms` +
       `  ${r.target === 'bare' ? 'PUBACK' : 'HTTP response'} p50/p99 ${fmt(t.ackLatency.p50, 1)}/${fmt(t.ackLatency.p99, 1)} ms` +
       `  ${fmt((t.received / t.wallMs) * 1000)} pushes/s`
@@ -226,6 +241,7 @@ async function main(): Promise<void> {
   line(`fanout: ${fmt(DEVICES)} connected devices, each subscribed (QoS 1) to its attributes; one push per device, ${fmt(CONCURRENCY)} in flight`)
   line(`  hub:  PATCH /v1/devices/{id}/attributes over HTTP keep-alive (token auth, store synchronous = ${benchStoreSync().toUpperCase()}${benchStoreSync() === 'full' ? '' : ': NOT the default, for diagnosis'})`)
   line(`  bare: QoS 1 PUBLISH on {id}/v1/devices/me/attributes from ${fmt(PUBLISHERS)} MQTT publisher connection(s), each push in flight until its PUBACK`)
+  if (FLEET_ROUNDS > 0) line(`  fleet: the hub, after its rounds: the same pushes as ONE PATCH /v1/devices/attributes ({ all: true }), ${FLEET_ROUNDS} timed round(s); compared with bare`)
   line(`  brokers in this process, one at a time; devices and load generator in a child process; per broker: setup, a ${fmt(WARMUP)}-push warm-up, ${ROUNDS} timed round(s)`)
   const fleet = await FanoutFleet.start()
   const results: TargetResult[] = []
@@ -264,6 +280,24 @@ async function main(): Promise<void> {
     `    hub/bare: fan-out ${fmt(ratio, 2)} (p50 ${fmt(p('hub', (f) => f.latency.p50) / p('bare', (f) => f.latency.p50), 2)}, p99 ${fmt(p('hub', (f) => f.latency.p99) / p('bare', (f) => f.latency.p99), 2)},` +
       ` broker cpu ${fmt(med('hub', (r) => r.brokerCpuMs) / med('bare', (r) => r.brokerCpuMs), 2)})  target ≤ ${TARGET_RATIO}: ${ratio <= TARGET_RATIO ? 'met' : 'MISSED'}`
   )
+  const hubResult = results.find((r) => r.target === 'hub')!
+  const fleetRounds = hubResult.fleetRounds
+  const fleetWall = fleetRounds.length > 0 ? median(fleetRounds.map((r) => r.timed.wallMs)) : null
+  const fleetRatio = fleetWall === null ? null : fleetWall / wall('bare')
+  if (fleetWall !== null && fleetRatio !== null) {
+    const fw = fleetRounds.map((r) => r.timed.wallMs)
+    const fmed = (pick: (r: RoundResult) => number) => median(fleetRounds.map(pick))
+    line(
+      `    fleet  fan-out ${fmt(fleetWall).padStart(6)} ms (rounds ${fmt(Math.min(...fw))}–${fmt(Math.max(...fw))} ms)` +
+        `  push latency p50 ${fmt(fmed((r) => r.timed.latency.p50), 1)} ms, p99 ${fmt(fmed((r) => r.timed.latency.p99), 1)} ms` +
+        `  broker cpu ${fmt(fmed((r) => r.brokerCpuMs))} ms` +
+        (fleetRounds.every((r) => r.brokerMainCpuMs !== null) ? ` (main thread ${fmt(fmed((r) => r.brokerMainCpuMs!))} ms)` : '') +
+        `  clients+load cpu ${fmt(fmed((r) => r.timed.cpuMs))} ms  ${fmt((DEVICES / fleetWall) * 1000)} pushes/s  (one PATCH /v1/devices/attributes; answered after ${fmt(fmed((r) => r.timed.acksMs))} ms)`
+    )
+    line(
+      `    fleet/bare: fan-out ${fmt(fleetRatio, 2)} (broker cpu ${fmt(fmed((r) => r.brokerCpuMs) / med('bare', (r) => r.brokerCpuMs), 2)})  target ≤ ${TARGET_RATIO}: ${fleetRatio <= TARGET_RATIO ? 'met' : 'MISSED'}`
+    )
+  }
   const floor = TARGETS.includes('floor') ? wall('floor') : null
   if (floor !== null) {
     line(
@@ -271,7 +305,7 @@ async function main(): Promise<void> {
         ` (bare Aedes behind node's HTTP server, no framework, auth or store); hub/floor ${fmt(wall('hub') / floor, 2)}`
     )
   }
-  const runs = results.flatMap((r) => [r.warm, ...r.rounds.map((x) => x.timed)])
+  const runs = results.flatMap((r) => [r.warm, ...r.rounds.map((x) => x.timed), ...(r.fleetWarm ? [r.fleetWarm] : []), ...r.fleetRounds.map((x) => x.timed)])
   const faultTotal = runs.reduce((n, f) => n + faults(f), 0)
   const entityFaults = results.reduce((n, r) => n + (r.entityMismatches ?? 0), 0)
   const exact = faultTotal === 0 && entityFaults === 0
@@ -290,6 +324,19 @@ async function main(): Promise<void> {
       target: `hub/bare ≤ ${TARGET_RATIO}`,
       met: ratio <= TARGET_RATIO
     },
+    ...(fleetWall === null || fleetRatio === null
+      ? []
+      : [
+          {
+            bench: 'fanout',
+            metric: `${fmt(DEVICES)} devices: one fleet push (PATCH /v1/devices/attributes)`,
+            value: `${fmt(fleetWall)} ms`,
+            baseline: `${fmt(wall('bare'))} ms (bare Aedes)`,
+            ratio: fmt(fleetRatio, 2),
+            target: `fleet/bare ≤ ${TARGET_RATIO}`,
+            met: fleetRatio <= TARGET_RATIO
+          }
+        ]),
     ...(floor === null
       ? []
       : [

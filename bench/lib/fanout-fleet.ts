@@ -13,8 +13,9 @@
  *   - `fanout`: one push per device for devices [0, count): the hub gets one
  *     `PATCH /v1/devices/{id}/attributes` per device, bare Aedes one QoS 1 PUBLISH per device on
  *     `{id}/v1/devices/me/attributes`, `concurrency` in flight (a request or a publish is in
- *     flight until its response or its PUBACK); waits until every device has its push (or a
- *     timeout), then a short grace period for duplicates; → `fanout-done` with the report;
+ *     flight until its response or its PUBACK) — or, `fleet`, ONE `PATCH /v1/devices/attributes`
+ *     to the hub for all of them; waits until every device has its push (or a timeout), then a
+ *     short grace period for duplicates; → `fanout-done` with the report;
  *   - `teardown`: ends every client; → `teardown-done`.
  *
  * A push's payload is the same JSON in both runs (the hub publishes the PATCH body as it was
@@ -70,6 +71,12 @@ export interface FanoutCommand {
   count: number
   timeoutMs: number
   graceMs: number
+  /**
+   * Hub only: the pushes as ONE fleet push, `PATCH /v1/devices/attributes` with `all: true` (the
+   * freshly started hub holds only these devices; `count` must be all of them), the same payload
+   * for every device: `{"phase":p,"sentAt":ms,"setpoint":21.5}`.
+   */
+  fleet?: boolean
 }
 
 export type FanoutFleetCommand = SetupCommand | FanoutCommand | { cmd: 'teardown' } | { cmd: 'exit' }
@@ -129,8 +136,9 @@ export type FanoutFleetReply =
   | { type: 'teardown-done'; ms: number }
 
 interface Push {
-  device: string
-  seq: number
+  /** Absent in a fleet push's payload (the same for every device). */
+  device?: string
+  seq?: number
   phase: string
   sentAt: number
 }
@@ -217,7 +225,9 @@ function child(): void {
         wrong++
         return
       }
-      if (i >= count || push.phase !== f.phase || push.device !== deviceId(i) || push.seq !== i || topic !== expectedTopic(i)) {
+      // a fleet push sends every device the same payload: the device is the client that received it
+      const mine = f.fleet === true ? push.device === undefined && push.seq === undefined : push.device === deviceId(i) && push.seq === i
+      if (i >= count || push.phase !== f.phase || !mine || topic !== expectedTopic(i)) {
         wrong++
         if (errors.size < 5) errors.add(`device ${deviceId(i)} received ${payload.toString('utf8').slice(0, 120)} on ${topic}`)
         return
@@ -267,10 +277,38 @@ function child(): void {
       }
     }
 
+    /** The one fleet push: the hub answers once every device was changed and pushed to. */
+    const sendFleet = async () => {
+      const sentAt = nowMs()
+      const body = JSON.stringify({ all: true, attributes: { phase: f.phase, sentAt: Math.round(sentAt * 1000) / 1000, setpoint: 21.5 } })
+      try {
+        const answer = await api!.request({ path: '/v1/devices/attributes', method: 'PATCH', headers: { 'content-type': 'application/json', authorization: basicAuth }, body })
+        const text = await answer.body.text()
+        if (answer.statusCode !== 200) {
+          ackFailures += count
+          errors.add(`PATCH /v1/devices/attributes: ${answer.statusCode} ${text.slice(0, 300)}`)
+        } else {
+          const counts = JSON.parse(text) as { changed: number; pushed: number; sessions: number }
+          // every device changed and pushed to its one session
+          const off = Math.max(Math.abs(counts.changed - count), Math.abs(counts.pushed - count), Math.abs(counts.sessions - count))
+          if (off > 0) {
+            pushedToMismatch += off
+            errors.add(`PATCH /v1/devices/attributes: changed ${counts.changed}, pushed ${counts.pushed}, sessions ${counts.sessions} of ${count}`)
+          }
+        }
+        const now = nowMs()
+        ackLatency[acked++] = now - sentAt
+        lastAck = now
+      } catch (error) {
+        ackFailures += count
+        errors.add((error as Error).message)
+      }
+    }
+
     const cpu = process.cpuUsage()
     const elu = performance.eventLoopUtilization()
     const started = nowMs()
-    const sending = pool(count, c.concurrency, sendOne)
+    const sending = f.fleet === true ? sendFleet() : pool(count, c.concurrency, sendOne)
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
       everyoneHasIt.then(() => false),

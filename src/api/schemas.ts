@@ -73,6 +73,12 @@ export const subscriptionSchema = {
 import { DEVICE_ID_PATTERN } from '../domain/device.js'
 export { DEVICE_ID_PATTERN }
 
+/**
+ * Ids a new device may not take: `/v1/devices/attributes` and `/v1/devices/commands` are the
+ * fleet pushes' routes (routes/fleet-pushes.ts), which fastify prefers to `/v1/devices/{id}`.
+ */
+export const RESERVED_DEVICE_IDS: ReadonlySet<string> = new Set(['attributes', 'commands'])
+
 export const newDeviceSchema = {
   type: 'object',
   additionalProperties: false,

@@ -20,6 +20,7 @@ import type { ApiContext } from './context.js'
 import { deviceRoutes } from './routes/devices.js'
 import { downstreamRoutes } from './routes/downstream.js'
 import { eventRoutes } from './routes/events.js'
+import { fleetPushRoutes } from './routes/fleet-pushes.js'
 import { healthRoutes } from './routes/health.js'
 import { replicaRoutes } from './routes/replicas.js'
 import { sessionRoutes } from './routes/sessions.js'
@@ -81,11 +82,12 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
         .send({ statusCode: 503, error: 'Service Unavailable', message: `store unavailable, nothing was changed: ${error.message}` })
     }
     const statusCode = error.validation ? 400 : (error.statusCode ?? 500)
-    if (statusCode === 400) ctx.metrics.reject('bad_api_request')
+    // a body over the route's limit (413) is bad input as much as one that fails its schema
+    if (statusCode === 400 || statusCode === 413) ctx.metrics.reject('bad_api_request')
     if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
     return reply.code(statusCode).send({
       statusCode,
-      error: statusCode === 400 ? 'Bad Request' : statusCode === 401 ? 'Unauthorized' : statusCode >= 500 ? 'Internal Server Error' : 'Error',
+      error: statusCode === 400 ? 'Bad Request' : statusCode === 401 ? 'Unauthorized' : statusCode === 413 ? 'Payload Too Large' : statusCode >= 500 ? 'Internal Server Error' : 'Error',
       message: statusCode >= 500 ? 'internal error (see the hub log)' : error.message
     })
   })
@@ -98,6 +100,7 @@ export async function buildApi(ctx: ApiContext, log: Logger, tls?: TlsCredential
   await app.register(subscriptionRoutes(ctx))
   await app.register(replicaRoutes(ctx))
   await app.register(downstreamRoutes(ctx))
+  await app.register(fleetPushRoutes(ctx))
   await app.register(eventRoutes(ctx))
   await app.register(statusRoutes(ctx))
   await app.register(emqxV4Routes(ctx))

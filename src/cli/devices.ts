@@ -1,7 +1,8 @@
 /**
- * `iothub devices list|get|create|update|delete|rotate-token`: the device routes of a running
- * hub (the hub keeps devices in memory, so writing its store behind its back would not be seen).
- * `create` prints each new device's token — the only time a token is shown.
+ * `iothub devices list|get|create|update|delete|rotate-token|push-attributes|send-command`: the
+ * device routes of a running hub (the hub keeps devices in memory, so writing its store behind
+ * its back would not be seen). `create` prints each new device's token — the only time a token
+ * is shown. `push-attributes` and `send-command` are fleet pushes: one call for many devices.
  */
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { call, connectionOf, query, withConnection } from './connection.js'
@@ -37,6 +38,47 @@ function extOf(raw: string): Record<string, unknown> {
   }
   if (typeof ext !== 'object' || ext === null || Array.isArray(ext)) throw new InvalidArgumentError('a JSON object')
   return ext as Record<string, unknown>
+}
+
+/** What a fleet push answers (routes/fleet-pushes.ts). */
+interface FleetAnswer {
+  attempted: number
+  matched: number
+  changed: number
+  alreadySent?: number
+  pushed: number
+  sessions: number
+  pushFailed: number
+  failed: number
+  unknown: string[]
+  unknownCount: number
+  errors: { id: string; message: string }[]
+  tookMs: number
+  command?: { id: string }
+}
+
+type SelectorOptions = { ids?: string[]; owner?: string; group?: string; all?: boolean; after?: string }
+
+/** The selector options of a fleet push: the hub refuses any but exactly one kind. */
+function withSelector(command: Command): Command {
+  return command
+    .option('--ids <ids>', 'these devices, comma separated (at most 10000)', (raw: string) => raw.split(',').filter((id) => id !== ''))
+    .option('--owner <owner>', "the devices of this owner (with --group: this owner's in that group)")
+    .option('--group <group>', 'the devices of this group')
+    .option('--all', 'every device of the hub')
+    .option('--after <id>', 'a filter or --all from after this device id: where a stopped push said to carry on')
+}
+
+const selectorOf = (o: SelectorOptions) => Object.fromEntries(Object.entries({ ids: o.ids, owner: o.owner, group: o.group, all: o.all, after: o.after }).filter(([, v]) => v !== undefined))
+
+/** A fleet push's answer as lines: the counts, then the ids it could not change (on stderr). */
+function printFleetAnswer(answer: FleetAnswer, io: Io): void {
+  const counts: Record<string, unknown> = { ...(answer.command ? { command: answer.command.id } : {}), matched: answer.matched, changed: answer.changed }
+  if (answer.alreadySent !== undefined) counts.alreadySent = answer.alreadySent
+  Object.assign(counts, { pushed: answer.pushed, sessions: answer.sessions, unknown: answer.unknownCount, failed: answer.failed, pushFailed: answer.pushFailed, tookMs: answer.tookMs })
+  for (const line of fields(counts)) io.out(line)
+  if (answer.unknownCount > 0) io.err(`unknown: ${answer.unknown.join(', ')}${answer.unknownCount > answer.unknown.length ? ` (and ${answer.unknownCount - answer.unknown.length} more)` : ''}`)
+  for (const e of answer.errors) io.err(`${e.id}: ${e.message}`)
 }
 
 export function devicesCommands(io: Io): Command {
@@ -129,6 +171,41 @@ export function devicesCommands(io: Io): Command {
     const done = await call<{ id: string; token: string; kicked: number }>(connectionOf(o), 'POST', `/v1/devices/${encodeURIComponent(id)}/token${query({ kick: o.kick === true })}`)
     if (o.json) return io.out(JSON.stringify(done))
     for (const line of table(['ID', 'TOKEN', 'KICKED'], [[done.id, done.token, done.kicked]])) io.out(line)
+  })
+
+  withConnection(
+    withSelector(
+      devices
+        .command('push-attributes')
+        .description('merge attributes into many devices and push them to their subscribed sessions, in one call')
+        .requiredOption('--attributes <json>', 'the attributes, a JSON object, e.g. \'{"setpoint":21.5}\'', extOf)
+    ).addOption(jsonOption())
+  ).action(async (o: Options & SelectorOptions & { attributes: Record<string, unknown> }) => {
+    const answer = await call<FleetAnswer>(connectionOf(o), 'PATCH', '/v1/devices/attributes', { body: { ...selectorOf(o), attributes: o.attributes } })
+    if (o.json) return io.out(JSON.stringify(answer))
+    printFleetAnswer(answer, io)
+  })
+
+  withConnection(
+    withSelector(
+      devices
+        .command('send-command')
+        .description('send one command (one id for every device) to many devices, in one call')
+        .requiredOption('--name <name>', 'the command')
+        .option('--params <json>', 'its parameters, JSON', (raw: string) => {
+          try {
+            return JSON.parse(raw) as unknown
+          } catch {
+            throw new InvalidArgumentError('JSON, e.g. \'{"delay":5}\'')
+          }
+        })
+        .option('--command-id <id>', 'the command id (default: one the hub makes); the devices that already have it are skipped')
+    ).addOption(jsonOption())
+  ).action(async (o: Options & SelectorOptions & { name: string; params?: unknown; commandId?: string }) => {
+    const command = { name: o.name, ...(o.params !== undefined ? { params: o.params } : {}), ...(o.commandId !== undefined ? { id: o.commandId } : {}) }
+    const answer = await call<FleetAnswer>(connectionOf(o), 'POST', '/v1/devices/commands', { body: { ...selectorOf(o), command } })
+    if (o.json) return io.out(JSON.stringify(answer))
+    printFleetAnswer(answer, io)
   })
 
   return devices

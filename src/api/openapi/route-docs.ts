@@ -169,6 +169,40 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     description: 'An `application/octet-stream` body, kept as `rawData` and pushed as it is on `v1/devices/me/raw` (another content type: 415).',
     answer: [200, { bytes: 12, pushedTo: [DEVICE_ID] }]
   },
+  'PATCH /v1/devices/attributes': {
+    tag: 'devices',
+    summary: 'Change the attributes of many devices and push them',
+    description:
+      'A fleet push: `attributes` merged into each selected device\'s attributes and pushed, exactly as `PATCH /v1/devices/{id}/attributes` does for one. Select with exactly one of `ids` (at most 10,000, each once), a filter (`owner`, `group`), or `all: true`; a filter is walked in id order, from `after` when given. The answer counts what was done: `matched`, `changed`, `pushed` (devices) and `sessions`, `unknown` ids (the first 1,000; `unknownCount`), `failed` and `pushFailed` with `errors`. 200 once every device was attempted; 503 (the store failed, the hub is stopping) with the same counts, `attempted` and, for a filter, `resumeAfter`. At most 4 run at once (429).',
+    body: { owner: 'alice', group: 'greenhouse', attributes: { setpoint: 21.5 } },
+    answer: [200, { attempted: 3, matched: 3, changed: 3, pushed: 2, sessions: 2, pushFailed: 0, failed: 0, unknown: [], unknownCount: 0, errors: [], complete: true, tookMs: 4 }]
+  },
+  'POST /v1/devices/commands': {
+    tag: 'devices',
+    summary: 'Send one command to many devices',
+    description:
+      'A fleet push of `command` (`{ name, params?, id? }`), as `POST /v1/devices/{id}/commands` sends it to one, selected as for `PATCH /v1/devices/attributes`. Every device gets the same command id (the caller\'s, or one the hub makes and answers in `command`): devices that already have it count as `alreadySent` and get nothing, so a call repeated with that id reaches only the devices it missed.',
+    body: { ids: [DEVICE_ID, 'thermostat-18', 'thermostat-99'], command: { name: 'reboot', params: { delay: 5 } } },
+    answer: [
+      200,
+      {
+        command: { id: '5b0e1c9a-3f57-4c1e-9a43-0d6a0c1f2b7e', name: 'reboot', params: { delay: 5 } },
+        attempted: 3,
+        matched: 2,
+        changed: 2,
+        alreadySent: 0,
+        pushed: 1,
+        sessions: 1,
+        pushFailed: 0,
+        failed: 0,
+        unknown: ['thermostat-99'],
+        unknownCount: 1,
+        errors: [],
+        complete: true,
+        tookMs: 3
+      }
+    ]
+  },
   // ── sessions and subscriptions ──
   'GET /v1/sessions': {
     tag: 'sessions',

@@ -14,7 +14,7 @@ import { badRequest } from '../bad-request.js'
 import type { ApiContext } from '../context.js'
 import { afterCursor, page, pagedQuerySchema, pageSchema } from '../paging.js'
 import { renderCreatedDevice, renderDevice } from '../render.js'
-import { DEVICE_ID_PATTERN, createdDeviceSchema, deviceChangeSchema, deviceSchema, errorSchema, newDeviceSchema } from '../schemas.js'
+import { DEVICE_ID_PATTERN, RESERVED_DEVICE_IDS, createdDeviceSchema, deviceChangeSchema, deviceSchema, errorSchema, newDeviceSchema } from '../schemas.js'
 
 /** Most devices one request may create; larger fleets are created in several requests. */
 export const MAX_DEVICES_PER_REQUEST = 10_000
@@ -27,15 +27,17 @@ function checkExt(ext: Record<string, unknown> | undefined, where: string): void
 }
 
 /**
- * What the schema cannot say about devices to create: an id twice in one request is the
- * caller's mistake (400), not a conflict with what exists (409); and `ext`, which the schema
- * leaves free-form, is kept no larger than a property may be.
+ * What the schema cannot say about devices to create: an id the fleet routes take
+ * (RESERVED_DEVICE_IDS) is refused; an id twice in one request is the caller's mistake (400),
+ * not a conflict with what exists (409); and `ext`, which the schema leaves free-form, is kept
+ * no larger than a property may be.
  */
 function checkNewDevices(inputs: readonly NewDevice[], many: boolean): void {
   const seen = new Set<string>()
   const repeated = new Set<string>()
   for (const { id } of inputs) {
     if (id === undefined) continue
+    if (RESERVED_DEVICE_IDS.has(id)) throw badRequest(`device id "${id}" is reserved: PATCH /v1/devices/attributes and POST /v1/devices/commands are fleet pushes`)
     if (seen.has(id)) repeated.add(id)
     seen.add(id)
   }

@@ -16,9 +16,10 @@
  */
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { CHANGE_TOPICS, type ChangeProperty } from '../../domain/change-topics.js'
-import { addCommand, hasCommand, isJsonObject, mergeAttributes, newCommand, PayloadError, rawDataOf, type Command } from '../../domain/device-properties.js'
+import { newCommand, PayloadError, rawDataOf } from '../../domain/device-properties.js'
 import { deviceMountpoint } from '../../domain/namespace.js'
-import { UNCHANGED } from '../../devices/device-properties.js'
+import { ALREADY_SENT, commandPayload, DownstreamChanges, type PushOutcome } from '../../devices/downstream-changes.js'
+import { UnknownDeviceError } from '../../registry/device-directory.js'
 import type { ApiContext } from '../context.js'
 import { badRequest } from '../bad-request.js'
 import { DEVICE_ID_PATTERN, errorSchema } from '../schemas.js'
@@ -27,11 +28,6 @@ const params = { type: 'object', required: ['id'], properties: { id: { type: 'st
 const pushedTo = { type: 'array', items: { type: 'string' } } as const
 /** Set when the change was stored but could not be pushed (the broker failed or is stopping). */
 const pushError = { type: 'string' } as const
-
-interface PushOutcome {
-  pushedTo: string[]
-  pushError?: string
-}
 
 interface CommandBody {
   name: string
@@ -42,20 +38,30 @@ interface CommandBody {
 export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
 
+  const changes = new DownstreamChanges(ctx.properties, ctx.dispatcher)
+
   /** Pushes a stored change; a push that fails does not undo the change: the answer says so. */
   const push = async (id: string, property: ChangeProperty, payload: Buffer, outcome: PushOutcome): Promise<void> => {
     try {
       outcome.pushedTo = await ctx.dispatcher.push(id, property, payload)
     } catch (error) {
       outcome.pushError = `stored, not pushed: ${(error as Error).message}`
-      app.log.error({ deviceId: id, property, err: (error as Error).message }, 'push failed after the change was stored')
+      logPushError(id, property, outcome)
     }
+  }
+  const logPushError = (id: string, property: ChangeProperty, outcome: PushOutcome): void => {
+    if (outcome.pushError !== undefined) app.log.error({ deviceId: id, property, err: outcome.pushError }, 'push failed after the change was stored')
   }
 
   const notFound = (reply: FastifyReply, id: string) => reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
   /** A change the device entity cannot take (too large, say) is the caller's error. */
   const asBadRequest = (error: unknown): never => {
     throw error instanceof PayloadError ? badRequest(error.message) : error
+  }
+  /** What a change refused: a device deleted since it was looked up (404), a change it cannot take (400). */
+  const refused = (reply: FastifyReply, id: string, error: unknown) => {
+    if (error instanceof UnknownDeviceError) return notFound(reply, id)
+    return asBadRequest(error)
   }
 
   app.patch<{ Params: { id: string }; Body: Record<string, unknown> }>(
@@ -74,17 +80,13 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     async (request, reply) => {
       const { id } = request.params
       if (!(await ctx.devices.find(id))) return notFound(reply, id)
-      const patch = request.body
-      const outcome: PushOutcome = { pushedTo: [] }
-      const attributes = await ctx.properties
-        .update(
-          id,
-          'attributes',
-          (current) => mergeAttributes(isJsonObject(current) ? current : undefined, patch),
-          () => push(id, 'attributes', Buffer.from(JSON.stringify(patch)), outcome)
-        )
-        .catch(asBadRequest)
-      return { attributes, ...outcome }
+      try {
+        const changed = await changes.mergeAttributes(id, request.body, Buffer.from(JSON.stringify(request.body)))
+        logPushError(id, 'attributes', changed)
+        return changed
+      } catch (error) {
+        return refused(reply, id, error)
+      }
     }
   )
 
@@ -111,21 +113,15 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       const { id } = request.params
       if (!(await ctx.devices.find(id))) return notFound(reply, id)
       const command = newCommand(request.body, Date.now())
-      const sent: Pick<Command, 'id' | 'name' | 'params'> = { id: command.id, name: command.name, params: command.params }
-      const outcome: PushOutcome = { pushedTo: [] }
-      const stored = await ctx.properties
-        .update(
-          id,
-          'commands',
-          (current) => {
-            const commands = isJsonObject(current) ? current : undefined
-            return hasCommand(commands, command.id) ? UNCHANGED : addCommand(commands, command)
-          },
-          () => push(id, 'commands', Buffer.from(JSON.stringify(sent)), outcome)
-        )
-        .catch(asBadRequest)
-      if (stored === UNCHANGED) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `command ${command.id} was already sent to ${id}` })
-      return { command, ...outcome }
+      let sent: Awaited<ReturnType<DownstreamChanges['sendCommand']>>
+      try {
+        sent = await changes.sendCommand(id, command, commandPayload(command))
+      } catch (error) {
+        return refused(reply, id, error)
+      }
+      if (sent === ALREADY_SENT) return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `command ${command.id} was already sent to ${id}` })
+      logPushError(id, 'commands', sent)
+      return sent
     }
   )
 

@@ -1,0 +1,90 @@
+/**
+ * The downstream changes of one device — attributes merged, a command sent — made the one way
+ * every API route makes them: the device's own routes (`/v1/devices/{id}/…`) and the fleet's
+ * (`/v1/devices/attributes`, `/v1/devices/commands`), so a device changed by a fleet push gets
+ * exactly what its own route would give it: the same stored merge, the same push payload, the
+ * same change-log entry.
+ *
+ * Each change is decided against the device and the property as stored — where replicas share
+ * the store, in the transaction that writes it, under the device's lock — so a device deleted
+ * meanwhile gets no property row (UnknownDeviceError, nothing stored). Then, in the device's
+ * queue of changes, it is pushed; a push that fails does not undo the stored change: the
+ * outcome says so.
+ */
+import type { ChangeProperty } from '../domain/change-topics.js'
+import { addCommand, hasCommand, isJsonObject, mergeAttributes, type Command, type JsonObject } from '../domain/device-properties.js'
+import { UnknownDeviceError } from '../registry/device-directory.js'
+import { UNCHANGED, type DeviceProperties } from './device-properties.js'
+import type { Dispatcher } from './dispatcher.js'
+
+export interface PushOutcome {
+  /** The sessions the change was published to (those holding a subscription entity for it). */
+  pushedTo: string[]
+  /** Set when the change was stored but could not be pushed (the broker failed or is stopping). */
+  pushError?: string
+}
+
+/** What a command already sent to the device (its id is kept under `commands`) is answered. */
+export const ALREADY_SENT = Symbol('already sent')
+
+/** What the device receives of a command: `{ id, name, params }`. */
+export function commandPayload(command: Pick<Command, 'id' | 'name' | 'params'>): Buffer {
+  return Buffer.from(JSON.stringify({ id: command.id, name: command.name, params: command.params }))
+}
+
+export class DownstreamChanges {
+  constructor(
+    private readonly properties: DeviceProperties,
+    private readonly dispatcher: Pick<Dispatcher, 'push'>
+  ) {}
+
+  /**
+   * Merges `patch` into the device's attributes and pushes `payload` (the patch as JSON; made
+   * once by a caller changing many devices). Throws UnknownDeviceError, or PayloadError when
+   * the merged attributes would be too large; either way nothing is stored.
+   */
+  async mergeAttributes(id: string, patch: JsonObject, payload: Buffer): Promise<{ attributes: JsonObject } & PushOutcome> {
+    const outcome: PushOutcome = { pushedTo: [] }
+    const attributes = await this.properties.update(
+      id,
+      'attributes',
+      (current, view) => {
+        if (!view.device(id)) throw new UnknownDeviceError(id)
+        return mergeAttributes(isJsonObject(current) ? current : undefined, patch)
+      },
+      () => this.push(id, 'attributes', payload, outcome),
+      { devices: [id] }
+    )
+    // the change always writes (a merge is never UNCHANGED)
+    return { attributes: attributes as JsonObject, ...outcome }
+  }
+
+  /**
+   * Keeps `command` under the device's commands and pushes `payload` (`commandPayload`), unless
+   * a command of that id was sent to it already: then nothing is stored or pushed.
+   */
+  async sendCommand(id: string, command: Command, payload: Buffer): Promise<({ command: Command } & PushOutcome) | typeof ALREADY_SENT> {
+    const outcome: PushOutcome = { pushedTo: [] }
+    const stored = await this.properties.update(
+      id,
+      'commands',
+      (current, view) => {
+        if (!view.device(id)) throw new UnknownDeviceError(id)
+        const commands = isJsonObject(current) ? current : undefined
+        return hasCommand(commands, command.id) ? UNCHANGED : addCommand(commands, command)
+      },
+      () => this.push(id, 'commands', payload, outcome),
+      { devices: [id] }
+    )
+    if (stored === UNCHANGED) return ALREADY_SENT
+    return { command, ...outcome }
+  }
+
+  private async push(id: string, property: ChangeProperty, payload: Buffer, outcome: PushOutcome): Promise<void> {
+    try {
+      outcome.pushedTo = await this.dispatcher.push(id, property, payload)
+    } catch (error) {
+      outcome.pushError = `stored, not pushed: ${(error as Error).message}`
+    }
+  }
+}
