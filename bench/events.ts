@@ -211,6 +211,7 @@ function noopStore(observer: CommitObserver): Store {
     readDevice: () => Promise.resolve(undefined),
     readSession: () => Promise.resolve(undefined),
     readProperties: () => Promise.resolve([]),
+    readPropertiesOf: () => Promise.resolve([]),
     coordination: new SoleReplica(() => Promise.resolve(0)),
     tokens: new TokenHasher(newTokenKey()),
     probe: () => Promise.resolve(),

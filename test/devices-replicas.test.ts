@@ -127,6 +127,13 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
     const patched = await a.api<{ name: string }>('PATCH', '/v1/devices/rep-pt', { name: 'renamed' })
     assert.equal(patched.body.name, 'renamed')
     assert.deepEqual((await b.api<{ data: { name: string }[] }>('GET', '/v1/devices?q=renamed')).body.data.map((d) => d.name), ['renamed'], 'the listing reads the store')
+    // its properties too: a page's are read from the store in one query
+    await a.api('PATCH', '/v1/devices/rep-pt/attributes', { mode: 'eco' })
+    const listed = (await b.api<{ data: { id: string; properties: { attributes: unknown; telemetry: unknown } }[] }>('GET', '/v1/devices?q=rep-pt')).body.data
+    assert.deepEqual(
+      listed.map((d) => [d.id, d.properties.attributes, d.properties.telemetry]),
+      [['rep-pt', { mode: 'eco' }, {}]]
+    )
     await eventually(async () => (await b.api<{ name: string }>('GET', '/v1/devices/rep-pt')).body.name === 'renamed', 5000, 'B to show the new name')
     assert.equal(await admits(b, 'rep-pt', set.tokens.get('rep-pt')!), true, 'the token is unchanged')
   })

@@ -38,7 +38,7 @@ export class DeviceProperties {
      * stored value, and the API reads a device's properties from here. Caching them would cost
      * memory in proportion to the fleet, or (bounded) a read racing the log could keep a stale copy.
      */
-    private readonly sharedStore?: Pick<Store, 'readProperties'>
+    private readonly sharedStore?: Pick<Store, 'readProperties' | 'readPropertiesOf'>
   ) {}
 
   /** A committed value, handed back by the change log. */
@@ -59,6 +59,18 @@ export class DeviceProperties {
       if (lastChange === undefined || p.updatedAt > lastChange) lastChange = p.updatedAt
     }
     return { values, lastChange }
+  }
+
+  /** Every stored property of each of `deviceIds`, by name (one read of the store where it is shared). */
+  async findMany(deviceIds: readonly string[]): Promise<Map<string, Partial<Record<PropertyName, unknown>>>> {
+    const found = new Map<string, Partial<Record<PropertyName, unknown>>>()
+    if (!this.sharedStore) {
+      for (const id of deviceIds) found.set(id, this.of(id))
+      return found
+    }
+    for (const id of deviceIds) found.set(id, {})
+    for (const p of await this.sharedStore.readPropertiesOf(deviceIds)) found.get(p.deviceId)![p.name as PropertyName] = p.value
+    return found
   }
 
   /** The property as cached, as a decision reads it. */

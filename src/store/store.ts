@@ -179,6 +179,8 @@ export interface Store {
   readSession(id: string): Promise<SessionRecord | undefined>
   /** Every property of a device as stored now, for a cache that does not hold the device. */
   readProperties(deviceId: string): Promise<StoredDeviceProperty[]>
+  /** Every property of each of `deviceIds` as stored now, in one read (a page of a device listing). */
+  readPropertiesOf(deviceIds: readonly string[]): Promise<StoredDeviceProperty[]>
   /**
    * Asks the backend whether it answers now (and could take a write), within the store's
    * deadline; rejects with a StoreError if not. An answer clears the failure health() reports,

@@ -359,6 +359,25 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual((await store.coordination.replicas()).filter((r) => r.node === 'contract-node'), [])
     })
 
+    it('reads the properties of several devices at once (a page of a device listing)', async () => {
+      await store.commit([
+        { op: 'device.put', device: device('many-a') },
+        { op: 'device.put', device: device('many-b') },
+        { op: 'device.put', device: device('many-c') },
+        { op: 'device.property', deviceId: 'many-a', name: 'attributes', value: { a: 1 }, updatedAt: 1 },
+        { op: 'device.property', deviceId: 'many-a', name: 'telemetry', value: { t: 2 }, updatedAt: 2 },
+        { op: 'device.property', deviceId: 'many-c', name: 'attributes', value: { c: 3 }, updatedAt: 3 }
+      ])
+      const read = await store.readPropertiesOf(['many-a', 'many-b', 'many-c', 'many-unknown'])
+      const seen = read.map((p) => [p.deviceId, p.name, p.value, p.updatedAt]).sort((x, y) => `${String(x[0])}${String(x[1])}`.localeCompare(`${String(y[0])}${String(y[1])}`))
+      assert.deepEqual(seen, [
+        ['many-a', 'attributes', { a: 1 }, 1],
+        ['many-a', 'telemetry', { t: 2 }, 2],
+        ['many-c', 'attributes', { c: 3 }, 3]
+      ])
+      assert.deepEqual(await store.readPropertiesOf([]), [])
+    })
+
     it('deletes a device with its properties, logs the deletion, and keeps its token key across a reopen', async () => {
       const hashed = store.tokens.hash('a-token')
       assert.equal(store.tokens.matches(hashed, 'a-token'), true)

@@ -124,7 +124,9 @@ export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app)
     async (request) => {
       const { cursor, limit, ...filter } = request.query
       const found = await ctx.fleet.devices(filter, { after: afterCursor(cursor), limit })
-      const items = await Promise.all(found.devices.map(rendered))
+      // a page's properties in one read, not one per device
+      const properties = await ctx.properties.findMany(found.devices.map((d) => d.id))
+      const items = found.devices.map((d) => renderDevice(d, properties.get(d.id)))
       return page(items, found.more, (d) => d.id, (d) => d)
     }
   )

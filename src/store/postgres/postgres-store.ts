@@ -162,6 +162,15 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ deviceId, name: r.name, value: r.value, updatedAt: Number(r.updated_at) }))
   }
 
+  async readPropertiesOf(deviceIds: readonly string[]): Promise<StoredDeviceProperty[]> {
+    if (deviceIds.length === 0) return []
+    const { rows } = await this.reads.query<{ device_id: string; name: string; value: unknown; updated_at: string }>(
+      `SELECT device_id, name, value, updated_at FROM ${this.tables.device_properties} WHERE device_id = ANY($1::text[])`,
+      [deviceIds]
+    )
+    return rows.map((r) => ({ deviceId: r.device_id, name: r.name, value: r.value, updatedAt: Number(r.updated_at) }))
+  }
+
   async readDevice(id: string): Promise<Device | undefined> {
     const { rows } = await this.reads.query<{ doc: Device }>(`SELECT doc FROM ${this.tables.devices} WHERE id = $1`, [id])
     return rows[0]?.doc

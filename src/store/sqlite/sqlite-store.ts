@@ -162,6 +162,13 @@ export class SqliteStore implements Store {
     }))
   }
 
+  async readPropertiesOf(deviceIds: readonly string[]): Promise<StoredDeviceProperty[]> {
+    // one indexed read per device, all in this call: SQLite is in the process, no round trips
+    const found: StoredDeviceProperty[] = []
+    for (const deviceId of deviceIds) found.push(...(await this.readProperties(deviceId)))
+    return found
+  }
+
   async readDevice(id: string): Promise<Device | undefined> {
     const row = this.loads.device.get(id) as { doc: string } | undefined
     return row ? (JSON.parse(row.doc) as Device) : undefined
