@@ -87,6 +87,32 @@ describe('replicas on one PostgreSQL know of each other', () => {
     }
   })
 
+  it('a replica not heard of for a day is forgotten by the pruning replica; one dead for a minute is listed, not live', async (t) => {
+    const { db, a, b } = await twoReplicas(t)
+    const now = Date.now()
+    // two replicas that died without leaving (kill -9): rows as their last heartbeats left them
+    await db.query(`INSERT INTO replicas (node, address, started_at, last_seen, log_position) VALUES ($1, NULL, $2, $3, 0), ($4, NULL, $5, $6, 0)`, [
+      'died-long-ago@test',
+      now - 26 * 3600_000,
+      now - 25 * 3600_000,
+      'died-lately@test',
+      now - 3600_000,
+      now - 60_000
+    ])
+    // whichever replica holds the prune lease prunes; the other's call does nothing
+    await a.hub.replicas.prune()
+    await b.hub.replicas.prune()
+    const listed = (await a.api<{ data: ReplicaRow[] }>('GET', '/v1/replicas')).body.data
+    assert.deepEqual(
+      listed.map((r) => [r.node, r.live]),
+      [
+        ['died-lately@test', false],
+        ['replica-a@test', true],
+        ['replica-b@test', true]
+      ]
+    )
+  })
+
   it('one replica at a time reconciles with EMQX; when it stops, the other takes the lease and reconciles', async (t) => {
     const { db, standin, a, b } = await twoReplicas(t)
     const holder = async (): Promise<string | undefined> =>

@@ -3,7 +3,8 @@
  * it started, when last seen, how far it has followed the change log) every heartbeat, lists
  * them all for `GET /v1/replicas`, hands out the leases of work that must run on one replica at a
  * time, and prunes the change log under a lease of its own — by age and count, never past what a
- * live replica has not applied yet. With SQLite it is the one replica there is.
+ * live replica has not applied yet — forgetting replicas not heard of for a day. With SQLite it is
+ * the one replica there is.
  */
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
@@ -19,6 +20,12 @@ export const HEARTBEAT_MS = 5000
 export const LIVE_MS = 6 * HEARTBEAT_MS
 /** How long a lease outlives its holder's last renewal, ms. */
 export const LEASE_TTL_MS = 15_000
+/**
+ * A replica not heard of for this long is forgotten (its row deleted by the pruning replica): a
+ * dead replica stays listed, not live, for a day — long enough for an operator to see that one
+ * died — instead of until a replica of that node name starts again, which may be never.
+ */
+export const FORGET_MS = 24 * 60 * 60 * 1000
 /** Between prunes of the change log, ms. */
 const PRUNE_MS = 60_000
 /** Most entries one prune statement deletes; a prune repeats it until fewer go. */
@@ -132,8 +139,11 @@ export class ReplicaKeeper {
         if (deleted < PRUNE_CHUNK) break
       }
       const forgotten = await this.store.coordination.pruneTombstones(now - TOMBSTONE_MS)
+      const gone = (await this.replicas(now)).filter((r) => now - r.lastSeen > FORGET_MS)
+      for (const r of gone) await this.store.coordination.leave(r.node, r.startedAt)
       await this.pruneLease.done(now)
       if (pruned > 0 || forgotten > 0) this.log.info({ pruned, through, tombstones: forgotten }, 'change log pruned')
+      for (const r of gone) this.log.info({ replica: r.node, lastSeen: new Date(r.lastSeen).toISOString() }, 'replica not heard of for a day forgotten')
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'change log prune failed; tried again later')
     }
