@@ -6,25 +6,13 @@
  * it was — and the other shows the change (its listing, its sessions, its event stream).
  */
 import assert from 'node:assert/strict'
-import { describe, it, type TestContext } from 'node:test'
+import { describe, it } from 'node:test'
 import type { Hub } from '../src/hub.js'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { eventually } from './helpers/hub.js'
-import { createTestDatabase, startReplicas, type Replica, type ReplicaSet } from './helpers/replicas.js'
+import { replicasForTest, type Replica } from './helpers/replicas.js'
 import { SseStream } from './helpers/sse.js'
 
-async function replicaSet(t: TestContext, devices: string[]): Promise<ReplicaSet> {
-  const db = await createTestDatabase()
-  const set = await startReplicas({ count: 2, db, devices }).catch(async (error: unknown) => {
-    await db.drop()
-    throw error
-  })
-  t.after(async () => {
-    await set.stop()
-    await db.drop()
-  })
-  return set
-}
 
 /**
  * Holds back `hub`'s reading of the change log (what brings other replicas' changes to its
@@ -53,7 +41,7 @@ async function admits(replica: Replica, id: string, password: string): Promise<b
 
 describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
   it('a token replaced through A is refused through B at once; kick=true kicks the live connection through EMQX', async (t) => {
-    const set = await replicaSet(t, ['rep-rot'])
+    const set = await replicasForTest(t, { count: 2, devices: ['rep-rot'] })
     const [a, b] = set.replicas as [Replica, Replica]
     const old = set.tokens.get('rep-rot')!
     // B has read the device (and cached it) before the change
@@ -77,7 +65,7 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
   })
 
   it('a device deleted through A is refused through B at once; its sessions and entities are gone on both; B tells device.deleted', async (t) => {
-    const set = await replicaSet(t, ['rep-del', 'rep-keep'])
+    const set = await replicasForTest(t, { count: 2, devices: ['rep-del', 'rep-keep'] })
     const [a, b] = set.replicas as [Replica, Replica]
     const token = set.tokens.get('rep-del')!
     const opened = await SseStream.open(`${b.hub.httpUrl}/v1/events?after=0`, { authorization: BASIC_ADMIN })
@@ -121,7 +109,7 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
   })
 
   it('a device changed through A is shown changed through B once B follows the log', async (t) => {
-    const set = await replicaSet(t, ['rep-pt'])
+    const set = await replicasForTest(t, { count: 2, devices: ['rep-pt'] })
     const [a, b] = set.replicas as [Replica, Replica]
     assert.equal((await b.api<{ name: string }>('GET', '/v1/devices/rep-pt')).body.name, '')
     const patched = await a.api<{ name: string }>('PATCH', '/v1/devices/rep-pt', { name: 'renamed' })

@@ -12,23 +12,15 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { listAll, mismatches, rebuild, type ApiSession, type ApiSubscription, type StreamEvent } from './helpers/event-state.js'
-import { createTestDatabase, startReplicas, type Connection } from './helpers/replicas.js'
+import { replicasForTest, type Connection } from './helpers/replicas.js'
 import { SseStream } from './helpers/sse.js'
 
 const TOPICS = ['v1/devices/me/attributes', 'v1/devices/me/telemetry', 'v1/devices/me/#', 'other/x']
 
 describe('GET /v1/events across two replicas (EMQX mode, PostgreSQL)', () => {
   it('serves one sequence from either replica, and rebuilds what both list', async (t) => {
-    const db = await createTestDatabase()
     const devices = ['ev-dev-1', 'ev-dev-2', 'ev-dev-3', 'ev-dev-4']
-    const set = await startReplicas({ count: 2, db, devices }).catch(async (error: unknown) => {
-      await db.drop()
-      throw error
-    })
-    t.after(async () => {
-      await set.stop()
-      await db.drop()
-    })
+    const set = await replicasForTest(t, { count: 2, devices })
     const [a, b] = set.replicas as [(typeof set.replicas)[0], (typeof set.replicas)[0]]
     const streams = await Promise.all(
       [a, b].map(async (r) => {

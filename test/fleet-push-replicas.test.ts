@@ -6,12 +6,12 @@
  * devices and in its own event stream.
  */
 import assert from 'node:assert/strict'
-import { after, before, describe, it, type TestContext } from 'node:test'
+import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
 import { createDatabase, type TestDatabase } from './helpers/postgres.js'
-import { createTestDatabase, startReplicas, type Replica, type ReplicaSet } from './helpers/replicas.js'
+import { replicasForTest, type Replica } from './helpers/replicas.js'
 import { SseStream } from './helpers/sse.js'
 
 interface FleetAnswer {
@@ -25,22 +25,10 @@ interface FleetAnswer {
   command?: { id: string }
 }
 
-async function replicaSet(t: TestContext): Promise<ReplicaSet> {
-  const db = await createTestDatabase()
-  const set = await startReplicas({ count: 2, db }).catch(async (error: unknown) => {
-    await db.drop()
-    throw error
-  })
-  t.after(async () => {
-    await set.stop()
-    await db.drop()
-  })
-  return set
-}
 
 describe('fleet pushes on PostgreSQL', () => {
   it('EMQX mode: a push through A reaches the store, EMQX and replica B', async (t) => {
-    const set = await replicaSet(t)
+    const set = await replicasForTest(t, { count: 2 })
     const [a, b] = set.replicas as [Replica, Replica]
     const ids = ['pgf-1', 'pgf-2', 'pgf-3', 'pgf-4']
     const made = await a.api('POST', '/v1/devices', [...ids.map((id) => ({ id, owner: 'pg-alice', group: id === 'pgf-4' ? 'other' : 'main' })), { id: 'pgf-bob', owner: 'pg-bob', group: 'main' }, { id: 'pgf-marker' }])

@@ -6,6 +6,7 @@
  * `device.property` per changed device, bad input stores nothing, a large selection streams in
  * bounded pages and in-flight changes, and a push stopped by the store says where to resume.
  */
+import type { FleetPushReport } from '../src/devices/fleet-push.js'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -22,24 +23,8 @@ interface Received {
   payload: Record<string, unknown>
 }
 
-interface FleetAnswer {
-  attempted: number
-  matched: number
-  changed: number
-  alreadySent?: number
-  pushed: number
-  sessions: number
-  pushFailed: number
-  failed: number
-  unknown: string[]
-  unknownCount: number
-  errors: { id: string; message: string }[]
-  complete: boolean
-  resumeAfter?: string
-  tookMs: number
-  command?: { id: string; name: string; params?: unknown }
-  message?: string
-}
+/** What a fleet push answers: its report, the command it sent, and why it stopped (503). */
+type FleetAnswer = FleetPushReport & { command?: { id: string; name: string; params?: unknown }; message?: string }
 
 interface PropertyEvent {
   type: string

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict'
 import { describe, it, type TestContext } from 'node:test'
 import { eventually } from './helpers/hub.js'
-import { createTestDatabase, NODES, startReplicas, type Connection, type Replica, type ReplicaSet, type ReplicaSetOptions } from './helpers/replicas.js'
+import { NODES, replicasForTest, type Connection, type Replica, type ReplicaSet, type ReplicaSetOptions } from './helpers/replicas.js'
 
 /**
  * How long a replica may trail what another acknowledged before a case fails: the lag of
@@ -54,20 +54,6 @@ const DIRECTIONS = [
   [1, 0]
 ] as const
 
-/** A replica set on a database of its own, both stopped and dropped when the test ends. */
-async function replicaSet(t: TestContext, options: Omit<ReplicaSetOptions, 'db'>): Promise<ReplicaSet> {
-  const db = await createTestDatabase()
-  const set = await startReplicas({ ...options, db }).catch(async (error: unknown) => {
-    await db.drop() // startReplicas stopped whatever it had started
-    throw error
-  })
-  // one hook, so the replicas stop before their database is dropped under them
-  t.after(async () => {
-    await set.stop()
-    await db.drop()
-  })
-  return set
-}
 
 function pair(set: ReplicaSet, [i, j]: readonly [number, number]): [Replica, Replica] {
   return [set.replicas[i]!, set.replicas[j]!]
@@ -110,7 +96,7 @@ function agree(what: string, check: () => Promise<void>): Promise<true> {
 
 for (const mode of MODES) {
   describe(mode.title, () => {
-    const start = (t: TestContext, options: Omit<ReplicaSetOptions, 'db' | 'oneHub'>) => replicaSet(t, { ...options, oneHub: mode.oneHub })
+    const start = (t: TestContext, options: Omit<ReplicaSetOptions, 'db' | 'oneHub'>) => replicasForTest(t, { ...options, oneHub: mode.oneHub })
 
     for (const direction of DIRECTIONS) {
       const [xi, yi] = direction

@@ -4,6 +4,7 @@
  * its back would not be seen). `create` prints each new device's token — the only time a token
  * is shown. `push-attributes` and `send-command` are fleet pushes: one call for many devices.
  */
+import type { FleetPushReport } from '../devices/fleet-push.js'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { call, connectionOf, query, withConnection } from './connection.js'
 import { CliError, fields, jsonOption, table, wholeNumber, type Io } from './output.js'
@@ -40,22 +41,8 @@ function extOf(raw: string): Record<string, unknown> {
   return ext as Record<string, unknown>
 }
 
-/** What a fleet push answers (routes/fleet-pushes.ts). */
-interface FleetAnswer {
-  attempted: number
-  matched: number
-  changed: number
-  alreadySent?: number
-  pushed: number
-  sessions: number
-  pushFailed: number
-  failed: number
-  unknown: string[]
-  unknownCount: number
-  errors: { id: string; message: string }[]
-  tookMs: number
-  command?: { id: string }
-}
+/** What a fleet push answers (routes/fleet-pushes.ts): its report, and the command it sent. */
+type FleetAnswer = FleetPushReport & { command?: { id: string } }
 
 type SelectorOptions = { ids?: string[]; owner?: string; group?: string; all?: boolean; after?: string }
 

@@ -9,6 +9,7 @@
  * the same hub, reached by its own node's channel): the control run, whose passing shows that a
  * failure of the same steps on real replicas is their disagreement, not this harness.
  */
+import type { TestContext } from 'node:test'
 import type { HubConfig } from '../../src/config.js'
 import type { ExhookVersion } from '../../src/emqx/exhook/protos.js'
 import type { ApiCall } from './api-client.js'
@@ -94,6 +95,21 @@ export interface ReplicaSetOptions {
   devices?: string[]
   /** Settings of every replica beyond the store's (e.g. a short `storeTimeout` for outage cases). */
   overrides?: Partial<HubConfig>
+}
+
+/** A replica set on a database of its own, both stopped and dropped when the test ends. */
+export async function replicasForTest(t: TestContext, options: Omit<ReplicaSetOptions, 'db'>): Promise<ReplicaSet> {
+  const db = await createTestDatabase()
+  const set = await startReplicas({ ...options, db }).catch(async (error: unknown) => {
+    await db.drop() // startReplicas stopped whatever it had started
+    throw error
+  })
+  // one hook, so the replicas stop before their database is dropped under them
+  t.after(async () => {
+    await set.stop()
+    await db.drop()
+  })
+  return set
 }
 
 export async function startReplicas(options: ReplicaSetOptions): Promise<ReplicaSet> {
