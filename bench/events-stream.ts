@@ -42,13 +42,20 @@ const CONSUMERS = envInt('BENCH_STREAM_CONSUMERS', 10)
 const COST_EVENTS = envInt('BENCH_STREAM_COST_EVENTS', 40_000)
 const COST_ROUNDS = envInt('BENCH_STREAM_COST_ROUNDS', 3)
 const CLIENTS = envInt('BENCH_EVENT_CLIENTS', 2_000)
+/** Diagnosis only (a cpu profile of one kind of round): which rounds run, of none, consumers, floor. */
+const KINDS = (process.env.BENCH_STREAM_KINDS ?? 'none,consumers,floor').split(',').map((k) => k.trim()) as ('none' | 'consumers' | 'floor')[]
 const TARGET_RATIO = 0.9
 const SECRET = 'bench-webhook-secret-0123456789'
 
 // ── the child: a webhook receiver and SSE consumers, recording latencies ──────────────────────
 
 type ToChild = { cmd: 'open'; url: string; streams: number } | { cmd: 'close' } | { cmd: 'report'; through: number } | { cmd: 'exit' }
-type FromChild = { type: 'port'; port: number } | { type: 'opened' } | { type: 'report'; sse: number[]; webhook: number[]; sseEvents: number; webhookEvents: number }
+type FromChild =
+  | { type: 'port'; port: number }
+  | { type: 'opened' }
+  /** Answers `close`: how many of the streams had ended before (the hub closed them as slow, say). */
+  | { type: 'closed'; endedEarly: number }
+  | { type: 'report'; sse: number[]; webhook: number[]; sseEvents: number; webhookEvents: number }
 
 async function receiver(): Promise<void> {
   const send = (m: FromChild) => process.send!(m)
@@ -73,14 +80,20 @@ async function receiver(): Promise<void> {
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const open: (() => void)[] = []
+  let endedEarly = 0
   process.on('message', (m: ToChild) => {
     if (m.cmd === 'open') {
       let ready = 0
       for (let i = 0; i < m.streams; i++) {
         const measured = i === 0
+        /** Closed because the bench said so (not by the server). */
+        let told = false
         const req = httpRequest(`${m.url}/v1/events`, { headers: { accept: 'text/event-stream', authorization: `Basic ${Buffer.from('admin:public').toString('base64')}` } })
         req.once('response', (res) => {
           if (++ready === m.streams) send({ type: 'opened' })
+          res.once('close', () => {
+            if (!told) endedEarly++
+          })
           if (!measured) {
             // the others only take what comes off the socket: a consumer's parsing is its own
             // cpu, not the hub's, and would not share the hub's machine
@@ -105,10 +118,15 @@ async function receiver(): Promise<void> {
           })
         })
         req.end()
-        open.push(() => req.destroy())
+        open.push(() => {
+          told = true
+          req.destroy()
+        })
       }
     } else if (m.cmd === 'close') {
       for (const close of open.splice(0)) close()
+      send({ type: 'closed', endedEarly })
+      endedEarly = 0
     } else if (m.cmd === 'report') {
       // the log's last entry may make no event (a topic row), so the end is not a seq: done once
       // nothing more came for a second, or at the deadline
@@ -283,7 +301,7 @@ async function main(): Promise<void> {
   line(`  ${fmt(run.events)} lifecycle events offered at ${fmt(RATE)}/s for ${SECONDS} s: ${fmt(run.events / run.seconds)}/s taken, ${fmt(entriesPerSecond)} change-log entries/s committed`)
   line(`  commit → SSE consumer:     ${fmt(got.sseEvents)} events, p50 ${fmt(sse.p50, 1)} ms  p99 ${fmt(sse.p99, 1)} ms  max ${fmt(sse.max, 1)} ms`)
   line(`  commit → webhook receiver: ${fmt(got.webhookEvents)} events, p50 ${fmt(webhook.p50, 1)} ms  p99 ${fmt(webhook.p99, 1)} ms  max ${fmt(webhook.max, 1)} ms (batches of ≤ 500)`)
-  await child.ask({ cmd: 'close' })
+  await child.ask({ cmd: 'close' }, 'closed')
   await hub.stop()
   removeDir(dir)
 
@@ -299,7 +317,7 @@ async function main(): Promise<void> {
   line(`  the floor writes ${fmt(bytesPerEntry)} bytes of real frames per change-log entry (${fmt(frames.ends.length)} frames of this hub's stream over ${fmt(frames.entries)} entries)`)
   const rates: Record<'none' | 'consumers' | 'floor', number[]> = { none: [], consumers: [], floor: [] }
   for (let round = 0; round < COST_ROUNDS; round++) {
-    for (const kind of ['none', 'consumers', 'floor'] as const) {
+    for (const kind of KINDS) {
       if (kind !== 'none') await child.ask({ cmd: 'open', url: kind === 'floor' ? floorUrl : cost.url, streams: CONSUMERS }, 'opened')
       await sleep(200)
       const started = performance.now()
@@ -314,9 +332,11 @@ async function main(): Promise<void> {
       const used = process.cpuUsage(cpu)
       const processUs = (used.user + used.system) / r.events
       rates[kind].push(rate)
-      if (kind !== 'none') await child.ask({ cmd: 'close' })
+      const closed = kind === 'none' ? undefined : ((await child.ask({ cmd: 'close' }, 'closed')) as Extract<FromChild, { type: 'closed' }>)
       const what = kind === 'none' ? 'no consumer' : kind === 'consumers' ? `${CONSUMERS} consumers` : `the floor, ${CONSUMERS} consumers`
-      line(`  round ${round + 1}, ${what}: ${fmt(rate)} durable events/s; main thread ${fmt(mainUs, 1)} µs busy per event, the process ${fmt(processUs, 1)} µs cpu per event (the driver included)`)
+      // a consumer the hub closed (too slow) stops costing it: such a round is not what it says
+      const early = closed && closed.endedEarly > 0 ? `; ${closed.endedEarly} of the consumers ENDED EARLY (closed by the server)` : ''
+      line(`  round ${round + 1}, ${what}: ${fmt(rate)} durable events/s; main thread ${fmt(mainUs, 1)} µs busy per event, the process ${fmt(processUs, 1)} µs cpu per event (the driver included)${early}`)
     }
   }
   await floor.close()
