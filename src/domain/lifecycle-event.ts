@@ -95,5 +95,8 @@ export function connectionFacts(who: ConnectingSession, seen: ConnectionSeen): O
 
 /** A `connected` event of a connection whose incarnation is known. */
 export function connectedEvent(who: ConnectingSession & { incarnation: string }, seen: ConnectionSeen): ConnectedEvent {
-  return { ...connectionFacts(who, seen), incarnation: who.incarnation }
+  // the facts' own object, not a spread copy of it: one is made per connect
+  const event = connectionFacts(who, seen) as ConnectedEvent
+  event.incarnation = who.incarnation
+  return event
 }

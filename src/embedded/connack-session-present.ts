@@ -16,11 +16,14 @@ const CONNACK_LENGTH = 4
 
 /** From now until the CONNACK has been written, `present()` decides its session-present flag. */
 export function patchConnackSessionPresent(socket: Socket, present: () => boolean): void {
-  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
+  // called on the socket rather than bound to it, and put back as it was once the CONNACK is out:
+  // nothing of this patch is kept for the connection's life
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- always called with .call(socket)
+  const write = socket.write as (this: Socket, ...args: unknown[]) => boolean
   let offset = 0
   let isConnack = false
   socket.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
-    if (!Buffer.isBuffer(chunk) || chunk.length === 0) return write(chunk, ...rest)
+    if (!Buffer.isBuffer(chunk) || chunk.length === 0) return write.call(socket, chunk, ...rest)
     let out = chunk
     if (offset === 0) isConnack = chunk[0] === CONNACK_FIRST_BYTE
     if (isConnack && offset <= FLAGS_OFFSET && offset + chunk.length > FLAGS_OFFSET && present()) {
@@ -29,6 +32,6 @@ export function patchConnackSessionPresent(socket: Socket, present: () => boolea
     }
     offset += chunk.length
     if (!isConnack || offset >= CONNACK_LENGTH) socket.write = write // done: no cost on later writes
-    return write(out, ...rest)
+    return write.call(socket, out, ...rest)
   })
 }

@@ -8,11 +8,13 @@
 import type { Socket } from 'node:net'
 
 export function guardSlowConsumer(socket: Socket, maxBufferedBytes: number, onSlow: (buffered: number) => void): void {
-  const write = socket.write.bind(socket) as (chunk: unknown, encoding?: unknown, callback?: unknown) => boolean
+  // called on the socket rather than bound to it: a bound function is heap every connection keeps
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- always called with .call(socket)
+  const write = socket.write as (this: Socket, chunk: unknown, encoding?: unknown, callback?: unknown) => boolean
   let tripped = false
   // fixed arity, no rest arguments: this runs for every piece of every packet sent
   socket.write = ((chunk: unknown, encoding?: unknown, callback?: unknown): boolean => {
-    const accepted = write(chunk, encoding, callback)
+    const accepted = write.call(socket, chunk, encoding, callback)
     if (!tripped && socket.writableLength > maxBufferedBytes) {
       tripped = true
       // not from inside the write: Aedes is in the middle of writing a packet to this socket

@@ -127,6 +127,7 @@ export class SessionRegistry {
   private readonly cacheObservers: SessionObserver[] = []
   private stepDownHandler: ((stepDown: StepDown) => void) | undefined
   private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
+  private readonly disconnectCounters = new Map<string, Map<string, { inc(): void }>>()
   /** When each clientId's session last changed here (epoch ms), pruned with the tombstones. */
   private readonly lastChange = new Map<string, number>()
   /**
@@ -377,7 +378,8 @@ export class SessionRegistry {
     this.afterApplied(id, decision, marksChange)
     this.count(event.kind, 'applied')
     if (event.kind === 'disconnected' && decision.before) this.ended(decision.before, event.reason, decision.transition.session === null)
-    if (event.kind === 'connected') {
+    // the line's fields are built only when it is written: at a quieter level, per connect, they are garbage
+    if (event.kind === 'connected' && this.log.isLevelEnabled('info')) {
       this.log.info({ clientId: id, deviceId: event.deviceId, protocol: event.protocol, peer: `${event.peerHost}:${event.peerPort}`, cleanStart: event.cleanStart }, 'connected')
     }
     return APPLIED
@@ -542,8 +544,19 @@ export class SessionRegistry {
 
   /** A connection ended: counted, and logged — the session list keeps no history, the log does. */
   private ended(session: SessionRecord, reason: DisconnectReason, sessionEnded: boolean): void {
-    this.metrics.disconnectsTotal.inc({ protocol: session.protocol, reason })
-    this.log.info({ clientId: session.clientId, deviceId: session.deviceId, protocol: session.protocol, reason, sessionEnded }, 'disconnected')
+    this.disconnectCounter(session.protocol, reason).inc()
+    if (this.log.isLevelEnabled('info')) {
+      this.log.info({ clientId: session.clientId, deviceId: session.deviceId, protocol: session.protocol, reason, sessionEnded }, 'disconnected')
+    }
+  }
+
+  /** The labelled counter of a protocol's disconnects for a reason, looked up once (not hashed per disconnect). */
+  private disconnectCounter(protocol: SessionRecord['protocol'], reason: DisconnectReason): { inc(): void } {
+    let byReason = this.disconnectCounters.get(protocol)
+    if (!byReason) this.disconnectCounters.set(protocol, (byReason = new Map<string, { inc(): void }>()))
+    let counter = byReason.get(reason)
+    if (!counter) byReason.set(reason, (counter = this.metrics.disconnectsTotal.labels(protocol, reason)))
+    return counter
   }
 
   /** Counts an event; the labelled counters are looked up once, not hashed per event. */

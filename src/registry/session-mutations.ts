@@ -18,7 +18,9 @@ export function sessionMutations(id: string, t: Applied, stored: StoredSession, 
     case 'keep':
       break
     case 'clear':
-      mutations.push({ op: 'topic.clear', sessionId: id })
+      // a session that holds no topic has no row to delete: a fresh connect (most of a connect
+      // storm) then writes, and logs, one change fewer
+      if (stored.topics.size > 0) mutations.push({ op: 'topic.clear', sessionId: id })
       // one delete per entity rather than a clear of the session's: each is an event of its own
       for (const entity of stored.entities.values()) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
       break

@@ -91,8 +91,10 @@ export class ConnectHandler {
   preConnect(client: Client, packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
     const { ctx } = this
     const socket = client.conn as Socket
+    const namespace = ctx.namespaces.get(client) ?? this.namespaceOf(packet, socket.remoteAddress)
+    ctx.namespaces.delete(client) // the state holds it from here on
     const state: ClientState = {
-      namespace: ctx.namespaces.get(client) ?? this.namespaceOf(packet, socket.remoteAddress),
+      namespace,
       clientIdGiven: packet.clientId.length > 0,
       keepalive: packet.keepalive ?? 0,
       protoVer: packet.protocolVersion ?? 4,

@@ -53,7 +53,15 @@ export class MqttSource implements MqttLifecycle {
 
   attach(aedes: Aedes): void {
     this.ctx.attach(aedes)
-    aedes.on('connackSent', (_packet, client) => this.ctx.clients.get(client)?.release?.())
+    aedes.on('connackSent', (_packet, client) => {
+      const state = this.ctx.clients.get(client)
+      const release = state?.release
+      if (!release) return
+      // let go once, and forgotten: kept, it would hold the lock's promise and the admission
+      // for as long as the connection lives (heap per connected session)
+      state.release = undefined
+      release()
+    })
     aedes.on('subscribe', (subscriptions, client) => this.subscribe.added(subscriptions, client))
     aedes.on('unsubscribe', (topics, client) => this.unsubscribe.removed(topics, client))
     this.close.listen(aedes)

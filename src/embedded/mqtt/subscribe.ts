@@ -73,8 +73,12 @@ export class SubscribeHandler {
 
   /** Aedes' `subscribe` event: the topics are now in the client's subscriptions. */
   added(subscriptions: Subscription[], client: Client): void {
-    const inFlight = this.ctx.clients.get(client)?.subscribing
-    if (inFlight) for (const { topic } of subscriptions) countDown(inFlight, topic)
+    const state = this.ctx.clients.get(client)
+    const inFlight = state?.subscribing
+    if (!inFlight) return
+    for (const { topic } of subscriptions) countDown(inFlight, topic)
+    // an empty map kept for the connection's life is heap every connected session pays for
+    if (inFlight.size === 0) state.subscribing = undefined
   }
 
   /** Records the SUBSCRIBE gathered for `client` (at once, when an UNSUBSCRIBE must come after it). */
