@@ -61,7 +61,11 @@ export class EmqxCarrier implements ConnectionCarrier {
     const { config, registry, devices, upstream, metrics, log } = core
     this.rest = new EmqxRestClient({ baseUrl: config.emqxApi, apiKey: config.emqxApiKey, apiSecret: config.emqxApiSecret, version: config.emqxVersion })
     this.source = new EmqxSource(registry, devices, upstream, core.admission, config, metrics, log.child({ component: 'emqx' }))
-    this.reconciler = new Reconciler(registry, core.fleet, this.rest, this.source, metrics, log.child({ component: 'reconcile' }))
+    const store = core.store
+    this.reconciler = new Reconciler(registry, core.fleet, this.rest, this.source, metrics, log.child({ component: 'reconcile' }), {
+      // the run waits for live events between its chunks (reconcile.ts)
+      ...(store.liveSettled ? { liveFirst: (behindMs: number) => store.liveSettled!(behindMs) } : {})
+    })
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
     this.lease = core.lease('reconcile')

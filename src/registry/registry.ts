@@ -344,14 +344,19 @@ export class SessionRegistry {
     let event: LifecycleEvent | undefined
     let decision: SessionDecision | null
     try {
-      decision = await this.decideAfterEnds(id, (stored) => {
-        event = undefined // a decision made again starts over
-        const built = build(stored)
-        if (built === null) return null
-        if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
-        event = built
-        return this.decideEvent(stored, built)
-      })
+      decision = await this.decideAfterEnds(
+        id,
+        (stored) => {
+          event = undefined // a decision made again starts over
+          const built = build(stored)
+          if (built === null) return null
+          if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
+          event = built
+          return this.decideEvent(stored, built)
+        },
+        // the reconcile's own fixes (which do not mark a change): nobody waits on them, live events go first
+        !marksChange
+      )
     } catch (error) {
       // the store may have failed before the decision was made: what the caches say is then the
       // best guess of the event
@@ -418,14 +423,16 @@ export class SessionRegistry {
   }
 
   /** Decides a change of `id`'s session, after storing any end of it not stored yet. */
-  private async decide(id: string, decide: (stored: StoredSession) => Decided<SessionDecision>): Promise<SessionDecision> {
-    return (await this.decideAfterEnds(id, decide))!
+  private async decide(id: string, decide: (stored: StoredSession) => Decided<SessionDecision>, background = false): Promise<SessionDecision> {
+    return (await this.decideAfterEnds(id, decide, background))!
   }
 
-  private async decideAfterEnds(id: string, decide: (stored: StoredSession) => Decided<SessionDecision> | null): Promise<SessionDecision | null> {
+  /** `background`: a change nobody waits on (the reconcile's), committed after live ones (group-commit.ts). */
+  private async decideAfterEnds(id: string, decide: (stored: StoredSession) => Decided<SessionDecision> | null, background = false): Promise<SessionDecision | null> {
     if (this.unstoredEnds.has(id)) await this.storeUnstoredEnd(id)
     let built = true
     const decision = await this.decider.decide({
+      background,
       reads: { sessions: [id] },
       decide: (view) => {
         const decided = decide(view.session(id))
@@ -637,7 +644,7 @@ export class SessionRegistry {
         if (!current || current.connected) return UNCHANGED
         if (options.onlyIf && !options.onlyIf(current)) return UNCHANGED
         return this.decided(id, { outcome: 'applied', session: null, topics: { kind: 'clear' }, endedBy: 'discarded' }, stored)
-      })
+      }, options.unlessChangedSince !== undefined) // the reconcile's: in the background
       if (decision.kind !== 'applied') return false
       this.afterApplied(id, decision, options.unlessChangedSince === undefined)
       this.count('sessionDiscarded', 'applied')

@@ -13,7 +13,7 @@ export function cacheDecider(store: Store, caches: StoredView): Decider {
     fromCaches: true,
     async decide<R>(decision: Decision<R>): Promise<R> {
       const { mutations, result } = decision.decide(caches)
-      await store.commit(mutations)
+      await store.commit(mutations, decision.background ? { background: true } : undefined)
       return result
     }
   }

@@ -71,6 +71,8 @@ export interface Decided<R> {
 export interface Decision<R> {
   reads: DecisionReads
   decide(view: StoredView): Decided<R>
+  /** Work nobody waits on (the reconcile's fixes): batched after live callers (group-commit.ts). */
+  background?: boolean
 }
 
 /** Where decisions are made and stored: the store itself (PostgreSQL), or a replica that is the only writer. */

@@ -19,6 +19,11 @@
  * writer can close without a two-phase commit: the backend committed, and its answer was lost
  * or came too late. Such a mutation is durable while its caller heard "no" (the hub's memory
  * does not show it; a restart reads it back and recovery treats it like any other stored state).
+ *
+ * Live callers go first. A caller marked `background` (the reconcile's fixes) is put into a batch
+ * only where live callers leave room, and `liveSettled` lets background work wait, between its
+ * chunks, for the live callers already queued to be answered: a hook call is EMQX waiting on us,
+ * a reconcile is not (docs/ARCHITECTURE.md, "Restart and reconcile").
  */
 import type { CommittedLog } from './change-log.js'
 import type { Decision } from './decision.js'
@@ -56,6 +61,13 @@ interface Pending {
   resolve: (result: unknown) => void
   reject: (error: Error) => void
   deadline: number
+  /** A live caller's number in arrival order (see liveSettled); undefined for a background one. */
+  live: number | undefined
+}
+
+/** How a caller is queued: `background` callers wait for room the live ones leave. */
+export interface CommitOptions {
+  background?: boolean
 }
 
 export interface GroupCommitOptions {
@@ -73,6 +85,8 @@ export interface GroupCommitOptions {
   afterCommit?: (log: CommittedLog) => Promise<void>
 }
 
+const BACKGROUND: CommitOptions = { background: true }
+
 export class GroupCommitter {
   /** Callers not yet handed to the writer, in the order (and so the deadline order) they came. */
   private queue: Pending[] = []
@@ -85,6 +99,11 @@ export class GroupCommitter {
   private scheduled = false
   private closed = false
   private idleWaiters: (() => void)[] = []
+  /** Live callers not yet settled: their number → when they came (epoch ms); a Map keeps arrival order, so the first is the oldest. */
+  private readonly liveUnsettled = new Map<number, number>()
+  private liveCount = 0
+  /** Waiters of liveSettled, each for the live callers numbered up to `upTo`, in that order. */
+  private liveWaiters: { upTo: number; resolve: () => void }[] = []
   private readonly maxBatch: number
   private readonly maxInFlight: number
   private readonly observer: CommitObserver | undefined
@@ -105,25 +124,73 @@ export class GroupCommitter {
     this.afterCommit = options.afterCommit
   }
 
-  commit(mutations: readonly Mutation[]): Promise<void> {
+  commit(mutations: readonly Mutation[], options?: CommitOptions): Promise<void> {
     if (mutations.length === 0 && !this.closed) return Promise.resolve()
-    return this.enqueue({ mutations }) as Promise<void>
+    return this.enqueue({ mutations }, options) as Promise<void>
   }
 
   /** Has the writer make `decision` inside the batch's transaction; resolves with its result once durable. */
   decide<R>(decision: Decision<R>): Promise<R> {
-    return this.enqueue({ decision: decision }) as Promise<R>
+    return this.enqueue({ decision: decision }, decision.background ? BACKGROUND : undefined) as Promise<R>
   }
 
-  private enqueue(item: BatchItem): Promise<unknown> {
+  /**
+   * When the oldest live caller not yet answered has waited `behindMs` or more: resolves once every
+   * live caller that came before this call has been answered (committed or refused) — later
+   * callers do not hold it up, so it always resolves. Otherwise at once. Background work awaits it
+   * between chunks: while the live path keeps up it goes on at full speed; once live callers
+   * wait, it stops until they are stored.
+   */
+  liveSettled(behindMs = 0): Promise<void> {
+    const upTo = this.liveCount
+    const oldest = this.oldestLive()
+    if (oldest === undefined || Date.now() - oldest[1] < behindMs) return Promise.resolve()
+    return new Promise((resolve) => this.liveWaiters.push({ upTo, resolve }))
+  }
+
+  /** The oldest live caller not yet answered: its number and when it came. */
+  private oldestLive(): [number, number] | undefined {
+    for (const entry of this.liveUnsettled) return entry
+    return undefined
+  }
+
+  private enqueue(item: BatchItem, options: CommitOptions | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new StoreError('store is closed'))
+    const live = options?.background ? undefined : ++this.liveCount
+    if (live !== undefined) this.liveUnsettled.set(live, Date.now())
     return new Promise((resolve, reject) => {
       // a caller is settled once: expired callers leave the queue before they are refused, and a
       // batch is refused whole at its deadline, after which its write's outcome is ignored
-      this.queue.push({ item, resolve, reject, deadline: Date.now() + this.timeoutMs })
+      const settled = (): void => {
+        if (live === undefined) return
+        this.liveUnsettled.delete(live)
+        this.wakeLiveWaiters()
+      }
+      this.queue.push({
+        item,
+        // the caller hears first, then whoever waited for it (liveSettled)
+        resolve: (result) => {
+          resolve(result)
+          settled()
+        },
+        reject: (error) => {
+          reject(error)
+          settled()
+        },
+        deadline: Date.now() + this.timeoutMs,
+        live
+      })
       this.armExpiry()
       this.schedule()
     })
+  }
+
+  private wakeLiveWaiters(): void {
+    if (this.liveWaiters.length === 0) return
+    const oldest = this.oldestLive()?.[0] ?? Infinity
+    let woken = 0
+    while (woken < this.liveWaiters.length && this.liveWaiters[woken]!.upTo < oldest) this.liveWaiters[woken++]!.resolve()
+    if (woken > 0) this.liveWaiters = this.liveWaiters.slice(woken)
   }
 
   /** Records a failure seen outside a commit (a probe that got no answer). */
@@ -188,7 +255,7 @@ export class GroupCommitter {
   }
 
   private flush(): void {
-    const batch = this.queue.splice(0, this.maxBatch)
+    const batch = this.take()
     if (batch.length === 0) return this.settleIdle()
     this.inFlight++
     void this.writeAndSettle(batch).finally(() => {
@@ -197,6 +264,30 @@ export class GroupCommitter {
       this.settleIdle()
     })
     this.schedule() // more queued than one batch holds: hand the next one over too
+  }
+
+  /**
+   * The next batch: the queue's first `maxBatch` callers — but when more wait than a batch holds,
+   * live callers first and background ones in the room left. The queue keeps its order (that of
+   * the deadlines), so the expiry timer still finds the first deadline at its head.
+   */
+  private take(): Pending[] {
+    if (this.queue.length <= this.maxBatch) {
+      const all = this.queue
+      this.queue = []
+      return all
+    }
+    let live = 0
+    for (const p of this.queue) if (p.live !== undefined) live++
+    let backgroundRoom = Math.max(0, this.maxBatch - live)
+    const batch: Pending[] = []
+    const rest: Pending[] = []
+    for (const p of this.queue) {
+      if (batch.length < this.maxBatch && (p.live !== undefined || backgroundRoom-- > 0)) batch.push(p)
+      else rest.push(p)
+    }
+    this.queue = rest
+    return batch
   }
 
   private async writeAndSettle(batch: Pending[]): Promise<void> {

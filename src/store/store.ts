@@ -143,8 +143,18 @@ export interface Store {
   readonly kind: string
   /** This process among the store's writers (coordination.ts, `replicaRunId`). */
   readonly replica: string
-  /** Resolves when the mutations are durable; rejects (and stores none of them) on failure. */
-  commit(mutations: readonly Mutation[]): Promise<void>
+  /**
+   * Resolves when the mutations are durable; rejects (and stores none of them) on failure.
+   * `background`: nobody waits on them (the reconcile's fixes), so live commits go first.
+   */
+  commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void>
+  /**
+   * When live commits or decisions have waited `behindMs` or more: resolves once those asked of
+   * this store before the call are answered (later ones do not hold it up); otherwise at once.
+   * Background work awaits it between its chunks, so that it stops while live callers wait
+   * (group-commit.ts).
+   */
+  liveSettled?(behindMs?: number): Promise<void>
   /**
    * Present when several processes may write this store (PostgreSQL): makes the decision against
    * the rows as stored, locked, in the transaction that stores its result (see decision.ts).

@@ -125,8 +125,12 @@ export class PostgresStore implements Store {
     return new PostgresStore(pool, tables, writer, log, tokens, options)
   }
 
-  commit(mutations: readonly Mutation[]): Promise<void> {
-    return this.committer.commit(mutations)
+  commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void> {
+    return this.committer.commit(mutations, options)
+  }
+
+  liveSettled(behindMs?: number): Promise<void> {
+    return this.committer.liveSettled(behindMs)
   }
 
   decide<R>(decision: Decision<R>): Promise<R> {

@@ -106,8 +106,12 @@ export class SqliteStore implements Store {
     })()
   }
 
-  commit(mutations: readonly Mutation[]): Promise<void> {
-    return this.committer.commit(mutations)
+  commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void> {
+    return this.committer.commit(mutations, options)
+  }
+
+  liveSettled(behindMs?: number): Promise<void> {
+    return this.committer.liveSettled(behindMs)
   }
 
   async load(): Promise<Snapshot> {

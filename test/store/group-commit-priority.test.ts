@@ -1,0 +1,102 @@
+/**
+ * Group commit's live lane: callers marked `background` (the reconcile's fixes) take only the
+ * room live callers leave in a batch, and `liveSettled` lets background work wait for the live
+ * callers already queued once they fall behind. Ordered by events (which batch held whom, what
+ * resolved before what), never by time.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { GroupCommitter, type BatchItem } from '../../src/store/group-commit.js'
+import type { Mutation } from '../../src/store/store.js'
+
+/** A writer whose batches wait until released, recording which callers each held (by the marker mutation's id). */
+function heldWriter() {
+  const batches: string[][] = []
+  const releases: (() => void)[] = []
+  return {
+    batches,
+    /** Lets the oldest batch waiting commit. */
+    release(): void {
+      releases.shift()?.()
+    },
+    get waiting(): number {
+      return releases.length
+    },
+    writeBatch(items: readonly BatchItem[]): Promise<void> {
+      batches.push(items.map((item) => ('mutations' in item ? (item.mutations[0] as { device: { id: string } }).device.id : '?')))
+      return new Promise((resolve) => releases.push(resolve))
+    }
+  }
+}
+
+const marker = (id: string): Mutation[] => [{ op: 'device.put', device: { id } } as unknown as Mutation]
+
+/** Resolves after the event loop has run what is due (the committer hands batches over on setImmediate). */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await turn()
+}
+
+describe('group commit, live callers first', () => {
+  it('fills a batch with live callers before background ones when more wait than a batch holds', async () => {
+    const writer = heldWriter()
+    const committer = new GroupCommitter(writer, { maxBatch: 3, maxInFlight: 1 })
+    const done: Promise<void>[] = [committer.commit(marker('first'))]
+    await until(() => writer.waiting === 1) // the writer is busy: the rest queue up behind it
+    for (const id of ['bg1', 'bg2', 'bg3']) done.push(committer.commit(marker(id), { background: true }))
+    for (const id of ['live1', 'live2']) done.push(committer.commit(marker(id)))
+    writer.release()
+    await until(() => writer.waiting === 1)
+    writer.release()
+    await until(() => writer.waiting === 1)
+    writer.release()
+    await Promise.all(done)
+    assert.deepEqual(writer.batches, [['first'], ['bg1', 'live1', 'live2'], ['bg2', 'bg3']], 'the live callers in the next batch, background ones in the room left, in their order')
+  })
+
+  it('takes callers in their order when they fit in one batch', async () => {
+    const writer = heldWriter()
+    const committer = new GroupCommitter(writer, { maxBatch: 8, maxInFlight: 1 })
+    const done = [committer.commit(marker('bg'), { background: true }), committer.commit(marker('live'))]
+    await until(() => writer.waiting === 1)
+    writer.release()
+    await Promise.all(done)
+    assert.deepEqual(writer.batches, [['bg', 'live']])
+  })
+
+  it('liveSettled waits for the live callers that came before it once they are behind, not for later or background ones', async () => {
+    const writer = heldWriter()
+    const committer = new GroupCommitter(writer, { maxBatch: 1, maxInFlight: 1 })
+    const order: string[] = []
+    const live = committer.commit(marker('live')).then(() => order.push('live stored'))
+    const background = committer.commit(marker('bg'), { background: true }).then(() => order.push('background stored'))
+    await until(() => writer.waiting === 1)
+    // behind by 0 ms or more: the live caller before it is waited for
+    const settled = committer.liveSettled(0).then(() => order.push('settled'))
+    const later = committer.commit(marker('later')).then(() => order.push('later stored'))
+    await turn()
+    assert.deepEqual(order, [], 'nothing stored yet, so nothing settled')
+    writer.release() // 'live'
+    await settled
+    assert.deepEqual(order, ['live stored', 'settled'], 'resolved once the live caller before it was stored: neither the background one nor the later one held it')
+    for (let i = 0; i < 2; i++) {
+      await until(() => writer.waiting === 1)
+      writer.release()
+    }
+    await Promise.all([live, background, later])
+  })
+
+  it('liveSettled resolves at once while the live callers have waited less than asked', async () => {
+    const writer = heldWriter()
+    const committer = new GroupCommitter(writer, { maxBatch: 1, maxInFlight: 1 })
+    const live = committer.commit(marker('live'))
+    await until(() => writer.waiting === 1)
+    let settled = false
+    await committer.liveSettled(60_000).then(() => (settled = true))
+    assert.equal(settled, true, 'not behind: no wait')
+    assert.equal(writer.waiting, 1, 'and the live caller is still being written')
+    writer.release()
+    await live
+  })
+})
