@@ -19,7 +19,9 @@
  *    entries the hub's follower applies, writes the same number of bytes of real event frames
  *    (taken from this hub's own stream beforehand) to each of them in one write, as the hub's
  *    stream does. What moving these bytes to 10 sockets costs on this machine, whoever makes
- *    them: the hub's ratio is also given against it (consumers ÷ floor).
+ *    them: the hub's ratio is also given against it (consumers ÷ floor). In these rounds a
+ *    consumer may have 256 MiB waiting in its socket before the hub closes it as slow (the
+ *    floor closes none); a round in which one was closed anyway says so.
  *
  * The child (this file with the argument `receiver`) parses what it receives, as a consumer
  * does; its cpu is not the hub's, but the machine's two cpus are shared.
@@ -42,6 +44,8 @@ const CONSUMERS = envInt('BENCH_STREAM_CONSUMERS', 10)
 const COST_EVENTS = envInt('BENCH_STREAM_COST_EVENTS', 40_000)
 const COST_ROUNDS = envInt('BENCH_STREAM_COST_ROUNDS', 3)
 const CLIENTS = envInt('BENCH_EVENT_CLIENTS', 2_000)
+/** Bytes of events that may wait for one consumer of the cost rounds (IOTHUB_EVENTS_BUFFER; default 1 MiB). */
+const COST_BUFFER_BYTES = 256 * 1024 * 1024
 /** Diagnosis only (a cpu profile of one kind of round): which rounds run, of none, consumers, floor. */
 const KINDS = (process.env.BENCH_STREAM_KINDS ?? 'none,consumers,floor').split(',').map((k) => k.trim()) as ('none' | 'consumers' | 'floor')[]
 const TARGET_RATIO = 0.9
@@ -307,7 +311,9 @@ async function main(): Promise<void> {
 
   // 2. the cost of CONSUMERS streams to the lifecycle-events throughput
   const costDir = tempDir('iothub-bench-stream-cost-')
-  const cost = await startHub(costDir, { eventsMqtt: 'off' })
+  // a consumer the hub closes as slow stops costing it, while the floor never closes one: room
+  // enough in each socket that the consumers of both stay to the end of every round
+  const cost = await startHub(costDir, { eventsMqtt: 'off', eventsBuffer: COST_BUFFER_BYTES })
   await drive(cost.hub.registry, 'warm', CLIENTS, 8_000)
   const frames = await framesOf(cost.url, 4_000)
   const bytesPerEntry = frames.pool.length / frames.entries

@@ -55,6 +55,10 @@ export async function startHub(options: { auth?: 'none' | 'token'; config?: Part
     auth: options.auth ?? 'none',
     logLevel: 'silent',
     storeSync: benchStoreSync(),
+    // every simulated device connects from 127.0.0.1: the per-address limit on connections that
+    // have not sent their CONNECT (100 by default, for a real fleet's many addresses) would refuse
+    // the load generator's own concurrency (BENCH_CONCURRENCY, 200) whenever the hub is busy
+    maxPendingConnectionsPerAddress: 100_000,
     ...options.config
   })
   const hub = new Hub(config)
