@@ -35,7 +35,7 @@ describe('iothub devices push-attributes|send-command', () => {
     assert.equal(run.code, 0, run.stderr)
     const shown = valuesOf(run.stdout)
     assert.deepEqual([shown.matched, shown.changed, shown.pushed, shown.sessions, shown.unknown], ['2', '2', '1', '1', '0'])
-    await eventually(() => received.some((r) => r.topic === 'v1/devices/me/attributes'), 5000, 'the push')
+    await eventually(() => received.some((r) => r.topic === 'v1/devices/me/attributes'), 20_000, 'the push')
     assert.deepEqual(received.find((r) => r.topic === 'v1/devices/me/attributes')!.payload, { setpoint: 21.5 })
     const other = (await hub.api<{ properties: { attributes: unknown } }>('GET', '/v1/devices/cli-other')).body.properties.attributes
     assert.deepEqual(other, {})
@@ -47,7 +47,7 @@ describe('iothub devices push-attributes|send-command', () => {
     const shown = valuesOf(run.stdout)
     assert.deepEqual([shown.command, shown.changed, shown.alreadySent], ['cmd-cli-1', '1', '0'])
     assert.match(run.stderr, /unknown: cli-none/)
-    await eventually(() => received.some((r) => r.topic === 'v1/devices/me/commands'), 5000, 'the command')
+    await eventually(() => received.some((r) => r.topic === 'v1/devices/me/commands'), 20_000, 'the command')
     assert.deepEqual(received.find((r) => r.topic === 'v1/devices/me/commands')!.payload, { id: 'cmd-cli-1', name: 'reboot', params: { delay: 5 } })
 
     const again = await iothub(['devices', 'send-command', '--ids', 'cli-f1', '--name', 'reboot', '--command-id', 'cmd-cli-1', '--json', ...url])

@@ -95,7 +95,7 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
     assert.deepEqual((await b.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=rep-del')).body.data, [])
     assert.deepEqual((await b.api<{ data: { id: string }[] }>('GET', '/v1/devices')).body.data.map((d) => d.id), ['rep-keep'])
     // and its cache follows the log
-    await eventually(async () => (await b.api('GET', '/v1/devices/rep-del')).status === 404, 5000, 'B to answer 404')
+    await eventually(async () => (await b.api('GET', '/v1/devices/rep-del')).status === 404, 20_000, 'B to answer 404')
     // EMQX's late disconnect of the kicked connection changes nothing
     await set.disconnect(b, conn, 'kicked')
     assert.equal((await a.api('GET', '/v1/sessions/rep-del')).status, 404)
@@ -122,7 +122,7 @@ describe('devices across replicas on one PostgreSQL (EMQX mode)', () => {
       listed.map((d) => [d.id, d.properties.attributes, d.properties.telemetry]),
       [['rep-pt', { mode: 'eco' }, {}]]
     )
-    await eventually(async () => (await b.api<{ name: string }>('GET', '/v1/devices/rep-pt')).body.name === 'renamed', 5000, 'B to show the new name')
+    await eventually(async () => (await b.api<{ name: string }>('GET', '/v1/devices/rep-pt')).body.name === 'renamed', 20_000, 'B to show the new name')
     assert.equal(await admits(b, 'rep-pt', set.tokens.get('rep-pt')!), true, 'the token is unchanged')
   })
 })

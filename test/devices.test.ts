@@ -218,7 +218,7 @@ describe('devices, complete (embedded, SQLite)', () => {
     const offline = await t.connect({ clientId: 'del-1-b', username: made.id, password: made.token, clean: false })
     await offline.subscribeAsync('v1/devices/me/#', { qos: 1 })
     await offline.endAsync()
-    await eventually(async () => (await t.api<{ connected: boolean }>('GET', '/v1/sessions/del-1-b')).body.connected === false, 5000, 'del-1-b offline')
+    await eventually(async () => (await t.api<{ connected: boolean }>('GET', '/v1/sessions/del-1-b')).body.connected === false, 20_000, 'del-1-b offline')
     await t.api('PATCH', '/v1/devices/del-1/attributes', { mode: 'eco' })
     assert.equal((await t.api<{ data: unknown[] }>('GET', '/v1/subscriptions?deviceId=del-1')).body.data.length, 2)
 

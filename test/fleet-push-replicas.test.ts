@@ -99,7 +99,7 @@ describe('fleet pushes on PostgreSQL', () => {
       const pushed = await t.api<FleetAnswer>('PATCH', '/v1/devices/attributes', { ids: ['pge-1', 'pge-2', 'pge-3'], attributes: { on: true } })
       assert.equal(pushed.status, 200, JSON.stringify(pushed.body))
       assert.deepEqual([pushed.body.changed, pushed.body.pushed], [3, 2])
-      await eventually(() => [...received.values()].every((r) => r.length === 1), 5000, 'each subscribed device got its push')
+      await eventually(() => [...received.values()].every((r) => r.length === 1), 20_000, 'each subscribed device got its push')
       for (const r of received.values()) assert.deepEqual(JSON.parse(r[0]!), { on: true })
       const stored = await db.query<{ device_id: string }>("SELECT device_id FROM device_properties WHERE name = 'attributes' ORDER BY device_id")
       assert.deepEqual(stored.map((r) => r.device_id), ['pge-1', 'pge-2', 'pge-3'])
