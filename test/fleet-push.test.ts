@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import type { MqttClient } from 'mqtt'
+import { MAX_RUNNING_FLEET_PUSHES } from '../src/api/routes/fleet-pushes.js'
 import { FLEET_PAGE, FLEET_PUSH_IN_FLIGHT } from '../src/devices/fleet-push.js'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
@@ -69,7 +70,7 @@ describe('fleet pushes (embedded, SQLite)', () => {
     const marks = await Promise.all(
       connected.map(async (d) => (await t.api<{ command: { id: string } }>('POST', `/v1/devices/${d.id}/commands`, { name: 'fence' })).body.command.id)
     )
-    await eventually(() => connected.every((d, i) => d.received.some((r) => r.payload.id === marks[i])), 5000, 'every fence command delivered')
+    await eventually(() => connected.every((d, i) => d.received.some((r) => r.payload.id === marks[i])), 20_000, 'every fence command delivered')
   }
   const attributePushes = (d: Device) => d.received.filter((r) => r.topic === 'v1/devices/me/attributes')
   const commandPushes = (d: Device, name: string) => d.received.filter((r) => r.topic === 'v1/devices/me/commands' && r.payload.name === name)
@@ -335,6 +336,50 @@ describe('a fleet push the store stops', () => {
       if (attributes.v !== 1) missing.push(id)
     }
     assert.deepEqual(missing, [], 'every device of the selection changed in the end')
+  })
+})
+
+describe('fleet pushes at once', () => {
+  it('one more than MAX_RUNNING_FLEET_PUSHES answers 429 with Retry-After and changes nothing; the running ones finish', async () => {
+    // the store waits, not fails, while another process holds SQLite's write lock
+    const t = await startTestHub({ storeBusyTimeout: 60_000, storeTimeout: 60_000 })
+    try {
+      assert.equal((await t.api('POST', '/v1/devices', [{ id: 'busy-1' }, { id: 'busy-extra' }])).status, 201)
+      const properties = t.hub.properties as { update: typeof t.hub.properties.update }
+      const update = properties.update.bind(properties)
+      let asked = 0
+      let allRunning!: () => void
+      const running = new Promise<void>((resolve) => (allRunning = resolve))
+      properties.update = ((...args: Parameters<typeof update>) => {
+        if (++asked === MAX_RUNNING_FLEET_PUSHES) allRunning()
+        return update(...args)
+      }) as typeof update
+      const locker = new Database(join(t.dataDir, 'iothub.db'))
+      locker.exec('BEGIN IMMEDIATE')
+      let pushes: Promise<{ status: number; body: FleetAnswer }>[] = []
+      let refused: Response
+      try {
+        pushes = Array.from({ length: MAX_RUNNING_FLEET_PUSHES }, (_, i) => t.api<FleetAnswer>('PATCH', '/v1/devices/attributes', { ids: ['busy-1'], attributes: { n: i } }))
+        await running // each has asked for its device's change, which waits on the store
+        refused = await fetch(`${t.httpUrl}/v1/devices/attributes`, {
+          method: 'PATCH',
+          headers: { authorization: BASIC_ADMIN, 'content-type': 'application/json' },
+          body: JSON.stringify({ ids: ['busy-extra'], attributes: { refused: true } })
+        })
+      } finally {
+        properties.update = update
+        locker.exec('ROLLBACK')
+        locker.close()
+      }
+      assert.equal(refused.status, 429)
+      assert.equal(refused.headers.get('retry-after'), '1')
+      assert.match(((await refused.json()) as { message: string }).message, new RegExp(`at most ${MAX_RUNNING_FLEET_PUSHES} at once`))
+      for (const pushed of await Promise.all(pushes)) assert.deepEqual([pushed.status, pushed.body.changed], [200, 1])
+      const extra = (await t.api<{ properties: { attributes: Record<string, unknown> } }>('GET', '/v1/devices/busy-extra')).body
+      assert.deepEqual(extra.properties.attributes, {}, 'the refused push changed nothing')
+    } finally {
+      await t.stop()
+    }
   })
 })
 
