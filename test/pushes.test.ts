@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
+import { BASIC_ADMIN } from './helpers/api-client.js'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
 import { publishPacket, RawMqttClient } from './helpers/raw-mqtt.js'
 
@@ -167,6 +168,9 @@ describe('downstream pushes', () => {
   it('answers 404 for an unknown device and 400 for bodies that are not what the route expects', async () => {
     assert.equal((await t.api('PATCH', '/v1/devices/no-such-device/attributes', { a: 1 })).status, 404)
     assert.equal((await t.api('POST', '/v1/devices/no-such-device/commands', { name: 'x' })).status, 404)
+    const raw = await fetch(`${t.httpUrl}/v1/devices/no-such-device/raw`, { method: 'POST', headers: { authorization: BASIC_ADMIN, 'content-type': 'application/octet-stream' }, body: 'bytes' })
+    assert.equal(raw.status, 404)
+    assert.deepEqual(await t.hub.store.readProperties('no-such-device'), [], 'nothing stored for a device that is not registered')
     const d = await t.createDevice()
     assert.equal((await t.api('PATCH', `/v1/devices/${d.id}/attributes`, [1, 2])).status, 400)
     assert.equal((await t.api('PATCH', `/v1/devices/${d.id}/attributes`, {})).status, 400)

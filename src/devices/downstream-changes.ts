@@ -1,5 +1,5 @@
 /**
- * The downstream changes of one device — attributes merged, a command sent — made the one way
+ * The downstream changes of one device — attributes merged, a command sent, raw bytes passed — made the one way
  * every API route makes them: the device's own routes (`/v1/devices/{id}/…`) and the fleet's
  * (`/v1/devices/attributes`, `/v1/devices/commands`), so a device changed by a fleet push gets
  * exactly what its own route would give it: the same stored merge, the same push payload, the
@@ -78,6 +78,25 @@ export class DownstreamChanges {
     )
     if (stored === UNCHANGED) return ALREADY_SENT
     return { command, ...outcome }
+  }
+
+  /**
+   * Keeps `raw` as the device's rawData (what `bytes` became, `rawDataOf`) and passes the bytes to
+   * it as they are. Throws UnknownDeviceError, or PayloadError when rawData would be too large.
+   */
+  async sendRaw(id: string, raw: () => unknown, bytes: Buffer): Promise<PushOutcome> {
+    const outcome: PushOutcome = { pushedTo: [] }
+    await this.properties.update(
+      id,
+      'rawData',
+      (_current, view) => {
+        if (!view.device(id)) throw new UnknownDeviceError(id)
+        return raw()
+      },
+      () => this.push(id, 'raw', bytes, outcome),
+      { devices: [id] }
+    )
+    return outcome
   }
 
   private async push(id: string, property: ChangeProperty, payload: Buffer, outcome: PushOutcome): Promise<void> {

@@ -40,28 +40,17 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
 
   const changes = new DownstreamChanges(ctx.properties, ctx.dispatcher)
 
-  /** Pushes a stored change; a push that fails does not undo the change: the answer says so. */
-  const push = async (id: string, property: ChangeProperty, payload: Buffer, outcome: PushOutcome): Promise<void> => {
-    try {
-      outcome.pushedTo = await ctx.dispatcher.push(id, property, payload)
-    } catch (error) {
-      outcome.pushError = `stored, not pushed: ${(error as Error).message}`
-      logPushError(id, property, outcome)
-    }
-  }
   const logPushError = (id: string, property: ChangeProperty, outcome: PushOutcome): void => {
     if (outcome.pushError !== undefined) app.log.error({ deviceId: id, property, err: outcome.pushError }, 'push failed after the change was stored')
   }
 
-  const notFound = (reply: FastifyReply, id: string) => reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
-  /** A change the device entity cannot take (too large, say) is the caller's error. */
-  const asBadRequest = (error: unknown): never => {
-    throw error instanceof PayloadError ? badRequest(error.message) : error
-  }
-  /** What a change refused: a device deleted since it was looked up (404), a change it cannot take (400). */
+  /**
+   * What a change refused: a device not registered, or deleted meanwhile (404, decided with the
+   * change); a change the device entity cannot take, too large say (400, the caller's error).
+   */
   const refused = (reply: FastifyReply, id: string, error: unknown) => {
-    if (error instanceof UnknownDeviceError) return notFound(reply, id)
-    return asBadRequest(error)
+    if (error instanceof UnknownDeviceError) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
+    throw error instanceof PayloadError ? badRequest(error.message) : error
   }
 
   app.patch<{ Params: { id: string }; Body: Record<string, unknown> }>(
@@ -79,8 +68,8 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     },
     async (request, reply) => {
       const { id } = request.params
-      if (!(await ctx.devices.find(id))) return notFound(reply, id)
       try {
+        // an unknown device is refused in the change's own decision (UnknownDeviceError: 404)
         const changed = await changes.mergeAttributes(id, request.body, Buffer.from(JSON.stringify(request.body)))
         logPushError(id, 'attributes', changed)
         return changed
@@ -111,7 +100,6 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     },
     async (request, reply) => {
       const { id } = request.params
-      if (!(await ctx.devices.find(id))) return notFound(reply, id)
       const command = newCommand(request.body, Date.now())
       let sent: Awaited<ReturnType<DownstreamChanges['sendCommand']>>
       try {
@@ -137,18 +125,14 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
       const { id } = request.params
       if (!Buffer.isBuffer(request.body) || request.body.length === 0) throw badRequest('body must be the raw bytes, sent as application/octet-stream')
       if (request.body.length > ctx.config.maxPacketSize - 1024) throw badRequest(`body of ${request.body.length} bytes is larger than an MQTT packet may be`)
-      if (!(await ctx.devices.find(id))) return notFound(reply, id)
       const bytes = request.body
-      const outcome: PushOutcome = { pushedTo: [] }
-      await ctx.properties
-        .update(
-          id,
-          'rawData',
-          () => rawDataOf(bytes, deviceMountpoint(id) + CHANGE_TOPICS.raw, Date.now(), ctx.config.maxJsonDepth),
-          () => push(id, 'raw', bytes, outcome)
-        )
-        .catch(asBadRequest)
-      return { bytes: bytes.length, ...outcome }
+      try {
+        const sent = await changes.sendRaw(id, () => rawDataOf(bytes, deviceMountpoint(id) + CHANGE_TOPICS.raw, Date.now(), ctx.config.maxJsonDepth), bytes)
+        logPushError(id, 'raw', sent)
+        return { bytes: bytes.length, ...sent }
+      } catch (error) {
+        return refused(reply, id, error)
+      }
     }
   )
 }
