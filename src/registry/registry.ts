@@ -126,8 +126,8 @@ export class SessionRegistry {
   private readonly observers: SessionObserver[] = []
   private readonly cacheObservers: SessionObserver[] = []
   private stepDownHandler: ((stepDown: StepDown) => void) | undefined
-  private readonly eventCounters = new Map<string, Map<string, { inc(): void }>>()
-  private readonly disconnectCounters = new Map<string, Map<string, { inc(): void }>>()
+  private readonly eventCounters: CounterCache = new Map()
+  private readonly disconnectCounters: CounterCache = new Map()
   /** When each clientId's session last changed here (epoch ms), pruned with the tombstones. */
   private readonly lastChange = new Map<string, number>()
   /**
@@ -558,21 +558,13 @@ export class SessionRegistry {
   }
 
   /** The labelled counter of a protocol's disconnects for a reason, looked up once (not hashed per disconnect). */
-  private disconnectCounter(protocol: SessionRecord['protocol'], reason: DisconnectReason): { inc(): void } {
-    let byReason = this.disconnectCounters.get(protocol)
-    if (!byReason) this.disconnectCounters.set(protocol, (byReason = new Map<string, { inc(): void }>()))
-    let counter = byReason.get(reason)
-    if (!counter) byReason.set(reason, (counter = this.metrics.disconnectsTotal.labels(protocol, reason)))
-    return counter
+  private disconnectCounter(protocol: SessionRecord['protocol'], reason: DisconnectReason): Counted {
+    return counterOf(this.disconnectCounters, protocol, reason, () => this.metrics.disconnectsTotal.labels(protocol, reason))
   }
 
   /** Counts an event; the labelled counters are looked up once, not hashed per event. */
   private count(kind: LifecycleEventKind, outcome: 'applied' | 'stale' | 'failed'): void {
-    let byOutcome = this.eventCounters.get(kind)
-    if (!byOutcome) this.eventCounters.set(kind, (byOutcome = new Map<string, { inc(): void }>()))
-    let counter = byOutcome.get(outcome)
-    if (!counter) byOutcome.set(outcome, (counter = this.metrics.eventsTotal.labels(kind, outcome)))
-    counter.inc()
+    counterOf(this.eventCounters, kind, outcome, () => this.metrics.eventsTotal.labels(kind, outcome)).inc()
   }
 
   private alreadyHolds(stored: StoredSession, incarnation: string, subscriptions: TopicSubscription[]): boolean {
@@ -748,4 +740,17 @@ export class SessionRegistry {
   async settled(): Promise<void> {
     while (this.queue.pendingKeys > 0) await new Promise((resolve) => setImmediate(resolve))
   }
+}
+
+type Counted = { inc(): void }
+/** Children of a counter with two labels, by their values (each value set from a fixed list). */
+type CounterCache = Map<string, Map<string, Counted>>
+
+/** The child of `first`, `second` in `cache`, made by `make` the first time: prom-client hashes the labels on every `labels()` call. */
+function counterOf(cache: CounterCache, first: string, second: string, make: () => Counted): Counted {
+  let bySecond = cache.get(first)
+  if (!bySecond) cache.set(first, (bySecond = new Map<string, Counted>()))
+  let counter = bySecond.get(second)
+  if (!counter) bySecond.set(second, (counter = make()))
+  return counter
 }
