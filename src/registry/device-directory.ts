@@ -14,8 +14,10 @@ import { LRUCache } from 'lru-cache'
 import { changeDevice, changesDevice, createDevice, newToken, tokenMatches, type CreatedDevice, type Device, type DeviceChange, type NewDevice } from '../domain/device.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider, StoredView } from '../store/decision.js'
+import { compareIds } from '../store/fleet-reads.js'
 import type { Mutation, Store } from '../store/store.js'
 import { KeyedQueue } from './keyed-queue.js'
+import { OrderedIds } from './ordered-ids.js'
 
 export class DuplicateDeviceError extends Error {
   constructor(readonly ids: string[]) {
@@ -35,6 +37,8 @@ export class UnknownDeviceError extends Error {
 export class DeviceDirectory {
   /** All devices where this process holds the fleet; the ones used last where replicas share the store. */
   private readonly devices: Map<string, Device> | LRUCache<string, Device>
+  /** The ids in id order, for listings and fleet walks by keyset (built at the first), where all are held. */
+  private readonly order: OrderedIds | undefined
   /** Ids being created by a commit still in flight, so two requests cannot both take one. */
   private readonly reserved = new Set<string>()
   /** Changes of one device, one at a time: where decisions are made from the caches, each must see the one before. */
@@ -52,6 +56,7 @@ export class DeviceDirectory {
     cacheSize?: number
   ) {
     this.devices = shared && cacheSize !== undefined ? new LRUCache<string, Device>({ max: cacheSize }) : new Map<string, Device>()
+    this.order = this.devices instanceof Map ? new OrderedIds((id) => this.devices.has(id)) : undefined
   }
 
   /** Where creations are decided (set once the hub has composed its caches). */
@@ -60,13 +65,18 @@ export class DeviceDirectory {
   }
 
   load(devices: Iterable<Device>): void {
-    for (const d of devices) this.devices.set(d.id, d)
+    for (const d of devices) this.cache(d)
   }
 
   /** A committed change of a device, handed back by the change log. */
   applyChange(m: Extract<LoggedChange, { op: 'device.put' | 'device.delete' }>): void {
-    if (m.op === 'device.put') this.devices.set(m.device.id, m.device)
-    else this.devices.delete(m.id)
+    if (m.op === 'device.put') this.cache(m.device)
+    else if (this.devices.delete(m.id)) this.order?.noteDeleted()
+  }
+
+  private cache(device: Device): void {
+    if (!this.devices.has(device.id)) this.order?.noteAdded(device.id)
+    this.devices.set(device.id, device)
   }
 
   get(id: string): Device | undefined {
@@ -76,6 +86,20 @@ export class DeviceDirectory {
   /** Every device cached, in no particular order (the whole fleet where this process holds it). */
   values(): IterableIterator<Device> {
     return this.devices.values()
+  }
+
+  /**
+   * The devices cached with an id after `after` (all when undefined), in id order: a keyset page
+   * costs its own length, however many devices there are (ordered-ids.ts). Devices created while
+   * the iteration runs are not visited; devices deleted meanwhile are skipped.
+   */
+  *inIdOrder(after?: string): Generator<Device> {
+    // a cache of the devices used last (replicas share the store) lists from the store, not from here
+    const ids = this.order ? this.order.after(after, () => this.devices.keys()) : [...this.devices.keys()].sort(compareIds).filter((id) => after === undefined || compareIds(id, after) > 0)
+    for (const id of ids) {
+      const device = this.devices.get(id)
+      if (device) yield device
+    }
   }
 
   /** The device, read from the store when the cache does not have it (yet) and others write the store. */
@@ -88,7 +112,7 @@ export class DeviceDirectory {
   private async readStored(id: string): Promise<Device | undefined> {
     const stored = await this.store.readDevice(id)
     // the log brings the same device soon; caching it now spares the next login the read
-    if (stored && !this.devices.has(id)) this.devices.set(id, stored)
+    if (stored && !this.devices.has(id)) this.cache(stored)
     return stored
   }
 
@@ -181,7 +205,7 @@ export class DeviceDirectory {
     const matches = (device: Device | undefined) => device !== undefined && tokenMatches(device, this.store.tokens, password)
     if (!this.shared) return matches(this.devices.get(deviceId))
     return this.store.readDevice(deviceId).then((stored) => {
-      if (stored && !this.devices.has(deviceId)) this.devices.set(deviceId, stored)
+      if (stored && !this.devices.has(deviceId)) this.cache(stored)
       return matches(stored)
     })
   }

@@ -138,11 +138,13 @@ function cut<T>(sorted: T[], page: PageRequest): { rows: T[]; more: boolean } {
 /** The cached devices (the DeviceDirectory, which holds them all where the caches hold the fleet). */
 export interface DeviceRecords {
   values(): Iterable<Device>
+  /** The devices with an id after `after` (all when undefined), in id order, a page costing its length. */
+  inIdOrder(after?: string): Iterable<Device>
   /** How many there are (the device directory knows without a walk). */
   readonly size: number
 }
 
-const NO_DEVICES: DeviceRecords = { values: () => [], size: 0 }
+const NO_DEVICES: DeviceRecords = { values: () => [], inIdOrder: () => [], size: 0 }
 
 export class MemoryFleetReads implements FleetReads {
   constructor(
@@ -158,14 +160,15 @@ export class MemoryFleetReads implements FleetReads {
       connected = new Set<string>()
       for (const s of this.sessionRecords.records()) if (s.connected) connected.add(s.deviceId)
     }
-    const smallest = new Smallest<Device>(page.limit + 1, byId)
-    for (const d of this.deviceRecords.values()) {
-      if (page.after !== undefined && compareIds(d.id, page.after) <= 0) continue
+    // in id order from the cursor on: the walk stops once the page and one more are found
+    const found: Device[] = []
+    for (const d of this.deviceRecords.inIdOrder(page.after)) {
       if (connected && connected.has(d.id) !== filter.connected) continue
-      if (deviceMatches(d, filter)) smallest.offer(d)
+      if (!deviceMatches(d, filter)) continue
+      found.push(d)
+      if (found.length > page.limit) break
     }
-    const sorted = smallest.sorted()
-    return { devices: sorted.slice(0, page.limit), more: sorted.length > page.limit }
+    return { devices: found.slice(0, page.limit), more: found.length > page.limit }
   }
 
   async session(id: string): Promise<Session | undefined> {
