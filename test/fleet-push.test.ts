@@ -358,6 +358,7 @@ describe('fleet pushes at once', () => {
       locker.exec('BEGIN IMMEDIATE')
       let pushes: Promise<{ status: number; body: FleetAnswer }>[] = []
       let refused: Response
+      const refusedBefore = await rejectedCount(t.api, 'too_many_fleet_pushes')
       try {
         pushes = Array.from({ length: MAX_RUNNING_FLEET_PUSHES }, (_, i) => t.api<FleetAnswer>('PATCH', '/v1/devices/attributes', { ids: ['busy-1'], attributes: { n: i } }))
         await running // each has asked for its device's change, which waits on the store
@@ -374,6 +375,7 @@ describe('fleet pushes at once', () => {
       assert.equal(refused.status, 429)
       assert.equal(refused.headers.get('retry-after'), '1')
       assert.match(((await refused.json()) as { message: string }).message, new RegExp(`at most ${MAX_RUNNING_FLEET_PUSHES} at once`))
+      assert.equal(await rejectedCount(t.api, 'too_many_fleet_pushes'), refusedBefore + 1, 'the refusal is counted')
       for (const pushed of await Promise.all(pushes)) assert.deepEqual([pushed.status, pushed.body.changed], [200, 1])
       const extra = (await t.api<{ properties: { attributes: Record<string, unknown> } }>('GET', '/v1/devices/busy-extra')).body
       assert.deepEqual(extra.properties.attributes, {}, 'the refused push changed nothing')

@@ -37,6 +37,8 @@ export type RejectReason =
   | 'api_unauthorized'
   | 'login_throttled'
   | 'tls_handshake_failed'
+  // more fleet pushes at once than a replica runs (api/routes/fleet-pushes.ts): 429
+  | 'too_many_fleet_pushes'
 
 export class HubMetrics {
   readonly registry = new Registry()

@@ -126,6 +126,7 @@ export const fleetPushRoutes = (ctx: ApiContext): FastifyPluginAsync => async (a
     what: string
   ): Promise<FleetPushReport | undefined> => {
     if (running.size >= MAX_RUNNING_FLEET_PUSHES) {
+      ctx.metrics.reject('too_many_fleet_pushes')
       await reply
         .code(429)
         .header('retry-after', '1')
