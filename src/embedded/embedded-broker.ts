@@ -14,7 +14,8 @@ import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import { connectedClient, skipRouting } from './aedes-internals.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
-import { guardPacketSize } from './packet-size-guard.js'
+import { PacketSizeGuard } from './packet-size-guard.js'
+import { localPortOf, stampLocalPort } from './socket-ports.js'
 import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../port-in-use.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
@@ -48,6 +49,12 @@ export interface MqttLifecycle {
   idle(): Promise<void>
 }
 
+/** What a watched socket keeps for its close listener (see EmbeddedBroker.track). */
+const WATCHER = Symbol('iothub broker watching')
+const AWAITED_PEER = Symbol('iothub awaited peer')
+
+type WatchedSocket = Socket & { [WATCHER]: EmbeddedBroker; [AWAITED_PEER]?: string }
+
 export class EmbeddedBroker implements BrokerPublisher {
   readonly aedes: Aedes
   private readonly server: Server
@@ -57,6 +64,9 @@ export class EmbeddedBroker implements BrokerPublisher {
   private readonly gate: ConnectionGate
   /** Admitted connections whose CONNECT has not arrived yet: their address, by peer (see admit). */
   private readonly awaitingConnect = new Map<string, string>()
+  private readonly packetSizeGuard: PacketSizeGuard
+  /** The listeners' ports, noted once each listens (a listener on port 0 is given one); 0 before. */
+  private readonly ports = { mqtt: 0, mqtts: 0 }
 
   constructor(
     private readonly config: HubConfig,
@@ -68,6 +78,10 @@ export class EmbeddedBroker implements BrokerPublisher {
     tls?: TlsCredentials
   ) {
     const hooks = source.hooks()
+    this.packetSizeGuard = new PacketSizeGuard(config.maxPacketSize, (socket, error) => {
+      this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
+      this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
+    })
     const fileLimit = openFileLimit()
     const maxConnections = fitConnectionLimit(config.maxConnections, fileLimit)
     if (maxConnections < config.maxConnections) {
@@ -108,23 +122,43 @@ export class EmbeddedBroker implements BrokerPublisher {
     skipRouting(this.aedes, (packet) => source.aedesMustNotRoute(packet))
     ;(this.aedes as EventEmitter).on('error', (error: Error) => this.log.error({ err: error.message }, 'broker error'))
     this.server = createServer((socket) => {
-      if (this.admit(socket)) this.accept(socket)
+      if (this.admit(socket, this.ports.mqtt)) this.accept(socket, this.ports.mqtt)
     })
     if (tls) {
       this.tlsServer = createTlsServer({ ...tls.options, handshakeTimeout: config.tlsHandshakeTimeout }, (socket) => {
         this.track(socket)
-        this.accept(socket)
+        this.accept(socket, this.ports.mqtts)
       })
       // gated as it connects, before its handshake costs anything: a client still in its handshake
       // holds a descriptor too (and stop must end it)
-      this.tlsServer.on('connection', (socket: Socket) => void this.admit(socket))
+      this.tlsServer.on('connection', (socket: Socket) => void this.admit(socket, this.ports.mqtts))
       tls.serve(this.tlsServer, 'mqtts')
     }
   }
 
-  private track(socket: Socket): void {
+  /**
+   * Watches a socket until it closes. What its one close listener needs is kept on the socket
+   * (this broker, and the peer it is awaited by when it counts against the gate), so that the
+   * listener is one function for every connection: a closure, or a `once` wrapper, per
+   * connection is heap each of them keeps for its whole life.
+   */
+  private track(socket: Socket, awaitedPeer?: string): void {
     this.sockets.add(socket)
-    socket.once('close', () => this.sockets.delete(socket))
+    const watched = socket as WatchedSocket
+    watched[WATCHER] = this
+    if (awaitedPeer !== undefined) watched[AWAITED_PEER] = awaitedPeer
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- a listener: called on the socket
+    socket.on('close', EmbeddedBroker.socketClosed)
+  }
+
+  private static readonly socketClosed = function (this: WatchedSocket): void {
+    const broker = this[WATCHER]
+    const peer = this[AWAITED_PEER]
+    if (peer !== undefined) {
+      broker.connectArrived(peer)
+      broker.gate.closed()
+    }
+    broker.sockets.delete(this)
   }
 
   /**
@@ -132,7 +166,8 @@ export class EmbeddedBroker implements BrokerPublisher {
    * It is awaited by its peer (`address:port`, the same for a TLS socket as for the TCP one
    * under it) until its CONNECT arrives.
    */
-  private admit(socket: Socket): boolean {
+  private admit(socket: Socket, port: number): boolean {
+    if (port !== 0) stampLocalPort(socket, port)
     const address = socket.remoteAddress ?? ''
     const refusal = this.gate.admit(address)
     if (refusal) {
@@ -142,20 +177,14 @@ export class EmbeddedBroker implements BrokerPublisher {
     }
     const peer = peerOf(socket)
     this.awaitingConnect.set(peer, address)
-    socket.once('close', () => {
-      this.connectArrived(peer)
-      this.gate.closed()
-    })
-    this.track(socket)
+    this.track(socket, peer)
     return true
   }
 
   /** An admitted connection, plain or (once its handshake is done) TLS: both reach Aedes alike. */
-  private accept(socket: Socket): void {
-    guardPacketSize(socket, this.config.maxPacketSize, (error) => {
-      this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
-      this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
-    })
+  private accept(socket: Socket, port: number): void {
+    if (port !== 0) stampLocalPort(socket, port)
+    this.packetSizeGuard.guard(socket)
     this.source.adopt(this.aedes.handle(socket))
   }
 
@@ -173,9 +202,13 @@ export class EmbeddedBroker implements BrokerPublisher {
     await this.journal.replay((packet) => this.route(packet))
     await this.publishWillsOfPreviousRun()
     await listen(this.server, this.config.mqttHost, this.config.mqttPort, 'MQTT', 'IOTHUB_MQTT_PORT / --mqtt-port')
-    if (!this.tlsServer) return { mqtt: this.address()! }
+    const mqtt = this.address()!
+    this.ports.mqtt = mqtt.port
+    if (!this.tlsServer) return { mqtt }
     await listen(this.tlsServer, this.config.mqttsHost, this.config.mqttsPort, 'MQTT over TLS', 'IOTHUB_MQTTS_PORT / --mqtts-port')
-    return { mqtt: this.address()!, mqtts: this.tlsServer.address() as AddressInfo }
+    const mqtts = this.tlsServer.address() as AddressInfo
+    this.ports.mqtts = mqtts.port
+    return { mqtt, mqtts }
   }
 
   /** Publishes as the hub itself (a downstream push, the EMQX publish API); resolves once routed. */
@@ -272,5 +305,5 @@ function listen(server: Server, host: string, port: number, what: string, settin
 
 /** A connection's peer on one listener: the TLS socket and the TCP socket under it share it. */
 function peerOf(socket: Socket): string {
-  return `${socket.localPort}|${socket.remoteAddress}:${socket.remotePort}`
+  return `${localPortOf(socket)}|${socket.remoteAddress}:${socket.remotePort}`
 }

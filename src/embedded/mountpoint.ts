@@ -9,6 +9,7 @@
  * (mqtt-packet's `packet` event). The listener goes first, so Aedes never sees a packet
  * unmounted, including packets that arrive in the same read as the CONNECT.
  */
+import type { EventEmitter } from 'node:events'
 import type { Client, ConnectPacket } from 'aedes'
 import { mountTopic } from '../domain/namespace.js'
 import { packetParser } from './aedes-internals.js'
@@ -21,30 +22,48 @@ interface ParsedPacket {
   will?: { topic: string } | null
 }
 
-/** Aedes keeps the client's mqtt-packet parser here; public in its JavaScript, not its types. */
-/**
- * `mountpointOf` is asked once, with the CONNECT (always the first packet); the answer holds
- * for the connection's life.
- */
-export function mountClientTopics(client: Client, mountpointOf: (connect: ConnectPacket) => string): void {
-  let mountpoint: string | undefined
-  packetParser(client).prependListener('packet', (packet: ParsedPacket) => {
-    if (packet.cmd === 'connect') {
-      mountpoint ??= mountpointOf(packet as unknown as ConnectPacket)
-      if (packet.will) packet.will.topic = mountTopic(mountpoint, packet.will.topic)
-      return
-    }
-    if (mountpoint === undefined) return // no CONNECT yet: Aedes refuses the packet itself
-    switch (packet.cmd) {
-      case 'publish':
-        packet.topic = mountTopic(mountpoint, packet.topic!)
-        break
-      case 'subscribe':
-        for (const s of packet.subscriptions!) s.topic = mountTopic(mountpoint, s.topic)
-        break
-      case 'unsubscribe':
-        packet.unsubscriptions = packet.unsubscriptions!.map((t) => mountTopic(mountpoint!, t))
-        break
-    }
-  })
+/** Decides a connection's mountpoint from its CONNECT: one for every connection (connect.ts). */
+export interface Mounter {
+  mountpointOf(client: Client, connect: ConnectPacket): string
+}
+
+/** What a client's parser keeps for its packet listener: on the parser, not in a closure. */
+const MOUNTING = Symbol('iothub mounting')
+
+interface Mounting {
+  mounter: Mounter
+  client: Client
+  /** Decided with the CONNECT (always the first packet); it holds for the connection's life. */
+  mountpoint: string | undefined
+}
+
+type MountingParser = EventEmitter & { [MOUNTING]: Mounting }
+
+export function mountClientTopics(client: Client, mounter: Mounter): void {
+  const parser = packetParser(client) as MountingParser
+  parser[MOUNTING] = { mounter, client, mountpoint: undefined }
+  parser.prependListener('packet', mountPacket)
+}
+
+/** The parser's `packet` listener, one function for every client (called on the parser). */
+function mountPacket(this: MountingParser, packet: ParsedPacket): void {
+  const mounting = this[MOUNTING]
+  if (packet.cmd === 'connect') {
+    mounting.mountpoint ??= mounting.mounter.mountpointOf(mounting.client, packet as unknown as ConnectPacket)
+    if (packet.will) packet.will.topic = mountTopic(mounting.mountpoint, packet.will.topic)
+    return
+  }
+  const { mountpoint } = mounting
+  if (mountpoint === undefined) return // no CONNECT yet: Aedes refuses the packet itself
+  switch (packet.cmd) {
+    case 'publish':
+      packet.topic = mountTopic(mountpoint, packet.topic!)
+      break
+    case 'subscribe':
+      for (const s of packet.subscriptions!) s.topic = mountTopic(mountpoint, s.topic)
+      break
+    case 'unsubscribe':
+      packet.unsubscriptions = packet.unsubscriptions!.map((t) => mountTopic(mountpoint, t))
+      break
+  }
 }

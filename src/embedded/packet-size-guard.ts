@@ -59,23 +59,51 @@ export class PacketFraming {
   }
 }
 
+/** Where a guarded socket keeps its framing (and its guard): on the socket, so nothing else per connection is needed. */
+const FRAMING = Symbol('iothub packet framing')
+
+type FramedSocket = Socket & { [FRAMING]: GuardedFraming }
+
+/** A socket's framing, with the guard that watches it and the socket's own `read`. */
+class GuardedFraming extends PacketFraming {
+  constructor(
+    readonly guard: PacketSizeGuard,
+    readonly read: (this: Socket, size?: number) => unknown
+  ) {
+    super(guard.maxPacketSize)
+  }
+}
+
 /**
- * Puts the framing check between the socket and whoever reads it with `read()` (Aedes does).
- * On a violation the socket is destroyed with the error, which Aedes reports as a client error.
+ * Puts the framing check between each socket it guards and whoever reads it with `read()` (Aedes
+ * does). On a violation the socket is destroyed with the error, which Aedes reports as a client
+ * error, after `onViolation` is told. One guard serves every connection of a listener: what a
+ * connection holds for it is its framing's few numbers — no closure, no bound function.
  */
-export function guardPacketSize(socket: Socket, maxPacketSize: number, onViolation: (error: Error) => void): void {
-  const framing = new PacketFraming(maxPacketSize)
-  const read = socket.read.bind(socket)
-  socket.read = (size?: number) => {
-    const chunk = read(size) as Buffer | null
-    if (chunk === null) return null
-    try {
-      framing.inspect(chunk)
-      return chunk
-    } catch (error) {
-      onViolation(error as Error)
-      socket.destroy(error as Error)
-      return null
-    }
+export class PacketSizeGuard {
+  constructor(
+    readonly maxPacketSize: number,
+    readonly onViolation: (socket: Socket, error: Error) => void
+  ) {}
+
+  guard(socket: Socket): void {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called on the socket by readFramed
+    ;(socket as FramedSocket)[FRAMING] = new GuardedFraming(this, socket.read)
+    socket.read = readFramed
+  }
+}
+
+/** A guarded socket's `read`: the same for every socket, which it is called on. */
+function readFramed(this: FramedSocket, size?: number): Buffer | null {
+  const framing = this[FRAMING]
+  const chunk = framing.read.call(this, size) as Buffer | null
+  if (chunk === null) return null
+  try {
+    framing.inspect(chunk)
+    return chunk
+  } catch (error) {
+    framing.guard.onViolation(this, error as Error)
+    this.destroy(error as Error)
+    return null
   }
 }

@@ -24,8 +24,9 @@ import { KeyedQueue } from '../../registry/keyed-queue.js'
 import { connectedClient } from '../aedes-internals.js'
 import { patchConnackSessionPresent } from '../connack-session-present.js'
 import type { WillPacket } from '../embedded-broker.js'
-import { mountClientTopics } from '../mountpoint.js'
-import { guardSlowConsumer } from '../slow-consumer-guard.js'
+import { mountClientTopics, type Mounter } from '../mountpoint.js'
+import { SlowConsumerGuard } from '../slow-consumer-guard.js'
+import { localPortOf } from '../socket-ports.js'
 import type { ClientState, Namespace } from './client-state.js'
 import type { CloseHandler } from './close.js'
 import type { MqttContext } from './mqtt-context.js'
@@ -48,13 +49,31 @@ function refusedWith(returnCode: number, message: string): Error & { returnCode:
   return Object.assign(new Error(message), { returnCode })
 }
 
-export class ConnectHandler {
+/**
+ * What an adopted socket keeps for the listeners every connection shares (its close, its slow
+ * consumer guard): the handler and its Aedes client, on the socket rather than in closures.
+ */
+const ADOPTED_BY = Symbol('iothub adopted by')
+const CLIENT = Symbol('iothub client')
+
+type AdoptedSocket = Socket & { [ADOPTED_BY]: ConnectHandler; [CLIENT]: Client }
+
+export class ConnectHandler implements Mounter {
   private readonly locks = new KeyedQueue()
+  private readonly slowConsumers: SlowConsumerGuard
 
   constructor(
     private readonly ctx: MqttContext,
     private readonly close: CloseHandler
-  ) {}
+  ) {
+    const { maxInflightBytes } = ctx.deps.config
+    this.slowConsumers = new SlowConsumerGuard(maxInflightBytes, (socket, buffered) => {
+      const client = (socket as AdoptedSocket)[CLIENT]
+      ctx.endsBecause(client, 'slow_consumer')
+      ctx.reject('slow_consumer', client, `${buffered} bytes waiting to be written, more than ${maxInflightBytes}`)
+      client.close()
+    })
+  }
 
   /**
    * The registry handed this session to a newer connection (a takeover, see StepDown): the
@@ -71,20 +90,25 @@ export class ConnectHandler {
   /** Takes a new Aedes client before it reads its first packet: its topics get its mountpoint. */
   adopt(client: Client): void {
     const { ctx } = this
-    const socket = client.conn as Socket
-    const peerHost = socket.remoteAddress
-    const { maxInflightBytes } = ctx.deps.config
-    guardSlowConsumer(socket, maxInflightBytes, (buffered) => {
-      ctx.endsBecause(client, 'slow_consumer')
-      ctx.reject('slow_consumer', client, `${buffered} bytes waiting to be written, more than ${maxInflightBytes}`)
-      client.close()
-    })
+    const socket = client.conn as AdoptedSocket
+    socket[ADOPTED_BY] = this
+    socket[CLIENT] = client
+    this.slowConsumers.guard(socket)
+    // kept only until the CONNACK is written
     patchConnackSessionPresent(socket, () => ctx.clients.get(client)?.sessionPresent === true)
-    mountClientTopics(client, (connect) => {
-      const namespace = this.namespaceOf(connect, peerHost)
-      ctx.namespaces.set(client, namespace)
-      return namespace.mountpoint
-    })
+    mountClientTopics(client, this)
+  }
+
+  /** Mounter: the namespace its CONNECT names, kept for `preConnect`, which Aedes calls next. */
+  mountpointOf(client: Client, connect: ConnectPacket): string {
+    const namespace = this.namespaceOf(connect, (client.conn as Socket).remoteAddress)
+    this.ctx.namespaces.set(client, namespace)
+    return namespace.mountpoint
+  }
+
+  /** An adopted socket's close listener, the same function for every connection (called on the socket). */
+  private static readonly socketClosed = function (this: AdoptedSocket): void {
+    this[ADOPTED_BY].close.closed(this[CLIENT])
   }
 
   /** Aedes' `preConnect`: what the connection tells of itself, kept until it closes. */
@@ -100,14 +124,15 @@ export class ConnectHandler {
       protoVer: packet.protocolVersion ?? 4,
       peerHost: socket.remoteAddress ?? null,
       peerPort: socket.remotePort ?? null,
-      sockPort: socket.localPort ?? null,
+      sockPort: localPortOf(socket),
       ...(packet.will ? { willTopic: packet.will.topic } : {})
     }
     ctx.clients.set(client, state)
     // the will keeps its publisher's namespace, so a will published after a crash is checked
     // against it as a live client's is (see PublishHandler.willOfPreviousRunRefusal)
     if (packet.will) (packet.will as WillPacket).mountpoint = state.namespace.mountpoint
-    socket.once('close', () => this.close.closed(client))
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- a listener: called on the socket
+    socket.on('close', ConnectHandler.socketClosed)
     done(null, true)
   }
 
