@@ -17,6 +17,7 @@
 import type { Hub } from '../src/hub.js'
 import { ClientFleet, type PhaseReport } from './lib/clients.js'
 import { aedesClients, benchStoreSync, commitTotals, startTarget, type CommitTotals, type Target } from './lib/targets.js'
+import { machineTimes } from './lib/process-cpu.js'
 import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
@@ -50,7 +51,13 @@ interface StormResult {
   check: { match: boolean; differences: string[] } | null
   /** Hub only: sessions the registry held once the disconnect phase settled. */
   sessionsLeft: number | null
+  /** CPU time other processes used during the storm's two phases, and the machine's cpu time then (ms). */
+  othersCpuMs: number
+  machineMs: number
 }
+
+/** Above this share of the machine's cpu used by other processes, a storm is marked as not clean. */
+const OTHERS_WARNING = 0.1
 
 const cpuMs = (since: NodeJS.CpuUsage): number => {
   const d = process.cpuUsage(since)
@@ -93,11 +100,13 @@ async function storm(fleet: ClientFleet, name: 'hub' | 'bare', clients: number, 
   const target: Target = await startTarget(name)
   try {
     const commits0 = await commitTotals(target.hub)
+    const machine0 = machineTimes()
     const cpu0 = process.cpuUsage()
     const t0 = nowMs()
     const connected = await fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
     const t1 = nowMs()
     const connectCpuMs = cpuMs(cpu0)
+    const machineConnected = machineTimes()
     const commits1 = await commitTotals(target.hub)
 
     // every client has its SUBACK, so the broker must count them all; outside the timings
@@ -106,12 +115,14 @@ async function storm(fleet: ClientFleet, name: 'hub' | 'bare', clients: number, 
     }
     const check = target.hub ? compareRegistry(target.hub) : null
 
+    const machine1 = machineTimes()
     const cpu1 = process.cpuUsage()
     const t2 = nowMs()
     const ended = await fleet.disconnect(CONCURRENCY)
     const settled = await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
     const t3 = nowMs()
     const disconnectCpuMs = cpuMs(cpu1)
+    const machine2 = machineTimes()
     if (!settled) line(`  WARNING: ${name} did not settle within ${SETTLE_TIMEOUT_MS} ms after the disconnects`)
     if (target.hub) await target.hub.registry.settled()
     const commits2 = await commitTotals(target.hub)
@@ -127,7 +138,10 @@ async function storm(fleet: ClientFleet, name: 'hub' | 'bare', clients: number, 
       connectCommits: commitDelta(commits0, commits1),
       disconnectCommits: commitDelta(commits1, commits2),
       check,
-      sessionsLeft: target.hub ? target.hub.registry.size : null
+      sessionsLeft: target.hub ? target.hub.registry.size : null,
+      // the check between the phases is this process' too, and outside both: only the phases count
+      othersCpuMs: Math.max(0, machineConnected.busy - machine0.busy + (machine2.busy - machine1.busy) - connectCpuMs - disconnectCpuMs - connected.cpuMs - ended.cpuMs),
+      machineMs: machineConnected.total - machine0.total + (machine2.total - machine1.total)
     }
   } finally {
     await target.stop()
@@ -141,6 +155,11 @@ function printStorm(r: StormResult, label: string): void {
     `  ${label.padEnd(12)} ${r.target.padEnd(4)}  connect+subscribe ${fmt(r.connectMs).padStart(6)} ms (cpu ${fmt(r.connectCpuMs).padStart(6)} ms)` +
       `  disconnect ${fmt(r.disconnectMs).padStart(6)} ms (cpu ${fmt(r.disconnectCpuMs).padStart(5)} ms)  total ${fmt(r.totalMs).padStart(6)} ms` +
       `   clients cpu ${fmt(c.cpuMs + r.ended.cpuMs)} ms   CONNACK p50/p99 ${fmt(lat.connack!.p50, 1)}/${fmt(lat.connack!.p99, 1)} ms, SUBACK p50/p99 ${fmt(lat.suback!.p50, 1)}/${fmt(lat.suback!.p99, 1)} ms`
+  )
+  const others = r.othersCpuMs / Math.max(1, r.machineMs)
+  line(
+    `  ${''.padEnd(12)} machine: other processes used ${fmt(r.othersCpuMs)} ms of cpu (${fmt(others * 100)}% of the machine) during this storm` +
+      (others > OTHERS_WARNING ? ': WARNING, its figures are not clean' : '')
   )
   if (c.failed > 0 || r.ended.failed > 0) {
     line(`  ${''.padEnd(12)} FAILED: ${c.failed} connects, ${r.ended.failed} disconnects: ${[...c.errors, ...r.ended.errors].join('; ')}`)
@@ -186,7 +205,8 @@ async function main(): Promise<void> {
   const bareTotal = med('bare', (r) => r.totalMs)
   const ratio = hubTotal / bareTotal
   const phaseRatio = (pick: (r: StormResult) => number) => fmt(med('hub', pick) / med('bare', pick), 2)
-  line(`  medians over ${ROUNDS} round(s):`)
+  const noisy = results.filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
+  line(`  medians over ${ROUNDS} round(s)${noisy > 0 ? ` (${noisy} of ${results.length} storms not clean: other processes used more than ${fmt(OTHERS_WARNING * 100)}% of the cpu)` : ' (other processes used at most 10% of the cpu in every storm)'}:`)
   for (const name of ['bare', 'hub'] as const) {
     line(
       `    ${name.padEnd(4)}  connect+subscribe ${fmt(med(name, (r) => r.connectMs)).padStart(6)} ms  disconnect ${fmt(med(name, (r) => r.disconnectMs)).padStart(6)} ms` +

@@ -44,6 +44,7 @@ import { LogFollower } from '../src/store/log-follower.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { Mutation, Store } from '../src/store/store.js'
 import { newTokenKey, TokenHasher } from '../src/domain/secret.js'
+import { machineTimes } from './lib/process-cpu.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
 
 const EVENTS = envInt('BENCH_EVENTS', 200_000)
@@ -82,7 +83,12 @@ interface Measurement {
   commit: CommitStats
   /** SQLite: the change log this run left (warm-up included), per lifecycle event driven. */
   log?: { entriesPerEvent: number; bytesPerEvent: number }
+  /** Share of the machine's cpu that other processes used during the measurement. */
+  othersShare: number
 }
+
+/** Above this share of the machine's cpu used by other processes, a measurement is marked as not clean. */
+const OTHERS_WARNING = 0.1
 
 /** The four events of one connection of `clientId`, made as they are sent (their `at` is now). */
 export function* cycle(clientId: string, i: number): Generator<LifecycleEvent> {
@@ -270,11 +276,16 @@ async function measure(v: Variant): Promise<Measurement> {
     driven += (await drive(registry, 'warm', v.clients, WARMUP_EVENTS)).events
     await collectGarbage()
     Object.assign(commit, { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 })
+    const machine0 = machineTimes()
+    const cpu0 = process.cpuUsage()
     const run = v.offeredRate ? await driveAtRate(registry, v.offeredRate, OFFERED_SECONDS, v.clients) : await drive(registry, 'c', v.clients, v.events)
+    const cpu = process.cpuUsage(cpu0)
+    const machine1 = machineTimes()
+    const othersShare = Math.max(0, machine1.busy - machine0.busy - (cpu.user + cpu.system) / 1000) / Math.max(1, machine1.total - machine0.total)
     driven += run.events
     if (!v.offeredRate && registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
     const { p50, p99, max } = percentiles(run.latencies)
-    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit }
+    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare }
   } finally {
     await store.close()
     // what every lifecycle event adds to the change log (nothing prunes it here): its growth
@@ -304,6 +315,10 @@ function print(m: Measurement): void {
     `  ${''.padEnd(26)} ${fmt(c.batches)} transactions, ${fmt(c.commits / Math.max(1, c.batches), 1)} events and ${fmt(c.mutations / Math.max(1, c.batches), 1)} rows each,` +
       ` ${fmt((c.seconds * 1000) / Math.max(1, c.batches), 3)} ms per transaction (write + fsync), ${fmt((c.seconds / m.seconds) * 100, 0)}% of wall time in commits` +
       (m.notApplied + c.failures > 0 ? `; NOT APPLIED ${m.notApplied}, FAILED BATCHES ${c.failures}` : '')
+  )
+  line(
+    `  ${''.padEnd(26)} machine: other processes used ${fmt(m.othersShare * 100)}% of the cpu during this measurement` +
+      (m.othersShare > OTHERS_WARNING ? ': WARNING, its figures are not clean' : '')
   )
   if (m.log) line(`  ${''.padEnd(26)} change log: ${fmt(m.log.entriesPerEvent, 2)} entries and ${fmt(m.log.bytesPerEvent)} bytes of JSON per lifecycle event`)
 }
