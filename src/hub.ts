@@ -31,7 +31,7 @@ import { AdmissionPolicy } from './admission/admission-policy.js'
 import { SubscriptionBook } from './registry/subscription-book.js'
 import { TopicBook } from './registry/topic-book.js'
 import { MemoryFleetReads } from './registry/memory-fleet-reads.js'
-import { registerFleetGauges, type TotalsReader } from './registry/fleet-gauges.js'
+import { REUSE_MS, registerFleetGauges, type TotalsReader } from './registry/fleet-gauges.js'
 import { StatusSampler } from './observability/status-sampler.js'
 import type { FleetReads } from './store/fleet-reads.js'
 import { PostgresStore } from './store/postgres/postgres-store.js'
@@ -92,7 +92,7 @@ export class Hub {
   private readonly events: EventStreams
   /** Events out of the hub: webhooks, MQTT presence topics (each as configured). */
   private readonly deliveries: EventDeliveries
-  /** The fleet's totals, read at most every 15 s and shared by the gauges and GET /v1/status. */
+  /** The fleet's totals, shared by the gauges and GET /v1/status (fleet-gauges.ts: how often each is read). */
   private readonly totals: TotalsReader
   /** This replica's recent rates and its last hour, for GET /v1/status. */
   private readonly sampler: StatusSampler
@@ -178,7 +178,7 @@ export class Hub {
     )
     this.properties = new DeviceProperties(decider, this.holdsFleet ? undefined : this.store)
     this.fleet = this.holdsFleet || !this.store.fleet ? new MemoryFleetReads(this.registry, this.registry.topics, this.registry.subscriptions, this.devices) : this.store.fleet
-    this.totals = registerFleetGauges(this.metrics, this.fleet)
+    this.totals = registerFleetGauges(this.metrics, this.fleet, this.fleet === this.store.fleet ? REUSE_MS.stored : REUSE_MS.walked)
     this.sampler = new StatusSampler(this.metrics, this.totals, this.log.child({ component: 'status' }))
     this.metrics.gauge('iothub_cache_entries', "Entries in this replica's caches of sessions and devices (bounded where the store is shared)", ['cache'], (set) => {
       set({ cache: 'sessions' }, this.registry.size)

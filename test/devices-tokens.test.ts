@@ -10,6 +10,7 @@ import { describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import { connectClient, startTestHub, tempDir, type TestHub } from './helpers/hub.js'
 import { createDatabase } from './helpers/postgres.js'
+import { SCHEMA_VERSION } from '../src/store/postgres/schema.js'
 
 const notAuthorized = /Not authorized|Connection refused/i
 
@@ -140,7 +141,7 @@ describe('device tokens, stored as hashes', () => {
           assert.equal(await holding(token), 0, `${id}'s token is stored nowhere`)
         }
         assert.equal(await logsIn(second, 'pg-old-2', devices[0]!.token), false)
-        assert.deepEqual(await database.query('SELECT version FROM schema_version'), [{ version: 6 }])
+        assert.deepEqual(await database.query('SELECT version FROM schema_version'), [{ version: SCHEMA_VERSION }])
         assert.deepEqual(await database.query('SELECT id, owner, group_name, name FROM devices ORDER BY id'), [
           { id: 'pg-old-1', owner: '', group_name: 'default', name: '' },
           { id: 'pg-old-2', owner: '', group_name: 'default', name: '' }

@@ -190,3 +190,94 @@ describe('GET /v1/status in EMQX mode on PostgreSQL, two replicas', () => {
     assert.equal(onB.rates.lifecycleEventsPerSecond, 0)
   })
 })
+
+describe('GET /v1/status in EMQX mode on PostgreSQL: the stored totals stay exact', () => {
+  /** The counts as counting the database finds them. */
+  async function counted(db: TestDatabase): Promise<NonNullable<Status['counts']>> {
+    const [row] = await db.query<{ devices: string; sessions: string; subscriptions: string; connected: { protocol: string; node: string; n: number }[] }>(
+      `SELECT (SELECT count(*) FROM devices) AS devices, (SELECT count(*) FROM sessions) AS sessions, (SELECT count(*) FROM subscriptions) AS subscriptions,
+              (SELECT coalesce(json_agg(c), '[]') FROM (SELECT protocol, node, count(*) AS n FROM sessions WHERE connected GROUP BY protocol, node) c) AS connected`
+    )
+    const counts = { devices: Number(row!.devices), sessions: Number(row!.sessions), connected: 0, subscriptions: Number(row!.subscriptions), connectedByProtocol: {} as Record<string, number>, connectedByNode: {} as Record<string, number> }
+    for (const { protocol, node, n } of row!.connected) {
+      counts.connected += n
+      counts.connectedByProtocol[protocol] = (counts.connectedByProtocol[protocol] ?? 0) + n
+      counts.connectedByNode[node] = (counts.connectedByNode[node] ?? 0) + n
+    }
+    return counts
+  }
+
+  /** Every replica's status shows what the database holds (read again until both are at rest). */
+  async function exact(db: TestDatabase, replicas: EmqxTestHub[], what: string): Promise<NonNullable<Status['counts']>> {
+    let truth: NonNullable<Status['counts']> | undefined
+    for (const replica of replicas) {
+      await eventually(async () => {
+        truth = await counted(db)
+        const shown = (await status(replica.api)).counts
+        assert.deepEqual(shown, truth)
+        return true
+      }, 10_000, `${what}: the counts on ${replica.hub.config.node} to equal the database's (stored totals read at most 1 s ago; a count would be 15 s)`)
+    }
+    return truth!
+  }
+
+  it('over connects, subscribes, a takeover and disconnects through two replicas, and after an upgrade of an existing database', async () => {
+    const db = await createDatabase('iothub_totals')
+    const store = { store: 'postgres' as const, databaseUrl: db.url }
+    let a = await startEmqxTestHub({ overrides: { ...store, node: 'iothub@replica-a' } })
+    let b = await startEmqxTestHub({ standin: a.standin, overrides: { ...store, node: 'iothub@replica-b' } })
+    const standin = a.standin
+    try {
+      const ids = ['tt-a', 'tt-b', 'tt-c']
+      for (const id of ids) await a.createDevice(id)
+      const client = (id: string, node: string) => ({ clientid: id, username: id, mountpoint: `${id}/`, node })
+      const connect = async (via: EmqxTestHub, id: string, node: string) => {
+        standin.addClient({ clientid: id, username: id, node })
+        await via.exhook('v3', node).onClientConnected(client(id, node))
+      }
+      const subscribe = async (via: EmqxTestHub, id: string, node: string) => {
+        await via.exhook('v3', node).onSessionSubscribed(client(id, node), `${id}/v1/devices/me/attributes`, { qos: 1 })
+        standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
+      }
+      // connects through either replica, on two EMQX nodes
+      await connect(a, 'tt-a', 'emqx@node-a')
+      await connect(b, 'tt-b', 'emqx@node-b')
+      await connect(a, 'tt-c', 'emqx@node-a')
+      await subscribe(b, 'tt-a', 'emqx@node-a')
+      await subscribe(a, 'tt-b', 'emqx@node-b')
+      let truth = await exact(db, [a, b], 'connected and subscribed')
+      assert.deepEqual(truth.connectedByNode, { 'emqx@node-a': 2, 'emqx@node-b': 1 })
+      assert.equal(truth.subscriptions, 2)
+      // tt-a taken over on the other node, through the other replica: it moves from node-a to node-b
+      await connect(b, 'tt-a', 'emqx@node-b')
+      truth = await exact(db, [a, b], 'after the takeover')
+      assert.deepEqual(truth.connectedByNode, { 'emqx@node-a': 1, 'emqx@node-b': 2 })
+      // a disconnect, and a device deleted with its session
+      await a.exhook('v3', 'emqx@node-b').onClientDisconnected(client('tt-b', 'emqx@node-b'), 'normal')
+      standin.removeClient('tt-b')
+      assert.equal((await b.api('DELETE', '/v1/devices/tt-c')).status, 200)
+      standin.removeClient('tt-c')
+      truth = await exact(db, [a, b], 'after a disconnect and a device deleted')
+      assert.equal(truth.devices, 2)
+      assert.deepEqual(truth.connectedByNode, { 'emqx@node-b': 1 })
+
+      // the database as a build of schema version 6 left it: no such totals stored
+      await b.stop({ keepStandin: true })
+      await a.stop({ keepStandin: true })
+      await db.query('DROP TABLE connected_totals')
+      await db.query('ALTER TABLE log_head DROP COLUMN devices, DROP COLUMN subscriptions')
+      await db.query('UPDATE schema_version SET version = 6')
+      a = await startEmqxTestHub({ standin, overrides: { ...store, node: 'iothub@replica-a' } })
+      b = await startEmqxTestHub({ standin, overrides: { ...store, node: 'iothub@replica-b' } })
+      const upgraded = await exact(db, [a, b], 'after the upgrade')
+      assert.deepEqual(upgraded, truth)
+      await connect(b, 'tt-b', 'emqx@node-a')
+      truth = await exact(db, [a, b], 'a connect after the upgrade')
+      assert.deepEqual(truth.connectedByNode, { 'emqx@node-a': 1, 'emqx@node-b': 1 })
+    } finally {
+      await b.stop({ keepStandin: true })
+      await a.stop()
+      await db.drop()
+    }
+  })
+})

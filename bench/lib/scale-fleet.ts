@@ -233,8 +233,8 @@ export async function fillPostgres(client: pg.Client, schema: string, shape: Fle
       throw error
     }
   }
-  // written without the store's log append, which keeps the totals of sessions and topics
-  await client.query(recountFleet(qualifiedTables(schema)))
+  // written without the store's log append, which keeps the stored totals
+  for (const statement of recountFleet(qualifiedTables(schema))) await client.query(statement)
   return { clients: shape.size, rowWrites, ms: Date.now() - started }
 }
 

@@ -88,8 +88,8 @@ export class StatusSampler {
     const { lifecycleEventsPerSecond, pushesPerSecond } = this.between(this.readings[0]!, now)
     let connected: number | null = null
     try {
-      // the shared reading (at most 15 s old): on PostgreSQL the connected count is a count over
-      // the fleet, which a sample every 10 s must not add to every replica's work
+      // the shared reading (registry/fleet-gauges.ts): PostgreSQL's stored totals, or a walk of
+      // the caches at most every 15 s, which a sample every 10 s must not add to
       const totals = await this.totals()
       connected = Object.values(totals.connectedByProtocol).reduce((sum, n) => sum + n, 0)
     } catch (error) {

@@ -86,7 +86,8 @@ describe('BatchStatements.plan', () => {
     assert.equal(
       upsert!.text,
       'INSERT INTO "hub_test"."devices" (id, doc, owner, group_name, name) SELECT * FROM unnest($1::text[], $2::json[], $3::text[], $4::text[], $5::text[]) ' +
-        'ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, owner = excluded.owner, group_name = excluded.group_name, name = excluded.name'
+        'ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, owner = excluded.owner, group_name = excluded.group_name, name = excluded.name ' +
+        'RETURNING (xmax = 0) AS inserted'
     )
     assert.deepEqual(rows(upsert!), ['a', 'b', 'c'].map((id) => [id, JSON.stringify(device(id)), 'o', 'g', id]), 'rows in key order')
   })
@@ -293,7 +294,7 @@ describe('BatchStatements.plan', () => {
       assert.equal(rows(planned[0]!).length, 70_000)
     })
 
-    it('marks what moves the totals of sessions and topics: their deletes and clears by the rows removed, their upserts by the rows inserted', () => {
+    it('marks what moves the totals of sessions, topics, devices and subscription entities: their deletes and clears by the rows removed, their upserts by the rows inserted', () => {
       const planned: PlannedStatement[] = statements.plan([
         { op: 'session.delete', id: 'gone' },
         { op: 'session.put', session: sessionRecord('s') },
@@ -306,27 +307,50 @@ describe('BatchStatements.plan', () => {
       ])
       const counts: Record<string, PlannedStatement['counts'] | null> = Object.fromEntries(planned.map((s) => [s.name ?? '', s.counts ?? null]))
       assert.deepEqual(counts, {
-        iothub_devices_upsert: null,
-        iothub_sessions_delete: { total: 'sessions', by: 'deleted' },
-        iothub_sessions_upsert: { total: 'sessions', by: 'inserted' },
+        iothub_devices_upsert: { total: 'devices', by: 'inserted' },
+        iothub_sessions_delete: { total: 'sessions', by: 'deleted', connected: true },
+        iothub_sessions_upsert: { total: 'sessions', by: 'inserted', connected: true },
         iothub_sessions_version: null,
-        iothub_subscriptions_clear: null,
+        iothub_subscriptions_clear: { total: 'subscriptions', by: 'deleted' },
         iothub_topics_clear: { total: 'topics', by: 'deleted' },
         iothub_topics_delete: { total: 'topics', by: 'deleted' },
         iothub_topics_upsert: { total: 'topics', by: 'inserted' }
       })
-      assert.match(statement(planned, 'iothub_sessions_upsert').text, / RETURNING \(xmax = 0\) AS inserted$/)
-      assert.doesNotMatch(statement(planned, 'iothub_devices_upsert').text, /RETURNING/)
+      assert.match(statement(planned, 'iothub_topics_upsert').text, / RETURNING \(xmax = 0\) AS inserted$/)
+      assert.doesNotMatch(statement(planned, 'iothub_sessions_version').text, /RETURNING/)
+      // sessions answer what they replaced and removed: whether connected, and where
+      assert.match(statement(planned, 'iothub_sessions_upsert').text, /FOR UPDATE\).*was_connected/)
+      assert.match(statement(planned, 'iothub_sessions_delete').text, / RETURNING connected, protocol, node$/)
 
       const change = new FleetCountChange()
       const result = (rowCount: number, inserted: boolean[] = []) => ({ rowCount, rows: inserted.map((i) => ({ inserted: i })) })
-      change.add(statement(planned, 'iothub_sessions_delete'), result(1))
-      change.add(statement(planned, 'iothub_sessions_upsert'), result(3, [true, false, true]))
+      const connected = (protocol: string, node: string) => ({ connected: true, protocol, node })
+      const offline = { connected: false, protocol: 'mqtt', node: 'n1' }
+      change.add(statement(planned, 'iothub_sessions_delete'), { rowCount: 2, rows: [connected('mqtt', 'n1'), offline] })
+      change.add(statement(planned, 'iothub_sessions_upsert'), {
+        rowCount: 4,
+        rows: [
+          // new, connected; a disconnect; a takeover from another node and protocol; one offline still
+          { inserted: true, ...connected('mqtt', 'n1'), was_connected: null, was_protocol: null, was_node: null },
+          { inserted: false, ...offline, was_connected: true, was_protocol: 'mqtt', was_node: 'n1' },
+          { inserted: false, ...connected('coap', 'n2'), was_connected: true, was_protocol: 'mqtt', was_node: 'n1' },
+          { inserted: false, ...offline, was_connected: false, was_protocol: 'mqtt', was_node: 'n1' }
+        ]
+      })
       change.add(statement(planned, 'iothub_topics_clear'), result(4))
       change.add(statement(planned, 'iothub_topics_upsert'), result(1, [true]))
-      change.add(statement(planned, 'iothub_devices_upsert'), result(9))
-      assert.deepEqual({ sessions: change.sessions, topics: change.topics, none: change.none }, { sessions: 1, topics: -3, none: false })
+      change.add(statement(planned, 'iothub_subscriptions_clear'), result(2))
+      change.add(statement(planned, 'iothub_devices_upsert'), result(1, [true]))
+      assert.deepEqual(
+        { sessions: change.sessions, topics: change.topics, devices: change.devices, subscriptions: change.subscriptions, connected: change.connected, none: change.none },
+        { sessions: -1, topics: -3, devices: 1, subscriptions: -2, connected: [{ protocol: 'coap', node: 'n2', sessions: 1 }, { protocol: 'mqtt', node: 'n1', sessions: -2 }], none: false }
+      )
       assert.equal(new FleetCountChange().none, true)
+      // a row replaced that the upsert did not read was inserted meanwhile by another writer: run again
+      assert.throws(
+        () => new FleetCountChange().add(statement(planned, 'iothub_sessions_upsert'), { rowCount: 1, rows: [{ inserted: false, ...offline, was_connected: null }] }),
+        (error: Error & { code?: string }) => error.code === '40001'
+      )
     })
 
     it('refuses a mutation it does not know, naming its op', () => {

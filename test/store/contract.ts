@@ -56,7 +56,7 @@ export const session = (id: string, overrides: Partial<SessionRecord> = {}): Ses
   ...overrides
 })
 
-const subscription = (id: string, sessionId: string): SubscriptionEntity => ({
+export const subscription = (id: string, sessionId: string): SubscriptionEntity => ({
   id,
   type: 'subscription',
   owner: 'owner-1',

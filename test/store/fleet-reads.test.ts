@@ -25,7 +25,8 @@ import { eventually, tempDir } from '../helpers/hub.js'
 import { TEST_SERVER } from '../helpers/postgres.js'
 import { SCHEMA_VERSION } from '../../src/store/postgres/schema.js'
 import type { Mutation } from '../../src/store/store.js'
-import { session } from './contract.js'
+import type { FleetTotals } from '../../src/store/fleet-reads.js'
+import { device, session, subscription } from './contract.js'
 import { fleetReadsContract } from './fleet-reads-contract.js'
 
 /** The registry here only follows the log: it decides nothing. */
@@ -236,6 +237,9 @@ describe('PostgreSQL schema version 5: the totals of sessions and topics', () =>
       }
       await overlapping([{ op: 'session.put', session: session('x') }, { op: 'topic.put', sessionId: 'x', subscription: { topic: 't', qos: 1 }, persistent: true }])
       assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 1, topics: 1 }, rows: { sessions: 1, topics: 1 } })
+      // the one that found the row the other inserted ran again, reading it: one connected session
+      assert.deepEqual(await a.fleet.totals(), await countedTotals(admin, schema))
+      assert.deepEqual((await a.fleet.totals()).connectedByNode, { 'iothub@test': 1 })
       await overlapping([{ op: 'session.delete', id: 'x' }, { op: 'topic.clear', sessionId: 'x' }])
       assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 0, topics: 0 }, rows: { sessions: 0, topics: 0 } })
 
@@ -252,7 +256,7 @@ describe('PostgreSQL schema version 5: the totals of sessions and topics', () =>
       }
       const mutation = (): Mutation => {
         const id = `r${random(12)}`
-        switch (random(5)) {
+        switch (random(10)) {
           case 0:
             return { op: 'session.delete', id }
           case 1:
@@ -261,6 +265,20 @@ describe('PostgreSQL schema version 5: the totals of sessions and topics', () =>
             return { op: 'topic.clear', sessionId: id }
           case 3:
             return { op: 'topic.put', sessionId: id, subscription: { topic: `t${random(3)}`, qos: 1 }, persistent: true }
+          case 4:
+            // connected or not, on one of two protocols and nodes: the connected totals move
+            return {
+              op: 'session.put',
+              session: session(id, { connected: random(2) === 0, protocol: random(2) === 0 ? 'mqtt' : 'coap', node: `n${random(2)}` })
+            }
+          case 5:
+            return random(2) === 0 ? { op: 'device.put', device: device(`dev-${id}`) } : { op: 'device.delete', id: `dev-${id}` }
+          case 6:
+            return { op: 'subscription.put', subscription: subscription(`e-${id}-${random(2)}`, id) }
+          case 7:
+            return { op: 'subscription.delete', id: `e-${id}-${random(2)}` }
+          case 8:
+            return { op: 'subscription.clear', sessionId: id }
           default:
             return { op: 'session.put', session: session(id) }
         }
@@ -274,15 +292,103 @@ describe('PostgreSQL schema version 5: the totals of sessions and topics', () =>
       const { stored, rows } = await totalsAndRows(admin, schema)
       assert.ok(rows.sessions > 0 && rows.topics > 0, `some rows are left: ${JSON.stringify(rows)}`)
       assert.deepEqual(stored, rows)
+      const truth = await countedTotals(admin, schema)
+      assert.ok(truth.devices > 0 && truth.subscriptions > 0 && Object.keys(truth.connectedByNode).length > 0, `some of each are left: ${JSON.stringify(truth)}`)
       for (const store of [a, b]) {
         assert.equal(await store.fleet.countSessions({}), rows.sessions)
         assert.equal(await store.fleet.countTopics({}), rows.topics)
+        assert.deepEqual(await store.fleet.totals(), truth)
       }
     } finally {
       await holder.end()
       await admin.end()
       await a.close()
       await b.close()
+      await dropSchema(schema)
+    }
+  })
+})
+
+/** The fleet's totals as counting the tables finds them: what the stored totals must equal. */
+async function countedTotals(admin: pg.Client, schema: string): Promise<FleetTotals> {
+  const q = pg.escapeIdentifier(schema)
+  const { rows } = await admin.query<{ sessions: string; subscriptions: string; devices: string; connected: { protocol: string; node: string; n: number }[] }>(
+    `SELECT (SELECT count(*) FROM ${q}.sessions) AS sessions, (SELECT count(*) FROM ${q}.subscriptions) AS subscriptions, ` +
+      `(SELECT count(*) FROM ${q}.devices) AS devices, ` +
+      `(SELECT coalesce(json_agg(c), '[]') FROM (SELECT protocol, node, count(*) AS n FROM ${q}.sessions WHERE connected GROUP BY protocol, node) c) AS connected`
+  )
+  const row = rows[0]!
+  const totals: FleetTotals = { sessions: Number(row.sessions), connectedByProtocol: {}, connectedByNode: {}, subscriptions: Number(row.subscriptions), devices: Number(row.devices) }
+  for (const { protocol, node, n } of row.connected) {
+    const p = protocol as keyof FleetTotals['connectedByProtocol']
+    totals.connectedByProtocol[p] = (totals.connectedByProtocol[p] ?? 0) + n
+    totals.connectedByNode[node] = (totals.connectedByNode[node] ?? 0) + n
+  }
+  return totals
+}
+
+describe('PostgreSQL schema version 7: devices, subscription entities and connected sessions by protocol and node stored', () => {
+  it('upgrades a version 6 store in place, counting what it holds once; its batches move them from then on', async () => {
+    const schema = `iothub_fleet_${process.pid}_${randomBytes(4).toString('hex')}`
+    const q = pg.escapeIdentifier(schema)
+    const store = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+    const admin = new pg.Client({ connectionString: TEST_SERVER })
+    await admin.connect()
+    try {
+      await store.commit([
+        { op: 'device.put', device: device('d1') },
+        { op: 'device.put', device: device('d2') },
+        { op: 'session.put', session: session('s1', { node: 'n1' }) },
+        { op: 'session.put', session: session('s2', { protocol: 'coap', node: 'n2' }) },
+        { op: 'session.put', session: session('s3', { connected: false, node: 'n1' }) },
+        { op: 'subscription.put', subscription: subscription('e1', 's1') },
+        { op: 'subscription.put', subscription: subscription('e2', 's2') }
+      ])
+      await store.close()
+      // as version 6 left it: no such totals, and rows its batches wrote since
+      await admin.query(`DROP TABLE ${q}.connected_totals`)
+      await admin.query(`ALTER TABLE ${q}.log_head DROP COLUMN devices, DROP COLUMN subscriptions`)
+      await admin.query(`UPDATE ${q}.schema_version SET version = 6`)
+      await admin.query(
+        `INSERT INTO ${q}.sessions SELECT 's4', doc, version, 'dev-s4', protocol, connected, node, username, peer_host, clean_start, proto_ver, created_at, connected_at, expires_at FROM ${q}.sessions WHERE id = 's1'`
+      )
+      await admin.query(`INSERT INTO ${q}.devices (id, doc, owner, group_name, name) SELECT 'd3', doc, owner, group_name, name FROM ${q}.devices WHERE id = 'd1'`)
+
+      const upgraded = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+      try {
+        assert.deepEqual((await admin.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }])
+        const expected: FleetTotals = { sessions: 4, connectedByProtocol: { mqtt: 2, coap: 1 }, connectedByNode: { n1: 2, n2: 1 }, subscriptions: 2, devices: 3 }
+        assert.deepEqual(await countedTotals(admin, schema), expected)
+        assert.deepEqual(await upgraded.fleet.totals(), expected)
+        // a disconnect, a takeover moving a session to another node and protocol, a new
+        // connection, a device deleted and a session's entities cleared
+        await upgraded.commit([
+          { op: 'session.put', session: session('s1', { connected: false, node: 'n1' }) },
+          { op: 'session.put', session: session('s4', { protocol: 'coap', node: 'n3' }) },
+          { op: 'session.put', session: session('s5', { node: 'n3' }) },
+          { op: 'device.delete', id: 'd3' },
+          { op: 'subscription.clear', sessionId: 's2' }
+        ])
+        const moved: FleetTotals = { sessions: 5, connectedByProtocol: { mqtt: 1, coap: 2 }, connectedByNode: { n2: 1, n3: 2 }, subscriptions: 1, devices: 2 }
+        assert.deepEqual(await countedTotals(admin, schema), moved)
+        assert.deepEqual(await upgraded.fleet.totals(), moved)
+        // a connected session deleted
+        await upgraded.commit([{ op: 'session.delete', id: 's2' }, { op: 'subscription.clear', sessionId: 's2' }])
+        assert.deepEqual(await upgraded.fleet.totals(), { sessions: 4, connectedByProtocol: { mqtt: 1, coap: 1 }, connectedByNode: { n3: 2 }, subscriptions: 1, devices: 2 })
+        assert.deepEqual(await upgraded.fleet.totals(), await countedTotals(admin, schema))
+      } finally {
+        await upgraded.close()
+      }
+      // opening a version 7 store again leaves its totals alone
+      await admin.query(`UPDATE ${q}.log_head SET devices = devices + 100`)
+      const again = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+      try {
+        assert.equal((await again.fleet.totals()).devices, 102)
+      } finally {
+        await again.close()
+      }
+    } finally {
+      await admin.end()
       await dropSchema(schema)
     }
   })

@@ -231,6 +231,7 @@ describe('PostgresStore', () => {
         tables.rows.map((r) => r.table_name),
         [
           'change_log',
+          'connected_totals',
           'device_properties',
           'devices',
           'incoming',

@@ -3,10 +3,10 @@
  * replica's rates over the last 10 s, its store, the replicas and the last reconcile.
  * `GET /v1/status/history`: this replica's samples of the last hour, one per 10 s.
  *
- * Counts are the fleet's totals as the gauges read them (fleet-gauges.ts): shared, at most
- * 15 s old, never a count of the fleet per request — they cost a walk of the caches, or
- * queries on PostgreSQL. Rates are this replica's own (each replica handles its share of the
- * lifecycle events and pushes); counts are fleet-wide.
+ * Counts are the fleet's totals as the gauges read them (fleet-gauges.ts): shared, never a
+ * count of the fleet per request — on PostgreSQL the stored totals every batch moves (at most
+ * 1 s old), elsewhere a walk of the caches (at most 15 s old). Rates are this replica's own (each
+ * replica handles its share of the lifecycle events and pushes); counts are fleet-wide.
  */
 import type { FastifyPluginAsync } from 'fastify'
 import type { TotalsReader } from '../../registry/fleet-gauges.js'

@@ -19,11 +19,14 @@
  * Each statement lists its rows in key order and the tables come in a fixed order, so two hubs
  * writing the same rows at once take their row locks in the same order instead of deadlocking.
  *
- * The statements that add or remove rows of `sessions` and `topics` say so (`counts`), and what
- * they did is tallied from their results (`FleetCountChange`: the rows a delete removed, the rows
- * an upsert inserted rather than updated), which the batch's log append adds to the stored totals
- * (schema.ts, version 5). Counted from the results, not the mutations: a put may find its row or
- * not, a delete may find nothing, a clear removes rows the batch never names.
+ * The statements that add or remove rows of `sessions`, `topics`, `devices` and `subscriptions`
+ * say so (`counts`), and what they did is tallied from their results (`FleetCountChange`: the rows
+ * a delete removed, the rows an upsert inserted rather than updated), which the batch's log append
+ * adds to the stored totals (schema.ts, versions 5 and 7). Counted from the results, not the
+ * mutations: a put may find its row or not, a delete may find nothing, a clear removes rows the
+ * batch never names. Sessions' statements also answer whether each row they removed or replaced
+ * was connected, and on which protocol and node, and what each row they wrote is: the connected
+ * totals move by the difference.
  */
 import type { QueryConfig, QueryResult } from 'pg'
 import { expiresAt, type SessionRecord } from '../../domain/session.js'
@@ -103,8 +106,8 @@ interface Column {
   type: 'text' | 'json' | 'bytea' | 'integer' | 'bigint' | 'boolean'
 }
 
-/** The stored totals (schema.ts, version 5): how many rows `sessions` and `topics` hold. */
-export type FleetTotal = 'sessions' | 'topics'
+/** The stored totals (schema.ts, versions 5 and 7): how many rows these tables hold. */
+export type FleetTotal = 'sessions' | 'topics' | 'devices' | 'subscriptions'
 
 interface TableShape {
   columns: Column[]
@@ -114,27 +117,91 @@ interface TableShape {
   scopeColumn?: string
   /** The total its row count is kept in. */
   total?: FleetTotal
+  /** Its rows are sessions, which the connected totals count by protocol and node. */
+  connected?: true
 }
 
-/** A statement of a batch, and which total its rows move, if any. */
+/** A statement of a batch, and which totals its rows move, if any. */
 export interface PlannedStatement extends QueryConfig {
-  counts?: { total: FleetTotal; by: 'deleted' | 'inserted' }
+  counts?: { total: FleetTotal; by: 'deleted' | 'inserted'; connected?: true }
+}
+
+/**
+ * A row a statement counted answers: `inserted` (upserts), and for sessions whether the row is
+ * connected and where, and — upserts — whether the row it replaced was (null: there was none).
+ */
+interface CountedRow {
+  inserted?: boolean
+  connected?: boolean
+  protocol?: string
+  node?: string
+  was_connected?: boolean | null
+  was_protocol?: string | null
+  was_node?: string | null
+}
+
+/** Connected sessions gained (or lost, negative) on one protocol and node. */
+export interface ConnectedChange {
+  protocol: string
+  node: string
+  sessions: number
 }
 
 /** How a batch's statements moved the stored totals, tallied from their results. */
 export class FleetCountChange {
   sessions = 0
   topics = 0
+  devices = 0
+  subscriptions = 0
+  private readonly connectedBy = new Map<string, ConnectedChange>()
 
-  add(statement: PlannedStatement, result: Pick<QueryResult<{ inserted?: boolean }>, 'rowCount' | 'rows'>): void {
+  add(statement: PlannedStatement, result: Pick<QueryResult<CountedRow>, 'rowCount' | 'rows'>): void {
     const counts = statement.counts
     if (!counts) return
     if (counts.by === 'deleted') this[counts.total] -= result.rowCount ?? 0
     else for (const row of result.rows) if (row.inserted === true) this[counts.total]++
+    if (!counts.connected) return
+    for (const row of result.rows) {
+      if (counts.by === 'inserted') {
+        // the upsert read every row it replaces, locked, before writing: a row it replaced yet
+        // did not read was inserted by a transaction that committed in between (two writers of
+        // one new session without the client's lock) — what it was is unknown, so run it again
+        if (row.inserted === false && (row.was_connected ?? null) === null) throw new SessionRaced()
+        if (row.was_connected === true) this.moveConnected(row.was_protocol!, row.was_node!, -1)
+        if (row.connected === true) this.moveConnected(row.protocol!, row.node!, 1)
+      } else if (row.connected === true) this.moveConnected(row.protocol!, row.node!, -1)
+    }
+  }
+
+  /** The connected totals' moves, in key order (the order their rows are locked in); none that cancelled out. */
+  get connected(): ConnectedChange[] {
+    return [...this.connectedBy.values()]
+      .filter((c) => c.sessions !== 0)
+      .sort((a, b) => (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
   }
 
   get none(): boolean {
-    return this.sessions === 0 && this.topics === 0
+    return this.sessions === 0 && this.topics === 0 && this.devices === 0 && this.subscriptions === 0 && this.connected.length === 0
+  }
+
+  private moveConnected(protocol: string, node: string, by: number): void {
+    // U+0000 cannot be in either (PostgreSQL text refuses it): the pair as one key
+    const key = `${protocol}\u0000${node}`
+    const change = this.connectedBy.get(key)
+    if (change) change.sessions += by
+    else this.connectedBy.set(key, { protocol, node, sessions: by })
+  }
+}
+
+/**
+ * A session row was inserted by another transaction while this batch's upsert ran: its totals
+ * cannot be told exactly, so the batch is rolled back and runs again (the code of a
+ * serialization failure, which the store's writer retries), finding the row then.
+ */
+export class SessionRaced extends Error {
+  readonly code = '40001'
+  constructor() {
+    super('a session row was inserted by another transaction during this batch: running it again')
   }
 }
 
@@ -144,7 +211,8 @@ const SHAPES = {
   devices: {
     // what listings filter on (schema.ts, version 6), copied from the device
     columns: [column('id', 'text'), column('doc', 'json'), column('owner', 'text'), column('group_name', 'text'), column('name', 'text')],
-    keyColumns: 1
+    keyColumns: 1,
+    total: 'devices'
   },
   sessions: {
     columns: [
@@ -165,7 +233,8 @@ const SHAPES = {
       column('expires_at', 'bigint')
     ],
     keyColumns: 1,
-    total: 'sessions'
+    total: 'sessions',
+    connected: true
   },
   device_properties: {
     columns: [column('device_id', 'text'), column('name', 'text'), column('value', 'json'), column('updated_at', 'bigint')],
@@ -176,7 +245,8 @@ const SHAPES = {
   subscriptions: {
     columns: [column('id', 'text'), column('session_id', 'text'), column('doc', 'json'), column('device_id', 'text')],
     keyColumns: 1,
-    scopeColumn: 'session_id'
+    scopeColumn: 'session_id',
+    total: 'subscriptions'
   },
   topics: {
     columns: [
@@ -301,6 +371,7 @@ function tableSql(table: string, shape: TableShape): TableSql {
   const keys = shape.columns.slice(0, shape.keyColumns)
   const arrays = (columns: Column[]): string => columns.map((c, i) => `$${i + 1}::${c.type}[]`).join(', ')
   const scope = shape.scopeColumn
+  if (shape.connected) return sessionSql(table, shape)
   return {
     upsert:
       `INSERT INTO ${table} (${names.join(', ')}) SELECT * FROM unnest(${arrays(shape.columns)}) ` +
@@ -318,6 +389,31 @@ function tableSql(table: string, shape: TableShape): TableSql {
         : `DELETE FROM ${table} AS target USING unnest(${arrays(keys)}) AS gone(${keys.map((c) => c.name).join(', ')}) ` +
           `WHERE ${keys.map((c) => `target.${c.name} = gone.${c.name}`).join(' AND ')}`,
     clear: scope ? `DELETE FROM ${table} WHERE ${scope} = ANY($1::text[])` : null
+  }
+}
+
+/**
+ * Sessions' statements answer what the connected totals need. The upsert first reads and locks
+ * the rows it will replace (in key order, as every statement locks; the one-time condition on
+ * that read makes it run before the insert), so what it answers of each is what it replaced —
+ * under READ COMMITTED, the newest committed version — and then writes.
+ */
+function sessionSql(table: string, shape: TableShape): TableSql {
+  const names = shape.columns.map((c) => c.name)
+  const arrays = shape.columns.map((c, i) => `$${i + 1}::${c.type}[]`).join(', ')
+  const set = names
+    .slice(1)
+    .map((name) => `${name} = excluded.${name}`)
+    .join(', ')
+  return {
+    upsert:
+      `WITH replaced AS MATERIALIZED (SELECT id, connected, protocol, node FROM ${table} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE), ` +
+      `written AS (INSERT INTO ${table} (${names.join(', ')}) SELECT * FROM unnest(${arrays}) WHERE (SELECT count(*) FROM replaced) >= 0 ` +
+      `ON CONFLICT (id) DO UPDATE SET ${set} RETURNING id, (xmax = 0) AS inserted, connected, protocol, node) ` +
+      'SELECT w.inserted, w.connected, w.protocol, w.node, r.connected AS was_connected, r.protocol AS was_protocol, r.node AS was_node ' +
+      'FROM written w LEFT JOIN replaced r ON r.id = w.id',
+    delete: `DELETE FROM ${table} WHERE id = ANY($1::text[]) RETURNING connected, protocol, node`,
+    clear: null
   }
 }
 
@@ -371,8 +467,9 @@ export class BatchStatements {
       const cleared = table === 'sessions' ? [] : [...changes.rows[table].clearedScopes].sort()
       const shape: TableShape = SHAPES[table]
       const sql = this.sql[table]
-      const deleted = shape.total ? { counts: { total: shape.total, by: 'deleted' as const } } : {}
-      const inserted = shape.total ? { counts: { total: shape.total, by: 'inserted' as const } } : {}
+      const connected = shape.connected ? { connected: true as const } : {}
+      const deleted = shape.total ? { counts: { total: shape.total, by: 'deleted' as const, ...connected } } : {}
+      const inserted = shape.total ? { counts: { total: shape.total, by: 'inserted' as const, ...connected } } : {}
       // Named, so each connection parses and plans each statement once.
       if (cleared.length > 0) statements.push({ name: `iothub_${table}_clear`, text: sql.clear!, values: [cleared], ...deleted })
       if (deletes.length > 0) statements.push({ name: `iothub_${table}_delete`, text: sql.delete, values: columnArrays(deletes, shape.keyColumns), ...deleted })

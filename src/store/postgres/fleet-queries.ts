@@ -313,12 +313,15 @@ export class FleetQueries implements FleetReads {
     return rows.map(recordOf)
   }
 
+  /**
+   * The stored totals (schema.ts, versions 5 and 7), which every batch moves: a row and the few
+   * of connected_totals, in one snapshot, where counting would read the fleet.
+   */
   async totals(): Promise<FleetTotals> {
-    // connected sessions grouped once by protocol and node: one walk of the connected rows for both
     const { rows } = await this.pool.query<{ sessions: string; subscriptions: string; devices: string; connected: { protocol: string; node: string; n: number }[] }>(
-      `SELECT (SELECT sessions FROM ${this.t.log_head}) AS sessions, (SELECT count(*) FROM ${this.t.subscriptions}) AS subscriptions, ` +
-        `(SELECT count(*) FROM ${this.t.devices}) AS devices, ` +
-        `(SELECT coalesce(json_agg(c), '[]') FROM (SELECT protocol, node, count(*) AS n FROM ${this.t.sessions} WHERE connected GROUP BY protocol, node) c) AS connected`
+      `SELECT h.sessions, h.subscriptions, h.devices, ` +
+        `(SELECT coalesce(json_agg(c), '[]') FROM (SELECT protocol, node, sessions AS n FROM ${this.t.connected_totals} WHERE sessions <> 0) c) AS connected ` +
+        `FROM ${this.t.log_head} h`
     )
     const row = rows[0]!
     const connectedByProtocol: FleetTotals['connectedByProtocol'] = {}

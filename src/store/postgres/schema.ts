@@ -36,8 +36,11 @@ import pg from 'pg'
  * store's own (`store_keys`), never in plain text. Earlier stores gain the key, and the tokens in
  * their devices and their change log are hashed in place (token-upgrade.ts). Devices gain the
  * columns they are listed by (owner, group, name), owner and group indexed (fleet-queries.ts).
+ * 7: the rest of the fleet's totals are stored like the sessions' (see fleetCountColumns):
+ * `log_head.devices` and `log_head.subscriptions`, and connected sessions by protocol and node
+ * (`connected_totals`). Version 6 stores count them once, in place.
  */
-export const SCHEMA_VERSION = 6
+export const SCHEMA_VERSION = 7
 
 export const TABLE_NAMES = [
   'schema_version',
@@ -54,6 +57,7 @@ export const TABLE_NAMES = [
   'session_tombstones',
   'change_log',
   'log_head',
+  'connected_totals',
   'replicas',
   'leases',
   'store_keys'
@@ -135,10 +139,10 @@ export function createTableStatements(t: QualifiedTables): string[] {
        persistent boolean NOT NULL,
        PRIMARY KEY (session_id, topic)
      )`,
-    // held until the schema is recorded: the totals of version 5 (fleetCountColumns) count what
-    // is stored with no batch under way; taken before any lock a batch waits on at its end
-    // (change_log, log_head), so a batch of an older replica still running finishes first
-    `LOCK TABLE ${t.sessions}, ${t.topics} IN SHARE MODE`,
+    // held until the schema is recorded: the totals of versions 5 and 7 (fleetCountColumns)
+    // count what is stored with no batch under way; taken before any lock a batch waits on at
+    // its end (change_log, log_head), so a batch of an older replica still running finishes first
+    `LOCK TABLE ${t.devices}, ${t.sessions}, ${t.subscriptions}, ${t.topics} IN SHARE MODE`,
 
     `CREATE TABLE IF NOT EXISTS ${t.retained} (
        topic  text COLLATE "C" PRIMARY KEY,
@@ -278,14 +282,21 @@ function sessionListingColumns(t: QualifiedTables): string[] {
 }
 
 /**
- * Schema version 5's totals: `log_head.sessions` and `log_head.topics`, how many rows `sessions`
- * and `topics` hold as of the log's last entry. Every batch that adds or removes such rows logs
- * them, so it already takes `log_head`'s row lock to append its entries (log-statements.ts), and
- * moves the totals by what its own statements inserted and deleted in that same update
- * (batch-statements.ts counts them): exact under any number of replicas, at no extra lock or
- * round trip. Reading them is one row (fleet-queries.ts), where `count(*)` reads the fleet.
+ * The fleet's stored totals: how many rows `sessions`, `topics` (version 5), `devices` and
+ * `subscriptions` (version 7) hold as of the log's last entry, in `log_head`, and how many stored
+ * sessions are connected, by protocol and node (version 7), in `connected_totals`. Every batch
+ * that adds or removes such rows, or connects or disconnects a session, logs it, so it already
+ * takes `log_head`'s row lock to append its entries (log-statements.ts), and moves the totals by
+ * what its own statements did in that same statement (batch-statements.ts counts it from their
+ * results): exact under any number of replicas, at no extra lock or round trip. Reading them is
+ * one row and a few (fleet-queries.ts), where counting reads the fleet — a second of PostgreSQL's
+ * work at a million.
  *
- * A version 4 store counts its rows once, here, with both tables locked against writers (SHARE,
+ * `connected_totals` has a row per (protocol, node) ever seen connected since the last recount,
+ * kept at 0 once none is: its rows are locked only after `log_head`'s, so batches never wait on
+ * each other there.
+ *
+ * An older store counts its rows once, here, with the tables locked against writers (SHARE,
  * taken earlier in createTableStatements: a batch under way commits first, none starts until the
  * upgrade commits), so a replica of the older build still writing then is counted exactly; one
  * still writing *after* the upgrade does not move the totals, so stop older replicas before
@@ -294,20 +305,51 @@ function sessionListingColumns(t: QualifiedTables): string[] {
  * with writers held off.
  */
 function fleetCountColumns(t: QualifiedTables): string[] {
+  const totals = ['sessions', 'topics', 'devices', 'subscriptions']
+  const missing = totals.map((c) => `${c} IS NULL`).join(' OR ')
   return [
-    `ALTER TABLE ${t.log_head} ADD COLUMN IF NOT EXISTS sessions bigint`,
-    `ALTER TABLE ${t.log_head} ADD COLUMN IF NOT EXISTS topics bigint`,
-    `${recountFleet(t)} WHERE sessions IS NULL OR topics IS NULL`,
-    `ALTER TABLE ${t.log_head} ALTER COLUMN sessions SET NOT NULL`,
-    `ALTER TABLE ${t.log_head} ALTER COLUMN topics SET NOT NULL`
+    ...totals.map((c) => `ALTER TABLE ${t.log_head} ADD COLUMN IF NOT EXISTS ${c} bigint`),
+    `CREATE TABLE IF NOT EXISTS ${t.connected_totals} (
+       protocol text COLLATE "C" NOT NULL,
+       node     text COLLATE "C" NOT NULL,
+       sessions bigint NOT NULL,
+       PRIMARY KEY (protocol, node)
+     )`,
+    // counted when log_head's are (an upgrade that adds any of them), before they are filled below
+    recountConnected(t, `EXISTS (SELECT FROM ${t.log_head} WHERE ${missing})`),
+    `${recountRows(t)} WHERE ${missing}`,
+    ...totals.map((c) => `ALTER TABLE ${t.log_head} ALTER COLUMN ${c} SET NOT NULL`)
   ]
 }
 
+/** log_head's totals set to what the tables hold; a WHERE may follow. */
+function recountRows(t: QualifiedTables): string {
+  return (
+    `UPDATE ${t.log_head} SET sessions = (SELECT count(*) FROM ${t.sessions}), topics = (SELECT count(*) FROM ${t.topics}), ` +
+    `devices = (SELECT count(*) FROM ${t.devices}), subscriptions = (SELECT count(*) FROM ${t.subscriptions})`
+  )
+}
+
 /**
- * Sets the totals to what the tables hold (reading all of them): for rows written other than by
- * the store's batches, such as the scale bench's fill. Concurrent batches must be held off (a
- * lock, or none running) for the count to be exact.
+ * `connected_totals` set to what `sessions` holds, when `when` holds: rows of protocols and nodes
+ * no longer connected go.
  */
-export function recountFleet(t: QualifiedTables): string {
-  return `UPDATE ${t.log_head} SET sessions = (SELECT count(*) FROM ${t.sessions}), topics = (SELECT count(*) FROM ${t.topics})`
+function recountConnected(t: QualifiedTables, when = 'true'): string {
+  const counted = `SELECT protocol, node, count(*) AS n FROM ${t.sessions} WHERE connected AND ${when} GROUP BY protocol, node`
+  return (
+    `WITH counted AS MATERIALIZED (${counted}), ` +
+    `gone AS (DELETE FROM ${t.connected_totals} c WHERE ${when} AND NOT EXISTS (SELECT FROM counted WHERE counted.protocol = c.protocol AND counted.node = c.node)) ` +
+    `INSERT INTO ${t.connected_totals} (protocol, node, sessions) SELECT protocol, node, n FROM counted ` +
+    'ON CONFLICT (protocol, node) DO UPDATE SET sessions = excluded.sessions'
+  )
+}
+
+/**
+ * Sets every stored total to what the tables hold (reading all of them): for rows written other
+ * than by the store's batches, such as the scale bench's fill, or to repair them. Concurrent
+ * batches must be held off (a lock, or none running) for the count to be exact. Two statements,
+ * to run in this order in one transaction (log_head's row first, as batches lock it).
+ */
+export function recountFleet(t: QualifiedTables): string[] {
+  return [recountRows(t), recountConnected(t)]
 }
