@@ -40,15 +40,62 @@ export type RejectReason =
   // more fleet pushes at once than a replica runs (api/routes/fleet-pushes.ts): 429
   | 'too_many_fleet_pushes'
 
+/** One label set of a counter, counted on the event path as a plain number (see Tallies). */
+export interface Tally {
+  inc(): void
+}
+
+/**
+ * Counts of a counter's label sets kept as plain numbers and added to the counter when it is
+ * read (its `collect`, which prom-client runs before every scrape and `get()`): prom-client
+ * hashes and validates the labels on each `inc()`, even through a `labels()` child, which per
+ * lifecycle event is cpu and garbage the event path does not need. Read, the counter says
+ * exactly what counting each one would have said.
+ */
+class Tallies<L extends string> {
+  private readonly tallies: { labels: Record<L, string>; count: number; inc(): void }[] = []
+
+  /** A new tally of `labels`: whoever counts often asks once and keeps it. */
+  of(labels: Record<L, string>): Tally {
+    const tally = {
+      labels,
+      count: 0,
+      inc() {
+        this.count++
+      }
+    }
+    this.tallies.push(tally)
+    return tally
+  }
+
+  /** Adds what was counted since the last time to `counter`. */
+  addTo(counter: Counter<L>): void {
+    for (const tally of this.tallies) {
+      if (tally.count === 0) continue
+      counter.inc(tally.labels, tally.count)
+      tally.count = 0
+    }
+  }
+}
+
 export class HubMetrics {
   readonly registry = new Registry()
 
-  readonly eventsTotal = new Counter({
-    name: 'iothub_lifecycle_events_total',
-    help: 'Lifecycle events by kind and outcome (applied, stale: belonged to an older connection, failed: not stored)',
-    labelNames: ['kind', 'outcome'] as const,
-    registers: [this.registry]
-  })
+  private readonly eventTallies = new Tallies<'kind' | 'outcome'>()
+  private readonly disconnectTallies = new Tallies<'protocol' | 'reason'>()
+
+  readonly eventsTotal: Counter<'kind' | 'outcome'> = (() => {
+    const tallies = this.eventTallies
+    return new Counter({
+      name: 'iothub_lifecycle_events_total',
+      help: 'Lifecycle events by kind and outcome (applied, stale: belonged to an older connection, failed: not stored)',
+      labelNames: ['kind', 'outcome'] as const,
+      registers: [this.registry],
+      collect() {
+        tallies.addTo(this)
+      }
+    })
+  })()
 
   readonly pushesTotal = new Counter({
     name: 'iothub_pushes_total',
@@ -84,12 +131,18 @@ export class HubMetrics {
     registers: [this.registry]
   })
 
-  readonly disconnectsTotal = new Counter({
-    name: 'iothub_disconnects_total',
-    help: 'Connections that ended, by reason',
-    labelNames: ['protocol', 'reason'] as const,
-    registers: [this.registry]
-  })
+  readonly disconnectsTotal: Counter<'protocol' | 'reason'> = (() => {
+    const tallies = this.disconnectTallies
+    return new Counter({
+      name: 'iothub_disconnects_total',
+      help: 'Connections that ended, by reason',
+      labelNames: ['protocol', 'reason'] as const,
+      registers: [this.registry],
+      collect() {
+        tallies.addTo(this)
+      }
+    })
+  })()
 
   readonly rejectedTotal = new Counter({
     name: 'iothub_rejected_inputs_total',
@@ -219,6 +272,16 @@ export class HubMetrics {
         for (const [labels, value] of values) this.set(labels as never, value)
       }
     })
+  }
+
+  /** A tally of lifecycle events of `kind` with `outcome`, for the event path (ask once, keep it). */
+  eventTally(kind: string, outcome: string): Tally {
+    return this.eventTallies.of({ kind, outcome })
+  }
+
+  /** A tally of connections of `protocol` that ended for `reason` (ask once, keep it). */
+  disconnectTally(protocol: string, reason: string): Tally {
+    return this.disconnectTallies.of({ protocol, reason })
   }
 
   reject(reason: RejectReason): void {

@@ -559,12 +559,12 @@ export class SessionRegistry {
 
   /** The labelled counter of a protocol's disconnects for a reason, looked up once (not hashed per disconnect). */
   private disconnectCounter(protocol: SessionRecord['protocol'], reason: DisconnectReason): Counted {
-    return counterOf(this.disconnectCounters, protocol, reason, () => this.metrics.disconnectsTotal.labels(protocol, reason))
+    return counterOf(this.disconnectCounters, protocol, reason, () => this.metrics.disconnectTally(protocol, reason))
   }
 
-  /** Counts an event; the labelled counters are looked up once, not hashed per event. */
+  /** Counts an event; its tally is looked up once, and counts in a plain number (metrics.ts, Tallies). */
   private count(kind: LifecycleEventKind, outcome: 'applied' | 'stale' | 'failed'): void {
-    counterOf(this.eventCounters, kind, outcome, () => this.metrics.eventsTotal.labels(kind, outcome)).inc()
+    counterOf(this.eventCounters, kind, outcome, () => this.metrics.eventTally(kind, outcome)).inc()
   }
 
   private alreadyHolds(stored: StoredSession, incarnation: string, subscriptions: TopicSubscription[]): boolean {
@@ -746,7 +746,7 @@ type Counted = { inc(): void }
 /** Children of a counter with two labels, by their values (each value set from a fixed list). */
 type CounterCache = Map<string, Map<string, Counted>>
 
-/** The child of `first`, `second` in `cache`, made by `make` the first time: prom-client hashes the labels on every `labels()` call. */
+/** The tally of `first`, `second` in `cache`, made by `make` the first time. */
 function counterOf(cache: CounterCache, first: string, second: string, make: () => Counted): Counted {
   let bySecond = cache.get(first)
   if (!bySecond) cache.set(first, (bySecond = new Map<string, Counted>()))

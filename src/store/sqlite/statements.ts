@@ -1,10 +1,12 @@
 /**
  * The SQL behind each store mutation and each load query.
  *
- * A mutation is turned into its statement's parameters on the main thread (`encodeMutation`)
- * and only those cross to the writer thread: flat arrays of strings, numbers and bytes copy
- * between threads at a fraction of the cost of the objects they came from, and serializing a
- * session document here leaves the writer thread — the slower of the two — less to do.
+ * A mutation crosses to the writer thread as its statement's parameters (`encodeMutation`):
+ * flat arrays of strings, numbers and bytes copy between threads at a fraction of the cost of
+ * the objects they came from. A logged change whose entry holds its whole row (ROWS_FROM_LOG)
+ * crosses only as that entry — its JSON, which the log needs anyway — and the writer thread
+ * parses it and encodes the row: the main thread, where every lifecycle event is decided, is
+ * the busier of the two, and the row would otherwise be made and copied besides its JSON.
  */
 import type Database from 'better-sqlite3'
 import type { Mutation } from '../store.js'
@@ -16,6 +18,20 @@ type Param = string | number | Uint8Array | null
 
 /** One mutation, ready for its statement: the op, then the statement's parameters. */
 export type EncodedMutation = [op: Op, params: Param[]]
+
+/**
+ * One mutation of a batch as it crosses to the writer thread: encoded, or the index of its
+ * change among the batch's log entries (their JSON), from which the writer encodes it.
+ */
+export type BatchWrite = EncodedMutation | number
+
+/**
+ * The logged changes whose statement takes (nearly) the whole entry — a session row, a topic,
+ * an entity, a device document, a property value. Changes whose statement takes only a key or
+ * two (a version, a delete) are encoded on the main thread: parsing the whole entry for them
+ * would cost the writer more than it saves here.
+ */
+export const ROWS_FROM_LOG: ReadonlySet<Op> = new Set<Op>(['session.put', 'topic.put', 'subscription.put', 'device.put', 'device.property'])
 
 const UPSERT = (table: string, columns: readonly string[], key: string[]): string =>
   `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ` +

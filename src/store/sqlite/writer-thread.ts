@@ -1,11 +1,11 @@
 /** The main thread's end of the writer thread (writer-worker.ts): a BatchWriter that awaits it. */
 import type { Worker } from 'node:worker_threads'
-import { loggedChanges } from '../change-log.js'
+import { isLogged, type LoggedChange } from '../change-log.js'
 import type { LogPruning } from '../coordination.js'
 import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../group-commit.js'
-import { withinDeadline, type Mutation } from '../store.js'
+import { withinDeadline } from '../store.js'
 import { startWorker } from './start-worker.js'
-import { encodeMutation } from './statements.js'
+import { encodeMutation, ROWS_FROM_LOG, type BatchWrite } from './statements.js'
 import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
 
@@ -39,19 +39,30 @@ export class WriterThread implements BatchWriter {
    * writer-worker.ts). Aborted here, the caller hears at once and a late answer is ignored.
    */
   async writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
-    const mutations: Mutation[] = []
+    const writes: BatchWrite[] = []
+    const changes: LoggedChange[] = []
+    const log: string[] = []
     for (const item of items) {
       // the SQLite store has one writer, this process, which decides from its caches
       if (!('mutations' in item)) throw new Error('the SQLite store takes decided mutations only')
-      for (const m of item.mutations) mutations.push(m)
+      for (const m of item.mutations) {
+        if (!isLogged(m)) {
+          writes.push(encodeMutation(m))
+          continue
+        }
+        changes.push(m)
+        // serialized once, for the log: where the entry holds the whole row, the writer thread
+        // makes the row from it (statements.ts, ROWS_FROM_LOG) — no second encoding, no copy
+        writes.push(ROWS_FROM_LOG.has(m.op) ? log.length : encodeMutation(m))
+        log.push(JSON.stringify(m))
+      }
     }
-    const changes = loggedChanges(mutations)
     const at = Date.now()
-    const { previous } = await this.send(mutations, changes.map((c) => JSON.stringify(c)), at, control)
+    const { previous } = await this.send(writes, log, at, control)
     return changes.length === 0 ? {} : { log: { previous: previous ?? 0, entries: changes.map((change, i) => ({ seq: (previous ?? 0) + i + 1, at, change })) } }
   }
 
-  private send(mutations: readonly Mutation[], log: string[], at: number, control?: WriteControl): Promise<WriterReply> {
+  private send(writes: BatchWrite[], log: string[], at: number, control?: WriteControl): Promise<WriterReply> {
     if (this.failure) return Promise.reject(this.failure)
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -63,7 +74,7 @@ export class WriterThread implements BatchWriter {
         },
         { once: true }
       )
-      this.worker.postMessage({ id, mutations: mutations.map(encodeMutation), log, at, deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
+      this.worker.postMessage({ id, writes, log, at, deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
     })
   }
 

@@ -4,7 +4,7 @@
  * a thread of their own: the main thread keeps serving clients and filling the next batch
  * while this one commits.
  *
- * Protocol: `{ id, mutations, log, at, deadline }` (encoded, see statements.ts) in,
+ * Protocol: `{ id, writes, log, at, deadline }` (see statements.ts, BatchWrite) in,
  * `{ id, previous }` or `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go;
  * `{ id, prune }` deletes change-log entries (see ../coordination.ts) and answers `{ id, pruned }`; `{ close: true }`
  * closes the connection and ends the thread.
@@ -16,7 +16,8 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import type { LogPruning } from '../coordination.js'
-import { prepareWrites, type EncodedMutation } from './statements.js'
+import { encodeMutation, prepareWrites, type BatchWrite, type EncodedMutation } from './statements.js'
+import type { Mutation } from '../store.js'
 
 export interface WriterOptions {
   path: string
@@ -24,9 +25,12 @@ export interface WriterOptions {
   busyTimeoutMs: number
 }
 
-/** `log`: the batch's logged changes as JSON, numbered here from log_head; `at` their commit time. */
+/**
+ * `writes`: the batch's mutations in order, each encoded or the index of its change in `log`;
+ * `log`: the batch's logged changes as JSON, numbered here from log_head; `at` their commit time.
+ */
 export type WriterRequest =
-  | { id: number; mutations: EncodedMutation[]; log: string[]; at: number; deadline: number }
+  | { id: number; writes: BatchWrite[]; log: string[]; at: number; deadline: number }
   | { id: number; probe: true }
   | { id: number; prune: LogPruning }
   | { close: true }
@@ -43,8 +47,12 @@ const statements = prepareWrites(db)
 const logHead = db.prepare('SELECT seq FROM log_head').pluck()
 const moveLogHead = db.prepare('UPDATE log_head SET seq = ?')
 const appendLog = db.prepare('INSERT INTO change_log (seq, at, change) VALUES (?, ?, ?)')
-const writeAll = db.transaction((mutations: EncodedMutation[], log: string[], at: number, deadline: number): number => {
-  for (const [op, params] of mutations) statements[op].run(params)
+const writeAll = db.transaction((writes: BatchWrite[], log: string[], at: number, deadline: number): number => {
+  for (const write of writes) {
+    // a change the main thread sent only as its log entry: its row is made from that entry here
+    const [op, params]: EncodedMutation = typeof write === 'number' ? encodeMutation(JSON.parse(log[write]!) as Mutation) : write
+    statements[op].run(params)
+  }
   const previous = logHead.get() as number
   if (log.length > 0) {
     log.forEach((change, i) => appendLog.run(previous + i + 1, at, change))
@@ -76,7 +84,7 @@ parentPort!.on('message', (request: WriterRequest) => {
       parentPort!.postMessage({ id: request.id, pruned: pruneLog.run(request.prune).changes } satisfies WriterReply)
     } else {
       if (Date.now() >= request.deadline) throw new Error('its caller was refused at the deadline: not begun')
-      const previous = writeAll(request.mutations, request.log, request.at, request.deadline)
+      const previous = writeAll(request.writes, request.log, request.at, request.deadline)
       parentPort!.postMessage({ id: request.id, previous } satisfies WriterReply)
     }
   } catch (error) {
