@@ -69,8 +69,10 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     async (request, reply) => {
       const { id } = request.params
       try {
+        // the device receives the object as the body's own JSON text: parsed, it is the patch
+        const payload = Buffer.from(request.jsonText ?? JSON.stringify(request.body))
         // an unknown device is refused in the change's own decision (UnknownDeviceError: 404)
-        const changed = await changes.mergeAttributes(id, request.body, Buffer.from(JSON.stringify(request.body)))
+        const changed = await changes.mergeAttributes(id, request.body, payload)
         logPushError(id, 'attributes', changed)
         return changed
       } catch (error) {
