@@ -35,18 +35,19 @@
  *   BENCH_FANOUT_PUBLISHERS   bare Aedes: MQTT publisher connections carrying them   (default 8)
  *   BENCH_FANOUT_ROUNDS       timed fan-outs per broker; medians are reported        (default 5)
  *   BENCH_FANOUT_WARMUP       devices of the untimed warm-up fan-out                 (default all)
- *   BENCH_FANOUT_FLEET_ROUNDS hub: timed fleet pushes after its per-device rounds     (default BENCH_FANOUT_ROUNDS)
+ *   BENCH_FANOUT_FLEET_ROUNDS hub: timed fleet pushes after its per-device rounds, 0: none (default BENCH_FANOUT_ROUNDS)
  *   BENCH_CONCURRENCY         devices connecting at a time during setup              (default 200)
  *   BENCH_STORE_SYNC          the hub's store sync, full or normal                   (default full)
  *
  * Diagnosis only: BENCH_FANOUT_TARGETS=hub (or bare, floor, or two of them) runs those only;
  * BENCH_FANOUT_CPU_PROFILE=<dir> writes a V8 cpu profile of the broker's process (main thread)
- * for each timed fan-out (the profiler costs ~15%: do not quote those runs' times).
+ * for each timed fan-out (the profiler costs ~15%: do not quote those runs' times);
+ * BENCH_FANOUT_HEAP_PROFILE=<dir> a sampling heap profile of it (what was allocated, collected or not).
  */
 import { performance } from 'node:perf_hooks'
 import type { Hub } from '../src/hub.js'
 import { deviceId, FanoutFleet, type FanoutReport, type FanoutTarget, type SetupReport } from './lib/fanout-fleet.js'
-import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
+import { heapProfiled, machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, startBareAedes, startHttpFloor, startHub, type CommitTotals, type Target } from './lib/targets.js'
 import { envInt, fmt, line, median, report, runMain, waitFor } from './lib/util.js'
 
@@ -54,7 +55,8 @@ const DEVICES = envInt('BENCH_FANOUT_DEVICES', 10_000)
 const CONCURRENCY = envInt('BENCH_FANOUT_CONCURRENCY', 200)
 const PUBLISHERS = envInt('BENCH_FANOUT_PUBLISHERS', 8)
 const ROUNDS = envInt('BENCH_FANOUT_ROUNDS', 5)
-const FLEET_ROUNDS = envInt('BENCH_FANOUT_FLEET_ROUNDS', ROUNDS)
+// 0: the per-device rounds only (to profile them)
+const FLEET_ROUNDS = envInt('BENCH_FANOUT_FLEET_ROUNDS', ROUNDS, 0)
 // every device once: the first push to a device takes paths (in the broker and in mqtt.js) later ones do not
 const WARMUP = Math.min(envInt('BENCH_FANOUT_WARMUP', DEVICES), DEVICES)
 const CONNECT_CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
@@ -73,6 +75,8 @@ const TARGETS = (process.env.BENCH_FANOUT_TARGETS ?? 'bare,floor,hub').split(','
 })
 /** Diagnosis: a folder for cpu profiles of the broker's process during each timed fan-out. */
 const PROFILE_DIR = process.env.BENCH_FANOUT_CPU_PROFILE ?? ''
+/** Diagnosis: a folder for sampling heap profiles of the broker's process during each timed fan-out. */
+const HEAP_PROFILE_DIR = process.env.BENCH_FANOUT_HEAP_PROFILE ?? ''
 
 interface RoundResult {
   target: FanoutTarget
@@ -153,8 +157,9 @@ async function runTarget(fleet: FanoutFleet, name: FanoutTarget): Promise<Target
       const main0 = mainThreadCpuMs()
       const machine0 = machineTimes()
       const elu0 = performance.eventLoopUtilization()
-      const timed = await profiled(PROFILE_DIR, `fanout-${name}${fleetPush ? '-fleet' : ''}-round${round + 1}.cpuprofile`, () =>
-        fleet.fanout({ phase, count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: fleetPush })
+      const file = `fanout-${name}${fleetPush ? '-fleet' : ''}-round${round + 1}`
+      const timed = await heapProfiled(HEAP_PROFILE_DIR, `${file}.heapprofile`, () =>
+        profiled(PROFILE_DIR, `${file}.cpuprofile`, () => fleet.fanout({ phase, count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: fleetPush }))
       )
       // busy time over the fan-out's own wall time: the grace period after it is idle
       const brokerElu = Math.min(1, performance.eventLoopUtilization(elu0).active / Math.max(timed.wallMs, timed.acksMs))

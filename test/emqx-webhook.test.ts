@@ -134,6 +134,16 @@ for (const version of [4, 5] as const) {
       assert.equal(sent.length, 1)
       assert.deepEqual(JSON.parse(sent[0]!.payload.toString('utf8')), { setpoint: 21.5 })
       assert.equal(sent[0]!.qos, 1)
+      // EMQX down: the change is stored all the same, and the answer says it was not pushed
+      t.standin.setDown(true)
+      try {
+        const unpushed = await t.api<{ attributes: Record<string, unknown>; pushedTo: string[]; pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco' })
+        assert.equal(unpushed.status, 200, JSON.stringify(unpushed.body))
+        assert.deepEqual(unpushed.body.attributes, { setpoint: 21.5, mode: 'eco' })
+        assert.match(unpushed.body.pushError ?? '', /^stored, not pushed: /)
+      } finally {
+        t.standin.setDown(false)
+      }
       // a device without a subscription entity gets nothing
       const quiet = `quiet-${version}`
       await t.createDevice(quiet)

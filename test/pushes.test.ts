@@ -89,6 +89,25 @@ describe('downstream pushes', () => {
     assert.equal(wildcard.received.length, 1)
   })
 
+  it('pushes the PATCH body as the JSON text it came in, without a byte order mark, and answers the stored attributes', async () => {
+    const d = await device('push-text', ['v1/devices/me/attributes'])
+    await t.api('PATCH', `/v1/devices/${d.id}/attributes`, { kept: 1 })
+    await eventually(() => d.received.length === 1, 3000, 'first push')
+    const text = '{ "name": "caf\u00e9 ☕",\n  "nested": { "n": 1.50 }, "list": [1, 2] }'
+    const answer = await fetch(`${t.httpUrl}/v1/devices/${d.id}/attributes`, {
+      method: 'PATCH',
+      headers: { authorization: BASIC_ADMIN, 'content-type': 'application/json' },
+      body: `\ufeff${text}`
+    })
+    assert.equal(answer.status, 200)
+    assert.match(answer.headers.get('content-type') ?? '', /^application\/json/)
+    const patch = { name: 'café ☕', nested: { n: 1.5 }, list: [1, 2] }
+    assert.deepEqual(await answer.json(), { attributes: { kept: 1, ...patch }, pushedTo: ['push-text'] })
+    await eventually(() => d.received.length === 2, 3000, 'second push')
+    assert.equal(d.received[1]!.payload.toString('utf8'), text, 'the body as sent, less its byte order mark')
+    assert.deepEqual(JSON.parse(d.received[1]!.payload.toString('utf8')), patch)
+  })
+
   it('sends a command, and records the device’s answer on the entity', async () => {
     const d = await device('push-cmd', ['v1/devices/me/commands'])
     const sent = await t.api<{ command: { id: string; status: string }; pushedTo: string[] }>('POST', `/v1/devices/${d.id}/commands`, { name: 'reboot', params: { delay: 5 } })

@@ -29,6 +29,29 @@ export async function profiled<T>(dir: string, file: string, work: () => Promise
 }
 
 /**
+ * `dir` set: a sampling heap profile of this process during `work`, written to `dir/file` — every
+ * allocation sampled (one per 32 KiB on average), the garbage collected meanwhile included, so
+ * it tells who allocates, not only who retains.
+ */
+export async function heapProfiled<T>(dir: string, file: string, work: () => Promise<T>): Promise<T> {
+  if (!dir) return work()
+  const session = new Session()
+  session.connect()
+  await session.post('HeapProfiler.enable')
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 32 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  try {
+    return await work()
+  } finally {
+    const { profile } = await session.post('HeapProfiler.stopSampling')
+    mkdirSync(dir, { recursive: true })
+    const path = join(dir, file)
+    writeFileSync(path, JSON.stringify(profile))
+    line(`  heap profile of this process (the broker's or hub's): ${path}`)
+    session.disconnect()
+  }
+}
+
+/**
  * CPU time of this process' main thread so far, ms, from Linux' per-thread counters (10 ms
  * ticks); null elsewhere. The rest of process.cpuUsage() is other threads: for the hub, mostly
  * its SQLite writer thread, V8's GC helpers and libuv.

@@ -9,12 +9,12 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { performance } from 'node:perf_hooks'
 
-/** A positive integer from the environment, or the default. A bad value stops the bench. */
-export function envInt(name: string, fallback: number): number {
+/** A positive integer (or, with `min` 0, zero too) from the environment, or the default. A bad value stops the bench. */
+export function envInt(name: string, fallback: number, min: 0 | 1 = 1): number {
   const raw = process.env[name]
   if (raw === undefined || raw.trim() === '') return fallback
   const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got "${raw}"`)
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(`${name} must be a ${min === 0 ? 'non-negative' : 'positive'} whole number, got "${raw}"`)
   return n
 }
 

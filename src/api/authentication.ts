@@ -8,17 +8,23 @@
 import basicAuth from '@fastify/basic-auth'
 import type { FastifyInstance } from 'fastify'
 import { addressKey } from '../admission/login-throttle.js'
-import { secretMatches } from '../domain/secret.js'
+import { secretMatcher } from '../domain/secret.js'
 import type { ApiContext } from './context.js'
 
 export async function registerAuthentication(app: FastifyInstance, ctx: ApiContext, isOpen: (route: string) => boolean): Promise<void> {
+  // checked on every request: the expected secrets are encoded once
+  const userMatches = secretMatcher(ctx.config.apiUser)
+  const passwordMatches = secretMatcher(ctx.config.apiPassword)
+  const tokenMatches = ctx.config.apiToken === '' ? () => false : secretMatcher(ctx.config.apiToken)
   await app.register(basicAuth, {
     authenticate: { realm: 'iothub' },
-    validate: async (username, password) => {
+    // answered through `done`, not a promise: the check is synchronous, and a promise would
+    // cost every request a turn of the microtask queue
+    validate: (username, password, _request, _reply, done) => {
       // both compared, always, so timing does not tell which one was wrong
-      const userOk = secretMatches(ctx.config.apiUser, username)
-      const passwordOk = secretMatches(ctx.config.apiPassword, password)
-      if (!userOk || !passwordOk) throw new Error('wrong API credentials')
+      const userOk = userMatches(username)
+      const passwordOk = passwordMatches(password)
+      done(userOk && passwordOk ? undefined : new Error('wrong API credentials'))
     }
   })
 
@@ -37,7 +43,7 @@ export async function registerAuthentication(app: FastifyInstance, ctx: ApiConte
     }
     // tKeel clients send a Bearer token; it counts when one is configured
     const bearer = /^bearer +(.+)$/i.exec(request.headers.authorization ?? '')?.[1]
-    if (bearer !== undefined && ctx.config.apiToken !== '' && secretMatches(ctx.config.apiToken, bearer)) {
+    if (bearer !== undefined && tokenMatches(bearer)) {
       ctx.loginThrottle.succeeded(key)
       return done()
     }

@@ -36,6 +36,7 @@ export class Dispatcher {
       throw error
     }
     this.metrics.pushesTotal.inc({ property, outcome: 'published' })
-    return [...new Set(receivers.map((e) => e.sessionId))].sort()
+    // almost always one session holds the subscription: its id needs no set or sort
+    return receivers.length === 1 ? [receivers[0]!.sessionId] : [...new Set(receivers.map((e) => e.sessionId))].sort()
   }
 }

@@ -12,7 +12,7 @@
  * outcome says so.
  */
 import type { ChangeProperty } from '../domain/change-topics.js'
-import { addCommand, hasCommand, isJsonObject, mergeAttributes, type Command, type JsonObject } from '../domain/device-properties.js'
+import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 import type { Dispatcher } from './dispatcher.js'
@@ -41,22 +41,26 @@ export class DownstreamChanges {
   /**
    * Merges `patch` into the device's attributes and pushes `payload` (the patch as JSON; made
    * once by a caller changing many devices). Throws UnknownDeviceError, or PayloadError when
-   * the merged attributes would be too large; either way nothing is stored.
+   * the merged attributes would be too large; either way nothing is stored. Answers the stored
+   * attributes with their JSON (`attributesJson`), made to measure them, for a caller to send on.
    */
-  async mergeAttributes(id: string, patch: JsonObject, payload: Buffer): Promise<{ attributes: JsonObject } & PushOutcome> {
+  async mergeAttributes(id: string, patch: JsonObject, payload: Buffer): Promise<{ attributes: JsonObject; attributesJson: string } & PushOutcome> {
     const outcome: PushOutcome = { pushedTo: [] }
-    const attributes = await this.properties.update(
+    // the decision's last run is the one stored (a store may run it again, on what it reads then)
+    let merged: Measured<JsonObject> | undefined
+    await this.properties.update(
       id,
       'attributes',
       (current, view) => {
         if (!view.device(id)) throw new UnknownDeviceError(id)
-        return mergeAttributes(isJsonObject(current) ? current : undefined, patch)
+        merged = mergedAttributes(isJsonObject(current) ? current : undefined, patch)
+        return merged.value
       },
       () => this.push(id, 'attributes', payload, outcome),
       { devices: [id] }
     )
     // the change always writes (a merge is never UNCHANGED)
-    return { attributes: attributes as JsonObject, ...outcome }
+    return { attributes: merged!.value, attributesJson: merged!.json, ...outcome }
   }
 
   /**

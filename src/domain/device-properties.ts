@@ -79,15 +79,32 @@ export function parseObject(payload: Buffer | string, what: string, maxDepth: nu
   return value
 }
 
-function bounded<T>(value: T, name: string): T {
-  const size = Buffer.byteLength(JSON.stringify(value))
+/** A property's new value with its JSON, made once to measure it and kept for whoever sends the value on. */
+export interface Measured<T> {
+  value: T
+  json: string
+}
+
+function measured<T>(value: T, name: string): Measured<T> {
+  const json = JSON.stringify(value)
+  // a UTF-16 unit is at most 3 bytes of UTF-8: a short enough text needs no count of its bytes
+  const size = json.length * 3 <= MAX_PROPERTY_BYTES ? 0 : Buffer.byteLength(json)
   if (size > MAX_PROPERTY_BYTES) throw new PayloadError(`${name} would be ${size} bytes, more than the ${MAX_PROPERTY_BYTES} kept`)
-  return value
+  return { value, json }
+}
+
+function bounded<T>(value: T, name: string): T {
+  return measured(value, name).value
 }
 
 /** Attributes: the patch's keys replace the stored ones (a shallow merge, as tKeel's PATCH). */
 export function mergeAttributes(current: JsonObject | undefined, patch: JsonObject): JsonObject {
-  return bounded({ ...current, ...patch }, 'attributes')
+  return mergedAttributes(current, patch).value
+}
+
+/** `mergeAttributes`, with the merged attributes' JSON (made anyway, to measure them). */
+export function mergedAttributes(current: JsonObject | undefined, patch: JsonObject): Measured<JsonObject> {
+  return measured({ ...current, ...patch }, 'attributes')
 }
 
 /** Telemetry keeps the latest value of each key with when it came: `{ key: { value, ts } }`. */

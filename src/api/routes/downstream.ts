@@ -28,6 +28,8 @@ const params = { type: 'object', required: ['id'], properties: { id: { type: 'st
 const pushedTo = { type: 'array', items: { type: 'string' } } as const
 /** Set when the change was stored but could not be pushed (the broker failed or is stopping). */
 const pushError = { type: 'string' } as const
+/** What fastify answers JSON with. */
+const JSON_TYPE = 'application/json; charset=utf-8'
 
 interface CommandBody {
   name: string
@@ -69,10 +71,15 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     async (request, reply) => {
       const { id } = request.params
       try {
+        // the device receives the object as the body's own JSON text: parsed, it is the patch
+        const payload = Buffer.from(request.jsonText ?? JSON.stringify(request.body))
         // an unknown device is refused in the change's own decision (UnknownDeviceError: 404)
-        const changed = await changes.mergeAttributes(id, request.body, Buffer.from(JSON.stringify(request.body)))
+        const changed = await changes.mergeAttributes(id, request.body, payload)
         logPushError(id, 'attributes', changed)
-        return changed
+        // the stored attributes were serialized to measure them: the answer is made around that
+        // JSON rather than serializing them again (the schema above still describes it)
+        const pushError = changed.pushError === undefined ? '' : `,"pushError":${JSON.stringify(changed.pushError)}`
+        return reply.type(JSON_TYPE).send(`{"attributes":${changed.attributesJson},"pushedTo":${JSON.stringify(changed.pushedTo)}${pushError}}`)
       } catch (error) {
         return refused(reply, id, error)
       }
