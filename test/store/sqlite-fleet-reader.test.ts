@@ -23,7 +23,9 @@ describe('SqliteStore: the fleet read at start', () => {
 
   before(async () => {
     dataDir = tempDir('iothub-fleet-reader-')
-    store = new SqliteStore({ dataDir, synchronous: 'normal' })
+    // the setup is one batch of ~40,000 writes: the default 5 s deadline is for live commits, and a
+    // loaded machine (the writer thread starting, other tests beside it) can take longer than that
+    store = new SqliteStore({ dataDir, synchronous: 'normal', timeoutMs: 120_000 })
     const mutations: Mutation[] = []
     for (let i = 0; i < CLIENTS; i++) {
       const id = `c-${String(i).padStart(5, '0')}`
