@@ -9,23 +9,13 @@ import { join } from 'node:path'
 import { line } from './util.js'
 
 /** `dir` set: a V8 cpu profile of this process during `work`, written to `dir/file` (the profiler costs ~15%). */
-export async function profiled<T>(dir: string, file: string, work: () => Promise<T>): Promise<T> {
-  if (!dir) return work()
-  const session = new Session()
-  session.connect()
-  await session.post('Profiler.enable')
-  await session.post('Profiler.setSamplingInterval', { interval: 200 })
-  await session.post('Profiler.start')
-  try {
-    return await work()
-  } finally {
-    const { profile } = await session.post('Profiler.stop')
-    mkdirSync(dir, { recursive: true })
-    const path = join(dir, file)
-    writeFileSync(path, JSON.stringify(profile))
-    line(`  cpu profile of this process (the broker's or hub's): ${path}`)
-    session.disconnect()
-  }
+export function profiled<T>(dir: string, file: string, work: () => Promise<T>): Promise<T> {
+  return inspected(dir, file, 'cpu profile', work, async (session) => {
+    await session.post('Profiler.enable')
+    await session.post('Profiler.setSamplingInterval', { interval: 200 })
+    await session.post('Profiler.start')
+    return async () => (await session.post('Profiler.stop')).profile
+  })
 }
 
 /**
@@ -33,20 +23,28 @@ export async function profiled<T>(dir: string, file: string, work: () => Promise
  * allocation sampled (one per 32 KiB on average), the garbage collected meanwhile included, so
  * it tells who allocates, not only who retains.
  */
-export async function heapProfiled<T>(dir: string, file: string, work: () => Promise<T>): Promise<T> {
+export function heapProfiled<T>(dir: string, file: string, work: () => Promise<T>): Promise<T> {
+  return inspected(dir, file, 'heap profile', work, async (session) => {
+    await session.post('HeapProfiler.enable')
+    await session.post('HeapProfiler.startSampling', { samplingInterval: 32 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+    return async () => (await session.post('HeapProfiler.stopSampling')).profile
+  })
+}
+
+/** Runs `work` between `start` and the stop it answers, on an inspector session of this process, and writes what the stop returns. */
+async function inspected<T>(dir: string, file: string, what: string, work: () => Promise<T>, start: (session: Session) => Promise<() => Promise<unknown>>): Promise<T> {
   if (!dir) return work()
   const session = new Session()
   session.connect()
-  await session.post('HeapProfiler.enable')
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 32 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  const stop = await start(session)
   try {
     return await work()
   } finally {
-    const { profile } = await session.post('HeapProfiler.stopSampling')
+    const profile = await stop()
     mkdirSync(dir, { recursive: true })
     const path = join(dir, file)
     writeFileSync(path, JSON.stringify(profile))
-    line(`  heap profile of this process (the broker's or hub's): ${path}`)
+    line(`  ${what} of this process (the broker's or hub's): ${path}`)
     session.disconnect()
   }
 }

@@ -158,47 +158,53 @@ async function totalsAndRows(admin: pg.Client, schema: string): Promise<{ stored
   return { stored: { sessions: Number(row.s), topics: Number(row.t) }, rows: { sessions: Number(row.rs), topics: Number(row.rt) } }
 }
 
+/** A fresh schema with a store open on it and an admin connection, for an upgrade test: both ended, the schema dropped, after. */
+async function inScratchSchema(test: (scratch: { schema: string; q: string; store: PostgresStore; admin: pg.Client }) => Promise<void>): Promise<void> {
+  const schema = `iothub_fleet_${process.pid}_${randomBytes(4).toString('hex')}`
+  const store = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+  const admin = new pg.Client({ connectionString: TEST_SERVER })
+  await admin.connect()
+  try {
+    await test({ schema, q: pg.escapeIdentifier(schema), store, admin })
+  } finally {
+    await admin.end()
+    await dropSchema(schema)
+  }
+}
+
 describe('PostgreSQL schema version 5: the totals of sessions and topics', () => {
   it('upgrades a version 4 store in place, counting what it holds once; its batches move them from then on', async () => {
-    const schema = `iothub_fleet_${process.pid}_${randomBytes(4).toString('hex')}`
-    const q = pg.escapeIdentifier(schema)
-    const store = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
-    const admin = new pg.Client({ connectionString: TEST_SERVER })
-    await admin.connect()
-    try {
-      await store.commit([
-        ...['u1', 'u2', 'u3'].map((id) => ({ op: 'session.put' as const, session: session(id) })),
-        { op: 'topic.put', sessionId: 'u1', subscription: { topic: 'a', qos: 1 }, persistent: true },
-        { op: 'topic.put', sessionId: 'u1', subscription: { topic: 'b', qos: 1 }, persistent: true },
-        { op: 'topic.put', sessionId: 'u3', subscription: { topic: 'a', qos: 0 }, persistent: true }
-      ])
-      await store.close()
-      // as version 4 left it: no totals, and rows its batches wrote since
-      await admin.query(`ALTER TABLE ${q}.log_head DROP COLUMN sessions, DROP COLUMN topics`)
-      await admin.query(`UPDATE ${q}.schema_version SET version = 4`)
-      await admin.query(`INSERT INTO ${q}.sessions SELECT 'u4', doc, version, 'dev-u4', protocol, connected, node, username, peer_host, clean_start, proto_ver, created_at, connected_at, expires_at FROM ${q}.sessions WHERE id = 'u1'`)
-      await admin.query(`INSERT INTO ${q}.topics (session_id, topic, qos, persistent) VALUES ('u4', 'c', 2, true)`)
+    await inScratchSchema(async ({ schema, q, store, admin }) => {
+    await store.commit([
+      ...['u1', 'u2', 'u3'].map((id) => ({ op: 'session.put' as const, session: session(id) })),
+      { op: 'topic.put', sessionId: 'u1', subscription: { topic: 'a', qos: 1 }, persistent: true },
+      { op: 'topic.put', sessionId: 'u1', subscription: { topic: 'b', qos: 1 }, persistent: true },
+      { op: 'topic.put', sessionId: 'u3', subscription: { topic: 'a', qos: 0 }, persistent: true }
+    ])
+    await store.close()
+    // as version 4 left it: no totals, and rows its batches wrote since
+    await admin.query(`ALTER TABLE ${q}.log_head DROP COLUMN sessions, DROP COLUMN topics`)
+    await admin.query(`UPDATE ${q}.schema_version SET version = 4`)
+    await admin.query(`INSERT INTO ${q}.sessions SELECT 'u4', doc, version, 'dev-u4', protocol, connected, node, username, peer_host, clean_start, proto_ver, created_at, connected_at, expires_at FROM ${q}.sessions WHERE id = 'u1'`)
+    await admin.query(`INSERT INTO ${q}.topics (session_id, topic, qos, persistent) VALUES ('u4', 'c', 2, true)`)
 
-      const upgraded = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
-      try {
-        assert.deepEqual((await admin.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }])
-        assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 4, topics: 4 }, rows: { sessions: 4, topics: 4 } })
-        assert.equal(await upgraded.fleet.countSessions({}), 4)
-        assert.equal(await upgraded.fleet.countTopics({}), 4)
-        await upgraded.commit([{ op: 'session.delete', id: 'u4' }, { op: 'topic.clear', sessionId: 'u4' }, { op: 'session.put', session: session('u5') }, { op: 'session.put', session: session('u6') }])
-        assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 5, topics: 3 }, rows: { sessions: 5, topics: 3 } })
-        assert.deepEqual(await upgraded.fleet.totals(), { sessions: 5, connectedByProtocol: { mqtt: 5 }, connectedByNode: { 'iothub@test': 5 }, subscriptions: 0, devices: 0 })
-      } finally {
-        await upgraded.close()
-      }
-      // opening a version 5 store again leaves its totals alone
-      const again = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
-      await again.close()
-      assert.deepEqual((await totalsAndRows(admin, schema)).stored, { sessions: 5, topics: 3 })
+    const upgraded = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+    try {
+      assert.deepEqual((await admin.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }])
+      assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 4, topics: 4 }, rows: { sessions: 4, topics: 4 } })
+      assert.equal(await upgraded.fleet.countSessions({}), 4)
+      assert.equal(await upgraded.fleet.countTopics({}), 4)
+      await upgraded.commit([{ op: 'session.delete', id: 'u4' }, { op: 'topic.clear', sessionId: 'u4' }, { op: 'session.put', session: session('u5') }, { op: 'session.put', session: session('u6') }])
+      assert.deepEqual(await totalsAndRows(admin, schema), { stored: { sessions: 5, topics: 3 }, rows: { sessions: 5, topics: 3 } })
+      assert.deepEqual(await upgraded.fleet.totals(), { sessions: 5, connectedByProtocol: { mqtt: 5 }, connectedByNode: { 'iothub@test': 5 }, subscriptions: 0, devices: 0 })
     } finally {
-      await admin.end()
-      await dropSchema(schema)
+      await upgraded.close()
     }
+    // opening a version 5 store again leaves its totals alone
+    const again = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+    await again.close()
+    assert.deepEqual((await totalsAndRows(admin, schema)).stored, { sessions: 5, topics: 3 })
+    })
   })
 
   it('stays exact while two replicas write the same sessions and topics at once', async () => {
@@ -329,67 +335,59 @@ async function countedTotals(admin: pg.Client, schema: string): Promise<FleetTot
 
 describe('PostgreSQL schema version 7: devices, subscription entities and connected sessions by protocol and node stored', () => {
   it('upgrades a version 6 store in place, counting what it holds once; its batches move them from then on', async () => {
-    const schema = `iothub_fleet_${process.pid}_${randomBytes(4).toString('hex')}`
-    const q = pg.escapeIdentifier(schema)
-    const store = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
-    const admin = new pg.Client({ connectionString: TEST_SERVER })
-    await admin.connect()
-    try {
-      await store.commit([
-        { op: 'device.put', device: device('d1') },
-        { op: 'device.put', device: device('d2') },
-        { op: 'session.put', session: session('s1', { node: 'n1' }) },
-        { op: 'session.put', session: session('s2', { protocol: 'coap', node: 'n2' }) },
-        { op: 'session.put', session: session('s3', { connected: false, node: 'n1' }) },
-        { op: 'subscription.put', subscription: subscription('e1', 's1') },
-        { op: 'subscription.put', subscription: subscription('e2', 's2') }
-      ])
-      await store.close()
-      // as version 6 left it: no such totals, and rows its batches wrote since
-      await admin.query(`DROP TABLE ${q}.connected_totals`)
-      await admin.query(`ALTER TABLE ${q}.log_head DROP COLUMN devices, DROP COLUMN subscriptions`)
-      await admin.query(`UPDATE ${q}.schema_version SET version = 6`)
-      await admin.query(
-        `INSERT INTO ${q}.sessions SELECT 's4', doc, version, 'dev-s4', protocol, connected, node, username, peer_host, clean_start, proto_ver, created_at, connected_at, expires_at FROM ${q}.sessions WHERE id = 's1'`
-      )
-      await admin.query(`INSERT INTO ${q}.devices (id, doc, owner, group_name, name) SELECT 'd3', doc, owner, group_name, name FROM ${q}.devices WHERE id = 'd1'`)
+    await inScratchSchema(async ({ schema, q, store, admin }) => {
+    await store.commit([
+      { op: 'device.put', device: device('d1') },
+      { op: 'device.put', device: device('d2') },
+      { op: 'session.put', session: session('s1', { node: 'n1' }) },
+      { op: 'session.put', session: session('s2', { protocol: 'coap', node: 'n2' }) },
+      { op: 'session.put', session: session('s3', { connected: false, node: 'n1' }) },
+      { op: 'subscription.put', subscription: subscription('e1', 's1') },
+      { op: 'subscription.put', subscription: subscription('e2', 's2') }
+    ])
+    await store.close()
+    // as version 6 left it: no such totals, and rows its batches wrote since
+    await admin.query(`DROP TABLE ${q}.connected_totals`)
+    await admin.query(`ALTER TABLE ${q}.log_head DROP COLUMN devices, DROP COLUMN subscriptions`)
+    await admin.query(`UPDATE ${q}.schema_version SET version = 6`)
+    await admin.query(
+      `INSERT INTO ${q}.sessions SELECT 's4', doc, version, 'dev-s4', protocol, connected, node, username, peer_host, clean_start, proto_ver, created_at, connected_at, expires_at FROM ${q}.sessions WHERE id = 's1'`
+    )
+    await admin.query(`INSERT INTO ${q}.devices (id, doc, owner, group_name, name) SELECT 'd3', doc, owner, group_name, name FROM ${q}.devices WHERE id = 'd1'`)
 
-      const upgraded = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
-      try {
-        assert.deepEqual((await admin.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }])
-        const expected: FleetTotals = { sessions: 4, connectedByProtocol: { mqtt: 2, coap: 1 }, connectedByNode: { n1: 2, n2: 1 }, subscriptions: 2, devices: 3 }
-        assert.deepEqual(await countedTotals(admin, schema), expected)
-        assert.deepEqual(await upgraded.fleet.totals(), expected)
-        // a disconnect, a takeover moving a session to another node and protocol, a new
-        // connection, a device deleted and a session's entities cleared
-        await upgraded.commit([
-          { op: 'session.put', session: session('s1', { connected: false, node: 'n1' }) },
-          { op: 'session.put', session: session('s4', { protocol: 'coap', node: 'n3' }) },
-          { op: 'session.put', session: session('s5', { node: 'n3' }) },
-          { op: 'device.delete', id: 'd3' },
-          { op: 'subscription.clear', sessionId: 's2' }
-        ])
-        const moved: FleetTotals = { sessions: 5, connectedByProtocol: { mqtt: 1, coap: 2 }, connectedByNode: { n2: 1, n3: 2 }, subscriptions: 1, devices: 2 }
-        assert.deepEqual(await countedTotals(admin, schema), moved)
-        assert.deepEqual(await upgraded.fleet.totals(), moved)
-        // a connected session deleted
-        await upgraded.commit([{ op: 'session.delete', id: 's2' }, { op: 'subscription.clear', sessionId: 's2' }])
-        assert.deepEqual(await upgraded.fleet.totals(), { sessions: 4, connectedByProtocol: { mqtt: 1, coap: 1 }, connectedByNode: { n3: 2 }, subscriptions: 1, devices: 2 })
-        assert.deepEqual(await upgraded.fleet.totals(), await countedTotals(admin, schema))
-      } finally {
-        await upgraded.close()
-      }
-      // opening a version 7 store again leaves its totals alone
-      await admin.query(`UPDATE ${q}.log_head SET devices = devices + 100`)
-      const again = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
-      try {
-        assert.equal((await again.fleet.totals()).devices, 102)
-      } finally {
-        await again.close()
-      }
+    const upgraded = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+    try {
+      assert.deepEqual((await admin.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }])
+      const expected: FleetTotals = { sessions: 4, connectedByProtocol: { mqtt: 2, coap: 1 }, connectedByNode: { n1: 2, n2: 1 }, subscriptions: 2, devices: 3 }
+      assert.deepEqual(await countedTotals(admin, schema), expected)
+      assert.deepEqual(await upgraded.fleet.totals(), expected)
+      // a disconnect, a takeover moving a session to another node and protocol, a new
+      // connection, a device deleted and a session's entities cleared
+      await upgraded.commit([
+        { op: 'session.put', session: session('s1', { connected: false, node: 'n1' }) },
+        { op: 'session.put', session: session('s4', { protocol: 'coap', node: 'n3' }) },
+        { op: 'session.put', session: session('s5', { node: 'n3' }) },
+        { op: 'device.delete', id: 'd3' },
+        { op: 'subscription.clear', sessionId: 's2' }
+      ])
+      const moved: FleetTotals = { sessions: 5, connectedByProtocol: { mqtt: 1, coap: 2 }, connectedByNode: { n2: 1, n3: 2 }, subscriptions: 1, devices: 2 }
+      assert.deepEqual(await countedTotals(admin, schema), moved)
+      assert.deepEqual(await upgraded.fleet.totals(), moved)
+      // a connected session deleted
+      await upgraded.commit([{ op: 'session.delete', id: 's2' }, { op: 'subscription.clear', sessionId: 's2' }])
+      assert.deepEqual(await upgraded.fleet.totals(), { sessions: 4, connectedByProtocol: { mqtt: 1, coap: 1 }, connectedByNode: { n3: 2 }, subscriptions: 1, devices: 2 })
+      assert.deepEqual(await upgraded.fleet.totals(), await countedTotals(admin, schema))
     } finally {
-      await admin.end()
-      await dropSchema(schema)
+      await upgraded.close()
     }
+    // opening a version 7 store again leaves its totals alone
+    await admin.query(`UPDATE ${q}.log_head SET devices = devices + 100`)
+    const again = await PostgresStore.open({ connectionString: TEST_SERVER, schema })
+    try {
+      assert.equal((await again.fleet.totals()).devices, 102)
+    } finally {
+      await again.close()
+    }
+    })
   })
 })
