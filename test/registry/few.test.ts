@@ -5,6 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { fewDelete, fewGet, fewMap, fewPut, fewSize, fewValues, type Few } from '../../src/registry/few.js'
+import { seededRandom } from '../helpers/random.js'
 
 interface Item {
   key: string
@@ -15,14 +16,8 @@ const keyOf = (i: Item): string => i.key
 test('behaves as a Map by key through every form, in insertion order', () => {
   let few: Few<string, Item> | undefined
   const map = new Map<string, Item>()
-  let seed = 3
-  // xorshift32: every key and both operations come up, in no fixed pattern
-  const random = (n: number) => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return (seed >>> 0) % n
-  }
+  // every key and both operations come up, in no fixed pattern
+  const random = seededRandom(3)
   let largest = 0
   for (let step = 0; step < 6000; step++) {
     const key = `k${random(40)}`

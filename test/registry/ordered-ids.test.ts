@@ -6,6 +6,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { compareIds } from '../../src/store/fleet-reads.js'
 import { OrderedIds } from '../../src/registry/ordered-ids.js'
+import { seededRandom } from '../helpers/random.js'
 
 /** A Map and its ordered ids, changed together as DeviceDirectory changes them. */
 function indexed() {
@@ -30,14 +31,8 @@ const expected = (map: Map<string, number>, cursor?: string) =>
 
 test('matches a sort of the Map from every cursor, through random additions and deletions', () => {
   const ids = indexed()
-  let seed = 7
-  // xorshift32: additions, repeats and deletions in no fixed pattern
-  const random = (n: number) => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return (seed >>> 0) % n
-  }
+  // additions, repeats and deletions in no fixed pattern
+  const random = seededRandom(7)
   for (let step = 0; step < 3000; step++) {
     const id = `d${random(500)}`
     if (random(3) === 0) ids.delete(id)
