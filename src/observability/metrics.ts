@@ -3,7 +3,7 @@
  * hubs in one process — tests do this — keep separate counts. Labels never carry device ids:
  * /metrics is unauthenticated.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CounterConfiguration } from 'prom-client'
 import type { CommitObserver } from '../store/group-commit.js'
 
 export type RejectReason =
@@ -68,14 +68,26 @@ class Tallies<L extends string> {
     return tally
   }
 
+  /** The counter these tallies are added to whenever it is read (its `collect`). */
+  counter(configuration: Omit<CounterConfiguration<L>, 'collect'>): Counter<L> {
+    const addTo = (counter: Counter<L>): void => this.addTo(counter)
+    return new Counter<L>({
+      ...configuration,
+      collect() {
+        addTo(this)
+      }
+    })
+  }
+
   /** Adds what was counted since the last time to `counter`. */
-  addTo(counter: Counter<L>): void {
+  private addTo(counter: Counter<L>): void {
     for (const tally of this.tallies) {
       if (tally.count === 0) continue
       counter.inc(tally.labels, tally.count)
       tally.count = 0
     }
   }
+
 }
 
 export class HubMetrics {
@@ -84,18 +96,12 @@ export class HubMetrics {
   private readonly eventTallies = new Tallies<'kind' | 'outcome'>()
   private readonly disconnectTallies = new Tallies<'protocol' | 'reason'>()
 
-  readonly eventsTotal: Counter<'kind' | 'outcome'> = (() => {
-    const tallies = this.eventTallies
-    return new Counter({
-      name: 'iothub_lifecycle_events_total',
-      help: 'Lifecycle events by kind and outcome (applied, stale: belonged to an older connection, failed: not stored)',
-      labelNames: ['kind', 'outcome'] as const,
-      registers: [this.registry],
-      collect() {
-        tallies.addTo(this)
-      }
-    })
-  })()
+  readonly eventsTotal = this.eventTallies.counter({
+    name: 'iothub_lifecycle_events_total',
+    help: 'Lifecycle events by kind and outcome (applied, stale: belonged to an older connection, failed: not stored)',
+    labelNames: ['kind', 'outcome'] as const,
+    registers: [this.registry]
+  })
 
   readonly pushesTotal = new Counter({
     name: 'iothub_pushes_total',
@@ -131,18 +137,12 @@ export class HubMetrics {
     registers: [this.registry]
   })
 
-  readonly disconnectsTotal: Counter<'protocol' | 'reason'> = (() => {
-    const tallies = this.disconnectTallies
-    return new Counter({
-      name: 'iothub_disconnects_total',
-      help: 'Connections that ended, by reason',
-      labelNames: ['protocol', 'reason'] as const,
-      registers: [this.registry],
-      collect() {
-        tallies.addTo(this)
-      }
-    })
-  })()
+  readonly disconnectsTotal = this.disconnectTallies.counter({
+    name: 'iothub_disconnects_total',
+    help: 'Connections that ended, by reason',
+    labelNames: ['protocol', 'reason'] as const,
+    registers: [this.registry]
+  })
 
   readonly rejectedTotal = new Counter({
     name: 'iothub_rejected_inputs_total',
