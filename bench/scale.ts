@@ -293,10 +293,10 @@ async function get(httpUrl: string, path: string): Promise<{ status: number; bod
 interface ListQuery {
   label: string
   path: string
-  /** Request i's path where they differ (a walk in order, random pages); i = 0 is the untimed, checked one. */
+  /** Request i's path where they differ (a walk in order, random pages); i = 0 is the untimed one. */
   pathAt?(i: number): string
-  /** What is wrong with the answer, or null. */
-  check(body: unknown): string | null
+  /** What is wrong with request i's answer, or null (every answer is checked, timed ones too). */
+  check(body: unknown, i: number): string | null
 }
 
 const cursorAfter = (id: string): string => Buffer.from(id, 'utf8').toString('base64url')
@@ -349,19 +349,27 @@ function listQueries(): ListQuery[] {
     if (every && !page.data.every(every)) return `not every session ${what}`
     return null
   }
-  const clients = (want: number, count: number, every?: (c: ClientsPage['data'][number]) => boolean, what = '') => (body: unknown) => {
-    const page = body as ClientsPage
-    if (page.code !== 0 || !Array.isArray(page.data)) return `code ${page.code}, no data list`
-    if (page.data.length !== want) return `${page.data.length} clients, ${want} expected`
-    if (page.meta?.count !== count) return `meta.count ${page.meta?.count}, ${count} expected`
-    if (every && !page.data.every(every)) return `not every client ${what}`
-    return null
-  }
-  const subscriptions = (want: number, count: number) => (body: unknown) => {
+  // a page's rows are the ones at its offset: its first client is the one at (page − 1) × PAGE
+  // (ids sort as their numbers; the connected ones are the even numbers; one topic each)
+  const firstOf = (page: number, step = 1) => clientIdOf((page - 1) * PAGE * step)
+  const clients =
+    (want: number | ((i: number) => number), count: number, every?: (c: ClientsPage['data'][number]) => boolean, what = '', firstAt?: (i: number) => string) =>
+    (body: unknown, i: number) => {
+      const page = body as ClientsPage
+      const rows = typeof want === 'number' ? want : want(i)
+      if (page.code !== 0 || !Array.isArray(page.data)) return `code ${page.code}, no data list`
+      if (page.data.length !== rows) return `${page.data.length} clients, ${rows} expected`
+      if (page.meta?.count !== count) return `meta.count ${page.meta?.count}, ${count} expected`
+      if (every && !page.data.every(every)) return `not every client ${what}`
+      if (firstAt && rows > 0 && page.data[0]!.clientid !== firstAt(i)) return `request ${i}: first client ${page.data[0]!.clientid}, ${firstAt(i)} expected`
+      return null
+    }
+  const subscriptions = (want: number, count: number, firstAt?: (i: number) => string) => (body: unknown, i: number) => {
     const page = body as SubscriptionsPage
     if (page.code !== 0 || !Array.isArray(page.data)) return `code ${page.code}, no data list`
     if (page.data.length !== want) return `${page.data.length} subscriptions, ${want} expected`
     if (page.meta?.count !== count) return `meta.count ${page.meta?.count}, ${count} expected`
+    if (firstAt && want > 0 && page.data[0]!.clientid !== firstAt(i)) return `request ${i}: first client ${page.data[0]!.clientid}, ${firstAt(i)} expected`
     return null
   }
   const remaining = n - 1 - afterAll
@@ -397,53 +405,59 @@ function listQueries(): ListQuery[] {
       path: `/v1/sessions?deviceId=${mid}`,
       check: sessions(1, false, (s) => s.deviceId === mid && s.topics.length === 1, 'the device’s, with its one topic')
     },
-    { label: `/api/v4/clients?_page=1&_limit=${PAGE}`, path: `/api/v4/clients?_page=1&_limit=${PAGE}`, check: clients(Math.min(PAGE, n), n) },
+    { label: `/api/v4/clients?_page=1&_limit=${PAGE}`, path: `/api/v4/clients?_page=1&_limit=${PAGE}`, check: clients(Math.min(PAGE, n), n, undefined, '', () => firstOf(1)) },
     {
       // the same deep page again and again: each an offset walk (no page before it was served), from the nearer end
       label: `/api/v4/clients?_page=${fmt(deepPage)}&_limit=${PAGE}`,
       path: `/api/v4/clients?_page=${deepPage}&_limit=${PAGE}`,
-      check: clients(fullPage(deepPage, n), n)
+      check: clients(fullPage(deepPage, n), n, undefined, '', () => firstOf(deepPage))
     },
     {
       label: `/api/v4/clients?_page=${fmt(middlePage)}(the middle)&_limit=${PAGE}`,
       path: `/api/v4/clients?_page=${middlePage}&_limit=${PAGE}`,
-      check: clients(fullPage(middlePage, n), n)
+      check: clients(fullPage(middlePage, n), n, undefined, '', () => firstOf(middlePage))
     },
     {
       label: `/api/v4/clients?_page=(random)&_limit=${PAGE}`,
       path: `/api/v4/clients?_page=${randomPage(0)}&_limit=${PAGE}`,
       pathAt: (i) => `/api/v4/clients?_page=${randomPage(i)}&_limit=${PAGE}`,
-      check: clients(fullPage(randomPage(0), n), n)
+      check: clients((i) => fullPage(randomPage(i), n), n, undefined, '', (i) => firstOf(randomPage(i)))
     },
     {
       label: `/api/v4/clients?_page=${fmt(walkFrom)}…(in order)&_limit=${PAGE}`,
       path: `/api/v4/clients?_page=${walkFrom}&_limit=${PAGE}`,
       pathAt: (i) => `/api/v4/clients?_page=${walkFrom + (i % (pages - walkFrom + 1))}&_limit=${PAGE}`,
-      check: clients(fullPage(walkFrom, n), n)
+      check: clients((i) => fullPage(walkFrom + (i % (pages - walkFrom + 1)), n), n, undefined, '', (i) => firstOf(walkFrom + (i % (pages - walkFrom + 1))))
     },
     {
       label: `/api/v4/clients?conn_state=connected&_page=1&_limit=${PAGE}`,
       path: `/api/v4/clients?conn_state=connected&_page=1&_limit=${PAGE}`,
-      check: clients(Math.min(PAGE, connectedTotal), NOT_COUNTED, (c) => c.connected, 'connected')
+      check: clients(Math.min(PAGE, connectedTotal), NOT_COUNTED, (c) => c.connected, 'connected', () => firstOf(1, 2))
     },
     {
       label: `/api/v4/clients?conn_state=connected&_page=${fmt(connectedWalkFrom)}…(in order)&_limit=${PAGE}`,
       path: `/api/v4/clients?conn_state=connected&_page=${connectedWalkFrom}&_limit=${PAGE}`,
       pathAt: (i) => `/api/v4/clients?conn_state=connected&_page=${connectedWalkFrom + (i % (connectedPages - connectedWalkFrom + 1))}&_limit=${PAGE}`,
-      check: clients(fullPage(connectedWalkFrom, connectedTotal), NOT_COUNTED, (c) => c.connected, 'connected')
+      check: clients(
+        (i) => fullPage(connectedWalkFrom + (i % (connectedPages - connectedWalkFrom + 1)), connectedTotal),
+        NOT_COUNTED,
+        (c) => c.connected,
+        'connected',
+        (i) => firstOf(connectedWalkFrom + (i % (connectedPages - connectedWalkFrom + 1)), 2)
+      )
     },
     { label: '/api/v4/clients?clientid=(one)', path: `/api/v4/clients?clientid=${mid}`, check: clients(1, NOT_COUNTED, (c) => c.clientid === mid, 'the one asked for') },
     { label: `/api/v4/subscriptions?_page=1&_limit=${PAGE}`, path: `/api/v4/subscriptions?_page=1&_limit=${PAGE}`, check: subscriptions(Math.min(PAGE, n), n) },
     {
       label: `/api/v4/subscriptions?_page=${fmt(middlePage)}(the middle)&_limit=${PAGE}`,
       path: `/api/v4/subscriptions?_page=${middlePage}&_limit=${PAGE}`,
-      check: subscriptions(fullPage(middlePage, n), n)
+      check: subscriptions(fullPage(middlePage, n), n, () => firstOf(middlePage))
     },
     {
       label: `/api/v4/subscriptions?_page=${fmt(walkFrom)}…(in order)&_limit=${PAGE}`,
       path: `/api/v4/subscriptions?_page=${walkFrom}&_limit=${PAGE}`,
       pathAt: (i) => `/api/v4/subscriptions?_page=${walkFrom + (i % (pages - walkFrom + 1))}&_limit=${PAGE}`,
-      check: subscriptions(fullPage(walkFrom, n), n)
+      check: subscriptions(fullPage(walkFrom, n), n, (i) => firstOf(walkFrom + (i % (pages - walkFrom + 1))))
     }
   ]
 }
@@ -457,18 +471,19 @@ interface QueryResult {
   fault: string | null
 }
 
-/** Each query, one request at a time: one untimed (checked), then up to API_REQUESTS or API_SECONDS' worth (at least API_MIN_REQUESTS). */
+/** Each query, one request at a time: one untimed, then up to API_REQUESTS or API_SECONDS' worth (at least API_MIN_REQUESTS); every answer checked. */
 async function measureLists(httpUrl: string): Promise<QueryResult[]> {
   const results: QueryResult[] = []
   for (const query of listQueries()) {
     const first = await get(httpUrl, query.path)
-    let fault = first.status === 200 ? query.check(first.body) : `HTTP ${first.status}: ${JSON.stringify(first.body).slice(0, 200)}`
+    let fault = first.status === 200 ? query.check(first.body, 0) : `HTTP ${first.status}: ${JSON.stringify(first.body).slice(0, 200)}`
     const times: number[] = []
     const until = performance.now() + API_SECONDS * 1000
     while (times.length < API_REQUESTS && (times.length < API_MIN_REQUESTS || performance.now() < until)) {
-      const r = await get(httpUrl, query.pathAt?.(times.length + 1) ?? query.path)
+      const i = times.length + 1
+      const r = await get(httpUrl, query.pathAt?.(i) ?? query.path)
       times.push(r.ms)
-      if (r.status !== 200 && fault === null) fault = `HTTP ${r.status} on a timed request`
+      if (fault === null) fault = r.status === 200 ? query.check(r.body, i) : `HTTP ${r.status} on a timed request`
     }
     results.push({ query, n: times.length, ...percentiles(times), fault })
   }

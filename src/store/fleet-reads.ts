@@ -180,6 +180,14 @@ export interface FleetReads {
   topics(filter: TopicFilter, page: PageRequest): Promise<{ topics: TopicRow[]; more: boolean }>
   /** How many topic rows match `filter`; with no filter, a stored total where the store keeps one. */
   countTopics(filter: TopicFilter): Promise<number>
+  /**
+   * Where an offset page of a whole listing can start without walking the rows before it: the
+   * cursor (a session id, or a topic row's `topicCursor`) of every `every`-th row of all sessions
+   * or all topics, in the listing's order — rows every − 1, 2 × every − 1, … One walk of the
+   * whole listing. Only a store whose offsets are walks offers it (PostgreSQL); the caches
+   * page in memory.
+   */
+  marks?(listing: 'sessions' | 'topics', every: number): Promise<string[]>
   subscription(id: string): Promise<SubscriptionEntity | undefined>
   /** Subscription entities, ordered by id. */
   subscriptions(query: SubscriptionQuery): Promise<{ subscriptions: SubscriptionEntity[]; more: boolean }>

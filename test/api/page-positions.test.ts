@@ -3,7 +3,8 @@
  * served one is a keyset step, a page past a served one skips only the difference, a page with
  * nothing served before it is an offset from the start; rows are forgotten after a while, a
  * newer row replaces those that disagree with it, and both the listings and the rows per
- * listing are bounded.
+ * listing are bounded. A jump in a large whole listing has its marks learned (in the
+ * background), from which any later page starts close by, until they age.
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
@@ -101,5 +102,98 @@ describe('PagePositions', () => {
     assert.deepEqual(p.request('b', 10, 10), { offset: 10, limit: 10 })
     assert.deepEqual(p.request('a', 50, 10), { after: 'a-4', limit: 10 })
     assert.deepEqual(p.request('c', 10, 10), { after: 'c-0', limit: 10 })
+  })
+
+  describe('marks of a whole listing', () => {
+    /** A listing of `total` rows named r-000000…, and a mark source over it that resolves when told. */
+    function fleet(total: number) {
+      const row = (offset: number) => `r-${String(offset).padStart(6, '0')}`
+      const asked: number[] = []
+      let answer: (() => void) | undefined
+      const source = (every: number) => {
+        asked.push(every)
+        return new Promise<string[]>((resolve) => {
+          answer = () => resolve(Array.from({ length: Math.floor(total / every) }, (_, k) => row((k + 1) * every - 1)))
+        })
+      }
+      // the source's promise settles, then its `then` runs: two turns of the microtask queue
+      const learned = async () => {
+        answer!()
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+      return { row, asked, source, learned }
+    }
+
+    it('learns them at the first jump, in the background, and starts later pages from the mark before them', async () => {
+      const f = fleet(100_000)
+      const p = new PagePositions({ marksFrom: 20_000, maxMarks: 50 })
+      // the jump itself is served as before: an offset walk
+      assert.deepEqual(p.request('all', 50_000, 100, 100_000, f.source), { offset: 50_000, limit: 100 })
+      assert.deepEqual(f.asked, [2_000], '100,000 rows, at most 50 marks: every 2,000th row')
+      // asked again while learning: not asked twice
+      assert.deepEqual(p.request('all', 70_000, 100, 100_000, f.source), { offset: 70_000, limit: 100 })
+      await f.learned()
+      // rows from offset 50,000 are those after the row at 49,999
+      assert.deepEqual(p.request('all', 50_000, 100, 100_000, f.source), { after: f.row(49_999), limit: 100 })
+      assert.deepEqual(p.request('all', 51_234, 100, 100_000, f.source), { after: f.row(49_999), offset: 1_234, limit: 100 })
+      assert.deepEqual(p.request('all', 1_999, 100, 100_000, f.source), { offset: 1_999, limit: 100 }, 'before the first mark: from the start')
+      assert.deepEqual(p.request('all', 99_950, 100, 100_000, f.source), { offset: 99_950, limit: 100 }, 'nearer the end than the mark before it: walked from the end')
+      assert.deepEqual(f.asked, [2_000])
+    })
+
+    it('starts from a served row where it is nearer than the mark', async () => {
+      const f = fleet(100_000)
+      const p = new PagePositions({ marksFrom: 20_000, maxMarks: 50 })
+      p.request('all', 50_000, 100, 100_000, f.source)
+      await f.learned()
+      p.served('all', 50_500, 100, 'served-50599')
+      assert.deepEqual(p.request('all', 50_600, 100, 100_000, f.source), { after: 'served-50599', limit: 100 })
+      assert.deepEqual(p.request('all', 50_700, 100, 100_000, f.source), { after: 'served-50599', offset: 100, limit: 100 })
+      assert.deepEqual(p.request('all', 52_100, 100, 100_000, f.source), { after: f.row(51_999), offset: 100, limit: 100 }, 'the mark at 52,000 is nearer')
+    })
+
+    it('learns none for a small listing, the page after a served one, the first page, or a listing without a total or a source', () => {
+      const f = fleet(100_000)
+      const p = new PagePositions({ marksFrom: 20_000 })
+      p.request('small', 5_000, 100, 19_999, f.source)
+      p.request('all', 0, 100, 100_000, f.source)
+      p.served('all', 0, 100, f.row(99))
+      p.request('all', 100, 100, 100_000, f.source)
+      p.request('all', 50_000, 100, undefined, f.source)
+      p.request('all', 50_000, 100, 100_000)
+      assert.deepEqual(f.asked, [])
+      p.request('all', 50_000, 100, 100_000, f.source)
+      assert.deepEqual(f.asked, [100], 'at most 1,000 marks by default, but a page apart at least')
+    })
+
+    it('learns them again once they are ttlMs old, and after a failure, not before', async () => {
+      const c = clock()
+      const failures: unknown[] = []
+      const p = new PagePositions({ marksFrom: 1_000, maxMarks: 10, ttlMs: 1_000, now: c.now, onMarksFailed: (error) => failures.push(error) })
+      const f = fleet(10_000)
+      p.request('all', 5_000, 100, 10_000, f.source)
+      await f.learned()
+      c.advance(999)
+      assert.deepEqual(p.request('all', 5_000, 100, 10_000, f.source), { after: f.row(4_999), limit: 100 })
+      c.advance(2)
+      // aged: this jump walks, and learns them again
+      assert.deepEqual(p.request('all', 5_000, 100, 10_000, f.source), { offset: 5_000, limit: 100 })
+      assert.deepEqual(f.asked, [1_000, 1_000])
+
+      const failing = (every: number) => {
+        f.asked.push(every)
+        return Promise.reject(new Error('store unavailable'))
+      }
+      const q = new PagePositions({ marksFrom: 1_000, ttlMs: 1_000, now: c.now, onMarksFailed: (error) => failures.push(error) })
+      q.request('all', 5_000, 100, 10_000, failing)
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.deepEqual(failures.map((e) => (e as Error).message), ['store unavailable'])
+      q.request('all', 6_000, 100, 10_000, failing)
+      assert.equal(f.asked.length, 3, 'not asked again at once')
+      c.advance(1_001)
+      q.request('all', 6_000, 100, 10_000, failing)
+      assert.equal(f.asked.length, 4, 'asked again once the failure is ttlMs old')
+      await new Promise((resolve) => setImmediate(resolve))
+    })
   })
 })

@@ -25,7 +25,7 @@ import { eventually, tempDir } from '../helpers/hub.js'
 import { TEST_SERVER } from '../helpers/postgres.js'
 import { SCHEMA_VERSION } from '../../src/store/postgres/schema.js'
 import type { Mutation } from '../../src/store/store.js'
-import type { FleetTotals } from '../../src/store/fleet-reads.js'
+import { topicCursor, type FleetTotals } from '../../src/store/fleet-reads.js'
 import { device, session, subscription } from './contract.js'
 import { fleetReadsContract } from './fleet-reads-contract.js'
 
@@ -391,3 +391,48 @@ describe('PostgreSQL schema version 7: devices, subscription entities and connec
     })
   })
 })
+
+describe('PostgreSQL marks: where an offset page of a whole listing can start', () => {
+  it('names every n-th session and topic row in the listing’s order, and a page read after a mark is the page at its offset', async () => {
+    await inScratchSchema(async ({ store }) => {
+      try {
+        await marksMatchOffsets(store)
+      } finally {
+        await store.close()
+      }
+    })
+  })
+})
+
+/** Marks of a small fleet against the listing itself: each the row at its place, each a page start the same as its offset. */
+async function marksMatchOffsets(store: PostgresStore): Promise<void> {
+  // ids whose byte order is not their code points’ nor a locale’s: upper before lower, U+FFFD before an emoji
+  const ids = ['A1', 'B2', 'a1', 'b1', 'b2', 'é3', '\uFFFD', '\u{1F600}', ...Array.from({ length: 19 }, (_, i) => `s-${String(i).padStart(2, '0')}`)]
+  await store.commit([
+    ...ids.map((id): Mutation => ({ op: 'session.put', session: session(id) })),
+    ...ids.flatMap((id, i): Mutation[] =>
+      ['t/1', 't/2', 'u'].slice(0, 1 + (i % 3)).map((topic) => ({ op: 'topic.put', sessionId: id, subscription: { topic, qos: 1 }, persistent: true }))
+    )
+  ])
+  const fleet = store.fleet
+  const every = 4
+  const all = (await fleet.sessions({}, { limit: 100 })).sessions.map((s) => s.id)
+  assert.equal(all.length, ids.length)
+  const sessionMarks = await fleet.marks('sessions', every)
+  assert.deepEqual(sessionMarks, all.filter((_, i) => (i + 1) % every === 0))
+  for (let k = 0; k < sessionMarks.length; k++) {
+    for (const skip of [0, 1, 3]) {
+      const fromMark = await fleet.sessions({}, { after: sessionMarks[k]!, ...(skip > 0 ? { offset: skip } : {}), limit: 3 })
+      const byOffset = await fleet.sessions({}, { offset: (k + 1) * every + skip, limit: 3 })
+      assert.deepEqual(fromMark, byOffset, `sessions: mark ${k}, skip ${skip}`)
+    }
+  }
+
+  const rows = (await fleet.topics({}, { limit: 1000 })).topics
+  const topicMarks = await fleet.marks('topics', every)
+  assert.deepEqual(topicMarks, rows.filter((_, i) => (i + 1) % every === 0).map((r) => topicCursor(r)))
+  for (let k = 0; k < topicMarks.length; k++) {
+    const fromMark = await fleet.topics({}, { after: topicMarks[k]!, offset: 2, limit: 3 })
+    assert.deepEqual(fromMark, await fleet.topics({}, { offset: (k + 1) * every + 2, limit: 3 }), `topics: mark ${k}`)
+  }
+}

@@ -22,7 +22,7 @@ import type { ApiContext } from '../context.js'
 import { isStoreFailure, retryAfterSeconds } from '../store-unavailable.js'
 import { emqxTime } from './emqx-time.js'
 import { emqxV4PublishRoute } from './emqx-v4-publish.js'
-import { PagePositions } from './page-positions.js'
+import { PagePositions, type MarkSource } from './page-positions.js'
 
 const PROTO_NAMES: Record<string, string> = { mqtt: 'MQTT', coap: 'CoAP' }
 
@@ -165,7 +165,14 @@ function topicFilterOf(q: SubscriptionsQuery): TopicFilter {
 }
 
 export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
-  const positions = new PagePositions()
+  const positions = new PagePositions({
+    onMarksFailed: (error) => app.log.warn({ err: (error as Error).message }, 'EMQX-compatible paging: could not learn where the pages of a listing start')
+  })
+  // where a whole listing's marks are learned (PagePositions): stores whose offsets are walks
+  const marksOf = (listing: 'sessions' | 'topics'): MarkSource | undefined => {
+    const fleet = ctx.fleet
+    return fleet.marks ? (every) => fleet.marks!(listing, every) : undefined
+  }
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number }, _request, reply) => {
     if (error.validation) {
       ctx.metrics.reject('bad_api_request')
@@ -228,7 +235,8 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       const listing = `clients ${JSON.stringify(filter)}`
       // the total first: it also says whether the page is nearer the end than a page served
       const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countSessions({})
-      const found = await ctx.fleet.sessions(filter, positions.request(listing, offsetOf(q), q._limit, count === NOT_COUNTED ? undefined : count))
+      const whole = count !== NOT_COUNTED
+      const found = await ctx.fleet.sessions(filter, positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('sessions') : undefined))
       positions.served(listing, offsetOf(q), found.sessions.length, found.sessions.at(-1)?.id)
       return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length)), more: found.more }, count, q)
     }
@@ -287,7 +295,8 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       const filter = topicFilterOf(q)
       const listing = `subscriptions ${JSON.stringify(filter)}`
       const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countTopics({})
-      const found = await ctx.fleet.topics(filter, positions.request(listing, offsetOf(q), q._limit, count === NOT_COUNTED ? undefined : count))
+      const whole = count !== NOT_COUNTED
+      const found = await ctx.fleet.topics(filter, positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('topics') : undefined))
       const last = found.topics.at(-1)
       positions.served(listing, offsetOf(q), found.topics.length, last && topicCursor(last))
       return page({ data: found.topics.map((t) => ({ topic: t.topic, qos: t.qos, node: t.node, clientid: t.clientId })), more: found.more }, count, q)

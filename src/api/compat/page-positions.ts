@@ -20,17 +20,52 @@
  *
  * Each replica remembers the pages it served; a page asked of another replica is an offset walk
  * there (still correct, not as cheap).
+ *
+ * A tool that jumps around a large listing (page 5,000, then 3,120, then 7,800) finds no served
+ * page near most of its jumps: each would walk hundreds of thousands of rows. So the first jump
+ * (a page that is not the one right after a served page) in a listing of `marksFrom` rows or
+ * more also has the listing's *marks* learned, where the store can tell them (whole listings,
+ * whose total is known: FleetReads.marks): the cursor of every `every`-th row, `every` chosen so
+ * a listing has at most `maxMarks` of them. It is one walk of the whole listing (at 1,000,000
+ * sessions ~0.2 s of PostgreSQL, about what eight walks to its middle cost), made in the
+ * background — the jump that asked is served as before — and from then on, until the marks are
+ * `ttlMs` old, any page starts at most `every` rows past a mark. Marks age as remembered rows do:
+ * sessions coming and going before a mark shift the pages counted from it until they are learned
+ * again.
  */
 import { compareIds, type PageRequest } from '../../store/fleet-reads.js'
+
+/** Fewest rows between two marks: closer than a page, a mark would save less than it costs to hold. */
+const PAGE_ROWS = 100
 
 export interface PagePositionsOptions {
   /** Listings (endpoint and filters) remembered at once. */
   listings?: number
   /** Rows remembered per listing. */
   perListing?: number
-  /** How long a row is remembered after its page was served, ms. */
+  /** How long a row is remembered after its page was served, and marks after they were learned, ms. */
   ttlMs?: number
+  /** Rows of a whole listing from which a jump in it has its marks learned. */
+  marksFrom?: number
+  /** Most marks of one listing: they are spread evenly over it, a page apart at least. */
+  maxMarks?: number
+  /** Told when a listing's marks could not be learned (pages are then offset walks, as before). */
+  onMarksFailed?: (error: unknown) => void
   now?: () => number
+}
+
+/**
+ * The cursors of every `every`-th row of a whole listing, in its order: rows every − 1,
+ * 2 × every − 1, … (FleetReads.marks).
+ */
+export type MarkSource = (every: number) => Promise<string[]>
+
+interface Marks {
+  every: number
+  /** cursors[k] is the row at offset (k + 1) × every − 1; empty while being learned, or after failing. */
+  cursors: readonly string[]
+  /** When they were asked for: a listing's marks are learned again once they are ttlMs old. */
+  at: number
 }
 
 interface Position {
@@ -47,24 +82,43 @@ export class PagePositions {
   private readonly listings: number
   private readonly perListing: number
   private readonly ttlMs: number
+  private readonly marksFrom: number
+  private readonly maxMarks: number
+  private readonly onMarksFailed: (error: unknown) => void
   private readonly now: () => number
+  /** Marks of whole listings (few: one per endpoint), least recently asked first. */
+  private readonly marksOf = new Map<string, Marks>()
 
   constructor(options: PagePositionsOptions = {}) {
     this.listings = options.listings ?? 64
     this.perListing = options.perListing ?? 256
     this.ttlMs = options.ttlMs ?? 60_000
+    this.marksFrom = options.marksFrom ?? 20_000
+    this.maxMarks = options.maxMarks ?? 1_000
+    this.onMarksFailed = options.onMarksFailed ?? (() => undefined)
     this.now = options.now ?? Date.now
   }
 
   /**
-   * How to read `limit` rows of `listing` from `offset`: after the nearest remembered row before
-   * it, if any — unless that row is not the one just before the page and `total` (the listing's
-   * rows, where known) says the page is nearer the end: then by its offset alone, which a store
-   * can walk from the end. (The page right after a served one always continues from it.)
+   * How to read `limit` rows of `listing` from `offset`: after the nearest remembered row or mark
+   * before it, if any — unless that row is not the one just before the page and `total` (the
+   * listing's rows, where known) says the page is nearer the end: then by its offset alone, which
+   * a store can walk from the end. (The page right after a served one always continues from it.)
+   * `marks`, for a whole listing: where its marks can be learned, should this page's walk be long.
    */
-  request(listing: string, offset: number, limit: number, total?: number): PageRequest {
-    const positions = this.current(listing)
-    if (!positions) return offset > 0 ? { offset, limit } : { limit }
+  request(listing: string, offset: number, limit: number, total?: number, marks?: MarkSource): PageRequest {
+    const from = this.nearestBefore(listing, offset)
+    const skip = from ? offset - from.next : offset
+    // a jump (not the page right after a served one) in a large listing: more are likely to follow
+    if (marks && total !== undefined && total >= this.marksFrom && skip > 0) this.learnMarks(listing, total, marks)
+    if (!from) return offset > 0 ? { offset, limit } : { limit }
+    if (skip === 0) return { after: from.after, limit }
+    return total !== undefined && total - offset - limit < skip ? { offset, limit } : { after: from.after, offset: skip, limit }
+  }
+
+  /** The served row or mark nearest before `offset` (the largest `next` at most `offset`), if any. */
+  private nearestBefore(listing: string, offset: number): { next: number; after: string } | undefined {
+    const positions = this.current(listing) ?? []
     // the last position whose `next` is at most `offset`
     let lo = 0
     let hi = positions.length
@@ -73,11 +127,35 @@ export class PagePositions {
       if (positions[mid]!.next <= offset) lo = mid + 1
       else hi = mid
     }
-    const from = positions[lo - 1]
-    if (!from) return offset > 0 ? { offset, limit } : { limit }
-    const skip = offset - from.next
-    if (skip === 0) return { after: from.after, limit }
-    return total !== undefined && total - offset - limit < skip ? { offset, limit } : { after: from.after, offset: skip, limit }
+    const served = positions[lo - 1]
+    const marks = this.liveMarks(listing)
+    const k = marks ? Math.min(Math.floor(offset / marks.every), marks.cursors.length) : 0
+    if (k === 0) return served
+    const mark = { next: k * marks!.every, after: marks!.cursors[k - 1]! }
+    return served && served.next >= mark.next ? served : mark
+  }
+
+  private liveMarks(listing: string): Marks | undefined {
+    const marks = this.marksOf.get(listing)
+    return marks && marks.cursors.length > 0 && marks.at >= this.now() - this.ttlMs ? marks : undefined
+  }
+
+  /** Learns `listing`'s marks in the background, unless they are known, being learned, or failed, within ttlMs. */
+  private learnMarks(listing: string, total: number, source: MarkSource): void {
+    const known = this.marksOf.get(listing)
+    if (known && known.at >= this.now() - this.ttlMs) return
+    const every = Math.max(PAGE_ROWS, Math.ceil(total / this.maxMarks))
+    const learning: Marks = { every, cursors: [], at: this.now() }
+    this.marksOf.delete(listing)
+    this.marksOf.set(listing, learning)
+    if (this.marksOf.size > this.listings) this.marksOf.delete(this.marksOf.keys().next().value!)
+    source(every).then(
+      (cursors) => {
+        // unless forgotten (or asked again) meanwhile
+        if (this.marksOf.get(listing) === learning) this.marksOf.set(listing, { ...learning, cursors })
+      },
+      (error: unknown) => this.onMarksFailed(error)
+    )
   }
 
   /** A page of `rows` rows from `offset` of `listing` was served; `last` is the cursor of its last row. */

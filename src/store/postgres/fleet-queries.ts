@@ -32,6 +32,7 @@ import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { Device } from '../../domain/device.js'
 import {
   parseTopicCursor,
+  topicCursor,
   type DeviceFilter,
   type FleetReads,
   type FleetTotals,
@@ -256,6 +257,23 @@ export class FleetQueries implements FleetReads {
       topics: rows.slice(0, page.limit).map((r) => ({ clientId: r.client_id, node: r.node, topic: r.topic, qos: r.qos })),
       more: rows.length > page.limit
     }
+  }
+
+  async marks(listing: 'sessions' | 'topics', every: number): Promise<string[]> {
+    // numbered along the primary key (an index-only scan), every `every`-th kept
+    if (listing === 'sessions') {
+      const { rows } = await this.pool.query<{ id: string }>(
+        `SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM ${this.t.sessions}) s WHERE n % $1 = 0 ORDER BY n`,
+        [every]
+      )
+      return rows.map((r) => r.id)
+    }
+    const { rows } = await this.pool.query<{ session_id: string; topic: string }>(
+      `SELECT session_id, topic FROM (SELECT session_id, topic, row_number() OVER (ORDER BY session_id, topic) AS n FROM ${this.t.topics}) t ` +
+        'WHERE n % $1 = 0 ORDER BY n',
+      [every]
+    )
+    return rows.map((r) => topicCursor({ clientId: r.session_id, topic: r.topic }))
   }
 
   async countTopics(filter: TopicFilter): Promise<number> {
