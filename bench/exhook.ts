@@ -24,8 +24,10 @@
  * machine's speed drifts by a third over minutes, so a ratio of two blocks measured one after
  * the other measured the drift as much as the hub; a pair's two rounds are seconds apart. The
  * cost: while one target runs, the other's server and callers sit idle beside it (open HTTP/2
- * connections, nothing sent), and the hub's idle heap shares the process with the floor.
- * Then the baseline hub (maxBatch 1), on its own: its ratio is a diagnosis, not a target.
+ * connections, nothing sent), and the two share this process' heap — so each timed round starts
+ * with a collection (with --expose-gc, as `npm run bench` runs it), not with the garbage of the
+ * other target's round. Then the baseline hub (maxBatch 1), on its own: its ratio is a
+ * diagnosis, not a target.
  *
  *   BENCH_EXHOOK_CLIENTS           clients per timed round, 3 calls each      (default 10,000)
  *   BENCH_EXHOOK_BASELINE_CLIENTS  clients per round of the maxBatch-1 hub    (default 2,000)
