@@ -14,28 +14,35 @@
  *         same bare round (the issue's target: ≤ 1.5× bare Aedes publishing the 10,000 messages)
  *   floor: the hub's PATCH requests, answered by bare Aedes behind node's HTTP server with
  *         nothing else (no framework, auth, store or entities): a reference, not a hub — what
- *         any hub making one HTTP request per push pays on this machine (floor/bare is printed)
+ *         any hub making one HTTP request per push pays on this machine (issue 16: hub/floor ≤ 1.10)
  *
  * The same payloads (the PATCH body is what the hub publishes), the same device ids, topics,
- * QoS and concurrency. The brokers run in this process, one after the other (bare Aedes first),
- * each freshly started (the hub with a fresh data dir and token auth); the devices and the load
- * generator run in a child process (bench/lib/fanout-fleet.ts), so the broker has this process
- * to itself. Per broker: connect and subscribe the devices (untimed), one untimed warm-up
- * fan-out (every device once by default; it also opens the load generator's keep-alive
- * sockets), then BENCH_FANOUT_ROUNDS timed fan-outs to the same connected devices. Medians
- * over the rounds are reported, with each round's figures.
+ * QoS and concurrency. Each broker runs in a process of its own with its own devices and load
+ * generator in a child process of it (bench/lib/fanout-broker.ts, bench/lib/fanout-fleet.ts),
+ * freshly started (the hub with a fresh data dir and token auth). All of them are set up first
+ * (devices connected and subscribed, untimed), then each gets one untimed warm-up fan-out (every
+ * device once by default; it also opens the load generator's keep-alive sockets), then the timed
+ * fan-outs alternate between them in cycles: floor, hub, fleet, bare, then bare, fleet, hub,
+ * floor, and so on, BENCH_FANOUT_ROUNDS cycles. Each figure is the median over its rounds; each
+ * ratio the median of the cycles' ratios. This machine's speed drifts by a third over minutes,
+ * so brokers measured one after the other compared minutes of different speeds; a cycle's rounds
+ * are seconds apart. The order puts the issue's two comparisons (hub/floor, fleet/bare) next to
+ * each other, and is reversed every other cycle so that a drift within a cycle favours each side
+ * of a ratio in half the cycles. What the alternation costs: while one broker runs, the others
+ * sit idle beside it with their devices connected (keepalives only, one per device per 300 s),
+ * and their processes' memory (three sets of devices and brokers) stays resident.
  *
  * Checked in every fan-out (warm-ups included): each device received exactly one push, its own
  * (device id, sequence number, phase and topic in the payload), every request was answered 200
  * with `pushedTo` = [the device's session] (every publish acknowledged, for bare Aedes); for the
  * hub, after setup, each device holds exactly one attributes subscription entity.
  *
- *   BENCH_FANOUT_DEVICES      connected devices, one push each per fan-out           (default 10,000)
+ *   BENCH_FANOUT_DEVICES      connected devices per broker, one push each per fan-out (default 10,000)
  *   BENCH_FANOUT_CONCURRENCY  pushes in flight (HTTP requests / QoS 1 publishes)     (default 200)
  *   BENCH_FANOUT_PUBLISHERS   bare Aedes: MQTT publisher connections carrying them   (default 8)
- *   BENCH_FANOUT_ROUNDS       timed fan-outs per broker; medians are reported        (default 5)
+ *   BENCH_FANOUT_ROUNDS       cycles of timed fan-outs; medians are reported         (default 5)
  *   BENCH_FANOUT_WARMUP       devices of the untimed warm-up fan-out                 (default all)
- *   BENCH_FANOUT_FLEET_ROUNDS hub: timed fleet pushes after its per-device rounds, 0: none (default BENCH_FANOUT_ROUNDS)
+ *   BENCH_FANOUT_FLEET_ROUNDS hub: timed fleet pushes, one in each of the first cycles, 0: none (default BENCH_FANOUT_ROUNDS)
  *   BENCH_CONCURRENCY         devices connecting at a time during setup              (default 200)
  *   BENCH_STORE_SYNC          the hub's store sync, full or normal                   (default full)
  *
@@ -44,12 +51,10 @@
  * for each timed fan-out (the profiler costs ~15%: do not quote those runs' times);
  * BENCH_FANOUT_HEAP_PROFILE=<dir> a sampling heap profile of it (what was allocated, collected or not).
  */
-import { performance } from 'node:perf_hooks'
-import type { Hub } from '../src/hub.js'
-import { deviceId, FanoutFleet, type FanoutReport, type FanoutTarget, type SetupReport } from './lib/fanout-fleet.js'
-import { heapProfiled, machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
-import { benchStoreSync, commitTotals, startBareAedes, startHttpFloor, startHub, type CommitTotals, type Target } from './lib/targets.js'
-import { envInt, fmt, line, median, report, runMain, waitFor } from './lib/util.js'
+import { FanoutBroker, type BrokerSetupReport, type MeasuredFanout } from './lib/fanout-broker.js'
+import type { FanoutReport, FanoutTarget } from './lib/fanout-fleet.js'
+import { benchStoreSync } from './lib/targets.js'
+import { envInt, fmt, line, median, report, runMain } from './lib/util.js'
 
 const DEVICES = envInt('BENCH_FANOUT_DEVICES', 10_000)
 const CONCURRENCY = envInt('BENCH_FANOUT_CONCURRENCY', 200)
@@ -60,15 +65,13 @@ const FLEET_ROUNDS = envInt('BENCH_FANOUT_FLEET_ROUNDS', ROUNDS, 0)
 // every device once: the first push to a device takes paths (in the broker and in mqtt.js) later ones do not
 const WARMUP = Math.min(envInt('BENCH_FANOUT_WARMUP', DEVICES), DEVICES)
 const CONNECT_CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
-const TARGET_RATIO = 1.5
 const FANOUT_TIMEOUT_MS = 120_000
 const GRACE_MS = 300
-const SETTLE_TIMEOUT_MS = 60_000
 /** Share of the machine's cpu used by other processes during a round above which it is flagged. */
 const OTHERS_WARNING = 0.1
 /** The hub's API credentials: its defaults (config.ts). */
 const API_AUTH = 'admin:public'
-/** Diagnosis: BENCH_FANOUT_TARGETS=hub (or bare) runs one broker only, and reports no ratio. */
+/** Diagnosis: BENCH_FANOUT_TARGETS=hub (or bare) runs one broker only; ratios need both of theirs. */
 const TARGETS = (process.env.BENCH_FANOUT_TARGETS ?? 'bare,floor,hub').split(',').map((t) => {
   if (t !== 'hub' && t !== 'bare' && t !== 'floor') throw new Error(`BENCH_FANOUT_TARGETS must list hub, floor and/or bare, got "${t}"`)
   return t
@@ -78,129 +81,38 @@ const PROFILE_DIR = process.env.BENCH_FANOUT_CPU_PROFILE ?? ''
 /** Diagnosis: a folder for sampling heap profiles of the broker's process during each timed fan-out. */
 const HEAP_PROFILE_DIR = process.env.BENCH_FANOUT_HEAP_PROFILE ?? ''
 
-interface RoundResult {
-  target: FanoutTarget
-  round: number
-  timed: FanoutReport
-  /** CPU (user + system) of this process — the broker's, all its threads — during the timed fan-out, ms. */
-  brokerCpuMs: number
-  /** Of brokerCpuMs, the main thread's (Linux only; null elsewhere). */
-  brokerMainCpuMs: number | null
-  /** Share of the timed fan-out this process' event loop was busy (0..1). */
-  brokerElu: number
-  /** Hub only: its store's transactions during the timed fan-out. */
-  commits: CommitTotals | null
-  /** CPU the whole machine spent meanwhile beyond the broker's and the clients' processes, ms: other load. */
-  othersCpuMs: number
-  /** The machine's cpu capacity over the same time (cpus × wall), ms. */
-  machineMs: number
-}
+/** A timed fan-out's kind: a broker's per-device pushes, or the hub's fleet push. */
+type Step = FanoutTarget | 'fleet'
 
-interface TargetResult {
-  target: FanoutTarget
-  setup: SetupReport
-  /** CPU of this process while the devices connected and subscribed, ms. */
-  setupBrokerCpuMs: number
-  /** Hub only: devices without exactly one attributes subscription entity after setup. */
-  entityMismatches: number | null
-  warm: FanoutReport
-  rounds: RoundResult[]
-  /** Hub only: its warm-up fleet push (untimed) and timed fleet pushes, one call each. */
-  fleetWarm: FanoutReport | null
-  fleetRounds: RoundResult[]
-}
+/** A cycle's order (reversed every other cycle): the issue's comparisons, hub/floor and fleet/bare, side by side. */
+const CYCLE = ['floor', 'hub', 'fleet', 'bare'] as const satisfies readonly Step[]
 
-/** Every device holds exactly one subscription entity for its attributes (the hub's view). */
-function entityMismatches(hub: Hub): number {
-  let bad = 0
-  for (let i = 0; i < DEVICES; i++) if (hub.registry.subscriptions.receiving(deviceId(i), 'attributes').length !== 1) bad++
-  return bad
-}
+/** The ratios reported, each the median of the cycles' ratios; a target where the issues set one. */
+const RATIOS: { of: Step; to: Step; metric: string; target: number | null }[] = [
+  { of: 'hub', to: 'bare', metric: `${fmt(DEVICES)} devices: API change → push each`, target: 1.5 },
+  { of: 'hub', to: 'floor', metric: `${fmt(DEVICES)} devices: API change → push each, against its floor`, target: 1.1 },
+  { of: 'fleet', to: 'bare', metric: `${fmt(DEVICES)} devices: one fleet push (PATCH /v1/devices/attributes)`, target: 1.5 },
+  { of: 'floor', to: 'bare', metric: 'floor: one HTTP request per push, nothing else', target: null }
+]
 
-function cpuMs(since: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(since)
-  return (d.user + d.system) / 1000
-}
-
-/** One broker, freshly started: connect the devices, warm up, then BENCH_FANOUT_ROUNDS timed fan-outs. */
-async function runTarget(fleet: FanoutFleet, name: FanoutTarget): Promise<TargetResult> {
-  const target: Target = name === 'hub' ? await startHub({ auth: 'token' }) : name === 'floor' ? await startHttpFloor() : await startBareAedes()
-  try {
-    const cpuSetup = process.cpuUsage()
-    const setup = await fleet.setup({
-      target: name,
-      mqttUrl: target.url,
-      httpUrl: target.httpUrl,
-      apiAuth: API_AUTH,
-      devices: DEVICES,
-      connectConcurrency: CONNECT_CONCURRENCY,
-      concurrency: CONCURRENCY,
-      publishers: PUBLISHERS
-    })
-    const setupBrokerCpuMs = cpuMs(cpuSetup)
-    if (setup.failed > 0) throw new Error(`${name}: ${setup.failed} of ${DEVICES} devices failed to connect and subscribe: ${setup.errors.join('; ')}`)
-    const clients = DEVICES + (name === 'bare' ? PUBLISHERS : 0)
-    if (!(await waitFor(() => target.brokerClients() === clients, SETTLE_TIMEOUT_MS))) {
-      throw new Error(`${name}: Aedes counts ${target.brokerClients()} clients, ${clients} are connected`)
-    }
-    const mismatches = target.hub ? entityMismatches(target.hub) : null
-    printSetup(name, setup, setupBrokerCpuMs, mismatches)
-
-    const warm = await fleet.fanout({ phase: 'warm-up', count: WARMUP, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS })
-    printWarm(name, warm)
-    const result: TargetResult = { target: name, setup, setupBrokerCpuMs, entityMismatches: mismatches, warm, rounds: [], fleetWarm: null, fleetRounds: [] }
-    /** One timed fan-out, with the broker's cpu, event loop and store meanwhile. */
-    const timedRound = async (round: number, phase: string, fleetPush: boolean): Promise<RoundResult> => {
-      if (target.hub) await target.hub.properties.settled()
-      const commits0 = await commitTotals(target.hub)
-      const cpu0 = process.cpuUsage()
-      const main0 = mainThreadCpuMs()
-      const machine0 = machineTimes()
-      const elu0 = performance.eventLoopUtilization()
-      const file = `fanout-${name}${fleetPush ? '-fleet' : ''}-round${round + 1}`
-      const timed = await heapProfiled(HEAP_PROFILE_DIR, `${file}.heapprofile`, () =>
-        profiled(PROFILE_DIR, `${file}.cpuprofile`, () => fleet.fanout({ phase, count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: fleetPush }))
-      )
-      // busy time over the fan-out's own wall time: the grace period after it is idle
-      const brokerElu = Math.min(1, performance.eventLoopUtilization(elu0).active / Math.max(timed.wallMs, timed.acksMs))
-      const brokerCpuMs = cpuMs(cpu0)
-      const main1 = mainThreadCpuMs()
-      const brokerMainCpuMs = main0 === null || main1 === null ? null : main1 - main0
-      const machine1 = machineTimes()
-      // the clients' cpu is counted until the last push arrived; the broker's and the machine's include the idle grace period
-      const othersCpuMs = Math.max(0, machine1.busy - machine0.busy - brokerCpuMs - timed.cpuMs)
-      const commits1 = await commitTotals(target.hub)
-      const commits =
-        commits0 && commits1
-          ? { transactions: commits1.transactions - commits0.transactions, commits: commits1.commits - commits0.commits, seconds: commits1.seconds - commits0.seconds }
-          : null
-      const r: RoundResult = { target: name, round, timed, brokerCpuMs, brokerMainCpuMs, brokerElu, commits, othersCpuMs, machineMs: machine1.total - machine0.total }
-      printRound(r, fleetPush ? 'fleet' : name)
-      return r
-    }
-    for (let round = 0; round < ROUNDS; round++) result.rounds.push(await timedRound(round, `round-${round + 1}`, false))
-    if (name === 'hub' && FLEET_ROUNDS > 0) {
-      result.fleetWarm = await fleet.fanout({ phase: 'fleet-warm-up', count: DEVICES, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: true })
-      printWarm('fleet', result.fleetWarm, 'one fleet push')
-      for (let round = 0; round < FLEET_ROUNDS; round++) result.fleetRounds.push(await timedRound(round, `fleet-round-${round + 1}`, true))
-    }
-    await fleet.teardown()
-    return result
-  } finally {
-    await target.stop()
-  }
+interface RoundResult extends MeasuredFanout {
+  step: Step
+  cycle: number
 }
 
 /** Any device without exactly its own push, any failed request or publish, any stray push. */
 const faults = (f: FanoutReport): number => f.missing + f.duplicates + f.wrong + f.ackFailures + f.pushedToMismatch + (f.timedOut ? 1 : 0)
 
+/** The broker a step's pushes go to. */
+const brokerOf = (step: Step): FanoutTarget => (step === 'fleet' ? 'hub' : step)
+
 const PAD = ''.padEnd(12)
 
-function printSetup(name: FanoutTarget, s: SetupReport, brokerCpuMs: number, mismatches: number | null): void {
-  const entities = mismatches === null ? '' : mismatches === 0 ? '; one subscription entity per device' : `; ${fmt(mismatches)} DEVICES WITHOUT EXACTLY ONE SUBSCRIPTION ENTITY`
+function printSetup(name: FanoutTarget, s: BrokerSetupReport): void {
+  const entities = s.entityMismatches === null ? '' : s.entityMismatches === 0 ? '; one subscription entity per device' : `; ${fmt(s.entityMismatches)} DEVICES WITHOUT EXACTLY ONE SUBSCRIPTION ENTITY`
   line(
     `  ${name.padEnd(5)}  setup: ${name === 'hub' ? `${fmt(DEVICES)} devices registered (one POST) in ${fmt(s.createMs)} ms, ` : ''}` +
-      `${fmt(s.ok)} connected+subscribed in ${fmt(s.connectMs)} ms (broker cpu ${fmt(brokerCpuMs)} ms, clients cpu ${fmt(s.connectCpuMs)} ms)${entities}`
+      `${fmt(s.ok)} connected+subscribed in ${fmt(s.connectMs)} ms (broker cpu ${fmt(s.brokerCpuMs)} ms, clients cpu ${fmt(s.connectCpuMs)} ms)${entities}`
   )
 }
 
@@ -214,17 +126,18 @@ function checkText(f: FanoutReport, target: FanoutTarget): string {
   )
 }
 
-function printWarm(name: FanoutTarget | 'fleet', w: FanoutReport, how = ''): void {
-  line(`  ${name.padEnd(5)}  warm-up: ${fmt(w.count)} pushes${how ? ` (${how})` : ''} in ${fmt(w.wallMs)} ms (untimed); ${checkText(w, name === 'fleet' ? 'hub' : name)}`)
+function printWarm(step: Step, w: FanoutReport): void {
+  line(`  ${step.padEnd(5)}  warm-up: ${fmt(w.count)} pushes${step === 'fleet' ? ' (one fleet push)' : ''} in ${fmt(w.wallMs)} ms (untimed); ${checkText(w, brokerOf(step))}`)
   for (const e of w.errors) line(`  ${PAD}  ${e}`)
 }
 
-function printRound(r: RoundResult, label: string = r.target): void {
-  const t = r.timed
+function printRound(r: RoundResult): void {
+  const t = r.fanout
+  const others = r.othersCpuMs / Math.max(1, r.machineMs)
   line(
-    `  ${label.padEnd(5)}  round ${r.round + 1}: fan-out ${fmt(t.wallMs).padStart(6)} ms  (last ${r.target === 'bare' ? 'PUBACK' : 'HTTP 200'} at ${fmt(t.acksMs)} ms)` +
+    `  ${r.step.padEnd(5)}  round ${r.cycle + 1}: fan-out ${fmt(t.wallMs).padStart(6)} ms  (last ${r.step === 'bare' ? 'PUBACK' : 'HTTP 200'} at ${fmt(t.acksMs)} ms)` +
       `  push latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms` +
-      `  ${r.target === 'bare' ? 'PUBACK' : 'HTTP response'} p50/p99 ${fmt(t.ackLatency.p50, 1)}/${fmt(t.ackLatency.p99, 1)} ms` +
+      `  ${r.step === 'bare' ? 'PUBACK' : 'HTTP response'} p50/p99 ${fmt(t.ackLatency.p50, 1)}/${fmt(t.ackLatency.p99, 1)} ms` +
       `  ${fmt((t.received / t.wallMs) * 1000)} pushes/s`
   )
   line(
@@ -234,136 +147,144 @@ function printRound(r: RoundResult, label: string = r.target): void {
           `${fmt((r.commits.seconds * 1000) / Math.max(1, r.commits.transactions), 2)} ms each`
         : '')
   )
-  line(`  ${PAD}check: ${checkText(t, r.target)}`)
-  const others = r.othersCpuMs / Math.max(1, r.machineMs)
-  if (others > OTHERS_WARNING) {
-    line(`  ${PAD}WARNING: other processes used ${fmt(r.othersCpuMs)} ms of cpu (${fmt(others * 100)}% of the machine) during this round: its figures are not clean`)
-  }
+  line(
+    `  ${PAD}check: ${checkText(t, brokerOf(r.step))};  machine: other processes used ${fmt(others * 100)}% of it` +
+      (others > OTHERS_WARNING ? ' — WARNING: this round\'s figures are not clean' : '')
+  )
   for (const e of t.errors) line(`  ${PAD}  ${e}`)
 }
 
 async function main(): Promise<void> {
-  line(`fanout: ${fmt(DEVICES)} connected devices, each subscribed (QoS 1) to its attributes; one push per device, ${fmt(CONCURRENCY)} in flight`)
+  const fleetPushes = TARGETS.includes('hub') && FLEET_ROUNDS > 0
+  const steps = CYCLE.filter((s) => (s === 'fleet' ? fleetPushes : TARGETS.includes(s)))
+  /** Whether `step` has a timed round in cycle `c`; bare's rounds are the fleet pushes' baseline too. */
+  const runsIn = (step: Step, c: number) => (step === 'fleet' ? c < FLEET_ROUNDS : c < ROUNDS || (step === 'bare' && fleetPushes && c < FLEET_ROUNDS))
+  const cycles = Math.max(ROUNDS, fleetPushes ? FLEET_ROUNDS : 0)
+
+  line(`fanout: ${fmt(DEVICES)} connected devices per broker, each subscribed (QoS 1) to its attributes; one push per device, ${fmt(CONCURRENCY)} in flight`)
   line(`  hub:  PATCH /v1/devices/{id}/attributes over HTTP keep-alive (token auth, store synchronous = ${benchStoreSync().toUpperCase()}${benchStoreSync() === 'full' ? '' : ': NOT the default, for diagnosis'})`)
   line(`  bare: QoS 1 PUBLISH on {id}/v1/devices/me/attributes from ${fmt(PUBLISHERS)} MQTT publisher connection(s), each push in flight until its PUBACK`)
-  if (FLEET_ROUNDS > 0) line(`  fleet: the hub, after its rounds: the same pushes as ONE PATCH /v1/devices/attributes ({ all: true }), ${FLEET_ROUNDS} timed round(s); compared with bare`)
-  line(`  brokers in this process, one at a time; devices and load generator in a child process; per broker: setup, a ${fmt(WARMUP)}-push warm-up, ${ROUNDS} timed round(s)`)
-  const fleet = await FanoutFleet.start()
-  const results: TargetResult[] = []
+  if (fleetPushes) line(`  fleet: the hub: the same pushes as ONE PATCH /v1/devices/attributes ({ all: true }), ${FLEET_ROUNDS} timed round(s); compared with bare`)
+  line(
+    `  brokers ${TARGETS.join(', ')}: each in its own process with its own devices and load generator, all up at once; per broker: setup, a ${fmt(WARMUP)}-push warm-up;` +
+      ` then ${cycles} cycle(s) of timed rounds: ${steps.join(', ')}, reversed every other cycle`
+  )
+  const brokers = new Map<FanoutTarget, FanoutBroker>()
+  const warms: FanoutReport[] = []
+  const results: RoundResult[] = []
+  let entityFaults = 0
   try {
-    for (const name of TARGETS) results.push(await runTarget(fleet, name))
+    for (const name of TARGETS) {
+      const broker = await FanoutBroker.start(name)
+      brokers.set(name, broker)
+      const setup = await broker.setup({ apiAuth: API_AUTH, devices: DEVICES, connectConcurrency: CONNECT_CONCURRENCY, concurrency: CONCURRENCY, publishers: PUBLISHERS })
+      printSetup(name, setup)
+      entityFaults += setup.entityMismatches ?? 0
+    }
+    const fanout = (step: Step, phase: string, count: number, profile?: string) =>
+      brokers.get(brokerOf(step))!.fanout(
+        { phase, count, timeoutMs: FANOUT_TIMEOUT_MS, graceMs: GRACE_MS, fleet: step === 'fleet' },
+        profile === undefined ? undefined : { name: profile, cpuDir: PROFILE_DIR, heapDir: HEAP_PROFILE_DIR }
+      )
+    for (const step of steps) {
+      // a fleet push changes every device: its warm-up pushes to all of them
+      const warm = (await fanout(step, `${step}-warm-up`, step === 'fleet' ? DEVICES : WARMUP)).fanout
+      printWarm(step, warm)
+      warms.push(warm)
+    }
+    for (let c = 0; c < cycles; c++) {
+      const order = c % 2 === 0 ? steps : [...steps].reverse()
+      const cycle: RoundResult[] = []
+      for (const step of order.filter((s) => runsIn(s, c))) {
+        const r: RoundResult = { step, cycle: c, ...(await fanout(step, `${step}-round-${c + 1}`, DEVICES, `fanout-${step}-round${c + 1}`)) }
+        printRound(r)
+        cycle.push(r)
+      }
+      results.push(...cycle)
+      const wallOf = (step: Step) => cycle.find((r) => r.step === step)?.fanout.wallMs
+      const ratios = RATIOS.filter((x) => wallOf(x.of) !== undefined && wallOf(x.to) !== undefined).map((x) => `${x.of}/${x.to} ${fmt(wallOf(x.of)! / wallOf(x.to)!, 2)}`)
+      if (ratios.length > 0) line(`  cycle ${c + 1}: fan-out ${ratios.join(', ')}`)
+    }
   } finally {
-    await fleet.stop()
+    await Promise.all([...brokers.values()].map((b) => b.stop()))
   }
 
-  if (!TARGETS.includes('hub') || !TARGETS.includes('bare')) {
-    line('  (one broker only, BENCH_FANOUT_TARGETS: no comparison, nothing reported)')
-    return
-  }
-  const rounds = (name: FanoutTarget) => results.find((r) => r.target === name)!.rounds
-  const med = (name: FanoutTarget, pick: (r: RoundResult) => number) => median(rounds(name).map(pick))
-  const p = (name: FanoutTarget, pick: (f: FanoutReport) => number) => med(name, (r) => pick(r.timed))
-  const wall = (name: FanoutTarget) => p(name, (f) => f.wallMs)
-  const ratio = wall('hub') / wall('bare')
-  const spread = (name: FanoutTarget) => {
-    const w = rounds(name).map((r) => r.timed.wallMs)
-    return `${fmt(Math.min(...w))}–${fmt(Math.max(...w))}`
-  }
-  const noisy = (name: FanoutTarget) => rounds(name).filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
-  line(`  medians over ${ROUNDS} round(s):`)
-  for (const name of TARGETS) {
+  const rounds = (step: Step) => results.filter((r) => r.step === step)
+  const med = (step: Step, pick: (r: RoundResult) => number) => median(rounds(step).map(pick))
+  const wall = (step: Step) => med(step, (r) => r.fanout.wallMs)
+  const noisy = (step: Step) => rounds(step).filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
+  line(`  medians over each one's rounds:`)
+  for (const step of steps) {
+    const w = rounds(step).map((r) => r.fanout.wallMs)
     line(
-      `    ${name.padEnd(5)}  fan-out ${fmt(wall(name)).padStart(6)} ms (rounds ${spread(name)} ms)` +
-        `  push latency p50 ${fmt(p(name, (f) => f.latency.p50), 1)} ms, p99 ${fmt(p(name, (f) => f.latency.p99), 1)} ms` +
-        `  broker cpu ${fmt(med(name, (r) => r.brokerCpuMs))} ms` +
-        (rounds(name).every((r) => r.brokerMainCpuMs !== null) ? ` (main thread ${fmt(med(name, (r) => r.brokerMainCpuMs!))} ms)` : '') +
-        `  clients+load cpu ${fmt(p(name, (f) => f.cpuMs))} ms  ${fmt((DEVICES / wall(name)) * 1000)} pushes/s` +
-        (noisy(name) > 0 ? `  — ${noisy(name)} of ${ROUNDS} round(s) ran beside other load` : '')
+      `    ${step.padEnd(5)}  fan-out ${fmt(wall(step)).padStart(6)} ms (${w.length} rounds, ${fmt(Math.min(...w))}–${fmt(Math.max(...w))} ms)` +
+        `  push latency p50 ${fmt(med(step, (r) => r.fanout.latency.p50), 1)} ms, p99 ${fmt(med(step, (r) => r.fanout.latency.p99), 1)} ms` +
+        `  broker cpu ${fmt(med(step, (r) => r.brokerCpuMs))} ms` +
+        (rounds(step).every((r) => r.brokerMainCpuMs !== null) ? ` (main thread ${fmt(med(step, (r) => r.brokerMainCpuMs!))} ms)` : '') +
+        `  clients+load cpu ${fmt(med(step, (r) => r.fanout.cpuMs))} ms  ${fmt((DEVICES / wall(step)) * 1000)} pushes/s` +
+        (step === 'fleet' ? `  (one PATCH /v1/devices/attributes; answered after ${fmt(med(step, (r) => r.fanout.acksMs))} ms)` : '') +
+        (noisy(step) > 0 ? `  — ${noisy(step)} of ${w.length} round(s) ran beside other load` : '')
     )
   }
-  line(
-    `    hub/bare: fan-out ${fmt(ratio, 2)} (p50 ${fmt(p('hub', (f) => f.latency.p50) / p('bare', (f) => f.latency.p50), 2)}, p99 ${fmt(p('hub', (f) => f.latency.p99) / p('bare', (f) => f.latency.p99), 2)},` +
-      ` broker cpu ${fmt(med('hub', (r) => r.brokerCpuMs) / med('bare', (r) => r.brokerCpuMs), 2)})  target ≤ ${TARGET_RATIO}: ${ratio <= TARGET_RATIO ? 'met' : 'MISSED'}`
+
+  /** A ratio's value in each cycle that measured both its sides. */
+  const perCycle = (of: Step, to: Step, pick: (r: RoundResult) => number): number[] => {
+    const values: number[] = []
+    for (let c = 0; c < cycles; c++) {
+      const a = results.find((r) => r.step === of && r.cycle === c)
+      const b = results.find((r) => r.step === to && r.cycle === c)
+      if (a && b) values.push(pick(a) / pick(b))
+    }
+    return values
+  }
+  const measured = RATIOS.map((x) => ({ ...x, fanouts: perCycle(x.of, x.to, (r) => r.fanout.wallMs), cpus: perCycle(x.of, x.to, (r) => r.brokerCpuMs) })).filter(
+    (x) => x.fanouts.length > 0
   )
-  const hubResult = results.find((r) => r.target === 'hub')!
-  const fleetRounds = hubResult.fleetRounds
-  const fleetWall = fleetRounds.length > 0 ? median(fleetRounds.map((r) => r.timed.wallMs)) : null
-  const fleetRatio = fleetWall === null ? null : fleetWall / wall('bare')
-  if (fleetWall !== null && fleetRatio !== null) {
-    const fw = fleetRounds.map((r) => r.timed.wallMs)
-    const fmed = (pick: (r: RoundResult) => number) => median(fleetRounds.map(pick))
+  for (const x of measured) {
+    const ratio = median(x.fanouts)
     line(
-      `    fleet  fan-out ${fmt(fleetWall).padStart(6)} ms (rounds ${fmt(Math.min(...fw))}–${fmt(Math.max(...fw))} ms)` +
-        `  push latency p50 ${fmt(fmed((r) => r.timed.latency.p50), 1)} ms, p99 ${fmt(fmed((r) => r.timed.latency.p99), 1)} ms` +
-        `  broker cpu ${fmt(fmed((r) => r.brokerCpuMs))} ms` +
-        (fleetRounds.every((r) => r.brokerMainCpuMs !== null) ? ` (main thread ${fmt(fmed((r) => r.brokerMainCpuMs!))} ms)` : '') +
-        `  clients+load cpu ${fmt(fmed((r) => r.timed.cpuMs))} ms  ${fmt((DEVICES / fleetWall) * 1000)} pushes/s  (one PATCH /v1/devices/attributes; answered after ${fmt(fmed((r) => r.timed.acksMs))} ms)`
-    )
-    line(
-      `    fleet/bare: fan-out ${fmt(fleetRatio, 2)} (broker cpu ${fmt(fmed((r) => r.brokerCpuMs) / med('bare', (r) => r.brokerCpuMs), 2)})  target ≤ ${TARGET_RATIO}: ${fleetRatio <= TARGET_RATIO ? 'met' : 'MISSED'}`
+      `    ${x.of}/${x.to}: fan-out ${fmt(ratio, 2)}, the median of ${x.fanouts.length} cycles' ratios (${x.fanouts.map((v) => fmt(v, 2)).join(', ')}); broker cpu ${fmt(median(x.cpus), 2)}` +
+        (x.target === null
+          ? x.of === 'floor'
+            ? ' — the least any hub making one HTTP request per push reaches on this machine (bare Aedes behind node\'s HTTP server, no framework, auth or store)'
+            : ''
+          : `  target ≤ ${fmt(x.target, 2)}: ${ratio <= x.target ? 'met' : 'MISSED'} (in ${x.fanouts.filter((v) => v <= x.target!).length} of ${x.fanouts.length} cycles)`)
     )
   }
-  const floor = TARGETS.includes('floor') ? wall('floor') : null
-  if (floor !== null) {
-    line(
-      `    floor/bare: fan-out ${fmt(floor / wall('bare'), 2)} — the least any hub making one HTTP request per push reaches on this machine` +
-        ` (bare Aedes behind node's HTTP server, no framework, auth or store); hub/floor ${fmt(wall('hub') / floor, 2)}`
-    )
-  }
-  const runs = results.flatMap((r) => [r.warm, ...r.rounds.map((x) => x.timed), ...(r.fleetWarm ? [r.fleetWarm] : []), ...r.fleetRounds.map((x) => x.timed)])
+  if (measured.length === 0) line('  (BENCH_FANOUT_TARGETS: no two brokers to compare, nothing reported)')
+  const runs = [...warms, ...results.map((r) => r.fanout)]
   const faultTotal = runs.reduce((n, f) => n + faults(f), 0)
-  const entityFaults = results.reduce((n, r) => n + (r.entityMismatches ?? 0), 0)
   const exact = faultTotal === 0 && entityFaults === 0
   line(
     `  delivery check: ${exact ? `every device received exactly its own push in all ${runs.length} fan-outs (warm-ups included)` : `MISMATCH: ${fmt(faultTotal)} faulty pushes in ${runs.filter((f) => faults(f) > 0).length} of ${runs.length} fan-outs, ${fmt(entityFaults)} devices without their subscription entity`}`
   )
+  if (measured.length === 0) return
 
-  const latency = (name: FanoutTarget) => `p50 ${fmt(p(name, (f) => f.latency.p50), 1)} / p99 ${fmt(p(name, (f) => f.latency.p99), 1)} ms`
+  const latency = (step: Step) => `p50 ${fmt(med(step, (r) => r.fanout.latency.p50), 1)} / p99 ${fmt(med(step, (r) => r.fanout.latency.p99), 1)} ms`
+  const hubAndBare = steps.includes('hub') && steps.includes('bare')
   await report('fanout', [
-    {
+    ...measured.map((x) => ({
       bench: 'fanout',
-      metric: `${fmt(DEVICES)} devices: API change → push each`,
-      value: `${fmt(wall('hub'))} ms`,
-      baseline: `${fmt(wall('bare'))} ms (bare Aedes)`,
-      ratio: fmt(ratio, 2),
-      target: `hub/bare ≤ ${TARGET_RATIO}`,
-      met: ratio <= TARGET_RATIO
-    },
-    ...(fleetWall === null || fleetRatio === null
-      ? []
-      : [
+      metric: x.metric,
+      value: `${fmt(wall(x.of))} ms`,
+      baseline: `${fmt(wall(x.to))} ms (${x.to === 'bare' ? 'bare Aedes' : x.to})`,
+      ratio: fmt(median(x.fanouts), 2),
+      target: x.target === null ? '' : `${x.of}/${x.to} ≤ ${fmt(x.target, 2)}`,
+      met: x.target === null ? null : median(x.fanouts) <= x.target
+    })),
+    ...(hubAndBare
+      ? [
           {
             bench: 'fanout',
-            metric: `${fmt(DEVICES)} devices: one fleet push (PATCH /v1/devices/attributes)`,
-            value: `${fmt(fleetWall)} ms`,
-            baseline: `${fmt(wall('bare'))} ms (bare Aedes)`,
-            ratio: fmt(fleetRatio, 2),
-            target: `fleet/bare ≤ ${TARGET_RATIO}`,
-            met: fleetRatio <= TARGET_RATIO
-          }
-        ]),
-    ...(floor === null
-      ? []
-      : [
-          {
-            bench: 'fanout',
-            metric: 'floor: one HTTP request per push, nothing else',
-            value: `${fmt(floor)} ms`,
-            baseline: `${fmt(wall('bare'))} ms (bare Aedes)`,
-            ratio: fmt(floor / wall('bare'), 2),
+            metric: 'per-push latency (send → device)',
+            value: latency('hub'),
+            baseline: `${latency('bare')} (bare Aedes)`,
+            ratio: `${fmt(median(perCycle('hub', 'bare', (r) => r.fanout.latency.p99)), 2)} (p99)`,
             target: '',
             met: null
           }
-        ]),
-    {
-      bench: 'fanout',
-      metric: 'per-push latency (send → device)',
-      value: latency('hub'),
-      baseline: `${latency('bare')} (bare Aedes)`,
-      ratio: `${fmt(p('hub', (f) => f.latency.p99) / p('bare', (f) => f.latency.p99), 2)} (p99)`,
-      target: '',
-      met: null
-    },
+        ]
+      : []),
     {
       bench: 'fanout',
       metric: 'each device got exactly its own push',

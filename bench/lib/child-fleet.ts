@@ -5,6 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import { connect as netConnect } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import mqtt, { MqttClient } from 'mqtt'
 import { forkBench } from './util.js'
 
@@ -59,6 +60,14 @@ export class ChildLink<Command extends { cmd: string }, Reply extends { type: st
     this.proc.send({ cmd: 'exit' })
     await exited
   }
+}
+
+/**
+ * True in the process ChildLink forked to run the module at `moduleUrl` (its `import.meta.url`):
+ * not in a bench child that only imports it (fanout-broker.ts imports fanout-fleet.ts and forks it).
+ */
+export function forkedToRun(moduleUrl: string): boolean {
+  return process.argv.includes('--child') && process.send !== undefined && process.argv[1] === fileURLToPath(moduleUrl)
 }
 
 /** Runs `task(i, worker)` for i in [0, count), at most `concurrency` at a time. */

@@ -25,7 +25,7 @@
 import { Pool } from 'undici'
 import { performance } from 'node:perf_hooks'
 import type { MqttClient } from 'mqtt'
-import { ChildLink, connectOne, cpuMsSince, pool } from './child-fleet.js'
+import { ChildLink, connectOne, cpuMsSince, forkedToRun, pool } from './child-fleet.js'
 import { basicAuthHeader, registerDevices } from './devices.js'
 import { nowMs, percentiles, sleep } from './util.js'
 
@@ -394,4 +394,4 @@ export class FanoutFleet {
   }
 }
 
-if (process.argv.includes('--child') && process.send) child()
+if (forkedToRun(import.meta.url)) child()
