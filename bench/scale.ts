@@ -507,7 +507,9 @@ function describeLists(results: QueryResult[]): void {
  * one stored row (schema 5); a page after a page served before it is a keyset step; a page with
  * no page before it is an offset, which PostgreSQL can only skip by walking the index entries
  * between it and the nearer end of the index (ids alone, an index-only scan): the middle of the
- * fleet is the farthest from both. An exact count, which `meta.count` cost before
+ * fleet is the farthest from both. Once a replica has learned a listing's marks (page-positions.ts:
+ * after the first jump in it) it starts such a page at the mark before it, so the hub's jumps may
+ * answer below this floor: a ratio under 1 is what the marks save. An exact count, which `meta.count` cost before
  * schema 5 (and EMQX 4 skips for filtered queries), is timed too, for comparison.
  */
 interface V4Floor {
