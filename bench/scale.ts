@@ -624,7 +624,7 @@ function reconcileFaults(r: ReconcileReport): string[] {
 const reportText = (r: ReconcileReport): string =>
   `durationMs ${fmt(r.durationMs)}, pages ${fmt(r.pages)}, brokerClients ${fmt(r.brokerClients)}, brokerSubscriptions ${fmt(r.brokerSubscriptions)}, ` +
   `ghostsEnded ${r.ghostsEnded}, offlineEnded ${r.offlineEnded}, sessionsAdded ${r.sessionsAdded}, sessionsCorrected ${r.sessionsCorrected}, ` +
-  `topicsAdded ${r.topicsAdded}, topicsRemoved ${r.topicsRemoved}, skippedChanged ${r.skippedChanged}, error ${r.error ?? 'none'}`
+  `topicsAdded ${r.topicsAdded}, topicsRemoved ${r.topicsRemoved}, skippedChanged ${r.skippedChanged}, skippedBehind ${r.skippedBehind}, error ${r.error ?? 'none'}`
 
 const streamText = (s: StreamReport): string =>
   `${fmt(s.calls)} calls, p50/p99/max ${fmt(s.latency.p50, 1)}/${fmt(s.latency.p99, 1)}/${fmt(s.latency.max, 1)} ms, callers' send lag p99 ${fmt(s.sendLag.p99, 1)} ms` +

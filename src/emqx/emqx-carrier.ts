@@ -64,7 +64,9 @@ export class EmqxCarrier implements ConnectionCarrier {
     const store = core.store
     this.reconciler = new Reconciler(registry, core.fleet, this.rest, this.source, metrics, log.child({ component: 'reconcile' }), {
       // the run waits for live events between its chunks (reconcile.ts)
-      ...(store.liveSettled ? { liveFirst: (behindMs: number) => store.liveSettled!(behindMs) } : {})
+      ...(store.liveSettled ? { liveFirst: (behindMs: number) => store.liveSettled!(behindMs) } : {}),
+      // it fixes nothing another replica changed that this one has not read from the log yet
+      ...(store.caughtUp ? { caughtUp: (timeoutMs: number) => store.caughtUp!(timeoutMs) } : {})
     })
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))

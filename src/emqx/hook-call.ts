@@ -16,21 +16,28 @@ export type HookCall =
   | { hook: 'session.terminated'; client: EmqxClient; reason: string }
   | { hook: 'message.publish'; from: string; topic: string; payload: Buffer }
 
-export type HookOutcome = ApplyResult | { publish: PublishVerdict }
+/** What the caller (EMQX) is answered: whether the call was applied and why not — not the session it left — or a publish's verdict. */
+export type HookOutcome = { applied: true } | { applied: false; why: string } | { publish: PublishVerdict }
+
+const APPLIED: HookOutcome = { applied: true }
+
+function answer(result: ApplyResult): HookOutcome {
+  return result.applied ? APPLIED : result
+}
 
 export async function applyHookCall(source: EmqxSource, call: HookCall): Promise<HookOutcome> {
   switch (call.hook) {
     case 'client.connected':
-      return source.connected(call.client)
+      return answer(await source.connected(call.client))
     case 'client.disconnected':
-      return source.disconnected(call.client, call.reason)
+      return answer(await source.disconnected(call.client, call.reason))
     case 'session.subscribed':
-      return source.subscribed(call.client, call.subscriptions)
+      return answer(await source.subscribed(call.client, call.subscriptions))
     case 'session.unsubscribed':
-      return source.unsubscribed(call.client, call.topics)
+      return answer(await source.unsubscribed(call.client, call.topics))
     case 'session.terminated': {
       const ended = await source.sessionTerminated(call.client, call.reason)
-      return ended ? { applied: true } : { applied: false, why: 'no offline session to end' }
+      return ended ? APPLIED : { applied: false, why: 'no offline session to end' }
     }
     case 'message.publish':
       return { publish: await source.published(call.from, call.topic, call.payload) }

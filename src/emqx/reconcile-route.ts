@@ -28,6 +28,7 @@ const report = {
     topicsAdded: { type: 'integer' },
     topicsRemoved: { type: 'integer' },
     skippedChanged: { type: 'integer' },
+    skippedBehind: { type: 'integer' },
     error: { type: ['string', 'null'] }
   }
 } as const

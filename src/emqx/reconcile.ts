@@ -11,9 +11,15 @@
  *
  * Events arriving during a run are never undone by it: a client whose session changed after
  * the run began is left alone (SessionRegistry.changedSince), checked inside the client's own
- * queue, so no event can slip between the check and the fix. The fixes go through the
- * registry like any event — grouped into the same durable batches, after the live events
- * (group-commit.ts: they are `background`) — a bounded number at a time.
+ * queue, so no event can slip between the check and the fix. Another replica's change counts
+ * there once this replica has read it from the change log, so the fixes of what a read of the
+ * store showed wait until the log is applied up to its head as read after it (`caughtUp`; a
+ * page whose wait times out is left alone, counted in `skippedBehind`); and each fix is
+ * decided only on the very session it was worked out from (its incarnation and version, in the
+ * fix's decision against the stored row), so a change made anywhere between the read and the
+ * fix is not undone either. The fixes go through the registry like any event — grouped into
+ * the same durable batches, after the live events (group-commit.ts: they are `background`) — a
+ * bounded number at a time.
  *
  * Live events come first. A hook call is EMQX waiting on us on a client's connect; a reconcile
  * is not. Both share one main thread, one store writer and the database's cpus, so the run is
@@ -54,6 +60,12 @@ export interface ReconcilerOptions {
    * the run only yields a turn of the event loop.
    */
   liveFirst?: (behindMs: number) => Promise<void>
+  /**
+   * Resolves true once this replica has applied every change committed to the store before the
+   * call, by any replica; false when that takes longer than `timeoutMs` (Store.caughtUp).
+   * Absent: every change is this process's own, applied as it commits.
+   */
+  caughtUp?: (timeoutMs: number) => Promise<boolean>
 }
 
 export type ReconcileTrigger = 'start' | 'provider_loaded' | 'interval' | 'api'
@@ -76,11 +88,26 @@ export interface ReconcileReport {
   topicsRemoved: number
   /** Clients left alone because an event changed them during the run. */
   skippedChanged: number
+  /**
+   * Clients that differ left alone because this replica could not apply the change log up to
+   * what their stored sessions showed in time, so could not tell whether another replica had
+   * just changed them; the next run sees to them.
+   */
+  skippedBehind: number
   error: string | null
 }
 
-/** Applies the event `fix` makes unless the client's session changed since the run began. */
-type UnlessChanged = (clientId: string, fix: (current: SessionRecord | undefined, lastEnded: string | undefined) => LifecycleEvent | null) => Promise<ApplyResult>
+/**
+ * Applies the event `fix` makes to the client's session, unless the session changed since the
+ * run began or is no longer `compared` (the one the fix was worked out from): CHANGED then.
+ */
+type UnlessChanged = (
+  compared: SessionRecord | undefined,
+  fix: (current: SessionRecord | undefined, lastEnded: string | undefined) => LifecycleEvent | null
+) => Promise<ApplyResult | typeof CHANGED>
+
+/** A fix not applied because its client changed meanwhile (counted in `skippedChanged`). */
+const CHANGED = 'changed'
 
 /** Fixes applied at a time: enough to fill group-commit batches, few enough to leave room for live events. */
 const FIXES_IN_FLIGHT = 256
@@ -110,6 +137,13 @@ const LIVE_BEHIND_MS = 50
  */
 const MOST_WAITING = 0.25
 
+/**
+ * How long a run waits for this replica to apply the change log up to what a read of the store
+ * showed before it fixes what that read found (ms): far above the follower's usual lag (a few
+ * ms), so a page is left alone only when the follower is stuck or the store struggles.
+ */
+const CATCH_UP_MS = 5000
+
 const NO_TOPICS = new Map<string, QoS>()
 
 /** How long after an unproven takeover its client is checked with EMQX: hook calls still under way from other nodes arrive first. */
@@ -124,6 +158,7 @@ export class Reconciler {
 
   private readonly pageSize: number
   private readonly liveFirst: (behindMs: number) => Promise<void>
+  private readonly caughtUp: (timeoutMs: number) => Promise<boolean>
   /** When the run's current slice of main-thread work began (performance.now()). */
   private sliceStartedAt = 0
   /** The run under way: when it began and how long it has waited for live events (ms). */
@@ -141,6 +176,7 @@ export class Reconciler {
   ) {
     this.pageSize = options.pageSize ?? READ_PAGE
     this.liveFirst = options.liveFirst ?? (() => Promise.resolve())
+    this.caughtUp = options.caughtUp ?? (() => Promise.resolve(true))
   }
 
   /**
@@ -276,6 +312,9 @@ export class Reconciler {
   private async comparePage(page: readonly EmqxListedClient[], listedClients: ListedClients, since: number, report: ReconcileReport, fixes: FixPool): Promise<void> {
     await this.pause()
     const stored = await this.fleet.sessionsOf(page.map((c) => c.client.clientId))
+    // another replica's change that this read shows counts for changedSince once applied here
+    const logApplied = await this.caughtUp(CATCH_UP_MS)
+    let behind = 0
     for (let i = 0; i < page.length; i++) {
       // a read answered from memory resolves at once: without these pauses, comparing 500,000
       // clients would hold off every hook call until it is done
@@ -290,8 +329,19 @@ export class Reconciler {
         if (this.registry.changedSince(id, since)) report.skippedChanged++
         continue
       }
+      if (!logApplied) {
+        behind++
+        continue
+      }
       await fixes.add(() => this.bringTo(id, listed, brokerTopics, false, since, report, held))
     }
+    if (behind > 0) this.leftBehind(behind, report)
+  }
+
+  /** Clients that differ, left alone: this replica had not applied the change log up to what the store showed of them. */
+  private leftBehind(clients: number, report: ReconcileReport): void {
+    report.skippedBehind += clients
+    this.log.warn({ clients, waitedMs: CATCH_UP_MS }, 'clients that differ from EMQX left for the next reconcile: the change log was not applied up to what the store showed of them in time')
   }
 
   /**
@@ -315,16 +365,23 @@ export class Reconciler {
         if (session.connected && listedAs !== true) {
           await fixes.add(() => this.confirm(id, since, report))
         } else if (!session.connected && walkOffline && listedAs === undefined) {
-          await fixes.add(async () => {
-            if ((await this.rest.client(id)) !== null) return
-            if (await this.registry.discard(id, { unlessChangedSince: since })) report.offlineEnded++
-          })
+          await fixes.add(() => this.discardGone(id, since, report))
         }
       }
       const last = page.states.at(-1)
       if (!page.more || last === undefined) return
       after = last.id
     }
+  }
+
+  /** Ends an offline session EMQX 5 does not list, once EMQX says again it does not hold it. */
+  private async discardGone(clientId: string, since: number, report: ReconcileReport): Promise<void> {
+    if ((await this.rest.client(clientId)) !== null) return
+    // read after EMQX was asked, as a page is after its listing
+    const stored = await this.fleet.session(clientId)
+    if (stored === undefined) return
+    if (!(await this.caughtUp(CATCH_UP_MS))) return this.leftBehind(1, report)
+    if (await this.registry.discard(clientId, { unlessChangedSince: since, onlyIf: (offline) => sameSession(offline, stored) })) report.offlineEnded++
   }
 
   /**
@@ -351,19 +408,22 @@ export class Reconciler {
   /**
    * Asks EMQX about one client now and brings its session there (a suspected ghost, or a
    * takeover whose order only arrival told). Changes nothing when EMQX cannot be asked.
-   * `stored`: the session as the ghost walk read it (else it is read now).
    */
-  private async confirm(clientId: string, since: number, report: ReconcileReport, stored?: Session): Promise<void> {
+  private async confirm(clientId: string, since: number, report: ReconcileReport): Promise<void> {
     const listed = await this.rest.client(clientId)
     const brokerTopics = listed?.connected ? new Map((await this.rest.subscriptionsOf(clientId)).map((s) => [s.topic, s.qos])) : new Map<string, QoS>()
-    await this.bringTo(clientId, listed, brokerTopics, true, since, report, stored ?? (await this.fleet.session(clientId)))
+    // read after EMQX was asked, as a page is after its listing
+    const stored = await this.fleet.session(clientId)
+    if (!(await this.caughtUp(CATCH_UP_MS))) return this.leftBehind(1, report)
+    await this.bringTo(clientId, listed, brokerTopics, true, since, report, stored)
   }
 
   /**
    * Brings one client's session to what EMQX holds: `listed` (null or offline: no connection)
    * and its topics. `fresh`: the topics were read for this client alone just now, so a topic
    * the hub holds and they lack is gone (a page of the full listing may have shifted instead).
-   * `held`: the session as stored when the run read it, before any fix.
+   * `held`: the session as stored when the run read it, before any fix: every fix is decided on
+   * it, or on what this run's own fix before made of it, and on no other.
    */
   private async bringTo(
     clientId: string,
@@ -372,85 +432,106 @@ export class Reconciler {
     fresh: boolean,
     since: number,
     report: ReconcileReport,
-    held: SessionRecord | undefined
+    held: Session | undefined
   ): Promise<void> {
-    const unlessChanged = this.unlessChanged(since, report)
+    const unlessChanged = this.unlessChanged(clientId, since, report)
     if (!listed?.connected) {
       if (!held?.connected) return
-      const result = await unlessChanged(clientId, (current) =>
-        current?.connected && current.incarnation === held.incarnation
-          ? { kind: 'disconnected', clientId, incarnation: current.incarnation, at: Date.now(), reason: 'socket_error' }
-          : null
+      const result = await unlessChanged(held, (current) =>
+        current?.connected ? { kind: 'disconnected', clientId, incarnation: current.incarnation, at: Date.now(), reason: 'socket_error' } : null
       )
-      if (result.applied) report.ghostsEnded++
+      if (result !== CHANGED && result.applied) report.ghostsEnded++
       return
     }
     const wasLive = held !== undefined && isLiveConnection(held, listed.client)
     await this.source.cacheDeviceOf(listed.client)
-    const result = await unlessChanged(clientId, this.source.listedConnect(listed.client))
+    const result = await unlessChanged(held, this.source.listedConnect(listed.client))
+    if (result === CHANGED) return
+    let session = held
     if (result.applied) {
       if (wasLive) report.sessionsCorrected++
       else report.sessionsAdded++
+      // read again for its topics (a new connection's were cleared, a resumed one's kept): as
+      // this run's connect left it, or changed since by someone else
+      session = await this.fleet.session(clientId)
+      if (!sameSession(session, result.after ?? undefined)) {
+        report.skippedChanged++
+        return
+      }
     } else if (!wasLive) {
-      return // changed meanwhile (left alone) or not connected as listed: its topics are not ours to fix
+      return // not connected as listed: its topics are not ours to fix
     }
-    await this.fixTopics(clientId, brokerTopics, fresh, report, unlessChanged, held)
+    await this.fixTopics(clientId, session, brokerTopics, fresh, report, unlessChanged, held)
   }
 
-  private unlessChanged(since: number, report: ReconcileReport): UnlessChanged {
-    return (clientId, fix) =>
-      this.registry.applyFor(
+  private unlessChanged(clientId: string, since: number, report: ReconcileReport): UnlessChanged {
+    return async (compared, fix) => {
+      let changed = false
+      const result = await this.registry.applyFor(
         clientId,
         (current, lastEnded, lastEndedAt) => {
           // changed here (or, as the log told, elsewhere) since the run began — or ended since,
-          // as stored, which another replica may have done a moment ago
-          if (this.registry.changedSince(clientId, since) || (lastEndedAt !== undefined && lastEndedAt >= since)) {
-            report.skippedChanged++
-            return null
-          }
-          return fix(current, lastEnded)
+          // as stored, which another replica may have done a moment ago — or, as stored, no
+          // longer the session compared: changed by anyone since it was read, however lately
+          changed = this.registry.changedSince(clientId, since) || (lastEndedAt !== undefined && lastEndedAt >= since) || !sameSession(current, compared)
+          return changed ? null : fix(current, lastEnded)
         },
         { reconciling: true }
       )
+      if (!changed) return result
+      report.skippedChanged++
+      return CHANGED
+    }
   }
 
+  /** `session`: as stored (as `held`, or as this run's connect left it). */
   private async fixTopics(
     clientId: string,
+    session: Session | undefined,
     brokerTopics: ReadonlyMap<string, QoS>,
     fresh: boolean,
     report: ReconcileReport,
     unlessChanged: UnlessChanged,
-    before: SessionRecord | undefined
+    held: SessionRecord | undefined
   ): Promise<void> {
-    // as stored now, after this run's connect of it
-    const session = await this.fleet.session(clientId)
     if (!session?.connected) return
     // a topic is also re-put when this run changed the session's clean start in place: a
     // persistent session's topics are stored as persistent, a clean one's not (see
     // session-mutations.ts); a new connection's topics were cleared or, resumed, stay persistent
-    const cleanStartCorrected = before !== undefined && before.incarnation === session.incarnation && before.cleanStart !== session.cleanStart
-    const held = new Map(session.topics.map((t) => [t.topic, t.qos]))
+    const cleanStartCorrected = held !== undefined && held.incarnation === session.incarnation && held.cleanStart !== session.cleanStart
+    const holds = new Map(session.topics.map((t) => [t.topic, t.qos]))
     const missing = [...brokerTopics]
-      .filter(([topic, qos]) => held.get(topic) !== qos || cleanStartCorrected)
+      .filter(([topic, qos]) => holds.get(topic) !== qos || cleanStartCorrected)
       .map(([topic, qos]) => ({ topic, qos }))
-    let extra = [...held.keys()].filter((topic) => !brokerTopics.has(topic))
+    let extra = [...holds.keys()].filter((topic) => !brokerTopics.has(topic))
     if (extra.length > 0 && !fresh) {
       const now = new Set((await this.rest.subscriptionsOf(clientId)).map((s) => s.topic))
       extra = extra.filter((topic) => !now.has(topic))
     }
+    let compared: SessionRecord = session
     if (missing.length > 0) {
-      const result = await unlessChanged(clientId, (current) =>
+      const result = await unlessChanged(compared, (current) =>
         current?.connected ? { kind: 'subscribed', clientId, incarnation: current.incarnation, at: Date.now(), subscriptions: missing } : null
       )
-      if (result.applied) report.topicsAdded += missing.length
+      if (result === CHANGED) return
+      if (result.applied) {
+        report.topicsAdded += missing.length
+        // the removal below is decided on the session this subscribe left
+        if (result.after) compared = result.after
+      }
     }
     if (extra.length > 0) {
-      const result = await unlessChanged(clientId, (current) =>
+      const result = await unlessChanged(compared, (current) =>
         current?.connected ? { kind: 'unsubscribed', clientId, incarnation: current.incarnation, at: Date.now(), topics: extra } : null
       )
-      if (result.applied) report.topicsRemoved += extra.length
+      if (result !== CHANGED && result.applied) report.topicsRemoved += extra.length
     }
   }
+}
+
+/** Whether two reads of a client's session show the same one: none, or the same connection after as many events. */
+function sameSession(a: SessionRecord | undefined, b: SessionRecord | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.incarnation === b.incarnation && a.version === b.version
 }
 
 /**
@@ -494,6 +575,7 @@ function emptyReport(trigger: ReconcileTrigger | 'check'): ReconcileReport {
     topicsAdded: 0,
     topicsRemoved: 0,
     skippedChanged: 0,
+    skippedBehind: 0,
     error: null
   }
 }

@@ -31,8 +31,12 @@ export interface SessionStateOwner {
 /** Told of a session change: `after` null when the session ended. */
 export type SessionObserver = (before: SessionRecord | undefined, after: SessionRecord | null) => void
 
-/** `applied: false`: the event was stale (it belonged to a connection no longer the session's). */
-export type ApplyResult = { applied: true } | { applied: false; why: string }
+/**
+ * `applied: false`: the event was stale (it belonged to a connection no longer the session's).
+ * `after`: the session as the event left it (null: ended); absent when it changed nothing (a
+ * SUBSCRIBE repeating what the session holds).
+ */
+export type ApplyResult = { applied: true; after?: SessionRecord | null } | { applied: false; why: string }
 
 /**
  * What the carrier must do once the registry no longer counts a live connection as its session's:
@@ -387,7 +391,7 @@ export class SessionRegistry {
     if (event.kind === 'connected' && this.log.isLevelEnabled('info')) {
       this.log.info({ clientId: id, deviceId: event.deviceId, protocol: event.protocol, peer: `${event.peerHost}:${event.peerPort}`, cleanStart: event.cleanStart }, 'connected')
     }
-    return APPLIED
+    return { applied: true, after: decision.transition.session }
   }
 
   /** What an applied change does here once it is durable: the broker's state, observers, a step-down. */

@@ -100,6 +100,30 @@ export class LogFollower {
     return new Promise((resolve) => this.waiters.push({ seq, resolve }))
   }
 
+  /**
+   * Whether every entry up to `seq` (a log head read from the store) is applied within
+   * `timeoutMs`: the follower reads on up to it at once, whether or not a notification came.
+   */
+  caughtUp(seq: number, timeoutMs: number): Promise<boolean> {
+    if (seq <= this.position) return Promise.resolve(true)
+    this.wake(seq)
+    return new Promise((resolve) => {
+      const waiter = {
+        seq,
+        resolve: () => {
+          clearTimeout(timer)
+          resolve(true)
+        }
+      }
+      // a waiter given up on goes, so a follower that stays behind does not gather them
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter)
+        resolve(false)
+      }, timeoutMs)
+      this.waiters.push(waiter)
+    })
+  }
+
   stop(): void {
     this.stopped = true
     clearTimeout(this.retryTimer)

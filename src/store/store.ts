@@ -168,6 +168,13 @@ export interface Store {
    */
   follow(position: number, applier: LogApplier): void
   following(): LogFollowing
+  /**
+   * Present where other processes write this store too (PostgreSQL): resolves true once this
+   * process has applied every change committed before the call, by any of them (up to the log
+   * head read now), false when that takes longer than `timeoutMs`. Absent, every change is this
+   * process's own, applied before its commit resolves.
+   */
+  caughtUp?(timeoutMs: number): Promise<boolean>
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
   /**

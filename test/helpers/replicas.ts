@@ -15,7 +15,7 @@ import type { ExhookVersion } from '../../src/emqx/exhook/protos.js'
 import type { ApiCall } from './api-client.js'
 import type { EmqxExhookClient } from './emqx-exhook-client.js'
 import { EMQX_KEY, EMQX_SECRET, startEmqxTestHub, type EmqxTestHub } from './emqx-hub.js'
-import { startEmqxRestStandin, type EmqxRestStandin } from './emqx-rest-standin.js'
+import { startEmqxRestStandin, type EmqxRestStandin, type EmqxRestStandinOptions } from './emqx-rest-standin.js'
 import { createDatabase, type TestDatabase } from './postgres.js'
 
 /** EMQX node names: replica i hears node NODES[i] on its own channel. */
@@ -95,6 +95,8 @@ export interface ReplicaSetOptions {
   devices?: string[]
   /** Settings of every replica beyond the store's (e.g. a short `storeTimeout` for outage cases). */
   overrides?: Partial<HubConfig>
+  /** The stand-in's, beyond its version and credentials (e.g. `afterReply`, to act while a replica reads EMQX). */
+  standinOptions?: Partial<EmqxRestStandinOptions>
 }
 
 /** A replica set on a database of its own, both stopped and dropped when the test ends. */
@@ -116,7 +118,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
   const { count, db } = options
   if (count < 1 || count > NODES.length) throw new Error(`between 1 and ${NODES.length} replicas, not ${count}`)
   const version = options.exhookVersion ?? 'v3'
-  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+  const standin = await startEmqxRestStandin({ ...options.standinOptions, version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
   const hubs: EmqxTestHub[] = []
   const tokens = new Map<string, string>()
   const stop = async () => {

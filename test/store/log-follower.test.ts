@@ -1,8 +1,9 @@
 /**
  * The log follower's order: entries reach the caches once each, in log order, a replica's own
  * batch straight from its commit when it is next and after the others' entries before it when
- * it is not — told where each was committed — and a log pruned past the follower's position is
- * reported, not skipped over. The reader is a list standing for the change_log table (the
+ * it is not — told where each was committed — a log head it is asked to catch up with is read up
+ * to without a notification, and a log pruned past the follower's position is reported, not
+ * skipped over. The reader is a list standing for the change_log table (the
  * stores' own reading of it is in the store contract).
  */
 import assert from 'node:assert/strict'
@@ -37,6 +38,26 @@ describe('LogFollower', () => {
     log.push(entry(6))
     await f.committed({ previous: 5, entries: [entry(6)] })
     assert.deepEqual(applied.at(-1), [6, 'here'])
+    f.stop()
+  })
+
+  it('reads on up to a log head it is asked to catch up with, unnotified; gives up on one it cannot reach in time', async () => {
+    const log = [1, 2].map(entry)
+    const { follower: f, applied } = follower(log)
+    f.start(2, (entries, origin) => applied.push(...entries.map((e): [number, LogOrigin] => [e.seq, origin])))
+    // another replica commits 3–4 and its notification is lost: the head read after a query says 4
+    log.push(entry(3), entry(4))
+    assert.equal(await f.caughtUp(4, 60_000), true)
+    assert.deepEqual(applied, [
+      [3, 'elsewhere'],
+      [4, 'elsewhere']
+    ])
+    assert.equal(await f.caughtUp(4, 60_000), true, 'a head applied already answers at once')
+    // a head the log does not hold yet: false at the deadline, and the follower goes on as before
+    assert.equal(await f.caughtUp(5, 20), false)
+    log.push(entry(5))
+    assert.equal(await f.caughtUp(5, 60_000), true)
+    assert.equal(f.applied, 5)
     f.stop()
   })
 

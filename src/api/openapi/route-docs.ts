@@ -85,6 +85,7 @@ const reconcileReport = {
   topicsAdded: 0,
   topicsRemoved: 0,
   skippedChanged: 0,
+  skippedBehind: 0,
   error: null
 }
 const notFound = (what: string) => ({ statusCode: 404, error: 'Not Found', message: `no ${what}` })

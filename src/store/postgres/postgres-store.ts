@@ -147,6 +147,12 @@ export class PostgresStore implements Store {
     return { applied: this.follower.applied, lagSeconds: this.follower.lagSeconds(), lastError: error?.message ?? null }
   }
 
+  async caughtUp(timeoutMs: number): Promise<boolean> {
+    // read after whatever the caller read before: it covers every commit that read could see
+    const { rows } = await this.reads.query<{ seq: string }>(`SELECT seq FROM ${this.tables.log_head}`)
+    return this.follower.caughtUp(Number(rows[0]?.seq ?? 0), timeoutMs)
+  }
+
   async readLog(after: number, limit: number): Promise<LogEntry[]> {
     const { rows } = await this.pool.query<{ seq: string; at: string; change: LogEntry['change']; replica: string | null }>(this.log.read(after, limit))
     return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change, ...(r.replica !== null ? { replica: r.replica } : {}) }))
