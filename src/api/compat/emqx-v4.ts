@@ -236,7 +236,7 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       // the total first: it also says whether the page is nearer the end than a page served
       const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countSessions({})
       const whole = count !== NOT_COUNTED
-      const found = await ctx.fleet.sessions(filter, positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('sessions') : undefined))
+      const found = await ctx.fleet.sessions(filter, await positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('sessions') : undefined))
       positions.served(listing, offsetOf(q), found.sessions.length, found.sessions.at(-1)?.id)
       return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length)), more: found.more }, count, q)
     }
@@ -296,7 +296,7 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       const listing = `subscriptions ${JSON.stringify(filter)}`
       const count = hasConditions(q) ? NOT_COUNTED : await ctx.fleet.countTopics({})
       const whole = count !== NOT_COUNTED
-      const found = await ctx.fleet.topics(filter, positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('topics') : undefined))
+      const found = await ctx.fleet.topics(filter, await positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('topics') : undefined))
       const last = found.topics.at(-1)
       positions.served(listing, offsetOf(q), found.topics.length, last && topicCursor(last))
       return page({ data: found.topics.map((t) => ({ topic: t.topic, qos: t.qos, node: t.node, clientid: t.clientId })), more: found.more }, count, q)

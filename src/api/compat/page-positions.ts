@@ -23,15 +23,15 @@
  *
  * A tool that jumps around a large listing (page 5,000, then 3,120, then 7,800) finds no served
  * page near most of its jumps: each would walk hundreds of thousands of rows. So the first jump
- * (a page that is not the one right after a served page) in a listing of `marksFrom` rows or
- * more also has the listing's *marks* learned, where the store can tell them (whole listings,
- * whose total is known: FleetReads.marks): the cursor of every `every`-th row, `every` chosen so
- * a listing has at most `maxMarks` of them. It is one walk of the whole listing (at 1,000,000
- * sessions ~0.2 s of PostgreSQL, about what eight walks to its middle cost), made in the
- * background — the jump that asked is served as before — and from then on, until the marks are
- * `ttlMs` old, any page starts at most `every` rows past a mark. Marks age as remembered rows do:
- * sessions coming and going before a mark shift the pages counted from it until they are learned
- * again.
+ * whose walk would pass `marksFrom` rows or more also has the listing's *marks* learned, where the
+ * store can tell them (whole listings, whose total is known: FleetReads.marks): the cursor of
+ * every `every`-th row, `every` chosen so a listing has at most `maxMarks` of them. It is one walk
+ * of the whole listing (at 1,000,000 sessions ~0.2 s of PostgreSQL, about what eight walks to its
+ * middle cost), made in the background — the jump that asked is served as before, and a long jump
+ * arriving meanwhile waits for the marks rather than walk beside the walk that learns them — and
+ * from then on, until the marks are `ttlMs` old, any page starts at most `every` rows past a mark.
+ * Marks age as remembered rows do: sessions coming and going before a mark shift the pages
+ * counted from it until they are learned again.
  */
 import { compareIds, type PageRequest } from '../../store/fleet-reads.js'
 
@@ -45,7 +45,7 @@ export interface PagePositionsOptions {
   perListing?: number
   /** How long a row is remembered after its page was served, and marks after they were learned, ms. */
   ttlMs?: number
-  /** Rows of a whole listing from which a jump in it has its marks learned. */
+  /** Rows a page's walk would pass from which the listing's marks are worth learning. */
   marksFrom?: number
   /** Most marks of one listing: they are spread evenly over it, a page apart at least. */
   maxMarks?: number
@@ -66,6 +66,8 @@ interface Marks {
   cursors: readonly string[]
   /** When they were asked for: a listing's marks are learned again once they are ttlMs old. */
   at: number
+  /** While they are being learned: settles when they are (or failed). */
+  learning?: Promise<void>
 }
 
 interface Position {
@@ -106,11 +108,18 @@ export class PagePositions {
    * a store can walk from the end. (The page right after a served one always continues from it.)
    * `marks`, for a whole listing: where its marks can be learned, should this page's walk be long.
    */
-  request(listing: string, offset: number, limit: number, total?: number, marks?: MarkSource): PageRequest {
-    const from = this.nearestBefore(listing, offset)
+  async request(listing: string, offset: number, limit: number, total?: number, marks?: MarkSource): Promise<PageRequest> {
+    let from = this.nearestBefore(listing, offset)
+    // the rows this page's walk would pass: from the row before it, or from the nearer end
+    if (marks && total !== undefined && Math.min(from ? offset - from.next : offset, total - offset - limit) >= this.marksFrom) {
+      const learning = this.learnMarks(listing, total, marks)
+      if (learning) {
+        // being learned for an earlier jump: waiting costs less than a walk beside the one learning them
+        await learning
+        from = this.nearestBefore(listing, offset)
+      }
+    }
     const skip = from ? offset - from.next : offset
-    // a jump (not the page right after a served one) in a large listing: more are likely to follow
-    if (marks && total !== undefined && total >= this.marksFrom && skip > 0) this.learnMarks(listing, total, marks)
     if (!from) return offset > 0 ? { offset, limit } : { limit }
     if (skip === 0) return { after: from.after, limit }
     return total !== undefined && total - offset - limit < skip ? { offset, limit } : { after: from.after, offset: skip, limit }
@@ -140,22 +149,35 @@ export class PagePositions {
     return marks && marks.cursors.length > 0 && marks.at >= this.now() - this.ttlMs ? marks : undefined
   }
 
-  /** Learns `listing`'s marks in the background, unless they are known, being learned, or failed, within ttlMs. */
-  private learnMarks(listing: string, total: number, source: MarkSource): void {
+  /**
+   * Starts learning `listing`'s marks in the background, unless they are known or failed within
+   * ttlMs (undefined: the caller walks); while they are being learned, the promise of their end.
+   */
+  private learnMarks(listing: string, total: number, source: MarkSource): Promise<void> | undefined {
     const known = this.marksOf.get(listing)
-    if (known && known.at >= this.now() - this.ttlMs) return
+    if (known && known.at >= this.now() - this.ttlMs) return known.learning
     const every = Math.max(PAGE_ROWS, Math.ceil(total / this.maxMarks))
-    const learning: Marks = { every, cursors: [], at: this.now() }
+    const at = this.now()
+    const learning: Marks = {
+      every,
+      cursors: [],
+      at,
+      learning: source(every).then(
+        (cursors) => {
+          // unless forgotten (or asked again) meanwhile
+          if (this.marksOf.get(listing) === learning) this.marksOf.set(listing, { every, cursors, at })
+        },
+        (error: unknown) => {
+          // no marks until ttlMs from the ask: pages are walked meanwhile
+          if (this.marksOf.get(listing) === learning) this.marksOf.set(listing, { every, cursors: [], at })
+          this.onMarksFailed(error)
+        }
+      )
+    }
     this.marksOf.delete(listing)
     this.marksOf.set(listing, learning)
     if (this.marksOf.size > this.listings) this.marksOf.delete(this.marksOf.keys().next().value!)
-    source(every).then(
-      (cursors) => {
-        // unless forgotten (or asked again) meanwhile
-        if (this.marksOf.get(listing) === learning) this.marksOf.set(listing, { ...learning, cursors })
-      },
-      (error: unknown) => this.onMarksFailed(error)
-    )
+    return undefined
   }
 
   /** A page of `rows` rows from `offset` of `listing` was served; `last` is the cursor of its last row. */
