@@ -79,6 +79,15 @@ export interface GroupCommitOptions {
   /** Longest a commit() may wait, in ms, before it is refused (and dropped). Default 5000. */
   timeoutMs?: number
   /**
+   * Least time before its deadline a caller must have left for a batch to begin with it, ms
+   * (default 0). A writer that commits only with time to spare (PostgreSQL's, see
+   * postgres-store.ts) would begin a batch of callers with less, do its work, and abandon it at
+   * COMMIT; under a backlog, when the oldest callers are the ones taken first, every batch would
+   * be such a batch and nothing would commit. Refused at once instead, they leave the writer to
+   * callers it can still commit.
+   */
+  commitMarginMs?: number
+  /**
    * Told of what each committed batch appended to the change log, before its callers hear: so
    * a caller finds its change in the caches when it resumes (see log-follower.ts).
    */
@@ -109,6 +118,7 @@ export class GroupCommitter {
   private readonly observer: CommitObserver | undefined
   private readonly afterCommit: GroupCommitOptions['afterCommit']
   readonly timeoutMs: number
+  private readonly commitMarginMs: number
   lastError: Error | null = null
   /** When lastError was set (epoch ms), so a probe begun later may clear it. */
   lastErrorAt = 0
@@ -121,6 +131,7 @@ export class GroupCommitter {
     this.maxInFlight = options.maxInFlight ?? (options.maxBatch === 1 ? 1 : 4)
     this.observer = options.observer
     this.timeoutMs = options.timeoutMs ?? 5000
+    this.commitMarginMs = options.commitMarginMs ?? 0
     this.afterCommit = options.afterCommit
   }
 
@@ -216,17 +227,20 @@ export class GroupCommitter {
    */
   private expireQueued(): void {
     this.expiryTimer = undefined
-    const now = Date.now()
-    let expired = 0
-    while (expired < this.queue.length && this.queue[expired]!.deadline <= now) expired++
-    if (expired > 0) {
-      const error = new StoreTimeoutError(this.timeoutMs)
-      this.failed(error)
-      this.observer?.failed(error)
-      for (const p of this.queue.splice(0, expired)) p.reject(error)
-      this.settleIdle()
-    }
+    this.refuseQueued(Date.now())
     this.armExpiry()
+  }
+
+  /** Refuses, as timed out, the queued callers whose deadline is at or before `cutoff` (the queue's first ones). */
+  private refuseQueued(cutoff: number): void {
+    let expired = 0
+    while (expired < this.queue.length && this.queue[expired]!.deadline <= cutoff) expired++
+    if (expired === 0) return
+    const error = new StoreTimeoutError(this.timeoutMs)
+    this.failed(error)
+    this.observer?.failed(error)
+    for (const p of this.queue.splice(0, expired)) p.reject(error)
+    this.settleIdle()
   }
 
   /** Resolves once every commit() made so far has settled. */
@@ -255,6 +269,7 @@ export class GroupCommitter {
   }
 
   private flush(): void {
+    this.refuseQueued(Date.now() + this.commitMarginMs)
     const batch = this.take()
     if (batch.length === 0) return this.settleIdle()
     this.inFlight++

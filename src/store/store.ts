@@ -222,8 +222,11 @@ export class StoreError extends Error {
  * a commit whose answer, not its request, was lost).
  */
 export class StoreTimeoutError extends StoreError {
-  constructor(readonly timeoutMs: number) {
-    super(`store did not answer within ${timeoutMs} ms`)
+  constructor(
+    readonly timeoutMs: number,
+    message = `store did not answer within ${timeoutMs} ms`
+  ) {
+    super(message)
     this.name = 'StoreTimeoutError'
   }
 }

@@ -533,4 +533,26 @@ describe('PostgresStore', () => {
     )
     await store.close()
   })
+
+  it('answers many waits for the log at once with a couple of head reads, each covering what its callers read before', async () => {
+    const schema = schemaForTest()
+    const a = await open({ connectionString: DATABASE_URL, schema })
+    const b = await open({ connectionString: DATABASE_URL, schema })
+    let applied = 0
+    a.follow(0, (entries) => void (applied = Math.max(applied, ...entries.map((e) => e.seq))))
+    // the reads A makes, counted where they are made
+    const reads = (a as unknown as { reads: { query: (text: string, values?: unknown[]) => Promise<unknown> } }).reads
+    const query = reads.query.bind(reads)
+    let headReads = 0
+    reads.query = (text, values) => {
+      if (text.includes('log_head')) headReads++
+      return query(text, values)
+    }
+    // another replica's commit: once a wait begun after it answers, A has applied it
+    await b.commit([{ op: 'session.put', session: contractSession('s1') }])
+    const waits = await Promise.all(Array.from({ length: 300 }, () => a.caughtUp(30_000)))
+    assert.ok(waits.every((w) => w))
+    assert.ok(applied >= 1, `A applied up to ${applied}`)
+    assert.ok(headReads >= 1 && headReads <= 2, `${headReads} head reads for 300 waits`)
+  })
 })

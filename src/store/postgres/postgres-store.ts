@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreCommitUnknownError, StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredTopic } from '../store.js'
+import { StoreCommitUnknownError, StoreError, StoreTimeoutError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredTopic } from '../store.js'
 import { BatchStatements, FleetCountChange, type PlannedStatement } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
@@ -59,6 +59,9 @@ export class PostgresStore implements Store {
   private readonly committer: GroupCommitter
   private readonly follower: LogFollower
   private readonly listener: LogListener
+  /** The log head read under way for `caughtUp` (settled, never rejecting), and the one asked for after it. */
+  private headRead: Promise<unknown> = Promise.resolve()
+  private nextHeadRead: Promise<number> | undefined
   readonly coordination: PostgresCoordination
   readonly fleet: FleetQueries
   /** Reads outside a batch, within the deadline. */
@@ -84,6 +87,9 @@ export class PostgresStore implements Store {
       maxBatch: options.maxBatch,
       observer: options.observer,
       timeoutMs,
+      // the writer sends COMMIT only with the server's idle timeout still left, and a batch takes
+      // up to a few hundred ms under load: a batch begun with less would be abandoned at COMMIT
+      commitMarginMs: idleInTransactionMs(timeoutMs) + Math.min(500, timeoutMs / 10),
       // the batch is durable whatever happens here: should the entries before it not be read
       // soon, its callers hear anyway (a batch must not hold its place in the pipeline for long),
       // and the caches catch up as the log is read
@@ -121,7 +127,7 @@ export class PostgresStore implements Store {
       throw new StoreError(`cannot open the PostgreSQL store: ${(error as Error).message}`, { cause: error })
     }
     const log = new LogStatements(tables, schema, options.replica ?? replicaRunId('postgres-store'))
-    const writer = new TransactionWriter(pool, new BatchStatements(tables), new DecisionReader(tables, schema), log, idleInTransactionMs(timeoutMs))
+    const writer = new TransactionWriter(pool, new BatchStatements(tables), new DecisionReader(tables, schema), log, timeoutMs)
     return new PostgresStore(pool, tables, writer, log, tokens, options)
   }
 
@@ -148,9 +154,26 @@ export class PostgresStore implements Store {
   }
 
   async caughtUp(timeoutMs: number): Promise<boolean> {
-    // read after whatever the caller read before: it covers every commit that read could see
-    const { rows } = await this.reads.query<{ seq: string }>(`SELECT seq FROM ${this.tables.log_head}`)
-    return this.follower.caughtUp(Number(rows[0]?.seq ?? 0), timeoutMs)
+    return this.follower.caughtUp(await this.logHeadFromNow(), timeoutMs)
+  }
+
+  /**
+   * The log head, read after this call: it covers every commit a read the caller made before
+   * could see. Callers share reads — one in flight at a time, the next one issued once it ends,
+   * for everyone who asked meanwhile — so a reconcile confirming hundreds of clients at once
+   * asks PostgreSQL a couple of times, not hundreds, and leaves the pool to live calls.
+   */
+  private logHeadFromNow(): Promise<number> {
+    if (this.nextHeadRead) return this.nextHeadRead
+    const next: Promise<number> = this.headRead.then(async () => {
+      // issued now: whoever asks from here on needs a later read
+      if (this.nextHeadRead === next) this.nextHeadRead = undefined
+      const { rows } = await this.reads.query<{ seq: string }>(`SELECT seq FROM ${this.tables.log_head}`)
+      return Number(rows[0]?.seq ?? 0)
+    })
+    this.nextHeadRead = next
+    this.headRead = next.catch(() => undefined)
+    return next
   }
 
   async readLog(after: number, limit: number): Promise<LogEntry[]> {
@@ -375,9 +398,14 @@ class TransactionWriter implements BatchWriter {
     private readonly statements: BatchStatements,
     private readonly reader: DecisionReader,
     private readonly log: LogStatements,
-    /** The server's idle_in_transaction_session_timeout, ms. */
-    private readonly idleMs: number
-  ) {}
+    /** The store's deadline (IOTHUB_STORE_TIMEOUT), ms. */
+    private readonly timeoutMs: number
+  ) {
+    this.idleMs = idleInTransactionMs(timeoutMs)
+  }
+
+  /** The server's idle_in_transaction_session_timeout, ms. */
+  private readonly idleMs: number
 
   writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
     const written = this.previous.then(() => this.write(items, control ?? { signal: new AbortController().signal, deadline: Infinity }))
@@ -436,7 +464,8 @@ class TransactionWriter implements BatchWriter {
       const counted = new FleetCountChange()
       for (const statement of planned.statements) counted.add(statement, await connection.client.query(statement))
       const log = await this.log.append(connection.client, planned.mutations, counted)
-      if (Date.now() + this.idleMs > control.deadline) throw new Error('too little time left before the deadline to commit safely')
+      // as good as timed out: its callers are refused together, not tried again one by one
+      if (Date.now() + this.idleMs > control.deadline) throw new StoreTimeoutError(this.timeoutMs, 'too little time left before the deadline to commit safely')
       control.signal.throwIfAborted()
       committing = true
       await connection.client.query('COMMIT')
