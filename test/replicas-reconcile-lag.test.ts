@@ -44,6 +44,15 @@ class HeldFollower {
   }
 }
 
+/** A's own reconcile, as EMQX mode wires it (`POST /v1/reconcile`); A's follower let go once it answered, whatever happened. */
+async function reconcileThenLet(a: Replica, held: HeldFollower): Promise<ReconcileReport> {
+  try {
+    return (await a.api<ReconcileReport>('POST', '/v1/reconcile')).body
+  } finally {
+    held.let()
+  }
+}
+
 interface Lagging {
   set: ReplicaSet
   a: Replica
@@ -186,13 +195,8 @@ describe("a reconcile never undoes another replica's change it has not read from
       held.hold()
       await set.unsubscribe(b, conn, ATTRIBUTES)
     })
-    let report: ReconcileReport
-    try {
-      // the hub's own reconcile, as EMQX mode wires it: it waits for the log, in vain, then gives up on the page
-      report = (await a.api<ReconcileReport>('POST', '/v1/reconcile')).body
-    } finally {
-      held.let()
-    }
+    // the hub's own reconcile, as EMQX mode wires it: it waits for the log, in vain, then gives up on the page
+    const report = await reconcileThenLet(a, held)
     assert.ok(acted(), 'B changed the client after the listing')
     assert.equal(report.error, null)
     await holdsAsEmqx(set, conn, [])
@@ -223,12 +227,7 @@ describe("a reconcile never undoes another replica's change it has not read from
       await webhook(b, connectedBody(after, at + 1000))
       await webhook(b, disconnectedBody(before, 'discarded'))
     })
-    let report: ReconcileReport
-    try {
-      report = (await a.api<ReconcileReport>('POST', '/v1/reconcile')).body
-    } finally {
-      held.let()
-    }
+    const report = await reconcileThenLet(a, held)
     assert.ok(acted(), 'B took the client over between A reading it and fixing it')
     assert.equal(report.error, null)
     await holdsAsEmqx(set, after, [])
@@ -264,12 +263,7 @@ describe("a reconcile never undoes another replica's change it has not read from
       await webhook(b, { ...connectedBody(again, at + 1000), ...persistent })
       await webhook(b, disconnectedBody(again, 'normal'))
     })
-    let report: ReconcileReport
-    try {
-      report = (await a.api<ReconcileReport>('POST', '/v1/reconcile')).body
-    } finally {
-      held.let()
-    }
+    const report = await reconcileThenLet(a, held)
     assert.ok(acted(), 'B brought the session back after EMQX answered A')
     assert.equal(report.error, null)
     await holdsAsEmqx(set, again, [], false)
