@@ -99,6 +99,15 @@ async function followed(set: ReplicaSet): Promise<void> {
   await eventually(async () => (new Set(positions()).size === 1 ? true : undefined), 15_000, 'both replicas follow the log to the same entry')
 }
 
+/** A client of `device` connected through A and subscribed to its attributes, once both replicas have followed the log. */
+async function subscribedThroughA(set: ReplicaSet, a: Replica, device: string): Promise<Connection> {
+  const conn = set.connection(device, a.node)
+  await set.connect(a, conn)
+  await set.subscribe(a, conn, ATTRIBUTES)
+  await followed(set)
+  return conn
+}
+
 /**
  * PostgreSQL holds the session of `conn` — connected or, when not `connected`, offline — with
  * exactly `topics` (as EMQX holds it), and each replica's cache has that same session, once both
@@ -151,10 +160,7 @@ function connectedBody(conn: Connection, connectedAt: number): Record<string, un
 describe("a reconcile never undoes another replica's change it has not read from the log yet", () => {
   it('B changes the topics after A listed EMQX: A catches up with the log before it fixes, and leaves the client alone', async (t) => {
     const { set, a, b, held, afterReply, acted } = await lagging(t, 'lag-topics')
-    const conn = set.connection('lag-topics', a.node)
-    await set.connect(a, conn)
-    await set.subscribe(a, conn, ATTRIBUTES)
-    await followed(set)
+    const conn = await subscribedThroughA(set, a, 'lag-topics')
     // EMQX has listed the client with ATTRIBUTES; then, through B, it drops that and takes
     // COMMANDS, which A's follower is kept from reading
     afterReply(/\/clients\?/, async () => {
@@ -187,10 +193,7 @@ describe("a reconcile never undoes another replica's change it has not read from
 
   it("B changes the topics after A listed EMQX and A's follower stays behind: A leaves the client for the next run", async (t) => {
     const { set, a, b, held, afterReply, acted } = await lagging(t, 'lag-behind')
-    const conn = set.connection('lag-behind', a.node)
-    await set.connect(a, conn)
-    await set.subscribe(a, conn, ATTRIBUTES)
-    await followed(set)
+    const conn = await subscribedThroughA(set, a, 'lag-behind')
     afterReply(/\/clients\?/, async () => {
       held.hold()
       await set.unsubscribe(b, conn, ATTRIBUTES)

@@ -110,16 +110,17 @@ export class PagePositions {
    */
   async request(listing: string, offset: number, limit: number, total?: number, marks?: MarkSource): Promise<PageRequest> {
     let from = this.nearestBefore(listing, offset)
+    let skip = from ? offset - from.next : offset
     // the rows this page's walk would pass: from the row before it, or from the nearer end
-    if (marks && total !== undefined && Math.min(from ? offset - from.next : offset, total - offset - limit) >= this.marksFrom) {
+    if (marks && total !== undefined && Math.min(skip, total - offset - limit) >= this.marksFrom) {
       const learning = this.learnMarks(listing, total, marks)
       if (learning) {
         // being learned for an earlier jump: waiting costs less than a walk beside the one learning them
         await learning
         from = this.nearestBefore(listing, offset)
+        skip = from ? offset - from.next : offset
       }
     }
-    const skip = from ? offset - from.next : offset
     if (!from) return offset > 0 ? { offset, limit } : { limit }
     if (skip === 0) return { after: from.after, limit }
     return total !== undefined && total - offset - limit < skip ? { offset, limit } : { after: from.after, offset: skip, limit }

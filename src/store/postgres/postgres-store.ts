@@ -87,9 +87,7 @@ export class PostgresStore implements Store {
       maxBatch: options.maxBatch,
       observer: options.observer,
       timeoutMs,
-      // the writer sends COMMIT only with the server's idle timeout still left, and a batch takes
-      // up to a few hundred ms under load: a batch begun with less would be abandoned at COMMIT
-      commitMarginMs: idleInTransactionMs(timeoutMs) + Math.min(500, timeoutMs / 10),
+      commitMarginMs: writer.commitMarginMs,
       // the batch is durable whatever happens here: should the entries before it not be read
       // soon, its callers hear anyway (a batch must not hold its place in the pipeline for long),
       // and the caches catch up as the log is read
@@ -387,6 +385,10 @@ async function prepareSchema(pool: pg.Pool, schema: string, tables: QualifiedTab
  * the deadline. What stays in doubt is only a commit whose answer was lost (group-commit.ts).
  */
 class TransactionWriter implements BatchWriter {
+  /** The server's idle_in_transaction_session_timeout, ms. */
+  private readonly idleMs: number
+  /** Least time a caller must have left for a batch to begin with it (GroupCommitOptions.commitMarginMs). */
+  readonly commitMarginMs: number
   private connection: WriterConnection | null = null
   /** A connection being opened; shared, so a batch that gave up waiting leaves it to the next. */
   private connecting: Promise<WriterConnection> | null = null
@@ -402,10 +404,10 @@ class TransactionWriter implements BatchWriter {
     private readonly timeoutMs: number
   ) {
     this.idleMs = idleInTransactionMs(timeoutMs)
+    // COMMIT is sent only with idleMs still left, and a batch takes up to a few hundred ms under
+    // load: a batch begun with less time than this would be abandoned at COMMIT
+    this.commitMarginMs = this.idleMs + Math.min(500, timeoutMs / 10)
   }
-
-  /** The server's idle_in_transaction_session_timeout, ms. */
-  private readonly idleMs: number
 
   writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
     const written = this.previous.then(() => this.write(items, control ?? { signal: new AbortController().signal, deadline: Infinity }))
