@@ -85,6 +85,23 @@ describe('EMQX mode on PostgreSQL: a replica holds a bounded cache, not the flee
         ['tenant-1']
       )
 
+      // subscribes racing one another through B, of more devices than its device cache holds:
+      // each entity still carries its device's owner (the decision reads the device as stored;
+      // a cache warmed before the decision could have let it go again by then)
+      const crowd = Array.from({ length: CACHE + 50 }, (_, i) => ({ id: `crowd-${String(i).padStart(3, '0')}`, owner: 'tenant-3' }))
+      assert.equal((await a.api('POST', '/v1/devices', crowd)).status, 201)
+      const crowdConns = crowd.map(({ id }) => set!.connection(id, b.node))
+      for (const conn of crowdConns) await set.connect(b, conn)
+      await Promise.all(crowdConns.map((conn) => set!.subscribe(b, conn, ATTRIBUTES)))
+      for (const { id } of crowd) {
+        const page = await b.api<{ data: { owner: string }[] }>('GET', `/v1/subscriptions?deviceId=${id}`)
+        assert.deepEqual(
+          page.body.data.map((e) => e.owner),
+          ['tenant-3'],
+          `the entity of ${id}`
+        )
+      }
+
       // the per-device limit counts the stored sessions, whichever replica made them
       const second = { ...set.connection('first-2', b.node), username: 'first', mountpoint: 'first/' }
       const admitted = await b.exhookFrom(b.node).onClientAuthenticate({ ...second, password: set.tokens.get('first')! }, false)

@@ -58,9 +58,9 @@ export class EmqxCarrier implements ConnectionCarrier {
   private listeningSince = Date.now()
 
   constructor(private readonly core: HubCore) {
-    const { config, registry, devices, upstream, metrics, log } = core
+    const { config, registry, upstream, metrics, log } = core
     this.rest = new EmqxRestClient({ baseUrl: config.emqxApi, apiKey: config.emqxApiKey, apiSecret: config.emqxApiSecret, version: config.emqxVersion })
-    this.source = new EmqxSource(registry, devices, upstream, core.admission, config, metrics, log.child({ component: 'emqx' }))
+    this.source = new EmqxSource(registry, upstream, core.admission, config, metrics, log.child({ component: 'emqx' }))
     const store = core.store
     this.reconciler = new Reconciler(registry, core.fleet, this.rest, this.source, metrics, log.child({ component: 'reconcile' }), {
       // the run waits for live events between its chunks (reconcile.ts)

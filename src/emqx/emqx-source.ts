@@ -21,7 +21,6 @@ import { deviceMountpoint, NO_MOUNTPOINT, unmountTopic } from '../domain/namespa
 import { PROTOCOLS, type Protocol, type SessionRecord, type TopicSubscription } from '../domain/session.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
-import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
 import { mqttDeviceId, type AdmissionPolicy } from '../admission/admission-policy.js'
 import { checkTopic, reservedTopic } from '../admission/topic-rules.js'
@@ -58,7 +57,6 @@ export class EmqxSource {
 
   constructor(
     private readonly registry: SessionRegistry,
-    private readonly devices: DeviceDirectory,
     private readonly upstream: Upstream,
     private readonly admission: AdmissionPolicy,
     private readonly config: HubConfig,
@@ -168,13 +166,11 @@ export class EmqxSource {
   }
 
   /**
-   * Brings the device of a listed client into the device cache, for the reconcile's fixes: the
-   * subscription entities a connect or subscribe makes carry the device's owner, which the
-   * decision reads from that cache (a replica sharing the store may not hold the device).
+   * The device of a client's session, for a decision that makes subscription entities (they
+   * carry its owner); none for a superuser, whose session belongs to no device.
    */
-  async cacheDeviceOf(client: EmqxClient): Promise<void> {
-    if (this.isSuperuser(client)) return
-    await this.devices.find(this.deviceIdOf(client))
+  deviceOf(client: Pick<EmqxClient, 'username' | 'clientId'>): string | undefined {
+    return this.isSuperuser(client) ? undefined : this.deviceIdOf(client)
   }
 
   /** What a connect tells, checked; the incarnation is the ordering's to decide. */
@@ -235,12 +231,12 @@ export class EmqxSource {
   subscribed(client: EmqxClient, subscriptions: TopicSubscription[]): Promise<ApplyResult> {
     this.check(client)
     for (const s of subscriptions) this.checkBrokerTopic(s.topic)
-    // the subscription entities a subscribe makes carry the device's owner, which the decision
-    // reads from the device cache: where replicas share the store it may not hold the device
-    // (made elsewhere, or evicted), so it is brought in first
-    return this.devices
-      .find(this.deviceIdOf(client))
-      .then(() => this.ofLiveConnection(client, (incarnation) => ({ kind: 'subscribed', clientId: client.clientId, incarnation, at: Date.now(), subscriptions })))
+    // the subscription entities a subscribe makes carry the device's owner: its decision reads the device
+    return this.ofLiveConnection(
+      client,
+      (incarnation) => ({ kind: 'subscribed', clientId: client.clientId, incarnation, at: Date.now(), subscriptions }),
+      this.deviceOf(client)
+    )
   }
 
   /** `session.unsubscribed`. */
@@ -290,9 +286,11 @@ export class EmqxSource {
   }
 
   /** Applies an event of `client`'s connection, which is the session's live one or else stale. */
-  private ofLiveConnection(client: EmqxClient, build: (incarnation: string) => LifecycleEvent): Promise<ApplyResult> {
-    return this.registry.applyFor(client.clientId, (current: SessionRecord | undefined) =>
-      build(current && isLiveConnection(current, client) ? current.incarnation : `not-live:${connectionName(client)}`)
+  private ofLiveConnection(client: EmqxClient, build: (incarnation: string) => LifecycleEvent, device?: string): Promise<ApplyResult> {
+    return this.registry.applyFor(
+      client.clientId,
+      (current: SessionRecord | undefined) => build(current && isLiveConnection(current, client) ? current.incarnation : `not-live:${connectionName(client)}`),
+      { device }
     )
   }
 

@@ -434,7 +434,7 @@ export class Reconciler {
     report: ReconcileReport,
     held: Session | undefined
   ): Promise<void> {
-    const unlessChanged = this.unlessChanged(clientId, since, report)
+    const unlessChanged = this.unlessChanged(clientId, since, report, listed ? this.source.deviceOf(listed.client) : undefined)
     if (!listed?.connected) {
       if (!held?.connected) return
       const result = await unlessChanged(held, (current) =>
@@ -444,7 +444,6 @@ export class Reconciler {
       return
     }
     const wasLive = held !== undefined && isLiveConnection(held, listed.client)
-    await this.source.cacheDeviceOf(listed.client)
     const result = await unlessChanged(held, this.source.listedConnect(listed.client))
     if (result === CHANGED) return
     let session = held
@@ -464,7 +463,8 @@ export class Reconciler {
     await this.fixTopics(clientId, session, brokerTopics, fresh, report, unlessChanged, held)
   }
 
-  private unlessChanged(clientId: string, since: number, report: ReconcileReport): UnlessChanged {
+  /** `device`: the client's, read in each fix's decision (a subscribe's entities carry its owner). */
+  private unlessChanged(clientId: string, since: number, report: ReconcileReport, device: string | undefined): UnlessChanged {
     return async (compared, fix) => {
       let changed = false
       const result = await this.registry.applyFor(
@@ -476,7 +476,7 @@ export class Reconciler {
           changed = this.registry.changedSince(clientId, since) || (lastEndedAt !== undefined && lastEndedAt >= since) || !sameSession(current, compared)
           return changed ? null : fix(current, lastEnded)
         },
-        { reconciling: true }
+        { reconciling: true, device }
       )
       if (!changed) return result
       report.skippedChanged++

@@ -38,6 +38,16 @@ export type SessionObserver = (before: SessionRecord | undefined, after: Session
  */
 export type ApplyResult = { applied: true; after?: SessionRecord | null } | { applied: false; why: string }
 
+export interface ApplyOptions {
+  /** The reconcile's own fix: not marked as a change (`changedSince`), committed after live events. */
+  reconciling?: boolean
+  /**
+   * The session's device, where the event may make subscription entities (a subscribe): read
+   * with the session in its decision, for the owner the entities carry.
+   */
+  device?: string
+}
+
 /**
  * What the carrier must do once the registry no longer counts a live connection as its session's:
  * a newer connect of the client id took the session over, so the older connection is closed
@@ -319,14 +329,15 @@ export class SessionRegistry {
   applyFor(
     clientId: string,
     build: (current: SessionRecord | undefined, lastEnded: string | undefined, lastEndedAt: number | undefined) => LifecycleEvent | Stale | null,
-    options: { reconciling?: boolean } = {}
+    options: ApplyOptions = {}
   ): Promise<ApplyResult> {
     return this.queue.run(clientId, () =>
       this.applyInOrder(
         clientId,
         (stored) =>
           stored.session === undefined ? build(undefined, stored.lastIncarnation, stored.lastEndedAt) : build(stored.session, undefined, undefined),
-        !options.reconciling
+        !options.reconciling,
+        options.device
       )
     )
   }
@@ -343,23 +354,25 @@ export class SessionRegistry {
   private async applyInOrder(
     id: string,
     build: (stored: StoredSession) => LifecycleEvent | Stale | null,
-    marksChange = true
+    marksChange = true,
+    device?: string
   ): Promise<ApplyResult> {
     let event: LifecycleEvent | undefined
     let decision: SessionDecision | null
     try {
       decision = await this.decideAfterEnds(
         id,
-        (stored) => {
+        (stored, ownerOf) => {
           event = undefined // a decision made again starts over
           const built = build(stored)
           if (built === null) return null
           if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
           event = built
-          return this.decideEvent(stored, built)
+          return this.decideEvent(stored, built, ownerOf)
         },
         // the reconcile's own fixes (which do not mark a change): nobody waits on them, live events go first
-        !marksChange
+        !marksChange,
+        device
       )
     } catch (error) {
       // the store may have failed before the decision was made: what the caches say is then the
@@ -407,7 +420,7 @@ export class SessionRegistry {
   }
 
   /** One event against the session as stored. */
-  private decideEvent(stored: StoredSession, event: LifecycleEvent): Decided<SessionDecision> {
+  private decideEvent(stored: StoredSession, event: LifecycleEvent, ownerOf = this.ownerOf): Decided<SessionDecision> {
     const current = stored.session
     if (event.kind === 'subscribed' && current && this.alreadyHolds(stored, event.incarnation, event.subscriptions)) {
       // a SUBSCRIBE repeating what the session holds, or Aedes restoring a resumed session
@@ -415,12 +428,12 @@ export class SessionRegistry {
     }
     const t = transition(current, event, current === undefined ? stored.lastIncarnation : undefined)
     if (t.outcome === 'stale') return { mutations: [], result: { kind: 'stale', eventKind: event.kind, why: t.why } }
-    return this.decided(event.clientId, t, stored)
+    return this.decided(event.clientId, t, stored, ownerOf)
   }
 
   /** A transition's mutations, with those of the broker's state when the session ends. */
-  private decided(id: string, t: Applied, stored: StoredSession): Decided<SessionDecision> {
-    const mutations = sessionMutations(id, t, stored, this.ownerOf, Date.now())
+  private decided(id: string, t: Applied, stored: StoredSession, ownerOf = this.ownerOf): Decided<SessionDecision> {
+    const mutations = sessionMutations(id, t, stored, ownerOf, Date.now())
     const owners = t.session === null ? this.owners.map((o) => o.planDropSession(id)) : NO_PLANS
     for (const p of owners) for (const m of p.mutations) mutations.push(m)
     return { mutations, result: { kind: 'applied', transition: t, before: stored.session, owners } }
@@ -431,15 +444,26 @@ export class SessionRegistry {
     return (await this.decideAfterEnds(id, decide, background))!
   }
 
-  /** `background`: a change nobody waits on (the reconcile's), committed after live ones (group-commit.ts). */
-  private async decideAfterEnds(id: string, decide: (stored: StoredSession) => Decided<SessionDecision> | null, background = false): Promise<SessionDecision | null> {
+  /**
+   * `background`: a change nobody waits on (the reconcile's), committed after live ones
+   * (group-commit.ts). `device`: the session's device, read (and locked) with it, so the
+   * subscription entities a subscribe makes carry its owner as stored — not as this replica's
+   * device cache holds it, which, where replicas share the store, may not hold the device at all.
+   */
+  private async decideAfterEnds(
+    id: string,
+    decide: (stored: StoredSession, ownerOf: (deviceId: string) => string) => Decided<SessionDecision> | null,
+    background = false,
+    device?: string
+  ): Promise<SessionDecision | null> {
     if (this.unstoredEnds.has(id)) await this.storeUnstoredEnd(id)
     let built = true
     const decision = await this.decider.decide({
       background,
-      reads: { sessions: [id] },
+      reads: device === undefined ? { sessions: [id] } : { sessions: [id], devices: [device] },
       decide: (view) => {
-        const decided = decide(view.session(id))
+        const ownerOf = device === undefined ? this.ownerOf : (deviceId: string) => (deviceId === device ? (view.device(device)?.owner ?? '') : this.ownerOf(deviceId))
+        const decided = decide(view.session(id), ownerOf)
         built = decided !== null
         return decided ?? UNCHANGED
       }
