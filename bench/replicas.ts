@@ -20,7 +20,9 @@
  *    client's hooks reach one replica. Rounds alternate the order of the two; medians are
  *    reported, and the ratio two/one (target ≥ 0.85: coordinating costs at most 15%).
  * 2. **Log-follow lag.** A and B running, callers 1 offer client.connected/client.disconnected
- *    pairs to A only, in an open loop, at the call rate that makes ~BENCH_REPLICAS_CHANGE_RATE
+ *    pairs to A only — of registered devices (created through A first, outside the measured
+ *    window), as every client is behind the hub's authentication, so each call also moves the
+ *    device's connectinfo — in an open loop, at the call rate that makes ~BENCH_REPLICAS_CHANGE_RATE
  *    change-log entries per second (measured in a calibration run first), for
  *    BENCH_REPLICAS_LAG_SECONDS. Per change: from the moment A's COMMIT of it answered (A's
  *    LogFollower is told of its own commit right then) to the moment B's cache applier returned
@@ -88,6 +90,8 @@ const TARGET_RATIO = 0.85
 const TARGET_LAG_P99_MS = 100
 /** Share of the machine's cpu used by processes outside this benchmark above which a round is flagged. */
 const OTHERS_WARNING = 0.1
+/** Devices registered per create call before the lag phase. */
+const DEVICES_PER_CREATE = 1_000
 
 /** Epoch milliseconds with sub-millisecond resolution: comparable between processes of one machine. */
 const clock = (): number => performance.timeOrigin + performance.now()
@@ -140,6 +144,7 @@ type ReplicaCommand =
   | { cmd: 'stats' }
   | { cmd: 'applies' }
   | { cmd: 'clock' }
+  | { cmd: 'devices'; prefix: string; count: number }
   | { cmd: 'stop' }
   | { cmd: 'exit' }
 
@@ -149,6 +154,7 @@ type ReplicaReply =
   | ({ type: 'stats' } & ReplicaStats)
   | ({ type: 'applies' } & ApplyRecords)
   | { type: 'clock'; now: number }
+  | { type: 'devices'; created: number }
   | { type: 'stopped' }
 
 /** The kind of a statement: its prepared-statement name, or its first two words. */
@@ -244,6 +250,11 @@ function replicaChild(): void {
       })
     const { exhook } = await opened.start()
     if (!(await waitFor(() => opened.readiness().ready, 30_000, 10))) throw new Error(`the replica is not ready: ${JSON.stringify(opened.readiness().checks)}`)
+    // and its start reconcile done (here, or the lease holder's run this start asked for): the
+    // stand-in lists none of the callers' clients, so a run overlapping a round would rightly end
+    // whatever that round had connected before it began as a ghost
+    const reconciled = () => opened.readiness().checks.emqx?.detail?.startsWith('reconciled') === true
+    if (!(await waitFor(reconciled, 60_000, 10))) throw new Error(`the replica's start reconcile did not finish: ${JSON.stringify(opened.readiness().checks)}`)
     own = []
     applied = []
     send({ type: 'started', exhookAddress: `127.0.0.1:${exhook!.port}`, ms: clock() - t0 })
@@ -270,6 +281,16 @@ function replicaChild(): void {
       applied: following.applied,
       followError: following.lastError
     }
+  }
+
+  /** Registers devices `{prefix}-0` … `{prefix}-{count-1}` through this replica (its API's bulk create). */
+  const devices = async (prefix: string, count: number): Promise<number> => {
+    if (!hub) throw new Error('this replica is not running')
+    for (let from = 0; from < count; from += DEVICES_PER_CREATE) {
+      const ids = Array.from({ length: Math.min(DEVICES_PER_CREATE, count - from) }, (_, i) => ({ id: `${prefix}-${from + i}` }))
+      await hub.devices.create(ids)
+    }
+    return count
   }
 
   const stop = async () => {
@@ -299,6 +320,9 @@ function replicaChild(): void {
         break
       case 'clock':
         send({ type: 'clock', now: clock() })
+        break
+      case 'devices':
+        devices(message.prefix, message.count).then((created) => send({ type: 'devices', created }), fail)
         break
       case 'stop':
         stop().then(() => send({ type: 'stopped' }), fail)
@@ -345,6 +369,10 @@ class ReplicaProcess {
 
   applies(): Promise<ApplyRecords> {
     return this.link.request({ cmd: 'applies' }, 'applies')
+  }
+
+  async createDevices(prefix: string, count: number): Promise<void> {
+    await this.link.request({ cmd: 'devices', prefix, count }, 'devices')
   }
 
   /** This process's clock minus the replica's, ms, from the midpoint of a round trip; and the round trip. */
@@ -693,6 +721,11 @@ async function lagPhase(bench: Bench): Promise<LagResult> {
   await bench.callers[0].open({ address: bench.a.exhookAddress, version: 'v2', channels: Math.max(1, Math.floor(CHANNELS / 2)), transport: 'http2' })
   const live = [bench.a, bench.b]
 
+  // the lag phase's clients are registered devices, as every client is behind the hub's
+  // authentication: a connect or disconnect then also changes its device's connectinfo
+  const clientsOf = (calls: number) => Math.ceil((calls / 2) * 1.1) + 100
+  await bench.a.createDevices('calibrate', clientsOf((CALIBRATION_RATE * CALIBRATION_MS) / 1000))
+
   // calibration: how many log entries one call makes, at a rate well within reach
   await caughtUp(live)
   const c0 = await bench.a.stats()
@@ -707,6 +740,8 @@ async function lagPhase(bench: Bench): Promise<LagResult> {
       ` offering ${fmt(callRate)} calls/s for ~${fmt(CHANGE_RATE)} changes/s`
   )
 
+  await bench.a.createDevices('lag', clientsOf(callRate * LAG_SECONDS))
+  await caughtUp(live)
   for (const r of live) await r.applies()
   const before = await reading(live, bench.admin, bench.database)
   await bench.callers[0].streamStart({ prefix: 'lag', rate: callRate })
