@@ -14,7 +14,7 @@
  * Every process started here is SIGKILLed when this one exits, whatever happened.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { appendFileSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { BENCH_DIR, HUB_NODE_FLAGS, sleep } from './util.js'
 
@@ -111,11 +111,15 @@ export class HubProcess {
     )
     this.sampler = setInterval(() => this.sample(), SAMPLE_MS)
     let partial = ''
+    // BENCH_HUB_STDOUT, for diagnosis only: every line the hub writes to stdout (V8's --trace-gc*
+    // lines too, which are not log entries) appended to this file, each after the time it came
+    const tee = process.env.BENCH_HUB_STDOUT
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       partial += chunk
       const lines = partial.split('\n')
       partial = lines.pop() ?? ''
       for (const line of lines) this.logged(line)
+      if (tee) appendFileSync(tee, lines.map((line) => `${Date.now()} ${this.pid} ${line}\n`).join(''))
     })
     child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderrTail = (this.stderrTail + chunk).slice(-16 * 1024)
