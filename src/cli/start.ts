@@ -2,6 +2,7 @@
 import { Command } from 'commander'
 import { configHelp, ConfigError, loadConfig } from '../config.js'
 import { Hub } from '../hub.js'
+import { boundHeapGrowth } from './heap-growth.js'
 
 /**
  * The hub's flags are config.ts's (each also an IOTHUB_* variable), parsed and checked there:
@@ -19,6 +20,8 @@ export function startCommand(): Command {
 
 export async function runHub(argv: readonly string[]): Promise<void> {
   const config = loadConfig(process.env, argv)
+  // a process-wide setting, so it is the command's to make, not the Hub's (tests run many in one process)
+  const heapGrowingPercent = boundHeapGrowth(config)
   let hub: Hub
   try {
     hub = await Hub.open(config)
@@ -41,6 +44,7 @@ export async function runHub(argv: readonly string[]): Promise<void> {
       }
     )
   }
+  if (heapGrowingPercent !== null) hub.log.info({ heapGrowingPercent }, 'V8 old generation bounded to grow by this share of its live heap (memory is a cache here)')
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
   try {
