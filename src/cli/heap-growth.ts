@@ -7,8 +7,9 @@
  * the old generation, which no full collection came to reclaim for as long as the replica then
  * allocated little: resident memory ~820 MiB for ~35 MB alive, and every scavenge 6–9 ms instead
  * of 2–3 ms while the old generation stayed that large (the list APIs' tail). Bounding the growth
- * to half of what is live (bench scale, 1,000,000 sessions: peak RSS 821.7 → 437.1 MiB, start
- * reconcile 43.9 → 38.6 s) costs more, smaller full collections, mostly marked concurrently.
+ * to half of what is live (bench scale, 1,000,000 sessions: peak RSS 821.7 → 443.5–444.6 MiB in
+ * three runs, the start reconcile as long as before, 37–45 s) costs more, smaller full
+ * collections, mostly marked concurrently.
  *
  * Where one process holds the whole fleet (the embedded broker, SQLite), the live heap is the
  * fleet itself and V8's default stands: bounding it would only repeat full collections of it.
