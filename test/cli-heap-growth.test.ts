@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { boundHeapGrowth, BOUNDED_HEAP_GROWING_PERCENT } from '../src/cli/heap-growth.js'
+import { boundHeapGrowth, BOUNDED_HEAP_GROWING_PERCENT, type NodeFlags } from '../src/cli/heap-growth.js'
 
-const plainNode = { execArgv: ['--max-semi-space-size=16'], nodeOptions: undefined }
+const plainNode: NodeFlags = { execArgv: ['--max-semi-space-size=16'], nodeOptions: undefined }
 
-function decide(config: { broker: 'embedded' | 'emqx'; store: 'sqlite' | 'postgres' }, node = plainNode): { answer: number | null; set: string[] } {
+function decide(config: { broker: 'embedded' | 'emqx'; store: 'sqlite' | 'postgres' }, node: NodeFlags = plainNode): { answer: number | null; set: string[] } {
   const set: string[] = []
   const answer = boundHeapGrowth(config, node, (flags) => set.push(flags))
   return { answer, set }
