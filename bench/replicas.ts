@@ -833,7 +833,7 @@ async function main(): Promise<void> {
   const settings = Object.fromEntries(
     (
       await admin.query<{ name: string; setting: string }>(
-        `SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'synchronous_commit', 'fsync', 'shared_preload_libraries')`
+        `SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'synchronous_commit', 'fsync', 'shared_preload_libraries', 'autovacuum')`
       )
     ).rows.map((r) => [r.name, r.setting])
   )
@@ -843,6 +843,10 @@ async function main(): Promise<void> {
   line(
     `replicas: EMQX-mode hubs on one PostgreSQL ${settings.server_version} (${url.host}, database ${database}; synchronous_commit ${settings.synchronous_commit}, fsync ${settings.fsync})`
   )
+  if (settings.autovacuum !== 'on') {
+    // every client's rows are inserted and deleted: their dead rows stay, and each round's statements walk more of them
+    line(`  autovacuum is off on this server: the hub's tables keep their dead rows through the run, so later rounds and the lag phase cost PostgreSQL more`)
+  }
   line(`  each replica a child process of its own (its own event loop, as deployed); callers in two more; PostgreSQL, the replicas, the callers and this process share ${availableParallelism()} cpus`)
   line(`  per client: client.connected → session.subscribed ({id}/v1/devices/me/attributes, QoS 1) → client.disconnected (normal), ExHook v2`)
   line(

@@ -295,6 +295,7 @@ export class Hub {
       'store loaded'
     )
     if (this.config.auth === 'none') this.log.warn('IOTHUB_AUTH=none: any client may connect without a device token')
+    for (const warning of (await this.store.serverWarnings?.().catch(() => [])) ?? []) this.log.warn(warning)
 
     const listening = await this.carrier.listen()
     const httpHost = this.apiHost()

@@ -204,6 +204,11 @@ export interface Store {
    * so readiness comes back with the store, not with the next write.
    */
   probe(): Promise<void>
+  /**
+   * What the operator should know of how the backend is set up, one sentence each (logged as
+   * warnings at start): settings under which the store works, but worse as time goes on.
+   */
+  serverWarnings?(): Promise<string[]>
   health(): StoreHealth
   /** Waits for pending batches, then releases the backend. */
   close(): Promise<void>

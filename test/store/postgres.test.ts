@@ -261,6 +261,22 @@ describe('PostgresStore', () => {
     })
   })
 
+  it("tells the operator when the server's autovacuum is off, and says nothing when it is on", async () => {
+    const store = await open({ connectionString: DATABASE_URL, schema: schemaForTest() })
+    const admin = new pg.Client({ connectionString: DATABASE_URL })
+    await admin.connect()
+    let setting: string
+    try {
+      setting = (await admin.query<{ autovacuum: string }>('SHOW autovacuum')).rows[0]!.autovacuum
+    } finally {
+      await admin.end()
+    }
+    // the server's own setting decides (it is server-wide; a test cannot switch it for itself)
+    const warnings = await store.serverWarnings()
+    if (setting === 'on') assert.deepEqual(warnings, [])
+    else assert.match(warnings.join('\n'), /autovacuum is off/)
+  })
+
   it('quotes a schema name that needs it', async () => {
     const schema = `${schemaForTest()} "Odd"; name`
     schemas.push(schema)

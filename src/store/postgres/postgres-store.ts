@@ -27,6 +27,7 @@ import { LogStatements } from './log-statements.js'
 import { replicaRunId } from '../coordination.js'
 import { PostgresCoordination } from './postgres-coordination.js'
 import { SCHEMA_VERSION, createTableStatements, qualifiedTables, type QualifiedTables } from './schema.js'
+import { serverWarnings } from './server-warnings.js'
 import { upgradeDevicesTo6, tokenKey } from './token-upgrade.js'
 import type { TokenHasher } from '../../domain/secret.js'
 
@@ -131,6 +132,10 @@ export class PostgresStore implements Store {
 
   commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void> {
     return this.committer.commit(mutations, options)
+  }
+
+  serverWarnings(): Promise<string[]> {
+    return serverWarnings(this.reads)
   }
 
   liveSettled(behindMs?: number): Promise<void> {
