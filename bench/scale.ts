@@ -47,8 +47,8 @@
  *   BENCH_SCALE_SESSIONS      stored devices and sessions                               (default 100,000)
  *   BENCH_SCALE_DEADLINE      seconds a hub may take to become ready before it is killed (default 180)
  *   BENCH_SCALE_HOOK_RATE     ExHook calls per second during (and before) the reconcile  (default 500)
- *   BENCH_SCALE_API_REQUESTS  requests per list query, one at a time ...                (default 100)
- *   BENCH_SCALE_API_SECONDS   ... or as many as fit in this many seconds, at least 5     (default 2)
+ *   BENCH_SCALE_API_REQUESTS  requests per list query, one at a time ...                (default 500)
+ *   BENCH_SCALE_API_SECONDS   ... or as many as fit in this many seconds, at least 5     (default 5)
  *   BENCH_DATABASE_URL        the PostgreSQL server (default IOTHUB_TEST_DATABASE_URL, else
  *                             postgres://postgres@127.0.0.1:5432/test)
  *   BENCH_STORE_SYNC          the SQLite hub's store sync, full or normal               (default full)
@@ -80,8 +80,10 @@ import type { ReconcileReport } from '../src/emqx/reconcile.js'
 const SESSIONS = envInt('BENCH_SCALE_SESSIONS', 100_000)
 const DEADLINE_MS = envInt('BENCH_SCALE_DEADLINE', 180) * 1000
 const HOOK_RATE = envInt('BENCH_SCALE_HOOK_RATE', 500)
-const API_REQUESTS = envInt('BENCH_SCALE_API_REQUESTS', 100)
-const API_SECONDS = envInt('BENCH_SCALE_API_SECONDS', 2)
+// a p99 of 100 requests is their second slowest: one stray pause of the machine decides it. Of
+// 500 it is the fifth slowest, which is what a p99 means
+const API_REQUESTS = envInt('BENCH_SCALE_API_REQUESTS', 500)
+const API_SECONDS = envInt('BENCH_SCALE_API_SECONDS', 5)
 const PARTS = new Set((process.env.BENCH_SCALE_PARTS ?? 'postgres,sqlite').split(',').map((p) => p.trim()))
 const HUB_HEAP_MB = envInt('BENCH_SCALE_HUB_HEAP', 0)
 const SERVER = process.env.BENCH_DATABASE_URL ?? process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
