@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { boundHeapGrowth, BOUNDED_HEAP_GROWING_PERCENT, type NodeFlags } from '../src/cli/heap-growth.js'
 
-const plainNode: NodeFlags = { execArgv: ['--max-semi-space-size=16'], nodeOptions: undefined }
+const plainNode: NodeFlags = { execArgv: ['--max-semi-space-size=32'], nodeOptions: undefined }
 
 function decide(config: { broker: 'embedded' | 'emqx'; store: 'sqlite' | 'postgres' }, node: NodeFlags = plainNode): { answer: number | null; set: string[] } {
   const set: string[] = []

@@ -1,5 +1,5 @@
 /**
- * A hub as its own process, started as `npm start` starts one: `node --max-semi-space-size=16
+ * A hub as its own process, started as `npm start` starts one: `node --max-semi-space-size=32
  * dist-bench/src/main.js` under `npm run bench` (the compiled code), `--import tsx src/main.ts`
  * when a script runs from source — configured by IOTHUB_* variables alone.
  *
