@@ -156,6 +156,8 @@ export async function driveAtRate(registry: SessionRegistry, rate: number, secon
   let issued = 0
   let done = 0
   let notApplied = 0
+  /** Every client has an event in flight: the next answer wakes the pump. */
+  let parked = false
   const started = performance.now()
   await new Promise<void>((resolve) => {
     const send = (c: number, due: number) => {
@@ -170,6 +172,10 @@ export async function driveAtRate(registry: SessionRegistry, rate: number, secon
         if (!result.applied) notApplied++
         idle.push(c)
         if (done === total) resolve()
+        else if (parked) {
+          parked = false
+          pump()
+        }
       })
     }
     const pump = () => {
@@ -180,7 +186,12 @@ export async function driveAtRate(registry: SessionRegistry, rate: number, secon
         send(idle.pop()!, due)
         issued++
       }
-      if (issued < total) setImmediate(pump)
+      if (issued >= total) return
+      // waiting for a client rather than for a due time: checking again on every turn of the
+      // event loop would keep this thread spinning, taking a cpu from the store's writer thread
+      // and the collector's helpers, which a hub's event loop (asleep in epoll) leaves them
+      if (idle.length === 0) parked = true
+      else setImmediate(pump)
     }
     pump()
   })
