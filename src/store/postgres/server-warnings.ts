@@ -7,9 +7,9 @@
  * `sessions` table reached 69,000 dead rows to under 1,000 live, and PostgreSQL's cpu for the
  * same batches rose from 0.21 to 0.64 of a cpu.
  */
-import type pg from 'pg'
+import type { StoreReads } from './store-reads.js'
 
-export async function serverWarnings(reads: { query<R extends pg.QueryResultRow>(text: string): Promise<pg.QueryResult<R>> }): Promise<string[]> {
+export async function serverWarnings(reads: StoreReads): Promise<string[]> {
   const { rows } = await reads.query<{ autovacuum: string }>(`SELECT current_setting('autovacuum') AS autovacuum`)
   const warnings: string[] = []
   if (rows[0]?.autovacuum !== 'on') {
