@@ -108,6 +108,8 @@ type AppliedDecision = Extract<SessionDecision, { kind: 'applied' }>
 const END_CHUNK = 1000
 
 const UNCHANGED: Decided<SessionDecision> = { mutations: [], result: { kind: 'unchanged' } }
+/** A decision whose builder had nothing to apply: stores nothing. */
+const NOTHING_BUILT: Decided<null> = { mutations: [], result: null }
 
 /** First and longest wait before the ends the store refused are tried again, ms. */
 const FIRST_RETRY_MS = 500
@@ -121,6 +123,9 @@ const MAX_RETRY_MS = 30_000
  */
 type SessionEnd = { kind: 'disconnected'; event: LifecycleEvent } | { kind: 'expired'; at: number }
 type UnstoredEnd = SessionEnd & { mutations: Mutation[] }
+
+/** An event to apply, or what builds it from the session as stored (see applyFor). */
+type EventSource = LifecycleEvent | ((stored: StoredSession) => LifecycleEvent | Stale | null)
 
 /**
  * The registry decides every change of a session through a Decider: against the session as
@@ -313,7 +318,7 @@ export class SessionRegistry {
 
   /** Applies one lifecycle event; resolves once its effect is durable (or it was stale). */
   apply(event: LifecycleEvent): Promise<ApplyResult> {
-    return this.queue.run(event.clientId, () => this.applyInOrder(event.clientId, () => event))
+    return this.queue.run(event.clientId, () => this.applyInOrder(event.clientId, event))
   }
 
   /**
@@ -350,46 +355,51 @@ export class SessionRegistry {
     return (this.lastChange.get(clientId) ?? -Infinity) >= since
   }
 
-  /** `marksChange: false` for the reconcile's own fixes, which `changedSince` must not see. */
-  private async applyInOrder(
-    id: string,
-    build: (stored: StoredSession) => LifecycleEvent | Stale | null,
-    marksChange = true,
-    device?: string
-  ): Promise<ApplyResult> {
+  /**
+   * `marksChange: false` for the reconcile's own fixes, which `changedSince` must not see.
+   *
+   * Not an async function: every event in flight waits here until its batch commits — thousands
+   * under load — and a suspended async frame (its registers, context and promise) is live memory
+   * that every scavenge copies; two continuations sharing one context hold less.
+   */
+  private applyInOrder(id: string, source: EventSource, marksChange = true, device?: string): Promise<ApplyResult> {
     let event: LifecycleEvent | undefined
-    let decision: SessionDecision | null
-    try {
-      decision = await this.decideAfterEnds(
-        id,
-        (stored, ownerOf) => {
-          event = undefined // a decision made again starts over
-          const built = build(stored)
-          if (built === null) return null
-          if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
-          event = built
-          return this.decideEvent(stored, built, ownerOf)
-        },
-        // the reconcile's own fixes (which do not mark a change): nobody waits on them, live events go first
-        !marksChange,
-        device
-      )
-    } catch (error) {
-      // the store may have failed before the decision was made: what the caches say is then the
-      // best guess of the event
-      if (event === undefined) {
-        const guessed = build(this.cachedSession(id))
-        if (guessed !== null && !('stale' in guessed)) event = guessed
+    return this.decideAfterEnds(
+      id,
+      (stored, ownerOf) => {
+        event = undefined // a decision made again starts over
+        const built = typeof source === 'function' ? source(stored) : source
+        if (built === null) return null
+        if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
+        event = built
+        return this.decideEvent(stored, built, ownerOf)
+      },
+      // the reconcile's own fixes (which do not mark a change): nobody waits on them, live events go first
+      !marksChange,
+      device
+    ).then(
+      (decision) => this.outcome(id, decision, event, marksChange),
+      (error: unknown) => {
+        // the store may have failed before the decision was made: what the caches say is then the
+        // best guess of the event
+        if (event === undefined) {
+          const guessed = typeof source === 'function' ? source(this.cachedSession(id)) : source
+          if (guessed !== null && !('stale' in guessed)) event = guessed
+        }
+        if (event?.kind !== 'disconnected') {
+          if (event) this.count(event.kind, 'failed')
+          throw error
+        }
+        // The broker has closed the connection already: showing it connected until the store
+        // answers would be the lie (pushes would name it, the API would list it). Memory takes
+        // the end now; the store gets it as soon as it can (unstoredEnds).
+        return this.outcome(id, this.applyUnstored(id, { kind: 'disconnected', event }, error as Error), event, marksChange)
       }
-      if (event?.kind !== 'disconnected') {
-        if (event) this.count(event.kind, 'failed')
-        throw error
-      }
-      // The broker has closed the connection already: showing it connected until the store
-      // answers would be the lie (pushes would name it, the API would list it). Memory takes
-      // the end now; the store gets it as soon as it can (unstoredEnds).
-      decision = this.applyUnstored(id, { kind: 'disconnected', event }, error as Error)
-    }
+    )
+  }
+
+  /** What applying `event` came to, once its decision is durable (or was refused and kept in memory). */
+  private outcome(id: string, decision: SessionDecision | null, event: LifecycleEvent | undefined, marksChange: boolean): ApplyResult {
     if (decision === null) return NOT_BUILT
     if (decision.kind === 'stale') {
       this.count(decision.eventKind, 'stale')
@@ -450,25 +460,39 @@ export class SessionRegistry {
    * subscription entities a subscribe makes carry its owner as stored — not as this replica's
    * device cache holds it, which, where replicas share the store, may not hold the device at all.
    */
-  private async decideAfterEnds(
+  private decideAfterEnds(
     id: string,
     decide: (stored: StoredSession, ownerOf: (deviceId: string) => string) => Decided<SessionDecision> | null,
     background = false,
     device?: string
   ): Promise<SessionDecision | null> {
-    if (this.unstoredEnds.has(id)) await this.storeUnstoredEnd(id)
-    let built = true
-    const decision = await this.decider.decide({
+    if (this.unstoredEnds.has(id)) return this.storeUnstoredEnd(id).then(() => this.decideNow(id, decide, background, device))
+    try {
+      return this.decideNow(id, decide, background, device)
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error))) // as an async function would: the caller hears it as a refusal
+    }
+  }
+
+  /**
+   * Not an async function, as nothing after its decision needs one: every event in flight waits
+   * here until its batch commits, and a suspended async frame is live memory each scavenge copies.
+   */
+  private decideNow(
+    id: string,
+    decide: (stored: StoredSession, ownerOf: (deviceId: string) => string) => Decided<SessionDecision> | null,
+    background: boolean,
+    device: string | undefined
+  ): Promise<SessionDecision | null> {
+    return this.decider.decide<SessionDecision | null>({
       background,
       reads: device === undefined ? { sessions: [id] } : { sessions: [id], devices: [device] },
       decide: (view) => {
         const ownerOf = device === undefined ? this.ownerOf : (deviceId: string) => (deviceId === device ? (view.device(device)?.owner ?? '') : this.ownerOf(deviceId))
-        const decided = decide(view.session(id), ownerOf)
-        built = decided !== null
-        return decided ?? UNCHANGED
+        // nothing built (null) stores nothing and answers null: a decision made again may build
+        return decide(view.session(id), ownerOf) ?? NOTHING_BUILT
       }
     })
-    return built ? decision : null
   }
 
   /** Applies an end to memory that the store refused, to be decided and stored again later. */

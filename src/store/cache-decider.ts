@@ -8,13 +8,20 @@
 import type { Decider, Decision, StoredView } from './decision.js'
 import type { Store } from './store.js'
 
+const BACKGROUND = { background: true }
+
 export function cacheDecider(store: Store, caches: StoredView): Decider {
   return {
     fromCaches: true,
-    async decide<R>(decision: Decision<R>): Promise<R> {
-      const { mutations, result } = decision.decide(caches)
-      await store.commit(mutations, decision.background ? { background: true } : undefined)
-      return result
+    // not an async function: every event in flight waits here until its batch commits, and a
+    // suspended async frame (its registers, context and promise) is live memory each scavenge copies
+    decide<R>(decision: Decision<R>): Promise<R> {
+      try {
+        const { mutations, result } = decision.decide(caches)
+        return store.commit(mutations, decision.background ? BACKGROUND : undefined).then(() => result)
+      } catch (error) {
+        return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+      }
     }
   }
 }

@@ -168,32 +168,39 @@ export class GroupCommitter {
   private enqueue(item: BatchItem, options: CommitOptions | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new StoreError('store is closed'))
     const live = options?.background ? undefined : ++this.liveCount
-    if (live !== undefined) this.liveUnsettled.set(live, Date.now())
-    return new Promise((resolve, reject) => {
-      // a caller is settled once: expired callers leave the queue before they are refused, and a
-      // batch is refused whole at its deadline, after which its write's outcome is ignored
-      const settled = (): void => {
-        if (live === undefined) return
-        this.liveUnsettled.delete(live)
-        this.wakeLiveWaiters()
-      }
-      this.queue.push({
-        item,
-        // the caller hears first, then whoever waited for it (liveSettled)
-        resolve: (result) => {
-          resolve(result)
-          settled()
-        },
-        reject: (error) => {
-          reject(error)
-          settled()
-        },
-        deadline: Date.now() + this.timeoutMs,
-        live
-      })
-      this.armExpiry()
-      this.schedule()
+    const now = Date.now()
+    if (live !== undefined) this.liveUnsettled.set(live, now)
+    // the caller's own resolve and reject, kept as they are: a queued caller stays alive until
+    // its batch commits — thousands of them under load — so it holds no closures of its own
+    let pending!: Pending
+    const answer = new Promise((resolve, reject) => {
+      pending = { item, resolve, reject, deadline: now + this.timeoutMs, live }
     })
+    this.queue.push(pending)
+    this.armExpiry()
+    this.schedule()
+    return answer
+  }
+
+  /**
+   * Settles a caller: it hears first, then whoever waited for it (liveSettled). A caller is settled
+   * once in effect — expired callers leave the queue before they are refused, and a batch refused
+   * whole at its deadline ignores its write's outcome — and settling again changes nothing.
+   */
+  private answer(p: Pending, result: unknown): void {
+    p.resolve(result)
+    this.settled(p)
+  }
+
+  private refuse(p: Pending, error: Error): void {
+    p.reject(error)
+    this.settled(p)
+  }
+
+  private settled(p: Pending): void {
+    if (p.live === undefined) return
+    this.liveUnsettled.delete(p.live)
+    this.wakeLiveWaiters()
   }
 
   private wakeLiveWaiters(): void {
@@ -239,7 +246,7 @@ export class GroupCommitter {
     const error = new StoreTimeoutError(this.timeoutMs)
     this.failed(error)
     this.observer?.failed(error)
-    for (const p of this.queue.splice(0, expired)) p.reject(error)
+    for (const p of this.queue.splice(0, expired)) this.refuse(p, error)
     this.settleIdle()
   }
 
@@ -341,7 +348,7 @@ export class GroupCommitter {
           : new StoreError(`store commit failed: ${(cause as Error).message}`, { cause })
       this.failed(error)
       this.observer?.failed(error)
-      if (batch.length === 1 || error instanceof StoreTimeoutError || error instanceof StoreCommitUnknownError) for (const p of batch) p.reject(error)
+      if (batch.length === 1 || error instanceof StoreTimeoutError || error instanceof StoreCommitUnknownError) for (const p of batch) this.refuse(p, error)
       return error
     } finally {
       clearTimeout(expiry)
@@ -353,8 +360,8 @@ export class GroupCommitter {
     if (outcome?.log && this.afterCommit) await this.afterCommit(outcome.log)
     batch.forEach((p, i) => {
       const decided = outcome?.decisions?.[i]
-      if (decided && 'error' in decided) p.reject(decided.error)
-      else p.resolve(decided?.result)
+      if (decided && 'error' in decided) this.refuse(p, decided.error)
+      else this.answer(p, decided?.result)
     })
     return null
   }
