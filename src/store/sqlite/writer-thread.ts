@@ -37,14 +37,18 @@ export class WriterThread implements BatchWriter {
    * The thread runs one transaction at a time and cannot be interrupted inside one; so it is
    * given the deadline and checks it itself, before it begins and before it commits (see
    * writer-worker.ts). Aborted here, the caller hears at once and a late answer is ignored.
+   *
+   * Not an async function, and the request is posted outside the promise's executor: postMessage
+   * copies the batch's rows and log JSON to the thread, and nothing here may keep them alive while
+   * the batch commits (a suspended frame, or a closure's context, would — through every scavenge).
    */
-  async writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
+  writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
     const writes: BatchWrite[] = []
     const changes: LoggedChange[] = []
     const log: string[] = []
     for (const item of items) {
       // the SQLite store has one writer, this process, which decides from its caches
-      if (!('mutations' in item)) throw new Error('the SQLite store takes decided mutations only')
+      if (!('mutations' in item)) return Promise.reject(new Error('the SQLite store takes decided mutations only'))
       for (const m of item.mutations) {
         if (!isLogged(m)) {
           writes.push(encodeMutation(m))
@@ -58,14 +62,19 @@ export class WriterThread implements BatchWriter {
       }
     }
     const at = Date.now()
-    const { previous } = await this.send(writes, log, at, control)
-    return changes.length === 0 ? {} : { log: { previous: previous ?? 0, entries: changes.map((change, i) => ({ seq: (previous ?? 0) + i + 1, at, change })) } }
+    // the request is made here, not in a closure: a closure would share this frame's context with
+    // the continuation below, which outlives the post
+    const written = this.send({ id: this.nextId++, writes, log, at, deadline: control?.deadline ?? Infinity }, control)
+    return written.then(({ previous = 0 }) =>
+      changes.length === 0 ? {} : { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
+    )
   }
 
-  private send(writes: BatchWrite[], log: string[], at: number, control?: WriteControl): Promise<WriterReply> {
+  /** Posts `request`; resolves with the thread's answer, or rejects when `control` aborts first. */
+  private send(request: WriterRequest & { id: number }, control?: WriteControl): Promise<WriterReply> {
     if (this.failure) return Promise.reject(this.failure)
-    const id = this.nextId++
-    return new Promise((resolve, reject) => {
+    const id = request.id
+    const answered = new Promise<WriterReply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
       control?.signal.addEventListener(
         'abort',
@@ -74,8 +83,14 @@ export class WriterThread implements BatchWriter {
         },
         { once: true }
       )
-      this.worker.postMessage({ id, writes, log, at, deadline: control?.deadline ?? Infinity } satisfies WriterRequest)
     })
+    try {
+      this.worker.postMessage(request)
+    } catch (error) {
+      this.waiting.delete(id)
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+    }
+    return answered
   }
 
   /** Deletes change-log entries as `pruning` allows, behind the batches handed over; how many. */
