@@ -1,7 +1,7 @@
 /** The Store contract against SQLite, plus what only SQLite has: its file, WAL, lock failures. */
 import { loadAll } from '../helpers/snapshot.js'
 import assert from 'node:assert/strict'
-import { rmSync } from 'node:fs'
+import { rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import Database from 'better-sqlite3'
@@ -35,6 +35,29 @@ describe('SqliteStore', () => {
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal')
     db.close()
     rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('keeps its WAL bounded while writes never pause: its checkpoints restart it', async () => {
+    // With the writer never idle, the checkpointer thread's checkpoints cannot reach the WAL's
+    // end, and only one that does lets the WAL start again from its beginning: without the
+    // writer's own checkpoint the file would grow by everything written (here ~100 MB).
+    const dataDir = tempDir('iothub-store-')
+    const store = new SqliteStore({ dataDir })
+    const wal = join(dataDir, 'iothub.db-wal')
+    const padding = 'x'.repeat(2_000)
+    let largest = 0
+    let next = 0
+    const writeOne = async (): Promise<void> => {
+      const n = next++
+      await store.commit(Array.from({ length: 10 }, (_, i) => ({ op: 'session.put' as const, session: session(`c-${(n * 10 + i) % 5_000}`, { username: `${padding}${n}` }) })))
+      largest = Math.max(largest, statSync(wal).size)
+      if (next < 2_500) await writeOne()
+    }
+    await Promise.all(Array.from({ length: 16 }, writeOne)) // 16 commits in flight at all times
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+    assert.ok(largest > 0, 'the WAL was written')
+    assert.ok(largest < 16 * 1024 * 1024, `the WAL grew to ${(largest / 1024 / 1024).toFixed(1)} MiB`)
   })
 
   it('reports a failure in health() when another process holds the write lock, and recovers', async () => {

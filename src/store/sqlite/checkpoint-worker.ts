@@ -1,10 +1,11 @@
 /**
  * The WAL checkpointer thread. SQLite's automatic checkpoint runs inside the commit that
  * crosses its threshold: that commit, and every batch queued behind it, waits while the WAL is
- * copied into the database file and the file is fsynced (seen as commits of 100 ms and more
- * under load). The writer connection has automatic checkpoints off; this thread, on a
- * connection of its own, checkpoints every `intervalMs` instead. PASSIVE: it never waits for
- * the writer, and the writer never waits for it.
+ * copied into the database file and the file is fsynced. This thread, on a connection of its
+ * own, checkpoints every `intervalMs`, so that most of that copying is done off the commit path.
+ * PASSIVE: it never waits for the writer, and the writer never waits for it. It cannot restart
+ * the WAL while the writer keeps appending: the writer's own automatic checkpoint, at a low
+ * threshold, finishes what this one copied (see writer-worker.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'

@@ -69,9 +69,10 @@ export class SqliteStore implements Store {
     this.fleetReader = new FleetReader({ path: this.path, busyTimeoutMs })
     this.writer = new WriterThread({ path: this.path, synchronous: options.synchronous ?? 'full', busyTimeoutMs })
     this.coordination = new SoleReplica((pruning) => this.writer.prune(pruning))
-    this.checkpointer = startWorker('checkpoint', { path: this.path, intervalMs: 1000 } satisfies CheckpointOptions)
-    // Losing it must not take the hub down: commits go on, and the writer's own (rare)
-    // automatic checkpoint bounds the WAL. It is reported like a failed commit.
+    // every 200 ms: the writer's own checkpoints (writer-worker.ts) then find most of the WAL copied
+    this.checkpointer = startWorker('checkpoint', { path: this.path, intervalMs: 200 } satisfies CheckpointOptions)
+    // Losing it must not take the hub down: commits go on, and the writer's own automatic
+    // checkpoint bounds the WAL. It is reported like a failed commit.
     this.checkpointer.on('error', (error) => options.observer?.failed(new StoreError(`WAL checkpointer failed: ${error.message}`)))
     // One writer: batches are the log's next entries as they commit, handed to the caches as
     // they come (the follower reads the file only after a batch whose answer was lost).

@@ -40,9 +40,14 @@ export type WriterReply = { id: number; error?: string; previous?: number; prune
 const options = workerData as WriterOptions
 const db = new Database(options.path, { timeout: options.busyTimeoutMs })
 db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
-// The checkpointer thread checkpoints, off the commit path; this high threshold (~40 MB of WAL)
-// only bounds the WAL should that thread ever stop.
-db.pragma('wal_autocheckpoint = 10000')
+// The checkpointer thread copies the WAL into the database off the commit path, but under
+// continuous writes its checkpoints never reach the WAL's end (this connection appends while they
+// run), and only a checkpoint that does lets the next commit start the WAL again from its
+// beginning. So this connection still checkpoints, SQLite's way, once the WAL holds 1,000 pages
+// (~4 MB): what the checkpointer has copied already is not copied again, and the WAL restarts.
+// At 10,000 pages (~40 MB) the commit that crossed it waited ~30 ms, several times a second at
+// 50,000 events/s — the events latency tail (docs/ROADMAP.md, issue 16, "SQLite's checkpoints").
+db.pragma('wal_autocheckpoint = 1000')
 const statements = prepareWrites(db)
 const logHead = db.prepare('SELECT seq FROM log_head').pluck()
 const moveLogHead = db.prepare('UPDATE log_head SET seq = ?')
