@@ -1,0 +1,26 @@
+/** The writer thread of bench/lib/durable-floor.ts: appends each batch's rows in one transaction. */
+import { parentPort, workerData } from 'node:worker_threads'
+import Database from 'better-sqlite3'
+
+export interface FloorRequest {
+  id: number
+  rows: string[]
+}
+export interface FloorReply {
+  id: number
+}
+
+const db = new Database((workerData as { path: string }).path)
+db.pragma('journal_mode = WAL')
+db.pragma('synchronous = FULL')
+db.pragma('wal_autocheckpoint = 1000') // as the hub's writer (src/store/sqlite/writer-worker.ts)
+db.exec('CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, event TEXT NOT NULL)')
+const append = db.prepare('INSERT INTO events (event) VALUES (?)')
+const appendAll = db.transaction((rows: string[]) => {
+  for (const row of rows) append.run(row)
+})
+
+parentPort!.on('message', (request: FloorRequest) => {
+  appendAll(request.rows)
+  parentPort!.postMessage({ id: request.id } satisfies FloorReply)
+})

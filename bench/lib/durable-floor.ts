@@ -1,0 +1,65 @@
+/**
+ * The floor of bench `events`' latency target: what storing a lifecycle event durably costs at
+ * least on this machine. Each event is appended as one row (its JSON) to a SQLite table, by
+ * group commit on a worker thread, with the hub's store settings (WAL, synchronous = FULL, the
+ * writer's checkpoint every 1,000 pages) — and nothing else: no registry, no sessions or topics
+ * table, no change log, no decision. Batches are formed as the hub's are: whatever is queued when
+ * the event loop turns, up to 256 events, at most 4 batches handed over at once.
+ */
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import type { LifecycleEvent } from '../../src/domain/lifecycle-event.js'
+import type { ApplyResult } from '../../src/registry/registry.js'
+import type { FloorReply, FloorRequest } from './durable-floor-worker.js'
+
+const MAX_BATCH = 256
+const MAX_IN_FLIGHT = 4
+const APPLIED: ApplyResult = { applied: true }
+
+interface Queued {
+  row: string
+  resolve: (result: ApplyResult) => void
+}
+
+export class DurableFloor {
+  private readonly worker: Worker
+  private queue: Queued[] = []
+  private readonly batches = new Map<number, Queued[]>()
+  private nextId = 1
+  private scheduled = false
+
+  constructor(dataDir: string) {
+    this.worker = new Worker(new URL('./durable-floor-worker.js', import.meta.url), { workerData: { path: join(dataDir, 'floor.db') } })
+    this.worker.on('message', (reply: FloorReply) => {
+      const batch = this.batches.get(reply.id)!
+      this.batches.delete(reply.id)
+      for (const q of batch) q.resolve(APPLIED)
+      this.schedule()
+    })
+  }
+
+  /** Resolves once `event` is durable. */
+  apply(event: LifecycleEvent): Promise<ApplyResult> {
+    return new Promise((resolve) => {
+      this.queue.push({ row: JSON.stringify(event), resolve })
+      this.schedule()
+    })
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || this.batches.size >= MAX_IN_FLIGHT) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      const batch = this.queue.splice(0, MAX_BATCH)
+      const id = this.nextId++
+      this.batches.set(id, batch)
+      this.worker.postMessage({ id, rows: batch.map((q) => q.row) } satisfies FloorRequest)
+      this.schedule()
+    })
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate()
+  }
+}
