@@ -52,7 +52,7 @@ import { GroupCommitter, type CommitObserver } from '../src/store/group-commit.j
 import { LogFollower } from '../src/store/log-follower.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { DurableFloor } from './lib/durable-floor.js'
-import type { Mutation, Store } from '../src/store/store.js'
+import type { Store } from '../src/store/store.js'
 import { newTokenKey, TokenHasher } from '../src/domain/secret.js'
 import { machineTimes } from './lib/process-cpu.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
@@ -235,7 +235,7 @@ function noopStore(observer: CommitObserver): Store {
   return {
     kind: 'noop',
     replica: 'bench-noop',
-    commit: (mutations: readonly Mutation[]) => committer.commit(mutations),
+    commit: (mutations, options) => committer.commit(mutations, options),
     load: () => Promise.reject(new Error('not loadable')),
     follow: (position, applier) => follower.start(position, applier),
     following: () => ({ applied: follower.applied, lagSeconds: 0, lastError: null }),

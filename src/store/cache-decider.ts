@@ -8,8 +8,6 @@
 import type { Decider, Decision, StoredView } from './decision.js'
 import type { Store } from './store.js'
 
-const BACKGROUND = { background: true }
-
 export function cacheDecider(store: Store, caches: StoredView): Decider {
   return {
     fromCaches: true,
@@ -18,7 +16,8 @@ export function cacheDecider(store: Store, caches: StoredView): Decider {
     decide<R>(decision: Decision<R>): Promise<R> {
       try {
         const { mutations, result } = decision.decide(caches)
-        return store.commit(mutations, decision.background ? BACKGROUND : undefined).then(() => result)
+        // answered by the commit itself: no continuation of its own per change in flight
+        return store.commit(mutations, { background: decision.background, answer: result })
       } catch (error) {
         return Promise.reject(error instanceof Error ? error : new Error(String(error)))
       }

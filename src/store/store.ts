@@ -13,6 +13,7 @@ import type { LogEntry } from './change-log.js'
 import type { Coordination } from './coordination.js'
 import type { Decision } from './decision.js'
 import type { FleetReads } from './fleet-reads.js'
+import type { CommitOptions } from './group-commit.js'
 import type { LogApplier } from './log-follower.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { SessionEndReason } from '../domain/transitions.js'
@@ -144,10 +145,11 @@ export interface Store {
   /** This process among the store's writers (coordination.ts, `replicaRunId`). */
   readonly replica: string
   /**
-   * Resolves when the mutations are durable; rejects (and stores none of them) on failure.
-   * `background`: nobody waits on them (the reconcile's fixes), so live commits go first.
+   * Resolves when the mutations are durable (with `answer`, if given); rejects (and stores none of
+   * them) on failure. `background`: nobody waits on them (the reconcile's fixes), so live commits
+   * go first.
    */
-  commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void>
+  commit<R = void>(mutations: readonly Mutation[], options?: CommitOptions<R>): Promise<R>
   /**
    * When live commits or decisions have waited `behindMs` or more: resolves once those asked of
    * this store before the call are answered (later ones do not hold it up); otherwise at once.

@@ -257,6 +257,23 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal(store.health().ok, true, 'a later successful commit clears the failure')
     })
 
+    it('resolves a commit with the answer its caller gave, once durable — also when a caller it shared a batch with is refused', async () => {
+      const broken = { op: 'outgoing.put', clientId: 'bad', seq: 1, packet: null } as unknown as Mutation
+      const results = await Promise.allSettled([
+        store.commit([{ op: 'device.put', device: device('answer-1') }], { answer: 'one' }),
+        store.commit([broken], { answer: 'never' }),
+        store.commit([{ op: 'device.put', device: device('answer-2') }], { answer: { n: 2 }, background: true }),
+        store.commit([], { answer: 3 }),
+        store.commit([{ op: 'device.put', device: device('answer-4') }])
+      ])
+      assert.deepEqual(
+        results.map((r) => (r.status === 'fulfilled' ? { answer: r.value as unknown } : 'refused')),
+        [{ answer: 'one' }, 'refused', { answer: { n: 2 } }, { answer: 3 }, { answer: undefined }]
+      )
+      const ids = (await loadAll(store)).devices.map((d) => d.id)
+      assert.ok(['answer-1', 'answer-2', 'answer-4'].every((id) => ids.includes(id)), 'answered commits are stored')
+    })
+
     it('logs each change of what the hub knows in commit order, without gaps; the broker’s own state is not logged', async () => {
       const from = (await loadAll(store)).logPosition
       const first: Mutation[] = [

@@ -14,7 +14,7 @@ import type { SessionRecord } from '../../domain/session.js'
 import type { SubscriptionEntity } from '../../domain/subscription.js'
 import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
-import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type WriteControl } from '../group-commit.js'
+import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type CommitOptions, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreCommitUnknownError, StoreError, StoreTimeoutError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredTopic } from '../store.js'
 import { BatchStatements, FleetCountChange, type PlannedStatement } from './batch-statements.js'
@@ -130,7 +130,7 @@ export class PostgresStore implements Store {
     return new PostgresStore(pool, tables, writer, log, tokens, options)
   }
 
-  commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void> {
+  commit<R = void>(mutations: readonly Mutation[], options?: CommitOptions<R>): Promise<R> {
     return this.committer.commit(mutations, options)
   }
 

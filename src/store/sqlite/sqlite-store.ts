@@ -14,7 +14,7 @@ import { newTokenKey, TokenHasher } from '../../domain/secret.js'
 import type { SessionRecord } from '../../domain/session.js'
 import type { LogEntry } from '../change-log.js'
 import { replicaRunId, SoleReplica } from '../coordination.js'
-import { GroupCommitter, type CommitObserver } from '../group-commit.js'
+import { GroupCommitter, type CommitObserver, type CommitOptions } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
 import { FleetReader } from './fleet-reader.js'
@@ -107,7 +107,7 @@ export class SqliteStore implements Store {
     })()
   }
 
-  commit(mutations: readonly Mutation[], options?: { background?: boolean }): Promise<void> {
+  commit<R = void>(mutations: readonly Mutation[], options?: CommitOptions<R>): Promise<R> {
     return this.committer.commit(mutations, options)
   }
 
