@@ -181,13 +181,13 @@ export class GroupCommitter {
     // the caller's own resolve and reject, kept as they are: a queued caller stays alive until
     // its batch commits — thousands of them under load — so it holds no closures of its own
     let pending!: Pending
-    const answer = new Promise((resolve, reject) => {
+    const heard = new Promise((resolve, reject) => {
       pending = { item, answer: options?.answer, resolve, reject, deadline: now + this.timeoutMs, live }
     })
     this.queue.push(pending)
     this.armExpiry()
     this.schedule()
-    return answer
+    return heard
   }
 
   /**
