@@ -916,9 +916,13 @@ async function sqlitePart(): Promise<SummaryRow[]> {
       const complaints = describeComplaints(full.hub)
       line(`    the hub's log: ${complaints.length === 0 ? 'no warning or error' : complaints.join(' | ')}`)
       const client = new ListClient(full.hub.httpUrl!)
-      const all = await client.get('/api/v4/clients?_page=1&_limit=1')
-      const online = await client.get('/api/v4/clients?conn_state=connected&_page=1&_limit=1')
-      await client.close()
+      let all, online
+      try {
+        all = await client.get('/api/v4/clients?_page=1&_limit=1')
+        online = await client.get('/api/v4/clients?conn_state=connected&_page=1&_limit=1')
+      } finally {
+        await client.close()
+      }
       const count = (r: { body: unknown }) => (r.body as ClientsPage).meta?.count
       // a filtered listing is not counted (-1, as EMQX 4): none connected is an empty first page
       const listed = (r: { body: unknown }) => (r.body as ClientsPage).data?.length

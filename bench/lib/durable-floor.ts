@@ -10,10 +10,8 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import type { LifecycleEvent } from '../../src/domain/lifecycle-event.js'
 import type { ApplyResult } from '../../src/registry/registry.js'
+import { DEFAULT_MAX_BATCH as MAX_BATCH, DEFAULT_MAX_IN_FLIGHT as MAX_IN_FLIGHT } from '../../src/store/group-commit.js'
 import type { FloorReply, FloorRequest } from './durable-floor-worker.js'
-
-const MAX_BATCH = 256
-const MAX_IN_FLIGHT = 4
 const APPLIED: ApplyResult = { applied: true }
 
 interface Queued {

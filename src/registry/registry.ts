@@ -467,11 +467,7 @@ export class SessionRegistry {
     device?: string
   ): Promise<SessionDecision | null> {
     if (this.unstoredEnds.has(id)) return this.storeUnstoredEnd(id).then(() => this.decideNow(id, decide, background, device))
-    try {
-      return this.decideNow(id, decide, background, device)
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error))) // as an async function would: the caller hears it as a refusal
-    }
+    return this.decideNow(id, decide, background, device)
   }
 
   /**

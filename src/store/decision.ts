@@ -77,6 +77,7 @@ export interface Decision<R> {
 
 /** Where decisions are made and stored: the store itself (PostgreSQL), or a replica that is the only writer. */
 export interface Decider {
+  /** Refuses (a decision that throws, a store that fails) by rejecting, never by throwing: callers chain on its promise. */
   decide<R>(decision: Decision<R>): Promise<R>
   /** True when decisions are made against this process's caches (it is the store's only writer). */
   readonly fromCaches: boolean

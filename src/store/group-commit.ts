@@ -104,6 +104,10 @@ export interface GroupCommitOptions {
 
 const BACKGROUND: CommitOptions = { background: true }
 
+/** Most commit() calls in one transaction, and most batches handed to the writer at once, unless told otherwise. */
+export const DEFAULT_MAX_BATCH = 256
+export const DEFAULT_MAX_IN_FLIGHT = 4
+
 export class GroupCommitter {
   /** Callers not yet handed to the writer, in the order (and so the deadline order) they came. */
   private queue: Pending[] = []
@@ -135,8 +139,8 @@ export class GroupCommitter {
     private readonly writer: BatchWriter,
     options: GroupCommitOptions = {}
   ) {
-    this.maxBatch = options.maxBatch ?? 256
-    this.maxInFlight = options.maxInFlight ?? (options.maxBatch === 1 ? 1 : 4)
+    this.maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
+    this.maxInFlight = options.maxInFlight ?? (options.maxBatch === 1 ? 1 : DEFAULT_MAX_IN_FLIGHT)
     this.observer = options.observer
     this.timeoutMs = options.timeoutMs ?? 5000
     this.commitMarginMs = options.commitMarginMs ?? 0
