@@ -9,6 +9,7 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { Aedes, Client, PublishPacket } from 'aedes'
+import mqemitter, { type MQEmitter } from 'mqemitter'
 
 /** Aedes' table of connected clients by id (`aedes.clients`): a client is in it from its CONNACK to its close. */
 export function connectedClient(aedes: Aedes, clientId: string): Client | undefined {
@@ -63,3 +64,24 @@ export function skipRouting(aedes: Aedes, skip: (packet: PublishPacket) => boole
     callback?.()
   }
 }
+
+/** What mqemitter asks of its matcher (`mq._matcher`, a qlobber): the three calls it makes. */
+export interface RouterMatcher {
+  add(filter: string, value: unknown): void
+  remove(filter: string, value?: unknown): void
+  match(topic: string): unknown[]
+}
+
+/**
+ * The router Aedes would make for itself (`opts.mq`: mqemitter with Aedes' concurrency, `+`
+ * matching empty levels), with `matcher` in place of its qlobber (`_matcher`). mqemitter is the
+ * version Aedes depends on, pinned with it; only `add`, `remove` and `match` are called on it.
+ */
+export function routerWith(matcher: RouterMatcher, concurrency = AEDES_CONCURRENCY): MQEmitter {
+  const router = mqemitter({ concurrency, matchEmptyLevels: true })
+  ;(router as MQEmitter & { _matcher: RouterMatcher })._matcher = matcher
+  return router
+}
+
+/** Aedes' default `concurrency`, which it gives the router it makes. */
+const AEDES_CONCURRENCY = 100

@@ -11,7 +11,8 @@ import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import type { DisconnectReason } from '../domain/session.js'
 import type { HubMetrics, RejectReason } from '../observability/metrics.js'
-import { connectedClient, skipRouting } from './aedes-internals.js'
+import { connectedClient, routerWith, skipRouting } from './aedes-internals.js'
+import { FirstLevelMatcher } from './first-level-matcher.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
 import { PacketSizeGuard } from './packet-size-guard.js'
@@ -92,6 +93,8 @@ export class EmbeddedBroker implements BrokerPublisher {
     this.aedes = new Aedes({
       id: `${config.node}#${Date.now().toString(36)}`,
       persistence,
+      // routes by each filter's first level, where a device's mountpoint is (first-level-matcher.ts)
+      mq: routerWith(new FirstLevelMatcher()),
       // our own, smaller limits are checked in the hooks and answer with SUBACK 0x80;
       // Aedes' hard ceiling only guards its matcher
       maxTopicLevels: 100,

@@ -10,6 +10,7 @@
  */
 import QlobberSub from 'qlobber/aedes/qlobber-sub.js'
 import type { TopicSubscription } from '../domain/session.js'
+import { firstLevelOf, topicMatches, trieOrder } from '../domain/topic-match.js'
 import type { LoggedChange } from '../store/change-log.js'
 import { NO_TOPICS, type StoredTopicEntry } from '../store/decision.js'
 import { EMPTY_PLAN, type Plan } from '../store/plan.js'
@@ -115,9 +116,9 @@ export class TopicBook {
     const trie: MatchedSubscription[] = this.wildcardFirst.match(topic)
     const bucket = this.byFirstLevel.get(firstLevelOf(topic))
     if (bucket === undefined) return trie
-    const words = topic.split('/')
     const matching: Entry[] = []
-    for (const e of fewValues(bucket)) if (trieMatches(e.subscription.topic.split('/'), words)) matching.push(e)
+    // as qlobber matches by default: `+` is one level, but not an empty one
+    for (const e of fewValues(bucket)) if (topicMatches(e.subscription.topic, topic, false)) matching.push(e)
     if (matching.length > 1) matching.sort((a, b) => trieOrder(a.subscription.topic, b.subscription.topic))
     // the trie's walk takes `#` before a literal level and `+` after it
     const matched = trie.filter((m) => m.topic.startsWith('#'))
@@ -240,36 +241,6 @@ export class TopicBook {
     else this.byFirstLevel.set(first, left)
   }
 }
-
-function firstLevelOf(topic: string): string {
-  const slash = topic.indexOf('/')
-  return slash < 0 ? topic : topic.slice(0, slash)
-}
-
-/**
- * Whether a filter matches a topic as qlobber (Aedes' matcher) decides: `+` is one level, but
- * not an empty one; `#` is the rest, none included.
- */
-function trieMatches(filter: readonly string[], words: readonly string[]): boolean {
-  for (let i = 0; i < filter.length; i++) {
-    if (filter[i] === '#') return true
-    if (i >= words.length) return false
-    if (filter[i] === '+' ? words[i] === '' : filter[i] !== words[i]) return false
-  }
-  return filter.length === words.length
-}
-
-/** Two filters matching one topic, in the order qlobber's depth-first walk finds them: at the first level they differ, `#`, then a word or the end, then `+`. */
-function trieOrder(a: string, b: string): number {
-  if (a === b) return 0
-  const x = a.split('/')
-  const y = b.split('/')
-  for (let i = 0; ; i++) {
-    if (x[i] !== y[i]) return levelRank(x[i]) - levelRank(y[i])
-  }
-}
-
-const levelRank = (level: string | undefined): number => (level === '#' ? 0 : level === '+' ? 2 : 1)
 
 function sessionIdOf(entries: Few<string, Entry>): string {
   for (const e of fewValues(entries)) return e.sessionId

@@ -20,6 +20,17 @@ declare module 'qlobber/aedes/qlobber-sub.js' {
 }
 
 declare module 'qlobber' {
+  /** A trie of topic patterns, each with the values added under it (duplicates kept). */
+  export class Qlobber<V = unknown> {
+    constructor(options: { wildcard_one: string; wildcard_some: string; separator: string; match_empty_levels?: boolean })
+    add(pattern: string, value: V): this
+    /** Takes the last `value` added under `pattern` away, or every value without one. */
+    remove(pattern: string, value?: V): this
+    /** The values of every pattern the topic matches; may be the trie's own array: do not change it. */
+    match(topic: string): readonly V[]
+    /** The trie itself: a Map per level, by word. */
+    get_trie(): Map<string, unknown>
+  }
   /** A trie of topic patterns that only answers whether a topic matches any of them. */
   export class QlobberTrue {
     constructor(options: { wildcard_one: string; wildcard_some: string; separator: string })

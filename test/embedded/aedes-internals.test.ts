@@ -9,7 +9,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes'
 import mqtt from 'mqtt'
-import { connectedClient, heldIncomingPacket, packetParser, sentDisconnect, skipRouting, subscriptionsOf } from '../../src/embedded/aedes-internals.js'
+import { connectedClient, heldIncomingPacket, packetParser, routerWith, sentDisconnect, skipRouting, subscriptionsOf, type RouterMatcher } from '../../src/embedded/aedes-internals.js'
 import { publishPacket, RawMqttClient } from '../helpers/raw-mqtt.js'
 
 /** PUBREC (MQTT 3.1.1 §3.5), the broker's answer to a QoS 2 PUBLISH. */
@@ -173,6 +173,45 @@ describe('aedes-internals: packets seen first, publishes skipped, QoS 2 re-sends
       assert.deepEqual(answers, ['new', 'held'], 'heldIncomingPacket: persistence.incomingGetPacket no longer finds a received QoS 2 packet')
     } finally {
       client.destroy()
+      await stopBroker(broker)
+    }
+  })
+
+  it('routerWith: Aedes routes through the matcher it is given — adds on SUBSCRIBE, matches each PUBLISH, removes on UNSUBSCRIBE', async () => {
+    const calls: string[] = []
+    const filters = new Map<string, unknown[]>()
+    const matcher: RouterMatcher = {
+      add(filter, value) {
+        calls.push(`add ${filter}`)
+        filters.set(filter, [...(filters.get(filter) ?? []), value])
+      },
+      remove(filter, value) {
+        calls.push(`remove ${filter}`)
+        filters.set(filter, (filters.get(filter) ?? []).filter((v) => value !== undefined && v !== value))
+      },
+      match(topic) {
+        calls.push(`match ${topic}`)
+        return filters.get(topic) ?? []
+      }
+    }
+    const broker = await startBroker({ mq: routerWith(matcher) })
+    const subscriber = await connectClient(broker.port, 'pin-router-sub')
+    const publisher = await connectClient(broker.port, 'pin-router-pub')
+    try {
+      await subscriber.subscribeAsync('pin/router', { qos: 1 })
+      assert.ok(calls.includes('add pin/router'), `routerWith: a SUBSCRIBE no longer adds its filter to mq._matcher (calls: ${calls.join(', ')})`)
+      const received = once(subscriber, 'message')
+      await publisher.publishAsync('pin/router', 'routed', { qos: 1 })
+      const [topic, payload] = (await received) as [string, Buffer]
+      assert.deepEqual([topic, payload.toString()], ['pin/router', 'routed'])
+      assert.ok(calls.includes('match pin/router'), 'routerWith: a PUBLISH is no longer matched by mq._matcher')
+      // Aedes answers UNSUBACK once the router has removed the filter
+      await subscriber.unsubscribeAsync('pin/router')
+      assert.ok(calls.includes('remove pin/router'), 'routerWith: an UNSUBSCRIBE no longer removes its filter from mq._matcher')
+      assert.deepEqual(filters.get('pin/router'), [], 'routerWith: an UNSUBSCRIBE no longer removes its value from mq._matcher')
+    } finally {
+      await subscriber.endAsync()
+      await publisher.endAsync()
       await stopBroker(broker)
     }
   })
