@@ -36,6 +36,11 @@ export interface MqttLifecycle {
   attach(aedes: Aedes): void
   /** Takes a new client before it reads its first packet. */
   adopt(client: Client): void
+  /**
+   * A socket closed (any the broker accepted, adopted or not): told by the broker's one close
+   * listener, which runs before Aedes' own.
+   */
+  socketClosed(socket: Socket): void
   /** Publishes Aedes must acknowledge but not route: refused ones, and upstream data already routed. */
   aedesMustNotRoute(packet: PublishPacket): boolean
   /** Why a will the previous run stored may not be published now, or null. */
@@ -162,6 +167,7 @@ export class EmbeddedBroker implements BrokerPublisher {
       broker.gate.closed()
     }
     broker.sockets.delete(this)
+    broker.source.socketClosed(this)
   }
 
   /**

@@ -48,7 +48,7 @@ export class CloseHandler {
   async whenEnded(client: Client): Promise<void> {
     const state = this.ctx.clients.get(client)
     if (!state?.incarnation) return
-    // `ended` is set by the socket's close listener, which runs before any added later
+    // `ended` is set by the socket's first close listener (the broker's), before any added later
     if (!state.ended) await new Promise<void>((resolve) => client.conn.once('close', () => resolve()))
     await state.ended
   }

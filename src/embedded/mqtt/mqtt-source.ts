@@ -11,6 +11,7 @@
  * - deliver.ts — a PUBLISH on its way out: the mountpoint taken off;
  * - close.ts — the socket closing: `disconnected` with its reason, and errors counted.
  */
+import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, Client, PublishPacket } from 'aedes'
 import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
 import type { RejectReason } from '../../observability/metrics.js'
@@ -69,6 +70,11 @@ export class MqttSource implements MqttLifecycle {
 
   adopt(client: Client): void {
     this.connect.adopt(client)
+  }
+
+  /** A socket the broker handed over (`adopt`) closed. */
+  socketClosed(socket: Socket): void {
+    this.connect.socketClosed(socket)
   }
 
   aedesMustNotRoute(packet: PublishPacket): boolean {
