@@ -308,6 +308,30 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       )
     })
 
+    it('keeps line breaks and other control characters in what it logs, in the rows and in the log', async () => {
+      const from = (await store.readLog(0, 1_000_000)).at(-1)?.seq ?? 0
+      const awkward = 'line one\nline two\r\n\u2028\t"quoted"\\'
+      const changes: Mutation[] = [
+        { op: 'session.put', session: session('breaks-s', { username: awkward }) },
+        { op: 'topic.put', sessionId: 'breaks-s', subscription: { topic: `dev-breaks-s/${awkward}`, qos: 1 }, persistent: true },
+        { op: 'device.put', device: device('breaks-1') },
+        { op: 'device.property', deviceId: 'breaks-1', name: 'attributes', value: { note: awkward, [awkward]: 1 }, updatedAt: 7 }
+      ]
+      await store.commit(changes)
+      const loaded = await loadAll(store)
+      assert.equal(loaded.sessions.find((x) => x.id === 'breaks-s')?.username, awkward)
+      assert.deepEqual(
+        loaded.topics.filter((t) => t.sessionId === 'breaks-s').map((t) => t.subscription.topic),
+        [`dev-breaks-s/${awkward}`]
+      )
+      assert.deepEqual(loaded.deviceProperties.find((p) => p.deviceId === 'breaks-1')?.value, { note: awkward, [awkward]: 1 })
+      assert.deepEqual(
+        (await store.readLog(from, 100)).map((e) => e.change),
+        changes,
+        'each change is one log entry, read back equal'
+      )
+    })
+
     it('hands its follower every entry once and in order, before the commit that made it resolves', async () => {
       const follower = await harness.open()
       try {
