@@ -33,20 +33,6 @@ export type BatchWrite = EncodedMutation | number
  */
 export const ROWS_FROM_LOG: ReadonlySet<Op> = new Set<Op>(['session.put', 'topic.put', 'subscription.put', 'device.put', 'device.property'])
 
-/**
- * A batch's log entries as one string, a line each, and back. One string crosses to the thread
- * at about half the cost of an array of them (the structured clone serializes each element as a
- * value of its own). Safe because JSON.stringify (without indent) never writes a line break:
- * one inside a string is escaped as `\n`.
- */
-export function joinLog(entries: readonly string[]): string {
-  return entries.join('\n')
-}
-
-export function splitLog(joined: string): string[] {
-  return joined === '' ? [] : joined.split('\n')
-}
-
 const UPSERT = (table: string, columns: readonly string[], key: string[]): string =>
   `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ` +
   `ON CONFLICT(${key.join(', ')}) DO UPDATE SET ${columns

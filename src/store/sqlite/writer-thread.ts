@@ -5,7 +5,7 @@ import type { LogPruning } from '../coordination.js'
 import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../group-commit.js'
 import { withinDeadline } from '../store.js'
 import { startWorker } from './start-worker.js'
-import { encodeMutation, joinLog, ROWS_FROM_LOG, type BatchWrite } from './statements.js'
+import { encodeMutation, ROWS_FROM_LOG, type BatchWrite } from './statements.js'
 import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
 
@@ -64,7 +64,7 @@ export class WriterThread implements BatchWriter {
     const at = Date.now()
     // the request is made here, not in a closure: a closure would share this frame's context with
     // the continuation below, which outlives the post
-    const written = this.send({ id: this.nextId++, writes, log: joinLog(log), at, deadline: control?.deadline ?? Infinity }, control)
+    const written = this.send({ id: this.nextId++, writes, log, at, deadline: control?.deadline ?? Infinity }, control)
     return written.then(({ previous = 0 }) =>
       changes.length === 0 ? {} : { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
     )

@@ -16,7 +16,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import type { LogPruning } from '../coordination.js'
-import { encodeMutation, prepareWrites, splitLog, type BatchWrite, type EncodedMutation } from './statements.js'
+import { encodeMutation, prepareWrites, type BatchWrite, type EncodedMutation } from './statements.js'
 import type { Mutation } from '../store.js'
 
 export interface WriterOptions {
@@ -26,12 +26,11 @@ export interface WriterOptions {
 }
 
 /**
- * `writes`: the batch's mutations in order, each encoded or the index of its change in the log;
- * `log`: the batch's logged changes as JSON, one line each (`joinLog`), numbered here from
- * log_head; `at` their commit time.
+ * `writes`: the batch's mutations in order, each encoded or the index of its change in `log`;
+ * `log`: the batch's logged changes as JSON, numbered here from log_head; `at` their commit time.
  */
 export type WriterRequest =
-  | { id: number; writes: BatchWrite[]; log: string; at: number; deadline: number }
+  | { id: number; writes: BatchWrite[]; log: string[]; at: number; deadline: number }
   | { id: number; probe: true }
   | { id: number; prune: LogPruning }
   | { close: true }
@@ -90,7 +89,7 @@ parentPort!.on('message', (request: WriterRequest) => {
       parentPort!.postMessage({ id: request.id, pruned: pruneLog.run(request.prune).changes } satisfies WriterReply)
     } else {
       if (Date.now() >= request.deadline) throw new Error('its caller was refused at the deadline: not begun')
-      const previous = writeAll(request.writes, splitLog(request.log), request.at, request.deadline)
+      const previous = writeAll(request.writes, request.log, request.at, request.deadline)
       parentPort!.postMessage({ id: request.id, previous } satisfies WriterReply)
     }
   } catch (error) {
