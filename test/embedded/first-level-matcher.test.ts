@@ -9,17 +9,12 @@ import { test } from 'node:test'
 import { Qlobber } from 'qlobber'
 import { FILTERS_PER_LEVEL, FirstLevelMatcher } from '../../src/embedded/first-level-matcher.js'
 import { topicMatches } from '../../src/domain/topic-match.js'
+import { seededRandom } from '../helpers/random.js'
 
-/** A small deterministic generator (mulberry32), so a failing run can be repeated by its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+/** A seeded sequence of numbers in [0, 1): a failing run is repeated by its seed. */
+const random = (seed: number): (() => number) => {
+  const below = seededRandom(seed)
+  return () => below(1_000_000) / 1_000_000
 }
 
 const pick = <T>(next: () => number, items: readonly T[]): T => items[Math.floor(next() * items.length)]!
