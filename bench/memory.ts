@@ -15,6 +15,12 @@
  *
  *   BENCH_MEM_CLIENTS   connected sessions measured   (default 10,000)
  *   BENCH_CONCURRENCY   clients connecting at a time  (default 200)
+ *   BENCH_MEM_TOPICS    own: each client its own topics, `bench/{id}/t{k}` (default) — how a
+ *                       broker without namespaces addresses one device: its id in the topic;
+ *                       shared: every client the same ones, `shared/t{k}` (diagnosis). Bare Aedes
+ *                       then keeps one trie path for all of them, while the hub mounts each
+ *                       client's under its own id (`{id}/shared/t{k}`), as it does a device's
+ *                       `v1/devices/me/…`: the namespaces' price per session
  */
 import { ClientFleet } from './lib/clients.js'
 import { startTarget } from './lib/targets.js'
@@ -23,6 +29,13 @@ import { collectGarbage, envInt, fmt, forkBench, line, mib, report, runMain, wai
 const CLIENTS = envInt('BENCH_MEM_CLIENTS', 10_000)
 const CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
 const TOPICS = 2
+const SHARED_TOPICS = sharedTopics()
+
+function sharedTopics(): boolean {
+  const raw = process.env.BENCH_MEM_TOPICS ?? 'own'
+  if (raw !== 'own' && raw !== 'shared') throw new Error(`BENCH_MEM_TOPICS must be own or shared, got "${raw}"`)
+  return raw === 'shared'
+}
 const PER = 10_000
 
 interface Usage {
@@ -63,7 +76,7 @@ async function measureTarget(name: 'hub' | 'bare'): Promise<void> {
       peak.rss = Math.max(peak.rss, m.rss)
       peak.heapUsed = Math.max(peak.heapUsed, m.heapUsed)
     }, 20)
-    const connected = await fleet.connect({ url: target.url, count: CLIENTS, concurrency: CONCURRENCY, prefix: `mem-${name}`, topics: TOPICS, qos: 1 })
+    const connected = await fleet.connect({ url: target.url, count: CLIENTS, concurrency: CONCURRENCY, prefix: `mem-${name}`, topics: TOPICS, sharedTopics: SHARED_TOPICS, qos: 1 })
     clearInterval(sampler)
     if (!(await waitFor(() => target.brokerClients() === connected.ok, 60_000))) throw new Error(`${name}: Aedes counts ${target.brokerClients()} of ${connected.ok} clients`)
     await collectGarbage()
@@ -121,7 +134,7 @@ async function main(): Promise<void> {
   const target = process.argv.find((a) => a.startsWith('--target='))?.slice('--target='.length)
   if (target === 'hub' || target === 'bare') return measureTarget(target)
 
-  line(`memory: ${fmt(CLIENTS)} connected clean sessions, ${TOPICS} topics each (QoS 1), hub against bare Aedes`)
+  line(`memory: ${fmt(CLIENTS)} connected clean sessions, ${TOPICS} topics each (QoS 1, ${SHARED_TOPICS ? 'the same for every client' : 'its own'}), hub against bare Aedes`)
   line(`  each broker in a fresh process of its own, mqtt.js clients in a separate process (not counted); gc before each reading`)
   const bare = await runTarget('bare')
   print(bare)

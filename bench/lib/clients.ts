@@ -20,6 +20,8 @@ export interface ConnectCommand {
   /** Client ids are `${prefix}-${i}`. */
   prefix: string
   topics: number
+  /** Every client subscribes to the same topics (`shared/t{k}`), as devices do to theirs, instead of its own. */
+  sharedTopics?: boolean
   qos: 0 | 1
 }
 
@@ -51,8 +53,8 @@ function fleetAddress(i: number): string {
 }
 
 /** Topics a bench client subscribes to; the parent uses the same names to check the broker. */
-export function topicsOf(clientId: string, count: number): string[] {
-  return Array.from({ length: count }, (_, k) => `bench/${clientId}/t${k}`)
+export function topicsOf(clientId: string, count: number, shared = false): string[] {
+  return Array.from({ length: count }, (_, k) => (shared ? `shared/t${k}` : `bench/${clientId}/t${k}`))
 }
 
 function child(): void {
@@ -75,7 +77,7 @@ function child(): void {
         const client = await connectOne(c.url, clientId, {}, { localAddress: fleetAddress(i) })
         clients.push(client)
         const t1 = nowMs()
-        const granted = await client.subscribeAsync(Object.fromEntries(topicsOf(clientId, c.topics).map((t) => [t, { qos: c.qos }])))
+        const granted = await client.subscribeAsync(Object.fromEntries(topicsOf(clientId, c.topics, c.sharedTopics).map((t) => [t, { qos: c.qos }])))
         const t2 = nowMs()
         if (granted.some((g) => g.qos === 128)) throw new Error('SUBACK refused a topic (0x80)')
         connectMs[ok] = t1 - t0
