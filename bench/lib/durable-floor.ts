@@ -12,6 +12,7 @@ import type { LifecycleEvent } from '../../src/domain/lifecycle-event.js'
 import type { ApplyResult } from '../../src/registry/registry.js'
 import { DEFAULT_MAX_BATCH as MAX_BATCH, DEFAULT_MAX_IN_FLIGHT as MAX_IN_FLIGHT } from '../../src/store/group-commit.js'
 import type { FloorReply, FloorRequest } from './durable-floor-worker.js'
+
 const APPLIED: ApplyResult = { applied: true }
 
 interface Queued {

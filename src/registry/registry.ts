@@ -127,6 +127,11 @@ type UnstoredEnd = SessionEnd & { mutations: Mutation[] }
 /** An event to apply, or what builds it from the session as stored (see applyFor). */
 type EventSource = LifecycleEvent | ((stored: StoredSession) => LifecycleEvent | Stale | null)
 
+/** The event `source` gives for the session as `stored`. */
+function eventFrom(source: EventSource, stored: StoredSession): LifecycleEvent | Stale | null {
+  return typeof source === 'function' ? source(stored) : source
+}
+
 /**
  * The registry decides every change of a session through a Decider: against the session as
  * stored, locked, in the transaction that stores the change (PostgreSQL, several replicas), or
@@ -368,7 +373,7 @@ export class SessionRegistry {
       id,
       (stored, ownerOf) => {
         event = undefined // a decision made again starts over
-        const built = typeof source === 'function' ? source(stored) : source
+        const built = eventFrom(source, stored)
         if (built === null) return null
         if ('stale' in built) return { mutations: [], result: { kind: 'stale', eventKind: built.stale, why: built.why } }
         event = built
@@ -383,7 +388,7 @@ export class SessionRegistry {
         // the store may have failed before the decision was made: what the caches say is then the
         // best guess of the event
         if (event === undefined) {
-          const guessed = typeof source === 'function' ? source(this.cachedSession(id)) : source
+          const guessed = eventFrom(source, this.cachedSession(id))
           if (guessed !== null && !('stale' in guessed)) event = guessed
         }
         if (event?.kind !== 'disconnected') {
