@@ -1,6 +1,7 @@
 /**
- * The floor of bench `events`' latency target: what storing a lifecycle event durably costs at
- * least on this machine. Each event is appended as one row (its JSON) to a SQLite table, by
+ * What storing an event durably costs at least on this machine: the floor of bench `events`'
+ * latency target, and of an ExHook server that answers a call only once it is durable (bench
+ * `exhook`, its durable floor). Each event is appended as one row (its JSON) to a SQLite table, by
  * group commit on a worker thread, with the hub's store settings (WAL, synchronous = FULL, the
  * writer's checkpoint every 1,000 pages) — and nothing else: no registry, no sessions or topics
  * table, no change log, no decision. Batches are formed as the hub's are: whatever is queued when
@@ -41,6 +42,14 @@ export class DurableFloor {
   apply(event: LifecycleEvent): Promise<ApplyResult> {
     return new Promise((resolve) => {
       this.queue.push({ row: JSON.stringify(event), resolve })
+      this.schedule()
+    })
+  }
+
+  /** Resolves once `value` (any JSON-able record: an ExHook request) is durable. */
+  append(value: object): Promise<void> {
+    return new Promise((resolve) => {
+      this.queue.push({ row: JSON.stringify(value), resolve: () => resolve() })
       this.schedule()
     })
   }
