@@ -30,11 +30,16 @@ function applyChange(caches: Caches, m: LoggedChange, origin: LogOrigin, at: num
     case 'device.property':
       return caches.properties.applyChange(m)
     case 'session.put':
+      return caches.registry.applyChange(m, origin, at)
     case 'session.version':
     case 'session.delete':
-      return caches.registry.applyChange(m, origin, at)
+      caches.registry.applyChange(m, origin, at)
+      // and the topic rows its batch wrote without logging them again (store.ts, `carried`)
+      if (caches.registry.caching.holdsFleet) caches.registry.topics.applySessionChange(m)
+      return
     // sessions' topics and subscription entities are held only with the whole fleet; where the
-    // caches are bounded, FleetReads answers for them from the store
+    // caches are bounded, FleetReads answers for them from the store (older logs hold a topic
+    // change as an entry of its own)
     case 'topic.put':
     case 'topic.delete':
     case 'topic.clear':

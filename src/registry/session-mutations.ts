@@ -10,30 +10,37 @@ import type { Applied, SessionEndReason } from '../domain/transitions.js'
 import type { StoredSession, StoredTopicEntry } from '../store/decision.js'
 import type { Mutation } from '../store/store.js'
 
+const CARRIED = { carried: true } as const
+const CARRIES_TOPICS = { carriesTopics: true } as const
+
 export function sessionMutations(id: string, t: Applied, stored: StoredSession, ownerOf: (deviceId: string) => string, at: number): Mutation[] {
   const next = t.session
   const topics = t.topics
-  const mutations: Mutation[] = [sessionRowMutation(id, t, stored, at)]
+  const row = sessionRowMutation(id, t, stored, at)
+  const mutations: Mutation[] = [row]
+  // the topic rows a session's entry says itself are not logged again (store.ts, `carried`): a
+  // version entry names what it subscribed or unsubscribed, and an ended session holds none
+  const carried = 'carriesTopics' in row && row.carriesTopics === true ? CARRIED : undefined
   switch (topics.kind) {
     case 'keep':
       break
     case 'clear':
       // a session that holds no topic has no row to delete: a fresh connect (most of a connect
       // storm) then writes, and logs, one change fewer
-      if (stored.topics.size > 0) mutations.push({ op: 'topic.clear', sessionId: id })
+      if (stored.topics.size > 0) mutations.push({ op: 'topic.clear', sessionId: id, ...carried })
       // one delete per entity rather than a clear of the session's: each is an event of its own
       for (const entity of stored.entities.values()) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
       break
     case 'add': {
       const persistent = next !== null && !next.cleanStart
       for (const subscription of changedTopics(stored.topics, topics.subscriptions, persistent)) {
-        mutations.push({ op: 'topic.put', sessionId: id, subscription, persistent })
+        mutations.push({ op: 'topic.put', sessionId: id, subscription, persistent, ...carried })
       }
       mutations.push(...entityPuts(stored, next ?? stored.session, topics.subscriptions, ownerOf, at))
       break
     }
     case 'remove':
-      for (const topic of topics.topics) mutations.push({ op: 'topic.delete', sessionId: id, topic })
+      for (const topic of topics.topics) mutations.push({ op: 'topic.delete', sessionId: id, topic, ...carried })
       for (const topic of topics.topics) {
         const entity = stored.entities.get(topic)
         if (entity) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
@@ -56,7 +63,8 @@ function sessionRowMutation(id: string, t: Applied, stored: StoredSession, at: n
       op: 'session.delete',
       id,
       ...(last ? { incarnation: last.incarnation, ended: endedRecord(last, reason, at) } : {}),
-      ...(reason ? { reason } : {})
+      ...(reason ? { reason } : {}),
+      ...(t.topics.kind === 'clear' ? CARRIES_TOPICS : {})
     }
   }
   const topics = topicsAfter(stored, t)
@@ -68,7 +76,11 @@ function sessionRowMutation(id: string, t: Applied, stored: StoredSession, at: n
       version: next.version,
       session: next,
       topics,
-      ...(change.kind === 'add' ? { subscribed: change.subscriptions } : change.kind === 'remove' ? { unsubscribed: change.topics } : {})
+      ...(change.kind === 'add'
+        ? { subscribed: change.subscriptions, ...CARRIES_TOPICS }
+        : change.kind === 'remove'
+          ? { unsubscribed: change.topics, ...CARRIES_TOPICS }
+          : {})
     }
   }
   return { op: 'session.put', session: next, topics, ...(t.tookOver ? { tookOver: t.tookOver.incarnation } : {}) }

@@ -79,6 +79,22 @@ export class TopicBook {
     else this.clear(m.sessionId)
   }
 
+  /**
+   * The topic rows a session's own change-log entry carries (store.ts, `carriesTopics`): those a
+   * `session.version` subscribed — the new or changed ones, as its batch wrote them — or
+   * unsubscribed, and none left after a `session.delete`. An entry that carries none (an older
+   * log's, whose topic changes are entries of their own) changes nothing here.
+   */
+  applySessionChange(m: Extract<LoggedChange, { op: 'session.version' | 'session.delete' }>): void {
+    if (m.carriesTopics !== true) return
+    if (m.op === 'session.delete') return this.clear(m.id)
+    if (m.subscribed !== undefined && m.session !== undefined) {
+      const persistent = !m.session.cleanStart
+      for (const subscription of changedTopics(this.entriesOf(m.id), m.subscribed, persistent)) this.put(m.id, subscription, persistent)
+    }
+    if (m.unsubscribed !== undefined) for (const topic of m.unsubscribed) this.delete(m.id, topic)
+  }
+
   topicsOf(sessionId: string): TopicSubscription[] {
     const result: TopicSubscription[] = []
     for (const e of fewValues(this.bySession.get(sessionId))) result.push(e.subscription)

@@ -43,8 +43,21 @@ const LOGGED_OPS = new Set<Mutation['op']>([
   'subscription.clear'
 ])
 
-export function isLogged(m: Mutation): m is LoggedChange {
+/**
+ * A change of what the hub knows: logged, or carried by its session's entry in the same batch
+ * (a `topic.*` marked `carried`). What a batch's later decisions must see of its earlier ones.
+ */
+export function isChange(m: Mutation): m is LoggedChange {
   return LOGGED_OPS.has(m.op)
+}
+
+/**
+ * A change written to the change log on its own. A topic change its session's entry carries is
+ * not: the log holds it once, and whoever follows the log takes it from that entry
+ * (registry/cache-applier.ts).
+ */
+export function isLogged(m: Mutation): m is LoggedChange {
+  return LOGGED_OPS.has(m.op) && !('carried' in m && m.carried === true)
 }
 
 export interface LogEntry {

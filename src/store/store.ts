@@ -36,6 +36,8 @@ export type Mutation =
   /**
    * Only the version of a stored session changed (a subscribe or unsubscribe). For the event
    * stream: the session and its topics after the change, and the topics it added or removed.
+   * `carriesTopics`: the topic rows this change wrote are not logged on their own (`carried`):
+   * whoever follows the log takes them from `subscribed` / `unsubscribed`.
    */
   | {
       op: 'session.version'
@@ -45,16 +47,23 @@ export type Mutation =
       topics?: TopicSubscription[]
       subscribed?: TopicSubscription[]
       unsubscribed?: string[]
+      carriesTopics?: true
     }
   /**
    * `incarnation`: the ended session's, remembered so late events of it (or older) are refused.
-   * For the event stream: the session as it ended, and why.
+   * For the event stream: the session as it ended, and why. `carriesTopics`: the session's topic
+   * rows went with it, and that clear is not logged on its own (`carried`).
    */
-  | { op: 'session.delete'; id: string; incarnation?: string; ended?: SessionRecord; reason?: SessionEndReason }
-  /** `persistent`: the broker queues QoS>0 messages for this subscription while offline. */
-  | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean }
-  | { op: 'topic.delete'; sessionId: string; topic: string }
-  | { op: 'topic.clear'; sessionId: string }
+  | { op: 'session.delete'; id: string; incarnation?: string; ended?: SessionRecord; reason?: SessionEndReason; carriesTopics?: true }
+  /**
+   * A session's topic rows. `persistent`: the broker queues QoS>0 messages for this subscription
+   * while offline. `carried`: the session's own entry in the same batch says this change already
+   * (its `carriesTopics`), so the row is written but the change is not logged again on its own
+   * (change-log.ts, isLogged).
+   */
+  | { op: 'topic.put'; sessionId: string; subscription: TopicSubscription; persistent: boolean; carried?: true }
+  | { op: 'topic.delete'; sessionId: string; topic: string; carried?: true }
+  | { op: 'topic.clear'; sessionId: string; carried?: true }
   | { op: 'subscription.put'; subscription: SubscriptionEntity }
   /** For the event stream: the entity deleted. */
   | { op: 'subscription.delete'; id: string; subscription?: SubscriptionEntity }

@@ -7,7 +7,7 @@ import type { Device } from '../domain/device.js'
 import type { SessionRecord } from '../domain/session.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
 import type { LoggedChange } from './change-log.js'
-import { isLogged } from './change-log.js'
+import { isChange } from './change-log.js'
 import { NO_ENTITIES, NO_TOPICS, type StoredProperty, type StoredSession, type StoredTopicEntry, type StoredView } from './decision.js'
 import type { Mutation } from './store.js'
 
@@ -70,7 +70,7 @@ export class StoredState implements StoredView {
 
   /** Folds a decision's mutations in, for the decisions after it in the batch. */
   apply(mutations: readonly Mutation[]): void {
-    for (const m of mutations) if (isLogged(m)) this.applyChange(m)
+    for (const m of mutations) if (isChange(m)) this.applyChange(m)
   }
 
   private applyChange(m: LoggedChange): void {
