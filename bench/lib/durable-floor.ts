@@ -40,18 +40,17 @@ export class DurableFloor {
 
   /** Resolves once `event` is durable. */
   apply(event: LifecycleEvent): Promise<ApplyResult> {
-    return new Promise((resolve) => {
-      this.queue.push({ row: JSON.stringify(event), resolve })
-      this.schedule()
-    })
+    return new Promise((resolve) => this.enqueue(JSON.stringify(event), resolve))
   }
 
   /** Resolves once `value` (any JSON-able record: an ExHook request) is durable. */
   append(value: object): Promise<void> {
-    return new Promise((resolve) => {
-      this.queue.push({ row: JSON.stringify(value), resolve: () => resolve() })
-      this.schedule()
-    })
+    return new Promise((resolve) => this.enqueue(JSON.stringify(value), () => resolve()))
+  }
+
+  private enqueue(row: string, resolve: Queued['resolve']): void {
+    this.queue.push({ row, resolve })
+    this.schedule()
   }
 
   private schedule(): void {

@@ -32,7 +32,7 @@ export function sessionMutations(id: string, t: Applied, stored: StoredSession, 
       for (const entity of stored.entities.values()) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
       break
     case 'add': {
-      const persistent = next !== null && !next.cleanStart
+      const persistent = next !== null && queuesWhileOffline(next)
       for (const subscription of changedTopics(stored.topics, topics.subscriptions, persistent)) {
         mutations.push({ op: 'topic.put', sessionId: id, subscription, persistent, ...carried })
       }
@@ -119,6 +119,15 @@ export function entityPuts(
     if (entity && !stored.entities.has(entity.brokerTopic)) puts.push({ op: 'subscription.put', subscription: entity })
   }
   return puts
+}
+
+/**
+ * Whether a session's topic rows are persistent — the broker queues QoS > 0 messages for them
+ * while it is offline. One rule for the rows written here and for the follower that takes carried
+ * rows from the session's entry (TopicBook.applySessionChange), so the two cannot drift apart.
+ */
+export function queuesWhileOffline(session: SessionRecord): boolean {
+  return !session.cleanStart
 }
 
 /** The subscriptions that are new or differ from what is stored. */

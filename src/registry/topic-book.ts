@@ -15,7 +15,7 @@ import type { LoggedChange } from '../store/change-log.js'
 import { NO_TOPICS, type StoredTopicEntry } from '../store/decision.js'
 import { EMPTY_PLAN, type Plan } from '../store/plan.js'
 import { fewDelete, fewGet, fewMap, fewPut, fewSize, fewValues, type Few } from './few.js'
-import { changedTopics } from './session-mutations.js'
+import { changedTopics, queuesWhileOffline } from './session-mutations.js'
 import type { StoredTopic } from '../store/store.js'
 
 /** One topic of one session; the same object sits in the session's list and the broker's index. */
@@ -89,7 +89,7 @@ export class TopicBook {
     if (m.carriesTopics !== true) return
     if (m.op === 'session.delete') return this.clear(m.id)
     if (m.subscribed !== undefined && m.session !== undefined) {
-      const persistent = !m.session.cleanStart
+      const persistent = queuesWhileOffline(m.session)
       for (const subscription of changedTopics(this.entriesOf(m.id), m.subscribed, persistent)) this.put(m.id, subscription, persistent)
     }
     if (m.unsubscribed !== undefined) for (const topic of m.unsubscribed) this.delete(m.id, topic)

@@ -308,6 +308,24 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       )
     })
 
+    it('writes the rows of topic changes its session’s entry carries, and logs them only in that entry', async () => {
+      const from = (await store.readLog(0, 1_000_000)).at(-1)?.seq ?? 0
+      const subscription = { topic: 'dev-carried-s/a/b', qos: 1 as const }
+      const version: Mutation = { op: 'session.version', id: 'carried-s', version: 2, session: session('carried-s', { version: 2 }), topics: [subscription], subscribed: [subscription], carriesTopics: true }
+      await store.commit([{ op: 'session.put', session: session('carried-s') }])
+      await store.commit([version, { op: 'topic.put', sessionId: 'carried-s', subscription, persistent: false, carried: true }])
+      const topicsOf = async () => (await loadAll(store)).topics.filter((t) => t.sessionId === 'carried-s').map((t) => t.subscription.topic)
+      assert.deepEqual(await topicsOf(), ['dev-carried-s/a/b'], 'the carried row is written')
+      const ended: Mutation = { op: 'session.delete', id: 'carried-s', carriesTopics: true }
+      await store.commit([ended, { op: 'topic.clear', sessionId: 'carried-s', carried: true }])
+      assert.deepEqual(await topicsOf(), [], 'the carried clear is written')
+      assert.deepEqual(
+        (await store.readLog(from, 100)).map((e) => e.change.op),
+        ['session.put', 'session.version', 'session.delete'],
+        'no topic change is logged on its own'
+      )
+    })
+
     it('keeps line breaks and other control characters in what it logs, in the rows and in the log', async () => {
       const from = (await store.readLog(0, 1_000_000)).at(-1)?.seq ?? 0
       const awkward = 'line one\nline two\r\n\u2028\t"quoted"\\'
