@@ -1,5 +1,5 @@
 /**
- * One broker of the fan-out benchmark (bench/fanout.ts) — the hub, bare Aedes or the floor — in a
+ * One broker of the fan-out benchmark (bench/fanout.ts) — the hub, bare Aedes, the floor or its durable floor — in a
  * process of its own, with its devices and load generator in a child process of it
  * (fanout-fleet.ts). bench/fanout.ts keeps all its brokers up at once and alternates their timed
  * fan-outs; in one process they would share one heap (a round paying for the garbage another
@@ -81,7 +81,12 @@ function child(): void {
   let fleet: FanoutFleet | undefined
 
   const setup = async (c: BrokerSetupCommand) => {
-    target = c.target === 'hub' ? await startHub({ auth: 'token' }) : c.target === 'floor' ? await startHttpFloor() : await startBareAedes()
+    target =
+      c.target === 'hub'
+        ? await startHub({ auth: 'token' })
+        : c.target === 'bare'
+          ? await startBareAedes()
+          : await startHttpFloor({ durable: c.target === 'durable' })
     fleet = await FanoutFleet.start()
     const cpu = process.cpuUsage()
     const report = await fleet.setup({ ...c.fleet, target: c.target, mqttUrl: target.url, httpUrl: target.httpUrl })

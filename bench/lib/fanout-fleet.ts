@@ -43,8 +43,9 @@ export const deviceId = (i: number): string => `fanout-${String(i).padStart(6, '
  * calls). `bare`: bare Aedes (anonymous devices on the broker topic; pushes are MQTT publishes).
  * `floor`: bare Aedes behind a minimal HTTP endpoint (anonymous devices as for bare; pushes are
  * the hub's API calls) — what any hub pays for one HTTP request per push, and nothing else.
+ * `durable`: the floor storing each push as one durable row before it publishes it.
  */
-export type FanoutTarget = 'hub' | 'floor' | 'bare'
+export type FanoutTarget = 'hub' | 'floor' | 'durable' | 'bare'
 
 export interface SetupCommand {
   cmd: 'setup'

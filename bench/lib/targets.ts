@@ -6,16 +6,17 @@
  */
 import { createServer as createHttpServer } from 'node:http'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
-import { Aedes, type Client } from 'aedes'
+import { Aedes, type AedesOptions, type Client } from 'aedes'
 import { loadConfig, type HubConfig } from '../../src/config.js'
 import { Hub } from '../../src/hub.js'
+import { DurableFloor } from './durable-floor.js'
 import { removeDir, tempDir } from './util.js'
 
 /** Aedes' table of connected clients: public in its JavaScript, not in its types. */
 export type AedesClients = Record<string, Client & { subscriptions: Record<string, unknown> }>
 
 export interface Target {
-  name: 'hub' | 'bare' | 'floor'
+  name: 'hub' | 'bare' | 'floor' | 'durable'
   url: string
   /** The hub's HTTP API (`http://127.0.0.1:port`); null for bare Aedes. */
   httpUrl: string | null
@@ -78,8 +79,8 @@ export async function startHub(options: { auth?: 'none' | 'token'; config?: Part
   }
 }
 
-export async function startBareAedes(): Promise<Target> {
-  const aedes = new Aedes()
+export async function startBareAedes(options: AedesOptions = {}): Promise<Target> {
+  const aedes = new Aedes(options)
   await aedes.listen()
   const sockets = new Set<Socket>()
   const server = createServer((socket) => {
@@ -113,9 +114,15 @@ export async function startBareAedes(): Promise<Target> {
  * HTTP server, no framework, no auth, no store — publishing each `PATCH
  * /v1/devices/{id}/attributes` body QoS 1 on `{id}/v1/devices/me/attributes` and answering
  * `{"pushedTo":[id]}` once Aedes has routed it. What any hub pays for one HTTP request per push.
+ *
+ * With `durable`, its durable floor: each body is first stored as one durable row (its device id
+ * and attributes, group-committed on a writer thread with the hub's store settings,
+ * durable-floor.ts), then published — what any hub that stores a change before pushing it pays.
  */
-export async function startHttpFloor(): Promise<Target> {
+export async function startHttpFloor(options: { durable?: boolean } = {}): Promise<Target> {
   const bare = await startBareAedes()
+  const dataDir = options.durable ? tempDir('iothub-bench-durable-floor-') : null
+  const store = dataDir ? new DurableFloor(dataDir) : null
   const path = /^\/v1\/devices\/([^/]+)\/attributes$/
   const http = createHttpServer((req, res) => {
     const id = path.exec(req.url ?? '')?.[1]
@@ -126,28 +133,87 @@ export async function startHttpFloor(): Promise<Target> {
         res.writeHead(404).end()
         return
       }
-      const packet = { cmd: 'publish' as const, topic: `${id}/v1/devices/me/attributes`, payload: Buffer.concat(chunks), qos: 1 as const, retain: false, dup: false }
-      bare.aedes.publish(packet, (error) => {
-        const body = error ? JSON.stringify({ message: error.message }) : `{"pushedTo":["${id}"]}`
-        res.writeHead(error ? 500 : 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
-      })
+      const payload = Buffer.concat(chunks)
+      const packet = { cmd: 'publish' as const, topic: `${id}/v1/devices/me/attributes`, payload, qos: 1 as const, retain: false, dup: false }
+      const publish = () =>
+        bare.aedes.publish(packet, (error) => {
+          const body = error ? JSON.stringify({ message: error.message }) : `{"pushedTo":["${id}"]}`
+          res.writeHead(error ? 500 : 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
+        })
+      if (store) void store.append({ deviceId: id, attributes: payload.toString() }).then(publish)
+      else publish()
     })
   })
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', () => resolve()))
   return {
     ...bare,
-    name: 'floor',
+    name: store ? 'durable' : 'floor',
     httpUrl: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
     async stop() {
       http.closeAllConnections()
       await new Promise<void>((resolve) => http.close(() => resolve()))
       await bare.stop()
+      await store?.close()
+      if (dataDir) removeDir(dataDir)
     }
   }
 }
 
-export function startTarget(name: 'hub' | 'bare'): Promise<Target> {
-  return name === 'hub' ? startHub() : startBareAedes()
+/**
+ * The durable floor of the connect storm: bare Aedes that stores each of a client's lifecycle
+ * events as one durable row before it goes on — the CONNECT before its CONNACK, a SUBSCRIBE's
+ * topics (one row per packet, as the hub records them) before its SUBACK, the end once the
+ * connection is gone — and nothing else: no registry, sessions, topics, entities or change log.
+ * Rows are group-committed on a writer thread with the hub's store settings (durable-floor.ts).
+ * What storing every event before answering costs at least on this machine, which no hub
+ * that keeps its sessions durable can undercut. Its client count includes ends not yet durable,
+ * as the hub's registry holds a session until its end is stored.
+ */
+export async function startDurableAedes(): Promise<Target> {
+  const dataDir = tempDir('iothub-bench-durable-aedes-')
+  const floor = new DurableFloor(dataDir)
+  const subscribing = new Map<Client, { topics: string[]; answers: (() => void)[] }>()
+  let endsInFlight = 0
+  const bare = await startBareAedes({
+    authenticate(client, _username, _password, done) {
+      floor.append({ op: 'connect', clientId: client.id }).then(() => done(null, true), () => done(null, false))
+    },
+    authorizeSubscribe(client, sub, done) {
+      // Aedes asks topic by topic, in one synchronous loop per SUBSCRIBE: one row for the packet
+      let packet = subscribing.get(client)
+      if (!packet) {
+        const gathered = { topics: [] as string[], answers: [] as (() => void)[] }
+        subscribing.set(client, gathered)
+        packet = gathered
+        queueMicrotask(() => {
+          subscribing.delete(client)
+          void floor.append({ op: 'subscribe', clientId: client.id, topics: gathered.topics }).then(() => {
+            for (const answer of gathered.answers) answer()
+          })
+        })
+      }
+      packet.topics.push(sub.topic)
+      packet.answers.push(() => done(null, sub))
+    }
+  })
+  bare.aedes.on('clientDisconnect', (client) => {
+    endsInFlight++
+    void floor.append({ op: 'end', clientId: client.id }).then(() => endsInFlight--)
+  })
+  return {
+    ...bare,
+    name: 'durable',
+    brokerClients: () => bare.brokerClients() + endsInFlight,
+    async stop() {
+      await bare.stop()
+      await floor.close()
+      removeDir(dataDir)
+    }
+  }
+}
+
+export function startTarget(name: 'hub' | 'bare' | 'durable'): Promise<Target> {
+  return name === 'hub' ? startHub() : name === 'durable' ? startDurableAedes() : startBareAedes()
 }
 
 /** The hub's group-commit totals, from its own Prometheus histograms. */
