@@ -101,7 +101,7 @@ const RATIOS: { of: Step; to: Step; metric: string; target: number | null }[] = 
   { of: 'hub', to: 'floor', metric: `${fmt(DEVICES)} devices: API change → push each, against its floor`, target: HUB_FLOOR_TARGET },
   { of: 'fleet', to: 'bare', metric: `${fmt(DEVICES)} devices: one fleet push (PATCH /v1/devices/attributes)`, target: 1.5 },
   { of: 'floor', to: 'bare', metric: 'floor: one HTTP request per push, nothing else', target: null },
-  { of: 'durable', to: 'floor', metric: 'durable floor/floor: the most hub/floor can reach here', target: null },
+  { of: 'durable', to: 'floor', metric: 'durable floor/floor: the lowest hub/floor can be here', target: null },
   { of: 'hub', to: 'durable', metric: 'hub/durable floor (diagnosis)', target: null }
 ]
 

@@ -1,7 +1,9 @@
 /**
  * What storing an event durably costs at least on this machine: the floor of bench `events`'
- * latency target, and of an ExHook server that answers a call only once it is durable (bench
- * `exhook`, its durable floor). Each event is appended as one row (its JSON) to a SQLite table, by
+ * latency target, of an ExHook server that answers a call only once it is durable (bench
+ * `exhook`), of a broker that stores each CONNECT, SUBSCRIBE and end before going on (bench
+ * `connect-storm`, targets.ts) and of an API that stores each change before pushing it (bench
+ * `fanout`) — each bench's durable floor. Each event is appended as one row (its JSON) to a SQLite table, by
  * group commit on a worker thread, with the hub's store settings (WAL, synchronous = FULL, the
  * writer's checkpoint every 1,000 pages) — and nothing else: no registry, no sessions or topics
  * table, no change log, no decision. Batches are formed as the hub's are: whatever is queued when

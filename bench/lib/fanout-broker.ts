@@ -3,7 +3,7 @@
  * process of its own, with its devices and load generator in a child process of it
  * (fanout-fleet.ts). bench/fanout.ts keeps all its brokers up at once and alternates their timed
  * fan-outs; in one process they would share one heap (a round paying for the garbage another
- * broker's round left) and one open-files limit (three brokers' 10,000 device sockets are more
+ * broker's round left) and one open-files limit (four brokers' 10,000 device sockets are more
  * than this machine's 20,000). Here each broker's process is as it was when they ran one after
  * the other, only idle between its rounds.
  *
