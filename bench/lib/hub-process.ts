@@ -1,7 +1,8 @@
 /**
  * A hub as its own process, started as `npm start` starts one: `node --max-semi-space-size=32
  * dist-bench/src/main.js` under `npm run bench` (the compiled code), `--import tsx src/main.ts`
- * when a script runs from source — configured by IOTHUB_* variables alone.
+ * when a script runs from source — configured by IOTHUB_* variables alone. The command sets what
+ * else it sets itself (src/cli/gc-marking.ts), as under `npm start`.
  *
  * Made for starts that may fail: `start()` never throws for the hub's sake. It resolves when
  * /readyz answers 200, or with why not — the process exited (its code or signal, and the line of

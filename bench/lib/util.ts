@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { performance } from 'node:perf_hooks'
+import { markingFlags } from '../../src/cli/gc-marking.js'
 
 /** A positive integer (or, with `min` 0, zero too) from the environment, or the default. A bad value stops the bench. */
 export function envInt(name: string, fallback: number, min: 0 | 1 = 1): number {
@@ -102,6 +103,14 @@ export function runMain(main: () => Promise<void>): void {
  */
 export const HUB_NODE_FLAGS = ['--max-semi-space-size=32']
 
+/**
+ * The flags a bench's own process takes to run hubs as `iothub start` runs one once it serves:
+ * HUB_NODE_FLAGS and what the command then sets itself on this machine (src/cli/gc-marking.ts:
+ * no concurrent marking on two cpus), which hubs made in the bench's process would otherwise miss.
+ * A hub started as its own process (hub-process.ts) runs the command, which sets them itself.
+ */
+export const SERVING_HUB_NODE_FLAGS = [...HUB_NODE_FLAGS, ...markingFlags()]
+
 /** The bench/ folder, for forking sibling scripts. */
 export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url))
 
@@ -115,8 +124,8 @@ const COMPILED = import.meta.url.endsWith('.js')
  */
 export function forkBench(script: string, args: string[] = [], options: { exposeGc?: boolean } = {}): ChildProcess {
   return fork(join(BENCH_DIR, COMPILED ? script.replace(/\.ts$/, '.js') : script), args, {
-    // HUB_NODE_FLAGS: the V8 flags `npm start` runs the hub with, so brokers are measured as deployed
-    execArgv: [...(options.exposeGc ? ['--expose-gc'] : []), ...HUB_NODE_FLAGS, ...(COMPILED ? [] : ['--import', 'tsx'])],
+    // the V8 flags a serving hub runs with, so brokers are measured as deployed
+    execArgv: [...(options.exposeGc ? ['--expose-gc'] : []), ...SERVING_HUB_NODE_FLAGS, ...(COMPILED ? [] : ['--import', 'tsx'])],
     stdio: 'inherit'
   })
 }

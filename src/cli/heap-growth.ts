@@ -20,27 +20,23 @@
  */
 import { setFlagsFromString } from 'node:v8'
 import type { HubConfig } from '../config.js'
+import { givenToNode, startedWith, type NodeFlags } from './node-flags.js'
+
+export type { NodeFlags } from './node-flags.js'
 
 /** The old generation may grow to 1.5× what the last full collection left alive. */
 export const BOUNDED_HEAP_GROWING_PERCENT = 50
 
 const FLAG = '--heap-growing-percent'
 
-/** How node was started: its own flags, and NODE_OPTIONS. */
-export interface NodeFlags {
-  execArgv: readonly string[]
-  nodeOptions: string | undefined
-}
-
 /** Sets the bound where the hub's memory is a cache; answers the percent set, or null. */
 export function boundHeapGrowth(
   config: Pick<HubConfig, 'broker' | 'store'>,
-  node: NodeFlags = { execArgv: process.execArgv, nodeOptions: process.env.NODE_OPTIONS },
+  node: NodeFlags = startedWith(),
   setFlags: (flags: string) => void = setFlagsFromString
 ): number | null {
   if (config.broker !== 'emqx' || config.store !== 'postgres') return null
-  const given = [...node.execArgv, ...(node.nodeOptions ?? '').split(/\s+/)].some((arg) => arg.replace(/_/g, '-').startsWith(FLAG))
-  if (given) return null
+  if (givenToNode(FLAG, node)) return null
   setFlags(`${FLAG}=${BOUNDED_HEAP_GROWING_PERCENT}`)
   return BOUNDED_HEAP_GROWING_PERCENT
 }

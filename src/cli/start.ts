@@ -2,6 +2,7 @@
 import { Command } from 'commander'
 import { configHelp, ConfigError, loadConfig } from '../config.js'
 import { Hub } from '../hub.js'
+import { markWhereCpusAllow } from './gc-marking.js'
 import { boundHeapGrowth } from './heap-growth.js'
 
 /**
@@ -54,4 +55,7 @@ export async function runHub(argv: readonly string[]): Promise<void> {
     await hub.stop().catch(() => undefined)
     process.exit(1)
   }
+  // once serving, not before: loading a large fleet marks faster, and peaks lower, concurrently
+  const markingFlags = markWhereCpusAllow()
+  if (markingFlags.length > 0) hub.log.info({ v8Flags: markingFlags }, 'V8 now marks the old generation on the main thread: this machine has no cpu to spare for it beside the store\'s writer thread')
 }
