@@ -32,8 +32,10 @@ const TAKEOVER_MARK_IN_ONE_REPLICA = oneHubOnly('the takeover a disconnect witho
 
 describe('EMQX mode: connections ordered when the hooks cannot order them', () => {
   let t: EmqxTestHub
+  /** A test's hook on the stand-in: run once a request's reply is made, before it is sent. */
+  let afterReply: ((path: string) => void) | undefined
   before(async () => {
-    t = await startEmqxTestHub({ version: 5 })
+    t = await startEmqxTestHub({ version: 5, standinOptions: { afterReply: async (_method, path) => afterReply?.(path) } })
   })
   after(() => t.stop())
 
@@ -216,21 +218,20 @@ describe('EMQX mode: connections ordered when the hooks cannot order them', () =
     t.standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
     await t.webhook({ event: 'session.subscribed', node: 'emqx@127.0.0.1', clientid: id, username: id, peerhost: '127.0.0.1', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
     // the client is missing from the pages of clients listed (others left mid-listing), and back
-    // for a lookup: restored once that listing was answered (the reconcile lists subscriptions first)
+    // for a lookup: restored as soon as that listing's reply is made, before the hub can read it
+    // (the reconcile lists subscriptions first)
     const standin = t.standin
     const held = standin.clients.get(id)!
     const heldSubs = standin.subscriptions.filter((s) => s.clientid === id)
     standin.removeClient(id)
     const mark = standin.requests.length
-    const restore = setInterval(() => {
-      if (standin.requests.slice(mark).some((r) => r.path.startsWith('/api/v5/clients?'))) {
-        clearInterval(restore)
-        standin.clients.set(id, held)
-        standin.subscriptions.push(...heldSubs)
-      }
-    }, 1)
-    const report = (await t.api<ReconcileReport>('POST', '/v1/reconcile')).body
-    clearInterval(restore)
+    afterReply = (path) => {
+      if (!path.startsWith('/api/v5/clients?')) return
+      afterReply = undefined
+      standin.clients.set(id, held)
+      standin.subscriptions.push(...heldSubs)
+    }
+    const report = await t.api<ReconcileReport>('POST', '/v1/reconcile').then((answer) => answer.body).finally(() => (afterReply = undefined))
     assert.equal(report.ghostsEnded, 0)
     const kept = await session(id)
     assert.equal(kept.connected, true)
