@@ -25,7 +25,7 @@
 import type { Hub } from '../src/hub.js'
 import { ClientFleet, type PhaseReport } from './lib/clients.js'
 import { aedesClients, benchStoreSync, commitTotals, startTarget, type CommitTotals, type Target } from './lib/targets.js'
-import { machineTimes, mainThreadCpuMs } from './lib/process-cpu.js'
+import { machineTimes, mainThreadCpuMs, storeThreadsCpuMs } from './lib/process-cpu.js'
 import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
@@ -55,8 +55,10 @@ interface StormResult {
   /** CPU time (user + system) this process spent in each phase: the broker's cost. */
   connectCpuMs: number
   disconnectCpuMs: number
-  /** Of the two phases' cpu, the main thread's (Linux only): the rest is the writer thread and V8's GC helpers. */
+  /** Of the two phases' cpu, the main thread's (Linux only): the rest is the store threads (storeCpuMs), V8's GC helpers and libuv. */
   mainCpuMs: number | null
+  /** Of the broker's cpu in both phases, its store threads' (the hub's SQLite writer and checkpointer, the durable floor's writer; bare Aedes has none), ms; null off Linux. */
+  storeCpuMs: number | null
   connected: PhaseReport
   ended: PhaseReport
   /** Hub only: its store's transactions in each phase. */
@@ -118,11 +120,14 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const machine0 = machineTimes()
     const cpu0 = process.cpuUsage()
     const main0 = mainThreadCpuMs()
+    const storeThreads = target.storeThreadIds()
+    const store0 = storeThreadsCpuMs(storeThreads)
     const t0 = nowMs()
     const connected = await fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
     const t1 = nowMs()
     const connectCpuMs = cpuMs(cpu0)
     const mainConnected = mainThreadCpuMs()
+    const storeConnected = storeThreadsCpuMs(storeThreads)
     const machineConnected = machineTimes()
     const commits1 = await commitTotals(target.hub)
 
@@ -135,12 +140,14 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const machine1 = machineTimes()
     const cpu1 = process.cpuUsage()
     const main1 = mainThreadCpuMs()
+    const store1 = storeThreadsCpuMs(storeThreads)
     const t2 = nowMs()
     const ended = await fleet.disconnect(CONCURRENCY)
     const settled = await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
     const t3 = nowMs()
     const disconnectCpuMs = cpuMs(cpu1)
     const main2 = mainThreadCpuMs()
+    const store2 = storeThreadsCpuMs(storeThreads)
     const machine2 = machineTimes()
     if (!settled) line(`  WARNING: ${name} did not settle within ${SETTLE_TIMEOUT_MS} ms after the disconnects`)
     if (target.hub) await target.hub.registry.settled()
@@ -153,6 +160,7 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
       connectCpuMs,
       disconnectCpuMs,
       mainCpuMs: main0 === null || mainConnected === null || main1 === null || main2 === null ? null : mainConnected - main0 + (main2 - main1),
+      storeCpuMs: store0 === null || storeConnected === null || store1 === null || store2 === null ? null : storeConnected - store0 + (store2 - store1),
       connected,
       ended,
       connectCommits: commitDelta(commits0, commits1),
@@ -175,6 +183,7 @@ function printStorm(r: StormResult, label: string): void {
     `  ${label.padEnd(12)} ${LABEL[r.target]}  connect+subscribe ${fmt(r.connectMs).padStart(6)} ms (cpu ${fmt(r.connectCpuMs).padStart(6)} ms)` +
       `  disconnect ${fmt(r.disconnectMs).padStart(6)} ms (cpu ${fmt(r.disconnectCpuMs).padStart(5)} ms)  total ${fmt(r.totalMs).padStart(6)} ms` +
       (r.mainCpuMs === null ? '' : `   main thread ${fmt(r.mainCpuMs)} ms`) +
+      (r.storeCpuMs === null || r.target === 'bare' ? '' : `, store threads ${fmt(r.storeCpuMs)} ms`) +
       `   clients cpu ${fmt(c.cpuMs + r.ended.cpuMs)} ms   CONNACK p50/p99 ${fmt(lat.connack!.p50, 1)}/${fmt(lat.connack!.p99, 1)} ms, SUBACK p50/p99 ${fmt(lat.suback!.p50, 1)}/${fmt(lat.suback!.p99, 1)} ms`
   )
   const others = r.othersCpuMs / Math.max(1, r.machineMs)
@@ -232,12 +241,21 @@ async function main(): Promise<void> {
   const phaseRatio = (pick: (r: StormResult) => number, target: StormTarget = 'hub') => fmt(med(target, pick) / med('bare', pick), 2)
   const noisy = results.filter((r) => r.othersCpuMs / Math.max(1, r.machineMs) > OTHERS_WARNING).length
   const mainKnown = results.every((r) => r.mainCpuMs !== null)
+  const storeKnown = results.every((r) => r.storeCpuMs !== null)
+  // the broker's cpu by thread: its main thread, its store threads, and the rest (V8's GC helpers, libuv)
+  const threadSplit = (name: StormTarget) => {
+    if (!mainKnown) return ''
+    const main = med(name, (r) => r.mainCpuMs!)
+    const store = storeKnown ? med(name, (r) => r.storeCpuMs!) : null
+    const other = med(name, (r) => r.connectCpuMs + r.disconnectCpuMs - r.mainCpuMs! - (r.storeCpuMs ?? 0))
+    return ` (main thread ${fmt(main).padStart(6)} ms${store === null || name === 'bare' ? '' : `, store threads ${fmt(store).padStart(5)} ms`}, other threads ${fmt(other).padStart(5)} ms)`
+  }
   line(`  medians over ${ROUNDS} round(s)${noisy > 0 ? ` (${noisy} of ${results.length} storms not clean: other processes used more than ${fmt(OTHERS_WARNING * 100)}% of the cpu)` : ' (other processes used at most 10% of the cpu in every storm)'}:`)
   for (const name of TARGETS) {
     line(
       `    ${LABEL[name]}  connect+subscribe ${fmt(med(name, (r) => r.connectMs)).padStart(6)} ms  disconnect ${fmt(med(name, (r) => r.disconnectMs)).padStart(6)} ms` +
         `  total ${fmt(med(name, (r) => r.totalMs)).padStart(6)} ms   broker cpu ${fmt(med(name, (r) => r.connectCpuMs + r.disconnectCpuMs)).padStart(6)} ms` +
-        (mainKnown ? ` (main thread ${fmt(med(name, (r) => r.mainCpuMs!)).padStart(6)} ms)` : '') +
+        threadSplit(name) +
         `   ${fmt((CLIENTS / med(name, (r) => r.connectMs)) * 1000)} connects+subscribes/s`
     )
   }

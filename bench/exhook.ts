@@ -70,7 +70,7 @@ import {
   type RunReport
 } from './lib/exhook-fleet.js'
 import { DurableFloor } from './lib/durable-floor.js'
-import { machineTimes, mainThreadCpuMs, profiled } from './lib/process-cpu.js'
+import { machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
 import { collectGarbage, envInt, fmt, line, median, removeDir, report, runMain, tempDir } from './lib/util.js'
 
@@ -102,6 +102,8 @@ interface RoundResult {
   hubCpuMs: number
   /** Of hubCpuMs, the main thread's (Linux only). */
   hubMainCpuMs: number | null
+  /** Of hubCpuMs, its SQLite store threads' (writer and checkpointer; Linux only). */
+  hubStoreCpuMs: number | null
   /** Share of the round the hub's event loop was busy (0..1). */
   hubElu: number
   commits: CommitTotals | null
@@ -141,6 +143,8 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
   const machine0 = machineTimes()
   const cpu0 = process.cpuUsage()
   const main0 = mainThreadCpuMs()
+  const storeThreads = (hub.store.threads?.() ?? []).map((t) => t.threadId)
+  const store0 = storeThreadsCpuMs(storeThreads)
   const elu0 = performance.eventLoopUtilization()
   const profile = variant === 'group commit' && round >= 0 ? PROFILE_DIR : ''
   const run = await profiled(profile, `exhook-round${round + 1}.cpuprofile`, () => fleet.run({ prefix: label, clients, concurrency: CONCURRENCY }))
@@ -148,6 +152,7 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
   const cpu = process.cpuUsage(cpu0)
   const hubCpuMs = (cpu.user + cpu.system) / 1000
   const main1 = mainThreadCpuMs()
+  const store1 = storeThreadsCpuMs(storeThreads)
   const machine1 = machineTimes()
   const commits1 = await commitTotals(hub)
   const commits =
@@ -161,6 +166,7 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
     rate: (run.calls / run.wallMs) * 1000,
     hubCpuMs,
     hubMainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
+    hubStoreCpuMs: store0 === null || store1 === null ? null : store1 - store0,
     hubElu,
     commits,
     events: eventDelta(events0, await eventCounts(hub)),
@@ -172,6 +178,16 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
 }
 
 const PAD = ''.padEnd(16)
+
+/** A target's cpu per call in its rounds, by thread (medians), and its callers': where a ratio's difference is spent. */
+function cpuSplit(rounds: readonly Pick<FloorRound, 'run' | 'cpuMs' | 'mainCpuMs' | 'storeCpuMs'>[]): string {
+  const us = (pick: (r: (typeof rounds)[number]) => number) => fmt(median(rounds.map((r) => (pick(r) * 1000) / Math.max(1, r.run.calls))), 1).padStart(5)
+  const known = rounds.every((r) => r.mainCpuMs !== null && r.storeCpuMs !== null)
+  const threads = known
+    ? ` = main thread ${us((r) => r.mainCpuMs!)} + store threads ${us((r) => r.storeCpuMs!)} + other ${us((r) => r.cpuMs - r.mainCpuMs! - r.storeCpuMs!)}`
+    : ''
+  return `${us((r) => r.cpuMs)} µs${threads};  callers ${us((r) => r.run.cpuMs)} µs`
+}
 
 /** Other processes' share of the machine's cpu during a round, and the warning when it is too much for clean figures. */
 function othersText(othersCpuMs: number, machineMs: number): string {
@@ -188,7 +204,7 @@ function printRound(r: RoundResult, label: string): void {
       `   latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms;  ${othersText(r.othersCpuMs, r.machineMs)}`
   )
   line(
-    `  ${PAD}hub: cpu ${fmt(r.hubCpuMs)} ms${r.hubMainCpuMs === null ? '' : ` (main thread ${fmt(r.hubMainCpuMs)} ms)`} = ${fmt((r.hubCpuMs * 1000) / Math.max(1, t.calls), 1)} µs per call,` +
+    `  ${PAD}hub: cpu ${fmt(r.hubCpuMs)} ms${r.hubMainCpuMs === null ? '' : ` (main thread ${fmt(r.hubMainCpuMs)} ms${r.hubStoreCpuMs === null ? '' : `, store threads ${fmt(r.hubStoreCpuMs)} ms`})`} = ${fmt((r.hubCpuMs * 1000) / Math.max(1, t.calls), 1)} µs per call,` +
       ` event loop ${fmt(r.hubElu * 100)}% busy;  callers: cpu ${fmt(t.cpuMs)} ms, event loop ${fmt(t.elu * 100)}% busy` +
       (r.commits
         ? `;  store: ${fmt(r.commits.transactions)} transactions × ${fmt(r.commits.commits / Math.max(1, r.commits.transactions), 1)} events, ` +
@@ -257,17 +273,24 @@ interface FloorRound {
   rate: number
   /** CPU of this process during the round — the floor's, all its threads — ms. */
   cpuMs: number
+  /** Of cpuMs, the main thread's and the durable floor's writer thread's (Linux only). */
+  mainCpuMs: number | null
+  storeCpuMs: number | null
   othersCpuMs: number
   machineMs: number
 }
 
 /** One round against a floor; a call not answered OK stops the bench (a floor answers every call). */
-async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, clients: number): Promise<FloorRound> {
+async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, clients: number, storeThreads: readonly number[]): Promise<FloorRound> {
   await collectGarbage() // as before a hub round
   const machine0 = machineTimes()
   const cpu0 = process.cpuUsage()
+  const main0 = mainThreadCpuMs()
+  const store0 = storeThreadsCpuMs(storeThreads)
   const run = await fleet.run({ prefix: label, clients, concurrency: CONCURRENCY })
   const cpu = process.cpuUsage(cpu0)
+  const main1 = mainThreadCpuMs()
+  const store1 = storeThreadsCpuMs(storeThreads)
   const machine1 = machineTimes()
   if (run.failed > 0) throw new Error(`${kind}: ${run.failed} calls failed: ${run.errors.join('; ')}`)
   const cpuMs = (cpu.user + cpu.system) / 1000
@@ -275,16 +298,25 @@ async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, cl
     run,
     rate: (run.calls / run.wallMs) * 1000,
     cpuMs,
+    mainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
+    storeCpuMs: store0 === null || store1 === null ? null : store1 - store0,
     othersCpuMs: Math.max(0, machine1.busy - machine0.busy - cpuMs - run.cpuMs),
     machineMs: machine1.total - machine0.total
   }
+}
+
+/** `main` and `store` threads' share of a round's cpu, per call: ` (main thread … µs, store thread … µs)`, or nothing off Linux. */
+function threadsPerCall(mainMs: number | null, storeMs: number | null, calls: number): string {
+  if (mainMs === null) return ''
+  const us = (ms: number) => fmt((ms * 1000) / Math.max(1, calls), 1)
+  return ` (main thread ${us(mainMs)} µs${storeMs === null || storeMs === 0 ? '' : `, store thread ${us(storeMs)} µs`})`
 }
 
 function printFloorRound(kind: FloorKind, r: FloorRound, label: string): void {
   const t = r.run
   line(
     `  ${kind.padEnd(13)} ${label.padEnd(8)}: ${fmt(t.calls).padStart(6)} calls in ${fmt(t.wallMs).padStart(6)} ms = ${fmt(r.rate).padStart(6)} calls/s` +
-      `   latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms;  cpu ${fmt((r.cpuMs * 1000) / Math.max(1, t.calls), 1)} µs per call;  ${othersText(r.othersCpuMs, r.machineMs)}`
+      `   latency p50/p99/max ${fmt(t.latency.p50, 1)}/${fmt(t.latency.p99, 1)}/${fmt(t.latency.max, 1)} ms;  cpu ${fmt((r.cpuMs * 1000) / Math.max(1, t.calls), 1)} µs per call${threadsPerCall(r.mainCpuMs, r.storeCpuMs, t.calls)};  ${othersText(r.othersCpuMs, r.machineMs)}`
   )
 }
 
@@ -310,7 +342,9 @@ async function runRounds(callers: Record<RoundTarget, ExhookFleet>, emqxApi: str
   const floor = await startGrpcFloor()
   const durableDir = tempDir('iothub-bench-exhook-floor-')
   const durableStore = new DurableFloor(durableDir)
+  await durableStore.started
   const durable = await startGrpcFloor(durableStore)
+  const storeThreads = (kind: FloorKind) => (kind === 'durable floor' && durableStore.threadId !== null ? [durableStore.threadId] : [])
   try {
     const hubOpenMs = await callers.hub.open({ address: hub.exhookAddress, version: VERSION, channels: CHANNELS, transport: TRANSPORT })
     line(`  group commit  hub ready (ExHook on ${hub.exhookAddress}); ${CHANNELS} gRPC channel(s) connected in ${fmt(hubOpenMs)} ms`)
@@ -321,7 +355,7 @@ async function runRounds(callers: Record<RoundTarget, ExhookFleet>, emqxApi: str
     const warm = await round(callers.hub, hub, 'group commit', 'warm-up', Math.min(WARMUP, CLIENTS), -1)
     printRound(warm, 'warm-up')
     for (const kind of ['floor', 'durable floor'] as const) {
-      printFloorRound(kind, await floorRound(kind, callers[kind], `${kind.replace(' ', '-')}-warm-up`, Math.min(WARMUP, CLIENTS)), 'warm-up')
+      printFloorRound(kind, await floorRound(kind, callers[kind], `${kind.replace(' ', '-')}-warm-up`, Math.min(WARMUP, CLIENTS), storeThreads(kind)), 'warm-up')
     }
     const rounds: Rounds = { group: [], groupWarmFaults: faults(warm).length, floor: [], durable: [] }
     for (let i = 0; i < ROUNDS; i++) {
@@ -332,7 +366,7 @@ async function runRounds(callers: Record<RoundTarget, ExhookFleet>, emqxApi: str
           printRound(r, `round ${i + 1}`)
           rounds.group.push(r)
         } else {
-          const r = await floorRound(target, callers[target], `${target.replace(' ', '-')}-${i + 1}`, CLIENTS)
+          const r = await floorRound(target, callers[target], `${target.replace(' ', '-')}-${i + 1}`, CLIENTS, storeThreads(target))
           printFloorRound(target, r, `round ${i + 1}`)
           ;(target === 'floor' ? rounds.floor : rounds.durable).push(r)
         }
@@ -434,6 +468,14 @@ async function main(): Promise<void> {
       ` callers ${cpus(group, (r) => r.run.cpuMs)} cpus, of ${availableParallelism()}` +
       (mainUs === null ? '' : `; the hub's main thread spends ${fmt(mainUs, 1)} µs per call: ≈ ${fmt(1e6 / mainUs)} calls/s if it had a cpu to itself`)
   )
+  line(`    cpu per call by thread, medians of the rounds (other: V8's GC helpers, libuv; the hub's figures of all its threads, the callers' in their own processes):`)
+  for (const [label, rs] of [
+    ['floor        ', rounds.floor],
+    ['durable floor', rounds.durable],
+    ['hub          ', group.map((r) => ({ run: r.run, cpuMs: r.hubCpuMs, mainCpuMs: r.hubMainCpuMs, storeCpuMs: r.hubStoreCpuMs }))]
+  ] as const) {
+    line(`      ${label}  ${cpuSplit(rs)}`)
+  }
   const all = [...group, ...baseline.rounds]
   const faulty = all.filter((r) => faults(r).length > 0).length + rounds.groupWarmFaults + baseline.warmFaults
   const exact = faulty === 0

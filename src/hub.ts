@@ -185,6 +185,7 @@ export class Hub {
       set({ cache: 'devices' }, this.devices.size)
       set({ cache: 'subscription_entities' }, this.registry.subscriptions.size)
     })
+    this.metrics.threadCpu(() => this.store.threads?.() ?? [])
     if (shared) this.registry.readSessionsThrough((id) => this.store.readSession(id))
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }), this.holdsFleet)

@@ -1,6 +1,7 @@
 /** The writer thread of bench/lib/durable-floor.ts: appends each batch's rows in one transaction. */
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
+import { currentThreadId } from '../../src/store/sqlite/thread-id.js'
 
 export interface FloorRequest {
   id: number
@@ -8,6 +9,10 @@ export interface FloorRequest {
 }
 export interface FloorReply {
   id: number
+}
+/** Said once, first: this thread's id, for its cpu (bench/lib/process-cpu.ts). */
+export interface FloorHello {
+  thread: number | null
 }
 
 const db = new Database((workerData as { path: string }).path)
@@ -19,6 +24,8 @@ const append = db.prepare('INSERT INTO events (event) VALUES (?)')
 const appendAll = db.transaction((rows: string[]) => {
   for (const row of rows) append.run(row)
 })
+
+parentPort!.postMessage({ thread: currentThreadId() } satisfies FloorHello)
 
 parentPort!.on('message', (request: FloorRequest) => {
   appendAll(request.rows)

@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads'
 import type { LifecycleEvent } from '../../src/domain/lifecycle-event.js'
 import type { ApplyResult } from '../../src/registry/registry.js'
 import { DEFAULT_MAX_BATCH as MAX_BATCH, DEFAULT_MAX_IN_FLIGHT as MAX_IN_FLIGHT } from '../../src/store/group-commit.js'
-import type { FloorReply, FloorRequest } from './durable-floor-worker.js'
+import type { FloorHello, FloorReply, FloorRequest } from './durable-floor-worker.js'
 
 const APPLIED: ApplyResult = { applied: true }
 
@@ -29,10 +29,21 @@ export class DurableFloor {
   private readonly batches = new Map<number, Queued[]>()
   private nextId = 1
   private scheduled = false
+  /** Its writer thread's id, once the thread has said it (for its cpu); null where it cannot be known. */
+  threadId: number | null = null
+  /** Resolves once the writer thread has opened its database and said its id. */
+  readonly started: Promise<void>
 
   constructor(dataDir: string) {
     this.worker = new Worker(new URL('./durable-floor-worker.js', import.meta.url), { workerData: { path: join(dataDir, 'floor.db') } })
-    this.worker.on('message', (reply: FloorReply) => {
+    let started!: () => void
+    this.started = new Promise((resolve) => (started = resolve))
+    this.worker.on('message', (reply: FloorReply | FloorHello) => {
+      if ('thread' in reply) {
+        this.threadId = reply.thread
+        started()
+        return
+      }
       const batch = this.batches.get(reply.id)!
       this.batches.delete(reply.id)
       for (const q of batch) q.resolve(APPLIED)

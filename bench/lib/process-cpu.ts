@@ -1,11 +1,12 @@
 /**
- * Where a benchmark's cpu went: this process' main thread, the whole machine, and a V8 cpu
+ * Where a benchmark's cpu went: this process' main thread and store threads, the whole machine, and a V8 cpu
  * profile of this process on demand. Shared by the benchmarks that run a broker in-process.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
+import { MAIN_THREAD_ID, threadCpuSeconds } from '../../src/observability/thread-cpu.js'
 import { line } from './util.js'
 
 /** `dir` set: a V8 cpu profile of this process during `work`, written to `dir/file` (the profiler costs ~15%). */
@@ -51,18 +52,27 @@ async function inspected<T>(dir: string, file: string, what: string, work: () =>
 
 /**
  * CPU time of this process' main thread so far, ms, from Linux' per-thread counters (10 ms
- * ticks); null elsewhere. The rest of process.cpuUsage() is other threads: for the hub, mostly
- * its SQLite writer thread, V8's GC helpers and libuv.
+ * ticks); null elsewhere. The rest of process.cpuUsage() is other threads: for the hub, its
+ * SQLite store's threads (storeThreadsCpuMs), V8's GC helpers and libuv.
  */
 export function mainThreadCpuMs(): number | null {
-  try {
-    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // after the command: state(0) … utime(11) stime(12), in clock ticks (100 per second on Linux)
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
-  } catch {
-    return null
+  const seconds = threadCpuSeconds(MAIN_THREAD_ID)
+  return seconds === null ? null : seconds * 1000
+}
+
+/**
+ * CPU time so far of the store threads `threadIds` names (a hub's SQLite writer and checkpointer,
+ * a durable floor's writer), ms; null where a thread's cannot be read. A thread that has ended
+ * counts nothing: read them while the target runs.
+ */
+export function storeThreadsCpuMs(threadIds: readonly number[]): number | null {
+  let ms = 0
+  for (const id of threadIds) {
+    const seconds = threadCpuSeconds(id)
+    if (seconds === null) return null
+    ms += seconds * 1000
   }
+  return ms
 }
 
 /** Busy and total cpu time of the whole machine so far, ms (the kernel's counters). */

@@ -25,6 +25,8 @@ export interface Target {
   hub: Hub | null
   /** Clients Aedes counts as connected. */
   brokerClients(): number
+  /** The threads its store runs on (the hub's SQLite writer and checkpointer, the durable floor's writer), as far as they have said their ids; none for bare Aedes. */
+  storeThreadIds(): number[]
   stop(): Promise<void>
 }
 
@@ -72,6 +74,7 @@ export async function startHub(options: { auth?: 'none' | 'token'; config?: Part
     aedes,
     hub,
     brokerClients: () => connectedCount(aedes),
+    storeThreadIds: () => (hub.store.threads?.() ?? []).map((t) => t.threadId),
     async stop() {
       await hub.stop()
       removeDir(dataDir)
@@ -100,6 +103,7 @@ export async function startBareAedes(options: AedesOptions = {}): Promise<Target
     aedes,
     hub: null,
     brokerClients: () => connectedCount(aedes),
+    storeThreadIds: () => [],
     async stop() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
@@ -123,6 +127,7 @@ export async function startHttpFloor(options: { durable?: boolean } = {}): Promi
   const bare = await startBareAedes()
   const dataDir = options.durable ? tempDir('iothub-bench-durable-floor-') : null
   const store = dataDir ? new DurableFloor(dataDir) : null
+  await store?.started
   const path = /^\/v1\/devices\/([^/]+)\/attributes$/
   const http = createHttpServer((req, res) => {
     const id = path.exec(req.url ?? '')?.[1]
@@ -149,6 +154,7 @@ export async function startHttpFloor(options: { durable?: boolean } = {}): Promi
     ...bare,
     name: store ? 'durable' : 'floor',
     httpUrl: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
+    storeThreadIds: () => (store?.threadId ? [store.threadId] : []),
     async stop() {
       http.closeAllConnections()
       await new Promise<void>((resolve) => http.close(() => resolve()))
@@ -172,6 +178,7 @@ export async function startHttpFloor(options: { durable?: boolean } = {}): Promi
 export async function startDurableAedes(): Promise<Target> {
   const dataDir = tempDir('iothub-bench-durable-aedes-')
   const floor = new DurableFloor(dataDir)
+  await floor.started
   const subscribing = new Map<Client, { topics: string[]; answers: (() => void)[] }>()
   let endsInFlight = 0
   const bare = await startBareAedes({
@@ -204,6 +211,7 @@ export async function startDurableAedes(): Promise<Target> {
     ...bare,
     name: 'durable',
     brokerClients: () => bare.brokerClients() + endsInFlight,
+    storeThreadIds: () => (floor.threadId === null ? [] : [floor.threadId]),
     async stop() {
       await bare.stop()
       await floor.close()

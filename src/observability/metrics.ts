@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CounterConfiguration } from 'prom-client'
 import type { CommitObserver } from '../store/group-commit.js'
+import { MAIN_THREAD_ID, threadCpuSeconds } from './thread-cpu.js'
 
 export type RejectReason =
   | 'not_authorized'
@@ -270,6 +271,28 @@ export class HubMetrics {
         }
         this.reset()
         for (const [labels, value] of values) this.set(labels as never, value)
+      }
+    })
+  }
+
+  /**
+   * `iothub_thread_cpu_seconds_total{thread}`: the event loop's cpu (`main`) and that of the
+   * threads `threads` names (the store's), read from the kernel at scrape time. Where threads'
+   * cpu cannot be read (not Linux) it is not registered.
+   */
+  threadCpu(threads: () => readonly { name: string; threadId: number }[]): void {
+    if (threadCpuSeconds(MAIN_THREAD_ID) === null) return
+    new Counter({
+      name: 'iothub_thread_cpu_seconds_total',
+      help: "CPU time of the hub's threads: main (the event loop), store_writer and store_checkpointer (SQLite's); the rest of process_cpu_seconds_total is V8's and libuv's helpers",
+      labelNames: ['thread'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const { name, threadId } of [{ name: 'main', threadId: MAIN_THREAD_ID }, ...threads()]) {
+          const seconds = threadCpuSeconds(threadId)
+          if (seconds !== null) this.inc({ thread: name }, seconds)
+        }
       }
     })
   }

@@ -143,6 +143,12 @@ export interface LogFollowing {
   lastError: string | null
 }
 
+/** One of a store's own threads: `name` labels its cpu (`store_writer`, …). */
+export interface StoreThread {
+  name: string
+  threadId: number
+}
+
 export interface StoreHealth {
   ok: boolean
   /** The last failure, cleared by the next batch that commits or the next probe that answers. */
@@ -221,6 +227,12 @@ export interface Store {
    */
   serverWarnings?(): Promise<string[]>
   health(): StoreHealth
+  /**
+   * The threads of its own the store runs work on, by the operating system's thread id, as they
+   * have said it (SQLite's writer and checkpointer): the hub reports their cpu
+   * (`iothub_thread_cpu_seconds_total`). A store whose work runs elsewhere has none.
+   */
+  threads?(): readonly StoreThread[]
   /** Waits for pending batches, then releases the backend. */
   close(): Promise<void>
 }

@@ -9,6 +9,9 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
+import { currentThreadId } from './thread-id.js'
+
+export type CheckpointerHello = { thread: number | null }
 
 export interface CheckpointOptions {
   path: string
@@ -24,6 +27,9 @@ const timer = setInterval(() => {
     // busy or locked: the next interval tries again; the WAL only grows meanwhile
   }
 }, options.intervalMs)
+
+// said once, first: this thread's id, for its cpu (observability/thread-cpu.ts); any message back is the close
+parentPort!.postMessage({ thread: currentThreadId() } satisfies CheckpointerHello)
 
 parentPort!.once('message', () => {
   clearInterval(timer)

@@ -16,13 +16,13 @@ import type { LogEntry } from '../change-log.js'
 import { replicaRunId, SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver, type CommitOptions } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty } from '../store.js'
+import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty, type StoreThread } from '../store.js'
 import { FleetReader } from './fleet-reader.js'
 import { fleetRows } from './fleet-rows.js'
 import { HASH_PLAIN_TOKENS, MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
-import type { CheckpointOptions } from './checkpoint-worker.js'
+import type { CheckpointerHello, CheckpointOptions } from './checkpoint-worker.js'
 import { sessionOfRow, type SessionRow } from './session-columns.js'
 import { startWorker } from './start-worker.js'
 import { WriterThread } from './writer-thread.js'
@@ -50,6 +50,9 @@ export class SqliteStore implements Store {
   private readonly committer: GroupCommitter
   private readonly writer: WriterThread
   private readonly checkpointer: Worker
+  private checkpointerThreadId: number | null = null
+  /** Resolves once both threads have said their ids (or ended): `threads()` is whole from then on. */
+  private readonly threadsSaid: Promise<unknown>
   private readonly fleetReader: FleetReader
   /** One writer: whatever it reads back of the log (after a gap) is its own. */
   private readonly follower = new LogFollower(this)
@@ -74,6 +77,14 @@ export class SqliteStore implements Store {
     // Losing it must not take the hub down: commits go on, and the writer's own automatic
     // checkpoint bounds the WAL. It is reported like a failed commit.
     this.checkpointer.on('error', (error) => options.observer?.failed(new StoreError(`WAL checkpointer failed: ${error.message}`)))
+    const checkpointerSaid = new Promise<void>((resolve) => {
+      this.checkpointer.once('message', (hello: CheckpointerHello) => {
+        this.checkpointerThreadId = hello.thread
+        resolve()
+      })
+      this.checkpointer.once('exit', () => resolve())
+    })
+    this.threadsSaid = Promise.all([this.writer.said, checkpointerSaid])
     // One writer: batches are the log's next entries as they commit, handed to the caches as
     // they come (the follower reads the file only after a batch whose answer was lost).
     this.committer = new GroupCommitter(this.writer, {
@@ -117,6 +128,9 @@ export class SqliteStore implements Store {
 
   async load(): Promise<Snapshot> {
     const s = this.loads
+    // the threads start with the store and say their ids within milliseconds; waited for here, so
+    // that once the hub serves, its metrics name each of them (threads())
+    await this.threadsSaid
     return {
       // the one writer is this process, which commits nothing until its caches are loaded
       ...fleetRows((table) => this.fleetReader.rows(table)),
@@ -189,6 +203,13 @@ export class SqliteStore implements Store {
       throw error
     }
     this.committer.answered(since)
+  }
+
+  threads(): StoreThread[] {
+    const threads: StoreThread[] = []
+    if (this.writer.threadId !== null) threads.push({ name: 'store_writer', threadId: this.writer.threadId })
+    if (this.checkpointerThreadId !== null) threads.push({ name: 'store_checkpointer', threadId: this.checkpointerThreadId })
+    return threads
   }
 
   health(): StoreHealth {

@@ -6,7 +6,7 @@ import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../grou
 import { withinDeadline } from '../store.js'
 import { startWorker } from './start-worker.js'
 import { encodeMutation, ROWS_FROM_LOG, type BatchWrite } from './statements.js'
-import type { WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
+import type { WriterHello, WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
 
 export class WriterThread implements BatchWriter {
@@ -15,10 +15,21 @@ export class WriterThread implements BatchWriter {
   private nextId = 1
   private failure: Error | null = null
   private readonly exited: Promise<void>
+  /** The thread's id, once it has said it (null: it cannot know it). */
+  threadId: number | null = null
+  /** Resolves once the thread has said its id, or has failed: it says it before it answers anything. */
+  readonly said: Promise<void>
+  private saidOrFailed!: () => void
 
   constructor(options: WriterOptions) {
+    this.said = new Promise((resolve) => (this.saidOrFailed = resolve))
     this.worker = startWorker('writer', options)
-    this.worker.on('message', (reply: WriterReply) => {
+    this.worker.on('message', (reply: WriterReply | WriterHello) => {
+      if ('thread' in reply) {
+        this.threadId = reply.thread
+        this.saidOrFailed()
+        return
+      }
       const waiter = this.waiting.get(reply.id)
       this.waiting.delete(reply.id)
       if (reply.error === undefined) waiter?.resolve(reply)
@@ -124,6 +135,7 @@ export class WriterThread implements BatchWriter {
   }
 
   private fail(error: Error): void {
+    this.saidOrFailed()
     this.failure ??= error
     for (const waiter of this.waiting.values()) waiter.reject(error)
     this.waiting.clear()

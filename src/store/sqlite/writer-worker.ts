@@ -4,7 +4,8 @@
  * a thread of their own: the main thread keeps serving clients and filling the next batch
  * while this one commits.
  *
- * Protocol: `{ id, writes, log, at, deadline }` (see statements.ts, BatchWrite) in,
+ * Protocol: first, unasked, `{ thread }`: this thread's id (for its cpu, see
+ * observability/thread-cpu.ts). Then `{ id, writes, log, at, deadline }` (see statements.ts, BatchWrite) in,
  * `{ id, previous }` or `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go;
  * `{ id, prune }` deletes change-log entries (see ../coordination.ts) and answers `{ id, pruned }`; `{ close: true }`
  * closes the connection and ends the thread.
@@ -16,6 +17,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import type { LogPruning } from '../coordination.js'
+import { currentThreadId } from './thread-id.js'
 import { encodeMutation, prepareWrites, type BatchWrite, type EncodedMutation } from './statements.js'
 import type { Mutation } from '../store.js'
 
@@ -36,6 +38,8 @@ export type WriterRequest =
   | { close: true }
 /** `previous`: the log entry before the batch's first; `pruned`: how many entries a prune deleted. */
 export type WriterReply = { id: number; error?: string; previous?: number; pruned?: number }
+/** Said once, first: the thread's id, null where it cannot be known. */
+export type WriterHello = { thread: number | null }
 
 const options = workerData as WriterOptions
 const db = new Database(options.path, { timeout: options.busyTimeoutMs })
@@ -73,6 +77,8 @@ const pruneLog = db.prepare(
 )
 const takeLock = db.prepare('BEGIN IMMEDIATE')
 const letGo = db.prepare('ROLLBACK')
+
+parentPort!.postMessage({ thread: currentThreadId() } satisfies WriterHello)
 
 parentPort!.on('message', (request: WriterRequest) => {
   if ('close' in request) {

@@ -1,0 +1,81 @@
+/**
+ * Per-thread cpu: the SQLite store's writer and checkpointer say their thread ids, the hub
+ * reads their cpu (and its event loop's) from the kernel, and /metrics reports it as
+ * `iothub_thread_cpu_seconds_total{thread}`. Linux only, as the hub's figures are; CI is Linux.
+ */
+import assert from 'node:assert/strict'
+import { rmSync } from 'node:fs'
+import { after, before, describe, it } from 'node:test'
+import { MAIN_THREAD_ID, threadCpuSeconds } from '../src/observability/thread-cpu.js'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { startTestHub, tempDir, type TestHub } from './helpers/hub.js'
+import { session } from './store/contract.js'
+
+const linux = process.platform === 'linux'
+
+describe('threadCpuSeconds', { skip: !linux && 'per-thread cpu is read from Linux /proc' }, () => {
+  it("reads the main thread's cpu, which grows as it works, and nothing for a thread that is not this process'", () => {
+    const before = threadCpuSeconds(MAIN_THREAD_ID)
+    assert.ok(before !== null && before >= 0, `main thread: ${before}`)
+    // well over the kernel's 10 ms tick of cpu on this thread
+    const start = process.cpuUsage()
+    let spin = 0
+    while (process.cpuUsage(start).user < 60_000) spin++
+    assert.ok(spin > 0)
+    assert.ok(threadCpuSeconds(MAIN_THREAD_ID)! > before, 'the main thread counted what it spun')
+    assert.equal(threadCpuSeconds(0), null)
+  })
+})
+
+describe('SqliteStore threads', { skip: !linux && 'thread ids are read from Linux /proc' }, () => {
+  it('names its writer and checkpointer once loaded; the writer is the thread that pays for the writes', async () => {
+    const dataDir = tempDir('iothub-store-')
+    const store = new SqliteStore({ dataDir })
+    try {
+      await store.load()
+      const threads = store.threads()
+      assert.deepEqual(threads.map((t) => t.name).sort(), ['store_checkpointer', 'store_writer'])
+      const ids = threads.map((t) => t.threadId)
+      assert.equal(new Set(ids).size, 2, 'two threads')
+      assert.ok(!ids.includes(MAIN_THREAD_ID), 'neither is the main thread')
+      const writer = threads.find((t) => t.name === 'store_writer')!.threadId
+      const before = threadCpuSeconds(writer)
+      assert.ok(before !== null, "the writer's cpu is readable")
+      // enough writes for well over a tick of the writer's cpu
+      const padding = 'x'.repeat(4_000)
+      for (let batch = 0; batch < 60; batch++) {
+        await store.commit(Array.from({ length: 100 }, (_, i) => ({ op: 'session.put' as const, session: session(`c-${batch}-${i}`, { username: padding }) })))
+      }
+      assert.ok(threadCpuSeconds(writer)! > before, 'the writer thread counted the writes')
+      await store.close()
+      // ended with the store: they were this process' threads
+      for (const id of ids) assert.equal(threadCpuSeconds(id), null, `thread ${id} ended`)
+    } finally {
+      await store.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('iothub_thread_cpu_seconds_total', { skip: !linux && 'per-thread cpu is read from Linux /proc' }, () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub()
+  })
+  after(async () => {
+    await t.stop()
+  })
+
+  it('reports the main thread and the store threads of a serving hub', async () => {
+    const device = await t.createDevice()
+    const client = await t.connect({ clientId: device.id, username: device.id, password: device.token })
+    await client.endAsync()
+    const { status, body } = await t.api<string>('GET', '/metrics', undefined, null)
+    assert.equal(status, 200)
+    const seconds = new Map([...body.matchAll(/^iothub_thread_cpu_seconds_total\{thread="([^"]+)"\} ([0-9.e+-]+)$/gm)].map((m) => [m[1]!, Number(m[2])]))
+    assert.deepEqual([...seconds.keys()].sort(), ['main', 'store_checkpointer', 'store_writer'])
+    for (const [thread, value] of seconds) assert.ok(Number.isFinite(value) && value >= 0, `${thread}: ${value}`)
+    // this test process is the hub's: its main thread has run the hub and this test, well over a tick
+    assert.ok(seconds.get('main')! > 0, 'the main thread has used cpu')
+  })
+})
