@@ -468,7 +468,7 @@ async function main(): Promise<void> {
       ` callers ${cpus(group, (r) => r.run.cpuMs)} cpus, of ${availableParallelism()}` +
       (mainUs === null ? '' : `; the hub's main thread spends ${fmt(mainUs, 1)} µs per call: ≈ ${fmt(1e6 / mainUs)} calls/s if it had a cpu to itself`)
   )
-  line(`    cpu per call by thread, medians of the rounds (other: V8's GC helpers, libuv; the hub's figures of all its threads, the callers' in their own processes):`)
+  line(`    cpu per call by thread, medians of the rounds (this process' cpu in a target's rounds, the other targets idle meanwhile; other: V8's GC and compiler helpers, libuv; callers: their own process'):`)
   for (const [label, rs] of [
     ['floor        ', rounds.floor],
     ['durable floor', rounds.durable],
