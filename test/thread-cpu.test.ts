@@ -17,8 +17,8 @@ describe('threadCpuSeconds', { skip: !linux && 'per-thread cpu is read from Linu
   it("reads the main thread's cpu, which grows as it works, and nothing for a thread that is not this process'", () => {
     const before = threadCpuSeconds(MAIN_THREAD_ID)
     assert.ok(before !== null && before >= 0, `main thread: ${before}`)
-    // spins this thread for a few of the kernel's 10 ms ticks, as its own counter tells them;
-    // a counter that is not this thread's (or does not move) never gets there
+    // spins this thread until its own counter shows a few of the kernel's 10 ms ticks more: a
+    // counter that does not move with this thread's work fails here after 10 s
     const until = Date.now() + 10_000
     let now = before
     while (now < before + 0.03 && Date.now() < until) now = threadCpuSeconds(MAIN_THREAD_ID)!
