@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { boundHeapGrowth, BOUNDED_HEAP_GROWING_PERCENT, type NodeFlags } from '../src/cli/heap-growth.js'
+import { boundHeapGrowth, BOUNDED_HEAP_GROWING_PERCENT } from '../src/cli/heap-growth.js'
+import type { NodeFlags } from '../src/cli/node-flags.js'
 
 const plainNode: NodeFlags = { execArgv: ['--max-semi-space-size=32'], nodeOptions: undefined }
 

@@ -154,7 +154,7 @@ export async function startHttpFloor(options: { durable?: boolean } = {}): Promi
     ...bare,
     name: store ? 'durable' : 'floor',
     httpUrl: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    storeThreadIds: () => (store?.threadId ? [store.threadId] : []),
+    storeThreadIds: () => (store === null || store.threadId === null ? [] : [store.threadId]),
     async stop() {
       http.closeAllConnections()
       await new Promise<void>((resolve) => http.close(() => resolve()))

@@ -22,8 +22,6 @@ import { setFlagsFromString } from 'node:v8'
 import type { HubConfig } from '../config.js'
 import { givenToNode, startedWith, type NodeFlags } from './node-flags.js'
 
-export type { NodeFlags } from './node-flags.js'
-
 /** The old generation may grow to 1.5× what the last full collection left alive. */
 export const BOUNDED_HEAP_GROWING_PERCENT = 50
 
