@@ -25,7 +25,7 @@
 import type { Hub } from '../src/hub.js'
 import { ClientFleet, type PhaseReport } from './lib/clients.js'
 import { aedesClients, benchStoreSync, commitTotals, startTarget, type CommitTotals, type Target } from './lib/targets.js'
-import { machineTimes, mainThreadCpuMs, storeThreadsCpuMs } from './lib/process-cpu.js'
+import { gcPauseMs, gcPausesSettled, machineTimes, mainThreadCpuMs, storeThreadsCpuMs } from './lib/process-cpu.js'
 import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
@@ -57,6 +57,8 @@ interface StormResult {
   disconnectCpuMs: number
   /** Of the two phases' cpu, the main thread's (Linux only): the rest is the store threads (storeCpuMs), V8's GC helpers and libuv. */
   mainCpuMs: number | null
+  /** Of mainCpuMs, V8's garbage-collection pauses (process-cpu.ts, gcPauseMs). */
+  gcMs: number
   /** Of the broker's cpu in both phases, its store threads' (the hub's SQLite writer and checkpointer, the durable floor's writer; bare Aedes has none), ms; null off Linux. */
   storeCpuMs: number | null
   connected: PhaseReport
@@ -117,6 +119,8 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
   const target: Target = await startTarget(name)
   try {
     const commits0 = await commitTotals(target.hub)
+    await gcPausesSettled()
+    const gc0 = gcPauseMs()
     const machine0 = machineTimes()
     const cpu0 = process.cpuUsage()
     const main0 = mainThreadCpuMs()
@@ -129,6 +133,8 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const mainConnected = mainThreadCpuMs()
     const storeConnected = storeThreadsCpuMs(storeThreads)
     const machineConnected = machineTimes()
+    await gcPausesSettled()
+    const gcConnected = gcPauseMs()
     const commits1 = await commitTotals(target.hub)
 
     // every client has its SUBACK, so the broker must count them all; outside the timings
@@ -141,6 +147,7 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const cpu1 = process.cpuUsage()
     const main1 = mainThreadCpuMs()
     const store1 = storeThreadsCpuMs(storeThreads)
+    const gc1 = gcPauseMs()
     const t2 = nowMs()
     const ended = await fleet.disconnect(CONCURRENCY)
     const settled = await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
@@ -149,6 +156,8 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const main2 = mainThreadCpuMs()
     const store2 = storeThreadsCpuMs(storeThreads)
     const machine2 = machineTimes()
+    await gcPausesSettled()
+    const gc2 = gcPauseMs()
     if (!settled) line(`  WARNING: ${name} did not settle within ${SETTLE_TIMEOUT_MS} ms after the disconnects`)
     if (target.hub) await target.hub.registry.settled()
     const commits2 = await commitTotals(target.hub)
@@ -160,6 +169,7 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
       connectCpuMs,
       disconnectCpuMs,
       mainCpuMs: main0 === null || mainConnected === null || main1 === null || main2 === null ? null : mainConnected - main0 + (main2 - main1),
+      gcMs: gcConnected - gc0 + (gc2 - gc1),
       storeCpuMs: store0 === null || storeConnected === null || store1 === null || store2 === null ? null : storeConnected - store0 + (store2 - store1),
       connected,
       ended,
@@ -248,7 +258,7 @@ async function main(): Promise<void> {
     const main = med(name, (r) => r.mainCpuMs!)
     const store = storeKnown ? med(name, (r) => r.storeCpuMs!) : null
     const other = med(name, (r) => r.connectCpuMs + r.disconnectCpuMs - r.mainCpuMs! - (r.storeCpuMs ?? 0))
-    return ` (main thread ${fmt(main).padStart(6)} ms${store === null || name === 'bare' ? '' : `, store threads ${fmt(store).padStart(5)} ms`}, other threads ${fmt(other).padStart(5)} ms)`
+    return ` (main thread ${fmt(main).padStart(6)} ms, of it GC pauses ${fmt(med(name, (r) => r.gcMs)).padStart(4)} ms${store === null || name === 'bare' ? '' : `, store threads ${fmt(store).padStart(5)} ms`}, other threads ${fmt(other).padStart(5)} ms)`
   }
   line(`  medians over ${ROUNDS} round(s)${noisy > 0 ? ` (${noisy} of ${results.length} storms not clean: other processes used more than ${fmt(OTHERS_WARNING * 100)}% of the cpu)` : ' (other processes used at most 10% of the cpu in every storm)'}:`)
   for (const name of TARGETS) {

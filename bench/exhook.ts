@@ -70,7 +70,7 @@ import {
   type RunReport
 } from './lib/exhook-fleet.js'
 import { DurableFloor } from './lib/durable-floor.js'
-import { machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
+import { gcPauseMs, gcPausesSettled, machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
 import { collectGarbage, envInt, fmt, line, median, removeDir, report, runMain, tempDir } from './lib/util.js'
 
@@ -104,6 +104,8 @@ interface RoundResult {
   hubMainCpuMs: number | null
   /** Of hubCpuMs, its SQLite store threads' (writer and checkpointer; Linux only). */
   hubStoreCpuMs: number | null
+  /** Of hubMainCpuMs, V8's garbage-collection pauses (process-cpu.ts, gcPauseMs). */
+  hubGcMs: number
   /** Share of the round the hub's event loop was busy (0..1). */
   hubElu: number
   commits: CommitTotals | null
@@ -140,6 +142,8 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
   await collectGarbage()
   const commits0 = await commitTotals(hub)
   const events0 = await eventCounts(hub)
+  await gcPausesSettled()
+  const gc0 = gcPauseMs()
   const machine0 = machineTimes()
   const cpu0 = process.cpuUsage()
   const main0 = mainThreadCpuMs()
@@ -154,6 +158,8 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
   const main1 = mainThreadCpuMs()
   const store1 = storeThreadsCpuMs(storeThreads)
   const machine1 = machineTimes()
+  await gcPausesSettled()
+  const gcMs = gcPauseMs() - gc0
   const commits1 = await commitTotals(hub)
   const commits =
     commits0 && commits1
@@ -167,6 +173,7 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
     hubCpuMs,
     hubMainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
     hubStoreCpuMs: store0 === null || store1 === null ? null : store1 - store0,
+    hubGcMs: gcMs,
     hubElu,
     commits,
     events: eventDelta(events0, await eventCounts(hub)),
@@ -180,11 +187,11 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
 const PAD = ''.padEnd(16)
 
 /** A target's cpu per call in its rounds, by thread (medians), and its callers': where a ratio's difference is spent. */
-function cpuSplit(rounds: readonly Pick<FloorRound, 'run' | 'cpuMs' | 'mainCpuMs' | 'storeCpuMs'>[]): string {
+function cpuSplit(rounds: readonly Pick<FloorRound, 'run' | 'cpuMs' | 'mainCpuMs' | 'storeCpuMs' | 'gcMs'>[]): string {
   const us = (pick: (r: (typeof rounds)[number]) => number) => fmt(median(rounds.map((r) => (pick(r) * 1000) / Math.max(1, r.run.calls))), 1).padStart(5)
   const known = rounds.every((r) => r.mainCpuMs !== null && r.storeCpuMs !== null)
   const threads = known
-    ? ` = main thread ${us((r) => r.mainCpuMs!)} + store threads ${us((r) => r.storeCpuMs!)} + other ${us((r) => r.cpuMs - r.mainCpuMs! - r.storeCpuMs!)}`
+    ? ` = main thread ${us((r) => r.mainCpuMs!)} (GC pauses ${us((r) => r.gcMs)}) + store threads ${us((r) => r.storeCpuMs!)} + other ${us((r) => r.cpuMs - r.mainCpuMs! - r.storeCpuMs!)}`
     : ''
   return `${us((r) => r.cpuMs)} µs${threads};  callers ${us((r) => r.run.cpuMs)} µs`
 }
@@ -276,6 +283,8 @@ interface FloorRound {
   /** Of cpuMs, the main thread's and the durable floor's writer thread's (Linux only). */
   mainCpuMs: number | null
   storeCpuMs: number | null
+  /** Of mainCpuMs, V8's garbage-collection pauses. */
+  gcMs: number
   othersCpuMs: number
   machineMs: number
 }
@@ -283,6 +292,8 @@ interface FloorRound {
 /** One round against a floor; a call not answered OK stops the bench (a floor answers every call). */
 async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, clients: number, storeThreads: readonly number[]): Promise<FloorRound> {
   await collectGarbage() // as before a hub round
+  await gcPausesSettled()
+  const gc0 = gcPauseMs()
   const machine0 = machineTimes()
   const cpu0 = process.cpuUsage()
   const main0 = mainThreadCpuMs()
@@ -292,6 +303,8 @@ async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, cl
   const main1 = mainThreadCpuMs()
   const store1 = storeThreadsCpuMs(storeThreads)
   const machine1 = machineTimes()
+  await gcPausesSettled()
+  const gcMs = gcPauseMs() - gc0
   if (run.failed > 0) throw new Error(`${kind}: ${run.failed} calls failed: ${run.errors.join('; ')}`)
   const cpuMs = (cpu.user + cpu.system) / 1000
   return {
@@ -300,6 +313,7 @@ async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, cl
     cpuMs,
     mainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
     storeCpuMs: store0 === null || store1 === null ? null : store1 - store0,
+    gcMs,
     othersCpuMs: Math.max(0, machine1.busy - machine0.busy - cpuMs - run.cpuMs),
     machineMs: machine1.total - machine0.total
   }
@@ -468,11 +482,11 @@ async function main(): Promise<void> {
       ` callers ${cpus(group, (r) => r.run.cpuMs)} cpus, of ${availableParallelism()}` +
       (mainUs === null ? '' : `; the hub's main thread spends ${fmt(mainUs, 1)} µs per call: ≈ ${fmt(1e6 / mainUs)} calls/s if it had a cpu to itself`)
   )
-  line(`    cpu per call by thread, medians of the rounds (this process' cpu in a target's rounds, the other targets idle meanwhile; other: V8's GC and compiler helpers, libuv; callers: their own process'):`)
+  line(`    cpu per call by thread, medians of the rounds (this process' cpu in a target's rounds, the other targets idle meanwhile; GC pauses: the main thread's time in V8's collections; other: V8's GC and compiler helpers, libuv; callers: their own process'):`)
   for (const [label, rs] of [
     ['floor        ', rounds.floor],
     ['durable floor', rounds.durable],
-    ['hub          ', group.map((r) => ({ run: r.run, cpuMs: r.hubCpuMs, mainCpuMs: r.hubMainCpuMs, storeCpuMs: r.hubStoreCpuMs }))]
+    ['hub          ', group.map((r) => ({ run: r.run, cpuMs: r.hubCpuMs, mainCpuMs: r.hubMainCpuMs, storeCpuMs: r.hubStoreCpuMs, gcMs: r.hubGcMs }))]
   ] as const) {
     line(`      ${label}  ${cpuSplit(rs)}`)
   }

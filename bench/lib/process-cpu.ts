@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
+import { PerformanceObserver } from 'node:perf_hooks'
 import { MAIN_THREAD_ID, threadCpuSeconds } from '../../src/observability/thread-cpu.js'
 import { line } from './util.js'
 
@@ -58,6 +59,31 @@ async function inspected<T>(dir: string, file: string, what: string, work: () =>
 export function mainThreadCpuMs(): number | null {
   const seconds = threadCpuSeconds(MAIN_THREAD_ID)
   return seconds === null ? null : seconds * 1000
+}
+
+let gcPausesMs = 0
+let gcObserver: PerformanceObserver | undefined
+
+/**
+ * Time this process' main thread has spent in V8's garbage-collection pauses (scavenges and the
+ * main thread's share of mark-compacts), ms, since the first call. V8 reports each pause after it
+ * ends, a turn of the event loop later: call `gcPausesSettled()` before reading a total that is
+ * to include the last pauses of what was just measured.
+ */
+export function gcPauseMs(): number {
+  if (!gcObserver) {
+    gcObserver = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) gcPausesMs += entry.duration
+    })
+    gcObserver.observe({ entryTypes: ['gc'] })
+  }
+  for (const entry of gcObserver.takeRecords()) gcPausesMs += entry.duration
+  return gcPausesMs
+}
+
+/** Resolves once the pauses V8 has made so far are reported to gcPauseMs() (Node hands them over on an immediate). */
+export function gcPausesSettled(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
 }
 
 /**
