@@ -1,9 +1,18 @@
 /**
  * Group commit: many callers' mutations share one transaction, and each caller's promise
- * resolves when that transaction is durable. Batches are pipelined: while the writer commits
- * one, the next fills up and is handed over too (up to `maxInFlight`), so the thread that
- * produces events and the one that writes them work at the same time, and throughput grows
- * with load instead of being capped by one fsync per event.
+ * resolves when that transaction is durable. While the writer commits one batch, the next fills
+ * up, so the thread that produces events and the one that writes them work at the same time, and
+ * throughput grows with load instead of being capped by one fsync per event.
+ *
+ * When batches are handed over: at once when the writer has none; while it commits one, only
+ * once half a batch waits (then up to `maxInFlight` are pipelined, so under load the writer never
+ * waits for this thread); and the moment the writer answers a batch, before that batch's callers
+ * are settled (their continuations can take this thread milliseconds, which the writer would
+ * spend idle). A caller that waits while the writer is busy loses nothing by it — the writer
+ * commits in order, so a batch handed over early would only have waited behind the one in
+ * flight — and every hand-over it is spared costs a message each way, a settling pass and, for
+ * SQLite, a transaction and its fsync. Handing each loop turn's few callers over at once made a
+ * 5,000-client connect storm cost the hub ~15% more cpu (docs/ROADMAP.md, issue 16).
  *
  * The backend's `writeBatch` must be all-or-nothing and must commit batches in the order it
  * receives them; callers are settled in that order. When a shared batch fails, each caller's
@@ -279,6 +288,8 @@ export class GroupCommitter {
 
   private schedule(): void {
     if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return
+    // the writer is busy: what waits joins the next batch, unless enough waits to pipeline one
+    if (this.inFlight > 0 && this.queue.length < this.maxBatch / 2) return
     this.scheduled = true
     // setImmediate, not nextTick: let every event already in this loop turn join the batch.
     setImmediate(() => {
@@ -353,6 +364,8 @@ export class GroupCommitter {
       // the race: a writer that cannot stop at once (SQLite's thread inside a transaction)
       // must not hold its callers past their deadline
       outcome = (await Promise.race([this.writer.writeBatch(items, { signal: control.signal, deadline }), aborted])) ?? undefined
+      // the writer is free: it gets what waits now, before this batch's callers are settled
+      if (!this.scheduled && this.inFlight === 1 && this.queue.length > 0) this.flush()
     } catch (cause) {
       const error =
         cause instanceof StoreTimeoutError || cause instanceof StoreCommitUnknownError
