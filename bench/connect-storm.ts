@@ -143,11 +143,12 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     }
     const check = target.hub ? compareRegistry(target.hub) : null
 
+    await gcPausesSettled()
+    const gc1 = gcPauseMs()
     const machine1 = machineTimes()
     const cpu1 = process.cpuUsage()
     const main1 = mainThreadCpuMs()
     const store1 = storeThreadsCpuMs(storeThreads)
-    const gc1 = gcPauseMs()
     const t2 = nowMs()
     const ended = await fleet.disconnect(CONCURRENCY)
     const settled = await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)

@@ -6,43 +6,12 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { GroupCommitter, type BatchItem } from '../../src/store/group-commit.js'
-import type { Mutation } from '../../src/store/store.js'
-
-/** A writer whose batches wait until released, recording which callers each held and what happened when. */
-function heldWriter(record: string[]) {
-  const batches: string[][] = []
-  const releases: (() => void)[] = []
-  return {
-    batches,
-    /** Lets the oldest batch waiting commit. */
-    release(): void {
-      releases.shift()?.()
-    },
-    get waiting(): number {
-      return releases.length
-    },
-    writeBatch(items: readonly BatchItem[]): Promise<void> {
-      const ids = items.map((item) => ('mutations' in item ? (item.mutations[0] as { device: { id: string } }).device.id : '?'))
-      batches.push(ids)
-      record.push(`handed over ${ids.join(',')}`)
-      return new Promise((resolve) => releases.push(resolve))
-    }
-  }
-}
-
-const marker = (id: string): Mutation[] => [{ op: 'device.put', device: { id } } as unknown as Mutation]
-
-/** Resolves after the event loop has run what is due (the committer hands batches over on setImmediate). */
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
-
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await turn()
-}
+import { GroupCommitter } from '../../src/store/group-commit.js'
+import { heldWriter, marker, turn, until } from '../helpers/held-writer.js'
 
 describe('group commit, handing batches over', () => {
   it('keeps the callers that come while the writer commits for one next batch, not one batch per turn of the loop', async () => {
-    const writer = heldWriter([])
+    const writer = heldWriter()
     const committer = new GroupCommitter(writer, { maxBatch: 256 })
     const done = [committer.commit(marker('first'))]
     await until(() => writer.waiting === 1)
@@ -60,7 +29,7 @@ describe('group commit, handing batches over', () => {
   })
 
   it('pipelines a second batch once half a batch waits, up to maxInFlight', async () => {
-    const writer = heldWriter([])
+    const writer = heldWriter()
     const committer = new GroupCommitter(writer, { maxBatch: 4, maxInFlight: 2 })
     const done = [committer.commit(marker('first'))]
     await until(() => writer.waiting === 1)

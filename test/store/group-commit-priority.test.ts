@@ -6,37 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { GroupCommitter, type BatchItem } from '../../src/store/group-commit.js'
-import type { Mutation } from '../../src/store/store.js'
-
-/** A writer whose batches wait until released, recording which callers each held (by the marker mutation's id). */
-function heldWriter() {
-  const batches: string[][] = []
-  const releases: (() => void)[] = []
-  return {
-    batches,
-    /** Lets the oldest batch waiting commit. */
-    release(): void {
-      releases.shift()?.()
-    },
-    get waiting(): number {
-      return releases.length
-    },
-    writeBatch(items: readonly BatchItem[]): Promise<void> {
-      batches.push(items.map((item) => ('mutations' in item ? (item.mutations[0] as { device: { id: string } }).device.id : '?')))
-      return new Promise((resolve) => releases.push(resolve))
-    }
-  }
-}
-
-const marker = (id: string): Mutation[] => [{ op: 'device.put', device: { id } } as unknown as Mutation]
-
-/** Resolves after the event loop has run what is due (the committer hands batches over on setImmediate). */
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
-
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await turn()
-}
+import { GroupCommitter } from '../../src/store/group-commit.js'
+import { heldWriter, marker, turn, until } from '../helpers/held-writer.js'
 
 describe('group commit, live callers first', () => {
   it('fills a batch with live callers before background ones when more wait than a batch holds', async () => {
