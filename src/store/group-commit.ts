@@ -364,8 +364,6 @@ export class GroupCommitter {
       // the race: a writer that cannot stop at once (SQLite's thread inside a transaction)
       // must not hold its callers past their deadline
       outcome = (await Promise.race([this.writer.writeBatch(items, { signal: control.signal, deadline }), aborted])) ?? undefined
-      // the writer is free: it gets what waits now, before this batch's callers are settled
-      if (!this.scheduled && this.inFlight === 1 && this.queue.length > 0) this.flush()
     } catch (cause) {
       const error =
         cause instanceof StoreTimeoutError || cause instanceof StoreCommitUnknownError
@@ -378,6 +376,9 @@ export class GroupCommitter {
     } finally {
       clearTimeout(expiry)
     }
+    // the writer is free: it gets what waits now, before this batch's callers are settled (here,
+    // not in the try above, where a throw would count a committed batch as failed)
+    if (!this.scheduled && this.inFlight === 1 && this.queue.length > 0) this.flush()
     this.lastError = null
     let mutationCount = 0
     for (const item of items) if ('mutations' in item) mutationCount += item.mutations.length

@@ -41,9 +41,10 @@ describe('group commit, handing batches over', () => {
     for (const id of ['c', 'd', 'e']) done.push(committer.commit(marker(id)))
     await turn()
     assert.equal(writer.waiting, 2, 'no more than maxInFlight batches at the writer')
-    while (writer.waiting > 0) {
+    // the three batches, each released once it has reached the writer
+    for (let i = 0; i < 3; i++) {
+      await until(() => writer.waiting > 0)
       writer.release()
-      await turn()
     }
     await Promise.all(done)
     assert.deepEqual(writer.batches, [['first'], ['a', 'b'], ['c', 'd', 'e']])
