@@ -316,7 +316,7 @@ async function measure(v: Variant): Promise<Measurement> {
     // cycle again would open with 5,000 takeovers of the warm-up's sessions in 100 ms), and no
     // forced collection comes between them (it resets the heap the steady state had grown).
     // Together the two made a transient that held up to 5,000 of the run's 200,000 events past
-    // 15 ms in its first 100 ms (docs/ROADMAP.md, issue 16, "the open loop's start").
+    // 15 ms in its first 100 ms (docs/perf-journal.md, "the open loop's start").
     let carriedOn: ClientStreams | undefined
     if (v.offeredRate) {
       const warmUp = await driveAtRate(registry, v.offeredRate, OFFERED_WARMUP_SECONDS, v.clients)

@@ -50,7 +50,7 @@ db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}
 // beginning. So this connection still checkpoints, SQLite's way, once the WAL holds 1,000 pages
 // (~4 MB): what the checkpointer has copied already is not copied again, and the WAL restarts.
 // At 10,000 pages (~40 MB) the commit that crossed it waited ~30 ms, several times a second at
-// 50,000 events/s — the events latency tail (docs/ROADMAP.md, issue 16, "SQLite's checkpoints").
+// 50,000 events/s — the events latency tail (docs/perf-journal.md, "SQLite's checkpoints").
 db.pragma('wal_autocheckpoint = 1000')
 const statements = prepareWrites(db)
 const logHead = db.prepare('SELECT seq FROM log_head').pluck()
