@@ -12,7 +12,8 @@
  * commits in order, so a batch handed over early would only have waited behind the one in
  * flight — and every hand-over it is spared costs a message each way, a settling pass and, for
  * SQLite, a transaction and its fsync. Handing each loop turn's few callers over at once made a
- * 5,000-client connect storm cost the hub ~15% more cpu (docs/perf-journal.md, "fewer, fuller batches for the writer").
+ * 5,000-client connect storm cost the hub ~15% more cpu (docs/perf-journal.md, "fewer, fuller
+ * batches for the writer").
  *
  * The backend's `writeBatch` must be all-or-nothing and must commit batches in the order it
  * receives them; callers are settled in that order. When a shared batch fails, each caller's
