@@ -31,6 +31,11 @@
  * that stores every event before answering. When the floor's own p99 misses the target, so must
  * the hub's in that run.
  *
+ * Beside each open-loop figure, the main thread's GC pauses during it: how many, how long in
+ * all, the longest, and how many lasted as long as the p99 target. A pause that long holds every
+ * event in flight past the target by itself, the hub's and the floor's alike (the driver, which
+ * both share, collects too); what the pauses showed on a 2-cpu VM: docs/perf-journal.md, "set L".
+ *
  * Two more runs are printed for diagnosis, without targets: the same workload with a store
  * whose group commit writes nothing (the registry's own ceiling: what the JS path costs), and
  * group commit with fewer clients in flight (latency when batches are not 2,000 deep).
@@ -56,7 +61,7 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { DurableFloor } from './lib/durable-floor.js'
 import type { Store } from '../src/store/store.js'
 import { newTokenKey, TokenHasher } from '../src/domain/secret.js'
-import { machineTimes } from './lib/process-cpu.js'
+import { machineTimes, recordGcPauses, type GcPauses } from './lib/process-cpu.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
 
 const EVENTS = envInt('BENCH_EVENTS', 200_000)
@@ -99,6 +104,8 @@ interface Measurement {
   log?: { entriesPerEvent: number; bytesPerEvent: number }
   /** Share of the machine's cpu that other processes used during the measurement. */
   othersShare: number
+  /** Open loop: the main thread's GC pauses during the measurement. */
+  gc?: GcPauses
 }
 
 /** Above this share of the machine's cpu used by other processes, a measurement is marked as not clean. */
@@ -329,16 +336,18 @@ async function measure(v: Variant): Promise<Measurement> {
     Object.assign(commit, { batches: 0, commits: 0, mutations: 0, seconds: 0, failures: 0 })
     const machine0 = machineTimes()
     const cpu0 = process.cpuUsage()
+    const pauses = v.offeredRate ? recordGcPauses(TARGET_P99_MS) : undefined
     const run = v.offeredRate
       ? await driveAtRate(registry, v.offeredRate, OFFERED_SECONDS, v.clients, carriedOn)
       : await drive(registry, 'c', v.clients, v.events)
     const cpu = process.cpuUsage(cpu0)
     const machine1 = machineTimes()
+    const gc = await pauses?.stop()
     const othersShare = Math.max(0, machine1.busy - machine0.busy - (cpu.user + cpu.system) / 1000) / Math.max(1, machine1.total - machine0.total)
     driven += run.events
     if (!v.offeredRate && registry instanceof SessionRegistry && registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
     const { p50, p99, max } = percentiles(run.latencies)
-    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare }
+    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}) }
   } finally {
     await store.close()
     // what every lifecycle event adds to the change log (nothing prunes it here): its growth
@@ -376,7 +385,13 @@ function print(m: Measurement): void {
     `  ${''.padEnd(26)} machine: other processes used ${fmt(m.othersShare * 100)}% of the cpu during this measurement` +
       (m.othersShare > OTHERS_WARNING ? ': WARNING, its figures are not clean' : '')
   )
+  if (m.gc) line(`  ${''.padEnd(26)} main thread's GC pauses: ${gcPausesText(m.gc)}, ${fmt((m.gc.totalMs / 10) / m.seconds)}% of the time`)
   if (m.log) line(`  ${''.padEnd(26)} change log: ${fmt(m.log.entriesPerEvent, 2)} entries and ${fmt(m.log.bytesPerEvent)} bytes of JSON per lifecycle event`)
+}
+
+/** A GC pause at least as long as the p99 target holds every event in flight past it. */
+function gcPausesText(gc: GcPauses): string {
+  return `${fmt(gc.count)} (${fmt(gc.totalMs)} ms in all), longest ${fmt(gc.longestMs, 1)} ms, ${fmt(gc.atLeast)} of them ≥ ${fmt(gc.atLeastMs)} ms`
 }
 
 async function main(): Promise<void> {
@@ -438,6 +453,19 @@ async function main(): Promise<void> {
       target: `p99 ≤ ${TARGET_P99_MS} ms, sustained`,
       met: sustained && open.p99 <= TARGET_P99_MS
     },
+    ...(open.gc && floor.gc
+      ? [
+          {
+            bench: 'events',
+            metric: `main thread's GC pauses, ${fmt(OFFERED_RATE)}/s offered`,
+            value: gcPausesText(open.gc),
+            baseline: `${gcPausesText(floor.gc)} (durable floor)`,
+            ratio: '',
+            target: `(diagnosis: a pause ≥ ${TARGET_P99_MS} ms holds every event in flight past the p99 target)`,
+            met: null
+          }
+        ]
+      : []),
     {
       bench: 'events',
       metric: `p50 / p99, closed loop, ${fmt(CLIENTS)} in flight`,

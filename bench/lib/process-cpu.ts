@@ -86,6 +86,43 @@ export function gcPausesSettled(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve))
 }
 
+/** The main thread's GC pauses over a stretch of time, one by one (see recordGcPauses). */
+export interface GcPauses {
+  count: number
+  totalMs: number
+  longestMs: number
+  /** How many lasted `atLeastMs` or more. */
+  atLeast: number
+  atLeastMs: number
+}
+
+/**
+ * Records each of the main thread's GC pauses from now until `stop()`. A total (gcPauseMs) says
+ * what collection costs; a latency target is missed by the single long pause — every event in
+ * flight waits it out — so this keeps their lengths: how many reached `atLeastMs`, and the longest.
+ */
+export function recordGcPauses(atLeastMs: number): { stop(): Promise<GcPauses> } {
+  const pauses: GcPauses = { count: 0, totalMs: 0, longestMs: 0, atLeast: 0, atLeastMs }
+  const count = (entries: readonly { duration: number }[]) => {
+    for (const { duration } of entries) {
+      pauses.count++
+      pauses.totalMs += duration
+      pauses.longestMs = Math.max(pauses.longestMs, duration)
+      if (duration >= atLeastMs) pauses.atLeast++
+    }
+  }
+  const observer = new PerformanceObserver((list) => count(list.getEntries()))
+  observer.observe({ entryTypes: ['gc'] })
+  return {
+    async stop() {
+      await gcPausesSettled()
+      count(observer.takeRecords())
+      observer.disconnect()
+      return pauses
+    }
+  }
+}
+
 /**
  * CPU time so far of the store threads `threadIds` names (a hub's SQLite writer and checkpointer,
  * a durable floor's writer), ms; null where a thread's cannot be read. A thread that has ended
