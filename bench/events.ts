@@ -35,6 +35,7 @@
  * all, the longest, and how many lasted as long as the p99 target. A pause that long holds every
  * event in flight past the target by itself, the hub's and the floor's alike (the driver, which
  * both share, collects too); what the pauses showed on a 2-cpu VM: docs/perf-journal.md, "set L".
+ * On Linux, also how long the main thread and the store's threads waited for a cpu meanwhile.
  *
  * Two more runs are printed for diagnosis, without targets: the same workload with a store
  * whose group commit writes nothing (the registry's own ceiling: what the JS path costs), and
@@ -61,7 +62,8 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { DurableFloor } from './lib/durable-floor.js'
 import type { Store } from '../src/store/store.js'
 import { newTokenKey, TokenHasher } from '../src/domain/secret.js'
-import { machineTimes, recordGcPauses, type GcPauses } from './lib/process-cpu.js'
+import { MAIN_THREAD_ID } from '../src/observability/thread-cpu.js'
+import { machineTimes, recordGcPauses, runQueueWaitMs, type GcPauses } from './lib/process-cpu.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
 
 const EVENTS = envInt('BENCH_EVENTS', 200_000)
@@ -106,6 +108,8 @@ interface Measurement {
   othersShare: number
   /** Open loop: the main thread's GC pauses during the measurement. */
   gc?: GcPauses
+  /** Open loop, on Linux: how long the main thread and the store's threads waited for a cpu during the measurement, ms. */
+  cpuWait?: { mainMs: number; storeMs: number }
 }
 
 /** Above this share of the machine's cpu used by other processes, a measurement is marked as not clean. */
@@ -337,17 +341,21 @@ async function measure(v: Variant): Promise<Measurement> {
     const machine0 = machineTimes()
     const cpu0 = process.cpuUsage()
     const pauses = v.offeredRate ? recordGcPauses(TARGET_P99_MS) : undefined
+    const storeThreads = store instanceof DurableFloor ? (store.threadId === null ? [] : [store.threadId]) : (store.threads?.() ?? []).map((t) => t.threadId)
+    const wait0 = v.offeredRate ? cpuWaits(storeThreads) : null
     const run = v.offeredRate
       ? await driveAtRate(registry, v.offeredRate, OFFERED_SECONDS, v.clients, carriedOn)
       : await drive(registry, 'c', v.clients, v.events)
     const cpu = process.cpuUsage(cpu0)
     const machine1 = machineTimes()
     const gc = await pauses?.stop()
+    const wait1 = wait0 ? cpuWaits(storeThreads) : null
+    const cpuWait = wait0 && wait1 ? { mainMs: wait1.mainMs - wait0.mainMs, storeMs: wait1.storeMs - wait0.storeMs } : undefined
     const othersShare = Math.max(0, machine1.busy - machine0.busy - (cpu.user + cpu.system) / 1000) / Math.max(1, machine1.total - machine0.total)
     driven += run.events
     if (!v.offeredRate && registry instanceof SessionRegistry && registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
     const { p50, p99, max } = percentiles(run.latencies)
-    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}) }
+    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}), ...(cpuWait ? { cpuWait } : {}) }
   } finally {
     await store.close()
     // what every lifecycle event adds to the change log (nothing prunes it here): its growth
@@ -386,7 +394,18 @@ function print(m: Measurement): void {
       (m.othersShare > OTHERS_WARNING ? ': WARNING, its figures are not clean' : '')
   )
   if (m.gc) line(`  ${''.padEnd(26)} main thread's GC pauses: ${gcPausesText(m.gc)}, ${fmt((m.gc.totalMs / 10) / m.seconds)}% of the time`)
+  if (m.cpuWait) {
+    const share = (ms: number) => `${fmt(ms / 10 / m.seconds)}% of the run`
+    line(`  ${''.padEnd(26)} waiting for a cpu: main thread ${fmt(m.cpuWait.mainMs)} ms (${share(m.cpuWait.mainMs)}), store threads ${fmt(m.cpuWait.storeMs)} ms (${share(m.cpuWait.storeMs)})`)
+  }
   if (m.log) line(`  ${''.padEnd(26)} change log: ${fmt(m.log.entriesPerEvent, 2)} entries and ${fmt(m.log.bytesPerEvent)} bytes of JSON per lifecycle event`)
+}
+
+/** How long the main thread and `storeThreads` have waited for a cpu so far; null where Linux' counters cannot be read. */
+function cpuWaits(storeThreads: readonly number[]): { mainMs: number; storeMs: number } | null {
+  const mainMs = runQueueWaitMs([MAIN_THREAD_ID])
+  const storeMs = runQueueWaitMs(storeThreads)
+  return mainMs === null || storeMs === null ? null : { mainMs, storeMs }
 }
 
 /** A GC pause at least as long as the p99 target holds every event in flight past it. */

@@ -2,7 +2,7 @@
  * Where a benchmark's cpu went: this process' main thread and store threads, the whole machine, and a V8 cpu
  * profile of this process on demand. Shared by the benchmarks that run a broker in-process.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
@@ -134,6 +134,30 @@ export function storeThreadsCpuMs(threadIds: readonly number[]): number | null {
     const seconds = threadCpuSeconds(id)
     if (seconds === null) return null
     ms += seconds * 1000
+  }
+  return ms
+}
+
+/**
+ * Time the threads `threadIds` of this process have spent waiting for a cpu so far — runnable,
+ * but on the scheduler's run queue — ms, from Linux' per-thread scheduler statistics; null where
+ * one cannot be read. On a machine of two cpus the hub's main thread, its store's writer and
+ * V8's helpers can want more than there is: a thread's cpu time does not show that wait, and its
+ * latency does.
+ */
+export function runQueueWaitMs(threadIds: readonly number[]): number | null {
+  let ms = 0
+  for (const id of threadIds) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/self/task/${id}/schedstat`, 'utf8')
+    } catch {
+      return null
+    }
+    // "time on a cpu, time waiting on a run queue (both ns), timeslices run"
+    const waitingNs = Number(stat.split(' ')[1])
+    if (!Number.isFinite(waitingNs)) return null
+    ms += waitingNs / 1e6
   }
   return ms
 }
