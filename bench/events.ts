@@ -401,8 +401,9 @@ function print(m: Measurement): void {
   if (m.log) line(`  ${''.padEnd(26)} change log: ${fmt(m.log.entriesPerEvent, 2)} entries and ${fmt(m.log.bytesPerEvent)} bytes of JSON per lifecycle event`)
 }
 
-/** How long the main thread and `storeThreads` have waited for a cpu so far; null where Linux' counters cannot be read. */
+/** How long the main thread and `storeThreads` have waited for a cpu so far; null where Linux' counters cannot be read, or no store thread is known. */
 function cpuWaits(storeThreads: readonly number[]): { mainMs: number; storeMs: number } | null {
+  if (storeThreads.length === 0) return null
   const mainMs = runQueueWaitMs([MAIN_THREAD_ID])
   const storeMs = runQueueWaitMs(storeThreads)
   return mainMs === null || storeMs === null ? null : { mainMs, storeMs }
