@@ -393,9 +393,9 @@ function print(m: Measurement): void {
     `  ${''.padEnd(26)} machine: other processes used ${fmt(m.othersShare * 100)}% of the cpu during this measurement` +
       (m.othersShare > OTHERS_WARNING ? ': WARNING, its figures are not clean' : '')
   )
-  if (m.gc) line(`  ${''.padEnd(26)} main thread's GC pauses: ${gcPausesText(m.gc)}, ${fmt((m.gc.totalMs / 10) / m.seconds)}% of the time`)
+  const share = (ms: number) => `${fmt(ms / 10 / m.seconds)}% of the run`
+  if (m.gc) line(`  ${''.padEnd(26)} main thread's GC pauses: ${gcPausesText(m.gc)}, ${share(m.gc.totalMs)}`)
   if (m.cpuWait) {
-    const share = (ms: number) => `${fmt(ms / 10 / m.seconds)}% of the run`
     line(`  ${''.padEnd(26)} waiting for a cpu: main thread ${fmt(m.cpuWait.mainMs)} ms (${share(m.cpuWait.mainMs)}), store threads ${fmt(m.cpuWait.storeMs)} ms (${share(m.cpuWait.storeMs)})`)
   }
   if (m.log) line(`  ${''.padEnd(26)} change log: ${fmt(m.log.entriesPerEvent, 2)} entries and ${fmt(m.log.bytesPerEvent)} bytes of JSON per lifecycle event`)

@@ -129,13 +129,10 @@ export function recordGcPauses(atLeastMs: number): { stop(): Promise<GcPauses> }
  * counts nothing: read them while the target runs.
  */
 export function storeThreadsCpuMs(threadIds: readonly number[]): number | null {
-  let ms = 0
-  for (const id of threadIds) {
+  return sumOverThreads(threadIds, (id) => {
     const seconds = threadCpuSeconds(id)
-    if (seconds === null) return null
-    ms += seconds * 1000
-  }
-  return ms
+    return seconds === null ? null : seconds * 1000
+  })
 }
 
 /**
@@ -146,20 +143,31 @@ export function storeThreadsCpuMs(threadIds: readonly number[]): number | null {
  * latency does.
  */
 export function runQueueWaitMs(threadIds: readonly number[]): number | null {
-  let ms = 0
-  for (const id of threadIds) {
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/self/task/${id}/schedstat`, 'utf8')
-    } catch {
-      return null
-    }
-    // "time on a cpu, time waiting on a run queue (both ns), timeslices run"
-    const waitingNs = Number(stat.split(' ')[1])
-    if (!Number.isFinite(waitingNs)) return null
-    ms += waitingNs / 1e6
+  return sumOverThreads(threadIds, threadRunQueueWaitMs)
+}
+
+/** One thread's wait for a cpu so far, ms; null where it cannot be read (not Linux, or the thread has ended). */
+function threadRunQueueWaitMs(threadId: number): number | null {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/self/task/${threadId}/schedstat`, 'utf8')
+  } catch {
+    return null
   }
-  return ms
+  // "time on a cpu, time waiting on a run queue (both ns), timeslices run"
+  const waitingNs = Number(stat.split(' ')[1])
+  return Number.isFinite(waitingNs) ? waitingNs / 1e6 : null
+}
+
+/** The sum of `perThread` over `threadIds`; null if any one cannot be read. */
+function sumOverThreads(threadIds: readonly number[], perThread: (threadId: number) => number | null): number | null {
+  let sum = 0
+  for (const id of threadIds) {
+    const value = perThread(id)
+    if (value === null) return null
+    sum += value
+  }
+  return sum
 }
 
 /** Busy and total cpu time of the whole machine so far, ms (the kernel's counters). */
