@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
+import { getPriority } from 'node:os'
 import { after, before, describe, it } from 'node:test'
 import { MAIN_THREAD_ID, threadCpuSeconds } from '../src/observability/thread-cpu.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { STORE_THREAD_NICENESS } from '../src/store/sqlite/thread-priority.js'
 import { startTestHub, tempDir, type TestHub } from './helpers/hub.js'
 import { session } from './store/contract.js'
 
@@ -28,8 +30,9 @@ describe('threadCpuSeconds', { skip: !linux && 'per-thread cpu is read from Linu
 })
 
 describe('SqliteStore threads', { skip: !linux && 'thread ids are read from Linux /proc' }, () => {
-  it('names its writer and checkpointer once loaded; the writer is the thread that pays for the writes', async () => {
+  it('names its writer and checkpointer once loaded, both below the main thread in priority; the writer is the thread that pays for the writes', async () => {
     const dataDir = tempDir('iothub-store-')
+    const mainNice = getPriority()
     const store = new SqliteStore({ dataDir })
     try {
       await store.load()
@@ -38,6 +41,11 @@ describe('SqliteStore threads', { skip: !linux && 'thread ids are read from Linu
       const ids = threads.map((t) => t.threadId)
       assert.equal(new Set(ids).size, 2, 'two threads')
       assert.ok(!ids.includes(MAIN_THREAD_ID), 'neither is the main thread')
+      // both give way to the main thread (thread-priority.ts), which keeps its own: Linux keeps a nice value per thread
+      assert.equal(getPriority(), mainNice, "the main thread's nice value")
+      for (const { name, threadId } of threads) {
+        assert.equal(getPriority(threadId), Math.min(19, mainNice + STORE_THREAD_NICENESS), `${name}'s nice value, the main thread's being ${mainNice}`)
+      }
       const writer = threads.find((t) => t.name === 'store_writer')!.threadId
       const before = threadCpuSeconds(writer)
       assert.ok(before !== null, "the writer's cpu is readable")

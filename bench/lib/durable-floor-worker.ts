@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import { currentThreadId } from '../../src/store/sqlite/thread-id.js'
+import { yieldToMainThread } from '../../src/store/sqlite/thread-priority.js'
 
 export interface FloorRequest {
   id: number
@@ -25,6 +26,8 @@ const appendAll = db.transaction((rows: string[]) => {
   for (const row of rows) append.run(row)
 })
 
+// as the hub's writer does: a floor has every advantage the hub's store has
+yieldToMainThread()
 parentPort!.postMessage({ thread: currentThreadId() } satisfies FloorHello)
 
 parentPort!.on('message', (request: FloorRequest) => {

@@ -10,6 +10,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import { currentThreadId } from './thread-id.js'
+import { yieldToMainThread } from './thread-priority.js'
 
 export type CheckpointerHello = { thread: number | null }
 
@@ -19,6 +20,8 @@ export interface CheckpointOptions {
 }
 
 const options = workerData as CheckpointOptions
+// its copying is background work: the main thread's sockets come first (thread-priority.ts)
+yieldToMainThread()
 const db = new Database(options.path)
 const timer = setInterval(() => {
   try {

@@ -18,6 +18,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import type { LogPruning } from '../coordination.js'
 import { currentThreadId } from './thread-id.js'
+import { yieldToMainThread } from './thread-priority.js'
 import { encodeMutation, prepareWrites, type BatchWrite, type EncodedMutation } from './statements.js'
 import type { Mutation } from '../store.js'
 
@@ -78,6 +79,8 @@ const pruneLog = db.prepare(
 const takeLock = db.prepare('BEGIN IMMEDIATE')
 const letGo = db.prepare('ROLLBACK')
 
+// woken for each batch, it would otherwise take the cpu of the main thread that woke it (thread-priority.ts)
+yieldToMainThread()
 parentPort!.postMessage({ thread: currentThreadId() } satisfies WriterHello)
 
 parentPort!.on('message', (request: WriterRequest) => {
