@@ -266,7 +266,7 @@ function noopStore(observer: CommitObserver): Store {
     coordination: new SoleReplica(() => Promise.resolve(0)),
     tokens: new TokenHasher(newTokenKey()),
     probe: () => Promise.resolve(),
-    health: () => ({ ok: true, lastError: null }),
+    health: () => ({ ok: true, lastError: null, failures: 0 }),
     close: () => committer.close()
   }
 }

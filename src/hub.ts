@@ -43,6 +43,7 @@ import { cacheApplier } from './registry/cache-applier.js'
 import { ReplicaKeeper } from './replicas/replica-keeper.js'
 import type { Lease } from './replicas/lease.js'
 import { StoreProbe } from './store/store-probe.js'
+import { StoreReturnWatch } from './store/store-return.js'
 import type { CommitObserver } from './store/group-commit.js'
 import { TlsCredentials } from './tls/tls-credentials.js'
 import { EventLog } from './events/event-log.js'
@@ -103,8 +104,8 @@ export class Hub {
   readonly replicas: ReplicaKeeper
   private readonly expiryLease: Lease
   private storeWatch: NodeJS.Timeout | undefined
-  /** The store was seen failing, and its return has not been acted on yet. */
-  private storeDown = false
+  /** Whether the store came back after failing (made when the watch begins). */
+  private storeReturn: StoreReturnWatch | undefined
   private addresses: HubAddresses | undefined
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
   private starting: Promise<HubAddresses> | undefined
@@ -311,6 +312,7 @@ export class Hub {
     await this.sampler.start()
     this.expiryTimer = setInterval(() => void this.sweepExpired(), this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
+    this.storeReturn = new StoreReturnWatch(this.store.health().failures)
     this.storeWatch = setInterval(() => void this.watchStore(), STORE_WATCH_MS)
     this.storeWatch.unref()
     this.tls?.watch()
@@ -405,19 +407,16 @@ export class Hub {
   }
 
   /**
-   * While the store fails, asks it every STORE_WATCH_MS whether it answers again; when it does,
-   * what could not be stored meanwhile is stored, and the carrier corrects what it can.
+   * While the store fails, asks it every STORE_WATCH_MS whether it answers again; when it does —
+   * or answers after a failure that came and went since the last look (store-return.ts) — what
+   * could not be stored meanwhile is stored, and the carrier corrects what it can.
    */
   private async watchStore(): Promise<void> {
-    if (this.state !== 'running') return
-    if (!this.store.health().ok || this.storeDown || this.registry.unstored > 0) await this.probe.fresh()
-    const answering = this.store.health().ok && this.probe.unanswered() === null
-    if (!answering) {
-      this.storeDown = true
-      return
-    }
-    if (!this.storeDown) return
-    this.storeDown = false
+    const watch = this.storeReturn
+    if (this.state !== 'running' || !watch) return
+    if (watch.needsProbe(this.store.health(), this.registry.unstored)) await this.probe.fresh()
+    const health = this.store.health()
+    if (watch.look(health.ok && this.probe.unanswered() === null, health.failures) !== 'returned') return
     this.log.info({ unstoredEnds: this.registry.unstored }, 'store answers again')
     await this.registry.storeUnstoredEnds()
     if (this.state === 'running') this.carrier.storeReturned()

@@ -543,6 +543,43 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
     // and what the store refused meanwhile is brought in from EMQX's own list, which holds it
     await agreeWith('both replicas and PostgreSQL to agree with EMQX, the calls refused during the cut included', emqxTruth)
   })
+
+  it('3: a cut shorter than the store watch looks: the hook call it refused is brought in from EMQX all the same', async (t) => {
+    const cleanup = cleanups(t)
+    const db = await createTestDatabase()
+    cleanup(() => db.drop())
+    const server = new URL(SERVER)
+    const proxy = await TcpProxy.start(server.hostname, Number(server.port || 5432))
+    cleanup(() => proxy.stop())
+    const proxiedUrl = new URL(db.url)
+    proxiedUrl.hostname = '127.0.0.1'
+    proxiedUrl.port = String(proxy.port)
+    const set: ReplicaSet = await startReplicas({ count: 2, db: { ...db, url: proxiedUrl.toString() }, devices: ['brief'], overrides: { storeTimeout: 1000 } })
+    cleanup(() => set.stop())
+    cleanup(() => proxy.restore())
+    const [a] = set.replicas as [Replica, Replica]
+
+    // cut and restored around one refused call: far shorter than the second between two looks of
+    // a replica's store watch, which must still count it (src/store/store-return.ts)
+    proxy.cut()
+    const brief = set.connection('brief', a.node)
+    const refused = await refusal(set.connect(a, brief))
+    proxy.restore()
+    assert.equal(refused.code, grpc.status.UNAVAILABLE, refused.details)
+    assert.match(refused.details, /^not recorded: /)
+
+    // EMQX holds the connection the hub refused to record: a reconcile must bring it in, long
+    // before the interval's (300 s)
+    await settle('both replicas and PostgreSQL to hold the session whose connect was refused during the cut', async () => {
+      const wanted = brokerSessions(set.standin)
+      assert.equal(wanted.size, 1, 'EMQX lists the client')
+      const wrong = [
+        ...differences(await storedSessions(db), wanted).map((d) => `PostgreSQL: ${d}`),
+        ...(await Promise.all(set.replicas.map(async (r) => differences(await sessionsOn(r.api), wanted).map((d) => `${r.name}: ${d}`)))).flat()
+      ]
+      assert.deepEqual(wrong, [])
+    })
+  })
 })
 
 /** A small seeded generator (mulberry32): a failing run's choices are repeated by its seed. */

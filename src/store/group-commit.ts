@@ -144,6 +144,8 @@ export class GroupCommitter {
   lastError: Error | null = null
   /** When lastError was set (epoch ms), so a probe begun later may clear it. */
   lastErrorAt = 0
+  /** Failures recorded since the store opened; only grows (StoreHealth.failures). */
+  failures = 0
 
   constructor(
     private readonly writer: BatchWriter,
@@ -237,6 +239,7 @@ export class GroupCommitter {
   failed(error: Error): void {
     this.lastError = error
     this.lastErrorAt = Date.now()
+    this.failures++
   }
 
   /** A probe begun at `since` got its answer: failures seen before it are over. */

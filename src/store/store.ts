@@ -153,6 +153,11 @@ export interface StoreHealth {
   ok: boolean
   /** The last failure, cleared by the next batch that commits or the next probe that answers. */
   lastError: string | null
+  /**
+   * Failures (commits, probes) since the store opened: a count that only grows, so a watcher
+   * that looks now and then still sees a failure an answer has cleared between two looks.
+   */
+  failures: number
 }
 
 export interface Store {

@@ -312,7 +312,7 @@ export class PostgresStore implements Store {
 
   health(): StoreHealth {
     const error = this.committer.lastError
-    return { ok: error === null && this.closing === null, lastError: error?.message ?? null }
+    return { ok: error === null && this.closing === null, lastError: error?.message ?? null, failures: this.committer.failures }
   }
 
   /** Waits for pending batches, then closes every connection. Calling it again waits the same. */

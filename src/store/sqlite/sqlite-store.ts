@@ -214,7 +214,7 @@ export class SqliteStore implements Store {
 
   health(): StoreHealth {
     const error = this.committer.lastError
-    return { ok: error === null && this.db.open, lastError: error?.message ?? null }
+    return { ok: error === null && this.db.open, lastError: error?.message ?? null, failures: this.committer.failures }
   }
 
   async close(): Promise<void> {
