@@ -107,6 +107,22 @@ function cleanups(t: TestContext): (step: () => unknown) => void {
   return (step) => void steps.push(step)
 }
 
+/**
+ * A test database that replicas reach through a TCP proxy the test can cut, while the test's own
+ * queries go to it directly (`db`). Both go with the test.
+ */
+async function cuttableDatabase(cleanup: (step: () => unknown) => void): Promise<{ db: TestDatabase; proxy: TcpProxy; throughProxy: TestDatabase }> {
+  const db = await createTestDatabase()
+  cleanup(() => db.drop())
+  const server = new URL(SERVER)
+  const proxy = await TcpProxy.start(server.hostname, Number(server.port || 5432))
+  cleanup(() => proxy.stop())
+  const proxiedUrl = new URL(db.url)
+  proxiedUrl.hostname = '127.0.0.1'
+  proxiedUrl.port = String(proxy.port)
+  return { db, proxy, throughProxy: { ...db, url: proxiedUrl.toString() } }
+}
+
 /** The gRPC status a hook call was refused with (the test fails when it was answered). */
 async function refusal(call: Promise<unknown>): Promise<{ code: grpc.status; details: string }> {
   try {
@@ -424,16 +440,7 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
 
   it('2: PostgreSQL cut off from two replicas: hook calls are refused and /readyz says why; restored, both recover by themselves and follow each other again', async (t) => {
     const cleanup = cleanups(t)
-    const db = await createTestDatabase()
-    cleanup(() => db.drop())
-    const server = new URL(SERVER)
-    const proxy = await TcpProxy.start(server.hostname, Number(server.port || 5432))
-    cleanup(() => proxy.stop())
-    const proxiedUrl = new URL(db.url)
-    proxiedUrl.hostname = '127.0.0.1'
-    proxiedUrl.port = String(proxy.port)
-    // the replicas reach PostgreSQL through the proxy; the test's own queries go to it directly
-    const throughProxy: TestDatabase = { ...db, url: proxiedUrl.toString() }
+    const { db, proxy, throughProxy } = await cuttableDatabase(cleanup)
     const ids = ['steady', 'leaving', 'newcomer', 'after-a', 'after-b']
     const set: ReplicaSet = await startReplicas({ count: 2, db: throughProxy, devices: ids, overrides: { storeTimeout: 1000 } })
     // restored first: a replica stopping against a cut store would wait out its deadlines
@@ -546,15 +553,8 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
 
   it('3: a cut shorter than the store watch looks: the hook call it refused is brought in from EMQX all the same', async (t) => {
     const cleanup = cleanups(t)
-    const db = await createTestDatabase()
-    cleanup(() => db.drop())
-    const server = new URL(SERVER)
-    const proxy = await TcpProxy.start(server.hostname, Number(server.port || 5432))
-    cleanup(() => proxy.stop())
-    const proxiedUrl = new URL(db.url)
-    proxiedUrl.hostname = '127.0.0.1'
-    proxiedUrl.port = String(proxy.port)
-    const set: ReplicaSet = await startReplicas({ count: 2, db: { ...db, url: proxiedUrl.toString() }, devices: ['brief'], overrides: { storeTimeout: 1000 } })
+    const { db, proxy, throughProxy } = await cuttableDatabase(cleanup)
+    const set: ReplicaSet = await startReplicas({ count: 2, db: throughProxy, devices: ['brief'], overrides: { storeTimeout: 1000 } })
     cleanup(() => set.stop())
     cleanup(() => proxy.restore())
     const [a] = set.replicas as [Replica, Replica]
