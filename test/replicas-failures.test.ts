@@ -78,6 +78,18 @@ function brokerSessions(standin: EmqxRestStandin): Map<string, string> {
   )
 }
 
+/** Polls until PostgreSQL and every replica of `set` hold the sessions EMQX lists (its stand-in's own list). */
+function agreeWithEmqx(set: ReplicaSet, db: TestDatabase, what: string): Promise<true> {
+  return settle(what, async () => {
+    const wanted = brokerSessions(set.standin)
+    const wrong = [
+      ...differences(await storedSessions(db), wanted).map((d) => `PostgreSQL: ${d}`),
+      ...(await Promise.all(set.replicas.map(async (r) => differences(await sessionsOn(r.api), wanted).map((d) => `${r.name}: ${d}`)))).flat()
+    ]
+    assert.deepEqual(wrong, [])
+  })
+}
+
 /** What differs between two views, one line per client, or [] when they are the same. */
 function differences(seen: Map<string, string>, expected: Map<string, string>): string[] {
   return [...new Set([...seen.keys(), ...expected.keys()])]
@@ -448,17 +460,6 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
     cleanup(() => proxy.restore())
     const [a, b] = set.replicas as [Replica, Replica]
 
-    /** What the replicas and PostgreSQL must come to: EMQX's own list. */
-    const emqxTruth = (): Map<string, string> => brokerSessions(set.standin)
-    const agreeWith = (what: string, expected: () => Map<string, string>): Promise<true> =>
-      settle(what, async () => {
-        const wanted = expected()
-        const wrong = [
-          ...differences(await storedSessions(db), wanted).map((d) => `PostgreSQL: ${d}`),
-          ...(await Promise.all(set.replicas.map(async (r) => differences(await sessionsOn(r.api), wanted).map((d) => `${r.name}: ${d}`)))).flat()
-        ]
-        assert.deepEqual(wrong, [])
-      })
     const ready = async (r: Replica): Promise<{ status: number; body: ReadyBody }> => r.api<ReadyBody>('GET', '/readyz', undefined, null)
 
     // ── before: sessions through each replica, seen by both; each replica listens for the log
@@ -467,7 +468,7 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
     await set.subscribe(a, steady, ATTRIBUTES)
     const leaving = set.connection('leaving', b.node)
     await set.connect(b, leaving)
-    await agreeWith('both replicas and PostgreSQL to hold the sessions made before the cut', emqxTruth)
+    await agreeWithEmqx(set, db, 'both replicas and PostgreSQL to hold the sessions made before the cut')
     assert.equal(await listeners(db), 2, "each replica's change-log listener is connected")
 
     proxy.cut()
@@ -548,7 +549,7 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
     })
 
     // and what the store refused meanwhile is brought in from EMQX's own list, which holds it
-    await agreeWith('both replicas and PostgreSQL to agree with EMQX, the calls refused during the cut included', emqxTruth)
+    await agreeWithEmqx(set, db, 'both replicas and PostgreSQL to agree with EMQX, the calls refused during the cut included')
   })
 
   it('3: a cut shorter than the store watch looks: the hook call it refused is brought in from EMQX all the same', async (t) => {
@@ -570,15 +571,8 @@ describe('EMQX-mode replicas on one PostgreSQL under failure', () => {
 
     // EMQX holds the connection the hub refused to record: a reconcile must bring it in, long
     // before the interval's (300 s)
-    await settle('both replicas and PostgreSQL to hold the session whose connect was refused during the cut', async () => {
-      const wanted = brokerSessions(set.standin)
-      assert.equal(wanted.size, 1, 'EMQX lists the client')
-      const wrong = [
-        ...differences(await storedSessions(db), wanted).map((d) => `PostgreSQL: ${d}`),
-        ...(await Promise.all(set.replicas.map(async (r) => differences(await sessionsOn(r.api), wanted).map((d) => `${r.name}: ${d}`)))).flat()
-      ]
-      assert.deepEqual(wrong, [])
-    })
+    assert.equal(brokerSessions(set.standin).size, 1, 'EMQX lists the client')
+    await agreeWithEmqx(set, db, 'both replicas and PostgreSQL to hold the session whose connect was refused during the cut')
   })
 })
 

@@ -28,17 +28,14 @@ const LOWEST_PRIORITY = 19
 
 /**
  * Lowers the calling thread's priority by `STORE_THREAD_NICENESS` below the one it started
- * with (a thread starts with its creator's). Whether it did: false off Linux, or where the
- * system refuses.
+ * with (a thread starts with its creator's). Nothing off Linux, or where the system refuses.
  */
-export function yieldToMainThread(): boolean {
-  if (process.platform !== 'linux') return false
+export function yieldToMainThread(): void {
+  if (process.platform !== 'linux') return
   try {
     setPriority(Math.min(LOWEST_PRIORITY, getPriority() + STORE_THREAD_NICENESS))
-    return true
   } catch {
     // a container's seccomp profile may refuse setpriority: the store works the same, only
     // without giving way
-    return false
   }
 }
