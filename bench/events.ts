@@ -37,9 +37,13 @@
  * both share, collects too); what the pauses showed on a 2-cpu VM: docs/perf-journal.md, "set L".
  * On Linux, also how long the main thread and the store's threads waited for a cpu meanwhile.
  *
- * Two more runs are printed for diagnosis, without targets: the same workload with a store
- * whose group commit writes nothing (the registry's own ceiling: what the JS path costs), and
- * group commit with fewer clients in flight (latency when batches are not 2,000 deep).
+ * Three more runs are printed for diagnosis, without targets: the same workload with a store
+ * whose group commit writes nothing (the registry's own ceiling: what the JS path costs); the
+ * open loop through that store, each batch answered 1 ms after it is handed over by a timer on
+ * the main thread (the registry's own tail, without the writer thread and SQLite: on a 2-cpu VM
+ * a p99 of 3.5–8 ms in most runs, where the hub's was 25–260; docs/perf-journal.md, "where the
+ * events tail comes from"); and group commit with fewer clients in flight (latency when batches
+ * are not 2,000 deep).
  */
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -81,6 +85,8 @@ const TARGET_RATE = 50_000
 const TARGET_RATIO = 10
 /** Issue 16: ≤ 15 ms in every run (issue 2 had set 20). */
 const TARGET_P99_MS = 15
+/** For diagnosis: the registry's open loop with batches answered this long after they are handed over, by a timer (about a writer's commit here). */
+const ANSWER_AFTER_MS = 1
 
 const NODE = 'iothub@bench'
 
@@ -234,9 +240,11 @@ type ClientStreams = { c: number; events: Generator<LifecycleEvent> }[]
 
 /**
  * A store that batches exactly as SqliteStore does, and numbers its change log the same way, but
- * writes nothing: the registry alone.
+ * writes nothing: the registry alone. With `answerAfterMs`, each batch is answered that long after
+ * it is handed over, by a timer on this thread: batches then wait as they would for a writer, with
+ * no writer thread and no SQLite behind them.
  */
-function noopStore(observer: CommitObserver): Store {
+function noopStore(observer: CommitObserver, answerAfterMs?: number): Store {
   let head = 0
   const follower = new LogFollower({ readLog: () => Promise.resolve([]) })
   const committer = new GroupCommitter(
@@ -246,7 +254,9 @@ function noopStore(observer: CommitObserver): Store {
         const previous = head
         head += changes.length
         const at = Date.now()
-        return { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
+        const outcome = { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
+        if (answerAfterMs === undefined) return outcome
+        return new Promise<typeof outcome>((resolve) => setTimeout(() => resolve(outcome), answerAfterMs))
       }
     },
     { observer, afterCommit: (log) => follower.committed(log) }
@@ -295,6 +305,8 @@ interface Variant {
   events: number
   /** Open loop: events offered at this rate (events/s) for OFFERED_SECONDS instead. */
   offeredRate?: number
+  /** `noop`: each batch answered this long after it is handed over (noopStore). */
+  answerAfterMs?: number
 }
 
 async function measure(v: Variant): Promise<Measurement> {
@@ -315,7 +327,7 @@ async function measure(v: Variant): Promise<Measurement> {
     v.store === 'floor'
       ? new DurableFloor(dir)
       : v.store === 'noop'
-        ? noopStore(observer)
+        ? noopStore(observer, v.answerAfterMs)
         : new SqliteStore({ dataDir: dir, synchronous: 'full', ...(v.maxBatch !== undefined ? { maxBatch: v.maxBatch } : {}), observer })
   let driven = 0
   let result: Measurement | undefined
@@ -440,6 +452,21 @@ async function main(): Promise<void> {
   line(`  for diagnosis (no targets):`)
   const ceiling = await measure({ label: 'registry, no-op store', store: 'noop', clients: CLIENTS, events: EVENTS })
   print(ceiling)
+  // the open loop's tail without the store's path: the registry, group commit and the log
+  // follower as the hub runs them, each batch answered after a writer's time by a timer here
+  const registryOnly = await measure({
+    label: `registry, batches answered after ${ANSWER_AFTER_MS} ms, ${fmt(OFFERED_RATE)}/s`,
+    store: 'noop',
+    answerAfterMs: ANSWER_AFTER_MS,
+    clients: OFFERED_CLIENTS,
+    events: 0,
+    offeredRate: OFFERED_RATE
+  })
+  print(registryOnly)
+  line(
+    `  the registry's path alone (no writer thread, no SQLite; each batch answered after ${ANSWER_AFTER_MS} ms on this thread): p99 ${fmt(registryOnly.p99, 2)} ms,` +
+      ` the hub's ${fmt(open.p99, 2)} ms (${fmt(open.p99 / registryOnly.p99, 1)}×): between the two, the store's path (docs/perf-journal.md, "where the events tail comes from")`
+  )
   const light = await measure({ label: `group commit, ${fmt(LOW_CLIENTS)} clients`, store: 'sqlite', clients: LOW_CLIENTS, events: Math.max(4 * LOW_CLIENTS, Math.round(EVENTS / 5)) })
   print(light)
   line(
@@ -502,6 +529,15 @@ async function main(): Promise<void> {
       baseline: '',
       ratio: '',
       target: '(diagnosis)',
+      met: null
+    },
+    {
+      bench: 'events',
+      metric: `p50 / p99, registry only, batches answered after ${ANSWER_AFTER_MS} ms, ${fmt(OFFERED_RATE)}/s offered`,
+      value: `${fmt(registryOnly.p50, 1)} / ${fmt(registryOnly.p99, 1)} ms (${fmt(registryOnly.rate)}/s)`,
+      baseline: '',
+      ratio: '',
+      target: '(diagnosis: the tail without the store\'s path)',
       met: null
     },
     {
