@@ -41,9 +41,9 @@
  * whose group commit writes nothing (the registry's own ceiling: what the JS path costs); the
  * open loop through that store, each batch answered 1 ms after it is handed over by a timer on
  * the main thread (the registry's own tail, without the writer thread and SQLite: on a 2-cpu VM
- * a p99 of 3.5–8 ms in most runs, where the hub's was 25–260; docs/perf-journal.md, "where the
- * events tail comes from"); and group commit with fewer clients in flight (latency when batches
- * are not 2,000 deep).
+ * a p99 of 3.7–11.3 ms in seven runs, where the hub's was 15.5–204; docs/perf-journal.md, "where
+ * the events tail comes from"); and group commit with fewer clients in flight (latency when
+ * batches are not 2,000 deep).
  */
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
