@@ -25,6 +25,18 @@ function inbox(client: MqttClient): { upTo(marker: string): Promise<string[]> } 
   return { upTo: (marker) => new Promise((resolve) => waiting.set(marker, resolve)) }
 }
 
+/** The QoS each payload a client receives comes at; `all(payloads)` resolves once every one of them has come. */
+function qosByPayload(client: MqttClient): { seen: Map<string, number>; all(payloads: string[]): Promise<void> } {
+  const seen = new Map<string, number>()
+  let waiting: { payloads: string[]; resolve: () => void } | undefined
+  const complete = (payloads: string[]) => payloads.every((p) => seen.has(p))
+  client.on('message', (_topic, payload, packet) => {
+    seen.set(payload.toString(), packet.qos)
+    if (waiting && complete(waiting.payloads)) waiting.resolve()
+  })
+  return { seen, all: (payloads) => new Promise((resolve) => (complete(payloads) ? resolve() : (waiting = { payloads, resolve }))) }
+}
+
 describe('routing publishes to devices by their filters', () => {
   let t: TestHub
   before(async () => {
@@ -96,5 +108,53 @@ describe('routing publishes to devices by their filters', () => {
     )
     assert.deepEqual(back, [['t/5 a5'], ['t/5 b5']])
     await Promise.all([deviceA.endAsync(), deviceB.endAsync(), operator.endAsync()])
+  })
+
+  // MQTT 3.1.1 §3.8.4: a message goes out at the lower of its QoS and the highest granted to a
+  // matching filter. Aedes lowers it only through an exact-topic subscription; through a QoS 1
+  // filter with wildcards a QoS 2 publish went out at QoS 2. A lost delivery never resolves `all`:
+  // the deadline fails it.
+  it('delivers at the highest QoS a matching filter was granted, through wildcards as through exact topics', { timeout: 30_000 }, async () => {
+    const d = await t.createDevice()
+    const device = await t.connect({ clientId: 'qos-device', username: d.id, password: d.token })
+    const watcher = await t.connect({ clientId: 'qos-watcher', username: 'admin', password: 'public' })
+    const operator = await t.connect({ clientId: 'qos-operator', username: 'admin', password: 'public' })
+    const [atDevice, atWatcher] = [qosByPayload(device), qosByPayload(watcher)]
+    const granted = await device.subscribeAsync({ 'w/+': { qos: 1 }, 'x/#': { qos: 0 }, 'y/+': { qos: 1 }, 'y/2': { qos: 2 }, 'z/1': { qos: 2 }, 'v/+': { qos: 2 } })
+    assert.deepEqual(
+      granted.map((g) => [g.topic, g.qos]),
+      [['w/+', 1], ['x/#', 0], ['y/+', 1], ['y/2', 2], ['z/1', 2], ['v/+', 2]],
+      'granted as asked'
+    )
+    // a superuser has no mountpoint: its filters see the devices' full topics
+    await watcher.subscribeAsync({ [`+/w/+`]: { qos: 1 }, [`${d.id}/z/1`]: { qos: 2 } })
+
+    const published: [string, string, 0 | 1 | 2][] = [
+      ['w/1', 'qos 2 through a qos 1 wildcard', 2],
+      ['w/2', 'qos 1 through a qos 1 wildcard', 1],
+      ['x/1', 'qos 2 through a qos 0 wildcard', 2],
+      ['y/2', 'qos 2 through a qos 1 wildcard and a qos 2 topic', 2],
+      ['y/3', 'qos 2 through the qos 1 wildcard alone', 2],
+      ['z/1', 'qos 2 through a qos 2 topic', 2],
+      ['v/1', 'qos 1 through a qos 2 wildcard', 1]
+    ]
+    for (const [topic, payload, qos] of published) await operator.publishAsync(`${d.id}/${topic}`, payload, { qos })
+    await Promise.all([atDevice.all(published.map(([, payload]) => payload)), atWatcher.all([published[0]![1], published[1]![1], published[5]![1]])])
+
+    assert.deepEqual(Object.fromEntries(atDevice.seen), {
+      'qos 2 through a qos 1 wildcard': 1,
+      'qos 1 through a qos 1 wildcard': 1,
+      'qos 2 through a qos 0 wildcard': 0,
+      'qos 2 through a qos 1 wildcard and a qos 2 topic': 2,
+      'qos 2 through the qos 1 wildcard alone': 1,
+      'qos 2 through a qos 2 topic': 2,
+      'qos 1 through a qos 2 wildcard': 1
+    })
+    assert.deepEqual(Object.fromEntries(atWatcher.seen), {
+      'qos 2 through a qos 1 wildcard': 1,
+      'qos 1 through a qos 1 wildcard': 1,
+      'qos 2 through a qos 2 topic': 2
+    })
+    await Promise.all([device.endAsync(), watcher.endAsync(), operator.endAsync()])
   })
 })
