@@ -42,9 +42,11 @@ export function deliver(ctx: MqttContext, client: Client, packet: AedesPublishPa
  *
  * Aedes lowers it only through a subscription to the exact topic: it delivers through a QoS 0
  * subscription at QoS 0 whatever the publish, but through a QoS 1 filter with wildcards a QoS 2
- * publish would go out at QoS 2. So the filters are looked through only for a QoS 2 publish with
- * no exact subscription granting it — the one case the exact lookup gets wrong; the common
- * deliveries (an exact subscription, QoS 0 or 1) cost one lookup as before.
+ * publish would go out at QoS 2. So the filters are looked through only where the exact lookup
+ * cannot settle it — a QoS 2 publish with no exact subscription, or an exact subscription granting
+ * less than the publish (a filter with wildcards may grant more) — at most the session's
+ * subscriptions (IOTHUB_MAX_SUBSCRIPTIONS_PER_SESSION); the common deliveries (an exact
+ * subscription granting the publish's QoS, or QoS 0 or 1 through a filter) cost one lookup as before.
  */
 function deliveryQos(subscriptions: Subscriptions, packet: AedesPublishPacket): Qos {
   const exact = subscriptions[packet.topic]?.qos
