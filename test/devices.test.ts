@@ -10,6 +10,7 @@ import { BASIC_ADMIN } from './helpers/api-client.js'
 import { connectClient, eventually, startTestHub, type TestHub } from './helpers/hub.js'
 import { rejectedCount } from './helpers/metrics.js'
 import { SseStream } from './helpers/sse.js'
+import type { BatchWriter } from '../src/store/group-commit.js'
 
 interface ApiDevice {
   id: string
@@ -251,6 +252,45 @@ describe('devices, complete (embedded, SQLite)', () => {
     assert.deepEqual((await t.api<ApiDevice>('GET', '/v1/devices/del-1')).body.properties.attributes, {})
     const back = await t.connect({ clientId: 'del-1', username: 'del-1', password: again.token })
     await back.endAsync()
+  })
+
+  // The race: a deletion decided (under its sessions' locks) and not yet stored, a property change
+  // decided meanwhile (under the property queue's) from caches that still show the device. The
+  // store's writer is held from the deletion's batch on, in order, so that the window stays open
+  // until the change has been asked; then everything is let through.
+  it('a property change asked while its device’s deletion is being stored waits for it and is refused: nothing of it outlives the device', async () => {
+    await t.createDevice({ id: 'race-1' })
+    const writer = (t.hub.store as unknown as { writer: BatchWriter }).writer
+    const writeBatch = writer.writeBatch.bind(writer)
+    let letThrough!: () => void
+    const gate = new Promise<void>((resolve) => (letThrough = resolve))
+    let deletionHeld!: () => void
+    const held = new Promise<void>((resolve) => (deletionHeld = resolve))
+    let posted: Promise<unknown> = Promise.resolve()
+    writer.writeBatch = (items, control) => {
+      if (items.some((item) => 'mutations' in item && item.mutations.some((m) => m.op === 'device.delete' && m.id === 'race-1'))) {
+        posted = posted.then(() => gate)
+        deletionHeld()
+      }
+      // every batch after the deletion's waits behind it, as the writer thread would take them
+      return posted.then(() => writeBatch(items, control))
+    }
+    const propertyChanges = (t.hub.properties as unknown as { queue: { pendingKeys: number } }).queue
+    try {
+      const deleted = t.api('DELETE', '/v1/devices/race-1')
+      await held
+      const patched = t.api('PATCH', '/v1/devices/race-1/attributes', { left: 'behind' })
+      // the change has reached the device's property queue: decided already (the race), or waiting
+      await eventually(() => propertyChanges.pendingKeys > 0, 5000, 'the property change under way')
+      letThrough()
+      assert.equal((await deleted).status, 200)
+      assert.equal((await patched).status, 404, 'the change found the device gone')
+    } finally {
+      letThrough()
+      writer.writeBatch = writeBatch
+    }
+    await t.createDevice({ id: 'race-1' })
+    assert.deepEqual((await t.api<ApiDevice>('GET', '/v1/devices/race-1')).body.properties.attributes, {}, 'a device made again with its id starts empty')
   })
 
   it('kicks a session (DELETE /v1/sessions/{id}): 204, the broker closes it; an offline one is discarded; then 404', async () => {

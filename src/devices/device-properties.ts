@@ -8,6 +8,7 @@
  * changes only as the change log hands back committed values.
  */
 import type { PropertyName } from '../domain/device-properties.js'
+import { DeletionsInFlight } from '../registry/deletions-in-flight.js'
 import { fewGet, fewPut, fewValues, type Few } from '../registry/few.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { LoggedChange } from '../store/change-log.js'
@@ -30,6 +31,8 @@ export class DeviceProperties {
   /** A device's few properties as a Few (registry/few.ts): a Map per device would cost more than a million devices' values. */
   private readonly byDevice = new Map<string, Few<string, PropertyValue>>()
   private readonly queue = new KeyedQueue()
+  /** The devices' deletions under way: a change of one waits for its deletion (deletions-in-flight.ts). */
+  readonly deletions = new DeletionsInFlight()
 
   constructor(
     private readonly decider: Decider,
@@ -117,6 +120,10 @@ export class DeviceProperties {
     reads: Omit<DecisionReads, 'properties'> = {}
   ): Promise<T | typeof UNCHANGED> {
     return this.queue.run(deviceId, async () => {
+      // decided while its device's deletion is (and the caches still show the device), the
+      // change would be stored after it: a property of a device that is gone
+      const deleting = this.deletions.settled(deviceId)
+      if (deleting) await deleting
       const updatedAt = Date.now()
       const value = await this.decider.decide<T | typeof UNCHANGED>({
         reads: { ...reads, properties: [[deviceId, name]] },

@@ -11,8 +11,11 @@
  * deletion — sends the decision round again with it. A connect admitted before the commit but
  * stored after it is closed by the pass that follows the commit.
  */
+import type { Device } from '../domain/device.js'
 import type { SessionRecord } from '../domain/session.js'
+import type { Decision } from '../store/decision.js'
 import type { FleetReads } from '../store/fleet-reads.js'
+import type { DeletionsInFlight } from './deletions-in-flight.js'
 import { UnknownDeviceError, type DeviceDirectory } from './device-directory.js'
 import type { SessionRegistry } from './registry.js'
 
@@ -38,7 +41,9 @@ export class DeviceRemoval {
     private readonly devices: DeviceDirectory,
     private readonly registry: SessionRegistry,
     private readonly fleet: FleetReads,
-    private readonly kick: Kick
+    private readonly kick: Kick,
+    /** Where the deletion is told while it is decided and stored: the device's property changes wait for it. */
+    private readonly deletions: Pick<DeletionsInFlight, 'around'>
   ) {}
 
   /** Deletes the device and what is its; throws UnknownDeviceError when there is none. */
@@ -47,7 +52,7 @@ export class DeviceRemoval {
       const listed = await this.sessionsOf(id)
       const known = new Set(listed.map((s) => s.id))
       try {
-        const { ended } = await this.registry.endSessionsWith([...known], 'device_deleted', {
+        const deletion: Decision<Device> = {
           reads: { devices: [id], deviceSessions: [id] },
           decide: (view) => {
             const device = view.device(id)
@@ -55,7 +60,8 @@ export class DeviceRemoval {
             if (view.sessionsOfDevice(id).some((s) => !known.has(s.id))) throw new SessionsMoved()
             return { mutations: [{ op: 'device.delete', id, device }], result: device }
           }
-        })
+        }
+        const { ended } = await this.deletions.around(id, () => this.registry.endSessionsWith([...known], 'device_deleted', deletion))
         await this.closeConnections(id, ended.filter((e) => e.session.connected).map((e) => e.session.id))
         return { id, sessionsEnded: ended.length, subscriptionsDeleted: ended.reduce((n, e) => n + e.entities, 0) }
       } catch (error) {

@@ -71,7 +71,7 @@ interface ListQuery {
 }
 
 export const deviceRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app) => {
-  const removal = new DeviceRemoval(ctx.devices, ctx.registry, ctx.fleet, (clientId) => ctx.kick(clientId))
+  const removal = new DeviceRemoval(ctx.devices, ctx.registry, ctx.fleet, (clientId) => ctx.kick(clientId), ctx.properties.deletions)
 
   /** A device the request names is not registered: answered, and counted as bad input like a 400. */
   const notFound = (reply: FastifyReply, id: string) => {
