@@ -254,43 +254,74 @@ describe('devices, complete (embedded, SQLite)', () => {
     await back.endAsync()
   })
 
-  // The race: a deletion decided (under its sessions' locks) and not yet stored, a property change
-  // decided meanwhile (under the property queue's) from caches that still show the device. The
-  // store's writer is held from the deletion's batch on, in order, so that the window stays open
-  // until the change has been asked; then everything is let through.
-  it('a property change asked while its device’s deletion is being stored waits for it and is refused: nothing of it outlives the device', async () => {
-    await t.createDevice({ id: 'race-1' })
+  /**
+   * Holds the store's writer from the batch that deletes `deviceId` on, every later batch in its
+   * order behind it, until `letThrough`: the deletion is decided and not yet stored for as long
+   * as a test needs. `held` resolves once the deletion's batch has come.
+   */
+  function holdDeletion(deviceId: string): { held: Promise<void>; letThrough: () => void; restore: () => void } {
     const writer = (t.hub.store as unknown as { writer: BatchWriter }).writer
     const writeBatch = writer.writeBatch.bind(writer)
     let letThrough!: () => void
     const gate = new Promise<void>((resolve) => (letThrough = resolve))
-    let deletionHeld!: () => void
-    const held = new Promise<void>((resolve) => (deletionHeld = resolve))
+    let deletionCame!: () => void
+    const held = new Promise<void>((resolve) => (deletionCame = resolve))
     let posted: Promise<unknown> = Promise.resolve()
     writer.writeBatch = (items, control) => {
-      if (items.some((item) => 'mutations' in item && item.mutations.some((m) => m.op === 'device.delete' && m.id === 'race-1'))) {
+      if (items.some((item) => 'mutations' in item && item.mutations.some((m) => m.op === 'device.delete' && m.id === deviceId))) {
         posted = posted.then(() => gate)
-        deletionHeld()
+        deletionCame()
       }
       // every batch after the deletion's waits behind it, as the writer thread would take them
       return posted.then(() => writeBatch(items, control))
     }
-    const propertyChanges = (t.hub.properties as unknown as { queue: { pendingKeys: number } }).queue
+    return { held, letThrough, restore: () => ((writer.writeBatch = writeBatch), letThrough()) }
+  }
+
+  /** Changes of devices' properties under way (decided and being stored, or waiting). */
+  const propertyChangesUnderWay = () => (t.hub.properties as unknown as { queue: { pendingKeys: number } }).queue.pendingKeys
+
+  // The race: a deletion decided (under its sessions' locks) and not yet stored, a property change
+  // decided meanwhile (under the property queue's) from caches that still show the device.
+  it('a property change asked while its device’s deletion is being stored waits for it and is refused: nothing of it outlives the device', async () => {
+    await t.createDevice({ id: 'race-1' })
+    const deletion = holdDeletion('race-1')
     try {
       const deleted = t.api('DELETE', '/v1/devices/race-1')
-      await held
+      await deletion.held
       const patched = t.api('PATCH', '/v1/devices/race-1/attributes', { left: 'behind' })
       // the change has reached the device's property queue: decided already (the race), or waiting
-      await eventually(() => propertyChanges.pendingKeys > 0, 5000, 'the property change under way')
-      letThrough()
+      await eventually(() => propertyChangesUnderWay() > 0, 5000, 'the property change under way')
+      deletion.letThrough()
       assert.equal((await deleted).status, 200)
       assert.equal((await patched).status, 404, 'the change found the device gone')
     } finally {
-      letThrough()
-      writer.writeBatch = writeBatch
+      deletion.restore()
     }
     await t.createDevice({ id: 'race-1' })
     assert.deepEqual((await t.api<ApiDevice>('GET', '/v1/devices/race-1')).body.properties.attributes, {}, 'a device made again with its id starts empty')
+  })
+
+  // The same race from the device's side: its own publish, let through by the broker while the
+  // deletion is not yet stored, is decided against the device as stored — gone by then.
+  it('a device’s own property publish taken while its deletion is being stored changes nothing: nothing of it outlives the device', async () => {
+    const made = await t.createDevice({ id: 'race-2' })
+    const device = await t.connect({ clientId: 'race-2', username: made.id, password: made.token })
+    device.on('error', () => undefined) // closed by the deletion
+    const deletion = holdDeletion('race-2')
+    try {
+      const deleted = t.api('DELETE', '/v1/devices/race-2')
+      await deletion.held
+      device.publishAsync('v1/devices/me/telemetry', JSON.stringify({ rpm: 900 }), { qos: 1 }).catch(() => undefined)
+      await eventually(() => propertyChangesUnderWay() > 0, 5000, 'the publish’s change under way')
+      deletion.letThrough()
+      assert.equal((await deleted).status, 200)
+      await eventually(() => propertyChangesUnderWay() === 0, 5000, 'the publish’s change settled')
+    } finally {
+      deletion.restore()
+    }
+    await t.createDevice({ id: 'race-2' })
+    assert.deepEqual((await t.api<ApiDevice>('GET', '/v1/devices/race-2')).body.properties.telemetry, {}, 'a device made again with its id starts empty')
   })
 
   it('kicks a session (DELETE /v1/sessions/{id}): 204, the broker closes it; an offline one is discarded; then 404', async () => {

@@ -6,11 +6,15 @@
  * - `v1/devices/me/raw`: any bytes, kept as `rawData` `{ data, timestamp, topic }`;
  * - `v1/devices/me/command/response`: `{ id, result }`, recorded on the command it answers.
  *
- * A payload that is not what its topic expects throws PayloadError and stores nothing.
+ * A payload that is not what its topic expects throws PayloadError and stores nothing. Each change
+ * is decided against the device as stored: a publish taken as its device is deleted (before the
+ * device's connection is closed) finds it gone and changes nothing, so no property outlives its
+ * device.
  */
 import { CHANGE_TOPICS, COMMAND_RESPONSE_TOPIC } from '../domain/change-topics.js'
 import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject } from '../domain/device-properties.js'
-import type { DeviceProperties } from './device-properties.js'
+import type { PropertyName } from '../domain/device-properties.js'
+import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 
 const UPSTREAM_TOPICS = new Set<string>([CHANGE_TOPICS.attributes, CHANGE_TOPICS.telemetry, CHANGE_TOPICS.raw, COMMAND_RESPONSE_TOPIC])
 
@@ -34,24 +38,25 @@ export class Upstream {
     switch (deviceTopic) {
       case CHANGE_TOPICS.attributes: {
         const patch = parseObject(payload, 'an attributes update', this.maxJsonDepth)
-        await this.properties.update(deviceId, 'attributes', (current) => mergeAttributes(current as JsonObject | undefined, patch), afterwards)
-        return
+        return this.change(deviceId, 'attributes', (current) => mergeAttributes(current as JsonObject | undefined, patch), afterwards)
       }
       case CHANGE_TOPICS.telemetry: {
         const values = parseObject(payload, 'telemetry', this.maxJsonDepth)
-        await this.properties.update(deviceId, 'telemetry', (current) => mergeTelemetry(current as JsonObject | undefined, values, at), afterwards)
-        return
+        return this.change(deviceId, 'telemetry', (current) => mergeTelemetry(current as JsonObject | undefined, values, at), afterwards)
       }
       case CHANGE_TOPICS.raw: {
         const raw = rawDataOf(payload, brokerTopic, at, this.maxJsonDepth)
-        await this.properties.update(deviceId, 'rawData', () => raw, afterwards)
-        return
+        return this.change(deviceId, 'rawData', () => raw, afterwards)
       }
       case COMMAND_RESPONSE_TOPIC: {
         const response = parseObject(payload, 'a command response', this.maxJsonDepth)
-        await this.properties.update(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at), afterwards)
-        return
+        return this.change(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at), afterwards)
       }
     }
+  }
+
+  /** `name` of the device as `change` makes it, decided with the device as stored: nothing when it is gone. */
+  private async change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<void> {
+    await this.properties.update(deviceId, name, (current, view) => (view.device(deviceId) ? change(current) : UNCHANGED), afterwards, { devices: [deviceId] })
   }
 }
