@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { BASIC_ADMIN } from './helpers/api-client.js'
 import { connectClient, eventually, startTestHub, type TestHub } from './helpers/hub.js'
-import { rejectedCount } from './helpers/metrics.js'
+import { metricValue, rejectedCount } from './helpers/metrics.js'
 import { SseStream } from './helpers/sse.js'
 import type { BatchWriter } from '../src/store/group-commit.js'
 
@@ -320,6 +320,7 @@ describe('devices, complete (embedded, SQLite)', () => {
     } finally {
       deletion.restore()
     }
+    assert.equal(await metricValue(t.api, 'iothub_upstream_total{property="telemetry",outcome="no_device"}'), 1, 'counted as a publish of no device')
     await t.createDevice({ id: 'race-2' })
     assert.deepEqual((await t.api<ApiDevice>('GET', '/v1/devices/race-2')).body.properties.telemetry, {}, 'a device made again with its id starts empty')
   })

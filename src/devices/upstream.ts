@@ -14,6 +14,7 @@
 import { CHANGE_TOPICS, COMMAND_RESPONSE_TOPIC } from '../domain/change-topics.js'
 import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject } from '../domain/device-properties.js'
 import type { PropertyName } from '../domain/device-properties.js'
+import type { StoredView } from '../store/decision.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 
 const UPSTREAM_TOPICS = new Set<string>([CHANGE_TOPICS.attributes, CHANGE_TOPICS.telemetry, CHANGE_TOPICS.raw, COMMAND_RESPONSE_TOPIC])
@@ -32,9 +33,11 @@ export class Upstream {
 
   /**
    * Applies one upstream publish; resolves once the change is durable and `afterwards` (the
-   * routing of the message) has run, before the device's next change.
+   * routing of the message) has run, before the device's next change: with true, or with false
+   * when the device is not registered (or no longer is): then nothing was stored and `afterwards`
+   * did not run.
    */
-  async receive(deviceId: string, deviceTopic: string, brokerTopic: string, payload: Buffer, afterwards?: () => Promise<void>, at = Date.now()): Promise<void> {
+  async receive(deviceId: string, deviceTopic: string, brokerTopic: string, payload: Buffer, afterwards?: () => Promise<void>, at = Date.now()): Promise<boolean> {
     switch (deviceTopic) {
       case CHANGE_TOPICS.attributes: {
         const patch = parseObject(payload, 'an attributes update', this.maxJsonDepth)
@@ -53,10 +56,18 @@ export class Upstream {
         return this.change(deviceId, 'commands', (current) => answerCommand(current as JsonObject | undefined, response, at), afterwards)
       }
     }
+    return false
   }
 
-  /** `name` of the device as `change` makes it, decided with the device as stored: nothing when it is gone. */
-  private async change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<void> {
-    await this.properties.update(deviceId, name, (current, view) => (view.device(deviceId) ? change(current) : UNCHANGED), afterwards, { devices: [deviceId] })
+  /** `name` of the device as `change` makes it, decided with the device as stored: nothing when it is gone (false). */
+  private async change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<boolean> {
+    let registered = false
+    // a store may decide more than once (on what it reads then): the last run is the one stored
+    const decide = (current: unknown, view: StoredView) => {
+      registered = view.device(deviceId) !== undefined
+      return registered ? change(current) : UNCHANGED
+    }
+    await this.properties.update(deviceId, name, decide, afterwards, { devices: [deviceId] })
+    return registered
   }
 }

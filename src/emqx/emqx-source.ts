@@ -273,7 +273,11 @@ export class EmqxSource {
     // labelled as the embedded broker labels them: attributes, telemetry, raw, command_response
     const property = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
     try {
-      await this.upstream.receive(session.deviceId, deviceTopic, brokerTopic, payload)
+      if (!(await this.upstream.receive(session.deviceId, deviceTopic, brokerTopic, payload))) {
+        // a device the hub does not hold (or no longer does): EMQX routes it as any publish
+        this.metrics.upstreamTotal.inc({ property, outcome: 'no_device' })
+        return 'not_upstream'
+      }
       this.metrics.upstreamTotal.inc({ property, outcome: 'applied' })
       return 'stored'
     } catch (error) {

@@ -133,7 +133,7 @@ export class HubMetrics {
 
   readonly upstreamTotal = new Counter({
     name: 'iothub_upstream_total',
-    help: 'Device publishes on property topics, by topic kind and outcome (applied, refused: payload not what the topic expects)',
+    help: 'Device publishes on property topics, by topic kind and outcome (applied; refused: payload not what the topic expects; no_device: its device is not registered, or was just deleted: not stored)',
     labelNames: ['property', 'outcome'] as const,
     registers: [this.registry]
   })

@@ -327,7 +327,8 @@ export class CoapGateway {
     const route = () => this.broker.publish(message)
     if (this.upstream.handles(topic)) {
       try {
-        await this.upstream.receive(connection.deviceId, topic, brokerTopic, req.payload, route)
+        // its device deleted meanwhile: routed as any publish, nothing stored
+        if (!(await this.upstream.receive(connection.deviceId, topic, brokerTopic, req.payload, route))) await route()
       } catch (error) {
         if (error instanceof PayloadError) throw new CoapError('4.00', error.message, 'bad_payload')
         throw error

@@ -89,7 +89,12 @@ export class PublishHandler {
         routingFailed = error
       })
     upstream.receive(deviceId, deviceTopic, packet.topic, packet.payload as Buffer, route).then(
-      () => {
+      (changed) => {
+        if (!changed) {
+          // its device was deleted meanwhile: routed as any publish, nothing stored
+          metrics.upstreamTotal.inc({ property: kind, outcome: 'no_device' })
+          return done(null)
+        }
         metrics.upstreamTotal.inc({ property: kind, outcome: 'applied' })
         if (routingFailed) {
           // stored, not routed: Aedes gets the packet back and routes it (or journals it) itself
