@@ -120,8 +120,8 @@ export class DeviceProperties {
     reads: Omit<DecisionReads, 'properties'> = {}
   ): Promise<T | typeof UNCHANGED> {
     return this.queue.run(deviceId, async () => {
-      // decided while its device's deletion is (and the caches still show the device), the
-      // change would be stored after it: a property of a device that is gone
+      // decided while its device's deletion is under way (the caches still show the device), the
+      // change would be stored after the deletion: a property of a device that is gone
       const deleting = this.deletions.settled(deviceId)
       if (deleting) await deleting
       const updatedAt = Date.now()

@@ -12,8 +12,7 @@
  * device.
  */
 import { CHANGE_TOPICS, COMMAND_RESPONSE_TOPIC } from '../domain/change-topics.js'
-import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject } from '../domain/device-properties.js'
-import type { PropertyName } from '../domain/device-properties.js'
+import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject, type PropertyName } from '../domain/device-properties.js'
 import type { StoredView } from '../store/decision.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 
