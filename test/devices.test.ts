@@ -257,9 +257,13 @@ describe('devices, complete (embedded, SQLite)', () => {
   /**
    * Holds the store's writer from the batch that deletes `deviceId` on, every later batch in its
    * order behind it, until `letThrough`: the deletion is decided and not yet stored for as long
-   * as a test needs. `held` resolves once the deletion's batch has come.
+   * as a test needs, once the property changes asked before are stored. `held` resolves once the
+   * deletion's batch has come.
    */
-  function holdDeletion(deviceId: string): { held: Promise<void>; letThrough: () => void; restore: () => void } {
+  async function holdDeletion(deviceId: string): Promise<{ held: Promise<void>; letThrough: () => void; restore: () => void }> {
+    // every property change asked before (a connect's connectinfo, say) stored first: then the
+    // only change under way while the deletion is held is the one the test asks
+    await t.hub.properties.settled()
     const writer = (t.hub.store as unknown as { writer: BatchWriter }).writer
     const writeBatch = writer.writeBatch.bind(writer)
     let letThrough!: () => void
@@ -278,14 +282,14 @@ describe('devices, complete (embedded, SQLite)', () => {
     return { held, letThrough, restore: () => ((writer.writeBatch = writeBatch), letThrough()) }
   }
 
-  /** Changes of devices' properties under way (decided and being stored, or waiting). */
+  /** Changes of devices' properties under way (decided and being stored, or waiting): the one a race test asks, once holdDeletion has settled the rest. */
   const propertyChangesUnderWay = () => (t.hub.properties as unknown as { queue: { pendingKeys: number } }).queue.pendingKeys
 
   // The race: a deletion decided (under its sessions' locks) and not yet stored, a property change
   // decided meanwhile (under the property queue's) from caches that still show the device.
   it('a property change asked while its device’s deletion is being stored waits for it and is refused: nothing of it outlives the device', async () => {
     await t.createDevice({ id: 'race-1' })
-    const deletion = holdDeletion('race-1')
+    const deletion = await holdDeletion('race-1')
     try {
       const deleted = t.api('DELETE', '/v1/devices/race-1')
       await deletion.held
@@ -308,7 +312,7 @@ describe('devices, complete (embedded, SQLite)', () => {
     const made = await t.createDevice({ id: 'race-2' })
     const device = await t.connect({ clientId: 'race-2', username: made.id, password: made.token })
     device.on('error', () => undefined) // closed by the deletion
-    const deletion = holdDeletion('race-2')
+    const deletion = await holdDeletion('race-2')
     try {
       const deleted = t.api('DELETE', '/v1/devices/race-2')
       await deletion.held

@@ -186,6 +186,20 @@ describe('EMQX mode: ExHook', () => {
     await emqx.onClientDisconnected(client, 'normal')
   })
 
+  it('message.publish of a client whose device the hub does not hold stores nothing: EMQX routes it as any publish', async () => {
+    const id = 'upstream-ghost'
+    const emqx = t.exhook('v2')
+    const client = { clientid: id, username: id, mountpoint: `${id}/` }
+    await emqx.onClientConnected(client)
+    const answered = await emqx.onMessagePublish({ from: id, topic: `${id}/v1/devices/me/attributes`, payload: '{"fw":"9.9"}', qos: 1 })
+    assert.equal(answered.type, 'IGNORE', 'not refused: EMQX goes on routing it')
+    await emqx.onClientDisconnected(client, 'normal')
+    // a device registered with that id later starts empty: nothing was stored for the unregistered one
+    await t.createDevice(id)
+    const entity = (await t.api<{ properties: { attributes: Record<string, unknown> } }>('GET', `/apis/core/v1/entities/${id}?type=device`)).body
+    assert.deepEqual(entity.properties.attributes, {})
+  })
+
   it('malformed hook calls answer INVALID_ARGUMENT, are counted, and store nothing', { skip: COUNTS_ONE_HUBS_METRICS }, async () => {
     const emqx = t.exhook('v2')
     const before = await badHookCount(t)
