@@ -5,11 +5,12 @@
 import assert from 'node:assert/strict'
 import { connect as tcpConnect, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
+import type { MqttClient } from 'mqtt'
 import { encodePacket } from '../src/embedded/packet-codec.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { connectClient, eventually, startTestHub, superuserLogin, tempDir, type TestHub } from './helpers/hub.js'
 import { coapCall } from './helpers/coap.js'
-import { rejectedCount } from './helpers/metrics.js'
+import { metricValue, rejectedCount } from './helpers/metrics.js'
 import { connectPacket, PacketType, PINGREQ, publishPacket, RawMqttClient, subackGranted, subscribePacket, unsubscribePacket } from './helpers/raw-mqtt.js'
 
 const SUBACK_FAILURE = 0x80
@@ -301,6 +302,86 @@ describe('a CONNECT followed by a flood', () => {
     assert.equal(polite.returnCode, 0)
     await polite.client.ping()
     polite.client.destroy()
+  })
+})
+
+describe('a device sending faster than its rate', () => {
+  // low rates, so that a test sends a few seconds' worth in one write
+  const MESSAGE_RATE = 100
+  const BYTE_RATE = 256 * 1024
+  let t: TestHub
+  let watcher: MqttClient
+  /** Every message the superuser watcher heard: its topic, payload, and when (performance.now()). */
+  const heard: { topic: string; payload: string; at: number }[] = []
+  const heardOn = (topic: string) => heard.filter((m) => m.topic === topic)
+
+  before(async () => {
+    t = await startTestHub({ maxMessageRate: MESSAGE_RATE, maxByteRate: BYTE_RATE })
+    watcher = await t.connect({ clientId: 'rate-watcher', ...superuserLogin() })
+    watcher.on('message', (topic, payload) => heard.push({ topic, payload: payload.length > 64 ? `${payload.length} bytes` : payload.toString(), at: performance.now() }))
+    await watcher.subscribeAsync('#', { qos: 0 })
+  })
+  after(() => t.stop())
+
+  const held = (limit: string) => metricValue(t.api, `iothub_mqtt_reads_held_total{limit="${limit}"}`)
+
+  it('is read at its message rate: nothing refused or lost, in order, while a neighbour is heard at once', async () => {
+    const flooder = await t.createDevice()
+    const neighbour = await t.createDevice()
+    const neighbourClient = await t.connect({ clientId: 'rate-neighbour', username: neighbour.id, password: neighbour.token })
+    const { client } = await RawMqttClient.connect(Number(new URL(t.mqttUrl).port), { clientId: 'rate-flooder', username: flooder.id, password: flooder.token })
+    const heldBefore = await held('messages')
+    const COUNT = 5 * MESSAGE_RATE
+    const sent = performance.now()
+    // five seconds' worth in one write: a second's worth passes at once, the rest at the rate
+    client.send(Buffer.concat(Array.from({ length: COUNT }, (_, i) => publishPacket({ topic: 'flood', payload: String(i) }))))
+    await neighbourClient.publishAsync('hello', 'hi', { qos: 1 })
+    await eventually(() => heardOn(`${neighbour.id}/hello`).length === 1, 10_000, "the neighbour's message")
+    // the neighbour's message did not wait behind the flood
+    assert.ok(heardOn(`${flooder.id}/flood`).length < COUNT, 'the neighbour was heard only after the whole flood')
+    await eventually(() => heardOn(`${flooder.id}/flood`).length === COUNT, 30_000, 'every flood message')
+    const flood = heardOn(`${flooder.id}/flood`)
+    assert.deepEqual(flood.map((m) => m.payload), Array.from({ length: COUNT }, (_, i) => String(i)))
+    // no faster than the rate allows (a busy machine only slows it): a second's worth starts in each
+    // second, so the fifth second's worth starts in the fifth second from the one it was sent in —
+    // at least three seconds after it was sent
+    const tookMs = flood.at(-1)!.at - sent
+    assert.ok(tookMs >= 3000, `the flood took ${tookMs.toFixed(0)} ms`)
+    assert.ok((await held('messages')) > heldBefore)
+    // held, not refused: the connection is still there
+    assert.equal(client.isClosed, false)
+    await client.ping()
+    client.destroy()
+  })
+
+  it('is read at its byte rate too, SUBSCRIBE and UNSUBSCRIBE counting as PUBLISH does', async () => {
+    const device = await t.createDevice()
+    const { client } = await RawMqttClient.connect(Number(new URL(t.mqttUrl).port), { clientId: 'rate-bytes', username: device.id, password: device.token })
+    const heldBefore = await held('bytes')
+    const big = Buffer.alloc(64 * 1024, 0x62)
+    const COUNT = 12 // 768 KiB and their headers
+    const sent = performance.now()
+    client.send(Buffer.concat(Array.from({ length: COUNT }, () => publishPacket({ topic: 'big', payload: big }))))
+    // behind the publishes, its SUBSCRIBE waits its turn too
+    client.send(subscribePacket(7, [{ topic: 'after', qos: 0 }]))
+    const suback = await client.next(PacketType.SUBACK, 30_000)
+    const subackMs = performance.now() - sent
+    assert.equal(subackGranted(suback).messageId, 7)
+    await eventually(() => heardOn(`${device.id}/big`).length === COUNT, 30_000, 'every large message')
+    // just over three seconds' worth of bytes went before it: it starts in the fourth second
+    assert.ok(COUNT * (big.length + 9) > 3 * BYTE_RATE)
+    assert.ok(subackMs >= 2000, `SUBACK after ${subackMs.toFixed(0)} ms`)
+    assert.ok((await held('bytes')) > heldBefore)
+    client.destroy()
+  })
+
+  it("leaves a superuser's connection alone: an operator's tool is never held", async () => {
+    const heldBefore = (await held('messages')) + (await held('bytes'))
+    const tool = await t.connect({ clientId: 'rate-tool', ...superuserLogin() })
+    const COUNT = 3 * MESSAGE_RATE
+    await Promise.all(Array.from({ length: COUNT }, (_, i) => tool.publishAsync('ops/broadcast', String(i), { qos: 0 })))
+    await eventually(() => heardOn('ops/broadcast').length === COUNT, 10_000, "the tool's messages")
+    assert.equal((await held('messages')) + (await held('bytes')), heldBefore)
   })
 })
 

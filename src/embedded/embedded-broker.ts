@@ -15,7 +15,8 @@ import { connectedClient, routerWith, skipRouting } from './aedes-internals.js'
 import { FirstLevelMatcher } from './first-level-matcher.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
 import type { StoreAedesPersistence } from './aedes-persistence.js'
-import { PacketSizeGuard } from './packet-size-guard.js'
+import { InboundGuard } from './inbound-guard.js'
+import { inboundLimits } from './inbound-rate.js'
 import { localPortOf, stampLocalPort } from './socket-ports.js'
 import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../port-in-use.js'
@@ -70,7 +71,7 @@ export class EmbeddedBroker implements BrokerPublisher {
   private readonly gate: ConnectionGate
   /** Admitted connections whose CONNECT has not arrived yet: their address, by peer (see admit). */
   private readonly awaitingConnect = new Map<string, string>()
-  private readonly packetSizeGuard: PacketSizeGuard
+  private readonly inboundGuard: InboundGuard
   /** The listeners' ports, noted once each listens (a listener on port 0 is given one); 0 before. */
   private readonly ports = { mqtt: 0, mqtts: 0 }
 
@@ -84,10 +85,19 @@ export class EmbeddedBroker implements BrokerPublisher {
     tls?: TlsCredentials
   ) {
     const hooks = source.hooks()
-    this.packetSizeGuard = new PacketSizeGuard(config.maxPacketSize, (socket, error) => {
-      this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
-      this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
-    })
+    this.inboundGuard = new InboundGuard(
+      config.maxPacketSize,
+      inboundLimits(config.maxMessageRate, config.maxByteRate),
+      (socket, error) => {
+        this.metrics.reject(error.name === 'PacketTooLargeError' ? 'packet_too_large' : 'malformed_packet')
+        this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message }, 'connection refused')
+      },
+      (socket, by, first) => {
+        this.metrics.readsHeld.inc({ limit: by })
+        // once per connection: one sending too fast is held many times a second
+        if (first) this.log.info({ peer: `${socket.remoteAddress}:${socket.remotePort}`, limit: by }, 'connection sends faster than its rate: its reading waits')
+      }
+    )
     const fileLimit = openFileLimit()
     const maxConnections = fitConnectionLimit(config.maxConnections, fileLimit)
     if (maxConnections < config.maxConnections) {
@@ -193,7 +203,7 @@ export class EmbeddedBroker implements BrokerPublisher {
   /** An admitted connection, plain or (once its handshake is done) TLS: both reach Aedes alike. */
   private accept(socket: Socket, port: number): void {
     if (port !== 0) stampLocalPort(socket, port)
-    this.packetSizeGuard.guard(socket)
+    this.inboundGuard.guard(socket)
     this.source.adopt(this.aedes.handle(socket))
   }
 

@@ -152,6 +152,13 @@ export class HubMetrics {
     registers: [this.registry]
   })
 
+  readonly readsHeld = new Counter({
+    name: 'iothub_mqtt_reads_held_total',
+    help: 'Times an MQTT connection sent faster than IOTHUB_MAX_MESSAGE_RATE / IOTHUB_MAX_BYTE_RATE and its reading waited, by the limit it reached',
+    labelNames: ['limit'] as const,
+    registers: [this.registry]
+  })
+
   readonly commitSeconds = new Histogram({
     name: 'iothub_store_commit_seconds',
     help: 'Time from handing a group-commit batch to the writer thread until it is durable (includes waiting behind earlier batches)',

@@ -7,7 +7,7 @@ import type { Aedes, Client } from 'aedes'
 import type { DisconnectReason } from '../../domain/session.js'
 import type { RejectReason } from '../../observability/metrics.js'
 import { sentDisconnect } from '../aedes-internals.js'
-import { MalformedLengthError, PacketTooLargeError } from '../packet-size-guard.js'
+import { MalformedLengthError, PacketTooLargeError } from '../inbound-guard.js'
 import type { MqttContext } from './mqtt-context.js'
 
 export class CloseHandler {
@@ -54,7 +54,7 @@ export class CloseHandler {
   }
 }
 
-/** Errors of the packet-size guard, which counts them itself. */
+/** Errors of the inbound guard's framing, which counts them itself. */
 function isFramingError(error: Error): boolean {
   return error instanceof PacketTooLargeError || error instanceof MalformedLengthError
 }

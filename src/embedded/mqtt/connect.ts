@@ -24,6 +24,7 @@ import { KeyedQueue } from '../../registry/keyed-queue.js'
 import { connectedClient } from '../aedes-internals.js'
 import { patchConnackSessionPresent } from '../connack-session-present.js'
 import type { WillPacket } from '../embedded-broker.js'
+import { liftRate } from '../inbound-guard.js'
 import { mountClientTopics, type Mounter } from '../mountpoint.js'
 import { SlowConsumerGuard } from '../slow-consumer-guard.js'
 import { localPortOf } from '../socket-ports.js'
@@ -173,6 +174,8 @@ export class ConnectHandler implements Mounter {
           if (!admission.ok) return refuse(CONNACK_CODE_OF_REFUSAL[admission.reason] ?? CONNACK_NOT_AUTHORIZED, admission.reason, admission.message)
           // checked here to refuse early, and again under the client id's lock (see connect)
           admission.release()
+          // an operator's tool may have to send more than any one device (README, "Limits")
+          if (identity.superuser) liftRate(client.conn as Socket)
           void this.locks.run(client.id, () => this.connect(client, state, identity, username ?? null, done))
         },
         (error: Error) => {
