@@ -17,6 +17,8 @@
  *   slow-consumer  subscribes, stops reading, and publishes 400 × 64 KiB to itself from a second connection
  *   retained       publishes 1 KiB retained messages on new topics, forever
  *   deep-json      publishes JSON nested 10,000 deep on its attributes topic
+ *   publish-flood  publishes QoS 0 on a topic of its own as fast as its socket takes them, forever
+ *                  (held to IOTHUB_MAX_MESSAGE_RATE, 1,000/s by default)
  *   connections    opens TCP connections that never send CONNECT and holds them (backing off
  *                  once refused: a connect-and-drop flood is the kernel's to stop)
  *   wrong-logins   connects with a wrong token, forever

@@ -10,12 +10,12 @@ import { generate } from 'mqtt-packet'
 import { connectOne } from './child-fleet.js'
 import { sleep } from './util.js'
 
-export type Abuse = 'cpu-floor' | 'subscriptions' | 'sessions' | 'slow-consumer' | 'retained' | 'deep-json' | 'connections' | 'wrong-logins'
+export type Abuse = 'cpu-floor' | 'subscriptions' | 'sessions' | 'slow-consumer' | 'retained' | 'deep-json' | 'publish-flood' | 'connections' | 'wrong-logins'
 /**
  * `cpu-floor` first: it sends the hub nothing, and only burns cpu beside it as the abusers do;
  * `wrong-logins` last: it leaves the abuser's address throttled for the abuses after it.
  */
-export const ABUSES: Abuse[] = ['cpu-floor', 'subscriptions', 'sessions', 'slow-consumer', 'retained', 'deep-json', 'connections', 'wrong-logins']
+export const ABUSES: Abuse[] = ['cpu-floor', 'subscriptions', 'sessions', 'slow-consumer', 'retained', 'deep-json', 'publish-flood', 'connections', 'wrong-logins']
 
 export interface AbuseTarget {
   mqttUrl: string
@@ -114,6 +114,20 @@ class Abuser {
           while (this.running && client.connected) {
             this.attempts++
             await client.publishAsync('v1/devices/me/attributes', DEEP_JSON, { qos: 1 }).catch(() => this.refused++)
+          }
+        })
+      case 'publish-flood':
+        return this.loop(async (n) => {
+          const client = this.keep(await connectOne(target.mqttUrl, `abuse-flood-${n}`, login, FROM_ABUSER))
+          // QoS 0 on a topic of its own that no one reads, as fast as the socket takes them: each
+          // one parsed, checked and routed by the hub, paced only by TCP
+          for (let i = 0; this.running && client.connected; i++) {
+            this.attempts++
+            client.publish('flood/readings', `{"i":${i},"temperature":21.5}`, { qos: 0 })
+            if (i % 256 !== 255) continue
+            // what the socket has not sent yet stays under 64 KiB; and `stop` is heard
+            await new Promise((resolve) => setImmediate(resolve))
+            while (this.running && client.connected && client.stream.writableLength > 64 * 1024) await sleep(1)
           }
         })
       case 'connections':
