@@ -375,6 +375,27 @@ describe('a device sending faster than its rate', () => {
     client.destroy()
   })
 
+  it('answers a CoAP device over its rate 4.29 with the seconds to wait, and routes nothing it refused', async () => {
+    const device = await t.createDevice()
+    const coapPort = t.hub.address.coap!.port
+    const connected = await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&username=${device.id}&password=${device.token}`)
+    assert.equal(connected.code, '2.01')
+    const query = `clientid=${device.id}&token=${connected.payload}`
+    const refusedBefore = await rejectedCount(t.api, 'rate_limited')
+    // three seconds' worth at once
+    const answers = await Promise.all(Array.from({ length: 3 * MESSAGE_RATE }, (_, i) => coapCall(coapPort, 'POST', '/ps/coap-flood', query, String(i))))
+    const passed = answers.filter((a) => a.code === '2.04')
+    const refused = answers.filter((a) => a.code === '4.29')
+    assert.equal(passed.length + refused.length, answers.length, `answers: ${[...new Set(answers.map((a) => a.code))].join(', ')}`)
+    assert.ok(passed.length >= MESSAGE_RATE, `a second's worth passes: ${passed.length}`)
+    assert.ok(refused.length > 0)
+    for (const answer of refused) assert.ok(answer.maxAge !== undefined && answer.maxAge >= 1, `Max-Age ${answer.maxAge}`)
+    assert.equal((await rejectedCount(t.api, 'rate_limited')) - refusedBefore, refused.length)
+    // each publish is routed before it is answered: what the watcher hears is what passed
+    await eventually(() => heardOn(`${device.id}/coap-flood`).length === passed.length, 10_000, 'the publishes that passed')
+    assert.equal(heardOn(`${device.id}/coap-flood`).length, passed.length)
+  })
+
   it("leaves a superuser's connection alone: an operator's tool is never held", async () => {
     const heldBefore = (await held('messages')) + (await held('bytes'))
     const tool = await t.connect({ clientId: 'rate-tool', ...superuserLogin() })

@@ -40,6 +40,8 @@ export type RejectReason =
   | 'tls_handshake_failed'
   // more fleet pushes at once than a replica runs (api/routes/fleet-pushes.ts): 429
   | 'too_many_fleet_pushes'
+  // a CoAP connection's requests over IOTHUB_MAX_MESSAGE_RATE / IOTHUB_MAX_BYTE_RATE: 4.29
+  | 'rate_limited'
 
 /** One label set of a counter, counted on the event path as a plain number (see Tallies). */
 export interface Tally {

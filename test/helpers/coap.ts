@@ -18,6 +18,8 @@ const ANSWER_DEADLINE_MS = 10_000
 export interface Answer {
   code: string
   payload: string
+  /** The answer's Max-Age option, when it has one (seconds). */
+  maxAge?: number
 }
 
 /** One confirmable request by node-coap's client; resolves with its answer. */
@@ -25,7 +27,8 @@ export function coapCall(port: number, method: 'GET' | 'POST' | 'PUT' | 'DELETE'
   return new Promise((resolve, reject) => {
     const req = coap.request({ hostname: '127.0.0.1', port, method, pathname, query, confirmable: true, agent: false })
     req.on('response', (res: coap.IncomingMessage) => {
-      resolve({ code: res.code, payload: res.payload.toString('utf8') })
+      const maxAge = res.headers['Max-Age']
+      resolve({ code: res.code, payload: res.payload.toString('utf8'), ...(typeof maxAge === 'number' ? { maxAge } : {}) })
     })
     req.on('error', reject)
     req.end(payload)

@@ -48,6 +48,7 @@ import type { SessionRegistry } from '../../registry/registry.js'
 import type { AdmissionPolicy, Refusal } from '../../admission/admission-policy.js'
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../../admission/topic-rules.js'
+import { admits, charge, currentSecond, freeFrom, freshUse, heldBy, inboundLimits, type InboundLimits, type RateUse } from '../inbound-rate.js'
 import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
 import { BlockOptionError, blockValue, MAX_BLOCK_SIZE, readBlock, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
 import { diagnostic } from './coap-diagnostic.js'
@@ -76,7 +77,8 @@ interface Observer {
   latest?: Representation
 }
 
-interface CoapConnection {
+/** `RateUse`: its requests on /ps held to the MQTT connection's rate (inbound-rate.ts). */
+interface CoapConnection extends RateUse {
   clientId: string
   deviceId: string
   token: string
@@ -107,7 +109,9 @@ class CoapError extends Error {
   constructor(
     readonly code: string,
     message: string,
-    readonly reason: RejectReason
+    readonly reason: RejectReason,
+    /** Seconds the device is to wait before it asks again (the answer's Max-Age, RFC 8516). */
+    readonly retryAfter?: number
   ) {
     super(message)
   }
@@ -122,6 +126,8 @@ export class CoapGateway {
   private lastEtag = 0
   private readonly notificationsDropped: Counter<'reason'>
   private unacknowledged: UnacknowledgedNotifications<Observer> | undefined
+  /** Undefined: no rate (IOTHUB_MAX_MESSAGE_RATE and IOTHUB_MAX_BYTE_RATE both 0). */
+  private readonly limits: InboundLimits | undefined
 
   constructor(
     private readonly registry: SessionRegistry,
@@ -135,6 +141,7 @@ export class CoapGateway {
     private readonly metrics: HubMetrics,
     private readonly log: Logger
   ) {
+    this.limits = inboundLimits(config.maxMessageRate, config.maxByteRate)
     this.notificationsDropped = new Counter({
       name: 'iothub_coap_notifications_dropped_total',
       help: 'Messages a CoAP observer was not notified of, by reason (too_large: over 64 KiB)',
@@ -225,6 +232,7 @@ export class CoapGateway {
         if (known) this.metrics.reject(error.reason)
         else this.log.error({ err: (error as Error).message }, 'CoAP request failed')
         const code = known ? error.code : '5.03'
+        if (known && error.retryAfter !== undefined) res.setOption('Max-Age', error.retryAfter)
         // the internal error's text stays in the log: the device gets a fixed diagnostic
         const message = known ? error.message : 'not recorded; try again'
         if (isObserveStream(res)) res.statusCode = code
@@ -268,6 +276,24 @@ export class CoapGateway {
     res.end()
   }
 
+  /**
+   * Holds a connection's requests on /ps (publishes, observes and their cancels) to the rate an
+   * MQTT connection is held to. UDP cannot be left unread as a TCP socket can: a request over it
+   * is answered 4.29 Too Many Requests, with the seconds to wait as its Max-Age (RFC 8516), and
+   * changes nothing.
+   */
+  private withinRate(connection: CoapConnection, bytes: number): void {
+    const limits = this.limits
+    if (!limits) return
+    const now = currentSecond()
+    if (!admits(connection, limits, now)) {
+      const wait = freeFrom(connection, limits) - now
+      const limit = heldBy(connection, limits) === 'messages' ? `${limits.messagesPerSecond} requests` : `${limits.bytesPerSecond} bytes`
+      throw new CoapError('4.29', `over ${limit} a second: ask again in ${wait} s`, 'rate_limited', wait)
+    }
+    charge(connection, bytes)
+  }
+
   /** Admits a device (admission-policy.ts) and records its session; resolves with the connection's token. */
   private async connect(req: IncomingMessage, query: Map<string, string>): Promise<string> {
     const clientId = query.get('clientid') ?? ''
@@ -292,7 +318,8 @@ export class CoapGateway {
       incarnation: newIncarnation(this.config.node),
       lastHeard: Date.now(),
       observers: new Map(),
-      observesPending: 0
+      observesPending: 0,
+      ...freshUse(currentSecond())
     }
     const result = await this.registry.apply(
       connectedEvent(
@@ -318,6 +345,7 @@ export class CoapGateway {
   private async publish(req: IncomingMessage, request: CoapRequest, topic: string, res: OutgoingMessage): Promise<void> {
     const connection = this.authorized(request.query)
     connection.lastHeard = Date.now()
+    this.withinRate(connection, req.payload.length + topic.length)
     const brokerTopic = this.brokerTopic(connection, topic, false)
     const qos = qosOf(request.query, requestPacket(req).confirmable)
     if (qos === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
@@ -343,6 +371,7 @@ export class CoapGateway {
   private async observe(req: IncomingMessage, request: CoapRequest, topic: string, res: OutgoingMessage | ObserveWriteStream): Promise<void> {
     const connection = this.authorized(request.query)
     connection.lastHeard = Date.now()
+    this.withinRate(connection, topic.length)
     const brokerTopic = this.brokerTopic(connection, topic, true)
     const observe = req.headers.Observe
     const block = requestedBlock(req)
