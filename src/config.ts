@@ -91,9 +91,9 @@ export interface HubConfig {
   slowConsumerTimeout: number
   /** Connections one client address may hold that have not sent their CONNECT yet. */
   maxPendingConnectionsPerAddress: number
-  /** PUBLISH, SUBSCRIBE and UNSUBSCRIBE packets per second one MQTT connection may send; 0: no limit (embedded/inbound-rate.ts). */
+  /** PUBLISH, SUBSCRIBE and UNSUBSCRIBE packets (CoAP: requests on /ps) per second one connection may send; 0: no limit (embedded/inbound-rate.ts). */
   maxMessageRate: number
-  /** Bytes per second of those packets; 0: no limit. */
+  /** Bytes per second of those packets (CoAP: of those requests' topics and payloads); 0: no limit. */
   maxByteRate: number
   // ── retained messages and offline queues bounded (issue 11) ──
   /** Most retained messages one device's publishes may hold (0: devices retain nothing). */
@@ -294,8 +294,8 @@ const OPTIONS = [
   { key: 'connectTimeout', env: 'IOTHUB_CONNECT_TIMEOUT', flag: 'connect-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 15_000, help: 'ms a new MQTT connection may take to send CONNECT' },
   { key: 'maxInflightBytes', env: 'IOTHUB_MAX_INFLIGHT_BYTES', flag: 'max-inflight-bytes', parse: (raw: string, name: string) => integer(raw, name, 1024, 2 ** 31), fallback: () => 4 * 1_048_576, help: 'bytes queued for one connection before it is closed as a slow consumer' },
   { key: 'slowConsumerTimeout', env: 'IOTHUB_SLOW_CONSUMER_TIMEOUT', flag: 'slow-consumer-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 10_000, help: 'ms a connection may stay unable to take more bytes before it is closed' },
-  { key: 'maxMessageRate', env: 'IOTHUB_MAX_MESSAGE_RATE', flag: 'max-message-rate', parse: (raw: string, name: string) => integer(raw, name, 0, 10_000_000), fallback: () => 1000, help: 'PUBLISH, SUBSCRIBE and UNSUBSCRIBE packets one MQTT connection may send per second before its reading waits (0: no limit)' },
-  { key: 'maxByteRate', env: 'IOTHUB_MAX_BYTE_RATE', flag: 'max-byte-rate', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 10_485_760, help: 'bytes of those packets one MQTT connection may send per second before its reading waits (0: no limit)' },
+  { key: 'maxMessageRate', env: 'IOTHUB_MAX_MESSAGE_RATE', flag: 'max-message-rate', parse: (raw: string, name: string) => integer(raw, name, 0, 10_000_000), fallback: () => 1000, help: 'PUBLISH, SUBSCRIBE and UNSUBSCRIBE packets one MQTT connection may send per second before its reading waits; CoAP: /ps requests, 4.29 beyond (0: no limit)' },
+  { key: 'maxByteRate', env: 'IOTHUB_MAX_BYTE_RATE', flag: 'max-byte-rate', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 40), fallback: () => 10_485_760, help: 'bytes of those packets (CoAP: requests) one connection may send per second (0: no limit)' },
   { key: 'maxPendingConnectionsPerAddress', env: 'IOTHUB_MAX_PENDING_CONNECTIONS_PER_ADDRESS', flag: 'max-pending-connections-per-address', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 100, help: 'connections one address may hold before their CONNECT' },
   // ── retained messages and offline queues bounded (issue 11) ──
   { key: 'maxRetainedPerDevice', env: 'IOTHUB_MAX_RETAINED_PER_DEVICE', flag: 'max-retained-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 2 ** 31), fallback: () => 100, help: "most retained messages of one device's publishes" },
