@@ -72,6 +72,8 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer))
 }
 
+const TLS_MESSAGE_RATE = 50
+
 describe('MQTT over TLS and HTTPS', () => {
   let pki: Pki
   let served: { cert: string; key: string; serial: string }
@@ -81,7 +83,8 @@ describe('MQTT over TLS and HTTPS', () => {
   before(async () => {
     pki = makeCa(tempDir('iothub-tls-'))
     served = makeServerCert(pki, 'hub-one', '1001')
-    t = await startTestHub({ mqttsPort: 0, tlsCert: served.cert, tlsKey: served.key, tlsCa: pki.ca })
+    // a low rate, so that a test sends a few seconds' worth at once
+    t = await startTestHub({ mqttsPort: 0, tlsCert: served.cert, tlsKey: served.key, tlsCa: pki.ca, maxMessageRate: TLS_MESSAGE_RATE })
   })
   after(async () => {
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)))
@@ -144,6 +147,24 @@ describe('MQTT over TLS and HTTPS', () => {
     device.publish('v1/devices/me/telemetry', Buffer.alloc(t.hub.config.maxPacketSize + 1, 0x20), { qos: 0 })
     await within(closed, 10_000, 'the hub to close the connection')
     await eventually(async () => (await metric(t, 'iothub_rejected_inputs_total{reason="packet_too_large"}')) === before + 1, 5000, 'the refusal counted')
+  })
+
+  it('holds TLS connections to their rate as plain ones: the excess waits, nothing is lost or reordered', async () => {
+    const before = await metric(t, 'iothub_mqtt_reads_held_total{limit="messages"}')
+    const d = await t.createDevice()
+    const device = await connectClient(t.mqttsUrl!, { clientId: 'tls-rate', username: d.id, password: d.token, ca: pki.caPem })
+    clients.push(device)
+    const received: string[] = []
+    device.on('message', (_topic, payload) => received.push(payload.toString()))
+    await device.subscribeAsync('echo', { qos: 0 })
+    const COUNT = 3 * TLS_MESSAGE_RATE
+    const sent = performance.now()
+    await Promise.all(Array.from({ length: COUNT }, (_, i) => device.publishAsync('echo', String(i), { qos: 0 })))
+    await eventually(() => received.length === COUNT, 20_000, 'every message back')
+    assert.deepEqual(received, Array.from({ length: COUNT }, (_, i) => String(i)))
+    // three seconds' worth sent at once: the last starts in the third second from the one it was sent in
+    assert.ok(performance.now() - sent >= 1000, `back after ${(performance.now() - sent).toFixed(0)} ms`)
+    assert.ok((await metric(t, 'iothub_mqtt_reads_held_total{limit="messages"}')) > before)
   })
 
   it('serves a replaced certificate to new connections without a restart, keeping the old ones; a broken one is not taken', async () => {
