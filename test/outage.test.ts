@@ -12,7 +12,9 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
 import pg from 'pg'
 import type { SessionRecord } from '../src/domain/session.js'
 import { newIncarnation } from '../src/domain/incarnation.js'
+import type { ReconcileReport } from '../src/emqx/reconcile.js'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
+import { startEmqxTestHub, WEBHOOK_SECRET, type EmqxTestHub } from './helpers/emqx-hub.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 
 const SERVER = process.env.IOTHUB_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -188,5 +190,52 @@ describe('PostgreSQL outages', () => {
     assert.equal(await storedSession('listed-only'), undefined)
     const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body
     assert.match(metrics, /iothub_disconnects_total\{protocol="mqtt",reason="kicked"\} 1/)
+  })
+})
+
+describe('PostgreSQL outages in EMQX mode', () => {
+  const database = `${DATABASE}_emqx`
+  let proxy: TcpProxy
+  let t: EmqxTestHub
+
+  before(async () => {
+    await admin(`CREATE DATABASE ${database}`)
+    const target = new URL(SERVER)
+    proxy = await TcpProxy.start(target.hostname, Number(target.port || 5432))
+    // no interval reconcile in the test's time: a run it sees was asked for by the store's return
+    t = await startEmqxTestHub({ overrides: { store: 'postgres', databaseUrl: urlOf(database, proxy.port), storeTimeout: STORE_TIMEOUT, reconcileInterval: 3600 } })
+  })
+  after(async () => {
+    proxy.restore()
+    await t.stop()
+    await proxy.stop()
+    await admin(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
+  })
+
+  it('reconciles at once when the store answers again, reported as store_returned: a connect refused meanwhile is caught up', async () => {
+    const device = await t.createDevice('connected-in-outage')
+    const started = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
+    assert.equal(started.trigger, 'start')
+    proxy.cut()
+    // EMQX lets the client in; its client.connected WebHook finds the store away
+    t.standin.addClient({ clientid: device.id, username: device.id, ipAddress: '127.0.0.1', port: 4100, mountpoint: `${device.id}/` })
+    const hook = await t.webhook(
+      { event: 'client.connected', node: 'emqx@127.0.0.1', clientid: device.id, username: device.id, peername: '127.0.0.1:4100', mountpoint: `${device.id}/`, clean_start: true },
+      WEBHOOK_SECRET
+    )
+    assert.equal(hook.status, 503)
+    proxy.restore()
+    const report = await eventually(
+      async () => {
+        const last = (await t.api<ReconcileReport>('GET', '/v1/reconcile/last')).body
+        return last.startedAt > started.startedAt && last
+      },
+      20_000,
+      'a reconcile after the store returned'
+    )
+    assert.deepEqual([report.trigger, report.error, report.sessionsAdded], ['store_returned', null, 1])
+    assert.equal((await t.api<{ connected: boolean }>('GET', `/v1/sessions/${device.id}`)).body.connected, true)
+    const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    assert.match(metrics, /iothub_reconcile_runs_total\{trigger="store_returned",outcome="ok"\} 1/)
   })
 })

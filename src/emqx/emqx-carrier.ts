@@ -19,7 +19,7 @@ import type { Readiness } from '../observability/readiness.js'
 import { EmqxRestClient } from './emqx-rest.js'
 import { EmqxSource } from './emqx-source.js'
 import { ExhookServer } from './exhook/exhook-server.js'
-import { Reconciler, type ReconcileReport, type ReconcileTrigger } from './reconcile.js'
+import { isReconcileTrigger, Reconciler, type ReconcileReport, type ReconcileTrigger } from './reconcile.js'
 import { reconcileRoutes } from './reconcile-route.js'
 import { emqxWebhookRoutes, WEBHOOK_PATH } from './webhook-route.js'
 import type { Snapshot } from '../store/store.js'
@@ -30,7 +30,7 @@ import type { Lease } from '../replicas/lease.js'
 
 /** The trigger another replica asked the holder to reconcile for (what it would have run itself). */
 function requestedTrigger(reason: string | null): ReconcileTrigger {
-  return reason === 'start' || reason === 'provider_loaded' || reason === 'api' || reason === 'interval' ? reason : 'provider_loaded'
+  return isReconcileTrigger(reason) ? reason : 'provider_loaded'
 }
 
 /** The `emqx` check's detail while the first reconcile since this replica started is under way. */
@@ -132,8 +132,7 @@ export class EmqxCarrier implements ConnectionCarrier {
 
   /** Hook events may have been refused while the store was down: EMQX's own list tells. */
   storeReturned(): void {
-    // the 'interval' trigger: the reconcile the interval would have run, run now
-    this.reconcileSoon('interval')
+    this.reconcileSoon('store_returned')
   }
 
   async stop(): Promise<void> {

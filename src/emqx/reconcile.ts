@@ -68,7 +68,15 @@ export interface ReconcilerOptions {
   caughtUp?: (timeoutMs: number) => Promise<boolean>
 }
 
-export type ReconcileTrigger = 'start' | 'provider_loaded' | 'interval' | 'api'
+/** What asked for a reconcile; `store_returned`: the store answers again after failing, and hook calls were refused meanwhile. */
+export type ReconcileTrigger = 'start' | 'provider_loaded' | 'interval' | 'api' | 'store_returned'
+
+const TRIGGERS: ReadonlySet<string> = new Set<ReconcileTrigger>(['start', 'provider_loaded', 'interval', 'api', 'store_returned'])
+
+/** Whether `value` names a trigger (as another replica wrote it in the lease's request). */
+export function isReconcileTrigger(value: string | null): value is ReconcileTrigger {
+  return value !== null && TRIGGERS.has(value)
+}
 
 export interface ReconcileReport {
   /** `check`: one client checked after a takeover only arrival ordered (not kept as `last`). */
