@@ -345,7 +345,7 @@ export class CoapGateway {
   private async publish(req: IncomingMessage, request: CoapRequest, topic: string, res: OutgoingMessage): Promise<void> {
     const connection = this.authorized(request.query)
     connection.lastHeard = Date.now()
-    this.withinRate(connection, req.payload.length + topic.length)
+    this.withinRate(connection, req.payload.length + Buffer.byteLength(topic))
     const brokerTopic = this.brokerTopic(connection, topic, false)
     const qos = qosOf(request.query, requestPacket(req).confirmable)
     if (qos === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
@@ -371,7 +371,7 @@ export class CoapGateway {
   private async observe(req: IncomingMessage, request: CoapRequest, topic: string, res: OutgoingMessage | ObserveWriteStream): Promise<void> {
     const connection = this.authorized(request.query)
     connection.lastHeard = Date.now()
-    this.withinRate(connection, topic.length)
+    this.withinRate(connection, Buffer.byteLength(topic))
     const brokerTopic = this.brokerTopic(connection, topic, true)
     const observe = req.headers.Observe
     const block = requestedBlock(req)
