@@ -15,6 +15,11 @@ export function deviceMountpoint(deviceId: string): string {
   return `${deviceId}/`
 }
 
+/** The device whose namespace `mountpoint` is (`deviceMountpoint`'s inverse); none for a superuser's. */
+export function deviceOfMountpoint(mountpoint: string): string | undefined {
+  return mountpoint.length > 1 && mountpoint.endsWith('/') ? mountpoint.slice(0, -1) : undefined
+}
+
 /**
  * The broker's topic for a topic a client sent. Topics beginning with `$` (`$SYS/…`, `$share/…`)
  * are the broker's own and are left as they are, so they fall outside a device's namespace and

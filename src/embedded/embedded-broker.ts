@@ -10,7 +10,7 @@ import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes
 import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import type { DisconnectReason } from '../domain/session.js'
-import type { HubMetrics, RejectReason } from '../observability/metrics.js'
+import type { HubMetrics } from '../observability/metrics.js'
 import { connectedClient, routerWith, skipRouting } from './aedes-internals.js'
 import { FirstLevelMatcher } from './first-level-matcher.js'
 import { ConnectionGate, fitConnectionLimit, openFileLimit } from './connection-gate.js'
@@ -44,8 +44,11 @@ export interface MqttLifecycle {
   socketClosed(socket: Socket): void
   /** Publishes Aedes must acknowledge but not route: refused ones, and upstream data already routed. */
   aedesMustNotRoute(packet: PublishPacket): boolean
-  /** Why a will the previous run stored may not be published now, or null. */
-  willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null
+  /**
+   * Publishes a will the previous run stored for a client it lost, by the rules a live client's
+   * will follows: refused, published, or kept for the next start (its change was not stored).
+   */
+  publishWillOfPreviousRun(will: PublishPacket & WillPacket & { clientId: string }): Promise<'published' | 'refused' | 'kept'>
   /** Marks why a live connection is about to end. */
   endsBecause(client: Client, reason: DisconnectReason): void
   /** Resolves once the end of the client's connection is recorded. */
@@ -246,23 +249,14 @@ export class EmbeddedBroker implements BrokerPublisher {
    * not wait for that.
    */
   private async publishWillsOfPreviousRun(): Promise<void> {
-    let published = 0
-    let refused = 0
+    const outcomes = { published: 0, refused: 0, kept: 0 }
     for await (const will of this.persistence.streamWill({ [this.aedes.id]: Date.now() })) {
       const packet = will as PublishPacket & WillPacket & { clientId: string }
-      const refusal = this.source.willOfPreviousRunRefusal(packet)
-      if (refusal) {
-        this.metrics.reject(refusal.reason)
-        this.log.warn({ clientId: packet.clientId, topic: packet.topic, reason: refusal.reason, detail: refusal.message }, 'will of a client the previous run lost not published')
-        refused++
-      } else {
-        const { mountpoint: _namespace, ...publish } = packet
-        await this.route(publish)
-        published++
-      }
-      await this.persistence.delWill({ id: packet.clientId })
+      const outcome = await this.source.publishWillOfPreviousRun(packet)
+      outcomes[outcome]++
+      if (outcome !== 'kept') await this.persistence.delWill({ id: packet.clientId })
     }
-    if (published + refused > 0) this.log.info({ wills: published, refused }, 'published the wills of clients the previous run lost')
+    if (outcomes.published + outcomes.refused + outcomes.kept > 0) this.log.info({ wills: outcomes.published, refused: outcomes.refused, kept: outcomes.kept }, 'published the wills of clients the previous run lost')
   }
 
   address(): AddressInfo | null {

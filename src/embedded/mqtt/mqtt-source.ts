@@ -14,7 +14,6 @@
 import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, Client, PublishPacket } from 'aedes'
 import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
-import type { RejectReason } from '../../observability/metrics.js'
 import type { SubscriptionWriter } from '../aedes-persistence.js'
 import type { MqttLifecycle, WillPacket } from '../embedded-broker.js'
 import { CloseHandler } from './close.js'
@@ -81,8 +80,8 @@ export class MqttSource implements MqttLifecycle {
     return this.ctx.notForAedes.has(packet)
   }
 
-  willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null {
-    return this.publish.willOfPreviousRunRefusal(will)
+  publishWillOfPreviousRun(will: PublishPacket & WillPacket & { clientId: string }): Promise<'published' | 'refused' | 'kept'> {
+    return this.publish.publishWillOfPreviousRun(will)
   }
 
   /** The Aedes persistence's subscription writes, routed through the registry (see unsubscribe.ts). */

@@ -7,7 +7,7 @@
 import type { Client, PublishPacket } from 'aedes'
 import { checkTopic, reservedTopic, type TopicLimits } from '../../admission/topic-rules.js'
 import { PayloadError } from '../../domain/device-properties.js'
-import { insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
+import { deviceOfMountpoint, insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
 import type { RejectReason } from '../../observability/metrics.js'
 import { heldIncomingPacket } from '../aedes-internals.js'
 import type { WillPacket } from '../embedded-broker.js'
@@ -69,10 +69,55 @@ export class PublishHandler {
   }
 
   /**
+   * Publishes a will the previous run stored for a client it lost (a crash, a kill -9), as the
+   * will of a connection lost while the hub runs is published: only inside the namespace stored
+   * with it, and on one of the device's property topics through its device entity first — the
+   * entity changes, then the message is routed. 'kept': that change could not be stored, so the
+   * will stays stored and the next start publishes it (the store is failing anyway, and a will
+   * lost for good is what this exists to prevent).
+   */
+  async publishWillOfPreviousRun(will: PublishPacket & WillPacket & { clientId: string }): Promise<'published' | 'refused' | 'kept'> {
+    const { upstream, devices, metrics, log } = this.ctx.deps
+    const { mountpoint, ...packet } = will
+    const refusal = this.willOfPreviousRunRefusal(will)
+    if (refusal) {
+      metrics.reject(refusal.reason)
+      log.warn({ clientId: will.clientId, topic: will.topic, reason: refusal.reason, detail: refusal.message }, 'will of a client the previous run lost not published')
+      return 'refused'
+    }
+    const route = () => new Promise<void>((resolve, reject) => this.ctx.aedes.publish(packet, (error) => (error ? reject(error) : resolve())))
+    const deviceId = mountpoint === undefined ? undefined : deviceOfMountpoint(mountpoint)
+    const deviceTopic = deviceId === undefined ? undefined : unmountTopic(mountpoint!, will.topic)
+    const upstreamData = deviceId !== undefined && deviceTopic !== undefined && upstream.handles(deviceTopic) && devices.get(deviceId) !== undefined
+    // an empty retained will clears the retained message: nothing for the device entity
+    if (!upstreamData || (will.retain && will.payload.length === 0)) {
+      await route()
+      return 'published'
+    }
+    const kind = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
+    try {
+      const changed = await upstream.receive(deviceId, deviceTopic, will.topic, will.payload as Buffer, route)
+      metrics.upstreamTotal.inc({ property: kind, outcome: changed ? 'applied' : 'no_device' })
+      // its device was deleted meanwhile: routed as any will, nothing stored
+      if (!changed) await route()
+      return 'published'
+    } catch (error) {
+      if (error instanceof PayloadError) {
+        metrics.upstreamTotal.inc({ property: kind, outcome: 'refused' })
+        this.ctx.reject('bad_payload', null, `will of ${will.clientId} on ${deviceTopic} of device ${deviceId}: ${error.message}`)
+        return 'refused'
+      }
+      metrics.reject('store_unavailable')
+      log.error({ clientId: will.clientId, deviceId, topic: deviceTopic, err: (error as Error).message }, 'will of a client the previous run lost not stored; kept for the next start')
+      return 'kept'
+    }
+  }
+
+  /**
    * Why a will the previous run stored for a client it lost (a crash) may not be published now,
    * or null. Its client is gone, so the namespace is the one stored with the will.
    */
-  willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null {
+  private willOfPreviousRunRefusal(will: WillPacket): { reason: RejectReason; message: string } | null {
     const { config } = this.ctx.deps
     if (will.mountpoint !== undefined) return willRefusal(config, will.mountpoint, will.topic)
     // stored before wills carried their namespace: no device's topic begins with `$`
