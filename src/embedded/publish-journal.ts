@@ -34,7 +34,10 @@ export class PublishJournal {
   async accept(packet: PublishPacket): Promise<void> {
     const seq = this.nextSeq++
     const { topic, payload, qos, retain } = packet
-    const journaled = { cmd: 'publish', topic, payload, qos, retain, dup: false }
+    // with its sender (set by the publish hook), so that a replay after a crash is delivered as
+    // the first routing would have been: not echoed to its sender on a change topic (deliver.ts)
+    const sender = (packet as PublishPacket & { clientId?: string }).clientId
+    const journaled = { cmd: 'publish', topic, payload, qos, retain, dup: false, ...(sender === undefined ? {} : { clientId: sender }) }
     await this.store.commit([{ op: 'journal.put', seq, packet: encodePacket(journaled) }])
     this.pending.set(packet, seq)
   }
