@@ -159,6 +159,26 @@ for (const version of [4, 5] as const) {
       assert.equal(t.standin.clients.has(id), false)
       assert.ok(t.standin.requests.some((r) => r.method === 'DELETE' && r.path === `/api/v${version}/clients/${id}`))
     })
+
+    it('kicking a session the hub lists as connected but EMQX no longer holds ends it in the hub', async () => {
+      // a client.disconnected the hub never heard: EMQX lets the client go, the hub still lists it
+      const id = `kick-listed-${version}`
+      await t.createDevice(id)
+      // a minute ago: a connection recorded in the last few seconds may still be settling, and is left to its own close (carrier/listed-only.ts)
+      const connectedAt = Math.floor(Date.now() / 1000) - 60
+      const connected = await t.webhook({ action: 'client_connected', node: 'emqx@10.0.0.1', clientid: id, username: id, ipaddress: '10.1.2.3', keepalive: 60, proto_ver: 4, connected_at: connectedAt })
+      assert.equal(connected.status, 200)
+      assert.equal((await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body.connected, true)
+      assert.equal(t.standin.clients.has(id), false)
+
+      const answer = await t.api<{ code: number }>('DELETE', `/api/v4/clients/${id}`)
+      assert.deepEqual([answer.status, answer.body.code], [200, 0])
+      // EMQX was asked first, and said it holds no such client
+      assert.ok(t.standin.requests.some((r) => r.method === 'DELETE' && r.path === `/api/v${version}/clients/${id}`))
+      assert.equal((await t.api('GET', `/v1/sessions/${id}`)).status, 404)
+      // nothing left to kick the second time
+      assert.equal((await t.api('DELETE', `/api/v4/clients/${id}`)).status, 404)
+    })
   })
 }
 

@@ -160,19 +160,21 @@ describe('PostgreSQL outages', () => {
     await eventually(async () => (await readyStatus(t)) === 200, 15_000, 'ready after the cut')
   })
 
-  it('kick ends a session the registry lists as connected but the broker does not hold', async () => {
-    const device = await t.createDevice({ id: 'listed-device' })
-    // a connection whose end was never heard (the hub lost it): listed, and held by no broker
+  /**
+   * A connection whose end was never heard (the hub lost it), recorded a minute ago by this
+   * node: listed as connected, and held by no broker.
+   */
+  async function listOnly(clientId: string, deviceId: string): Promise<void> {
     const result = await t.hub.registry.apply({
       kind: 'connected',
-      clientId: 'listed-only',
+      clientId,
       incarnation: newIncarnation('iothub@test'),
       at: Date.now() - 60_000,
       protocol: 'mqtt',
-      deviceId: device.id,
-      username: device.id,
-      mountpoint: `${device.id}/`,
-      node: 'iothub@test',
+      deviceId,
+      username: deviceId,
+      mountpoint: `${deviceId}/`,
+      node: t.hub.config.node,
       peerHost: '127.0.0.1',
       peerPort: 40000,
       sockPort: 1883,
@@ -182,7 +184,12 @@ describe('PostgreSQL outages', () => {
       expiryInterval: 0
     })
     assert.equal(result.applied, true)
-    assert.equal((await t.api<{ connected: boolean }>('GET', '/v1/sessions/listed-only')).body.connected, true)
+    assert.equal((await t.api<{ connected: boolean }>('GET', `/v1/sessions/${clientId}`)).body.connected, true)
+  }
+
+  it('kick ends a session the registry lists as connected but the broker does not hold', async () => {
+    const device = await t.createDevice({ id: 'listed-device' })
+    await listOnly('listed-only', device.id)
 
     const kicked = await t.api<{ code: number }>('DELETE', '/api/v4/clients/listed-only')
     assert.deepEqual([kicked.status, kicked.body.code], [200, 0])
@@ -190,6 +197,26 @@ describe('PostgreSQL outages', () => {
     assert.equal(await storedSession('listed-only'), undefined)
     const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body
     assert.match(metrics, /iothub_disconnects_total\{protocol="mqtt",reason="kicked"\} 1/)
+  })
+  it("once PostgreSQL answers again, ends the sessions this node lists as connected that its broker does not hold, and keeps the ones it does", async () => {
+    const device = await t.createDevice({ id: 'unheld-device' })
+    const held = await t.connect({ clientId: 'held-client', username: device.id, password: device.token })
+    await listOnly('unheld-client', device.id)
+
+    proxy.cut()
+    // the store is asked (a probe, as /readyz does) and does not answer: the hub knows it failed
+    await eventually(async () => (await readyStatus(t)) === 503, 10_000, 'not ready while cut')
+    assert.equal((await t.api<{ connected: boolean }>('GET', '/v1/sessions/unheld-client')).body.connected, true, 'nothing ends while the store is away')
+    proxy.restore()
+
+    await eventually(async () => (await t.api('GET', '/v1/sessions/unheld-client')).status === 404, 15_000, 'the unheld session ended')
+    assert.equal(await storedSession('unheld-client'), undefined)
+    const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body
+    assert.match(metrics, /iothub_disconnects_total\{protocol="mqtt",reason="socket_error"\} 1/)
+    // the connection the broker holds is untouched, in the hub and in the store
+    assert.equal((await t.api<{ connected: boolean }>('GET', '/v1/sessions/held-client')).body.connected, true)
+    assert.equal((await storedSession('held-client'))?.connected, true)
+    assert.equal(held.connected, true)
   })
 })
 
