@@ -378,7 +378,8 @@ export class Hub {
         store: () => ({ kind: this.store.kind, healthy: this.store.health().ok && this.probe.unanswered() === null }),
         lastReconcile: () => (this.carrier instanceof EmqxCarrier ? (this.carrier.lastReport() ?? null) : null)
       },
-      ...(this.carrier.routes ? { carrierRoutes: this.carrier.routes } : {})
+      ...(this.carrier.routes ? { carrierRoutes: this.carrier.routes } : {}),
+      ...(this.carrier.holding ? { holding: this.carrier.holding } : {})
     }
   }
 

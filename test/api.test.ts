@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { runCli } from '../src/cli/program.js'
-import { startTestHub, type TestHub } from './helpers/hub.js'
+import { eventually, startTestHub, superuserLogin, type TestHub } from './helpers/hub.js'
 
 /** Every key of a row of EMQX 4's `GET /api/v4/clients`. */
 const EMQX_CLIENT_FIELDS = [
@@ -152,5 +152,34 @@ describe('HTTP API', () => {
       // shown once, by the creation's answer
       assert.equal(stored.body.token, undefined)
     }
+  })
+
+  it("shows an offline session's queue in /api/v4/clients, with the limits it is kept to", async () => {
+    const device = devices[2]!
+    const away = await t.connect({ clientId: 'api-queued', username: device.id, password: device.token, clean: false })
+    await away.subscribeAsync('api/queued', { qos: 1 })
+    await away.endAsync()
+    const row = async () => {
+      const r = await t.api<{ data: Record<string, unknown>[] }>('GET', '/api/v4/clients?clientid=api-queued')
+      return r.body.data[0]!
+    }
+    await eventually(async () => (await row()).connected === false, 5000, 'the session offline')
+    assert.equal((await row()).mqueue_len, 0)
+
+    const operator = await t.connect({ clientId: 'api-operator', ...superuserLogin() })
+    for (let i = 0; i < 3; i++) await operator.publishAsync(`${device.id}/api/queued`, `m${i}`, { qos: 1 })
+    const queued = await eventually(async () => {
+      const r = await row()
+      return r.mqueue_len === 3 && r
+    }, 5000, 'three messages queued')
+    // the embedded broker's own limits (IOTHUB_MAX_QUEUED_PER_SESSION, IOTHUB_MAX_SUBSCRIPTIONS_PER_SESSION)
+    assert.deepEqual([queued.max_mqueue, queued.max_subscriptions], [t.hub.config.maxQueuedPerSession, t.hub.config.maxSubscriptionsPerSession])
+
+    // back, it receives them: the queue empties as it acknowledges
+    const back = await t.connect({ clientId: 'api-queued', username: device.id, password: device.token, clean: false })
+    const received: string[] = []
+    back.on('message', (_topic, payload) => received.push(payload.toString()))
+    await eventually(() => received.length === 3, 5000, 'the queued messages delivered')
+    await eventually(async () => (await row()).mqueue_len === 0, 5000, 'the queue emptied')
   })
 })

@@ -1,6 +1,6 @@
 /** What the HTTP API needs from the hub; routes get this and nothing else. */
 import type { LoginThrottle } from '../admission/login-throttle.js'
-import type { CarrierRoutes } from '../carrier/carrier.js'
+import type { CarrierRoutes, SessionHolding } from '../carrier/carrier.js'
 import type { HubConfig } from '../config.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceProperties } from '../devices/device-properties.js'
@@ -39,4 +39,6 @@ export interface ApiContext {
   status: StatusSources
   /** Routes of the carrier's own (EMQX mode: the WebHook receiver and the reconcile). */
   carrierRoutes?: CarrierRoutes
+  /** Sessions' queues and limits, where the hub's own broker holds them (embedded mode). */
+  holding?: SessionHolding
 }

@@ -57,8 +57,23 @@ export interface CarrierRoutes {
   ownAuthPaths: readonly string[]
 }
 
+/**
+ * What a carrier that holds its clients' sessions itself (the embedded broker) knows of each:
+ * the EMQX-compatible client listing shows it. None where EMQX holds them.
+ */
+export interface SessionHolding {
+  /** Messages in the client's queue: waiting while its session is offline, or sent and not yet acknowledged. */
+  queued(clientId: string): number
+  /** The most messages one session's queue keeps (the oldest are dropped beyond it). */
+  readonly maxQueued: number
+  /** The most topics one session may subscribe to (or observe, over CoAP). */
+  readonly maxSubscriptions: number
+}
+
 export interface ConnectionCarrier {
   readonly publisher: BrokerPublisher
+  /** Its clients' queues and limits, where it holds their sessions itself (embedded mode). */
+  readonly holding?: SessionHolding
   /** Routes of its own (EMQX: the WebHook receiver and the reconcile); none in embedded mode. */
   readonly routes?: CarrierRoutes
   /**

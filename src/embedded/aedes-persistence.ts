@@ -368,6 +368,11 @@ export class StoreAedesPersistence implements SessionStateOwner {
     return queued.packet
   }
 
+  /** How many messages `clientId`'s queue holds: waiting while it is offline, or sent and not yet acknowledged. */
+  queued(clientId: string): number {
+    return this.outgoing.get(clientId)?.length ?? 0
+  }
+
   outgoingStream(client: ClientRef): Readable {
     // a copy: the client acknowledges (and so removes) messages while the stream is read
     return Readable.from((this.outgoing.get(client.id)?.durable() ?? []).map((q) => q.packet))

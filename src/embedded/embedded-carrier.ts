@@ -12,7 +12,7 @@ import { NO_MOUNTPOINT } from '../domain/namespace.js'
 import { MqttSource } from './mqtt/mqtt-source.js'
 import { CoapGateway } from './coap/coap-gateway.js'
 import type { Snapshot } from '../store/store.js'
-import type { CarrierAddresses, ConnectionCarrier, HubCore } from '../carrier/carrier.js'
+import type { CarrierAddresses, ConnectionCarrier, SessionHolding, HubCore } from '../carrier/carrier.js'
 import type { StepDown } from '../registry/registry.js'
 import { endListedOnly } from '../carrier/listed-only.js'
 
@@ -22,6 +22,8 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   private readonly journal: PublishJournal
   private readonly coap: CoapGateway
   private readonly mqtt: MqttSource
+  /** Sessions' queues are the broker's persistence's; the limits are the hub's settings. */
+  readonly holding: SessionHolding
 
   constructor(private readonly core: HubCore) {
     const { config, store, registry, devices, upstream, admission, metrics, log, tls } = core
@@ -57,6 +59,11 @@ export class EmbeddedCarrier implements ConnectionCarrier {
         }
       }
     })
+    this.holding = {
+      queued: (clientId) => this.persistence.queued(clientId),
+      maxQueued: config.maxQueuedPerSession,
+      maxSubscriptions: config.maxSubscriptionsPerSession
+    }
     metrics.gauge('iothub_retained_messages', 'Retained messages held by the embedded broker', [], (set) => set({}, this.persistence.retainedUsage().messages))
     metrics.gauge('iothub_retained_bytes', 'Bytes (topic + payload) of retained messages held by the embedded broker', [], (set) => set({}, this.persistence.retainedUsage().bytes))
     registry.addStateOwner(this.persistence)

@@ -18,6 +18,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { PROTOCOLS, type Protocol, type QoS, type SessionRecord } from '../../domain/session.js'
 import { topicCursor, type SessionFilter, type TopicFilter } from '../../store/fleet-reads.js'
+import type { SessionHolding } from '../../carrier/carrier.js'
 import type { ApiContext } from '../context.js'
 import { isStoreFailure, retryAfterSeconds } from '../store-unavailable.js'
 import { emqxTime } from './emqx-time.js'
@@ -88,7 +89,7 @@ const PAGING_KEYS = new Set(['_page', '_limit', '_'])
 /** Whether the query has a condition (any parameter but paging's), as EMQX tells them apart. */
 const hasConditions = (q: object): boolean => Object.entries(q).some(([key, value]) => value !== undefined && !PAGING_KEYS.has(key))
 
-export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number) {
+export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number, holding?: SessionHolding) {
   return {
     clientid: s.clientId,
     username: s.username ?? '',
@@ -108,12 +109,14 @@ export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number) {
     mountpoint: s.mountpoint,
     zone: 'external',
     is_bridge: false,
+    // where the hub's own broker holds the session: its limits and its queue (docs/emqx-compat.md);
+    // in EMQX mode EMQX holds them, and they are neutral values here
+    max_subscriptions: holding?.maxSubscriptions ?? 0,
+    mqueue_len: holding?.queued(s.clientId) ?? 0,
+    max_mqueue: holding?.maxQueued ?? 0,
     // not tracked by the hub: neutral values (docs/emqx-compat.md)
-    max_subscriptions: 0,
     inflight: 0,
     max_inflight: 0,
-    mqueue_len: 0,
-    max_mqueue: 0,
     mqueue_dropped: 0,
     awaiting_rel: 0,
     max_awaiting_rel: 0,
@@ -238,7 +241,7 @@ export const emqxV4Routes = (ctx: ApiContext): FastifyPluginAsync => async (app)
       const whole = count !== NOT_COUNTED
       const found = await ctx.fleet.sessions(filter, await positions.request(listing, offsetOf(q), q._limit, whole ? count : undefined, whole ? marksOf('sessions') : undefined))
       positions.served(listing, offsetOf(q), found.sessions.length, found.sessions.at(-1)?.id)
-      return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length)), more: found.more }, count, q)
+      return page({ data: found.sessions.map((s) => renderEmqxClient(s, s.topics.length, ctx.holding)), more: found.more }, count, q)
     }
   )
 
