@@ -79,6 +79,10 @@ export interface HubConfig {
   maxSubscriptionsPerSession: number
   /** Most sessions (connected or kept offline) one device may hold at once. */
   maxSessionsPerDevice: number
+  /** Most connects (right credentials) of one device within a minute; the next bans it for `flappingBan` ms. 0: no limit. */
+  maxConnectsPerDevice: number
+  /** Ms a flapping device's connects are refused for. */
+  flappingBan: number
   /** Most MQTT connections the hub holds at once (lowered at start to fit the open-file limit). */
   maxConnections: number
   /** Most new MQTT connections accepted per second, hub-wide (a burst of as many is allowed). */
@@ -289,6 +293,8 @@ const OPTIONS = [
   // ── limits on what one device (and all of them) can make the hub hold ──
   { key: 'maxSubscriptionsPerSession', env: 'IOTHUB_MAX_SUBSCRIPTIONS_PER_SESSION', flag: 'max-subscriptions-per-session', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 100, help: 'most topics one session may subscribe to or observe' },
   { key: 'maxSessionsPerDevice', env: 'IOTHUB_MAX_SESSIONS_PER_DEVICE', flag: 'max-sessions-per-device', parse: (raw: string, name: string) => integer(raw, name, 1, 100_000), fallback: () => 10, help: 'most sessions, connected or kept offline, one device may hold' },
+  { key: 'maxConnectsPerDevice', env: 'IOTHUB_MAX_CONNECTS_PER_DEVICE', flag: 'max-connects-per-device', parse: (raw: string, name: string) => integer(raw, name, 0, 1_000_000), fallback: () => 60, help: 'most connects of one device within a minute; the next is refused for IOTHUB_FLAPPING_BAN ms, as EMQX\'s flapping detection (0: no limit)' },
+  { key: 'flappingBan', env: 'IOTHUB_FLAPPING_BAN', flag: 'flapping-ban', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms a device over IOTHUB_MAX_CONNECTS_PER_DEVICE is refused for' },
   { key: 'maxConnections', env: 'IOTHUB_MAX_CONNECTIONS', flag: 'max-connections', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 100_000, help: 'most MQTT connections at once (lowered to fit the open-file limit)' },
   { key: 'maxConnectRate', env: 'IOTHUB_MAX_CONNECT_RATE', flag: 'max-connect-rate', parse: (raw: string, name: string) => integer(raw, name, 1, 10_000_000), fallback: () => 10_000, help: 'most new MQTT connections accepted per second' },
   { key: 'connectTimeout', env: 'IOTHUB_CONNECT_TIMEOUT', flag: 'connect-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 15_000, help: 'ms a new MQTT connection may take to send CONNECT' },

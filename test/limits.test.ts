@@ -477,6 +477,36 @@ describe('wills the previous run left', () => {
   })
 })
 
+describe('a device connecting in a loop', () => {
+  let t: TestHub
+  before(async () => {
+    t = await startTestHub({ maxConnectsPerDevice: 5, flappingBan: 1000 })
+  })
+  after(() => t.stop())
+
+  it('is refused for the ban once over its connects a minute, over MQTT and CoAP; other devices and superusers are not', async () => {
+    const flapper = await t.createDevice()
+    const neighbour = await t.createDevice()
+    const login = { clientId: `flap-${flapper.id}`, username: flapper.id, password: flapper.token }
+    const before = await rejectedCount(t.api, 'flapping')
+    for (let i = 0; i < 5; i++) await (await connectClient(t.mqttUrl, login)).endAsync()
+    await assert.rejects(connectClient(t.mqttUrl, login), /Not authorized/i)
+    assert.equal((await rejectedCount(t.api, 'flapping')) - before, 1)
+    // the whole device is held, whatever the client id and protocol
+    await assert.rejects(connectClient(t.mqttUrl, { ...login, clientId: `flap-other-${flapper.id}` }), /Not authorized/i)
+    const coap = await coapCall(t.hub.address.coap!.port, 'POST', '/mqtt/connection', `clientid=${flapper.id}&password=${flapper.token}`)
+    assert.equal(coap.code, '4.29')
+
+    // nobody else is: another device, and the operators' tools however often they connect
+    await (await connectClient(t.mqttUrl, { clientId: `flap-${neighbour.id}`, username: neighbour.id, password: neighbour.token })).endAsync()
+    for (let i = 0; i < 8; i++) await (await connectClient(t.mqttUrl, { clientId: 'flap-operator', ...superuserLogin() })).endAsync()
+
+    // the ban is over: connected again (the refused attempts meanwhile are not counted)
+    const back = await eventually<MqttClient | false>(() => connectClient(t.mqttUrl, login).catch(() => false), 10_000, 'the device let in again')
+    await back.endAsync()
+  })
+})
+
 describe('wrong device logins', () => {
   let t: TestHub
   const raws: RawMqttClient[] = []

@@ -15,7 +15,9 @@
  * 3. with token authentication, the password is the device's token, behind the login throttle
  *    (login-guard.ts): an address guessing is refused unseen, logins for a device id being
  *    guessed at are held one wait apart — where the transport can hold a login;
- * 4. the client id is the device's to use, and the device is under its session limit
+ * 4. the device is not flapping: more than `maxConnectsPerDevice` connects within a minute
+ *    refuses it for `flappingBan` ms (flapping.ts, EMQX's flapping detection);
+ * 5. the client id is the device's to use, and the device is under its session limit
  *    (session-admission.ts, client-id.ts). A device taking its own id back from another's
  *    session is admitted with `reclaim`, where the transport can act on it.
  */
@@ -25,6 +27,7 @@ import type { HubConfig } from '../config.js'
 import type { RejectReason } from '../observability/metrics.js'
 import type { LoginGuard } from './login-guard.js'
 import type { SessionAdmission, StoredSessionFacts } from './session-admission.js'
+import { FlappingDetector } from './flapping.js'
 import { checkSuperuser } from './superuser.js'
 
 export interface Login {
@@ -82,7 +85,13 @@ export interface DeviceCredentials {
   authenticate(deviceId: string, password: Buffer | string | undefined): boolean | Promise<boolean>
 }
 
+/** Most devices the flapping detection remembers at once (those that connected last are kept). */
+const FLAPPING_KEYS = 100_000
+
 export class AdmissionPolicy {
+  /** Rule 4; none when `maxConnectsPerDevice` is 0. */
+  private readonly flapping: FlappingDetector | undefined
+
   constructor(
     private readonly config: HubConfig,
     private readonly credentials: DeviceCredentials,
@@ -95,7 +104,10 @@ export class AdmissionPolicy {
      * from the store; absent, the caches answer (and `admitSession` can answer at once).
      */
     private readonly readStoredFacts?: (clientId: string, deviceId: string | undefined) => Promise<StoredSessionFacts>
-  ) {}
+  ) {
+    this.flapping =
+      config.maxConnectsPerDevice > 0 ? new FlappingDetector({ maxConnects: config.maxConnectsPerDevice, banMs: config.flappingBan, maxKeys: FLAPPING_KEYS }) : undefined
+  }
 
   /**
    * Rules 1 and 2: who the login claims to be, which names its namespace. Synchronous, so a
@@ -130,25 +142,30 @@ export class AdmissionPolicy {
     return { ok: true, superuser: false, deviceId, mountpoint: deviceMountpoint(deviceId) }
   }
 
-  /** All four rules: an admission, or why not. */
+  /** All five rules: an admission, or why not. */
   async admit(login: Login, options: AdmitOptions): Promise<Admission | Refusal> {
     const identity = this.identify(login)
     if (!identity.ok) return identity
     return this.admitIdentified(login, identity, options)
   }
 
-  /** Rules 3 and 4, for a login whose identity the transport already has (MQTT decides it as the CONNECT is parsed). */
+  /** Rules 3 to 5, for a login whose identity the transport already has (MQTT decides it as the CONNECT is parsed). */
   async admitIdentified(login: Login, identity: Identity & { ok: true }, options: AdmitOptions): Promise<Admission | Refusal> {
     if (!identity.superuser && this.config.auth === 'token') {
       const checked = await this.checkToken(identity.deviceId, login, options)
       if (checked) return checked
+    }
+    // superusers (the operators' tools) are not held to it
+    const bannedMs = identity.superuser ? 0 : (this.flapping?.connect(identity.deviceId) ?? 0)
+    if (bannedMs > 0) {
+      return refusal('flapping', `device ${identity.deviceId} connected more than ${this.config.maxConnectsPerDevice} times within a minute: refused for ${Math.ceil(bannedMs / 1000)} s`)
     }
     const stored = this.readStoredFacts ? await this.readStoredFacts(login.clientId, identity.deviceId) : undefined
     return this.admitSession(login.clientId, identity, options, stored)
   }
 
   /**
-   * Rule 4 alone, for a login already identified and checked: a transport that serializes the
+   * Rule 5 alone, for a login already identified and checked: a transport that serializes the
    * connects of one client id asks again under that lock, since another device's connect may
    * have taken the id meanwhile.
    */

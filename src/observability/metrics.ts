@@ -37,6 +37,8 @@ export type RejectReason =
   | 'retained_limit'
   | 'api_unauthorized'
   | 'login_throttled'
+  // a device over IOTHUB_MAX_CONNECTS_PER_DEVICE connects a minute, refused for IOTHUB_FLAPPING_BAN
+  | 'flapping'
   | 'tls_handshake_failed'
   // more fleet pushes at once than a replica runs (api/routes/fleet-pushes.ts): 429
   | 'too_many_fleet_pushes'

@@ -655,5 +655,6 @@ function sendAsIs(res: OutgoingMessage | ObserveWriteStream, code: string, optio
 const COAP_CODE_OF_REFUSAL: Partial<Record<Refusal['reason'], string>> = {
   bad_client_id: '4.00',
   login_throttled: '4.29',
+  flapping: '4.29',
   too_many_sessions: '4.03'
 }
