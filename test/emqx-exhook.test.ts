@@ -26,6 +26,7 @@ const COUNTS_ONE_HUBS_METRICS = oneHubOnly("it counts in one hub's /metrics, and
 const RESUMED_MARK_IN_ONE_REPLICA = oneHubOnly('the session.resumed mark that makes the next client.connected persistent is kept by the replica that answered it (ExhookServer.resumed)')
 /** In the replicated run a client's client.authenticate and its client.authorize go to different replicas. */
 const SUPERUSER_MARK_IN_ONE_REPLICA = oneHubOnly('the superuser mark client.authenticate leaves is kept by the replica that answered it (EmqxSource.superusers)')
+const FLAPPING_PER_REPLICA = oneHubOnly('each replica counts the connects it answers, and counts in its own /metrics only the calls it answered')
 const THROTTLE_PER_REPLICA = oneHubOnly('each replica has a login throttle of its own, and counts in its own /metrics only the calls it answered')
 
 describe('EMQX mode: ExHook', () => {
@@ -231,3 +232,25 @@ async function badHookCount(t: EmqxTestHub): Promise<number> {
   const line = body.split('\n').find((l) => l.startsWith('iothub_rejected_inputs_total{reason="bad_hook"}'))
   return line ? Number(line.split(' ')[1]) : 0
 }
+
+describe('EMQX mode: a device connecting in a loop', () => {
+  let t: EmqxTestHub
+  before(async () => {
+    t = await startEmqxTestHub({ version: 5, overrides: { maxConnectsPerDevice: 3, flappingBan: 60_000 } })
+  })
+  after(() => t.stop())
+
+  it('is refused by client.authenticate once over its connects a minute, and counted', { skip: FLAPPING_PER_REPLICA }, async () => {
+    const device = await t.createDevice('exhook-flapper')
+    const emqx = t.exhook('v2')
+    const login = { clientid: device.id, username: device.id, password: device.token, mountpoint: `${device.id}/` }
+    const before = await rejectedCount(t.api, 'flapping')
+    for (let i = 0; i < 3; i++) assert.equal((await emqx.onClientAuthenticate(login, false)).bool_result, true, `connect ${i + 1}`)
+    const refused = await emqx.onClientAuthenticate(login, false)
+    assert.deepEqual([refused.type, refused.bool_result], ['STOP_AND_RETURN', false])
+    assert.equal((await rejectedCount(t.api, 'flapping')) - before, 1)
+    // another device is not held
+    const other = await t.createDevice('exhook-steady')
+    assert.equal((await emqx.onClientAuthenticate({ clientid: other.id, username: other.id, password: other.token }, false)).bool_result, true)
+  })
+})
