@@ -406,6 +406,8 @@ describe('CoAP gateway with the default ACK_TIMEOUT (2 s)', () => {
     for (const topic of ['a', 'b', 'c']) assert.equal((await device.get(['ps', topic], query, [observe(0)])).code, '2.05', topic)
     const refused = await device.get(['ps', 'd'], query, [observe(0)])
     assert.equal(refused.code, '4.03')
+    // an error answer is no notification: it carries no Observe option (RFC 7641 §4.2)
+    assert.deepEqual(refused.options.filter((o) => o.name === 'Observe'), [])
     assert.equal(await subscriptions(), 3, 'no topic for the one refused')
     // observing a topic again replaces its observation: no more than before, so not refused
     assert.equal((await device.get(['ps', 'b'], query, [observe(0)])).code, '2.05')

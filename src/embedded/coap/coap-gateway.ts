@@ -232,12 +232,15 @@ export class CoapGateway {
         if (known) this.metrics.reject(error.reason)
         else this.log.error({ err: (error as Error).message }, 'CoAP request failed')
         const code = known ? error.code : '5.03'
-        if (known && error.retryAfter !== undefined) res.setOption('Max-Age', error.retryAfter)
         // the internal error's text stays in the log: the device gets a fixed diagnostic
         const message = known ? error.message : 'not recorded; try again'
-        if (isObserveStream(res)) res.statusCode = code
-        else res.code = code
-        res.end(diagnostic(message, requestBytes, requestPacket(req).token.length))
+        const payload = diagnostic(message, requestBytes, requestPacket(req).token.length)
+        const retryAfter = known ? error.retryAfter : undefined
+        // an error answer to an observe is no notification: sent without the stream's Observe (RFC 7641 §4.2)
+        if (isObserveStream(res)) return endStreamWith(res, code, retryAfter === undefined ? [] : [{ name: 'Max-Age', value: uintValue(retryAfter) }], payload ?? Buffer.alloc(0))
+        if (retryAfter !== undefined) res.setOption('Max-Age', retryAfter)
+        res.code = code
+        res.end(payload)
       })
       .finally(() => inbound?.finished(req))
   }
