@@ -57,7 +57,7 @@ export class PublishHandler {
     // Upstream data: the device entity changes, then the message is routed, both in the
     // device's queue of changes (so watchers see its changes in the order they were stored),
     // and all before the PUBACK — which makes the publish journal needless for it.
-    const kind = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
+    const kind = upstreamKind(deviceTopic)
     const receive = () => this.receiveUpstream(client, packet, deviceId, deviceTopic, kind, done)
     if (packet.qos !== 2) return receive()
     // Aedes asks this hook before it looks for a QoS 2 re-send (same message id, DUP): one it
@@ -94,7 +94,7 @@ export class PublishHandler {
       await route()
       return 'published'
     }
-    const kind = deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
+    const kind = upstreamKind(deviceTopic)
     try {
       const changed = await upstream.receive(deviceId, deviceTopic, will.topic, will.payload as Buffer, route)
       metrics.upstreamTotal.inc({ property: kind, outcome: changed ? 'applied' : 'no_device' })
@@ -169,6 +169,11 @@ export class PublishHandler {
     const copy = { cmd: 'publish', topic, payload, qos, retain, dup: false, clientId: client.id } as PublishPacket
     return new Promise((resolve, reject) => this.ctx.aedes.publish(copy, (error) => (error ? reject(error) : resolve())))
   }
+}
+
+/** The property label of an upstream topic, for `iothub_upstream_total` (`v1/devices/me/command/response` → `command_response`). */
+function upstreamKind(deviceTopic: string): string {
+  return deviceTopic.slice(deviceTopic.lastIndexOf('me/') + 3).replace('/', '_')
 }
 
 /** Why a will on `topic` may not be published by a client of `mountpoint`, or null. */
