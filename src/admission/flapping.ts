@@ -31,8 +31,15 @@ export interface FlappingOptions {
 
 export const FLAPPING_WINDOW_MS = 60_000
 
-/** Connects counted in one window are at most this many (more are refused anyway): the packing's base. */
-const COUNT_BASE = 1 << 20
+/**
+ * The packing's base: a count is below it (`maxConnects` is at most MAX_CONNECTS). Small, so that
+ * a packed number stays a small integer, which V8 keeps in the map's slot itself rather than as a
+ * heap number of its own, for the first 12 days (2^30 / 1024 seconds) of a hub's run.
+ */
+const COUNT_BASE = 1024
+
+/** The most connects a minute the detection can count. */
+export const MAX_CONNECTS = COUNT_BASE - 1
 
 export class FlappingDetector {
   /** deviceId → windowStart (s, since `epoch`) × COUNT_BASE + connects counted in that window. */
@@ -44,8 +51,8 @@ export class FlappingDetector {
   private readonly now: () => number
 
   constructor(private readonly options: FlappingOptions) {
-    if (!(options.maxConnects >= 1 && options.maxConnects < COUNT_BASE && options.banMs >= 1 && options.maxKeys >= 1)) {
-      throw new RangeError(`flapping detection needs maxConnects between 1 and ${COUNT_BASE - 1}, and banMs and maxKeys of at least 1`)
+    if (!(options.maxConnects >= 1 && options.maxConnects <= MAX_CONNECTS && options.banMs >= 1 && options.maxKeys >= 1)) {
+      throw new RangeError(`flapping detection needs maxConnects between 1 and ${MAX_CONNECTS}, and banMs and maxKeys of at least 1`)
     }
     this.windowMs = options.windowMs ?? FLAPPING_WINDOW_MS
     this.now = options.now ?? Date.now
