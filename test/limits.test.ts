@@ -227,9 +227,16 @@ describe('connections and their timing', () => {
     await extra.closed
     assert.equal((await rejectedCount(full.api, 'too_many_connections')) - before, 1)
     assert.equal((await full.api('GET', '/healthz')).status, 200)
+    // still ready (the API and the connected devices are served), and saying why new ones are refused
+    const ready = await full.api<{ status: string; checks: { mqtt: { ok: boolean; detail?: string } } }>('GET', '/readyz', undefined, null)
+    assert.deepEqual([ready.status, ready.body.checks.mqtt], [200, { ok: true, detail: 'at its connection limit (4): new MQTT connections are refused' }])
     // one leaves: the next one is let in
     held[0].socket.destroy()
     await held[0].closed
+    await eventually(async () => {
+      const room = await full.api<{ checks: { mqtt: { ok: boolean; detail?: string } } }>('GET', '/readyz', undefined, null)
+      return room.body.checks.mqtt.detail === undefined
+    }, 5000, 'the limit no longer reported once the hub saw the connection close')
     const device = await full.createDevice()
     await eventually(async () => {
       const c = await connectClient(full.mqttUrl, { clientId: 'after-full', username: device.id, password: device.token }).catch(() => undefined)

@@ -267,6 +267,11 @@ export class EmbeddedBroker implements BrokerPublisher {
     return this.server.listening
   }
 
+  /** The connection limit when it is reached (a new connection would be closed as it is accepted), else null. */
+  get fullAt(): number | null {
+    return this.gate.connections >= this.gate.maxConnections ? this.gate.maxConnections : null
+  }
+
   /** Whether a client of this id is connected to the broker now. */
   holds(clientId: string): boolean {
     return connectedClient(this.aedes, clientId) !== undefined

@@ -93,9 +93,17 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     return { ...mqtt, coap: await this.coap.listen() }
   }
 
+  /**
+   * A listener at its connection limit stays ready, saying so: every connected device and the API
+   * are still served, and not ready would take the API from the operators too (and, behind an
+   * orchestrator, the one embedded hub out of its service). New connections are refused and
+   * counted (`too_many_connections`) meanwhile.
+   */
   checks(): Readiness['checks'] {
+    const full = this.broker.fullAt
+    const mqtt = full === null ? { ok: true } : { ok: true, detail: `at its connection limit (${full}): new MQTT connections are refused` }
     return {
-      mqtt: this.broker.listening ? { ok: true } : { ok: false, detail: 'MQTT listener is not listening' },
+      mqtt: this.broker.listening ? mqtt : { ok: false, detail: 'MQTT listener is not listening' },
       ...(this.broker.tlsListening === undefined ? {} : { mqtts: this.broker.tlsListening ? { ok: true } : { ok: false, detail: 'MQTT over TLS listener is not listening' } }),
       coap: this.coap.listening ? { ok: true } : { ok: false, detail: 'CoAP gateway is not listening' }
     }
