@@ -487,7 +487,8 @@ describe('wills the previous run left', () => {
 describe('a device connecting in a loop', () => {
   let t: TestHub
   before(async () => {
-    t = await startTestHub({ maxConnectsPerDevice: 5, flappingBan: 1000 })
+    // a ban long enough that a loaded machine still makes the checks below within it
+    t = await startTestHub({ maxConnectsPerDevice: 5, flappingBan: 5000 })
   })
   after(() => t.stop())
 
@@ -502,14 +503,16 @@ describe('a device connecting in a loop', () => {
     // the whole device is held, whatever the client id and protocol
     await assert.rejects(connectClient(t.mqttUrl, { ...login, clientId: `flap-other-${flapper.id}` }), /Not authorized/i)
     const coap = await coapCall(t.hub.address.coap!.port, 'POST', '/mqtt/connection', `clientid=${flapper.id}&password=${flapper.token}`)
+    // with what is left of the ban (at most its 5 s) as its Max-Age (RFC 8516)
     assert.equal(coap.code, '4.29')
+    assert.ok(coap.maxAge !== undefined && coap.maxAge >= 1 && coap.maxAge <= 5, `Max-Age ${coap.maxAge}`)
 
     // nobody else is: another device, and the operators' tools however often they connect
     await (await connectClient(t.mqttUrl, { clientId: `flap-${neighbour.id}`, username: neighbour.id, password: neighbour.token })).endAsync()
     for (let i = 0; i < 8; i++) await (await connectClient(t.mqttUrl, { clientId: 'flap-operator', ...superuserLogin() })).endAsync()
 
     // the ban is over: connected again (the refused attempts meanwhile are not counted)
-    const back = await eventually<MqttClient | false>(() => connectClient(t.mqttUrl, login).catch(() => false), 10_000, 'the device let in again')
+    const back = await eventually<MqttClient | false>(() => connectClient(t.mqttUrl, login).catch(() => false), 20_000, 'the device let in again')
     await back.endAsync()
   })
 })
@@ -562,5 +565,7 @@ describe('wrong device logins', () => {
     for (let i = 0; i < 3; i++) assert.equal((await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=guess`)).code, '4.01')
     const throttled = await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=${device.token}`)
     assert.equal(throttled.code, '4.29')
+    // the address' wait (1 s, its first) as Max-Age
+    assert.equal(throttled.maxAge, 1)
   })
 })

@@ -50,6 +50,8 @@ export interface Refusal {
   ok: false
   reason: RejectReason
   message: string
+  /** How long the login is refused for, when the refusal is a wait (the login throttle, flapping): for a transport that can say so. */
+  retryAfterMs?: number
 }
 
 export type Admission = {
@@ -158,7 +160,7 @@ export class AdmissionPolicy {
     // superusers (the operators' tools) are not held to it
     const bannedMs = identity.superuser ? 0 : (this.flapping?.connect(identity.deviceId) ?? 0)
     if (bannedMs > 0) {
-      return refusal('flapping', `device ${identity.deviceId} connected more than ${this.config.maxConnectsPerDevice} times within a minute: refused for ${Math.ceil(bannedMs / 1000)} s`)
+      return refusal('flapping', `device ${identity.deviceId} connected more than ${this.config.maxConnectsPerDevice} times within a minute: refused for ${Math.ceil(bannedMs / 1000)} s`, bannedMs)
     }
     const stored = this.readStoredFacts ? await this.readStoredFacts(login.clientId, identity.deviceId) : undefined
     return this.admitSession(login.clientId, identity, options, stored)
@@ -183,7 +185,7 @@ export class AdmissionPolicy {
   private async checkToken(deviceId: string, login: Login, options: AdmitOptions): Promise<Refusal | null> {
     for (;;) {
       const gate = this.loginGuard.gate(login.peer, deviceId)
-      if (gate.kind === 'refused') return refusal('login_throttled', `too many wrong logins from this address: try again in ${Math.ceil(gate.waitMs / 1000)} s`)
+      if (gate.kind === 'refused') return refusal('login_throttled', `too many wrong logins from this address: try again in ${Math.ceil(gate.waitMs / 1000)} s`, gate.waitMs)
       if (gate.kind === 'check' || !options.canWait) break
       // guesses against this device come one wait apart; the device itself gets in after it
       const held = await new Promise<boolean>((resume) => {
@@ -206,6 +208,6 @@ export function mqttDeviceId(auth: HubConfig['auth'], clientId: string, username
   return auth === 'none' ? username || clientId : (username ?? '')
 }
 
-function refusal(reason: RejectReason, message: string): Refusal {
-  return { ok: false, reason, message }
+function refusal(reason: RejectReason, message: string, retryAfterMs?: number): Refusal {
+  return retryAfterMs === undefined ? { ok: false, reason, message } : { ok: false, reason, message, retryAfterMs }
 }

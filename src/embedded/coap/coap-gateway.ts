@@ -304,7 +304,11 @@ export class CoapGateway {
       { protocol: 'coap', clientId, username: query.get('username') || undefined, password: query.get('password'), peer: req.rsinfo.address },
       { canWait: true, canReclaim: true }
     )
-    if (!admission.ok) throw new CoapError(COAP_CODE_OF_REFUSAL[admission.reason] ?? '4.01', admission.message, admission.reason)
+    if (!admission.ok) {
+      // a wait (the login throttle, flapping) is said as the answer's Max-Age, as RFC 8516 asks of a 4.29
+      const retryAfter = admission.retryAfterMs === undefined ? undefined : Math.ceil(admission.retryAfterMs / 1000)
+      throw new CoapError(COAP_CODE_OF_REFUSAL[admission.reason] ?? '4.01', admission.message, admission.reason, retryAfter)
+    }
     try {
       return await this.connectAdmitted(req, query, clientId, admission.reclaim)
     } finally {
