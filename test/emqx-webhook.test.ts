@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { oneHubOnly, startEmqxTestHub, WEBHOOK_SECRET, type EmqxTestHub } from './helpers/emqx-hub.js'
-import { eventually } from './helpers/hub.js'
 
 interface SessionView {
   connected: boolean
@@ -21,7 +20,6 @@ interface SessionView {
 
 /** In the replicated run (test/helpers/alternating.ts) each replica counts in its own /metrics only the calls it answered. */
 const COUNTS_ONE_HUBS_METRICS = oneHubOnly("it counts in one hub's /metrics, and each replica counts only the calls it answered")
-const THROTTLE_PER_REPLICA = oneHubOnly('each replica has a login throttle of its own, and counts in its own /metrics only the calls it answered')
 
 for (const version of [4, 5] as const) {
   describe(`EMQX ${version} mode: WebHook and REST publish`, () => {
@@ -183,43 +181,6 @@ for (const version of [4, 5] as const) {
     })
   })
 }
-
-describe('EMQX mode: an address guessing the WebHook secret', () => {
-  let t: EmqxTestHub
-  before(async () => {
-    t = await startEmqxTestHub({ version: 5, overrides: { loginFailuresAllowed: 2 } })
-  })
-  after(() => t.stop())
-
-  it('is answered 429 with Retry-After, its calls unseen — the right secret too — until its wait is over', { skip: THROTTLE_PER_REPLICA }, async () => {
-    const id = 'guessed-at'
-    await t.createDevice(id)
-    const connect = { event: 'client.connected', node: 'emqx@x', clientid: id, username: id, peername: '10.0.0.9:4000', mountpoint: `${id}/` }
-    const before = await t.api<string>('GET', '/metrics', undefined, null)
-    for (const guess of ['guess-1', 'guess-2', 'guess-3']) assert.equal((await t.webhook(connect, guess)).status, 401)
-    // the third wrong secret started the address' wait (a second): the right one is not looked at
-    const held = await fetch(`${t.httpUrl}/v1/hooks/emqx`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET },
-      body: JSON.stringify(connect)
-    })
-    assert.equal(held.status, 429)
-    assert.ok(Number(held.headers.get('retry-after')) >= 1)
-    // the address' wait holds its API calls too (one throttle for every way in): once it is over, nothing was applied
-    const session = await eventually(async () => {
-      const r = await t.api('GET', `/v1/sessions/${id}`)
-      return r.status !== 429 && r
-    }, 10_000, 'the wait over')
-    assert.equal(session.status, 404, 'nothing applied')
-    const after = await t.api<string>('GET', '/metrics', undefined, null)
-    assert.equal(counter(after.body, 'hook_unauthorized') - counter(before.body, 'hook_unauthorized'), 3)
-    assert.ok(counter(after.body, 'login_throttled') - counter(before.body, 'login_throttled') >= 1)
-
-    // EMQX with the right secret is heard again
-    assert.equal((await t.webhook(connect)).status, 200)
-    assert.equal((await t.api<SessionView>('GET', `/v1/sessions/${id}`)).body.connected, true)
-  })
-})
 
 function counter(metrics: string, reason: string): number {
   const line = metrics.split('\n').find((l) => l.startsWith(`iothub_rejected_inputs_total{reason="${reason}"}`))

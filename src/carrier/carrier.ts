@@ -13,7 +13,6 @@ import type { Lease } from '../replicas/lease.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { AdmissionPolicy } from '../admission/admission-policy.js'
-import type { LoginThrottle } from '../admission/login-throttle.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { DeviceDirectory } from '../registry/device-directory.js'
 import type { SessionRegistry, StepDown } from '../registry/registry.js'
@@ -32,8 +31,6 @@ export interface HubCore {
   upstream: Upstream
   /** Who may log in, and as what: one policy for every transport. */
   admission: AdmissionPolicy
-  /** Wrong credentials by client address, shared by every way in (the EMQX WebHook's secret too). */
-  loginThrottle: LoginThrottle
   metrics: HubMetrics
   log: Logger
   /** The certificate of TLS listeners; undefined when none is configured. */

@@ -7,12 +7,9 @@
  * `x-iothub-webhook-secret` header (EMQX 4: `web.hook.headers.x-iothub-webhook-secret`; EMQX 5:
  * the WebHook connector's headers). The receiver is off until IOTHUB_WEBHOOK_SECRET is set.
  * A wrong secret answers 401, a body the hub cannot read 400, a store failure 503 (EMQX 5's
- * WebHook retries it) — each counted, none changing anything stored. Wrong secrets count against
- * their address in the login throttle every way in shares: an address guessing is answered 429
- * with Retry-After, its calls unseen, until its wait is over.
+ * WebHook retries it) — each counted, none changing anything stored.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { addressKey, type LoginThrottle } from '../admission/login-throttle.js'
 import { secretMatches } from '../domain/secret.js'
 import { HookInputError, type EmqxSource } from './emqx-source.js'
 import { applyHookCall } from './hook-call.js'
@@ -23,31 +20,14 @@ import type { HubMetrics } from '../observability/metrics.js'
 export const WEBHOOK_PATH = '/v1/hooks/emqx'
 export const WEBHOOK_SECRET_HEADER = 'x-iothub-webhook-secret'
 
-export const emqxWebhookRoutes = (source: EmqxSource, ctx: { config: HubConfig; metrics: HubMetrics; loginThrottle: LoginThrottle }): FastifyPluginAsync => async (app) => {
+export const emqxWebhookRoutes = (source: EmqxSource, ctx: { config: HubConfig; metrics: HubMetrics }): FastifyPluginAsync => async (app) => {
   const answer = (reply: FastifyReply, statusCode: number, message: string) =>
     reply.code(statusCode).send({ statusCode, error: STATUS_TEXT[statusCode] ?? 'Error', message })
-  /**
-   * Refuses a call without the shared secret (401), or from an address that guessed too often
-   * (429, its secret not even compared); each counted. True when it may go on.
-   */
+  /** Refuses (401, counted) a call without the shared secret; true when it may go on. */
   const authorized = (request: FastifyRequest, reply: FastifyReply): boolean => {
-    const key = addressKey(request.ip)
-    const wait = ctx.loginThrottle.waitOf(key)
-    if (wait > 0) {
-      const seconds = Math.ceil(wait / 1000)
-      ctx.metrics.reject('login_throttled')
-      void reply.header('retry-after', String(seconds))
-      void answer(reply, 429, `too many wrong ${WEBHOOK_SECRET_HEADER} headers from this address: try again in ${seconds} s`)
-      return false
-    }
     const presented = request.headers[WEBHOOK_SECRET_HEADER]
-    if (typeof presented === 'string' && secretMatches(ctx.config.webhookSecret, presented)) {
-      ctx.loginThrottle.succeeded(key)
-      return true
-    }
+    if (typeof presented === 'string' && secretMatches(ctx.config.webhookSecret, presented)) return true
     ctx.metrics.reject('hook_unauthorized')
-    // no header at all is a sender not set up yet, not a guess
-    if (presented !== undefined) ctx.loginThrottle.failed(key)
     void answer(reply, 401, `missing or wrong ${WEBHOOK_SECRET_HEADER} header`)
     return false
   }
@@ -91,4 +71,4 @@ export const emqxWebhookRoutes = (source: EmqxSource, ctx: { config: HubConfig; 
 }
 
 const RECEIVER_OFF = 'the WebHook receiver is off: set IOTHUB_WEBHOOK_SECRET'
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 429: 'Too Many Requests', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 503: 'Service Unavailable' }
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 503: 'Service Unavailable' }
