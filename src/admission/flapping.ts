@@ -26,6 +26,7 @@ export interface FlappingOptions {
   maxKeys: number
   /** The counting window, ms (a minute). */
   windowMs?: number
+  /** Milliseconds on a monotonic clock (default `performance.now`). */
   now?: () => number
 }
 
@@ -55,7 +56,8 @@ export class FlappingDetector {
       throw new RangeError(`flapping detection needs maxConnects between 1 and ${MAX_CONNECTS}, and banMs and maxKeys of at least 1`)
     }
     this.windowMs = options.windowMs ?? FLAPPING_WINDOW_MS
-    this.now = options.now ?? Date.now
+    // monotonic: a wall clock stepped back (NTP at boot) would make counts negative and bans long
+    this.now = options.now ?? (() => performance.now())
     this.epoch = this.now()
   }
 
