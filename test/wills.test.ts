@@ -15,6 +15,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { StoreError, type Mutation } from '../src/store/store.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { startChildHub, type ChildHub } from './helpers/child-hub.js'
+import { apiClient } from './helpers/api-client.js'
 import { connectClient, eventually, startTestHub, superuserLogin, tempDir, testConfig, type TestHub } from './helpers/hub.js'
 import { metricValue, rejectedCount } from './helpers/metrics.js'
 
@@ -146,31 +147,55 @@ describe('a will on a property topic', () => {
     }
   })
 
-  it('is kept for the next start when its change cannot be stored at start, and published then', async () => {
+  it('is kept when its change cannot be stored at start: held back from Aedes, published once the store answers again, or at the next start', async () => {
     const dataDir = tempDir('iothub-wills-kept-')
     const first = await startTestHub({}, dataDir)
     const device = await first.createDevice()
     await first.hub.stop()
-    await leaveWills(dataDir, [lostWill('will-kept', device.id, 'v1/devices/me/attributes', '{"online":false}')])
+    const will = (clientId: string) => lostWill(clientId, device.id, 'v1/devices/me/attributes', `{"by":"${clientId}"}`)
+    await leaveWills(dataDir, [will('will-kept')])
 
-    // the store refuses the device's property change, as a failing disk or a cut database would
-    const config = testConfig(dataDir)
-    const failing = await Hub.open(config, { log: createLogger(config.logLevel) })
-    const commit = failing.store.commit.bind(failing.store)
-    failing.store.commit = ((mutations: readonly Mutation[], options?: never) =>
-      mutations.some((m) => m.op === 'device.property') ? Promise.reject(new StoreError('disk full')) : commit(mutations, options))
-    try {
-      await failing.start()
-    } finally {
-      await failing.stop()
+    // the store refuses the device's property changes, as a failing disk or a cut database would
+    const failingStart = async () => {
+      const config = testConfig(dataDir)
+      const hub = await Hub.open(config, { log: createLogger(config.logLevel) })
+      const commit = hub.store.commit.bind(hub.store)
+      const failing = { on: true }
+      hub.store.commit = ((mutations: readonly Mutation[], options?: never) =>
+        failing.on && mutations.some((m) => m.op === 'device.property') ? Promise.reject(new StoreError('disk full')) : commit(mutations, options))
+      await hub.start()
+      return { hub, failing }
     }
-    assert.deepEqual(await storedWills(dataDir), ['will-kept'])
+    const attributes = async (api: TestHub['api']) => (await api<ApiDevice>('GET', `/v1/devices/${device.id}`)).body.properties.attributes
 
+    // 1. the store answers again while the hub runs
+    const { hub, failing } = await failingStart()
+    try {
+      const broker = hub.broker!
+      // held back from what Aedes publishes of lost clients' wills by itself (every four heartbeats),
+      // which would route it without the device entity
+      const { persistence } = broker.aedes as unknown as { persistence: { streamWill(brokers: object): AsyncIterable<unknown> } }
+      const seenByAedes: unknown[] = []
+      for await (const w of persistence.streamWill({})) seenByAedes.push(w)
+      assert.deepEqual(seenByAedes, [])
+      failing.on = false
+      await broker.publishKeptWills() // what the store's return runs (EmbeddedCarrier.storeReturned)
+      const api = apiClient(`http://127.0.0.1:${hub.address.http.port}`)
+      assert.deepEqual(await attributes(api), { by: 'will-kept' })
+    } finally {
+      await hub.stop()
+    }
+    assert.deepEqual(await storedWills(dataDir), [], 'published, so no longer stored')
+
+    // 2. the store fails for the whole run: the next start publishes it
+    await leaveWills(dataDir, [will('will-kept-again')])
+    const second = await failingStart()
+    await second.hub.stop()
+    assert.deepEqual(await storedWills(dataDir), ['will-kept-again'])
     const t = await startTestHub({}, dataDir)
     try {
-      const entity = await t.api<ApiDevice>('GET', `/v1/devices/${device.id}`)
-      assert.deepEqual(entity.body.properties.attributes, { online: false })
-      assert.deepEqual(await retainedPayloads(t, `${device.id}/v1/devices/me/attributes`), ['{"online":false}'])
+      assert.deepEqual(await attributes(t.api), { by: 'will-kept-again' })
+      assert.deepEqual(await retainedPayloads(t, `${device.id}/v1/devices/me/attributes`), ['{"by":"will-kept-again"}'])
     } finally {
       await t.stop()
     }

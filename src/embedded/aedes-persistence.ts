@@ -112,6 +112,8 @@ export class StoreAedesPersistence implements SessionStateOwner {
   private readonly outgoing = new Map<string, OutgoingQueue>()
   private readonly incoming = new Map<string, Map<number, BrokerPacket>>()
   private readonly wills = new Map<string, BrokerPacket>()
+  /** Client ids of previous runs' wills the hub publishes itself once it can (their change could not be stored). */
+  private readonly heldWills = new Set<string>()
   private nextSeq = 1
   private destroyed = false
 
@@ -421,7 +423,11 @@ export class StoreAedesPersistence implements SessionStateOwner {
     packet.clientId = client.id
     await this.run({
       mutations: [{ op: 'will.put', clientId: client.id, packet: encodePacket(packet) }],
-      apply: () => this.wills.set(client.id, packet)
+      apply: () => {
+        this.wills.set(client.id, packet)
+        // the client is back with a will of this run: the one held for it is replaced
+        this.heldWills.delete(client.id)
+      }
     })
   }
 
@@ -432,13 +438,33 @@ export class StoreAedesPersistence implements SessionStateOwner {
   async delWill(client: ClientRef): Promise<BrokerPacket | undefined> {
     const will = this.wills.get(client.id)
     if (!will) return undefined
-    await this.run({ mutations: [{ op: 'will.delete', clientId: client.id }], apply: () => this.wills.delete(client.id) })
+    await this.run({
+      mutations: [{ op: 'will.delete', clientId: client.id }],
+      apply: () => {
+        this.wills.delete(client.id)
+        this.heldWills.delete(client.id)
+      }
+    })
     return will
   }
 
-  /** Wills of clients whose broker is not among `brokers` (a broker that died, or a previous run). */
+  /**
+   * Wills of clients whose broker is not among `brokers` (a broker that died, or a previous run),
+   * but those the hub holds back to publish itself (`holdWill`): Aedes publishes what this
+   * streams every four heartbeats, past the hub's rules for wills of a previous run.
+   */
   streamWill(brokers: Record<string, unknown> = {}): Readable {
-    return Readable.from([...this.wills.values()].filter((w) => !brokers[w.brokerId ?? '']))
+    return Readable.from([...this.wills].filter(([clientId, w]) => !brokers[w.brokerId ?? ''] && !this.heldWills.has(clientId)).map(([, w]) => w))
+  }
+
+  /** Keeps a previous run's will from `streamWill`: the hub publishes it itself, once it can (`heldWills`). */
+  holdWill(clientId: string): void {
+    if (this.wills.has(clientId)) this.heldWills.add(clientId)
+  }
+
+  /** The wills held back (`holdWill`), until they are deleted or their client stores a new one. */
+  heldWillPackets(): BrokerPacket[] {
+    return [...this.heldWills].flatMap((clientId) => this.wills.get(clientId) ?? [])
   }
 
   // ── session end ───────────────────────────────────────────────────────────────────────

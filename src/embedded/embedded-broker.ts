@@ -29,6 +29,9 @@ export interface WillPacket {
   mountpoint?: string
 }
 
+/** A will stored for a client, as the persistence holds it (its client id set by `putWill`). */
+export type StoredWill = PublishPacket & WillPacket & { clientId: string }
+
 /** What the broker needs of whoever reports its clients' lifecycle (mqtt/mqtt-source.ts). */
 export interface MqttLifecycle {
   /** Aedes' hooks: each client's CONNECT, SUBSCRIBE, PUBLISH and deliveries go through them. */
@@ -48,7 +51,7 @@ export interface MqttLifecycle {
    * Publishes a will the previous run stored for a client it lost, by the rules a live client's
    * will follows: refused, published, or kept for the next start (its change was not stored).
    */
-  publishWillOfPreviousRun(will: PublishPacket & WillPacket & { clientId: string }): Promise<'published' | 'refused' | 'kept'>
+  publishWillOfPreviousRun(will: StoredWill): Promise<'published' | 'refused' | 'kept'>
   /** Marks why a live connection is about to end. */
   endsBecause(client: Client, reason: DisconnectReason): void
   /** Resolves once the end of the client's connection is recorded. */
@@ -249,14 +252,43 @@ export class EmbeddedBroker implements BrokerPublisher {
    * not wait for that.
    */
   private async publishWillsOfPreviousRun(): Promise<void> {
-    const outcomes = { published: 0, refused: 0, kept: 0 }
-    for await (const will of this.persistence.streamWill({ [this.aedes.id]: Date.now() })) {
-      const packet = will as PublishPacket & WillPacket & { clientId: string }
-      const outcome = await this.source.publishWillOfPreviousRun(packet)
-      outcomes[outcome]++
-      if (outcome !== 'kept') await this.persistence.delWill({ id: packet.clientId })
+    const wills: StoredWill[] = []
+    for await (const will of this.persistence.streamWill({ [this.aedes.id]: Date.now() })) wills.push(will as StoredWill)
+    const outcomes = await this.publishWills(wills)
+    if (outcomes.published + outcomes.refused + outcomes.kept > 0) this.log.info(outcomes, 'published the wills of clients the previous run lost')
+  }
+
+  /**
+   * Publishes again the wills of a previous run whose change the store refused (`kept`): called
+   * once the store answers again. Until then they are held back from Aedes' own publishing of
+   * lost clients' wills, which knows nothing of device entities.
+   */
+  async publishKeptWills(): Promise<void> {
+    if (this.publishingKeptWills) return
+    this.publishingKeptWills = true
+    try {
+      const outcomes = await this.publishWills(this.persistence.heldWillPackets() as unknown as StoredWill[])
+      if (outcomes.published + outcomes.refused > 0) this.log.info(outcomes, 'published the wills kept while the store was failing')
+    } catch (error) {
+      // still held: the store's next return tries again
+      this.log.error({ err: (error as Error).message }, 'wills kept while the store was failing not published yet')
+    } finally {
+      this.publishingKeptWills = false
     }
-    if (outcomes.published + outcomes.refused + outcomes.kept > 0) this.log.info({ wills: outcomes.published, refused: outcomes.refused, kept: outcomes.kept }, 'published the wills of clients the previous run lost')
+  }
+
+  private publishingKeptWills = false
+
+  /** Each will by the source's rules; a will kept stays stored and is held back from Aedes. */
+  private async publishWills(wills: readonly StoredWill[]): Promise<{ published: number; refused: number; kept: number }> {
+    const outcomes = { published: 0, refused: 0, kept: 0 }
+    for (const will of wills) {
+      const outcome = await this.source.publishWillOfPreviousRun(will)
+      outcomes[outcome]++
+      if (outcome === 'kept') this.persistence.holdWill(will.clientId)
+      else await this.persistence.delWill({ id: will.clientId })
+    }
+    return outcomes
   }
 
   address(): AddressInfo | null {

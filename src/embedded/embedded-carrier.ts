@@ -141,6 +141,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
    * holds. CoAP connections are the gateway's: it ends those it stops hearing from by itself.
    */
   storeReturned(): void {
+    void this.broker.publishKeptWills()
     const { registry, config, log } = this.core
     const unheld = [...registry.records()].filter((s) => s.connected && s.protocol === 'mqtt' && s.node === config.node && !this.broker.holds(s.clientId))
     if (unheld.length === 0) return

@@ -15,7 +15,7 @@ import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, Client, PublishPacket } from 'aedes'
 import type { DisconnectReason, SessionRecord } from '../../domain/session.js'
 import type { SubscriptionWriter } from '../aedes-persistence.js'
-import type { MqttLifecycle, WillPacket } from '../embedded-broker.js'
+import type { MqttLifecycle, StoredWill } from '../embedded-broker.js'
 import { CloseHandler } from './close.js'
 import { ConnectHandler } from './connect.js'
 import { deliver } from './deliver.js'
@@ -80,7 +80,7 @@ export class MqttSource implements MqttLifecycle {
     return this.ctx.notForAedes.has(packet)
   }
 
-  publishWillOfPreviousRun(will: PublishPacket & WillPacket & { clientId: string }): Promise<'published' | 'refused' | 'kept'> {
+  publishWillOfPreviousRun(will: StoredWill): Promise<'published' | 'refused' | 'kept'> {
     return this.publish.publishWillOfPreviousRun(will)
   }
 

@@ -10,7 +10,7 @@ import { PayloadError } from '../../domain/device-properties.js'
 import { deviceOfMountpoint, insideNamespace, NO_MOUNTPOINT, unmountTopic } from '../../domain/namespace.js'
 import type { RejectReason } from '../../observability/metrics.js'
 import { heldIncomingPacket } from '../aedes-internals.js'
-import type { WillPacket } from '../embedded-broker.js'
+import type { StoredWill, WillPacket } from '../embedded-broker.js'
 import { isEmptyOnceUnmounted, type MqttContext } from './mqtt-context.js'
 
 type Done = (error: Error | null) => void
@@ -72,11 +72,11 @@ export class PublishHandler {
    * Publishes a will the previous run stored for a client it lost (a crash, a kill -9), as the
    * will of a connection lost while the hub runs is published: only inside the namespace stored
    * with it, and on one of the device's property topics through its device entity first — the
-   * entity changes, then the message is routed. 'kept': that change could not be stored, so the
-   * will stays stored and the next start publishes it (the store is failing anyway, and a will
-   * lost for good is what this exists to prevent).
+   * entity changes, then the message is routed. 'kept': the store refused it (its change, or the
+   * routing of a will that changes nothing), so the will stays stored and is published once the
+   * store answers again (EmbeddedBroker.publishKeptWills), or at the next start.
    */
-  async publishWillOfPreviousRun(will: PublishPacket & WillPacket & { clientId: string }): Promise<'published' | 'refused' | 'kept'> {
+  async publishWillOfPreviousRun(will: StoredWill): Promise<'published' | 'refused' | 'kept'> {
     const { upstream, devices, metrics, log } = this.ctx.deps
     const { mountpoint, ...packet } = will
     const refusal = this.willOfPreviousRunRefusal(will)
@@ -89,28 +89,35 @@ export class PublishHandler {
     const deviceId = mountpoint === undefined ? undefined : deviceOfMountpoint(mountpoint)
     const deviceTopic = deviceId === undefined ? undefined : unmountTopic(mountpoint!, will.topic)
     const upstreamData = deviceId !== undefined && deviceTopic !== undefined && upstream.handles(deviceTopic) && devices.get(deviceId) !== undefined
-    // an empty retained will clears the retained message: nothing for the device entity
-    if (!upstreamData || (will.retain && will.payload.length === 0)) {
-      await route()
-      return 'published'
-    }
-    const kind = upstreamKind(deviceTopic)
-    try {
-      const changed = await upstream.receive(deviceId, deviceTopic, will.topic, will.payload as Buffer, route)
-      metrics.upstreamTotal.inc({ property: kind, outcome: changed ? 'applied' : 'no_device' })
-      // its device was deleted meanwhile: routed as any will, nothing stored
-      if (!changed) await route()
-      return 'published'
-    } catch (error) {
-      if (error instanceof PayloadError) {
-        metrics.upstreamTotal.inc({ property: kind, outcome: 'refused' })
-        this.ctx.reject('bad_payload', null, `will of ${will.clientId} on ${deviceTopic} of device ${deviceId}: ${error.message}`)
-        return 'refused'
-      }
+    const kept = (error: unknown): 'kept' => {
       metrics.reject('store_unavailable')
-      log.error({ clientId: will.clientId, deviceId, topic: deviceTopic, err: (error as Error).message }, 'will of a client the previous run lost not stored; kept for the next start')
+      log.error({ clientId: will.clientId, topic: will.topic, err: (error as Error).message }, 'will of a client the previous run lost not published; kept, and published once the store answers again')
       return 'kept'
     }
+    // an empty retained will clears the retained message: nothing for the device entity
+    if (!upstreamData || (will.retain && will.payload.length === 0)) return route().then(() => 'published' as const, kept)
+    const kind = upstreamKind(deviceTopic)
+    // once its change is stored the will is done with, even if routing it fails (as a live
+    // device's upstream publish): kept, it would change the entity twice
+    let routingFailed: Error | undefined
+    const routeAfterChange = () =>
+      route().catch((error: Error) => {
+        routingFailed = error
+      })
+    let changed: boolean
+    try {
+      changed = await upstream.receive(deviceId, deviceTopic, will.topic, will.payload as Buffer, routeAfterChange)
+    } catch (error) {
+      if (!(error instanceof PayloadError)) return kept(error)
+      metrics.upstreamTotal.inc({ property: kind, outcome: 'refused' })
+      this.ctx.reject('bad_payload', null, `will of ${will.clientId} on ${deviceTopic} of device ${deviceId}: ${error.message}`)
+      return 'refused'
+    }
+    metrics.upstreamTotal.inc({ property: kind, outcome: changed ? 'applied' : 'no_device' })
+    // its device was deleted meanwhile: routed as any will, nothing stored
+    if (!changed) return route().then(() => 'published' as const, kept)
+    if (routingFailed) log.error({ clientId: will.clientId, deviceId, topic: deviceTopic, err: routingFailed.message }, 'will of a client the previous run lost: its change is stored, routing it failed')
+    return 'published'
   }
 
   /**
