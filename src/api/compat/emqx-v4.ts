@@ -112,8 +112,9 @@ export function renderEmqxClient(s: SessionRecord, subscriptionsCnt: number, hol
     // where the hub's own broker holds the session: its limits and its queue (docs/emqx-compat.md);
     // in EMQX mode EMQX holds them, and they are neutral values here
     max_subscriptions: holding?.maxSubscriptions ?? 0,
-    mqueue_len: holding?.queued(s.clientId) ?? 0,
-    max_mqueue: holding?.maxQueued ?? 0,
+    // a CoAP session has no queue: its notifications go out as they come, or not at all
+    mqueue_len: s.protocol === 'mqtt' ? (holding?.queued(s.clientId) ?? 0) : 0,
+    max_mqueue: s.protocol === 'mqtt' ? (holding?.maxQueued ?? 0) : 0,
     // not tracked by the hub: neutral values (docs/emqx-compat.md)
     inflight: 0,
     max_inflight: 0,
