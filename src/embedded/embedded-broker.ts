@@ -49,7 +49,8 @@ export interface MqttLifecycle {
   aedesMustNotRoute(packet: PublishPacket): boolean
   /**
    * Publishes a will the previous run stored for a client it lost, by the rules a live client's
-   * will follows: refused, published, or kept for the next start (its change was not stored).
+   * will follows: refused, published, or kept (the store refused it) to be published again once
+   * the store answers (`publishKeptWills`) or at the next start.
    */
   publishWillOfPreviousRun(will: StoredWill): Promise<'published' | 'refused' | 'kept'>
   /** Marks why a live connection is about to end. */
@@ -78,6 +79,8 @@ export class EmbeddedBroker implements BrokerPublisher {
   /** Admitted connections whose CONNECT has not arrived yet: their address, by peer (see admit). */
   private readonly awaitingConnect = new Map<string, string>()
   private readonly inboundGuard: InboundGuard
+  /** Whether `publishKeptWills` is under way (the store may come back again meanwhile). */
+  private publishingKeptWills = false
   /** The listeners' ports, noted once each listens (a listener on port 0 is given one); 0 before. */
   private readonly ports = { mqtt: 0, mqtts: 0 }
 
@@ -276,8 +279,6 @@ export class EmbeddedBroker implements BrokerPublisher {
       this.publishingKeptWills = false
     }
   }
-
-  private publishingKeptWills = false
 
   /** Each will by the source's rules; a will kept stays stored and is held back from Aedes. */
   private async publishWills(wills: readonly StoredWill[]): Promise<{ published: number; refused: number; kept: number }> {
