@@ -8,16 +8,17 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { generate, parse, type ParsedPacket } from 'coap-packet'
-import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS, type Block1Limits, type Block1Outcome } from '../../src/embedded/coap/coap-block1.js'
+import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS, type Block1Limits, type Block1Outcome, type BodyAdmission } from '../../src/embedded/coap/coap-block1.js'
 import { BlockOptionError, MAX_BLOCK_SIZE, blockValue, readBlock, sliceBlock, uintValue } from '../../src/embedded/coap/coap-blocks.js'
 import { block1, option, readBlock1, requestTag, uint, uintBytes, uri } from '../helpers/coap.js'
 
 const PEER = '10.0.0.1:5683'
 const LIFETIME_MS = 247_000 // RFC 7252's EXCHANGE_LIFETIME
 
-function reassembly(limits: Partial<Block1Limits> = {}) {
+/** `admit`: what the gateway says of each block to be stored (by default, every body is taken). */
+function reassembly(limits: Partial<Block1Limits> = {}, admit: BodyAdmission = () => undefined) {
   const clock = { now: 1_000_000 }
-  const r = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: 1024, lifetimeMs: LIFETIME_MS, ...limits }, () => clock.now)
+  const r = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: 1024, lifetimeMs: LIFETIME_MS, ...limits }, admit, () => clock.now)
   return { r, clock }
 }
 
@@ -124,6 +125,40 @@ describe('Block1Reassembly', () => {
     assert.deepEqual(whole.packet.options.map((o) => String(o.name)), ['Uri-Path', 'Uri-Query'], 'Block1, Size1 and Request-Tag are gone')
     assert.deepEqual(readBlock(whole.block1, 'Block1'), { num: 2, more: false, size: 16 }, 'the final answer carries the last block')
     assert.equal(whole.bytes, sizes[0]! + sizes[1]! + sizes[2]!, 'bytes is what all the datagrams took')
+  })
+
+  it('stores no block of a body the gateway would not take: refused with its code and reason, nothing kept of it', () => {
+    const asked: string[] = []
+    let refusing = true
+    const { r } = reassembly({}, (packet) => {
+      asked.push(packet.options.filter((o) => o.name === 'Uri-Query').map((o) => o.value.toString()).join('&'))
+      return refusing ? { code: '4.01', message: 'no connection with this clientid and token', reason: 'not_authorized' } : undefined
+    })
+    const refused = answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: body(16), query: ['clientid=d1', 'token=t'] }))
+    assert.deepEqual([refused.code, refused.refused, refused.messageId], ['4.01', 'not_authorized', 1])
+    assert.match(refused.payload.toString(), /no connection/)
+    // were block 0 stored, block 1 would continue it; it finds nothing (4.08)
+    refusing = false
+    const next = answerOf(send(r, { messageId: 2, block: [1, true, 0], payload: body(32).subarray(16), query: ['clientid=d1', 'token=t'] }))
+    assert.equal(next.code, '4.08')
+    assert.deepEqual(asked, ['clientid=d1&token=t', 'clientid=d1&token=t'])
+  })
+
+  it('asks of every block it would store, and forgets the body once one is refused (its connection ended meanwhile)', () => {
+    let connected = true
+    const { r } = reassembly({}, () => (connected ? undefined : { code: '4.01', message: 'gone', reason: 'not_authorized' }))
+    const payload = body(48)
+    assert.equal(answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: payload.subarray(0, 16) })).code, '2.31')
+    connected = false
+    assert.equal(answerOf(send(r, { messageId: 2, block: [1, true, 0], payload: payload.subarray(16, 32) })).code, '4.01')
+    connected = true
+    // block 1 again, with a new message id: block 0 is gone with the refusal
+    assert.equal(answerOf(send(r, { messageId: 3, block: [1, true, 0], payload: payload.subarray(16, 32) })).code, '4.08')
+  })
+
+  it('does not ask of a last block: it goes on as a request, which the gateway checks whole', () => {
+    const { r } = reassembly({}, () => ({ code: '4.01', message: 'never', reason: 'not_authorized' }))
+    assert.deepEqual(requestOf(send(r, { messageId: 5, block: [0, false, 2], payload: body(50) })).packet.payload, body(50))
   })
 
   it('takes a body in one block (NUM 0, no M) as a request of its own', () => {

@@ -24,6 +24,11 @@
  * it from its cache of answers (keyed by message id and token, as the reassembled request was).
  * The answers kept are bounded, so the block stored last, sent again, is also known by its
  * number: 2.31 again, not a 4.08 that would end a transfer going well.
+ *
+ * A block is stored only for a body the gateway would take (`admit`, asked of every block that
+ * would be stored): a peer without a connection's token, or sending to a resource or topic it may
+ * not publish to, is refused at its first block as it would be at its whole request, and holds no
+ * buffer. The last block needs no asking: it goes on as a request, which the gateway checks.
  */
 import { randomInt } from 'node:crypto'
 import { generate, type NamedOption, type ParsedPacket } from 'coap-packet'
@@ -53,6 +58,16 @@ export interface Block1Limits {
   /** Answers kept for retransmitted blocks; over this the oldest go. */
   maxAnswers: number
 }
+
+/** Why the gateway would not take a body; the block is answered `code`, counted as `reason`. */
+export interface BodyRefusal {
+  code: string
+  message: string
+  reason: RejectReason
+}
+
+/** Whether the gateway would take the body `packet` is a block of: undefined if it would. */
+export type BodyAdmission = (packet: ParsedPacket) => BodyRefusal | undefined
 
 export const DEFAULT_BLOCK1_LIMITS: Omit<Block1Limits, 'maxBody' | 'lifetimeMs'> = {
   maxTransfersPerPeer: 4,
@@ -93,6 +108,7 @@ export class Block1Reassembly {
 
   constructor(
     private readonly limits: Block1Limits,
+    private readonly admit: BodyAdmission,
     private readonly now: () => number = Date.now
   ) {}
 
@@ -136,6 +152,13 @@ export class Block1Reassembly {
       if (!(error instanceof BlockOptionError)) throw error
       this.forget(key)
       return this.refuse(packet, bytes, error.code, error.message, 'bad_coap_request')
+    }
+    if (block.more) {
+      const refusal = this.admit(packet)
+      if (refusal) {
+        this.forget(key)
+        return this.refuse(packet, bytes, refusal.code, refusal.message, refusal.reason)
+      }
     }
     const size1 = packet.options.find((o) => o.name === 'Size1')
     // RFC 7959 §4: Size1 lets the client say how large the body will be, so it is refused at once

@@ -30,7 +30,7 @@ import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import * as coap from 'coap'
 import type { IncomingMessage, ObserveWriteStream, OutgoingMessage } from 'coap'
-import type { NamedOption } from 'coap-packet'
+import type { NamedOption, ParsedPacket } from 'coap-packet'
 import { Counter } from 'prom-client'
 import type { Logger } from 'pino'
 import type { AedesPublishPacket } from 'aedes'
@@ -49,12 +49,12 @@ import type { AdmissionPolicy, Refusal } from '../../admission/admission-policy.
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../../admission/topic-rules.js'
 import { admits, charge, currentSecond, freeFrom, freshUse, heldBy, inboundLimits, type InboundLimits, type RateUse } from '../inbound-rate.js'
-import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS } from './coap-block1.js'
+import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS, type BodyRefusal } from './coap-block1.js'
 import { BlockOptionError, blockValue, MAX_BLOCK_SIZE, readBlock, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
 import { diagnostic } from './coap-diagnostic.js'
 import { CoapInbound, peerOf } from './coap-inbound.js'
 import { endStreamWith, endUnaltered, lastObserveNumber, nextNotificationConfirmable, piggybackTimedOut, replaceStreamOptions, requestPacket, roundExchangeLifetime, serverSocket, watchStreamSends } from './coap-internals.js'
-import { qosOf, readCoapRequest, type CoapRequest } from './coap-request.js'
+import { qosOf, readCoapRequest, readPacketRequest, type CoapRequest } from './coap-request.js'
 import { UnacknowledgedNotifications } from './coap-unacknowledged.js'
 
 /** What one notification sent: its later blocks are read from it (RFC 7959 §2.6). */
@@ -115,6 +115,19 @@ class CoapError extends Error {
   ) {
     super(message)
   }
+}
+
+/** The request codes of RFC 7252 §12.1.1, as coap-packet reads them. */
+const POST = '0.02'
+const PUT = '0.03'
+const METHOD_NAMES: Record<string, string> = { '0.01': 'GET', [POST]: 'POST', [PUT]: 'PUT', '0.04': 'DELETE' }
+
+function noSuchResource(path: readonly string[]): CoapError {
+  return new CoapError('4.04', `no resource /${path.join('/')}: use /mqtt/connection or /ps/{topic}`, 'bad_coap_request')
+}
+
+function notAllowedOnPs(method: string): CoapError {
+  return new CoapError('4.05', `${method} is not allowed on /ps: POST or PUT publishes, GET with Observe subscribes`, 'bad_coap_request')
 }
 
 export class CoapGateway {
@@ -184,7 +197,7 @@ export class CoapGateway {
     }
     this.log.debug({ asked: RECEIVE_BUFFER_BYTES, bytes: socket.getRecvBufferSize() }, 'CoAP receive buffer')
     const lifetimeMs = coap.parameters.exchangeLifetime * 1000
-    const block1 = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: this.config.maxPacketSize, lifetimeMs })
+    const block1 = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: this.config.maxPacketSize, lifetimeMs }, (packet) => this.admitBody(packet))
     const unacknowledged = new UnacknowledgedNotifications<Observer>(coap.parameters.maxTransmitWait * 1000)
     this.unacknowledged = unacknowledged
     try {
@@ -254,9 +267,30 @@ export class CoapGateway {
       // POST is EMQX 5's publish; PUT publishes too, as the issue's users (and EMQX 4's CoAP plugin) expect
       if (req.method === 'POST' || req.method === 'PUT') return this.publish(req, request, topic, res as OutgoingMessage)
       if (req.method === 'GET') return this.observe(req, request, topic, res)
-      throw new CoapError('4.05', `${String(req.method)} is not allowed on /ps: POST or PUT publishes, GET with Observe subscribes`, 'bad_coap_request')
+      throw notAllowedOnPs(String(req.method))
     }
-    throw new CoapError('4.04', `no resource /${request.path.join('/')}: use /mqtt/connection or /ps/{topic}`, 'bad_coap_request')
+    throw noSuchResource(request.path)
+  }
+
+  /**
+   * Whether a body sent block-wise is one the gateway takes; coap-block1.ts asks before it stores
+   * a block. Only a publish has a body, so it is what `publish` checks of a whole request — the
+   * resource, the connection's token, the topic — so that a body no publish would take holds no
+   * buffer while its blocks arrive. The rate is charged once, for the whole body, when it is
+   * published.
+   */
+  private admitBody(packet: ParsedPacket): BodyRefusal | undefined {
+    const request = readPacketRequest(packet)
+    const [first, second, ...rest] = request.path
+    try {
+      if (first !== 'ps' || second === undefined) throw noSuchResource(request.path)
+      if (packet.code !== POST && packet.code !== PUT) throw notAllowedOnPs(METHOD_NAMES[packet.code] ?? packet.code)
+      this.brokerTopic(this.authorized(request.query), [second, ...rest].join('/'), false)
+      return undefined
+    } catch (error) {
+      if (error instanceof CoapError) return error
+      throw error
+    }
   }
 
   private async connection(req: IncomingMessage, request: CoapRequest, res: OutgoingMessage): Promise<void> {

@@ -4,7 +4,7 @@
  * EMQX's short names (`c` clientid, `t` token, `u` username, `p` password, `q` qos, `r` retain).
  */
 import type { IncomingMessage } from 'coap'
-import { requestPacket } from './coap-internals.js'
+import { requestPacket, type RequestPacket } from './coap-internals.js'
 
 const SHORT_NAMES: Record<string, string> = { c: 'clientid', t: 'token', u: 'username', p: 'password', q: 'qos', r: 'retain' }
 
@@ -15,9 +15,14 @@ export interface CoapRequest {
 }
 
 export function readCoapRequest(req: IncomingMessage): CoapRequest {
+  return readPacketRequest(requestPacket(req))
+}
+
+/** The same, of a packet node-coap has not seen (a block of a body, coap-block1.ts). */
+export function readPacketRequest(packet: Pick<RequestPacket, 'options'>): CoapRequest {
   const path: string[] = []
   const query = new Map<string, string>()
-  for (const option of requestPacket(req).options) {
+  for (const option of packet.options) {
     const value = Buffer.isBuffer(option.value) ? option.value.toString('utf8') : String(option.value)
     if (option.name === 'Uri-Path') path.push(value)
     else if (option.name === 'Uri-Query') {
