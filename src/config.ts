@@ -117,6 +117,8 @@ export interface HubConfig {
   maxJsonDepth: number
   /** Wrong logins a key (client address, device id) may make within a minute before it is throttled. */
   loginFailuresAllowed: number
+  /** First wait, in ms, a throttled key is given (at most `loginBackoffMax`). */
+  loginBackoffFirst: number
   /** Longest wait, in ms, a throttled key is given; each further failure doubles the wait up to this. */
   loginBackoffMax: number
   /** Most keys the login throttle remembers; those that failed longest ago are forgotten first. */
@@ -314,7 +316,8 @@ const OPTIONS = [
   // (a depth of 1,000 still leaves the stack room for the recursive walks of a parsed value)
   { key: 'maxJsonDepth', env: 'IOTHUB_MAX_JSON_DEPTH', flag: 'max-json-depth', parse: (raw: string, name: string) => integer(raw, name, 1, 1000), fallback: () => 32, help: 'deepest nesting of a JSON payload or API body (at most 1000)' },
   { key: 'loginFailuresAllowed', env: 'IOTHUB_LOGIN_FAILURES_ALLOWED', flag: 'login-failures-allowed', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 10, help: 'wrong logins per minute per client address before it is throttled' },
-  { key: 'loginBackoffMax', env: 'IOTHUB_LOGIN_BACKOFF_MAX', flag: 'login-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms: longest wait of a throttled login (it doubles from 1 s)' },
+  { key: 'loginBackoffFirst', env: 'IOTHUB_LOGIN_BACKOFF_FIRST', flag: 'login-backoff-first', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 1000, help: 'ms: first wait of a throttled login; it doubles up to IOTHUB_LOGIN_BACKOFF_MAX' },
+  { key: 'loginBackoffMax', env: 'IOTHUB_LOGIN_BACKOFF_MAX', flag: 'login-backoff-max', parse: (raw: string, name: string) => integer(raw, name, 1000, 86_400_000), fallback: () => 60_000, help: 'ms: longest wait of a throttled login (it doubles from IOTHUB_LOGIN_BACKOFF_FIRST)' },
   { key: 'loginThrottleKeys', env: 'IOTHUB_LOGIN_THROTTLE_KEYS', flag: 'login-throttle-keys', parse: (raw: string, name: string) => integer(raw, name, 100, 10_000_000), fallback: () => 10_000, help: 'most addresses and device ids the login throttle remembers' },
   { key: 'httpRequestTimeout', env: 'IOTHUB_HTTP_REQUEST_TIMEOUT', flag: 'http-request-timeout', parse: (raw: string, name: string) => integer(raw, name, 1000, 3_600_000), fallback: () => 30_000, help: 'ms an HTTP request may take to arrive; slower ones get 408' },
   // ── the event stream, GET /v1/events (issue 14) ──

@@ -188,7 +188,7 @@ export class Hub {
     })
     this.metrics.threadCpu(() => this.store.threads?.() ?? [])
     if (shared) this.registry.readSessionsThrough((id) => this.store.readSession(id))
-    this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
+    this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, firstBackoffMs: config.loginBackoffFirst, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })
     this.connectInfo = new ConnectInfoTracker(this.properties, this.devices, this.log.child({ component: 'connectinfo' }), this.holdsFleet)
     this.registry.observe((before, after) => this.connectInfo.sessionChanged(before, after))
     if (this.holdsFleet) {

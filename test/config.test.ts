@@ -64,17 +64,17 @@ describe('config: limits against bad input (JSON depth, login throttle, slow HTT
   it('has the documented defaults', () => {
     const c = loadConfig({}, [])
     assert.deepEqual(
-      [c.maxJsonDepth, c.loginFailuresAllowed, c.loginBackoffMax, c.loginThrottleKeys, c.httpRequestTimeout],
-      [32, 10, 60_000, 10_000, 30_000]
+      [c.maxJsonDepth, c.loginFailuresAllowed, c.loginBackoffFirst, c.loginBackoffMax, c.loginThrottleKeys, c.httpRequestTimeout],
+      [32, 10, 1000, 60_000, 10_000, 30_000]
     )
   })
 
   it('reads each from its variable and its flag', () => {
-    const env = { IOTHUB_MAX_JSON_DEPTH: '8', IOTHUB_LOGIN_FAILURES_ALLOWED: '3', IOTHUB_LOGIN_BACKOFF_MAX: '5000', IOTHUB_LOGIN_THROTTLE_KEYS: '500', IOTHUB_HTTP_REQUEST_TIMEOUT: '2000' }
+    const env = { IOTHUB_MAX_JSON_DEPTH: '8', IOTHUB_LOGIN_FAILURES_ALLOWED: '3', IOTHUB_LOGIN_BACKOFF_FIRST: '2000', IOTHUB_LOGIN_BACKOFF_MAX: '5000', IOTHUB_LOGIN_THROTTLE_KEYS: '500', IOTHUB_HTTP_REQUEST_TIMEOUT: '2000' }
     const fromEnv = loadConfig(env, [])
-    assert.deepEqual([fromEnv.maxJsonDepth, fromEnv.loginFailuresAllowed, fromEnv.loginBackoffMax, fromEnv.loginThrottleKeys, fromEnv.httpRequestTimeout], [8, 3, 5000, 500, 2000])
-    const fromFlags = loadConfig(env, ['--max-json-depth', '9', '--login-failures-allowed=4', '--login-backoff-max', '6000', '--login-throttle-keys', '600', '--http-request-timeout', '3000'])
-    assert.deepEqual([fromFlags.maxJsonDepth, fromFlags.loginFailuresAllowed, fromFlags.loginBackoffMax, fromFlags.loginThrottleKeys, fromFlags.httpRequestTimeout], [9, 4, 6000, 600, 3000])
+    assert.deepEqual([fromEnv.maxJsonDepth, fromEnv.loginFailuresAllowed, fromEnv.loginBackoffFirst, fromEnv.loginBackoffMax, fromEnv.loginThrottleKeys, fromEnv.httpRequestTimeout], [8, 3, 2000, 5000, 500, 2000])
+    const fromFlags = loadConfig(env, ['--max-json-depth', '9', '--login-failures-allowed=4', '--login-backoff-first', '3000', '--login-backoff-max', '6000', '--login-throttle-keys', '600', '--http-request-timeout', '3000'])
+    assert.deepEqual([fromFlags.maxJsonDepth, fromFlags.loginFailuresAllowed, fromFlags.loginBackoffFirst, fromFlags.loginBackoffMax, fromFlags.loginThrottleKeys, fromFlags.httpRequestTimeout], [9, 4, 3000, 6000, 600, 3000])
   })
 
   it('refuses values out of range', () => {
@@ -82,6 +82,7 @@ describe('config: limits against bad input (JSON depth, login throttle, slow HTT
     assert.throws(() => loadConfig({ IOTHUB_MAX_JSON_DEPTH: '5000' }, []), /IOTHUB_MAX_JSON_DEPTH/)
     assert.throws(() => loadConfig({ IOTHUB_LOGIN_FAILURES_ALLOWED: '0' }, []), /IOTHUB_LOGIN_FAILURES_ALLOWED/)
     assert.throws(() => loadConfig({ IOTHUB_LOGIN_BACKOFF_MAX: '10' }, []), /IOTHUB_LOGIN_BACKOFF_MAX/)
+    assert.throws(() => loadConfig({ IOTHUB_LOGIN_BACKOFF_FIRST: '999' }, []), /IOTHUB_LOGIN_BACKOFF_FIRST must be a whole number from 1000/)
     assert.throws(() => loadConfig({ IOTHUB_LOGIN_THROTTLE_KEYS: '1' }, []), /IOTHUB_LOGIN_THROTTLE_KEYS/)
     assert.throws(() => loadConfig({}, ['--http-request-timeout', '0']), /--http-request-timeout/)
   })

@@ -205,11 +205,11 @@ export class RawMqttClient {
     })
   }
 
-  /** Connects, sends CONNECT, and waits for the CONNACK; returns its return code. */
-  static async connect(port: number, options: ConnectOptions, localAddress?: string): Promise<{ client: RawMqttClient; returnCode: number }> {
+  /** Connects, sends CONNECT, and waits up to `connackWithinMs` for the CONNACK; returns its return code. */
+  static async connect(port: number, options: ConnectOptions, localAddress?: string, connackWithinMs = 3000): Promise<{ client: RawMqttClient; returnCode: number }> {
     const client = await RawMqttClient.open(port, '127.0.0.1', localAddress)
     client.send(connectPacket(options))
-    const connack = await client.next(PacketType.CONNACK)
+    const connack = await client.next(PacketType.CONNACK, connackWithinMs)
     return { client, returnCode: connackReturnCode(connack) }
   }
 
