@@ -24,8 +24,26 @@ interface Running {
   stop(): Promise<void>
 }
 
-/** A hub on `dataDir` (which outlives it, for a restart); stopped after the test at the latest. */
-async function startHub(t: TestContext, dataDir: string, overrides: Partial<HubConfig>): Promise<Running> {
+/**
+ * The hubs of one test, on one data dir (which outlives each of them, for a restart): each hub is
+ * stopped after the test at the latest, and the data dir removed only once they all have.
+ */
+function hubsOnOneDataDir(t: TestContext): (overrides: Partial<HubConfig>) => Promise<Running> {
+  const dataDir = tempDir('iothub-broker-limits-')
+  const started: Running[] = []
+  t.after(async () => {
+    for (const hub of started) await hub.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  return async (overrides) => {
+    const hub = await startHub(dataDir, overrides)
+    started.push(hub)
+    return hub
+  }
+}
+
+/** A hub on `dataDir`; `stop` may be called more than once. */
+async function startHub(dataDir: string, overrides: Partial<HubConfig>): Promise<Running> {
   const config = testConfig(dataDir, { auth: 'none', ...overrides })
   const hub = await Hub.open(config, { log: createLogger(config.logLevel) })
   const { mqtt: mqttAddress, http } = await hub.start()
@@ -38,7 +56,6 @@ async function startHub(t: TestContext, dataDir: string, overrides: Partial<HubC
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)))
     await hub.stop()
   }
-  t.after(stop)
   return {
     mqttUrl,
     api: apiClient(`http://127.0.0.1:${http.port}`),
@@ -93,10 +110,9 @@ async function publishRetained(watcher: { messages: IPublishPacket[] }, publishe
 }
 
 test("a device retains up to its limit, the rest delivered and counted; others still retain; the limits survive a restart", async (t) => {
-  const dataDir = tempDir('iothub-broker-limits-')
-  t.after(() => rmSync(dataDir, { recursive: true, force: true }))
+  const startOnDataDir = hubsOnOneDataDir(t)
   const limits = { maxRetainedPerDevice: 3 }
-  const hub = await startHub(t, dataDir, limits)
+  const hub = await startOnDataDir(limits)
 
   const watcher = await hub.connect({ ...superuserLogin(), clientId: 'watcher' })
   await watcher.client.subscribeAsync('#', { qos: 1 })
@@ -117,7 +133,7 @@ test("a device retains up to its limit, the rest delivered and counted; others s
   assert.deepEqual(await retainedFor(hub, 'quiet', 'state/#', 1), ['state/1'])
 
   await hub.stop()
-  const again = await startHub(t, dataDir, limits)
+  const again = await startOnDataDir(limits)
   assert.equal(await retainedMessages(again), 8, 'the same retained messages after the restart')
   const watcherAgain = await again.connect({ ...superuserLogin(), clientId: 'watcher' })
   await watcherAgain.client.subscribeAsync('noisy/#', { qos: 1 })
@@ -130,9 +146,8 @@ test("a device retains up to its limit, the rest delivered and counted; others s
 })
 
 test('an offline persistent session keeps its newest queued messages, and gets exactly those when it returns', async (t) => {
-  const dataDir = tempDir('iothub-broker-limits-')
-  t.after(() => rmSync(dataDir, { recursive: true, force: true }))
-  const hub = await startHub(t, dataDir, { maxQueuedPerSession: 3 })
+  const startOnDataDir = hubsOnOneDataDir(t)
+  const hub = await startOnDataDir({ maxQueuedPerSession: 3 })
   const away = { username: 'sleepy', clientId: 'sleepy', clean: false }
   const first = await hub.connect(away)
   await first.client.subscribeAsync('inbox', { qos: 1 })

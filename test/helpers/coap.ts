@@ -91,7 +91,8 @@ export class RawCoap {
   private readonly socket = createSocket('udp4')
   private messageId = 20_000
   private closed = false
-  private readonly waiting = new Map<string, (packet: ParsedPacket) => void>()
+  /** Requests awaiting their answer, by token: how to hand it over, or to give up at `close`. */
+  private readonly waiting = new Map<string, { answer: (packet: ParsedPacket) => void; closed: () => void }>()
   /** Message ids of the gateway's own messages (not ACKs) received. */
   private readonly seen = new Set<number>()
   readonly notifications: ParsedPacket[] = []
@@ -118,10 +119,10 @@ export class RawCoap {
       }
       this.received.push(packet)
       const key = packet.token.toString('hex')
-      const answer = this.waiting.get(key)
-      if (answer) {
+      const waiter = this.waiting.get(key)
+      if (waiter) {
         this.waiting.delete(key)
-        answer(packet)
+        waiter.answer(packet)
       } else {
         this.notifications.push(packet)
       }
@@ -153,9 +154,16 @@ export class RawCoap {
             this.waiting.delete(key)
             reject(new Error(`no answer to message ${packet.messageId}`))
           }, ANSWER_DEADLINE_MS)
-          this.waiting.set(key, (p) => {
-            clearTimeout(timer)
-            resolve(p)
+          this.waiting.set(key, {
+            answer: (p) => {
+              clearTimeout(timer)
+              resolve(p)
+            },
+            // no timer outlives the socket
+            closed: () => {
+              clearTimeout(timer)
+              reject(new Error(`closed before an answer to message ${packet.messageId}`))
+            }
           })
         })
       : undefined
@@ -171,6 +179,8 @@ export class RawCoap {
   close(): void {
     if (this.closed) return
     this.closed = true
+    for (const waiter of this.waiting.values()) waiter.closed()
+    this.waiting.clear()
     this.socket.close()
   }
 }
