@@ -8,10 +8,13 @@
  * source a worker runs as one JavaScript file that esbuild (what tsx itself compiles with) bundles
  * from its sources, once per process and worker, without the process' node flags: a store opens
  * in ~80 ms. The bundle is written under `node_modules/.cache/iothub/workers/`, named by its
- * content, so processes running side by side share it and a changed source gets a file of its own.
+ * content, so processes running side by side share it and a changed source gets a file of its own;
+ * bundles of a worker's earlier sources are removed once they are an hour old (a process started
+ * before the change may still be starting threads from its own). The bundle carries its source
+ * map, and the thread runs with `--enable-source-maps`: its stack traces name the `.ts` sources.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { basename, dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -23,7 +26,7 @@ export function startWorker(name: string, workerData: unknown): Worker {
   const extension = extname(here)
   if (extension === '.js') return new Worker(new URL(`./${name}-worker.js`, import.meta.url), { workerData })
   // the bundle is plain JavaScript: the process' `--import tsx` would only slow the thread's start
-  return new Worker(bundled(join(dirname(here), `${name}-worker${extension}`)), { workerData, execArgv: [] })
+  return new Worker(bundled(join(dirname(here), `${name}-worker${extension}`)), { workerData, execArgv: ['--enable-source-maps'] })
 }
 
 /** Bundles already made by this process: source path → bundle path. */
@@ -46,6 +49,9 @@ function bundled(source: string): string {
     platform: 'node',
     format: 'esm',
     target: 'node20',
+    // stack traces point into the sources; their text is on disk, not copied into the map
+    sourcemap: 'inline',
+    sourcesContent: false,
     write: false
   })
   const code = outputFiles[0]!.text
@@ -60,6 +66,25 @@ function bundled(source: string): string {
     writeFileSync(partial, code)
     renameSync(partial, path)
   }
+  removeStale(folder, name, path)
   bundles.set(source, path)
   return path
+}
+
+/** How old a bundle of a worker's earlier sources must be to be removed. */
+export const STALE_BUNDLE_MS = 60 * 60 * 1000
+
+/** Removes `name`'s bundles other than `current` (and half-written ones) older than STALE_BUNDLE_MS. */
+function removeStale(folder: string, name: string, current: string): void {
+  const mine = new RegExp(`^${name}-[0-9a-f]{16}\\.mjs(\\.\\d+\\.\\d+)?$`)
+  const before = Date.now() - STALE_BUNDLE_MS
+  for (const file of readdirSync(folder)) {
+    const path = join(folder, file)
+    if (path === current || !mine.test(file)) continue
+    try {
+      if (statSync(path).mtimeMs < before) unlinkSync(path)
+    } catch {
+      // removed meanwhile by a process beside this one
+    }
+  }
 }
