@@ -87,6 +87,13 @@ describe('HTTP API', () => {
     const byClient = await t.api<Page<{ id: string }>>('GET', '/v1/sessions?clientId=api-4&connected=true&protocol=mqtt')
     assert.deepEqual(byClient.body.data.map((s) => s.id), ['api-4'])
     assert.equal((await t.api<Page<unknown>>('GET', '/v1/sessions?protocol=coap')).body.data.length, 0)
+    // a search by part of the client id, with the other filters and paged like any listing
+    const holding = await t.api<Page<{ id: string }>>('GET', `/v1/sessions?clientIdContains=${encodeURIComponent('i-')}&deviceId=${devices[0]!.id}&limit=2`)
+    assert.deepEqual([holding.body.data.map((s) => s.id), holding.body.next !== null], [['api-0', 'api-3'], true])
+    const rest = await t.api<Page<{ id: string }>>('GET', `/v1/sessions?clientIdContains=i-&deviceId=${devices[0]!.id}&limit=2&cursor=${holding.body.next}`)
+    assert.deepEqual(rest.body.data.map((s) => s.id), ['api-6'])
+    assert.deepEqual((await t.api<Page<{ id: string }>>('GET', '/v1/sessions?clientIdContains=5')).body.data.map((s) => s.id), ['api-5'])
+    assert.equal((await t.api('GET', '/v1/sessions?clientIdContains=')).status, 400)
   })
 
   it('answers EMQX 4’s GET /api/v4/clients call field for field', async () => {

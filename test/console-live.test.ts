@@ -83,6 +83,9 @@ describe('console: a page of sessions kept current from events', () => {
 
   it('leaves out a session the filters would not list', () => {
     assert.equal(applySessionEvent(page, event('session.connected', session('c', { protocol: 'coap' })), { protocol: 'mqtt' }), page)
+    // a search by part of the client id, as GET /v1/sessions?clientIdContains= lists
+    assert.equal(applySessionEvent(page, event('session.connected', session('c', { clientId: 'pump-7' })), { clientIdContains: 'valve' }), page)
+    assert.deepEqual(ids(applySessionEvent(page, event('session.connected', session('c', { clientId: 'pump-7' })), { clientIdContains: 'mp-' })), ['b', 'c', 'd'])
     assert.deepEqual(ids(applySessionEvent(page, event('session.connected', session('c', { protocol: 'coap' })), { protocol: 'coap' })), ['b', 'c', 'd'])
   })
 

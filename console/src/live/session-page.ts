@@ -12,6 +12,8 @@ import type { HubEvent, Session } from '../api/types.js'
 
 export interface SessionFilters {
   clientId?: string
+  /** Sessions whose client id holds this text. */
+  clientIdContains?: string
   deviceId?: string
   protocol?: string
   connected?: boolean
@@ -28,6 +30,7 @@ export interface SessionPage {
 export function matchesFilters(session: Session, filters: SessionFilters): boolean {
   return (
     (filters.clientId === undefined || session.clientId === filters.clientId) &&
+    (filters.clientIdContains === undefined || session.clientId.includes(filters.clientIdContains)) &&
     (filters.deviceId === undefined || session.deviceId === filters.deviceId) &&
     (filters.protocol === undefined || session.protocol === filters.protocol) &&
     (filters.connected === undefined || session.connected === filters.connected)

@@ -18,6 +18,7 @@ const SESSION_TYPES = 'session.connected,session.disconnected,session.ended,sess
 const PAGE_SIZES = [25, 50, 100]
 
 interface Form {
+  /** Part of a client id: the hub lists the sessions whose client id holds it. */
   clientId: string
   deviceId: string
   protocol: string
@@ -26,7 +27,7 @@ interface Form {
 
 function filtersOf(form: Form): SessionFilters {
   return {
-    ...(form.clientId ? { clientId: form.clientId } : {}),
+    ...(form.clientId ? { clientIdContains: form.clientId } : {}),
     ...(form.deviceId ? { deviceId: form.deviceId } : {}),
     ...(form.protocol ? { protocol: form.protocol } : {}),
     ...(form.connected ? { connected: form.connected === 'true' } : {})
@@ -102,7 +103,7 @@ export function Sessions() {
           setApplied(form)
         }}
       >
-        <input placeholder="client id" aria-label="client id" {...field('clientId')} />
+        <input placeholder="client id contains" aria-label="client id contains" {...field('clientId')} />
         <input placeholder="device id" aria-label="device id" {...field('deviceId')} />
         <select aria-label="protocol" {...field('protocol')}>
           <option value="">any protocol</option>

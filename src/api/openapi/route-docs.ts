@@ -208,7 +208,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/sessions': {
     tag: 'sessions',
     summary: 'List session entities',
-    description: 'Filters `deviceId`, `clientId`, `protocol`, `connected`; `limit` (≤ 1000, default 100) and the opaque `cursor` from `next`.',
+    description: 'Filters `deviceId`, `clientId`, `clientIdContains` (client ids holding this text, as EMQX\'s `_like_clientid`), `protocol`, `connected`; `limit` (≤ 1000, default 100) and the opaque `cursor` from `next`.',
     answer: [200, { data: [session], next: null }]
   },
   'GET /v1/sessions/{}': {

@@ -12,6 +12,8 @@ import { errorSchema, sessionSchema } from '../schemas.js'
 interface ListQuery {
   deviceId?: string
   clientId?: string
+  /** Sessions whose client id holds this text (EMQX's `_like_clientid`). */
+  clientIdContains?: string
   protocol?: Protocol
   connected?: boolean
   limit: number
@@ -26,6 +28,7 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
         querystring: pagedQuerySchema({
           deviceId: { type: 'string', minLength: 1 },
           clientId: { type: 'string', minLength: 1 },
+          clientIdContains: { type: 'string', minLength: 1 },
           protocol: { type: 'string', enum: [...PROTOCOLS] },
           connected: { type: 'boolean' }
         }),
@@ -33,8 +36,8 @@ export const sessionRoutes = (ctx: ApiContext): FastifyPluginAsync => async (app
       }
     },
     async (request) => {
-      const { cursor, limit, ...filters } = request.query
-      const found = await ctx.fleet.sessions(filters, { after: afterCursor(cursor), limit })
+      const { cursor, limit, clientIdContains, ...filters } = request.query
+      const found = await ctx.fleet.sessions({ ...filters, clientIdLike: clientIdContains }, { after: afterCursor(cursor), limit })
       return page(found.sessions, found.more, (s) => s.id, renderSession)
     }
   )
