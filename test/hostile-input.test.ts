@@ -285,7 +285,9 @@ describe('guessing the API credentials', () => {
     for (let i = 0; i < 4; i++) assert.equal((await http(t, 'GET', '/v1/sessions', { authorization: WRONG, localAddress: ATTACKER })).status, 401, `guess ${i}`)
     const throttled = await http(t, 'GET', '/v1/sessions', { localAddress: ATTACKER }) // the right credentials
     assert.equal(throttled.status, 429, JSON.stringify(throttled.body))
-    assert.equal(throttled.headers['retry-after'], String(FIRST_WAIT_MS / 1000))
+    // the first wait, in whole seconds left (fewer when the machine was slow to get here)
+    const retryAfter = Number(throttled.headers['retry-after'])
+    assert.ok(retryAfter >= 1 && retryAfter <= FIRST_WAIT_MS / 1000, `Retry-After ${String(throttled.headers['retry-after'])}`)
     assert.match((throttled.body as { message: string }).message, /too many wrong logins/)
     assert.deepEqual(await countedSince(t, before), { api_unauthorized: 4, login_throttled: 1 })
 

@@ -569,7 +569,7 @@ describe('wrong device logins', () => {
     for (let i = 0; i < 3; i++) assert.equal((await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=guess`)).code, '4.01')
     const throttled = await coapCall(coapPort, 'POST', '/mqtt/connection', `clientid=${device.id}&password=${device.token}`)
     assert.equal(throttled.code, '4.29')
-    // the address' wait (its first) as Max-Age, in seconds
-    assert.equal(throttled.maxAge, FIRST_WAIT_MS / 1000)
+    // the address' wait (its first) as Max-Age: the whole seconds left of it
+    assert.ok(throttled.maxAge !== undefined && throttled.maxAge >= 1 && throttled.maxAge <= FIRST_WAIT_MS / 1000, `Max-Age ${String(throttled.maxAge)}`)
   })
 })

@@ -39,16 +39,27 @@ async function databaseNow(): Promise<Date> {
 }
 
 /**
- * Waits until no transaction begun before `at` is left in the test database. A transaction a
- * freeze caught (begun, its COMMIT or its connection's end held by the proxy) is over only once
- * PostgreSQL has ended it — rolled back by its idle-in-transaction timeout, or with its
- * connection: the hub's connections closing or answering again says nothing of that.
+ * Waits until PostgreSQL is done with what a freeze held: no transaction begun before `at` (the
+ * restore) is left in the test database — one the freeze caught is over only once PostgreSQL has
+ * ended it, rolled back by its idle-in-transaction timeout or with its connection — and no other
+ * client's backend is running a statement or holding a transaction open, as one would while it
+ * works through statements the proxy delivered on restore (a BEGIN it held starts its transaction
+ * after `at`). The hub's connections closing or answering again says nothing of either.
  */
-async function transactionsBeganBeforeOver(at: Date): Promise<void> {
+async function freezeOverInPostgres(at: Date): Promise<void> {
   await eventually(
-    async () => (await query<{ open: number }>(DATABASE, 'SELECT count(*)::int AS open FROM pg_stat_activity WHERE datname = $1 AND xact_start < $2', [DATABASE, at]))[0]!.open === 0,
+    async () =>
+      (
+        await query<{ open: number }>(
+          DATABASE,
+          `SELECT count(*)::int AS open FROM pg_stat_activity
+            WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+              AND (xact_start < $2 OR state IN ('active', 'idle in transaction', 'idle in transaction (aborted)'))`,
+          [DATABASE, at]
+        )
+      )[0]!.open === 0,
     15_000,
-    'no transaction of the freeze left in PostgreSQL'
+    'PostgreSQL done with what the freeze held'
   )
 }
 
@@ -134,7 +145,7 @@ describe('PostgreSQL outages', () => {
     const restoredAt = await databaseNow()
     proxy.restore()
     await eventually(async () => (await readyStatus(t)) === 200, 15_000, 'ready again')
-    await transactionsBeganBeforeOver(restoredAt)
+    await freezeOverInPostgres(restoredAt)
     assert.equal(await storedSession('frozen-client'), undefined)
     assert.equal((await t.api('GET', '/v1/sessions/frozen-client')).status, 404)
   })
@@ -156,7 +167,7 @@ describe('PostgreSQL outages', () => {
     const restoredAt = await databaseNow()
     proxy.restore()
     await eventually(async () => (await readyStatus(t)) === 200, 15_000, 'ready again')
-    await transactionsBeganBeforeOver(restoredAt)
+    await freezeOverInPostgres(restoredAt)
     assert.deepEqual(await query(DATABASE, 'SELECT id FROM devices WHERE id = $1', ['written-while-frozen']), [])
     assert.equal((await t.api('GET', '/v1/devices/written-while-frozen')).status, 404)
     const metrics = (await t.api<string>('GET', '/metrics', undefined, null)).body

@@ -1,8 +1,9 @@
 /**
  * Slows down guessing of credentials. Each key — a client address, a device id: the caller
  * chooses, and counts one attempt under every key it names — may fail `failuresAllowed` times
- * within a minute; the failure past that throttles the key for 1 s, and every further failure
- * before the key is forgotten doubles the wait, up to `backoffMaxMs`. A throttled key is not
+ * within a minute; the failure past that throttles the key for `firstBackoffMs` (a second unless
+ * set otherwise: IOTHUB_LOGIN_BACKOFF_FIRST), and every further failure before the key is
+ * forgotten doubles the wait, up to `backoffMaxMs`. A throttled key is not
  * asked for credentials at all (its attempts are refused unseen, so they neither count nor
  * tell right from wrong). A success forgets the key; so does a minute without failures after
  * its last wait is over.

@@ -15,8 +15,8 @@ import { block1, option, readBlock1, requestTag, uint, uintBytes, uri } from '..
 const PEER = '10.0.0.1:5683'
 const LIFETIME_MS = 247_000 // RFC 7252's EXCHANGE_LIFETIME
 
-/** `admit`: what the gateway says of each block to be stored (by default, every body is taken). */
-function reassembly(limits: Partial<Block1Limits> = {}, admit: BodyAdmission = () => undefined) {
+/** `admit`: what the gateway says of each block to be stored (by default, every body is taken, owned by its peer). */
+function reassembly(limits: Partial<Block1Limits> = {}, admit: BodyAdmission = (_packet, peer) => ({ owner: peer })) {
   const clock = { now: 1_000_000 }
   const r = new Block1Reassembly({ ...DEFAULT_BLOCK1_LIMITS, maxBody: 1024, lifetimeMs: LIFETIME_MS, ...limits }, admit, () => clock.now)
   return { r, clock }
@@ -132,7 +132,7 @@ describe('Block1Reassembly', () => {
     let refusing = true
     const { r } = reassembly({}, (packet) => {
       asked.push(packet.options.filter((o) => o.name === 'Uri-Query').map((o) => o.value.toString()).join('&'))
-      return refusing ? { code: '4.01', message: 'no connection with this clientid and token', reason: 'not_authorized' } : undefined
+      return refusing ? { code: '4.01', message: 'no connection with this clientid and token', reason: 'not_authorized' } : { owner: 'd1' }
     })
     const refused = answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: body(16), query: ['clientid=d1', 'token=t'] }))
     assert.deepEqual([refused.code, refused.refused, refused.messageId], ['4.01', 'not_authorized', 1])
@@ -146,7 +146,7 @@ describe('Block1Reassembly', () => {
 
   it('asks of every block it would store, and forgets the body once one is refused (its connection ended meanwhile)', () => {
     let connected = true
-    const { r } = reassembly({}, () => (connected ? undefined : { code: '4.01', message: 'gone', reason: 'not_authorized' }))
+    const { r } = reassembly({}, () => (connected ? { owner: 'd1' } : { code: '4.01', message: 'gone', reason: 'not_authorized' }))
     const payload = body(48)
     assert.equal(answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: payload.subarray(0, 16) })).code, '2.31')
     connected = false
@@ -363,8 +363,8 @@ describe('Block1Reassembly', () => {
     assert.equal(answerOf(send(r, { messageId: 2, token: Buffer.from([2]), block: [1, false, 0], payload: body(4) })).code, '4.08')
   })
 
-  it('keeps at most maxTransfersPerPeer bodies per peer: a newer one forgets the peer’s oldest', () => {
-    const { r } = reassembly({ maxTransfersPerPeer: 2 })
+  it('keeps at most maxTransfersPerOwner bodies per owner (here its peer): a newer one forgets the owner’s oldest', () => {
+    const { r } = reassembly({ maxTransfersPerOwner: 2 })
     const tags = [1, 2, 3].map((n) => Buffer.from([n]))
     let mid = 1
     for (const tag of tags) send(r, { messageId: mid++, tag, block: [0, true, 0], payload: body(16) })
@@ -376,8 +376,26 @@ describe('Block1Reassembly', () => {
     assert.equal(finish(Buffer.from([9]), '10.0.0.2:5683')?.kind, 'request')
   })
 
+  it('bounds an owner whose blocks come from several addresses and ports as one', () => {
+    // the gateway's owner is the connection the token names, whatever port each body comes from
+    const { r } = reassembly({ maxTransfersPerOwner: 2 }, () => ({ owner: 'connection-1' }))
+    const peers = ['10.0.0.1:1001', '10.0.0.1:1002', '10.0.0.7:1003']
+    peers.forEach((peer, i) => send(r, { messageId: i + 1, block: [0, true, 0], payload: body(16) }, peer))
+    const finish = (peer: string, messageId: number) => send(r, { messageId, block: [1, false, 0], payload: body(4) }, peer)
+    assert.equal(answerOf(finish(peers[0]!, 10)).code, '4.08', "the owner's oldest body was forgotten, though it came from another port")
+    assert.equal(finish(peers[1]!, 11)?.kind, 'request')
+    assert.equal(finish(peers[2]!, 12)?.kind, 'request')
+  })
+
+  it('answers a refusal with the wait it brings as Max-Age (RFC 8516)', () => {
+    const { r } = reassembly({}, () => ({ code: '4.29', message: 'over 1000 requests a second: ask again in 1 s', reason: 'rate_limited', retryAfter: 1 }))
+    const answer = answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: body(16) }))
+    assert.deepEqual([answer.code, answer.refused], ['4.29', 'rate_limited'])
+    assert.deepEqual(answer.options.filter((o) => o.name === 'Max-Age').map((o) => o.value), [Buffer.from([1])])
+  })
+
   it('a body begun again holds its place once', () => {
-    const { r } = reassembly({ maxTransfersPerPeer: 2 })
+    const { r } = reassembly({ maxTransfersPerOwner: 2 })
     send(r, { messageId: 1, tag: Buffer.from([1]), block: [0, true, 0], payload: body(16) })
     send(r, { messageId: 2, tag: Buffer.from([1]), block: [0, true, 0], payload: body(16) })
     send(r, { messageId: 3, tag: Buffer.from([2]), block: [0, true, 0], payload: body(16) })
@@ -386,7 +404,7 @@ describe('Block1Reassembly', () => {
   })
 
   it('a finished body frees its place: a peer at its limit may begin another', () => {
-    const { r } = reassembly({ maxTransfersPerPeer: 1 })
+    const { r } = reassembly({ maxTransfersPerOwner: 1 })
     sendBlocks(r, body(20), 1, { tag: Buffer.from([1]) })
     send(r, { messageId: 10, tag: Buffer.from([2]), block: [0, true, 0], payload: body(16) })
     assert.equal(send(r, { messageId: 11, tag: Buffer.from([2]), block: [1, false, 0], payload: body(4) })?.kind, 'request')

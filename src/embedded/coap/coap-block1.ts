@@ -28,7 +28,9 @@
  * A block is stored only for a body the gateway would take (`admit`, asked of every block that
  * would be stored): a peer without a connection's token, or sending to a resource or topic it may
  * not publish to, is refused at its first block as it would be at its whole request, and holds no
- * buffer. The last block needs no asking: it goes on as a request, which the gateway checks.
+ * buffer. The last block needs no asking: it goes on as a request, which the gateway checks. What
+ * the gateway admits has an owner (its connection), and the bodies half received are bounded per
+ * owner, whichever addresses and ports its blocks come from.
  */
 import { randomInt } from 'node:crypto'
 import { generate, type NamedOption, type ParsedPacket } from 'coap-packet'
@@ -50,8 +52,8 @@ export interface Block1Limits {
   maxBody: number
   /** A body with no block for this long is forgotten; an answer is repeated for this long (EXCHANGE_LIFETIME). */
   lifetimeMs: number
-  /** Bodies one peer may have half received; a newer one makes the peer's oldest forgotten. */
-  maxTransfersPerPeer: number
+  /** Bodies one owner (the gateway: a connection) may have half received; a newer one makes its oldest forgotten. */
+  maxTransfersPerOwner: number
   /** Bodies half received in all, and the bytes they hold; over either, the least recently continued is forgotten. */
   maxTransfers: number
   maxBufferedBytes: number
@@ -64,13 +66,20 @@ export interface BodyRefusal {
   code: string
   message: string
   reason: RejectReason
+  /** Seconds to wait before asking again: the answer's Max-Age (RFC 8516). */
+  retryAfter?: number
 }
 
-/** Whether the gateway would take the body `packet` is a block of: undefined if it would. */
-export type BodyAdmission = (packet: ParsedPacket) => BodyRefusal | undefined
+/** The gateway would take the body: whose it is, for the bounds per owner. */
+export interface BodyAdmitted {
+  owner: string
+}
+
+/** Whether the gateway would take the body `packet` (from `peer`) is a block of. */
+export type BodyAdmission = (packet: ParsedPacket, peer: string) => BodyAdmitted | BodyRefusal
 
 export const DEFAULT_BLOCK1_LIMITS: Omit<Block1Limits, 'maxBody' | 'lifetimeMs'> = {
-  maxTransfersPerPeer: 4,
+  maxTransfersPerOwner: 4,
   maxTransfers: 4096,
   maxBufferedBytes: 64 * 1024 * 1024,
   maxAnswers: 16_384
@@ -86,7 +95,8 @@ export type Block1Outcome =
 
 /** A body being received. */
 interface Transfer {
-  peer: string
+  /** Whose body it is (what `admit` said). */
+  owner: string
   parts: Buffer[]
   bytes: number
   /** The size of the datagrams the blocks came in. */
@@ -99,7 +109,7 @@ interface Transfer {
 export class Block1Reassembly {
   /** By body; the least recently continued first (a block moves its body to the end). */
   private readonly transfers = new Map<string, Transfer>()
-  private readonly transfersByPeer = new Map<string, number>()
+  private readonly transfersByOwner = new Map<string, number>()
   private bufferedBytes = 0
   /** By peer and message id, oldest first: what each block was answered (nothing: it went to node-coap). */
   private readonly answered = new Map<string, { at: number; datagram?: Buffer }>()
@@ -153,12 +163,15 @@ export class Block1Reassembly {
       this.forget(key)
       return this.refuse(packet, bytes, error.code, error.message, 'bad_coap_request')
     }
+    let owner = ''
     if (block.more) {
-      const refusal = this.admit(packet)
-      if (refusal) {
+      const admission = this.admit(packet, peer)
+      if (!('owner' in admission)) {
         this.forget(key)
-        return this.refuse(packet, bytes, refusal.code, refusal.message, refusal.reason)
+        const waitOption: NamedOption[] = admission.retryAfter === undefined ? [] : [{ name: 'Max-Age', value: uintValue(admission.retryAfter) }]
+        return this.refuse(packet, bytes, admission.code, admission.message, admission.reason, waitOption)
       }
+      owner = admission.owner
     }
     const size1 = packet.options.find((o) => o.name === 'Size1')
     // RFC 7959 §4: Size1 lets the client say how large the body will be, so it is refused at once
@@ -203,8 +216,8 @@ export class Block1Reassembly {
     if (transfer) {
       this.transfers.delete(key) // set again below: the most recently continued goes last
     } else {
-      transfer = { peer, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at }
-      this.transfersByPeer.set(peer, (this.transfersByPeer.get(peer) ?? 0) + 1)
+      transfer = { owner, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at }
+      this.transfersByOwner.set(owner, (this.transfersByOwner.get(owner) ?? 0) + 1)
     }
     transfer.parts.push(packet.payload)
     transfer.bytes += length
@@ -213,7 +226,7 @@ export class Block1Reassembly {
     transfer.lastBlockAt = at
     this.bufferedBytes += length
     this.transfers.set(key, transfer)
-    this.bound(key, peer)
+    this.bound(key, transfer.owner)
     return this.continue(packet, block)
   }
 
@@ -223,14 +236,14 @@ export class Block1Reassembly {
   }
 
   /**
-   * Keeps what half-received bodies hold bounded, so no peer (nor many) can take the memory: a
-   * peer's oldest body goes when it has too many, and the least recently continued of all when
+   * Keeps what half-received bodies hold bounded, so no owner (nor many) can take the memory: an
+   * owner's oldest body goes when it has too many, and the least recently continued of all when
    * there are too many or they hold too much. Their next block is answered 4.08.
    */
-  private bound(current: string, peer: string): void {
-    if ((this.transfersByPeer.get(peer) ?? 0) > this.limits.maxTransfersPerPeer) {
+  private bound(current: string, owner: string): void {
+    if ((this.transfersByOwner.get(owner) ?? 0) > this.limits.maxTransfersPerOwner) {
       for (const [key, transfer] of this.transfers) {
-        if (transfer.peer !== peer || key === current) continue
+        if (transfer.owner !== owner || key === current) continue
         this.forget(key)
         break
       }
@@ -248,9 +261,9 @@ export class Block1Reassembly {
     if (!transfer) return
     this.transfers.delete(key)
     this.bufferedBytes -= transfer.bytes
-    const left = (this.transfersByPeer.get(transfer.peer) ?? 1) - 1
-    if (left > 0) this.transfersByPeer.set(transfer.peer, left)
-    else this.transfersByPeer.delete(transfer.peer)
+    const left = (this.transfersByOwner.get(transfer.owner) ?? 1) - 1
+    if (left > 0) this.transfersByOwner.set(transfer.owner, left)
+    else this.transfersByOwner.delete(transfer.owner)
   }
 
   private tooLarge(packet: ParsedPacket, bytes: number, message: string): Block1Outcome {
@@ -259,8 +272,8 @@ export class Block1Reassembly {
     return { kind: 'answer', datagram, refused: 'packet_too_large' }
   }
 
-  private refuse(packet: ParsedPacket, bytes: number, code: string, message: string, reason: RejectReason): Block1Outcome {
-    return { kind: 'answer', datagram: this.answer(packet, code, [], diagnostic(message, bytes, packet.token.length)), refused: reason }
+  private refuse(packet: ParsedPacket, bytes: number, code: string, message: string, reason: RejectReason, options: NamedOption[] = []): Block1Outcome {
+    return { kind: 'answer', datagram: this.answer(packet, code, options, diagnostic(message, bytes, packet.token.length)), refused: reason }
   }
 
   /** An answer to a block: piggybacked on its ACK when it is confirmable, else a non-confirmable message; with its token. */

@@ -49,7 +49,7 @@ import type { AdmissionPolicy, Refusal } from '../../admission/admission-policy.
 import { portInUse } from '../../port-in-use.js'
 import { checkTopic } from '../../admission/topic-rules.js'
 import { admits, charge, currentSecond, freeFrom, freshUse, heldBy, inboundLimits, type InboundLimits, type RateUse } from '../inbound-rate.js'
-import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS, type BodyRefusal } from './coap-block1.js'
+import { Block1Reassembly, DEFAULT_BLOCK1_LIMITS, type BodyAdmitted, type BodyRefusal } from './coap-block1.js'
 import { BlockOptionError, blockValue, MAX_BLOCK_SIZE, readBlock, sliceBlock, uintValue, type BlockRequest } from './coap-blocks.js'
 import { diagnostic } from './coap-diagnostic.js'
 import { CoapInbound, peerOf } from './coap-inbound.js'
@@ -117,10 +117,9 @@ class CoapError extends Error {
   }
 }
 
-/** The request codes of RFC 7252 §12.1.1, as coap-packet reads them. */
+/** The request codes of RFC 7252 §12.1.1 that publish, as coap-packet reads them. */
 const POST = '0.02'
 const PUT = '0.03'
-const METHOD_NAMES: Record<string, string> = { '0.01': 'GET', [POST]: 'POST', [PUT]: 'PUT', '0.04': 'DELETE' }
 
 function noSuchResource(path: readonly string[]): CoapError {
   return new CoapError('4.04', `no resource /${path.join('/')}: use /mqtt/connection or /ps/{topic}`, 'bad_coap_request')
@@ -275,18 +274,27 @@ export class CoapGateway {
   /**
    * Whether a body sent block-wise is one the gateway takes; coap-block1.ts asks before it stores
    * a block. Only a publish has a body, so it is what `publish` checks of a whole request — the
-   * resource, the connection's token, the topic — so that a body no publish would take holds no
-   * buffer while its blocks arrive. The rate is charged once, for the whole body, when it is
-   * published.
+   * resource, the connection's token, the topic, the QoS, the connection's rate (checked, not
+   * charged: the whole body is charged once published) — so that a body no publish would take
+   * holds no buffer while its blocks arrive. The body is its connection's, whatever address and
+   * port its blocks come from: the bounds on half-received bodies are per connection.
    */
-  private admitBody(packet: ParsedPacket): BodyRefusal | undefined {
+  private admitBody(packet: ParsedPacket): BodyAdmitted | BodyRefusal {
     const request = readPacketRequest(packet)
     const [first, second, ...rest] = request.path
     try {
-      if (first !== 'ps' || second === undefined) throw noSuchResource(request.path)
-      if (packet.code !== POST && packet.code !== PUT) throw notAllowedOnPs(METHOD_NAMES[packet.code] ?? packet.code)
-      this.brokerTopic(this.authorized(request.query), [second, ...rest].join('/'), false)
-      return undefined
+      const publishes = first === 'ps' && second !== undefined && (packet.code === POST || packet.code === PUT)
+      if (!publishes) {
+        if (!(first === 'ps' && second !== undefined) && !(first === 'mqtt' && second === 'connection' && rest.length === 0)) throw noSuchResource(request.path)
+        // RFC 7252 §5.4.1: Block1 is a critical option this request does not take
+        throw new CoapError('4.02', 'Block1 is taken only by a publish (POST or PUT on /ps/{topic})', 'bad_coap_request')
+      }
+      const connection = this.authorized(request.query)
+      connection.lastHeard = Date.now()
+      this.refuseOverRate(connection)
+      this.brokerTopic(connection, [second, ...rest].join('/'), false)
+      if (qosOf(request.query, packet.confirmable) === null) throw new CoapError('4.00', 'qos must be 0, 1 or 2', 'bad_coap_request')
+      return { owner: connection.clientId }
     } catch (error) {
       if (error instanceof CoapError) return error
       throw error
@@ -320,15 +328,19 @@ export class CoapGateway {
    * changes nothing.
    */
   private withinRate(connection: CoapConnection, bytes: number): void {
+    this.refuseOverRate(connection)
+    if (this.limits) charge(connection, bytes)
+  }
+
+  /** Throws the 4.29 of a connection over its rate; charges nothing. */
+  private refuseOverRate(connection: CoapConnection): void {
     const limits = this.limits
     if (!limits) return
     const now = currentSecond()
-    if (!admits(connection, limits, now)) {
-      const wait = freeFrom(connection, limits) - now
-      const limit = heldBy(connection, limits) === 'messages' ? `${limits.messagesPerSecond} requests` : `${limits.bytesPerSecond} bytes`
-      throw new CoapError('4.29', `over ${limit} a second: ask again in ${wait} s`, 'rate_limited', wait)
-    }
-    charge(connection, bytes)
+    if (admits(connection, limits, now)) return
+    const wait = freeFrom(connection, limits) - now
+    const limit = heldBy(connection, limits) === 'messages' ? `${limits.messagesPerSecond} requests` : `${limits.bytesPerSecond} bytes`
+    throw new CoapError('4.29', `over ${limit} a second: ask again in ${wait} s`, 'rate_limited', wait)
   }
 
   /** Admits a device (admission-policy.ts) and records its session; resolves with the connection's token. */

@@ -9,12 +9,13 @@
  * from its sources, once per process and worker, without the process' node flags: a store opens
  * in ~80 ms. The bundle is written under `node_modules/.cache/iothub/workers/`, named by its
  * content, so processes running side by side share it and a changed source gets a file of its own;
- * bundles of a worker's earlier sources are removed once they are an hour old (a process started
- * before the change may still be starting threads from its own). The bundle carries its source
- * map, and the thread runs with `--enable-source-maps`: its stack traces name the `.ts` sources.
+ * bundles of a worker's earlier sources are removed once unused for an hour (each start of a thread
+ * from a bundle marks it used; a process whose bundle was removed all the same writes it again from
+ * what it keeps in memory, never from sources changed since). The bundle carries its source map,
+ * and the thread runs with `--enable-source-maps`: its stack traces name the `.ts` sources.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { basename, dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -29,8 +30,8 @@ export function startWorker(name: string, workerData: unknown): Worker {
   return new Worker(bundled(join(dirname(here), `${name}-worker${extension}`)), { workerData, execArgv: ['--enable-source-maps'] })
 }
 
-/** Bundles already made by this process: source path → bundle path. */
-const bundles = new Map<string, string>()
+/** Bundles already made by this process: source path → the bundle's path and code. */
+const bundles = new Map<string, { path: string; code: string }>()
 
 interface Esbuild {
   buildSync(options: Record<string, unknown>): { outputFiles: { text: string }[] }
@@ -38,7 +39,13 @@ interface Esbuild {
 
 function bundled(source: string): string {
   const known = bundles.get(source)
-  if (known !== undefined) return known
+  if (known !== undefined) {
+    // this process' sources as it bundled them, even if they changed on disk since
+    written(known.path, known.code)
+    return known.path
+  }
+  // three levels above this folder (src/store/sqlite): the project, whose node_modules the bundle's imports resolve from
+  const folder = join(dirname(source), '..', '..', '..', 'node_modules', '.cache', 'iothub', 'workers')
   // a development dependency, needed only here: compiled code never comes this way
   const esbuild = createRequire(import.meta.url)('esbuild') as Esbuild
   const { outputFiles } = esbuild.buildSync({
@@ -49,32 +56,42 @@ function bundled(source: string): string {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    // stack traces point into the sources; their text is on disk, not copied into the map
+    // stack traces point into the sources (named relative to the bundle's folder, where the
+    // thread resolves them); their text is on disk, not copied into the map
     sourcemap: 'inline',
     sourcesContent: false,
+    outdir: folder,
     write: false
   })
   const code = outputFiles[0]!.text
-  // three levels above this folder (src/store/sqlite): the project, whose node_modules the bundle's imports resolve from
-  const folder = join(dirname(source), '..', '..', '..', 'node_modules', '.cache', 'iothub', 'workers')
   const name = basename(source, extname(source))
   const path = join(folder, `${name}-${createHash('sha256').update(code).digest('hex').slice(0, 16)}.mjs`)
-  if (!existsSync(path)) {
-    mkdirSync(folder, { recursive: true })
-    // written whole under a name of its own, then renamed: a process beside this one never reads half a file
-    const partial = `${path}.${process.pid}.${Date.now()}`
-    writeFileSync(partial, code)
-    renameSync(partial, path)
-  }
+  written(path, code)
   removeStale(folder, name, path)
-  bundles.set(source, path)
+  bundles.set(source, { path, code })
   return path
 }
 
-/** How old a bundle of a worker's earlier sources must be to be removed. */
+/** Makes sure the bundle is at `path`, and marks it used now (removeStale spares it for an hour). */
+function written(path: string, code: string): void {
+  try {
+    const now = new Date()
+    utimesSync(path, now, now)
+    return
+  } catch {
+    // not there (yet, or removed): written below
+  }
+  mkdirSync(dirname(path), { recursive: true })
+  // written whole under a name of its own, then renamed: a process beside this one never reads half a file
+  const partial = `${path}.${process.pid}.${Date.now()}`
+  writeFileSync(partial, code)
+  renameSync(partial, path)
+}
+
+/** How long a bundle of a worker's earlier sources must have been unused to be removed. */
 export const STALE_BUNDLE_MS = 60 * 60 * 1000
 
-/** Removes `name`'s bundles other than `current` (and half-written ones) older than STALE_BUNDLE_MS. */
+/** Removes `name`'s bundles other than `current` (and half-written ones) unused for STALE_BUNDLE_MS. */
 function removeStale(folder: string, name: string, current: string): void {
   const mine = new RegExp(`^${name}-[0-9a-f]{16}\\.mjs(\\.\\d+\\.\\d+)?$`)
   const before = Date.now() - STALE_BUNDLE_MS
