@@ -129,14 +129,26 @@ if (missing !== undefined && onCi) {
       assert.equal(last.searchParams.get('deviceId'), device.id)
       assert.equal(last.searchParams.get('limit'), '25')
       assert.ok(last.searchParams.get('cursor'))
-      // a search by part of the client id: paged-10 … paged-19
-      await page.getByLabel('client id contains').fill('ed-1')
+      // a search by part of the client id (the default): paged-10 … paged-19
+      await page.getByLabel('client id', { exact: true }).fill('ed-1')
       await page.getByRole('button', { name: 'Search' }).click()
       await row('sessions', 'data-client-id', 'paged-29').waitFor({ ...WAIT, state: 'detached' })
       await row('sessions', 'data-client-id', 'paged-19').waitFor(WAIT)
       assert.equal(await page.locator('[data-testid="sessions"] tbody tr').count(), 10)
       const searched = requests.filter((r) => r.url.pathname === '/v1/sessions').at(-1)!.url
       assert.equal(searched.searchParams.get('clientIdContains'), 'ed-1')
+      // the whole id, matched exactly: the one session, not paged-10 … paged-19 with it
+      await page.getByLabel('client id match').selectOption('exact')
+      await page.getByLabel('client id', { exact: true }).fill('paged-1')
+      await page.getByRole('button', { name: 'Search' }).click()
+      // no session is paged-1
+      await page.locator('[data-testid="sessions"] tbody td', { hasText: 'no sessions' }).waitFor(WAIT)
+      await page.getByLabel('client id', { exact: true }).fill('paged-12')
+      await page.getByRole('button', { name: 'Search' }).click()
+      await row('sessions', 'data-client-id', 'paged-12').waitFor(WAIT)
+      assert.equal(await page.locator('[data-testid="sessions"] tbody tr').count(), 1)
+      const exact = requests.filter((r) => r.url.pathname === '/v1/sessions').at(-1)!.url
+      assert.deepEqual([exact.searchParams.get('clientId'), exact.searchParams.get('clientIdContains')], ['paged-12', null])
       await Promise.all(clients.map((c) => c.endAsync()))
     })
 

@@ -18,8 +18,10 @@ const SESSION_TYPES = 'session.connected,session.disconnected,session.ended,sess
 const PAGE_SIZES = [25, 50, 100]
 
 interface Form {
-  /** Part of a client id: the hub lists the sessions whose client id holds it. */
+  /** A client id, or part of one (`clientIdMatch`). */
   clientId: string
+  /** `contains`: the sessions whose client id holds `clientId`; `exact`: the one session of that id (the store's index, not a read of every row). */
+  clientIdMatch: string
   deviceId: string
   protocol: string
   connected: string
@@ -27,7 +29,7 @@ interface Form {
 
 function filtersOf(form: Form): SessionFilters {
   return {
-    ...(form.clientId ? { clientIdContains: form.clientId } : {}),
+    ...(form.clientId ? (form.clientIdMatch === 'exact' ? { clientId: form.clientId } : { clientIdContains: form.clientId }) : {}),
     ...(form.deviceId ? { deviceId: form.deviceId } : {}),
     ...(form.protocol ? { protocol: form.protocol } : {}),
     ...(form.connected ? { connected: form.connected === 'true' } : {})
@@ -35,7 +37,7 @@ function filtersOf(form: Form): SessionFilters {
 }
 
 export function Sessions() {
-  const empty: Form = { clientId: '', deviceId: '', protocol: '', connected: '' }
+  const empty: Form = { clientId: '', clientIdMatch: 'contains', deviceId: '', protocol: '', connected: '' }
   const [form, setForm] = useState<Form>(empty)
   const [applied, setApplied] = useState<Form>(empty)
   const [limit, setLimit] = useState(50)
@@ -103,7 +105,11 @@ export function Sessions() {
           setApplied(form)
         }}
       >
-        <input placeholder="client id contains" aria-label="client id contains" {...field('clientId')} />
+        <select aria-label="client id match" {...field('clientIdMatch')}>
+          <option value="contains">client id contains</option>
+          <option value="exact">client id is</option>
+        </select>
+        <input placeholder="client id" aria-label="client id" {...field('clientId')} />
         <input placeholder="device id" aria-label="device id" {...field('deviceId')} />
         <select aria-label="protocol" {...field('protocol')}>
           <option value="">any protocol</option>
