@@ -11,6 +11,7 @@ import * as coap from 'coap'
 import { generate as generatePacket, parse as parsePacket, type NamedOption } from 'coap-packet'
 import { block1, block2, coapCall, coapObserve, keptAlive, observe, option, RawCoap, readBlock1, readBlock2, requestTag, uint, uintBytes, uri } from './helpers/coap.js'
 import { eventually, startTestHub, type TestHub } from './helpers/hub.js'
+import { metricValue } from './helpers/metrics.js'
 
 /** Connects device `id` over CoAP; resolves with the connection's token. */
 async function connect(port: number, id: string, password: string): Promise<string> {
@@ -765,6 +766,46 @@ describe('CoAP gateway with the default ACK_TIMEOUT (2 s)', () => {
     }
   })
 
+
+  it('an observer that acknowledges nothing has at most 32 notifications awaiting their ACK: more messages are not notified, and counted; acknowledged, it is notified again', async (ctx) => {
+    const d = await t.createDevice({ id: 'coap-backlog' })
+    const token = await connect(port, 'coap-backlog', d.token)
+    ctx.after(() => coapCall(port, 'DELETE', '/mqtt/connection', `clientid=coap-backlog&token=${token}`).catch(() => undefined))
+    // an observer that hears everything and acknowledges nothing (until told to)
+    const silent = createSocket('udp4')
+    ctx.after(() => silent.close())
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', () => resolve()))
+    const registered = new Promise<void>((resolve) => silent.once('message', () => resolve()))
+    // confirmable notifications by message id: a retransmission is the same one again
+    const notified = new Map<number, string>()
+    silent.on('message', (message) => {
+      const packet = parsePacket(message)
+      if (packet.confirmable) notified.set(packet.messageId, packet.payload.toString())
+    })
+    silent.send(generatePacket({ code: '0.01', confirmable: true, messageId: 1, token: Buffer.from([7, 7]), options: [observe(0), ...uri(['ps', 'flood'], ['clientid=coap-backlog', `token=${token}`])] }), port, '127.0.0.1')
+    await registered
+    const dropped = () => metricValue(t.api, 'iothub_coap_notifications_dropped_total{reason="backlog"}')
+    const droppedBefore = await dropped()
+
+    // its own device's topic, flooded (a superuser here; the device itself could, at its rate)
+    const publisher = await t.connect({ clientId: 'backlog-publisher', username: 'admin', password: 'public' })
+    ctx.after(() => publisher.endAsync())
+    for (let i = 0; i < 40; i++) await publisher.publishAsync('coap-backlog/flood', `m${i}`, { qos: 1 })
+    await eventually(async () => (await dropped()) - droppedBefore === 8, 10_000, 'eight messages not notified')
+    await eventually(() => notified.size === 32, 10_000, 'the first 32 notified')
+    assert.deepEqual([...notified.values()].sort(), Array.from({ length: 32 }, (_, i) => `m${i}`).sort())
+
+    // it acknowledges them: the next message is notified
+    for (const messageId of notified.keys()) silent.send(generatePacket({ code: '0.00', ack: true, messageId }), port, '127.0.0.1')
+    await eventually(
+      async () => {
+        await publisher.publishAsync('coap-backlog/flood', 'after', { qos: 1 })
+        return [...notified.values()].includes('after')
+      },
+      10_000,
+      'a notification once the observer acknowledged'
+    )
+  })
 })
 
 describe('CoAP gateway with the default ACK_TIMEOUT (2 s) and a 1,000-byte publish limit', () => {

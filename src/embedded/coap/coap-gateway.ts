@@ -97,6 +97,17 @@ interface CoapConnection extends RateUse {
 const MAX_NOTIFICATION_BYTES = 64 * 1024
 
 /**
+ * Confirmable notifications of one observation that may wait for their ACK at once. Each waiting
+ * one is held (node-coap keeps it to retransmit, the gateway times it) until its ACK or for
+ * MAX_TRANSMIT_WAIT (93 s): an observer that answers nothing, of a topic its own device floods
+ * at the rate a connection may publish, would make the hub hold tens of thousands. RFC 7252 §4.7
+ * asks one at a time of a client (NSTART 1); a window of 32 lets a device on a slow link take a
+ * burst. Past it, a message is not notified, and counted (`backlog`), as the MQTT side drops for
+ * a client that does not read.
+ */
+const MAX_UNACKNOWLEDGED_NOTIFICATIONS = 32
+
+/**
  * The receive buffer asked for the gateway's socket: the kernel default (about 208 KiB, some 190
  * datagrams) drops bursts of requests. Linux grants at most net.core.rmem_max.
  */
@@ -156,7 +167,7 @@ export class CoapGateway {
     this.limits = inboundLimits(config.maxMessageRate, config.maxByteRate)
     this.notificationsDropped = new Counter({
       name: 'iothub_coap_notifications_dropped_total',
-      help: 'Messages a CoAP observer was not notified of, by reason (too_large: over 64 KiB)',
+      help: 'Messages a CoAP observer was not notified of, by reason (too_large: over 64 KiB; backlog: 32 of its notifications awaiting their ACK)',
       labelNames: ['reason'] as const,
       registers: [metrics.registry]
     })
@@ -471,6 +482,11 @@ export class CoapGateway {
         if (payload.length > MAX_NOTIFICATION_BYTES) {
           this.notificationsDropped.inc({ reason: 'too_large' })
           this.log.warn({ clientId: connection.clientId, topic: packet.topic, bytes: payload.length, max: MAX_NOTIFICATION_BYTES }, 'message too large for a CoAP notification, not sent')
+          return done()
+        }
+        if ((this.unacknowledged?.pendingOf(observer) ?? 0) >= MAX_UNACKNOWLEDGED_NOTIFICATIONS) {
+          this.notificationsDropped.inc({ reason: 'backlog' })
+          this.log.debug({ clientId: connection.clientId, topic: packet.topic }, 'CoAP observer has not acknowledged its last notifications: message not notified')
           return done()
         }
         this.notify(observer, payload)

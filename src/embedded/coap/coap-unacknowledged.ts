@@ -42,6 +42,11 @@ export class UnacknowledgedNotifications<Owner extends object> {
     keys.add(key)
   }
 
+  /** How many of `owner`'s notifications are waiting. */
+  pendingOf(owner: Owner): number {
+    return this.byOwner.get(owner)?.size ?? 0
+  }
+
   /** `peer` acknowledged (or reset) message `messageId`. */
   replied(peer: string, messageId: number): void {
     this.remove(`${peer} ${messageId}`)
