@@ -117,9 +117,11 @@ if (missing !== undefined && onCi) {
       await open('#/sessions')
       await page.getByLabel('device id').fill(device.id)
       await page.getByLabel('page size').selectOption('25')
+      // the listing before the search (every session; the page size applies at once) may hold the
+      // same rows: what tells the searched page is its answer
+      const searched = page.waitForResponse((r) => new URL(r.url()).pathname === '/v1/sessions' && new URL(r.url()).searchParams.get('deviceId') === device.id, WAIT)
       await page.getByRole('button', { name: 'Search' }).click()
-      // the listing before the search (every session, 50 a page) may hold paged-24 too: what tells
-      // the searched page is there is its size
+      await searched
       await page.waitForFunction(() => document.querySelectorAll('[data-testid="sessions"] tbody tr').length === 25, undefined, WAIT)
       await row('sessions', 'data-client-id', 'paged-24').waitFor(WAIT)
       await page.getByRole('button', { name: 'Next ›' }).click()
@@ -135,8 +137,8 @@ if (missing !== undefined && onCi) {
       await row('sessions', 'data-client-id', 'paged-29').waitFor({ ...WAIT, state: 'detached' })
       await row('sessions', 'data-client-id', 'paged-19').waitFor(WAIT)
       assert.equal(await page.locator('[data-testid="sessions"] tbody tr').count(), 10)
-      const searched = requests.filter((r) => r.url.pathname === '/v1/sessions').at(-1)!.url
-      assert.equal(searched.searchParams.get('clientIdContains'), 'ed-1')
+      const contains = requests.filter((r) => r.url.pathname === '/v1/sessions').at(-1)!.url
+      assert.equal(contains.searchParams.get('clientIdContains'), 'ed-1')
       // the whole id, matched exactly: the one session, not paged-10 … paged-19 with it
       await page.getByLabel('client id match').selectOption('exact')
       await page.getByLabel('client id', { exact: true }).fill('paged-1')

@@ -156,9 +156,19 @@ describe('Block1Reassembly', () => {
     assert.equal(answerOf(send(r, { messageId: 3, block: [1, true, 0], payload: payload.subarray(16, 32) })).code, '4.08')
   })
 
-  it('does not ask of a last block: it goes on as a request, which the gateway checks whole', () => {
+  it('does not ask of a body in one block: it goes on as a request, which the gateway checks whole', () => {
     const { r } = reassembly({}, () => ({ code: '4.01', message: 'never', reason: 'not_authorized' }))
     assert.deepEqual(requestOf(send(r, { messageId: 5, block: [0, false, 2], payload: body(50) })).packet.payload, body(50))
+  })
+
+  it('asks of a last block that completes a stored body, and forgets the body when refused', () => {
+    let connected = true
+    const { r } = reassembly({}, () => (connected ? { owner: 'd1' } : { code: '4.01', message: 'gone', reason: 'not_authorized' }))
+    send(r, { messageId: 1, block: [0, true, 0], payload: body(16) })
+    connected = false
+    assert.equal(answerOf(send(r, { messageId: 2, block: [1, false, 0], payload: body(4) })).code, '4.01')
+    connected = true
+    assert.equal(answerOf(send(r, { messageId: 3, block: [1, false, 0], payload: body(4) })).code, '4.08', 'the body is gone')
   })
 
   it('takes a body in one block (NUM 0, no M) as a request of its own', () => {
@@ -392,6 +402,21 @@ describe('Block1Reassembly', () => {
     const answer = answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: body(16) }))
     assert.deepEqual([answer.code, answer.refused], ['4.29', 'rate_limited'])
     assert.deepEqual(answer.options.filter((o) => o.name === 'Max-Age').map((o) => o.value), [Buffer.from([1])])
+  })
+
+  it('keeps what was received through a refusal that says to wait: the block sent again after it continues the body', () => {
+    let overRate = false
+    const { r } = reassembly({}, () => (overRate ? { code: '4.29', message: 'ask again in 1 s', reason: 'rate_limited', retryAfter: 1 } : { owner: 'd1' }))
+    const payload = body(40)
+    const part = (num: number) => payload.subarray(num * 16, num * 16 + 16)
+    assert.equal(answerOf(send(r, { messageId: 1, block: [0, true, 0], payload: part(0) })).code, '2.31')
+    assert.equal(answerOf(send(r, { messageId: 2, block: [1, true, 0], payload: part(1) })).code, '2.31')
+    overRate = true
+    assert.equal(answerOf(send(r, { messageId: 3, block: [2, false, 0], payload: part(2) })).code, '4.29', 'the last block over the rate')
+    assert.equal(answerOf(send(r, { messageId: 4, block: [1, true, 0], payload: part(1) })).code, '4.29', 'a stored block sent again, still over it')
+    overRate = false
+    // the wait is over: block 2 again, with a message id of its own
+    assert.deepEqual(requestOf(send(r, { messageId: 5, block: [2, false, 0], payload: part(2) })).packet.payload, payload)
   })
 
   it('a body begun again holds its place once', () => {

@@ -21,7 +21,7 @@ interface Form {
   /** A client id, or part of one (`clientIdMatch`). */
   clientId: string
   /** `contains`: the sessions whose client id holds `clientId`; `exact`: the one session of that id (the store's index, not a read of every row). */
-  clientIdMatch: string
+  clientIdMatch: 'contains' | 'exact'
   deviceId: string
   protocol: string
   connected: string

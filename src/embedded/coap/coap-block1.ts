@@ -26,9 +26,12 @@
  * number: 2.31 again, not a 4.08 that would end a transfer going well.
  *
  * A block is stored only for a body the gateway would take (`admit`, asked of every block that
- * would be stored): a peer without a connection's token, or sending to a resource or topic it may
- * not publish to, is refused at its first block as it would be at its whole request, and holds no
- * buffer. The last block needs no asking: it goes on as a request, which the gateway checks. What
+ * would be stored, and of a last block that completes a stored body): a peer without a
+ * connection's token, or sending to a resource or topic it may not publish to, is refused at its
+ * first block as it would be at its whole request, and holds no buffer. A refusal that says to
+ * wait (the connection over its rate: 4.29 with Max-Age) keeps what was received, so the block
+ * sent again after the wait continues the body; any other forgets it. The last block of a body in
+ * one block needs no asking: it goes on as a request, which the gateway checks. What
  * the gateway admits has an owner (its connection), and the bodies half received are bounded per
  * owner, whichever addresses and ports its blocks come from.
  */
@@ -163,13 +166,18 @@ export class Block1Reassembly {
       this.forget(key)
       return this.refuse(packet, bytes, error.code, error.message, 'bad_coap_request')
     }
-    let owner = ''
-    if (block.more) {
+    // asked of a block to be stored, and of a last block that completes a stored body
+    let owner: string | undefined
+    if (block.more || this.transfers.has(key)) {
       const admission = this.admit(packet, peer)
       if (!('owner' in admission)) {
-        this.forget(key)
-        const waitOption: NamedOption[] = admission.retryAfter === undefined ? [] : [{ name: 'Max-Age', value: uintValue(admission.retryAfter) }]
-        return this.refuse(packet, bytes, admission.code, admission.message, admission.reason, waitOption)
+        if (admission.retryAfter === undefined) {
+          this.forget(key)
+          return this.refuse(packet, bytes, admission.code, admission.message, admission.reason)
+        }
+        // to be asked again after a wait (over the rate): what was received stays, so the same
+        // block, sent again then, continues the body
+        return this.refuse(packet, bytes, admission.code, admission.message, admission.reason, [{ name: 'Max-Age', value: uintValue(admission.retryAfter) }])
       }
       owner = admission.owner
     }
@@ -216,6 +224,8 @@ export class Block1Reassembly {
     if (transfer) {
       this.transfers.delete(key) // set again below: the most recently continued goes last
     } else {
+      // a block to be stored was admitted above, which named its owner
+      if (owner === undefined) throw new Error('a block stored without an owner')
       transfer = { owner, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at }
       this.transfersByOwner.set(owner, (this.transfersByOwner.get(owner) ?? 0) + 1)
     }
