@@ -294,12 +294,11 @@ export class CoapGateway {
     const request = readPacketRequest(packet)
     const [first, second, ...rest] = request.path
     try {
-      const publishes = first === 'ps' && second !== undefined && (packet.code === POST || packet.code === PUT)
-      if (!publishes) {
-        if (!(first === 'ps' && second !== undefined) && !(first === 'mqtt' && second === 'connection' && rest.length === 0)) throw noSuchResource(request.path)
-        // RFC 7252 §5.4.1: Block1 is a critical option this request does not take
-        throw new CoapError('4.02', 'Block1 is taken only by a publish (POST or PUT on /ps/{topic})', 'bad_coap_request')
-      }
+      const onPs = first === 'ps' && second !== undefined
+      const onConnection = first === 'mqtt' && second === 'connection' && rest.length === 0
+      if (!onPs && !onConnection) throw noSuchResource(request.path)
+      // RFC 7252 §5.4.1: Block1 is a critical option, which no other request than a publish takes
+      if (!onPs || (packet.code !== POST && packet.code !== PUT)) throw new CoapError('4.02', 'Block1 is taken only by a publish (POST or PUT on /ps/{topic})', 'bad_coap_request')
       const connection = this.authorized(request.query)
       connection.lastHeard = Date.now()
       this.refuseOverRate(connection)
