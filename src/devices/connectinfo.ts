@@ -133,8 +133,7 @@ export class ConnectInfoTracker {
           this.pending.delete(deviceId)
           return this.compute(deviceId, view)
         },
-        undefined,
-        { devices: [deviceId], deviceSessions: [deviceId] }
+        { reads: { devices: [deviceId], deviceSessions: [deviceId] } }
       )
       .then(() => {
         // written: what the last change was about is stored now, and needs no keeping (unless a

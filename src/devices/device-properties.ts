@@ -13,7 +13,7 @@ import { fewGet, fewPut, fewValues, type Few } from '../registry/few.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider, DecisionReads, StoredProperty, StoredView } from '../store/decision.js'
-import type { Store, StoredDeviceProperty } from '../store/store.js'
+import type { Mutation, Store, StoredDeviceProperty } from '../store/store.js'
 
 /** What a change returns to leave the property as it is (and write nothing). */
 export const UNCHANGED = Symbol('unchanged')
@@ -26,6 +26,17 @@ interface PropertyValue {
 }
 
 const nameOf = (p: PropertyValue): string => p.name
+
+const NOTHING_ELSE: readonly Mutation[] = []
+
+export interface PropertyUpdateOptions<T> {
+  /** Run once the change is durable, before the device's next change starts. */
+  afterwards?: (value: T) => Promise<void>
+  /** What else the change reads of the view (the device, its sessions), as stored with the property. */
+  reads?: Omit<DecisionReads, 'properties'>
+  /** Written in the change's transaction when it writes (a push's journal record): with it or not at all. */
+  storeWith?: readonly Mutation[]
+}
 
 export class DeviceProperties {
   /** A device's few properties as a Few (registry/few.ts): a Map per device would cost more than a million devices' values. */
@@ -111,14 +122,8 @@ export class DeviceProperties {
    * throws, nothing is stored and the promise rejects with its error; if it returns
    * `UNCHANGED`, nothing is written and `afterwards` does not run.
    */
-  update<T>(
-    deviceId: string,
-    name: PropertyName,
-    change: (current: unknown, view: StoredView) => T | typeof UNCHANGED,
-    afterwards?: (value: T) => Promise<void>,
-    /** What else `change` reads of the view (the device, its sessions), as stored with the property. */
-    reads: Omit<DecisionReads, 'properties'> = {}
-  ): Promise<T | typeof UNCHANGED> {
+  update<T>(deviceId: string, name: PropertyName, change: (current: unknown, view: StoredView) => T | typeof UNCHANGED, options: PropertyUpdateOptions<T> = {}): Promise<T | typeof UNCHANGED> {
+    const { afterwards, reads, storeWith = NOTHING_ELSE } = options
     return this.queue.run(deviceId, async () => {
       // decided while its device's deletion is under way (the caches still show the device), the
       // change would be stored after the deletion: a property of a device that is gone
@@ -130,7 +135,7 @@ export class DeviceProperties {
         decide: (view) => {
           const next = change(view.property(deviceId, name)?.value, view)
           if (next === UNCHANGED) return { mutations: [], result: UNCHANGED }
-          return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }], result: next }
+          return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }, ...storeWith], result: next }
         }
       })
       if (value === UNCHANGED) return UNCHANGED

@@ -7,15 +7,15 @@
  *
  * Each change is decided against the device and the property as stored — where replicas share
  * the store, in the transaction that writes it, under the device's lock — so a device deleted
- * meanwhile gets no property row (UnknownDeviceError, nothing stored). Then, in the device's
- * queue of changes, it is pushed; a push that fails does not undo the stored change: the
- * outcome says so.
+ * meanwhile gets no property row (UnknownDeviceError, nothing stored). The push is recorded
+ * with the change, where the carrier keeps a journal of pushes (dispatcher.ts). Then, in the
+ * device's queue of changes, it is pushed; a push that fails does not undo the stored change:
+ * the outcome says so (and its journal record stays, for the next start to publish).
  */
-import type { ChangeProperty } from '../domain/change-topics.js'
 import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
-import type { Dispatcher } from './dispatcher.js'
+import type { Dispatcher, PreparedPush } from './dispatcher.js'
 
 export interface PushOutcome {
   /** The sessions the change was published to (those holding a subscription entity for it). */
@@ -35,7 +35,7 @@ export function commandPayload(command: Pick<Command, 'id' | 'name' | 'params'>)
 export class DownstreamChanges {
   constructor(
     private readonly properties: DeviceProperties,
-    private readonly dispatcher: Pick<Dispatcher, 'push'>
+    private readonly dispatcher: Pick<Dispatcher, 'prepare' | 'push'>
   ) {}
 
   /**
@@ -48,6 +48,7 @@ export class DownstreamChanges {
     const outcome: PushOutcome = { pushedTo: [] }
     // the decision's last run is the one stored (a store may run it again, on what it reads then)
     let merged: Measured<JsonObject> | undefined
+    const push = this.dispatcher.prepare(id, 'attributes', payload)
     await this.properties.update(
       id,
       'attributes',
@@ -56,8 +57,7 @@ export class DownstreamChanges {
         merged = mergedAttributes(isJsonObject(current) ? current : undefined, patch)
         return merged.value
       },
-      () => this.push(id, 'attributes', payload, outcome),
-      { devices: [id] }
+      { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
     )
     // the change always writes (a merge is never UNCHANGED)
     return { attributes: merged!.value, attributesJson: merged!.json, ...outcome }
@@ -69,6 +69,7 @@ export class DownstreamChanges {
    */
   async sendCommand(id: string, command: Command, payload: Buffer): Promise<({ command: Command } & PushOutcome) | typeof ALREADY_SENT> {
     const outcome: PushOutcome = { pushedTo: [] }
+    const push = this.dispatcher.prepare(id, 'commands', payload)
     const stored = await this.properties.update(
       id,
       'commands',
@@ -77,8 +78,7 @@ export class DownstreamChanges {
         const commands = isJsonObject(current) ? current : undefined
         return hasCommand(commands, command.id) ? UNCHANGED : addCommand(commands, command)
       },
-      () => this.push(id, 'commands', payload, outcome),
-      { devices: [id] }
+      { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
     )
     if (stored === UNCHANGED) return ALREADY_SENT
     return { command, ...outcome }
@@ -90,6 +90,7 @@ export class DownstreamChanges {
    */
   async sendRaw(id: string, raw: () => unknown, bytes: Buffer): Promise<PushOutcome> {
     const outcome: PushOutcome = { pushedTo: [] }
+    const push = this.dispatcher.prepare(id, 'raw', bytes)
     await this.properties.update(
       id,
       'rawData',
@@ -97,15 +98,14 @@ export class DownstreamChanges {
         if (!view.device(id)) throw new UnknownDeviceError(id)
         return raw()
       },
-      () => this.push(id, 'raw', bytes, outcome),
-      { devices: [id] }
+      { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
     )
     return outcome
   }
 
-  private async push(id: string, property: ChangeProperty, payload: Buffer, outcome: PushOutcome): Promise<void> {
+  private async push(push: PreparedPush, outcome: PushOutcome): Promise<void> {
     try {
-      outcome.pushedTo = await this.dispatcher.push(id, property, payload)
+      outcome.pushedTo = await this.dispatcher.push(push)
     } catch (error) {
       outcome.pushError = `stored, not pushed: ${(error as Error).message}`
     }

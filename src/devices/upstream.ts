@@ -66,7 +66,7 @@ export class Upstream {
       registered = view.device(deviceId) !== undefined
       return registered ? change(current) : UNCHANGED
     }
-    await this.properties.update(deviceId, name, decide, afterwards, { devices: [deviceId] })
+    await this.properties.update(deviceId, name, decide, { afterwards, reads: { devices: [deviceId] } })
     return registered
   }
 }

@@ -77,6 +77,10 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     return this.broker
   }
 
+  get pushJournal(): PublishJournal {
+    return this.journal
+  }
+
   /** The previous run's connections are gone: clean sessions end, persistent ones go offline. */
   async recover(snapshot: Snapshot): Promise<void> {
     const { registry, log } = this.core

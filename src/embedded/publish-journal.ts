@@ -8,13 +8,18 @@
  * `published` hook, which runs after the retained copy and the offline queues are durable),
  * the entry is removed. At start, entries left by a crash are published again: at least once,
  * as QoS 1 promises. (QoS 2 needs none of this: Aedes stores it before its PUBREC.)
+ *
+ * The hub's own pushes of a stored change (devices/dispatcher.ts) are kept here too: recorded in
+ * the transaction of the change, removed once routed — so a crash between the two does not lose
+ * the push of a change the API answered as made.
  */
 import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
-import type { Store } from '../store/store.js'
+import type { BrokerMessage, PushJournal } from '../devices/dispatcher.js'
+import type { Mutation, Store } from '../store/store.js'
 import { decodePacket, encodePacket } from './packet-codec.js'
 
-export class PublishJournal {
+export class PublishJournal implements PushJournal {
   private nextSeq = 1
   /** Journal entries of packets still being routed, keyed by the packet Aedes routes. */
   private readonly pending = new WeakMap<object, number>()
@@ -42,18 +47,30 @@ export class PublishJournal {
     this.pending.set(packet, seq)
   }
 
+  /** A push of the hub's: the entry to store with the change it pushes (it is the sender: no client id). */
+  record(message: BrokerMessage): { seq: number; mutation: Mutation } {
+    const seq = this.nextSeq++
+    const { topic, payload, qos, retain } = message
+    return { seq, mutation: { op: 'journal.put', seq, packet: encodePacket({ cmd: 'publish', topic, payload, qos, retain, dup: false }) } }
+  }
+
   /** The packet is routed (stored where it had to be): its entry is no longer needed. */
   settle(packet: object): void {
     const seq = this.pending.get(packet)
     if (seq === undefined) return
     this.pending.delete(packet)
+    this.routed(seq)
+  }
+
+  /** The entry `seq` is routed: removed. */
+  routed(seq: number): void {
     // Not awaited: if this is lost, the restart publishes the message once more (at least once).
     this.store.commit([{ op: 'journal.delete', seq }]).catch((error: Error) => {
       this.log.warn({ seq, err: error.message }, 'publish journal entry not removed; it will be published again at start')
     })
   }
 
-  /** Publishes what a crash left between PUBACK and routing; call before clients are accepted. */
+  /** Publishes what a crash left between PUBACK (or a push's commit) and routing; call before clients are accepted. */
   async replay(publish: (packet: PublishPacket) => Promise<void>): Promise<number> {
     const leftovers = this.leftovers
     this.leftovers = []
@@ -61,7 +78,7 @@ export class PublishJournal {
       this.pending.set(packet, seq)
       await publish(packet)
     }
-    if (leftovers.length > 0) this.log.info({ messages: leftovers.length }, 'republished messages acknowledged before a crash')
+    if (leftovers.length > 0) this.log.info({ messages: leftovers.length }, 'republished messages acknowledged, and pushes stored, before a crash')
     return leftovers.length
   }
 }
