@@ -8,6 +8,10 @@
  * hub on PostgreSQL, another connection holding the broker's queue table (`outgoing`) locked, so
  * the push's enqueue for the offline session waits while the change itself commits; the hub is
  * then killed with SIGKILL (a child process, `node --import tsx src/main.ts`).
+ *
+ * EMQX mode keeps its own push journal (src/emqx/push-journal.ts), keyed by the replica's run: a
+ * push EMQX's REST API did not take (the stand-in down, as EMQX's API can be) stays stored, and
+ * once its replica's run is over — killed here, and started again — it is published.
  */
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
@@ -16,7 +20,9 @@ import { after, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import pg from 'pg'
-import { startChildHub, type ChildHub } from './helpers/child-hub.js'
+import { startChildHub, startEmqxChildHub, type ChildHub, type EmqxChildHub } from './helpers/child-hub.js'
+import { EMQX_KEY, EMQX_SECRET, WEBHOOK_SECRET } from './helpers/emqx-hub.js'
+import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
 import { createDatabase } from './helpers/postgres.js'
 
@@ -41,7 +47,7 @@ async function connect(url: string, options: IClientOptions, opened: MqttClient[
 
 describe('pushes across a crash', () => {
   const opened: MqttClient[] = []
-  const children: ChildHub[] = []
+  const children: Pick<ChildHub, 'kill'>[] = []
   after(async () => {
     await Promise.all(opened.map((c) => c.endAsync(true).catch(() => undefined)))
     await Promise.all(children.map((c) => c.kill('SIGKILL')))
@@ -136,5 +142,68 @@ describe('pushes across a crash', () => {
     } finally {
       db.close()
     }
+  })
+
+  it('EMQX mode: a push EMQX did not take is published once the run that stored it is over', async (t) => {
+    const database = await createDatabase('iothub_push_journal')
+    const dataDir = tempDir('iothub-push-journal-')
+    const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+    t.after(async () => {
+      await Promise.all(children.map((c) => c.kill('SIGKILL')))
+      await standin.close()
+      await database.drop()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+    const env = {
+      IOTHUB_NODE: 'iothub-journal@push.test',
+      IOTHUB_STORE: 'postgres',
+      IOTHUB_DATABASE_URL: database.url,
+      IOTHUB_EMQX_API: standin.url,
+      IOTHUB_EMQX_API_KEY: EMQX_KEY,
+      IOTHUB_EMQX_API_SECRET: EMQX_SECRET,
+      IOTHUB_EMQX_VERSION: '5',
+      IOTHUB_WEBHOOK_SECRET: WEBHOOK_SECRET
+    }
+    const start = async (): Promise<EmqxChildHub> => {
+      const hub = await startEmqxChildHub(dataDir, { env })
+      children.push(hub)
+      return hub
+    }
+    const first = await start()
+    const id = 'journaled-emqx'
+    assert.equal((await first.api('POST', '/v1/devices', { id })).status, 201)
+    // the device is connected to EMQX and subscribed to its attributes, and the hub heard so
+    standin.addClient({ clientid: id, username: id, mountpoint: `${id}/` })
+    standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
+    const hook = async (body: object) => {
+      const answer = await fetch(`${first.httpUrl}/v1/hooks/emqx`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET }, body: JSON.stringify(body) })
+      assert.equal(answer.status, 200, await answer.text())
+    }
+    const base = { node: 'emqx@10.0.0.3', clientid: id, username: id }
+    await hook({ event: 'client.connected', ...base, peername: '10.0.0.4:1234', mountpoint: `${id}/` })
+    await hook({ event: 'session.subscribed', ...base, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
+
+    const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as unknown)
+    standin.setDown(true)
+    const unpushed = await first.api<{ pushedTo: string[]; pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'journaled' })
+    assert.equal(unpushed.status, 200, JSON.stringify(unpushed.body))
+    assert.match(unpushed.body.pushError ?? '', /^stored, not pushed: /)
+    const journaled = await database.query<{ run: string }>('SELECT run FROM push_journal')
+    assert.equal(journaled.length, 1, 'the push stays stored')
+    assert.match(journaled[0]!.run, /^iothub-journal@push\.test#/)
+    assert.equal((await first.kill('SIGKILL')).signal, 'SIGKILL')
+    standin.setDown(false)
+    assert.deepEqual(published(), [])
+
+    // the node starts again: its former run is over, and the push is published, once
+    const second = await start()
+    await eventually(() => published().length > 0, 30_000, 'the journaled push published')
+    assert.deepEqual(published(), [{ mode: 'journaled' }])
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
+    // a push of the new run goes out as before, and is not journaled after
+    const pushed = await second.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'live' })
+    assert.equal(pushed.status, 200, JSON.stringify(pushed.body))
+    assert.deepEqual(published(), [{ mode: 'journaled' }, { mode: 'live' }])
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
   })
 })

@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import type { Readiness } from '../observability/readiness.js'
 import type { HubConfig } from '../config.js'
 import type { Lease } from '../replicas/lease.js'
+import type { ReplicaView } from '../replicas/replica-keeper.js'
 import type { BrokerPublisher, PushJournal } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { AdmissionPolicy } from '../admission/admission-policy.js'
@@ -37,6 +38,8 @@ export interface HubCore {
   tls?: TlsCredentials
   /** A lease on work that one replica of the hub at a time runs (replicas/lease.ts). */
   lease: (name: string) => Lease
+  /** The replicas recorded in the store, live or not (replicas/replica-keeper.ts). */
+  replicas: (now: number) => Promise<ReplicaView[]>
 }
 
 export interface CarrierAddresses {

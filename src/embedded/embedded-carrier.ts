@@ -158,5 +158,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   async stop(): Promise<void> {
     await this.coap.stop()
     await this.broker.stop()
+    // what was routed leaves the journal before the store closes (else the next start would publish it again)
+    await this.journal.flush()
   }
 }

@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import type { HubConfig } from '../config.js'
 import { TOMBSTONE_MS } from '../domain/transitions.js'
 import type { HubMetrics } from '../observability/metrics.js'
-import type { ReplicaRecord } from '../store/coordination.js'
+import { runOf, type ReplicaRecord } from '../store/coordination.js'
 import type { Store } from '../store/store.js'
 import { Lease } from './lease.js'
 
@@ -39,7 +39,8 @@ export interface ReplicaView extends ReplicaRecord {
 }
 
 export class ReplicaKeeper {
-  readonly startedAt = Date.now()
+  /** When this run started: as its run id says (so another replica can tell from an id whether that run is still live). */
+  readonly startedAt: number
   /** Who holds this replica's leases: this run of it, as the store names it (`replicaRunId`). */
   readonly instance: string
   private address: string | null = null
@@ -61,6 +62,7 @@ export class ReplicaKeeper {
     private readonly log: Logger
   ) {
     this.instance = store.replica
+    this.startedAt = runOf(store.replica)?.startedAt ?? Date.now()
     this.pruneLease = this.lease('log-prune')
     metrics.gauge('iothub_node_info', "This replica's node name, as a label (value 1)", ['node'], (set) => set({ node: config.node }, 1))
     metrics.gauge('iothub_replica_lag_seconds', 'How long the oldest change-log entry known and not yet applied here has waited (0: current)', [], (set) =>

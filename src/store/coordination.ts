@@ -18,6 +18,15 @@ export function replicaRunId(node: string, startedAt = Date.now()): string {
   return `${node}#${startedAt.toString(36)}.${randomBytes(4).toString('hex')}`
 }
 
+/** The node and start (epoch ms) a run id names; undefined for an id `replicaRunId` did not make. */
+export function runOf(run: string): { node: string; startedAt: number } | undefined {
+  const hash = run.lastIndexOf('#')
+  const dot = run.indexOf('.', hash)
+  if (hash < 0 || dot < 0) return undefined
+  const startedAt = parseInt(run.slice(hash + 1, dot), 36)
+  return Number.isSafeInteger(startedAt) ? { node: run.slice(0, hash), startedAt } : undefined
+}
+
 export interface ReplicaRecord {
   node: string
   /** Where its API listens, as it knows it (host:port), or null. */

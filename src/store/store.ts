@@ -84,7 +84,26 @@ export type Mutation =
   | { op: 'will.delete'; clientId: string }
   /** A publish acknowledged to its sender but not yet fully routed (see publish-journal.ts). */
   | { op: 'journal.put'; seq: number; packet: Uint8Array }
-  | { op: 'journal.delete'; seq: number }
+  /** Removes the entry `seq`, or every entry from `seq` through `through`. */
+  | { op: 'journal.delete'; seq: number; through?: number }
+  /**
+   * A push stored with its change and not yet published, where the broker is not the hub's own
+   * (EMQX mode): keyed by the run of the replica that publishes it (`Store.replica`) and its
+   * number in that run, so replicas sharing the store never collide (emqx/push-journal.ts).
+   */
+  | { op: 'push.put'; push: StoredPush }
+  | { op: 'push.delete'; run: string; seq: number }
+
+/** A push waiting to be published (the `push.put` mutation). */
+export interface StoredPush {
+  run: string
+  seq: number
+  topic: string
+  payload: Uint8Array
+  qos: 0 | 1 | 2
+  /** Epoch ms when it was recorded. */
+  at: number
+}
 
 export interface StoredTopic {
   sessionId: string
@@ -199,6 +218,8 @@ export interface Store {
   caughtUp?(timeoutMs: number): Promise<boolean>
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
+  /** Pushes recorded (`push.put`) and not yet deleted, oldest first (by `at`, run, seq), after `after`, at most `limit`. */
+  readPushes(after: StoredPush | undefined, limit: number): Promise<StoredPush[]>
   /**
    * What is read of the whole fleet, as queries (PostgreSQL: no replica in EMQX mode holds the
    * fleet in memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).

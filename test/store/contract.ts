@@ -200,6 +200,12 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual(snapshot.wills, [])
       assert.deepEqual(snapshot.incoming, [])
       assert.deepEqual(snapshot.journal.map((j) => j.seq), [9])
+      // a range of entries at once (what a turn's routed pushes leave), the ones around it kept
+      await store.commit(Array.from({ length: 6 }, (_, i): Mutation => ({ op: 'journal.put', seq: 20 + i, packet: bytes(`r${i}`) })))
+      await store.commit([{ op: 'journal.delete', seq: 21, through: 24 }])
+      assert.deepEqual((await loadAll(store)).journal.map((j) => j.seq), [9, 20, 25])
+      await store.commit([{ op: 'journal.delete', seq: 20 }, { op: 'journal.delete', seq: 25, through: 25 }])
+      assert.deepEqual((await loadAll(store)).journal.map((j) => j.seq), [9])
 
       await store.commit([
         { op: 'topic.clear', sessionId: 's2' },
@@ -416,6 +422,29 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal((await store.coordination.replicas()).filter((r) => r.node === 'contract-node').length, 1, 'another run of the node: left alone')
       await store.coordination.leave('contract-node', 1)
       assert.deepEqual((await store.coordination.replicas()).filter((r) => r.node === 'contract-node'), [])
+    })
+
+    it('keeps pushes by run and number until deleted, and pages them oldest first; none are logged', async () => {
+      const push = (run: string, seq: number, at: number) => ({ run, seq, topic: `d/v1/devices/me/attributes`, payload: bytes(`${run}:${seq}`), qos: 1 as const, at })
+      const head = (await store.readLog(0, 1_000_000)).length
+      await store.commit([
+        { op: 'push.put', push: push('node-b#2.x', 1, 300) },
+        { op: 'push.put', push: push('node-a#1.x', 1, 100) },
+        { op: 'push.put', push: push('node-a#1.x', 2, 200) },
+        // another replica's run numbers its own from 1: no collision
+        { op: 'push.put', push: push('node-b#2.x', 2, 200) }
+      ])
+      const key = (p: { run: string; seq: number }) => `${p.run}/${p.seq}`
+      const all = await store.readPushes(undefined, 10)
+      assert.deepEqual(all.map(key), ['node-a#1.x/1', 'node-a#1.x/2', 'node-b#2.x/2', 'node-b#2.x/1'], 'by time, then run and number')
+      assert.deepEqual([text(all[0]!.payload), all[0]!.topic, all[0]!.qos, all[0]!.at], ['node-a#1.x:1', 'd/v1/devices/me/attributes', 1, 100])
+      const first = await store.readPushes(undefined, 2)
+      assert.deepEqual((await store.readPushes(first[1], 10)).map(key), ['node-b#2.x/2', 'node-b#2.x/1'], 'the page after the last one read')
+      await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 1 }, { op: 'push.delete', run: 'node-b#2.x', seq: 1 }])
+      assert.deepEqual((await store.readPushes(undefined, 10)).map(key), ['node-a#1.x/2', 'node-b#2.x/2'])
+      await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 2 }, { op: 'push.delete', run: 'node-b#2.x', seq: 2 }])
+      assert.deepEqual(await store.readPushes(undefined, 10), [])
+      assert.equal((await store.readLog(0, 1_000_000)).length, head, 'the broker side of a change: not a change of what the hub knows')
     })
 
     it('reads the properties of several devices at once (a page of a device listing)', async () => {

@@ -239,6 +239,7 @@ describe('PostgresStore', () => {
           'log_head',
           'outgoing',
           'publish_journal',
+          'push_journal',
           'replicas',
           'retained',
           'schema_version',

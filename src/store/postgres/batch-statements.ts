@@ -268,6 +268,10 @@ const SHAPES = {
   incoming: { columns: [column('client_id', 'text'), column('message_id', 'integer'), column('packet', 'bytea')], keyColumns: 2, scopeColumn: 'client_id' },
   wills: { columns: [column('client_id', 'text'), column('packet', 'bytea')], keyColumns: 1 },
   publish_journal: { columns: [column('seq', 'bigint'), column('packet', 'bytea')], keyColumns: 1 },
+  push_journal: {
+    columns: [column('run', 'text'), column('seq', 'bigint'), column('topic', 'text'), column('payload', 'bytea'), column('qos', 'integer'), column('at', 'bigint')],
+    keyColumns: 2
+  },
   session_tombstones: { columns: [column('client_id', 'text'), column('incarnation', 'text'), column('ended_at', 'bigint')], keyColumns: 1 }
 } satisfies Record<string, TableShape>
 
@@ -286,6 +290,7 @@ class BatchChanges {
     incoming: new TableChanges<Value[]>(),
     wills: new TableChanges<Value[]>(),
     publish_journal: new TableChanges<Value[]>(),
+    push_journal: new TableChanges<Value[]>(),
     session_tombstones: new TableChanges<Value[]>()
   } satisfies Record<Exclude<WrittenTable, 'sessions'>, TableChanges<Value[]>>
 
@@ -350,7 +355,14 @@ class BatchChanges {
       case 'journal.put':
         return t.publish_journal.put([m.seq], [m.seq, m.packet])
       case 'journal.delete':
-        return t.publish_journal.delete([m.seq])
+        for (let seq = m.seq; seq < (m.through ?? m.seq); seq++) t.publish_journal.delete([seq])
+        return t.publish_journal.delete([m.through ?? m.seq])
+      case 'push.put': {
+        const p = m.push
+        return t.push_journal.put([p.run, p.seq], [p.run, p.seq, p.topic, p.payload, p.qos, p.at])
+      }
+      case 'push.delete':
+        return t.push_journal.delete([m.run, m.seq])
       default: {
         const unknown: never = m
         throw new Error(`unknown mutation op ${JSON.stringify((unknown as { op?: unknown }).op)}`)

@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type CommitOptions, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreCommitUnknownError, StoreError, StoreTimeoutError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredTopic } from '../store.js'
+import { StoreCommitUnknownError, StoreError, StoreTimeoutError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredPush, type StoredTopic } from '../store.js'
 import { BatchStatements, FleetCountChange, type PlannedStatement } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
@@ -182,6 +182,14 @@ export class PostgresStore implements Store {
   async readLog(after: number, limit: number): Promise<LogEntry[]> {
     const { rows } = await this.pool.query<{ seq: string; at: string; change: LogEntry['change']; replica: string | null }>(this.log.read(after, limit))
     return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change, ...(r.replica !== null ? { replica: r.replica } : {}) }))
+  }
+
+  async readPushes(after: StoredPush | undefined, limit: number): Promise<StoredPush[]> {
+    const { rows } = await this.reads.query<{ run: string; seq: string; topic: string; payload: Buffer; qos: number; at: string }>(
+      `SELECT run, seq, topic, payload, qos, at FROM ${this.tables.push_journal} WHERE (at, run, seq) > ($1, $2, $3) ORDER BY at, run, seq LIMIT $4`,
+      [after?.at ?? -1, after?.run ?? '', after?.seq ?? -1, limit]
+    )
+    return rows.map((r) => ({ run: r.run, seq: Number(r.seq), topic: r.topic, payload: r.payload, qos: r.qos as StoredPush['qos'], at: Number(r.at) }))
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {

@@ -54,6 +54,7 @@ export const TABLE_NAMES = [
   'incoming',
   'wills',
   'publish_journal',
+  'push_journal',
   'session_tombstones',
   'change_log',
   'log_head',
@@ -171,6 +172,19 @@ export function createTableStatements(t: QualifiedTables): string[] {
     `CREATE TABLE IF NOT EXISTS ${t.publish_journal} (
        seq    bigint PRIMARY KEY,
        packet bytea NOT NULL
+     )`,
+
+    // Pushes of EMQX mode stored with their change, until published (src/emqx/push-journal.ts),
+    // keyed by the run of the replica that publishes them. Older hubs leave it alone: added
+    // without a new version.
+    `CREATE TABLE IF NOT EXISTS ${t.push_journal} (
+       run     text COLLATE "C" NOT NULL,
+       seq     bigint NOT NULL,
+       topic   text NOT NULL,
+       payload bytea NOT NULL,
+       qos     smallint NOT NULL,
+       at      bigint NOT NULL,
+       PRIMARY KEY (run, seq)
      )`,
 
     // The incarnation of the last session of a client id that ended, so a late connect of an

@@ -127,6 +127,18 @@ CREATE TABLE IF NOT EXISTS publish_journal (
   packet BLOB NOT NULL
 ) STRICT;
 
+-- Pushes of EMQX mode stored with their change, until published (src/emqx/push-journal.ts). A
+-- table older hubs leave alone: added without a new version.
+CREATE TABLE IF NOT EXISTS push_journal (
+  run     TEXT NOT NULL,
+  seq     INTEGER NOT NULL,
+  topic   TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  qos     INTEGER NOT NULL,
+  at      INTEGER NOT NULL,
+  PRIMARY KEY (run, seq)
+) STRICT;
+
 -- Every committed change, in commit order (see src/store/change-log.ts). The one writer
 -- numbers a batch's entries from log_head, in the batch's transaction.
 CREATE TABLE IF NOT EXISTS change_log (

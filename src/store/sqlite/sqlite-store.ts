@@ -16,7 +16,7 @@ import type { LogEntry } from '../change-log.js'
 import { replicaRunId, SoleReplica } from '../coordination.js'
 import { GroupCommitter, type CommitObserver, type CommitOptions } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
-import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty, type StoreThread } from '../store.js'
+import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty, type StoredPush, type StoreThread } from '../store.js'
 import { FleetReader } from './fleet-reader.js'
 import { fleetRows } from './fleet-rows.js'
 import { HASH_PLAIN_TOKENS, MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
@@ -165,6 +165,10 @@ export class SqliteStore implements Store {
       at: r.at,
       change: JSON.parse(r.change) as LogEntry['change']
     }))
+  }
+
+  async readPushes(after: StoredPush | undefined, limit: number): Promise<StoredPush[]> {
+    return this.loads.pushes.all(after?.at ?? -1, after?.run ?? '', after?.seq ?? -1, limit) as StoredPush[]
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {

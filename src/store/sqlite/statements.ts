@@ -66,7 +66,9 @@ const MUTATION_SQL: Record<Op, string> = {
   'will.put': UPSERT('wills', ['client_id', 'packet'], ['client_id']),
   'will.delete': 'DELETE FROM wills WHERE client_id = ?',
   'journal.put': UPSERT('publish_journal', ['seq', 'packet'], ['seq']),
-  'journal.delete': 'DELETE FROM publish_journal WHERE seq = ?'
+  'journal.delete': 'DELETE FROM publish_journal WHERE seq BETWEEN ? AND ?',
+  'push.put': UPSERT('push_journal', ['run', 'seq', 'topic', 'payload', 'qos', 'at'], ['run', 'seq']),
+  'push.delete': 'DELETE FROM push_journal WHERE run = ? AND seq = ?'
 }
 
 const flag = (value: boolean | undefined): number | null => (value === undefined ? null : value ? 1 : 0)
@@ -122,7 +124,13 @@ export function encodeMutation(m: Mutation): EncodedMutation {
     case 'journal.put':
       return [m.op, [m.seq, m.packet]]
     case 'journal.delete':
-      return [m.op, [m.seq]]
+      return [m.op, [m.seq, m.through ?? m.seq]]
+    case 'push.put': {
+      const p = m.push
+      return [m.op, [p.run, p.seq, p.topic, p.payload, p.qos, p.at]]
+    }
+    case 'push.delete':
+      return [m.op, [m.run, m.seq]]
   }
 }
 
@@ -157,6 +165,7 @@ export function prepareLoads(db: Database.Database) {
     incoming: db.prepare('SELECT client_id, message_id, packet FROM incoming'),
     wills: db.prepare('SELECT client_id, packet FROM wills'),
     journal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq'),
+    pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE (at, run, seq) > (?, ?, ?) ORDER BY at, run, seq LIMIT ?'),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
