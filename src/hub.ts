@@ -21,6 +21,7 @@ import { observeIncarnation } from './domain/incarnation.js'
 import { ConnectInfoTracker } from './devices/connectinfo.js'
 import { DeviceProperties } from './devices/device-properties.js'
 import { Dispatcher } from './devices/dispatcher.js'
+import { PushJournal } from './devices/push-journal.js'
 import { Upstream } from './devices/upstream.js'
 import { DeviceDirectory } from './registry/device-directory.js'
 import { SessionRegistry } from './registry/registry.js'
@@ -89,6 +90,8 @@ export class Hub {
   private readonly connectInfo: ConnectInfoTracker
   private readonly sessionCounts = new DeviceSessionCounts()
   private readonly dispatcher: Dispatcher
+  /** Pushes stored with their change until the broker routed them (devices/push-journal.ts). */
+  private readonly pushJournal: PushJournal
   /** GET /v1/events: the change log as events, live from the follower. */
   private readonly events: EventStreams
   /** Events out of the hub: webhooks, MQTT presence topics (each as configured). */
@@ -214,7 +217,8 @@ export class Hub {
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     // a connect that takes a session over from a live connection: the carrier closes the old one
     this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
-    this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics, this.carrier.pushJournal)
+    this.pushJournal = new PushJournal(this.store, this.log.child({ component: 'push-journal' }))
+    this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics, this.pushJournal)
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)
     this.events = new EventStreams(eventLog, { heartbeatMs: config.eventsHeartbeat * 1000, bufferBytes: config.eventsBuffer }, this.metrics, this.log.child({ component: 'events' }))
     this.deliveries = eventDeliveries({
@@ -451,6 +455,8 @@ export class Hub {
     this.registry.stop()
     this.connectInfo.stop()
     await this.properties.settled()
+    // the records of routed pushes go before the store closes (else another run would publish them again)
+    await this.pushJournal.flush()
     await this.probe.settled()
     await this.store.close()
     this.state = 'stopped'

@@ -1,5 +1,5 @@
 /**
- * A push is stored with its change (embedded mode's publish journal): a hub that dies after the
+ * A push is stored with its change (src/devices/push-journal.ts): a hub that dies after the
  * change is committed and before the broker has routed its push publishes it at the next start,
  * so a persistent session that was offline still receives it; and pushes that were routed leave
  * nothing in the journal.
@@ -9,7 +9,7 @@
  * the push's enqueue for the offline session waits while the change itself commits; the hub is
  * then killed with SIGKILL (a child process, `node --import tsx src/main.ts`).
  *
- * EMQX mode keeps its own push journal (src/emqx/push-journal.ts), keyed by the replica's run: a
+ * In EMQX mode the journal is published by another run (src/emqx/push-replay.ts): a
  * push EMQX's REST API did not take (the stand-in down, as EMQX's API can be) stays stored, and
  * once its replica's run is over — killed here, and started again — it is published.
  */
@@ -25,6 +25,9 @@ import { EMQX_KEY, EMQX_SECRET, WEBHOOK_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
 import { createDatabase } from './helpers/postgres.js'
+import { PushJournal } from '../src/devices/push-journal.js'
+import { createLogger } from '../src/observability/logger.js'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 
 interface Created {
   id: string
@@ -92,7 +95,7 @@ describe('pushes across a crash', () => {
         15_000,
         "the push's enqueue waiting for the lock"
       )
-      assert.equal((await database.query('SELECT seq FROM publish_journal')).length, 1, 'the push is journaled with its change')
+      assert.equal((await database.query('SELECT seq FROM push_journal')).length, 1, 'the push is journaled with its change')
       assert.equal((await first.kill('SIGKILL')).signal, 'SIGKILL')
     } finally {
       await locker.query('ROLLBACK').catch(() => undefined)
@@ -105,7 +108,46 @@ describe('pushes across a crash', () => {
     const back = await connect(second.mqttUrl, login, opened)
     await eventually(() => back.received.length > 0, 15_000, 'the journaled push')
     assert.deepEqual(back.received.map((p) => JSON.parse(p) as unknown), [{ mode: 'journaled' }])
-    await eventually(async () => (await database.query('SELECT seq FROM publish_journal')).length === 0, 10_000, 'the journal emptied once routed')
+    await eventually(async () => (await database.query('SELECT seq FROM push_journal')).length === 0, 10_000, 'the journal emptied once routed')
+  })
+
+  it('on SQLite: a push a previous run stored with its change and did not route reaches the subscribed session, as the hub', async (t) => {
+    const dataDir = tempDir('iothub-push-journal-')
+    t.after(() => rmSync(dataDir, { recursive: true, force: true }))
+    const first = await startTestHub({}, dataDir)
+    const device = await first.createDevice()
+    const clientId = `pushed-${device.id}`
+    const persistent = await first.connect({ clientId, clean: false, username: device.id, password: device.token })
+    await persistent.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    await persistent.endAsync()
+    await first.hub.stop()
+
+    // what a crash between a change's commit and its push's routing leaves: the change's
+    // transaction with the push's record, as the dispatcher makes it, and no removal
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    await store.load()
+    const record = new PushJournal(store, createLogger('silent')).record({
+      topic: `${device.id}/v1/devices/me/attributes`,
+      payload: Buffer.from('{"mode":"replayed"}'),
+      qos: 1,
+      retain: false
+    })
+    await store.commit([{ op: 'device.property', deviceId: device.id, name: 'attributes', value: { mode: 'replayed' }, updatedAt: Date.now() }, record.mutation])
+    await store.close()
+
+    const second = await startTestHub({}, dataDir)
+    t.after(() => second.stop())
+    const received: string[] = []
+    const back = await second.connect({ clientId, clean: false, username: device.id, password: device.token })
+    back.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`))
+    await eventually(() => received.length > 0, 10_000, 'the stored push')
+    assert.deepEqual(received, ['v1/devices/me/attributes {"mode":"replayed"}'])
+    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+    try {
+      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'its record removed')
+    } finally {
+      db.close()
+    }
   })
 
   it('routed pushes, pushes to no one and refused changes leave nothing in the journal', async (t) => {
@@ -138,7 +180,7 @@ describe('pushes across a crash', () => {
 
     const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
     try {
-      await eventually(() => (db.prepare('SELECT count(*) AS n FROM publish_journal').get() as { n: number }).n === 0, 10_000, 'the journal emptied')
+      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'the journal emptied')
     } finally {
       db.close()
     }

@@ -11,7 +11,7 @@ import type { Readiness } from '../observability/readiness.js'
 import type { HubConfig } from '../config.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
-import type { BrokerPublisher, PushJournal } from '../devices/dispatcher.js'
+import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { AdmissionPolicy } from '../admission/admission-policy.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -75,12 +75,6 @@ export interface SessionHolding {
 
 export interface ConnectionCarrier {
   readonly publisher: BrokerPublisher
-  /**
-   * Where pushes wait between their change's commit and the broker's routing, so a crash between
-   * the two does not lose them (embedded mode: the publish journal, replayed at start). None in
-   * EMQX mode yet (docs/ROADMAP.md).
-   */
-  readonly pushJournal?: PushJournal
   /** Its clients' queues and limits, where it holds their sessions itself (embedded mode). */
   readonly holding?: SessionHolding
   /** Routes of its own (EMQX: the WebHook receiver and the reconcile); none in embedded mode. */

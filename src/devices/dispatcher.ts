@@ -4,16 +4,17 @@
  * device's change topic under its mountpoint; the broker delivers it to the device's sessions
  * subscribed to it (queued for persistent ones offline), without the prefix.
  *
- * A push is stored before it is published: where the carrier keeps a journal of pushes (the
- * embedded broker's publish journal), the push is recorded in the transaction of the change it
- * pushes, and its record removed once the broker has routed it. A crash in between leaves the
- * record, and the next start publishes it: at least once, as the stored change promises.
+ * A push is stored before it is published: recorded in the transaction of the change it pushes
+ * (push-journal.ts), its record removed once the broker has routed it. A crash in between, or a
+ * broker that refused it, leaves the record, and another run publishes it: at least once, as the
+ * stored change promises.
  */
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { FleetReads } from '../store/fleet-reads.js'
 import type { Mutation } from '../store/store.js'
+import type { PushJournal } from './push-journal.js'
 
 /** What the broker publishes for the hub. */
 export interface BrokerMessage {
@@ -28,25 +29,15 @@ export interface BrokerPublisher {
   publish(message: BrokerMessage): Promise<void>
 }
 
-/** Where pushes wait, durably, between the commit of their change and the broker's routing. */
-export interface PushJournal {
-  /** A record of `message` to be published: its mutation is stored with the change it pushes. */
-  record(message: BrokerMessage): { seq: number; mutation: Mutation }
-  /** The push of record `seq` is routed (or had no one to reach): the record may go. */
-  routed(seq: number): void
-}
-
 /** A push made ready before its change is stored: what to store with the change, and what to publish after. */
 export interface PreparedPush {
   readonly deviceId: string
   readonly property: ChangeProperty
   readonly message: BrokerMessage
-  /** The journal's record, when the carrier keeps one: store `storeWith` in the change's transaction. */
-  readonly seq: number | undefined
+  /** The journal's record: `storeWith` goes in the change's transaction. */
+  readonly seq: number
   readonly storeWith: readonly Mutation[]
 }
-
-const NOTHING: readonly Mutation[] = []
 
 export class Dispatcher {
   constructor(
@@ -54,14 +45,14 @@ export class Dispatcher {
     private readonly fleet: Pick<FleetReads, 'receiving'>,
     private readonly broker: BrokerPublisher,
     private readonly metrics: HubMetrics,
-    private readonly journal?: PushJournal
+    private readonly journal: PushJournal
   ) {}
 
   /** The push of `payload` to the sessions receiving `property` of `deviceId`, and its journal record. */
   prepare(deviceId: string, property: ChangeProperty, payload: Buffer): PreparedPush {
     const message: BrokerMessage = { topic: deviceMountpoint(deviceId) + CHANGE_TOPICS[property], payload, qos: 1, retain: false }
-    const record = this.journal?.record(message)
-    return { deviceId, property, message, seq: record?.seq, storeWith: record ? [record.mutation] : NOTHING }
+    const record = this.journal.record(message)
+    return { deviceId, property, message, seq: record.seq, storeWith: [record.mutation] }
   }
 
   /**
@@ -73,7 +64,7 @@ export class Dispatcher {
     const { deviceId, property, message, seq } = prepared
     const receivers = await this.fleet.receiving(deviceId, property)
     if (receivers.length === 0) {
-      this.routed(seq)
+      this.journal.routed(seq)
       this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
       return []
     }
@@ -83,13 +74,9 @@ export class Dispatcher {
       this.metrics.pushesTotal.inc({ property, outcome: 'failed' })
       throw error
     }
-    this.routed(seq)
+    this.journal.routed(seq)
     this.metrics.pushesTotal.inc({ property, outcome: 'published' })
     // almost always one session holds the subscription: its id needs no set or sort
     return receivers.length === 1 ? [receivers[0]!.sessionId] : [...new Set(receivers.map((e) => e.sessionId))].sort()
-  }
-
-  private routed(seq: number | undefined): void {
-    if (seq !== undefined) this.journal!.routed(seq)
   }
 }

@@ -224,10 +224,16 @@ export class EmbeddedBroker implements BrokerPublisher {
     this.gate.identified(address)
   }
 
-  /** Opens the listeners; `mqtts` only with a certificate. */
-  async start(): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
+  /**
+   * Opens the listeners; `mqtts` only with a certificate. Before: what the previous run left is
+   * published — the publish journal's messages, then `publishLeftPushes` (the hub's pushes a
+   * crash left stored and unrouted), then the wills of clients it lost.
+   */
+  async start(publishLeftPushes?: () => Promise<number>): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
     await this.aedes.listen()
     await this.journal.replay((packet) => this.route(packet))
+    const pushes = await publishLeftPushes?.()
+    if (pushes) this.log.info({ pushes }, 'published pushes stored before a crash and not routed')
     await this.publishWillsOfPreviousRun()
     await listen(this.server, this.config.mqttHost, this.config.mqttPort, 'MQTT', 'IOTHUB_MQTT_PORT / --mqtt-port')
     const mqtt = this.address()!

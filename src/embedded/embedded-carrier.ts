@@ -8,6 +8,7 @@ import type { Readiness } from '../observability/readiness.js'
 import { StoreAedesPersistence } from './aedes-persistence.js'
 import { EmbeddedBroker } from './embedded-broker.js'
 import { PublishJournal } from './publish-journal.js'
+import { publishLeftPushes } from '../devices/push-journal.js'
 import { NO_MOUNTPOINT } from '../domain/namespace.js'
 import { MqttSource } from './mqtt/mqtt-source.js'
 import { CoapGateway } from './coap/coap-gateway.js'
@@ -77,10 +78,6 @@ export class EmbeddedCarrier implements ConnectionCarrier {
     return this.broker
   }
 
-  get pushJournal(): PublishJournal {
-    return this.journal
-  }
-
   /** The previous run's connections are gone: clean sessions end, persistent ones go offline. */
   async recover(snapshot: Snapshot): Promise<void> {
     const { registry, log } = this.core
@@ -93,7 +90,9 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   }
 
   async listen(): Promise<CarrierAddresses> {
-    const mqtt = await this.broker.start()
+    // this process is the store's only writer: every other run's pushes are a previous run's
+    const { store } = this.core
+    const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), (push) => push.run !== store.replica))
     return { ...mqtt, coap: await this.coap.listen() }
   }
 

@@ -9,30 +9,32 @@
  * the entry is removed. At start, entries left by a crash are published again: at least once,
  * as QoS 1 promises. (QoS 2 needs none of this: Aedes stores it before its PUBREC.)
  *
- * The hub's own pushes of a stored change (devices/dispatcher.ts) are kept here too: recorded in
- * the transaction of the change, removed once routed — so a crash between the two does not lose
- * the push of a change the API answered as made.
+ * (The hub's own pushes have a journal of their own, devices/push-journal.ts.)
  */
 import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
-import type { BrokerMessage, PushJournal } from '../devices/dispatcher.js'
-import type { Mutation, Store } from '../store/store.js'
+import { RemovalsPerTurn } from '../store/removals-per-turn.js'
+import type { Store } from '../store/store.js'
 import { decodePacket, encodePacket } from './packet-codec.js'
 
-export class PublishJournal implements PushJournal {
+export class PublishJournal {
   private nextSeq = 1
   /** Journal entries of packets still being routed, keyed by the packet Aedes routes. */
   private readonly pending = new WeakMap<object, number>()
   private leftovers: { seq: number; packet: PublishPacket }[] = []
-  /** Entries routed in this turn of the event loop, removed together at its end. */
-  private routedSeqs: number[] = []
-  /** The removals on their way. */
-  private removing: Promise<void> = Promise.resolve()
+  private readonly removals: RemovalsPerTurn
 
   constructor(
     private readonly store: Store,
     private readonly log: Logger
-  ) {}
+  ) {
+    this.removals = new RemovalsPerTurn(
+      store,
+      (from, to) => (from === to ? { op: 'journal.delete', seq: from } : { op: 'journal.delete', seq: from, through: to }),
+      log,
+      'they will be published again at start'
+    )
+  }
 
   load(entries: readonly { seq: number; packet: Uint8Array }[]): void {
     this.leftovers = entries.map((e) => ({ seq: e.seq, packet: decodePacket<PublishPacket>(e.packet) }))
@@ -51,57 +53,20 @@ export class PublishJournal implements PushJournal {
     this.pending.set(packet, seq)
   }
 
-  /** A push of the hub's: the entry to store with the change it pushes (it is the sender: no client id). */
-  record(message: BrokerMessage): { seq: number; mutation: Mutation } {
-    const seq = this.nextSeq++
-    const { topic, payload, qos, retain } = message
-    return { seq, mutation: { op: 'journal.put', seq, packet: encodePacket({ cmd: 'publish', topic, payload, qos, retain, dup: false }) } }
-  }
-
   /** The packet is routed (stored where it had to be): its entry is no longer needed. */
   settle(packet: object): void {
     const seq = this.pending.get(packet)
     if (seq === undefined) return
     this.pending.delete(packet)
-    this.routed(seq)
+    this.removals.remove(seq)
   }
 
-  /**
-   * The entry `seq` is routed: removed, with the others routed in this turn of the event loop, in
-   * one commit — a fleet push routes thousands, and a commit each would cost group commit a caller
-   * each (ranges of consecutive numbers go as one statement).
-   */
-  routed(seq: number): void {
-    if (this.routedSeqs.length === 0) setImmediate(() => void this.removeRouted())
-    this.routedSeqs.push(seq)
+  /** Removes the entries of what was routed so far; before the store closes. */
+  flush(): Promise<void> {
+    return this.removals.flush()
   }
 
-  /** Removes the entries routed so far now; resolves once that is stored (or failed: they are published again at start). */
-  async flush(): Promise<void> {
-    await this.removeRouted()
-    await this.removing
-  }
-
-  private removeRouted(): Promise<void> {
-    if (this.routedSeqs.length === 0) return Promise.resolve()
-    const seqs = this.routedSeqs.sort((a, b) => a - b)
-    this.routedSeqs = []
-    const deletes: Mutation[] = []
-    for (let i = 0; i < seqs.length; ) {
-      let j = i
-      while (j + 1 < seqs.length && seqs[j + 1] === seqs[j]! + 1) j++
-      deletes.push(j === i ? { op: 'journal.delete', seq: seqs[i]! } : { op: 'journal.delete', seq: seqs[i]!, through: seqs[j]! })
-      i = j + 1
-    }
-    // Not awaited by the routing: if this is lost, the restart publishes the messages once more (at least once).
-    const removed = this.store.commit(deletes).catch((error: Error) => {
-      this.log.warn({ entries: seqs.length, err: error.message }, 'publish journal entries not removed; they will be published again at start')
-    })
-    this.removing = Promise.all([this.removing, removed]).then(() => undefined)
-    return removed
-  }
-
-  /** Publishes what a crash left between PUBACK (or a push's commit) and routing; call before clients are accepted. */
+  /** Publishes what a crash left between PUBACK and routing; call before clients are accepted. */
   async replay(publish: (packet: PublishPacket) => Promise<void>): Promise<number> {
     const leftovers = this.leftovers
     this.leftovers = []
@@ -109,7 +74,7 @@ export class PublishJournal implements PushJournal {
       this.pending.set(packet, seq)
       await publish(packet)
     }
-    if (leftovers.length > 0) this.log.info({ messages: leftovers.length }, 'republished messages acknowledged, and pushes stored, before a crash')
+    if (leftovers.length > 0) this.log.info({ messages: leftovers.length }, 'republished messages acknowledged before a crash')
     return leftovers.length
   }
 }

@@ -18,7 +18,7 @@
 import type { Readiness } from '../observability/readiness.js'
 import { EmqxRestClient } from './emqx-rest.js'
 import { EmqxSource } from './emqx-source.js'
-import { EmqxPushJournal } from './push-journal.js'
+import { PushReplay } from './push-replay.js'
 import { ExhookServer } from './exhook/exhook-server.js'
 import { isReconcileTrigger, Reconciler, type ReconcileReport, type ReconcileTrigger } from './reconcile.js'
 import { reconcileRoutes } from './reconcile-route.js'
@@ -53,8 +53,8 @@ export class EmqxCarrier implements ConnectionCarrier {
   /** Ready once a reconcile has succeeded (here, or by the lease's holder). */
   private reconciled = false
   private readonly lease: Lease
-  /** Pushes stored with their change until EMQX has taken them (push-journal.ts). */
-  readonly pushJournal: EmqxPushJournal
+  /** Publishes the pushes replicas' runs now over stored and did not get EMQX to take (push-replay.ts). */
+  private readonly pushReplay: PushReplay
   /** Whether this replica held the lease at its last look: one that has just taken it reconciles at once. */
   private heldBefore = false
   /** When this replica began listening: a reconcile begun after it makes it ready. */
@@ -74,7 +74,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
     this.lease = core.lease('reconcile')
-    this.pushJournal = new EmqxPushJournal(store, this.rest, core.lease('push-replay'), core.replicas, config.node, log.child({ component: 'push-journal' }))
+    this.pushReplay = new PushReplay(store, this.rest, core.lease('push-replay'), core.replicas, config.node, log.child({ component: 'push-replay' }))
   }
 
   get routes(): CarrierRoutes {
@@ -103,7 +103,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     const exhook = await this.exhook.listen()
     // the first reconcile runs once the hook server answers, so no event is lost meanwhile
     this.reconcileSoon('start')
-    this.pushJournal.start()
+    this.pushReplay.start()
     return { exhook }
   }
 
@@ -146,7 +146,7 @@ export class EmqxCarrier implements ConnectionCarrier {
     await this.exhook.stop()
     // a reconcile under way still writes through the registry: let it finish before the store closes
     await this.reconciler.stop()
-    await this.pushJournal.stop()
+    await this.pushReplay.stop()
   }
 
   /**

@@ -87,12 +87,13 @@ export type Mutation =
   /** Removes the entry `seq`, or every entry from `seq` through `through`. */
   | { op: 'journal.delete'; seq: number; through?: number }
   /**
-   * A push stored with its change and not yet published, where the broker is not the hub's own
-   * (EMQX mode): keyed by the run of the replica that publishes it (`Store.replica`) and its
-   * number in that run, so replicas sharing the store never collide (emqx/push-journal.ts).
+   * A push stored with its change and not yet routed by the broker:
+   * keyed by the run of the replica that publishes it (`Store.replica`) and its number in that
+   * run, so replicas sharing the store never collide (devices/push-journal.ts).
    */
   | { op: 'push.put'; push: StoredPush }
-  | { op: 'push.delete'; run: string; seq: number }
+  /** Removes the push `seq` of `run`, or every one from `seq` through `through`. */
+  | { op: 'push.delete'; run: string; seq: number; through?: number }
 
 /** A push waiting to be published (the `push.put` mutation). */
 export interface StoredPush {

@@ -362,7 +362,8 @@ class BatchChanges {
         return t.push_journal.put([p.run, p.seq], [p.run, p.seq, p.topic, p.payload, p.qos, p.at])
       }
       case 'push.delete':
-        return t.push_journal.delete([m.run, m.seq])
+        for (let seq = m.seq; seq < (m.through ?? m.seq); seq++) t.push_journal.delete([m.run, seq])
+        return t.push_journal.delete([m.run, m.through ?? m.seq])
       default: {
         const unknown: never = m
         throw new Error(`unknown mutation op ${JSON.stringify((unknown as { op?: unknown }).op)}`)

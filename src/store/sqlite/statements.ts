@@ -68,7 +68,7 @@ const MUTATION_SQL: Record<Op, string> = {
   'journal.put': UPSERT('publish_journal', ['seq', 'packet'], ['seq']),
   'journal.delete': 'DELETE FROM publish_journal WHERE seq BETWEEN ? AND ?',
   'push.put': UPSERT('push_journal', ['run', 'seq', 'topic', 'payload', 'qos', 'at'], ['run', 'seq']),
-  'push.delete': 'DELETE FROM push_journal WHERE run = ? AND seq = ?'
+  'push.delete': 'DELETE FROM push_journal WHERE run = ? AND seq BETWEEN ? AND ?'
 }
 
 const flag = (value: boolean | undefined): number | null => (value === undefined ? null : value ? 1 : 0)
@@ -130,7 +130,7 @@ export function encodeMutation(m: Mutation): EncodedMutation {
       return [m.op, [p.run, p.seq, p.topic, p.payload, p.qos, p.at]]
     }
     case 'push.delete':
-      return [m.op, [m.run, m.seq]]
+      return [m.op, [m.run, m.seq, m.through ?? m.seq]]
   }
 }
 
