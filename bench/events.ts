@@ -269,6 +269,7 @@ function noopStore(observer: CommitObserver, answerAfterMs?: number): Store {
     follow: (position, applier) => follower.start(position, applier),
     following: () => ({ applied: follower.applied, lagSeconds: 0, lastError: null }),
     readLog: () => Promise.resolve([]),
+    pushRuns: () => Promise.resolve([]),
     readPushes: () => Promise.resolve([]),
     readDevice: () => Promise.resolve(undefined),
     readSession: () => Promise.resolve(undefined),

@@ -450,12 +450,15 @@ export class Hub {
     await this.carrier.stop()
     // before the leases go: a delivery saves its position while it still holds its lease
     await this.deliveries.stop()
+    // before this run leaves the list of replicas, which tells another one its pushes are left behind
+    await this.properties.settled()
+    await this.pushJournal.flush()
     await this.replicas.stop()
     await this.registry.settled()
     this.registry.stop()
     this.connectInfo.stop()
     await this.properties.settled()
-    // the records of routed pushes go before the store closes (else another run would publish them again)
+    // what was routed since goes before the store closes (else another run would publish it again)
     await this.pushJournal.flush()
     await this.probe.settled()
     await this.store.close()

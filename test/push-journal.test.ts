@@ -25,6 +25,9 @@ import { EMQX_KEY, EMQX_SECRET, WEBHOOK_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
 import { createDatabase } from './helpers/postgres.js'
+import type { DeviceProperties } from '../src/devices/device-properties.js'
+import type { Dispatcher } from '../src/devices/dispatcher.js'
+import { DownstreamChanges, type PushOutcome } from '../src/devices/downstream-changes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
 import { createLogger } from '../src/observability/logger.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
@@ -150,6 +153,47 @@ describe('pushes across a crash', () => {
     }
   })
 
+  it('a push made while the hub stops, after its broker closed, is kept and reaches the session once, at the next start', async (t) => {
+    const dataDir = tempDir('iothub-push-journal-')
+    t.after(() => rmSync(dataDir, { recursive: true, force: true }))
+    const first = await startTestHub({}, dataDir)
+    const device = await first.createDevice()
+    const login = { clientId: `late-${device.id}`, clean: false, username: device.id, password: device.token }
+    const client = await first.connect(login)
+    await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    await client.endAsync()
+    await eventually(async () => (await first.api<{ connected: boolean }>('GET', `/v1/sessions/${login.clientId}`)).body.connected === false, 10_000, 'offline')
+    // a change whose push comes after the broker closed (an API request still running as the hub
+    // stops): Aedes would queue it for the offline session and then fail, and the kept push would
+    // come a second time
+    const hub = first.hub as unknown as { carrier: { stop(): Promise<void> }; properties: DeviceProperties; dispatcher: Dispatcher }
+    const changes = new DownstreamChanges(hub.properties, hub.dispatcher)
+    const stopCarrier = hub.carrier.stop.bind(hub.carrier)
+    let late: PushOutcome | undefined
+    hub.carrier.stop = async () => {
+      await stopCarrier()
+      late = await changes.mergeAttributes(device.id, { late: true }, Buffer.from('{"late":true}'))
+    }
+    await first.hub.stop()
+    assert.match(late?.pushError ?? '', /^stored, not pushed: /, JSON.stringify(late))
+
+    const second = await startTestHub({}, dataDir)
+    t.after(() => second.stop())
+    const received: string[] = []
+    const back = await second.connect(login)
+    back.on('message', (_topic, payload) => received.push(payload.toString()))
+    await eventually(() => received.length > 0, 10_000, 'the kept push')
+    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+    try {
+      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'its record removed')
+      // everything queued for the session has been sent by now: a second copy would be here
+      await eventually(() => (db.prepare('SELECT count(*) AS n FROM outgoing').get() as { n: number }).n === 0, 10_000, 'the queue acknowledged')
+    } finally {
+      db.close()
+    }
+    assert.deepEqual(received, ['{"late":true}'])
+  })
+
   it('routed pushes, pushes to no one and refused changes leave nothing in the journal', async (t) => {
     const dataDir = tempDir('iothub-push-journal-')
     const hub = await startTestHub({}, dataDir)
@@ -184,6 +228,8 @@ describe('pushes across a crash', () => {
     } finally {
       db.close()
     }
+    // nothing pushed twice: 10 patches, the command and the fleet push, each once
+    assert.equal(received.length, 12, JSON.stringify(received))
   })
 
   it('EMQX mode: a push EMQX did not take is published once the run that stored it is over', async (t) => {
@@ -237,9 +283,10 @@ describe('pushes across a crash', () => {
     standin.setDown(false)
     assert.deepEqual(published(), [])
 
-    // the node starts again: its former run is over, and the push is published, once
+    // the node starts again: its former run is over, and the push is published, once — by the
+    // new run, once the killed run's lease on the replay has run out (15 s) and its next look comes
     const second = await start()
-    await eventually(() => published().length > 0, 30_000, 'the journaled push published')
+    await eventually(() => published().length > 0, 60_000, 'the journaled push published')
     assert.deepEqual(published(), [{ mode: 'journaled' }])
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
     // a push of the new run goes out as before, and is not journaled after

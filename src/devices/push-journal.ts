@@ -50,30 +50,65 @@ export class PushJournal {
   }
 }
 
-/** Pushes read at once while publishing those other runs left. */
+/** Pushes read, published and removed at once while publishing what other runs left. */
 const PAGE = 100
 
+/** Which pushes other runs left are published now, and how the broker's refusals are taken. */
+export interface LeftPushRules {
+  /**
+   * The latest `at` (epoch ms) up to which the pushes of `run` are left behind — Infinity for
+   * all of them; undefined while the run may still publish them itself.
+   */
+  leftUpTo(run: string): number | undefined
+  /** Whether to go on (checked after each page): false stops the pass, what is left stays. */
+  goOn?(): boolean
+  /**
+   * Whether the broker refused a push for good (the next pass would be refused too): it is
+   * removed, and `dropped` told; any other refusal stops the pass, the push staying for the next.
+   */
+  refusedForGood?(error: Error): boolean
+  dropped?(push: StoredPush, error: Error): void
+}
+
 /**
- * Publishes, oldest first, the pushes of other runs that `left` says were left behind, removing
- * each once published; stops at the first the broker refuses (they stay, for the next time).
- * Resolves with how many were published.
+ * Publishes the pushes other runs left, each run's in the order it recorded them, removing a
+ * page's once published. Resolves with how many were published; rejects with the broker's
+ * refusal that stopped it (what was published before is removed).
  */
 export async function publishLeftPushes(
-  store: Pick<Store, 'commit' | 'readPushes'>,
+  store: Pick<Store, 'commit' | 'pushRuns' | 'readPushes'>,
   publish: (message: BrokerMessage) => Promise<void>,
-  left: (push: StoredPush) => boolean
+  rules: LeftPushRules
 ): Promise<number> {
   let published = 0
-  let after: StoredPush | undefined
-  for (;;) {
-    const page = await store.readPushes(after, PAGE)
-    for (const push of page) {
-      if (!left(push)) continue
-      await publish({ topic: push.topic, payload: Buffer.from(push.payload), qos: push.qos, retain: false })
-      await store.commit([{ op: 'push.delete', run: push.run, seq: push.seq }])
-      published++
+  for (const run of await store.pushRuns()) {
+    const upTo = rules.leftUpTo(run)
+    if (upTo === undefined) continue
+    for (let afterSeq = 0; ; ) {
+      const page = await store.readPushes(run, afterSeq, PAGE)
+      const done: number[] = []
+      let refusal: Error | undefined
+      for (const push of page) {
+        // numbered in the order they were recorded: the rest are younger still
+        if (push.at > upTo) break
+        try {
+          await publish({ topic: push.topic, payload: Buffer.from(push.payload), qos: push.qos, retain: false })
+          published++
+        } catch (error) {
+          if (!rules.refusedForGood?.(error as Error)) {
+            refusal = error as Error
+            break
+          }
+          rules.dropped?.(push, error as Error)
+        }
+        done.push(push.seq)
+      }
+      if (done.length > 0) await store.commit(done.map((seq) => ({ op: 'push.delete', run, seq })))
+      if (refusal) throw refusal
+      if (done.length < PAGE || rules.goOn?.() === false) break
+      afterSeq = page[page.length - 1]!.seq
     }
-    if (page.length < PAGE) return published
-    after = page[page.length - 1]
+    if (rules.goOn?.() === false) break
   }
+  return published
 }

@@ -92,7 +92,8 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   async listen(): Promise<CarrierAddresses> {
     // this process is the store's only writer: every other run's pushes are a previous run's
     const { store } = this.core
-    const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), (push) => push.run !== store.replica))
+    const left = { leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity) }
+    const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), left))
     return { ...mqtt, coap: await this.coap.listen() }
   }
 

@@ -2,42 +2,53 @@
  * EMQX mode: publishing the pushes a replica's run stored and did not get EMQX to take
  * (devices/push-journal.ts) — it was killed between a change's commit and the REST publish, or
  * stopped while EMQX refused its pushes. The replica holding the `push-replay` lease looks every
- * PUSH_REPLAY_MS for pushes of runs that are over: an earlier run of its own node, or a run the
- * list of replicas (replica-keeper.ts) no longer shows live — at once when its node has started
- * again (the new run takes the node's row), within about a minute when it has not. A live run's
- * pushes are never published by another replica: they may still be on their way.
+ * PUSH_REPLAY_MS for the pushes of runs that are over: an earlier run of its own node (this node
+ * runs as this replica now), or a run the list of replicas (replica-keeper.ts) no longer shows
+ * live, once its pushes are PUSH_ORPHAN_AGE_MS old — a live run's pushes are never published by
+ * another replica, as they may still be on their way, and that age is longer than any publish
+ * takes (REST tries and timeouts) and than replicas' clocks differ.
+ *
+ * A push EMQX refuses for good (a 4xx other than the credentials' or a throttle's: the payload
+ * over EMQX's packet limit, say) is removed, logged and counted (`iothub_pushes_total`,
+ * outcome `failed`); any other refusal leaves it, and the rest, for the next look.
  *
  * A push published late this way may reach its device after a later change's push
  * (docs/ROADMAP.md).
  */
 import type { Logger } from 'pino'
+import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import { publishLeftPushes } from '../devices/push-journal.js'
+import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
 import { runOf } from '../store/coordination.js'
-import type { Store, StoredPush } from '../store/store.js'
+import type { Store } from '../store/store.js'
+import { EmqxApiError } from './emqx-rest.js'
 
 /** Between looks for pushes that runs now over left unpublished, ms. */
 export const PUSH_REPLAY_MS = 10_000
-/**
- * A push younger than this is not published by another replica, whatever the list says of its
- * run: a replica records itself in the list only once it serves, so its first pushes may be
- * stored before the list shows it live.
- */
-export const PUSH_ORPHAN_AGE_MS = 5000
+/** How old a push of a run no longer listed live must be before another replica publishes it, ms. */
+export const PUSH_ORPHAN_AGE_MS = 60_000
+
+/** EMQX's answers that the same publish would get again: not the credentials', nor a throttle's or a timeout's. */
+function refusedForGood(error: Error): boolean {
+  return error instanceof EmqxApiError && error.status >= 400 && error.status < 500 && ![401, 403, 408, 429].includes(error.status)
+}
 
 export class PushReplay {
   private timer: NodeJS.Timeout | undefined
   private replaying: Promise<number> | null = null
+  private stopping = false
 
   constructor(
-    private readonly store: Pick<Store, 'replica' | 'commit' | 'readPushes'>,
+    private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes'>,
     private readonly publisher: BrokerPublisher,
     private readonly lease: Lease,
     private readonly replicas: (now: number) => Promise<ReplicaView[]>,
     /** This replica's node name: its earlier runs are over, whatever the list still says of them. */
     private readonly node: string,
+    private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger
   ) {}
 
@@ -49,6 +60,7 @@ export class PushReplay {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true
     clearInterval(this.timer)
     await this.replaying
   }
@@ -61,14 +73,24 @@ export class PushReplay {
 
   private async publishOnce(now: number): Promise<number> {
     try {
-      if (!(await this.lease.hold())) return 0
+      if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
-      const over = (push: StoredPush): boolean => {
-        if (push.run === this.store.replica || push.at > now - PUSH_ORPHAN_AGE_MS) return false
-        const run = runOf(push.run)
-        return run === undefined || run.node === this.node || !live.has(runKey(run.node, run.startedAt))
-      }
-      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message), over)
+      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message), {
+        leftUpTo: (run) => {
+          if (run === this.store.replica) return undefined
+          const named = runOf(run)
+          if (named?.node === this.node) return Infinity
+          if (named !== undefined && live.has(runKey(named.node, named.startedAt))) return undefined
+          return now - PUSH_ORPHAN_AGE_MS
+        },
+        // a pass that lost its lease meanwhile leaves the rest to the replica that took it
+        goOn: () => !this.stopping && this.lease.held,
+        refusedForGood,
+        dropped: (push, error) => {
+          this.metrics.pushesTotal.inc({ property: propertyOf(push.topic), outcome: 'failed' })
+          this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')
+        }
+      })
       await this.lease.done(now)
       if (published > 0) this.log.info({ pushes: published }, 'published pushes that replicas no longer running had stored and not published')
       return published
@@ -80,3 +102,9 @@ export class PushReplay {
 }
 
 const runKey = (node: string, startedAt: number): string => `${node}\u0000${startedAt}`
+
+/** The property a push's topic is the change topic of (`attributes` for one whose topic says none). */
+function propertyOf(topic: string): ChangeProperty {
+  for (const [property, suffix] of Object.entries(CHANGE_TOPICS)) if (topic.endsWith(suffix)) return property as ChangeProperty
+  return 'attributes'
+}

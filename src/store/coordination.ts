@@ -22,9 +22,9 @@ export function replicaRunId(node: string, startedAt = Date.now()): string {
 export function runOf(run: string): { node: string; startedAt: number } | undefined {
   const hash = run.lastIndexOf('#')
   const dot = run.indexOf('.', hash)
-  if (hash < 0 || dot < 0) return undefined
-  const startedAt = parseInt(run.slice(hash + 1, dot), 36)
-  return Number.isSafeInteger(startedAt) ? { node: run.slice(0, hash), startedAt } : undefined
+  const start = run.slice(hash + 1, dot)
+  if (hash < 0 || dot < 0 || !/^[0-9a-z]{1,11}$/.test(start)) return undefined
+  return { node: run.slice(0, hash), startedAt: parseInt(start, 36) }
 }
 
 export interface ReplicaRecord {

@@ -3,9 +3,10 @@
  * loop: a fleet push routes thousands of pushes, and a commit each would cost group commit a
  * caller each. Consecutive numbers go as one range, one statement.
  *
- * A removal is not awaited by whoever asked for it: if it is lost (the store failing, a crash),
- * the entry stays, and is published again — at least once. `flush()` removes what is asked for
- * so far and waits for it, so a graceful stop leaves nothing to publish twice.
+ * A removal is not awaited by whoever asked for it. One the store refused is tried again a second
+ * later, twice; if it is lost still (the store down that long, a crash), the entries stay, and are
+ * published again — at least once. `flush()` removes what is asked for so far and waits for it,
+ * so a graceful stop leaves nothing to publish twice.
  */
 import type { Logger } from 'pino'
 import type { Mutation, Store } from './store.js'
@@ -33,10 +34,8 @@ export class RemovalsPerTurn {
     await this.removing
   }
 
-  private commit(): Promise<void> {
-    if (this.asked.length === 0) return Promise.resolve()
-    const seqs = this.asked.sort((a, b) => a - b)
-    this.asked = []
+  private commit(seqs = this.takeAsked(), attempt = 1): Promise<void> {
+    if (seqs.length === 0) return Promise.resolve()
     const mutations: Mutation[] = []
     for (let i = 0; i < seqs.length; ) {
       let j = i
@@ -45,9 +44,25 @@ export class RemovalsPerTurn {
       i = j + 1
     }
     const removed = this.store.commit(mutations).catch((error: Error) => {
+      if (attempt < ATTEMPTS) {
+        this.log.warn({ entries: seqs.length, err: error.message }, 'journal entries not removed; trying again in a second')
+        const retry = setTimeout(() => void this.commit(seqs, attempt + 1), RETRY_MS)
+        retry.unref()
+        return
+      }
       this.log.warn({ entries: seqs.length, err: error.message }, `journal entries not removed; ${this.consequence}`)
     })
     this.removing = Promise.all([this.removing, removed]).then(() => undefined)
     return removed
   }
+
+  private takeAsked(): number[] {
+    const seqs = this.asked.sort((a, b) => a - b)
+    this.asked = []
+    return seqs
+  }
 }
+
+/** Tries of one removal, and the wait between them, ms. */
+const ATTEMPTS = 3
+const RETRY_MS = 1000

@@ -219,8 +219,10 @@ export interface Store {
   caughtUp?(timeoutMs: number): Promise<boolean>
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
-  /** Pushes recorded (`push.put`) and not yet deleted, oldest first (by `at`, run, seq), after `after`, at most `limit`. */
-  readPushes(after: StoredPush | undefined, limit: number): Promise<StoredPush[]>
+  /** The runs that have pushes recorded (`push.put`) and not yet deleted. */
+  pushRuns(): Promise<string[]>
+  /** Pushes of `run` recorded and not yet deleted, numbered after `afterSeq`, in their order, at most `limit`. */
+  readPushes(run: string, afterSeq: number, limit: number): Promise<StoredPush[]>
   /**
    * What is read of the whole fleet, as queries (PostgreSQL: no replica in EMQX mode holds the
    * fleet in memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).

@@ -1,16 +1,20 @@
 /**
  * EMQX mode's replay of the push journal (src/emqx/push-replay.ts) decides whose pushes it
- * publishes: only those of runs that are over — never this run's, never a live replica's, never one younger than
- * a replica needs to appear in the list — on a real SQLite store, with the broker's side a
- * recording publisher (the whole path through EMQX's REST API: test/push-journal.test.ts).
+ * publishes: only those of runs that are over — an earlier run of its own node at once, a run no
+ * longer listed live once its pushes are old enough — never this run's, never a live replica's;
+ * a push EMQX refuses for good is dropped and counted, any other refusal leaves it for the next
+ * look. On a real SQLite store, with EMQX's side a recording publisher (the whole path through
+ * EMQX's REST API: test/push-journal.test.ts).
  */
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../../src/devices/dispatcher.js'
 import { PushJournal } from '../../src/devices/push-journal.js'
+import { EmqxApiError } from '../../src/emqx/emqx-rest.js'
 import { PushReplay, PUSH_ORPHAN_AGE_MS } from '../../src/emqx/push-replay.js'
 import { createLogger } from '../../src/observability/logger.js'
+import { HubMetrics } from '../../src/observability/metrics.js'
 import { Lease } from '../../src/replicas/lease.js'
 import type { ReplicaView } from '../../src/replicas/replica-keeper.js'
 import { replicaRunId } from '../../src/store/coordination.js'
@@ -18,64 +22,97 @@ import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 import type { StoredPush } from '../../src/store/store.js'
 import { eventually, tempDir } from '../helpers/hub.js'
 
-const NOW = 10_000_000
+const NOW = 100_000_000
 const OLD = NOW - PUSH_ORPHAN_AGE_MS - 1
+const YOUNG = NOW - 1000
 
 const view = (node: string, startedAt: number, live: boolean): ReplicaView => ({ node, startedAt, live, self: false, address: null, lastSeen: live ? NOW : 0, logPosition: 0 })
+const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
+
+async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {
+  const dataDir = tempDir('iothub-push-replay-')
+  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000, replica: replicaRunId('self', 5000) })
+  t.after(async () => {
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await store.load()
+  return store
+}
+
+async function storedPayloads(store: SqliteStore): Promise<string[]> {
+  const left: string[] = []
+  for (const run of await store.pushRuns()) left.push(...(await store.readPushes(run, 0, 1000)).map(text))
+  return left.sort()
+}
 
 describe("EMQX mode's replay of the push journal", () => {
-  it('publishes and deletes the pushes of runs that are over, and only those', async (t) => {
-    const dataDir = tempDir('iothub-push-journal-unit-')
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000, replica: replicaRunId('self', 5000) })
-    t.after(async () => {
-      await store.close()
-      rmSync(dataDir, { recursive: true, force: true })
-    })
-    await store.load()
+  it('publishes and removes the pushes of runs that are over, and only those', async (t) => {
+    const store = await openStore(t)
     const published: string[] = []
-    let refuse = false
+    let refusal: Error | undefined
     const publisher = {
       async publish(message: BrokerMessage) {
-        if (refuse) throw new Error('EMQX answered 503')
+        if (refusal) throw refusal
         published.push(Buffer.from(message.payload).toString())
       }
     }
     const replicas = [view('live', 1000, true), view('restarted', 3000, true), view('gone', 2000, false), view('self', 4000, true)]
     const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
     t.after(() => lease.release())
-    const replay = new PushReplay(store, publisher, lease, async () => replicas, 'self', createLogger('silent'))
-    const journal = new PushJournal(store, createLogger('silent'))
+    const replay = new PushReplay(store, publisher, lease, async () => replicas, 'self', new HubMetrics(), createLogger('silent'))
 
-    const push = (run: string, seq: number, at: number): StoredPush => ({ run, seq, topic: 't', payload: Buffer.from(`${run.split('#')[0]}-${seq}`), qos: 1, at })
-    const liveRun = replicaRunId('live', 1000)
+    const push = (run: string, seq: number, at: number): StoredPush => ({ run, seq, topic: 'd/v1/devices/me/attributes', payload: Buffer.from(`${run.split('#')[0]}-${seq}`), qos: 1, at })
     await store.commit([
-      { op: 'push.put', push: push(liveRun, 1, OLD) }, // a live replica's: may still be on its way
+      { op: 'push.put', push: push(replicaRunId('live', 1000), 1, OLD) }, // a live replica's: may still be on its way
       { op: 'push.put', push: push(replicaRunId('restarted', 1000), 1, OLD) }, // its node runs again, as another run
       { op: 'push.put', push: push(replicaRunId('gone', 2000), 1, OLD) }, // not heard of lately
+      { op: 'push.put', push: push(replicaRunId('gone', 2000), 2, YOUNG) }, // too young to tell
       { op: 'push.put', push: push(replicaRunId('unlisted', 4000), 1, OLD) }, // forgotten, or never listed
-      { op: 'push.put', push: push(replicaRunId('gone', 2000), 2, NOW - 10) }, // too young to tell
       { op: 'push.put', push: push('not-a-run-id', 1, OLD) },
-      { op: 'push.put', push: push(replicaRunId('self', 4000), 1, OLD) } // an earlier run of this node, listed live still
+      { op: 'push.put', push: push(replicaRunId('self', 4000), 1, YOUNG) } // an earlier run of this node, listed live still
     ])
     // this run's own, recorded as the dispatcher does: never published by the replay
-    const own = journal.record({ topic: 't', payload: Buffer.from('own-1'), qos: 1, retain: false })
-    await store.commit([own.mutation])
+    const own = new PushJournal(store, createLogger('silent'))
+    const record = own.record({ topic: 't', payload: Buffer.from('own-1'), qos: 1, retain: false })
+    await store.commit([record.mutation])
 
-    refuse = true
-    assert.equal(await replay.publishLeft(NOW), 0, 'EMQX refusing: nothing published')
-    assert.equal((await store.readPushes(undefined, 100)).length, 8, 'and nothing deleted')
-    refuse = false
+    refusal = new EmqxApiError('EMQX answered 503', 503)
+    assert.equal(await replay.publishLeft(NOW), 0, 'EMQX unavailable: nothing published')
+    assert.equal((await storedPayloads(store)).length, 8, 'and nothing removed')
+    refusal = undefined
     assert.equal(await replay.publishLeft(NOW), 5)
     assert.deepEqual(published.sort(), ['gone-1', 'not-a-run-id-1', 'restarted-1', 'self-1', 'unlisted-1'])
-    const left = (await store.readPushes(undefined, 100)).map((p) => Buffer.from(p.payload).toString()).sort()
-    assert.deepEqual(left, ['gone-2', 'live-1', 'own-1'])
+    assert.deepEqual(await storedPayloads(store), ['gone-2', 'live-1', 'own-1'])
 
     // later: the young one is old enough; the live replica still runs; this run's own is routed
     assert.equal(await replay.publishLeft(NOW + PUSH_ORPHAN_AGE_MS), 1)
     assert.deepEqual(published.sort(), ['gone-1', 'gone-2', 'not-a-run-id-1', 'restarted-1', 'self-1', 'unlisted-1'])
-    journal.routed(own.seq)
-    const remaining = async () => (await store.readPushes(undefined, 100)).map((p) => Buffer.from(p.payload).toString())
-    await eventually(async () => (await remaining()).length === 1, 5000, "this run's routed push deleted")
-    assert.deepEqual(await remaining(), ['live-1'])
+    own.routed(record.seq)
+    await eventually(async () => (await storedPayloads(store)).length === 1, 5000, "this run's routed push removed")
+    assert.deepEqual(await storedPayloads(store), ['live-1'])
+  })
+
+  it('drops, logs and counts a push EMQX refuses for good, and goes on with the rest of the run', async (t) => {
+    const store = await openStore(t)
+    const published: string[] = []
+    const publisher = {
+      async publish(message: BrokerMessage) {
+        const payload = Buffer.from(message.payload).toString()
+        if (payload === 'gone-2') throw new EmqxApiError('EMQX refused the publish: packet too large', 400)
+        published.push(payload)
+      }
+    }
+    const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
+    t.after(() => lease.release())
+    const metrics = new HubMetrics()
+    const replay = new PushReplay(store, publisher, lease, async () => [], 'self', metrics, createLogger('silent'))
+    const run = replicaRunId('gone', 2000)
+    await store.commit([1, 2, 3].map((seq) => ({ op: 'push.put' as const, push: { run, seq, topic: 'gone/v1/devices/me/commands', payload: Buffer.from(`gone-${seq}`), qos: 1 as const, at: OLD } })))
+    assert.equal(await replay.publishLeft(NOW), 2)
+    assert.deepEqual(published, ['gone-1', 'gone-3'])
+    assert.deepEqual(await storedPayloads(store), [])
+    const counted = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.property === 'commands' && v.labels.outcome === 'failed')
+    assert.equal(counted?.value, 1)
   })
 })

@@ -424,26 +424,36 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.deepEqual((await store.coordination.replicas()).filter((r) => r.node === 'contract-node'), [])
     })
 
-    it('keeps pushes by run and number until deleted, and pages them oldest first; none are logged', async () => {
+    it('keeps pushes by run and number until deleted, and pages a run\'s in their order; none are logged', async () => {
       const push = (run: string, seq: number, at: number) => ({ run, seq, topic: `d/v1/devices/me/attributes`, payload: bytes(`${run}:${seq}`), qos: 1 as const, at })
       const head = (await store.readLog(0, 1_000_000)).length
       await store.commit([
         { op: 'push.put', push: push('node-b#2.x', 1, 300) },
-        { op: 'push.put', push: push('node-a#1.x', 1, 100) },
         { op: 'push.put', push: push('node-a#1.x', 2, 200) },
+        { op: 'push.put', push: push('node-a#1.x', 1, 100) },
         // another replica's run numbers its own from 1: no collision
         { op: 'push.put', push: push('node-b#2.x', 2, 200) }
       ])
       const key = (p: { run: string; seq: number }) => `${p.run}/${p.seq}`
-      const all = await store.readPushes(undefined, 10)
-      assert.deepEqual(all.map(key), ['node-a#1.x/1', 'node-a#1.x/2', 'node-b#2.x/2', 'node-b#2.x/1'], 'by time, then run and number')
-      assert.deepEqual([text(all[0]!.payload), all[0]!.topic, all[0]!.qos, all[0]!.at], ['node-a#1.x:1', 'd/v1/devices/me/attributes', 1, 100])
-      const first = await store.readPushes(undefined, 2)
-      assert.deepEqual((await store.readPushes(first[1], 10)).map(key), ['node-b#2.x/2', 'node-b#2.x/1'], 'the page after the last one read')
+      const all = async () => [...(await store.readPushes('node-a#1.x', 0, 10)), ...(await store.readPushes('node-b#2.x', 0, 10))].map(key)
+      assert.deepEqual((await store.pushRuns()).sort(), ['node-a#1.x', 'node-b#2.x'])
+      assert.deepEqual(await all(), ['node-a#1.x/1', 'node-a#1.x/2', 'node-b#2.x/1', 'node-b#2.x/2'], 'each run by number')
+      const [first] = await store.readPushes('node-a#1.x', 0, 1)
+      assert.deepEqual([text(first!.payload), first!.topic, first!.qos, first!.at], ['node-a#1.x:1', 'd/v1/devices/me/attributes', 1, 100])
+      assert.deepEqual((await store.readPushes('node-a#1.x', 1, 10)).map(key), ['node-a#1.x/2'], 'the page after the last one read')
       await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 1 }, { op: 'push.delete', run: 'node-b#2.x', seq: 1 }])
-      assert.deepEqual((await store.readPushes(undefined, 10)).map(key), ['node-a#1.x/2', 'node-b#2.x/2'])
+      assert.deepEqual(await all(), ['node-a#1.x/2', 'node-b#2.x/2'])
       await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 2 }, { op: 'push.delete', run: 'node-b#2.x', seq: 2 }])
-      assert.deepEqual(await store.readPushes(undefined, 10), [])
+      assert.deepEqual(await store.pushRuns(), [])
+      // a range of one run's (what a turn's routed pushes leave), the same numbers of another run kept
+      await store.commit([
+        ...Array.from({ length: 5 }, (_, i): Mutation => ({ op: 'push.put', push: push('node-a#1.x', 10 + i, 400) })),
+        { op: 'push.put', push: push('node-b#2.x', 11, 400) }
+      ])
+      await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 11, through: 13 }])
+      assert.deepEqual(await all(), ['node-a#1.x/10', 'node-a#1.x/14', 'node-b#2.x/11'])
+      await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 10, through: 14 }, { op: 'push.delete', run: 'node-b#2.x', seq: 11 }])
+      assert.deepEqual(await store.pushRuns(), [])
       assert.equal((await store.readLog(0, 1_000_000)).length, head, 'the broker side of a change: not a change of what the hub knows')
     })
 

@@ -262,6 +262,29 @@ describe('PostgresStore', () => {
     })
   })
 
+  it('upgrades a version 7 store in place: it gains the push journal, and keeps what it held', async () => {
+    const schema = schemaForTest()
+    const q = pg.escapeIdentifier(schema)
+    const first = await open({ connectionString: DATABASE_URL, schema })
+    await first.commit([{ op: 'device.put', device: device('kept') }])
+    await first.close()
+    // as version 7 left it: no push journal
+    await withAdmin(async (c) => {
+      await c.query(`DROP TABLE ${q}.push_journal`)
+      await c.query(`UPDATE ${q}.schema_version SET version = 7`)
+    })
+    const upgraded = await open({ connectionString: DATABASE_URL, schema })
+    try {
+      const push = { run: 'n#1.x', seq: 1, topic: 'kept/v1/devices/me/attributes', payload: Buffer.from('{}'), qos: 1 as const, at: 5 }
+      await upgraded.commit([{ op: 'device.property', deviceId: 'kept', name: 'attributes', value: {}, updatedAt: 5 }, { op: 'push.put', push }])
+      assert.deepEqual((await upgraded.readPushes('n#1.x', 0, 10)).map((p) => [p.run, p.seq]), [['n#1.x', 1]])
+      assert.equal((await upgraded.readDevice('kept'))?.id, 'kept')
+      await withAdmin(async (c) => assert.deepEqual((await c.query(`SELECT version FROM ${q}.schema_version`)).rows, [{ version: SCHEMA_VERSION }]))
+    } finally {
+      await upgraded.close()
+    }
+  })
+
   it("tells the operator when the server's autovacuum is off, and says nothing when it is on", async () => {
     const store = await open({ connectionString: DATABASE_URL, schema: schemaForTest() })
     const admin = new pg.Client({ connectionString: DATABASE_URL })

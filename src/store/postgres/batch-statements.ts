@@ -355,15 +355,15 @@ class BatchChanges {
       case 'journal.put':
         return t.publish_journal.put([m.seq], [m.seq, m.packet])
       case 'journal.delete':
-        for (let seq = m.seq; seq < (m.through ?? m.seq); seq++) t.publish_journal.delete([seq])
-        return t.publish_journal.delete([m.through ?? m.seq])
+        for (let seq = m.seq; seq <= (m.through ?? m.seq); seq++) t.publish_journal.delete([seq])
+        return
       case 'push.put': {
         const p = m.push
         return t.push_journal.put([p.run, p.seq], [p.run, p.seq, p.topic, p.payload, p.qos, p.at])
       }
       case 'push.delete':
-        for (let seq = m.seq; seq < (m.through ?? m.seq); seq++) t.push_journal.delete([m.run, seq])
-        return t.push_journal.delete([m.run, m.through ?? m.seq])
+        for (let seq = m.seq; seq <= (m.through ?? m.seq); seq++) t.push_journal.delete([m.run, seq])
+        return
       default: {
         const unknown: never = m
         throw new Error(`unknown mutation op ${JSON.stringify((unknown as { op?: unknown }).op)}`)

@@ -184,10 +184,15 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ seq: Number(r.seq), at: Number(r.at), change: r.change, ...(r.replica !== null ? { replica: r.replica } : {}) }))
   }
 
-  async readPushes(after: StoredPush | undefined, limit: number): Promise<StoredPush[]> {
+  async pushRuns(): Promise<string[]> {
+    const { rows } = await this.reads.query<{ run: string }>(`SELECT DISTINCT run FROM ${this.tables.push_journal}`)
+    return rows.map((r) => r.run)
+  }
+
+  async readPushes(run: string, afterSeq: number, limit: number): Promise<StoredPush[]> {
     const { rows } = await this.reads.query<{ run: string; seq: string; topic: string; payload: Buffer; qos: number; at: string }>(
-      `SELECT run, seq, topic, payload, qos, at FROM ${this.tables.push_journal} WHERE (at, run, seq) > ($1, $2, $3) ORDER BY at, run, seq LIMIT $4`,
-      [after?.at ?? -1, after?.run ?? '', after?.seq ?? -1, limit]
+      `SELECT run, seq, topic, payload, qos, at FROM ${this.tables.push_journal} WHERE run = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+      [run, afterSeq, limit]
     )
     return rows.map((r) => ({ run: r.run, seq: Number(r.seq), topic: r.topic, payload: r.payload, qos: r.qos as StoredPush['qos'], at: Number(r.at) }))
   }

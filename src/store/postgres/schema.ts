@@ -39,8 +39,10 @@ import pg from 'pg'
  * 7: the rest of the fleet's totals are stored like the sessions' (see fleetCountColumns):
  * `log_head.devices` and `log_head.subscriptions`, and connected sessions by protocol and node
  * (`connected_totals`). Version 6 stores count them once, in place.
+ * 8: pushes stored with their change until the broker routed them (`push_journal`, see
+ * devices/push-journal.ts). Version 7 stores gain the table, empty.
  */
-export const SCHEMA_VERSION = 7
+export const SCHEMA_VERSION = 8
 
 export const TABLE_NAMES = [
   'schema_version',
@@ -174,9 +176,8 @@ export function createTableStatements(t: QualifiedTables): string[] {
        packet bytea NOT NULL
      )`,
 
-    // Pushes of EMQX mode stored with their change, until published (src/emqx/push-journal.ts),
-    // keyed by the run of the replica that publishes them. Older hubs leave it alone: added
-    // without a new version.
+    // Pushes stored with their change until the broker routed them (src/devices/push-journal.ts),
+    // keyed by the run of the replica that stored them.
     `CREATE TABLE IF NOT EXISTS ${t.push_journal} (
        run     text COLLATE "C" NOT NULL,
        seq     bigint NOT NULL,

@@ -127,8 +127,9 @@ CREATE TABLE IF NOT EXISTS publish_journal (
   packet BLOB NOT NULL
 ) STRICT;
 
--- Pushes of EMQX mode stored with their change, until published (src/emqx/push-journal.ts). A
--- table older hubs leave alone: added without a new version.
+-- Pushes stored with their change until the broker routed them (src/devices/push-journal.ts),
+-- keyed by the run that stored them. Added without a new version: every open creates the tables
+-- a file lacks, and an older hub leaves this one alone.
 CREATE TABLE IF NOT EXISTS push_journal (
   run     TEXT NOT NULL,
   seq     INTEGER NOT NULL,

@@ -167,8 +167,12 @@ export class SqliteStore implements Store {
     }))
   }
 
-  async readPushes(after: StoredPush | undefined, limit: number): Promise<StoredPush[]> {
-    return this.loads.pushes.all(after?.at ?? -1, after?.run ?? '', after?.seq ?? -1, limit) as StoredPush[]
+  async pushRuns(): Promise<string[]> {
+    return this.loads.pushRuns.all() as string[]
+  }
+
+  async readPushes(run: string, afterSeq: number, limit: number): Promise<StoredPush[]> {
+    return this.loads.pushes.all(run, afterSeq, limit) as StoredPush[]
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {
