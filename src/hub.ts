@@ -218,7 +218,7 @@ export class Hub {
     // a connect that takes a session over from a live connection: the carrier closes the old one
     this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
     this.pushJournal = new PushJournal(this.store, this.log.child({ component: 'push-journal' }))
-    this.dispatcher = new Dispatcher(this.fleet, this.carrier.publisher, this.metrics, this.pushJournal)
+    this.dispatcher = new Dispatcher(this.fleet, this.carrier.pushPublisher ?? this.carrier.publisher, this.metrics, this.pushJournal)
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)
     this.events = new EventStreams(eventLog, { heartbeatMs: config.eventsHeartbeat * 1000, bufferBytes: config.eventsBuffer }, this.metrics, this.log.child({ component: 'events' }))
     this.deliveries = eventDeliveries({

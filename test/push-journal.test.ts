@@ -37,12 +37,12 @@ interface Created {
   token: string
 }
 
-/** An mqtt.js client (never reconnecting) once its CONNACK came, with every message it receives from then. */
-async function connect(url: string, options: IClientOptions, opened: MqttClient[]): Promise<{ client: MqttClient; received: string[] }> {
+/** An mqtt.js client (never reconnecting) once its CONNACK came, with every message it received, from before the CONNACK (as `topic payload` with `withTopic`). */
+async function connect(url: string, options: IClientOptions, opened: MqttClient[], withTopic = false): Promise<{ client: MqttClient; received: string[] }> {
   const client = mqtt.connect(url, { protocolVersion: 4, connectTimeout: 5000, ...options, reconnectPeriod: 0 })
   opened.push(client)
   const received: string[] = []
-  client.on('message', (_topic, payload) => received.push(payload.toString()))
+  client.on('message', (topic, payload) => received.push(withTopic ? `${topic} ${payload.toString()}` : payload.toString()))
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve())
     client.once('error', reject)
@@ -140,9 +140,8 @@ describe('pushes across a crash', () => {
 
     const second = await startTestHub({}, dataDir)
     t.after(() => second.stop())
-    const received: string[] = []
-    const back = await second.connect({ clientId, clean: false, username: device.id, password: device.token })
-    back.on('message', (topic, payload) => received.push(`${topic} ${payload.toString()}`))
+    // listening from before the CONNACK: the queued push may come in the same read
+    const { received } = await connect(second.mqttUrl, { clientId, clean: false, username: device.id, password: device.token }, opened, true)
     await eventually(() => received.length > 0, 10_000, 'the stored push')
     assert.deepEqual(received, ['v1/devices/me/attributes {"mode":"replayed"}'])
     const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
@@ -179,9 +178,7 @@ describe('pushes across a crash', () => {
 
     const second = await startTestHub({}, dataDir)
     t.after(() => second.stop())
-    const received: string[] = []
-    const back = await second.connect(login)
-    back.on('message', (_topic, payload) => received.push(payload.toString()))
+    const { received } = await connect(second.mqttUrl, login, opened)
     await eventually(() => received.length > 0, 10_000, 'the kept push')
     const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
     try {

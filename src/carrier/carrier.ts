@@ -75,6 +75,8 @@ export interface SessionHolding {
 
 export interface ConnectionCarrier {
   readonly publisher: BrokerPublisher
+  /** How the hub's pushes are published, where not as `publisher` publishes (devices/dispatcher.ts). */
+  readonly pushPublisher?: BrokerPublisher
   /** Its clients' queues and limits, where it holds their sessions itself (embedded mode). */
   readonly holding?: SessionHolding
   /** Routes of its own (EMQX: the WebHook receiver and the reconcile); none in embedded mode. */

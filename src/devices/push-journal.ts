@@ -60,20 +60,21 @@ export interface LeftPushRules {
    * all of them; undefined while the run may still publish them itself.
    */
   leftUpTo(run: string): number | undefined
-  /** Whether to go on (checked after each page): false stops the pass, what is left stays. */
+  /** Whether to go on (asked before each publish): false stops the pass, what is left stays. */
   goOn?(): boolean
   /**
    * Whether the broker refused a push for good (the next pass would be refused too): it is
-   * removed, and `dropped` told; any other refusal stops the pass, the push staying for the next.
+   * removed, and `dropped` told. Any other refusal leaves it and the rest of its run, which come
+   * after it, for the next pass; the other runs' go on.
    */
   refusedForGood?(error: Error): boolean
   dropped?(push: StoredPush, error: Error): void
 }
 
 /**
- * Publishes the pushes other runs left, each run's in the order it recorded them, removing a
- * page's once published. Resolves with how many were published; rejects with the broker's
- * refusal that stopped it (what was published before is removed).
+ * Publishes the pushes other runs left — the run with the oldest first, each run's in the order it
+ * recorded them — removing a page's once published. Resolves with how many were published;
+ * rejects, once every run had its turn, with a refusal that left pushes behind.
  */
 export async function publishLeftPushes(
   store: Pick<Store, 'commit' | 'pushRuns' | 'readPushes'>,
@@ -81,22 +82,28 @@ export async function publishLeftPushes(
   rules: LeftPushRules
 ): Promise<number> {
   let published = 0
+  let refused: Error | undefined
+  const goOn = (): boolean => rules.goOn?.() !== false
   for (const run of await store.pushRuns()) {
     const upTo = rules.leftUpTo(run)
     if (upTo === undefined) continue
-    for (let afterSeq = 0; ; ) {
+    for (let afterSeq = 0; goOn(); ) {
       const page = await store.readPushes(run, afterSeq, PAGE)
       const done: number[] = []
-      let refusal: Error | undefined
+      let stopped = false
       for (const push of page) {
         // numbered in the order they were recorded: the rest are younger still
-        if (push.at > upTo) break
+        if (push.at > upTo || !goOn()) {
+          stopped = true
+          break
+        }
         try {
           await publish({ topic: push.topic, payload: Buffer.from(push.payload), qos: push.qos, retain: false })
           published++
         } catch (error) {
           if (!rules.refusedForGood?.(error as Error)) {
-            refusal = error as Error
+            refused = error as Error
+            stopped = true
             break
           }
           rules.dropped?.(push, error as Error)
@@ -104,11 +111,11 @@ export async function publishLeftPushes(
         done.push(push.seq)
       }
       if (done.length > 0) await store.commit(done.map((seq) => ({ op: 'push.delete', run, seq })))
-      if (refusal) throw refusal
-      if (done.length < PAGE || rules.goOn?.() === false) break
+      if (stopped || page.length < PAGE) break
       afterSeq = page[page.length - 1]!.seq
     }
-    if (rules.goOn?.() === false) break
+    if (!goOn()) break
   }
+  if (refused) throw refused
   return published
 }

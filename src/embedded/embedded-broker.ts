@@ -20,7 +20,7 @@ import { inboundLimits } from './inbound-rate.js'
 import { localPortOf, stampLocalPort } from './socket-ports.js'
 import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../port-in-use.js'
-import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { BrokerMessage, BrokerPublisher } from '../devices/dispatcher.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
 /** A will as the CONNECT carried it, tagged with its publisher's mountpoint. */
@@ -81,7 +81,7 @@ export class EmbeddedBroker implements BrokerPublisher {
   private readonly inboundGuard: InboundGuard
   /** Whether `publishKeptWills` is under way (the store may come back again meanwhile). */
   private publishingKeptWills = false
-  /** Set once stop() begins: the hub publishes nothing more (publish). */
+  /** Set once stop() begins: the hub pushes nothing more (publishPush). */
   private stopping = false
   /** The listeners' ports, noted once each listens (a listener on port 0 is given one); 0 before. */
   private readonly ports = { mqtt: 0, mqtts: 0 }
@@ -251,14 +251,19 @@ export class EmbeddedBroker implements BrokerPublisher {
     return { mqtt, mqtts }
   }
 
-  /**
-   * Publishes as the hub itself (a downstream push, the EMQX publish API); resolves once routed.
-   * Refused once the broker stops: Aedes closing would queue the message for offline sessions and
-   * then fail, so a push kept for the next start would reach them twice.
-   */
+  /** Publishes as the hub itself (the EMQX publish API, events to superusers); resolves once routed. */
   publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean; clientId?: string }): Promise<void> {
-    if (this.stopping) return Promise.reject(new Error('the broker is stopping'))
     return this.route({ cmd: 'publish', dup: false, ...message })
+  }
+
+  /**
+   * Publishes a downstream push, kept in the push journal until routed: refused once the broker
+   * stops, since Aedes closing would queue it for offline sessions and then fail, and the push
+   * kept for the next start would reach them twice.
+   */
+  publishPush(message: BrokerMessage): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('the broker is stopping'))
+    return this.publish(message)
   }
 
   private route(packet: PublishPacket): Promise<void> {

@@ -9,6 +9,7 @@ import { StoreAedesPersistence } from './aedes-persistence.js'
 import { EmbeddedBroker } from './embedded-broker.js'
 import { PublishJournal } from './publish-journal.js'
 import { publishLeftPushes } from '../devices/push-journal.js'
+import type { BrokerMessage } from '../devices/dispatcher.js'
 import { NO_MOUNTPOINT } from '../domain/namespace.js'
 import { MqttSource } from './mqtt/mqtt-source.js'
 import { CoapGateway } from './coap/coap-gateway.js'
@@ -77,6 +78,9 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   get publisher(): EmbeddedBroker {
     return this.broker
   }
+
+  /** Pushes are refused once the broker stops (EmbeddedBroker.publishPush). */
+  readonly pushPublisher = { publish: (message: BrokerMessage) => this.broker.publishPush(message) }
 
   /** The previous run's connections are gone: clean sessions end, persistent ones go offline. */
   async recover(snapshot: Snapshot): Promise<void> {

@@ -8,9 +8,11 @@
  * another replica, as they may still be on their way, and that age is longer than any publish
  * takes (REST tries and timeouts) and than replicas' clocks differ.
  *
- * A push EMQX refuses for good (a 4xx other than the credentials' or a throttle's: the payload
- * over EMQX's packet limit, say) is removed, logged and counted (`iothub_pushes_total`,
- * outcome `failed`); any other refusal leaves it, and the rest, for the next look.
+ * A push EMQX refuses for good — a bad request (400: a payload over its packet limit, a topic it
+ * will not take), 413, or EMQX 4's answer with an error code — is removed, logged and counted
+ * (`iothub_pushes_total`, outcome `dropped`); any other refusal (EMQX unreachable or busy, the
+ * credentials, a wrong API path: what an operator can mend) leaves it, and the rest of its run,
+ * for the next look.
  *
  * A push published late this way may reach its device after a later change's push
  * (docs/ROADMAP.md).
@@ -31,15 +33,17 @@ export const PUSH_REPLAY_MS = 10_000
 /** How old a push of a run no longer listed live must be before another replica publishes it, ms. */
 export const PUSH_ORPHAN_AGE_MS = 60_000
 
-/** EMQX's answers that the same publish would get again: not the credentials', nor a throttle's or a timeout's. */
+/** EMQX's answers that the same publish would get again (EMQX 4 answers an error with 200 and a code). */
 function refusedForGood(error: Error): boolean {
-  return error instanceof EmqxApiError && error.status >= 400 && error.status < 500 && ![401, 403, 408, 429].includes(error.status)
+  return error instanceof EmqxApiError && [200, 400, 413].includes(error.status)
 }
 
 export class PushReplay {
   private timer: NodeJS.Timeout | undefined
   private replaying: Promise<number> | null = null
   private stopping = false
+  /** When this run started, as its run id says. */
+  private readonly startedAt: number
 
   constructor(
     private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes'>,
@@ -50,7 +54,9 @@ export class PushReplay {
     private readonly node: string,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger
-  ) {}
+  ) {
+    this.startedAt = runOf(store.replica)?.startedAt ?? Date.now()
+  }
 
   /** Looks now, then every PUSH_REPLAY_MS (on the replica holding the lease). */
   start(): void {
@@ -79,7 +85,9 @@ export class PushReplay {
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
           const named = runOf(run)
-          if (named?.node === this.node) return Infinity
+          // an earlier run of this node: this replica runs in its place (a later one with this
+          // node's name is another process misnamed, and goes by the list like any other)
+          if (named?.node === this.node && named.startedAt < this.startedAt) return Infinity
           if (named !== undefined && live.has(runKey(named.node, named.startedAt))) return undefined
           return now - PUSH_ORPHAN_AGE_MS
         },
@@ -87,7 +95,7 @@ export class PushReplay {
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood,
         dropped: (push, error) => {
-          this.metrics.pushesTotal.inc({ property: propertyOf(push.topic), outcome: 'failed' })
+          this.metrics.pushesTotal.inc({ property: propertyOf(push.topic), outcome: 'dropped' })
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')
         }
       })

@@ -23,7 +23,7 @@ export function runOf(run: string): { node: string; startedAt: number } | undefi
   const hash = run.lastIndexOf('#')
   const dot = run.indexOf('.', hash)
   const start = run.slice(hash + 1, dot)
-  if (hash < 0 || dot < 0 || !/^[0-9a-z]{1,11}$/.test(start)) return undefined
+  if (hash < 0 || dot < 0 || !/^[0-9a-z]{1,10}$/.test(start)) return undefined
   return { node: run.slice(0, hash), startedAt: parseInt(start, 36) }
 }
 

@@ -8,6 +8,7 @@
  * published again — at least once. `flush()` removes what is asked for so far and waits for it,
  * so a graceful stop leaves nothing to publish twice.
  */
+import { setTimeout as delay } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { Mutation, Store } from './store.js'
 
@@ -43,12 +44,12 @@ export class RemovalsPerTurn {
       mutations.push(this.removal(seqs[i]!, seqs[j]!))
       i = j + 1
     }
-    const removed = this.store.commit(mutations).catch((error: Error) => {
+    // the retries are part of the removal, so flush() waits for them too
+    const removed = this.store.commit(mutations).catch(async (error: Error) => {
       if (attempt < ATTEMPTS) {
         this.log.warn({ entries: seqs.length, err: error.message }, 'journal entries not removed; trying again in a second')
-        const retry = setTimeout(() => void this.commit(seqs, attempt + 1), RETRY_MS)
-        retry.unref()
-        return
+        await delay(RETRY_MS)
+        return this.commit(seqs, attempt + 1)
       }
       this.log.warn({ entries: seqs.length, err: error.message }, `journal entries not removed; ${this.consequence}`)
     })

@@ -219,7 +219,7 @@ export interface Store {
   caughtUp?(timeoutMs: number): Promise<boolean>
   /** Entries of the change log after `after`, in order, at most `limit`. */
   readLog(after: number, limit: number): Promise<LogEntry[]>
-  /** The runs that have pushes recorded (`push.put`) and not yet deleted. */
+  /** The runs that have pushes recorded (`push.put`) and not yet deleted, the one with the oldest first. */
   pushRuns(): Promise<string[]>
   /** Pushes of `run` recorded and not yet deleted, numbered after `afterSeq`, in their order, at most `limit`. */
   readPushes(run: string, afterSeq: number, limit: number): Promise<StoredPush[]>

@@ -2,8 +2,8 @@
  * EMQX mode's replay of the push journal (src/emqx/push-replay.ts) decides whose pushes it
  * publishes: only those of runs that are over — an earlier run of its own node at once, a run no
  * longer listed live once its pushes are old enough — never this run's, never a live replica's;
- * a push EMQX refuses for good is dropped and counted, any other refusal leaves it for the next
- * look. On a real SQLite store, with EMQX's side a recording publisher (the whole path through
+ * a push EMQX refuses for good is dropped and counted, any other refusal leaves it and the rest
+ * of its run for the next look. On a real SQLite store, with EMQX's side a recording publisher (the whole path through
  * EMQX's REST API: test/push-journal.test.ts).
  */
 import assert from 'node:assert/strict'
@@ -57,7 +57,7 @@ describe("EMQX mode's replay of the push journal", () => {
         published.push(Buffer.from(message.payload).toString())
       }
     }
-    const replicas = [view('live', 1000, true), view('restarted', 3000, true), view('gone', 2000, false), view('self', 4000, true)]
+    const replicas = [view('live', 1000, true), view('restarted', 3000, true), view('gone', 2000, false), view('self', 4000, true), view('self', 6000, true)]
     const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
     t.after(() => lease.release())
     const replay = new PushReplay(store, publisher, lease, async () => replicas, 'self', new HubMetrics(), createLogger('silent'))
@@ -70,7 +70,8 @@ describe("EMQX mode's replay of the push journal", () => {
       { op: 'push.put', push: push(replicaRunId('gone', 2000), 2, YOUNG) }, // too young to tell
       { op: 'push.put', push: push(replicaRunId('unlisted', 4000), 1, OLD) }, // forgotten, or never listed
       { op: 'push.put', push: push('not-a-run-id', 1, OLD) },
-      { op: 'push.put', push: push(replicaRunId('self', 4000), 1, YOUNG) } // an earlier run of this node, listed live still
+      { op: 'push.put', push: push(replicaRunId('self', 4000), 1, YOUNG) }, // an earlier run of this node, listed live still
+      { op: 'push.put', push: push(replicaRunId('self', 6000), 2, OLD) } // a later process misnamed as this node, live: not ours to publish
     ])
     // this run's own, recorded as the dispatcher does: never published by the replay
     const own = new PushJournal(store, createLogger('silent'))
@@ -79,18 +80,18 @@ describe("EMQX mode's replay of the push journal", () => {
 
     refusal = new EmqxApiError('EMQX answered 503', 503)
     assert.equal(await replay.publishLeft(NOW), 0, 'EMQX unavailable: nothing published')
-    assert.equal((await storedPayloads(store)).length, 8, 'and nothing removed')
+    assert.equal((await storedPayloads(store)).length, 9, 'and nothing removed')
     refusal = undefined
     assert.equal(await replay.publishLeft(NOW), 5)
     assert.deepEqual(published.sort(), ['gone-1', 'not-a-run-id-1', 'restarted-1', 'self-1', 'unlisted-1'])
-    assert.deepEqual(await storedPayloads(store), ['gone-2', 'live-1', 'own-1'])
+    assert.deepEqual(await storedPayloads(store), ['gone-2', 'live-1', 'own-1', 'self-2'])
 
     // later: the young one is old enough; the live replica still runs; this run's own is routed
     assert.equal(await replay.publishLeft(NOW + PUSH_ORPHAN_AGE_MS), 1)
     assert.deepEqual(published.sort(), ['gone-1', 'gone-2', 'not-a-run-id-1', 'restarted-1', 'self-1', 'unlisted-1'])
     own.routed(record.seq)
-    await eventually(async () => (await storedPayloads(store)).length === 1, 5000, "this run's routed push removed")
-    assert.deepEqual(await storedPayloads(store), ['live-1'])
+    await eventually(async () => (await storedPayloads(store)).length === 2, 5000, "this run's routed push removed")
+    assert.deepEqual(await storedPayloads(store), ['live-1', 'self-2'])
   })
 
   it('drops, logs and counts a push EMQX refuses for good, and goes on with the rest of the run', async (t) => {
@@ -112,7 +113,7 @@ describe("EMQX mode's replay of the push journal", () => {
     assert.equal(await replay.publishLeft(NOW), 2)
     assert.deepEqual(published, ['gone-1', 'gone-3'])
     assert.deepEqual(await storedPayloads(store), [])
-    const counted = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.property === 'commands' && v.labels.outcome === 'failed')
+    const counted = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.property === 'commands' && v.labels.outcome === 'dropped')
     assert.equal(counted?.value, 1)
   })
 })

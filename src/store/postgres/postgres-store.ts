@@ -185,7 +185,7 @@ export class PostgresStore implements Store {
   }
 
   async pushRuns(): Promise<string[]> {
-    const { rows } = await this.reads.query<{ run: string }>(`SELECT DISTINCT run FROM ${this.tables.push_journal}`)
+    const { rows } = await this.reads.query<{ run: string }>(`SELECT run FROM ${this.tables.push_journal} GROUP BY run ORDER BY min(at), run`)
     return rows.map((r) => r.run)
   }
 

@@ -165,7 +165,7 @@ export function prepareLoads(db: Database.Database) {
     incoming: db.prepare('SELECT client_id, message_id, packet FROM incoming'),
     wills: db.prepare('SELECT client_id, packet FROM wills'),
     journal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq'),
-    pushRuns: db.prepare('SELECT DISTINCT run FROM push_journal').pluck(),
+    pushRuns: db.prepare('SELECT run FROM push_journal GROUP BY run ORDER BY min(at), run').pluck(),
     pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?'),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
