@@ -129,7 +129,8 @@ CREATE TABLE IF NOT EXISTS publish_journal (
 
 -- Pushes stored with their change until the broker routed them (src/devices/push-journal.ts),
 -- keyed by the run that stored them. Added without a new version: every open creates the tables
--- a file lacks, and an older hub leaves this one alone.
+-- a file lacks, and an older hub leaves this one alone. WITHOUT ROWID: each push is written and
+-- removed in one B-tree, not in a table and its key's index.
 CREATE TABLE IF NOT EXISTS push_journal (
   run     TEXT NOT NULL,
   seq     INTEGER NOT NULL,
@@ -138,7 +139,7 @@ CREATE TABLE IF NOT EXISTS push_journal (
   qos     INTEGER NOT NULL,
   at      INTEGER NOT NULL,
   PRIMARY KEY (run, seq)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- Every committed change, in commit order (see src/store/change-log.ts). The one writer
 -- numbers a batch's entries from log_head, in the batch's transaction.
