@@ -57,8 +57,8 @@ export class Dispatcher {
 
   /**
    * Publishes a prepared push, its change stored; resolves with the ids of the sessions it
-   * reached once routed. A push the broker could not route keeps its journal record: the next
-   * start publishes it.
+   * reached once routed. A push the broker could not route keeps its journal record, for another
+   * run to publish (push-journal.ts).
    */
   async push(prepared: PreparedPush): Promise<string[]> {
     const { deviceId, property, message, seq } = prepared

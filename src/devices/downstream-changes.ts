@@ -8,9 +8,9 @@
  * Each change is decided against the device and the property as stored — where replicas share
  * the store, in the transaction that writes it, under the device's lock — so a device deleted
  * meanwhile gets no property row (UnknownDeviceError, nothing stored). The push is recorded
- * with the change, where the carrier keeps a journal of pushes (dispatcher.ts). Then, in the
- * device's queue of changes, it is pushed; a push that fails does not undo the stored change:
- * the outcome says so (and its journal record stays, for the next start to publish).
+ * with the change (push-journal.ts). Then, in the device's queue of changes, it is pushed; a
+ * push that fails does not undo the stored change: the outcome says so, and its record stays
+ * for another run to publish.
  */
 import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'

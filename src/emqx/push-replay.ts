@@ -18,7 +18,7 @@
  * (docs/ROADMAP.md).
  */
 import type { Logger } from 'pino'
-import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
+import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import { publishLeftPushes } from '../devices/push-journal.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -111,8 +111,7 @@ export class PushReplay {
 
 const runKey = (node: string, startedAt: number): string => `${node}\u0000${startedAt}`
 
-/** The property a push's topic is the change topic of (`attributes` for one whose topic says none). */
+/** The property a push's topic (`{deviceId}/` and a change topic) carries (`attributes` for one whose topic says none). */
 function propertyOf(topic: string): ChangeProperty {
-  for (const [property, suffix] of Object.entries(CHANGE_TOPICS)) if (topic.endsWith(suffix)) return property as ChangeProperty
-  return 'attributes'
+  return changePropertyOfTopic(topic.slice(topic.indexOf('/') + 1)) ?? 'attributes'
 }
