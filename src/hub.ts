@@ -21,6 +21,7 @@ import { observeIncarnation } from './domain/incarnation.js'
 import { ConnectInfoTracker } from './devices/connectinfo.js'
 import { DeviceProperties } from './devices/device-properties.js'
 import { Dispatcher } from './devices/dispatcher.js'
+import { LatePushes } from './devices/late-pushes.js'
 import { PushJournal } from './devices/push-journal.js'
 import { Upstream } from './devices/upstream.js'
 import { DeviceDirectory } from './registry/device-directory.js'
@@ -212,7 +213,7 @@ export class Hub {
         this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD'),
       this.holdsFleet ? undefined : (clientId, deviceId) => this.storedSessionFacts(clientId, deviceId)
     )
-    const core = { config, store: this.store, registry: this.registry, fleet: this.fleet, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name), replicas: (now: number) => this.replicas.replicas(now) }
+    const core = { config, store: this.store, registry: this.registry, fleet: this.fleet, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name), replicas: (now: number) => this.replicas.replicas(now), latePushes: new LatePushes(this.properties) }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     // a connect that takes a session over from a live connection: the carrier closes the old one

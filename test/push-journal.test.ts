@@ -152,6 +152,51 @@ describe('pushes across a crash', () => {
     }
   })
 
+  it('a late attributes push says the values stored now; one whose keys the device no longer has is not published', async (t) => {
+    const dataDir = tempDir('iothub-push-journal-')
+    t.after(() => rmSync(dataDir, { recursive: true, force: true }))
+    const first = await startTestHub({}, dataDir)
+    const [changed, emptied] = [await first.createDevice(), await first.createDevice()]
+    const logins = [changed, emptied].map((d) => ({ clientId: `late-${d.id}`, clean: false, username: d.id, password: d.token }))
+    for (const login of logins) {
+      const client = await first.connect(login)
+      await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+      await client.subscribeAsync('v1/devices/me/commands', { qos: 1 })
+      await client.endAsync()
+    }
+    await first.hub.stop()
+
+    // what a run leaves when its broker refused a push and took a later one of the same device
+    // (EMQX back in between): the first change's record, then a second change routed at once
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    await store.load()
+    const journal = new PushJournal(store, createLogger('silent'))
+    const record = (id: string, topic: string, payload: string) => journal.record({ topic: `${id}/v1/devices/me/${topic}`, payload: Buffer.from(payload), qos: 1, retain: false }).mutation
+    const attributes = (id: string, value: object) => ({ op: 'device.property' as const, deviceId: id, name: 'attributes', value, updatedAt: Date.now() })
+    await store.commit([attributes(changed.id, { mode: 'eco', fan: 1 }), record(changed.id, 'attributes', '{"mode":"eco","fan":1}')])
+    await store.commit([record(changed.id, 'commands', '{"id":"c1","name":"reboot","params":{}}')])
+    await store.commit([attributes(changed.id, { mode: 'turbo', fan: 1 })])
+    // the device's attributes gone since (the device deleted and made again, say)
+    await store.commit([record(emptied.id, 'attributes', '{"mode":"eco"}')])
+    await store.close()
+
+    const second = await startTestHub({}, dataDir)
+    t.after(() => second.stop())
+    const [back, other] = [await connect(second.mqttUrl, logins[0]!, opened, true), await connect(second.mqttUrl, logins[1]!, opened, true)]
+    await eventually(() => back.received.length === 2, 10_000, 'the left pushes')
+    assert.deepEqual(back.received, ['v1/devices/me/attributes {"mode":"turbo","fan":1}', 'v1/devices/me/commands {"id":"c1","name":"reboot","params":{}}'])
+    // whatever the start published came before this change's push
+    assert.equal((await second.api('PATCH', `/v1/devices/${emptied.id}/attributes`, { marker: 1 })).status, 200)
+    await eventually(() => other.received.length > 0, 10_000, 'the marker push')
+    assert.deepEqual(other.received, ['v1/devices/me/attributes {"marker":1}'])
+    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+    try {
+      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'every left record removed')
+    } finally {
+      db.close()
+    }
+  })
+
   it('a push made while the hub stops, after its broker closed, is kept and reaches the session once, at the next start', async (t) => {
     const dataDir = tempDir('iothub-push-journal-')
     t.after(() => rmSync(dataDir, { recursive: true, force: true }))

@@ -12,6 +12,7 @@ import type { HubConfig } from '../config.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { LatePushes } from '../devices/late-pushes.js'
 import type { Upstream } from '../devices/upstream.js'
 import type { AdmissionPolicy } from '../admission/admission-policy.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -40,6 +41,8 @@ export interface HubCore {
   lease: (name: string) => Lease
   /** The replicas recorded in the store, live or not (replicas/replica-keeper.ts). */
   replicas: (now: number) => Promise<ReplicaView[]>
+  /** What a push another run left in the journal says when it is published now. */
+  latePushes: LatePushes
 }
 
 export interface CarrierAddresses {

@@ -50,6 +50,11 @@ export class PushJournal {
   }
 }
 
+/** A push as it was journaled. */
+export function journaledMessage(push: StoredPush): BrokerMessage {
+  return { topic: push.topic, payload: Buffer.from(push.payload), qos: push.qos, retain: false }
+}
+
 /** Pushes read, published and removed at once while publishing what other runs left. */
 const PAGE = 100
 
@@ -69,6 +74,11 @@ export interface LeftPushRules {
    */
   refusedForGood?(error: Error): boolean
   dropped?(push: StoredPush, error: Error): void
+  /**
+   * What to publish for a push now (late-pushes.ts), undefined for nothing (its record goes all
+   * the same); without it, the push as it was journaled.
+   */
+  asNow?(push: StoredPush): Promise<BrokerMessage | undefined>
 }
 
 /**
@@ -98,8 +108,11 @@ export async function publishLeftPushes(
           break
         }
         try {
-          await publish({ topic: push.topic, payload: Buffer.from(push.payload), qos: push.qos, retain: false })
-          published++
+          const message = rules.asNow ? await rules.asNow(push) : journaledMessage(push)
+          if (message) {
+            await publish(message)
+            published++
+          }
         } catch (error) {
           if (!rules.refusedForGood?.(error as Error)) {
             refused = error as Error

@@ -13,7 +13,7 @@ import type { BrokerMessage } from '../devices/dispatcher.js'
 import { NO_MOUNTPOINT } from '../domain/namespace.js'
 import { MqttSource } from './mqtt/mqtt-source.js'
 import { CoapGateway } from './coap/coap-gateway.js'
-import type { Snapshot } from '../store/store.js'
+import type { Snapshot, StoredPush } from '../store/store.js'
 import type { CarrierAddresses, ConnectionCarrier, SessionHolding, HubCore } from '../carrier/carrier.js'
 import type { StepDown } from '../registry/registry.js'
 import { endListedOnly } from '../carrier/listed-only.js'
@@ -96,7 +96,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   async listen(): Promise<CarrierAddresses> {
     // this process is the store's only writer: every other run's pushes are a previous run's
     const { store } = this.core
-    const left = { leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity) }
+    const left = { leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity), asNow: (push: StoredPush) => this.core.latePushes.asNow(push) }
     const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), left))
     return { ...mqtt, coap: await this.coap.listen() }
   }

@@ -14,12 +14,13 @@
  * credentials, a wrong API path: what an operator can mend) leaves it, and the rest of its run,
  * for the next look.
  *
- * A push published late this way may reach its device after a later change's push
- * (docs/ROADMAP.md).
+ * A push published late this way may reach its device after a later change's push: an
+ * attributes push therefore says the values stored now (late-pushes.ts).
  */
 import type { Logger } from 'pino'
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { LatePushes } from '../devices/late-pushes.js'
 import { publishLeftPushes } from '../devices/push-journal.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
@@ -52,6 +53,8 @@ export class PushReplay {
     private readonly replicas: (now: number) => Promise<ReplicaView[]>,
     /** This replica's node name: its earlier runs are over, whatever the list still says of them. */
     private readonly node: string,
+    /** What a left push says now (late-pushes.ts). */
+    private readonly latePushes: Pick<LatePushes, 'asNow'>,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger
   ) {
@@ -94,6 +97,7 @@ export class PushReplay {
         // a pass that lost its lease meanwhile leaves the rest to the replica that took it
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood,
+        asNow: (push) => this.latePushes.asNow(push),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: propertyOf(push.topic), outcome: 'dropped' })
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../../src/devices/dispatcher.js'
-import { PushJournal } from '../../src/devices/push-journal.js'
+import { journaledMessage, PushJournal } from '../../src/devices/push-journal.js'
 import { EmqxApiError } from '../../src/emqx/emqx-rest.js'
 import { PushReplay, PUSH_ORPHAN_AGE_MS } from '../../src/emqx/push-replay.js'
 import { createLogger } from '../../src/observability/logger.js'
@@ -28,6 +28,8 @@ const YOUNG = NOW - 1000
 
 const view = (node: string, startedAt: number, live: boolean): ReplicaView => ({ node, startedAt, live, self: false, address: null, lastSeen: live ? NOW : 0, logPosition: 0 })
 const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
+/** Which pushes are published is under test here, not what they say (test/late-pushes.test.ts). */
+const asJournaled = { asNow: async (push: StoredPush) => journaledMessage(push) }
 
 async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {
   const dataDir = tempDir('iothub-push-replay-')
@@ -60,7 +62,7 @@ describe("EMQX mode's replay of the push journal", () => {
     const replicas = [view('live', 1000, true), view('restarted', 3000, true), view('gone', 2000, false), view('self', 4000, true), view('self', 6000, true)]
     const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
     t.after(() => lease.release())
-    const replay = new PushReplay(store, publisher, lease, async () => replicas, 'self', new HubMetrics(), createLogger('silent'))
+    const replay = new PushReplay(store, publisher, lease, async () => replicas, 'self', asJournaled, new HubMetrics(), createLogger('silent'))
 
     const push = (run: string, seq: number, at: number): StoredPush => ({ run, seq, topic: 'd/v1/devices/me/attributes', payload: Buffer.from(`${run.split('#')[0]}-${seq}`), qos: 1, at })
     await store.commit([
@@ -107,7 +109,7 @@ describe("EMQX mode's replay of the push journal", () => {
     const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
     t.after(() => lease.release())
     const metrics = new HubMetrics()
-    const replay = new PushReplay(store, publisher, lease, async () => [], 'self', metrics, createLogger('silent'))
+    const replay = new PushReplay(store, publisher, lease, async () => [], 'self', asJournaled, metrics, createLogger('silent'))
     const run = replicaRunId('gone', 2000)
     await store.commit([1, 2, 3].map((seq) => ({ op: 'push.put' as const, push: { run, seq, topic: 'gone/v1/devices/me/commands', payload: Buffer.from(`gone-${seq}`), qos: 1 as const, at: OLD } })))
     assert.equal(await replay.publishLeft(NOW), 2)

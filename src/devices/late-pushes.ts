@@ -1,0 +1,52 @@
+/**
+ * What a push published late says. A push another run publishes from the journal
+ * (push-journal.ts) — the run that stored it crashed before routing it, or its broker refused it —
+ * may reach its device after the push of a later change of the same property, which was routed
+ * at once. For attributes, the journaled patch would then put older values on the device than
+ * the hub stores. So a late attributes push carries the patch's keys with their values as stored
+ * now: the same keys the device was to hear about, and never an older value than a later push
+ * already gave it (at worst the same one twice). A key the device no longer has (it was deleted,
+ * and maybe made again) is left out; a push left with no key is not published.
+ *
+ * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
+ * device keeps. Nor does the rule order a late push against a change made between its read here
+ * and its publishing — a window of one store read, where the journal's was the run's whole life.
+ */
+import { changePropertyOfTopic } from '../domain/change-topics.js'
+import { isJsonObject, type JsonObject } from '../domain/device-properties.js'
+import type { StoredPush } from '../store/store.js'
+import type { DeviceProperties } from './device-properties.js'
+import type { BrokerMessage } from './dispatcher.js'
+import { journaledMessage } from './push-journal.js'
+
+export class LatePushes {
+  constructor(private readonly properties: Pick<DeviceProperties, 'find'>) {}
+
+  /** The message to publish now for `push`, left by another run; undefined when nothing is left to say. */
+  async asNow(push: StoredPush): Promise<BrokerMessage | undefined> {
+    const journaled = journaledMessage(push)
+    // `{deviceId}/` and a change topic (dispatcher.ts): device ids hold no `/`
+    const slash = push.topic.indexOf('/')
+    if (slash < 1 || changePropertyOfTopic(push.topic.slice(slash + 1)) !== 'attributes') return journaled
+    const patch = parsedObject(journaled.payload)
+    if (patch === undefined) return journaled
+    const stored = (await this.properties.find(push.topic.slice(0, slash))).values.attributes
+    const now: JsonObject = {}
+    let keys = 0
+    for (const key of Object.keys(patch)) {
+      if (!isJsonObject(stored) || !Object.hasOwn(stored, key)) continue
+      now[key] = stored[key]
+      keys++
+    }
+    return keys === 0 ? undefined : { ...journaled, payload: Buffer.from(JSON.stringify(now)) }
+  }
+}
+
+function parsedObject(payload: Buffer): JsonObject | undefined {
+  try {
+    const value: unknown = JSON.parse(payload.toString('utf8'))
+    return isJsonObject(value) ? value : undefined
+  } catch {
+    return undefined
+  }
+}
