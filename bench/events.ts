@@ -270,6 +270,7 @@ function noopStore(observer: CommitObserver, answerAfterMs?: number): Store {
     following: () => ({ applied: follower.applied, lagSeconds: 0, lastError: null }),
     readLog: () => Promise.resolve([]),
     pushRuns: () => Promise.resolve([]),
+    countPushes: () => Promise.resolve(0),
     readPushes: () => Promise.resolve([]),
     readDevice: () => Promise.resolve(undefined),
     readSession: () => Promise.resolve(undefined),

@@ -190,6 +190,14 @@ export class Hub {
       set({ cache: 'devices' }, this.devices.size)
       set({ cache: 'subscription_entities' }, this.registry.subscriptions.size)
     })
+    // pushes a broker refused wait in the journal for another run (an EMQX that refuses for long
+    // shows here); normally the few being routed
+    this.metrics.gauge(
+      'iothub_pushes_waiting',
+      "Pushes stored with their change and not yet routed (the push journal, every replica's): a crash or a broker's refusal leaves them for another run to publish",
+      [],
+      async (set) => set({}, await this.store.countPushes())
+    )
     this.metrics.threadCpu(() => this.store.threads?.() ?? [])
     if (shared) this.registry.readSessionsThrough((id) => this.store.readSession(id))
     this.loginThrottle = new LoginThrottle({ failuresAllowed: config.loginFailuresAllowed, firstBackoffMs: config.loginBackoffFirst, backoffMaxMs: config.loginBackoffMax, maxKeys: config.loginThrottleKeys })

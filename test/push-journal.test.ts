@@ -24,6 +24,7 @@ import { startChildHub, startEmqxChildHub, type ChildHub, type EmqxChildHub } fr
 import { EMQX_KEY, EMQX_SECRET, WEBHOOK_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
+import { metricValue } from './helpers/metrics.js'
 import { createDatabase } from './helpers/postgres.js'
 import type { DeviceProperties } from '../src/devices/device-properties.js'
 import type { Dispatcher } from '../src/devices/dispatcher.js'
@@ -321,6 +322,7 @@ describe('pushes across a crash', () => {
     const journaled = await database.query<{ run: string }>('SELECT run FROM push_journal')
     assert.equal(journaled.length, 1, 'the push stays stored')
     assert.match(journaled[0]!.run, /^iothub-journal@push\.test#/)
+    assert.equal(await metricValue(first.api, 'iothub_pushes_waiting'), 1, 'the operator sees it wait')
     assert.equal((await first.kill('SIGKILL')).signal, 'SIGKILL')
     standin.setDown(false)
     assert.deepEqual(published(), [])
@@ -336,5 +338,6 @@ describe('pushes across a crash', () => {
     assert.equal(pushed.status, 200, JSON.stringify(pushed.body))
     assert.deepEqual(published(), [{ mode: 'journaled' }, { mode: 'live' }])
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
+    assert.match((await second.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
   })
 })

@@ -223,6 +223,8 @@ export interface Store {
   pushRuns(): Promise<string[]>
   /** Pushes of `run` recorded and not yet deleted, numbered after `afterSeq`, in their order, at most `limit`. */
   readPushes(run: string, afterSeq: number, limit: number): Promise<StoredPush[]>
+  /** How many pushes are recorded and not yet deleted, of every run. */
+  countPushes(): Promise<number>
   /**
    * What is read of the whole fleet, as queries (PostgreSQL: no replica in EMQX mode holds the
    * fleet in memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).

@@ -437,6 +437,7 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       const key = (p: { run: string; seq: number }) => `${p.run}/${p.seq}`
       const all = async () => [...(await store.readPushes('node-a#1.x', 0, 10)), ...(await store.readPushes('node-b#2.x', 0, 10))].map(key)
       assert.deepEqual((await store.pushRuns()).sort(), ['node-a#1.x', 'node-b#2.x'])
+      assert.equal(await store.countPushes(), 4, 'every run\'s counted')
       assert.deepEqual(await all(), ['node-a#1.x/1', 'node-a#1.x/2', 'node-b#2.x/1', 'node-b#2.x/2'], 'each run by number')
       const [first] = await store.readPushes('node-a#1.x', 0, 1)
       assert.deepEqual([text(first!.payload), first!.topic, first!.qos, first!.at], ['node-a#1.x:1', 'd/v1/devices/me/attributes', 1, 100])
@@ -452,8 +453,10 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       ])
       await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 11, through: 13 }])
       assert.deepEqual(await all(), ['node-a#1.x/10', 'node-a#1.x/14', 'node-b#2.x/11'])
+      assert.equal(await store.countPushes(), 3)
       await store.commit([{ op: 'push.delete', run: 'node-a#1.x', seq: 10, through: 14 }, { op: 'push.delete', run: 'node-b#2.x', seq: 11 }])
       assert.deepEqual(await store.pushRuns(), [])
+      assert.equal(await store.countPushes(), 0)
       assert.equal((await store.readLog(0, 1_000_000)).length, head, 'the broker side of a change: not a change of what the hub knows')
     })
 

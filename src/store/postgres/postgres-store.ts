@@ -197,6 +197,11 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ run: r.run, seq: Number(r.seq), topic: r.topic, payload: r.payload, qos: r.qos as StoredPush['qos'], at: Number(r.at) }))
   }
 
+  async countPushes(): Promise<number> {
+    const { rows } = await this.reads.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.tables.push_journal}`)
+    return Number(rows[0]!.n)
+  }
+
   async readSession(id: string): Promise<SessionRecord | undefined> {
     const { rows } = await this.reads.query<{ doc: SessionRecord; version: string }>(`SELECT doc, version FROM ${this.tables.sessions} WHERE id = $1`, [id])
     const row = rows[0]

@@ -175,6 +175,10 @@ export class SqliteStore implements Store {
     return this.loads.pushes.all(run, afterSeq, limit) as StoredPush[]
   }
 
+  async countPushes(): Promise<number> {
+    return this.loads.pushCount.get() as number
+  }
+
   async readSession(id: string): Promise<SessionRecord | undefined> {
     const row = this.loads.session.get(id) as SessionRow | undefined
     return row ? sessionOfRow(row) : undefined

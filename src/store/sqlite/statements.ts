@@ -166,6 +166,7 @@ export function prepareLoads(db: Database.Database) {
     wills: db.prepare('SELECT client_id, packet FROM wills'),
     journal: db.prepare('SELECT seq, packet FROM publish_journal ORDER BY seq'),
     pushRuns: db.prepare('SELECT run FROM push_journal GROUP BY run ORDER BY min(at), run').pluck(),
+    pushCount: db.prepare('SELECT count(*) FROM push_journal').pluck(),
     pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?'),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
