@@ -21,6 +21,7 @@ import { observeIncarnation } from './domain/incarnation.js'
 import { ConnectInfoTracker } from './devices/connectinfo.js'
 import { DeviceProperties } from './devices/device-properties.js'
 import { Dispatcher } from './devices/dispatcher.js'
+import { KeptPushes } from './devices/kept-pushes.js'
 import { LatePushes } from './devices/late-pushes.js'
 import { PushJournal } from './devices/push-journal.js'
 import { Upstream } from './devices/upstream.js'
@@ -93,6 +94,8 @@ export class Hub {
   private readonly dispatcher: Dispatcher
   /** Pushes stored with their change until the broker routed them (devices/push-journal.ts). */
   private readonly pushJournal: PushJournal
+  /** This run's pushes the broker refused, tried again while it lasts. */
+  private readonly keptPushes: KeptPushes
   /** GET /v1/events: the change log as events, live from the follower. */
   private readonly events: EventStreams
   /** Events out of the hub: webhooks, MQTT presence topics (each as configured). */
@@ -221,13 +224,18 @@ export class Hub {
         this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD'),
       this.holdsFleet ? undefined : (clientId, deviceId) => this.storedSessionFacts(clientId, deviceId)
     )
-    const core = { config, store: this.store, registry: this.registry, fleet: this.fleet, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name), replicas: (now: number) => this.replicas.replicas(now), latePushes: new LatePushes(this.properties) }
+    const latePushes = new LatePushes(this.properties)
+    const core = { config, store: this.store, registry: this.registry, fleet: this.fleet, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name), replicas: (now: number) => this.replicas.replicas(now), latePushes }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     // a connect that takes a session over from a live connection: the carrier closes the old one
     this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
     this.pushJournal = new PushJournal(this.store, this.log.child({ component: 'push-journal' }))
-    this.dispatcher = new Dispatcher(this.fleet, this.carrier.pushPublisher ?? this.carrier.publisher, this.metrics, this.pushJournal)
+    const pushPublisher = this.carrier.pushPublisher ?? this.carrier.publisher
+    this.dispatcher = new Dispatcher(this.fleet, pushPublisher, this.metrics, this.pushJournal)
+    this.keptPushes = new KeptPushes(this.pushJournal, this.store, pushPublisher, latePushes, this.metrics, this.log.child({ component: 'kept-pushes' }), {
+      ...(this.carrier.pushRefusedForGood ? { refusedForGood: this.carrier.pushRefusedForGood } : {})
+    })
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)
     this.events = new EventStreams(eventLog, { heartbeatMs: config.eventsHeartbeat * 1000, bufferBytes: config.eventsBuffer }, this.metrics, this.log.child({ component: 'events' }))
     this.deliveries = eventDeliveries({
@@ -322,6 +330,7 @@ export class Hub {
     this.addresses = { http, ...listening }
     await this.replicas.start(`${this.apiUsesTls ? 'https' : 'http'}://${at(http)}`)
     this.deliveries.start()
+    this.keptPushes.start()
     await this.sampler.start()
     this.expiryTimer = setInterval(() => void this.sweepExpired(), this.config.expirySweepInterval * 1000)
     this.expiryTimer.unref()
@@ -456,6 +465,8 @@ export class Hub {
     this.tls?.close()
     // the API first: its requests in flight still find the broker and the store
     await this.api?.close()
+    // it publishes through the carrier; what it still keeps waits for another run
+    await this.keptPushes.stop()
     await this.carrier.stop()
     // before the leases go: a delivery saves its position while it still holds its lease
     await this.deliveries.stop()

@@ -52,6 +52,34 @@ async function connect(url: string, options: IClientOptions, opened: MqttClient[
   return { client, received }
 }
 
+/** A hub in EMQX mode on PostgreSQL, publishing through the REST stand-in at `emqxApi`. */
+function emqxEnv(databaseUrl: string, emqxApi: string, node: string): Record<string, string> {
+  return {
+    IOTHUB_NODE: node,
+    IOTHUB_STORE: 'postgres',
+    IOTHUB_DATABASE_URL: databaseUrl,
+    IOTHUB_EMQX_API: emqxApi,
+    IOTHUB_EMQX_API_KEY: EMQX_KEY,
+    IOTHUB_EMQX_API_SECRET: EMQX_SECRET,
+    IOTHUB_EMQX_VERSION: '5',
+    IOTHUB_WEBHOOK_SECRET: WEBHOOK_SECRET
+  }
+}
+
+/** Device `id` made, connected to EMQX (the stand-in) and subscribed to its attributes, and the hub told so by EMQX's WebHook. */
+async function connectedThroughEmqx(hub: EmqxChildHub, standin: Awaited<ReturnType<typeof startEmqxRestStandin>>, id: string): Promise<void> {
+  assert.equal((await hub.api('POST', '/v1/devices', { id })).status, 201)
+  standin.addClient({ clientid: id, username: id, mountpoint: `${id}/` })
+  standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
+  const hook = async (body: object) => {
+    const answer = await fetch(`${hub.httpUrl}/v1/hooks/emqx`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET }, body: JSON.stringify(body) })
+    assert.equal(answer.status, 200, await answer.text())
+  }
+  const base = { node: 'emqx@10.0.0.3', clientid: id, username: id }
+  await hook({ event: 'client.connected', ...base, peername: '10.0.0.4:1234', mountpoint: `${id}/` })
+  await hook({ event: 'session.subscribed', ...base, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
+}
+
 describe('pushes across a crash', () => {
   const opened: MqttClient[] = []
   const children: Pick<ChildHub, 'kill'>[] = []
@@ -275,6 +303,37 @@ describe('pushes across a crash', () => {
     assert.equal(received.length, 12, JSON.stringify(received))
   })
 
+  it('EMQX mode: a push EMQX refused is published by its own replica once EMQX takes pushes again, with the values stored then', async (t) => {
+    const database = await createDatabase('iothub_push_journal')
+    const dataDir = tempDir('iothub-push-journal-')
+    const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+    t.after(async () => {
+      await Promise.all(children.map((c) => c.kill('SIGKILL')))
+      await standin.close()
+      await database.drop()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+    const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-kept@push.test') })
+    children.push(hub)
+    const id = 'kept-emqx'
+    await connectedThroughEmqx(hub, standin, id)
+    const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+
+    standin.setDown(true)
+    const refused = await hub.api<{ pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco', fan: 1 })
+    assert.match(refused.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(refused.body))
+    assert.equal(await metricValue(hub.api, 'iothub_pushes_waiting'), 1, 'the operator sees it wait')
+    standin.setDown(false)
+    // a later change, pushed at once: the kept push comes after it, and must not undo it
+    const live = await hub.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'turbo' })
+    assert.equal(live.status, 200, JSON.stringify(live.body))
+    await eventually(() => published().length === 2, 30_000, 'the kept push published while the replica runs')
+    // what the device holds once it has applied both pushes, in the order they came
+    assert.deepEqual(Object.assign({}, ...published()), { mode: 'turbo', fan: 1 }, JSON.stringify(published()))
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
+    assert.match((await hub.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
+  })
+
   it('EMQX mode: a push EMQX did not take is published once the run that stored it is over', async (t) => {
     const database = await createDatabase('iothub_push_journal')
     const dataDir = tempDir('iothub-push-journal-')
@@ -285,16 +344,7 @@ describe('pushes across a crash', () => {
       await database.drop()
       rmSync(dataDir, { recursive: true, force: true })
     })
-    const env = {
-      IOTHUB_NODE: 'iothub-journal@push.test',
-      IOTHUB_STORE: 'postgres',
-      IOTHUB_DATABASE_URL: database.url,
-      IOTHUB_EMQX_API: standin.url,
-      IOTHUB_EMQX_API_KEY: EMQX_KEY,
-      IOTHUB_EMQX_API_SECRET: EMQX_SECRET,
-      IOTHUB_EMQX_VERSION: '5',
-      IOTHUB_WEBHOOK_SECRET: WEBHOOK_SECRET
-    }
+    const env = emqxEnv(database.url, standin.url, 'iothub-journal@push.test')
     const start = async (): Promise<EmqxChildHub> => {
       const hub = await startEmqxChildHub(dataDir, { env })
       children.push(hub)
@@ -302,17 +352,7 @@ describe('pushes across a crash', () => {
     }
     const first = await start()
     const id = 'journaled-emqx'
-    assert.equal((await first.api('POST', '/v1/devices', { id })).status, 201)
-    // the device is connected to EMQX and subscribed to its attributes, and the hub heard so
-    standin.addClient({ clientid: id, username: id, mountpoint: `${id}/` })
-    standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
-    const hook = async (body: object) => {
-      const answer = await fetch(`${first.httpUrl}/v1/hooks/emqx`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET }, body: JSON.stringify(body) })
-      assert.equal(answer.status, 200, await answer.text())
-    }
-    const base = { node: 'emqx@10.0.0.3', clientid: id, username: id }
-    await hook({ event: 'client.connected', ...base, peername: '10.0.0.4:1234', mountpoint: `${id}/` })
-    await hook({ event: 'session.subscribed', ...base, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
+    await connectedThroughEmqx(first, standin, id)
 
     const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as unknown)
     standin.setDown(true)

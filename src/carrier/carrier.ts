@@ -80,6 +80,8 @@ export interface ConnectionCarrier {
   readonly publisher: BrokerPublisher
   /** How the hub's pushes are published, where not as `publisher` publishes (devices/dispatcher.ts). */
   readonly pushPublisher?: BrokerPublisher
+  /** Whether the broker refused a push for good (trying it again would be refused again); none: never. */
+  readonly pushRefusedForGood?: (error: Error) => boolean
   /** Its clients' queues and limits, where it holds their sessions itself (embedded mode). */
   readonly holding?: SessionHolding
   /** Routes of its own (EMQX: the WebHook receiver and the reconcile); none in embedded mode. */

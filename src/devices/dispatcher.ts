@@ -6,8 +6,9 @@
  *
  * A push is stored before it is published: recorded in the transaction of the change it pushes
  * (push-journal.ts), its record removed once the broker has routed it. A crash in between, or a
- * broker that refused it, leaves the record, and another run publishes it: at least once, as the
- * stored change promises.
+ * broker that refused it, leaves the record: this run tries a refused push again while it lasts
+ * (kept-pushes.ts), and another run publishes what a run left (left-pushes.ts): at least once, as
+ * the stored change promises.
  */
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
@@ -57,8 +58,8 @@ export class Dispatcher {
 
   /**
    * Publishes a prepared push, its change stored; resolves with the ids of the sessions it
-   * reached once routed. A push the broker could not route keeps its journal record, for another
-   * run to publish (push-journal.ts).
+   * reached once routed. A push the broker could not route keeps its journal record, to be tried
+   * again (kept-pushes.ts) or published by another run (left-pushes.ts).
    */
   async push(prepared: PreparedPush): Promise<string[]> {
     const { deviceId, property, message, seq } = prepared
@@ -71,6 +72,7 @@ export class Dispatcher {
     try {
       await this.broker.publish(message)
     } catch (error) {
+      this.journal.keep(seq)
       this.metrics.pushesTotal.inc({ property, outcome: 'failed' })
       throw error
     }

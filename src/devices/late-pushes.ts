@@ -1,7 +1,7 @@
 /**
- * What a push published late says. A push another run publishes from the journal
- * (push-journal.ts) — the run that stored it crashed before routing it, or its broker refused it —
- * may reach its device after the push of a later change of the same property, which was routed
+ * What a push published late says. A push published from the journal (push-journal.ts) — by
+ * another run, the one that stored it having crashed before routing it, or by its own run once the
+ * broker that refused it takes pushes again (kept-pushes.ts) — may reach its device after the push of a later change of the same property, which was routed
  * at once. For attributes, the journaled patch would then put older values on the device than
  * the hub stores. So a late attributes push carries the patch's keys with their values as stored
  * now: the same keys the device was to hear about, and never an older value than a later push
@@ -12,25 +12,23 @@
  * device keeps. Nor does the rule order a late push against a change made between its read here
  * and its publishing — a window of one store read, where the journal's was the run's whole life.
  */
-import { changePropertyOfTopic } from '../domain/change-topics.js'
 import { isJsonObject, type JsonObject } from '../domain/device-properties.js'
 import type { StoredPush } from '../store/store.js'
 import type { DeviceProperties } from './device-properties.js'
 import type { BrokerMessage } from './dispatcher.js'
-import { journaledMessage } from './push-journal.js'
+import { journaledMessage, pushTarget } from './left-pushes.js'
 
 export class LatePushes {
   constructor(private readonly properties: Pick<DeviceProperties, 'find'>) {}
 
-  /** The message to publish now for `push`, left by another run; undefined when nothing is left to say. */
+  /** The message to publish now for `push`, published late; undefined when nothing is left to say. */
   async asNow(push: StoredPush): Promise<BrokerMessage | undefined> {
     const journaled = journaledMessage(push)
-    // `{deviceId}/` and a change topic (dispatcher.ts): device ids hold no `/`
-    const slash = push.topic.indexOf('/')
-    if (slash < 1 || changePropertyOfTopic(push.topic.slice(slash + 1)) !== 'attributes') return journaled
+    const target = pushTarget(push.topic)
+    if (target?.property !== 'attributes') return journaled
     const patch = parsedObject(journaled.payload)
     if (patch === undefined) return journaled
-    const stored = (await this.properties.find(push.topic.slice(0, slash))).values.attributes
+    const stored = (await this.properties.find(target.deviceId)).values.attributes
     const now: JsonObject = {}
     let keys = 0
     for (const key of Object.keys(patch)) {

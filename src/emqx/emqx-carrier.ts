@@ -16,7 +16,7 @@
  * after it started.
  */
 import type { Readiness } from '../observability/readiness.js'
-import { EmqxRestClient } from './emqx-rest.js'
+import { EmqxRestClient, publishRefusedForGood } from './emqx-rest.js'
 import { EmqxSource } from './emqx-source.js'
 import { PushReplay } from './push-replay.js'
 import { ExhookServer } from './exhook/exhook-server.js'
@@ -92,6 +92,8 @@ export class EmqxCarrier implements ConnectionCarrier {
   get publisher(): EmqxRestClient {
     return this.rest
   }
+
+  readonly pushRefusedForGood = publishRefusedForGood
 
   /** The broker kept the connections while the hub was down: nothing ends; the reconcile tells what changed. */
   async recover(_snapshot: Snapshot): Promise<void> {

@@ -56,6 +56,16 @@ export class EmqxApiError extends Error {
   }
 }
 
+/**
+ * Whether EMQX refused a publish for good — the same publish would be refused again: a bad
+ * request (400: a payload over its packet limit, a topic it will not take), 413, or EMQX 4's
+ * answer with an error code (200). Anything else (unreachable, busy, the credentials, a wrong API
+ * path) is what an operator can mend.
+ */
+export function publishRefusedForGood(error: Error): boolean {
+  return error instanceof EmqxApiError && [200, 400, 413].includes(error.status)
+}
+
 export class EmqxRestClient implements BrokerPublisher {
   private readonly auth: string
   private readonly prefix: string

@@ -18,26 +18,20 @@
  * attributes push therefore says the values stored now (late-pushes.ts).
  */
 import type { Logger } from 'pino'
-import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
-import { publishLeftPushes } from '../devices/push-journal.js'
+import { publishLeftPushes, pushTarget } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
 import { runOf } from '../store/coordination.js'
 import type { Store } from '../store/store.js'
-import { EmqxApiError } from './emqx-rest.js'
+import { publishRefusedForGood } from './emqx-rest.js'
 
 /** Between looks for pushes that runs now over left unpublished, ms. */
 export const PUSH_REPLAY_MS = 10_000
 /** How old a push of a run no longer listed live must be before another replica publishes it, ms. */
 export const PUSH_ORPHAN_AGE_MS = 60_000
-
-/** EMQX's answers that the same publish would get again (EMQX 4 answers an error with 200 and a code). */
-function refusedForGood(error: Error): boolean {
-  return error instanceof EmqxApiError && [200, 400, 413].includes(error.status)
-}
 
 export class PushReplay {
   private timer: NodeJS.Timeout | undefined
@@ -96,10 +90,10 @@ export class PushReplay {
         },
         // a pass that lost its lease meanwhile leaves the rest to the replica that took it
         goOn: () => !this.stopping && this.lease.held,
-        refusedForGood,
+        refusedForGood: publishRefusedForGood,
         asNow: (push) => this.latePushes.asNow(push),
         dropped: (push, error) => {
-          this.metrics.pushesTotal.inc({ property: propertyOf(push.topic), outcome: 'dropped' })
+          this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'dropped' })
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')
         }
       })
@@ -115,7 +109,3 @@ export class PushReplay {
 
 const runKey = (node: string, startedAt: number): string => `${node}\u0000${startedAt}`
 
-/** The property a push's topic (`{deviceId}/` and a change topic) carries (`attributes` for one whose topic says none). */
-function propertyOf(topic: string): ChangeProperty {
-  return changePropertyOfTopic(topic.slice(topic.indexOf('/') + 1)) ?? 'attributes'
-}

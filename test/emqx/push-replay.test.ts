@@ -10,7 +10,8 @@ import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../../src/devices/dispatcher.js'
-import { journaledMessage, PushJournal } from '../../src/devices/push-journal.js'
+import { journaledMessage } from '../../src/devices/left-pushes.js'
+import { PushJournal } from '../../src/devices/push-journal.js'
 import { EmqxApiError } from '../../src/emqx/emqx-rest.js'
 import { PushReplay, PUSH_ORPHAN_AGE_MS } from '../../src/emqx/push-replay.js'
 import { createLogger } from '../../src/observability/logger.js'
@@ -28,7 +29,7 @@ const YOUNG = NOW - 1000
 
 const view = (node: string, startedAt: number, live: boolean): ReplicaView => ({ node, startedAt, live, self: false, address: null, lastSeen: live ? NOW : 0, logPosition: 0 })
 const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
-/** Which pushes are published is under test here, not what they say (test/late-pushes.test.ts). */
+/** Which pushes are published is under test here, not what they say (test/push-journal.test.ts, the late pushes). */
 const asJournaled = { asNow: async (push: StoredPush) => journaledMessage(push) }
 
 async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {

@@ -1,0 +1,97 @@
+/**
+ * This run's pushes the broker refused, tried again while the run lasts. A push whose publish
+ * failed (EMQX's API down or refusing, a broker whose queue store failed) stays in the journal
+ * (push-journal.ts); every KEPT_RETRY_MS, while any is kept, they are published again in the
+ * order they were recorded, until the broker refuses one again. So an outage of the broker's
+ * side ends with the devices told, not at this run's end.
+ *
+ * Later pushes of the same device may have been routed meanwhile: an attributes push says the
+ * values stored now (late-pushes.ts); a command or raw bytes come after the later ones. A push the
+ * broker refuses for good (the carrier tells which: EMQX's 400, say) is dropped, logged and
+ * counted (`iothub_pushes_total{outcome="dropped"}`).
+ */
+import type { Logger } from 'pino'
+import type { HubMetrics } from '../observability/metrics.js'
+import type { Store } from '../store/store.js'
+import type { BrokerPublisher } from './dispatcher.js'
+import type { LatePushes } from './late-pushes.js'
+import { publishRunPushes, pushTarget } from './left-pushes.js'
+import type { PushJournal } from './push-journal.js'
+
+/** Between tries of the kept pushes, ms. */
+export const KEPT_RETRY_MS = 10_000
+
+export interface KeptPushOptions {
+  /** Whether the broker refused a push for good: it is dropped rather than tried again. */
+  refusedForGood?: (error: Error) => boolean
+  retryMs?: number
+}
+
+export class KeptPushes {
+  private timer: NodeJS.Timeout | undefined
+  private retrying: Promise<number> | null = null
+  private stopping = false
+  /** The last try was refused: the next refusal is not logged again. */
+  private refusedBefore = false
+
+  constructor(
+    private readonly journal: Pick<PushJournal, 'kept' | 'released'>,
+    private readonly store: Pick<Store, 'replica' | 'commit' | 'readPushes'>,
+    private readonly publisher: BrokerPublisher,
+    private readonly latePushes: Pick<LatePushes, 'asNow'>,
+    private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
+    private readonly log: Logger,
+    private readonly options: KeptPushOptions = {}
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.retry(), this.options.retryMs ?? KEPT_RETRY_MS)
+    this.timer.unref()
+  }
+
+  /** Stops trying; resolves once a try under way is over. Kept pushes stay for another run. */
+  async stop(): Promise<void> {
+    this.stopping = true
+    clearInterval(this.timer)
+    await this.retrying
+  }
+
+  /** Publishes the kept pushes, in their order, until the broker refuses one; resolves with how many went. */
+  retry(): Promise<number> {
+    if (this.journal.kept.size === 0 || this.stopping) return Promise.resolve(0)
+    this.retrying ??= this.retryOnce().finally(() => (this.retrying = null))
+    return this.retrying
+  }
+
+  private async retryOnce(): Promise<number> {
+    const kept = this.journal.kept
+    const waiting = kept.size
+    try {
+      const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, (message) => this.publisher.publish(message), {
+        goOn: () => !this.stopping,
+        includes: (push) => kept.has(push.seq),
+        asNow: (push) => this.latePushes.asNow(push),
+        ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
+        dropped: (push, error) => {
+          this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'dropped' })
+          this.log.error({ seq: push.seq, topic: push.topic, err: error.message }, 'a push the broker refused, refused again for good; dropped')
+        },
+        // released before its record is removed: a removal the store refuses leaves the record
+        // for another run, rather than this one publishing it again at every try
+        done: (push) => this.journal.released(push.seq)
+      })
+      if (published > 0) this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
+      if (refused) this.refused(refused, kept.size)
+      else this.refusedBefore = false
+      return published
+    } catch (error) {
+      this.refused(error as Error, waiting)
+      return 0
+    }
+  }
+
+  private refused(error: Error, left: number): void {
+    if (!this.refusedBefore) this.log.warn({ pushes: left, err: error.message }, 'pushes the broker refused are refused again; tried every few seconds while this run lasts')
+    this.refusedBefore = true
+  }
+}

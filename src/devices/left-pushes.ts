@@ -1,0 +1,131 @@
+/**
+ * Publishing pushes from the journal (push-journal.ts) that their run did not get the broker to
+ * take: other runs' — a crash, or a stop while the broker refused them, left them — and this
+ * run's own that the broker refused (kept-pushes.ts). Each run's go in the order it recorded
+ * them, a page at a time; what is published (or dropped) is removed a page at a time.
+ */
+import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
+import type { Store, StoredPush } from '../store/store.js'
+import type { BrokerMessage } from './dispatcher.js'
+
+/** Pushes read, published and removed at once. */
+const PAGE = 100
+
+/** A push as it was journaled. */
+export function journaledMessage(push: StoredPush): BrokerMessage {
+  return { topic: push.topic, payload: Buffer.from(push.payload), qos: push.qos, retain: false }
+}
+
+/** The device and property a push's topic names: `{deviceId}/` and a change topic (dispatcher.ts); device ids hold no `/`. */
+export function pushTarget(topic: string): { deviceId: string; property: ChangeProperty } | undefined {
+  const slash = topic.indexOf('/')
+  const property = slash < 1 ? undefined : changePropertyOfTopic(topic.slice(slash + 1))
+  return property === undefined ? undefined : { deviceId: topic.slice(0, slash), property }
+}
+
+/** How a run's pushes are published, and how the broker's refusals are taken. */
+export interface PushPublishing {
+  /** Whether to go on (asked before each publish): false stops the pass, what is left stays. */
+  goOn?(): boolean
+  /** Which of the run's pushes to publish; without it, all of them. The others stay as they are. */
+  includes?(push: StoredPush): boolean
+  /**
+   * Whether the broker refused a push for good (the next pass would be refused too): it is
+   * removed, and `dropped` told. Any other refusal leaves it and the rest of its run, which come
+   * after it, for the next pass.
+   */
+  refusedForGood?(error: Error): boolean
+  dropped?(push: StoredPush, error: Error): void
+  /**
+   * Told of each push done with — published, dropped, or with nothing left to say — before its
+   * record is removed (a removal the store refuses leaves the record for a later pass).
+   */
+  done?(push: StoredPush): void
+  /**
+   * What to publish for a push now (late-pushes.ts), undefined for nothing (its record goes all
+   * the same); without it, the push as it was journaled.
+   */
+  asNow?(push: StoredPush): Promise<BrokerMessage | undefined>
+}
+
+/** Which runs' pushes are left behind, and how they are published. */
+export interface LeftPushRules extends PushPublishing {
+  /**
+   * The latest `at` (epoch ms) up to which the pushes of `run` are left behind — Infinity for
+   * all of them; undefined while the run may still publish them itself.
+   */
+  leftUpTo(run: string): number | undefined
+}
+
+type PushStore = Pick<Store, 'commit' | 'readPushes'>
+type Publish = (message: BrokerMessage) => Promise<void>
+
+/**
+ * Publishes the pushes other runs left — the run with the oldest first — removing them once
+ * published. Resolves with how many were published; rejects, once every run had its turn, with a
+ * refusal that left pushes behind.
+ */
+export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns'>, publish: Publish, rules: LeftPushRules): Promise<number> {
+  let published = 0
+  let refused: Error | undefined
+  for (const run of await store.pushRuns()) {
+    if (rules.goOn?.() === false) break
+    const upTo = rules.leftUpTo(run)
+    if (upTo === undefined) continue
+    const outcome = await publishRunPushes(store, run, upTo, publish, rules)
+    published += outcome.published
+    refused ??= outcome.refused
+  }
+  if (refused) throw refused
+  return published
+}
+
+/**
+ * Publishes the pushes of `run` recorded up to `upTo` (epoch ms), in their order, until the
+ * broker refuses one (not for good) or `goOn` says no; removes those published or dropped.
+ */
+export async function publishRunPushes(
+  store: PushStore,
+  run: string,
+  upTo: number,
+  publish: Publish,
+  rules: PushPublishing
+): Promise<{ published: number; refused?: Error }> {
+  let published = 0
+  const goOn = (): boolean => rules.goOn?.() !== false
+  for (let afterSeq = 0; goOn(); ) {
+    const page = await store.readPushes(run, afterSeq, PAGE)
+    const done: StoredPush[] = []
+    let refused: Error | undefined
+    let stopped = false
+    for (const push of page) {
+      // numbered in the order they were recorded: the rest are younger still
+      if (push.at > upTo || !goOn()) {
+        stopped = true
+        break
+      }
+      if (rules.includes?.(push) === false) continue
+      try {
+        const message = rules.asNow ? await rules.asNow(push) : journaledMessage(push)
+        if (message) {
+          await publish(message)
+          published++
+        }
+      } catch (error) {
+        if (!rules.refusedForGood?.(error as Error)) {
+          refused = error as Error
+          stopped = true
+          break
+        }
+        rules.dropped?.(push, error as Error)
+      }
+      done.push(push)
+      rules.done?.(push)
+    }
+    if (done.length > 0) await store.commit(done.map((push) => ({ op: 'push.delete', run, seq: push.seq })))
+    if (refused) return { published, refused }
+    if (stopped || page.length < PAGE) break
+    afterSeq = page[page.length - 1]!.seq
+  }
+  return { published }
+}

@@ -1,0 +1,80 @@
+/**
+ * A run's pushes the broker refused are tried again while the run lasts (src/devices/kept-pushes.ts):
+ * in the order they were recorded, until the broker refuses one again; one it refuses for good is
+ * dropped and counted; one with nothing left to say goes without a publish. The journal is a real
+ * SQLite store; the broker is a publisher that refuses as it is told (the end-to-end case, through
+ * EMQX's REST API, is in test/push-journal.test.ts).
+ */
+import assert from 'node:assert/strict'
+import { rmSync } from 'node:fs'
+import { describe, it } from 'node:test'
+import type { BrokerMessage } from '../src/devices/dispatcher.js'
+import { KeptPushes } from '../src/devices/kept-pushes.js'
+import { journaledMessage } from '../src/devices/left-pushes.js'
+import { PushJournal } from '../src/devices/push-journal.js'
+import { EmqxApiError, publishRefusedForGood } from '../src/emqx/emqx-rest.js'
+import { createLogger } from '../src/observability/logger.js'
+import { HubMetrics } from '../src/observability/metrics.js'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import type { StoredPush } from '../src/store/store.js'
+import { tempDir } from './helpers/hub.js'
+
+const text = (payload: Uint8Array): string => Buffer.from(payload).toString()
+
+describe("a run's refused pushes, tried again", () => {
+  it('publishes them in order until refused again, drops one refused for good, and leaves the pushes still on their way', async (t) => {
+    const dataDir = tempDir('iothub-kept-pushes-')
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    t.after(async () => {
+      await store.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+    await store.load()
+    const journal = new PushJournal(store, createLogger('silent'))
+    const recorded: number[] = []
+    for (const name of ['a', 'b', 'too-large', 'c', 'on-its-way', 'quiet']) {
+      const record = journal.record({ topic: `dev/v1/devices/me/${name === 'quiet' ? 'attributes' : 'commands'}`, payload: Buffer.from(name), qos: 1, retain: false })
+      await store.commit([record.mutation])
+      recorded.push(record.seq)
+    }
+    // refused: all but the one still on its way (routed, or refused, later)
+    for (const [i, seq] of recorded.entries()) if (i !== 4) journal.keep(seq)
+
+    let down = true
+    const busyOnce = new Set(['c'])
+    const published: string[] = []
+    const broker = {
+      async publish(message: BrokerMessage) {
+        const name = text(message.payload)
+        if (down) throw new EmqxApiError('EMQX unreachable', 0)
+        if (name === 'too-large') throw new EmqxApiError('EMQX refused the publish: packet too large', 400)
+        if (busyOnce.delete(name)) throw new EmqxApiError('EMQX busy', 503)
+        published.push(name)
+      }
+    }
+    // the quiet one has nothing left to say (a late attributes push whose keys are gone)
+    const late = { asNow: async (push: StoredPush) => (text(push.payload) === 'quiet' ? undefined : journaledMessage(push)) }
+    const metrics = new HubMetrics()
+    const kept = new KeptPushes(journal, store, broker, late, metrics, createLogger('silent'), { refusedForGood: publishRefusedForGood })
+    const left = async () => (await store.readPushes(store.replica, 0, 100)).map((p) => text(p.payload))
+    const dropped = async () => (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.outcome === 'dropped')?.value ?? 0
+
+    assert.equal(await kept.retry(), 0, 'the broker still refuses')
+    assert.deepEqual(await left(), ['a', 'b', 'too-large', 'c', 'on-its-way', 'quiet'])
+    assert.equal(journal.kept.size, 5)
+
+    down = false
+    assert.equal(await kept.retry(), 2, 'in order, until the broker refuses c')
+    assert.deepEqual(published, ['a', 'b'])
+    assert.deepEqual(await left(), ['c', 'on-its-way', 'quiet'], 'the one refused for good removed, the rest from c on kept')
+    assert.equal(await dropped(), 1)
+    assert.deepEqual([...journal.kept].map((seq) => recorded.indexOf(seq)), [3, 5])
+
+    assert.equal(await kept.retry(), 1)
+    assert.deepEqual(published, ['a', 'b', 'c'])
+    assert.deepEqual(await left(), ['on-its-way'], 'the quiet one removed without a publish; the one on its way is not this retry\'s')
+    assert.equal(journal.kept.size, 0)
+    assert.equal(await kept.retry(), 0, 'nothing kept: nothing read or published')
+    assert.deepEqual(published, ['a', 'b', 'c'])
+  })
+})
