@@ -193,11 +193,10 @@ export class Hub {
       set({ cache: 'devices' }, this.devices.size)
       set({ cache: 'subscription_entities' }, this.registry.subscriptions.size)
     })
-    // pushes a broker refused wait in the journal for another run (an EMQX that refuses for long
-    // shows here); normally the few being routed
+    // normally the few pushes being routed; an EMQX that refuses pushes for long shows here
     this.metrics.gauge(
       'iothub_pushes_waiting',
-      "Pushes stored with their change and not yet routed (the push journal, every replica's): a crash or a broker's refusal leaves them for another run to publish",
+      "Pushes stored with their change and not yet routed (the push journal, every replica's): those a broker refused wait here to be tried again, and those a crash left for another run",
       [],
       async (set) => set({}, await this.store.countPushes())
     )

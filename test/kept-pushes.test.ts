@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import type { BrokerMessage } from '../src/devices/dispatcher.js'
+import { Dispatcher, type BrokerMessage } from '../src/devices/dispatcher.js'
 import { KeptPushes } from '../src/devices/kept-pushes.js'
 import { journaledMessage } from '../src/devices/left-pushes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
@@ -16,7 +16,7 @@ import { EmqxApiError, publishRefusedForGood } from '../src/emqx/emqx-rest.js'
 import { createLogger } from '../src/observability/logger.js'
 import { HubMetrics } from '../src/observability/metrics.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
-import type { StoredPush } from '../src/store/store.js'
+import { StoreError, type StoredPush } from '../src/store/store.js'
 import { tempDir } from './helpers/hub.js'
 
 const text = (payload: Uint8Array): string => Buffer.from(payload).toString()
@@ -76,5 +76,25 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(journal.kept.size, 0)
     assert.equal(await kept.retry(), 0, 'nothing kept: nothing read or published')
     assert.deepEqual(published, ['a', 'b', 'c'])
+  })
+
+  it('keeps a push whose receivers could not be read, as one the broker refused', async (t) => {
+    const dataDir = tempDir('iothub-kept-pushes-')
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    t.after(async () => {
+      await store.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+    await store.load()
+    const journal = new PushJournal(store, createLogger('silent'))
+    // where the store is shared, whom a push reaches is a read of it: here one that fails
+    const fleet = { receiving: async () => Promise.reject(new StoreError('the store did not answer')) }
+    const published: string[] = []
+    const dispatcher = new Dispatcher(fleet, { publish: async (m: BrokerMessage) => void published.push(text(m.payload)) }, new HubMetrics(), journal)
+    const prepared = dispatcher.prepare('dev', 'attributes', Buffer.from('{"mode":"eco"}'))
+    await store.commit(prepared.storeWith)
+    await assert.rejects(dispatcher.push(prepared), StoreError)
+    assert.deepEqual([...journal.kept], [prepared.seq])
+    assert.deepEqual(published, [])
   })
 })

@@ -63,13 +63,15 @@ export class Dispatcher {
    */
   async push(prepared: PreparedPush): Promise<string[]> {
     const { deviceId, property, message, seq } = prepared
-    const receivers = await this.fleet.receiving(deviceId, property)
-    if (receivers.length === 0) {
-      this.journal.routed(seq)
-      this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
-      return []
-    }
+    let receivers: Awaited<ReturnType<FleetReads['receiving']>>
     try {
+      // where the store is shared this is a read of it, which can fail like the publish
+      receivers = await this.fleet.receiving(deviceId, property)
+      if (receivers.length === 0) {
+        this.journal.routed(seq)
+        this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
+        return []
+      }
       await this.broker.publish(message)
     } catch (error) {
       this.journal.keep(seq)
