@@ -97,4 +97,26 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual([...journal.kept], [prepared.seq])
     assert.deepEqual(published, [])
   })
+
+  it('forgets a kept push another replica published meanwhile, once a try has read the whole run', async (t) => {
+    const dataDir = tempDir('iothub-kept-pushes-')
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    t.after(async () => {
+      await store.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+    await store.load()
+    const journal = new PushJournal(store, createLogger('silent'))
+    const records = ['gone', 'here'].map((name) => journal.record({ topic: 'dev/v1/devices/me/commands', payload: Buffer.from(name), qos: 1, retain: false }))
+    await store.commit(records.map((r) => r.mutation))
+    for (const r of records) journal.keep(r.seq)
+    // the replica holding the replay took this run for over and published the first (push-replay.ts)
+    await store.commit([{ op: 'push.delete', run: store.replica, seq: records[0]!.seq }])
+    const published: string[] = []
+    const late = { asNow: async (push: StoredPush) => journaledMessage(push) }
+    const kept = new KeptPushes(journal, store, { publish: async (m: BrokerMessage) => void published.push(text(m.payload)) }, late, new HubMetrics(), createLogger('silent'))
+    assert.equal(await kept.retry(), 1)
+    assert.deepEqual(published, ['here'])
+    assert.equal(journal.kept.size, 0, 'nothing left to look for at every try')
+  })
 })

@@ -65,7 +65,7 @@ export class KeptPushes {
 
   private async retryOnce(): Promise<number> {
     const kept = this.journal.kept
-    const waiting = kept.size
+    const atStart = [...kept]
     try {
       const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, (message) => this.publisher.publish(message), {
         goOn: () => !this.stopping,
@@ -81,11 +81,17 @@ export class KeptPushes {
         done: (push) => this.journal.released(push.seq)
       })
       if (published > 0) this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
-      if (refused) this.refused(refused, kept.size)
-      else this.refusedBefore = false
+      if (refused) {
+        this.refused(refused, kept.size)
+      } else if (!this.stopping) {
+        this.refusedBefore = false
+        // every record of the run was read: one kept since the start and not met is gone (another
+        // replica published it, taking this run for over), and is not looked for again
+        for (const seq of atStart) this.journal.released(seq)
+      }
       return published
     } catch (error) {
-      this.refused(error as Error, waiting)
+      this.refused(error as Error, atStart.length)
       return 0
     }
   }
