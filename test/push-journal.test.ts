@@ -27,11 +27,13 @@ import { eventually, startTestHub, tempDir } from './helpers/hub.js'
 import { metricValue } from './helpers/metrics.js'
 import { createDatabase } from './helpers/postgres.js'
 import type { DeviceProperties } from '../src/devices/device-properties.js'
-import type { Dispatcher } from '../src/devices/dispatcher.js'
+import type { BrokerMessage, Dispatcher } from '../src/devices/dispatcher.js'
 import { DownstreamChanges, type PushOutcome } from '../src/devices/downstream-changes.js'
+import { LatePushes } from '../src/devices/late-pushes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
 import { createLogger } from '../src/observability/logger.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import type { StoredPush } from '../src/store/store.js'
 
 interface Created {
   id: string
@@ -224,6 +226,41 @@ describe('pushes across a crash', () => {
     } finally {
       db.close()
     }
+  })
+
+  it("a late attributes push takes its device's turn: a change asked for meanwhile is stored and pushed after it", async (t) => {
+    const dataDir = tempDir('iothub-push-journal-')
+    const hub = await startTestHub({}, dataDir)
+    t.after(async () => {
+      await hub.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+    })
+    const device = await hub.createDevice()
+    assert.equal((await hub.api('PATCH', `/v1/devices/${device.id}/attributes`, { mode: 'eco' })).status, 200)
+    const { client, received } = await connect(hub.mqttUrl, { clientId: `turn-${device.id}`, username: device.id, password: device.token }, opened)
+    await client.subscribeAsync('v1/devices/me/attributes', { qos: 1 })
+    const inside = hub.hub as unknown as { properties: DeviceProperties; dispatcher: Dispatcher; broker: { publish(message: BrokerMessage): Promise<void> } }
+    const late = new LatePushes(inside.properties)
+    const push: StoredPush = { run: 'earlier', seq: 1, topic: `${device.id}/v1/devices/me/attributes`, payload: Buffer.from('{"mode":"old"}'), qos: 1, at: 0 }
+
+    // the late push's publish is held (a slow broker): a change of the device asked for meanwhile
+    // must wait for it. Were it not to, its push would come first, and the late one's older value
+    // after it; the hold ends then, or after 1.5 s at the latest.
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    const livePushed = new Promise<void>((resolve) => client.once('message', () => resolve()))
+    void Promise.race([livePushed, new Promise((resolve) => setTimeout(resolve, 1500))]).then(() => release())
+    const sent = late.send(push, async (message) => {
+      await held
+      await inside.broker.publish(message)
+    })
+    const changes = new DownstreamChanges(inside.properties, inside.dispatcher)
+    const live = changes.mergeAttributes(device.id, { mode: 'turbo' }, Buffer.from('{"mode":"turbo"}'))
+    assert.equal(await sent, true)
+    assert.deepEqual((await live).pushedTo, [`turn-${device.id}`])
+    await eventually(() => received.length === 2, 10_000, 'both pushes')
+    // the late push says the value stored when its turn came, and the live change's comes last
+    assert.deepEqual(received, ['{"mode":"eco"}', '{"mode":"turbo"}'])
   })
 
   it('a push made while the hub stops, after its broker closed, is kept and reaches the session once, at the next start', async (t) => {

@@ -144,6 +144,14 @@ export class DeviceProperties {
     })
   }
 
+  /**
+   * Runs `work` in the device's turn: after the changes of it asked for so far (and their
+   * `afterwards`), before those asked for later.
+   */
+  inTurn<T>(deviceId: string, work: () => Promise<T>): Promise<T> {
+    return this.queue.run(deviceId, work)
+  }
+
   /** Resolves when every change asked for so far is stored (or failed). */
   async settled(): Promise<void> {
     while (this.queue.pendingKeys > 0) await new Promise((resolve) => setImmediate(resolve))

@@ -9,8 +9,8 @@
  * the store, in the transaction that writes it, under the device's lock — so a device deleted
  * meanwhile gets no property row (UnknownDeviceError, nothing stored). The push is recorded
  * with the change (push-journal.ts). Then, in the device's queue of changes, it is pushed; a
- * push that fails does not undo the stored change: the outcome says so, and its record stays
- * for another run to publish.
+ * push that fails does not undo the stored change: the outcome says so, and its record stays,
+ * to be tried again (kept-pushes.ts) or published by another run.
  */
 import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'

@@ -8,7 +8,8 @@
  * Later pushes of the same device may have been routed meanwhile: an attributes push says the
  * values stored now (late-pushes.ts); a command or raw bytes come after the later ones. A push the
  * broker refuses for good (the carrier tells which: EMQX's 400, say) is dropped, logged and
- * counted (`iothub_pushes_total{outcome="dropped"}`).
+ * counted (`iothub_pushes_total{outcome="dropped"}`); one it takes is counted as `published`
+ * (its first try was counted `failed`).
  */
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -38,7 +39,7 @@ export class KeptPushes {
     private readonly journal: Pick<PushJournal, 'kept' | 'released'>,
     private readonly store: Pick<Store, 'replica' | 'commit' | 'readPushes'>,
     private readonly publisher: BrokerPublisher,
-    private readonly latePushes: Pick<LatePushes, 'asNow'>,
+    private readonly latePushes: Pick<LatePushes, 'send'>,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger,
     private readonly options: KeptPushOptions = {}
@@ -70,7 +71,8 @@ export class KeptPushes {
       const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, (message) => this.publisher.publish(message), {
         goOn: () => !this.stopping,
         includes: (push) => kept.has(push.seq),
-        asNow: (push) => this.latePushes.asNow(push),
+        send: (push, publish) => this.latePushes.send(push, publish),
+        published: (push) => this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'published' }),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'dropped' })
@@ -91,11 +93,14 @@ export class KeptPushes {
       }
       return published
     } catch (error) {
-      this.refused(error as Error, atStart.length)
+      // not the broker's answer (that is `refused`): the store's, reading or removing records; a
+      // push published and then not removed is published again by another run
+      this.log.warn({ pushes: kept.size, err: (error as Error).message }, 'a try of the pushes the broker refused failed; tried again in a few seconds')
       return 0
     }
   }
 
+  /** Logged when the broker starts refusing them again, not at every try while it goes on. */
   private refused(error: Error, left: number): void {
     if (!this.refusedBefore) this.log.warn({ pushes: left, err: error.message }, 'pushes the broker refused are refused again; tried every few seconds while this run lasts')
     this.refusedBefore = true

@@ -8,9 +8,15 @@
  * already gave it (at worst the same one twice). A key the device no longer has (it was deleted,
  * and maybe made again) is left out; a push left with no key is not published.
  *
+ * The read and the publish take the device's turn among this replica's changes of it
+ * (`DeviceProperties.inTurn`), as a live push does: no change through this replica comes between
+ * them. A change through another replica (EMQX mode) still can, while the publish is under way
+ * (EMQX's REST publish, with its tries, takes up to seconds): the device then gets the older
+ * value after the newer one, until its next change — a window of one publish, where the journal's
+ * was the run's whole life.
+ *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
- * device keeps. Nor does the rule order a late push against a change made between its read here
- * and its publishing — a window of one store read, where the journal's was the run's whole life.
+ * device keeps.
  */
 import { isJsonObject, type JsonObject } from '../domain/device-properties.js'
 import type { StoredPush } from '../store/store.js'
@@ -19,7 +25,18 @@ import type { BrokerMessage } from './dispatcher.js'
 import { journaledMessage, pushTarget } from './left-pushes.js'
 
 export class LatePushes {
-  constructor(private readonly properties: Pick<DeviceProperties, 'find'>) {}
+  constructor(private readonly properties: Pick<DeviceProperties, 'find' | 'inTurn'>) {}
+
+  /** Publishes `push` as it should go now (`asNow`), in its device's turn; false when nothing was left to say. */
+  async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>): Promise<boolean> {
+    const target = pushTarget(push.topic)
+    const send = async (): Promise<boolean> => {
+      const message = await this.asNow(push)
+      if (message) await publish(message)
+      return message !== undefined
+    }
+    return target ? this.properties.inTurn(target.deviceId, send) : send()
+  }
 
   /** The message to publish now for `push`, published late; undefined when nothing is left to say. */
   async asNow(push: StoredPush): Promise<BrokerMessage | undefined> {

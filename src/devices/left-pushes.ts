@@ -23,6 +23,9 @@ export function pushTarget(topic: string): { deviceId: string; property: ChangeP
   return property === undefined ? undefined : { deviceId: topic.slice(0, slash), property }
 }
 
+type PushStore = Pick<Store, 'commit' | 'readPushes'>
+type Publish = (message: BrokerMessage) => Promise<void>
+
 /** How a run's pushes are published, and how the broker's refusals are taken. */
 export interface PushPublishing {
   /** Whether to go on (asked before each publish): false stops the pass, what is left stays. */
@@ -42,10 +45,12 @@ export interface PushPublishing {
    */
   done?(push: StoredPush): void
   /**
-   * What to publish for a push now (late-pushes.ts), undefined for nothing (its record goes all
-   * the same); without it, the push as it was journaled.
+   * Publishes a push as it should go now (late-pushes.ts), answering false when nothing was left
+   * to say (its record goes all the same); without it, the push goes as it was journaled.
    */
-  asNow?(push: StoredPush): Promise<BrokerMessage | undefined>
+  send?(push: StoredPush, publish: Publish): Promise<boolean>
+  /** Told of each push the broker took. */
+  published?(push: StoredPush): void
 }
 
 /** Which runs' pushes are left behind, and how they are published. */
@@ -57,8 +62,6 @@ export interface LeftPushRules extends PushPublishing {
   leftUpTo(run: string): number | undefined
 }
 
-type PushStore = Pick<Store, 'commit' | 'readPushes'>
-type Publish = (message: BrokerMessage) => Promise<void>
 
 /**
  * Publishes the pushes other runs left — the run with the oldest first — removing them once
@@ -106,10 +109,12 @@ export async function publishRunPushes(
       }
       if (rules.includes?.(push) === false) continue
       try {
-        const message = rules.asNow ? await rules.asNow(push) : journaledMessage(push)
-        if (message) {
-          await publish(message)
+        let sent = true
+        if (rules.send) sent = await rules.send(push, publish)
+        else await publish(journaledMessage(push))
+        if (sent) {
           published++
+          rules.published?.(push)
         }
       } catch (error) {
         if (!rules.refusedForGood?.(error as Error)) {

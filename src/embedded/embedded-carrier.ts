@@ -96,7 +96,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
   async listen(): Promise<CarrierAddresses> {
     // this process is the store's only writer: every other run's pushes are a previous run's
     const { store } = this.core
-    const left = { leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity), asNow: (push: StoredPush) => this.core.latePushes.asNow(push) }
+    const left = { leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity), send: (push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) => this.core.latePushes.send(push, publish) }
     const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), left))
     return { ...mqtt, coap: await this.coap.listen() }
   }

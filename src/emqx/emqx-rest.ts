@@ -50,20 +50,29 @@ export class EmqxApiError extends Error {
   constructor(
     message: string,
     /** The HTTP status, or 0 when EMQX could not be reached. */
-    readonly status: number
+    readonly status: number,
+    /** EMQX 4's own code, where it answered 200 with one other than 0. */
+    readonly code?: number
   ) {
     super(message)
   }
 }
 
+/** EMQX 4's codes that another try may not get: 101 an RPC error (between its nodes), 102 an unknown one. */
+const EMQX4_TRANSIENT_CODES = new Set([101, 102])
+
 /**
  * Whether EMQX refused a publish for good — the same publish would be refused again: a bad
  * request (400: a payload over its packet limit, a topic it will not take), 413, or EMQX 4's
- * answer with an error code (200). Anything else (unreachable, busy, the credentials, a wrong API
- * path) is what an operator can mend.
+ * answer with a code of the request's own (200 with any code but 101 and 102: 107–109 a
+ * parameter, 115 the topic).
+ * Anything else (unreachable, busy, EMQX 4's RPC or unknown error, the credentials, a wrong API
+ * path) is what time or an operator can mend.
  */
 export function publishRefusedForGood(error: Error): boolean {
-  return error instanceof EmqxApiError && [200, 400, 413].includes(error.status)
+  if (!(error instanceof EmqxApiError)) return false
+  if (error.status === 200) return error.code !== undefined && !EMQX4_TRANSIENT_CODES.has(error.code)
+  return error.status === 400 || error.status === 413
 }
 
 export class EmqxRestClient implements BrokerPublisher {
@@ -93,7 +102,7 @@ export class EmqxRestClient implements BrokerPublisher {
     if (this.options.version === 4) {
       const body = await this.request('POST', '/mqtt/publish', { topic: message.topic, payload, encoding: 'base64', qos: message.qos, retain: message.retain, clientid: 'iothub' })
       const code = (body as { code?: unknown }).code
-      if (code !== 0) throw new EmqxApiError(`EMQX refused the publish to ${message.topic}: ${JSON.stringify(body)}`, 200)
+      if (code !== 0) throw new EmqxApiError(`EMQX refused the publish to ${message.topic}: ${JSON.stringify(body)}`, 200, typeof code === 'number' ? code : undefined)
       return
     }
     await this.request('POST', '/publish', { topic: message.topic, payload, payload_encoding: 'base64', qos: message.qos, retain: message.retain })

@@ -15,7 +15,8 @@
  * for the next look.
  *
  * A push published late this way may reach its device after a later change's push: an
- * attributes push therefore says the values stored now (late-pushes.ts).
+ * attributes push therefore says the values stored now (late-pushes.ts). One the broker takes is
+ * counted (`iothub_pushes_total`, outcome `published`).
  */
 import type { Logger } from 'pino'
 import type { BrokerPublisher } from '../devices/dispatcher.js'
@@ -48,7 +49,7 @@ export class PushReplay {
     /** This replica's node name: its earlier runs are over, whatever the list still says of them. */
     private readonly node: string,
     /** What a left push says now (late-pushes.ts). */
-    private readonly latePushes: Pick<LatePushes, 'asNow'>,
+    private readonly latePushes: Pick<LatePushes, 'send'>,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger
   ) {
@@ -91,7 +92,8 @@ export class PushReplay {
         // a pass that lost its lease meanwhile leaves the rest to the replica that took it
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood: publishRefusedForGood,
-        asNow: (push) => this.latePushes.asNow(push),
+        send: (push, publish) => this.latePushes.send(push, publish),
+        published: (push) => this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'published' }),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'dropped' })
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')

@@ -12,7 +12,7 @@ import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../../src/devices/dispatcher.js'
 import { journaledMessage } from '../../src/devices/left-pushes.js'
 import { PushJournal } from '../../src/devices/push-journal.js'
-import { EmqxApiError } from '../../src/emqx/emqx-rest.js'
+import { EmqxApiError, publishRefusedForGood } from '../../src/emqx/emqx-rest.js'
 import { PushReplay, PUSH_ORPHAN_AGE_MS } from '../../src/emqx/push-replay.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { HubMetrics } from '../../src/observability/metrics.js'
@@ -30,7 +30,12 @@ const YOUNG = NOW - 1000
 const view = (node: string, startedAt: number, live: boolean): ReplicaView => ({ node, startedAt, live, self: false, address: null, lastSeen: live ? NOW : 0, logPosition: 0 })
 const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
 /** Which pushes are published is under test here, not what they say (test/push-journal.test.ts, the late pushes). */
-const asJournaled = { asNow: async (push: StoredPush) => journaledMessage(push) }
+const asJournaled = {
+  async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
+    await publish(journaledMessage(push))
+    return true
+  }
+}
 
 async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {
   const dataDir = tempDir('iothub-push-replay-')
@@ -118,5 +123,21 @@ describe("EMQX mode's replay of the push journal", () => {
     assert.deepEqual(await storedPayloads(store), [])
     const counted = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.property === 'commands' && v.labels.outcome === 'dropped')
     assert.equal(counted?.value, 1)
+  })
+
+  it("tells EMQX's refusals for good from those another try may not get", () => {
+    const forGood = [new EmqxApiError('bad request', 400), new EmqxApiError('too large', 413), new EmqxApiError('bad topic', 200, 115), new EmqxApiError('parameter', 200, 107)]
+    const notForGood = [
+      new EmqxApiError('unreachable', 0),
+      new EmqxApiError('busy', 503),
+      new EmqxApiError('credentials', 401),
+      new EmqxApiError('wrong path', 404),
+      new EmqxApiError('RPC error between its nodes', 200, 101),
+      new EmqxApiError('unknown error', 200, 102),
+      new EmqxApiError('a code that is not a number', 200),
+      new Error('not EMQX at all')
+    ]
+    assert.deepEqual(forGood.map(publishRefusedForGood), [true, true, true, true])
+    assert.deepEqual(notForGood.map(publishRefusedForGood), notForGood.map(() => false))
   })
 })
