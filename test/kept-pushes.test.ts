@@ -21,16 +21,21 @@ import { tempDir } from './helpers/hub.js'
 
 const text = (payload: Uint8Array): string => Buffer.from(payload).toString()
 
+/** A SQLite store of its own, loaded, and this run's journal of pushes in it. */
+async function openJournal(t: { after: (fn: () => Promise<void>) => void }): Promise<{ store: SqliteStore; journal: PushJournal }> {
+  const dataDir = tempDir('iothub-kept-pushes-')
+  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+  t.after(async () => {
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  await store.load()
+  return { store, journal: new PushJournal(store, createLogger('silent')) }
+}
+
 describe("a run's refused pushes, tried again", () => {
   it('publishes them in order until refused again, drops one refused for good, and leaves the pushes still on their way', async (t) => {
-    const dataDir = tempDir('iothub-kept-pushes-')
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-    t.after(async () => {
-      await store.close()
-      rmSync(dataDir, { recursive: true, force: true })
-    })
-    await store.load()
-    const journal = new PushJournal(store, createLogger('silent'))
+    const { store, journal } = await openJournal(t)
     const recorded: number[] = []
     for (const name of ['a', 'b', 'too-large', 'c', 'on-its-way', 'quiet']) {
       const record = journal.record({ topic: `dev/v1/devices/me/${name === 'quiet' ? 'attributes' : 'commands'}`, payload: Buffer.from(name), qos: 1, retain: false })
@@ -86,14 +91,7 @@ describe("a run's refused pushes, tried again", () => {
   })
 
   it('keeps a push whose receivers could not be read, as one the broker refused', async (t) => {
-    const dataDir = tempDir('iothub-kept-pushes-')
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-    t.after(async () => {
-      await store.close()
-      rmSync(dataDir, { recursive: true, force: true })
-    })
-    await store.load()
-    const journal = new PushJournal(store, createLogger('silent'))
+    const { store, journal } = await openJournal(t)
     // where the store is shared, whom a push reaches is a read of it: here one that fails
     const fleet = { receiving: async () => Promise.reject(new StoreError('the store did not answer')) }
     const published: string[] = []
@@ -106,14 +104,7 @@ describe("a run's refused pushes, tried again", () => {
   })
 
   it('forgets a kept push another replica published meanwhile, once a try has read the whole run', async (t) => {
-    const dataDir = tempDir('iothub-kept-pushes-')
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-    t.after(async () => {
-      await store.close()
-      rmSync(dataDir, { recursive: true, force: true })
-    })
-    await store.load()
-    const journal = new PushJournal(store, createLogger('silent'))
+    const { store, journal } = await openJournal(t)
     const records = ['gone', 'here'].map((name) => journal.record({ topic: 'dev/v1/devices/me/commands', payload: Buffer.from(name), qos: 1, retain: false }))
     await store.commit(records.map((r) => r.mutation))
     for (const r of records) journal.keep(r.seq)

@@ -22,7 +22,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import pg from 'pg'
 import { startChildHub, startEmqxChildHub, type ChildHub, type EmqxChildHub } from './helpers/child-hub.js'
 import { EMQX_KEY, EMQX_SECRET, WEBHOOK_SECRET } from './helpers/emqx-hub.js'
-import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
+import { startEmqxRestStandin, type EmqxRestStandin } from './helpers/emqx-rest-standin.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
 import { metricValue } from './helpers/metrics.js'
 import { createDatabase } from './helpers/postgres.js'
@@ -54,6 +54,30 @@ async function connect(url: string, options: IClientOptions, opened: MqttClient[
   return { client, received }
 }
 
+/** Waits until the hub's SQLite file (in `dataDir`) holds no push record. */
+async function journalEmptied(dataDir: string, what: string): Promise<void> {
+  const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
+  try {
+    await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, what)
+  } finally {
+    db.close()
+  }
+}
+
+/** A database, a data dir and EMQX's REST API (the stand-in) for hubs in EMQX mode; `children` killed, and all of it gone, after the test. */
+async function emqxSetting(t: { after: (fn: () => Promise<void>) => void }, children: Pick<ChildHub, 'kill'>[]) {
+  const database = await createDatabase('iothub_push_journal')
+  const dataDir = tempDir('iothub-push-journal-')
+  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+  t.after(async () => {
+    await Promise.all(children.map((c) => c.kill('SIGKILL')))
+    await standin.close()
+    await database.drop()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+  return { database, dataDir, standin }
+}
+
 /** A hub in EMQX mode on PostgreSQL, publishing through the REST stand-in at `emqxApi`. */
 function emqxEnv(databaseUrl: string, emqxApi: string, node: string): Record<string, string> {
   return {
@@ -69,7 +93,7 @@ function emqxEnv(databaseUrl: string, emqxApi: string, node: string): Record<str
 }
 
 /** Device `id` made, connected to EMQX (the stand-in) and subscribed to its attributes, and the hub told so by EMQX's WebHook. */
-async function connectedThroughEmqx(hub: EmqxChildHub, standin: Awaited<ReturnType<typeof startEmqxRestStandin>>, id: string): Promise<void> {
+async function connectedThroughEmqx(hub: EmqxChildHub, standin: EmqxRestStandin, id: string): Promise<void> {
   assert.equal((await hub.api('POST', '/v1/devices', { id })).status, 201)
   standin.addClient({ clientid: id, username: id, mountpoint: `${id}/` })
   standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
@@ -175,12 +199,7 @@ describe('pushes across a crash', () => {
     const { received } = await connect(second.mqttUrl, { clientId, clean: false, username: device.id, password: device.token }, opened, true)
     await eventually(() => received.length > 0, 10_000, 'the stored push')
     assert.deepEqual(received, ['v1/devices/me/attributes {"mode":"replayed"}'])
-    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
-    try {
-      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'its record removed')
-    } finally {
-      db.close()
-    }
+    await journalEmptied(dataDir, 'its record removed')
   })
 
   it('a late attributes push says the values stored now; one whose keys the device no longer has is not published', async (t) => {
@@ -220,12 +239,7 @@ describe('pushes across a crash', () => {
     assert.equal((await second.api('PATCH', `/v1/devices/${emptied.id}/attributes`, { marker: 1 })).status, 200)
     await eventually(() => other.received.length > 0, 10_000, 'the marker push')
     assert.deepEqual(other.received, ['v1/devices/me/attributes {"marker":1}'])
-    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
-    try {
-      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'every left record removed')
-    } finally {
-      db.close()
-    }
+    await journalEmptied(dataDir, 'every left record removed')
   })
 
   it("a late attributes push takes its device's turn: a change asked for meanwhile is stored and pushed after it", async (t) => {
@@ -330,26 +344,13 @@ describe('pushes across a crash', () => {
     assert.equal(fleet.status, 200, JSON.stringify(fleet.body))
     await eventually(() => received.length === 12, 10_000, 'every push to the subscriber')
 
-    const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
-    try {
-      await eventually(() => (db.prepare('SELECT count(*) AS n FROM push_journal').get() as { n: number }).n === 0, 10_000, 'the journal emptied')
-    } finally {
-      db.close()
-    }
+    await journalEmptied(dataDir, 'the journal emptied')
     // nothing pushed twice: 10 patches, the command and the fleet push, each once
     assert.equal(received.length, 12, JSON.stringify(received))
   })
 
   it('EMQX mode: a push EMQX refused is published by its own replica once EMQX takes pushes again, with the values stored then', async (t) => {
-    const database = await createDatabase('iothub_push_journal')
-    const dataDir = tempDir('iothub-push-journal-')
-    const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
-    t.after(async () => {
-      await Promise.all(children.map((c) => c.kill('SIGKILL')))
-      await standin.close()
-      await database.drop()
-      rmSync(dataDir, { recursive: true, force: true })
-    })
+    const { database, dataDir, standin } = await emqxSetting(t, children)
     const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-kept@push.test') })
     children.push(hub)
     const id = 'kept-emqx'
@@ -372,15 +373,7 @@ describe('pushes across a crash', () => {
   })
 
   it('EMQX mode: a push EMQX did not take is published once the run that stored it is over', async (t) => {
-    const database = await createDatabase('iothub_push_journal')
-    const dataDir = tempDir('iothub-push-journal-')
-    const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
-    t.after(async () => {
-      await Promise.all(children.map((c) => c.kill('SIGKILL')))
-      await standin.close()
-      await database.drop()
-      rmSync(dataDir, { recursive: true, force: true })
-    })
+    const { database, dataDir, standin } = await emqxSetting(t, children)
     const env = emqxEnv(database.url, standin.url, 'iothub-journal@push.test')
     const start = async (): Promise<EmqxChildHub> => {
       const hub = await startEmqxChildHub(dataDir, { env })
