@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { Dispatcher, type BrokerMessage } from '../src/devices/dispatcher.js'
+import { Dispatcher, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
 import { KeptPushes } from '../src/devices/kept-pushes.js'
 import { journaledMessage } from '../src/devices/left-pushes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
@@ -48,8 +48,11 @@ describe("a run's refused pushes, tried again", () => {
     let down = true
     const busyOnce = new Set(['c'])
     const published: string[] = []
+    /** Whether each publish was quick: the device's own publishes wait for its turn (late-pushes.ts). */
+    const quick: (boolean | undefined)[] = []
     const broker = {
-      async publish(message: BrokerMessage) {
+      async publish(message: BrokerMessage, options?: PublishOptions) {
+        quick.push(options?.quick)
         const name = text(message.payload)
         if (down) throw new EmqxApiError('EMQX unreachable', 0)
         if (name === 'too-large') throw new EmqxApiError('EMQX refused the publish: packet too large', 400)
@@ -86,6 +89,7 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual(await left(), ['on-its-way'], 'the quiet one removed without a publish; the one on its way is not this retry\'s')
     assert.equal(journal.kept.size, 0)
     assert.equal(await counted('published'), 3, 'each push the broker took, counted')
+    assert.ok(quick.length > 0 && quick.every((q) => q === true), JSON.stringify(quick))
     assert.equal(await kept.retry(), 0, 'nothing kept: nothing read or published')
     assert.deepEqual(published, ['a', 'b', 'c'])
   })

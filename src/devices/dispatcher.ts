@@ -27,7 +27,16 @@ export interface BrokerMessage {
 
 /** The broker's side of a push: the embedded Aedes broker, or EMQX's REST publish. */
 export interface BrokerPublisher {
-  publish(message: BrokerMessage): Promise<void>
+  publish(message: BrokerMessage, options?: PublishOptions): Promise<void>
+}
+
+export interface PublishOptions {
+  /**
+   * One try, with a short deadline: the caller holds the device's turn (a push published late,
+   * late-pushes.ts), which the device's own upstream data waits for. A broker whose publish is
+   * local ignores it.
+   */
+  quick?: boolean
 }
 
 /** A push made ready before its change is stored: what to store with the change, and what to publish after. */

@@ -13,8 +13,8 @@
  */
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
-import type { Store } from '../store/store.js'
-import type { BrokerPublisher } from './dispatcher.js'
+import { StoreError, type Store } from '../store/store.js'
+import type { BrokerMessage, BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
 import { publishRunPushes, pushTarget } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
@@ -68,7 +68,10 @@ export class KeptPushes {
     const kept = this.journal.kept
     const atStart = [...kept]
     try {
-      const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, (message) => this.publisher.publish(message), {
+      // quick: each is published in its device's turn (late-pushes.ts), which the device's own
+      // publishes wait for; a broker that does not answer at once is tried at the next pass
+      const publish = (message: BrokerMessage) => this.publisher.publish(message, { quick: true })
+      const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
         goOn: () => !this.stopping,
         includes: (push) => kept.has(push.seq),
         send: (push, publish) => this.latePushes.send(push, publish),
@@ -102,6 +105,11 @@ export class KeptPushes {
 
   /** Logged when the broker starts refusing them again, not at every try while it goes on. */
   private refused(error: Error, left: number): void {
+    // the device's stored attributes could not be read (late-pushes.ts): not the broker's answer
+    if (error instanceof StoreError) {
+      this.log.warn({ pushes: left, err: error.message }, 'a try of the pushes the broker refused failed; tried again in a few seconds')
+      return
+    }
     if (!this.refusedBefore) this.log.warn({ pushes: left, err: error.message }, 'pushes the broker refused are refused again; tried every few seconds while this run lasts')
     this.refusedBefore = true
   }

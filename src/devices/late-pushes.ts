@@ -1,19 +1,21 @@
 /**
  * What a push published late says. A push published from the journal (push-journal.ts) — by
  * another run, the one that stored it having crashed before routing it, or by its own run once the
- * broker that refused it takes pushes again (kept-pushes.ts) — may reach its device after the push of a later change of the same property, which was routed
- * at once. For attributes, the journaled patch would then put older values on the device than
- * the hub stores. So a late attributes push carries the patch's keys with their values as stored
- * now: the same keys the device was to hear about, and never an older value than a later push
- * already gave it (at worst the same one twice). A key the device no longer has (it was deleted,
+ * broker that refused it takes pushes again (kept-pushes.ts) — may reach its device after the
+ * push of a later change of the same property, which was routed at once. For attributes, the
+ * journaled patch would then put older values on the device than the hub stores. So a late
+ * attributes push carries the patch's keys with their values as stored now: the same keys the
+ * device was to hear about, and not an older value than a later push already gave it (at worst
+ * the same one twice). A key the device no longer has (it was deleted,
  * and maybe made again) is left out; a push left with no key is not published.
  *
  * The read and the publish take the device's turn among this replica's changes of it
  * (`DeviceProperties.inTurn`), as a live push does: no change through this replica comes between
- * them. A change through another replica (EMQX mode) still can, while the publish is under way
- * (EMQX's REST publish, with its tries, takes up to seconds): the device then gets the older
- * value after the newer one, until its next change — a window of one publish, where the journal's
- * was the run's whole life.
+ * them. The device's own upstream data waits for that turn too, so callers publish quickly (one
+ * try of at most a second: `PublishOptions.quick`), and a broker that does not answer at once gets
+ * the push at their next pass. A change through another replica (EMQX mode) can still come while
+ * the publish is under way: the device then gets the older value after the newer one, until its
+ * next change — a window of one publish, where the journal's was the run's whole life.
  *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
  * device keeps.

@@ -13,7 +13,7 @@
  * timeout and is retried with backoff when EMQX is unreachable or answers 5xx; a 401/403 is not
  * retried and says which credentials to check.
  */
-import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { BrokerPublisher, PublishOptions } from '../devices/dispatcher.js'
 import type { QoS } from '../domain/session.js'
 import type { EmqxClient } from './emqx-client.js'
 
@@ -58,6 +58,12 @@ export class EmqxApiError extends Error {
   }
 }
 
+/**
+ * The deadline of a quick publish (one try): a push published late holds its device's turn, and
+ * the device's own publishes wait for it — EMQX's ExHook waits 5 s for the hub by default.
+ */
+export const QUICK_TIMEOUT_MS = 1000
+
 /** EMQX 4's codes that another try may not get: 101 an RPC error (between its nodes), 102 an unknown one. */
 const EMQX4_TRANSIENT_CODES = new Set([101, 102])
 
@@ -96,16 +102,17 @@ export class EmqxRestClient implements BrokerPublisher {
     return this.options.version
   }
 
-  /** Publishes as the hub; resolves when EMQX has accepted the message. */
-  async publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> {
+  /** Publishes as the hub; resolves when EMQX has accepted the message. `quick`: one try of at most QUICK_TIMEOUT_MS. */
+  async publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }, options: PublishOptions = {}): Promise<void> {
     const payload = message.payload.toString('base64')
+    const tries = options.quick ? { attempts: 1, timeoutMs: Math.min(QUICK_TIMEOUT_MS, this.timeoutMs) } : undefined
     if (this.options.version === 4) {
-      const body = await this.request('POST', '/mqtt/publish', { topic: message.topic, payload, encoding: 'base64', qos: message.qos, retain: message.retain, clientid: 'iothub' })
+      const body = await this.request('POST', '/mqtt/publish', { topic: message.topic, payload, encoding: 'base64', qos: message.qos, retain: message.retain, clientid: 'iothub' }, tries)
       const code = (body as { code?: unknown }).code
       if (code !== 0) throw new EmqxApiError(`EMQX refused the publish to ${message.topic}: ${JSON.stringify(body)}`, 200, typeof code === 'number' ? code : undefined)
       return
     }
-    await this.request('POST', '/publish', { topic: message.topic, payload, payload_encoding: 'base64', qos: message.qos, retain: message.retain })
+    await this.request('POST', '/publish', { topic: message.topic, payload, payload_encoding: 'base64', qos: message.qos, retain: message.retain }, tries)
   }
 
   /** Disconnects a client (EMQX's kick); false when EMQX has no such client. */
@@ -203,9 +210,11 @@ export class EmqxRestClient implements BrokerPublisher {
     }
   }
 
-  private async request(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<unknown> {
+  private async request(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, tries?: { attempts: number; timeoutMs: number }): Promise<unknown> {
     let lastError: EmqxApiError | undefined
-    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+    const attempts = tries?.attempts ?? this.attempts
+    const timeoutMs = tries?.timeoutMs ?? this.timeoutMs
+    for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) await new Promise((resolve) => setTimeout(resolve, this.backoffMs * 2 ** (attempt - 2)))
       let response: Response
       try {
@@ -213,7 +222,7 @@ export class EmqxRestClient implements BrokerPublisher {
           method,
           headers: { authorization: this.auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
           body: body === undefined ? undefined : JSON.stringify(body),
-          signal: AbortSignal.timeout(this.timeoutMs)
+          signal: AbortSignal.timeout(timeoutMs)
         })
       } catch (error) {
         lastError = new EmqxApiError(`EMQX's API at ${this.prefix} cannot be reached: ${(error as Error).message}`, 0)

@@ -79,7 +79,9 @@ export class PushReplay {
     try {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
-      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message), {
+      // quick: each is published in its device's turn (late-pushes.ts); what EMQX does not take at
+      // once waits for the next look
+      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, { quick: true }), {
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
           const named = runOf(run)
@@ -89,7 +91,8 @@ export class PushReplay {
           if (named !== undefined && live.has(runKey(named.node, named.startedAt))) return undefined
           return now - PUSH_ORPHAN_AGE_MS
         },
-        // a pass that lost its lease meanwhile leaves the rest to the replica that took it
+        // a pass that lost its lease meanwhile leaves the rest to the replica that took it (the
+        // push already waiting for its device's turn still goes: at least once)
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood: publishRefusedForGood,
         send: (push, publish) => this.latePushes.send(push, publish),

@@ -75,6 +75,58 @@ describe('EmqxRestClient: a body that stalls after the status', () => {
 })
 
 /**
+ * A quick publish (a push published late, in its device's turn): one try, with a deadline of
+ * QUICK_TIMEOUT_MS however long the client's own is — against a server that answers 503, and one
+ * that never answers.
+ */
+describe('EmqxRestClient: a quick publish', () => {
+  let server: Server
+  let baseUrl: string
+  const seen: string[] = []
+  let answer: 'unavailable' | 'never' = 'unavailable'
+
+  before(async () => {
+    server = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`)
+      req.resume()
+      if (answer === 'unavailable') res.writeHead(503).end('busy')
+      // 'never': no answer at all; the client's deadline must end it
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  })
+
+  after(async () => {
+    server.closeAllConnections()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+
+  // the client's own tries: three, of a minute each
+  const client = () => new EmqxRestClient({ baseUrl, apiKey: 'k', apiSecret: 's', version: 5, timeoutMs: 60_000, attempts: 3, backoffMs: 10 })
+  const message = { topic: 'd/v1/devices/me/attributes', payload: Buffer.from('{}'), qos: 1 as const, retain: false }
+
+  it('is tried once, where a publish is tried as often as the client says', async () => {
+    answer = 'unavailable'
+    seen.length = 0
+    await assert.rejects(client().publish(message), (error: unknown) => error instanceof EmqxApiError && error.status === 503)
+    assert.equal(seen.length, 3)
+    seen.length = 0
+    await assert.rejects(client().publish(message, { quick: true }), (error: unknown) => error instanceof EmqxApiError && error.status === 503)
+    assert.equal(seen.length, 1)
+  })
+
+  it("gives up at its own deadline, not the client's minute", async () => {
+    answer = 'never'
+    seen.length = 0
+    const started = Date.now()
+    await assert.rejects(client().publish(message, { quick: true }), (error: unknown) => error instanceof EmqxApiError && error.status === 0)
+    // QUICK_TIMEOUT_MS (1 s); anything under the client's minute tells the two apart
+    assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`)
+    assert.equal(seen.length, 1)
+  })
+})
+
+/**
  * The client listing asks EMQX 5 for only the fields the hub reads (`fields=`, EMQX 5's
  * comma-separated list); an EMQX that refuses the parameter (400, as for any query parameter it
  * does not know) is asked again without it, and from then on.
