@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { Dispatcher, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
+import { Dispatcher, PUSH_WITHIN_MS, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
 import { KeptPushes } from '../src/devices/kept-pushes.js'
 import { journaledMessage } from '../src/devices/left-pushes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
@@ -16,6 +16,7 @@ import { EmqxApiError, publishRefusedForGood } from '../src/emqx/emqx-rest.js'
 import { createLogger } from '../src/observability/logger.js'
 import { HubMetrics } from '../src/observability/metrics.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import type { FleetReads } from '../src/store/fleet-reads.js'
 import { StoreError, type StoredPush } from '../src/store/store.js'
 import { tempDir } from './helpers/hub.js'
 
@@ -48,11 +49,11 @@ describe("a run's refused pushes, tried again", () => {
     let down = true
     const busyOnce = new Set(['c'])
     const published: string[] = []
-    /** Whether each publish was quick: the device's own publishes wait for its turn (late-pushes.ts). */
-    const quick: (boolean | undefined)[] = []
+    /** Each publish's bound: the device's own publishes wait for its turn (late-pushes.ts). */
+    const bounds: (number | undefined)[] = []
     const broker = {
       async publish(message: BrokerMessage, options?: PublishOptions) {
-        quick.push(options?.quick)
+        bounds.push(options?.withinMs)
         const name = text(message.payload)
         if (down) throw new EmqxApiError('EMQX unreachable', 0)
         if (name === 'too-large') throw new EmqxApiError('EMQX refused the publish: packet too large', 400)
@@ -89,7 +90,7 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual(await left(), ['on-its-way'], 'the quiet one removed without a publish; the one on its way is not this retry\'s')
     assert.equal(journal.kept.size, 0)
     assert.equal(await counted('published'), 3, 'each push the broker took, counted')
-    assert.ok(quick.length > 0 && quick.every((q) => q === true), JSON.stringify(quick))
+    assert.ok(bounds.length > 0 && bounds.every((b) => b === PUSH_WITHIN_MS), JSON.stringify(bounds))
     assert.equal(await kept.retry(), 0, 'nothing kept: nothing read or published')
     assert.deepEqual(published, ['a', 'b', 'c'])
   })
@@ -125,5 +126,16 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(await kept.retry(), 1)
     assert.deepEqual(published, ['here'])
     assert.equal(journal.kept.size, 0, 'nothing left to look for at every try')
+  })
+
+  it('bounds a live push as the retries are bounded: the device waits for its turn', async (t) => {
+    const { store, journal } = await openJournal(t)
+    const bounds: (number | undefined)[] = []
+    const fleet = { receiving: async () => [{ sessionId: 'dev-session' }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const dispatcher = new Dispatcher(fleet, { publish: async (_m: BrokerMessage, options?: PublishOptions) => void bounds.push(options?.withinMs) }, new HubMetrics(), journal)
+    const prepared = dispatcher.prepare('dev', 'attributes', Buffer.from('{"mode":"eco"}'))
+    await store.commit(prepared.storeWith)
+    assert.deepEqual(await dispatcher.push(prepared), ['dev-session'])
+    assert.deepEqual(bounds, [PUSH_WITHIN_MS])
   })
 })

@@ -32,12 +32,19 @@ export interface BrokerPublisher {
 
 export interface PublishOptions {
   /**
-   * One try, with a short deadline: the caller holds the device's turn (a push published late,
-   * late-pushes.ts), which the device's own upstream data waits for. A broker whose publish is
-   * local ignores it.
+   * How long the publish may take, its tries included (ms); what is left of it when another try
+   * would begin ends it. A broker whose publish is local ignores it.
    */
-  quick?: boolean
+  withinMs?: number
 }
+
+/**
+ * How long a push's publish may take, its tries included (ms). A push is published in its
+ * device's turn (device-properties.ts), which the device's own upstream data waits for — and
+ * EMQX's ExHook waits 5 s for the hub's answer to a device's publish by default, then refuses it.
+ * A push the broker did not take in time is kept and tried again (kept-pushes.ts).
+ */
+export const PUSH_WITHIN_MS = 2500
 
 /** A push made ready before its change is stored: what to store with the change, and what to publish after. */
 export interface PreparedPush {
@@ -81,7 +88,7 @@ export class Dispatcher {
         this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
         return []
       }
-      await this.broker.publish(message)
+      await this.broker.publish(message, { withinMs: PUSH_WITHIN_MS })
     } catch (error) {
       this.journal.keep(seq)
       this.metrics.pushesTotal.inc({ property, outcome: 'failed' })

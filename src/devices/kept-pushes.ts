@@ -14,7 +14,7 @@
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
 import { StoreError, type Store } from '../store/store.js'
-import type { BrokerMessage, BrokerPublisher } from './dispatcher.js'
+import { PUSH_WITHIN_MS, type BrokerMessage, type BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
 import { publishRunPushes, pushTarget } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
@@ -68,9 +68,8 @@ export class KeptPushes {
     const kept = this.journal.kept
     const atStart = [...kept]
     try {
-      // quick: each is published in its device's turn (late-pushes.ts), which the device's own
-      // publishes wait for; a broker that does not answer at once is tried at the next pass
-      const publish = (message: BrokerMessage) => this.publisher.publish(message, { quick: true })
+      // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
+      const publish = (message: BrokerMessage) => this.publisher.publish(message, { withinMs: PUSH_WITHIN_MS })
       const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
         goOn: () => !this.stopping,
         includes: (push) => kept.has(push.seq),

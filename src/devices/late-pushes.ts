@@ -11,9 +11,9 @@
  *
  * The read and the publish take the device's turn among this replica's changes of it
  * (`DeviceProperties.inTurn`), as a live push does: no change through this replica comes between
- * them. The device's own upstream data waits for that turn too, so callers publish quickly (one
- * try of at most a second: `PublishOptions.quick`), and a broker that does not answer at once gets
- * the push at their next pass. A change through another replica (EMQX mode) can still come while
+ * them. The device's own upstream data waits for that turn too, so callers bound the publish as a
+ * live push's is (`PUSH_WITHIN_MS`), and a broker that does not answer in time gets the push at
+ * their next pass. A change through another replica (EMQX mode) can still come while
  * the publish is under way: the device then gets the older value after the newer one, until its
  * next change — a window of one publish, where the journal's was the run's whole life.
  *

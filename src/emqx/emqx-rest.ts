@@ -58,12 +58,6 @@ export class EmqxApiError extends Error {
   }
 }
 
-/**
- * The deadline of a quick publish (one try): a push published late holds its device's turn, and
- * the device's own publishes wait for it — EMQX's ExHook waits 5 s for the hub by default.
- */
-export const QUICK_TIMEOUT_MS = 1000
-
 /** EMQX 4's codes that another try may not get: 101 an RPC error (between its nodes), 102 an unknown one. */
 const EMQX4_TRANSIENT_CODES = new Set([101, 102])
 
@@ -102,10 +96,10 @@ export class EmqxRestClient implements BrokerPublisher {
     return this.options.version
   }
 
-  /** Publishes as the hub; resolves when EMQX has accepted the message. `quick`: one try of at most QUICK_TIMEOUT_MS. */
+  /** Publishes as the hub; resolves when EMQX has accepted the message (`withinMs`: tries and all, at most that long). */
   async publish(message: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }, options: PublishOptions = {}): Promise<void> {
     const payload = message.payload.toString('base64')
-    const tries = options.quick ? { attempts: 1, timeoutMs: Math.min(QUICK_TIMEOUT_MS, this.timeoutMs) } : undefined
+    const tries = options.withinMs === undefined ? undefined : { until: performance.now() + options.withinMs }
     if (this.options.version === 4) {
       const body = await this.request('POST', '/mqtt/publish', { topic: message.topic, payload, encoding: 'base64', qos: message.qos, retain: message.retain, clientid: 'iothub' }, tries)
       const code = (body as { code?: unknown }).code
@@ -210,12 +204,16 @@ export class EmqxRestClient implements BrokerPublisher {
     }
   }
 
-  private async request(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, tries?: { attempts: number; timeoutMs: number }): Promise<unknown> {
+  /** `tries.until` (performance.now() ms): no try goes on past it, and none begins too late to. */
+  private async request(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, tries?: { until: number }): Promise<unknown> {
     let lastError: EmqxApiError | undefined
-    const attempts = tries?.attempts ?? this.attempts
-    const timeoutMs = tries?.timeoutMs ?? this.timeoutMs
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (attempt > 1) await new Promise((resolve) => setTimeout(resolve, this.backoffMs * 2 ** (attempt - 2)))
+    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+      const backoff = attempt > 1 ? this.backoffMs * 2 ** (attempt - 2) : 0
+      // a try with less than a backoff's time left would only be cut off
+      const left = tries === undefined ? Infinity : tries.until - performance.now() - backoff
+      if (attempt > 1 && left < Math.max(backoff, 1)) break
+      if (backoff > 0) await new Promise((resolve) => setTimeout(resolve, backoff))
+      const timeoutMs = Math.max(1, Math.ceil(Math.min(this.timeoutMs, left)))
       let response: Response
       try {
         response = await fetch(this.prefix + path, {

@@ -19,7 +19,7 @@
  * counted (`iothub_pushes_total`, outcome `published`).
  */
 import type { Logger } from 'pino'
-import type { BrokerPublisher } from '../devices/dispatcher.js'
+import { PUSH_WITHIN_MS, type BrokerPublisher } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
 import { publishLeftPushes, pushTarget } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -79,9 +79,8 @@ export class PushReplay {
     try {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
-      // quick: each is published in its device's turn (late-pushes.ts); what EMQX does not take at
-      // once waits for the next look
-      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, { quick: true }), {
+      // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
+      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, { withinMs: PUSH_WITHIN_MS }), {
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
           const named = runOf(run)
