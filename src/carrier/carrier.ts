@@ -41,7 +41,7 @@ export interface HubCore {
   lease: (name: string) => Lease
   /** The replicas recorded in the store, live or not (replicas/replica-keeper.ts). */
   replicas: (now: number) => Promise<ReplicaView[]>
-  /** What a push another run left in the journal says when it is published now. */
+  /** What a push published late from the journal says, and in whose turn it goes (devices/late-pushes.ts). */
   latePushes: LatePushes
 }
 

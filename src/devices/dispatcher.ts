@@ -46,6 +46,9 @@ export interface PublishOptions {
  */
 export const PUSH_WITHIN_MS = 2500
 
+/** How every push is published: live (below), kept (kept-pushes.ts) or left by another run (push-replay.ts). */
+export const PUSH_PUBLISH: PublishOptions = { withinMs: PUSH_WITHIN_MS }
+
 /** A push made ready before its change is stored: what to store with the change, and what to publish after. */
 export interface PreparedPush {
   readonly deviceId: string
@@ -88,7 +91,7 @@ export class Dispatcher {
         this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
         return []
       }
-      await this.broker.publish(message, { withinMs: PUSH_WITHIN_MS })
+      await this.broker.publish(message, PUSH_PUBLISH)
     } catch (error) {
       this.journal.keep(seq)
       this.metrics.pushesTotal.inc({ property, outcome: 'failed' })

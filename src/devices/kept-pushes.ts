@@ -14,9 +14,9 @@
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
 import { StoreError, type Store } from '../store/store.js'
-import { PUSH_WITHIN_MS, type BrokerMessage, type BrokerPublisher } from './dispatcher.js'
+import { PUSH_PUBLISH, type BrokerMessage, type BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
-import { publishRunPushes, pushTarget } from './left-pushes.js'
+import { propertyOfPush, publishRunPushes } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
 
 /** Between tries of the kept pushes, ms. */
@@ -25,7 +25,6 @@ export const KEPT_RETRY_MS = 10_000
 export interface KeptPushOptions {
   /** Whether the broker refused a push for good: it is dropped rather than tried again. */
   refusedForGood?: (error: Error) => boolean
-  retryMs?: number
 }
 
 export class KeptPushes {
@@ -46,7 +45,7 @@ export class KeptPushes {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.retry(), this.options.retryMs ?? KEPT_RETRY_MS)
+    this.timer = setInterval(() => void this.retry(), KEPT_RETRY_MS)
     this.timer.unref()
   }
 
@@ -69,15 +68,15 @@ export class KeptPushes {
     const atStart = [...kept]
     try {
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const publish = (message: BrokerMessage) => this.publisher.publish(message, { withinMs: PUSH_WITHIN_MS })
+      const publish = (message: BrokerMessage) => this.publisher.publish(message, PUSH_PUBLISH)
       const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
         goOn: () => !this.stopping,
         includes: (push) => kept.has(push.seq),
         send: (push, publish) => this.latePushes.send(push, publish),
-        published: (push) => this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'published' }),
+        published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
         dropped: (push, error) => {
-          this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'dropped' })
+          this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })
           this.log.error({ seq: push.seq, topic: push.topic, err: error.message }, 'a push the broker refused, refused again for good; dropped')
         },
         // released before its record is removed: a removal the store refuses leaves the record
@@ -97,7 +96,7 @@ export class KeptPushes {
     } catch (error) {
       // not the broker's answer (that is `refused`): the store's, reading or removing records; a
       // push published and then not removed is published again by another run
-      this.log.warn({ pushes: kept.size, err: (error as Error).message }, 'a try of the pushes the broker refused failed; tried again in a few seconds')
+      this.storeFailed(error as Error, kept.size)
       return 0
     }
   }
@@ -105,11 +104,13 @@ export class KeptPushes {
   /** Logged when the broker starts refusing them again, not at every try while it goes on. */
   private refused(error: Error, left: number): void {
     // the device's stored attributes could not be read (late-pushes.ts): not the broker's answer
-    if (error instanceof StoreError) {
-      this.log.warn({ pushes: left, err: error.message }, 'a try of the pushes the broker refused failed; tried again in a few seconds')
-      return
-    }
+    if (error instanceof StoreError) return this.storeFailed(error, left)
     if (!this.refusedBefore) this.log.warn({ pushes: left, err: error.message }, 'pushes the broker refused are refused again; tried every few seconds while this run lasts')
     this.refusedBefore = true
+  }
+
+  /** Logged at every try: the store's failures are not the outage the broker's refusals are. */
+  private storeFailed(error: Error, left: number): void {
+    this.log.warn({ pushes: left, err: error.message }, 'a try of the pushes the broker refused failed; tried again in a few seconds')
   }
 }

@@ -6,16 +6,16 @@
  * journaled patch would then put older values on the device than the hub stores. So a late
  * attributes push carries the patch's keys with their values as stored now: the same keys the
  * device was to hear about, and not an older value than a later push already gave it (at worst
- * the same one twice). A key the device no longer has (it was deleted,
- * and maybe made again) is left out; a push left with no key is not published.
+ * the same one twice). A key the device no longer has (it was deleted, and maybe made again) is
+ * left out; a push left with no key is not published.
  *
  * The read and the publish take the device's turn among this replica's changes of it
  * (`DeviceProperties.inTurn`), as a live push does: no change through this replica comes between
  * them. The device's own upstream data waits for that turn too, so callers bound the publish as a
- * live push's is (`PUSH_WITHIN_MS`), and a broker that does not answer in time gets the push at
- * their next pass. A change through another replica (EMQX mode) can still come while
- * the publish is under way: the device then gets the older value after the newer one, until its
- * next change — a window of one publish, where the journal's was the run's whole life.
+ * live push's is (`PUSH_PUBLISH`), and a broker that does not answer in time gets the push at
+ * their next pass. A change through another replica (EMQX mode) can still come while the publish
+ * is under way: the device then gets the older value after the newer one, until its next change —
+ * a window of one publish, where the journal's was the run's whole life.
  *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
  * device keeps.
@@ -33,17 +33,16 @@ export class LatePushes {
   async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>): Promise<boolean> {
     const target = pushTarget(push.topic)
     const send = async (): Promise<boolean> => {
-      const message = await this.asNow(push)
+      const message = await this.asNow(push, target)
       if (message) await publish(message)
       return message !== undefined
     }
     return target ? this.properties.inTurn(target.deviceId, send) : send()
   }
 
-  /** The message to publish now for `push`, published late; undefined when nothing is left to say. */
-  async asNow(push: StoredPush): Promise<BrokerMessage | undefined> {
+  /** The message to publish now for `push` (to `target`), published late; undefined when nothing is left to say. */
+  private async asNow(push: StoredPush, target: ReturnType<typeof pushTarget>): Promise<BrokerMessage | undefined> {
     const journaled = journaledMessage(push)
-    const target = pushTarget(push.topic)
     if (target?.property !== 'attributes') return journaled
     const patch = parsedObject(journaled.payload)
     if (patch === undefined) return journaled

@@ -23,6 +23,11 @@ export function pushTarget(topic: string): { deviceId: string; property: ChangeP
   return property === undefined ? undefined : { deviceId: topic.slice(0, slash), property }
 }
 
+/** The property a stored push carries, as `iothub_pushes_total` labels it (`attributes` for a topic that names none). */
+export function propertyOfPush(push: StoredPush): ChangeProperty {
+  return pushTarget(push.topic)?.property ?? 'attributes'
+}
+
 type PushStore = Pick<Store, 'commit' | 'readPushes'>
 type Publish = (message: BrokerMessage) => Promise<void>
 
@@ -61,7 +66,6 @@ export interface LeftPushRules extends PushPublishing {
    */
   leftUpTo(run: string): number | undefined
 }
-
 
 /**
  * Publishes the pushes other runs left — the run with the oldest first — removing them once

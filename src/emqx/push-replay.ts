@@ -8,20 +8,19 @@
  * another replica, as they may still be on their way, and that age is longer than any publish
  * takes (REST tries and timeouts) and than replicas' clocks differ.
  *
- * A push EMQX refuses for good — a bad request (400: a payload over its packet limit, a topic it
- * will not take), 413, or EMQX 4's answer with an error code — is removed, logged and counted
- * (`iothub_pushes_total`, outcome `dropped`); any other refusal (EMQX unreachable or busy, the
- * credentials, a wrong API path: what an operator can mend) leaves it, and the rest of its run,
- * for the next look.
+ * A push EMQX refuses for good (`publishRefusedForGood`: a bad request, 413, EMQX 4's code for
+ * the request itself) is removed, logged and counted (`iothub_pushes_total`, outcome `dropped`);
+ * any other refusal (EMQX unreachable or busy, the credentials, a wrong API path: what time or an
+ * operator can mend) leaves it, and the rest of its run, for the next look.
  *
  * A push published late this way may reach its device after a later change's push: an
  * attributes push therefore says the values stored now (late-pushes.ts). One the broker takes is
  * counted (`iothub_pushes_total`, outcome `published`).
  */
 import type { Logger } from 'pino'
-import { PUSH_WITHIN_MS, type BrokerPublisher } from '../devices/dispatcher.js'
+import { PUSH_PUBLISH, type BrokerPublisher } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
-import { publishLeftPushes, pushTarget } from '../devices/left-pushes.js'
+import { propertyOfPush, publishLeftPushes } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
@@ -80,7 +79,7 @@ export class PushReplay {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, { withinMs: PUSH_WITHIN_MS }), {
+      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
           const named = runOf(run)
@@ -95,9 +94,9 @@ export class PushReplay {
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood: publishRefusedForGood,
         send: (push, publish) => this.latePushes.send(push, publish),
-        published: (push) => this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'published' }),
+        published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
         dropped: (push, error) => {
-          this.metrics.pushesTotal.inc({ property: pushTarget(push.topic)?.property ?? 'attributes', outcome: 'dropped' })
+          this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')
         }
       })
@@ -112,4 +111,3 @@ export class PushReplay {
 }
 
 const runKey = (node: string, startedAt: number): string => `${node}\u0000${startedAt}`
-
