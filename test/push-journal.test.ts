@@ -22,7 +22,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import pg from 'pg'
 import { startChildHub, startEmqxChildHub, type ChildHub, type EmqxChildHub } from './helpers/child-hub.js'
 import { EMQX_KEY, EMQX_SECRET, WEBHOOK_SECRET } from './helpers/emqx-hub.js'
-import { startEmqxRestStandin, type EmqxRestStandin } from './helpers/emqx-rest-standin.js'
+import { startEmqxRestStandin, type EmqxRestStandin, type EmqxRestStandinOptions } from './helpers/emqx-rest-standin.js'
 import { eventually, startTestHub, tempDir } from './helpers/hub.js'
 import { metricValue } from './helpers/metrics.js'
 import { createDatabase } from './helpers/postgres.js'
@@ -65,10 +65,10 @@ async function journalEmptied(dataDir: string, what: string): Promise<void> {
 }
 
 /** A database, a data dir and EMQX's REST API (the stand-in) for hubs in EMQX mode; `children` killed, and all of it gone, after the test. */
-async function emqxSetting(t: { after: (fn: () => Promise<void>) => void }, children: Pick<ChildHub, 'kill'>[]) {
+async function emqxSetting(t: { after: (fn: () => Promise<void>) => void }, children: Pick<ChildHub, 'kill'>[], standinOptions: Pick<EmqxRestStandinOptions, 'beforeReply'> = {}) {
   const database = await createDatabase('iothub_push_journal')
   const dataDir = tempDir('iothub-push-journal-')
-  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET })
+  const standin = await startEmqxRestStandin({ version: 5, apiKey: EMQX_KEY, apiSecret: EMQX_SECRET, ...standinOptions })
   t.after(async () => {
     await Promise.all(children.map((c) => c.kill('SIGKILL')))
     await standin.close()
@@ -370,6 +370,48 @@ describe('pushes across a crash', () => {
     assert.deepEqual(Object.assign({}, ...published()), { mode: 'turbo', fan: 1 }, JSON.stringify(published()))
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
     assert.match((await hub.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
+  })
+
+  it('EMQX mode: a late push overtaken by another replica\'s change is published again with the values stored after it', async (t) => {
+    // the kept push's publish is held at EMQX's API (the stand-in) while another replica changes
+    // the device and its push is taken: the held push, let go, arrives last with the older value
+    let holdNext = false
+    let held: () => void = () => undefined
+    const holding = new Promise<void>((resolve) => (held = resolve))
+    let letGo: () => void = () => undefined
+    const gone = new Promise<void>((resolve) => (letGo = resolve))
+    const beforeReply = async (method: string, path: string): Promise<void> => {
+      if (!holdNext || method !== 'POST' || !path.endsWith('/publish')) return
+      holdNext = false
+      held()
+      await gone
+    }
+    const { database, dataDir, standin } = await emqxSetting(t, children, { beforeReply })
+    const otherDir = tempDir('iothub-push-journal-other-')
+    t.after(() => rmSync(otherDir, { recursive: true, force: true }))
+    const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-late@push.test') })
+    children.push(hub)
+    const other = await startEmqxChildHub(otherDir, { env: emqxEnv(database.url, standin.url, 'iothub-other@push.test') })
+    children.push(other)
+    const id = 'overtaken-emqx'
+    await connectedThroughEmqx(hub, standin, id)
+    const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+
+    standin.setDown(true)
+    const refused = await hub.api<{ pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco', fan: 1 })
+    assert.match(refused.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(refused.body))
+    holdNext = true
+    standin.setDown(false)
+    // the retry has read `eco` and is publishing it: the other replica's change is stored and pushed
+    await holding
+    const overtaking = await other.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'turbo' })
+    assert.deepEqual(overtaking.body.pushedTo, [id], JSON.stringify(overtaking.body))
+    assert.deepEqual(published(), [{ mode: 'turbo' }])
+    letGo()
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 30_000, 'the kept push published and removed')
+    // the held push came after the overtaking one: what the device holds once it applied them all
+    assert.deepEqual(published().slice(0, 2), [{ mode: 'turbo' }, { mode: 'eco', fan: 1 }])
+    assert.deepEqual(Object.assign({}, ...published()), { mode: 'turbo', fan: 1 }, JSON.stringify(published()))
   })
 
   it('EMQX mode: a push EMQX did not take is published once the run that stored it is over', async (t) => {

@@ -13,9 +13,14 @@
  * (`DeviceProperties.inTurn`), as a live push does: no change through this replica comes between
  * them. The device's own upstream data waits for that turn too, so callers bound the publish as a
  * live push's is (`PUSH_PUBLISH`), and a broker that does not answer in time gets the push at
- * their next pass. A change through another replica (EMQX mode) can still come while the publish
- * is under way: the device then gets the older value after the newer one, until its next change —
- * a window of one publish, where the journal's was the run's whole life.
+ * their next pass.
+ *
+ * A change through another replica (EMQX mode) can still be stored while the publish is under way,
+ * and its push routed before this one: the device would then keep the older value. So once the
+ * broker has taken the push, the values are read again; where they changed, the push is published
+ * again with them (up to SETTLE_TRIES publishes in all). A change that the second read does not
+ * see is stored after it, and its replica publishes it after storing it — after this push was
+ * taken, so it reaches the device after this one.
  *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
  * device keeps.
@@ -26,6 +31,13 @@ import type { DeviceProperties } from './device-properties.js'
 import type { BrokerMessage } from './dispatcher.js'
 import { journaledMessage, pushTarget } from './left-pushes.js'
 
+/**
+ * Publishes of one late attributes push at most: the first, and those after a read found the
+ * values changed by another replica meanwhile. A device changed through another replica faster
+ * than a publish takes is told by those changes' own pushes; more tries would only hold its turn.
+ */
+export const SETTLE_TRIES = 3
+
 export class LatePushes {
   constructor(private readonly properties: Pick<DeviceProperties, 'find' | 'inTurn'>) {}
 
@@ -33,9 +45,16 @@ export class LatePushes {
   async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>): Promise<boolean> {
     const target = pushTarget(push.topic)
     const send = async (): Promise<boolean> => {
-      const message = await this.asNow(push, target)
-      if (message) await publish(message)
-      return message !== undefined
+      let message = await this.asNow(push, target)
+      if (!message) return false
+      for (let tries = 1; ; tries++) {
+        await publish(message)
+        // commands and raw bytes are messages, not values a later change could make stale
+        if (target?.property !== 'attributes' || tries === SETTLE_TRIES) return true
+        const now = await this.asNow(push, target)
+        if (!now || now.payload.equals(message.payload)) return true
+        message = now
+      }
     }
     return target ? this.properties.inTurn(target.deviceId, send) : send()
   }
