@@ -223,7 +223,7 @@ export class Hub {
         this.log.warn({ peer }, 'superuser login with the default API credentials refused from a remote peer; set IOTHUB_API_USER and IOTHUB_API_PASSWORD'),
       this.holdsFleet ? undefined : (clientId, deviceId) => this.storedSessionFacts(clientId, deviceId)
     )
-    const latePushes = new LatePushes(this.properties)
+    const latePushes = new LatePushes(this.properties, this.log.child({ component: 'late-pushes' }))
     const core = { config, store: this.store, registry: this.registry, fleet: this.fleet, devices: this.devices, upstream: new Upstream(this.properties, config.maxJsonDepth), admission: policy, metrics: this.metrics, log: this.log, tls: this.tls, lease: (name: string) => this.replicas.lease(name), replicas: (now: number) => this.replicas.replicas(now), latePushes }
     this.embedded = config.broker === 'embedded' ? new EmbeddedCarrier(core) : undefined
     this.carrier = this.embedded ?? new EmqxCarrier(core)

@@ -55,6 +55,11 @@ export class DeviceProperties {
     private readonly sharedStore?: Pick<Store, 'readProperties' | 'readPropertiesOf'>
   ) {}
 
+  /** Whether other replicas change the properties too (the store is shared): nothing is cached then. */
+  get sharesStore(): boolean {
+    return this.sharedStore !== undefined
+  }
+
   /** A committed value, handed back by the change log. */
   applyChange(m: Extract<LoggedChange, { op: 'device.property' | 'device.delete' }>): void {
     if (this.sharedStore) return

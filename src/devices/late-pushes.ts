@@ -15,54 +15,90 @@
  * live push's is (`PUSH_PUBLISH`), and a broker that does not answer in time gets the push at
  * their next pass.
  *
- * A change through another replica (EMQX mode) can still be stored while the publish is under way,
- * and its push routed before this one: the device would then keep the older value. So once the
- * broker has taken the push, the values are read again; where they changed, the push is published
- * again with them (up to SETTLE_TRIES publishes in all). A change that the second read does not
- * see is stored after it, and its replica publishes it after storing it — after this push was
- * taken, so it reaches the device after this one.
+ * A change through another replica (EMQX mode, the store shared) can still be stored while the
+ * publish is under way, and its own push be taken first: the device would keep the older value.
+ * So once the broker has taken the late push, its keys are read again, in a turn of their own;
+ * where they changed, the push is published again with them, and read again — SETTLE_TRIES
+ * publishes in all. A change the last read does not see is stored after it, and its replica
+ * publishes it after storing it: after this push was taken, so, as far as the broker keeps the
+ * order of two publishes the second of which was asked for once the first was taken, it reaches
+ * the device last. Left: a device changed through other replicas while each of those publishes is
+ * under way, SETTLE_TRIES times running, may keep the older value until its next push.
  *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
  * device keeps.
  */
+import type { Logger } from 'pino'
 import { isJsonObject, type JsonObject } from '../domain/device-properties.js'
 import type { StoredPush } from '../store/store.js'
 import type { DeviceProperties } from './device-properties.js'
 import type { BrokerMessage } from './dispatcher.js'
 import { journaledMessage, pushTarget } from './left-pushes.js'
 
+type PushTarget = NonNullable<ReturnType<typeof pushTarget>>
+
 /**
- * Publishes of one late attributes push at most: the first, and those after a read found the
- * values changed by another replica meanwhile. A device changed through another replica faster
- * than a publish takes is told by those changes' own pushes; more tries would only hold its turn.
+ * Publishes of one late attributes push at most: the first, and those after a read found its keys
+ * changed through another replica meanwhile. Each is made in a turn of its own, so the device's
+ * own publishes wait for one publish at a time, as for a live push.
  */
 export const SETTLE_TRIES = 3
 
+type Publish = (message: BrokerMessage) => Promise<void>
+
 export class LatePushes {
-  constructor(private readonly properties: Pick<DeviceProperties, 'find' | 'inTurn'>) {}
+  constructor(
+    private readonly properties: Pick<DeviceProperties, 'find' | 'inTurn' | 'sharesStore'>,
+    private readonly log: Logger
+  ) {}
 
   /** Publishes `push` as it should go now (`asNow`), in its device's turn; false when nothing was left to say. */
-  async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>): Promise<boolean> {
+  async send(push: StoredPush, publish: Publish): Promise<boolean> {
     const target = pushTarget(push.topic)
-    const send = async (): Promise<boolean> => {
-      let message = await this.asNow(push, target)
-      if (!message) return false
-      for (let tries = 1; ; tries++) {
-        await publish(message)
-        // commands and raw bytes are messages, not values a later change could make stale
-        if (target?.property !== 'attributes' || tries === SETTLE_TRIES) return true
-        const now = await this.asNow(push, target)
-        if (!now || now.payload.equals(message.payload)) return true
-        message = now
-      }
+    if (!target) {
+      await publish(journaledMessage(push))
+      return true
     }
-    return target ? this.properties.inTurn(target.deviceId, send) : send()
+    const published = await this.properties.inTurn(target.deviceId, async () => {
+      const message = await this.asNow(push, target)
+      if (message) await publish(message)
+      return message
+    })
+    if (!published) return false
+    // where this replica is the store's only writer, no change can have come meanwhile
+    if (target.property === 'attributes' && this.properties.sharesStore) await this.settle(push, target, published, publish)
+    return true
+  }
+
+  /**
+   * Publishes `push` again while its keys' stored values differ from what was published last.
+   * The push was taken: a failure here leaves it so (not kept, not dropped), and is logged.
+   */
+  private async settle(push: StoredPush, target: PushTarget, published: BrokerMessage, publish: Publish): Promise<void> {
+    try {
+      for (let tries = 1; tries < SETTLE_TRIES; tries++) {
+        const last = published
+        const again = await this.properties.inTurn(target.deviceId, async () => {
+          const now = await this.asNow(push, target)
+          if (!now || now.payload.equals(last.payload)) return undefined
+          await publish(now)
+          return now
+        })
+        if (!again) return
+        published = again
+      }
+    } catch (error) {
+      this.log.warn(
+        { topic: push.topic, err: (error as Error).message },
+        "a late push was taken, and another replica's later change of its keys could not be published after it: the device may hold the older values until its next push"
+      )
+    }
   }
 
   /** The message to publish now for `push` (to `target`), published late; undefined when nothing is left to say. */
-  private async asNow(push: StoredPush, target: ReturnType<typeof pushTarget>): Promise<BrokerMessage | undefined> {
+  private async asNow(push: StoredPush, target: PushTarget): Promise<BrokerMessage | undefined> {
     const journaled = journaledMessage(push)
-    if (target?.property !== 'attributes') return journaled
+    if (target.property !== 'attributes') return journaled
     const patch = parsedObject(journaled.payload)
     if (patch === undefined) return journaled
     const stored = (await this.properties.find(target.deviceId)).values.attributes
