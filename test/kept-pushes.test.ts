@@ -1,6 +1,7 @@
 /**
  * A run's pushes the broker refused are tried again while the run lasts (src/devices/kept-pushes.ts):
- * in the order they were recorded, until the broker refuses one again; one it refuses for good is
+ * in the order they were recorded, one refused again holding back its device's later ones (three
+ * refusals in a row ending the try); one it refuses for good is
  * dropped and counted; one with nothing left to say goes without a publish. The journal is a real
  * SQLite store; the broker is a publisher that refuses as it is told (the end-to-end case, through
  * EMQX's REST API, is in test/push-journal.test.ts).
@@ -93,6 +94,55 @@ describe("a run's refused pushes, tried again", () => {
     assert.ok(bounds.length > 0 && bounds.every((b) => b === PUSH_WITHIN_MS), JSON.stringify(bounds))
     assert.equal(await kept.retry(), 0, 'nothing kept: nothing read or published')
     assert.deepEqual(published, ['a', 'b', 'c'])
+  })
+
+  it('a push the broker keeps refusing keeps only its own device waiting; three refusals in a row end the try', async (t) => {
+    const { store, journal } = await openJournal(t)
+    const keep = async (device: string, name: string) => {
+      const record = journal.record({ topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(name), qos: 1, retain: false })
+      await store.commit([record.mutation])
+      journal.keep(record.seq)
+    }
+    for (const [device, name] of [['d1', 'a1'], ['d1', 'a2'], ['d2', 'b1'], ['d3', 'c1'], ['d1', 'a3'], ['d2', 'b2']] as const) await keep(device, name)
+    let down = false
+    const tried: string[] = []
+    const published: string[] = []
+    const broker = {
+      async publish(message: BrokerMessage) {
+        const name = text(message.payload)
+        tried.push(name)
+        // a1: refused at every try, and not for good (EMQX busy, say)
+        if (down || name === 'a1') throw new EmqxApiError('EMQX busy', 503)
+        published.push(name)
+      }
+    }
+    const late = {
+      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
+        await publish(journaledMessage(push))
+        return true
+      }
+    }
+    const kept = new KeptPushes(journal, store, broker, late, new HubMetrics(), createLogger('silent'), { refusedForGood: publishRefusedForGood })
+    const left = async () => (await store.readPushes(store.replica, 0, 100)).map((p) => text(p.payload))
+
+    assert.equal(await kept.retry(), 3)
+    assert.deepEqual(tried, ['a1', 'b1', 'c1', 'b2'], "d1's later pushes wait behind a1, not tried before it")
+    assert.deepEqual(published, ['b1', 'c1', 'b2'])
+    assert.deepEqual(await left(), ['a1', 'a2', 'a3'])
+    assert.equal(await kept.retry(), 0, 'a1 refused again: d1 still waits')
+    assert.deepEqual(await left(), ['a1', 'a2', 'a3'])
+
+    // the broker refusing every push: a try ends after three refusals, not after every device
+    for (const device of ['d4', 'd5', 'd6', 'd7', 'd8']) await keep(device, `${device}-x`)
+    down = true
+    tried.length = 0
+    assert.equal(await kept.retry(), 0)
+    assert.deepEqual(tried, ['a1', 'd4-x', 'd5-x'])
+    down = false
+    published.length = 0
+    assert.equal(await kept.retry(), 5, 'the broker back: every device but d1 told')
+    assert.deepEqual(published, ['d4-x', 'd5-x', 'd6-x', 'd7-x', 'd8-x'])
+    assert.deepEqual(await left(), ['a1', 'a2', 'a3'])
   })
 
   it('keeps a push whose receivers could not be read, as one the broker refused', async (t) => {

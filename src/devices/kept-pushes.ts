@@ -2,8 +2,10 @@
  * This run's pushes the broker refused, tried again while the run lasts. A push whose publish
  * failed (EMQX's API down or refusing, a broker whose queue store failed) stays in the journal
  * (push-journal.ts); every KEPT_RETRY_MS, while any is kept, they are published again in the
- * order they were recorded, until the broker refuses one again. So an outage of the broker's
- * side ends with the devices told, not at this run's end.
+ * order they were recorded; one the broker refuses again holds back its device's later ones, and
+ * three refusals in a row end the try (left-pushes.ts). So an outage of the broker's side ends
+ * with the devices told, not at this run's end, and a push the broker keeps refusing keeps only
+ * its own device waiting.
  *
  * Later pushes of the same device may have been routed meanwhile: an attributes push says the
  * values stored now (late-pushes.ts); a command or raw bytes come after the later ones. A push the
@@ -56,7 +58,7 @@ export class KeptPushes {
     await this.retrying
   }
 
-  /** Publishes the kept pushes, in their order, until the broker refuses one; resolves with how many went. */
+  /** Publishes the kept pushes, in their order (left-pushes.ts, publishRunPushes); resolves with how many went. */
   retry(): Promise<number> {
     if (this.journal.kept.size === 0 || this.stopping) return Promise.resolve(0)
     this.retrying ??= this.retryOnce().finally(() => (this.retrying = null))

@@ -3,6 +3,11 @@
  * take: other runs' — a crash, or a stop while the broker refused them, left them — and this
  * run's own that the broker refused (kept-pushes.ts). Each run's go in the order it recorded
  * them, a page at a time; what is published (or dropped) is removed a page at a time.
+ *
+ * A push the broker refuses (not for good) holds back the later pushes of its device, which must
+ * not overtake it, and no other device's: one push the broker keeps refusing does not keep every
+ * other device untold. REFUSALS_IN_A_ROW refusals with nothing taken between them end the pass:
+ * the broker is refusing every push, and trying the rest would only wait on it.
  */
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
 import type { Store, StoredPush } from '../store/store.js'
@@ -10,6 +15,9 @@ import type { BrokerMessage } from './dispatcher.js'
 
 /** Pushes read, published and removed at once. */
 const PAGE = 100
+
+/** Refusals with no push taken between them after which a pass stops: the broker refuses them all. */
+export const REFUSALS_IN_A_ROW = 3
 
 /** A push as it was journaled. */
 export function journaledMessage(push: StoredPush): BrokerMessage {
@@ -39,8 +47,8 @@ export interface PushPublishing {
   includes?(push: StoredPush): boolean
   /**
    * Whether the broker refused a push for good (the next pass would be refused too): it is
-   * removed, and `dropped` told. Any other refusal leaves it and the rest of its run, which come
-   * after it, for the next pass.
+   * removed, and `dropped` told. Any other refusal leaves it, and its device's later pushes, for
+   * the next pass.
    */
   refusedForGood?(error: Error): boolean
   dropped?(push: StoredPush, error: Error): void
@@ -75,11 +83,13 @@ export interface LeftPushRules extends PushPublishing {
 export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns'>, publish: Publish, rules: LeftPushRules): Promise<number> {
   let published = 0
   let refused: Error | undefined
+  // a device held back in an older run stays held in the younger ones: its pushes keep their order
+  const heldBack = new Set<string>()
   for (const run of await store.pushRuns()) {
     if (rules.goOn?.() === false) break
     const upTo = rules.leftUpTo(run)
     if (upTo === undefined) continue
-    const outcome = await publishRunPushes(store, run, upTo, publish, rules)
+    const outcome = await publishRunPushes(store, run, upTo, publish, rules, heldBack)
     published += outcome.published
     refused ??= outcome.refused
   }
@@ -88,22 +98,26 @@ export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns
 }
 
 /**
- * Publishes the pushes of `run` recorded up to `upTo` (epoch ms), in their order, until the
- * broker refuses one (not for good) or `goOn` says no; removes those published or dropped.
+ * Publishes the pushes of `run` recorded up to `upTo` (epoch ms), in their order, but for the
+ * devices in `heldBack` and those whose push the broker refuses (not for good) on the way, which
+ * are added to it; stops after REFUSALS_IN_A_ROW refusals in a row, or when `goOn` says no.
+ * Removes those published or dropped. `refused`: the first refusal, when one left pushes behind.
  */
 export async function publishRunPushes(
   store: PushStore,
   run: string,
   upTo: number,
   publish: Publish,
-  rules: PushPublishing
+  rules: PushPublishing,
+  heldBack = new Set<string>()
 ): Promise<{ published: number; refused?: Error }> {
   let published = 0
+  let refused: Error | undefined
+  let inARow = 0
   const goOn = (): boolean => rules.goOn?.() !== false
   for (let afterSeq = 0; goOn(); ) {
     const page = await store.readPushes(run, afterSeq, PAGE)
     const done: StoredPush[] = []
-    let refused: Error | undefined
     let stopped = false
     for (const push of page) {
       // numbered in the order they were recorded: the rest are younger still
@@ -112,6 +126,8 @@ export async function publishRunPushes(
         break
       }
       if (rules.includes?.(push) === false) continue
+      const device = pushTarget(push.topic)?.deviceId ?? push.topic
+      if (heldBack.has(device)) continue
       try {
         let sent = true
         if (rules.send) sent = await rules.send(push, publish)
@@ -122,19 +138,22 @@ export async function publishRunPushes(
         }
       } catch (error) {
         if (!rules.refusedForGood?.(error as Error)) {
-          refused = error as Error
+          refused ??= error as Error
+          heldBack.add(device)
+          if (++inARow < REFUSALS_IN_A_ROW) continue
           stopped = true
           break
         }
         rules.dropped?.(push, error as Error)
       }
+      // not refused: taken, dropped for good, or nothing left to say
+      inARow = 0
       done.push(push)
       rules.done?.(push)
     }
     if (done.length > 0) await store.commit(done.map((push) => ({ op: 'push.delete', run, seq: push.seq })))
-    if (refused) return { published, refused }
     if (stopped || page.length < PAGE) break
     afterSeq = page[page.length - 1]!.seq
   }
-  return { published }
+  return refused ? { published, refused } : { published }
 }

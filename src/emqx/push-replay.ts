@@ -11,7 +11,8 @@
  * A push EMQX refuses for good (`publishRefusedForGood`: a bad request, 413, EMQX 4's code for
  * the request itself) is removed, logged and counted (`iothub_pushes_total`, outcome `dropped`);
  * any other refusal (EMQX unreachable or busy, the credentials, a wrong API path: what time or an
- * operator can mend) leaves it, and the rest of its run, for the next look.
+ * operator can mend) leaves it, and its device's later pushes, for the next look; three refusals
+ * in a row end the look (left-pushes.ts).
  *
  * A push published late this way may reach its device after a later change's push: an
  * attributes push therefore says the values stored now (late-pushes.ts). One the broker takes is
