@@ -143,6 +143,20 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(await kept.retry(), 5, 'the broker back: every device but d1 told')
     assert.deepEqual(published, ['d4-x', 'd5-x', 'd6-x', 'd7-x', 'd8-x'])
     assert.deepEqual(await left(), ['a1', 'a2', 'a3'])
+
+    // refusals with pushes taken between them are one device's trouble each, not an outage
+    for (const [device, name] of [['e1', 'poison-1'], ['e2', 'fine-2'], ['e3', 'poison-3'], ['e4', 'fine-4'], ['e5', 'poison-5'], ['e6', 'fine-6']] as const) await keep(device, name)
+    const poisoned = broker.publish.bind(broker)
+    broker.publish = async (message: BrokerMessage) => {
+      if (text(message.payload).startsWith('poison')) {
+        tried.push(text(message.payload))
+        throw new EmqxApiError('EMQX busy', 503)
+      }
+      return poisoned(message)
+    }
+    published.length = 0
+    assert.equal(await kept.retry(), 3)
+    assert.deepEqual(published, ['fine-2', 'fine-4', 'fine-6'], 'a1, poison-1, poison-3 and poison-5 refused, not three in a row')
   })
 
   it('keeps a push whose receivers could not be read, as one the broker refused', async (t) => {

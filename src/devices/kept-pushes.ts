@@ -85,7 +85,11 @@ export class KeptPushes {
         // for another run, rather than this one publishing it again at every try
         done: (push) => this.journal.released(push.seq)
       })
-      if (published > 0) this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
+      if (published > 0) {
+        this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
+        // the broker took some: a refusal now is news again, not the outage already told
+        this.refusedBefore = false
+      }
       if (refused) {
         this.refused(refused, kept.size)
       } else if (!this.stopping) {

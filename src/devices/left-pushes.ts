@@ -75,45 +75,55 @@ export interface LeftPushRules extends PushPublishing {
   leftUpTo(run: string): number | undefined
 }
 
+/** What a pass came to: how many pushes the broker took, and the first refusal that left some behind. */
+export interface PassOutcome {
+  published: number
+  refused?: Error
+}
+
+/** A pass over one run's pushes or several: the devices held back, and the refusals since the broker last took one. */
+export interface Pass {
+  readonly heldBack: Set<string>
+  inARow: number
+}
+
+const newPass = (): Pass => ({ heldBack: new Set(), inARow: 0 })
+
+/** The device a push goes to, by which its pushes keep their order: the topic's first level (dispatcher.ts). */
+function deviceOf(push: StoredPush): string {
+  const slash = push.topic.indexOf('/')
+  return slash < 1 ? push.topic : push.topic.slice(0, slash)
+}
+
 /**
  * Publishes the pushes other runs left — the run with the oldest first — removing them once
- * published. Resolves with how many were published; rejects, once every run had its turn, with a
- * refusal that left pushes behind.
+ * published, in one pass: a device held back in one run stays held in the next (its pushes keep
+ * their order as far as the runs' order is theirs), and REFUSALS_IN_A_ROW refusals end the pass.
  */
-export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns'>, publish: Publish, rules: LeftPushRules): Promise<number> {
+export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns'>, publish: Publish, rules: LeftPushRules): Promise<PassOutcome> {
   let published = 0
   let refused: Error | undefined
-  // a device held back in an older run stays held in the younger ones: its pushes keep their order
-  const heldBack = new Set<string>()
+  const pass = newPass()
   for (const run of await store.pushRuns()) {
-    if (rules.goOn?.() === false) break
+    if (rules.goOn?.() === false || pass.inARow >= REFUSALS_IN_A_ROW) break
     const upTo = rules.leftUpTo(run)
     if (upTo === undefined) continue
-    const outcome = await publishRunPushes(store, run, upTo, publish, rules, heldBack)
+    const outcome = await publishRunPushes(store, run, upTo, publish, rules, pass)
     published += outcome.published
     refused ??= outcome.refused
   }
-  if (refused) throw refused
-  return published
+  return refused ? { published, refused } : { published }
 }
 
 /**
  * Publishes the pushes of `run` recorded up to `upTo` (epoch ms), in their order, but for the
- * devices in `heldBack` and those whose push the broker refuses (not for good) on the way, which
- * are added to it; stops after REFUSALS_IN_A_ROW refusals in a row, or when `goOn` says no.
- * Removes those published or dropped. `refused`: the first refusal, when one left pushes behind.
+ * devices the pass holds back and those whose push the broker refuses (not for good) on the way,
+ * which it then holds back; stops after REFUSALS_IN_A_ROW refusals with none taken between, or
+ * when `goOn` says no. Removes those published or dropped.
  */
-export async function publishRunPushes(
-  store: PushStore,
-  run: string,
-  upTo: number,
-  publish: Publish,
-  rules: PushPublishing,
-  heldBack = new Set<string>()
-): Promise<{ published: number; refused?: Error }> {
+export async function publishRunPushes(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass = newPass()): Promise<PassOutcome> {
   let published = 0
   let refused: Error | undefined
-  let inARow = 0
   const goOn = (): boolean => rules.goOn?.() !== false
   for (let afterSeq = 0; goOn(); ) {
     const page = await store.readPushes(run, afterSeq, PAGE)
@@ -126,28 +136,29 @@ export async function publishRunPushes(
         break
       }
       if (rules.includes?.(push) === false) continue
-      const device = pushTarget(push.topic)?.deviceId ?? push.topic
-      if (heldBack.has(device)) continue
+      const device = deviceOf(push)
+      if (pass.heldBack.has(device)) continue
       try {
         let sent = true
         if (rules.send) sent = await rules.send(push, publish)
         else await publish(journaledMessage(push))
         if (sent) {
           published++
+          pass.inARow = 0
           rules.published?.(push)
         }
       } catch (error) {
         if (!rules.refusedForGood?.(error as Error)) {
           refused ??= error as Error
-          heldBack.add(device)
-          if (++inARow < REFUSALS_IN_A_ROW) continue
+          pass.heldBack.add(device)
+          if (++pass.inARow < REFUSALS_IN_A_ROW) continue
           stopped = true
           break
         }
+        // the broker answered, if only to refuse this one
+        pass.inARow = 0
         rules.dropped?.(push, error as Error)
       }
-      // not refused: taken, dropped for good, or nothing left to say
-      inARow = 0
       done.push(push)
       rules.done?.(push)
     }

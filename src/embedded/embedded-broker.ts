@@ -21,6 +21,7 @@ import { localPortOf, stampLocalPort } from './socket-ports.js'
 import type { PublishJournal } from './publish-journal.js'
 import { portInUse } from '../port-in-use.js'
 import type { BrokerMessage, BrokerPublisher } from '../devices/dispatcher.js'
+import type { PassOutcome } from '../devices/left-pushes.js'
 import type { TlsCredentials } from '../tls/tls-credentials.js'
 
 /** A will as the CONNECT carried it, tagged with its publisher's mountpoint. */
@@ -231,15 +232,13 @@ export class EmbeddedBroker implements BrokerPublisher {
    * published — the publish journal's messages, then `publishLeftPushes` (the hub's pushes a
    * crash left stored and unrouted), then the wills of clients it lost.
    */
-  async start(publishLeftPushes?: () => Promise<number>): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
+  async start(publishLeftPushes?: () => Promise<PassOutcome>): Promise<{ mqtt: AddressInfo; mqtts?: AddressInfo }> {
     await this.aedes.listen()
     await this.journal.replay((packet) => this.route(packet))
     // a refusal here is the store's (queueing for offline sessions): what is left stays for the next start
-    const pushes = await publishLeftPushes?.().catch((error: Error) => {
-      this.log.error({ err: error.message }, 'pushes stored before a crash not all published; the rest at the next start')
-      return 0
-    })
-    if (pushes) this.log.info({ pushes }, 'published pushes stored before a crash and not routed')
+    const pushes = await publishLeftPushes?.().catch((error: Error): PassOutcome => ({ published: 0, refused: error }))
+    if (pushes?.published) this.log.info({ pushes: pushes.published }, 'published pushes stored before a crash and not routed')
+    if (pushes?.refused) this.log.error({ err: pushes.refused.message }, 'pushes stored before a crash not all published; the rest at the next start')
     await this.publishWillsOfPreviousRun()
     await listen(this.server, this.config.mqttHost, this.config.mqttPort, 'MQTT', 'IOTHUB_MQTT_PORT / --mqtt-port')
     const mqtt = this.address()!

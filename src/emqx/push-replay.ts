@@ -12,7 +12,7 @@
  * the request itself) is removed, logged and counted (`iothub_pushes_total`, outcome `dropped`);
  * any other refusal (EMQX unreachable or busy, the credentials, a wrong API path: what time or an
  * operator can mend) leaves it, and its device's later pushes, for the next look; three refusals
- * in a row end the look (left-pushes.ts).
+ * with none taken between end the look (left-pushes.ts).
  *
  * A push published late this way may reach its device after a later change's push: an
  * attributes push therefore says the values stored now (late-pushes.ts). One the broker takes is
@@ -80,7 +80,7 @@ export class PushReplay {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const published = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
+      const { published, refused } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
           const named = runOf(run)
@@ -101,8 +101,12 @@ export class PushReplay {
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')
         }
       })
-      await this.lease.done(now)
       if (published > 0) this.log.info({ pushes: published }, 'published pushes that replicas no longer running had stored and not published')
+      if (refused) {
+        this.log.warn({ err: refused.message }, 'pushes left by replicas no longer running refused by EMQX, and those of their devices after them; tried again later')
+        return published
+      }
+      await this.lease.done(now)
       return published
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'pushes left by replicas no longer running not all published; tried again later')

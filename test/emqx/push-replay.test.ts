@@ -102,6 +102,40 @@ describe("EMQX mode's replay of the push journal", () => {
     assert.deepEqual(await storedPayloads(store), ['live-1', 'self-2'])
   })
 
+  it('holds a refused push\'s device back in the runs after it too, and ends a look after three refusals in a row, across runs', async (t) => {
+    const store = await openStore(t)
+    const tried: string[] = []
+    let refusing: (payload: string) => boolean = () => true
+    const publisher = {
+      async publish(message: BrokerMessage) {
+        const payload = Buffer.from(message.payload).toString()
+        tried.push(payload)
+        if (refusing(payload)) throw new EmqxApiError('EMQX answered 503', 503)
+      }
+    }
+    const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
+    t.after(() => lease.release())
+    const replay = new PushReplay(store, publisher, lease, async () => [], 'self', asJournaled, new HubMetrics(), createLogger('silent'))
+    // four runs over, oldest first, each with one push to a device of its own and one to d0
+    const pushes: StoredPush[] = []
+    for (const [i, startedAt] of [1000, 2000, 3000, 4000].entries()) {
+      const run = replicaRunId(`gone-${i}`, startedAt)
+      pushes.push({ run, seq: 1, topic: 'd0/v1/devices/me/commands', payload: Buffer.from(`d0-${i}`), qos: 1, at: OLD - 10 + i })
+      pushes.push({ run, seq: 2, topic: `d${i + 1}/v1/devices/me/commands`, payload: Buffer.from(`d${i + 1}`), qos: 1, at: OLD - 10 + i })
+    }
+    await store.commit(pushes.map((push) => ({ op: 'push.put' as const, push })))
+
+    // EMQX refusing everything: three tries in all, not three per run
+    assert.equal(await replay.publishLeft(NOW), 0)
+    assert.deepEqual(tried, ['d0-0', 'd1', 'd2'])
+    // EMQX refusing d0's oldest push only: d0's later ones, in the younger runs, wait behind it
+    tried.length = 0
+    refusing = (payload) => payload === 'd0-0'
+    assert.equal(await replay.publishLeft(NOW), 4)
+    assert.deepEqual(tried, ['d0-0', 'd1', 'd2', 'd3', 'd4'])
+    assert.deepEqual(await storedPayloads(store), ['d0-0', 'd0-1', 'd0-2', 'd0-3'])
+  })
+
   it('drops, logs and counts a push EMQX refuses for good, and goes on with the rest of the run', async (t) => {
     const store = await openStore(t)
     const published: string[] = []
