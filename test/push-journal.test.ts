@@ -107,6 +107,18 @@ async function connectedThroughEmqx(hub: EmqxChildHub, standin: EmqxRestStandin,
   await hook({ event: 'session.subscribed', ...base, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
 }
 
+/** The attributes pushes EMQX (the stand-in) took for device `id`, in order, parsed. */
+function attributesPublished(standin: EmqxRestStandin, id: string): Record<string, unknown>[] {
+  return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+}
+
+/** `patch` of device `id`'s attributes, stored and answered as not pushed (EMQX's API down). */
+async function refusedByEmqx(hub: EmqxChildHub, id: string, patch: Record<string, unknown>): Promise<void> {
+  const refused = await hub.api<{ pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, patch)
+  assert.equal(refused.status, 200, JSON.stringify(refused.body))
+  assert.match(refused.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(refused.body))
+}
+
 describe('pushes across a crash', () => {
   const opened: MqttClient[] = []
   const children: Pick<ChildHub, 'kill'>[] = []
@@ -356,11 +368,10 @@ describe('pushes across a crash', () => {
     children.push(hub)
     const id = 'kept-emqx'
     await connectedThroughEmqx(hub, standin, id)
-    const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+    const published = () => attributesPublished(standin, id)
 
     standin.setDown(true)
-    const refused = await hub.api<{ pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco', fan: 1 })
-    assert.match(refused.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(refused.body))
+    await refusedByEmqx(hub, id, { mode: 'eco', fan: 1 })
     assert.equal(await metricValue(hub.api, 'iothub_pushes_waiting'), 1, 'the operator sees it wait')
     standin.setDown(false)
     // a later change, pushed at once: the kept push comes after it, and must not undo it
@@ -396,11 +407,10 @@ describe('pushes across a crash', () => {
     children.push(other)
     const id = 'overtaken-emqx'
     await connectedThroughEmqx(hub, standin, id)
-    const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+    const published = () => attributesPublished(standin, id)
 
     standin.setDown(true)
-    const refused = await hub.api<{ pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco', fan: 1 })
-    assert.match(refused.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(refused.body))
+    await refusedByEmqx(hub, id, { mode: 'eco', fan: 1 })
     holdNext = true
     standin.setDown(false)
     // the retry (every 10 s) has read `eco` and is publishing it: the other replica's change is stored and pushed
@@ -431,11 +441,9 @@ describe('pushes across a crash', () => {
     const id = 'journaled-emqx'
     await connectedThroughEmqx(first, standin, id)
 
-    const published = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as unknown)
+    const published = () => attributesPublished(standin, id)
     standin.setDown(true)
-    const unpushed = await first.api<{ pushedTo: string[]; pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'journaled' })
-    assert.equal(unpushed.status, 200, JSON.stringify(unpushed.body))
-    assert.match(unpushed.body.pushError ?? '', /^stored, not pushed: /)
+    await refusedByEmqx(first, id, { mode: 'journaled' })
     const journaled = await database.query<{ run: string }>('SELECT run FROM push_journal')
     assert.equal(journaled.length, 1, 'the push stays stored')
     assert.match(journaled[0]!.run, /^iothub-journal@push\.test#/)
