@@ -85,15 +85,12 @@ export class KeptPushes {
         // for another run, rather than this one publishing it again at every try
         done: (push) => this.journal.released(push.seq)
       })
-      if (published > 0) {
-        this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
-        // the broker took some: a refusal now is news again, not the outage already told
-        this.refusedBefore = false
-      }
+      if (published > 0) this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
+      // the broker took some: a refusal now is news again, not the outage already told
+      if (published > 0 || !refused) this.refusedBefore = false
       if (refused) {
         this.refused(refused, kept.size)
       } else if (!this.stopping) {
-        this.refusedBefore = false
         // every record of the run was read: one kept since the start and not met is gone (another
         // replica published it, taking this run for over), and is not looked for again
         for (const seq of atStart) this.journal.released(seq)

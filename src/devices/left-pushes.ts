@@ -10,6 +10,7 @@
  * the broker is refusing every push, and trying the rest would only wait on it.
  */
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
+import { firstLevelOf } from '../domain/topic-match.js'
 import type { Store, StoredPush } from '../store/store.js'
 import type { BrokerMessage } from './dispatcher.js'
 
@@ -89,12 +90,6 @@ export interface Pass {
 
 const newPass = (): Pass => ({ heldBack: new Set(), inARow: 0 })
 
-/** The device a push goes to, by which its pushes keep their order: the topic's first level (dispatcher.ts). */
-function deviceOf(push: StoredPush): string {
-  const slash = push.topic.indexOf('/')
-  return slash < 1 ? push.topic : push.topic.slice(0, slash)
-}
-
 /**
  * Publishes the pushes other runs left — the run with the oldest first — removing them once
  * published, in one pass: a device held back in one run stays held in the next (its pushes keep
@@ -136,7 +131,8 @@ export async function publishRunPushes(store: PushStore, run: string, upTo: numb
         break
       }
       if (rules.includes?.(push) === false) continue
-      const device = deviceOf(push)
+      // the device, by which its pushes keep their order: the topic's first level (dispatcher.ts)
+      const device = firstLevelOf(push.topic)
       if (pass.heldBack.has(device)) continue
       try {
         let sent = true
