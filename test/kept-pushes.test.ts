@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { Dispatcher, PUSH_WITHIN_MS, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
+import { Dispatcher, PUSH_WITHIN_MS, PushHeldBack, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
 import { KeptPushes } from '../src/devices/kept-pushes.js'
 import { journaledMessage } from '../src/devices/left-pushes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
@@ -39,13 +39,16 @@ describe("a run's refused pushes, tried again", () => {
   it('publishes them in order until refused again, drops one refused for good, and leaves the pushes still on their way', async (t) => {
     const { store, journal } = await openJournal(t)
     const recorded: number[] = []
+    const topics: string[] = []
     for (const name of ['a', 'b', 'too-large', 'c', 'on-its-way', 'quiet']) {
-      const record = journal.record({ topic: `dev/v1/devices/me/${name === 'quiet' ? 'attributes' : 'commands'}`, payload: Buffer.from(name), qos: 1, retain: false })
+      const topic = `dev/v1/devices/me/${name === 'quiet' ? 'attributes' : 'commands'}`
+      const record = journal.record({ topic, payload: Buffer.from(name), qos: 1, retain: false })
       await store.commit([record.mutation])
       recorded.push(record.seq)
+      topics.push(topic)
     }
     // refused: all but the one still on its way (routed, or refused, later)
-    for (const [i, seq] of recorded.entries()) if (i !== 4) journal.keep(seq)
+    for (const [i, seq] of recorded.entries()) if (i !== 4) journal.keep(seq, topics[i]!)
 
     let down = true
     const busyOnce = new Set(['c'])
@@ -99,9 +102,10 @@ describe("a run's refused pushes, tried again", () => {
   it('a push the broker keeps refusing keeps only its own device waiting; three refusals in a row end the try', async (t) => {
     const { store, journal } = await openJournal(t)
     const keep = async (device: string, name: string) => {
-      const record = journal.record({ topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(name), qos: 1, retain: false })
+      const topic = `${device}/v1/devices/me/commands`
+      const record = journal.record({ topic, payload: Buffer.from(name), qos: 1, retain: false })
       await store.commit([record.mutation])
-      journal.keep(record.seq)
+      journal.keep(record.seq, topic)
     }
     for (const [device, name] of [['d1', 'a1'], ['d1', 'a2'], ['d2', 'b1'], ['d3', 'c1'], ['d1', 'a3'], ['d2', 'b2']] as const) await keep(device, name)
     let down = false
@@ -176,7 +180,7 @@ describe("a run's refused pushes, tried again", () => {
     const { store, journal } = await openJournal(t)
     const records = ['gone', 'here'].map((name) => journal.record({ topic: 'dev/v1/devices/me/commands', payload: Buffer.from(name), qos: 1, retain: false }))
     await store.commit(records.map((r) => r.mutation))
-    for (const r of records) journal.keep(r.seq)
+    for (const r of records) journal.keep(r.seq, 'dev/v1/devices/me/commands')
     // the replica holding the replay took this run for over and published the first (push-replay.ts)
     await store.commit([{ op: 'push.delete', run: store.replica, seq: records[0]!.seq }])
     const published: string[] = []
@@ -201,5 +205,56 @@ describe("a run's refused pushes, tried again", () => {
     await store.commit(prepared.storeWith)
     assert.deepEqual(await dispatcher.push(prepared), ['dev-session'])
     assert.deepEqual(bounds, [PUSH_WITHIN_MS])
+  })
+
+  it("keeps a device's later commands behind its command the broker refused, and sends them after it, in order", async (t) => {
+    const { store, journal } = await openJournal(t)
+    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    let refusing = new Set(['c1'])
+    const published: string[] = []
+    const broker = {
+      async publish(message: BrokerMessage) {
+        const name = text(message.payload)
+        if (refusing.has(name)) throw new EmqxApiError('EMQX busy', 503)
+        published.push(name)
+      }
+    }
+    const metrics = new HubMetrics()
+    const dispatcher = new Dispatcher(fleet, broker, metrics, journal)
+    /** A change of `property` of `device` stored, then pushed as the API pushes it. */
+    const pushed = async (device: string, property: 'attributes' | 'commands' | 'raw', name: string) => {
+      const prepared = dispatcher.prepare(device, property, Buffer.from(name))
+      await store.commit(prepared.storeWith)
+      return dispatcher.push(prepared)
+    }
+    const late = {
+      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
+        await publish(journaledMessage(push))
+        return true
+      }
+    }
+    const kept = new KeptPushes(journal, store, broker, late, metrics, createLogger('silent'))
+    const held = async () => (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.outcome === 'held')?.value ?? 0
+
+    await assert.rejects(pushed('d1', 'commands', 'c1'), EmqxApiError)
+    await assert.rejects(pushed('d1', 'commands', 'c2'), (error: Error) => error instanceof PushHeldBack && /an earlier command to this device waits/.test(error.message))
+    // the device's attributes, its raw bytes and other devices' commands do not wait
+    assert.deepEqual(await pushed('d1', 'attributes', 'a1'), ['d1-session'])
+    assert.deepEqual(await pushed('d1', 'raw', 'r1'), ['d1-session'])
+    assert.deepEqual(await pushed('d2', 'commands', 'x1'), ['d2-session'])
+    assert.deepEqual(published, ['a1', 'r1', 'x1'], 'c2 not published before c1')
+
+    assert.equal(await kept.retry(), 0, 'c1 refused again: c2 waits behind it')
+    await assert.rejects(pushed('d1', 'commands', 'c3'), PushHeldBack)
+    assert.equal(await held(), 2)
+
+    refusing = new Set()
+    assert.equal(await kept.retry(), 3)
+    assert.deepEqual(published, ['a1', 'r1', 'x1', 'c1', 'c2', 'c3'])
+    assert.equal(journal.kept.size, 0)
+    assert.deepEqual(await pushed('d1', 'commands', 'c4'), ['d1-session'], 'nothing kept: a command goes at once again')
+    assert.deepEqual(published.slice(-1), ['c4'])
+    await journal.flush()
+    assert.deepEqual(await store.readPushes(store.replica, 0, 100), [], 'every record removed')
   })
 })

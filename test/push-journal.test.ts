@@ -383,6 +383,41 @@ describe('pushes across a crash', () => {
     assert.match((await hub.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
   })
 
+  it("EMQX mode: a command sent while an earlier one to its device waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {
+    const { database, dataDir, standin } = await emqxSetting(t, children)
+    const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-ordered@push.test') })
+    children.push(hub)
+    const id = 'ordered-emqx'
+    await connectedThroughEmqx(hub, standin, id)
+    const hook = await fetch(`${hub.httpUrl}/v1/hooks/emqx`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET },
+      body: JSON.stringify({ event: 'session.subscribed', node: 'emqx@10.0.0.3', clientid: id, username: id, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/commands`, qos: 1 })
+    })
+    assert.equal(hook.status, 200, await hook.text())
+    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
+    const send = (name: string) => hub.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+
+    standin.setDown(true)
+    const first = await send('first')
+    assert.match(first.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(first.body))
+    standin.setDown(false)
+    const second = await send('second')
+    assert.equal(second.status, 200, JSON.stringify(second.body))
+    assert.match(second.body.pushError ?? '', /^stored, not pushed: an earlier command to this device waits for the broker/, JSON.stringify(second.body))
+    assert.deepEqual(commandsPublished(), [], 'the second is not published before the first')
+    assert.equal(await metricValue(hub.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 1)
+    assert.equal(await metricValue(hub.api, 'iothub_pushes_waiting'), 2)
+
+    await eventually(() => commandsPublished().length === 2, 30_000, 'the kept commands published while the replica runs')
+    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    const third = await send('third')
+    assert.equal(third.body.pushError, undefined, 'nothing kept: a command goes at once again')
+    assert.equal(third.body.pushedTo.length, 1, JSON.stringify(third.body))
+    assert.deepEqual(commandsPublished(), ['first', 'second', 'third'])
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
+  })
+
   it('EMQX mode: a late push overtaken by another replica\'s change is published again with the values stored after it', async (t) => {
     // the kept push's publish is held at EMQX's API (the stand-in) while another replica changes
     // the device and its push is taken: the held push, let go, arrives last with the older value

@@ -8,7 +8,8 @@
  * (push-journal.ts), its record removed once the broker has routed it. A crash in between, or a
  * broker that refused it, leaves the record: this run tries a refused push again while it lasts
  * (kept-pushes.ts), and another run publishes what a run left (left-pushes.ts): at least once, as
- * the stored change promises.
+ * the stored change promises. While a command or raw push of a device is kept, that device's later
+ * ones are kept behind it, not published: a device gets its messages in the order they were sent.
  */
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
@@ -59,6 +60,14 @@ export interface PreparedPush {
   readonly storeWith: readonly Mutation[]
 }
 
+/** A push kept, not published, behind an earlier one to its device that the broker refused (push-journal.ts, `mustWait`). */
+export class PushHeldBack extends Error {
+  constructor(property: ChangeProperty) {
+    super(`an earlier ${property === 'raw' ? 'raw push' : 'command'} to this device waits for the broker to take it; this one is sent after it`)
+    this.name = 'PushHeldBack'
+  }
+}
+
 export class Dispatcher {
   constructor(
     /** Whom a push reaches: the device's subscription entities, as stored. */
@@ -82,6 +91,12 @@ export class Dispatcher {
    */
   async push(prepared: PreparedPush): Promise<string[]> {
     const { deviceId, property, message, seq } = prepared
+    if (this.journal.mustWait(message.topic)) {
+      // an earlier command (raw bytes) to the device waits for the broker: this one goes after it
+      this.journal.keep(seq, message.topic)
+      this.metrics.pushesTotal.inc({ property, outcome: 'held' })
+      throw new PushHeldBack(property)
+    }
     let receivers: Awaited<ReturnType<FleetReads['receiving']>>
     try {
       // where the store is shared this is a read of it, which can fail like the publish
@@ -93,7 +108,7 @@ export class Dispatcher {
       }
       await this.broker.publish(message, PUSH_PUBLISH)
     } catch (error) {
-      this.journal.keep(seq)
+      this.journal.keep(seq, message.topic)
       this.metrics.pushesTotal.inc({ property, outcome: 'failed' })
       throw error
     }

@@ -7,8 +7,9 @@
  * with the devices told, not at this run's end, and a push the broker keeps refusing keeps only
  * its own device waiting.
  *
- * Later pushes of the same device may have been routed meanwhile: an attributes push says the
- * values stored now (late-pushes.ts); a command or raw bytes come after the later ones. A push the
+ * Later attributes pushes of the same device may have been routed meanwhile: a kept one says the
+ * values stored now (late-pushes.ts). Its later commands and raw bytes were kept behind a kept
+ * one (push-journal.ts, `mustWait`), and go after it, in their order. A push the
  * broker refuses for good (the carrier tells which: EMQX's 400, say) is dropped, logged and
  * counted (`iothub_pushes_total{outcome="dropped"}`); one it takes is counted as `published`
  * (its first try was counted `failed`).

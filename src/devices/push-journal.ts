@@ -5,7 +5,9 @@
  * answered as made. Rows of `push_journal`, keyed by the run of the replica that stored them
  * (`Store.replica`) and a number of the run's own: replicas sharing a store never collide.
  *
- * A push the broker refused is kept: the run tries it again while it lasts (kept-pushes.ts).
+ * A push the broker refused is kept: the run tries it again while it lasts (kept-pushes.ts). A
+ * later command or raw bytes to the same device is kept behind it rather than published, so that
+ * the device gets its messages in the order they were sent (`mustWait`).
  * What a run leaves behind is published by another (left-pushes.ts): embedded mode at its next
  * start, before any client or API call is served (embedded/embedded-broker.ts); EMQX mode by the
  * replica holding the `push-replay` lease, once the run is over (emqx/push-replay.ts). At least
@@ -15,12 +17,21 @@ import type { Logger } from 'pino'
 import { RemovalsPerTurn } from '../store/removals-per-turn.js'
 import type { Mutation, Store, StoredPush } from '../store/store.js'
 import type { BrokerMessage } from './dispatcher.js'
+import { pushTarget } from './left-pushes.js'
 
 export class PushJournal {
   private nextSeq = 1
   private readonly removals: RemovalsPerTurn
   /** This run's pushes the broker refused: their records stay until a retry publishes them. */
   private readonly keptSeqs = new Set<number>()
+  /**
+   * Of the kept pushes, those a later push on their topic must not overtake, by number: commands
+   * and raw bytes, which a device takes as messages, in the order they come. (An attributes push
+   * published late says the values stored then, late-pushes.ts: a later one may go first.)
+   */
+  private readonly keptInOrder = new Map<number, string>()
+  /** How many kept pushes wait on each of those topics. */
+  private readonly waitingOnTopic = new Map<string, number>()
 
   constructor(
     private readonly store: Pick<Store, 'replica' | 'commit'>,
@@ -47,9 +58,21 @@ export class PushJournal {
     this.removals.remove(seq)
   }
 
-  /** The broker refused the push `seq`: its record stays, for a retry (kept-pushes.ts) or another run. */
-  keep(seq: number): void {
+  /** The broker refused the push `seq` on `topic` (or it was held back): its record stays, for a retry (kept-pushes.ts) or another run. */
+  keep(seq: number, topic: string): void {
+    if (this.keptSeqs.has(seq)) return
     this.keptSeqs.add(seq)
+    if (pushTarget(topic)?.property === 'attributes') return
+    this.keptInOrder.set(seq, topic)
+    this.waitingOnTopic.set(topic, (this.waitingOnTopic.get(topic) ?? 0) + 1)
+  }
+
+  /**
+   * Whether a push on `topic` must be kept behind one kept already (a command, raw bytes), not
+   * published: it would reach the device before the earlier one.
+   */
+  mustWait(topic: string): boolean {
+    return this.waitingOnTopic.has(topic)
   }
 
   /** This run's pushes the broker refused and no retry has published yet. */
@@ -60,6 +83,12 @@ export class PushJournal {
   /** A kept push was published, or dropped: it is not tried again (its record is being removed). */
   released(seq: number): void {
     this.keptSeqs.delete(seq)
+    const topic = this.keptInOrder.get(seq)
+    if (topic === undefined) return
+    this.keptInOrder.delete(seq)
+    const waiting = this.waitingOnTopic.get(topic)! - 1
+    if (waiting === 0) this.waitingOnTopic.delete(topic)
+    else this.waitingOnTopic.set(topic, waiting)
   }
 
   /** Removes the records of pushes routed so far; before the store closes. */
