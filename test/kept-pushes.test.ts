@@ -136,16 +136,19 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(await kept.retry(), 0, 'a1 refused again: d1 still waits')
     assert.deepEqual(await left(), ['a1', 'a2', 'a3'])
 
-    // the broker refusing every push: a try ends after three refusals, not after every device
+    // the broker refusing every push: a try ends after three refusals, not after every device;
+    // d1, refused at the try before, is tried after the others
     for (const device of ['d4', 'd5', 'd6', 'd7', 'd8']) await keep(device, `${device}-x`)
     down = true
     tried.length = 0
     assert.equal(await kept.retry(), 0)
-    assert.deepEqual(tried, ['a1', 'd4-x', 'd5-x'])
+    assert.deepEqual(tried, ['d4-x', 'd5-x', 'd6-x'])
     down = false
     published.length = 0
+    tried.length = 0
     assert.equal(await kept.retry(), 5, 'the broker back: every device but d1 told')
-    assert.deepEqual(published, ['d4-x', 'd5-x', 'd6-x', 'd7-x', 'd8-x'])
+    assert.deepEqual(tried, ['a1', 'd7-x', 'd8-x', 'd4-x', 'd5-x', 'd6-x'], 'those refused at the try before (d4–d6) after the others')
+    assert.deepEqual(published, ['d7-x', 'd8-x', 'd4-x', 'd5-x', 'd6-x'])
     assert.deepEqual(await left(), ['a1', 'a2', 'a3'])
 
     // refusals with pushes taken between them are one device's trouble each, not an outage
@@ -161,6 +164,36 @@ describe("a run's refused pushes, tried again", () => {
     published.length = 0
     assert.equal(await kept.retry(), 3)
     assert.deepEqual(published, ['fine-2', 'fine-4', 'fine-6'], 'a1, poison-1, poison-3 and poison-5 refused, not three in a row')
+  })
+
+  it('tries the devices refused at the try before after the others: three pushes the broker keeps refusing, first in the run, keep no other device untold', async (t) => {
+    const { store, journal } = await openJournal(t)
+    for (const [device, name] of [['q1', 'poison-1'], ['q2', 'poison-2'], ['q3', 'poison-3'], ['h1', 'fine-1'], ['h2', 'fine-2']] as const) {
+      const topic = `${device}/v1/devices/me/commands`
+      const record = journal.record({ topic, payload: Buffer.from(name), qos: 1, retain: false })
+      await store.commit([record.mutation])
+      journal.keep(record.seq, topic)
+    }
+    const tried: string[] = []
+    const broker = {
+      async publish(message: BrokerMessage) {
+        tried.push(text(message.payload))
+        if (text(message.payload).startsWith('poison')) throw new EmqxApiError('EMQX busy', 503)
+      }
+    }
+    const late = {
+      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
+        await publish(journaledMessage(push))
+        return true
+      }
+    }
+    const kept = new KeptPushes(journal, store, broker, late, new HubMetrics(), createLogger('silent'))
+    assert.equal(await kept.retry(), 0, 'three refusals in a row end the first try')
+    assert.deepEqual(tried, ['poison-1', 'poison-2', 'poison-3'])
+    tried.length = 0
+    assert.equal(await kept.retry(), 2)
+    assert.deepEqual(tried, ['fine-1', 'fine-2', 'poison-1', 'poison-2', 'poison-3'])
+    assert.equal(journal.kept.size, 3)
   })
 
   it('keeps a push whose receivers could not be read, as one the broker refused', async (t) => {

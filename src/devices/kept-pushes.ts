@@ -3,7 +3,8 @@
  * failed (EMQX's API down or refusing, a broker whose queue store failed) stays in the journal
  * (push-journal.ts); every KEPT_RETRY_MS, while any is kept, they are published again in the
  * order they were recorded; one the broker refuses again holds back its device's later ones, and
- * three refusals in a row end the try (left-pushes.ts). So an outage of the broker's side ends
+ * three refusals in a row end the try; the devices refused at one try go after the others at the
+ * next (left-pushes.ts). So an outage of the broker's side ends
  * with the devices told, not at this run's end, and a push the broker keeps refusing keeps only
  * its own device waiting.
  *
@@ -36,6 +37,8 @@ export class KeptPushes {
   private stopping = false
   /** The last try was refused: the next refusal is not logged again. */
   private refusedBefore = false
+  /** The devices whose push the broker refused at the last try. */
+  private refusedDevices: ReadonlySet<string> = new Set()
 
   constructor(
     private readonly journal: Pick<PushJournal, 'kept' | 'released'>,
@@ -72,7 +75,8 @@ export class KeptPushes {
     try {
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
       const publish = (message: BrokerMessage) => this.publisher.publish(message, PUSH_PUBLISH)
-      const { published, refused } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
+      const { published, refused, refusedDevices } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
+        deferred: this.refusedDevices,
         goOn: () => !this.stopping,
         includes: (push) => kept.has(push.seq),
         send: (push, publish) => this.latePushes.send(push, publish),
@@ -86,6 +90,8 @@ export class KeptPushes {
         // for another run, rather than this one publishing it again at every try
         done: (push) => this.journal.released(push.seq)
       })
+      // tried after the others next time, so that they cannot keep the others waiting (left-pushes.ts)
+      this.refusedDevices = refusedDevices
       if (published > 0) this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
       // the broker took some: a refusal now is news again, not the outage already told
       if (published > 0 || !refused) this.refusedBefore = false

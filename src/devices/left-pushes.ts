@@ -8,6 +8,12 @@
  * not overtake it, and no other device's: one push the broker keeps refusing does not keep every
  * other device untold. REFUSALS_IN_A_ROW refusals with nothing taken between them end the pass:
  * the broker is refusing every push, and trying the rest would only wait on it.
+ *
+ * The devices the broker refused in the pass before (`deferred`) are tried after the others, in
+ * each run: a few pushes the broker keeps refusing, first in their run, would otherwise end every
+ * pass before any other device is told. Their refusals there end the run's try of them
+ * (REFUSALS_IN_A_ROW again), not the pass: the others of the run have shown whether the broker
+ * takes pushes.
  */
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
 import { firstLevelOf } from '../domain/topic-match.js'
@@ -65,6 +71,8 @@ export interface PushPublishing {
   send?(push: StoredPush, publish: Publish): Promise<boolean>
   /** Told of each push the broker took. */
   published?(push: StoredPush): void
+  /** Devices to try after the others of each run: those the broker refused in the pass before (`PassOutcome.refusedDevices`). */
+  deferred?: ReadonlySet<string>
 }
 
 /** Which runs' pushes are left behind, and how they are published. */
@@ -80,15 +88,33 @@ export interface LeftPushRules extends PushPublishing {
 export interface PassOutcome {
   published: number
   refused?: Error
+  /** The devices whose push the broker refused (not for good): for the next pass's `deferred`. */
+  refusedDevices: ReadonlySet<string>
 }
 
 /** A pass over one run's pushes or several: the devices held back, and the refusals since the broker last took one. */
 export interface Pass {
+  /** Devices whose push the broker refused in this pass: their later pushes wait. */
   readonly heldBack: Set<string>
+  readonly deferred: ReadonlySet<string>
   inARow: number
 }
 
-const newPass = (): Pass => ({ heldBack: new Set(), inARow: 0 })
+const NO_DEVICES: ReadonlySet<string> = new Set()
+
+const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ heldBack: new Set(), deferred, inARow: 0 })
+
+/** A sweep over a run's pushes: the devices not deferred first, then (`deferred`) the deferred ones. */
+type Sweep = 'others' | 'deferred'
+
+interface SweepOutcome {
+  published: number
+  refused?: Error
+  /** It ended before the run's end (refusals, `goOn`): the pass ends there. */
+  stopped: boolean
+  /** It passed over pushes of deferred devices. */
+  deferredSeen: boolean
+}
 
 /**
  * Publishes the pushes other runs left — the run with the oldest first — removing them once
@@ -98,7 +124,7 @@ const newPass = (): Pass => ({ heldBack: new Set(), inARow: 0 })
 export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns'>, publish: Publish, rules: LeftPushRules): Promise<PassOutcome> {
   let published = 0
   let refused: Error | undefined
-  const pass = newPass()
+  const pass = newPass(rules.deferred)
   for (const run of await store.pushRuns()) {
     if (rules.goOn?.() === false || pass.inARow >= REFUSALS_IN_A_ROW) break
     const upTo = rules.leftUpTo(run)
@@ -107,33 +133,62 @@ export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns
     published += outcome.published
     refused ??= outcome.refused
   }
-  return refused ? { published, refused } : { published }
+  return passOutcome(published, refused, pass)
 }
 
 /**
  * Publishes the pushes of `run` recorded up to `upTo` (epoch ms), in their order, but for the
  * devices the pass holds back and those whose push the broker refuses (not for good) on the way,
- * which it then holds back; stops after REFUSALS_IN_A_ROW refusals with none taken between, or
- * when `goOn` says no. Removes those published or dropped.
+ * which it then holds back; the pass's deferred devices after the others. Stops after
+ * REFUSALS_IN_A_ROW refusals with none taken between, or when `goOn` says no. Removes those
+ * published or dropped.
  */
-export async function publishRunPushes(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass = newPass()): Promise<PassOutcome> {
+export async function publishRunPushes(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass = newPass(rules.deferred)): Promise<PassOutcome> {
+  const others = await sweepRun(store, run, upTo, publish, rules, pass, 'others')
+  if (others.stopped || !others.deferredSeen) return passOutcome(others.published, others.refused, pass)
+  const deferred = await sweepRun(store, run, upTo, publish, rules, pass, 'deferred')
+  return passOutcome(others.published + deferred.published, others.refused ?? deferred.refused, pass)
+}
+
+function passOutcome(published: number, refused: Error | undefined, pass: Pass): PassOutcome {
+  return refused ? { published, refused, refusedDevices: pass.heldBack } : { published, refusedDevices: pass.heldBack }
+}
+
+/**
+ * One sweep over the run's pushes: those of the devices not deferred, or those of the deferred
+ * ones. Refusals of deferred devices end their sweep, not the pass (`stopped` stays false).
+ */
+async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep): Promise<SweepOutcome> {
   let published = 0
   let refused: Error | undefined
+  let deferredSeen = false
+  /** Refusals in a row of deferred devices: their own count, which the pass's does not see. */
+  let deferredInARow = 0
   const goOn = (): boolean => rules.goOn?.() !== false
   for (let afterSeq = 0; goOn(); ) {
     const page = await store.readPushes(run, afterSeq, PAGE)
     const done: StoredPush[] = []
     let stopped = false
+    /** The sweep is over before the run's end: the rest are too young, or its deferred devices' refusals ended it. */
+    let sweepOver = false
     for (const push of page) {
-      // numbered in the order they were recorded: the rest are younger still
-      if (push.at > upTo || !goOn()) {
+      if (!goOn()) {
         stopped = true
+        break
+      }
+      // numbered in the order they were recorded: the rest are younger still
+      if (push.at > upTo) {
+        sweepOver = true
         break
       }
       if (rules.includes?.(push) === false) continue
       // the device, by which its pushes keep their order: the topic's first level (dispatcher.ts)
       const device = firstLevelOf(push.topic)
       if (pass.heldBack.has(device)) continue
+      if (pass.deferred.has(device) !== (sweep === 'deferred')) {
+        deferredSeen ||= sweep === 'others'
+        continue
+      }
       try {
         let sent = true
         if (rules.send) sent = await rules.send(push, publish)
@@ -141,26 +196,34 @@ export async function publishRunPushes(store: PushStore, run: string, upTo: numb
         if (sent) {
           published++
           pass.inARow = 0
+          deferredInARow = 0
           rules.published?.(push)
         }
       } catch (error) {
         if (!rules.refusedForGood?.(error as Error)) {
           refused ??= error as Error
           pass.heldBack.add(device)
+          if (sweep === 'deferred') {
+            if (++deferredInARow < REFUSALS_IN_A_ROW) continue
+            sweepOver = true
+            break
+          }
           if (++pass.inARow < REFUSALS_IN_A_ROW) continue
           stopped = true
           break
         }
         // the broker answered, if only to refuse this one
         pass.inARow = 0
+        deferredInARow = 0
         rules.dropped?.(push, error as Error)
       }
       done.push(push)
       rules.done?.(push)
     }
     if (done.length > 0) await store.commit(done.map((push) => ({ op: 'push.delete', run, seq: push.seq })))
-    if (stopped || page.length < PAGE) break
+    if (stopped || sweepOver || page.length < PAGE) return { published, ...(refused ? { refused } : {}), stopped, deferredSeen }
     afterSeq = page[page.length - 1]!.seq
   }
-  return refused ? { published, refused } : { published }
+  // goOn said no
+  return { published, ...(refused ? { refused } : {}), stopped: true, deferredSeen }
 }

@@ -11,8 +11,9 @@
  * A push EMQX refuses for good (`publishRefusedForGood`: a bad request, 413, EMQX 4's code for
  * the request itself) is removed, logged and counted (`iothub_pushes_total`, outcome `dropped`);
  * any other refusal (EMQX unreachable or busy, the credentials, a wrong API path: what time or an
- * operator can mend) leaves it, and its device's later pushes, for the next look; three refusals
- * with none taken between end the look (left-pushes.ts).
+ * operator can mend) leaves it, and its device's later pushes, for the next look, where its
+ * device is tried after the others; three refusals with none taken between end the look
+ * (left-pushes.ts).
  *
  * A push published late this way may reach its device after a later change's push: an
  * attributes push therefore says the values stored now (late-pushes.ts). One the broker takes is
@@ -38,6 +39,8 @@ export class PushReplay {
   private timer: NodeJS.Timeout | undefined
   private replaying: Promise<number> | null = null
   private stopping = false
+  /** The devices whose push EMQX refused at the last look. */
+  private refusedDevices: ReadonlySet<string> = new Set()
   /** When this run started, as its run id says. */
   private readonly startedAt: number
 
@@ -80,7 +83,8 @@ export class PushReplay {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const { published, refused } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
+      const { published, refused, refusedDevices } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
+        deferred: this.refusedDevices,
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
           const named = runOf(run)
@@ -101,6 +105,8 @@ export class PushReplay {
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')
         }
       })
+      // tried after the others next time, so that they cannot keep the others waiting (left-pushes.ts)
+      this.refusedDevices = refusedDevices
       if (published > 0) this.log.info({ pushes: published }, 'published pushes that replicas no longer running had stored and not published')
       if (refused) {
         this.log.warn({ err: refused.message }, 'pushes left by replicas no longer running refused by EMQX, and those of their devices after them; tried again later')

@@ -136,6 +136,34 @@ describe("EMQX mode's replay of the push journal", () => {
     assert.deepEqual(await storedPayloads(store), ['d0-0', 'd0-1', 'd0-2', 'd0-3'])
   })
 
+  it('tries the devices EMQX refused at the last look after the others: three pushes it keeps refusing, first in the oldest run, keep no other run untold', async (t) => {
+    const store = await openStore(t)
+    const tried: string[] = []
+    const publisher = {
+      async publish(message: BrokerMessage) {
+        const payload = Buffer.from(message.payload).toString()
+        tried.push(payload)
+        if (payload.startsWith('poison')) throw new EmqxApiError('EMQX answered 503', 503)
+      }
+    }
+    const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
+    t.after(() => lease.release())
+    const replay = new PushReplay(store, publisher, lease, async () => [], 'self', asJournaled, new HubMetrics(), createLogger('silent'))
+    const older = replicaRunId('gone-old', 1000)
+    const younger = replicaRunId('gone-young', 2000)
+    const push = (run: string, seq: number, device: string, payload: string): StoredPush => ({ run, seq, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(payload), qos: 1, at: OLD })
+    await store.commit(
+      [push(older, 1, 'q1', 'poison-1'), push(older, 2, 'q2', 'poison-2'), push(older, 3, 'q3', 'poison-3'), push(older, 4, 'h1', 'fine-1'), push(younger, 1, 'h2', 'fine-2')].map((p) => ({ op: 'push.put' as const, push: p }))
+    )
+
+    assert.equal(await replay.publishLeft(NOW), 0, 'three refusals in a row end the first look')
+    assert.deepEqual(tried, ['poison-1', 'poison-2', 'poison-3'])
+    tried.length = 0
+    assert.equal(await replay.publishLeft(NOW), 2)
+    assert.deepEqual(tried, ['fine-1', 'poison-1', 'poison-2', 'poison-3', 'fine-2'], 'q1–q3 after the others of their run; their refusals end their own try, not the look')
+    assert.deepEqual(await storedPayloads(store), ['poison-1', 'poison-2', 'poison-3'])
+  })
+
   it('drops, logs and counts a push EMQX refuses for good, and goes on with the rest of the run', async (t) => {
     const store = await openStore(t)
     const published: string[] = []
