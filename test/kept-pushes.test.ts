@@ -229,6 +229,35 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(journal.kept.size, 0, 'nothing left to look for at every try')
   })
 
+  it("lets a device's commands go again once its kept one is gone, though another device's is refused at that try", async (t) => {
+    const { store, journal } = await openJournal(t)
+    const records = [
+      { topic: 'd1/v1/devices/me/commands', name: 'c1' },
+      { topic: 'd2/v1/devices/me/commands', name: 'x1' }
+    ].map(({ topic, name }) => ({ topic, ...journal.record({ topic, payload: Buffer.from(name), qos: 1, retain: false }) }))
+    await store.commit(records.map((r) => r.mutation))
+    for (const r of records) journal.keep(r.seq, r.topic)
+    assert.ok(journal.mustWait('d1/v1/devices/me/commands'))
+    // the replica holding the replay took this run for over and published c1 (push-replay.ts)
+    await store.commit([{ op: 'push.delete', run: store.replica, seq: records[0]!.seq }])
+    const late = {
+      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
+        await publish(journaledMessage(push))
+        return true
+      }
+    }
+    const refusesX1 = {
+      async publish() {
+        throw new EmqxApiError('EMQX busy', 503)
+      }
+    }
+    const kept = new KeptPushes(journal, store, refusesX1, late, new HubMetrics(), createLogger('silent'))
+    assert.equal(await kept.retry(), 0)
+    assert.equal(journal.mustWait('d1/v1/devices/me/commands'), false, "d1's later commands do not wait for a push that is gone")
+    assert.ok(journal.mustWait('d2/v1/devices/me/commands'), 'x1 is still kept')
+    assert.deepEqual([...journal.kept], [records[1]!.seq])
+  })
+
   it('bounds a live push as the retries are bounded: the device waits for its turn', async (t) => {
     const { store, journal } = await openJournal(t)
     const bounds: (number | undefined)[] = []

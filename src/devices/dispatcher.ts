@@ -8,8 +8,9 @@
  * (push-journal.ts), its record removed once the broker has routed it. A crash in between, or a
  * broker that refused it, leaves the record: this run tries a refused push again while it lasts
  * (kept-pushes.ts), and another run publishes what a run left (left-pushes.ts): at least once, as
- * the stored change promises. While a command or raw push of a device is kept, that device's later
- * ones are kept behind it, not published: a device gets its messages in the order they were sent.
+ * the stored change promises. While a command (raw push) of a device is kept, that device's later
+ * commands (raw pushes) are kept behind it, not published: a device gets them in the order this
+ * run was asked to send them.
  */
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'

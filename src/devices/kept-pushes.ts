@@ -72,13 +72,18 @@ export class KeptPushes {
   private async retryOnce(): Promise<number> {
     const kept = this.journal.kept
     const atStart = [...kept]
+    /** The run's records this try read: a push kept since the start that is not among them is gone. */
+    const met = new Set<number>()
     try {
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
       const publish = (message: BrokerMessage) => this.publisher.publish(message, PUSH_PUBLISH)
-      const { published, refused, refusedDevices } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
+      const { published, refused, refusedDevices, complete } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
         deferred: this.refusedDevices,
         goOn: () => !this.stopping,
-        includes: (push) => kept.has(push.seq),
+        includes: (push) => {
+          met.add(push.seq)
+          return kept.has(push.seq)
+        },
         send: (push, publish) => this.latePushes.send(push, publish),
         published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
@@ -95,12 +100,12 @@ export class KeptPushes {
       if (published > 0) this.log.info({ pushes: published, left: kept.size }, 'published pushes the broker had refused')
       // the broker took some: a refusal now is news again, not the outage already told
       if (published > 0 || !refused) this.refusedBefore = false
-      if (refused) {
-        this.refused(refused, kept.size)
-      } else if (!this.stopping) {
+      if (refused) this.refused(refused, kept.size)
+      if (complete) {
         // every record of the run was read: one kept since the start and not met is gone (another
-        // replica published it, taking this run for over), and is not looked for again
-        for (const seq of atStart) this.journal.released(seq)
+        // replica published it, taking this run for over), and is not looked for again — nor
+        // waited on by its device's later pushes (push-journal.ts, `mustWait`)
+        for (const seq of atStart) if (!met.has(seq)) this.journal.released(seq)
       }
       return published
     } catch (error) {

@@ -11,9 +11,11 @@
  *
  * The devices the broker refused in the pass before (`deferred`) are tried after the others, in
  * each run: a few pushes the broker keeps refusing, first in their run, would otherwise end every
- * pass before any other device is told. Their refusals there end the run's try of them
- * (REFUSALS_IN_A_ROW again), not the pass: the others of the run have shown whether the broker
- * takes pushes.
+ * pass before any other device is told. Once the broker has taken a push in the pass, their
+ * refusals end their own try (REFUSALS_IN_A_ROW again: every deferred device then waits for the
+ * next pass, in every run), not the pass; before that they count towards ending it, so a pass
+ * makes a few tries at most while the broker refuses everything. Left: six or more such pushes,
+ * first in their run, take turns ending the passes (three at a time), as three did before.
  */
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
 import { firstLevelOf } from '../domain/topic-match.js'
@@ -88,33 +90,31 @@ export interface LeftPushRules extends PushPublishing {
 export interface PassOutcome {
   published: number
   refused?: Error
-  /** The devices whose push the broker refused (not for good): for the next pass's `deferred`. */
+  /** The devices to try after the others at the next pass (its `deferred`): those refused in this one, or held back from their try. */
   refusedDevices: ReadonlySet<string>
+  /** Every push of the pass's runs was read: it did not stop early (refusals in a row, `goOn`). */
+  complete: boolean
 }
 
 /** A pass over one run's pushes or several: the devices held back, and the refusals since the broker last took one. */
 export interface Pass {
-  /** Devices whose push the broker refused in this pass: their later pushes wait. */
+  /** Devices whose push the broker refused in this pass, or not to be tried any more in it: their later pushes wait. */
   readonly heldBack: Set<string>
   readonly deferred: ReadonlySet<string>
+  /** Refusals since the broker last took a push (or answered one for good). */
   inARow: number
+  /** The broker took a push (or refused one for good) in this pass: it answers. */
+  answered: boolean
+  /** The pass ended before the end of its runs. */
+  stopped: boolean
 }
 
 const NO_DEVICES: ReadonlySet<string> = new Set()
 
-const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ heldBack: new Set(), deferred, inARow: 0 })
+const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ heldBack: new Set(), deferred, inARow: 0, answered: false, stopped: false })
 
 /** A sweep over a run's pushes: the devices not deferred first, then (`deferred`) the deferred ones. */
 type Sweep = 'others' | 'deferred'
-
-interface SweepOutcome {
-  published: number
-  refused?: Error
-  /** It ended before the run's end (refusals, `goOn`): the pass ends there. */
-  stopped: boolean
-  /** It passed over pushes of deferred devices. */
-  deferredSeen: boolean
-}
 
 /**
  * Publishes the pushes other runs left — the run with the oldest first — removing them once
@@ -126,7 +126,8 @@ export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns
   let refused: Error | undefined
   const pass = newPass(rules.deferred)
   for (const run of await store.pushRuns()) {
-    if (rules.goOn?.() === false || pass.inARow >= REFUSALS_IN_A_ROW) break
+    if (rules.goOn?.() === false) pass.stopped = true
+    if (pass.stopped) break
     const upTo = rules.leftUpTo(run)
     if (upTo === undefined) continue
     const outcome = await publishRunPushes(store, run, upTo, publish, rules, pass)
@@ -145,35 +146,42 @@ export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns
  */
 export async function publishRunPushes(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass = newPass(rules.deferred)): Promise<PassOutcome> {
   const others = await sweepRun(store, run, upTo, publish, rules, pass, 'others')
-  if (others.stopped || !others.deferredSeen) return passOutcome(others.published, others.refused, pass)
+  if (pass.stopped || !others.deferredSeen) return passOutcome(others.published, others.refused, pass)
   const deferred = await sweepRun(store, run, upTo, publish, rules, pass, 'deferred')
   return passOutcome(others.published + deferred.published, others.refused ?? deferred.refused, pass)
 }
 
 function passOutcome(published: number, refused: Error | undefined, pass: Pass): PassOutcome {
-  return refused ? { published, refused, refusedDevices: pass.heldBack } : { published, refusedDevices: pass.heldBack }
+  const complete = !pass.stopped
+  return refused ? { published, refused, refusedDevices: pass.heldBack, complete } : { published, refusedDevices: pass.heldBack, complete }
 }
 
 /**
  * One sweep over the run's pushes: those of the devices not deferred, or those of the deferred
- * ones. Refusals of deferred devices end their sweep, not the pass (`stopped` stays false).
+ * ones. A refusal of a deferred device counts towards ending the pass until the broker has taken
+ * a push in it (it may be refusing them all); after that, REFUSALS_IN_A_ROW of them end the
+ * deferred devices' try in this pass (each of them held back from then on), not the pass.
  */
-async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep): Promise<SweepOutcome> {
+async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep): Promise<{ published: number; refused?: Error; deferredSeen: boolean }> {
   let published = 0
   let refused: Error | undefined
   let deferredSeen = false
-  /** Refusals in a row of deferred devices: their own count, which the pass's does not see. */
+  /** Refusals in a row of deferred devices once the broker answered in this pass: their own count. */
   let deferredInARow = 0
   const goOn = (): boolean => rules.goOn?.() !== false
-  for (let afterSeq = 0; goOn(); ) {
+  const outcome = () => ({ published, ...(refused ? { refused } : {}), deferredSeen })
+  for (let afterSeq = 0; ; ) {
+    if (!goOn()) {
+      pass.stopped = true
+      return outcome()
+    }
     const page = await store.readPushes(run, afterSeq, PAGE)
     const done: StoredPush[] = []
-    let stopped = false
-    /** The sweep is over before the run's end: the rest are too young, or its deferred devices' refusals ended it. */
+    /** The sweep is over before the run's end: the rest are too young, or the deferred devices' refusals ended it. */
     let sweepOver = false
     for (const push of page) {
       if (!goOn()) {
-        stopped = true
+        pass.stopped = true
         break
       }
       // numbered in the order they were recorded: the rest are younger still
@@ -196,6 +204,7 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         if (sent) {
           published++
           pass.inARow = 0
+          pass.answered = true
           deferredInARow = 0
           rules.published?.(push)
         }
@@ -203,17 +212,20 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         if (!rules.refusedForGood?.(error as Error)) {
           refused ??= error as Error
           pass.heldBack.add(device)
-          if (sweep === 'deferred') {
+          if (sweep === 'deferred' && pass.answered) {
             if (++deferredInARow < REFUSALS_IN_A_ROW) continue
+            // the broker takes others' pushes: the deferred devices wait for the next pass, in order
+            for (const d of pass.deferred) pass.heldBack.add(d)
             sweepOver = true
             break
           }
           if (++pass.inARow < REFUSALS_IN_A_ROW) continue
-          stopped = true
+          pass.stopped = true
           break
         }
         // the broker answered, if only to refuse this one
         pass.inARow = 0
+        pass.answered = true
         deferredInARow = 0
         rules.dropped?.(push, error as Error)
       }
@@ -221,9 +233,7 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
       rules.done?.(push)
     }
     if (done.length > 0) await store.commit(done.map((push) => ({ op: 'push.delete', run, seq: push.seq })))
-    if (stopped || sweepOver || page.length < PAGE) return { published, ...(refused ? { refused } : {}), stopped, deferredSeen }
+    if (pass.stopped || sweepOver || page.length < PAGE) return outcome()
     afterSeq = page[page.length - 1]!.seq
   }
-  // goOn said no
-  return { published, ...(refused ? { refused } : {}), stopped: true, deferredSeen }
 }

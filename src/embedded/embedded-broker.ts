@@ -236,7 +236,7 @@ export class EmbeddedBroker implements BrokerPublisher {
     await this.aedes.listen()
     await this.journal.replay((packet) => this.route(packet))
     // a refusal here is the store's (queueing for offline sessions): what is left stays for the next start
-    const pushes = await publishLeftPushes?.().catch((error: Error): PassOutcome => ({ published: 0, refused: error, refusedDevices: new Set() }))
+    const pushes = await publishLeftPushes?.().catch((error: Error): PassOutcome => ({ published: 0, refused: error, refusedDevices: new Set(), complete: false }))
     if (pushes?.published) this.log.info({ pushes: pushes.published }, 'published pushes stored before a crash and not routed')
     if (pushes?.refused) this.log.error({ err: pushes.refused.message }, 'pushes stored before a crash not all published; the rest at the next start')
     await this.publishWillsOfPreviousRun()

@@ -110,7 +110,7 @@ export class HubMetrics {
 
   readonly pushesTotal = new Counter({
     name: 'iothub_pushes_total',
-    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed, failed: stored but not published yet, held: stored and kept behind an earlier command or raw push to its device that the broker refused, dropped: a stored push the broker refused for good)',
+    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed, failed: stored but not published yet, held: stored and kept behind an earlier push on its topic (a command, raw bytes) still waiting for the broker, dropped: a stored push the broker refused for good)',
     labelNames: ['property', 'outcome'] as const,
     registers: [this.registry]
   })

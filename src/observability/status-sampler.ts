@@ -114,7 +114,9 @@ export class StatusSampler {
   private async read(): Promise<Reading> {
     const [events, pushes, commits] = await Promise.all([this.metrics.eventsTotal.get(), this.metrics.pushesTotal.get(), this.metrics.commitSeconds.get()])
     const sum = (values: { value: number }[]) => values.reduce((total, v) => total + v.value, 0)
-    return { at: Date.now(), lifecycleEvents: sum(events.values), pushes: sum(pushes.values), commitBuckets: buckets(commits) }
+    // a push counts once, when it is over: one refused (failed) or held and published later counts as published then
+    const over = pushes.values.filter((v) => v.labels.outcome !== 'failed' && v.labels.outcome !== 'held')
+    return { at: Date.now(), lifecycleEvents: sum(events.values), pushes: sum(over), commitBuckets: buckets(commits) }
   }
 }
 
