@@ -34,7 +34,7 @@ async function openStore(t: { after: (fn: () => Promise<void> | void) => void })
 async function leftRuns(store: SqliteStore, runs: string[][]): Promise<void> {
   const pushes: StoredPush[] = []
   for (const [i, named] of runs.entries()) {
-    const run = replicaRunId(`gone-${i}`, 1000 + i)
+    const run = replicaRunId(`gone-${String(i).padStart(2, '0')}`, 1000 + i)
     for (const [seq, entry] of named.entries()) {
       const [device, payload] = entry.split(':') as [string, string]
       pushes.push({ run, seq: seq + 1, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(payload), qos: 1, at: 1000 })
@@ -65,7 +65,7 @@ describe('a pass over the pushes runs left', () => {
     assert.equal(outcome.published, 1)
     assert.deepEqual(emqx.tried, ['fine', 'poison-1', 'poison-2', 'poison-3'], 'three refusals of deferred devices end their try, after the broker took h\'s')
     assert.ok(outcome.complete, 'the pass went on to the younger run')
-    assert.deepEqual([...outcome.refusedDevices].sort(), ['e', 'q1', 'q2', 'q3'], 'e, not tried, is deferred again')
+    assert.deepEqual([...outcome.refusedDevices].sort(), ['q1', 'q2', 'q3'], 'e, not tried, is not deferred at the next pass: it goes with the others')
     const left: string[] = []
     for (const run of await store.pushRuns()) left.push(...(await store.readPushes(run, 0, 100)).map(text))
     assert.deepEqual(left.sort(), ['e-first', 'e-second', 'poison-1', 'poison-2', 'poison-3'], 'e-second did not overtake e-first')
@@ -86,5 +86,48 @@ describe('a pass over the pushes runs left', () => {
     assert.equal(outcome.published, 0)
     assert.equal(emqx.tried.length, REFUSALS_IN_A_ROW, JSON.stringify(emqx.tried))
     assert.equal(outcome.complete, false)
+  })
+
+  it('makes a few tries at most when the broker stops taking pushes partway, across runs of deferred devices', async (t) => {
+    const store = await openStore(t)
+    // the first run's push is taken; then the broker refuses everything; twenty runs follow,
+    // each with two deferred devices' pushes only (below REFUSALS_IN_A_ROW within any one run)
+    const runs: string[][] = [['h:taken']]
+    const deferred = new Set<string>()
+    for (let r = 1; r <= 20; r++) {
+      runs.push([0, 1].map((d) => `r${r}d${d}:p-${r}-${d}`))
+      for (const d of [0, 1]) deferred.add(`r${r}d${d}`)
+    }
+    await leftRuns(store, runs)
+    const emqx = broker((payload) => payload !== 'taken')
+    const outcome = await publishLeftPushes(store, emqx.publish, { leftUpTo: () => Infinity, deferred })
+    assert.equal(outcome.published, 1)
+    assert.deepEqual(emqx.tried, ['taken', 'p-1-0', 'p-1-1', 'p-2-0'], 'three refusals of deferred devices, across runs, end their try for the pass')
+    assert.deepEqual([...outcome.refusedDevices].sort(), ['r1d0', 'r1d1', 'r2d0'], 'only those refused')
+  })
+
+  it("does not keep deferring a device the deferred devices' cut-short try never reached", async (t) => {
+    const store = await openStore(t)
+    // q1–q3 refused at every pass; y refused once
+    await leftRuns(store, [['q1:poison-1', 'q2:poison-2', 'q3:poison-3', 'y:y-1', 'h:fine-1']])
+    const refused = new Set(['poison-1', 'poison-2', 'poison-3', 'y-1'])
+    const emqx = broker((payload) => refused.has(payload))
+    const pass = (deferred: ReadonlySet<string>) => publishLeftPushes(store, emqx.publish, { leftUpTo: () => Infinity, deferred })
+
+    const first = await pass(new Set(['q1', 'q2', 'q3']))
+    assert.deepEqual(emqx.tried, ['y-1', 'fine-1', 'poison-1', 'poison-2', 'poison-3'])
+    assert.deepEqual([...first.refusedDevices].sort(), ['q1', 'q2', 'q3', 'y'])
+    refused.delete('y-1')
+    // a new push of h, so that the broker takes one before the deferred devices' try
+    const run = (await store.pushRuns())[0]!
+    await store.commit([{ op: 'push.put', push: { run, seq: 100, topic: 'h/v1/devices/me/commands', payload: Buffer.from('fine-2'), qos: 1, at: 1000 } }])
+    emqx.tried.length = 0
+    const second = await pass(first.refusedDevices)
+    assert.deepEqual(emqx.tried, ['fine-2', 'poison-1', 'poison-2', 'poison-3'], 'the deferred try cut short before y')
+    assert.deepEqual([...second.refusedDevices].sort(), ['q1', 'q2', 'q3'], 'y was held, not refused')
+    emqx.tried.length = 0
+    const third = await pass(second.refusedDevices)
+    assert.equal(third.published, 1)
+    assert.deepEqual(emqx.tried, ['y-1', 'poison-1', 'poison-2', 'poison-3'], 'y goes with the others again')
   })
 })

@@ -90,9 +90,9 @@ export interface LeftPushRules extends PushPublishing {
 export interface PassOutcome {
   published: number
   refused?: Error
-  /** The devices to try after the others at the next pass (its `deferred`): those refused in this one, or held back from their try. */
+  /** The devices to try after the others at the next pass (its `deferred`): those the broker refused (not for good) in this one. */
   refusedDevices: ReadonlySet<string>
-  /** Every push of the pass's runs was read: it did not stop early (refusals in a row, `goOn`). */
+  /** The pass did not stop early (refusals in a row, `goOn`): every push of its runs up to their `upTo` was read. */
   complete: boolean
 }
 
@@ -100,9 +100,13 @@ export interface PassOutcome {
 export interface Pass {
   /** Devices whose push the broker refused in this pass, or not to be tried any more in it: their later pushes wait. */
   readonly heldBack: Set<string>
+  /** Devices whose push the broker refused (not for good) in this pass: the next pass's `deferred`. */
+  readonly refused: Set<string>
   readonly deferred: ReadonlySet<string>
   /** Refusals since the broker last took a push (or answered one for good). */
   inARow: number
+  /** Of those, the deferred devices' once the broker has taken a push in this pass: REFUSALS_IN_A_ROW end their try. */
+  deferredInARow: number
   /** The broker took a push (or refused one for good) in this pass: it answers. */
   answered: boolean
   /** The pass ended before the end of its runs. */
@@ -111,7 +115,7 @@ export interface Pass {
 
 const NO_DEVICES: ReadonlySet<string> = new Set()
 
-const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ heldBack: new Set(), deferred, inARow: 0, answered: false, stopped: false })
+const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ heldBack: new Set(), refused: new Set(), deferred, inARow: 0, deferredInARow: 0, answered: false, stopped: false })
 
 /** A sweep over a run's pushes: the devices not deferred first, then (`deferred`) the deferred ones. */
 type Sweep = 'others' | 'deferred'
@@ -153,7 +157,7 @@ export async function publishRunPushes(store: PushStore, run: string, upTo: numb
 
 function passOutcome(published: number, refused: Error | undefined, pass: Pass): PassOutcome {
   const complete = !pass.stopped
-  return refused ? { published, refused, refusedDevices: pass.heldBack, complete } : { published, refusedDevices: pass.heldBack, complete }
+  return refused ? { published, refused, refusedDevices: pass.refused, complete } : { published, refusedDevices: pass.refused, complete }
 }
 
 /**
@@ -166,8 +170,6 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
   let published = 0
   let refused: Error | undefined
   let deferredSeen = false
-  /** Refusals in a row of deferred devices once the broker answered in this pass: their own count. */
-  let deferredInARow = 0
   const goOn = (): boolean => rules.goOn?.() !== false
   const outcome = () => ({ published, ...(refused ? { refused } : {}), deferredSeen })
   for (let afterSeq = 0; ; ) {
@@ -204,16 +206,17 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         if (sent) {
           published++
           pass.inARow = 0
+          pass.deferredInARow = 0
           pass.answered = true
-          deferredInARow = 0
           rules.published?.(push)
         }
       } catch (error) {
         if (!rules.refusedForGood?.(error as Error)) {
           refused ??= error as Error
           pass.heldBack.add(device)
+          pass.refused.add(device)
           if (sweep === 'deferred' && pass.answered) {
-            if (++deferredInARow < REFUSALS_IN_A_ROW) continue
+            if (++pass.deferredInARow < REFUSALS_IN_A_ROW) continue
             // the broker takes others' pushes: the deferred devices wait for the next pass, in order
             for (const d of pass.deferred) pass.heldBack.add(d)
             sweepOver = true
@@ -225,8 +228,8 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         }
         // the broker answered, if only to refuse this one
         pass.inARow = 0
+        pass.deferredInARow = 0
         pass.answered = true
-        deferredInARow = 0
         rules.dropped?.(push, error as Error)
       }
       done.push(push)

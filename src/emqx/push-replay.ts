@@ -83,7 +83,7 @@ export class PushReplay {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const { published, refused, refusedDevices } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
+      const { published, refused, refusedDevices, complete } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
         deferred: this.refusedDevices,
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
@@ -112,6 +112,8 @@ export class PushReplay {
         this.log.warn({ err: refused.message }, 'pushes left by replicas no longer running refused by EMQX, and those of their devices after them; tried again later')
         return published
       }
+      // cut short (this replica stopping, or its lease lost): not a look that was done
+      if (!complete) return published
       await this.lease.done(now)
       return published
     } catch (error) {
