@@ -106,6 +106,15 @@ async function connectedThroughEmqx(hub: EmqxChildHub, standin: EmqxRestStandin,
   await hook({ event: 'session.subscribed', ...base, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
 }
 
+/** One hub in EMQX mode (`node`) in an `emqxSetting`, with device `id` connected through EMQX and subscribed to its attributes. */
+async function emqxHubWithDevice(t: { after: (fn: () => Promise<void>) => void }, children: Pick<ChildHub, 'kill'>[], node: string, id: string) {
+  const { database, dataDir, standin } = await emqxSetting(t, children)
+  const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, node) })
+  children.push(hub)
+  await connectedThroughEmqx(hub, standin, id)
+  return { database, standin, hub }
+}
+
 /** The attributes pushes EMQX (the stand-in) took for device `id`, in order, parsed. */
 function attributesPublished(standin: EmqxRestStandin, id: string): Record<string, unknown>[] {
   return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
@@ -362,11 +371,8 @@ describe('pushes across a crash', () => {
   })
 
   it('EMQX mode: a push EMQX refused is published by its own replica once EMQX takes pushes again, with the values stored then', async (t) => {
-    const { database, dataDir, standin } = await emqxSetting(t, children)
-    const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-kept@push.test') })
-    children.push(hub)
     const id = 'kept-emqx'
-    await connectedThroughEmqx(hub, standin, id)
+    const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-kept@push.test', id)
     const published = () => attributesPublished(standin, id)
 
     standin.setDown(true)
@@ -384,11 +390,8 @@ describe('pushes across a crash', () => {
   })
 
   it("EMQX mode: a command sent while an earlier one to its device waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {
-    const { database, dataDir, standin } = await emqxSetting(t, children)
-    const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-ordered@push.test') })
-    children.push(hub)
     const id = 'ordered-emqx'
-    await connectedThroughEmqx(hub, standin, id)
+    const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-ordered@push.test', id)
     const hook = await fetch(`${hub.httpUrl}/v1/hooks/emqx`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET },
