@@ -20,6 +20,7 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { FleetReads } from '../src/store/fleet-reads.js'
 import { StoreError, type StoredPush } from '../src/store/store.js'
 import { tempDir } from './helpers/hub.js'
+import { asJournaled } from './helpers/pushes.js'
 
 const text = (payload: Uint8Array): string => Buffer.from(payload).toString()
 
@@ -120,13 +121,7 @@ describe("a run's refused pushes, tried again", () => {
         published.push(name)
       }
     }
-    const late = {
-      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
-        await publish(journaledMessage(push))
-        return true
-      }
-    }
-    const kept = new KeptPushes(journal, store, broker, late, new HubMetrics(), createLogger('silent'), { refusedForGood: publishRefusedForGood })
+    const kept = new KeptPushes(journal, store, broker, asJournaled, new HubMetrics(), createLogger('silent'), { refusedForGood: publishRefusedForGood })
     const left = async () => (await store.readPushes(store.replica, 0, 100)).map((p) => text(p.payload))
 
     assert.equal(await kept.retry(), 3)
@@ -181,13 +176,7 @@ describe("a run's refused pushes, tried again", () => {
         if (text(message.payload).startsWith('poison')) throw new EmqxApiError('EMQX busy', 503)
       }
     }
-    const late = {
-      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
-        await publish(journaledMessage(push))
-        return true
-      }
-    }
-    const kept = new KeptPushes(journal, store, broker, late, new HubMetrics(), createLogger('silent'))
+    const kept = new KeptPushes(journal, store, broker, asJournaled, new HubMetrics(), createLogger('silent'))
     assert.equal(await kept.retry(), 0, 'three refusals in a row end the first try')
     assert.deepEqual(tried, ['poison-1', 'poison-2', 'poison-3'])
     tried.length = 0
@@ -217,13 +206,7 @@ describe("a run's refused pushes, tried again", () => {
     // the replica holding the replay took this run for over and published the first (push-replay.ts)
     await store.commit([{ op: 'push.delete', run: store.replica, seq: records[0]!.seq }])
     const published: string[] = []
-    const late = {
-      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
-        await publish(journaledMessage(push))
-        return true
-      }
-    }
-    const kept = new KeptPushes(journal, store, { publish: async (m: BrokerMessage) => void published.push(text(m.payload)) }, late, new HubMetrics(), createLogger('silent'))
+    const kept = new KeptPushes(journal, store, { publish: async (m: BrokerMessage) => void published.push(text(m.payload)) }, asJournaled, new HubMetrics(), createLogger('silent'))
     assert.equal(await kept.retry(), 1)
     assert.deepEqual(published, ['here'])
     assert.equal(journal.kept.size, 0, 'nothing left to look for at every try')
@@ -240,18 +223,12 @@ describe("a run's refused pushes, tried again", () => {
     assert.ok(journal.mustWait('d1/v1/devices/me/commands'))
     // the replica holding the replay took this run for over and published c1 (push-replay.ts)
     await store.commit([{ op: 'push.delete', run: store.replica, seq: records[0]!.seq }])
-    const late = {
-      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
-        await publish(journaledMessage(push))
-        return true
-      }
-    }
     const refusesX1 = {
       async publish() {
         throw new EmqxApiError('EMQX busy', 503)
       }
     }
-    const kept = new KeptPushes(journal, store, refusesX1, late, new HubMetrics(), createLogger('silent'))
+    const kept = new KeptPushes(journal, store, refusesX1, asJournaled, new HubMetrics(), createLogger('silent'))
     assert.equal(await kept.retry(), 0)
     assert.equal(journal.mustWait('d1/v1/devices/me/commands'), false, "d1's later commands do not wait for a push that is gone")
     assert.ok(journal.mustWait('d2/v1/devices/me/commands'), 'x1 is still kept')
@@ -289,13 +266,7 @@ describe("a run's refused pushes, tried again", () => {
       await store.commit(prepared.storeWith)
       return dispatcher.push(prepared)
     }
-    const late = {
-      async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
-        await publish(journaledMessage(push))
-        return true
-      }
-    }
-    const kept = new KeptPushes(journal, store, broker, late, metrics, createLogger('silent'))
+    const kept = new KeptPushes(journal, store, broker, asJournaled, metrics, createLogger('silent'))
     const held = async () => (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.outcome === 'held')?.value ?? 0
 
     await assert.rejects(pushed('d1', 'commands', 'c1'), EmqxApiError)

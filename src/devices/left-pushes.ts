@@ -96,12 +96,15 @@ export interface PassOutcome {
   complete: boolean
 }
 
-/** A pass over one run's pushes or several: the devices held back, and the refusals since the broker last took one. */
+/** A pass over one run's pushes or several: what it published, the devices held back, and the refusals since the broker last took one. */
 export interface Pass {
+  published: number
+  /** The first refusal (not for good) of the pass. */
+  firstRefusal?: Error
   /** Devices whose push the broker refused in this pass, or not to be tried any more in it: their later pushes wait. */
   readonly heldBack: Set<string>
   /** Devices whose push the broker refused (not for good) in this pass: the next pass's `deferred`. */
-  readonly refused: Set<string>
+  readonly refusedDevices: Set<string>
   readonly deferred: ReadonlySet<string>
   /** Refusals since the broker last took a push (or answered one for good). */
   inARow: number
@@ -115,7 +118,7 @@ export interface Pass {
 
 const NO_DEVICES: ReadonlySet<string> = new Set()
 
-const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ heldBack: new Set(), refused: new Set(), deferred, inARow: 0, deferredInARow: 0, answered: false, stopped: false })
+const newPass = (deferred: ReadonlySet<string> = NO_DEVICES): Pass => ({ published: 0, heldBack: new Set(), refusedDevices: new Set(), deferred, inARow: 0, deferredInARow: 0, answered: false, stopped: false })
 
 /** A sweep over a run's pushes: the devices not deferred first, then (`deferred`) the deferred ones. */
 type Sweep = 'others' | 'deferred'
@@ -126,19 +129,15 @@ type Sweep = 'others' | 'deferred'
  * their order as far as the runs' order is theirs), and REFUSALS_IN_A_ROW refusals end the pass.
  */
 export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns'>, publish: Publish, rules: LeftPushRules): Promise<PassOutcome> {
-  let published = 0
-  let refused: Error | undefined
   const pass = newPass(rules.deferred)
   for (const run of await store.pushRuns()) {
     if (rules.goOn?.() === false) pass.stopped = true
     if (pass.stopped) break
     const upTo = rules.leftUpTo(run)
     if (upTo === undefined) continue
-    const outcome = await publishRunPushes(store, run, upTo, publish, rules, pass)
-    published += outcome.published
-    refused ??= outcome.refused
+    await publishRunPushes(store, run, upTo, publish, rules, pass)
   }
-  return passOutcome(published, refused, pass)
+  return passOutcome(pass)
 }
 
 /**
@@ -149,33 +148,31 @@ export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns
  * published or dropped.
  */
 export async function publishRunPushes(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass = newPass(rules.deferred)): Promise<PassOutcome> {
-  const others = await sweepRun(store, run, upTo, publish, rules, pass, 'others')
-  if (pass.stopped || !others.deferredSeen) return passOutcome(others.published, others.refused, pass)
-  const deferred = await sweepRun(store, run, upTo, publish, rules, pass, 'deferred')
-  return passOutcome(others.published + deferred.published, others.refused ?? deferred.refused, pass)
+  const deferredSeen = await sweepRun(store, run, upTo, publish, rules, pass, 'others')
+  if (deferredSeen && !pass.stopped) await sweepRun(store, run, upTo, publish, rules, pass, 'deferred')
+  return passOutcome(pass)
 }
 
-function passOutcome(published: number, refused: Error | undefined, pass: Pass): PassOutcome {
+/** What `pass` came to, so far (a pass shared by several runs: over all of them). */
+function passOutcome(pass: Pass): PassOutcome {
+  const { published, firstRefusal: refused, refusedDevices } = pass
   const complete = !pass.stopped
-  return refused ? { published, refused, refusedDevices: pass.refused, complete } : { published, refusedDevices: pass.refused, complete }
+  return refused ? { published, refused, refusedDevices, complete } : { published, refusedDevices, complete }
 }
 
 /**
  * One sweep over the run's pushes: those of the devices not deferred, or those of the deferred
- * ones. A refusal of a deferred device counts towards ending the pass until the broker has taken
+ * ones; whether it passed over pushes of deferred devices. A refusal of a deferred device counts towards ending the pass until the broker has taken
  * a push in it (it may be refusing them all); after that, REFUSALS_IN_A_ROW of them end the
  * deferred devices' try in this pass (each of them held back from then on), not the pass.
  */
-async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep): Promise<{ published: number; refused?: Error; deferredSeen: boolean }> {
-  let published = 0
-  let refused: Error | undefined
+async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep): Promise<boolean> {
   let deferredSeen = false
   const goOn = (): boolean => rules.goOn?.() !== false
-  const outcome = () => ({ published, ...(refused ? { refused } : {}), deferredSeen })
   for (let afterSeq = 0; ; ) {
     if (!goOn()) {
       pass.stopped = true
-      return outcome()
+      return deferredSeen
     }
     const page = await store.readPushes(run, afterSeq, PAGE)
     const done: StoredPush[] = []
@@ -204,7 +201,7 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         if (rules.send) sent = await rules.send(push, publish)
         else await publish(journaledMessage(push))
         if (sent) {
-          published++
+          pass.published++
           pass.inARow = 0
           pass.deferredInARow = 0
           pass.answered = true
@@ -212,9 +209,9 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         }
       } catch (error) {
         if (!rules.refusedForGood?.(error as Error)) {
-          refused ??= error as Error
+          pass.firstRefusal ??= error as Error
           pass.heldBack.add(device)
-          pass.refused.add(device)
+          pass.refusedDevices.add(device)
           if (sweep === 'deferred' && pass.answered) {
             if (++pass.deferredInARow < REFUSALS_IN_A_ROW) continue
             // the broker takes others' pushes: the deferred devices wait for the next pass, in order
@@ -236,7 +233,7 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
       rules.done?.(push)
     }
     if (done.length > 0) await store.commit(done.map((push) => ({ op: 'push.delete', run, seq: push.seq })))
-    if (pass.stopped || sweepOver || page.length < PAGE) return outcome()
+    if (pass.stopped || sweepOver || page.length < PAGE) return deferredSeen
     afterSeq = page[page.length - 1]!.seq
   }
 }

@@ -10,7 +10,6 @@ import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../../src/devices/dispatcher.js'
-import { journaledMessage } from '../../src/devices/left-pushes.js'
 import { PushJournal } from '../../src/devices/push-journal.js'
 import { EmqxApiError, publishRefusedForGood } from '../../src/emqx/emqx-rest.js'
 import { PushReplay, PUSH_ORPHAN_AGE_MS } from '../../src/emqx/push-replay.js'
@@ -22,6 +21,7 @@ import { replicaRunId } from '../../src/store/coordination.js'
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 import type { StoredPush } from '../../src/store/store.js'
 import { eventually, tempDir } from '../helpers/hub.js'
+import { asJournaled } from '../helpers/pushes.js'
 
 const NOW = 100_000_000
 const OLD = NOW - PUSH_ORPHAN_AGE_MS - 1
@@ -29,13 +29,6 @@ const YOUNG = NOW - 1000
 
 const view = (node: string, startedAt: number, live: boolean): ReplicaView => ({ node, startedAt, live, self: false, address: null, lastSeen: live ? NOW : 0, logPosition: 0 })
 const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
-/** Which pushes are published is under test here, not what they say (test/push-journal.test.ts, the late pushes). */
-const asJournaled = {
-  async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
-    await publish(journaledMessage(push))
-    return true
-  }
-}
 
 async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {
   const dataDir = tempDir('iothub-push-replay-')
