@@ -229,7 +229,8 @@ export class Hub {
     this.carrier = this.embedded ?? new EmqxCarrier(core)
     // a connect that takes a session over from a live connection: the carrier closes the old one
     this.registry.onStepDown((stepDown) => this.carrier.stepDown(stepDown))
-    this.pushJournal = new PushJournal(this.store, this.log.child({ component: 'push-journal' }))
+    // embedded mode publishes what earlier runs left before it serves: no other run's push waits
+    this.pushJournal = new PushJournal(this.store, this.log.child({ component: 'push-journal' }), { othersMayWait: config.broker !== 'embedded' })
     const pushPublisher = this.carrier.pushPublisher ?? this.carrier.publisher
     this.dispatcher = new Dispatcher(this.fleet, pushPublisher, this.metrics, this.pushJournal)
     this.keptPushes = new KeptPushes(this.pushJournal, this.store, pushPublisher, latePushes, this.metrics, this.log.child({ component: 'kept-pushes' }), {

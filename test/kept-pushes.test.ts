@@ -290,4 +290,64 @@ describe("a run's refused pushes, tried again", () => {
     await journal.flush()
     assert.deepEqual(await store.readPushes(store.replica, 0, 100), [], 'every record removed')
   })
+  it("keeps a device's command behind another run's earlier one still in the journal, where other runs' may wait, and sends it once that one has left", async (t) => {
+    const { store } = await openJournal(t)
+    const journal = new PushJournal(store, createLogger('silent'), { othersMayWait: true })
+    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const published: string[] = []
+    const broker = {
+      async publish(message: BrokerMessage) {
+        published.push(text(message.payload))
+      }
+    }
+    const metrics = new HubMetrics()
+    const dispatcher = new Dispatcher(fleet, broker, metrics, journal)
+    const pushed = async (device: string, property: 'attributes' | 'commands', name: string) => {
+      const prepared = dispatcher.prepare(device, property, Buffer.from(name))
+      await store.commit(prepared.storeWith)
+      return dispatcher.push(prepared)
+    }
+    const kept = new KeptPushes(journal, store, broker, asJournaled, metrics, createLogger('silent'))
+    const counted = async (outcome: string) => (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.outcome === outcome)?.value ?? 0
+    // another replica's command to d1, recorded a moment ago, that its broker has not taken yet
+    const other = { run: 'other-node#1.x', seq: 7, topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c0'), qos: 1 as const, at: Date.now() - 1 }
+    await store.commit([{ op: 'push.put', push: other }])
+
+    await assert.rejects(pushed('d1', 'commands', 'c1'), PushHeldBack)
+    await assert.rejects(pushed('d1', 'commands', 'c2'), PushHeldBack, 'behind c1, kept in this run')
+    assert.deepEqual(await pushed('d1', 'attributes', 'a1'), ['d1-session'], 'attributes never wait')
+    assert.deepEqual(await pushed('d2', 'commands', 'x1'), ['d2-session'], "another device's commands go at once")
+    assert.deepEqual([await counted('held'), await counted('failed')], [2, 0], 'held, never tried')
+    assert.equal(await kept.retry(), 0, 'the other run\'s command is still in the journal')
+    assert.deepEqual(published, ['a1', 'x1'])
+
+    // that replica's broker took it: its record goes, and the held ones follow, in order
+    await store.commit([{ op: 'push.delete', run: other.run, seq: other.seq }])
+    assert.equal(await kept.retry(), 2)
+    assert.deepEqual(published, ['a1', 'x1', 'c1', 'c2'])
+    assert.deepEqual(await pushed('d1', 'commands', 'c3'), ['d1-session'], 'nothing waits: a command goes at once again')
+    await journal.flush()
+    assert.deepEqual(await store.readPushes(store.replica, 0, 100), [], 'every record of this run removed')
+  })
+
+  it("keeps a command whose place behind other runs' could not be read, as one the broker refused", async (t) => {
+    const { store } = await openJournal(t)
+    let storeDown = true
+    const reads = Object.assign(Object.create(store) as SqliteStore, {
+      olderPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => (storeDown ? Promise.reject(new StoreError('the store is down')) : store.olderPushElsewhere(topic, than))
+    })
+    const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
+    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const published: string[] = []
+    const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
+    const metrics = new HubMetrics()
+    const dispatcher = new Dispatcher(fleet, broker, metrics, journal)
+    const prepared = dispatcher.prepare('d1', 'commands', Buffer.from('c1'))
+    await store.commit(prepared.storeWith)
+    await assert.rejects(dispatcher.push(prepared), StoreError)
+    assert.deepEqual([...journal.kept], [prepared.seq], 'kept for the retry')
+    storeDown = false
+    assert.equal(await new KeptPushes(journal, reads, broker, asJournaled, metrics, createLogger('silent')).retry(), 1)
+    assert.deepEqual(published, ['c1'])
+  })
 })

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../src/devices/dispatcher.js'
-import { publishLeftPushes, REFUSALS_IN_A_ROW } from '../src/devices/left-pushes.js'
+import { publishLeftPushes, REFUSALS_IN_A_ROW, waitsBehindOtherRun } from '../src/devices/left-pushes.js'
 import { EmqxApiError } from '../src/emqx/emqx-rest.js'
 import { replicaRunId } from '../src/store/coordination.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
@@ -129,5 +129,22 @@ describe('a pass over the pushes runs left', () => {
     const third = await pass(second.refusedDevices)
     assert.equal(third.published, 1)
     assert.deepEqual(emqx.tried, ['y-1', 'poison-1', 'poison-2', 'poison-3'], 'y goes with the others again')
+  })
+  it("holds a device's commands behind an earlier one of another run still in the journal, counting no refusal, and lets them go once it has left", async (t) => {
+    const store = await openStore(t)
+    await leftRuns(store, [['w:w-first', 'x:x-only', 'w:w-second']])
+    // a live run's command to w, recorded before the left ones (at 1000), that its broker has not taken
+    const live = replicaRunId('live', 2000)
+    await store.commit([{ op: 'push.put', push: { run: live, seq: 1, topic: 'w/v1/devices/me/commands', payload: Buffer.from('w-earlier'), qos: 1, at: 500 } }])
+    const emqx = broker(() => false)
+    const rules = { leftUpTo: (run: string) => (run === live ? undefined : Infinity), waitsBehind: (push: StoredPush) => waitsBehindOtherRun(store, push) }
+    const outcome = await publishLeftPushes(store, emqx.publish, rules)
+    assert.deepEqual(emqx.tried, ['x-only'], "w's commands wait behind the live run's")
+    assert.deepEqual([outcome.published, outcome.refused, [...outcome.refusedDevices], outcome.complete], [1, undefined, [], true], 'no refusal: w is not deferred')
+    await store.commit([{ op: 'push.delete', run: live, seq: 1 }])
+    const after = await publishLeftPushes(store, emqx.publish, rules)
+    assert.equal(after.published, 2)
+    assert.deepEqual(emqx.tried, ['x-only', 'w-first', 'w-second'], 'in their order, once the earlier one has left the journal')
+    assert.deepEqual(await store.pushRuns(), [])
   })
 })

@@ -423,6 +423,48 @@ describe('pushes across a crash', () => {
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
   })
 
+  it("EMQX mode: a command sent through another replica while an earlier one to its device waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {
+    const { database, dataDir, standin } = await emqxSetting(t, children)
+    const otherDir = tempDir('iothub-push-journal-other-')
+    t.after(() => rmSync(otherDir, { recursive: true, force: true }))
+    const hub = await startEmqxChildHub(dataDir, { env: emqxEnv(database.url, standin.url, 'iothub-first@push.test') })
+    children.push(hub)
+    const other = await startEmqxChildHub(otherDir, { env: emqxEnv(database.url, standin.url, 'iothub-second@push.test') })
+    children.push(other)
+    const id = 'ordered-replicas'
+    await connectedThroughEmqx(hub, standin, id)
+    // as EMQX lists it too: a replica's reconcile with EMQX's API keeps what it shows
+    standin.subscribe(id, `${id}/v1/devices/me/commands`, 1)
+    const hook = await fetch(`${hub.httpUrl}/v1/hooks/emqx`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET },
+      body: JSON.stringify({ event: 'session.subscribed', node: 'emqx@10.0.0.3', clientid: id, username: id, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/commands`, qos: 1 })
+    })
+    assert.equal(hook.status, 200, await hook.text())
+    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
+    const send = (through: EmqxChildHub, name: string) => through.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+
+    standin.setDown(true)
+    const first = await send(hub, 'first')
+    assert.match(first.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(first.body))
+    // still down, so that no retry can publish the first meanwhile: the other replica keeps the
+    // second behind it without trying EMQX
+    const second = await send(other, 'second')
+    assert.equal(second.status, 200, JSON.stringify(second.body))
+    assert.match(second.body.pushError ?? '', /^stored, not pushed: an earlier command to this device waits for the broker/, JSON.stringify(second.body))
+    assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 1)
+    assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="failed"}'), 0, 'the second was not tried')
+    standin.setDown(false)
+
+    await eventually(() => commandsPublished().length === 2, 45_000, "the kept commands published by their replicas' retries")
+    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
+    const third = await send(other, 'third')
+    assert.equal(third.body.pushError, undefined, 'nothing kept: a command goes at once again')
+    assert.deepEqual(third.body.pushedTo, [id], JSON.stringify(third.body))
+    assert.deepEqual(commandsPublished(), ['first', 'second', 'third'])
+  })
+
   it('EMQX mode: a late push overtaken by another replica\'s change is published again with the values stored after it', async (t) => {
     // the kept push's publish is held at EMQX's API (the stand-in) while another replica changes
     // the device and its push is taken: the held push, let go, arrives last with the older value

@@ -10,7 +10,8 @@
  * (kept-pushes.ts), and another run publishes what a run left (left-pushes.ts): at least once, as
  * the stored change promises. While a command (raw push) of a device is kept, that device's later
  * commands (raw pushes) are kept behind it, not published: a device gets them in the order this
- * run was asked to send them.
+ * run was asked to send them. Where other runs' pushes may wait in the journal (EMQX mode), so are
+ * those recorded after another run's to the device that is still there (push-journal.ts).
  */
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
@@ -56,8 +57,9 @@ export interface PreparedPush {
   readonly deviceId: string
   readonly property: ChangeProperty
   readonly message: BrokerMessage
-  /** The journal's record: `storeWith` goes in the change's transaction. */
+  /** The journal's record, and when it was made: `storeWith` goes in the change's transaction. */
   readonly seq: number
+  readonly at: number
   readonly storeWith: readonly Mutation[]
 }
 
@@ -82,7 +84,7 @@ export class Dispatcher {
   prepare(deviceId: string, property: ChangeProperty, payload: Buffer): PreparedPush {
     const message: BrokerMessage = { topic: deviceMountpoint(deviceId) + CHANGE_TOPICS[property], payload, qos: 1, retain: false }
     const record = this.journal.record(message)
-    return { deviceId, property, message, seq: record.seq, storeWith: [record.mutation] }
+    return { deviceId, property, message, seq: record.seq, at: record.at, storeWith: [record.mutation] }
   }
 
   /**
@@ -92,7 +94,7 @@ export class Dispatcher {
    */
   async push(prepared: PreparedPush): Promise<string[]> {
     const { deviceId, property, message, seq } = prepared
-    if (this.journal.mustWait(message.topic)) {
+    if (this.journal.mustWait(message.topic) || (this.journal.othersMayWait && (await this.behindOtherRun(prepared)))) {
       // an earlier command (raw bytes) to the device waits for the broker: this one goes after it
       this.journal.keep(seq, message.topic)
       this.metrics.pushesTotal.inc({ property, outcome: 'held' })
@@ -117,5 +119,16 @@ export class Dispatcher {
     this.metrics.pushesTotal.inc({ property, outcome: 'published' })
     // almost always one session holds the subscription: its id needs no set or sort
     return receivers.length === 1 ? [receivers[0]!.sessionId] : [...new Set(receivers.map((e) => e.sessionId))].sort()
+  }
+
+  /** Whether another run's earlier push to the device waits (push-journal.ts); a store that cannot tell fails the push, kept for a retry. */
+  private async behindOtherRun(prepared: PreparedPush): Promise<boolean> {
+    try {
+      return await this.journal.waitsBehindOtherRun(prepared.message.topic, prepared.at)
+    } catch (error) {
+      this.journal.keep(prepared.seq, prepared.message.topic)
+      this.metrics.pushesTotal.inc({ property: prepared.property, outcome: 'failed' })
+      throw error
+    }
   }
 }

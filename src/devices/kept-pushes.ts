@@ -10,14 +10,15 @@
  *
  * Later attributes pushes of the same device may have been routed meanwhile: a kept one says the
  * values stored now (late-pushes.ts). Its later commands and raw bytes were kept behind a kept
- * one (push-journal.ts, `mustWait`), and go after it, in their order. A push the
+ * one (push-journal.ts, `mustWait`), and go after it, in their order; one kept behind another
+ * run's earlier push waits at each try until that one has left the journal. A push the
  * broker refuses for good (the carrier tells which: EMQX's 400, say) is dropped, logged and
  * counted (`iothub_pushes_total{outcome="dropped"}`); one it takes is counted as `published`
  * (its first try was counted `failed`).
  */
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
-import { StoreError, type Store } from '../store/store.js'
+import { StoreError, type Store, type StoredPush } from '../store/store.js'
 import { PUSH_PUBLISH, type BrokerMessage, type BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
 import { propertyOfPush, publishRunPushes } from './left-pushes.js'
@@ -41,7 +42,7 @@ export class KeptPushes {
   private refusedDevices: ReadonlySet<string> = new Set()
 
   constructor(
-    private readonly journal: Pick<PushJournal, 'kept' | 'released'>,
+    private readonly journal: Pick<PushJournal, 'kept' | 'released' | 'othersMayWait' | 'waitsBehindOtherRun'>,
     private readonly store: Pick<Store, 'replica' | 'commit' | 'readPushes'>,
     private readonly publisher: BrokerPublisher,
     private readonly latePushes: Pick<LatePushes, 'send'>,
@@ -86,6 +87,8 @@ export class KeptPushes {
         },
         send: (push, publish) => this.latePushes.send(push, publish),
         published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
+        // a command held behind another run's earlier one waits while that one is in the journal
+        ...(this.journal.othersMayWait ? { waitsBehind: (push: StoredPush) => this.journal.waitsBehindOtherRun(push.topic, push.at) } : {}),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })

@@ -7,7 +7,9 @@
  * A push the broker refuses (not for good) holds back the later pushes of its device, which must
  * not overtake it, and no other device's: one push the broker keeps refusing does not keep every
  * other device untold. REFUSALS_IN_A_ROW refusals with nothing taken between them end the pass:
- * the broker is refusing every push, and trying the rest would only wait on it.
+ * the broker is refusing every push, and trying the rest would only wait on it. A command (raw
+ * bytes) that waits behind an earlier one another run has not got the broker to take
+ * (`waitsBehind`) holds back its device's later pushes in the same way, counting as no refusal.
  *
  * The devices the broker refused in the pass before (`deferred`) are tried after the others, in
  * each run: a few pushes the broker keeps refusing, first in their run, would otherwise end every
@@ -38,6 +40,16 @@ export function pushTarget(topic: string): { deviceId: string; property: ChangeP
   const slash = topic.indexOf('/')
   const property = slash < 1 ? undefined : changePropertyOfTopic(topic.slice(slash + 1))
   return property === undefined ? undefined : { deviceId: topic.slice(0, slash), property }
+}
+
+/**
+ * Whether `push` must wait behind a push on its topic that another run recorded before it and
+ * has not got the broker to take (Store.olderPushElsewhere): a command (telemetry, raw bytes) of
+ * its device, which the device takes as messages, in the order they were sent. An attributes
+ * push never waits: one published late says the values stored then (late-pushes.ts).
+ */
+export function waitsBehindOtherRun(store: Pick<Store, 'olderPushElsewhere'>, push: Pick<StoredPush, 'run' | 'topic' | 'at'>): Promise<boolean> {
+  return pushTarget(push.topic)?.property === 'attributes' ? Promise.resolve(false) : store.olderPushElsewhere(push.topic, push)
 }
 
 /** The property a stored push carries, as `iothub_pushes_total` labels it (`attributes` for a topic that names none). */
@@ -75,6 +87,12 @@ export interface PushPublishing {
   published?(push: StoredPush): void
   /** Devices to try after the others of each run: those the broker refused in the pass before (`PassOutcome.refusedDevices`). */
   deferred?: ReadonlySet<string>
+  /**
+   * Whether a push must wait behind another run's (`waitsBehindOtherRun`): asked before it is
+   * published; if so, it and its device's later pushes wait for the next pass, as behind a
+   * refusal, though the broker refused nothing.
+   */
+  waitsBehind?(push: StoredPush): Promise<boolean>
 }
 
 /** Which runs' pushes are left behind, and how they are published. */
@@ -101,7 +119,7 @@ export interface Pass {
   published: number
   /** The first refusal (not for good) of the pass. */
   firstRefusal?: Error
-  /** Devices whose push the broker refused in this pass, or not to be tried any more in it: their later pushes wait. */
+  /** Devices whose push the broker refused in this pass, waits behind another run's, or is not to be tried any more in it: their later pushes wait. */
   readonly heldBack: Set<string>
   /** Devices whose push the broker refused (not for good) in this pass: the next pass's `deferred`. */
   readonly refusedDevices: Set<string>
@@ -194,6 +212,11 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
       if (pass.heldBack.has(device)) continue
       if (pass.deferred.has(device) !== (sweep === 'deferred')) {
         deferredSeen ||= sweep === 'others'
+        continue
+      }
+      if (rules.waitsBehind && (await rules.waitsBehind(push))) {
+        // another run's earlier push to the device is not taken yet: this one goes after it
+        pass.heldBack.add(device)
         continue
       }
       try {

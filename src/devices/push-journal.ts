@@ -7,7 +7,11 @@
  *
  * A push the broker refused is kept: the run tries it again while it lasts (kept-pushes.ts). A
  * later command or raw bytes to the same device is kept behind it rather than published, so that
- * the device gets its messages in the order they were sent (`mustWait`).
+ * the device gets its messages in the order they were sent (`mustWait`). So is one that another run
+ * recorded after an earlier one of its own to the same device that is still in the journal —
+ * where other runs' pushes may wait while this one serves (`othersMayWait`: EMQX mode, whose
+ * replicas share the store and whose runs' left pushes are published after the next run starts):
+ * an order every replica agrees on (Store.olderPushElsewhere), so no two wait on each other.
  * What a run leaves behind is published by another (left-pushes.ts): embedded mode at its next
  * start, before any client or API call is served (embedded/embedded-broker.ts); EMQX mode by the
  * replica holding the `push-replay` lease, once the run is over (emqx/push-replay.ts). At least
@@ -17,7 +21,16 @@ import type { Logger } from 'pino'
 import { RemovalsPerTurn } from '../store/removals-per-turn.js'
 import type { Mutation, Store, StoredPush } from '../store/store.js'
 import type { BrokerMessage } from './dispatcher.js'
-import { pushTarget } from './left-pushes.js'
+import { pushTarget, waitsBehindOtherRun } from './left-pushes.js'
+
+export interface PushJournalOptions {
+  /**
+   * Whether pushes of other runs may wait in the journal while this run serves: EMQX mode (its
+   * replicas share the store, and a run's left pushes are published after the next one starts).
+   * Not embedded mode, which publishes what earlier runs left before it serves anyone.
+   */
+  othersMayWait?: boolean
+}
 
 export class PushJournal {
   private nextSeq = 1
@@ -33,10 +46,15 @@ export class PushJournal {
   /** How many kept pushes wait on each of those topics. */
   private readonly waitingOnTopic = new Map<string, number>()
 
+  /** Whether a push must be asked about other runs' (`waitsBehindOtherRun`): PushJournalOptions. */
+  readonly othersMayWait: boolean
+
   constructor(
-    private readonly store: Pick<Store, 'replica' | 'commit'>,
-    log: Logger
+    private readonly store: Pick<Store, 'replica' | 'commit' | 'olderPushElsewhere'>,
+    log: Logger,
+    options: PushJournalOptions = {}
   ) {
+    this.othersMayWait = options.othersMayWait ?? false
     const run = store.replica
     this.removals = new RemovalsPerTurn(
       store,
@@ -47,10 +65,10 @@ export class PushJournal {
   }
 
   /** The record of `message` to store with the change it pushes, and its number. */
-  record(message: BrokerMessage): { seq: number; mutation: Mutation } {
+  record(message: BrokerMessage): { seq: number; at: number; mutation: Mutation } {
     const seq = this.nextSeq++
     const push: StoredPush = { run: this.store.replica, seq, topic: message.topic, payload: message.payload, qos: message.qos, at: Date.now() }
-    return { seq, mutation: { op: 'push.put', push } }
+    return { seq, at: push.at, mutation: { op: 'push.put', push } }
   }
 
   /** The push `seq` is routed (or found no one to reach): its record goes. */
@@ -73,6 +91,15 @@ export class PushJournal {
    */
   mustWait(topic: string): boolean {
     return this.waitingOnTopic.has(topic)
+  }
+
+  /**
+   * Whether this run's push on `topic`, recorded at `at`, must be kept behind another run's on
+   * the same topic recorded before it and still in the journal (a command to the device that run
+   * has not got the broker to take). Asked only where `othersMayWait`.
+   */
+  waitsBehindOtherRun(topic: string, at: number): Promise<boolean> {
+    return waitsBehindOtherRun(this.store, { run: this.store.replica, topic, at })
   }
 
   /** This run's pushes the broker refused and no retry has published yet. */

@@ -16,13 +16,15 @@
  * (left-pushes.ts).
  *
  * A push published late this way may reach its device after a later change's push: an
- * attributes push therefore says the values stored now (late-pushes.ts). One the broker takes is
+ * attributes push therefore says the values stored now (late-pushes.ts). A command (raw bytes)
+ * goes after any earlier one of another run to its device still in the journal, and live
+ * replicas keep theirs behind it (push-journal.ts). One the broker takes is
  * counted (`iothub_pushes_total`, outcome `published`).
  */
 import type { Logger } from 'pino'
 import { PUSH_PUBLISH, type BrokerPublisher } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
-import { propertyOfPush, publishLeftPushes } from '../devices/left-pushes.js'
+import { propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
@@ -45,7 +47,7 @@ export class PushReplay {
   private readonly startedAt: number
 
   constructor(
-    private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes'>,
+    private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes' | 'olderPushElsewhere'>,
     private readonly publisher: BrokerPublisher,
     private readonly lease: Lease,
     private readonly replicas: (now: number) => Promise<ReplicaView[]>,
@@ -100,6 +102,8 @@ export class PushReplay {
         refusedForGood: publishRefusedForGood,
         send: (push, publish) => this.latePushes.send(push, publish),
         published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
+        // a left command goes after an earlier one of another run to its device, live or left
+        waitsBehind: (push) => waitsBehindOtherRun(this.store, push),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })
           this.log.error({ run: push.run, seq: push.seq, topic: push.topic, err: error.message }, 'a push left by a replica no longer running refused by EMQX for good; dropped')

@@ -226,6 +226,12 @@ export interface Store {
   /** How many pushes are recorded and not yet deleted, of every run. */
   countPushes(): Promise<number>
   /**
+   * Whether a push on `topic` of a run other than `than.run`, recorded before `than` (an earlier
+   * `at`, or the same `at` and a smaller run: one order every replica agrees on), is recorded and
+   * not yet deleted: a push `than` must not overtake (devices/push-journal.ts).
+   */
+  olderPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<boolean>
+  /**
    * What is read of the whole fleet, as queries (PostgreSQL: no replica in EMQX mode holds the
    * fleet in memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).
    */

@@ -129,6 +129,30 @@ describe("EMQX mode's replay of the push journal", () => {
     assert.deepEqual(await storedPayloads(store), ['d0-0', 'd0-1', 'd0-2', 'd0-3'])
   })
 
+  it("publishes a left command after a live replica's earlier one to its device has left the journal, never before", async (t) => {
+    const store = await openStore(t)
+    const published: string[] = []
+    const publisher = { publish: async (message: BrokerMessage) => void published.push(text(message)) }
+    const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
+    t.after(() => lease.release())
+    const replay = new PushReplay(store, publisher, lease, async () => [view('live', 1000, true)], 'self', asJournaled, new HubMetrics(), createLogger('silent'))
+    const command = (run: string, seq: number, device: string, name: string, at: number): StoredPush => ({ run, seq, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(name), qos: 1, at })
+    const live = command(replicaRunId('live', 1000), 1, 'd1', 'live-earlier', OLD - 5)
+    const gone = replicaRunId('gone', 2000)
+    await store.commit([
+      { op: 'push.put', push: live }, // a live replica's, its broker not having taken it yet
+      { op: 'push.put', push: command(gone, 1, 'd1', 'left-1', OLD) },
+      { op: 'push.put', push: command(gone, 2, 'd2', 'other-device', OLD) },
+      { op: 'push.put', push: command(gone, 3, 'd1', 'left-2', OLD) }
+    ])
+    assert.equal(await replay.publishLeft(NOW), 1)
+    assert.deepEqual(published, ['other-device'], "d1's wait behind the live replica's")
+    await store.commit([{ op: 'push.delete', run: live.run, seq: live.seq }])
+    assert.equal(await replay.publishLeft(NOW), 2)
+    assert.deepEqual(published, ['other-device', 'left-1', 'left-2'])
+    assert.deepEqual(await storedPayloads(store), [])
+  })
+
   it('tries the devices EMQX refused at the last look after the others: three pushes it keeps refusing, first in the oldest run, keep no other run untold', async (t) => {
     const store = await openStore(t)
     const tried: string[] = []

@@ -460,6 +460,28 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal((await store.readLog(0, 1_000_000)).length, head, 'the broker side of a change: not a change of what the hub knows')
     })
 
+    it("tells whether another run's push on a topic was recorded before a given one, in one order every replica agrees on", async () => {
+      const commands = 'cmd-dev/v1/devices/me/commands'
+      const at = 5_000
+      const push = (run: string, seq: number, topic: string, when: number) => ({ run, seq, topic, payload: bytes('x'), qos: 1 as const, at: when })
+      const older = (topic: string, run: string, when: number) => store.olderPushElsewhere(topic, { run, at: when })
+      await store.commit([
+        { op: 'push.put', push: push('node-b#2.x', 1, commands, at) },
+        { op: 'push.put', push: push('node-b#2.x', 2, 'other-dev/v1/devices/me/commands', at - 100) },
+        { op: 'push.put', push: push('node-b#2.x', 3, 'cmd-dev/v1/devices/me/attributes', at - 100) }
+      ])
+      assert.equal(await older(commands, 'node-c#3.x', at + 1), true, 'recorded earlier by another run')
+      assert.equal(await older(commands, 'node-c#3.x', at - 1), false, 'recorded later')
+      // the same millisecond: the smaller run goes first, as every replica reads it
+      assert.equal(await older(commands, 'node-c#3.x', at), true)
+      assert.equal(await older(commands, 'node-a#1.x', at), false)
+      assert.equal(await older(commands, 'node-b#2.x', at + 1), false, "a run's own pushes are its own to order")
+      assert.equal(await older('cmd-dev/v1/devices/me/raw', 'node-c#3.x', at + 1), false, 'another topic of the device')
+      assert.equal(await older('cmd-dev/v1/devices/me/attributes', 'node-c#3.x', at + 1), false, 'attributes pushes are not kept in order')
+      await store.commit([{ op: 'push.delete', run: 'node-b#2.x', seq: 1, through: 3 }])
+      assert.equal(await older(commands, 'node-c#3.x', at + 1), false, 'deleted once routed')
+    })
+
     it('reads the properties of several devices at once (a page of a device listing)', async () => {
       await store.commit([
         { op: 'device.put', device: device('many-a') },

@@ -160,7 +160,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/devices/{}/commands': {
     tag: 'devices',
     summary: 'Send a command',
-    description: 'Kept under `commands` until the device answers on `v1/devices/me/command/response`; pushed as `{ id, name, params }` on `v1/devices/me/commands`. 409 for an id already sent. A command stored but not pushed answers 200 with `pushError`; while one waits for the broker, the device\'s later commands through the same hub process wait behind it and go after it, in order.',
+    description: 'Kept under `commands` until the device answers on `v1/devices/me/command/response`; pushed as `{ id, name, params }` on `v1/devices/me/commands`. 409 for an id already sent. A command stored but not pushed answers 200 with `pushError`; while one waits for the broker, the device\'s later commands wait behind it (in EMQX mode, those sent through other replicas too) and go after it, in order.',
     body: { name: 'reboot', params: { delay: 5 } },
     answer: [200, { command: { id: 'cmd-8f2a', name: 'reboot', params: { delay: 5 }, status: 'sent', sentAt: TIME }, pushedTo: [DEVICE_ID] }]
   },

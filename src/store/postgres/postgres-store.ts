@@ -17,6 +17,7 @@ import type { Decision } from '../decision.js'
 import { GroupCommitter, type BatchItem, type BatchOutcome, type BatchWriter, type CommitObserver, type CommitOptions, type WriteControl } from '../group-commit.js'
 import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreCommitUnknownError, StoreError, StoreTimeoutError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type LoadOptions, type Store, type StoreHealth, type StoredDeviceProperty, type StoredPush, type StoredTopic } from '../store.js'
+import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
 import { BatchStatements, FleetCountChange, type PlannedStatement } from './batch-statements.js'
 import { DecisionReader } from './decision-reader.js'
 import { FleetQueries } from './fleet-queries.js'
@@ -200,6 +201,14 @@ export class PostgresStore implements Store {
   async countPushes(): Promise<number> {
     const { rows } = await this.reads.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.tables.push_journal}`)
     return Number(rows[0]!.n)
+  }
+
+  async olderPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<boolean> {
+    const { rows } = await this.reads.query(
+      `SELECT 1 FROM ${this.tables.push_journal} WHERE topic = $1 AND ${IN_ORDER_PUSHES} AND run <> $2 AND (at < $3 OR (at = $3 AND run < $2)) LIMIT 1`,
+      [topic, than.run, than.at]
+    )
+    return rows.length > 0
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {

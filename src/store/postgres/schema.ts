@@ -15,6 +15,7 @@
  * `schema_version` holds one row: the version below, which `open()` checks and records.
  */
 import pg from 'pg'
+import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
 
 /**
  * 1: the first PostgreSQL schema; its tables hold what SQLite schema version 2 holds (the two
@@ -187,6 +188,8 @@ export function createTableStatements(t: QualifiedTables): string[] {
        at      bigint NOT NULL,
        PRIMARY KEY (run, seq)
      )`,
+    // The pushes a device takes in order, by topic and age (../in-order-pushes.ts)
+    `CREATE INDEX IF NOT EXISTS push_journal_in_order ON ${t.push_journal} (topic, at) WHERE ${IN_ORDER_PUSHES}`,
 
     // The incarnation of the last session of a client id that ended, so a late connect of an
     // older connection is refused by whichever replica it reaches. Pruned by age.

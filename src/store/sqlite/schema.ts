@@ -14,6 +14,8 @@
  *    Older files gain the key, and their tokens — in `devices` and in the change log — are
  *    hashed in place (HASH_PLAIN_TOKENS), so their devices log in as before.
  */
+import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
+
 export const SCHEMA_VERSION = 5
 
 export const SCHEMA = `
@@ -140,6 +142,9 @@ CREATE TABLE IF NOT EXISTS push_journal (
   at      INTEGER NOT NULL,
   PRIMARY KEY (run, seq)
 ) STRICT, WITHOUT ROWID;
+
+-- The pushes a device takes in order, by topic and age (../in-order-pushes.ts).
+CREATE INDEX IF NOT EXISTS push_journal_in_order ON push_journal (topic, at) WHERE ${IN_ORDER_PUSHES};
 
 -- Every committed change, in commit order (see src/store/change-log.ts). The one writer
 -- numbers a batch's entries from log_head, in the batch's transaction.

@@ -179,6 +179,10 @@ export class SqliteStore implements Store {
     return this.loads.pushCount.get() as number
   }
 
+  async olderPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<boolean> {
+    return this.loads.olderPushElsewhere.get(topic, than.run, than.at, than.at, than.run) !== undefined
+  }
+
   async readSession(id: string): Promise<SessionRecord | undefined> {
     const row = this.loads.session.get(id) as SessionRow | undefined
     return row ? sessionOfRow(row) : undefined

@@ -9,6 +9,7 @@
  * the busier of the two, and the row would otherwise be made and copied besides its JSON.
  */
 import type Database from 'better-sqlite3'
+import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
 import type { Mutation } from '../store.js'
 import { SESSION_COLUMNS, SESSION_JSON, sessionRow } from './session-columns.js'
 import { SUBSCRIPTION_COLUMNS, SUBSCRIPTION_JSON, subscriptionRow } from './subscription-columns.js'
@@ -168,6 +169,7 @@ export function prepareLoads(db: Database.Database) {
     pushRuns: db.prepare('SELECT run FROM push_journal GROUP BY run ORDER BY min(at), run').pluck(),
     pushCount: db.prepare('SELECT count(*) FROM push_journal').pluck(),
     pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?'),
+    olderPushElsewhere: db.prepare(`SELECT 1 FROM push_journal WHERE topic = ? AND ${IN_ORDER_PUSHES} AND run <> ? AND (at < ? OR (at = ? AND run < ?)) LIMIT 1`).pluck(),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
