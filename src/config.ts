@@ -7,6 +7,15 @@ import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import { EVENT_TYPES, isEventType, type EventType } from './domain/event-types.js'
 
+/**
+ * How long a push's publish may take, its tries included (ms), unless configured
+ * (`IOTHUB_PUSH_TIMEOUT`). A push is published in its device's turn (devices/device-properties.ts),
+ * which the device's own upstream data waits for — and EMQX's ExHook waits 5 s for the hub's
+ * answer to a device's publish by default, then refuses it. A push the broker did not take in time
+ * is kept and tried again (devices/kept-pushes.ts).
+ */
+export const PUSH_WITHIN_MS = 2500
+
 export interface HubConfig {
   mqttHost: string
   /** 0 picks a free port; the chosen one is logged and reported by the API. */
@@ -149,6 +158,8 @@ export interface HubConfig {
   // ── outages (issue 11): the store's deadline ──
   /** Milliseconds any store call (commit, probe) may take before its caller is refused. */
   storeTimeout: number
+  /** ms a push's publish may take, its tries included, before it is kept and tried again (devices/dispatcher.ts). */
+  pushTimeout: number
   // --- encryption in transit (TLS) ---
   mqttsHost: string
   /** MQTT over TLS; listens only when `tlsCert` and `tlsKey` are set. 0 picks a free port. */
@@ -333,6 +344,7 @@ const OPTIONS = [
   { key: 'eventsMqttTypes', env: 'IOTHUB_EVENTS_MQTT_TYPES', flag: 'events-mqtt-types', parse: eventTypes, fallback: () => [...PRESENCE_TYPES], help: 'comma list of the event types published on MQTT (default the session.* types)' },
   // ── outages (issue 11): the store's deadline ──
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
+  { key: 'pushTimeout', env: 'IOTHUB_PUSH_TIMEOUT', flag: 'push-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => PUSH_WITHIN_MS, help: "ms a push's publish may take, its tries included, before it is kept and tried again (EMQX mode: under ExHook's timeout)" },
   // --- encryption in transit (TLS) ---
   // '' until checkCombination makes it the MQTT host: one option's default cannot read another's
   { key: 'mqttsHost', env: 'IOTHUB_MQTTS_HOST', flag: 'mqtts-host', parse: text, fallback: () => '', help: 'MQTT over TLS listen address (default: the MQTT host)' },

@@ -13,6 +13,7 @@ describe('config', () => {
     assert.equal(c.apiUser, 'admin')
     assert.equal(c.apiPassword, 'public')
     assert.equal(c.storeSync, 'full')
+    assert.equal(c.pushTimeout, 2500)
     assert.match(c.dataDir, /\/data$/)
   })
 
@@ -28,6 +29,8 @@ describe('config', () => {
     assert.throws(() => loadConfig({ IOTHUB_MQTT_PORT: '70000' }, []), (e: Error) => e instanceof ConfigError && /IOTHUB_MQTT_PORT/.test(e.message))
     assert.throws(() => loadConfig({ IOTHUB_MQTT_PORT: '1e3' }, []), /IOTHUB_MQTT_PORT must be a whole number/)
     assert.throws(() => loadConfig({ IOTHUB_AUTH: 'maybe' }, []), /IOTHUB_AUTH must be one of token, none/)
+    assert.throws(() => loadConfig({ IOTHUB_PUSH_TIMEOUT: '50' }, []), /IOTHUB_PUSH_TIMEOUT/)
+    assert.equal(loadConfig({}, ['--push-timeout', '4000']).pushTimeout, 4000)
     assert.throws(() => loadConfig({}, ['--mqtt-prot', '1']), /unknown option --mqtt-prot/)
     assert.throws(() => loadConfig({}, ['--mqtt-port']), /--mqtt-port needs a value/)
   })

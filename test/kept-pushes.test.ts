@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { Dispatcher, PUSH_WITHIN_MS, PushHeldBack, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
+import { PUSH_WITHIN_MS } from '../src/config.js'
+import { Dispatcher, PushHeldBack, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
 import { KeptPushes } from '../src/devices/kept-pushes.js'
 import { journaledMessage } from '../src/devices/left-pushes.js'
 import { PushJournal } from '../src/devices/push-journal.js'
@@ -19,7 +20,7 @@ import { HubMetrics } from '../src/observability/metrics.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { FleetReads } from '../src/store/fleet-reads.js'
 import { StoreError, type StoredPush } from '../src/store/store.js'
-import { tempDir } from './helpers/hub.js'
+import { eventually, tempDir } from './helpers/hub.js'
 import { asJournaled } from './helpers/pushes.js'
 
 const text = (payload: Uint8Array): string => Buffer.from(payload).toString()
@@ -349,5 +350,50 @@ describe("a run's refused pushes, tried again", () => {
     storeDown = false
     assert.equal(await new KeptPushes(journal, reads, broker, asJournaled, metrics, createLogger('silent')).retry(), 1)
     assert.deepEqual(published, ['c1'])
+  })
+  it("records its pushes in an order that never goes back, though the clock does: other runs' order them by it", async (t) => {
+    const { store, journal } = await openJournal(t)
+    let now = 10_000
+    t.mock.method(Date, 'now', () => now)
+    const message = (name: string): BrokerMessage => ({ topic: 'd1/v1/devices/me/commands', payload: Buffer.from(name), qos: 1, retain: false })
+    const first = journal.record(message('c1'))
+    now = 9_000 // the clock stepped back
+    const second = journal.record(message('c2'))
+    now = 11_000
+    const third = journal.record(message('c3'))
+    assert.deepEqual([first.at, second.at, third.at], [10_000, 10_000, 11_000])
+    t.mock.restoreAll() // the store's deadlines read the clock
+    await store.commit([first.mutation, second.mutation])
+    // c2 is no earlier than c1: another run's push recorded between them waits behind both
+    assert.equal(await store.olderPushElsewhere('d1/v1/devices/me/commands', { run: 'zz-other#1.x', at: 10_000 }), true)
+  })
+
+  it("asks again, at its next try, for the removal of a routed push's record the store refused: it would hold other runs' commands to its device", async (t) => {
+    const { store } = await openJournal(t)
+    let refusingRemovals = true
+    const commits = Object.assign(Object.create(store) as SqliteStore, {
+      commit: (mutations: Parameters<SqliteStore['commit']>[0]) =>
+        refusingRemovals && mutations.some((m) => m.op === 'push.delete') ? Promise.reject(new StoreError('the store is down')) : store.commit(mutations)
+    })
+    const journal = new PushJournal(commits, createLogger('silent'), { othersMayWait: true })
+    const published: string[] = []
+    const kept = new KeptPushes(journal, commits, { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }, asJournaled, new HubMetrics(), createLogger('silent'))
+    const [routed, refused] = ['d1', 'd2'].map((device) => journal.record({ topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(`${device}-c1`), qos: 1, retain: false }))
+    await store.commit([routed!.mutation, refused!.mutation])
+    journal.routed(routed!.seq)
+    journal.keep(refused!.seq, 'd2/v1/devices/me/commands')
+    // the kept one is published by a try whose removal of it fails
+    assert.equal(await kept.retry(), 0, 'the try failed at the removal')
+    assert.deepEqual(published, ['d2-c1'])
+    // each removal tried three times, a second apart, then given up
+    await eventually(() => journal.unremovedCount === 2, 10_000, 'the removals given up')
+    const olderThanOthers = (device: string) => store.olderPushElsewhere(`${device}/v1/devices/me/commands`, { run: 'zz-other#1.x', at: Date.now() + 1 })
+    assert.deepEqual([await olderThanOthers('d1'), await olderThanOthers('d2')], [true, true], "the records left hold another run's later commands")
+    refusingRemovals = false
+    assert.equal(await kept.retry(), 0, 'nothing kept to publish')
+    await journal.flush()
+    assert.equal(journal.unremovedCount, 0)
+    assert.deepEqual([await olderThanOthers('d1'), await olderThanOthers('d2')], [false, false], 'removed at the next try: they hold nothing any more')
+    assert.deepEqual(published, ['d2-c1'], 'published once')
   })
 })

@@ -147,4 +147,19 @@ describe('a pass over the pushes runs left', () => {
     assert.deepEqual(emqx.tried, ['x-only', 'w-first', 'w-second'], 'in their order, once the earlier one has left the journal')
     assert.deepEqual(await store.pushRuns(), [])
   })
+  it("holds a command waiting behind another run's in its own run only: that run's, younger in the pass, still goes", async (t) => {
+    const store = await openStore(t)
+    // R, the older run, holds a push the broker refuses (device x) and a command to d1 recorded
+    // after S's command to d1: S's goes first, though R is swept before S
+    const [older, younger] = [replicaRunId('gone-r', 1000), replicaRunId('gone-s', 2000)]
+    const command = (run: string, seq: number, device: string, name: string, at: number) => ({ op: 'push.put' as const, push: { run, seq, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(name), qos: 1 as const, at } })
+    await store.commit([command(older, 1, 'x', 'poison', 50), command(younger, 1, 'd1', 's1', 200), command(older, 2, 'd1', 'r1', 300)])
+    const emqx = broker((payload) => payload === 'poison')
+    const rules = { leftUpTo: () => Infinity, waitsBehind: (push: StoredPush) => waitsBehindOtherRun(store, push) }
+    const first = await publishLeftPushes(store, emqx.publish, rules)
+    assert.deepEqual(emqx.tried, ['poison', 's1'], "r1 waits behind s1, and s1 is not held by r1's wait")
+    const second = await publishLeftPushes(store, emqx.publish, { ...rules, deferred: first.refusedDevices })
+    assert.deepEqual(emqx.tried, ['poison', 's1', 'r1', 'poison'], 'r1 once s1 has left the journal')
+    assert.equal(second.published, 1)
+  })
 })

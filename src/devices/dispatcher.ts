@@ -13,6 +13,7 @@
  * run was asked to send them. Where other runs' pushes may wait in the journal (EMQX mode), so are
  * those recorded after another run's to the device that is still there (push-journal.ts).
  */
+import { PUSH_WITHIN_MS } from '../config.js'
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -41,17 +42,6 @@ export interface PublishOptions {
   withinMs?: number
 }
 
-/**
- * How long a push's publish may take, its tries included (ms). A push is published in its
- * device's turn (device-properties.ts), which the device's own upstream data waits for — and
- * EMQX's ExHook waits 5 s for the hub's answer to a device's publish by default, then refuses it.
- * A push the broker did not take in time is kept and tried again (kept-pushes.ts).
- */
-export const PUSH_WITHIN_MS = 2500
-
-/** How every push is published: live (below), kept (kept-pushes.ts) or left by another run (push-replay.ts). */
-export const PUSH_PUBLISH: PublishOptions = { withinMs: PUSH_WITHIN_MS }
-
 /** A push made ready before its change is stored: what to store with the change, and what to publish after. */
 export interface PreparedPush {
   readonly deviceId: string
@@ -77,7 +67,9 @@ export class Dispatcher {
     private readonly fleet: Pick<FleetReads, 'receiving'>,
     private readonly broker: BrokerPublisher,
     private readonly metrics: HubMetrics,
-    private readonly journal: PushJournal
+    private readonly journal: PushJournal,
+    /** Every push is published so bounded: live (here), kept (kept-pushes.ts) or left by another run (push-replay.ts). */
+    private readonly publishing: PublishOptions = { withinMs: PUSH_WITHIN_MS }
   ) {}
 
   /** The push of `payload` to the sessions receiving `property` of `deviceId`, and its journal record. */
@@ -109,7 +101,7 @@ export class Dispatcher {
         this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
         return []
       }
-      await this.broker.publish(message, PUSH_PUBLISH)
+      await this.broker.publish(message, this.publishing)
     } catch (error) {
       this.journal.keep(seq, message.topic)
       this.metrics.pushesTotal.inc({ property, outcome: 'failed' })

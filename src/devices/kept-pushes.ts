@@ -11,7 +11,9 @@
  * Later attributes pushes of the same device may have been routed meanwhile: a kept one says the
  * values stored now (late-pushes.ts). Its later commands and raw bytes were kept behind a kept
  * one (push-journal.ts, `mustWait`), and go after it, in their order; one kept behind another
- * run's earlier push waits at each try until that one has left the journal. A push the
+ * run's earlier push waits at each try until that one has left the journal. Each try also asks
+ * again for the removal of records of pushes done with that the store did not remove when asked
+ * (it was down): left, they would hold other runs' later commands to their devices. A push the
  * broker refuses for good (the carrier tells which: EMQX's 400, say) is dropped, logged and
  * counted (`iothub_pushes_total{outcome="dropped"}`); one it takes is counted as `published`
  * (its first try was counted `failed`).
@@ -19,7 +21,8 @@
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
 import { StoreError, type Store, type StoredPush } from '../store/store.js'
-import { PUSH_PUBLISH, type BrokerMessage, type BrokerPublisher } from './dispatcher.js'
+import { PUSH_WITHIN_MS } from '../config.js'
+import type { BrokerMessage, BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
 import { propertyOfPush, publishRunPushes } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
@@ -30,6 +33,8 @@ export const KEPT_RETRY_MS = 10_000
 export interface KeptPushOptions {
   /** Whether the broker refused a push for good: it is dropped rather than tried again. */
   refusedForGood?: (error: Error) => boolean
+  /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
+  withinMs?: number
 }
 
 export class KeptPushes {
@@ -42,7 +47,7 @@ export class KeptPushes {
   private refusedDevices: ReadonlySet<string> = new Set()
 
   constructor(
-    private readonly journal: Pick<PushJournal, 'kept' | 'released' | 'othersMayWait' | 'waitsBehindOtherRun'>,
+    private readonly journal: Pick<PushJournal, 'kept' | 'released' | 'othersMayWait' | 'waitsBehindOtherRun' | 'routed' | 'unremovedCount' | 'removeAgain'>,
     private readonly store: Pick<Store, 'replica' | 'commit' | 'readPushes'>,
     private readonly publisher: BrokerPublisher,
     private readonly latePushes: Pick<LatePushes, 'send'>,
@@ -65,19 +70,24 @@ export class KeptPushes {
 
   /** Publishes the kept pushes, in their order (left-pushes.ts, publishRunPushes); resolves with how many went. */
   retry(): Promise<number> {
-    if (this.journal.kept.size === 0 || this.stopping) return Promise.resolve(0)
+    if ((this.journal.kept.size === 0 && this.journal.unremovedCount === 0) || this.stopping) return Promise.resolve(0)
     this.retrying ??= this.retryOnce().finally(() => (this.retrying = null))
     return this.retrying
   }
 
   private async retryOnce(): Promise<number> {
+    // records of pushes done with that the store did not remove when asked: asked again
+    this.journal.removeAgain()
     const kept = this.journal.kept
     const atStart = [...kept]
     /** The run's records this try read: a push kept since the start that is not among them is gone. */
     const met = new Set<number>()
+    /** Those released in this try: published or dropped, their records removed a page at a time. */
+    const released: number[] = []
     try {
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const publish = (message: BrokerMessage) => this.publisher.publish(message, PUSH_PUBLISH)
+      const publishing = { withinMs: this.options.withinMs ?? PUSH_WITHIN_MS }
+      const publish = (message: BrokerMessage) => this.publisher.publish(message, publishing)
       const { published, refused, refusedDevices, complete } = await publishRunPushes(this.store, this.store.replica, Infinity, publish, {
         deferred: this.refusedDevices,
         goOn: () => !this.stopping,
@@ -96,7 +106,10 @@ export class KeptPushes {
         },
         // released before its record is removed: a removal the store refuses leaves the record
         // for another run, rather than this one publishing it again at every try
-        done: (push) => this.journal.released(push.seq)
+        done: (push) => {
+          this.journal.released(push.seq)
+          released.push(push.seq)
+        }
       })
       // tried after the others next time, so that they cannot keep the others waiting (left-pushes.ts)
       this.refusedDevices = refusedDevices
@@ -112,8 +125,10 @@ export class KeptPushes {
       }
       return published
     } catch (error) {
-      // not the broker's answer (that is `refused`): the store's, reading or removing records; a
-      // push published and then not removed is published again by another run
+      // not the broker's answer (that is `refused`): the store's, reading or removing records. A
+      // record of a push released here may be left: its removal is asked for again, so that it
+      // does not hold other runs' later commands to its device (push-journal.ts)
+      for (const seq of released) this.journal.routed(seq)
       this.storeFailed(error as Error, kept.size)
       return 0
     }

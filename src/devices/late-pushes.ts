@@ -12,7 +12,7 @@
  * The read and the publish take the device's turn among this replica's changes of it
  * (`DeviceProperties.inTurn`), as a live push does: no change through this replica comes between
  * them. The device's own upstream data waits for that turn too, so callers bound the publish as a
- * live push's is (`PUSH_PUBLISH`), and a broker that does not answer in time gets the push at
+ * live push's is (`IOTHUB_PUSH_TIMEOUT`, config.ts), and a broker that does not answer in time gets the push at
  * their next pass.
  *
  * A change through another replica (EMQX mode, the store shared) can still be stored while the

@@ -9,7 +9,7 @@
  * other device untold. REFUSALS_IN_A_ROW refusals with nothing taken between them end the pass:
  * the broker is refusing every push, and trying the rest would only wait on it. A command (raw
  * bytes) that waits behind an earlier one another run has not got the broker to take
- * (`waitsBehind`) holds back its device's later pushes in the same way, counting as no refusal.
+ * (`waitsBehind`) holds back its device's later pushes in its run, counting as no refusal.
  *
  * The devices the broker refused in the pass before (`deferred`) are tried after the others, in
  * each run: a few pushes the broker keeps refusing, first in their run, would otherwise end every
@@ -89,8 +89,8 @@ export interface PushPublishing {
   deferred?: ReadonlySet<string>
   /**
    * Whether a push must wait behind another run's (`waitsBehindOtherRun`): asked before it is
-   * published; if so, it and its device's later pushes wait for the next pass, as behind a
-   * refusal, though the broker refused nothing.
+   * published; if so, it and its device's later pushes in its run wait for the next pass, though
+   * the broker refused nothing.
    */
   waitsBehind?(push: StoredPush): Promise<boolean>
 }
@@ -119,7 +119,7 @@ export interface Pass {
   published: number
   /** The first refusal (not for good) of the pass. */
   firstRefusal?: Error
-  /** Devices whose push the broker refused in this pass, waits behind another run's, or is not to be tried any more in it: their later pushes wait. */
+  /** Devices whose push the broker refused in this pass, or not to be tried any more in it: their later pushes wait, in every run. */
   readonly heldBack: Set<string>
   /** Devices whose push the broker refused (not for good) in this pass: the next pass's `deferred`. */
   readonly refusedDevices: Set<string>
@@ -166,8 +166,14 @@ export async function publishLeftPushes(store: PushStore & Pick<Store, 'pushRuns
  * published or dropped.
  */
 export async function publishRunPushes(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass = newPass(rules.deferred)): Promise<PassOutcome> {
-  const deferredSeen = await sweepRun(store, run, upTo, publish, rules, pass, 'others')
-  if (deferredSeen && !pass.stopped) await sweepRun(store, run, upTo, publish, rules, pass, 'deferred')
+  /**
+   * The run's devices whose push waits behind another run's (`waitsBehind`): held in this run
+   * only. In the pass's younger runs the store tells for each push (that other run's may be among
+   * them, and must go then).
+   */
+  const waiting = new Set<string>()
+  const deferredSeen = await sweepRun(store, run, upTo, publish, rules, pass, 'others', waiting)
+  if (deferredSeen && !pass.stopped) await sweepRun(store, run, upTo, publish, rules, pass, 'deferred', waiting)
   return passOutcome(pass)
 }
 
@@ -184,7 +190,7 @@ function passOutcome(pass: Pass): PassOutcome {
  * a push in it (it may be refusing them all); after that, REFUSALS_IN_A_ROW of them end the
  * deferred devices' try in this pass (each of them held back from then on), not the pass.
  */
-async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep): Promise<boolean> {
+async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep, waiting: Set<string>): Promise<boolean> {
   let deferredSeen = false
   const goOn = (): boolean => rules.goOn?.() !== false
   for (let afterSeq = 0; ; ) {
@@ -209,14 +215,14 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
       if (rules.includes?.(push) === false) continue
       // the device, by which its pushes keep their order: the topic's first level (dispatcher.ts)
       const device = firstLevelOf(push.topic)
-      if (pass.heldBack.has(device)) continue
+      if (pass.heldBack.has(device) || waiting.has(device)) continue
       if (pass.deferred.has(device) !== (sweep === 'deferred')) {
         deferredSeen ||= sweep === 'others'
         continue
       }
       if (rules.waitsBehind && (await rules.waitsBehind(push))) {
         // another run's earlier push to the device is not taken yet: this one goes after it
-        pass.heldBack.add(device)
+        waiting.add(device)
         continue
       }
       try {

@@ -34,6 +34,8 @@ export interface PushJournalOptions {
 
 export class PushJournal {
   private nextSeq = 1
+  /** When the last push was recorded (epoch ms). */
+  private lastAt = 0
   private readonly removals: RemovalsPerTurn
   /** This run's pushes the broker refused: their records stay until a retry publishes them. */
   private readonly keptSeqs = new Set<number>()
@@ -45,6 +47,12 @@ export class PushJournal {
   private readonly keptInOrder = new Map<number, string>()
   /** How many kept pushes wait on each of those topics. */
   private readonly waitingOnTopic = new Map<string, number>()
+  /**
+   * Pushes done with whose records the store did not remove (it was down): removed again at the
+   * next try of the kept pushes (`removeAgain`). A record left would hold other runs' later
+   * commands to its device (`waitsBehindOtherRun`) for as long as this run lasts.
+   */
+  private readonly unremoved = new Set<number>()
 
   /** Whether a push must be asked about other runs' (`waitsBehindOtherRun`): PushJournalOptions. */
   readonly othersMayWait: boolean
@@ -60,14 +68,20 @@ export class PushJournal {
       store,
       (from, to) => (from === to ? { op: 'push.delete', run, seq: from } : { op: 'push.delete', run, seq: from, through: to }),
       log,
-      'those pushes will be published again once this run is over'
+      'removed at the next try of the kept pushes, or published again once this run is over',
+      (seqs) => {
+        for (const seq of seqs) this.unremoved.add(seq)
+      }
     )
   }
 
   /** The record of `message` to store with the change it pushes, and its number. */
   record(message: BrokerMessage): { seq: number; at: number; mutation: Mutation } {
     const seq = this.nextSeq++
-    const push: StoredPush = { run: this.store.replica, seq, topic: message.topic, payload: message.payload, qos: message.qos, at: Date.now() }
+    // never earlier than the run's previous record, whatever the clock does: the order of runs'
+    // pushes (Store.olderPushElsewhere) must keep each run's own, or two could wait on each other
+    this.lastAt = Math.max(Date.now(), this.lastAt)
+    const push: StoredPush = { run: this.store.replica, seq, topic: message.topic, payload: message.payload, qos: message.qos, at: this.lastAt }
     return { seq, at: push.at, mutation: { op: 'push.put', push } }
   }
 
@@ -116,6 +130,17 @@ export class PushJournal {
     const waiting = this.waitingOnTopic.get(topic)! - 1
     if (waiting === 0) this.waitingOnTopic.delete(topic)
     else this.waitingOnTopic.set(topic, waiting)
+  }
+
+  /** How many records of pushes done with the store has not removed yet, of those given up on. */
+  get unremovedCount(): number {
+    return this.unremoved.size
+  }
+
+  /** Asks again for the removal of the records the store did not remove (`unremoved`). */
+  removeAgain(): void {
+    for (const seq of this.unremoved) this.removals.remove(seq)
+    this.unremoved.clear()
   }
 
   /** Removes the records of pushes routed so far; before the store closes. */

@@ -22,7 +22,8 @@
  * counted (`iothub_pushes_total`, outcome `published`).
  */
 import type { Logger } from 'pino'
-import { PUSH_PUBLISH, type BrokerPublisher } from '../devices/dispatcher.js'
+import { PUSH_WITHIN_MS } from '../config.js'
+import type { BrokerPublisher } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
 import { propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -56,7 +57,9 @@ export class PushReplay {
     /** What a left push says now (late-pushes.ts). */
     private readonly latePushes: Pick<LatePushes, 'send'>,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
-    private readonly log: Logger
+    private readonly log: Logger,
+    /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
+    private readonly withinMs = PUSH_WITHIN_MS
   ) {
     this.startedAt = runOf(store.replica)?.startedAt ?? Date.now()
   }
@@ -85,7 +88,7 @@ export class PushReplay {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const { published, refused, refusedDevices, complete } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, PUSH_PUBLISH), {
+      const { published, refused, refusedDevices, complete } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, { withinMs: this.withinMs }), {
         deferred: this.refusedDevices,
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined

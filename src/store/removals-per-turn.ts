@@ -5,7 +5,7 @@
  *
  * A removal is not awaited by whoever asked for it. One the store refused is tried again a second
  * later, twice; if it is lost still (the store down that long, a crash), the entries stay, and are
- * published again — at least once. `flush()` removes what is asked for so far and waits for it,
+ * published again — at least once — and whoever made this is told which (`lost`), to ask again later. `flush()` removes what is asked for so far and waits for it,
  * so a graceful stop leaves nothing to publish twice.
  */
 import { setTimeout as delay } from 'node:timers/promises'
@@ -22,7 +22,9 @@ export class RemovalsPerTurn {
     private readonly removal: (from: number, to: number) => Mutation,
     private readonly log: Logger,
     /** What the warning of a lost removal says will happen to the entries. */
-    private readonly consequence: string
+    private readonly consequence: string,
+    /** Told of the entries whose removal was given up. */
+    private readonly lost: (seqs: readonly number[]) => void = () => undefined
   ) {}
 
   remove(seq: number): void {
@@ -52,6 +54,7 @@ export class RemovalsPerTurn {
         return this.commit(seqs, attempt + 1)
       }
       this.log.warn({ entries: seqs.length, err: error.message }, `journal entries not removed; ${this.consequence}`)
+      this.lost(seqs)
     })
     this.removing = Promise.all([this.removing, removed]).then(() => undefined)
     return removed

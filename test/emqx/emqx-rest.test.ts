@@ -75,7 +75,7 @@ describe('EmqxRestClient: a body that stalls after the status', () => {
 })
 
 /**
- * A publish within a time (a push, published in its device's turn: dispatcher.ts, PUSH_WITHIN_MS):
+ * A publish within a time (a push, published in its device's turn: dispatcher.ts, PUSH_WITHIN_MS, config.ts):
  * its tries end when the time does, however long the client's own timeout — against a server that
  * answers 503 at once, and one that never answers.
  */

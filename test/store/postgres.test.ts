@@ -285,6 +285,21 @@ describe('PostgresStore', () => {
     }
   })
 
+  it("upgrades a version 8 store in place: it gains the index of the journal's commands", async () => {
+    const schema = schemaForTest()
+    const q = pg.escapeIdentifier(schema)
+    const indexes = () => withAdmin(async (c) => (await c.query<{ indexname: string }>('SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname', [schema, 'push_journal'])).rows.map((r) => r.indexname))
+    await (await open({ connectionString: DATABASE_URL, schema })).close()
+    assert.ok((await indexes()).includes('push_journal_in_order'), 'a new store has it')
+    // as version 8 left it: no such index
+    await withAdmin(async (c) => {
+      await c.query(`DROP INDEX ${q}.push_journal_in_order`)
+      await c.query(`UPDATE ${q}.schema_version SET version = 8`)
+    })
+    await (await open({ connectionString: DATABASE_URL, schema })).close()
+    assert.ok((await indexes()).includes('push_journal_in_order'), 'an upgraded one gains it')
+  })
+
   it("tells the operator when the server's autovacuum is off, and says nothing when it is on", async () => {
     const store = await open({ connectionString: DATABASE_URL, schema: schemaForTest() })
     const admin = new pg.Client({ connectionString: DATABASE_URL })

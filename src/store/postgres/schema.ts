@@ -42,8 +42,10 @@ import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
  * (`connected_totals`). Version 6 stores count them once, in place.
  * 8: pushes stored with their change until the broker routed them (`push_journal`, see
  * devices/push-journal.ts). Version 7 stores gain the table, empty.
+ * 9: the journal's pushes a device takes in order indexed by topic (`push_journal_in_order`,
+ * ../in-order-pushes.ts). Version 8 stores gain the index.
  */
-export const SCHEMA_VERSION = 8
+export const SCHEMA_VERSION = 9
 
 export const TABLE_NAMES = [
   'schema_version',
