@@ -158,8 +158,10 @@ export interface HubConfig {
   // ── outages (issue 11): the store's deadline ──
   /** Milliseconds any store call (commit, probe) may take before its caller is refused. */
   storeTimeout: number
-  /** ms a push's publish may take, its tries included, before it is kept and tried again (devices/dispatcher.ts). */
+  /** EMQX mode: ms a push's publish may take, its tries included, before it is kept and tried again (devices/dispatcher.ts); the embedded broker's is local. */
   pushTimeout: number
+  /** Most commands (raw pushes) of one device that may wait for the broker in this process; more are refused (devices/dispatcher.ts). */
+  pushBacklog: number
   // --- encryption in transit (TLS) ---
   mqttsHost: string
   /** MQTT over TLS; listens only when `tlsCert` and `tlsKey` are set. 0 picks a free port. */
@@ -344,7 +346,8 @@ const OPTIONS = [
   { key: 'eventsMqttTypes', env: 'IOTHUB_EVENTS_MQTT_TYPES', flag: 'events-mqtt-types', parse: eventTypes, fallback: () => [...PRESENCE_TYPES], help: 'comma list of the event types published on MQTT (default the session.* types)' },
   // ── outages (issue 11): the store's deadline ──
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
-  { key: 'pushTimeout', env: 'IOTHUB_PUSH_TIMEOUT', flag: 'push-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => PUSH_WITHIN_MS, help: "ms a push's publish may take, its tries included, before it is kept and tried again (EMQX mode: under ExHook's timeout)" },
+  { key: 'pushBacklog', env: 'IOTHUB_PUSH_BACKLOG', flag: 'push-backlog', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 1000, help: 'most commands (raw pushes) of one device that may wait for the broker; more are refused with 503' },
+  { key: 'pushTimeout', env: 'IOTHUB_PUSH_TIMEOUT', flag: 'push-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 60_000), fallback: () => PUSH_WITHIN_MS, help: "EMQX mode: ms a push's REST publish may take, its tries included, before it is kept and tried again (under ExHook's timeout)" },
   // --- encryption in transit (TLS) ---
   // '' until checkCombination makes it the MQTT host: one option's default cannot read another's
   { key: 'mqttsHost', env: 'IOTHUB_MQTTS_HOST', flag: 'mqtts-host', parse: text, fallback: () => '', help: 'MQTT over TLS listen address (default: the MQTT host)' },

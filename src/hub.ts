@@ -232,7 +232,7 @@ export class Hub {
     // embedded mode publishes what earlier runs left before it serves: no other run's push waits
     this.pushJournal = new PushJournal(this.store, this.log.child({ component: 'push-journal' }), { othersMayWait: config.broker !== 'embedded' })
     const pushPublisher = this.carrier.pushPublisher ?? this.carrier.publisher
-    this.dispatcher = new Dispatcher(this.fleet, pushPublisher, this.metrics, this.pushJournal, { withinMs: config.pushTimeout })
+    this.dispatcher = new Dispatcher(this.fleet, pushPublisher, this.metrics, this.pushJournal, { withinMs: config.pushTimeout, backlog: config.pushBacklog })
     this.keptPushes = new KeptPushes(this.pushJournal, this.store, pushPublisher, latePushes, this.metrics, this.log.child({ component: 'kept-pushes' }), {
       withinMs: config.pushTimeout,
       ...(this.carrier.pushRefusedForGood ? { refusedForGood: this.carrier.pushRefusedForGood } : {})

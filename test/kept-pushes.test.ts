@@ -396,4 +396,21 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual([await olderThanOthers('d1'), await olderThanOthers('d2')], [false, false], 'removed at the next try: they hold nothing any more')
     assert.deepEqual(published, ['d2-c1'], 'published once')
   })
+  it('asks again at a stop for the removals the store refused, so that nothing is published twice', async (t) => {
+    const { store } = await openJournal(t)
+    let refusingRemovals = true
+    const commits = Object.assign(Object.create(store) as SqliteStore, {
+      commit: (mutations: Parameters<SqliteStore['commit']>[0]) =>
+        refusingRemovals && mutations.some((m) => m.op === 'push.delete') ? Promise.reject(new StoreError('the store is down')) : store.commit(mutations)
+    })
+    const journal = new PushJournal(commits, createLogger('silent'), { othersMayWait: true })
+    const record = journal.record({ topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c1'), qos: 1, retain: false })
+    await store.commit([record.mutation])
+    journal.routed(record.seq)
+    await eventually(() => journal.unremovedCount === 1, 10_000, 'the removal given up')
+    refusingRemovals = false
+    // the store is back, and the hub stops before the kept pushes' next try
+    await journal.flush()
+    assert.deepEqual(await store.readPushes(store.replica, 0, 10), [], 'nothing left for a replay to publish again')
+  })
 })

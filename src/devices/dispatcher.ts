@@ -53,6 +53,29 @@ export interface PreparedPush {
   readonly storeWith: readonly Mutation[]
 }
 
+/** How a push is published, and how many of a device's may wait. */
+export interface DispatcherOptions {
+  /** How long a publish may take, its tries included (ms; `IOTHUB_PUSH_TIMEOUT`). */
+  withinMs?: number
+  /** Most commands (raw pushes) of one device kept waiting for the broker at once (`IOTHUB_PUSH_BACKLOG`). */
+  backlog?: number
+}
+
+/** What `backlog` is unless configured: as many as EMQX queues for one session by default (`max_mqueue_len`). */
+export const PUSH_BACKLOG = 1000
+
+/**
+ * A command (raw push) refused before anything of it is stored: the device has `backlog` of them
+ * waiting for the broker already. Each waiting one is held in memory and in the journal until the
+ * broker takes it; asking again once it takes them is the remedy (503, Retry-After).
+ */
+export class PushBacklogFull extends Error {
+  constructor(property: ChangeProperty, backlog: number) {
+    super(`${backlog} ${property === 'raw' ? 'raw pushes' : 'commands'} to this device wait for the broker already; no more is taken until it takes them`)
+    this.name = 'PushBacklogFull'
+  }
+}
+
 /** A push kept, not published, behind an earlier one to its device that the broker refused (push-journal.ts, `mustWait`). */
 export class PushHeldBack extends Error {
   constructor(property: ChangeProperty) {
@@ -68,9 +91,25 @@ export class Dispatcher {
     private readonly broker: BrokerPublisher,
     private readonly metrics: HubMetrics,
     private readonly journal: PushJournal,
-    /** Every push is published so bounded: live (here), kept (kept-pushes.ts) or left by another run (push-replay.ts). */
-    private readonly publishing: PublishOptions = { withinMs: PUSH_WITHIN_MS }
-  ) {}
+    options: DispatcherOptions = {}
+  ) {
+    // every push is published so bounded: live (here), kept (kept-pushes.ts) or left by another run (push-replay.ts)
+    this.publishing = { withinMs: options.withinMs ?? PUSH_WITHIN_MS }
+    this.backlog = options.backlog ?? PUSH_BACKLOG
+  }
+
+  private readonly publishing: PublishOptions
+  private readonly backlog: number
+
+  /**
+   * Throws PushBacklogFull when `deviceId` has as many commands (raw pushes, `property`) waiting
+   * for the broker as it may: asked in the device's turn, before its change is stored.
+   */
+  refuseOverBacklog(deviceId: string, property: ChangeProperty): void {
+    if (this.journal.waitingOn(deviceMountpoint(deviceId) + CHANGE_TOPICS[property]) < this.backlog) return
+    this.metrics.pushesTotal.inc({ property, outcome: 'refused' })
+    throw new PushBacklogFull(property, this.backlog)
+  }
 
   /** The push of `payload` to the sessions receiving `property` of `deviceId`, and its journal record. */
   prepare(deviceId: string, property: ChangeProperty, payload: Buffer): PreparedPush {

@@ -10,7 +10,9 @@
  * meanwhile gets no property row (UnknownDeviceError, nothing stored). The push is recorded
  * with the change (push-journal.ts). Then, in the device's queue of changes, it is pushed; a
  * push that fails does not undo the stored change: the outcome says so, and its record stays,
- * to be tried again (kept-pushes.ts) or published by another run.
+ * to be tried again (kept-pushes.ts) or published by another run. A command (raw bytes) to a
+ * device that has as many waiting for the broker as it may is refused before anything is stored
+ * (PushBacklogFull).
  */
 import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'
@@ -35,7 +37,7 @@ export function commandPayload(command: Pick<Command, 'id' | 'name' | 'params'>)
 export class DownstreamChanges {
   constructor(
     private readonly properties: DeviceProperties,
-    private readonly dispatcher: Pick<Dispatcher, 'prepare' | 'push'>
+    private readonly dispatcher: Pick<Dispatcher, 'prepare' | 'push' | 'refuseOverBacklog'>
   ) {}
 
   /**
@@ -76,7 +78,9 @@ export class DownstreamChanges {
       (current, view) => {
         if (!view.device(id)) throw new UnknownDeviceError(id)
         const commands = isJsonObject(current) ? current : undefined
-        return hasCommand(commands, command.id) ? UNCHANGED : addCommand(commands, command)
+        if (hasCommand(commands, command.id)) return UNCHANGED
+        this.dispatcher.refuseOverBacklog(id, 'commands')
+        return addCommand(commands, command)
       },
       { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
     )
@@ -96,6 +100,7 @@ export class DownstreamChanges {
       'rawData',
       (_current, view) => {
         if (!view.device(id)) throw new UnknownDeviceError(id)
+        this.dispatcher.refuseOverBacklog(id, 'raw')
         return raw()
       },
       { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }

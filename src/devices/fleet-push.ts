@@ -21,6 +21,7 @@
 import { PayloadError } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'
 import { StoreError } from '../store/store.js'
+import { PushBacklogFull } from './dispatcher.js'
 import type { DeviceFilter, FleetReads } from '../store/fleet-reads.js'
 
 /**
@@ -212,7 +213,7 @@ export async function pushToFleet(
       report.failed++
       listError(id, (error as Error).message)
       // a change this device cannot take is its own; anything else would refuse the next ones too
-      if (!(error instanceof PayloadError)) stopWith({ reason: error instanceof StoreError ? 'store' : 'error', message: (error as Error).message })
+      if (!(error instanceof PayloadError || error instanceof PushBacklogFull)) stopWith({ reason: error instanceof StoreError ? 'store' : 'error', message: (error as Error).message })
     }
   }
 

@@ -79,6 +79,7 @@ export class KeptPushes {
     // records of pushes done with that the store did not remove when asked: asked again
     this.journal.removeAgain()
     const kept = this.journal.kept
+    if (kept.size === 0) return 0
     const atStart = [...kept]
     /** The run's records this try read: a push kept since the start that is not among them is gone. */
     const met = new Set<number>()

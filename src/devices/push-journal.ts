@@ -107,6 +107,11 @@ export class PushJournal {
     return this.waitingOnTopic.has(topic)
   }
 
+  /** How many of this run's kept pushes wait on `topic` (commands, raw bytes: those kept in order). */
+  waitingOn(topic: string): number {
+    return this.waitingOnTopic.get(topic) ?? 0
+  }
+
   /**
    * Whether this run's push on `topic`, recorded at `at`, must be kept behind another run's on
    * the same topic recorded before it and still in the journal (a command to the device that run
@@ -143,8 +148,9 @@ export class PushJournal {
     this.unremoved.clear()
   }
 
-  /** Removes the records of pushes routed so far; before the store closes. */
+  /** Removes the records of pushes routed so far, and asks again for those the store did not remove; before the store closes. */
   flush(): Promise<void> {
+    this.removeAgain()
     return this.removals.flush()
   }
 }

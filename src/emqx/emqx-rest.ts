@@ -204,7 +204,7 @@ export class EmqxRestClient implements BrokerPublisher {
     }
   }
 
-  /** `tries.until` (performance.now() ms): no try goes on past it, and none begins too late to. */
+  /** `tries.until` (performance.now() ms): no try goes on past it, and none begins too late to; a try may take all of it, whatever `timeoutMs`. */
   private async request(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, tries?: { until: number }): Promise<unknown> {
     let lastError: EmqxApiError | undefined
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
@@ -213,7 +213,9 @@ export class EmqxRestClient implements BrokerPublisher {
       const left = tries === undefined ? Infinity : tries.until - performance.now() - backoff
       if (attempt > 1 && left < Math.max(backoff, 1)) break
       if (backoff > 0) await new Promise((resolve) => setTimeout(resolve, backoff))
-      const timeoutMs = Math.max(1, Math.ceil(Math.min(this.timeoutMs, left)))
+      // a request within a time (a push's, IOTHUB_PUSH_TIMEOUT) may spend all of it on one try: an
+      // EMQX that answers slowly is answered late rather than not at all
+      const timeoutMs = Math.max(1, Math.ceil(tries === undefined ? this.timeoutMs : left))
       let response: Response
       try {
         response = await fetch(this.prefix + path, {

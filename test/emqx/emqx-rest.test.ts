@@ -83,13 +83,14 @@ describe('EmqxRestClient: a publish within a time', () => {
   let server: Server
   let baseUrl: string
   const seen: string[] = []
-  let answer: 'unavailable' | 'never' = 'unavailable'
+  let answer: 'unavailable' | 'never' | 'slowly' = 'unavailable'
 
   before(async () => {
     server = createServer((req, res) => {
       seen.push(`${req.method} ${req.url}`)
       req.resume()
       if (answer === 'unavailable') res.writeHead(503).end('busy')
+      if (answer === 'slowly') setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"id":"1"}'), 300)
       // 'never': no answer at all; the client's deadline must end it
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -110,6 +111,14 @@ describe('EmqxRestClient: a publish within a time', () => {
     seen.length = 0
     await assert.rejects(client().publish(message, { withinMs: 20_000 }), (error: unknown) => error instanceof EmqxApiError && error.status === 503)
     assert.equal(seen.length, 3)
+  })
+
+  it("takes an answer slower than the client's own timeout, when it comes within its time", async () => {
+    answer = 'slowly'
+    seen.length = 0
+    const impatient = new EmqxRestClient({ baseUrl, apiKey: 'k', apiSecret: 's', version: 5, timeoutMs: 50, attempts: 3, backoffMs: 10 })
+    await impatient.publish(message, { withinMs: 20_000 })
+    assert.equal(seen.length, 1, 'one try, waited for')
   })
 
   it("ends with its time, not the client's minute: one try against a server that never answers", async () => {

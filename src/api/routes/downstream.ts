@@ -19,6 +19,8 @@ import { CHANGE_TOPICS, type ChangeProperty } from '../../domain/change-topics.j
 import { newCommand, PayloadError, rawDataOf } from '../../domain/device-properties.js'
 import { deviceMountpoint } from '../../domain/namespace.js'
 import { ALREADY_SENT, commandPayload, DownstreamChanges, type PushOutcome } from '../../devices/downstream-changes.js'
+import { PushBacklogFull } from '../../devices/dispatcher.js'
+import { KEPT_RETRY_MS } from '../../devices/kept-pushes.js'
 import { UnknownDeviceError } from '../../registry/device-directory.js'
 import type { ApiContext } from '../context.js'
 import { badRequest } from '../bad-request.js'
@@ -52,6 +54,8 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
    */
   const refused = (reply: FastifyReply, id: string, error: unknown) => {
     if (error instanceof UnknownDeviceError) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
+    // the device's waiting commands are tried again every 10 s (kept-pushes.ts)
+    if (error instanceof PushBacklogFull) return reply.code(503).header('retry-after', String(KEPT_RETRY_MS / 1000)).send({ statusCode: 503, error: 'Service Unavailable', message: `nothing was stored: ${error.message}` })
     throw error instanceof PayloadError ? badRequest(error.message) : error
   }
 
@@ -101,7 +105,8 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
           200: { type: 'object', required: ['command', 'pushedTo'], properties: { command: { type: 'object', additionalProperties: true }, pushedTo, pushError } },
           400: errorSchema,
           404: errorSchema,
-          409: errorSchema
+          409: errorSchema,
+          503: errorSchema
         }
       }
     },
@@ -125,7 +130,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
     {
       schema: {
         params,
-        response: { 200: { type: 'object', required: ['bytes', 'pushedTo'], properties: { bytes: { type: 'integer' }, pushedTo, pushError } }, 400: errorSchema, 404: errorSchema }
+        response: { 200: { type: 'object', required: ['bytes', 'pushedTo'], properties: { bytes: { type: 'integer' }, pushedTo, pushError } }, 400: errorSchema, 404: errorSchema, 503: errorSchema }
       }
     },
     async (request, reply) => {
