@@ -31,6 +31,8 @@ describe('config', () => {
     assert.throws(() => loadConfig({ IOTHUB_AUTH: 'maybe' }, []), /IOTHUB_AUTH must be one of token, none/)
     assert.throws(() => loadConfig({ IOTHUB_PUSH_TIMEOUT: '50' }, []), /IOTHUB_PUSH_TIMEOUT/)
     assert.equal(loadConfig({}, ['--push-timeout', '4000']).pushTimeout, 4000)
+    assert.throws(() => loadConfig({ IOTHUB_PUSH_BACKLOG: '0' }, []), /IOTHUB_PUSH_BACKLOG/)
+    assert.equal(loadConfig({ IOTHUB_PUSH_BACKLOG: '5' }, []).pushBacklog, 5)
     assert.throws(() => loadConfig({}, ['--mqtt-prot', '1']), /unknown option --mqtt-prot/)
     assert.throws(() => loadConfig({}, ['--mqtt-port']), /--mqtt-port needs a value/)
   })

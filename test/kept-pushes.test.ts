@@ -37,6 +37,16 @@ async function openJournal(t: { after: (fn: () => Promise<void>) => void }): Pro
   return { store, journal: new PushJournal(store, createLogger('silent')) }
 }
 
+/** The store as this run's journal sees it, refusing every removal of records while `removals.refused` says so (the store down for them). */
+function refusingRemovals(store: SqliteStore): { commits: SqliteStore; journal: PushJournal; removals: { refused: boolean } } {
+  const removals = { refused: true }
+  const commits = Object.assign(Object.create(store) as SqliteStore, {
+    commit: (mutations: Parameters<SqliteStore['commit']>[0]) =>
+      removals.refused && mutations.some((m) => m.op === 'push.delete') ? Promise.reject(new StoreError('the store is down')) : store.commit(mutations)
+  })
+  return { commits, journal: new PushJournal(commits, createLogger('silent'), { othersMayWait: true }), removals }
+}
+
 describe("a run's refused pushes, tried again", () => {
   it('publishes them in order until refused again, drops one refused for good, and leaves the pushes still on their way', async (t) => {
     const { store, journal } = await openJournal(t)
@@ -370,12 +380,7 @@ describe("a run's refused pushes, tried again", () => {
 
   it("asks again, at its next try, for the removal of a routed push's record the store refused: it would hold other runs' commands to its device", async (t) => {
     const { store } = await openJournal(t)
-    let refusingRemovals = true
-    const commits = Object.assign(Object.create(store) as SqliteStore, {
-      commit: (mutations: Parameters<SqliteStore['commit']>[0]) =>
-        refusingRemovals && mutations.some((m) => m.op === 'push.delete') ? Promise.reject(new StoreError('the store is down')) : store.commit(mutations)
-    })
-    const journal = new PushJournal(commits, createLogger('silent'), { othersMayWait: true })
+    const { commits, journal, removals } = refusingRemovals(store)
     const published: string[] = []
     const kept = new KeptPushes(journal, commits, { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }, asJournaled, new HubMetrics(), createLogger('silent'))
     const [routed, refused] = ['d1', 'd2'].map((device) => journal.record({ topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(`${device}-c1`), qos: 1, retain: false }))
@@ -389,26 +394,22 @@ describe("a run's refused pushes, tried again", () => {
     await eventually(() => journal.unremovedCount === 2, 10_000, 'the removals given up')
     const olderThanOthers = (device: string) => store.olderPushElsewhere(`${device}/v1/devices/me/commands`, { run: 'zz-other#1.x', at: Date.now() + 1 })
     assert.deepEqual([await olderThanOthers('d1'), await olderThanOthers('d2')], [true, true], "the records left hold another run's later commands")
-    refusingRemovals = false
+    removals.refused = false
     assert.equal(await kept.retry(), 0, 'nothing kept to publish')
     await journal.flush()
     assert.equal(journal.unremovedCount, 0)
     assert.deepEqual([await olderThanOthers('d1'), await olderThanOthers('d2')], [false, false], 'removed at the next try: they hold nothing any more')
     assert.deepEqual(published, ['d2-c1'], 'published once')
   })
+
   it('asks again at a stop for the removals the store refused, so that nothing is published twice', async (t) => {
     const { store } = await openJournal(t)
-    let refusingRemovals = true
-    const commits = Object.assign(Object.create(store) as SqliteStore, {
-      commit: (mutations: Parameters<SqliteStore['commit']>[0]) =>
-        refusingRemovals && mutations.some((m) => m.op === 'push.delete') ? Promise.reject(new StoreError('the store is down')) : store.commit(mutations)
-    })
-    const journal = new PushJournal(commits, createLogger('silent'), { othersMayWait: true })
+    const { journal, removals } = refusingRemovals(store)
     const record = journal.record({ topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c1'), qos: 1, retain: false })
     await store.commit([record.mutation])
     journal.routed(record.seq)
     await eventually(() => journal.unremovedCount === 1, 10_000, 'the removal given up')
-    refusingRemovals = false
+    removals.refused = false
     // the store is back, and the hub stops before the kept pushes' next try
     await journal.flush()
     assert.deepEqual(await store.readPushes(store.replica, 0, 10), [], 'nothing left for a replay to publish again')

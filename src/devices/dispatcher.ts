@@ -70,7 +70,10 @@ export const PUSH_BACKLOG = 1000
  * broker takes it; asking again once it takes them is the remedy (503, Retry-After).
  */
 export class PushBacklogFull extends Error {
-  constructor(property: ChangeProperty, backlog: number) {
+  constructor(
+    readonly property: ChangeProperty,
+    backlog: number
+  ) {
     super(`${backlog} ${property === 'raw' ? 'raw pushes' : 'commands'} to this device wait for the broker already; no more is taken until it takes them`)
     this.name = 'PushBacklogFull'
   }
@@ -103,12 +106,17 @@ export class Dispatcher {
 
   /**
    * Throws PushBacklogFull when `deviceId` has as many commands (raw pushes, `property`) waiting
-   * for the broker as it may: asked in the device's turn, before its change is stored.
+   * for the broker as it may: asked in the device's turn, in the decision of its change, before
+   * anything is stored. A decision may run again (a store retrying its transaction): the refusal
+   * is counted once its change is over (`countRefusal`).
    */
   refuseOverBacklog(deviceId: string, property: ChangeProperty): void {
-    if (this.journal.waitingOn(deviceMountpoint(deviceId) + CHANGE_TOPICS[property]) < this.backlog) return
-    this.metrics.pushesTotal.inc({ property, outcome: 'refused' })
-    throw new PushBacklogFull(property, this.backlog)
+    if (this.journal.waitingOn(deviceMountpoint(deviceId) + CHANGE_TOPICS[property]) >= this.backlog) throw new PushBacklogFull(property, this.backlog)
+  }
+
+  /** Counts a change refused by `refuseOverBacklog`. */
+  countRefusal(refusal: PushBacklogFull): void {
+    this.metrics.pushesTotal.inc({ property: refusal.property, outcome: 'refused' })
   }
 
   /** The push of `payload` to the sessions receiving `property` of `deviceId`, and its journal record. */

@@ -17,7 +17,7 @@
 import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
-import type { Dispatcher, PreparedPush } from './dispatcher.js'
+import { PushBacklogFull, type Dispatcher, type PreparedPush } from './dispatcher.js'
 
 export interface PushOutcome {
   /** The sessions the change was published to (those holding a subscription entity for it). */
@@ -37,7 +37,7 @@ export function commandPayload(command: Pick<Command, 'id' | 'name' | 'params'>)
 export class DownstreamChanges {
   constructor(
     private readonly properties: DeviceProperties,
-    private readonly dispatcher: Pick<Dispatcher, 'prepare' | 'push' | 'refuseOverBacklog'>
+    private readonly dispatcher: Pick<Dispatcher, 'prepare' | 'push' | 'refuseOverBacklog' | 'countRefusal'>
   ) {}
 
   /**
@@ -72,7 +72,7 @@ export class DownstreamChanges {
   async sendCommand(id: string, command: Command, payload: Buffer): Promise<({ command: Command } & PushOutcome) | typeof ALREADY_SENT> {
     const outcome: PushOutcome = { pushedTo: [] }
     const push = this.dispatcher.prepare(id, 'commands', payload)
-    const stored = await this.properties.update(
+    const stored = await this.overBacklogCounted(this.properties.update(
       id,
       'commands',
       (current, view) => {
@@ -83,7 +83,7 @@ export class DownstreamChanges {
         return addCommand(commands, command)
       },
       { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
-    )
+    ))
     if (stored === UNCHANGED) return ALREADY_SENT
     return { command, ...outcome }
   }
@@ -95,7 +95,7 @@ export class DownstreamChanges {
   async sendRaw(id: string, raw: () => unknown, bytes: Buffer): Promise<PushOutcome> {
     const outcome: PushOutcome = { pushedTo: [] }
     const push = this.dispatcher.prepare(id, 'raw', bytes)
-    await this.properties.update(
+    await this.overBacklogCounted(this.properties.update(
       id,
       'rawData',
       (_current, view) => {
@@ -104,8 +104,18 @@ export class DownstreamChanges {
         return raw()
       },
       { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
-    )
+    ))
     return outcome
+  }
+
+  /** `change`, a refusal over the device's backlog counted once it is over (its decision may have run more than once). */
+  private async overBacklogCounted<T>(change: Promise<T>): Promise<T> {
+    try {
+      return await change
+    } catch (error) {
+      if (error instanceof PushBacklogFull) this.dispatcher.countRefusal(error)
+      throw error
+    }
   }
 
   private async push(push: PreparedPush, outcome: PushOutcome): Promise<void> {
