@@ -63,4 +63,10 @@ it('refuses a command over its device\'s backlog in the decision, and counts it 
   // another device's command, and d1's raw bytes, are not over any backlog
   await assert.doesNotReject(changes.sendCommand('d2', newCommand({ name: 'reboot' }, Date.now()), Buffer.from('x')))
   await assert.doesNotReject(changes.sendRaw('d1', () => 'raw', Buffer.from('raw')))
+  // raw bytes have a backlog of their own
+  const waitingRaw = journal.record({ topic: 'd1/v1/devices/me/raw', payload: Buffer.from('r0'), qos: 1, retain: false })
+  journal.keep(waitingRaw.seq, 'd1/v1/devices/me/raw')
+  await assert.rejects(changes.sendRaw('d1', () => 'raw', Buffer.from('r1')), (error: unknown) => error instanceof PushBacklogFull && /^1 raw pushes to this device wait/.test(error.message))
+  const counted = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.filter((v) => v.labels.outcome === 'refused')
+  assert.deepEqual(counted.map((v) => [v.labels.property, v.value]).sort(), [['commands', 1], ['raw', 1]])
 })
