@@ -7,7 +7,6 @@
  * EMQX's REST API, is in test/push-journal.test.ts).
  */
 import assert from 'node:assert/strict'
-import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { PUSH_WITHIN_MS } from '../src/config.js'
 import { Dispatcher, PushHeldBack, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
@@ -20,20 +19,15 @@ import { HubMetrics } from '../src/observability/metrics.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { FleetReads } from '../src/store/fleet-reads.js'
 import { StoreError, type StoredPush } from '../src/store/store.js'
-import { eventually, tempDir } from './helpers/hub.js'
+import { eventually } from './helpers/hub.js'
+import { openTestStore } from './helpers/sqlite-store.js'
 import { asJournaled } from './helpers/pushes.js'
 
 const text = (payload: Uint8Array): string => Buffer.from(payload).toString()
 
 /** A SQLite store of its own, loaded, and this run's journal of pushes in it. */
-async function openJournal(t: { after: (fn: () => Promise<void>) => void }): Promise<{ store: SqliteStore; journal: PushJournal }> {
-  const dataDir = tempDir('iothub-kept-pushes-')
-  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-  t.after(async () => {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  })
-  await store.load()
+async function openJournal(t: { after: (fn: () => Promise<void> | void) => void }): Promise<{ store: SqliteStore; journal: PushJournal }> {
+  const store = await openTestStore(t, 'iothub-kept-pushes-')
   return { store, journal: new PushJournal(store, createLogger('silent')) }
 }
 

@@ -7,7 +7,6 @@
  * test/emqx/push-replay.test.ts).
  */
 import assert from 'node:assert/strict'
-import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../src/devices/dispatcher.js'
 import { publishLeftPushes, REFUSALS_IN_A_ROW, waitsBehindOtherRun } from '../src/devices/left-pushes.js'
@@ -15,20 +14,11 @@ import { EmqxApiError } from '../src/emqx/emqx-rest.js'
 import { replicaRunId } from '../src/store/coordination.js'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { StoredPush } from '../src/store/store.js'
-import { tempDir } from './helpers/hub.js'
+import { openTestStore } from './helpers/sqlite-store.js'
 
 const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
 
-async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {
-  const dataDir = tempDir('iothub-left-pushes-')
-  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-  t.after(async () => {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  })
-  await store.load()
-  return store
-}
+const openStore = (t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> => openTestStore(t, 'iothub-left-pushes-')
 
 /** Runs that are over, oldest first, each holding `pushes` as `device:payload`, commands in that order. */
 async function leftRuns(store: SqliteStore, runs: string[][]): Promise<void> {

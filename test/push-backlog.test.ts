@@ -8,7 +8,6 @@
  * test/push-journal.test.ts ("are bounded").
  */
 import assert from 'node:assert/strict'
-import { rmSync } from 'node:fs'
 import { it } from 'node:test'
 import { DeviceProperties } from '../src/devices/device-properties.js'
 import { Dispatcher, PushBacklogFull } from '../src/devices/dispatcher.js'
@@ -18,17 +17,10 @@ import { newCommand } from '../src/domain/device-properties.js'
 import { createLogger } from '../src/observability/logger.js'
 import { HubMetrics } from '../src/observability/metrics.js'
 import type { Decider, Decision, StoredView } from '../src/store/decision.js'
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js'
-import { tempDir } from './helpers/hub.js'
+import { openTestStore } from './helpers/sqlite-store.js'
 
 it('refuses a command over its device\'s backlog in the decision, and counts it once though the decision ran three times', async (t) => {
-  const dataDir = tempDir('iothub-push-backlog-')
-  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-  t.after(async () => {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  })
-  await store.load()
+  const store = await openTestStore(t, 'iothub-push-backlog-')
   const journal = new PushJournal(store, createLogger('silent'))
   const metrics = new HubMetrics()
   const dispatcher = new Dispatcher({ receiving: async () => [] }, { publish: async () => undefined }, metrics, journal, { backlog: 1 })

@@ -88,6 +88,9 @@ export class PushHeldBack extends Error {
 }
 
 export class Dispatcher {
+  private readonly publishing: PublishOptions
+  private readonly backlog: number
+
   constructor(
     /** Whom a push reaches: the device's subscription entities, as stored. */
     private readonly fleet: Pick<FleetReads, 'receiving'>,
@@ -100,9 +103,6 @@ export class Dispatcher {
     this.publishing = { withinMs: options.withinMs ?? PUSH_WITHIN_MS }
     this.backlog = options.backlog ?? PUSH_BACKLOG
   }
-
-  private readonly publishing: PublishOptions
-  private readonly backlog: number
 
   /**
    * Throws PushBacklogFull when `deviceId` has as many commands (raw pushes, `property`) waiting
@@ -135,8 +135,7 @@ export class Dispatcher {
     const { deviceId, property, message, seq } = prepared
     if (this.journal.mustWait(message.topic) || (this.journal.othersMayWait && (await this.behindOtherRun(prepared)))) {
       // an earlier command (raw bytes) to the device waits for the broker: this one goes after it
-      this.journal.keep(seq, message.topic)
-      this.metrics.pushesTotal.inc({ property, outcome: 'held' })
+      this.kept(prepared, 'held')
       throw new PushHeldBack(property)
     }
     let receivers: Awaited<ReturnType<FleetReads['receiving']>>
@@ -150,8 +149,7 @@ export class Dispatcher {
       }
       await this.broker.publish(message, this.publishing)
     } catch (error) {
-      this.journal.keep(seq, message.topic)
-      this.metrics.pushesTotal.inc({ property, outcome: 'failed' })
+      this.kept(prepared, 'failed')
       throw error
     }
     this.journal.routed(seq)
@@ -165,9 +163,14 @@ export class Dispatcher {
     try {
       return await this.journal.waitsBehindOtherRun(prepared.message.topic, prepared.at)
     } catch (error) {
-      this.journal.keep(prepared.seq, prepared.message.topic)
-      this.metrics.pushesTotal.inc({ property: prepared.property, outcome: 'failed' })
+      this.kept(prepared, 'failed')
       throw error
     }
+  }
+
+  /** A push not published now: its record stays, for a retry (kept-pushes.ts) or another run. */
+  private kept(prepared: PreparedPush, outcome: 'held' | 'failed'): void {
+    this.journal.keep(prepared.seq, prepared.message.topic)
+    this.metrics.pushesTotal.inc({ property: prepared.property, outcome })
   }
 }

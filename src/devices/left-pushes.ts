@@ -43,13 +43,20 @@ export function pushTarget(topic: string): { deviceId: string; property: ChangeP
 }
 
 /**
+ * Whether pushes on `topic` must reach their device in the order they were recorded: commands
+ * and raw bytes, which a device takes as messages. Not attributes: a push of them published late
+ * says the values stored then (late-pushes.ts), so a later one may go first.
+ */
+export function takenInOrder(topic: string): boolean {
+  return pushTarget(topic)?.property !== 'attributes'
+}
+
+/**
  * Whether `push` must wait behind a push on its topic that another run recorded before it and
- * has not got the broker to take (Store.olderPushElsewhere): a command (telemetry, raw bytes) of
- * its device, which the device takes as messages, in the order they were sent. An attributes
- * push never waits: one published late says the values stored then (late-pushes.ts).
+ * has not got the broker to take (Store.olderPushElsewhere): one taken in order (`takenInOrder`).
  */
 export function waitsBehindOtherRun(store: Pick<Store, 'olderPushElsewhere'>, push: Pick<StoredPush, 'run' | 'topic' | 'at'>): Promise<boolean> {
-  return pushTarget(push.topic)?.property === 'attributes' ? Promise.resolve(false) : store.olderPushElsewhere(push.topic, push)
+  return takenInOrder(push.topic) ? store.olderPushElsewhere(push.topic, push) : Promise.resolve(false)
 }
 
 /** The property a stored push carries, as `iothub_pushes_total` labels it (`attributes` for a topic that names none). */
@@ -186,9 +193,10 @@ function passOutcome(pass: Pass): PassOutcome {
 
 /**
  * One sweep over the run's pushes: those of the devices not deferred, or those of the deferred
- * ones; whether it passed over pushes of deferred devices. A refusal of a deferred device counts towards ending the pass until the broker has taken
- * a push in it (it may be refusing them all); after that, REFUSALS_IN_A_ROW of them end the
- * deferred devices' try in this pass (each of them held back from then on), not the pass.
+ * ones; whether it passed over pushes of deferred devices. A refusal of a deferred device counts
+ * towards ending the pass until the broker has taken a push in it (it may be refusing them all);
+ * after that, REFUSALS_IN_A_ROW of them end the deferred devices' try in this pass (each of them
+ * held back from then on), not the pass.
  */
 async function sweepRun(store: PushStore, run: string, upTo: number, publish: Publish, rules: PushPublishing, pass: Pass, sweep: Sweep, waiting: Set<string>): Promise<boolean> {
   let deferredSeen = false

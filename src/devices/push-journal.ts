@@ -21,7 +21,7 @@ import type { Logger } from 'pino'
 import { RemovalsPerTurn } from '../store/removals-per-turn.js'
 import type { Mutation, Store, StoredPush } from '../store/store.js'
 import type { BrokerMessage } from './dispatcher.js'
-import { pushTarget, waitsBehindOtherRun } from './left-pushes.js'
+import { takenInOrder, waitsBehindOtherRun } from './left-pushes.js'
 
 export interface PushJournalOptions {
   /**
@@ -94,7 +94,7 @@ export class PushJournal {
   keep(seq: number, topic: string): void {
     if (this.keptSeqs.has(seq)) return
     this.keptSeqs.add(seq)
-    if (pushTarget(topic)?.property === 'attributes') return
+    if (!takenInOrder(topic)) return
     this.keptInOrder.set(seq, topic)
     this.waitingOnTopic.set(topic, (this.waitingOnTopic.get(topic) ?? 0) + 1)
   }

@@ -7,7 +7,6 @@
  * EMQX's REST API: test/push-journal.test.ts).
  */
 import assert from 'node:assert/strict'
-import { rmSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import type { BrokerMessage } from '../../src/devices/dispatcher.js'
 import { PushJournal } from '../../src/devices/push-journal.js'
@@ -20,7 +19,8 @@ import type { ReplicaView } from '../../src/replicas/replica-keeper.js'
 import { replicaRunId } from '../../src/store/coordination.js'
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 import type { StoredPush } from '../../src/store/store.js'
-import { eventually, tempDir } from '../helpers/hub.js'
+import { eventually } from '../helpers/hub.js'
+import { openTestStore } from '../helpers/sqlite-store.js'
 import { asJournaled } from '../helpers/pushes.js'
 
 const NOW = 100_000_000
@@ -30,16 +30,7 @@ const YOUNG = NOW - 1000
 const view = (node: string, startedAt: number, live: boolean): ReplicaView => ({ node, startedAt, live, self: false, address: null, lastSeen: live ? NOW : 0, logPosition: 0 })
 const text = (p: { payload: Uint8Array }): string => Buffer.from(p.payload).toString()
 
-async function openStore(t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> {
-  const dataDir = tempDir('iothub-push-replay-')
-  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000, replica: replicaRunId('self', 5000) })
-  t.after(async () => {
-    await store.close()
-    rmSync(dataDir, { recursive: true, force: true })
-  })
-  await store.load()
-  return store
-}
+const openStore = (t: { after: (fn: () => Promise<void> | void) => void }): Promise<SqliteStore> => openTestStore(t, 'iothub-push-replay-', { replica: replicaRunId('self', 5000) })
 
 async function storedPayloads(store: SqliteStore): Promise<string[]> {
   const left: string[] = []
