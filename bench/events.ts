@@ -271,7 +271,7 @@ function noopStore(observer: CommitObserver, answerAfterMs?: number): Store {
     readLog: () => Promise.resolve([]),
     pushRuns: () => Promise.resolve([]),
     countPushes: () => Promise.resolve(0),
-    olderPushElsewhere: () => Promise.resolve(false),
+    earliestPushElsewhere: () => Promise.resolve(undefined),
     readPushes: () => Promise.resolve([]),
     readDevice: () => Promise.resolve(undefined),
     readSession: () => Promise.resolve(undefined),

@@ -306,7 +306,8 @@ describe("a run's refused pushes, tried again", () => {
       }
     }
     const metrics = new HubMetrics()
-    const dispatcher = new Dispatcher(fleet, broker, metrics, journal)
+    // the other run's command is not on its way: it stays, so a live push gives up waiting for it soon
+    const dispatcher = new Dispatcher(fleet, broker, metrics, journal, { withinMs: 100 })
     const pushed = async (device: string, property: 'attributes' | 'commands', name: string) => {
       const prepared = dispatcher.prepare(device, property, Buffer.from(name))
       await store.commit(prepared.storeWith)
@@ -335,11 +336,78 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual(await store.readPushes(store.replica, 0, 100), [], 'every record of this run removed')
   })
 
+  it("waits for another run's earlier command on its way to the device, and sends its own right after it has left", async (t) => {
+    const { store } = await openJournal(t)
+    let asked = 0
+    const reads = Object.assign(Object.create(store) as SqliteStore, {
+      earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => {
+        asked++
+        return store.earliestPushElsewhere(topic, than)
+      }
+    })
+    const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
+    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const published: string[] = []
+    const given: (number | undefined)[] = []
+    const broker = {
+      publish: async (message: BrokerMessage, options?: PublishOptions) => {
+        published.push(text(message.payload))
+        given.push(options?.withinMs)
+      }
+    }
+    const metrics = new HubMetrics()
+    // long enough that only the other command's leaving ends the wait, on any machine
+    const withinMs = 30_000
+    const dispatcher = new Dispatcher(fleet, broker, metrics, journal, { withinMs })
+    // another replica's command to d1, recorded a moment ago and being published there
+    const other = { run: 'other-node#1.x', seq: 3, topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c0'), qos: 1 as const, at: Date.now() - 1 }
+    await store.commit([{ op: 'push.put', push: other }])
+    const prepared = dispatcher.prepare('d1', 'commands', Buffer.from('c1'))
+    await store.commit(prepared.storeWith)
+    const sent = dispatcher.push(prepared)
+    await eventually(() => asked >= 2, 10_000, 'asked about the other command again')
+    assert.deepEqual(published, [], 'not sent while the earlier one is on its way')
+    // that replica's broker took it: its record goes
+    await store.commit([{ op: 'push.delete', run: other.run, seq: other.seq }])
+    assert.deepEqual(await sent, ['d1-session'])
+    assert.deepEqual(published, ['c1'])
+    assert.ok(given[0]! >= 100 && given[0]! < withinMs, `the publish got what the wait left of its time: ${given[0]} ms`)
+    const held = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.outcome === 'held')
+    assert.equal(held?.value ?? 0, 0, 'never held')
+    assert.deepEqual([...journal.kept], [], 'nothing kept for a retry')
+  })
+
+  it("holds a command at once behind another run's recorded longer ago than a publish takes: refused there, not on its way", async (t) => {
+    const { store } = await openJournal(t)
+    let asked = 0
+    const reads = Object.assign(Object.create(store) as SqliteStore, {
+      earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => {
+        asked++
+        return store.earliestPushElsewhere(topic, than)
+      }
+    })
+    const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
+    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const published: string[] = []
+    const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
+    const withinMs = 30_000
+    const dispatcher = new Dispatcher(fleet, broker, new HubMetrics(), journal, { withinMs })
+    // recorded before a publish's time and a second ago: its replica's broker refused it, and it waits there
+    const other = { run: 'other-node#1.x', seq: 5, topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c0'), qos: 1 as const, at: Date.now() - withinMs - 2_000 }
+    await store.commit([{ op: 'push.put', push: other }])
+    const prepared = dispatcher.prepare('d1', 'commands', Buffer.from('c1'))
+    await store.commit(prepared.storeWith)
+    await assert.rejects(dispatcher.push(prepared), PushHeldBack)
+    assert.equal(asked, 1, 'asked once, not waited on')
+    assert.deepEqual(published, [])
+    assert.deepEqual([...journal.kept], [prepared.seq], 'kept for the retry')
+  })
+
   it("keeps a command whose place behind other runs' could not be read, as one the broker refused", async (t) => {
     const { store } = await openJournal(t)
     let storeDown = true
     const reads = Object.assign(Object.create(store) as SqliteStore, {
-      olderPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => (storeDown ? Promise.reject(new StoreError('the store is down')) : store.olderPushElsewhere(topic, than))
+      earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => (storeDown ? Promise.reject(new StoreError('the store is down')) : store.earliestPushElsewhere(topic, than))
     })
     const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
     const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
@@ -369,7 +437,7 @@ describe("a run's refused pushes, tried again", () => {
     t.mock.restoreAll() // the store's deadlines read the clock
     await store.commit([first.mutation, second.mutation])
     // c2 is no earlier than c1: another run's push recorded between them waits behind both
-    assert.equal(await store.olderPushElsewhere('d1/v1/devices/me/commands', { run: 'zz-other#1.x', at: 10_000 }), true)
+    assert.equal(await store.earliestPushElsewhere('d1/v1/devices/me/commands', { run: 'zz-other#1.x', at: 10_000 }), 10_000)
   })
 
   it("asks again, at its next try, for the removal of a routed push's record the store refused: it would hold other runs' commands to its device", async (t) => {
@@ -386,7 +454,7 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual(published, ['d2-c1'])
     // each removal tried three times, a second apart, then given up
     await eventually(() => journal.unremovedCount === 2, 10_000, 'the removals given up')
-    const olderThanOthers = (device: string) => store.olderPushElsewhere(`${device}/v1/devices/me/commands`, { run: 'zz-other#1.x', at: Date.now() + 1 })
+    const olderThanOthers = async (device: string) => (await store.earliestPushElsewhere(`${device}/v1/devices/me/commands`, { run: 'zz-other#1.x', at: Date.now() + 1 })) !== undefined
     assert.deepEqual([await olderThanOthers('d1'), await olderThanOthers('d2')], [true, true], "the records left hold another run's later commands")
     removals.refused = false
     assert.equal(await kept.retry(), 0, 'nothing kept to publish')

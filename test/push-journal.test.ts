@@ -511,6 +511,53 @@ describe('pushes across a crash', () => {
     assert.deepEqual(commandsPublished(), ['first', 'second', 'third'])
   })
 
+  it('EMQX mode: a command sent through another replica while an earlier one is on its way to EMQX waits for it, then goes at once', async (t) => {
+    // the first command's publish is held at EMQX's API (the stand-in) until the second is stored
+    // through the other replica: before, that one was held for the other replica's next try, 10 s
+    let holdNext = false
+    let heldAt = 0
+    let letGo: () => void = () => undefined
+    const gone = new Promise<void>((resolve) => (letGo = resolve))
+    t.after(() => letGo())
+    const beforeReply = async (method: string, path: string): Promise<void> => {
+      if (!holdNext || method !== 'POST' || !path.endsWith('/publish')) return
+      holdNext = false
+      heldAt = performance.now()
+      await gone
+    }
+    const { database, dataDir, standin } = await emqxSetting(t, children, { beforeReply })
+    const otherDir = tempDir('iothub-push-journal-other-')
+    t.after(() => rmSync(otherDir, { recursive: true, force: true }))
+    // as long as a busy machine could want, for the held publish and for the wait behind it
+    const env = (node: string) => ({ ...emqxEnv(database.url, standin.url, node), IOTHUB_PUSH_TIMEOUT: '30000' })
+    const hub = await startEmqxChildHub(dataDir, { env: env('iothub-on-its-way@push.test') })
+    children.push(hub)
+    const other = await startEmqxChildHub(otherDir, { env: env('iothub-after-it@push.test') })
+    children.push(other)
+    const id = 'on-its-way'
+    await connectedThroughEmqx(hub, standin, id)
+    await subscribedToCommands(hub, standin, id)
+    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
+    const send = (through: EmqxChildHub, name: string) => through.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+    const journalRows = async () => (await database.query('SELECT run FROM push_journal')).length
+
+    holdNext = true
+    const first = send(hub, 'first')
+    await eventually(() => heldAt > 0, 20_000, "the first command's publish reached EMQX's API")
+    const second = send(other, 'second')
+    // the second is stored, its record beside the first's: the other replica now finds the first on its way
+    await eventually(async () => (await journalRows()) === 2, 20_000, "the second command's change stored")
+    assert.deepEqual(commandsPublished(), [], 'neither taken yet')
+    letGo()
+    const [firstAnswer, secondAnswer] = await Promise.all([first, second])
+    assert.deepEqual(firstAnswer.body.pushedTo, [id], JSON.stringify(firstAnswer.body))
+    assert.equal(secondAnswer.body.pushError, undefined, `not held for a retry: ${JSON.stringify(secondAnswer.body)}`)
+    assert.deepEqual(secondAnswer.body.pushedTo, [id], JSON.stringify(secondAnswer.body))
+    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 0)
+    await eventually(async () => (await journalRows()) === 0, 10_000, 'the journal emptied')
+  })
+
   it('EMQX mode: a late push overtaken by another replica\'s change is published again with the values stored after it', async (t) => {
     // the kept push's publish is held at EMQX's API (the stand-in) while another replica changes
     // the device and its push is taken: the held push, let go, arrives last with the older value

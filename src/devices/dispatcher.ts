@@ -11,8 +11,11 @@
  * the stored change promises. While a command (raw push) of a device is kept, that device's later
  * commands (raw pushes) are kept behind it, not published: a device gets them in the order this
  * run was asked to send them. Where other runs' pushes may wait in the journal (EMQX mode), so are
- * those recorded after another run's to the device that is still there (push-journal.ts).
+ * those recorded after another run's to the device that is still there (push-journal.ts) — once
+ * it has had a push's time (`IOTHUB_PUSH_TIMEOUT`) to leave: one sent through another replica a
+ * moment before is on its way, and this one goes right after it.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { PUSH_WITHIN_MS } from '../config.js'
 import { CHANGE_TOPICS, type ChangeProperty } from '../domain/change-topics.js'
 import { deviceMountpoint } from '../domain/namespace.js'
@@ -61,6 +64,20 @@ export interface DispatcherOptions {
   backlog?: number
 }
 
+/**
+ * While another run's earlier push to the device is on its way (behindOtherRun), it is asked
+ * about again after this long, then twice as long each time, up to the last: a store read each.
+ */
+const FIRST_ASK_AGAIN_MS = 10
+const LAST_ASK_AGAIN_MS = 200
+/**
+ * Beyond its publish's time (`IOTHUB_PUSH_TIMEOUT`), how long after it was recorded another run's
+ * push may still be on its way: its commit before the publish, its record's removal after it.
+ */
+const ON_ITS_WAY_MS = 1_000
+/** The least a publish is given after such a wait: the least `IOTHUB_PUSH_TIMEOUT` may be. */
+const LEAST_PUBLISH_MS = 100
+
 /** What `backlog` is unless configured: as many as EMQX queues for one session by default (`max_mqueue_len`). */
 export const PUSH_BACKLOG = 1000
 
@@ -89,6 +106,8 @@ export class PushHeldBack extends Error {
 
 export class Dispatcher {
   private readonly publishing: PublishOptions
+  /** How long a push may take to publish (`IOTHUB_PUSH_TIMEOUT`), and to wait for another run's earlier one on its way. */
+  private readonly withinMs: number
   private readonly backlog: number
 
   constructor(
@@ -100,7 +119,8 @@ export class Dispatcher {
     options: DispatcherOptions = {}
   ) {
     // every push is published so bounded: live (here), kept (kept-pushes.ts) or left by another run (push-replay.ts)
-    this.publishing = { withinMs: options.withinMs ?? PUSH_WITHIN_MS }
+    this.withinMs = options.withinMs ?? PUSH_WITHIN_MS
+    this.publishing = { withinMs: this.withinMs }
     this.backlog = options.backlog ?? PUSH_BACKLOG
   }
 
@@ -133,7 +153,8 @@ export class Dispatcher {
    */
   async push(prepared: PreparedPush): Promise<string[]> {
     const { deviceId, property, message, seq } = prepared
-    if (this.journal.mustWait(message.topic) || (this.journal.othersMayWait && (await this.behindOtherRun(prepared)))) {
+    const publishing = this.journal.mustWait(message.topic) ? null : this.journal.othersMayWait ? await this.afterOtherRuns(prepared) : this.publishing
+    if (publishing === null) {
       // an earlier command (raw bytes) to the device waits for the broker: this one goes after it
       this.kept(prepared, 'held')
       throw new PushHeldBack(property)
@@ -147,7 +168,7 @@ export class Dispatcher {
         this.metrics.pushesTotal.inc({ property, outcome: 'no_subscriber' })
         return []
       }
-      await this.broker.publish(message, this.publishing)
+      await this.broker.publish(message, publishing)
     } catch (error) {
       this.kept(prepared, 'failed')
       throw error
@@ -158,10 +179,31 @@ export class Dispatcher {
     return receivers.length === 1 ? [receivers[0]!.sessionId] : [...new Set(receivers.map((e) => e.sessionId))].sort()
   }
 
-  /** Whether another run's earlier push to the device waits (push-journal.ts); a store that cannot tell fails the push, kept for a retry. */
-  private async behindOtherRun(prepared: PreparedPush): Promise<boolean> {
+  /**
+   * How the push is published once no earlier push of another run to the device waits
+   * (push-journal.ts); null when one does, and this push is held. Most often such a push is on its
+   * way — sent through another replica a moment before, not yet routed — and gone within
+   * milliseconds: so while the earliest of them may still be on its way (recorded less than a
+   * publish's time ago, and some time to commit and remove it: ON_ITS_WAY_MS), it is asked about
+   * again, for at most `withinMs`, and the publish after the wait gets what is left of that time
+   * (at least LEAST_PUBLISH_MS): waiting does not make a push hold its device's turn longer. One recorded before that was refused
+   * there and is kept: this push is held at once (a fleet command behind another replica's refused
+   * one does not wait device by device). A store that cannot tell fails the push, kept for a retry.
+   */
+  private async afterOtherRuns(prepared: PreparedPush): Promise<PublishOptions | null> {
+    const { topic } = prepared.message
+    const giveUpAt = Date.now() + this.withinMs
+    let waited = false
     try {
-      return await this.journal.waitsBehindOtherRun(prepared.message.topic, prepared.at)
+      for (let pauseMs = FIRST_ASK_AGAIN_MS; ; pauseMs = Math.min(pauseMs * 2, LAST_ASK_AGAIN_MS)) {
+        const earliest = await this.journal.earliestAheadElsewhere(topic, prepared.at)
+        if (earliest === undefined) return waited ? { withinMs: Math.max(LEAST_PUBLISH_MS, giveUpAt - Date.now()) } : this.publishing
+        // `earliest` is by that replica's clock: a clock behind this one's shortens the wait, one ahead cannot lengthen it past `withinMs`
+        const left = Math.min(giveUpAt, earliest + this.withinMs + ON_ITS_WAY_MS) - Date.now()
+        if (left <= 0) return null
+        await sleep(Math.min(pauseMs, left))
+        waited = true
+      }
     } catch (error) {
       this.kept(prepared, 'failed')
       throw error

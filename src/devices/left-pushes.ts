@@ -53,10 +53,15 @@ export function takenInOrder(topic: string): boolean {
 
 /**
  * Whether `push` must wait behind a push on its topic that another run recorded before it and
- * has not got the broker to take (Store.olderPushElsewhere): one taken in order (`takenInOrder`).
+ * has not got the broker to take (Store.earliestPushElsewhere): one taken in order (`takenInOrder`).
  */
-export function waitsBehindOtherRun(store: Pick<Store, 'olderPushElsewhere'>, push: Pick<StoredPush, 'run' | 'topic' | 'at'>): Promise<boolean> {
-  return takenInOrder(push.topic) ? store.olderPushElsewhere(push.topic, push) : Promise.resolve(false)
+export function waitsBehindOtherRun(store: Pick<Store, 'earliestPushElsewhere'>, push: Pick<StoredPush, 'run' | 'topic' | 'at'>): Promise<boolean> {
+  return earliestAheadElsewhere(store, push).then((at) => at !== undefined)
+}
+
+/** When the earliest of the pushes `push` must wait behind (`waitsBehindOtherRun`) was recorded; undefined when there is none. */
+export function earliestAheadElsewhere(store: Pick<Store, 'earliestPushElsewhere'>, push: Pick<StoredPush, 'run' | 'topic' | 'at'>): Promise<number | undefined> {
+  return takenInOrder(push.topic) ? store.earliestPushElsewhere(push.topic, push) : Promise.resolve(undefined)
 }
 
 /** The property a stored push carries, as `iothub_pushes_total` labels it (`attributes` for a topic that names none). */

@@ -11,7 +11,7 @@
  * recorded after an earlier one of its own to the same device that is still in the journal —
  * where other runs' pushes may wait while this one serves (`othersMayWait`: EMQX mode, whose
  * replicas share the store and whose runs' left pushes are published after the next run starts):
- * an order every replica agrees on (Store.olderPushElsewhere), so no two wait on each other.
+ * an order every replica agrees on (Store.earliestPushElsewhere), so no two wait on each other.
  * What a run leaves behind is published by another (left-pushes.ts): embedded mode at its next
  * start, before any client or API call is served (embedded/embedded-broker.ts); EMQX mode by the
  * replica holding the `push-replay` lease, once the run is over (emqx/push-replay.ts). At least
@@ -21,7 +21,7 @@ import type { Logger } from 'pino'
 import { RemovalsPerTurn } from '../store/removals-per-turn.js'
 import type { Mutation, Store, StoredPush } from '../store/store.js'
 import type { BrokerMessage } from './dispatcher.js'
-import { takenInOrder, waitsBehindOtherRun } from './left-pushes.js'
+import { earliestAheadElsewhere, takenInOrder, waitsBehindOtherRun } from './left-pushes.js'
 
 export interface PushJournalOptions {
   /**
@@ -58,7 +58,7 @@ export class PushJournal {
   readonly othersMayWait: boolean
 
   constructor(
-    private readonly store: Pick<Store, 'replica' | 'commit' | 'olderPushElsewhere'>,
+    private readonly store: Pick<Store, 'replica' | 'commit' | 'earliestPushElsewhere'>,
     log: Logger,
     options: PushJournalOptions = {}
   ) {
@@ -79,7 +79,7 @@ export class PushJournal {
   record(message: BrokerMessage): { seq: number; at: number; mutation: Mutation } {
     const seq = this.nextSeq++
     // never earlier than the run's previous record, whatever the clock does: the order of runs'
-    // pushes (Store.olderPushElsewhere) must keep each run's own, or two could wait on each other
+    // pushes (Store.earliestPushElsewhere) must keep each run's own, or two could wait on each other
     this.lastAt = Math.max(Date.now(), this.lastAt)
     const push: StoredPush = { run: this.store.replica, seq, topic: message.topic, payload: message.payload, qos: message.qos, at: this.lastAt }
     return { seq, at: push.at, mutation: { op: 'push.put', push } }
@@ -119,6 +119,11 @@ export class PushJournal {
    */
   waitsBehindOtherRun(topic: string, at: number): Promise<boolean> {
     return waitsBehindOtherRun(this.store, { run: this.store.replica, topic, at })
+  }
+
+  /** Of the other runs' pushes that this run's on `topic`, recorded at `at`, must wait behind (`waitsBehindOtherRun`), when the earliest was recorded; undefined when there is none. */
+  earliestAheadElsewhere(topic: string, at: number): Promise<number | undefined> {
+    return earliestAheadElsewhere(this.store, { run: this.store.replica, topic, at })
   }
 
   /** This run's pushes the broker refused and no retry has published yet. */

@@ -48,7 +48,7 @@ export class PushReplay {
   private readonly startedAt: number
 
   constructor(
-    private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes' | 'olderPushElsewhere'>,
+    private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes' | 'earliestPushElsewhere'>,
     private readonly publisher: BrokerPublisher,
     private readonly lease: Lease,
     private readonly replicas: (now: number) => Promise<ReplicaView[]>,

@@ -226,11 +226,12 @@ export interface Store {
   /** How many pushes are recorded and not yet deleted, of every run. */
   countPushes(): Promise<number>
   /**
-   * Whether a push on `topic` of a run other than `than.run`, recorded before `than` (an earlier
-   * `at`, or the same `at` and a smaller run: one order every replica agrees on), is recorded and
-   * not yet deleted: a push `than` must not overtake (devices/push-journal.ts).
+   * Of the pushes on `topic` of runs other than `than.run` recorded before `than` (an earlier
+   * `at`, or the same `at` and a smaller run: one order every replica agrees on) and not yet
+   * deleted — pushes `than` must not overtake (devices/push-journal.ts) —, when the earliest was
+   * recorded (its `at`); undefined when there is none.
    */
-  olderPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<boolean>
+  earliestPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<number | undefined>
   /**
    * What is read of the whole fleet, as queries (PostgreSQL: no replica in EMQX mode holds the
    * fleet in memory). Absent, this process's caches hold the fleet and answer (MemoryFleetReads).

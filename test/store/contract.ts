@@ -460,26 +460,30 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       assert.equal((await store.readLog(0, 1_000_000)).length, head, 'the broker side of a change: not a change of what the hub knows')
     })
 
-    it("tells whether another run's push on a topic was recorded before a given one, in one order every replica agrees on", async () => {
+    it("tells when the earliest of other runs' pushes on a topic recorded before a given one was recorded, in one order every replica agrees on", async () => {
       const commands = 'cmd-dev/v1/devices/me/commands'
       const at = 5_000
       const push = (run: string, seq: number, topic: string, when: number) => ({ run, seq, topic, payload: bytes('x'), qos: 1 as const, at: when })
-      const older = (topic: string, run: string, when: number) => store.olderPushElsewhere(topic, { run, at: when })
+      const earliest = (topic: string, run: string, when: number) => store.earliestPushElsewhere(topic, { run, at: when })
       await store.commit([
         { op: 'push.put', push: push('node-b#2.x', 1, commands, at) },
         { op: 'push.put', push: push('node-b#2.x', 2, 'other-dev/v1/devices/me/commands', at - 100) },
-        { op: 'push.put', push: push('node-b#2.x', 3, 'cmd-dev/v1/devices/me/attributes', at - 100) }
+        { op: 'push.put', push: push('node-b#2.x', 3, 'cmd-dev/v1/devices/me/attributes', at - 100) },
+        { op: 'push.put', push: push('node-d#4.x', 1, commands, at + 50) }
       ])
-      assert.equal(await older(commands, 'node-c#3.x', at + 1), true, 'recorded earlier by another run')
-      assert.equal(await older(commands, 'node-c#3.x', at - 1), false, 'recorded later')
+      assert.equal(await earliest(commands, 'node-c#3.x', at + 1), at, 'recorded earlier by another run')
+      assert.equal(await earliest(commands, 'node-c#3.x', at + 100), at, 'the earliest of two')
+      assert.equal(await earliest(commands, 'node-c#3.x', at - 1), undefined, 'recorded later')
       // the same millisecond: the smaller run goes first, as every replica reads it
-      assert.equal(await older(commands, 'node-c#3.x', at), true)
-      assert.equal(await older(commands, 'node-a#1.x', at), false)
-      assert.equal(await older(commands, 'node-b#2.x', at + 1), false, "a run's own pushes are its own to order")
-      assert.equal(await older('cmd-dev/v1/devices/me/raw', 'node-c#3.x', at + 1), false, 'another topic of the device')
-      assert.equal(await older('cmd-dev/v1/devices/me/attributes', 'node-c#3.x', at + 1), false, 'attributes pushes are not kept in order')
+      assert.equal(await earliest(commands, 'node-c#3.x', at), at)
+      assert.equal(await earliest(commands, 'node-a#1.x', at), undefined)
+      assert.equal(await earliest(commands, 'node-b#2.x', at + 1), undefined, "a run's own pushes are its own to order")
+      assert.equal(await earliest('cmd-dev/v1/devices/me/raw', 'node-c#3.x', at + 1), undefined, 'another topic of the device')
+      assert.equal(await earliest('cmd-dev/v1/devices/me/attributes', 'node-c#3.x', at + 1), undefined, 'attributes pushes are not kept in order')
       await store.commit([{ op: 'push.delete', run: 'node-b#2.x', seq: 1, through: 3 }])
-      assert.equal(await older(commands, 'node-c#3.x', at + 1), false, 'deleted once routed')
+      assert.equal(await earliest(commands, 'node-c#3.x', at + 1), undefined, 'deleted once routed')
+      assert.equal(await earliest(commands, 'node-c#3.x', at + 100), at + 50, 'the one left')
+      await store.commit([{ op: 'push.delete', run: 'node-d#4.x', seq: 1 }])
     })
 
     it('reads the properties of several devices at once (a page of a device listing)', async () => {

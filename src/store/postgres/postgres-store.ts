@@ -203,12 +203,12 @@ export class PostgresStore implements Store {
     return Number(rows[0]!.n)
   }
 
-  async olderPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<boolean> {
-    const { rows } = await this.reads.query(
-      `SELECT 1 FROM ${this.tables.push_journal} WHERE topic = $1 AND ${IN_ORDER_PUSHES} AND run <> $2 AND (at < $3 OR (at = $3 AND run < $2)) LIMIT 1`,
+  async earliestPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<number | undefined> {
+    const { rows } = await this.reads.query<{ at: string }>(
+      `SELECT at FROM ${this.tables.push_journal} WHERE topic = $1 AND ${IN_ORDER_PUSHES} AND run <> $2 AND (at < $3 OR (at = $3 AND run < $2)) ORDER BY at LIMIT 1`,
       [topic, than.run, than.at]
     )
-    return rows.length > 0
+    return rows.length === 0 ? undefined : Number(rows[0]!.at)
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {

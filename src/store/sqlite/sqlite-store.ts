@@ -179,8 +179,8 @@ export class SqliteStore implements Store {
     return this.loads.pushCount.get() as number
   }
 
-  async olderPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<boolean> {
-    return this.loads.olderPushElsewhere.get(topic, than.run, than.at, than.at, than.run) !== undefined
+  async earliestPushElsewhere(topic: string, than: Pick<StoredPush, 'run' | 'at'>): Promise<number | undefined> {
+    return this.loads.earliestPushElsewhere.get(topic, than.run, than.at, than.at, than.run) as number | undefined
   }
 
   async readSession(id: string): Promise<SessionRecord | undefined> {

@@ -169,7 +169,7 @@ export function prepareLoads(db: Database.Database) {
     pushRuns: db.prepare('SELECT run FROM push_journal GROUP BY run ORDER BY min(at), run').pluck(),
     pushCount: db.prepare('SELECT count(*) FROM push_journal').pluck(),
     pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?'),
-    olderPushElsewhere: db.prepare(`SELECT 1 FROM push_journal WHERE topic = ? AND ${IN_ORDER_PUSHES} AND run <> ? AND (at < ? OR (at = ? AND run < ?)) LIMIT 1`).pluck(),
+    earliestPushElsewhere: db.prepare(`SELECT at FROM push_journal WHERE topic = ? AND ${IN_ORDER_PUSHES} AND run <> ? AND (at < ? OR (at = ? AND run < ?)) ORDER BY at LIMIT 1`).pluck(),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
     log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
