@@ -642,4 +642,41 @@ describe('pushes across a crash', () => {
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
     assert.match((await second.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
   })
+
+  it("EMQX mode: a command sent by a later run while a killed run's command waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {
+    const { database, dataDir, standin } = await emqxSetting(t, children)
+    const env = emqxEnv(database.url, standin.url, 'iothub-later-run@push.test')
+    const start = async (): Promise<EmqxChildHub> => {
+      const hub = await startEmqxChildHub(dataDir, { env })
+      children.push(hub)
+      return hub
+    }
+    const first = await start()
+    const id = 'later-run'
+    await connectedThroughEmqx(first, standin, id)
+    await subscribedToCommands(first, standin, id)
+    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
+    const send = (through: EmqxChildHub, name: string) => through.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+
+    standin.setDown(true)
+    const refused = await send(first, 'first')
+    assert.match(refused.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(refused.body))
+    assert.equal((await first.kill('SIGKILL')).signal, 'SIGKILL')
+
+    // the node starts again while EMQX still refuses: the killed run's command is in the journal,
+    // and the new run keeps its own behind it rather than trying EMQX
+    const second = await start()
+    const later = await send(second, 'second')
+    assert.equal(later.status, 200, JSON.stringify(later.body))
+    assert.match(later.body.pushError ?? '', /^stored, not pushed: an earlier command to this device waits for the broker/, JSON.stringify(later.body))
+    assert.equal(await metricValue(second.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 1)
+    assert.equal(await metricValue(second.api, 'iothub_pushes_total{property="commands",outcome="failed"}'), 0, 'the second was not tried')
+    standin.setDown(false)
+
+    // the killed run's command goes by the replay (once its lease has run out, 15 s), the new
+    // run's at its next try after that (every 10 s)
+    await eventually(() => commandsPublished().length === 2, 90_000, 'both commands published')
+    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
+  })
 })
