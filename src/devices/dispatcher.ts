@@ -65,7 +65,7 @@ export interface DispatcherOptions {
 }
 
 /**
- * While another run's earlier push to the device is on its way (behindOtherRun), it is asked
+ * While another run's earlier push to the device is on its way (afterOtherRuns), it is asked
  * about again after this long, then twice as long each time, up to the last: a store read each.
  */
 const FIRST_ASK_AGAIN_MS = 10
@@ -75,8 +75,6 @@ const LAST_ASK_AGAIN_MS = 200
  * push may still be on its way: its commit before the publish, its record's removal after it.
  */
 const ON_ITS_WAY_MS = 1_000
-/** The least a publish is given after such a wait: the least `IOTHUB_PUSH_TIMEOUT` may be. */
-const LEAST_PUBLISH_MS = 100
 
 /** What `backlog` is unless configured: as many as EMQX queues for one session by default (`max_mqueue_len`). */
 export const PUSH_BACKLOG = 1000
@@ -185,21 +183,25 @@ export class Dispatcher {
    * way — sent through another replica a moment before, not yet routed — and gone within
    * milliseconds: so while the earliest of them may still be on its way (recorded less than a
    * publish's time ago, and some time to commit and remove it: ON_ITS_WAY_MS), it is asked about
-   * again, for at most `withinMs`, and the publish after the wait gets what is left of that time
-   * (at least LEAST_PUBLISH_MS): waiting does not make a push hold its device's turn longer. One recorded before that was refused
-   * there and is kept: this push is held at once (a fleet command behind another replica's refused
-   * one does not wait device by device). A store that cannot tell fails the push, kept for a retry.
+   * again, for at most half of `withinMs`, and the publish after the wait gets the rest: waiting
+   * does not make a push hold its device's turn longer, and leaves its publish at least half its
+   * time (a broker slow to take the earlier push is as slow for this one). One recorded before
+   * that was refused there and is kept: this push is held at once (a fleet command behind another
+   * replica's refused one does not wait device by device). A store that cannot tell fails the
+   * push, kept for a retry.
    */
   private async afterOtherRuns(prepared: PreparedPush): Promise<PublishOptions | null> {
     const { topic } = prepared.message
-    const giveUpAt = Date.now() + this.withinMs
+    // this replica's own limits on a clock that never steps back; the other push's record time is by its replica's wall clock
+    const startedAt = performance.now()
+    const waitUntil = startedAt + this.withinMs / 2
     let waited = false
     try {
       for (let pauseMs = FIRST_ASK_AGAIN_MS; ; pauseMs = Math.min(pauseMs * 2, LAST_ASK_AGAIN_MS)) {
         const earliest = await this.journal.earliestAheadElsewhere(topic, prepared.at)
-        if (earliest === undefined) return waited ? { withinMs: Math.max(LEAST_PUBLISH_MS, giveUpAt - Date.now()) } : this.publishing
-        // `earliest` is by that replica's clock: a clock behind this one's shortens the wait, one ahead cannot lengthen it past `withinMs`
-        const left = Math.min(giveUpAt, earliest + this.withinMs + ON_ITS_WAY_MS) - Date.now()
+        if (earliest === undefined) return waited ? { withinMs: this.withinMs - (performance.now() - startedAt) } : this.publishing
+        // a clock of that replica behind this one's shortens the wait; one ahead cannot lengthen it past `waitUntil`
+        const left = Math.min(waitUntil - performance.now(), earliest + this.withinMs + ON_ITS_WAY_MS - Date.now())
         if (left <= 0) return null
         await sleep(Math.min(pauseMs, left))
         waited = true

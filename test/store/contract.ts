@@ -465,11 +465,12 @@ export function storeContract(name: string, makeHarness: () => Promise<StoreHarn
       const at = 5_000
       const push = (run: string, seq: number, topic: string, when: number) => ({ run, seq, topic, payload: bytes('x'), qos: 1 as const, at: when })
       const earliest = (topic: string, run: string, when: number) => store.earliestPushElsewhere(topic, { run, at: when })
+      // the later push stored first: a store reading its rows in the order they were written would answer it
+      await store.commit([{ op: 'push.put', push: push('node-d#4.x', 1, commands, at + 50) }])
       await store.commit([
         { op: 'push.put', push: push('node-b#2.x', 1, commands, at) },
         { op: 'push.put', push: push('node-b#2.x', 2, 'other-dev/v1/devices/me/commands', at - 100) },
-        { op: 'push.put', push: push('node-b#2.x', 3, 'cmd-dev/v1/devices/me/attributes', at - 100) },
-        { op: 'push.put', push: push('node-d#4.x', 1, commands, at + 50) }
+        { op: 'push.put', push: push('node-b#2.x', 3, 'cmd-dev/v1/devices/me/attributes', at - 100) }
       ])
       assert.equal(await earliest(commands, 'node-c#3.x', at + 1), at, 'recorded earlier by another run')
       assert.equal(await earliest(commands, 'node-c#3.x', at + 100), at, 'the earliest of two')
