@@ -41,6 +41,19 @@ function refusingRemovals(store: SqliteStore): { commits: SqliteStore; journal: 
   return { commits, journal: new PushJournal(commits, createLogger('silent'), { othersMayWait: true }), removals }
 }
 
+/** Every device has one session receiving its pushes, `{device}-session`. */
+const ONE_SESSION_EACH = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+
+/** The store, counting how often it is asked which other runs' pushes come first; refusing to answer after `answers` asks. */
+function countingAsks(store: SqliteStore, answers = Infinity): { reads: SqliteStore; asked: () => number } {
+  let asked = 0
+  const reads = Object.assign(Object.create(store) as SqliteStore, {
+    earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) =>
+      ++asked > answers ? Promise.reject(new StoreError('asked too often')) : store.earliestPushElsewhere(topic, than)
+  })
+  return { reads, asked: () => asked }
+}
+
 describe("a run's refused pushes, tried again", () => {
   it('publishes them in order until refused again, drops one refused for good, and leaves the pushes still on their way', async (t) => {
     const { store, journal } = await openJournal(t)
@@ -253,7 +266,7 @@ describe("a run's refused pushes, tried again", () => {
 
   it("keeps a device's later commands behind its command the broker refused, and sends them after it, in order", async (t) => {
     const { store, journal } = await openJournal(t)
-    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const fleet = ONE_SESSION_EACH
     let refusing = new Set(['c1'])
     const published: string[] = []
     const broker = {
@@ -298,7 +311,7 @@ describe("a run's refused pushes, tried again", () => {
   it("keeps a device's command behind another run's earlier one still in the journal, where other runs' may wait, and sends it once that one has left", async (t) => {
     const { store } = await openJournal(t)
     const journal = new PushJournal(store, createLogger('silent'), { othersMayWait: true })
-    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const fleet = ONE_SESSION_EACH
     const published: string[] = []
     const broker = {
       async publish(message: BrokerMessage) {
@@ -338,15 +351,9 @@ describe("a run's refused pushes, tried again", () => {
 
   it("waits for another run's earlier command on its way to the device, and sends its own right after it has left", async (t) => {
     const { store } = await openJournal(t)
-    let asked = 0
-    const reads = Object.assign(Object.create(store) as SqliteStore, {
-      earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => {
-        asked++
-        return store.earliestPushElsewhere(topic, than)
-      }
-    })
+    const { reads, asked } = countingAsks(store)
     const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
-    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const fleet = ONE_SESSION_EACH
     const published: string[] = []
     const given: (number | undefined)[] = []
     const broker = {
@@ -365,7 +372,7 @@ describe("a run's refused pushes, tried again", () => {
     const prepared = dispatcher.prepare('d1', 'commands', Buffer.from('c1'))
     await store.commit(prepared.storeWith)
     const sent = dispatcher.push(prepared)
-    await eventually(() => asked >= 2, 10_000, 'asked about the other command again')
+    await eventually(() => asked() >= 2, 10_000, 'asked about the other command again')
     assert.deepEqual(published, [], 'not sent while the earlier one is on its way')
     // that replica's broker took it: its record goes
     await store.commit([{ op: 'push.delete', run: other.run, seq: other.seq }])
@@ -379,14 +386,10 @@ describe("a run's refused pushes, tried again", () => {
 
   it("waits for another run's command on its way at most half its own push time, though the wall clock steps back", async (t) => {
     const { store } = await openJournal(t)
-    let asked = 0
-    const reads = Object.assign(Object.create(store) as SqliteStore, {
-      earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) =>
-        // a wait that goes on fails the push fast rather than after the minute the clock stepped back
-        ++asked > 50 ? Promise.reject(new StoreError('asked too often')) : store.earliestPushElsewhere(topic, than)
-    })
+    // a wait that goes on fails the push fast rather than after the minute the clock stepped back
+    const { reads, asked } = countingAsks(store, 50)
     const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
-    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const fleet = ONE_SESSION_EACH
     const published: string[] = []
     const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
     const dispatcher = new Dispatcher(fleet, broker, new HubMetrics(), journal, { withinMs: 300 })
@@ -397,25 +400,19 @@ describe("a run's refused pushes, tried again", () => {
     await store.commit(prepared.storeWith)
     // from the second question on, the wall clock reads a minute earlier (a step back by NTP, say)
     const wallClock = Date.now.bind(Date)
-    t.mock.method(Date, 'now', () => wallClock() - (asked >= 2 ? 60_000 : 0))
+    t.mock.method(Date, 'now', () => wallClock() - (asked() >= 2 ? 60_000 : 0))
     await assert.rejects(dispatcher.push(prepared), PushHeldBack)
     t.mock.restoreAll()
-    assert.ok(asked <= 10, `gave up after half of 300 ms, having asked ${asked} times`)
+    assert.ok(asked() <= 10, `gave up after half of 300 ms, having asked ${asked()} times`)
     assert.deepEqual(published, [])
     assert.deepEqual([...journal.kept], [prepared.seq], 'held, kept for the retry')
   })
 
   it("holds a command at once behind another run's recorded longer ago than a publish takes: refused there, not on its way", async (t) => {
     const { store } = await openJournal(t)
-    let asked = 0
-    const reads = Object.assign(Object.create(store) as SqliteStore, {
-      earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => {
-        asked++
-        return store.earliestPushElsewhere(topic, than)
-      }
-    })
+    const { reads, asked } = countingAsks(store)
     const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
-    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const fleet = ONE_SESSION_EACH
     const published: string[] = []
     const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
     const withinMs = 30_000
@@ -426,7 +423,7 @@ describe("a run's refused pushes, tried again", () => {
     const prepared = dispatcher.prepare('d1', 'commands', Buffer.from('c1'))
     await store.commit(prepared.storeWith)
     await assert.rejects(dispatcher.push(prepared), PushHeldBack)
-    assert.equal(asked, 1, 'asked once, not waited on')
+    assert.equal(asked(), 1, 'asked once, not waited on')
     assert.deepEqual(published, [])
     assert.deepEqual([...journal.kept], [prepared.seq], 'kept for the retry')
   })
@@ -438,7 +435,7 @@ describe("a run's refused pushes, tried again", () => {
       earliestPushElsewhere: (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => (storeDown ? Promise.reject(new StoreError('the store is down')) : store.earliestPushElsewhere(topic, than))
     })
     const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
-    const fleet = { receiving: async (deviceId: string) => [{ sessionId: `${deviceId}-session` }] as Awaited<ReturnType<FleetReads['receiving']>> }
+    const fleet = ONE_SESSION_EACH
     const published: string[] = []
     const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
     const metrics = new HubMetrics()

@@ -134,6 +134,35 @@ function attributesPublished(standin: EmqxRestStandin, id: string): Record<strin
   return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
 }
 
+/** The names of the commands EMQX (the stand-in) took for device `id`, in order. */
+function commandsPublished(standin: EmqxRestStandin, id: string): string[] {
+  return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
+}
+
+/** The command `name` sent to device `id` through `hub`'s API, and its answer. */
+function sendCommand(hub: Pick<EmqxChildHub, 'api'>, id: string, name: string) {
+  return hub.api<{ pushedTo: string[]; pushError?: string; message?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+}
+
+/**
+ * Holds EMQX's answer to the next publish asked for after `holdNext()`, until `letGo()`: a publish
+ * on its way (the stand-in records a publish once it answers). `heldAt()`: when it was held, 0 before.
+ */
+function publishHeldAtEmqx(t: { after: (fn: () => void) => void }) {
+  let holding = false
+  let heldAt = 0
+  let letGo: () => void = () => undefined
+  const gone = new Promise<void>((resolve) => (letGo = resolve))
+  t.after(() => letGo())
+  const beforeReply = async (method: string, path: string): Promise<void> => {
+    if (!holding || method !== 'POST' || !path.endsWith('/publish')) return
+    holding = false
+    heldAt = performance.now()
+    await gone
+  }
+  return { beforeReply, holdNext: () => (holding = true), heldAt: () => heldAt, letGo: () => letGo() }
+}
+
 /** `patch` of device `id`'s attributes, stored and answered as not pushed (EMQX's API down). */
 async function refusedByEmqx(hub: EmqxChildHub, id: string, patch: Record<string, unknown>): Promise<void> {
   const refused = await hub.api<{ pushError?: string }>('PATCH', `/v1/devices/${id}/attributes`, patch)
@@ -407,8 +436,8 @@ describe('pushes across a crash', () => {
     const id = 'ordered-emqx'
     const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-ordered@push.test', id)
     await subscribedToCommands(hub, standin, id)
-    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
-    const send = (name: string) => hub.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+    const taken = () => commandsPublished(standin, id)
+    const send = (name: string) => sendCommand(hub, id, name)
 
     standin.setDown(true)
     const first = await send('first')
@@ -423,12 +452,12 @@ describe('pushes across a crash', () => {
     assert.equal(await metricValue(hub.api, 'iothub_pushes_waiting'), 2)
     standin.setDown(false)
 
-    await eventually(() => commandsPublished().length === 2, 30_000, 'the kept commands published while the replica runs')
-    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    await eventually(() => taken().length === 2, 30_000, 'the kept commands published while the replica runs')
+    assert.deepEqual(taken(), ['first', 'second'])
     const third = await send('third')
     assert.equal(third.body.pushError, undefined, 'nothing kept: a command goes at once again')
     assert.equal(third.body.pushedTo.length, 1, JSON.stringify(third.body))
-    assert.deepEqual(commandsPublished(), ['first', 'second', 'third'])
+    assert.deepEqual(taken(), ['first', 'second', 'third'])
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
   })
 
@@ -437,7 +466,7 @@ describe('pushes across a crash', () => {
     const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-backlog@push.test', id, { IOTHUB_PUSH_BACKLOG: '2' })
     await subscribedToCommands(hub, standin, id)
     assert.equal((await hub.api('POST', '/v1/devices', { id: 'not-backlogged' })).status, 201)
-    const send = (name: string) => hub.api<{ pushError?: string; message?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+    const send = (name: string) => sendCommand(hub, id, name)
     const storedCommands = async () => {
       const commands = (await hub.api<{ properties: { commands?: Record<string, { name: string }> } }>('GET', `/v1/devices/${id}`)).body.properties.commands ?? {}
       return Object.values(commands).map((c) => c.name).sort()
@@ -469,9 +498,9 @@ describe('pushes across a crash', () => {
     assert.equal(await metricValue(hub.api, 'iothub_pushes_total{property="commands",outcome="refused"}'), 2)
     standin.setDown(false)
 
-    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
-    await eventually(() => commandsPublished().length === 2, 30_000, 'the waiting commands published')
-    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    const taken = () => commandsPublished(standin, id)
+    await eventually(() => taken().length === 2, 30_000, 'the waiting commands published')
+    assert.deepEqual(taken(), ['first', 'second'])
     const later = await send('later')
     assert.equal(later.status, 200, 'taken again once the broker has taken the waiting ones')
   })
@@ -487,8 +516,8 @@ describe('pushes across a crash', () => {
     const id = 'ordered-replicas'
     await connectedThroughEmqx(hub, standin, id)
     await subscribedToCommands(hub, standin, id)
-    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
-    const send = (through: EmqxChildHub, name: string) => through.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+    const taken = () => commandsPublished(standin, id)
+    const send = (through: EmqxChildHub, name: string) => sendCommand(through, id, name)
 
     standin.setDown(true)
     const first = await send(hub, 'first')
@@ -502,30 +531,20 @@ describe('pushes across a crash', () => {
     assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="failed"}'), 0, 'the second was not tried')
     standin.setDown(false)
 
-    await eventually(() => commandsPublished().length === 2, 45_000, "the kept commands published by their replicas' retries")
-    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    await eventually(() => taken().length === 2, 45_000, "the kept commands published by their replicas' retries")
+    assert.deepEqual(taken(), ['first', 'second'])
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
     const third = await send(other, 'third')
     assert.equal(third.body.pushError, undefined, 'nothing kept: a command goes at once again')
     assert.deepEqual(third.body.pushedTo, [id], JSON.stringify(third.body))
-    assert.deepEqual(commandsPublished(), ['first', 'second', 'third'])
+    assert.deepEqual(taken(), ['first', 'second', 'third'])
   })
 
   it('EMQX mode: a command sent through another replica while an earlier one is on its way to EMQX waits for it, then goes at once', async (t) => {
     // the first command's publish is held at EMQX's API (the stand-in) until the second is stored
     // through the other replica: before, that one was held for the other replica's next try, 10 s
-    let holdNext = false
-    let heldAt = 0
-    let letGo: () => void = () => undefined
-    const gone = new Promise<void>((resolve) => (letGo = resolve))
-    t.after(() => letGo())
-    const beforeReply = async (method: string, path: string): Promise<void> => {
-      if (!holdNext || method !== 'POST' || !path.endsWith('/publish')) return
-      holdNext = false
-      heldAt = performance.now()
-      await gone
-    }
-    const { database, dataDir, standin } = await emqxSetting(t, children, { beforeReply })
+    const held = publishHeldAtEmqx(t)
+    const { database, dataDir, standin } = await emqxSetting(t, children, { beforeReply: held.beforeReply })
     const otherDir = tempDir('iothub-push-journal-other-')
     t.after(() => rmSync(otherDir, { recursive: true, force: true }))
     // as long as a busy machine could want, for the held publish and for the wait behind it
@@ -537,23 +556,23 @@ describe('pushes across a crash', () => {
     const id = 'on-its-way'
     await connectedThroughEmqx(hub, standin, id)
     await subscribedToCommands(hub, standin, id)
-    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
-    const send = (through: EmqxChildHub, name: string) => through.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+    const taken = () => commandsPublished(standin, id)
+    const send = (through: EmqxChildHub, name: string) => sendCommand(through, id, name)
     const journalRows = async () => (await database.query('SELECT run FROM push_journal')).length
 
-    holdNext = true
+    held.holdNext()
     const first = send(hub, 'first')
-    await eventually(() => heldAt > 0, 20_000, "the first command's publish reached EMQX's API")
+    await eventually(() => held.heldAt() > 0, 20_000, "the first command's publish reached EMQX's API")
     const second = send(other, 'second')
     // the second is stored, its record beside the first's: the other replica now finds the first on its way
     await eventually(async () => (await journalRows()) === 2, 20_000, "the second command's change stored")
-    assert.deepEqual(commandsPublished(), [], 'neither taken yet')
-    letGo()
+    assert.deepEqual(taken(), [], 'neither taken yet')
+    held.letGo()
     const [firstAnswer, secondAnswer] = await Promise.all([first, second])
     assert.deepEqual(firstAnswer.body.pushedTo, [id], JSON.stringify(firstAnswer.body))
     assert.equal(secondAnswer.body.pushError, undefined, `not held for a retry: ${JSON.stringify(secondAnswer.body)}`)
     assert.deepEqual(secondAnswer.body.pushedTo, [id], JSON.stringify(secondAnswer.body))
-    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    assert.deepEqual(taken(), ['first', 'second'])
     assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 0)
     await eventually(async () => (await journalRows()) === 0, 10_000, 'the journal emptied')
   })
@@ -561,18 +580,8 @@ describe('pushes across a crash', () => {
   it('EMQX mode: a late push overtaken by another replica\'s change is published again with the values stored after it', async (t) => {
     // the kept push's publish is held at EMQX's API (the stand-in) while another replica changes
     // the device and its push is taken: the held push, let go, arrives last with the older value
-    let holdNext = false
-    let heldAt = 0
-    let letGo: () => void = () => undefined
-    const gone = new Promise<void>((resolve) => (letGo = resolve))
-    t.after(() => letGo())
-    const beforeReply = async (method: string, path: string): Promise<void> => {
-      if (!holdNext || method !== 'POST' || !path.endsWith('/publish')) return
-      holdNext = false
-      heldAt = performance.now()
-      await gone
-    }
-    const { database, dataDir, standin } = await emqxSetting(t, children, { beforeReply })
+    const held = publishHeldAtEmqx(t)
+    const { database, dataDir, standin } = await emqxSetting(t, children, { beforeReply: held.beforeReply })
     const otherDir = tempDir('iothub-push-journal-other-')
     t.after(() => rmSync(otherDir, { recursive: true, force: true }))
     // a publish may take this long here (IOTHUB_PUSH_TIMEOUT): the held one is let go after the default's 2.5 s
@@ -587,20 +596,20 @@ describe('pushes across a crash', () => {
 
     standin.setDown(true)
     await refusedByEmqx(hub, id, { mode: 'eco', fan: 1 })
-    holdNext = true
+    held.holdNext()
     standin.setDown(false)
     // the retry (every 10 s) has read `eco` and is publishing it: the other replica's change is stored and pushed
-    await eventually(() => heldAt > 0, 30_000, 'the kept push retried')
+    await eventually(() => held.heldAt() > 0, 30_000, 'the kept push retried')
     const overtaking = await other.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'turbo' })
     assert.deepEqual(overtaking.body.pushedTo, [id], JSON.stringify(overtaking.body))
     assert.deepEqual(published(), [{ mode: 'turbo' }])
     // a publish held past its time is cut off (the stand-in then records no publish of it) and
     // kept, and its next try, 10 s later, reads `turbo`: the publishes asserted below would miss
     // `eco`. Held past the default time, it goes on only under the configured one.
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, PUSH_WITHIN_MS + 500 - (performance.now() - heldAt))))
-    const heldMs = performance.now() - heldAt
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, PUSH_WITHIN_MS + 500 - (performance.now() - held.heldAt()))))
+    const heldMs = performance.now() - held.heldAt()
     assert.ok(heldMs < pushTimeoutMs - 10_000, `the held publish was held ${heldMs.toFixed(0)} ms, near its ${pushTimeoutMs} ms: too slow a machine to tell`)
-    letGo()
+    held.letGo()
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 30_000, 'the kept push published and removed')
     // the held push came after the overtaking one, and was followed by the values stored after it
     assert.deepEqual(published(), [{ mode: 'turbo' }, { mode: 'eco', fan: 1 }, { mode: 'turbo', fan: 1 }])
@@ -655,8 +664,8 @@ describe('pushes across a crash', () => {
     const id = 'later-run'
     await connectedThroughEmqx(first, standin, id)
     await subscribedToCommands(first, standin, id)
-    const commandsPublished = () => standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
-    const send = (through: EmqxChildHub, name: string) => through.api<{ pushedTo: string[]; pushError?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+    const taken = () => commandsPublished(standin, id)
+    const send = (through: EmqxChildHub, name: string) => sendCommand(through, id, name)
 
     standin.setDown(true)
     const refused = await send(first, 'first')
@@ -675,8 +684,8 @@ describe('pushes across a crash', () => {
 
     // the killed run's command goes by the replay (once its lease has run out, 15 s), the new
     // run's at its next try after that (every 10 s)
-    await eventually(() => commandsPublished().length === 2, 90_000, 'both commands published')
-    assert.deepEqual(commandsPublished(), ['first', 'second'])
+    await eventually(() => taken().length === 2, 90_000, 'both commands published')
+    assert.deepEqual(taken(), ['first', 'second'])
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
   })
 })
