@@ -408,6 +408,30 @@ describe("a run's refused pushes, tried again", () => {
     assert.deepEqual([...journal.kept], [prepared.seq], 'held, kept for the retry')
   })
 
+  it("once a wait for another run's command was in vain, holds the next device's behind another run's at once (a fleet command does not wait per device)", async (t) => {
+    const { store } = await openJournal(t)
+    const { reads, asked } = countingAsks(store)
+    const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
+    const published: string[] = []
+    const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
+    const dispatcher = new Dispatcher(ONE_SESSION_EACH, broker, new HubMetrics(), journal, { withinMs: 300 })
+    // another replica's commands to d1 and d2, recorded a moment ago, which stay: its broker refused them
+    const others = ['d1', 'd2'].map((device, i) => ({ run: 'other-node#1.x', seq: i + 1, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(`${device}-c0`), qos: 1 as const, at: Date.now() - 1 }))
+    await store.commit(others.map((push) => ({ op: 'push.put' as const, push })))
+    const pushed = async (device: string) => {
+      const prepared = dispatcher.prepare(device, 'commands', Buffer.from(`${device}-c1`))
+      await store.commit(prepared.storeWith)
+      return dispatcher.push(prepared)
+    }
+    await assert.rejects(pushed('d1'), PushHeldBack)
+    const askedForD1 = asked()
+    assert.ok(askedForD1 > 1, 'waited for the first')
+    await assert.rejects(pushed('d2'), PushHeldBack)
+    assert.equal(asked() - askedForD1, 1, 'the second asked once, not waited on')
+    assert.deepEqual(await pushed('d3'), ['d3-session'], 'a device with nothing ahead of it goes at once')
+    assert.deepEqual(published, ['d3-c1'])
+  })
+
   it("holds a command at once behind another run's recorded longer ago than a publish takes: refused there, not on its way", async (t) => {
     const { store } = await openJournal(t)
     const { reads, asked } = countingAsks(store)

@@ -75,6 +75,12 @@ const LAST_ASK_AGAIN_MS = 200
  * push may still be on its way: its commit before the publish, its record's removal after it.
  */
 const ON_ITS_WAY_MS = 1_000
+/**
+ * After a wait for another run's push ended with it still there, how long pushes behind other
+ * runs' are held at once rather than waiting: about until the kept pushes' next try
+ * (kept-pushes.ts, KEPT_RETRY_MS), which publishes them once the earlier ones have left.
+ */
+const NOT_LEAVING_MS = 10_000
 
 /** What `backlog` is unless configured: as many as EMQX queues for one session by default (`max_mqueue_len`). */
 export const PUSH_BACKLOG = 1000
@@ -107,6 +113,12 @@ export class Dispatcher {
   /** How long a push may take to publish (`IOTHUB_PUSH_TIMEOUT`), and to wait for another run's earlier one on its way. */
   private readonly withinMs: number
   private readonly backlog: number
+  /**
+   * Until when (performance.now()) other runs' pushes are taken not to be leaving: a wait for one
+   * ended with it still there. Meanwhile a push behind another run's is held at once, without
+   * waiting (NOT_LEAVING_MS).
+   */
+  private othersNotLeavingUntil = 0
 
   constructor(
     /** Whom a push reaches: the device's subscription entities, as stored. */
@@ -187,8 +199,10 @@ export class Dispatcher {
    * does not make a push hold its device's turn longer, and leaves its publish at least half its
    * time (a broker slow to take the earlier push is as slow for this one). One recorded before
    * that was refused there and is kept: this push is held at once (a fleet command behind another
-   * replica's refused one does not wait device by device). A store that cannot tell fails the
-   * push, kept for a retry.
+   * replica's refused one does not wait device by device). So is one behind another run's push
+   * while a wait of this process has lately ended with the awaited push still there (EMQX
+   * refusing that replica's pushes, or all of them: NOT_LEAVING_MS). A store that cannot tell
+   * fails the push, kept for a retry.
    */
   private async afterOtherRuns(prepared: PreparedPush): Promise<PublishOptions | null> {
     const { topic } = prepared.message
@@ -201,8 +215,14 @@ export class Dispatcher {
         const earliest = await this.journal.earliestAheadElsewhere(topic, prepared.at)
         if (earliest === undefined) return waited ? { withinMs: this.withinMs - (performance.now() - startedAt) } : this.publishing
         // a clock of that replica behind this one's shortens the wait; one ahead cannot lengthen it past `waitUntil`
-        const left = Math.min(waitUntil - performance.now(), earliest + this.withinMs + ON_ITS_WAY_MS - Date.now())
-        if (left <= 0) return null
+        const now = performance.now()
+        if (now < this.othersNotLeavingUntil) return null
+        const left = Math.min(waitUntil - now, earliest + this.withinMs + ON_ITS_WAY_MS - Date.now())
+        if (left <= 0) {
+          // waited for it, and it did not leave: the next ones to wait would likely wait in vain too
+          if (waited) this.othersNotLeavingUntil = performance.now() + NOT_LEAVING_MS
+          return null
+        }
         await sleep(Math.min(pauseMs, left))
         waited = true
       }
