@@ -347,7 +347,7 @@ const OPTIONS = [
   // ── outages (issue 11): the store's deadline ──
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
   { key: 'pushBacklog', env: 'IOTHUB_PUSH_BACKLOG', flag: 'push-backlog', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 1000, help: 'most commands (raw pushes) of one device that may wait for the broker; more are refused with 503' },
-  { key: 'pushTimeout', env: 'IOTHUB_PUSH_TIMEOUT', flag: 'push-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 60_000), fallback: () => PUSH_WITHIN_MS, help: "EMQX mode: ms a push's REST publish may take, its tries included, before it is kept and tried again (under ExHook's timeout); a command first waiting for an earlier one through another replica waits at most half of it" },
+  { key: 'pushTimeout', env: 'IOTHUB_PUSH_TIMEOUT', flag: 'push-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 60_000), fallback: () => PUSH_WITHIN_MS, help: "EMQX mode: ms a push's REST publish may take, its tries included, before it is kept and tried again (under ExHook's timeout); a command first waiting for an earlier one through another replica waits at most half of it (none for 10 s after a wait in vain)" },
   // --- encryption in transit (TLS) ---
   // '' until checkCombination makes it the MQTT host: one option's default cannot read another's
   { key: 'mqttsHost', env: 'IOTHUB_MQTTS_HOST', flag: 'mqtts-host', parse: text, fallback: () => '', help: 'MQTT over TLS listen address (default: the MQTT host)' },

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { setTimeout as delay } from 'node:timers/promises'
 import { PUSH_WITHIN_MS } from '../src/config.js'
 import { Dispatcher, PushHeldBack, type BrokerMessage, type PublishOptions } from '../src/devices/dispatcher.js'
 import { KeptPushes } from '../src/devices/kept-pushes.js'
@@ -392,7 +393,7 @@ describe("a run's refused pushes, tried again", () => {
     const fleet = ONE_SESSION_EACH
     const published: string[] = []
     const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
-    const dispatcher = new Dispatcher(fleet, broker, new HubMetrics(), journal, { withinMs: 300 })
+    const dispatcher = new Dispatcher(fleet, broker, new HubMetrics(), journal, { withinMs: 2_000 })
     // another replica's command recorded a moment ago, which stays: its broker refused it
     const other = { run: 'other-node#1.x', seq: 9, topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c0'), qos: 1 as const, at: Date.now() - 1 }
     await store.commit([{ op: 'push.put', push: other }])
@@ -403,9 +404,37 @@ describe("a run's refused pushes, tried again", () => {
     t.mock.method(Date, 'now', () => wallClock() - (asked() >= 2 ? 60_000 : 0))
     await assert.rejects(dispatcher.push(prepared), PushHeldBack)
     t.mock.restoreAll()
-    assert.ok(asked() <= 10, `gave up after half of 300 ms, having asked ${asked()} times`)
+    // asked at 0, 10, 30, 70, 150, 310, 510, 710, 910 and 1,000 ms (a busy machine asks fewer times);
+    // waiting all of 2,000 ms would ask 15 times
+    assert.ok(asked() <= 12, `gave up after half of 2,000 ms, having asked ${asked()} times`)
     assert.deepEqual(published, [])
     assert.deepEqual([...journal.kept], [prepared.seq], 'held, kept for the retry')
+  })
+
+  it("gives the publish after a wait at least half its time, though the store's last answer came late", async (t) => {
+    const { store } = await openJournal(t)
+    // another replica's command recorded a moment ago, on its way
+    const other = { run: 'other-node#1.x', seq: 4, topic: 'd1/v1/devices/me/commands', payload: Buffer.from('c0'), qos: 1 as const, at: Date.now() - 1 }
+    await store.commit([{ op: 'push.put', push: other }])
+    let asked = 0
+    const reads = Object.assign(Object.create(store) as SqliteStore, {
+      // the second question finds it gone, but answers after the whole push time has passed
+      earliestPushElsewhere: async (topic: string, than: Pick<StoredPush, 'run' | 'at'>) => {
+        if (++asked === 2) {
+          await store.commit([{ op: 'push.delete', run: other.run, seq: other.seq }])
+          await delay(400)
+        }
+        return store.earliestPushElsewhere(topic, than)
+      }
+    })
+    const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
+    const given: (number | undefined)[] = []
+    const broker = { publish: async (_message: BrokerMessage, options?: PublishOptions) => void given.push(options?.withinMs) }
+    const dispatcher = new Dispatcher(ONE_SESSION_EACH, broker, new HubMetrics(), journal, { withinMs: 300 })
+    const prepared = dispatcher.prepare('d1', 'commands', Buffer.from('c1'))
+    await store.commit(prepared.storeWith)
+    assert.deepEqual(await dispatcher.push(prepared), ['d1-session'])
+    assert.equal(given[0], 150, 'half of 300 ms, not what was left of it (nothing)')
   })
 
   it("once a wait for another run's command was in vain, holds the next device's behind another run's at once (a fleet command does not wait per device)", async (t) => {
@@ -414,9 +443,10 @@ describe("a run's refused pushes, tried again", () => {
     const journal = new PushJournal(reads, createLogger('silent'), { othersMayWait: true })
     const published: string[] = []
     const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
-    const dispatcher = new Dispatcher(ONE_SESSION_EACH, broker, new HubMetrics(), journal, { withinMs: 300 })
-    // another replica's commands to d1 and d2, recorded a moment ago, which stay: its broker refused them
-    const others = ['d1', 'd2'].map((device, i) => ({ run: 'other-node#1.x', seq: i + 1, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(`${device}-c0`), qos: 1 as const, at: Date.now() - 1 }))
+    // a wait of a second: a store read a busy machine stalls does not end it before it has waited
+    const dispatcher = new Dispatcher(ONE_SESSION_EACH, broker, new HubMetrics(), journal, { withinMs: 2_000 })
+    // another replica's commands to d1, d2 and d4, recorded a moment ago; those to d1 and d2 stay: its broker refused them
+    const others = ['d1', 'd2', 'd4'].map((device, i) => ({ run: 'other-node#1.x', seq: i + 1, topic: `${device}/v1/devices/me/commands`, payload: Buffer.from(`${device}-c0`), qos: 1 as const, at: Date.now() - 1 }))
     await store.commit(others.map((push) => ({ op: 'push.put' as const, push })))
     const pushed = async (device: string) => {
       const prepared = dispatcher.prepare(device, 'commands', Buffer.from(`${device}-c1`))
@@ -429,7 +459,17 @@ describe("a run's refused pushes, tried again", () => {
     await assert.rejects(pushed('d2'), PushHeldBack)
     assert.equal(asked() - askedForD1, 1, 'the second asked once, not waited on')
     assert.deepEqual(await pushed('d3'), ['d3-session'], 'a device with nothing ahead of it goes at once')
-    assert.deepEqual(published, ['d3-c1'])
+
+    // ten seconds on, a push behind another run's waits again: d4's, which leaves while it waits
+    const monotonic = performance.now.bind(performance)
+    t.mock.method(performance, 'now', () => monotonic() + 10_001)
+    const askedBeforeD4 = asked()
+    const d4 = pushed('d4')
+    await eventually(() => asked() - askedBeforeD4 >= 2, 10_000, 'waited for the command ahead of d4')
+    await store.commit([{ op: 'push.delete', run: 'other-node#1.x', seq: 3 }])
+    assert.deepEqual(await d4, ['d4-session'])
+    t.mock.restoreAll()
+    assert.deepEqual(published, ['d3-c1', 'd4-c1'])
   })
 
   it("holds a command at once behind another run's recorded longer ago than a publish takes: refused there, not on its way", async (t) => {
@@ -450,6 +490,16 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(asked(), 1, 'asked once, not waited on')
     assert.deepEqual(published, [])
     assert.deepEqual([...journal.kept], [prepared.seq], 'kept for the retry')
+
+    // held without a wait: that says nothing of other runs' pushes on their way, and d2's is waited for
+    await store.commit([{ op: 'push.put', push: { ...other, seq: 6, topic: 'd2/v1/devices/me/commands', at: Date.now() - 1 } }])
+    const d2 = dispatcher.prepare('d2', 'commands', Buffer.from('d2-c1'))
+    await store.commit(d2.storeWith)
+    const sent = dispatcher.push(d2)
+    await eventually(() => asked() >= 3, 10_000, 'waited for the command ahead of d2')
+    await store.commit([{ op: 'push.delete', run: other.run, seq: 6 }])
+    assert.deepEqual(await sent, ['d2-session'])
+    assert.deepEqual(published, ['d2-c1'])
   })
 
   it("keeps a command whose place behind other runs' could not be read, as one the broker refused", async (t) => {

@@ -196,8 +196,8 @@ export class Dispatcher {
    * milliseconds: so while the earliest of them may still be on its way (recorded less than a
    * publish's time ago, and some time to commit and remove it: ON_ITS_WAY_MS), it is asked about
    * again, for at most half of `withinMs`, and the publish after the wait gets the rest: waiting
-   * does not make a push hold its device's turn longer, and leaves its publish at least half its
-   * time (a broker slow to take the earlier push is as slow for this one). One recorded before
+   * does not make a push hold its device's turn longer (but for one store read past the half), and
+   * leaves its publish at least half its time (a broker slow to take the earlier push is as slow for this one). One recorded before
    * that was refused there and is kept: this push is held at once (a fleet command behind another
    * replica's refused one does not wait device by device). So is one behind another run's push
    * while a wait of this process has lately ended with the awaited push still there (EMQX
@@ -213,7 +213,8 @@ export class Dispatcher {
     try {
       for (let pauseMs = FIRST_ASK_AGAIN_MS; ; pauseMs = Math.min(pauseMs * 2, LAST_ASK_AGAIN_MS)) {
         const earliest = await this.journal.earliestAheadElsewhere(topic, prepared.at)
-        if (earliest === undefined) return waited ? { withinMs: this.withinMs - (performance.now() - startedAt) } : this.publishing
+        // the rest of its time, and at least half: the last question may have ended after `waitUntil`
+        if (earliest === undefined) return waited ? { withinMs: Math.max(this.withinMs / 2, this.withinMs - (performance.now() - startedAt)) } : this.publishing
         // a clock of that replica behind this one's shortens the wait; one ahead cannot lengthen it past `waitUntil`
         const now = performance.now()
         if (now < this.othersNotLeavingUntil) return null
