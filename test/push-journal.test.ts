@@ -129,14 +129,19 @@ async function emqxHubWithDevice(t: { after: (fn: () => Promise<void>) => void }
   return { database, standin, hub }
 }
 
+/** The pushes of `property` EMQX (the stand-in) took for device `id`, in order, parsed. */
+function publishedOf(standin: EmqxRestStandin, id: string, property: 'attributes' | 'commands'): Record<string, unknown>[] {
+  return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/${property}`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+}
+
 /** The attributes pushes EMQX (the stand-in) took for device `id`, in order, parsed. */
 function attributesPublished(standin: EmqxRestStandin, id: string): Record<string, unknown>[] {
-  return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/attributes`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
+  return publishedOf(standin, id, 'attributes')
 }
 
 /** The names of the commands EMQX (the stand-in) took for device `id`, in order. */
 function commandsPublished(standin: EmqxRestStandin, id: string): string[] {
-  return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/commands`)).map((p) => (JSON.parse(p.payload.toString('utf8')) as { name: string }).name)
+  return publishedOf(standin, id, 'commands').map((command) => command.name as string)
 }
 
 /** The command `name` sent to device `id` through `hub`'s API, and its answer. */

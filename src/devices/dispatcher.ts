@@ -11,9 +11,9 @@
  * the stored change promises. While a command (raw push) of a device is kept, that device's later
  * commands (raw pushes) are kept behind it, not published: a device gets them in the order this
  * run was asked to send them. Where other runs' pushes may wait in the journal (EMQX mode), so are
- * those recorded after another run's to the device that is still there (push-journal.ts) — once
- * it has had a push's time (`IOTHUB_PUSH_TIMEOUT`) to leave: one sent through another replica a
- * moment before is on its way, and this one goes right after it.
+ * those recorded after another run's to the device that is still there (push-journal.ts) — but
+ * for one that may still be on its way (sent through another replica a moment before): that one
+ * is waited for, a while, and this one goes right after it (`afterOtherRuns`).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PUSH_WITHIN_MS } from '../config.js'

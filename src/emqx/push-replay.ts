@@ -23,7 +23,7 @@
  */
 import type { Logger } from 'pino'
 import { PUSH_WITHIN_MS } from '../config.js'
-import type { BrokerPublisher } from '../devices/dispatcher.js'
+import type { BrokerPublisher, PublishOptions } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
 import { propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -46,6 +46,8 @@ export class PushReplay {
   private refusedDevices: ReadonlySet<string> = new Set()
   /** When this run started, as its run id says. */
   private readonly startedAt: number
+  /** How each left push is published: as bounded as a live push (dispatcher.ts). */
+  private readonly publishing: PublishOptions
 
   constructor(
     private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes' | 'earliestPushElsewhere'>,
@@ -59,9 +61,10 @@ export class PushReplay {
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger,
     /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
-    private readonly withinMs = PUSH_WITHIN_MS
+    withinMs = PUSH_WITHIN_MS
   ) {
     this.startedAt = runOf(store.replica)?.startedAt ?? Date.now()
+    this.publishing = { withinMs }
   }
 
   /** Looks now, then every PUSH_REPLAY_MS (on the replica holding the lease). */
@@ -88,7 +91,7 @@ export class PushReplay {
       if (this.stopping || !(await this.lease.hold())) return 0
       const live = new Set((await this.replicas(now)).filter((r) => r.live).map((r) => runKey(r.node, r.startedAt)))
       // each is published in its device's turn (late-pushes.ts), as a live push is: as bounded
-      const { published, refused, refusedDevices, complete } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, { withinMs: this.withinMs }), {
+      const { published, refused, refusedDevices, complete } = await publishLeftPushes(this.store, (message) => this.publisher.publish(message, this.publishing), {
         deferred: this.refusedDevices,
         leftUpTo: (run) => {
           if (run === this.store.replica) return undefined
