@@ -134,6 +134,18 @@ function publishedOf(standin: EmqxRestStandin, id: string, property: 'attributes
   return standin.published.filter((p) => p.topics.includes(`${id}/v1/devices/me/${property}`)).map((p) => JSON.parse(p.payload.toString('utf8')) as Record<string, unknown>)
 }
 
+/** An EMQX-mode setting whose node `node` can be started (again) with `start()`: one data dir, one database, one stand-in. */
+async function restartableEmqxNode(t: { after: (fn: () => Promise<void>) => void }, children: Pick<ChildHub, 'kill'>[], node: string) {
+  const { database, dataDir, standin } = await emqxSetting(t, children)
+  const env = emqxEnv(database.url, standin.url, node)
+  const start = async (): Promise<EmqxChildHub> => {
+    const hub = await startEmqxChildHub(dataDir, { env })
+    children.push(hub)
+    return hub
+  }
+  return { database, standin, start }
+}
+
 /** The attributes pushes EMQX (the stand-in) took for device `id`, in order, parsed. */
 function attributesPublished(standin: EmqxRestStandin, id: string): Record<string, unknown>[] {
   return publishedOf(standin, id, 'attributes')
@@ -147,6 +159,14 @@ function commandsPublished(standin: EmqxRestStandin, id: string): string[] {
 /** The command `name` sent to device `id` through `hub`'s API, and its answer. */
 function sendCommand(hub: Pick<EmqxChildHub, 'api'>, id: string, name: string) {
   return hub.api<{ pushedTo: string[]; pushError?: string; message?: string }>('POST', `/v1/devices/${id}/commands`, { name })
+}
+
+/** `answer`, of a command sent through `hub`: stored and held behind an earlier one, EMQX not tried (the hub's only command so far). */
+async function heldUntried(hub: Pick<EmqxChildHub, 'api'>, answer: { status: number; body: { pushError?: string } }): Promise<void> {
+  assert.equal(answer.status, 200, JSON.stringify(answer.body))
+  assert.match(answer.body.pushError ?? '', /^stored, not pushed: an earlier command to this device waits for the broker/, JSON.stringify(answer.body))
+  assert.equal(await metricValue(hub.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 1)
+  assert.equal(await metricValue(hub.api, 'iothub_pushes_total{property="commands",outcome="failed"}'), 0, 'it was not tried')
 }
 
 /**
@@ -529,11 +549,7 @@ describe('pushes across a crash', () => {
     assert.match(first.body.pushError ?? '', /^stored, not pushed: /, JSON.stringify(first.body))
     // still down, so that no retry can publish the first meanwhile: the other replica keeps the
     // second behind it without trying EMQX
-    const second = await send(other, 'second')
-    assert.equal(second.status, 200, JSON.stringify(second.body))
-    assert.match(second.body.pushError ?? '', /^stored, not pushed: an earlier command to this device waits for the broker/, JSON.stringify(second.body))
-    assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 1)
-    assert.equal(await metricValue(other.api, 'iothub_pushes_total{property="commands",outcome="failed"}'), 0, 'the second was not tried')
+    await heldUntried(other, await send(other, 'second'))
     standin.setDown(false)
 
     await eventually(() => taken().length === 2, 45_000, "the kept commands published by their replicas' retries")
@@ -621,13 +637,7 @@ describe('pushes across a crash', () => {
   })
 
   it('EMQX mode: a push EMQX did not take is published once the run that stored it is over', async (t) => {
-    const { database, dataDir, standin } = await emqxSetting(t, children)
-    const env = emqxEnv(database.url, standin.url, 'iothub-journal@push.test')
-    const start = async (): Promise<EmqxChildHub> => {
-      const hub = await startEmqxChildHub(dataDir, { env })
-      children.push(hub)
-      return hub
-    }
+    const { database, standin, start } = await restartableEmqxNode(t, children, 'iothub-journal@push.test')
     const first = await start()
     const id = 'journaled-emqx'
     await connectedThroughEmqx(first, standin, id)
@@ -658,13 +668,7 @@ describe('pushes across a crash', () => {
   })
 
   it("EMQX mode: a command sent by a later run while a killed run's command waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {
-    const { database, dataDir, standin } = await emqxSetting(t, children)
-    const env = emqxEnv(database.url, standin.url, 'iothub-later-run@push.test')
-    const start = async (): Promise<EmqxChildHub> => {
-      const hub = await startEmqxChildHub(dataDir, { env })
-      children.push(hub)
-      return hub
-    }
+    const { database, standin, start } = await restartableEmqxNode(t, children, 'iothub-later-run@push.test')
     const first = await start()
     const id = 'later-run'
     await connectedThroughEmqx(first, standin, id)
@@ -680,11 +684,7 @@ describe('pushes across a crash', () => {
     // the node starts again while EMQX still refuses: the killed run's command is in the journal,
     // and the new run keeps its own behind it rather than trying EMQX
     const second = await start()
-    const later = await send(second, 'second')
-    assert.equal(later.status, 200, JSON.stringify(later.body))
-    assert.match(later.body.pushError ?? '', /^stored, not pushed: an earlier command to this device waits for the broker/, JSON.stringify(later.body))
-    assert.equal(await metricValue(second.api, 'iothub_pushes_total{property="commands",outcome="held"}'), 1)
-    assert.equal(await metricValue(second.api, 'iothub_pushes_total{property="commands",outcome="failed"}'), 0, 'the second was not tried')
+    await heldUntried(second, await send(second, 'second'))
     standin.setDown(false)
 
     // the killed run's command goes by the replay (once its lease has run out, 15 s), the new
