@@ -1,7 +1,7 @@
 /** `iothub` / `iothub start`: runs the hub until SIGINT or SIGTERM, then stops it gracefully. */
 import { Command } from 'commander'
 import { configHelp, ConfigError, loadConfig } from '../config.js'
-import { Hub } from '../hub.js'
+import type { Hub } from '../hub.js'
 import { markWhereCpusAllow } from './gc-marking.js'
 import { boundHeapGrowth } from './heap-growth.js'
 
@@ -23,6 +23,10 @@ export async function runHub(argv: readonly string[]): Promise<void> {
   const config = loadConfig(process.env, argv)
   // a process-wide setting, so it is the command's to make, not the Hub's (tests run many in one process)
   const heapGrowingPercent = boundHeapGrowth(config)
+  // loaded here, not at the top: every other command (help, --version, devices, status …) talks to
+  // a running hub over HTTP, and would otherwise wait for the broker, the stores and gRPC to load
+  // (0.86 → 0.14 s for `iothub --version`, compiled)
+  const { Hub } = await import('../hub.js')
   let hub: Hub
   try {
     hub = await Hub.open(config)
