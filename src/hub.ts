@@ -235,6 +235,7 @@ export class Hub {
     this.dispatcher = new Dispatcher(this.fleet, pushPublisher, this.metrics, this.pushJournal, { withinMs: config.pushTimeout, backlog: config.pushBacklog })
     this.keptPushes = new KeptPushes(this.pushJournal, this.store, pushPublisher, latePushes, this.metrics, this.log.child({ component: 'kept-pushes' }), {
       withinMs: config.pushTimeout,
+      retryMs: config.pushRetryInterval,
       ...(this.carrier.pushRefusedForGood ? { refusedForGood: this.carrier.pushRefusedForGood } : {})
     })
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)

@@ -204,6 +204,32 @@ describe("a run's refused pushes, tried again", () => {
     assert.equal(journal.kept.size, 3)
   })
 
+  it('tries again by itself, every `retryMs` (IOTHUB_PUSH_RETRY_INTERVAL), once started', async (t) => {
+    const { store, journal } = await openJournal(t)
+    const topic = 'timed/v1/devices/me/commands'
+    const record = journal.record({ topic, payload: Buffer.from('timed'), qos: 1, retain: false })
+    await store.commit([record.mutation])
+    journal.keep(record.seq, topic)
+    let refusing = true
+    const tried: string[] = []
+    const broker = {
+      async publish(message: BrokerMessage) {
+        tried.push(text(message.payload))
+        if (refusing) throw new EmqxApiError('EMQX busy', 503)
+      }
+    }
+    const kept = new KeptPushes(journal, store, broker, asJournaled, new HubMetrics(), createLogger('silent'), { retryMs: 100 })
+    kept.start()
+    t.after(() => kept.stop())
+    // a try that finds the broker still refusing, then one that finds it taking: the default's
+    // 10 s would be twice as long as the wait allows
+    await eventually(() => tried.length >= 1, 5000, 'a first try')
+    refusing = false
+    await eventually(() => journal.kept.size === 0, 5000, 'the push published at a later try')
+    assert.ok(tried.length >= 2, String(tried.length))
+    assert.ok(tried.every((payload) => payload === 'timed'))
+  })
+
   it('keeps a push whose receivers could not be read, as one the broker refused', async (t) => {
     const { store, journal } = await openJournal(t)
     // where the store is shared, whom a push reaches is a read of it: here one that fails

@@ -78,7 +78,7 @@ const ON_ITS_WAY_MS = 1_000
 /**
  * After a wait for another run's push ended with it still there, how long pushes behind other
  * runs' are held at once rather than waiting: about until the kept pushes' next try
- * (kept-pushes.ts, KEPT_RETRY_MS), which publishes them once the earlier ones have left.
+ * (kept-pushes.ts, every IOTHUB_PUSH_RETRY_INTERVAL), which publishes them once the earlier ones have left.
  */
 const NOT_LEAVING_MS = 10_000
 

@@ -1,7 +1,7 @@
 /**
  * This run's pushes the broker refused, tried again while the run lasts. A push whose publish
  * failed (EMQX's API down or refusing, a broker whose queue store failed) stays in the journal
- * (push-journal.ts); every KEPT_RETRY_MS, while any is kept, they are published again in the
+ * (push-journal.ts); every `retryMs` (IOTHUB_PUSH_RETRY_INTERVAL), while any is kept, they are published again in the
  * order they were recorded; one the broker refuses again holds back its device's later ones, and
  * three refusals in a row end the try; the devices refused at one try go after the others at the
  * next (left-pushes.ts). So an outage of the broker's side ends
@@ -21,20 +21,19 @@
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
 import { StoreError, type Store, type StoredPush } from '../store/store.js'
-import { PUSH_WITHIN_MS } from '../config.js'
+import { PUSH_RETRY_MS, PUSH_WITHIN_MS } from '../config.js'
 import type { BrokerMessage, BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
 import { propertyOfPush, publishRunPushes } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
-
-/** Between tries of the kept pushes, ms. */
-export const KEPT_RETRY_MS = 10_000
 
 export interface KeptPushOptions {
   /** Whether the broker refused a push for good: it is dropped rather than tried again. */
   refusedForGood?: (error: Error) => boolean
   /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
   withinMs?: number
+  /** Between tries, ms (IOTHUB_PUSH_RETRY_INTERVAL). */
+  retryMs?: number
 }
 
 export class KeptPushes {
@@ -57,7 +56,7 @@ export class KeptPushes {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.retry(), KEPT_RETRY_MS)
+    this.timer = setInterval(() => void this.retry(), this.options.retryMs ?? PUSH_RETRY_MS)
     this.timer.unref()
   }
 

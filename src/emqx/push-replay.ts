@@ -2,7 +2,7 @@
  * EMQX mode: publishing the pushes a replica's run stored and did not get EMQX to take
  * (devices/push-journal.ts) — it was killed between a change's commit and the REST publish, or
  * stopped while EMQX refused its pushes. The replica holding the `push-replay` lease looks every
- * PUSH_REPLAY_MS for the pushes of runs that are over: an earlier run of its own node (this node
+ * `everyMs` (IOTHUB_PUSH_RETRY_INTERVAL) for the pushes of runs that are over: an earlier run of its own node (this node
  * runs as this replica now), or a run the list of replicas (replica-keeper.ts) no longer shows
  * live, once its pushes are PUSH_ORPHAN_AGE_MS old — a live run's pushes are never published by
  * another replica, as they may still be on their way, and that age is longer than any publish
@@ -22,7 +22,7 @@
  * counted (`iothub_pushes_total`, outcome `published`).
  */
 import type { Logger } from 'pino'
-import { PUSH_WITHIN_MS } from '../config.js'
+import { PUSH_RETRY_MS, PUSH_WITHIN_MS } from '../config.js'
 import type { BrokerPublisher, PublishOptions } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
 import { propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
@@ -33,8 +33,6 @@ import { runOf } from '../store/coordination.js'
 import type { Store } from '../store/store.js'
 import { publishRefusedForGood } from './emqx-rest.js'
 
-/** Between looks for pushes that runs now over left unpublished, ms. */
-export const PUSH_REPLAY_MS = 10_000
 /** How old a push of a run no longer listed live must be before another replica publishes it, ms. */
 export const PUSH_ORPHAN_AGE_MS = 60_000
 
@@ -61,15 +59,17 @@ export class PushReplay {
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger,
     /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
-    withinMs = PUSH_WITHIN_MS
+    withinMs = PUSH_WITHIN_MS,
+    /** Between looks for pushes that runs now over left unpublished, ms (IOTHUB_PUSH_RETRY_INTERVAL, as the kept pushes' tries). */
+    private readonly everyMs = PUSH_RETRY_MS
   ) {
     this.startedAt = runOf(store.replica)?.startedAt ?? Date.now()
     this.publishing = { withinMs }
   }
 
-  /** Looks now, then every PUSH_REPLAY_MS (on the replica holding the lease). */
+  /** Looks now, then every `everyMs` (on the replica holding the lease). */
   start(): void {
-    this.timer = setInterval(() => void this.publishLeft(), PUSH_REPLAY_MS)
+    this.timer = setInterval(() => void this.publishLeft(), this.everyMs)
     this.timer.unref()
     void this.publishLeft()
   }

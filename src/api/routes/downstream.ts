@@ -20,7 +20,6 @@ import { newCommand, PayloadError, rawDataOf } from '../../domain/device-propert
 import { deviceMountpoint } from '../../domain/namespace.js'
 import { ALREADY_SENT, commandPayload, DownstreamChanges, type PushOutcome } from '../../devices/downstream-changes.js'
 import { PushBacklogFull } from '../../devices/dispatcher.js'
-import { KEPT_RETRY_MS } from '../../devices/kept-pushes.js'
 import { UnknownDeviceError } from '../../registry/device-directory.js'
 import type { ApiContext } from '../context.js'
 import { badRequest } from '../bad-request.js'
@@ -54,8 +53,8 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
    */
   const refused = (reply: FastifyReply, id: string, error: unknown) => {
     if (error instanceof UnknownDeviceError) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
-    // the device's waiting commands are tried again every 10 s (kept-pushes.ts)
-    if (error instanceof PushBacklogFull) return reply.code(503).header('retry-after', String(KEPT_RETRY_MS / 1000)).send({ statusCode: 503, error: 'Service Unavailable', message: `nothing was stored: ${error.message}` })
+    // the device's waiting commands are tried again every IOTHUB_PUSH_RETRY_INTERVAL (kept-pushes.ts)
+    if (error instanceof PushBacklogFull) return reply.code(503).header('retry-after', String(Math.ceil(ctx.config.pushRetryInterval / 1000))).send({ statusCode: 503, error: 'Service Unavailable', message: `nothing was stored: ${error.message}` })
     throw error instanceof PayloadError ? badRequest(error.message) : error
   }
 
