@@ -27,7 +27,6 @@ const idOf = (s: SessionRecord): string => s.id
 const RETRY_MS = 1000
 
 export class ConnectInfoTracker {
-  /** deviceId → its sessions, as the registry holds them. */
   /** deviceId → its sessions (almost always one: a Few, registry/few.ts), as the registry holds them. */
   private readonly sessions = new Map<string, Few<string, SessionRecord>>()
   /** What each device's last connection change was about (shown while none is connected). */
