@@ -34,7 +34,7 @@ describe('config', () => {
     assert.equal(loadConfig({}, ['--push-timeout', '4000']).pushTimeout, 4000)
     assert.throws(() => loadConfig({ IOTHUB_PUSH_BACKLOG: '0' }, []), /IOTHUB_PUSH_BACKLOG/)
     assert.equal(loadConfig({ IOTHUB_PUSH_BACKLOG: '5' }, []).pushBacklog, 5)
-    assert.throws(() => loadConfig({ IOTHUB_PUSH_RETRY_INTERVAL: '99' }, []), /IOTHUB_PUSH_RETRY_INTERVAL/)
+    assert.throws(() => loadConfig({ IOTHUB_PUSH_RETRY_INTERVAL: '999' }, []), /IOTHUB_PUSH_RETRY_INTERVAL/)
     assert.equal(loadConfig({}, ['--push-retry-interval', '1000']).pushRetryInterval, 1000)
     assert.throws(() => loadConfig({}, ['--mqtt-prot', '1']), /unknown option --mqtt-prot/)
     assert.throws(() => loadConfig({}, ['--mqtt-port']), /--mqtt-port needs a value/)

@@ -24,7 +24,7 @@ describe('MQTT presence topics in EMQX mode (through the REST API)', () => {
   it('publishes every session event in log order, and after EMQX was down what waited', async (t) => {
     // one hub whatever IOTHUB_TEST_EMQX_REPLICAS says: one replica at a time publishes, and this
     // test reads what EMQX was given, whoever gave it
-    const hub = await startEmqxTestHub({ version: 5, overrides: { eventsMqtt: 'on', eventsWebhookBackoffMax: 300 } })
+    const hub = await startEmqxTestHub({ version: 5, overrides: { eventsMqtt: 'on', eventsWebhookBackoffMax: 300, eventsHeartbeat: 1 } })
     t.after(() => hub.stop())
     const emqx = hub.exhook('v3')
     const lifecycle = async (id: string, port: number) => {

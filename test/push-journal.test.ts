@@ -594,7 +594,7 @@ describe('pushes across a crash', () => {
     await eventually(() => held.heldAt() > 0, 20_000, "the first command's publish reached EMQX's API").catch(async (error: Error) => {
       // seen once in ~90 runs beside busy loops (2026-12-07) and not understood: what the API
       // answered and what the hubs logged say where the first command stopped
-      const answered = await Promise.race([first, delay(1000).then(() => 'no answer yet')])
+      const answered = await Promise.race([first.catch((e: Error) => `an error: ${e.message}`), delay(1000).then(() => 'no answer yet')])
       throw new Error(`${error.message}; the first command was answered ${JSON.stringify(answered)}; EMQX's API had ${JSON.stringify(standin.requests.slice(-20))}\nreplica A:\n${hub.output()}\nreplica B:\n${other.output()}`)
     })
     const second = send(other, 'second')

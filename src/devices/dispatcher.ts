@@ -77,8 +77,9 @@ const LAST_ASK_AGAIN_MS = 200
 const ON_ITS_WAY_MS = 1_000
 /**
  * After a wait for another run's push ended with it still there, how long pushes behind other
- * runs' are held at once rather than waiting: about until the kept pushes' next try
- * (kept-pushes.ts, every IOTHUB_PUSH_RETRY_INTERVAL), which publishes them once the earlier ones have left.
+ * runs' are held at once rather than waiting; the kept pushes' tries (kept-pushes.ts, every
+ * IOTHUB_PUSH_RETRY_INTERVAL) publish them once the earlier ones have left. Fixed, not that
+ * setting: it says how long a refusing replica is likely to go on refusing, not how often to try.
  */
 const NOT_LEAVING_MS = 10_000
 

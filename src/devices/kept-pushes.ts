@@ -138,12 +138,12 @@ export class KeptPushes {
   private refused(error: Error, left: number): void {
     // the device's stored attributes could not be read (late-pushes.ts): not the broker's answer
     if (error instanceof StoreError) return this.storeFailed(error, left)
-    if (!this.refusedBefore) this.log.warn({ pushes: left, err: error.message }, 'pushes the broker refused are refused again; tried every few seconds while this run lasts')
+    if (!this.refusedBefore) this.log.warn({ pushes: left, err: error.message }, 'pushes the broker refused are refused again; tried every IOTHUB_PUSH_RETRY_INTERVAL while this run lasts')
     this.refusedBefore = true
   }
 
   /** Logged at every try: the store's failures are not the outage the broker's refusals are. */
   private storeFailed(error: Error, left: number): void {
-    this.log.warn({ pushes: left, err: error.message }, 'a try of the pushes the broker refused failed; tried again in a few seconds')
+    this.log.warn({ pushes: left, err: error.message }, 'a try of the pushes the broker refused failed; tried again after IOTHUB_PUSH_RETRY_INTERVAL')
   }
 }
