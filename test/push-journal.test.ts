@@ -465,6 +465,29 @@ describe('pushes across a crash', () => {
     assert.match((await hub.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
   })
 
+  it('EMQX mode: a replica tries the pushes EMQX refused, and looks for those of runs that are over, every IOTHUB_PUSH_RETRY_INTERVAL', async (t) => {
+    const id = 'retried-emqx'
+    const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-retried@push.test', id)
+    const refusedPublishes = () => standin.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/publish') && r.status === 503).length
+    standin.setDown(true)
+    await refusedByEmqx(hub, id, { mode: 'eco' })
+    // the live push's own tries (three, within IOTHUB_PUSH_TIMEOUT), then three more tries at
+    // each try of the kept push: three of those come within ~3 s at 1 s, and take 20 s or more at
+    // the default 10 s, which the wait below would not reach
+    const afterLive = refusedPublishes()
+    await eventually(() => refusedPublishes() >= afterLive + 9, 15_000, 'three tries of the kept push')
+    // the replay's look, on the replica holding its lease: each complete look marks the lease done
+    const looks = new Set<string>()
+    await eventually(
+      async () => {
+        for (const row of await database.query<{ done_at: string | null }>("SELECT done_at FROM leases WHERE name = 'push-replay'")) if (row.done_at !== null) looks.add(String(row.done_at))
+        return looks.size >= 3
+      },
+      15_000,
+      'three looks for the pushes of runs that are over'
+    )
+  })
+
   it("EMQX mode: a command sent while an earlier one to its device waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {
     const id = 'ordered-emqx'
     const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-ordered@push.test', id)
