@@ -11,7 +11,7 @@ export function isStoreFailure(error: unknown): boolean {
   return false
 }
 
-/** Seconds to wait before asking again: about one store deadline. */
-export function retryAfterSeconds(storeTimeoutMs: number): string {
-  return String(Math.max(1, Math.ceil(storeTimeoutMs / 1000)))
+/** `Retry-After`'s value for a wait of `waitMs`: whole seconds, at least one (for the store, about one of its deadlines). */
+export function retryAfterSeconds(waitMs: number): string {
+  return String(Math.max(1, Math.ceil(waitMs / 1000)))
 }

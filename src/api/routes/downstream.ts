@@ -23,6 +23,7 @@ import { PushBacklogFull } from '../../devices/dispatcher.js'
 import { UnknownDeviceError } from '../../registry/device-directory.js'
 import type { ApiContext } from '../context.js'
 import { badRequest } from '../bad-request.js'
+import { retryAfterSeconds } from '../store-unavailable.js'
 import { DEVICE_ID_PATTERN, errorSchema } from '../schemas.js'
 
 const params = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: DEVICE_ID_PATTERN } } } as const
@@ -54,7 +55,7 @@ export const downstreamRoutes = (ctx: ApiContext): FastifyPluginAsync => async (
   const refused = (reply: FastifyReply, id: string, error: unknown) => {
     if (error instanceof UnknownDeviceError) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `no device ${id}` })
     // the device's waiting commands are tried again every IOTHUB_PUSH_RETRY_INTERVAL (kept-pushes.ts)
-    if (error instanceof PushBacklogFull) return reply.code(503).header('retry-after', String(Math.ceil(ctx.config.pushRetryInterval / 1000))).send({ statusCode: 503, error: 'Service Unavailable', message: `nothing was stored: ${error.message}` })
+    if (error instanceof PushBacklogFull) return reply.code(503).header('retry-after', retryAfterSeconds(ctx.config.pushRetryInterval)).send({ statusCode: 503, error: 'Service Unavailable', message: `nothing was stored: ${error.message}` })
     throw error instanceof PayloadError ? badRequest(error.message) : error
   }
 
