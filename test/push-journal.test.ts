@@ -102,17 +102,23 @@ function emqxEnv(databaseUrl: string, emqxApi: string, node: string): Record<str
   }
 }
 
-/** Device `id` made, connected to EMQX (the stand-in) and subscribed to its attributes, and the hub told so by EMQX's WebHook. */
+/**
+ * Device `id` made, connected to EMQX (the stand-in) and subscribed to its attributes, and the hub
+ * told so by EMQX's WebHook. EMQX's listing and its WebHook describe the same connection (node,
+ * peer, connect time), as EMQX's do: a reconcile finds nothing to fix. (Else it records the
+ * listing's as a connection the hub missed, whose topics it adds a moment after: a push in that
+ * moment would find no one subscribed.)
+ */
 async function connectedThroughEmqx(hub: EmqxChildHub, standin: EmqxRestStandin, id: string): Promise<void> {
   assert.equal((await hub.api('POST', '/v1/devices', { id })).status, 201)
-  standin.addClient({ clientid: id, username: id, mountpoint: `${id}/` })
+  const listed = standin.addClient({ clientid: id, username: id, mountpoint: `${id}/`, node: 'emqx@10.0.0.3', ipAddress: '10.0.0.4', port: 1234 })
   standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
   const hook = async (body: object) => {
     const answer = await fetch(`${hub.httpUrl}/v1/hooks/emqx`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-iothub-webhook-secret': WEBHOOK_SECRET }, body: JSON.stringify(body) })
     assert.equal(answer.status, 200, await answer.text())
   }
   const base = { node: 'emqx@10.0.0.3', clientid: id, username: id }
-  await hook({ event: 'client.connected', ...base, peername: '10.0.0.4:1234', mountpoint: `${id}/` })
+  await hook({ event: 'client.connected', ...base, peername: '10.0.0.4:1234', mountpoint: `${id}/`, connected_at: listed.connectedAt, clean_start: listed.cleanStart, expiry_interval: listed.expiryInterval, keepalive: listed.keepalive, proto_ver: listed.protoVer })
   await hook({ event: 'session.subscribed', ...base, peerhost: '10.0.0.4', topic: `${id}/v1/devices/me/attributes`, qos: 1 })
 }
 
@@ -698,6 +704,7 @@ describe('pushes across a crash', () => {
     // a push of the new run goes out as before, and is not journaled after
     const pushed = await second.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'live' })
     assert.equal(pushed.status, 200, JSON.stringify(pushed.body))
+    assert.deepEqual(pushed.body.pushedTo, [id], `${JSON.stringify(pushed.body)}\n${second.output()}`)
     assert.deepEqual(published(), [{ mode: 'journaled' }, { mode: 'live' }])
     await eventually(async () => (await database.query('SELECT run FROM push_journal')).length === 0, 10_000, 'the journal emptied')
     assert.match((await second.api<string>('GET', '/metrics', undefined, null)).body, /^iothub_pushes_waiting 0$/m)
