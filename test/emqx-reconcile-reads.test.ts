@@ -11,6 +11,7 @@ import { Reconciler, type ReconcileReads, type ReconcileReport } from '../src/em
 import type { Session } from '../src/domain/session.js'
 import type { SessionState } from '../src/store/fleet-reads.js'
 import { startEmqxTestHub, type EmqxTestHub } from './helpers/emqx-hub.js'
+import { eventually } from './helpers/hub.js'
 import { createDatabase } from './helpers/postgres.js'
 
 const NODE = 'emqx@127.0.0.1'
@@ -45,6 +46,9 @@ describe('the reconcile compares EMQX with the stored fleet', () => {
     // the first run records them all (the hub missed their connects)
     const first = await reconcile(t)
     assert.deepEqual([first.sessionsAdded, first.topicsAdded], [ids.length, ids.length])
+    // each connect (its topics in it) is one decision, and each asks its device's connectinfo
+    // write after it, which the run does not wait for: all stored before the count below starts
+    await eventually(async () => (await batchCallers(t)) === 2 * ids.length, 10_000, "the first run's connects and their connectinfo writes stored")
 
     // nothing differs now: no client gets a decision, so no batch takes a caller
     const before = await batchCallers(t)

@@ -9,6 +9,8 @@ import { RECONCILING } from '../src/emqx/emqx-carrier.js'
 import type { ReconcileReport } from '../src/emqx/reconcile.js'
 import { startEmqxTestHub, EMQX_KEY, EMQX_REPLICAS, EMQX_SECRET } from './helpers/emqx-hub.js'
 import { startEmqxRestStandin } from './helpers/emqx-rest-standin.js'
+import { BASIC_ADMIN } from './helpers/api-client.js'
+import { SseStream } from './helpers/sse.js'
 
 interface SessionView {
   clientId: string
@@ -57,6 +59,38 @@ for (const version of [4, 5] as const) {
         assert.deepEqual([report.trigger, report.error], ['start', null])
         // each replica reconciles at its start: which run made which fix is a race, so one replica's report need not hold them all
         if (EMQX_REPLICAS === 1) assert.deepEqual([report.ghostsEnded, report.sessionsAdded, report.topicsAdded, report.topicsRemoved], [1, 1, 2, 1])
+      } finally {
+        await t.stop()
+      }
+    })
+
+    it("records a connection the hub missed with EMQX's topics in the same change: never seen subscribed to nothing, pushed to at once", async () => {
+      // a heartbeat a second: the stream filtered to two types reaches the log's head by it
+      const t = await startEmqxTestHub({ version, overrides: { eventsHeartbeat: 1 } })
+      try {
+        const id = 'missed-with-topics'
+        await t.createDevice(id)
+        t.standin.addClient({ clientid: id, username: id, ipAddress: '127.0.0.1', port: 1010, mountpoint: `${id}/` })
+        t.standin.subscribe(id, `${id}/v1/devices/me/attributes`, 1)
+        const report = (await t.api<ReconcileReport>('POST', '/v1/reconcile')).body
+        assert.equal(report.error, null)
+        // another replica's start reconcile may have recorded it first
+        if (EMQX_REPLICAS === 1) assert.deepEqual([report.sessionsAdded, report.topicsAdded], [1, 1])
+
+        // the change log (as its event stream shows it) never held the new connection without its topic
+        const head = t.hub.store.following().applied
+        const { status, stream } = await SseStream.open(`${t.httpUrl}/v1/events?after=0&types=session.connected,session.subscribed`, { authorization: BASIC_ADMIN })
+        assert.equal(status, 200)
+        await stream!.until((s) => Number(s.lastEventId) >= head, 20_000, 'the stream at the head of the log')
+        const events = stream!.events<{ type: string; clientId: string; session: SessionView }>().filter((e) => e.clientId === id)
+        stream!.close()
+        assert.deepEqual(
+          events.map((e) => [e.type, e.session.topics.map((s) => s.brokerTopic)]),
+          [['session.connected', [`${id}/v1/devices/me/attributes`]]]
+        )
+        const pushed = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco' })
+        assert.deepEqual(pushed.body.pushedTo, [id], JSON.stringify(pushed.body))
+        assert.ok(t.standin.published.some((m) => m.topics.includes(`${id}/v1/devices/me/attributes`)), 'EMQX was asked to publish it')
       } finally {
         await t.stop()
       }

@@ -21,6 +21,13 @@ type ConnectionFacts = Pick<
 
 export interface ConnectedEvent extends EventBase, ConnectionFacts {
   kind: 'connected'
+  /**
+   * The topics the broker holds for this connection already (EMQX's listing, when a reconcile
+   * records a connection the hub missed): a connection that does not resume its session holds
+   * these from its connect on, in the connect's own change, rather than none until a subscribe
+   * after it. A resumed session keeps its own (transitions.ts).
+   */
+  subscriptions?: TopicSubscription[]
 }
 
 export interface SubscribedEvent extends EventBase {

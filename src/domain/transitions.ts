@@ -17,6 +17,8 @@ export const TOMBSTONE_MS = 10 * 60_000
 export type TopicChange =
   | { kind: 'keep' }
   | { kind: 'clear' }
+  /** The session's topics cleared and these held instead, in one change (a new connection with its broker's topics). */
+  | { kind: 'replace'; subscriptions: TopicSubscription[] }
   | { kind: 'add'; subscriptions: TopicSubscription[] }
   | { kind: 'remove'; topics: string[] }
 
@@ -85,9 +87,7 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
     }
     return { outcome: 'stale', why: `connect of ${event.incarnation} repeated` }
   }
-  // MQTT: a persistent session resumes only when both the old and the new connection asked
-  // for one; a clean start (or a clean predecessor) discards the old session state.
-  const resumes = current !== undefined && !current.cleanStart && !event.cleanStart
+  const resumes = resumesSession(current, event)
   const session: SessionRecord = {
     id: sessionIdOf(event.clientId),
     protocol: event.protocol,
@@ -104,7 +104,7 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
     cleanStart: event.cleanStart,
     expiryInterval: event.cleanStart ? 0 : event.expiryInterval,
     connected: true,
-    createdAt: resumes ? current.createdAt : event.at,
+    createdAt: resumes && current ? current.createdAt : event.at,
     connectedAt: event.at,
     disconnectedAt: null,
     disconnectReason: null,
@@ -114,9 +114,22 @@ function connect(current: SessionRecord | undefined, event: ConnectedEvent, last
   return {
     outcome: 'applied',
     session,
-    topics: resumes ? { kind: 'keep' } : { kind: 'clear' },
+    topics: resumes ? { kind: 'keep' } : newConnectionTopics(event),
     ...(current?.connected ? { tookOver: current } : {})
   }
+}
+
+/**
+ * MQTT: a persistent session resumes only when both the old and the new connection asked for
+ * one; a clean start (or a clean predecessor) discards the old session state.
+ */
+export function resumesSession(current: SessionRecord | undefined, event: Pick<ConnectedEvent, 'cleanStart'>): boolean {
+  return current !== undefined && !current.cleanStart && !event.cleanStart
+}
+
+/** A connection that does not resume: no topics, or those its broker holds for it already. */
+function newConnectionTopics(event: ConnectedEvent): TopicChange {
+  return event.subscriptions === undefined || event.subscriptions.length === 0 ? { kind: 'clear' } : { kind: 'replace', subscriptions: event.subscriptions }
 }
 
 /** A connection's end: a clean session ends with it (entity deleted); a persistent one goes offline. */

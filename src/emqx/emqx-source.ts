@@ -154,14 +154,16 @@ export class EmqxSource {
    * The reconcile's connect of a client EMQX lists as connected: EMQX's API tells what it holds
    * now, so this connection is the session's unless it is the very one the hub holds — which
    * then takes the listing's clean start and expiry (hooks may not have said them).
+   * `subscriptions`: the topics EMQX lists for the client; a new connection that does not resume
+   * a session holds them from its connect on (ConnectedEvent.subscriptions).
    */
-  listedConnect(client: EmqxClient): (current: SessionRecord | undefined, lastEnded: string | undefined) => ConnectedEvent | null {
+  listedConnect(client: EmqxClient, subscriptions?: TopicSubscription[]): (current: SessionRecord | undefined, lastEnded: string | undefined) => ConnectedEvent | null {
     const facts = this.connectionFacts(client)
     return (current, lastEnded) => {
       const order = orderConnect(client, current, lastEnded, true)
       if (order.verdict === 'older') return null
-      const same = order.verdict === 'same' ? current : undefined
-      return this.connectEvent(facts, order.incarnation, same && client.cleanStart === undefined ? same : undefined)
+      if (order.verdict === 'newer') return subscriptions === undefined ? this.connectEvent(facts, order.incarnation, undefined) : { ...facts, incarnation: order.incarnation, subscriptions }
+      return this.connectEvent(facts, order.incarnation, client.cleanStart === undefined ? current : undefined)
     }
   }
 

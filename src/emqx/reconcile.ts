@@ -39,7 +39,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { QoS, Session, SessionRecord } from '../domain/session.js'
-import { transition } from '../domain/transitions.js'
+import { resumesSession, transition } from '../domain/transitions.js'
 import type { EmqxListedClient, EmqxRestClient } from './emqx-rest.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
@@ -452,13 +452,23 @@ export class Reconciler {
       return
     }
     const wasLive = held !== undefined && isLiveConnection(held, listed.client)
-    const result = await unlessChanged(held, this.source.listedConnect(listed.client))
+    // a new connection holds EMQX's topics from its connect on, in the connect's own commit: a
+    // push read between two commits would find it subscribed to nothing
+    const listedTopics = [...brokerTopics].map(([topic, qos]) => ({ topic, qos }))
+    const connect = this.source.listedConnect(listed.client, listedTopics)
+    let topicsWithConnect = 0
+    const result = await unlessChanged(held, (current, lastEnded) => {
+      const event = connect(current, lastEnded)
+      topicsWithConnect = event?.subscriptions !== undefined && !resumesSession(current, event) ? event.subscriptions.length : 0
+      return event
+    })
     if (result === CHANGED) return
     let session = held
     if (result.applied) {
       if (wasLive) report.sessionsCorrected++
       else report.sessionsAdded++
-      // read again for its topics (a new connection's were cleared, a resumed one's kept): as
+      report.topicsAdded += topicsWithConnect
+      // read again for its topics (a new connection's are EMQX's, a resumed one's kept): as
       // this run's connect left it, or changed since by someone else
       session = await this.fleet.session(clientId)
       if (!sameSession(session, result.after ?? undefined)) {

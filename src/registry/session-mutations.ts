@@ -25,12 +25,17 @@ export function sessionMutations(id: string, t: Applied, stored: StoredSession, 
     case 'keep':
       break
     case 'clear':
-      // a session that holds no topic has no row to delete: a fresh connect (most of a connect
-      // storm) then writes, and logs, one change fewer
-      if (stored.topics.size > 0) mutations.push({ op: 'topic.clear', sessionId: id, ...carried })
-      // one delete per entity rather than a clear of the session's: each is an event of its own
-      for (const entity of stored.entities.values()) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
+      pushClear(mutations, id, stored, carried)
       break
+    case 'replace': {
+      // what a clear writes, then the new topics and their entities as a subscribe to a session
+      // holding none would: in one batch, so no one reads the session between the two
+      pushClear(mutations, id, stored, carried)
+      const persistent = next !== null && queuesWhileOffline(next)
+      for (const subscription of topics.subscriptions) mutations.push({ op: 'topic.put', sessionId: id, subscription, persistent, ...carried })
+      mutations.push(...entityPuts({ ...stored, entities: NO_ENTITIES }, next ?? undefined, topics.subscriptions, ownerOf, at))
+      break
+    }
     case 'add': {
       const persistent = next !== null && queuesWhileOffline(next)
       for (const subscription of changedTopics(stored.topics, topics.subscriptions, persistent)) {
@@ -48,6 +53,17 @@ export function sessionMutations(id: string, t: Applied, stored: StoredSession, 
       break
   }
   return mutations
+}
+
+const NO_ENTITIES: StoredSession['entities'] = new Map()
+
+/** The removal of every topic row and subscription entity the session holds, pushed onto `mutations`. */
+function pushClear(mutations: Mutation[], id: string, stored: StoredSession, carried: typeof CARRIED | undefined): void {
+  // a session that holds no topic has no row to delete: a fresh connect (most of a connect
+  // storm) then writes, and logs, one change fewer
+  if (stored.topics.size > 0) mutations.push({ op: 'topic.clear', sessionId: id, ...carried })
+  // one delete per entity rather than a clear of the session's: each is an event of its own
+  for (const entity of stored.entities.values()) mutations.push({ op: 'subscription.delete', id: entity.id, subscription: entity })
 }
 
 /**
@@ -97,6 +113,7 @@ function endedRecord(last: SessionRecord, reason: SessionEndReason | undefined, 
 function topicsAfter(stored: StoredSession, t: Applied): TopicSubscription[] {
   const change = t.topics
   if (change.kind === 'clear') return []
+  if (change.kind === 'replace') return change.subscriptions
   const held = new Map<string, TopicSubscription>()
   for (const [topic, entry] of stored.topics) held.set(topic, entry.subscription)
   if (change.kind === 'add') for (const s of change.subscriptions) held.set(s.topic, s)

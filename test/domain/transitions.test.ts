@@ -126,6 +126,20 @@ describe('session transitions', () => {
     const cleaned = transition(session, connected(young, true, 3000), old)
     assert.equal(cleaned.outcome === 'applied' && cleaned.topics.kind, 'clear', 'a clean start discards the old topics')
   })
+
+  it("a connection that comes with its broker's topics holds them from its connect on, unless it resumes a session", () => {
+    const listed = [{ topic: 'd1/v1/devices/me/attributes', qos: 1 as const }]
+    const withTopics = (incarnation: string, cleanStart: boolean): ConnectedEvent => ({ ...connected(incarnation, cleanStart, 3000), subscriptions: listed })
+    const fresh = transition(undefined, withTopics(young, true))
+    assert.deepEqual(fresh.outcome === 'applied' && fresh.topics, { kind: 'replace', subscriptions: listed }, 'a new session: the topics in the connect itself')
+    const persistent = run([connected(old, false), { kind: 'subscribed', clientId: 'c1', incarnation: old, at: 1001, subscriptions: [{ topic: 'd1/x', qos: 0 }] }]).session
+    const takenOver = transition(persistent, withTopics(young, true))
+    assert.deepEqual(takenOver.outcome === 'applied' && takenOver.topics, { kind: 'replace', subscriptions: listed }, "a clean start: the old topics replaced by the broker's")
+    const resumed = transition(persistent, withTopics(young, false))
+    assert.deepEqual(resumed.outcome === 'applied' && resumed.topics, { kind: 'keep' }, 'a resumed session keeps its own, fixed after')
+    const none = transition(undefined, { ...connected(young, true, 3000), subscriptions: [] })
+    assert.deepEqual(none.outcome === 'applied' && none.topics, { kind: 'clear' })
+  })
 })
 
 describe('incarnations across a restart', () => {
