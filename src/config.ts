@@ -17,6 +17,11 @@ import { EVENT_TYPES, isEventType, type EventType } from './domain/event-types.j
 export const PUSH_WITHIN_MS = 2500
 /** Default of `pushRetryInterval`: between tries of the pushes the broker refused, ms. */
 export const PUSH_RETRY_MS = 10_000
+/**
+ * Default of `commandExpiry`, s: a command (raw push) the broker has not taken an hour after it
+ * was sent is not sent any more — as a cloud-to-device message's default lifetime elsewhere.
+ */
+export const COMMAND_EXPIRY_S = 3600
 
 export interface HubConfig {
   mqttHost: string
@@ -166,6 +171,8 @@ export interface HubConfig {
   pushBacklog: number
   /** Ms between tries of the pushes the broker refused (devices/kept-pushes.ts) and, in EMQX mode, between looks for those of runs that are over (emqx/push-replay.ts). */
   pushRetryInterval: number
+  /** Seconds after which a command (raw push) the broker has not taken is dropped, not published; 0: never. */
+  commandExpiry: number
   // --- encryption in transit (TLS) ---
   mqttsHost: string
   /** MQTT over TLS; listens only when `tlsCert` and `tlsKey` are set. 0 picks a free port. */
@@ -352,6 +359,7 @@ const OPTIONS = [
   { key: 'storeTimeout', env: 'IOTHUB_STORE_TIMEOUT', flag: 'store-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 600_000), fallback: () => 5000, help: 'ms a store write or probe may take before its caller is refused' },
   { key: 'pushBacklog', env: 'IOTHUB_PUSH_BACKLOG', flag: 'push-backlog', parse: (raw: string, name: string) => integer(raw, name, 1, 1_000_000), fallback: () => 1000, help: 'most commands (raw pushes) of one device that may wait for the broker; more are refused with 503' },
   { key: 'pushRetryInterval', env: 'IOTHUB_PUSH_RETRY_INTERVAL', flag: 'push-retry-interval', parse: (raw: string, name: string) => integer(raw, name, 1000, 600_000), fallback: () => PUSH_RETRY_MS, help: "ms between tries of the pushes the broker refused (and, in EMQX mode, between looks for those of replicas' runs that are over); a 503 for a full backlog says it in Retry-After" },
+  { key: 'commandExpiry', env: 'IOTHUB_COMMAND_EXPIRY', flag: 'command-expiry', parse: (raw: string, name: string) => integer(raw, name, 0, 30 * 86_400), fallback: () => COMMAND_EXPIRY_S, help: 'seconds after it was sent that a command (raw push) the broker has not taken is dropped rather than published late (0: never)' },
   { key: 'pushTimeout', env: 'IOTHUB_PUSH_TIMEOUT', flag: 'push-timeout', parse: (raw: string, name: string) => integer(raw, name, 100, 60_000), fallback: () => PUSH_WITHIN_MS, help: "EMQX mode: ms a push's REST publish may take, its tries included, before it is kept and tried again (under ExHook's timeout); a command first waiting for an earlier one through another replica waits at most half of it (none for 10 s after a wait in vain)" },
   // --- encryption in transit (TLS) ---
   // '' until checkCombination makes it the MQTT host: one option's default cannot read another's

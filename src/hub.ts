@@ -236,6 +236,7 @@ export class Hub {
     this.keptPushes = new KeptPushes(this.pushJournal, this.store, pushPublisher, latePushes, this.metrics, this.log.child({ component: 'kept-pushes' }), {
       withinMs: config.pushTimeout,
       retryMs: config.pushRetryInterval,
+      commandExpiryMs: config.commandExpiry * 1000,
       ...(this.carrier.pushRefusedForGood ? { refusedForGood: this.carrier.pushRefusedForGood } : {})
     })
     const eventLog = new EventLog(this.store, config.node, async (deviceId) => (await this.devices.find(deviceId))?.owner)

@@ -15,6 +15,7 @@ describe('config', () => {
     assert.equal(c.storeSync, 'full')
     assert.equal(c.pushTimeout, 2500)
     assert.equal(c.pushRetryInterval, 10_000)
+    assert.equal(c.commandExpiry, 3600)
     assert.match(c.dataDir, /\/data$/)
   })
 
@@ -36,6 +37,10 @@ describe('config', () => {
     assert.equal(loadConfig({ IOTHUB_PUSH_BACKLOG: '5' }, []).pushBacklog, 5)
     assert.throws(() => loadConfig({ IOTHUB_PUSH_RETRY_INTERVAL: '999' }, []), /IOTHUB_PUSH_RETRY_INTERVAL/)
     assert.equal(loadConfig({}, ['--push-retry-interval', '1000']).pushRetryInterval, 1000)
+    assert.throws(() => loadConfig({ IOTHUB_COMMAND_EXPIRY: '-1' }, []), /IOTHUB_COMMAND_EXPIRY/)
+    assert.throws(() => loadConfig({ IOTHUB_COMMAND_EXPIRY: String(30 * 86_400 + 1) }, []), /IOTHUB_COMMAND_EXPIRY/)
+    assert.equal(loadConfig({ IOTHUB_COMMAND_EXPIRY: '0' }, []).commandExpiry, 0, '0: commands never expire')
+    assert.equal(loadConfig({}, ['--command-expiry', '86400']).commandExpiry, 86_400)
     assert.throws(() => loadConfig({}, ['--mqtt-prot', '1']), /unknown option --mqtt-prot/)
     assert.throws(() => loadConfig({}, ['--mqtt-port']), /--mqtt-port needs a value/)
   })

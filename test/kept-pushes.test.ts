@@ -87,6 +87,7 @@ describe("a run's refused pushes, tried again", () => {
     }
     // the quiet one has nothing left to say (a late attributes push whose keys are gone)
     const late = {
+      ...asJournaled,
       async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) {
         if (text(push.payload) === 'quiet') return false
         await publish(journaledMessage(push))
@@ -117,6 +118,39 @@ describe("a run's refused pushes, tried again", () => {
     assert.ok(bounds.length > 0 && bounds.every((b) => b === PUSH_WITHIN_MS), JSON.stringify(bounds))
     assert.equal(await kept.retry(), 0, 'nothing kept: nothing read or published')
     assert.deepEqual(published, ['a', 'b', 'c'])
+  })
+
+  it("drops a kept command (raw push) older than `commandExpiryMs` at the next try, unpublished and counted, and sends its device's later ones; attributes do not expire", async (t) => {
+    const { store, journal } = await openJournal(t)
+    const expiryMs = 60_000
+    /** A push of this run the broker refused, recorded `ageMs` ago. */
+    const refusedOnce = async (device: string, property: 'attributes' | 'commands' | 'raw', name: string, ageMs: number) => {
+      const topic = `${device}/v1/devices/me/${property}`
+      const { seq, mutation } = journal.record({ topic, payload: Buffer.from(name), qos: 1, retain: false })
+      assert.equal(mutation.op, 'push.put')
+      if (mutation.op !== 'push.put') return
+      await store.commit([{ op: 'push.put', push: { ...mutation.push, at: Date.now() - ageMs } }])
+      journal.keep(seq, topic)
+    }
+    await refusedOnce('d1', 'commands', 'too-old', expiryMs + 1000)
+    await refusedOnce('d1', 'attributes', 'old-attributes', 10 * expiryMs)
+    await refusedOnce('d1', 'commands', 'recent', 1000)
+    await refusedOnce('d2', 'raw', 'too-old-raw', expiryMs)
+    assert.ok(journal.mustWait('d1/v1/devices/me/commands'))
+
+    const published: string[] = []
+    const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
+    const metrics = new HubMetrics()
+    const kept = new KeptPushes(journal, store, broker, asJournaled, metrics, createLogger('silent'), { commandExpiryMs: expiryMs })
+    const counted = async (property: string, outcome: string) =>
+      (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.property === property && v.labels.outcome === outcome)?.value ?? 0
+
+    assert.equal(await kept.retry(), 2)
+    assert.deepEqual(published, ['old-attributes', 'recent'], 'the expired ones not published; the later command of their device is')
+    assert.deepEqual([await counted('commands', 'expired'), await counted('raw', 'expired'), await counted('attributes', 'expired')], [1, 1, 0])
+    assert.equal(journal.kept.size, 0)
+    assert.equal(journal.mustWait('d1/v1/devices/me/commands'), false, 'nothing of d1 waits any more')
+    assert.deepEqual(await store.readPushes(store.replica, 0, 100), [], 'every record removed, the expired ones too')
   })
 
   it('a push the broker keeps refusing keeps only its own device waiting; three refusals in a row end the try', async (t) => {

@@ -32,6 +32,9 @@ function storedProperties(sharesStore: boolean, change: (read: number) => Record
       } finally {
         seen.inTurn = false
       }
+    },
+    update: (): never => {
+      throw new Error('a late attributes push stores nothing')
     }
   }
   return { properties, seen }

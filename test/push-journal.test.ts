@@ -345,6 +345,49 @@ describe('pushes across a crash', () => {
     await journalEmptied(dataDir, 'every left record removed')
   })
 
+  it('a command an earlier run left, older than IOTHUB_COMMAND_EXPIRY, is dropped at the next start, unpublished; a younger one is published', async (t) => {
+    const dataDir = tempDir('iothub-push-journal-')
+    t.after(() => rmSync(dataDir, { recursive: true, force: true }))
+    const expirySeconds = 60
+    const first = await startTestHub({ commandExpiry: expirySeconds }, dataDir)
+    const device = await first.createDevice()
+    const login = { clientId: `expiry-${device.id}`, clean: false, username: device.id, password: device.token }
+    const client = await first.connect(login)
+    await client.subscribeAsync('v1/devices/me/commands', { qos: 1 })
+    await client.endAsync()
+    await first.hub.stop()
+
+    // what a run leaves when it dies before its commands were routed: one recorded two minutes
+    // ago (by its clock), one just now
+    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+    await store.load()
+    const journal = new PushJournal(store, createLogger('silent'))
+    const command = (name: string, ageMs: number) => {
+      const { mutation } = journal.record({ topic: `${device.id}/v1/devices/me/commands`, payload: Buffer.from(`{"id":"${name}","name":"${name}"}`), qos: 1, retain: false })
+      assert.equal(mutation.op, 'push.put')
+      return mutation.op === 'push.put' ? { ...mutation, push: { ...mutation.push, at: Date.now() - ageMs } } : mutation
+    }
+    // the commands as the API stored them with their pushes
+    const sent = (name: string) => ({ id: name, name, status: 'sent', sentAt: Date.now() * 1e6 })
+    await store.commit([
+      { op: 'device.property', deviceId: device.id, name: 'commands', value: { stale: sent('stale'), fresh: sent('fresh') }, updatedAt: Date.now() },
+      command('stale', 2 * expirySeconds * 1000),
+      command('fresh', 0)
+    ])
+    await store.close()
+
+    const second = await startTestHub({ commandExpiry: expirySeconds }, dataDir)
+    t.after(() => second.stop())
+    const { received } = await connect(second.mqttUrl, login, opened, true)
+    await eventually(() => received.length > 0, 10_000, 'the younger command')
+    await journalEmptied(dataDir, 'both records removed')
+    assert.equal(await metricValue(second.api, 'iothub_pushes_total{property="commands",outcome="expired"}'), 1)
+    // queued for the session in their order: the stale one, had it been published, would have come first
+    assert.deepEqual(received, ['v1/devices/me/commands {"id":"fresh","name":"fresh"}'])
+    const commands = (await second.api<{ properties: { commands: Record<string, { status: string }> } }>('GET', `/v1/devices/${device.id}`)).body.properties.commands
+    assert.deepEqual([commands.stale?.status, commands.fresh?.status], ['expired', 'sent'])
+  })
+
   it("a late attributes push takes its device's turn: a change asked for meanwhile is stored and pushed after it", async (t) => {
     const dataDir = tempDir('iothub-push-journal-')
     const hub = await startTestHub({}, dataDir)
@@ -565,6 +608,28 @@ describe('pushes across a crash', () => {
     assert.deepEqual(taken(), ['first', 'second'])
     const later = await send('later')
     assert.equal(later.status, 200, 'taken again once the broker has taken the waiting ones')
+  })
+
+  it('EMQX mode: a command EMQX has not taken within IOTHUB_COMMAND_EXPIRY is dropped, never published, and the commands after it go', async (t) => {
+    const id = 'expiring'
+    const { database, standin, hub } = await emqxHubWithDevice(t, children, 'iothub-expiry@push.test', id, { IOTHUB_COMMAND_EXPIRY: '1' })
+    await subscribedToCommands(hub, standin, id)
+    const send = (name: string) => sendCommand(hub, id, name)
+
+    standin.setDown(true)
+    assert.match((await send('too-late')).body.pushError ?? '', /^stored, not pushed: /)
+    assert.match((await send('also-too-late')).body.pushError ?? '', /^stored, not pushed: an earlier command/)
+    // tried every RETRY_INTERVAL_MS while EMQX refuses; the first try a second after they were sent drops them
+    await eventually(async () => (await metricValue(hub.api, 'iothub_pushes_total{property="commands",outcome="expired"}')) === 2, 15_000, 'both dropped')
+    assert.equal((await database.query('SELECT run FROM push_journal')).length, 0, 'their records removed')
+    standin.setDown(false)
+    const next = await send('in-time')
+    assert.deepEqual(next.body.pushedTo, [id], JSON.stringify(next.body))
+    assert.deepEqual(commandsPublished(standin, id), ['in-time'], 'EMQX never got the expired ones')
+    // the device's commands say which were never sent
+    const commands = (await hub.api<{ properties: { commands: Record<string, { name: string; status: string; expiredAt?: number }> } }>('GET', `/v1/devices/${id}`)).body.properties.commands
+    const statuses = Object.values(commands).map((c) => [c.name, c.status, typeof c.expiredAt]).sort()
+    assert.deepEqual(statuses, [['also-too-late', 'expired', 'number'], ['in-time', 'sent', 'undefined'], ['too-late', 'expired', 'number']])
   })
 
   it("EMQX mode: a command sent through another replica while an earlier one to its device waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {

@@ -16,7 +16,8 @@
  * (it was down): left, they would hold other runs' later commands to their devices. A push the
  * broker refuses for good (the carrier tells which: EMQX's 400, say) is dropped, logged and
  * counted (`iothub_pushes_total{outcome="dropped"}`); one it takes is counted as `published`
- * (its first try was counted `failed`).
+ * (its first try was counted `failed`). A kept command (raw push) older than IOTHUB_COMMAND_EXPIRY
+ * is dropped at the next try, counted `expired`, and its device's later ones go.
  */
 import type { Logger } from 'pino'
 import type { HubMetrics } from '../observability/metrics.js'
@@ -24,7 +25,7 @@ import { StoreError, type Store, type StoredPush } from '../store/store.js'
 import { PUSH_RETRY_MS, PUSH_WITHIN_MS } from '../config.js'
 import type { BrokerMessage, BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
-import { propertyOfPush, publishRunPushes } from './left-pushes.js'
+import { commandExpiry, propertyOfPush, publishRunPushes } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
 
 export interface KeptPushOptions {
@@ -34,6 +35,8 @@ export interface KeptPushOptions {
   withinMs?: number
   /** Between tries, ms (IOTHUB_PUSH_RETRY_INTERVAL). */
   retryMs?: number
+  /** After how long a kept command (raw push) is dropped rather than published, ms (IOTHUB_COMMAND_EXPIRY); 0 or absent: never. */
+  commandExpiryMs?: number
 }
 
 export class KeptPushes {
@@ -49,7 +52,7 @@ export class KeptPushes {
     private readonly journal: Pick<PushJournal, 'kept' | 'released' | 'othersMayWait' | 'waitsBehindOtherRun' | 'routed' | 'unremovedCount' | 'removeAgain'>,
     private readonly store: Pick<Store, 'replica' | 'commit' | 'readPushes'>,
     private readonly publisher: BrokerPublisher,
-    private readonly latePushes: Pick<LatePushes, 'send'>,
+    private readonly latePushes: Pick<LatePushes, 'send' | 'expire'>,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger,
     private readonly options: KeptPushOptions = {}
@@ -100,6 +103,7 @@ export class KeptPushes {
         // a command held behind another run's earlier one waits while that one is in the journal
         ...(this.journal.othersMayWait ? { waitsBehind: (push: StoredPush) => this.journal.waitsBehindOtherRun(push.topic, push.at) } : {}),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
+        ...commandExpiry(this.options.commandExpiryMs ?? 0, this.latePushes, this.metrics, this.log, 'a command this run kept'),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })
           this.log.error({ seq: push.seq, topic: push.topic, err: error.message }, 'a push the broker refused, refused again for good; dropped')

@@ -26,12 +26,13 @@
  * under way, SETTLE_TRIES times running, may keep the older value until its next push.
  *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
- * device keeps.
+ * device keeps. A command too late to go at all (IOTHUB_COMMAND_EXPIRY, left-pushes.ts) is not
+ * published, and its stored entry says so (`expire`).
  */
 import type { Logger } from 'pino'
-import { isJsonObject, type JsonObject } from '../domain/device-properties.js'
+import { expireCommand, isJsonObject, type JsonObject } from '../domain/device-properties.js'
 import type { StoredPush } from '../store/store.js'
-import type { DeviceProperties } from './device-properties.js'
+import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 import type { BrokerMessage } from './dispatcher.js'
 import { journaledMessage, pushTarget } from './left-pushes.js'
 
@@ -48,7 +49,7 @@ type Publish = (message: BrokerMessage) => Promise<void>
 
 export class LatePushes {
   constructor(
-    private readonly properties: Pick<DeviceProperties, 'find' | 'inTurn' | 'sharesStore'>,
+    private readonly properties: Pick<DeviceProperties, 'find' | 'inTurn' | 'sharesStore' | 'update'>,
     private readonly log: Logger
   ) {}
 
@@ -68,6 +69,22 @@ export class LatePushes {
     // where this replica is the store's only writer, no change can have come meanwhile
     if (target.property === 'attributes' && this.properties.sharesStore) await this.settle(push, target, published, publish)
     return true
+  }
+
+  /**
+   * A command dropped unpublished, too old to send (left-pushes.ts, `expiresAfterMs`): its entry
+   * under the device's `commands` says `expired`, unless it is not waiting for an answer any more
+   * (answered: the device got an earlier copy of it; or no longer kept). Other pushes: nothing.
+   */
+  async expire(push: StoredPush): Promise<void> {
+    const target = pushTarget(push.topic)
+    const id = target?.property === 'commands' ? parsedObject(journaledMessage(push).payload)?.id : undefined
+    if (target === undefined || typeof id !== 'string') return
+    const at = Date.now()
+    await this.properties.update(target.deviceId, 'commands', (current, view) => {
+      if (!view.device(target.deviceId) || !isJsonObject(current)) return UNCHANGED
+      return expireCommand(current, id, at) ?? UNCHANGED
+    }, { reads: { devices: [target.deviceId] } })
   }
 
   /**

@@ -18,11 +18,17 @@
  * next pass, in every run), not the pass; before that they count towards ending it, so a pass
  * makes a few tries at most while the broker refuses everything. Left: six or more such pushes,
  * first in their run, take turns ending the passes (three at a time), as three did before.
+ *
+ * A command (raw bytes) older than IOTHUB_COMMAND_EXPIRY when its turn comes is removed without a
+ * publish (`expiresAfterMs`): a request that old is not what its sender asked for any more.
  */
+import type { Logger } from 'pino'
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
+import type { HubMetrics } from '../observability/metrics.js'
 import { firstLevelOf } from '../domain/topic-match.js'
 import type { Store, StoredPush } from '../store/store.js'
 import type { BrokerMessage } from './dispatcher.js'
+import type { LatePushes } from './late-pushes.js'
 
 /** Pushes read, published and removed at once. */
 const PAGE = 100
@@ -64,6 +70,34 @@ export function earliestAheadElsewhere(store: Pick<Store, 'earliestPushElsewhere
   return takenInOrder(push.topic) ? store.earliestPushElsewhere(push.topic, push) : Promise.resolve(undefined)
 }
 
+/** Whether `push` is a command (raw push) recorded `afterMs` or longer ago, by this process' clock (PushPublishing.expiresAfterMs). */
+export function expiredCommand(push: Pick<StoredPush, 'topic' | 'at'>, afterMs: number | undefined, now = Date.now()): boolean {
+  return afterMs !== undefined && afterMs > 0 && now - push.at >= afterMs && takenInOrder(push.topic)
+}
+
+/**
+ * The rules by which the commands (raw pushes) of a pass expire after `afterMs`: each one dropped
+ * is counted (`iothub_pushes_total{outcome="expired"}`) and logged, with `whose` pushes they were,
+ * and a command's stored entry marked expired (`late.expire`; one the store cannot mark now is
+ * logged, and dropped all the same).
+ */
+export function commandExpiry(
+  afterMs: number,
+  late: Pick<LatePushes, 'expire'>,
+  metrics: Pick<HubMetrics, 'pushesTotal'>,
+  log: Logger,
+  whose: string
+): Pick<PushPublishing, 'expiresAfterMs' | 'expired'> {
+  return {
+    expiresAfterMs: afterMs,
+    expired: async (push) => {
+      metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'expired' })
+      log.warn({ run: push.run, seq: push.seq, topic: push.topic, ageMs: Date.now() - push.at }, `${whose} older than IOTHUB_COMMAND_EXPIRY, not taken by the broker; dropped, not published`)
+      await late.expire(push).catch((error: Error) => log.warn({ topic: push.topic, err: error.message }, 'an expired command could not be marked expired among its device\'s commands; it stays "sent" there'))
+    }
+  }
+}
+
 /** The property a stored push carries, as `iothub_pushes_total` labels it (`attributes` for a topic that names none). */
 export function propertyOfPush(push: StoredPush): ChangeProperty {
   return pushTarget(push.topic)?.property ?? 'attributes'
@@ -97,6 +131,14 @@ export interface PushPublishing {
   send?(push: StoredPush, publish: Publish): Promise<boolean>
   /** Told of each push the broker took. */
   published?(push: StoredPush): void
+  /**
+   * How long after it was recorded a command (raw push: one taken in order) may still be
+   * published, ms (IOTHUB_COMMAND_EXPIRY); older, it is removed when its turn comes, without a
+   * publish, and `expired` told. Absent or 0: never. Attributes pushes do not expire: one
+   * published late says the values stored then (late-pushes.ts).
+   */
+  expiresAfterMs?: number
+  expired?(push: StoredPush): Promise<void>
   /** Devices to try after the others of each run: those the broker refused in the pass before (`PassOutcome.refusedDevices`). */
   deferred?: ReadonlySet<string>
   /**
@@ -226,6 +268,13 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         break
       }
       if (rules.includes?.(push) === false) continue
+      if (expiredCommand(push, rules.expiresAfterMs)) {
+        // a request too old to act on: dropped in its place, so the device's later ones can go
+        await rules.expired?.(push)
+        done.push(push)
+        rules.done?.(push)
+        continue
+      }
       // the device, by which its pushes keep their order: the topic's first level (dispatcher.ts)
       const device = firstLevelOf(push.topic)
       if (pass.heldBack.has(device) || waiting.has(device)) continue

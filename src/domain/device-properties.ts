@@ -37,10 +37,12 @@ export interface Command extends JsonObject {
   id: string
   name: string
   params?: unknown
-  status: 'sent' | 'answered'
+  /** `expired`: the broker had not taken it within IOTHUB_COMMAND_EXPIRY, and it was not sent after (devices/left-pushes.ts). */
+  status: 'sent' | 'answered' | 'expired'
   sentAt: number
   result?: unknown
   respondedAt?: number
+  expiredAt?: number
 }
 
 /** The property names a device entity has; each is stored and replaced as a whole. */
@@ -153,6 +155,18 @@ export function addCommand(current: JsonObject | undefined, command: Command): J
     for (const id of ids.slice(0, ids.length - MAX_COMMANDS_KEPT)) delete commands[id]
   }
   return bounded(commands, 'commands')
+}
+
+/**
+ * The commands with command `id` marked expired at `at` (never sent to the device: the broker did
+ * not take it in time); undefined when there is no such command waiting for an answer.
+ */
+export function expireCommand(current: JsonObject | undefined, id: string, at: number): JsonObject | undefined {
+  const command = current && Object.hasOwn(current, id) ? (current[id] as Command) : undefined
+  if (command?.status !== 'sent') return undefined
+  const expired = { ...current }
+  Object.defineProperty(expired, id, { value: { ...command, status: 'expired', expiredAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
+  return bounded(expired, 'commands')
 }
 
 /** A device's answer to a command: `{ id, result }` (without `result`, the whole answer is the result). */

@@ -8,7 +8,7 @@ import type { Readiness } from '../observability/readiness.js'
 import { StoreAedesPersistence } from './aedes-persistence.js'
 import { EmbeddedBroker } from './embedded-broker.js'
 import { PublishJournal } from './publish-journal.js'
-import { publishLeftPushes } from '../devices/left-pushes.js'
+import { commandExpiry, publishLeftPushes } from '../devices/left-pushes.js'
 import type { BrokerMessage } from '../devices/dispatcher.js'
 import { NO_MOUNTPOINT } from '../domain/namespace.js'
 import { MqttSource } from './mqtt/mqtt-source.js'
@@ -95,8 +95,13 @@ export class EmbeddedCarrier implements ConnectionCarrier {
 
   async listen(): Promise<CarrierAddresses> {
     // this process is the store's only writer: every other run's pushes are a previous run's
-    const { store } = this.core
-    const left = { leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity), send: (push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) => this.core.latePushes.send(push, publish) }
+    const { store, config, metrics, log } = this.core
+    const left = {
+      leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity),
+      send: (push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) => this.core.latePushes.send(push, publish),
+      // a command stored before a crash (or kept while the broker refused it) and older than this is not sent now
+      ...commandExpiry(config.commandExpiry * 1000, this.core.latePushes, metrics, log, 'a command an earlier run stored')
+    }
     const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), left))
     return { ...mqtt, coap: await this.coap.listen() }
   }

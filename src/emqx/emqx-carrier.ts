@@ -74,7 +74,11 @@ export class EmqxCarrier implements ConnectionCarrier {
     this.source.onUnprovenTakeover = (clientId) => this.reconciler.checkSoon(clientId)
     this.exhook = new ExhookServer(this.source, config, metrics, log.child({ component: 'exhook' }), () => this.reconcileSoon('provider_loaded'))
     this.lease = core.lease('reconcile')
-    this.pushReplay = new PushReplay(store, this.rest, core.lease('push-replay'), core.replicas, config.node, core.latePushes, metrics, log.child({ component: 'push-replay' }), config.pushTimeout, config.pushRetryInterval)
+    this.pushReplay = new PushReplay(store, this.rest, core.lease('push-replay'), core.replicas, config.node, core.latePushes, metrics, log.child({ component: 'push-replay' }), {
+      withinMs: config.pushTimeout,
+      everyMs: config.pushRetryInterval,
+      commandExpiryMs: config.commandExpiry * 1000
+    })
   }
 
   get routes(): CarrierRoutes {

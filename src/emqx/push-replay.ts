@@ -19,13 +19,14 @@
  * attributes push therefore says the values stored now (late-pushes.ts). A command (raw bytes)
  * goes after any earlier one of another run to its device still in the journal, and live
  * replicas keep theirs behind it (push-journal.ts). One the broker takes is
- * counted (`iothub_pushes_total`, outcome `published`).
+ * counted (`iothub_pushes_total`, outcome `published`); one older than IOTHUB_COMMAND_EXPIRY is
+ * removed unpublished (outcome `expired`).
  */
 import type { Logger } from 'pino'
 import { PUSH_RETRY_MS, PUSH_WITHIN_MS } from '../config.js'
 import type { BrokerPublisher, PublishOptions } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
-import { propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
+import { commandExpiry, propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
@@ -35,6 +36,15 @@ import { publishRefusedForGood } from './emqx-rest.js'
 
 /** How old a push of a run no longer listed live must be before another replica publishes it, ms. */
 export const PUSH_ORPHAN_AGE_MS = 60_000
+
+export interface PushReplayOptions {
+  /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
+  withinMs?: number
+  /** Between looks for pushes that runs now over left unpublished, ms (IOTHUB_PUSH_RETRY_INTERVAL, as the kept pushes' tries). */
+  everyMs?: number
+  /** After how long a left command (raw push) is dropped rather than published, ms (IOTHUB_COMMAND_EXPIRY); 0 or absent: never. */
+  commandExpiryMs?: number
+}
 
 export class PushReplay {
   private timer: NodeJS.Timeout | undefined
@@ -46,6 +56,10 @@ export class PushReplay {
   private readonly startedAt: number
   /** How each left push is published: as bounded as a live push (dispatcher.ts). */
   private readonly publishing: PublishOptions
+  /** Between looks, ms. */
+  private readonly everyMs: number
+  /** When a left command is too old to publish (IOTHUB_COMMAND_EXPIRY). */
+  private readonly expiry: ReturnType<typeof commandExpiry>
 
   constructor(
     private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes' | 'earliestPushElsewhere'>,
@@ -55,16 +69,15 @@ export class PushReplay {
     /** This replica's node name: its earlier runs are over, whatever the list still says of them. */
     private readonly node: string,
     /** What a left push says now (late-pushes.ts). */
-    private readonly latePushes: Pick<LatePushes, 'send'>,
+    private readonly latePushes: Pick<LatePushes, 'send' | 'expire'>,
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger,
-    /** How long a publish may take, its tries included (ms): as a live push's (dispatcher.ts). */
-    withinMs = PUSH_WITHIN_MS,
-    /** Between looks for pushes that runs now over left unpublished, ms (IOTHUB_PUSH_RETRY_INTERVAL, as the kept pushes' tries). */
-    private readonly everyMs = PUSH_RETRY_MS
+    options: PushReplayOptions = {}
   ) {
     this.startedAt = runOf(store.replica)?.startedAt ?? Date.now()
-    this.publishing = { withinMs }
+    this.publishing = { withinMs: options.withinMs ?? PUSH_WITHIN_MS }
+    this.everyMs = options.everyMs ?? PUSH_RETRY_MS
+    this.expiry = commandExpiry(options.commandExpiryMs ?? 0, latePushes, metrics, log, 'a command left by a replica no longer running')
   }
 
   /** Looks now, then every `everyMs` (on the replica holding the lease). */
@@ -106,6 +119,7 @@ export class PushReplay {
         // push already waiting for its device's turn still goes: at least once)
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood: publishRefusedForGood,
+        ...this.expiry,
         send: (push, publish) => this.latePushes.send(push, publish),
         published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
         // a left command goes after an earlier one of another run to its device, live or left

@@ -110,7 +110,7 @@ export class HubMetrics {
 
   readonly pushesTotal = new Counter({
     name: 'iothub_pushes_total',
-    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed, failed: stored but not published yet, held: stored and kept behind an earlier push on its topic (a command, raw bytes) still waiting for the broker, dropped: a stored push the broker refused for good, refused: a command or raw push not stored, its device having IOTHUB_PUSH_BACKLOG waiting already)',
+    help: 'Downstream property changes, by property and outcome (published, no_subscriber: no session subscribed, failed: stored but not published yet, held: stored and kept behind an earlier push on its topic (a command, raw bytes) still waiting for the broker, dropped: a stored push the broker refused for good, expired: a stored command or raw push the broker had not taken within IOTHUB_COMMAND_EXPIRY, dropped unpublished, refused: a command or raw push not stored, its device having IOTHUB_PUSH_BACKLOG waiting already)',
     labelNames: ['property', 'outcome'] as const,
     registers: [this.registry]
   })

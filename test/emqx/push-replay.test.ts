@@ -195,6 +195,26 @@ describe("EMQX mode's replay of the push journal", () => {
     assert.equal(counted?.value, 1)
   })
 
+  it('drops a left command older than IOTHUB_COMMAND_EXPIRY unpublished, counted, and publishes the rest of its device\'s; attributes do not expire', async (t) => {
+    const store = await openStore(t)
+    const published: string[] = []
+    const publisher = { publish: async (message: BrokerMessage) => void published.push(text(message)) }
+    const lease = new Lease(store.coordination, 'push-replay', store.replica, 15_000)
+    t.after(() => lease.release())
+    const metrics = new HubMetrics()
+    const replay = new PushReplay(store, publisher, lease, async () => [], 'self', asJournaled, metrics, createLogger('silent'), { commandExpiryMs: 3_600_000 })
+    // the expiry goes by this process' clock: pushes recorded a day, and a minute, before it
+    const now = Date.now()
+    const run = replicaRunId('gone', 2000)
+    const push = (seq: number, property: 'attributes' | 'commands', name: string, at: number) => ({ op: 'push.put' as const, push: { run, seq, topic: `d/v1/devices/me/${property}`, payload: Buffer.from(name), qos: 1 as const, at } })
+    await store.commit([push(1, 'commands', 'a-day-old', now - 86_400_000), push(2, 'attributes', 'day-old-attributes', now - 86_400_000), push(3, 'commands', 'a-minute-old', now - PUSH_ORPHAN_AGE_MS - 1)])
+    assert.equal(await replay.publishLeft(now), 2)
+    assert.deepEqual(published, ['day-old-attributes', 'a-minute-old'])
+    assert.deepEqual(await storedPayloads(store), [], 'the expired one removed too')
+    const expired = (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.filter((v) => v.labels.outcome === 'expired')
+    assert.deepEqual(expired.map((v) => [v.labels.property, v.value]), [['commands', 1]])
+  })
+
   it("tells EMQX's refusals for good from those another try may not get", () => {
     const forGood = [new EmqxApiError('bad request', 400), new EmqxApiError('too large', 413), new EmqxApiError('bad topic', 200, 115), new EmqxApiError('parameter', 200, 107)]
     const notForGood = [

@@ -10,5 +10,7 @@ export const asJournaled = {
   async send(push: StoredPush, publish: (message: BrokerMessage) => Promise<void>): Promise<boolean> {
     await publish(journaledMessage(push))
     return true
-  }
+  },
+  /** No device entity here to mark an expired command in. */
+  async expire(): Promise<void> {}
 }
