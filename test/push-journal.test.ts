@@ -57,6 +57,16 @@ async function connect(url: string, options: IClientOptions, opened: MqttClient[
   return { client, received }
 }
 
+/**
+ * The SQLite store of a stopped hub's `dataDir`, loaded, and a journal of pushes in it: to write
+ * what a run leaves behind (a change's transaction with its push's record, no removal).
+ */
+async function stoppedHubJournal(dataDir: string): Promise<{ store: SqliteStore; journal: PushJournal }> {
+  const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
+  await store.load()
+  return { store, journal: new PushJournal(store, createLogger('silent')) }
+}
+
 /** Waits until the hub's SQLite file (in `dataDir`) holds no push record. */
 async function journalEmptied(dataDir: string, what: string): Promise<void> {
   const db = new Database(join(dataDir, 'iothub.db'), { readonly: true })
@@ -285,9 +295,8 @@ describe('pushes across a crash', () => {
 
     // what a crash between a change's commit and its push's routing leaves: the change's
     // transaction with the push's record, as the dispatcher makes it, and no removal
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-    await store.load()
-    const record = new PushJournal(store, createLogger('silent')).record({
+    const { store, journal } = await stoppedHubJournal(dataDir)
+    const record = journal.record({
       topic: `${device.id}/v1/devices/me/attributes`,
       payload: Buffer.from('{"mode":"replayed"}'),
       qos: 1,
@@ -321,9 +330,7 @@ describe('pushes across a crash', () => {
 
     // what a run leaves when its broker refused a push and took a later one of the same device
     // (EMQX back in between): the first change's record, then a second change routed at once
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-    await store.load()
-    const journal = new PushJournal(store, createLogger('silent'))
+    const { store, journal } = await stoppedHubJournal(dataDir)
     const record = (id: string, topic: string, payload: string) => journal.record({ topic: `${id}/v1/devices/me/${topic}`, payload: Buffer.from(payload), qos: 1, retain: false }).mutation
     const attributes = (id: string, value: object) => ({ op: 'device.property' as const, deviceId: id, name: 'attributes', value, updatedAt: Date.now() })
     await store.commit([attributes(changed.id, { mode: 'eco', fan: 1 }), record(changed.id, 'attributes', '{"mode":"eco","fan":1}')])
@@ -359,9 +366,7 @@ describe('pushes across a crash', () => {
 
     // what a run leaves when it dies before its commands were routed: one recorded two minutes
     // ago (by its clock), one just now
-    const store = new SqliteStore({ dataDir, synchronous: 'normal', busyTimeoutMs: 1000 })
-    await store.load()
-    const journal = new PushJournal(store, createLogger('silent'))
+    const { store, journal } = await stoppedHubJournal(dataDir)
     const command = (name: string, ageMs: number) => {
       const { mutation } = journal.record({ topic: `${device.id}/v1/devices/me/commands`, payload: Buffer.from(`{"id":"${name}","name":"${name}"}`), qos: 1, retain: false })
       assert.equal(mutation.op, 'push.put')
