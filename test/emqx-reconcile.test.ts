@@ -88,6 +88,7 @@ for (const version of [4, 5] as const) {
           events.map((e) => [e.type, e.session.topics.map((s) => s.brokerTopic)]),
           [['session.connected', [`${id}/v1/devices/me/attributes`]]]
         )
+        // and the entity is there to push to (after the run: the moment within it is what the log shows above)
         const pushed = await t.api<{ pushedTo: string[] }>('PATCH', `/v1/devices/${id}/attributes`, { mode: 'eco' })
         assert.deepEqual(pushed.body.pushedTo, [id], JSON.stringify(pushed.body))
         assert.ok(t.standin.published.some((m) => m.topics.includes(`${id}/v1/devices/me/attributes`)), 'EMQX was asked to publish it')

@@ -141,13 +141,30 @@ describe("a run's refused pushes, tried again", () => {
     const published: string[] = []
     const broker = { publish: async (message: BrokerMessage) => void published.push(text(message.payload)) }
     const metrics = new HubMetrics()
-    const kept = new KeptPushes(journal, store, broker, asJournaled, metrics, createLogger('silent'), { commandExpiryMs: expiryMs })
+    // the store fails the first drop of d1's (its mark and the records' removal, one commit)
+    const dropsAsked: string[] = []
+    const late = {
+      ...asJournaled,
+      expire: async (device: string) => {
+        dropsAsked.push(device)
+        if (device === 'd1' && dropsAsked.filter((d) => d === 'd1').length === 1) throw new StoreError('the store is down')
+        return false
+      }
+    }
+    const kept = new KeptPushes(journal, store, broker, late, metrics, createLogger('silent'), { commandExpiryMs: expiryMs })
     const counted = async (property: string, outcome: string) =>
       (await metrics.registry.getSingleMetric('iothub_pushes_total')!.get()).values.find((v) => v.labels.property === property && v.labels.outcome === outcome)?.value ?? 0
 
-    assert.equal(await kept.retry(), 2)
-    assert.deepEqual(published, ['old-attributes', 'recent'], 'the expired ones not published; the later command of their device is')
-    assert.deepEqual([await counted('commands', 'expired'), await counted('raw', 'expired'), await counted('attributes', 'expired')], [1, 1, 0])
+    assert.equal(await kept.retry(), 2, 'the later command of d1 goes: the expired one is never published, whether dropped yet or not')
+    assert.deepEqual(published, ['old-attributes', 'recent'])
+    assert.deepEqual([await counted('commands', 'expired'), await counted('raw', 'expired')], [0, 1], "d1's drop failed: not counted")
+    assert.equal(journal.kept.size, 1, 'it stays kept, for the next try')
+    assert.deepEqual((await store.readPushes(store.replica, 0, 100)).map((p) => text(p.payload)), ['too-old'])
+
+    assert.equal(await kept.retry(), 0)
+    assert.deepEqual(dropsAsked.sort(), ['d1', 'd1', 'd2'])
+    assert.deepEqual(published, ['old-attributes', 'recent'], 'the expired ones never published')
+    assert.deepEqual([await counted('commands', 'expired'), await counted('raw', 'expired'), await counted('attributes', 'expired')], [1, 1, 0], 'each counted once')
     assert.equal(journal.kept.size, 0)
     assert.equal(journal.mustWait('d1/v1/devices/me/commands'), false, 'nothing of d1 waits any more')
     assert.deepEqual(await store.readPushes(store.replica, 0, 100), [], 'every record removed, the expired ones too')

@@ -103,7 +103,7 @@ export class KeptPushes {
         // a command held behind another run's earlier one waits while that one is in the journal
         ...(this.journal.othersMayWait ? { waitsBehind: (push: StoredPush) => this.journal.waitsBehindOtherRun(push.topic, push.at) } : {}),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
-        ...commandExpiry(this.options.commandExpiryMs ?? 0, this.latePushes, this.metrics, this.log, 'a command this run kept'),
+        expiry: commandExpiry(this.options.commandExpiryMs ?? 0, this.latePushes, this.metrics, this.log, 'a command this run kept'),
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })
           this.log.error({ seq: push.seq, topic: push.topic, err: error.message }, 'a push the broker refused, refused again for good; dropped')

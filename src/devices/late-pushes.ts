@@ -30,7 +30,7 @@
  * published, and its stored entry says so (`expire`).
  */
 import type { Logger } from 'pino'
-import { expireCommand, isJsonObject, type JsonObject } from '../domain/device-properties.js'
+import { expireCommands, isJsonObject, type ExpiredPush, type JsonObject } from '../domain/device-properties.js'
 import type { StoredPush } from '../store/store.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 import type { BrokerMessage } from './dispatcher.js'
@@ -72,19 +72,28 @@ export class LatePushes {
   }
 
   /**
-   * A command dropped unpublished, too old to send (left-pushes.ts, `expiresAfterMs`): its entry
-   * under the device's `commands` says `expired`, unless it is not waiting for an answer any more
-   * (answered: the device got an earlier copy of it; or no longer kept). Other pushes: nothing.
+   * Pushes of one device dropped unpublished, too old to send (left-pushes.ts, `expiry`): the
+   * commands among them are marked `expired` under the device's `commands` (expireCommands), in
+   * one change that removes the pushes' records with it — so a command is not dropped unmarked,
+   * nor counted twice. Resolves true when that change removed the records; false when there was
+   * nothing to mark (raw bytes, a command answered or no longer kept, a device gone), and the
+   * records are the caller's to remove. Rejects, the records left, when the store fails.
    */
-  async expire(push: StoredPush): Promise<void> {
-    const target = pushTarget(push.topic)
-    const id = target?.property === 'commands' ? parsedObject(journaledMessage(push).payload)?.id : undefined
-    if (target === undefined || typeof id !== 'string') return
+  async expire(deviceId: string, pushes: readonly StoredPush[]): Promise<boolean> {
+    const expiring: ExpiredPush[] = []
+    for (const push of pushes) {
+      const id = pushTarget(push.topic)?.property === 'commands' ? parsedObject(journaledMessage(push).payload)?.id : undefined
+      if (typeof id === 'string') expiring.push({ id, pushedAt: push.at })
+    }
+    if (expiring.length === 0) return false
     const at = Date.now()
-    await this.properties.update(target.deviceId, 'commands', (current, view) => {
-      if (!view.device(target.deviceId) || !isJsonObject(current)) return UNCHANGED
-      return expireCommand(current, id, at) ?? UNCHANGED
-    }, { reads: { devices: [target.deviceId] } })
+    const marked = await this.properties.update(
+      deviceId,
+      'commands',
+      (current, view) => (view.device(deviceId) && isJsonObject(current) ? (expireCommands(current, expiring, at) ?? UNCHANGED) : UNCHANGED),
+      { reads: { devices: [deviceId] }, storeWith: pushes.map((push) => ({ op: 'push.delete', run: push.run, seq: push.seq })) }
+    )
+    return marked !== UNCHANGED
   }
 
   /**

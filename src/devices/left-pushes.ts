@@ -20,7 +20,7 @@
  * first in their run, take turns ending the passes (three at a time), as three did before.
  *
  * A command (raw bytes) older than IOTHUB_COMMAND_EXPIRY when its turn comes is removed without a
- * publish (`expiresAfterMs`): a request that old is not what its sender asked for any more.
+ * publish (`expiry`): a request that old is not what its sender asked for any more.
  */
 import type { Logger } from 'pino'
 import { changePropertyOfTopic, type ChangeProperty } from '../domain/change-topics.js'
@@ -70,30 +70,41 @@ export function earliestAheadElsewhere(store: Pick<Store, 'earliestPushElsewhere
   return takenInOrder(push.topic) ? store.earliestPushElsewhere(push.topic, push) : Promise.resolve(undefined)
 }
 
-/** Whether `push` is a command (raw push) recorded `afterMs` or longer ago, by this process' clock (PushPublishing.expiresAfterMs). */
-export function expiredCommand(push: Pick<StoredPush, 'topic' | 'at'>, afterMs: number | undefined, now = Date.now()): boolean {
-  return afterMs !== undefined && afterMs > 0 && now - push.at >= afterMs && takenInOrder(push.topic)
+/**
+ * How long after it was recorded a command (raw push: one taken in order) may still be published,
+ * and what becomes of one older when its turn comes (IOTHUB_COMMAND_EXPIRY). Attributes pushes do
+ * not expire: one published late says the values stored then (late-pushes.ts).
+ */
+export interface CommandExpiry {
+  /** Ms; 0: never. */
+  afterMs: number
+  /**
+   * Drops `pushes` of `device`, expired, unpublished; resolves true when their records were removed
+   * with that, false when they are the pass's to remove; rejects, leaving them for a later pass,
+   * when the store fails.
+   */
+  drop: (device: string, pushes: readonly StoredPush[]) => Promise<boolean>
+}
+
+/** Whether `push` is a command (raw push) recorded `afterMs` or longer ago, by this process' clock (CommandExpiry). */
+export function expiredCommand(push: Pick<StoredPush, 'topic' | 'at'>, afterMs: number, now = Date.now()): boolean {
+  return afterMs > 0 && now - push.at >= afterMs && takenInOrder(push.topic)
 }
 
 /**
- * The rules by which the commands (raw pushes) of a pass expire after `afterMs`: each one dropped
- * is counted (`iothub_pushes_total{outcome="expired"}`) and logged, with `whose` pushes they were,
- * and a command's stored entry marked expired (`late.expire`; one the store cannot mark now is
- * logged, and dropped all the same).
+ * Commands (raw pushes) that expire after `afterMs`: dropped unpublished with their commands'
+ * entries marked `expired` (LatePushes.expire), then counted (`iothub_pushes_total{outcome=
+ * "expired"}`) and logged, with `whose` pushes they were. Undefined for 0 (never).
  */
-export function commandExpiry(
-  afterMs: number,
-  late: Pick<LatePushes, 'expire'>,
-  metrics: Pick<HubMetrics, 'pushesTotal'>,
-  log: Logger,
-  whose: string
-): Pick<PushPublishing, 'expiresAfterMs' | 'expired'> {
+export function commandExpiry(afterMs: number, late: Pick<LatePushes, 'expire'>, metrics: Pick<HubMetrics, 'pushesTotal'>, log: Logger, whose: string): CommandExpiry | undefined {
+  if (afterMs <= 0) return undefined
   return {
-    expiresAfterMs: afterMs,
-    expired: async (push) => {
-      metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'expired' })
-      log.warn({ run: push.run, seq: push.seq, topic: push.topic, ageMs: Date.now() - push.at }, `${whose} older than IOTHUB_COMMAND_EXPIRY, not taken by the broker; dropped, not published`)
-      await late.expire(push).catch((error: Error) => log.warn({ topic: push.topic, err: error.message }, 'an expired command could not be marked expired among its device\'s commands; it stays "sent" there'))
+    afterMs,
+    drop: async (device, pushes) => {
+      const removed = await late.expire(device, pushes)
+      for (const push of pushes) metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'expired' })
+      log.warn({ device, pushes: pushes.length, oldestAgeMs: Date.now() - pushes[0]!.at }, `${whose} older than IOTHUB_COMMAND_EXPIRY, not taken by the broker; dropped, not published`)
+      return removed
     }
   }
 }
@@ -131,14 +142,8 @@ export interface PushPublishing {
   send?(push: StoredPush, publish: Publish): Promise<boolean>
   /** Told of each push the broker took. */
   published?(push: StoredPush): void
-  /**
-   * How long after it was recorded a command (raw push: one taken in order) may still be
-   * published, ms (IOTHUB_COMMAND_EXPIRY); older, it is removed when its turn comes, without a
-   * publish, and `expired` told. Absent or 0: never. Attributes pushes do not expire: one
-   * published late says the values stored then (late-pushes.ts).
-   */
-  expiresAfterMs?: number
-  expired?(push: StoredPush): Promise<void>
+  /** When commands (raw pushes) are too old to publish, and what is done with them (`commandExpiry`); absent: never. */
+  expiry?: CommandExpiry
   /** Devices to try after the others of each run: those the broker refused in the pass before (`PassOutcome.refusedDevices`). */
   deferred?: ReadonlySet<string>
   /**
@@ -231,6 +236,29 @@ export async function publishRunPushes(store: PushStore, run: string, upTo: numb
   return passOutcome(pass)
 }
 
+/**
+ * Drops a page's expired pushes, each device's in one change, the devices side by side (a page
+ * holds at most PAGE); those whose records that did not remove join `done`. A device whose drop
+ * the store failed keeps its pushes for a later pass (not `done`, so still kept in memory too).
+ */
+async function dropExpired(expired: ReadonlyMap<string, StoredPush[]>, rules: PushPublishing, done: StoredPush[]): Promise<void> {
+  const expiry = rules.expiry!
+  await Promise.all(
+    [...expired].map(async ([device, pushes]) => {
+      let removed: boolean
+      try {
+        removed = await expiry.drop(device, pushes)
+      } catch {
+        return // the store failed: tried again at the next pass, where they are as old or older
+      }
+      for (const push of pushes) {
+        if (!removed) done.push(push)
+        rules.done?.(push)
+      }
+    })
+  )
+}
+
 /** What `pass` came to, so far (a pass shared by several runs: over all of them). */
 function passOutcome(pass: Pass): PassOutcome {
   const { published, firstRefusal: refused, refusedDevices } = pass
@@ -255,6 +283,8 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
     }
     const page = await store.readPushes(run, afterSeq, PAGE)
     const done: StoredPush[] = []
+    /** The page's expired commands (raw pushes), by device. */
+    const expired = new Map<string, StoredPush[]>()
     /** The sweep is over before the run's end: the rest are too young, or the deferred devices' refusals ended it. */
     let sweepOver = false
     for (const push of page) {
@@ -268,15 +298,16 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
         break
       }
       if (rules.includes?.(push) === false) continue
-      if (expiredCommand(push, rules.expiresAfterMs)) {
-        // a request too old to act on: dropped in its place, so the device's later ones can go
-        await rules.expired?.(push)
-        done.push(push)
-        rules.done?.(push)
-        continue
-      }
       // the device, by which its pushes keep their order: the topic's first level (dispatcher.ts)
       const device = firstLevelOf(push.topic)
+      if (rules.expiry && expiredCommand(push, rules.expiry.afterMs)) {
+        // a request too old to act on: never published, so its device's later ones need not wait
+        // for it; dropped with the page, a device's at once
+        let ofDevice = expired.get(device)
+        if (!ofDevice) expired.set(device, (ofDevice = []))
+        ofDevice.push(push)
+        continue
+      }
       if (pass.heldBack.has(device) || waiting.has(device)) continue
       if (pass.deferred.has(device) !== (sweep === 'deferred')) {
         deferredSeen ||= sweep === 'others'
@@ -323,6 +354,7 @@ async function sweepRun(store: PushStore, run: string, upTo: number, publish: Pu
       done.push(push)
       rules.done?.(push)
     }
+    if (expired.size > 0) await dropExpired(expired, rules, done)
     if (done.length > 0) await store.commit(done.map((push) => ({ op: 'push.delete', run, seq: push.seq })))
     if (pass.stopped || sweepOver || page.length < PAGE) return deferredSeen
     afterSeq = page[page.length - 1]!.seq

@@ -140,9 +140,12 @@ export function newCommand(input: { id?: string; name: string; params?: unknown 
   return { id: input.id ?? randomUUID(), name: input.name, ...(input.params !== undefined ? { params: input.params } : {}), status: 'sent', sentAt: nanos(at) }
 }
 
-/** Whether a command with this id was sent to the device (and is still kept). */
+/**
+ * Whether a command with this id was sent to the device (and is still kept): not one that expired,
+ * which was not sent again and may be sent anew under its id.
+ */
 export function hasCommand(current: JsonObject | undefined, id: string): boolean {
-  return current !== undefined && Object.hasOwn(current, id)
+  return current !== undefined && Object.hasOwn(current, id) && (current[id] as Command).status !== 'expired'
 }
 
 export function addCommand(current: JsonObject | undefined, command: Command): JsonObject {
@@ -157,16 +160,31 @@ export function addCommand(current: JsonObject | undefined, command: Command): J
   return bounded(commands, 'commands')
 }
 
+/** A command whose push expired (IOTHUB_COMMAND_EXPIRY): its id, and when that push was recorded (epoch ms). */
+export interface ExpiredPush {
+  id: string
+  pushedAt: number
+}
+
 /**
- * The commands with command `id` marked expired at `at` (never sent to the device: the broker did
- * not take it in time); undefined when there is no such command waiting for an answer.
+ * The commands with those whose push expired marked `expired` at `at`: the broker did not take
+ * them in time, and they are not sent again (a try whose outcome was not known may have reached
+ * the device all the same). Only a command still waiting for an answer, and sent no later than
+ * its push was recorded: a command sent anew under the same id since (the old entry evicted, or
+ * the device made again) is another one. Undefined when none is marked.
+ *
+ * Not held to MAX_PROPERTY_BYTES: a mark adds a few dozen bytes to at most MAX_COMMANDS_KEPT
+ * entries, and a mark refused for size would leave the command "sent" for good.
  */
-export function expireCommand(current: JsonObject | undefined, id: string, at: number): JsonObject | undefined {
-  const command = current && Object.hasOwn(current, id) ? (current[id] as Command) : undefined
-  if (command?.status !== 'sent') return undefined
-  const expired = { ...current }
-  Object.defineProperty(expired, id, { value: { ...command, status: 'expired', expiredAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
-  return bounded(expired, 'commands')
+export function expireCommands(current: JsonObject | undefined, expiring: readonly ExpiredPush[], at: number): JsonObject | undefined {
+  let expired: JsonObject | undefined
+  for (const { id, pushedAt } of expiring) {
+    const command = current && Object.hasOwn(current, id) ? (current[id] as Command) : undefined
+    if (command?.status !== 'sent' || command.sentAt > nanos(pushedAt)) continue
+    expired ??= { ...current }
+    Object.defineProperty(expired, id, { value: { ...command, status: 'expired', expiredAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
+  }
+  return expired
 }
 
 /** A device's answer to a command: `{ id, result }` (without `result`, the whole answer is the result). */
@@ -179,6 +197,8 @@ export function answerCommand(current: JsonObject | undefined, response: JsonObj
   const { id: _id, ...rest } = response
   const result = 'result' in response ? response.result : rest
   const answered = { ...current }
-  Object.defineProperty(answered, id, { value: { ...command, status: 'answered', result, respondedAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
+  // an answer to one marked expired: the device got it after all (an earlier try reached it)
+  const { expiredAt: _expiredAt, ...sent } = command
+  Object.defineProperty(answered, id, { value: { ...sent, status: 'answered', result, respondedAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
   return bounded(answered, 'commands')
 }

@@ -100,7 +100,7 @@ export class EmbeddedCarrier implements ConnectionCarrier {
       leftUpTo: (run: string) => (run === store.replica ? undefined : Infinity),
       send: (push: StoredPush, publish: (message: BrokerMessage) => Promise<void>) => this.core.latePushes.send(push, publish),
       // a command stored before a crash (or kept while the broker refused it) and older than this is not sent now
-      ...commandExpiry(config.commandExpiry * 1000, this.core.latePushes, metrics, log, 'a command an earlier run stored')
+      expiry: commandExpiry(config.commandExpiry * 1000, this.core.latePushes, metrics, log, 'a command an earlier run stored')
     }
     const mqtt = await this.broker.start(() => publishLeftPushes(store, (message) => this.broker.publish(message), left))
     return { ...mqtt, coap: await this.coap.listen() }

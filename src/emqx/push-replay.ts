@@ -26,7 +26,7 @@ import type { Logger } from 'pino'
 import { PUSH_RETRY_MS, PUSH_WITHIN_MS } from '../config.js'
 import type { BrokerPublisher, PublishOptions } from '../devices/dispatcher.js'
 import type { LatePushes } from '../devices/late-pushes.js'
-import { commandExpiry, propertyOfPush, publishLeftPushes, waitsBehindOtherRun } from '../devices/left-pushes.js'
+import { commandExpiry, propertyOfPush, publishLeftPushes, waitsBehindOtherRun, type CommandExpiry } from '../devices/left-pushes.js'
 import type { HubMetrics } from '../observability/metrics.js'
 import type { Lease } from '../replicas/lease.js'
 import type { ReplicaView } from '../replicas/replica-keeper.js'
@@ -59,7 +59,7 @@ export class PushReplay {
   /** Between looks, ms. */
   private readonly everyMs: number
   /** When a left command is too old to publish (IOTHUB_COMMAND_EXPIRY). */
-  private readonly expiry: ReturnType<typeof commandExpiry>
+  private readonly expiry: CommandExpiry | undefined
 
   constructor(
     private readonly store: Pick<Store, 'replica' | 'commit' | 'pushRuns' | 'readPushes' | 'earliestPushElsewhere'>,
@@ -119,7 +119,7 @@ export class PushReplay {
         // push already waiting for its device's turn still goes: at least once)
         goOn: () => !this.stopping && this.lease.held,
         refusedForGood: publishRefusedForGood,
-        ...this.expiry,
+        expiry: this.expiry,
         send: (push, publish) => this.latePushes.send(push, publish),
         published: (push) => this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'published' }),
         // a left command goes after an earlier one of another run to its device, live or left

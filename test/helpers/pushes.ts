@@ -11,6 +11,8 @@ export const asJournaled = {
     await publish(journaledMessage(push))
     return true
   },
-  /** No device entity here to mark an expired command in. */
-  async expire(): Promise<void> {}
+  /** No device entity here to mark an expired command in: the records are the pass's to remove. */
+  async expire(): Promise<boolean> {
+    return false
+  }
 }

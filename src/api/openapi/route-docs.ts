@@ -160,7 +160,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/devices/{}/commands': {
     tag: 'devices',
     summary: 'Send a command',
-    description: 'Kept under `commands` until the device answers on `v1/devices/me/command/response`; pushed as `{ id, name, params }` on `v1/devices/me/commands`. 409 for an id already sent. A command stored but not pushed answers 200 with `pushError`; while one waits for the broker, the device\'s later commands wait behind it (in EMQX mode, those sent through other replicas too) and go after it, in order. One the broker has not taken within IOTHUB_COMMAND_EXPIRY (an hour) is not sent at all: its `status` becomes `expired`. 503 with Retry-After, nothing stored, when the device has IOTHUB_PUSH_BACKLOG commands waiting already.',
+    description: 'Kept under `commands` until the device answers on `v1/devices/me/command/response`; pushed as `{ id, name, params }` on `v1/devices/me/commands`. 409 for an id already sent. A command stored but not pushed answers 200 with `pushError`; while one waits for the broker, the device\'s later commands wait behind it (in EMQX mode, those sent through other replicas too) and go after it, in order. One the broker has not taken within IOTHUB_COMMAND_EXPIRY (an hour) is not sent again: its `status` becomes `expired` (a try whose outcome was not known may have reached the device; its answer makes it `answered`), and its id may be sent again. 503 with Retry-After, nothing stored, when the device has IOTHUB_PUSH_BACKLOG commands waiting already.',
     body: { name: 'reboot', params: { delay: 5 } },
     answer: [200, { command: { id: 'cmd-8f2a', name: 'reboot', params: { delay: 5 }, status: 'sent', sentAt: TIME }, pushedTo: [DEVICE_ID] }]
   },
