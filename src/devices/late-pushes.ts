@@ -26,8 +26,8 @@
  * under way, SETTLE_TRIES times running, may keep the older value until its next push.
  *
  * Commands and raw bytes go as they were journaled: each is a message of its own, not a state the
- * device keeps. A command too late to go at all (IOTHUB_COMMAND_EXPIRY, left-pushes.ts) is not
- * published, and its stored entry says so (`expire`).
+ * device keeps. A command too late to go (IOTHUB_COMMAND_EXPIRY, left-pushes.ts) is not published
+ * again, and its stored entry says so (`expire`).
  */
 import type { Logger } from 'pino'
 import { expireCommands, isJsonObject, type ExpiredPush, type JsonObject } from '../domain/device-properties.js'
