@@ -639,6 +639,12 @@ describe('pushes across a crash', () => {
     const commands = (await hub.api<{ properties: { commands: Record<string, { name: string; status: string; expiredAt?: number }> } }>('GET', `/v1/devices/${id}`)).body.properties.commands
     const statuses = Object.values(commands).map((c) => [c.name, c.status, typeof c.expiredAt]).sort()
     assert.deepEqual(statuses, [['also-too-late', 'expired', 'number'], ['in-time', 'sent', 'undefined'], ['too-late', 'expired', 'number']])
+    // an expired command's id may be sent again (README): sent anew, not "already sent"
+    const [expiredId] = Object.entries(commands).find(([, c]) => c.name === 'too-late')!
+    const again = await hub.api<{ pushedTo: string[] }>('POST', `/v1/devices/${id}/commands`, { id: expiredId, name: 'too-late' })
+    assert.equal(again.status, 200, JSON.stringify(again.body))
+    assert.deepEqual(again.body.pushedTo, [id], JSON.stringify(again.body))
+    assert.deepEqual(commandsPublished(standin, id), ['in-time', 'too-late'])
   })
 
   it("EMQX mode: a command sent through another replica while an earlier one to its device waits for EMQX is kept behind it, and EMQX gets both in order", async (t) => {

@@ -25,7 +25,7 @@ import { StoreError, type Store, type StoredPush } from '../store/store.js'
 import { PUSH_RETRY_MS, PUSH_WITHIN_MS } from '../config.js'
 import type { BrokerMessage, BrokerPublisher } from './dispatcher.js'
 import type { LatePushes } from './late-pushes.js'
-import { commandExpiry, propertyOfPush, publishRunPushes } from './left-pushes.js'
+import { commandExpiry, propertyOfPush, publishRunPushes, type CommandExpiry } from './left-pushes.js'
 import type { PushJournal } from './push-journal.js'
 
 export interface KeptPushOptions {
@@ -47,6 +47,8 @@ export class KeptPushes {
   private refusedBefore = false
   /** The devices whose push the broker refused at the last try. */
   private refusedDevices: ReadonlySet<string> = new Set()
+  /** When a kept command is too old to publish (IOTHUB_COMMAND_EXPIRY): the same at every try. */
+  private readonly expiry: CommandExpiry | undefined
 
   constructor(
     private readonly journal: Pick<PushJournal, 'kept' | 'released' | 'othersMayWait' | 'waitsBehindOtherRun' | 'routed' | 'unremovedCount' | 'removeAgain'>,
@@ -56,7 +58,9 @@ export class KeptPushes {
     private readonly metrics: Pick<HubMetrics, 'pushesTotal'>,
     private readonly log: Logger,
     private readonly options: KeptPushOptions = {}
-  ) {}
+  ) {
+    this.expiry = commandExpiry(options.commandExpiryMs ?? 0, latePushes, metrics, log, 'a command this run kept')
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.retry(), this.options.retryMs ?? PUSH_RETRY_MS)
@@ -103,7 +107,7 @@ export class KeptPushes {
         // a command held behind another run's earlier one waits while that one is in the journal
         ...(this.journal.othersMayWait ? { waitsBehind: (push: StoredPush) => this.journal.waitsBehindOtherRun(push.topic, push.at) } : {}),
         ...(this.options.refusedForGood ? { refusedForGood: this.options.refusedForGood } : {}),
-        expiry: commandExpiry(this.options.commandExpiryMs ?? 0, this.latePushes, this.metrics, this.log, 'a command this run kept'),
+        expiry: this.expiry,
         dropped: (push, error) => {
           this.metrics.pushesTotal.inc({ property: propertyOfPush(push), outcome: 'dropped' })
           this.log.error({ seq: push.seq, topic: push.topic, err: error.message }, 'a push the broker refused, refused again for good; dropped')

@@ -162,7 +162,7 @@ export class EmqxSource {
     return (current, lastEnded) => {
       const order = orderConnect(client, current, lastEnded, true)
       if (order.verdict === 'older') return null
-      if (order.verdict === 'newer') return subscriptions === undefined ? this.connectEvent(facts, order.incarnation, undefined) : { ...facts, incarnation: order.incarnation, subscriptions }
+      if (order.verdict === 'newer') return subscriptions === undefined ? { ...facts, incarnation: order.incarnation } : { ...facts, incarnation: order.incarnation, subscriptions }
       return this.connectEvent(facts, order.incarnation, client.cleanStart === undefined ? current : undefined)
     }
   }
