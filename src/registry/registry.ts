@@ -217,21 +217,45 @@ export class SessionRegistry {
     const before = this.sessions.get(id)
     let after: SessionRecord | null
     if (m.op === 'session.put') {
-      after = m.session
+      // the caches' own copy: the entry's record goes on to the event stream and back to the
+      // carrier as the event's outcome, and a later version change bumps the cached one in place
+      after = { ...m.session }
       this.sessions.set(id, after)
     } else if (m.op === 'session.version') {
       if (!before) return
-      after = { ...before, version: m.version }
-      this.sessions.set(id, after)
+      // In place: a subscribe or unsubscribe changes nothing of a session but its version. A new
+      // record per such event was one more object per event that outlived the next scavenge (the
+      // caches hold it), and a scavenge's pause grows with what survives it; on two cpus the
+      // store's writer thread waits for a cpu through that pause (docs/perf-journal.md, "what the
+      // events tail's episodes are made of"). Nothing outside the caches holds their records: a
+      // put stores a copy of its entry's.
+      before.version = m.version
+      after = before
+      this.sessions.set(id, after) // a bounded cache (LRU) counts it as used
     } else {
       if (!before) return
       // remember the ended connection, so its late events cannot bring the session back (where
       // the store decides, it keeps them)
-      if (this.decider.fromCaches) this.tombstones.set(id, { incarnation: m.incarnation ?? before.incarnation, at: Date.now() })
+      if (this.decider.fromCaches) this.entomb(id, m.incarnation ?? before.incarnation)
       this.sessions.delete(id)
       after = null
     }
     for (const observe of this.cacheObservers) observe(before, after)
+  }
+
+  /**
+   * Remembers the ended connection of `clientId` — in place where one of an earlier connection is
+   * remembered still: a client that comes and goes would otherwise leave a new tombstone per
+   * connection, each outliving the scavenges (see applyChange's version change).
+   */
+  private entomb(clientId: string, incarnation: string): void {
+    const at = Date.now()
+    const tomb = this.tombstones.get(clientId)
+    if (tomb === undefined) this.tombstones.set(clientId, { incarnation, at })
+    else {
+      tomb.incarnation = incarnation
+      tomb.at = at
+    }
   }
 
   /** The session of `clientId` as the caches hold it, as a decision reads it. */
