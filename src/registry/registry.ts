@@ -28,7 +28,12 @@ export interface SessionStateOwner {
   planDropSession(sessionId: string): Plan
 }
 
-/** Told of a session change: `after` null when the session ended. */
+/**
+ * Told of a session change: `after` null when the session ended. `before` may be the caches' own
+ * record, which a version change (a subscribe, an unsubscribe) bumps in place before the observers
+ * hear of it: compare what a version change leaves alone (connection, device, incarnation), not
+ * versions.
+ */
 export type SessionObserver = (before: SessionRecord | undefined, after: SessionRecord | null) => void
 
 /**
@@ -227,8 +232,10 @@ export class SessionRegistry {
       // record per such event was one more object per event that outlived the next scavenge (the
       // caches hold it), and a scavenge's pause grows with what survives it; on two cpus the
       // store's writer thread waits for a cpu through that pause (docs/perf-journal.md, "what the
-      // events tail's episodes are made of"). Nothing outside the caches holds their records: a
-      // put stores a copy of its entry's.
+      // events tail's episodes are made of"). What must not change afterwards never is a cached
+      // record: a change-log entry's (a put caches a copy of it, above) and the outcome a carrier is
+      // answered (the transition's own). Those that do hold a cached one (observers, decisions in
+      // flight, connectinfo, the expiry sweep) read what a version change leaves as it was.
       before.version = m.version
       after = before
       this.sessions.set(id, after) // a bounded cache (LRU) counts it as used

@@ -99,8 +99,14 @@ test('a subscribe bumps the cached record in place; the connect’s entry, its e
   const event = eventOf(connectEntry, { node: 'n1', owner: () => '' })
   assert.equal(event?.type, 'session.connected')
   assert.equal((event as { session: { version: number } }).session.version, 1, 'a consumer rendering the connect after the subscribe sees the connect')
-  const versionEntry = entries.find((e) => e.change.op === 'session.version')
-  assert.equal((eventOf(versionEntry!, { node: 'n1', owner: () => '' }) as { session: { version: number } }).session.version, 2)
+  // and a version change's own: one more change later, what the subscribe left is as it was
+  const unsubscribe = await registry.apply({ kind: 'unsubscribed', clientId: 'c1', incarnation, at: Date.now(), topics: ['c1/v1/devices/me/attributes'] })
+  assert.ok(unsubscribe.applied)
+  assert.equal(registry.record('c1')?.version, 3)
+  assert.ok(subscribe.applied && subscribe.after)
+  assert.equal(subscribe.after.version, 2, 'what the subscribe answered its carrier')
+  const versions = entries.filter((e) => e.change.op === 'session.version').map((e) => (eventOf(e, { node: 'n1', owner: () => '' }) as { session: { version: number } }).session.version)
+  assert.deepEqual(versions, [2, 3], 'each version change rendered late shows its own version')
 })
 
 test('a client that comes and goes is remembered by its last connection: a late connect of an earlier one stays ended', async (t) => {
