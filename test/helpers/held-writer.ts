@@ -9,21 +9,25 @@ import type { Mutation } from '../../src/store/store.js'
 /** `record`, if given, gets `handed over a,b` as each batch reaches the writer. */
 export function heldWriter(record?: string[]) {
   const batches: string[][] = []
-  const releases: (() => void)[] = []
+  const held: { resolve: () => void; reject: (error: Error) => void }[] = []
   return {
     batches,
     /** Lets the oldest batch waiting commit. */
     release(): void {
-      releases.shift()?.()
+      held.shift()?.resolve()
+    },
+    /** Fails the oldest batch waiting, as a store that could not write it. */
+    fail(error = new Error('disk full')): void {
+      held.shift()?.reject(error)
     },
     get waiting(): number {
-      return releases.length
+      return held.length
     },
     writeBatch(items: readonly BatchItem[]): Promise<void> {
       const ids = items.map((item) => ('mutations' in item ? (item.mutations[0] as { device: { id: string } }).device.id : '?'))
       batches.push(ids)
       record?.push(`handed over ${ids.join(',')}`)
-      return new Promise((resolve) => releases.push(resolve))
+      return new Promise((resolve, reject) => held.push({ resolve, reject }))
     }
   }
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { GroupCommitter, type BatchItem } from '../../src/store/group-commit.js'
+import { GroupCommitter } from '../../src/store/group-commit.js'
 import { heldWriter, marker, turn, until } from '../helpers/held-writer.js'
 
 describe('group commit, live callers first', () => {
@@ -71,39 +71,33 @@ describe('group commit, live callers first', () => {
     await live
   })
   it('liveSettled waits for every live caller before it when a failed batch retries them after later ones are stored', async () => {
-    // a writer that holds each batch until told, and fails the first one: group commit then
-    // retries its callers alone, behind the batch handed over after it
-    const waiting: { ids: string[]; settle: (ok: boolean) => void }[] = []
-    const writer = {
-      writeBatch(items: readonly BatchItem[]): Promise<void> {
-        const ids = items.map((item) => ('mutations' in item ? (item.mutations[0] as { device: { id: string } }).device.id : '?'))
-        return new Promise((resolve, reject) => waiting.push({ ids, settle: (ok) => (ok ? resolve() : reject(new Error('disk full'))) }))
-      }
-    }
-    const next = async (ids: string[], ok = true) => {
-      await until(() => waiting.length > 0)
-      const batch = waiting.shift()!
-      assert.deepEqual(batch.ids, ids)
-      batch.settle(ok)
-    }
+    // the first batch fails: group commit then retries its callers alone, behind the batch handed over after it
+    const writer = heldWriter()
     const committer = new GroupCommitter(writer, { maxBatch: 2, maxInFlight: 2 })
     const order: string[] = []
     const stored = (id: string) => committer.commit(marker(id)).then(() => order.push(`${id} stored`))
+    /** Lets the oldest batch waiting commit (or fail), once one is there. */
+    const next = async (ok = true) => {
+      await until(() => writer.waiting > 0)
+      if (ok) writer.release()
+      else writer.fail()
+    }
     const a = stored('A')
     const b = stored('B')
-    await until(() => waiting.length === 1) // [A, B] handed over
+    await until(() => writer.waiting === 1) // [A, B] handed over
     const settled = committer.liveSettled(0).then(() => order.push('settled')) // for A and B
     const c = stored('C')
-    await until(() => waiting.length === 2) // [C] pipelined behind it
-    await next(['A', 'B'], false) // fails: A and B are retried alone, after [C]
-    await next(['C'])
+    await until(() => writer.waiting === 2) // [C] pipelined behind it
+    await next(false) // [A, B] fails: A and B are retried alone, after [C]
+    await next()
     await c
-    await next(['A'])
+    await next()
     await a
     await turn()
     assert.ok(!order.includes('settled'), `B is not stored yet: ${order.join(', ')}`)
-    await next(['B'])
+    await next()
     await Promise.all([b, settled])
+    assert.deepEqual(writer.batches, [['A', 'B'], ['C'], ['A'], ['B']], 'the retries came after [C], each alone')
     assert.deepEqual(order, ['C stored', 'A stored', 'B stored', 'settled'])
   })
 })
