@@ -36,6 +36,10 @@
  * event in flight past the target by itself, the hub's and the floor's alike (the driver, which
  * both share, collects too); what the pauses showed on a 2-cpu VM: docs/perf-journal.md, "set L".
  * On Linux, also how long the main thread and the store's threads waited for a cpu meanwhile.
+ * Beside every measurement, the bytes the main thread allocated per event in V8's young
+ * generation (bench/lib/heap-flow.ts): they set how often it is scavenged, and in a closed loop
+ * they are a figure of the code rather than of the machine's speed — what to compare across
+ * builds for a change meant to leave less garbage.
  *
  * Three more runs are printed for diagnosis, without targets: the same workload with a store
  * whose group commit writes nothing (the registry's own ceiling: what the JS path costs); the
@@ -67,6 +71,7 @@ import { DurableFloor } from './lib/durable-floor.js'
 import type { Store } from '../src/store/store.js'
 import { newTokenKey, TokenHasher } from '../src/domain/secret.js'
 import { MAIN_THREAD_ID } from '../src/observability/thread-cpu.js'
+import { recordHeapFlow, type HeapFlow } from './lib/heap-flow.js'
 import { machineTimes, recordGcPauses, runQueueWaitMs, type GcPauses } from './lib/process-cpu.js'
 import { collectGarbage, envInt, fmt, line, percentiles, removeDir, report, runMain, tempDir } from './lib/util.js'
 
@@ -114,6 +119,8 @@ interface Measurement {
   othersShare: number
   /** Open loop: the main thread's GC pauses during the measurement. */
   gc?: GcPauses
+  /** What the main thread allocated in the young generation during the measurement (bench/lib/heap-flow.ts). */
+  heap?: HeapFlow
   /** Open loop, on Linux: how long the main thread and the store's threads waited for a cpu during the measurement, ms. */
   cpuWait?: { mainMs: number; storeMs: number }
 }
@@ -357,6 +364,7 @@ async function measure(v: Variant): Promise<Measurement> {
     const machine0 = machineTimes()
     const cpu0 = process.cpuUsage()
     const pauses = v.offeredRate ? recordGcPauses(TARGET_P99_MS) : undefined
+    const heapFlow = recordHeapFlow()
     const storeThreads = store instanceof DurableFloor ? (store.threadId === null ? [] : [store.threadId]) : (store.threads?.() ?? []).map((t) => t.threadId)
     const wait0 = v.offeredRate ? cpuWaits(storeThreads) : null
     const run = v.offeredRate
@@ -364,6 +372,7 @@ async function measure(v: Variant): Promise<Measurement> {
       : await drive(registry, 'c', v.clients, v.events)
     const cpu = process.cpuUsage(cpu0)
     const machine1 = machineTimes()
+    const heap = heapFlow.stop()
     const gc = await pauses?.stop()
     const wait1 = wait0 ? cpuWaits(storeThreads) : null
     const cpuWait = wait0 && wait1 ? { mainMs: wait1.mainMs - wait0.mainMs, storeMs: wait1.storeMs - wait0.storeMs } : undefined
@@ -371,7 +380,7 @@ async function measure(v: Variant): Promise<Measurement> {
     driven += run.events
     if (!v.offeredRate && registry instanceof SessionRegistry && registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
     const { p50, p99, max } = percentiles(run.latencies)
-    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}), ...(cpuWait ? { cpuWait } : {}) }
+    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}), ...(heap ? { heap } : {}), ...(cpuWait ? { cpuWait } : {}) }
   } finally {
     await store.close()
     // what every lifecycle event adds to the change log (nothing prunes it here): its growth
@@ -411,6 +420,7 @@ function print(m: Measurement): void {
   )
   const share = (ms: number) => `${fmt(ms / 10 / m.seconds)}% of the run`
   if (m.gc) line(`  ${''.padEnd(26)} main thread's GC pauses: ${gcPausesText(m.gc)}, ${share(m.gc.totalMs)}`)
+  if (m.heap) line(`  ${''.padEnd(26)} main thread: ${heapFlowText(m.heap, m.events, m.gc !== undefined)}`)
   if (m.cpuWait) {
     line(`  ${''.padEnd(26)} waiting for a cpu: main thread ${fmt(m.cpuWait.mainMs)} ms (${share(m.cpuWait.mainMs)}), store threads ${fmt(m.cpuWait.storeMs)} ms (${share(m.cpuWait.storeMs)})`)
   }
@@ -423,6 +433,14 @@ function cpuWaits(storeThreads: readonly number[]): { mainMs: number; storeMs: n
   const mainMs = runQueueWaitMs([MAIN_THREAD_ID])
   const storeMs = runQueueWaitMs(storeThreads)
   return mainMs === null || storeMs === null ? null : { mainMs, storeMs }
+}
+
+/** Per event, what fills the young generation: how often it is scavenged. */
+function heapFlowText(heap: HeapFlow, events: number, openLoop: boolean): string {
+  return (
+    `${fmt(heap.allocatedBytes / Math.max(1, events))} bytes allocated per event in the young generation, ${fmt(heap.collections)} collection${heap.collections === 1 ? '' : 's'}` +
+    (openLoop ? " (the driver's idle spin included)" : '')
+  )
 }
 
 /** A GC pause at least as long as the p99 target holds every event in flight past it. */
@@ -517,6 +535,7 @@ async function main(): Promise<void> {
           }
         ]
       : []),
+
     {
       bench: 'events',
       metric: `p50 / p99, closed loop, ${fmt(CLIENTS)} in flight`,
