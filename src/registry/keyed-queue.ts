@@ -2,22 +2,74 @@
  * Runs tasks one at a time per key, in the order they were queued, and different keys
  * concurrently. The registry keys by clientId: a client's events apply in order even though
  * each waits for its batch to become durable.
+ *
+ * Two ways in. `run` waits on the task's promise and lets the next task of its key begin once the
+ * task's own caller has heard. `enter` leaves it to the task to say when it is done (`leave`), in
+ * the continuation it has anyway: the registry's lifecycle events go that way, because thousands
+ * of them wait for their batch at once under load, and the promise and closure per task that
+ * `run` keeps until the task settles are live memory every scavenge copies (docs/perf-journal.md,
+ * "what the events tail's episodes are made of").
  */
 export class KeyedQueue {
-  private readonly tails = new Map<string, Promise<unknown>>()
+  /** The keys with a task running, each with the tasks queued behind it, in order (null: none). */
+  private readonly running = new Map<string, (() => void)[] | null>()
 
-  run<T>(key: string, task: () => Promise<T>): Promise<T> {
-    const previous = this.tails.get(key)
-    const result = previous === undefined ? task() : previous.then(task, task)
-    const release = (): void => {
-      if (this.tails.get(key) === tail) this.tails.delete(key)
+  /**
+   * Runs `task` now when no task of `key` is running, else once every task queued before it has
+   * left; answers its promise. The task must call `leave(key)` once, when it is done — also when
+   * it fails — and not before its effects are what the next task of the key must see.
+   */
+  enter<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const queued = this.running.get(key)
+    if (queued === undefined) {
+      this.running.set(key, null)
+      return this.start(key, task)
     }
-    const tail: Promise<void> = result.then(release, release)
-    this.tails.set(key, tail)
-    return result
+    return new Promise<T>((resolve, reject) => {
+      const begin = (): void => void this.start(key, task).then(resolve, reject)
+      if (queued === null) this.running.set(key, [begin])
+      else queued.push(begin)
+    })
   }
 
+  /** The running task of `key` is done: the next one queued begins (at once, in this call). */
+  leave(key: string): void {
+    const queued = this.running.get(key)
+    const next = queued?.shift()
+    if (next === undefined) {
+      this.running.delete(key)
+      return
+    }
+    if (queued!.length === 0) this.running.set(key, null)
+    next()
+  }
+
+  /**
+   * Runs `task` in `key`'s turn, as `enter` does, and leaves when its promise settles — two
+   * promise turns after, so that whoever awaits the task resumes before the next task begins.
+   */
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    return this.enter(key, () => {
+      const result = task()
+      void result.then(ignore, ignore).then(() => this.leave(key))
+      return result
+    })
+  }
+
+  /** Keys with a task running or queued. */
   get pendingKeys(): number {
-    return this.tails.size
+    return this.running.size
+  }
+
+  /** A task that throws instead of answering a promise has ended: it leaves, and its caller hears. */
+  private start<T>(key: string, task: () => Promise<T>): Promise<T> {
+    try {
+      return task()
+    } catch (error) {
+      this.leave(key)
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+    }
   }
 }
+
+function ignore(): void {}

@@ -354,7 +354,8 @@ export class SessionRegistry {
 
   /** Applies one lifecycle event; resolves once its effect is durable (or it was stale). */
   apply(event: LifecycleEvent): Promise<ApplyResult> {
-    return this.queue.run(event.clientId, () => this.applyInOrder(event.clientId, event))
+    // in the client's turn, which applyInOrder leaves itself (KeyedQueue.enter)
+    return this.queue.enter(event.clientId, () => this.applyInOrder(event.clientId, event, true, undefined, true))
   }
 
   /**
@@ -372,13 +373,14 @@ export class SessionRegistry {
     build: (current: SessionRecord | undefined, lastEnded: string | undefined, lastEndedAt: number | undefined) => LifecycleEvent | Stale | null,
     options: ApplyOptions = {}
   ): Promise<ApplyResult> {
-    return this.queue.run(clientId, () =>
+    return this.queue.enter(clientId, () =>
       this.applyInOrder(
         clientId,
         (stored) =>
           stored.session === undefined ? build(undefined, stored.lastIncarnation, stored.lastEndedAt) : build(stored.session, undefined, undefined),
         !options.reconciling,
-        options.device
+        options.device,
+        true
       )
     )
   }
@@ -393,12 +395,15 @@ export class SessionRegistry {
 
   /**
    * `marksChange: false` for the reconcile's own fixes, which `changedSince` must not see.
+   * `leaves`: the call holds the client's turn in the queue (`KeyedQueue.enter`) and leaves it once
+   * its outcome is applied — in the continuations below, which every event has anyway, rather than
+   * in a promise and closure of the queue's own per event in flight.
    *
    * Not an async function: every event in flight waits here until its batch commits — thousands
    * under load — and a suspended async frame (its registers, context and promise) is live memory
    * that every scavenge copies; two continuations sharing one context hold less.
    */
-  private applyInOrder(id: string, source: EventSource, marksChange = true, device?: string): Promise<ApplyResult> {
+  private applyInOrder(id: string, source: EventSource, marksChange = true, device?: string, leaves = false): Promise<ApplyResult> {
     let event: LifecycleEvent | undefined
     return this.decideAfterEnds(
       id,
@@ -414,22 +419,32 @@ export class SessionRegistry {
       !marksChange,
       device
     ).then(
-      (decision) => this.outcome(id, decision, event, marksChange),
+      (decision) => {
+        try {
+          return this.outcome(id, decision, event, marksChange)
+        } finally {
+          if (leaves) this.queue.leave(id)
+        }
+      },
       (error: unknown) => {
-        // the store may have failed before the decision was made: what the caches say is then the
-        // best guess of the event
-        if (event === undefined) {
-          const guessed = eventFrom(source, this.cachedSession(id))
-          if (guessed !== null && !('stale' in guessed)) event = guessed
+        try {
+          // the store may have failed before the decision was made: what the caches say is then
+          // the best guess of the event
+          if (event === undefined) {
+            const guessed = eventFrom(source, this.cachedSession(id))
+            if (guessed !== null && !('stale' in guessed)) event = guessed
+          }
+          if (event?.kind !== 'disconnected') {
+            if (event) this.count(event.kind, 'failed')
+            throw error
+          }
+          // The broker has closed the connection already: showing it connected until the store
+          // answers would be the lie (pushes would name it, the API would list it). Memory takes
+          // the end now; the store gets it as soon as it can (unstoredEnds).
+          return this.outcome(id, this.applyUnstored(id, { kind: 'disconnected', event }, error as Error), event, marksChange)
+        } finally {
+          if (leaves) this.queue.leave(id)
         }
-        if (event?.kind !== 'disconnected') {
-          if (event) this.count(event.kind, 'failed')
-          throw error
-        }
-        // The broker has closed the connection already: showing it connected until the store
-        // answers would be the lie (pushes would name it, the API would list it). Memory takes
-        // the end now; the store gets it as soon as it can (unstoredEnds).
-        return this.outcome(id, this.applyUnstored(id, { kind: 'disconnected', event }, error as Error), event, marksChange)
       }
     )
   }
