@@ -438,7 +438,7 @@ function cpuWaits(storeThreads: readonly number[]): { mainMs: number; storeMs: n
 /** Per event, what fills the young generation: how often it is scavenged. */
 function heapFlowText(heap: HeapFlow, events: number, openLoop: boolean): string {
   return (
-    `${fmt(heap.allocatedBytes / Math.max(1, events))} bytes allocated per event in the young generation, ${fmt(heap.collections)} collection${heap.collections === 1 ? '' : 's'}` +
+    `${fmt(heap.allocatedBytes / Math.max(1, events))} bytes allocated per event in the young generation, ${fmt(heap.scavenges)} scavenge${heap.scavenges === 1 ? '' : 's'}` +
     (openLoop ? " (the driver's idle spin included)" : '')
   )
 }

@@ -20,8 +20,8 @@ import { GCProfiler, getHeapSpaceStatistics } from 'node:v8'
 export interface HeapFlow {
   /** Bytes allocated in the young generation (what fills it between scavenges). */
   allocatedBytes: number
-  /** Collections of any kind that ran. */
-  collections: number
+  /** Scavenges (young-generation collections) that ran. */
+  scavenges: number
 }
 
 interface SpaceUse {
@@ -30,6 +30,8 @@ interface SpaceUse {
 }
 
 interface GcStatistic {
+  /** Scavenge, MarkSweepCompact, and callbacks that are no collection (IncrementalMarking, ProcessWeakCallbacks). */
+  gcType: string
   beforeGC: { heapSpaceStatistics: SpaceUse[] }
   afterGC: { heapSpaceStatistics: SpaceUse[] }
 }
@@ -60,13 +62,15 @@ export function recordHeapFlow(): { stop(): HeapFlow } {
       // the young generation only grows between collections (bump allocation): what it grew by
       // from one collection's end to the next one's start is what was allocated meanwhile
       let allocatedBytes = 0
+      let scavenges = 0
       let youngAfterLast = youngAtStart
       for (const gc of statistics) {
         allocatedBytes += youngUse(gc.beforeGC.heapSpaceStatistics) - youngAfterLast
         youngAfterLast = youngUse(gc.afterGC.heapSpaceStatistics)
+        if (gc.gcType === 'Scavenge') scavenges++
       }
       allocatedBytes += youngAtStop - youngAfterLast
-      return { allocatedBytes, collections: statistics.length }
+      return { allocatedBytes, scavenges }
     }
   }
 }

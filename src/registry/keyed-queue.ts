@@ -17,7 +17,9 @@ export class KeyedQueue {
   /**
    * Runs `task` now when no task of `key` is running, else once every task queued before it has
    * left; answers its promise. The task must call `leave(key)` once, when it is done — also when
-   * it fails — and not before its effects are what the next task of the key must see.
+   * it fails — and not before its effects are what the next task of the key must see. (One that
+   * throws instead of answering a promise has left: `start`.) Its caller handles the answer's
+   * failure, as with any promise.
    */
   enter<T>(key: string, task: () => Promise<T>): Promise<T> {
     const queued = this.running.get(key)
@@ -45,15 +47,24 @@ export class KeyedQueue {
   }
 
   /**
-   * Runs `task` in `key`'s turn, as `enter` does, and leaves when its promise settles — two
-   * promise turns after, so that whoever awaits the task resumes before the next task begins.
+   * Runs `task` in `key`'s turn, as `enter` does, and leaves once the promise it answers has
+   * settled and whoever awaits it has resumed: the next task of the key begins a promise turn
+   * after that. The answer's failure is handled here too, so a caller that does not wait for it
+   * (`void queue.run(…)`) leaves no unhandled rejection behind.
    */
   run<T>(key: string, task: () => Promise<T>): Promise<T> {
-    return this.enter(key, () => {
-      const result = task()
-      void result.then(ignore, ignore).then(() => this.leave(key))
-      return result
+    // a task that throws is a rejected answer here, so `start` never leaves for it: this does
+    const answer = this.enter(key, () => {
+      try {
+        return task()
+      } catch (error) {
+        return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+      }
     })
+    // handled before the caller could attach its own, so it runs before the caller's continuation
+    // in the same turn; the leave comes in the turn after
+    void answer.then(ignore, ignore).then(() => this.leave(key))
+    return answer
   }
 
   /** Keys with a task running or queued. */

@@ -89,14 +89,43 @@ describe('KeyedQueue', () => {
     assert.equal(await second, 'second done')
   })
 
-  it("lets a run() task's caller resume before the key's next task begins", async () => {
+  it("lets a run() task's caller resume before the key's next task begins, a queued task's caller too", async () => {
     const queue = new KeyedQueue()
     const seen: string[] = []
-    const first = queue.run('k', () => Promise.resolve())
-    void queue.run('k', async () => void seen.push('next task'))
-    await first
-    seen.push('first caller')
+    const task = (name: string) => () => {
+      seen.push(`${name} begins`)
+      return Promise.resolve()
+    }
+    const first = queue.run('k', task('first'))
+    const second = queue.run('k', task('second')) // queued behind the first
+    void queue.run('k', task('third'))
+    void first.then(() => seen.push('first caller'))
+    void second.then(() => seen.push('second caller'))
     await turns()
-    assert.deepEqual(seen, ['first caller', 'next task'])
+    assert.deepEqual(seen, ['first begins', 'first caller', 'second begins', 'second caller', 'third begins'])
+  })
+
+  it('leaves no unhandled rejection when a queued run() task fails and its caller does not wait for it', async () => {
+    const queue = new KeyedQueue()
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const first = held()
+      void queue.run('k', () => first.promise)
+      void queue.run('k', () => Promise.reject(new Error('queued task failed'))) // as connect.ts runs its connects
+      void queue.run('k', () => {
+        throw new Error('queued task threw')
+      })
+      const last = queue.run('k', () => Promise.resolve('last'))
+      first.reject(new Error('first failed'))
+      assert.equal(await last, 'last')
+      await turns()
+      await turns()
+      assert.deepEqual(unhandled, [])
+      assert.equal(queue.pendingKeys, 0)
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 })
