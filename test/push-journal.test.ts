@@ -9,8 +9,9 @@
  * the push's enqueue for the offline session waits while the change itself commits; the hub is
  * then killed with SIGKILL (a child process, `node --import tsx src/main.ts`).
  *
- * EMQX mode's side of the journal is in push-journal-emqx.test.ts, a file of its own: the two
- * halves together took 157 s of the runner's 180 s per file in one CI run, and over it in the next.
+ * EMQX mode's side is in push-journal-emqx.test.ts (pushes EMQX refused) and
+ * push-journal-emqx-commands.test.ts (commands in order): in one file with these, the tests took
+ * 157 s of the runner's 180 s per file in one CI run, and went over it in the next.
  */
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
