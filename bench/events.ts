@@ -120,7 +120,7 @@ interface Measurement {
   /** Open loop: the main thread's GC pauses during the measurement. */
   gc?: GcPauses
   /** What the main thread allocated in the young generation during the measurement (bench/lib/heap-flow.ts). */
-  heap?: HeapFlow
+  heap: HeapFlow
   /** Open loop, on Linux: how long the main thread and the store's threads waited for a cpu during the measurement, ms. */
   cpuWait?: { mainMs: number; storeMs: number }
 }
@@ -380,7 +380,7 @@ async function measure(v: Variant): Promise<Measurement> {
     driven += run.events
     if (!v.offeredRate && registry instanceof SessionRegistry && registry.size !== 0) throw new Error(`${registry.size} sessions left after every client disconnected`)
     const { p50, p99, max } = percentiles(run.latencies)
-    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}), ...(heap ? { heap } : {}), ...(cpuWait ? { cpuWait } : {}) }
+    result = { label: v.label, events: run.events, seconds: run.seconds, rate: run.events / run.seconds, p50, p99, max, notApplied: run.notApplied, commit, othersShare, ...(gc ? { gc } : {}), heap, ...(cpuWait ? { cpuWait } : {}) }
   } finally {
     await store.close()
     // what every lifecycle event adds to the change log (nothing prunes it here): its growth
@@ -420,7 +420,7 @@ function print(m: Measurement): void {
   )
   const share = (ms: number) => `${fmt(ms / 10 / m.seconds)}% of the run`
   if (m.gc) line(`  ${''.padEnd(26)} main thread's GC pauses: ${gcPausesText(m.gc)}, ${share(m.gc.totalMs)}`)
-  if (m.heap) line(`  ${''.padEnd(26)} main thread: ${heapFlowText(m.heap, m.events, m.gc !== undefined)}`)
+  line(`  ${''.padEnd(26)} main thread: ${heapFlowText(m.heap, m.events, m.gc !== undefined)}`)
   if (m.cpuWait) {
     line(`  ${''.padEnd(26)} waiting for a cpu: main thread ${fmt(m.cpuWait.mainMs)} ms (${share(m.cpuWait.mainMs)}), store threads ${fmt(m.cpuWait.storeMs)} ms (${share(m.cpuWait.storeMs)})`)
   }
@@ -535,7 +535,6 @@ async function main(): Promise<void> {
           }
         ]
       : []),
-
     {
       bench: 'events',
       metric: `p50 / p99, closed loop, ${fmt(CLIENTS)} in flight`,

@@ -6,11 +6,11 @@
  * "what the events tail's episodes are made of"), and a scavenge comes each time the young
  * generation fills, so their number follows the bytes allocated per event. In a closed loop that
  * figure is one of the code, not of the machine's speed: a change meant to leave less garbage
- * shows in it where the VM's swings hide it in a p99. Two things move it besides the code, so
- * compare several runs of each build: V8's allocation-site pretenuring, which now and then
- * allocates a site's objects in the old generation instead (a few per cent of the figure), and in
- * an open loop the driver, whose idle spin between due events allocates more the faster the hub
- * answers.
+ * shows in it where the VM's swings hide it in a p99. It still varied by a few per cent between
+ * runs of one build (V8's allocation-site pretenuring, which puts a site's objects straight into
+ * the old generation, is the likely cause), so compare several runs of each build; and in an open
+ * loop it includes the driver, whose idle spin between due events allocates more the faster the
+ * hub answers.
  *
  * What scavenges promote is not reported: the old generation's use, the only figure V8 gives of
  * it here, also shrinks as its sweeper frees pages, so its growth across a scavenge undercounts.

@@ -58,7 +58,7 @@ export class KeyedQueue {
       try {
         return task()
       } catch (error) {
-        return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+        return rejection(error)
       }
     })
     // handled before the caller could attach its own, so it runs before the caller's continuation
@@ -78,9 +78,14 @@ export class KeyedQueue {
       return task()
     } catch (error) {
       this.leave(key)
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+      return rejection(error)
     }
   }
 }
 
 function ignore(): void {}
+
+/** What a task that threw answers its caller instead. */
+function rejection(error: unknown): Promise<never> {
+  return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+}
