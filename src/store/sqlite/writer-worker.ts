@@ -17,6 +17,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import type { LogPruning } from '../coordination.js'
+import { prepareLogAppend } from './log-append.js'
 import { currentThreadId } from './thread-id.js'
 import { yieldToMainThread } from './thread-priority.js'
 import { encodeMutation, prepareWrites, type BatchWrite, type EncodedMutation } from './statements.js'
@@ -56,7 +57,7 @@ db.pragma('wal_autocheckpoint = 1000')
 const statements = prepareWrites(db)
 const logHead = db.prepare('SELECT seq FROM log_head').pluck()
 const moveLogHead = db.prepare('UPDATE log_head SET seq = ?')
-const appendLog = db.prepare('INSERT INTO change_log (seq, at, change) VALUES (?, ?, ?)')
+const appendLog = prepareLogAppend(db)
 const writeAll = db.transaction((writes: BatchWrite[], log: string[], at: number, deadline: number): number => {
   for (const write of writes) {
     // a change the main thread sent only as its log entry: its row is made from that entry here
@@ -65,7 +66,7 @@ const writeAll = db.transaction((writes: BatchWrite[], log: string[], at: number
   }
   const previous = logHead.get() as number
   if (log.length > 0) {
-    log.forEach((change, i) => appendLog.run(previous + i + 1, at, change))
+    appendLog(previous + 1, at, log)
     moveLogHead.run(previous + log.length)
   }
   if (Date.now() >= deadline) throw new Error('its caller was refused at the deadline: rolled back')
