@@ -42,10 +42,11 @@ describe('SqliteStore', () => {
 
   it('numbers a batch’s change-log entries without a gap, whether they fill its multi-row inserts or not', async () => {
     // the writer appends ROWS_PER_INSERT entries per INSERT and the rest one by one: batches
-    // on both sides of each boundary, each one commit (so one transaction), must read back whole
+    // below, at and above one chunk, of whole chunks only, and of chunks and a rest, each one
+    // commit (so one transaction), must read back whole
     const dataDir = tempDir('iothub-store-')
     const store = new SqliteStore({ dataDir })
-    const sizes = [1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 3 * ROWS_PER_INSERT + 5]
+    const sizes = [1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 2 * ROWS_PER_INSERT, 3 * ROWS_PER_INSERT + 5]
     const committed: Mutation[] = []
     let entries: LogEntry[]
     try {
@@ -56,8 +57,11 @@ describe('SqliteStore', () => {
       }
       entries = await store.readLog(0, 1_000_000)
     } finally {
-      await store.close()
-      rmSync(dataDir, { recursive: true, force: true })
+      try {
+        await store.close()
+      } finally {
+        rmSync(dataDir, { recursive: true, force: true })
+      }
     }
     assert.deepEqual(
       entries.map((e) => e.seq),

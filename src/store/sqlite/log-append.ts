@@ -5,10 +5,13 @@
  * them), and an INSERT run once per entry paid better-sqlite3's per-run cost — crossing into
  * native code, binding, stepping, resetting — for each. One statement that inserts
  * `ROWS_PER_INSERT` rows pays it once per chunk; the rest of a batch goes one row at a time.
- * Measured on a 2-cpu Intel VM (2026-12-07, transactions of 256 entries of ~600 bytes, no fsync,
- * alternated): 2.7–3.3 against 3.4–4.8 µs of the writer per entry once warm; in the events closed
- * loop the writer's cpu per event was lower in five of six alternated pairs, by 0.3–3 µs of 8–12
- * (docs/perf-journal.md, "the change log appended many rows per INSERT").
+ * Measured on a 2-cpu Intel VM (2026-12-07, transactions of 256 entries of ~600 bytes, alternated
+ * eight times): the statement's own cost, with `synchronous = OFF`, 2.7–3.3 against 3.4–4.8 µs per
+ * entry in the seven alternations after the first (which went the other way); with FULL, the
+ * fsync in each transaction, lower in six of eight. In a scratch closed loop of the registry on
+ * this store the writer's cpu per event was lower in five of six alternated pairs (by −0.6 to 3.2
+ * µs of 8–12); the main thread and the rate unresolved (docs/perf-journal.md, "the change log
+ * appended many rows per INSERT").
  */
 import type Database from 'better-sqlite3'
 
@@ -21,8 +24,9 @@ export type LogAppend = (first: number, at: number, changes: readonly string[]) 
 export function prepareLogAppend(db: Database.Database): LogAppend {
   const one = db.prepare('INSERT INTO change_log (seq, at, change) VALUES (?, ?, ?)')
   const chunk = db.prepare(`INSERT INTO change_log (seq, at, change) VALUES ${Array(ROWS_PER_INSERT).fill('(?, ?, ?)').join(', ')}`)
-  // one array reused for every chunk (better-sqlite3 binds its values and keeps nothing of it):
-  // none made per chunk on this thread, which commits every batch
+  // one array reused for every chunk, none made per chunk on this thread, which commits every
+  // batch: better-sqlite3 copies what it binds, so each chunk overwrites all of it before its run.
+  // It keeps the last chunk's entries alive until the next batch's: 32 strings, on the writer's heap
   const params: (number | string)[] = new Array<number | string>(3 * ROWS_PER_INSERT)
   return (first, at, changes) => {
     let i = 0
