@@ -393,7 +393,8 @@ async function measure(v: Variant): Promise<Measurement> {
 function changeLogOf(file: string, events: number): { entriesPerEvent: number; bytesPerEvent: number } {
   const db = new Database(file, { readonly: true })
   try {
-    const { entries, bytes } = db.prepare('SELECT count(*) AS entries, coalesce(sum(length(change)), 0) AS bytes FROM change_log').get() as { entries: number; bytes: number }
+    // a row holds a batch's entries (src/store/sqlite/log-rows.ts)
+    const { entries, bytes } = db.prepare('SELECT coalesce(sum(entries), 0) AS entries, coalesce(sum(length(change)), 0) AS bytes FROM change_log').get() as { entries: number; bytes: number }
     return { entriesPerEvent: entries / events, bytesPerEvent: bytes / events }
   } finally {
     db.close()

@@ -6,11 +6,8 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import { subscriptionEntityOf } from '../../src/domain/subscription.js'
-import { ROWS_PER_INSERT } from '../../src/store/sqlite/log-append.js'
 import { SCHEMA_VERSION } from '../../src/store/sqlite/schema.js'
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
-import type { LogEntry } from '../../src/store/change-log.js'
-import type { Mutation } from '../../src/store/store.js'
 import { tempDir } from '../helpers/hub.js'
 import { rewriteAsVersion3 } from '../helpers/sqlite-version-3.js'
 import { session, storeContract } from './contract.js'
@@ -38,45 +35,6 @@ describe('SqliteStore', () => {
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal')
     db.close()
     rmSync(dataDir, { recursive: true, force: true })
-  })
-
-  it('numbers a batch’s change-log entries without a gap, whether they fill its multi-row inserts or not', async () => {
-    // the writer appends ROWS_PER_INSERT entries per INSERT and the rest one by one: batches
-    // below, at and above one chunk, of whole chunks only, and of chunks and a rest, each one
-    // commit (so one transaction), must read back whole
-    const dataDir = tempDir('iothub-store-')
-    const store = new SqliteStore({ dataDir })
-    const sizes = [1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 2 * ROWS_PER_INSERT, 3 * ROWS_PER_INSERT + 5]
-    const committed: Mutation[] = []
-    let entries: LogEntry[]
-    try {
-      for (const [b, size] of sizes.entries()) {
-        const batch: Mutation[] = Array.from({ length: size }, (_, i) => ({ op: 'session.put' as const, session: session(`log-${b}-${i}`, { username: `user-${b}-${i}` }) }))
-        await store.commit(batch)
-        committed.push(...batch)
-      }
-      entries = await store.readLog(0, 1_000_000)
-    } finally {
-      try {
-        await store.close()
-      } finally {
-        rmSync(dataDir, { recursive: true, force: true })
-      }
-    }
-    assert.deepEqual(
-      entries.map((e) => e.seq),
-      committed.map((_, i) => i + 1)
-    )
-    assert.deepEqual(
-      entries.map((e) => e.change),
-      committed
-    )
-    // one commit time per batch
-    let first = 0
-    for (const size of sizes) {
-      assert.equal(new Set(entries.slice(first, first + size).map((e) => e.at)).size, 1)
-      first += size
-    }
   })
 
   it('keeps its WAL bounded while writes never pause: its checkpoints restart it', async () => {

@@ -13,10 +13,12 @@
  *    file's own (`store_keys`), never in plain text; a device's properties deleted with it.
  *    Older files gain the key, and their tokens — in `devices` and in the change log — are
  *    hashed in place (HASH_PLAIN_TOKENS), so their devices log in as before.
+ * 6: the change log one row per committed batch, its entries counted in `entries` (log-rows.ts).
+ *    Older files' rows hold one entry each and gain the column as 1 (LOG_ROW_ENTRIES).
  */
 import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
 
-export const SCHEMA_VERSION = 5
+export const SCHEMA_VERSION = 6
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS devices (
@@ -148,10 +150,12 @@ CREATE INDEX IF NOT EXISTS push_journal_in_order ON push_journal (topic, at) WHE
 
 -- Every committed change, in commit order (see src/store/change-log.ts). The one writer
 -- numbers a batch's entries from log_head, in the batch's transaction.
+-- one row per committed batch (log-rows.ts): its entries are numbered seq - entries + 1 … seq
 CREATE TABLE IF NOT EXISTS change_log (
-  seq    INTEGER PRIMARY KEY,
-  at     INTEGER NOT NULL,
-  change TEXT NOT NULL
+  seq     INTEGER PRIMARY KEY,
+  at      INTEGER NOT NULL,
+  entries INTEGER NOT NULL DEFAULT 1,
+  change  TEXT NOT NULL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS log_head (
   singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -187,6 +191,12 @@ UPDATE sessions
 UPDATE sessions SET doc = json_set(doc, '$.mountpoint', '') WHERE json_extract(doc, '$.mountpoint') IS NULL;
 DROP TABLE mountable;
 `
+
+/**
+ * Version 3, 4 or 5 → 6: the change log's rows, one entry each until now, say so. (Version 1 and 2
+ * files have no change log until SCHEMA makes it, with the column.)
+ */
+export const LOG_ROW_ENTRIES = 'ALTER TABLE change_log ADD COLUMN entries INTEGER NOT NULL DEFAULT 1;'
 
 /**
  * Version 4 → 5 (and older ones on their way): every device token stored in plain text —

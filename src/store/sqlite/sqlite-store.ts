@@ -19,7 +19,8 @@ import { LogFollower, type LogApplier } from '../log-follower.js'
 import { StoreError, withinDeadline, type LogFollowing, type Mutation, type Snapshot, type Store, type StoreHealth, type StoredDeviceProperty, type StoredPush, type StoreThread } from '../store.js'
 import { FleetReader } from './fleet-reader.js'
 import { fleetRows } from './fleet-rows.js'
-import { HASH_PLAIN_TOKENS, MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
+import { entriesOfRow, type LogRow } from './log-rows.js'
+import { HASH_PLAIN_TOKENS, LOG_ROW_ENTRIES, MOUNT_VERSION_1_SESSIONS, SCHEMA, SCHEMA_VERSION, upgradeTo4 } from './schema.js'
 import { prepareLoads } from './statements.js'
 import type { Worker } from 'node:worker_threads'
 import type { CheckpointerHello, CheckpointOptions } from './checkpoint-worker.js'
@@ -106,6 +107,8 @@ export class SqliteStore implements Store {
       // an older file is brought to today's tables first; SCHEMA then adds the tables it lacks
       if (version === 1) this.db.exec(MOUNT_VERSION_1_SESSIONS)
       if (version >= 1 && version < 4) this.db.exec(upgradeTo4(version >= 2))
+      // (a file put back to an older version number by hand may have the column already)
+      if (version >= 3 && version < 6 && !this.hasColumn('change_log', 'entries')) this.db.exec(LOG_ROW_ENTRIES)
       this.db.exec(SCHEMA)
       this.db.prepare("INSERT OR IGNORE INTO store_keys (name, key) VALUES ('token', ?)").run(newTokenKey())
       const tokens = new TokenHasher(this.db.prepare("SELECT key FROM store_keys WHERE name = 'token'").pluck().get() as Buffer)
@@ -116,6 +119,10 @@ export class SqliteStore implements Store {
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
       return tokens
     })()
+  }
+
+  private hasColumn(table: string, column: string): boolean {
+    return (this.db.pragma(`table_info(${table})`) as { name: string }[]).some((c) => c.name === column)
   }
 
   commit<R = void>(mutations: readonly Mutation[], options?: CommitOptions<R>): Promise<R> {
@@ -160,11 +167,14 @@ export class SqliteStore implements Store {
   }
 
   async readLog(after: number, limit: number): Promise<LogEntry[]> {
-    return (this.loads.log.all(after, limit) as { seq: number; at: number; change: string }[]).map((r) => ({
-      seq: r.seq,
-      at: r.at,
-      change: JSON.parse(r.change) as LogEntry['change']
-    }))
+    const entries: LogEntry[] = []
+    if (limit <= 0) return entries
+    // rows in order from the one holding entry after + 1: each holds at least one entry, so no
+    // more than `limit` rows are read, and the loop stops at the first that fills the page
+    for (const row of this.loads.log.iterate(after, limit) as IterableIterator<LogRow>) {
+      if (entriesOfRow(row, after, limit, entries)) break
+    }
+    return entries
   }
 
   async pushRuns(): Promise<string[]> {

@@ -3,10 +3,9 @@
  *
  * A mutation crosses to the writer thread as its statement's parameters (`encodeMutation`):
  * flat arrays of strings, numbers and bytes copy between threads at a fraction of the cost of
- * the objects they came from. A logged change whose entry holds its whole row (ROWS_FROM_LOG)
- * crosses only as that entry — its JSON, which the log needs anyway — and the writer thread
- * parses it and encodes the row: the main thread, where every lifecycle event is decided, is
- * the busier of the two, and the row would otherwise be made and copied besides its JSON.
+ * the objects they came from. (The batch's change-log entries cross beside them as one string,
+ * log-rows.ts: a row made from its entry on the writer would need that entry's JSON on its own,
+ * and the log no longer makes one per change.)
  */
 import type Database from 'better-sqlite3'
 import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
@@ -19,20 +18,6 @@ type Param = string | number | Uint8Array | null
 
 /** One mutation, ready for its statement: the op, then the statement's parameters. */
 export type EncodedMutation = [op: Op, params: Param[]]
-
-/**
- * One mutation of a batch as it crosses to the writer thread: encoded, or the index of its
- * change among the batch's log entries (their JSON), from which the writer encodes it.
- */
-export type BatchWrite = EncodedMutation | number
-
-/**
- * The logged changes whose statement takes (nearly) the whole entry — a session row, a topic,
- * an entity, a device document, a property value. Changes whose statement takes only a key or
- * two (a version, a delete) are encoded on the main thread: parsing the whole entry for them
- * would cost the writer more than it saves here.
- */
-export const ROWS_FROM_LOG: ReadonlySet<Op> = new Set<Op>(['session.put', 'topic.put', 'subscription.put', 'device.put', 'device.property'])
 
 const UPSERT = (table: string, columns: readonly string[], key: string[]): string =>
   `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')}) ` +
@@ -171,7 +156,7 @@ export function prepareLoads(db: Database.Database) {
     pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?'),
     earliestPushElsewhere: db.prepare(`SELECT at FROM push_journal WHERE topic = ? AND ${IN_ORDER_PUSHES} AND run <> ? AND (at < ? OR (at = ? AND run < ?)) ORDER BY at LIMIT 1`).pluck(),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
-    log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+    log: db.prepare('SELECT seq, at, entries, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
     session: db.prepare(`SELECT ${SESSION_COLUMNS.join(', ')} FROM sessions WHERE id = ?`).raw(),
     properties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties WHERE device_id = ?')

@@ -5,7 +5,8 @@ import type { LogPruning } from '../coordination.js'
 import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../group-commit.js'
 import { withinDeadline } from '../store.js'
 import { startWorker } from './start-worker.js'
-import { encodeMutation, ROWS_FROM_LOG, type BatchWrite } from './statements.js'
+import { rowText } from './log-rows.js'
+import { encodeMutation, type EncodedMutation } from './statements.js'
 import type { WriterHello, WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
 
@@ -54,28 +55,22 @@ export class WriterThread implements BatchWriter {
    * the batch commits (a suspended frame, or a closure's context, would — through every scavenge).
    */
   writeBatch(items: readonly BatchItem[], control?: WriteControl): Promise<BatchOutcome> {
-    const writes: BatchWrite[] = []
+    const writes: EncodedMutation[] = []
     const changes: LoggedChange[] = []
-    const log: string[] = []
     for (const item of items) {
       // the SQLite store has one writer, this process, which decides from its caches
       if (!('mutations' in item)) return Promise.reject(new Error('the SQLite store takes decided mutations only'))
       for (const m of item.mutations) {
-        if (!isLogged(m)) {
-          writes.push(encodeMutation(m))
-          continue
-        }
-        changes.push(m)
-        // serialized once, for the log: where the entry holds the whole row, the writer thread
-        // makes the row from it (statements.ts, ROWS_FROM_LOG) — no second encoding, no copy
-        writes.push(ROWS_FROM_LOG.has(m.op) ? log.length : encodeMutation(m))
-        log.push(JSON.stringify(m))
+        writes.push(encodeMutation(m))
+        if (isLogged(m)) changes.push(m)
       }
     }
     const at = Date.now()
+    // the batch's changes go to the log as one row, made by one JSON.stringify (log-rows.ts);
     // the request is made here, not in a closure: a closure would share this frame's context with
     // the continuation below, which outlives the post
-    const written = this.send({ id: this.nextId++, writes, log, at, deadline: control?.deadline ?? Infinity }, control)
+    const log = changes.length === 0 ? null : rowText(changes)
+    const written = this.send({ id: this.nextId++, writes, log, entries: changes.length, at, deadline: control?.deadline ?? Infinity }, control)
     return written.then(({ previous = 0 }) =>
       changes.length === 0 ? {} : { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
     )

@@ -5,7 +5,7 @@
  * while this one commits.
  *
  * Protocol: first, unasked, `{ thread }`: this thread's id (for its cpu, see
- * observability/thread-cpu.ts). Then `{ id, writes, log, at, deadline }` (see statements.ts, BatchWrite) in,
+ * observability/thread-cpu.ts). Then `{ id, writes, log, entries, at, deadline }` (see statements.ts, log-rows.ts) in,
  * `{ id, previous }` or `{ id, error }` out; `{ id, probe: true }` takes the write lock and lets it go;
  * `{ id, prune }` deletes change-log entries (see ../coordination.ts) and answers `{ id, pruned }`; `{ close: true }`
  * closes the connection and ends the thread.
@@ -17,11 +17,10 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import Database from 'better-sqlite3'
 import type { LogPruning } from '../coordination.js'
-import { prepareLogAppend } from './log-append.js'
+import { prepareLogRows } from './log-rows.js'
 import { currentThreadId } from './thread-id.js'
 import { yieldToMainThread } from './thread-priority.js'
-import { encodeMutation, prepareWrites, type BatchWrite, type EncodedMutation } from './statements.js'
-import type { Mutation } from '../store.js'
+import { prepareWrites, type EncodedMutation } from './statements.js'
 
 export interface WriterOptions {
   path: string
@@ -30,11 +29,12 @@ export interface WriterOptions {
 }
 
 /**
- * `writes`: the batch's mutations in order, each encoded or the index of its change in `log`;
- * `log`: the batch's logged changes as JSON, numbered here from log_head; `at` their commit time.
+ * `writes`: the batch's mutations in order, encoded; `log`: the change-log row of its `entries`
+ * logged changes (log-rows.ts), numbered here from log_head, or null when it logs none; `at`
+ * their commit time.
  */
 export type WriterRequest =
-  | { id: number; writes: BatchWrite[]; log: string[]; at: number; deadline: number }
+  | { id: number; writes: EncodedMutation[]; log: string | null; entries: number; at: number; deadline: number }
   | { id: number; probe: true }
   | { id: number; prune: LogPruning }
   | { close: true }
@@ -57,26 +57,19 @@ db.pragma('wal_autocheckpoint = 1000')
 const statements = prepareWrites(db)
 const logHead = db.prepare('SELECT seq FROM log_head').pluck()
 const moveLogHead = db.prepare('UPDATE log_head SET seq = ?')
-const appendLog = prepareLogAppend(db)
-const writeAll = db.transaction((writes: BatchWrite[], log: string[], at: number, deadline: number): number => {
-  for (const write of writes) {
-    // a change the main thread sent only as its log entry: its row is made from that entry here
-    const [op, params]: EncodedMutation = typeof write === 'number' ? encodeMutation(JSON.parse(log[write]!) as Mutation) : write
-    statements[op].run(params)
-  }
+const logRows = prepareLogRows(db)
+const writeAll = db.transaction((writes: EncodedMutation[], log: string | null, entries: number, at: number, deadline: number): number => {
+  for (const [op, params] of writes) statements[op].run(params)
   const previous = logHead.get() as number
-  if (log.length > 0) {
-    appendLog(previous + 1, at, log)
-    moveLogHead.run(previous + log.length)
+  if (log !== null) {
+    logRows.append(previous + entries, at, entries, log)
+    moveLogHead.run(previous + entries)
   }
   if (Date.now() >= deadline) throw new Error('its caller was refused at the deadline: rolled back')
   return previous
 })
-const pruneLog = db.prepare(
-  `DELETE FROM change_log WHERE seq IN (
-     SELECT seq FROM change_log WHERE seq <= @through AND (seq <= (SELECT seq FROM log_head) - @keepEntries OR at < @keepSince)
-      ORDER BY seq LIMIT @limit)`
-)
+// entry by entry, in one transaction: the row it stops inside is rewritten (log-rows.ts)
+const pruneLog = db.transaction((pruning: LogPruning): number => logRows.prune(pruning))
 const takeLock = db.prepare('BEGIN IMMEDIATE')
 const letGo = db.prepare('ROLLBACK')
 
@@ -96,10 +89,10 @@ parentPort!.on('message', (request: WriterRequest) => {
       letGo.run()
       parentPort!.postMessage({ id: request.id } satisfies WriterReply)
     } else if ('prune' in request) {
-      parentPort!.postMessage({ id: request.id, pruned: pruneLog.run(request.prune).changes } satisfies WriterReply)
+      parentPort!.postMessage({ id: request.id, pruned: pruneLog(request.prune) } satisfies WriterReply)
     } else {
       if (Date.now() >= request.deadline) throw new Error('its caller was refused at the deadline: not begun')
-      const previous = writeAll(request.writes, request.log, request.at, request.deadline)
+      const previous = writeAll(request.writes, request.log, request.entries, request.at, request.deadline)
       parentPort!.postMessage({ id: request.id, previous } satisfies WriterReply)
     }
   } catch (error) {
