@@ -73,6 +73,7 @@ describe('device tokens, stored as hashes', () => {
     await first.hub.stop()
 
     // as schema version 4 wrote it: each token in its document and in its device put of the log, no key
+    // (each device was created in a commit of its own, so its put is a log row of its own, an object)
     const db = new Database(join(dataDir, 'iothub.db'))
     for (const { id, token } of devices) {
       db.prepare("UPDATE devices SET doc = json_set(json_remove(doc, '$.tokenHash'), '$.token', ?) WHERE id = ?").run(token, id)

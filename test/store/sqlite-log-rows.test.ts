@@ -116,6 +116,24 @@ describe('SqliteStore: the change log, one row per batch', () => {
     })
   })
 
+  it('prunes many rows of one entry and a row of several in one call; by age, the rows committed before keepSince', async () => {
+    await withStore(async (store) => {
+      await commitBatches(store, [1, 1, 1, 1, 1, 6])
+      const whole = await store.readLog(0, 1_000_000)
+      assert.equal(await store.coordination.pruneLog({ through: 11, keepEntries: 0, keepSince: 0, limit: 7 }), 7)
+      assert.deepEqual(await store.readLog(0, 1_000_000), whole.slice(7))
+      // by age: the rows left are all younger than a minute
+      assert.equal(await store.coordination.pruneLog({ through: 11, keepEntries: 1_000_000, keepSince: Date.now() - 60_000, limit: 1000 }), 0)
+      assert.deepEqual(await store.readLog(0, 1_000_000), whole.slice(7))
+      // rows committed before a moment go, the first one after it and all behind it stay
+      const moment = Date.now()
+      while (Date.now() <= moment); // the clock's next millisecond: the next commit's time is after `moment`
+      await commitBatches(store, [2, 1], 'young')
+      assert.equal(await store.coordination.pruneLog({ through: 14, keepEntries: 1_000_000, keepSince: moment + 1, limit: 1000 }), 4)
+      assert.deepEqual(seqs(await store.readLog(0, 1_000_000)), [12, 13, 14])
+    })
+  })
+
   it('upgrades a version 5 file, one entry per row: its entries read back, new batches append after them, pruning goes through both', async () => {
     const dataDir = tempDir('iothub-log-rows-')
     try {

@@ -9,9 +9,13 @@
  * JSON cost ~1.7 KB of garbage — and a string each to copy to the writer, and the writer an
  * INSERT per change. Measured on a 2-cpu Intel VM (2026-12-07, frozen builds alternated with the
  * code before): the writer's cpu per event in a closed loop of the registry on this store lower in
- * three of three pairs (by 0.9–1.9 µs of 7.5–8.5), and in five of six for a what-if of the same
- * design; bench `events`' closed loop allocating 4,983–5,135 bytes per event on the main thread
- * against 5,427–5,770 (docs/perf-journal.md, "the change log as one row per batch").
+ * three of three pairs (pair means 6.6 / 6.9 / 6.6 against 8.5 / 7.7 / 7.6 µs), and in five of six
+ * for a what-if of the same design; bench `events`' closed loop allocating 4,983 and 5,135 bytes
+ * per event on the main thread against 5,427 and 5,770 in the two pairs read for it
+ * (docs/perf-journal.md, "the change log as one row per batch").
+ *
+ * Pruning deletes whole rows with one statement and rewrites at most one: a file of one entry per
+ * row (low load, or written before version 6) prunes as fast as it did with one DELETE.
  *
  * Readers see entries as before (`entriesOfRow`); pruning still goes entry by entry, rewriting
  * the row it stops inside (`prepareLogRows`). Files before schema version 6 hold one entry per
@@ -67,33 +71,35 @@ export interface LogRowWrites {
 export function prepareLogRows(db: Database.Database): LogRowWrites {
   const insert = db.prepare('INSERT INTO change_log (seq, at, entries, change) VALUES (?, ?, ?, ?)')
   const head = db.prepare('SELECT seq FROM log_head').pluck()
-  const oldest = db.prepare('SELECT seq, at, entries FROM change_log ORDER BY seq LIMIT 1')
+  const oldest = db.prepare('SELECT seq, entries FROM change_log ORDER BY seq LIMIT 1')
+  // the last row of the oldest ones committed before keepSince (all of them when none is younger)
+  const firstYoung = db.prepare('SELECT seq, entries FROM change_log WHERE at >= ? ORDER BY seq LIMIT 1')
+  const entriesThrough = db.prepare('SELECT coalesce(sum(entries), 0) FROM change_log WHERE seq <= ?').pluck()
+  const removeThrough = db.prepare('DELETE FROM change_log WHERE seq <= ?')
   const textOf = db.prepare('SELECT change FROM change_log WHERE seq = ?').pluck()
-  const remove = db.prepare('DELETE FROM change_log WHERE seq = ?')
   const rewrite = db.prepare('UPDATE change_log SET entries = ?, change = ? WHERE seq = ?')
   return {
     append: (seq, at, entries, text) => insert.run(seq, at, entries, text),
     prune: ({ through, keepEntries, keepSince, limit }) => {
+      const first = oldest.get() as { seq: number; entries: number } | undefined
+      if (first === undefined || limit <= 0) return 0
       const newest = head.get() as number
-      let deleted = 0
-      for (;;) {
-        const row = oldest.get() as Omit<LogRow, 'change'> | undefined
-        if (row === undefined || deleted >= limit) return deleted
-        const first = row.seq - row.entries + 1
-        // what of this row may go: never past `through`; by age (the row's commit time is each of
-        // its entries'), or by count (beyond the newest keepEntries); at most `limit` in all
-        const cut = Math.min(through, row.at < keepSince ? row.seq : newest - keepEntries, first + (limit - deleted) - 1)
-        if (cut < first) return deleted
-        if (cut >= row.seq) {
-          remove.run(row.seq)
-          deleted += row.entries
-          continue
-        }
-        // the entries after `cut` stay, still numbered up to the row's seq
-        const kept = changesOf(textOf.get(row.seq) as string).slice(cut - first + 1)
-        rewrite.run(kept.length, rowText(kept), row.seq)
-        return deleted + (cut - first + 1)
-      }
+      const young = firstYoung.get(keepSince) as { seq: number; entries: number } | undefined
+      const byAge = young === undefined ? newest : young.seq - young.entries
+      // the last entry that goes: never past `through`; by count (beyond the newest keepEntries)
+      // or by age (a row's commit time is each of its entries'); at most `limit` of them
+      const cut = Math.min(through, Math.max(newest - keepEntries, byAge), first.seq - first.entries + limit)
+      if (cut < first.seq - first.entries + 1) return 0
+      // whole rows in one statement; then the row the cut falls inside keeps the entries after it,
+      // still numbered up to its seq
+      const whole = entriesThrough.get(cut) as number
+      removeThrough.run(cut)
+      const straddling = oldest.get() as { seq: number; entries: number } | undefined
+      if (straddling === undefined || straddling.seq - straddling.entries + 1 > cut) return whole
+      const gone = cut - (straddling.seq - straddling.entries)
+      const kept = changesOf(textOf.get(straddling.seq) as string).slice(gone)
+      rewrite.run(kept.length, rowText(kept), straddling.seq)
+      return whole + gone
     }
   }
 }
