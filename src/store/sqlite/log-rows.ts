@@ -14,25 +14,21 @@
  * per event on the main thread against 5,427 and 5,770 in the two pairs read for it
  * (docs/perf-journal.md, "the change log as one row per batch").
  *
- * Pruning deletes whole rows with one statement and rewrites at most one: a file of one entry per
- * row (low load, or written before version 6) prunes as fast as it did with one DELETE.
- *
- * Readers see entries as before (`entriesOfRow`); pruning still goes entry by entry, rewriting
- * the row it stops inside (`prepareLogRows`). Files before schema version 6 hold one entry per
- * row, as a JSON object: a row of one entry still is one.
+ * Readers see entries as before (`entriesOfRow`). Pruning still goes entry by entry: whole rows in
+ * one DELETE, and the row it stops inside rewritten (`prepareLogRows`) — so a file of one entry
+ * per row (low load, or written before version 6) prunes as fast as it did. Files before schema
+ * version 6 hold one entry per row, as a JSON object: a row of one entry still is one.
  */
 import type Database from 'better-sqlite3'
 import type { LogEntry, LoggedChange } from '../change-log.js'
 import type { LogPruning } from '../coordination.js'
 
-/** One change-log row as it is read. */
+/** One change-log row as a reader reads it (its entries are counted by its text). */
 export interface LogRow {
   /** The number of its last entry. */
   seq: number
   /** Epoch ms of the commit that appended it. */
   at: number
-  /** How many entries it holds. */
-  entries: number
   change: string
 }
 

@@ -149,8 +149,8 @@ CREATE TABLE IF NOT EXISTS push_journal (
 CREATE INDEX IF NOT EXISTS push_journal_in_order ON push_journal (topic, at) WHERE ${IN_ORDER_PUSHES};
 
 -- Every committed change, in commit order (see src/store/change-log.ts). The one writer
--- numbers a batch's entries from log_head, in the batch's transaction.
--- one row per committed batch (log-rows.ts): its entries are numbered seq - entries + 1 … seq
+-- numbers a batch's entries from log_head, in the batch's transaction, and appends them as one
+-- row (log-rows.ts), its entries numbered seq - entries + 1 … seq.
 CREATE TABLE IF NOT EXISTS change_log (
   seq     INTEGER PRIMARY KEY,
   at      INTEGER NOT NULL,

@@ -156,7 +156,7 @@ export function prepareLoads(db: Database.Database) {
     pushes: db.prepare('SELECT run, seq, topic, payload, qos, at FROM push_journal WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?'),
     earliestPushElsewhere: db.prepare(`SELECT at FROM push_journal WHERE topic = ? AND ${IN_ORDER_PUSHES} AND run <> ? AND (at < ? OR (at = ? AND run < ?)) ORDER BY at LIMIT 1`).pluck(),
     logHead: db.prepare('SELECT seq FROM log_head').pluck(),
-    log: db.prepare('SELECT seq, at, entries, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+    log: db.prepare('SELECT seq, at, change FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     device: db.prepare('SELECT doc FROM devices WHERE id = ?'),
     session: db.prepare(`SELECT ${SESSION_COLUMNS.join(', ')} FROM sessions WHERE id = ?`).raw(),
     properties: db.prepare('SELECT device_id, name, value, updated_at FROM device_properties WHERE device_id = ?')
