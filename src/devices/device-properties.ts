@@ -7,12 +7,13 @@
  * is its own row: writers of different properties cannot overwrite each other's. The cache
  * changes only as the change log hands back committed values.
  */
-import type { PropertyName } from '../domain/device-properties.js'
+import { Measured, type PropertyName } from '../domain/device-properties.js'
 import { DeletionsInFlight } from '../registry/deletions-in-flight.js'
 import { fewGet, fewPut, fewValues, type Few } from '../registry/few.js'
 import { KeyedQueue } from '../registry/keyed-queue.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider, DecisionReads, StoredProperty, StoredView } from '../store/decision.js'
+import { VALUE_JSON } from '../store/property-json.js'
 import type { Mutation, Store, StoredDeviceProperty } from '../store/store.js'
 
 /** What a change returns to leave the property as it is (and write nothing). */
@@ -125,9 +126,15 @@ export class DeviceProperties {
    * durable, then runs `afterwards` (a push, say) before the device's next change starts — so
    * what others see of the device's changes comes in the order they were stored. If `change`
    * throws, nothing is stored and the promise rejects with its error; if it returns
-   * `UNCHANGED`, nothing is written and `afterwards` does not run.
+   * `UNCHANGED`, nothing is written and `afterwards` does not run. A value `change` measured
+   * (`Measured`) is stored as the JSON it was measured with, not serialized again.
    */
-  update<T>(deviceId: string, name: PropertyName, change: (current: unknown, view: StoredView) => T | typeof UNCHANGED, options: PropertyUpdateOptions<T> = {}): Promise<T | typeof UNCHANGED> {
+  update<T>(
+    deviceId: string,
+    name: PropertyName,
+    change: (current: unknown, view: StoredView) => T | Measured<T> | typeof UNCHANGED,
+    options: PropertyUpdateOptions<T> = {}
+  ): Promise<T | typeof UNCHANGED> {
     const { afterwards, reads, storeWith = NOTHING_ELSE } = options
     return this.queue.run(deviceId, async () => {
       // decided while its device's deletion is under way (the caches still show the device), the
@@ -140,7 +147,10 @@ export class DeviceProperties {
         decide: (view) => {
           const next = change(view.property(deviceId, name)?.value, view)
           if (next === UNCHANGED) return { mutations: [], result: UNCHANGED }
-          return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }, ...storeWith], result: next }
+          if (!(next instanceof Measured)) return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }, ...storeWith], result: next }
+          // keys in the order property-json.ts writes them
+          const property: Mutation = { op: 'device.property', deviceId, name, value: next.value, updatedAt, [VALUE_JSON]: next.json }
+          return { mutations: [property, ...storeWith], result: next.value }
         }
       })
       if (value === UNCHANGED) return UNCHANGED

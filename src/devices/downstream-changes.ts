@@ -14,7 +14,7 @@
  * device that has as many waiting for the broker as it may is refused before anything is stored
  * (PushBacklogFull).
  */
-import { addCommand, hasCommand, isJsonObject, mergedAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
+import { addCommand, hasCommand, isJsonObject, mergeAttributes, type Command, type JsonObject, type Measured } from '../domain/device-properties.js'
 import { UnknownDeviceError } from '../registry/device-directory.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 import { PushBacklogFull, type Dispatcher, type PreparedPush } from './dispatcher.js'
@@ -56,8 +56,8 @@ export class DownstreamChanges {
       'attributes',
       (current, view) => {
         if (!view.device(id)) throw new UnknownDeviceError(id)
-        merged = mergedAttributes(isJsonObject(current) ? current : undefined, patch)
-        return merged.value
+        merged = mergeAttributes(isJsonObject(current) ? current : undefined, patch)
+        return merged
       },
       { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
     )

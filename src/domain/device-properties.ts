@@ -81,46 +81,44 @@ export function parseObject(payload: Buffer | string, what: string, maxDepth: nu
   return value
 }
 
-/** A property's new value with its JSON, made once to measure it and kept for whoever sends the value on. */
-export interface Measured<T> {
-  value: T
-  json: string
+/**
+ * A property's new value with its JSON, made once to measure it against MAX_PROPERTY_BYTES and
+ * kept for whatever needs the value as JSON next: its row and change-log entry
+ * (store/property-json.ts), an API answer.
+ */
+export class Measured<T> {
+  constructor(
+    readonly value: T,
+    readonly json: string
+  ) {}
 }
 
+/** `value` with its JSON; throws PayloadError when that is larger than a property may be. */
 function measured<T>(value: T, name: string): Measured<T> {
   const json = JSON.stringify(value)
   // a UTF-16 unit is at most 3 bytes of UTF-8: a short enough text needs no count of its bytes
   const size = json.length * 3 <= MAX_PROPERTY_BYTES ? 0 : Buffer.byteLength(json)
   if (size > MAX_PROPERTY_BYTES) throw new PayloadError(`${name} would be ${size} bytes, more than the ${MAX_PROPERTY_BYTES} kept`)
-  return { value, json }
-}
-
-function bounded<T>(value: T, name: string): T {
-  return measured(value, name).value
+  return new Measured(value, json)
 }
 
 /** Attributes: the patch's keys replace the stored ones (a shallow merge, as tKeel's PATCH). */
-export function mergeAttributes(current: JsonObject | undefined, patch: JsonObject): JsonObject {
-  return mergedAttributes(current, patch).value
-}
-
-/** `mergeAttributes`, with the merged attributes' JSON (made anyway, to measure them). */
-export function mergedAttributes(current: JsonObject | undefined, patch: JsonObject): Measured<JsonObject> {
+export function mergeAttributes(current: JsonObject | undefined, patch: JsonObject): Measured<JsonObject> {
   return measured({ ...current, ...patch }, 'attributes')
 }
 
 /** Telemetry keeps the latest value of each key with when it came: `{ key: { value, ts } }`. */
-export function mergeTelemetry(current: JsonObject | undefined, values: JsonObject, at: number): JsonObject {
+export function mergeTelemetry(current: JsonObject | undefined, values: JsonObject, at: number): Measured<JsonObject> {
   const next: JsonObject = { ...current }
   for (const [key, value] of Object.entries(values)) next[key] = { value, ts: nanos(at) }
-  return bounded(next, 'telemetry')
+  return measured(next, 'telemetry')
 }
 
 /**
  * The raw topic takes any bytes, so JSON nested deeper than `maxDepth` is not refused: it is
  * kept as the text it is, like any other text that is not (acceptable) JSON.
  */
-export function rawDataOf(payload: Buffer, brokerTopic: string, at: number, maxDepth: number): RawData {
+export function rawDataOf(payload: Buffer, brokerTopic: string, at: number, maxDepth: number): Measured<RawData> {
   const text = payload.toString('utf8')
   const isText = Buffer.from(text, 'utf8').equals(payload)
   let data: unknown = text
@@ -130,9 +128,9 @@ export function rawDataOf(payload: Buffer, brokerTopic: string, at: number, maxD
     } catch {
       // not JSON: kept as text
     }
-    return bounded({ data, timestamp: nanos(at), topic: brokerTopic }, 'rawData')
+    return measured({ data, timestamp: nanos(at), topic: brokerTopic }, 'rawData')
   }
-  return bounded({ data: payload.toString('base64'), encoding: 'base64', timestamp: nanos(at), topic: brokerTopic }, 'rawData')
+  return measured({ data: payload.toString('base64'), encoding: 'base64', timestamp: nanos(at), topic: brokerTopic }, 'rawData')
 }
 
 /** A new command: what is stored, and what the device is sent (`{ id, name, params }`). */
@@ -148,7 +146,7 @@ export function hasCommand(current: JsonObject | undefined, id: string): boolean
   return current !== undefined && Object.hasOwn(current, id) && (current[id] as Command).status !== 'expired'
 }
 
-export function addCommand(current: JsonObject | undefined, command: Command): JsonObject {
+export function addCommand(current: JsonObject | undefined, command: Command): Measured<JsonObject> {
   const commands = { ...current } as Record<string, Command>
   // defineProperty, not assignment: an id of "__proto__" must be a key like any other
   Object.defineProperty(commands, command.id, { value: command, enumerable: true, writable: true, configurable: true })
@@ -157,7 +155,7 @@ export function addCommand(current: JsonObject | undefined, command: Command): J
     ids.sort((a, b) => commands[a]!.sentAt - commands[b]!.sentAt)
     for (const id of ids.slice(0, ids.length - MAX_COMMANDS_KEPT)) delete commands[id]
   }
-  return bounded(commands, 'commands')
+  return measured(commands, 'commands')
 }
 
 /** A command whose push expired (IOTHUB_COMMAND_EXPIRY): its id, and when that push was recorded (epoch ms). */
@@ -188,7 +186,7 @@ export function expireCommands(current: JsonObject | undefined, expiring: readon
 }
 
 /** A device's answer to a command: `{ id, result }` (without `result`, the whole answer is the result). */
-export function answerCommand(current: JsonObject | undefined, response: JsonObject, at: number): JsonObject {
+export function answerCommand(current: JsonObject | undefined, response: JsonObject, at: number): Measured<JsonObject> {
   const id = response.id
   if (typeof id !== 'string') throw new PayloadError('a command response must carry the command id as "id"')
   // own properties only: ids like "constructor" or "__proto__" are ids, not the prototype's
@@ -200,5 +198,5 @@ export function answerCommand(current: JsonObject | undefined, response: JsonObj
   // an answer to one marked expired: the device got it after all (an earlier try reached it)
   const { expiredAt: _expiredAt, ...sent } = command
   Object.defineProperty(answered, id, { value: { ...sent, status: 'answered', result, respondedAt: nanos(at) }, enumerable: true, writable: true, configurable: true })
-  return bounded(answered, 'commands')
+  return measured(answered, 'commands')
 }

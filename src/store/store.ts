@@ -15,6 +15,7 @@ import type { Decision } from './decision.js'
 import type { FleetReads } from './fleet-reads.js'
 import type { CommitOptions } from './group-commit.js'
 import type { LogApplier } from './log-follower.js'
+import type { VALUE_JSON } from './property-json.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { SessionEndReason } from '../domain/transitions.js'
 import type { SubscriptionEntity } from '../domain/subscription.js'
@@ -70,7 +71,7 @@ export type Mutation =
   /** Deletes every subscription entity of a session. */
   | { op: 'subscription.clear'; sessionId: string }
   /** Replaces one property of a device (`attributes`, `connectinfo`, …) as a whole. */
-  | { op: 'device.property'; deviceId: string; name: string; value: unknown; updatedAt: number }
+  | { op: 'device.property'; deviceId: string; name: string; value: unknown; updatedAt: number; [VALUE_JSON]?: string }
   | { op: 'retained.put'; topic: string; packet: Uint8Array }
   | { op: 'retained.delete'; topic: string }
   /** Inserts or replaces the message at `seq` of a client's outgoing queue. */

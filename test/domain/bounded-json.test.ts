@@ -58,7 +58,9 @@ describe('property payloads', () => {
 
   it('takes a payload exactly as deep as the limit, and merges it', () => {
     const patch = parseObject(Buffer.from(deepObject(32)), 'an attributes update', 32)
-    assert.equal(Object.keys(mergeAttributes(undefined, patch)).length, 1)
+    const merged = mergeAttributes(undefined, patch)
+    assert.equal(Object.keys(merged.value).length, 1)
+    assert.equal(merged.json, JSON.stringify(merged.value), 'measured as the JSON it is stored as')
     assert.throws(() => parseObject(Buffer.from(deepObject(33)), 'an attributes update', 32), PayloadError)
   })
 
@@ -69,8 +71,8 @@ describe('property payloads', () => {
 
   it('raw data nested too deep is kept as its text, not parsed', () => {
     const text = deepObject(10_000)
-    const raw = rawDataOf(Buffer.from(text), 'd/v1/devices/me/raw', 1, 32)
+    const raw = rawDataOf(Buffer.from(text), 'd/v1/devices/me/raw', 1, 32).value
     assert.equal(raw.data, text)
-    assert.deepEqual(rawDataOf(Buffer.from('{"a":[1]}'), 'd/v1/devices/me/raw', 1, 32).data, { a: [1] })
+    assert.deepEqual(rawDataOf(Buffer.from('{"a":[1]}'), 'd/v1/devices/me/raw', 1, 32).value.data, { a: [1] })
   })
 })

@@ -12,9 +12,9 @@ const statusOf = (commands: object | undefined, id: string): string | undefined 
 
 describe('kept commands', () => {
   it('marks the sent commands whose push expired, with when, and leaves an answered, unknown or younger one alone', () => {
-    let sent = addCommand(undefined, newCommand({ id: 'reboot', name: 'reboot' }, 1000))
-    sent = addCommand(sent, newCommand({ id: '__proto__', name: 'odd' }, 1001))
-    sent = addCommand(sent, newCommand({ id: 'resent', name: 'again' }, 9000))
+    let sent = addCommand(undefined, newCommand({ id: 'reboot', name: 'reboot' }, 1000)).value
+    sent = addCommand(sent, newCommand({ id: '__proto__', name: 'odd' }, 1001)).value
+    sent = addCommand(sent, newCommand({ id: 'resent', name: 'again' }, 9000)).value
     const expired = expireCommands(sent, [{ id: 'reboot', pushedAt: 1000 }, { id: '__proto__', pushedAt: 1002 }, { id: 'resent', pushedAt: 1500 }, { id: 'unknown', pushedAt: 1000 }], 5000)
     assert.deepEqual(expired?.reboot, { id: 'reboot', name: 'reboot', status: 'expired', sentAt: 1000 * 1e6, expiredAt: 5000 * 1e6 })
     assert.equal(statusOf(expired, '__proto__'), 'expired', 'an id like any other')
@@ -22,17 +22,17 @@ describe('kept commands', () => {
     assert.equal(statusOf(expired, 'unknown'), undefined)
     assert.equal(statusOf(sent, 'reboot'), 'sent', 'the commands given are not changed')
 
-    const answered = answerCommand(sent, { id: 'reboot', result: 'ok' }, 2000)
+    const answered = answerCommand(sent, { id: 'reboot', result: 'ok' }, 2000).value
     assert.equal(expireCommands(answered, [{ id: 'reboot', pushedAt: 1000 }], 5000), undefined, 'answered: the device got it')
     assert.equal(expireCommands(expired, [{ id: 'reboot', pushedAt: 1000 }], 6000), undefined, 'expired once')
     assert.equal(expireCommands(undefined, [{ id: 'reboot', pushedAt: 1000 }], 5000), undefined)
   })
 
   it('lets an expired command be sent anew under its id, and takes an answer to it as the device having got it', () => {
-    const expired = expireCommands(addCommand(undefined, newCommand({ id: 'reboot', name: 'reboot' }, 1000)), [{ id: 'reboot', pushedAt: 1000 }], 5000)!
+    const expired = expireCommands(addCommand(undefined, newCommand({ id: 'reboot', name: 'reboot' }, 1000)).value, [{ id: 'reboot', pushedAt: 1000 }], 5000)!
     assert.equal(hasCommand(expired, 'reboot'), false, 'not "already sent"')
-    assert.equal(hasCommand(addCommand(expired, newCommand({ id: 'reboot', name: 'reboot' }, 6000)), 'reboot'), true)
-    const late = answerCommand(expired, { id: 'reboot', result: 'done' }, 7000).reboot as Command
+    assert.equal(hasCommand(addCommand(expired, newCommand({ id: 'reboot', name: 'reboot' }, 6000)).value, 'reboot'), true)
+    const late = answerCommand(expired, { id: 'reboot', result: 'done' }, 7000).value.reboot as Command
     assert.deepEqual([late.status, late.result, 'expiredAt' in late], ['answered', 'done', false])
   })
 })

@@ -31,6 +31,7 @@
 import type { QueryConfig, QueryResult } from 'pg'
 import { expiresAt, type SessionRecord } from '../../domain/session.js'
 import type { Mutation } from '../store.js'
+import { propertyValueText } from '../property-json.js'
 import type { QualifiedTables } from './schema.js'
 
 /** What one column of a row is sent as (pg turns arrays of these into PostgreSQL arrays). */
@@ -331,7 +332,7 @@ class BatchChanges {
       case 'subscription.clear':
         return t.subscriptions.clear(m.sessionId)
       case 'device.property':
-        return t.device_properties.put([m.deviceId, m.name], [m.deviceId, m.name, JSON.stringify(m.value) ?? null, m.updatedAt], m.deviceId)
+        return t.device_properties.put([m.deviceId, m.name], [m.deviceId, m.name, propertyValueText(m), m.updatedAt], m.deviceId)
       case 'retained.put':
         return t.retained.put([m.topic], [m.topic, m.packet])
       case 'retained.delete':

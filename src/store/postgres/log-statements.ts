@@ -11,6 +11,7 @@
  */
 import pg from 'pg'
 import { loggedChanges, type CommittedLog } from '../change-log.js'
+import { changeText } from '../property-json.js'
 import type { Mutation } from '../store.js'
 import type { FleetCountChange } from './batch-statements.js'
 import type { QualifiedTables } from './schema.js'
@@ -67,7 +68,7 @@ export class LogStatements {
     const { rows } = await client.query<{ previous: string }>({
       name: 'iothub_log_append',
       text: this.appendSql,
-      values: [changes.length, at, changes.map((c) => JSON.stringify(c)), this.channel, this.replica, ...totals]
+      values: [changes.length, at, changes.map(changeText), this.channel, this.replica, ...totals]
     })
     const previous = Number(rows[0]!.previous)
     return { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change, replica: this.replica })) }

@@ -22,6 +22,7 @@
 import type Database from 'better-sqlite3'
 import type { LogEntry, LoggedChange } from '../change-log.js'
 import type { LogPruning } from '../coordination.js'
+import { changesText } from '../property-json.js'
 
 /** One change-log row as a reader reads it (its entries are counted by its text). */
 export interface LogRow {
@@ -34,7 +35,7 @@ export interface LogRow {
 
 /** The text of the row that holds `changes`, a batch's logged changes in order (at least one). */
 export function rowText(changes: readonly LoggedChange[]): string {
-  return JSON.stringify(changes.length === 1 ? changes[0] : changes)
+  return changesText(changes)
 }
 
 /** The changes a row's text holds, in order. */

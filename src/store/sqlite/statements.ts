@@ -10,6 +10,7 @@
 import type Database from 'better-sqlite3'
 import { IN_ORDER_PUSHES } from '../in-order-pushes.js'
 import type { Mutation } from '../store.js'
+import { propertyValueText } from '../property-json.js'
 import { SESSION_COLUMNS, SESSION_JSON, sessionRow } from './session-columns.js'
 import { SUBSCRIPTION_COLUMNS, SUBSCRIPTION_JSON, subscriptionRow } from './subscription-columns.js'
 
@@ -86,7 +87,7 @@ export function encodeMutation(m: Mutation): EncodedMutation {
     case 'subscription.clear':
       return [m.op, [m.sessionId]]
     case 'device.property':
-      return [m.op, [m.deviceId, m.name, JSON.stringify(m.value), m.updatedAt]]
+      return [m.op, [m.deviceId, m.name, propertyValueText(m), m.updatedAt]]
     case 'retained.put':
       return [m.op, [m.topic, m.packet]]
     case 'retained.delete':
