@@ -47,6 +47,7 @@
  *   BENCH_FANOUT_PUBLISHERS   bare Aedes: MQTT publisher connections carrying them   (default 8)
  *   BENCH_FANOUT_ROUNDS       cycles of timed fan-outs; medians are reported         (default 5)
  *   BENCH_FANOUT_WARMUP       devices of the untimed warm-up fan-out                 (default all)
+ *   BENCH_FANOUT_ATTRIBUTE_KEYS attributes a push carries beside its own five, ~60 bytes each (default 0)
  *   BENCH_FANOUT_FLEET_ROUNDS hub: timed fleet pushes, one in each of the first cycles, 0: none (default BENCH_FANOUT_ROUNDS)
  *   BENCH_CONCURRENCY         devices connecting at a time during setup              (default 200)
  *   BENCH_STORE_SYNC          the hub's store sync, full or normal                   (default full)
@@ -57,7 +58,7 @@
  * BENCH_FANOUT_HEAP_PROFILE=<dir> a sampling heap profile of it (what was allocated, collected or not).
  */
 import { FanoutBroker, type BrokerSetupReport, type MeasuredFanout } from './lib/fanout-broker.js'
-import type { FanoutReport, FanoutTarget } from './lib/fanout-fleet.js'
+import { ATTRIBUTE_KEYS, type FanoutReport, type FanoutTarget } from './lib/fanout-fleet.js'
 import { benchStoreSync } from './lib/targets.js'
 import { envInt, fmt, line, median, report, runMain } from './lib/util.js'
 
@@ -172,6 +173,7 @@ async function main(): Promise<void> {
   const cycles = Math.max(ROUNDS, fleetPushes ? FLEET_ROUNDS : 0)
 
   line(`fanout: ${fmt(DEVICES)} connected devices per broker, each subscribed (QoS 1) to its attributes; one push per device, ${fmt(CONCURRENCY)} in flight`)
+  if (ATTRIBUTE_KEYS > 0) line(`  each push carries ${fmt(ATTRIBUTE_KEYS)} attributes beside its own five (BENCH_FANOUT_ATTRIBUTE_KEYS: not the pushes the targets were set for)`)
   line(`  hub:  PATCH /v1/devices/{id}/attributes over HTTP keep-alive (token auth, store synchronous = ${benchStoreSync().toUpperCase()}${benchStoreSync() === 'full' ? '' : ': NOT the default, for diagnosis'})`)
   line(`  bare: QoS 1 PUBLISH on {id}/v1/devices/me/attributes from ${fmt(PUBLISHERS)} MQTT publisher connection(s), each push in flight until its PUBACK`)
   if (fleetPushes) line(`  fleet: the hub: the same pushes as ONE PATCH /v1/devices/attributes ({ all: true }), ${FLEET_ROUNDS} timed round(s); compared with bare`)

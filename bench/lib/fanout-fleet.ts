@@ -19,7 +19,8 @@
  *   - `teardown`: ends every client; → `teardown-done`.
  *
  * A push's payload is the same JSON in both runs (the hub publishes the PATCH body as it was
- * sent): `{"device":id,"seq":i,"phase":p,"sentAt":ms,"setpoint":21.5}`. A device checks that
+ * sent): `{"device":id,"seq":i,"phase":p,"sentAt":ms,"setpoint":21.5}`, and BENCH_FANOUT_ATTRIBUTE_KEYS
+ * more (`ATTRIBUTE_KEYS`; the fleet push's attributes too). A device checks that
  * what it receives is meant for it (device, seq, phase, topic) and counts exactly-once.
  */
 import { Pool } from 'undici'
@@ -27,7 +28,20 @@ import { performance } from 'node:perf_hooks'
 import type { MqttClient } from 'mqtt'
 import { ChildLink, connectOne, cpuMsSince, forkedToRun, pool } from './child-fleet.js'
 import { basicAuthHeader, registerDevices } from './devices.js'
-import { nowMs, percentiles, sleep } from './util.js'
+import { envInt, nowMs, percentiles, sleep } from './util.js'
+
+/**
+ * BENCH_FANOUT_ATTRIBUTE_KEYS: keys a push carries beside its own five, each one attribute as a
+ * device might report it (`"attr007":{"value":7.5,"unit":"celsius","label":"sensor 7"}`, ~60
+ * bytes), the same in every target's payload. 0 by default: the pushes the targets were set for.
+ * Larger documents show what the hub's path does per byte of a property (serializing it, storing
+ * it, logging it) that the floors do not.
+ */
+export const ATTRIBUTE_KEYS = envInt('BENCH_FANOUT_ATTRIBUTE_KEYS', 0, 0)
+const EXTRA_ATTRIBUTES = Array.from({ length: ATTRIBUTE_KEYS }, (_, k) => `,"attr${String(k).padStart(3, '0')}":${JSON.stringify({ value: k + 0.5, unit: 'celsius', label: `sensor ${k}` })}`).join('')
+
+/** A push's JSON: its own keys, then the extra attributes. */
+const pushBody = (fields: Record<string, unknown>): string => JSON.stringify(fields).slice(0, -1) + EXTRA_ATTRIBUTES + '}'
 
 /** What a device subscribes to on the hub: its own topic, under its mountpoint in the broker. */
 export const HUB_ATTRIBUTES_TOPIC = 'v1/devices/me/attributes'
@@ -246,7 +260,7 @@ function child(): void {
     const sendOne = async (i: number, worker: number) => {
       const id = deviceId(i)
       const sentAt = nowMs()
-      const body = JSON.stringify({ device: id, seq: i, phase: f.phase, sentAt: Math.round(sentAt * 1000) / 1000, setpoint: 21.5 })
+      const body = pushBody({ device: id, seq: i, phase: f.phase, sentAt: Math.round(sentAt * 1000) / 1000, setpoint: 21.5 })
       try {
         if (api) {
           const answer = await api.request({
@@ -281,7 +295,7 @@ function child(): void {
     /** The one fleet push: the hub answers once every device was changed and pushed to. */
     const sendFleet = async () => {
       const sentAt = nowMs()
-      const body = JSON.stringify({ all: true, attributes: { phase: f.phase, sentAt: Math.round(sentAt * 1000) / 1000, setpoint: 21.5 } })
+      const body = `{"all":true,"attributes":${pushBody({ phase: f.phase, sentAt: Math.round(sentAt * 1000) / 1000, setpoint: 21.5 })}}`
       try {
         const answer = await api!.request({ path: '/v1/devices/attributes', method: 'PATCH', headers: { 'content-type': 'application/json', authorization: basicAuth }, body })
         const text = await answer.body.text()
