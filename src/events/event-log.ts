@@ -3,7 +3,8 @@
  * entries the follower hands over (live), each made into its event and its JSON once.
  */
 import { LRUCache } from 'lru-cache'
-import type { LogEntry, LogReader } from '../store/change-log.js'
+import type { LogEntry, LoggedChange, LogReader } from '../store/change-log.js'
+import { VALUE_JSON } from '../store/property-json.js'
 import type { HubEvent } from './event.js'
 import { eventOf, ownerNeeded } from './from-log.js'
 
@@ -40,7 +41,7 @@ export class EventLog {
     for (const entry of entries) {
       const event = eventOf(entry, source)
       if (event === null) continue
-      prepared.push({ event, json: JSON.stringify(event) })
+      prepared.push({ event, json: eventJson(event, entry.change) })
     }
     return prepared
   }
@@ -64,4 +65,16 @@ export class EventLog {
       })
     )
   }
+}
+
+/**
+ * `JSON.stringify(event)`: for a property change that carries its value's JSON (a live entry of
+ * this process, store/property-json.ts), made around it, keys in the order `eventOf` builds
+ * them — the value, up to 256 KiB, is not serialized once more for the stream.
+ */
+export function eventJson(event: HubEvent, change: LoggedChange): string {
+  const value = change.op === 'device.property' ? change[VALUE_JSON] : undefined
+  if (value === undefined || event.type !== 'device.property' || !Number.isFinite(event.seq)) return JSON.stringify(event)
+  const text = JSON.stringify
+  return `{"seq":${event.seq},"time":${text(event.time)},"type":"device.property","node":${text(event.node)},"deviceId":${text(event.deviceId)},"owner":${text(event.owner)},"name":${text(event.name)},"value":${value},"updatedAt":${text(event.updatedAt)}}`
 }

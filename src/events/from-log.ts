@@ -113,6 +113,7 @@ export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
     }
     case 'device.delete':
       return { seq, time, type: 'device.deleted', node, deviceId: m.id, owner: m.device?.owner ?? source.owner(m.id) }
+    // its JSON is made around the value's where it can be (event-log.ts, eventJson): keys in this order
     case 'device.property':
       return {
         seq,

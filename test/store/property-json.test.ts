@@ -3,13 +3,16 @@
  * measure it is the text its row keeps and the text of its change-log entry, and the log reads
  * back exactly what it read when every store serialized the value again. The text rides on the
  * mutation under a symbol, which no copy of the mutation carries along: neither its JSON nor a
- * structured clone (what `postMessage` makes of it for the writer thread).
+ * structured clone (what `postMessage` makes of it for the writer thread). The event stream's JSON
+ * of such a change is made around it too.
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import { DeviceProperties } from '../../src/devices/device-properties.js'
 import { mergeAttributes, mergeTelemetry } from '../../src/domain/device-properties.js'
+import { eventJson } from '../../src/events/event-log.js'
+import { eventOf } from '../../src/events/from-log.js'
 import { cacheDecider } from '../../src/store/cache-decider.js'
 import type { LoggedChange } from '../../src/store/change-log.js'
 import type { StoredView } from '../../src/store/decision.js'
@@ -72,5 +75,15 @@ describe('a measured property value, serialized once', () => {
     assert.equal(JSON.stringify(change).includes('{"a":1}'), true)
     assert.equal(JSON.stringify(change).split('"a"').length, 2, 'the value once')
     assert.equal(Object.getOwnPropertySymbols(structuredClone(change)).length, 0)
+  })
+
+  it('makes the JSON of its event around it too, the text JSON.stringify writes', () => {
+    const telemetry = mergeTelemetry({ old: { value: 1, ts: 5 } }, { temp: 'ü😀 "hot"' }, 1_700_000_000_000)
+    const change: LoggedChange = { op: 'device.property', deviceId: 'd "1"', name: 'telemetry', value: telemetry.value, updatedAt: 1_700_000_000_001, [VALUE_JSON]: telemetry.json }
+    const event = eventOf({ seq: 41, at: 1_700_000_000_002, change }, { node: 'node "a"', owner: () => 'owner ü' })!
+    assert.equal(eventJson(event, change), JSON.stringify(event))
+
+    const carried: LoggedChange = { ...change, [VALUE_JSON]: CARRIED }
+    assert.ok(eventJson(eventOf({ seq: 42, at: 1, change: carried }, { node: 'n', owner: () => '' })!, carried).includes(`"value":${CARRIED}`))
   })
 })
