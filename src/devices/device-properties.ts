@@ -149,7 +149,7 @@ export class DeviceProperties {
           if (next === UNCHANGED) return { mutations: [], result: UNCHANGED }
           if (!(next instanceof Measured)) return { mutations: [{ op: 'device.property', deviceId, name, value: next, updatedAt }, ...storeWith], result: next }
           // keys in the order property-json.ts writes them
-          const property: Mutation = { op: 'device.property', deviceId, name, value: next.value, updatedAt, [VALUE_JSON]: next.json }
+          const property: Mutation = { op: 'device.property', deviceId, name, value: next.value, updatedAt, [VALUE_JSON]: next }
           return { mutations: [property, ...storeWith], result: next.value }
         }
       })

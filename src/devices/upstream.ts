@@ -12,7 +12,7 @@
  * device.
  */
 import { CHANGE_TOPICS, COMMAND_RESPONSE_TOPIC } from '../domain/change-topics.js'
-import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject, type PropertyName } from '../domain/device-properties.js'
+import { answerCommand, mergeAttributes, mergeTelemetry, parseObject, rawDataOf, type JsonObject, type Measured, type PropertyName } from '../domain/device-properties.js'
 import type { StoredView } from '../store/decision.js'
 import { UNCHANGED, type DeviceProperties } from './device-properties.js'
 
@@ -59,7 +59,7 @@ export class Upstream {
   }
 
   /** `name` of the device as `change` makes it, decided with the device as stored: nothing when it is gone (false). */
-  private async change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => T | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<boolean> {
+  private async change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => Measured<T> | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<boolean> {
     let registered = false
     // a store may decide more than once (on what it reads then): the last run is the one stored
     const decide = (current: unknown, view: StoredView) => {

@@ -3,10 +3,9 @@
  * entries the follower hands over (live), each made into its event and its JSON once.
  */
 import { LRUCache } from 'lru-cache'
-import type { LogEntry, LoggedChange, LogReader } from '../store/change-log.js'
-import { VALUE_JSON } from '../store/property-json.js'
+import type { LogEntry, LogReader } from '../store/change-log.js'
 import type { HubEvent } from './event.js'
-import { eventOf, ownerNeeded } from './from-log.js'
+import { eventJson, eventOf, ownerNeeded } from './from-log.js'
 
 export interface PreparedEvent {
   event: HubEvent
@@ -67,14 +66,3 @@ export class EventLog {
   }
 }
 
-/**
- * `JSON.stringify(event)`: for a property change that carries its value's JSON (a live entry of
- * this process, store/property-json.ts), made around it, keys in the order `eventOf` builds
- * them — the value, up to 256 KiB, is not serialized once more for the stream.
- */
-export function eventJson(event: HubEvent, change: LoggedChange): string {
-  const value = change.op === 'device.property' ? change[VALUE_JSON] : undefined
-  if (value === undefined || event.type !== 'device.property' || !Number.isFinite(event.seq)) return JSON.stringify(event)
-  const text = JSON.stringify
-  return `{"seq":${event.seq},"time":${text(event.time)},"type":"device.property","node":${text(event.node)},"deviceId":${text(event.deviceId)},"owner":${text(event.owner)},"name":${text(event.name)},"value":${value},"updatedAt":${text(event.updatedAt)}}`
-}

@@ -14,6 +14,7 @@ import { isoTime, renderDevice, renderSessionWith, renderSubscription } from '..
 import { unmountTopic } from '../domain/namespace.js'
 import type { SessionRecord, TopicSubscription } from '../domain/session.js'
 import type { LogEntry, LoggedChange } from '../store/change-log.js'
+import { valueJson } from '../store/property-json.js'
 import type { EventTopic, HubEvent } from './event.js'
 
 export interface EventSource {
@@ -113,7 +114,7 @@ export function eventOf(entry: LogEntry, source: EventSource): HubEvent | null {
     }
     case 'device.delete':
       return { seq, time, type: 'device.deleted', node, deviceId: m.id, owner: m.device?.owner ?? source.owner(m.id) }
-    // its JSON is made around the value's where it can be (event-log.ts, eventJson): keys in this order
+    // eventJson writes these keys in this order too
     case 'device.property':
       return {
         seq,
@@ -144,4 +145,17 @@ function nodeOf(replica: string): string {
 
 function eventTopic(session: SessionRecord, brokerTopic: string, subscription?: TopicSubscription): EventTopic {
   return { topic: unmountTopic(session.mountpoint, brokerTopic), brokerTopic, ...(subscription ? { qos: subscription.qos } : {}) }
+}
+
+/**
+ * `JSON.stringify(event)`: for a property change that carries its measured value (a live entry of
+ * this process, store/property-json.ts), written around the value's JSON with the keys in the
+ * order `eventOf` builds them — the value, up to 256 KiB, is not serialized once more for the
+ * stream.
+ */
+export function eventJson(event: HubEvent, change: LoggedChange): string {
+  const value = change.op === 'device.property' ? valueJson(change) : undefined
+  if (value === undefined || event.type !== 'device.property') return JSON.stringify(event)
+  const text = JSON.stringify
+  return `{"seq":${text(event.seq)},"time":${text(event.time)},"type":"device.property","node":${text(event.node)},"deviceId":${text(event.deviceId)},"owner":${text(event.owner)},"name":${text(event.name)},"value":${value},"updatedAt":${text(event.updatedAt)}}`
 }

@@ -8,6 +8,7 @@
  * Every backend must pass test/store/contract.ts unchanged.
  */
 import type { Device } from '../domain/device.js'
+import type { Measured } from '../domain/device-properties.js'
 import type { TokenHasher } from '../domain/secret.js'
 import type { LogEntry } from './change-log.js'
 import type { Coordination } from './coordination.js'
@@ -71,7 +72,7 @@ export type Mutation =
   /** Deletes every subscription entity of a session. */
   | { op: 'subscription.clear'; sessionId: string }
   /** Replaces one property of a device (`attributes`, `connectinfo`, …) as a whole. */
-  | { op: 'device.property'; deviceId: string; name: string; value: unknown; updatedAt: number; [VALUE_JSON]?: string }
+  | { op: 'device.property'; deviceId: string; name: string; value: unknown; updatedAt: number; [VALUE_JSON]?: Measured<unknown> }
   | { op: 'retained.put'; topic: string; packet: Uint8Array }
   | { op: 'retained.delete'; topic: string }
   /** Inserts or replaces the message at `seq` of a client's outgoing queue. */

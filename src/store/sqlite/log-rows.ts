@@ -4,7 +4,8 @@
  * A row holds the entries one batch appended, numbered `seq - entries + 1` … `seq` (a row is
  * keyed by its last entry's number): one entry as its JSON object, several as a JSON array of
  * them. The main thread makes the row's text with one `JSON.stringify` of the batch's changes
- * and posts one string; the writer inserts one row. One entry per row cost the main thread a
+ * (written around the measured JSON of property values, store/property-json.ts) and posts one
+ * string; the writer inserts one row. One entry per row cost the main thread a
  * `JSON.stringify` per change — whose parts V8 grows from 32 characters up, so ~560 bytes of
  * JSON cost ~1.7 KB of garbage — and a string each to copy to the writer, and the writer an
  * INSERT per change. Measured on a 2-cpu Intel VM (2026-12-07, frozen builds alternated with the

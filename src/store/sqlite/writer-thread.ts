@@ -66,7 +66,7 @@ export class WriterThread implements BatchWriter {
       }
     }
     const at = Date.now()
-    // the batch's changes go to the log as one row, made by one JSON.stringify (log-rows.ts);
+    // the batch's changes go to the log as one row, one text (log-rows.ts, property-json.ts);
     // the request is made here, not in a closure: a closure would share this frame's context with
     // the continuation below, which outlives the post
     const log = changes.length === 0 ? null : rowText(changes)
