@@ -5,7 +5,7 @@
  * pushing), and a body thousands of levels deep would overflow the stack there.
  */
 import type { FastifyInstance } from 'fastify'
-import { jsonDepth } from '../domain/bounded-json.js'
+import { nestsDeeperThan } from '../domain/bounded-json.js'
 import { badRequest } from './bad-request.js'
 
 declare module 'fastify' {
@@ -24,7 +24,7 @@ export function parseJsonBodiesWithin(app: FastifyInstance, maxDepth: number): v
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string
-    if (jsonDepth(text, maxDepth) > maxDepth) return done(badRequest(`body is JSON nested more than ${maxDepth} levels deep`), undefined)
+    if (nestsDeeperThan(text, maxDepth)) return done(badRequest(`body is JSON nested more than ${maxDepth} levels deep`), undefined)
     // the parser drops a byte order mark too; a body that does not parse is refused, text and all
     request.jsonText = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
     void parse(request, text, done)

@@ -59,13 +59,33 @@ export function jsonDepth(text: string, stopAbove = Number.POSITIVE_INFINITY): n
   return deepest
 }
 
+/**
+ * Whether `text` nests arrays and objects deeper than `maxDepth`. A text cannot nest deeper than
+ * it has `{` and `[` in all, in strings or not, and most texts a device or a caller sends have
+ * fewer than the limit: those are answered by counting the two characters with `indexOf`, which
+ * searches natively. `jsonDepth`'s loop over every character cost as much as half of the text's
+ * `JSON.parse` (~10 µs for a 1.3 KB body on a 2-cpu AMD VM, 2026-12-08, against ~0.5 for the
+ * count); a text with more goes through it all the same.
+ */
+export function nestsDeeperThan(text: string, maxDepth: number): boolean {
+  return !openingsAtMost(text, maxDepth) && jsonDepth(text, maxDepth) > maxDepth
+}
+
+/** Whether `text` holds at most `limit` of `{` and `[` together. */
+function openingsAtMost(text: string, limit: number): boolean {
+  let count = 0
+  for (let i = text.indexOf('{'); i !== -1; i = text.indexOf('{', i + 1)) if (++count > limit) return false
+  for (let i = text.indexOf('['); i !== -1; i = text.indexOf('[', i + 1)) if (++count > limit) return false
+  return true
+}
+
 /** Refuses text past `limits` with a JsonLimitError naming the limit; returns nothing otherwise. */
 export function checkJsonText(text: string, limits: JsonLimits): void {
   if (limits.maxBytes !== undefined) {
     const bytes = Buffer.byteLength(text, 'utf8')
     if (bytes > limits.maxBytes) throw new JsonLimitError(`${bytes} bytes of JSON, more than the ${limits.maxBytes} taken`)
   }
-  if (jsonDepth(text, limits.maxDepth) > limits.maxDepth) throw new JsonLimitError(`JSON nested more than ${limits.maxDepth} levels deep`)
+  if (nestsDeeperThan(text, limits.maxDepth)) throw new JsonLimitError(`JSON nested more than ${limits.maxDepth} levels deep`)
 }
 
 /**

@@ -7,7 +7,7 @@
  * (`timestamp: 1640783576857733000`); ours have millisecond precision.
  */
 import { randomUUID } from 'node:crypto'
-import { JsonLimitError, jsonDepth, parseBoundedJson } from './bounded-json.js'
+import { JsonLimitError, nestsDeeperThan, parseBoundedJson } from './bounded-json.js'
 
 export type JsonObject = Record<string, unknown>
 
@@ -124,7 +124,7 @@ export function rawDataOf(payload: Buffer, brokerTopic: string, at: number, maxD
   let data: unknown = text
   if (isText) {
     try {
-      if (jsonDepth(text, maxDepth) <= maxDepth) data = JSON.parse(text)
+      if (!nestsDeeperThan(text, maxDepth)) data = JSON.parse(text)
     } catch {
       // not JSON: kept as text
     }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { JsonLimitError, jsonDepth, parseBoundedJson } from '../../src/domain/bounded-json.js'
+import { JsonLimitError, jsonDepth, nestsDeeperThan, parseBoundedJson } from '../../src/domain/bounded-json.js'
 import { MAX_PROPERTY_BYTES, PayloadError, mergeAttributes, parseObject, rawDataOf } from '../../src/domain/device-properties.js'
 
 /** `{"a":{"a":…1…}}`, `depth` objects deep: 10,000 of them are about 60 KiB. */
@@ -28,6 +28,25 @@ describe('jsonDepth', () => {
 
   it('stops counting past the limit it is given', () => {
     assert.equal(jsonDepth('['.repeat(1_000_000), 32), 33)
+  })
+})
+
+describe('nestsDeeperThan', () => {
+  it('answers as jsonDepth does, whether the text has fewer openings than the limit or more', () => {
+    const texts = [
+      '1',
+      '{}',
+      deepObject(3),
+      deepObject(4),
+      '{"a": "[[[[[[{{{{{{"}', // openings past the limit, all in a string: not deep
+      `[${'[],'.repeat(40)}[]]`, // many openings, depth 2
+      `{"list":[${'{"v":1},'.repeat(40)}{"v":2}]}`,
+      '["\\"[[[[[[[", []]',
+      '['.repeat(10_000)
+    ]
+    for (const text of texts) {
+      for (const limit of [0, 1, 3, 4, 32]) assert.equal(nestsDeeperThan(text, limit), jsonDepth(text) > limit, `${text.slice(0, 40)} at ${limit}`)
+    }
   })
 })
 
