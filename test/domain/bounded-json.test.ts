@@ -42,7 +42,9 @@ describe('nestsDeeperThan', () => {
       `[${'[],'.repeat(40)}[]]`, // many openings, depth 2
       `{"list":[${'{"v":1},'.repeat(40)}{"v":2}]}`,
       '["\\"[[[[[[[", []]',
-      '['.repeat(10_000)
+      '['.repeat(10_000),
+      '[{[{}]}]', // deep only counting both kinds together
+      `[${' '.repeat(70_000)}[[[[]]]]]` // longer than what is counted first: scanned
     ]
     for (const text of texts) {
       for (const limit of [0, 1, 3, 4, 32]) assert.equal(nestsDeeperThan(text, limit), jsonDepth(text) > limit, `${text.slice(0, 40)} at ${limit}`)
