@@ -45,9 +45,8 @@ export function propertyValueText(m: PropertyChange): string | null {
  */
 export function changeText(change: LoggedChange): string {
   const json = change.op === 'device.property' ? valueJson(change) : undefined
-  if (json === undefined) return JSON.stringify(change)
-  const m = change as PropertyChange
-  return `{"op":"device.property","deviceId":${JSON.stringify(m.deviceId)},"name":${JSON.stringify(m.name)},"value":${json},"updatedAt":${JSON.stringify(m.updatedAt)}}`
+  if (json === undefined || change.op !== 'device.property') return JSON.stringify(change)
+  return `{"op":"device.property","deviceId":${JSON.stringify(change.deviceId)},"name":${JSON.stringify(change.name)},"value":${json},"updatedAt":${JSON.stringify(change.updatedAt)}}`
 }
 
 /**

@@ -4,8 +4,8 @@
  * A row holds the entries one batch appended, numbered `seq - entries + 1` … `seq` (a row is
  * keyed by its last entry's number): one entry as its JSON object, several as a JSON array of
  * them. The main thread makes the row's text with one `JSON.stringify` of the batch's changes
- * (written around the measured JSON of property values, store/property-json.ts) and posts one
- * string; the writer inserts one row. One entry per row cost the main thread a
+ * (`changesText`, store/property-json.ts: written around the measured JSON of property values)
+ * and posts one string; the writer inserts one row. One entry per row cost the main thread a
  * `JSON.stringify` per change — whose parts V8 grows from 32 characters up, so ~560 bytes of
  * JSON cost ~1.7 KB of garbage — and a string each to copy to the writer, and the writer an
  * INSERT per change. Measured on a 2-cpu Intel VM (2026-12-07, frozen builds alternated with the
@@ -32,11 +32,6 @@ export interface LogRow {
   /** Epoch ms of the commit that appended it. */
   at: number
   change: string
-}
-
-/** The text of the row that holds `changes`, a batch's logged changes in order (at least one). */
-export function rowText(changes: readonly LoggedChange[]): string {
-  return changesText(changes)
 }
 
 /** The changes a row's text holds, in order. */
@@ -96,7 +91,7 @@ export function prepareLogRows(db: Database.Database): LogRowWrites {
       if (straddling === undefined || straddling.seq - straddling.entries + 1 > cut) return whole
       const gone = cut - (straddling.seq - straddling.entries)
       const kept = changesOf(textOf.get(straddling.seq) as string).slice(gone)
-      rewrite.run(kept.length, rowText(kept), straddling.seq)
+      rewrite.run(kept.length, changesText(kept), straddling.seq)
       return whole + gone
     }
   }

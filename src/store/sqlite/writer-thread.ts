@@ -3,9 +3,9 @@ import type { Worker } from 'node:worker_threads'
 import { isLogged, type LoggedChange } from '../change-log.js'
 import type { LogPruning } from '../coordination.js'
 import type { BatchItem, BatchOutcome, BatchWriter, WriteControl } from '../group-commit.js'
+import { changesText } from '../property-json.js'
 import { withinDeadline } from '../store.js'
 import { startWorker } from './start-worker.js'
-import { rowText } from './log-rows.js'
 import { encodeMutation, type EncodedMutation } from './statements.js'
 import type { WriterHello, WriterOptions, WriterReply, WriterRequest } from './writer-worker.js'
 
@@ -69,7 +69,7 @@ export class WriterThread implements BatchWriter {
     // the batch's changes go to the log as one row, one text (log-rows.ts, property-json.ts);
     // the request is made here, not in a closure: a closure would share this frame's context with
     // the continuation below, which outlives the post
-    const log = changes.length === 0 ? null : rowText(changes)
+    const log = changes.length === 0 ? null : changesText(changes)
     const written = this.send({ id: this.nextId++, writes, log, entries: changes.length, at, deadline: control?.deadline ?? Infinity }, control)
     return written.then(({ previous = 0 }) =>
       changes.length === 0 ? {} : { log: { previous, entries: changes.map((change, i) => ({ seq: previous + i + 1, at, change })) } }
