@@ -117,11 +117,13 @@ export class EmqxSource {
    * rule; a takeover nothing but arrival orders is applied, then checked with EMQX's REST API
    * (`onUnprovenTakeover`), since a late connect of the old connection would look the same.
    */
-  async connected(client: EmqxClient): Promise<ApplyResult> {
+  connected(client: EmqxClient): Promise<ApplyResult> {
     const facts = this.connectionFacts(client)
     let unproven = false
     let takeover = false
-    const result = await this.registry.applyFor(client.clientId, (current, lastEnded) => {
+    // a promise chain, not an async function: every call in flight waits here for its batch's
+    // commit, and a suspended async frame per call is live memory each scavenge copies
+    const applied = this.registry.applyFor(client.clientId, (current, lastEnded) => {
       const order = orderConnect(client, current, lastEnded, false)
       if (order.verdict === 'older') return { stale: 'connected', why: order.why }
       unproven = order.verdict === 'newer' && order.unproven
@@ -130,9 +132,11 @@ export class EmqxSource {
       // hook's default must not undo what the reconcile read from EMQX)
       return this.connectEvent(facts, order.incarnation, order.verdict === 'same' ? current : undefined)
     })
-    if (takeover && result.applied) this.noteTakeover(client.clientId)
-    if (unproven && result.applied) this.onUnprovenTakeover?.(client.clientId)
-    return result
+    return applied.then((result) => {
+      if (takeover && result.applied) this.noteTakeover(client.clientId)
+      if (unproven && result.applied) this.onUnprovenTakeover?.(client.clientId)
+      return result
+    })
   }
 
   /** When each client's connection last took over another (epoch ms), for a while. */
@@ -211,22 +215,24 @@ export class EmqxSource {
   }
 
   /** `client.disconnected`. */
-  async disconnected(client: EmqxClient, rawReason: string): Promise<ApplyResult> {
+  disconnected(client: EmqxClient, rawReason: string): Promise<ApplyResult> {
     this.check(client)
     const reason = disconnectReasonOf(rawReason)
     if (reason === REPLACED) {
       this.metrics.eventsTotal.inc({ kind: 'disconnected', outcome: 'stale' })
-      return { applied: false, why: `reason ${rawReason}: another connection took the session over` }
+      return Promise.resolve({ applied: false, why: `reason ${rawReason}: another connection took the session over` })
     }
-    const result = await this.ofLiveConnection(client, (incarnation) => ({ kind: 'disconnected', clientId: client.clientId, incarnation, at: Date.now(), reason }))
-    // without a peer port a late disconnect of the taken-over connection (same node and host)
-    // looks like the new one's: soon after a takeover, ask EMQX which is still there
-    const tookOverAt = this.takeovers.get(client.clientId)
-    if (result.applied && client.peerPort === undefined && tookOverAt !== undefined && Date.now() - tookOverAt < TAKEOVER_DOUBT_MS) {
-      this.takeovers.delete(client.clientId)
-      this.onUnprovenTakeover?.(client.clientId)
-    }
-    return result
+    // a promise chain, not an async function (as `connected`)
+    return this.ofLiveConnection(client, (incarnation) => ({ kind: 'disconnected', clientId: client.clientId, incarnation, at: Date.now(), reason })).then((result) => {
+      // without a peer port a late disconnect of the taken-over connection (same node and host)
+      // looks like the new one's: soon after a takeover, ask EMQX which is still there
+      const tookOverAt = this.takeovers.get(client.clientId)
+      if (result.applied && client.peerPort === undefined && tookOverAt !== undefined && Date.now() - tookOverAt < TAKEOVER_DOUBT_MS) {
+        this.takeovers.delete(client.clientId)
+        this.onUnprovenTakeover?.(client.clientId)
+      }
+      return result
+    })
   }
 
   /** `session.subscribed` (one topic per call in ExHook; a list in some WebHook payloads). */

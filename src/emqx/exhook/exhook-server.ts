@@ -115,10 +115,10 @@ export class ExhookServer {
   }
 
   private handlers(version: ExhookVersion): grpc.UntypedServiceImplementation {
-    const empty = (work: (request: Record<string, unknown>) => Promise<unknown>): Handler => (call, callback) => this.answer(version, call, callback, async () => {
-      await work(call.request)
-      return {}
-    })
+    // a lifecycle call waits for its batch's commit: a promise chain, not a suspended async frame
+    // per call in flight, which every scavenge until then would copy
+    const empty = (work: (request: Record<string, unknown>) => Promise<unknown>): Handler => (call, callback) =>
+      this.answer(version, call, callback, () => work(call.request).then(answeredEmpty))
     const authorize: Handler = (call, callback) =>
       this.answer(version, call, callback, async () => {
         const request = call.request
@@ -140,12 +140,12 @@ export class ExhookServer {
         this.log.warn({ exhook: version, node: (call.request.meta as { node?: string } | null)?.node }, 'EMQX unloaded the ExHook provider')
         callback(null, {})
       },
-      OnClientConnected: empty(async (request) => {
+      OnClientConnected: empty((request) => {
         const client = this.clientOf(request.clientinfo, version)
         const mark = this.resumed.get(client.clientId)
         this.resumed.delete(client.clientId)
         if (mark !== undefined && Date.now() - mark < RESUMED_MARK_MS) client.cleanStart = false
-        await this.source.connected(client)
+        return this.source.connected(client)
       }),
       OnClientDisconnected: empty((request) => this.source.disconnected(this.clientOf(request.clientinfo, version), text(request.reason, 'reason'))),
       OnClientAuthenticate: (call, callback) =>
@@ -163,10 +163,11 @@ export class ExhookServer {
         ])
       }),
       OnSessionUnsubscribed: empty((request) => this.source.unsubscribed(this.clientOf(request.clientinfo, version), [text(request.topic, 'topic')])),
-      OnSessionResumed: empty(async (request) => {
+      OnSessionResumed: empty((request) => {
         const client = this.clientOf(request.clientinfo, version)
         this.resumed.set(client.clientId, Date.now())
         if (this.resumed.size > 10_000) for (const [id, at] of this.resumed) if (Date.now() - at > RESUMED_MARK_MS) this.resumed.delete(id)
+        return RESOLVED
       }),
       OnSessionTerminated: empty((request) => this.source.sessionTerminated(this.clientOf(request.clientinfo, version), text(request.reason, 'reason'))),
       OnMessagePublish: (call, callback) =>
@@ -200,9 +201,18 @@ export class ExhookServer {
       .concat([{ name: 'message.publish', topics: UPSTREAM_TOPIC_FILTERS }])
   }
 
-  /** Runs one call, answering its result or the gRPC status its failure calls for. */
+  /**
+   * Runs one call, answering its result or the gRPC status its failure calls for — a failure
+   * thrown before `work` has a promise (a ClientInfo it cannot read) as well as a rejection.
+   */
   private answer(version: ExhookVersion, call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, callback: grpc.sendUnaryData<unknown>, work: () => Promise<unknown>): void {
-    work().then(
+    let working: Promise<unknown>
+    try {
+      working = work()
+    } catch (error) {
+      working = Promise.reject(error instanceof Error ? error : new Error(String(error)))
+    }
+    working.then(
       (response) => callback(null, response),
       (error: Error) => {
         if (error instanceof HookInputError) {
@@ -238,6 +248,13 @@ export class ExhookServer {
       connectedAt: undefined
     }
   }
+}
+
+const RESOLVED: Promise<void> = Promise.resolve()
+
+/** The answer of a hook whose response says nothing (EmptySuccess). */
+function answeredEmpty(): object {
+  return {}
 }
 
 function valued(result: boolean): ExhookValuedResponse {
