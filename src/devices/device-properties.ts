@@ -136,13 +136,11 @@ export class DeviceProperties {
     options: PropertyUpdateOptions<T> = {}
   ): Promise<T | typeof UNCHANGED> {
     const { afterwards, reads, storeWith = NOTHING_ELSE } = options
-    return this.queue.run(deviceId, async () => {
-      // decided while its device's deletion is under way (the caches still show the device), the
-      // change would be stored after the deletion: a property of a device that is gone
-      const deleting = this.deletions.settled(deviceId)
-      if (deleting) await deleting
+    // promise chains, not async functions: a change waits for its batch's commit, and a suspended
+    // async frame per change in flight is live memory every scavenge until then copies
+    const decideAndFollow = (): Promise<T | typeof UNCHANGED> => {
       const updatedAt = Date.now()
-      const value = await this.decider.decide<T | typeof UNCHANGED>({
+      const decided = this.decider.decide<T | typeof UNCHANGED>({
         reads: { ...reads, properties: [[deviceId, name]] },
         decide: (view) => {
           const next = change(view.property(deviceId, name)?.value, view)
@@ -153,9 +151,14 @@ export class DeviceProperties {
           return { mutations: [property, ...storeWith], result: next.value }
         }
       })
-      if (value === UNCHANGED) return UNCHANGED
-      await afterwards?.(value)
-      return value
+      if (!afterwards) return decided
+      return decided.then((value) => (value === UNCHANGED ? UNCHANGED : afterwards(value).then(() => value)))
+    }
+    return this.queue.run(deviceId, () => {
+      // decided while its device's deletion is under way (the caches still show the device), the
+      // change would be stored after the deletion: a property of a device that is gone
+      const deleting = this.deletions.settled(deviceId)
+      return deleting ? deleting.then(decideAndFollow) : decideAndFollow()
     })
   }
 

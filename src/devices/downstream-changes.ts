@@ -46,23 +46,25 @@ export class DownstreamChanges {
    * the merged attributes would be too large; either way nothing is stored. Answers the stored
    * attributes with their JSON (`attributesJson`), made to measure them, for a caller to send on.
    */
-  async mergeAttributes(id: string, patch: JsonObject, payload: Buffer): Promise<{ attributes: JsonObject; attributesJson: string } & PushOutcome> {
+  mergeAttributes(id: string, patch: JsonObject, payload: Buffer): Promise<{ attributes: JsonObject; attributesJson: string } & PushOutcome> {
     const outcome: PushOutcome = { pushedTo: [] }
     // the decision's last run is the one stored (a store may run it again, on what it reads then)
     let merged: Measured<JsonObject> | undefined
     const push = this.dispatcher.prepare(id, 'attributes', payload)
-    await this.properties.update(
-      id,
-      'attributes',
-      (current, view) => {
-        if (!view.device(id)) throw new UnknownDeviceError(id)
-        merged = mergeAttributes(isJsonObject(current) ? current : undefined, patch)
-        return merged
-      },
-      { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
-    )
-    // the change always writes (a merge is never UNCHANGED)
-    return { attributes: merged!.value, attributesJson: merged!.json, ...outcome }
+    // a promise chain, not an async function, as DeviceProperties.update
+    return this.properties
+      .update(
+        id,
+        'attributes',
+        (current, view) => {
+          if (!view.device(id)) throw new UnknownDeviceError(id)
+          merged = mergeAttributes(isJsonObject(current) ? current : undefined, patch)
+          return merged
+        },
+        { afterwards: () => this.push(push, outcome), reads: { devices: [id] }, storeWith: push.storeWith }
+      )
+      // the change always writes (a merge is never UNCHANGED)
+      .then(() => ({ attributes: merged!.value, attributesJson: merged!.json, ...outcome }))
   }
 
   /**

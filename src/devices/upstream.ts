@@ -59,14 +59,14 @@ export class Upstream {
   }
 
   /** `name` of the device as `change` makes it, decided with the device as stored: nothing when it is gone (false). */
-  private async change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => Measured<T> | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<boolean> {
+  private change<T>(deviceId: string, name: PropertyName, change: (current: unknown) => Measured<T> | typeof UNCHANGED, afterwards?: () => Promise<void>): Promise<boolean> {
     let registered = false
     // a store may decide more than once (on what it reads then): the last run is the one stored
     const decide = (current: unknown, view: StoredView) => {
       registered = view.device(deviceId) !== undefined
       return registered ? change(current) : UNCHANGED
     }
-    await this.properties.update(deviceId, name, decide, { afterwards, reads: { devices: [deviceId] } })
-    return registered
+    // a promise chain, not an async function, as DeviceProperties.update
+    return this.properties.update(deviceId, name, decide, { afterwards, reads: { devices: [deviceId] } }).then(() => registered)
   }
 }
