@@ -41,12 +41,20 @@
  *   BENCH_EXHOOK_CHANNELS          gRPC connections the calls are spread over (default 4)
  *   BENCH_EXHOOK_ROUNDS            timed rounds per target (in rounds of hub, floor and durable floor); medians are reported (default 5)
  *   BENCH_EXHOOK_WARMUP            clients of one untimed round per target first (default 5,000)
+ *   BENCH_EXHOOK_DIRECT_ROUNDS     rounds of the hub's own work without gRPC, 0: none (default 3)
  *   BENCH_STORE_SYNC               the hub's store sync, full or normal       (default full)
  *   BENCH_EXHOOK_TRANSPORT         the callers' client: http2 or grpc-js      (default http2)
  *
  * Checked after every hub round (warm-ups included): every call answered OK; every connected,
  * subscribed and disconnected event applied (none stale or failed); no session and no
  * subscription entity left in the hub. A floor round stops the bench if any call failed.
+ *
+ * Then, on the same hub, the hub's own work per call without gRPC (bench/lib/exhook-direct.ts):
+ * the same calls made straight into its EmqxSource, BENCH_EXHOOK_DIRECT_ROUNDS rounds of
+ * BENCH_EXHOOK_CLIENTS clients. Set beside what the target leaves the hub — estimated from the
+ * cpu per call of the floor, its callers and the hub's callers, since with both cpus busy the
+ * rate follows the machine's cpu per call — it says how far the hub's path is from the target,
+ * in µs per call, where the ratio's swings hide changes of a few µs.
  *
  * Diagnosis only: BENCH_EXHOOK_VERSION=v1|v3 calls as EMQX 4.x or 5.9+ does;
  * BENCH_EXHOOK_CPU_PROFILE=<dir> writes a V8 cpu profile of the hub's process (main thread) for
@@ -70,6 +78,8 @@ import {
   type RunReport
 } from './lib/exhook-fleet.js'
 import { DurableFloor } from './lib/durable-floor.js'
+import { runDirect } from './lib/exhook-direct.js'
+import { recordHeapFlow } from './lib/heap-flow.js'
 import { gcPauseMs, gcPausesSettled, machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
 import { collectGarbage, envInt, fmt, line, median, removeDir, report, runMain, tempDir } from './lib/util.js'
@@ -80,6 +90,7 @@ const CONCURRENCY = envInt('BENCH_EXHOOK_CONCURRENCY', 512)
 const CHANNELS = envInt('BENCH_EXHOOK_CHANNELS', 4)
 const ROUNDS = envInt('BENCH_EXHOOK_ROUNDS', 5)
 const WARMUP = envInt('BENCH_EXHOOK_WARMUP', 5_000)
+const DIRECT_ROUNDS = envInt('BENCH_EXHOOK_DIRECT_ROUNDS', 3, 0)
 const VERSION = (process.env.BENCH_EXHOOK_VERSION ?? 'v2') as ExhookVersion
 if (!['v1', 'v2', 'v3'].includes(VERSION)) throw new Error(`BENCH_EXHOOK_VERSION must be v1, v2 or v3, got "${VERSION}"`)
 const TRANSPORT = benchExhookTransport()
@@ -194,6 +205,31 @@ function cpuSplit(rounds: readonly Pick<FloorRound, 'run' | 'cpuMs' | 'mainCpuMs
     ? ` = main thread ${us((r) => r.mainCpuMs!)} (GC pauses ${us((r) => r.gcMs)}) + store threads ${us((r) => r.storeCpuMs!)} + other ${us((r) => r.cpuMs - r.mainCpuMs! - r.storeCpuMs!)}`
     : ''
   return `${us((r) => r.cpuMs)} µs${threads};  callers ${us((r) => r.run.cpuMs)} µs`
+}
+
+/**
+ * What the hub may spend per call beyond the floor's grpc-js answering for hub/floor to reach the
+ * target, estimated from the rounds' cpu per call (medians). With both cpus busy, a target's rate
+ * is the cpus it keeps busy ÷ its and its callers' cpu per call, and those cpus are about the
+ * same for every target (printed beside it): so hub/floor ≥ r asks the hub and its callers to
+ * spend at most (floor + its callers) ÷ r per call, that is (1/r − 1) of the floor's and its
+ * callers' cpu more. Set beside it: what the durable floor spends beyond the floor (its one
+ * durable row per call), and what the hub's callers spend per call beyond the floor's — which
+ * the budget must pay for too.
+ */
+function ownWorkBudget(rounds: Rounds): { us: number; floorUs: number; floorCpus: number; hubCpus: number; durableOwnUs: number; callersMoreUs: number } {
+  const perCall = <R extends { run: RunReport }>(rs: readonly R[], pick: (r: R) => number) => median(rs.map((r) => (pick(r) * 1000) / Math.max(1, r.run.calls)))
+  const busy = <R extends { run: RunReport }>(rs: readonly R[], pick: (r: R) => number) => median(rs.map((r) => pick(r) / Math.max(1, r.run.wallMs)))
+  const floorUs = perCall(rounds.floor, (r) => r.cpuMs)
+  const floorCallersUs = perCall(rounds.floor, (r) => r.run.cpuMs)
+  return {
+    us: (floorUs + floorCallersUs) * (1 / TARGET_FLOOR_RATIO - 1),
+    floorUs,
+    floorCpus: busy(rounds.floor, (r) => r.cpuMs + r.run.cpuMs),
+    hubCpus: busy(rounds.group, (r) => r.hubCpuMs + r.run.cpuMs),
+    durableOwnUs: perCall(rounds.durable, (r) => r.cpuMs) - floorUs,
+    callersMoreUs: perCall(rounds.group, (r) => r.run.cpuMs) - floorCallersUs
+  }
 }
 
 /** Other processes' share of the machine's cpu during a round, and the warning when it is too much for clean figures. */
@@ -340,6 +376,58 @@ interface Rounds {
   /** floor[i] and durable[i] were measured beside group[i]. */
   floor: FloorRound[]
   durable: FloorRound[]
+  /** The hub's own work without gRPC, after the rounds (bench/lib/exhook-direct.ts). */
+  direct: DirectRound[]
+}
+
+interface DirectRound {
+  calls: number
+  wallMs: number
+  notApplied: number
+  sessionsLeft: number
+  cpuMs: number
+  mainCpuMs: number | null
+  storeCpuMs: number | null
+  gcMs: number
+  /** Bytes the main thread allocated in the young generation during the round. */
+  allocatedBytes: number
+}
+
+/** One round of the hub's own work without gRPC (exhook-direct.ts), measured as a gRPC round is. */
+async function directRound(target: EmqxHub, label: string, clients: number): Promise<DirectRound> {
+  const hub = target.hub
+  await hub.registry.settled()
+  await collectGarbage()
+  await gcPausesSettled()
+  const gc0 = gcPauseMs()
+  const storeThreads = (hub.store.threads?.() ?? []).map((t) => t.threadId)
+  const cpu0 = process.cpuUsage()
+  const main0 = mainThreadCpuMs()
+  const store0 = storeThreadsCpuMs(storeThreads)
+  const flow = recordHeapFlow()
+  const run = await runDirect(hub, label, clients, CONCURRENCY)
+  const allocated = flow.stop().allocatedBytes
+  const cpu = process.cpuUsage(cpu0)
+  const main1 = mainThreadCpuMs()
+  const store1 = storeThreadsCpuMs(storeThreads)
+  await gcPausesSettled()
+  return {
+    ...run,
+    sessionsLeft: hub.registry.size,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    mainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
+    storeCpuMs: store0 === null || store1 === null ? null : store1 - store0,
+    gcMs: gcPauseMs() - gc0,
+    allocatedBytes: allocated
+  }
+}
+
+function printDirectRound(r: DirectRound, label: string): void {
+  line(
+    `  without gRPC  ${label.padEnd(8)}: ${fmt(r.calls).padStart(6)} calls in ${fmt(r.wallMs).padStart(6)} ms = ${fmt((r.calls / r.wallMs) * 1000).padStart(6)} calls/s;` +
+      `  cpu ${fmt((r.cpuMs * 1000) / r.calls, 1)} µs per call${threadsPerCall(r.mainCpuMs, r.storeCpuMs, r.calls)};  ${fmt(r.allocatedBytes / r.calls)} bytes allocated per call on the main thread` +
+      (r.notApplied > 0 || r.sessionsLeft > 0 ? `;  MISMATCH: ${fmt(r.notApplied)} calls not applied, ${fmt(r.sessionsLeft)} sessions left` : '')
+  )
 }
 
 type RoundTarget = 'hub' | FloorKind
@@ -371,7 +459,7 @@ async function runRounds(callers: Record<RoundTarget, ExhookFleet>, emqxApi: str
     for (const kind of ['floor', 'durable floor'] as const) {
       printFloorRound(kind, await floorRound(kind, callers[kind], `${kind.replace(' ', '-')}-warm-up`, Math.min(WARMUP, CLIENTS), storeThreads(kind)), 'warm-up')
     }
-    const rounds: Rounds = { group: [], groupWarmFaults: faults(warm).length, floor: [], durable: [] }
+    const rounds: Rounds = { group: [], groupWarmFaults: faults(warm).length, floor: [], durable: [], direct: [] }
     for (let i = 0; i < ROUNDS; i++) {
       const order = TARGETS.map((_, k) => TARGETS[(i + k) % TARGETS.length]!)
       for (const target of order) {
@@ -392,6 +480,14 @@ async function runRounds(callers: Record<RoundTarget, ExhookFleet>, emqxApi: str
       )
     }
     for (const c of Object.values(callers)) await c.close()
+    if (DIRECT_ROUNDS > 0) {
+      printDirectRound(await directRound(hub, 'direct-warm-up', Math.min(WARMUP, CLIENTS)), 'warm-up')
+      for (let i = 0; i < DIRECT_ROUNDS; i++) {
+        const r = await directRound(hub, `direct-${i + 1}`, CLIENTS)
+        printDirectRound(r, `round ${i + 1}`)
+        rounds.direct.push(r)
+      }
+    }
     return rounds
   } finally {
     floor.stop()
@@ -490,6 +586,26 @@ async function main(): Promise<void> {
   ] as const) {
     line(`      ${label}  ${cpuSplit(rs)}`)
   }
+  const budget = ownWorkBudget(rounds)
+  const direct = rounds.direct
+  const directUs = direct.length === 0 ? null : median(direct.map((r) => (r.cpuMs * 1000) / r.calls))
+  line(
+    `    what hub/floor ≥ ${TARGET_FLOOR_RATIO} leaves the hub, estimated: ≤ ${fmt(budget.us, 1)} µs of cpu per call beyond the floor's grpc-js answering (${fmt(budget.floorUs, 1)} µs), for its own work and what its callers spend beyond the floor's —` +
+      ` ${fmt((1 / TARGET_FLOOR_RATIO - 1) * 100, 1)}% of the floor's and its callers' cpu per call, since with both cpus busy the rate follows the machine's cpu per call` +
+      ` (cpus busy, medians: floor and callers ${fmt(budget.floorCpus, 2)}, hub and callers ${fmt(budget.hubCpus, 2)});` +
+      ` the durable floor's one durable row per call spends ${fmt(budget.durableOwnUs, 1)} µs beyond the floor, the hub's callers ${fmt(budget.callersMoreUs, 1)} µs per call beyond the floor's`
+  )
+  if (directUs !== null) {
+    const known = direct.every((r) => r.mainCpuMs !== null && r.storeCpuMs !== null)
+    const us = (pick: (r: DirectRound) => number) => fmt(median(direct.map((r) => (pick(r) * 1000) / r.calls)), 1)
+    const mismatched = direct.filter((r) => r.notApplied > 0 || r.sessionsLeft > 0).length
+    line(
+      `    the hub's own work per call, without gRPC (medians of ${direct.length} rounds): ${fmt(directUs, 1)} µs` +
+        (known ? ` = main thread ${us((r) => r.mainCpuMs!)} (GC pauses ${us((r) => r.gcMs)}) + store threads ${us((r) => r.storeCpuMs!)} + other ${us((r) => r.cpuMs - r.mainCpuMs! - r.storeCpuMs!)}` : '') +
+        `; ${fmt(median(direct.map((r) => r.allocatedBytes / r.calls)))} bytes allocated per call on the main thread` +
+        (mismatched > 0 ? `  — MISMATCH in ${mismatched} round(s): not a measure` : '')
+    )
+  }
   const all = [...group, ...baseline.rounds]
   const faulty = all.filter((r) => faults(r).length > 0).length + rounds.groupWarmFaults + baseline.warmFaults
   const exact = faulty === 0
@@ -497,6 +613,20 @@ async function main(): Promise<void> {
     `  check: ${exact ? `every call answered OK, every event applied, no session left — in all ${all.length + 2} hub runs (warm-ups included)` : `MISMATCH in ${faulty} of ${all.length + 2} hub runs (see above)`}`
   )
 
+  const ownWork =
+    directUs === null
+      ? []
+      : [
+          {
+            bench: 'exhook',
+            metric: "the hub's own cpu per call without gRPC, against what hub/floor ≥ 0.92 leaves it (estimated)",
+            value: `${fmt(directUs, 1)} µs`,
+            baseline: `${fmt(budget.us, 1)} µs (left by 0.92)`,
+            ratio: `${fmt(directUs / budget.us, 1)}×`,
+            target: '(diagnosis)',
+            met: null
+          }
+        ]
   const latency = (rounds: RoundResult[]) => `${fmt(p(rounds, (s) => s.p50), 1)} / ${fmt(p(rounds, (s) => s.p99), 1)} ms`
   await report('exhook', [
     {
@@ -535,6 +665,7 @@ async function main(): Promise<void> {
       target: '(diagnosis)',
       met: null
     },
+    ...ownWork,
     {
       bench: 'exhook',
       metric: 'per-call latency p50 / p99',
