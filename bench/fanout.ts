@@ -268,6 +268,21 @@ async function main(): Promise<void> {
     )
   }
   if (measured.length === 0) line('  (BENCH_FANOUT_TARGETS: no two brokers to compare, nothing reported)')
+  const mainUs = (step: Step): number | null =>
+    steps.includes(step) && rounds(step).every((r) => r.brokerMainCpuMs !== null) ? (med(step, (r) => r.brokerMainCpuMs!) * 1000) / DEVICES : null
+  const floorMainUs = mainUs('floor')
+  const hubMainUs = mainUs('hub')
+  if (floorMainUs !== null && hubMainUs !== null) {
+    // a broker's event loop is busy most of a fan-out (printed per round): its time follows its
+    // main thread's cpu per push, and the target's ratio of times is about one of those
+    const durableMainUs = mainUs('durable')
+    line(
+      `    what hub/floor ≤ ${fmt(HUB_FLOOR_TARGET, 2)} leaves the hub, estimated: ≤ ${fmt((HUB_FLOOR_TARGET - 1) * floorMainUs, 1)} µs of main-thread cpu per push beyond the floor's ${fmt(floorMainUs, 1)} µs` +
+        ` (a broker's event loop is busy most of a fan-out — floor ${fmt(med('floor', (r) => r.brokerElu) * 100)}%, hub ${fmt(med('hub', (r) => r.brokerElu) * 100)}% — so the time follows its main thread's cpu per push);` +
+        (durableMainUs === null ? '' : ` the durable floor's spends ${fmt(durableMainUs - floorMainUs, 1)} µs beyond it,`) +
+        ` the hub's ${fmt(hubMainUs - floorMainUs, 1)} µs (medians)`
+    )
+  }
   const runs = [...warms, ...results.map((r) => r.fanout)]
   const faultTotal = runs.reduce((n, f) => n + faults(f), 0)
   const exact = faultTotal === 0 && entityFaults === 0
