@@ -273,12 +273,16 @@ async function main(): Promise<void> {
   const floorMainUs = mainUs('floor')
   const hubMainUs = mainUs('hub')
   if (floorMainUs !== null && hubMainUs !== null) {
-    // a broker's event loop is busy most of a fan-out (printed per round): its time follows its
-    // main thread's cpu per push, and the target's ratio of times is about one of those
+    // a fan-out's time is about its broker's main-thread cpu per push ÷ the share of the time its
+    // event loop was busy (printed per round), so hub/floor ≤ t asks the hub's main thread for at
+    // most t × the floor's cpu per push × (the hub's busy share ÷ the floor's)
     const durableMainUs = mainUs('durable')
+    const floorBusy = med('floor', (r) => r.brokerElu)
+    const hubBusy = med('hub', (r) => r.brokerElu)
+    const left = HUB_FLOOR_TARGET * floorMainUs * (hubBusy / Math.max(0.01, floorBusy)) - floorMainUs
     line(
-      `    what hub/floor ≤ ${fmt(HUB_FLOOR_TARGET, 2)} leaves the hub, estimated: ≤ ${fmt((HUB_FLOOR_TARGET - 1) * floorMainUs, 1)} µs of main-thread cpu per push beyond the floor's ${fmt(floorMainUs, 1)} µs` +
-        ` (a broker's event loop is busy most of a fan-out — floor ${fmt(med('floor', (r) => r.brokerElu) * 100)}%, hub ${fmt(med('hub', (r) => r.brokerElu) * 100)}% — so the time follows its main thread's cpu per push);` +
+      `    what hub/floor ≤ ${fmt(HUB_FLOOR_TARGET, 2)} leaves the hub, estimated: ${left > 0 ? `≤ ${fmt(left, 1)} µs` : 'nothing'} of main-thread cpu per push beyond the floor's ${fmt(floorMainUs, 1)} µs` +
+        ` — ${fmt(HUB_FLOOR_TARGET, 2)} × the floor's × (the hub's event loop busy ÷ the floor's: ${fmt(hubBusy * 100)}% ÷ ${fmt(floorBusy * 100)}%) − the floor's, since a fan-out's time follows its broker's main-thread cpu per push over its busy share;` +
         (durableMainUs === null ? '' : ` the durable floor's spends ${fmt(durableMainUs - floorMainUs, 1)} µs beyond it,`) +
         ` the hub's ${fmt(hubMainUs - floorMainUs, 1)} µs (medians)`
     )
