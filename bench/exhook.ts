@@ -80,7 +80,7 @@ import {
 import { DurableFloor } from './lib/durable-floor.js'
 import { runDirect, V3_PEER_PORT } from './lib/exhook-direct.js'
 import { recordHeapFlow } from './lib/heap-flow.js'
-import { gcPauseMs, gcPausesSettled, machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
+import { cpuDuring, profiled } from './lib/process-cpu.js'
 import { benchStoreSync, commitTotals, type CommitTotals } from './lib/targets.js'
 import { collectGarbage, envInt, fmt, line, median, removeDir, report, runMain, tempDir } from './lib/util.js'
 
@@ -153,24 +153,14 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
   await collectGarbage()
   const commits0 = await commitTotals(hub)
   const events0 = await eventCounts(hub)
-  await gcPausesSettled()
-  const gc0 = gcPauseMs()
-  const machine0 = machineTimes()
-  const cpu0 = process.cpuUsage()
-  const main0 = mainThreadCpuMs()
-  const storeThreads = (hub.store.threads?.() ?? []).map((t) => t.threadId)
-  const store0 = storeThreadsCpuMs(storeThreads)
-  const elu0 = performance.eventLoopUtilization()
   const profile = variant === 'group commit' && round >= 0 ? PROFILE_DIR : ''
-  const run = await profiled(profile, `exhook-round${round + 1}.cpuprofile`, () => fleet.run({ prefix: label, clients, concurrency: CONCURRENCY }))
-  const hubElu = performance.eventLoopUtilization(elu0).utilization
-  const cpu = process.cpuUsage(cpu0)
-  const hubCpuMs = (cpu.user + cpu.system) / 1000
-  const main1 = mainThreadCpuMs()
-  const store1 = storeThreadsCpuMs(storeThreads)
-  const machine1 = machineTimes()
-  await gcPausesSettled()
-  const gcMs = gcPauseMs() - gc0
+  let hubElu = 0
+  const { result: run, spent } = await cpuDuring(storeThreadsOf(hub), async () => {
+    const elu0 = performance.eventLoopUtilization()
+    const run = await profiled(profile, `exhook-round${round + 1}.cpuprofile`, () => fleet.run({ prefix: label, clients, concurrency: CONCURRENCY }))
+    hubElu = performance.eventLoopUtilization(elu0).utilization
+    return run
+  })
   const commits1 = await commitTotals(hub)
   const commits =
     commits0 && commits1
@@ -181,17 +171,17 @@ async function round(fleet: ExhookFleet, target: EmqxHub, variant: Variant, labe
     round,
     run,
     rate: (run.calls / run.wallMs) * 1000,
-    hubCpuMs,
-    hubMainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
-    hubStoreCpuMs: store0 === null || store1 === null ? null : store1 - store0,
-    hubGcMs: gcMs,
+    hubCpuMs: spent.cpuMs,
+    hubMainCpuMs: spent.mainCpuMs,
+    hubStoreCpuMs: spent.storeCpuMs,
+    hubGcMs: spent.gcMs,
     hubElu,
     commits,
     events: eventDelta(events0, await eventCounts(hub)),
     sessionsLeft: hub.registry.size,
     entitiesLeft: hub.registry.subscriptions.size,
-    othersCpuMs: Math.max(0, machine1.busy - machine0.busy - hubCpuMs - run.cpuMs),
-    machineMs: machine1.total - machine0.total
+    othersCpuMs: Math.max(0, spent.machineBusyMs - spent.cpuMs - run.cpuMs),
+    machineMs: spent.machineMs
   }
 }
 
@@ -325,30 +315,17 @@ interface FloorRound {
 /** One round against a floor; a call not answered OK stops the bench (a floor answers every call). */
 async function floorRound(kind: FloorKind, fleet: ExhookFleet, label: string, clients: number, storeThreads: readonly number[]): Promise<FloorRound> {
   await collectGarbage() // as before a hub round
-  await gcPausesSettled()
-  const gc0 = gcPauseMs()
-  const machine0 = machineTimes()
-  const cpu0 = process.cpuUsage()
-  const main0 = mainThreadCpuMs()
-  const store0 = storeThreadsCpuMs(storeThreads)
-  const run = await fleet.run({ prefix: label, clients, concurrency: CONCURRENCY })
-  const cpu = process.cpuUsage(cpu0)
-  const main1 = mainThreadCpuMs()
-  const store1 = storeThreadsCpuMs(storeThreads)
-  const machine1 = machineTimes()
-  await gcPausesSettled()
-  const gcMs = gcPauseMs() - gc0
+  const { result: run, spent } = await cpuDuring(storeThreads, () => fleet.run({ prefix: label, clients, concurrency: CONCURRENCY }))
   if (run.failed > 0) throw new Error(`${kind}: ${run.failed} calls failed: ${run.errors.join('; ')}`)
-  const cpuMs = (cpu.user + cpu.system) / 1000
   return {
     run,
     rate: (run.calls / run.wallMs) * 1000,
-    cpuMs,
-    mainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
-    storeCpuMs: store0 === null || store1 === null ? null : store1 - store0,
-    gcMs,
-    othersCpuMs: Math.max(0, machine1.busy - machine0.busy - cpuMs - run.cpuMs),
-    machineMs: machine1.total - machine0.total
+    cpuMs: spent.cpuMs,
+    mainCpuMs: spent.mainCpuMs,
+    storeCpuMs: spent.storeCpuMs,
+    gcMs: spent.gcMs,
+    othersCpuMs: Math.max(0, spent.machineBusyMs - spent.cpuMs - run.cpuMs),
+    machineMs: spent.machineMs
   }
 }
 
@@ -399,34 +376,31 @@ interface DirectRound {
   allocatedBytes: number
 }
 
+/** The hub's SQLite writer and checkpointer threads, whose cpu a round reads. */
+const storeThreadsOf = (hub: EmqxHub['hub']): number[] => (hub.store.threads?.() ?? []).map((t) => t.threadId)
+
 /** One round of the hub's own work without gRPC (exhook-direct.ts), measured as a gRPC round is. */
 async function directRound(target: EmqxHub, label: string, clients: number): Promise<DirectRound> {
   const hub = target.hub
   await hub.registry.settled()
   await collectGarbage()
-  await gcPausesSettled()
-  const gc0 = gcPauseMs()
-  const storeThreads = (hub.store.threads?.() ?? []).map((t) => t.threadId)
-  const cpu0 = process.cpuUsage()
-  const main0 = mainThreadCpuMs()
-  const store0 = storeThreadsCpuMs(storeThreads)
-  const flow = recordHeapFlow()
-  // ExhookServer reads a peer port from v3's ClientInfo (the callers send one), not from v1's or v2's
-  const run = await runDirect(hub, label, clients, CONCURRENCY, VERSION === 'v3' ? V3_PEER_PORT : undefined)
-  const allocated = flow.stop().allocatedBytes
-  const cpu = process.cpuUsage(cpu0)
-  const main1 = mainThreadCpuMs()
-  const store1 = storeThreadsCpuMs(storeThreads)
-  await gcPausesSettled()
+  let allocatedBytes = 0
+  const { result: run, spent } = await cpuDuring(storeThreadsOf(hub), async () => {
+    const flow = recordHeapFlow()
+    // ExhookServer reads a peer port from v3's ClientInfo (the callers send one), not from v1's or v2's
+    const run = await runDirect(hub, label, clients, CONCURRENCY, VERSION === 'v3' ? V3_PEER_PORT : undefined)
+    allocatedBytes = flow.stop().allocatedBytes
+    return run
+  })
   return {
     ...run,
     sessionsLeft: hub.registry.size,
     entitiesLeft: hub.registry.subscriptions.size,
-    cpuMs: (cpu.user + cpu.system) / 1000,
-    mainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
-    storeCpuMs: store0 === null || store1 === null ? null : store1 - store0,
-    gcMs: gcPauseMs() - gc0,
-    allocatedBytes: allocated
+    cpuMs: spent.cpuMs,
+    mainCpuMs: spent.mainCpuMs,
+    storeCpuMs: spent.storeCpuMs,
+    gcMs: spent.gcMs,
+    allocatedBytes
   }
 }
 

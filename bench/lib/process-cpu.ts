@@ -180,3 +180,48 @@ export function machineTimes(): { busy: number; total: number } {
   }
   return { busy, total: busy + idle }
 }
+
+/** What this process spent while a piece of work ran (`cpuDuring`). */
+export interface CpuSpent {
+  /** All its threads' cpu, ms. */
+  cpuMs: number
+  /** Of cpuMs, the main thread's and the store threads' (null off Linux). */
+  mainCpuMs: number | null
+  storeCpuMs: number | null
+  /** Of mainCpuMs, V8's garbage-collection pauses. */
+  gcMs: number
+  /** The whole machine's busy and total cpu time meanwhile, ms. */
+  machineBusyMs: number
+  machineMs: number
+}
+
+/**
+ * Runs `work` and reads what this process spent on it, by thread — the readings every timed
+ * round of a bench takes the same way: the GC pauses settled before and after (V8 reports a
+ * pause a turn after it ends), the counters read around the work alone.
+ */
+export async function cpuDuring<T>(storeThreads: readonly number[], work: () => Promise<T>): Promise<{ result: T; spent: CpuSpent }> {
+  await gcPausesSettled()
+  const gc0 = gcPauseMs()
+  const machine0 = machineTimes()
+  const cpu0 = process.cpuUsage()
+  const main0 = mainThreadCpuMs()
+  const store0 = storeThreadsCpuMs(storeThreads)
+  const result = await work()
+  const cpu = process.cpuUsage(cpu0)
+  const main1 = mainThreadCpuMs()
+  const store1 = storeThreadsCpuMs(storeThreads)
+  const machine1 = machineTimes()
+  await gcPausesSettled()
+  return {
+    result,
+    spent: {
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      mainCpuMs: main0 === null || main1 === null ? null : main1 - main0,
+      storeCpuMs: store0 === null || store1 === null ? null : store1 - store0,
+      gcMs: gcPauseMs() - gc0,
+      machineBusyMs: machine1.busy - machine0.busy,
+      machineMs: machine1.total - machine0.total
+    }
+  }
+}
