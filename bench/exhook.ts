@@ -551,9 +551,15 @@ async function main(): Promise<void> {
     `    hub/floor: ${fmt(floorRatio, 2)}, the median of ${pairRatios.length} rounds' ratios (${list(pairRatios)}; ≥ ${TARGET_FLOOR_RATIO} in ${pairRatios.filter((x) => x >= TARGET_FLOOR_RATIO).length})` +
       `  target ≥ ${TARGET_FLOOR_RATIO}: ${floorRatio >= TARGET_FLOOR_RATIO ? 'met' : 'MISSED'}`
   )
-  const outOfReach = reachRatios.filter((x) => x < TARGET_FLOOR_RATIO).length
+  // judged by the median of the rounds' ratios, as the target is (and as bench connect-storm and
+  // fanout judge their durable floors): a floor's median below 0.92 shows that median out of reach
+  const roundsBelow = reachRatios.filter((x) => x < TARGET_FLOOR_RATIO).length
+  const outOfReach = reachRatio < TARGET_FLOOR_RATIO
   line(
-    `    durable floor/floor: ${fmt(reachRatio, 2)} (${list(reachRatios)}): ${outOfReach === reachRatios.length ? `below ${TARGET_FLOOR_RATIO} in every round — the hub/floor target is out of reach on this machine for a server that stores each call before answering it` : `below ${TARGET_FLOOR_RATIO} in ${outOfReach} of ${reachRatios.length} rounds`}`
+    `    durable floor/floor: ${fmt(reachRatio, 2)} (${list(reachRatios)}; below ${TARGET_FLOOR_RATIO} in ${roundsBelow} of ${reachRatios.length} rounds)` +
+      (outOfReach
+        ? ` — its median below ${TARGET_FLOOR_RATIO}: the hub/floor target is out of reach on this machine in this run for a server that stores each call before answering it`
+        : `: the most a server that stores each call before answering it reaches here`)
   )
   line(`    hub/durable floor: ${fmt(durableRatio, 2)} (${list(durableRatios)}): the share of what this machine allows a durable ExHook server that the hub reaches`)
   const cpus = (rounds: RoundResult[], pick: (r: RoundResult) => number) => fmt(med(rounds, (r) => pick(r) / r.run.wallMs), 2)
@@ -640,7 +646,7 @@ async function main(): Promise<void> {
       value: fmt(durableRate),
       baseline: `${fmt(floorRate)} (floor)`,
       ratio: fmt(reachRatio, 2),
-      target: outOfReach === reachRatios.length ? `< ${TARGET_FLOOR_RATIO} in every round: target out of reach` : `< ${TARGET_FLOOR_RATIO} in ${outOfReach} of ${reachRatios.length} rounds`,
+      target: outOfReach ? `< ${TARGET_FLOOR_RATIO}: target out of reach` : `hub/durable floor ${fmt(durableRatio, 2)}`,
       met: null
     },
     {
