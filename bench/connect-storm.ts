@@ -21,17 +21,24 @@
  *   BENCH_STORM_ROUNDS   timed storms per broker; medians are reported (default 5)
  *   BENCH_STORM_WARMUP   clients of one untimed storm per broker first (default 1,000)
  *   BENCH_STORE_SYNC     the hub's store sync, full or normal (default full, as the hub's default)
+ *
+ * Diagnosis only: BENCH_STORM_CPU_PROFILE=<dir> writes a V8 cpu profile of this process (main
+ * thread) for each phase of each timed storm of each broker (the profiler costs ~15%: do not
+ * quote those runs' times); BENCH_STORM_HEAP_PROFILE=<dir> a sampling heap profile of it (what was
+ * allocated, collected or not).
  */
 import type { Hub } from '../src/hub.js'
 import { ClientFleet, type PhaseReport } from './lib/clients.js'
 import { aedesClients, benchStoreSync, commitTotals, startTarget, type CommitTotals, type Target } from './lib/targets.js'
-import { gcPauseMs, gcPausesSettled, machineTimes, mainThreadCpuMs, storeThreadsCpuMs } from './lib/process-cpu.js'
+import { gcPauseMs, gcPausesSettled, heapProfiled, machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
 import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
 const CONCURRENCY = envInt('BENCH_CONCURRENCY', 200)
 const ROUNDS = envInt('BENCH_STORM_ROUNDS', 5)
 const WARMUP = envInt('BENCH_STORM_WARMUP', 1_000)
+const PROFILE_DIR = process.env.BENCH_STORM_CPU_PROFILE ?? ''
+const HEAP_PROFILE_DIR = process.env.BENCH_STORM_HEAP_PROFILE ?? ''
 const TOPICS = 2
 /** Issue 16: ≤ 1.20× in every run (issue 2 had set 1.25). */
 const TARGET_RATIO = 1.2
@@ -127,7 +134,15 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const storeThreads = target.storeThreadIds()
     const store0 = storeThreadsCpuMs(storeThreads)
     const t0 = nowMs()
-    const connected = await fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
+    // the warm-up storms' prefixes begin "warm-": profiles are of timed storms only
+    const timed = !prefix.startsWith('warm-')
+    const profile = timed ? PROFILE_DIR : ''
+    const heapProfile = timed ? HEAP_PROFILE_DIR : ''
+    const connected = await profiled(profile, `storm-${prefix}-connect.cpuprofile`, () =>
+      heapProfiled(heapProfile, `storm-${prefix}-connect.heapprofile`, () =>
+        fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
+      )
+    )
     const t1 = nowMs()
     const connectCpuMs = cpuMs(cpu0)
     const mainConnected = mainThreadCpuMs()
@@ -150,8 +165,12 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     const main1 = mainThreadCpuMs()
     const store1 = storeThreadsCpuMs(storeThreads)
     const t2 = nowMs()
-    const ended = await fleet.disconnect(CONCURRENCY)
-    const settled = await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
+    const { ended, settled } = await profiled(profile, `storm-${prefix}-disconnect.cpuprofile`, () =>
+      heapProfiled(heapProfile, `storm-${prefix}-disconnect.heapprofile`, async () => ({
+        ended: await fleet.disconnect(CONCURRENCY),
+        settled: await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
+      }))
+    )
     const t3 = nowMs()
     const disconnectCpuMs = cpuMs(cpu1)
     const main2 = mainThreadCpuMs()
