@@ -87,7 +87,7 @@ export interface DeviceCredentials {
   authenticate(deviceId: string, password: Buffer | string | undefined): boolean | Promise<boolean>
 }
 
-/** Most devices the flapping detection remembers at once (those that connected last are kept). */
+/** Most devices the flapping detection remembers at once (those whose minute began last are kept). */
 const FLAPPING_KEYS = 100_000
 
 export class AdmissionPolicy {

@@ -11,11 +11,14 @@
  * another device banned by guessing its token.
  *
  * Memory is small and bounded, since every connecting device has an entry for a minute: one
- * number per device (when its minute began and its count, packed), kept in the order of their
- * last connect — each connect drops a stale entry or two from the front — and at most `maxKeys`
- * of them (the oldest is forgotten first). Banned devices are kept apart, until their ban is over.
+ * number per device (when its minute began and its count, packed), and the device queued once
+ * per minute it begins (stamp-queue.ts: asking the Map for its oldest key would walk the holes
+ * its deletions leave, on every connect). Each connect drops a stale entry or two, and at most
+ * `maxKeys` devices are kept (the one whose minute began first is forgotten first). Banned
+ * devices are kept apart, until their ban is over.
  * Pure and synchronous: the clock is injected, so tests step through time.
  */
+import { StampQueue } from './stamp-queue.js'
 
 export interface FlappingOptions {
   /** Connects a device may make within `windowMs`; the next one bans it. */
@@ -32,6 +35,9 @@ export interface FlappingOptions {
 
 export const FLAPPING_WINDOW_MS = 60_000
 
+/** Stale entries dropped per connect at most: the rest go with the next connects. */
+const DROPS_PER_CONNECT = 2
+
 /**
  * The packing's base: a count is below it (`maxConnects` is at most MAX_CONNECTS). Small, so that
  * a packed number stays a small integer, which V8 keeps in the map's slot itself rather than as a
@@ -45,8 +51,15 @@ export const MAX_CONNECTS = COUNT_BASE - 1
 export class FlappingDetector {
   /** deviceId → windowStart (s, since `epoch`) × COUNT_BASE + connects counted in that window. */
   private readonly counts = new Map<string, number>()
+  /** The counted devices by when their window began (its stamp: windowStart). */
+  private readonly windows = new StampQueue<string>((deviceId) => {
+    const packed = this.counts.get(deviceId)
+    return packed === undefined ? undefined : Math.floor(packed / COUNT_BASE)
+  })
   /** deviceId → when its ban ends (ms). */
   private readonly bans = new Map<string, number>()
+  /** The banned devices by when their ban ends (its stamp), which is the order they were banned in. */
+  private readonly banEnds = new StampQueue<string>((deviceId) => this.bans.get(deviceId))
   private readonly epoch: number
   private readonly windowMs: number
   private readonly now: () => number
@@ -84,16 +97,19 @@ export class FlappingDetector {
         windowStart = start
         connects = (packed % COUNT_BASE) + 1
       }
-      // moved to the back: the map stays in the order of last connects
-      this.counts.delete(deviceId)
     }
     if (connects > this.options.maxConnects) {
-      this.bans.set(deviceId, now + this.options.banMs)
-      if (this.bans.size > this.options.maxKeys) this.bans.delete(this.bans.keys().next().value!)
+      this.counts.delete(deviceId)
+      const ends = now + this.options.banMs
+      this.bans.set(deviceId, ends)
+      this.banEnds.push(deviceId, ends)
+      if (this.bans.size > this.options.maxKeys) forgetOldest(this.banEnds, this.bans)
       return this.options.banMs
     }
+    // a value changed in place keeps the device where the queue has it; a new window queues it anew
     this.counts.set(deviceId, windowStart * COUNT_BASE + connects)
-    if (this.counts.size > this.options.maxKeys) this.counts.delete(this.counts.keys().next().value!)
+    if (windowStart === second && connects === 1) this.windows.push(deviceId, windowStart)
+    if (this.counts.size > this.options.maxKeys) forgetOldest(this.windows, this.counts)
     return 0
   }
 
@@ -103,19 +119,29 @@ export class FlappingDetector {
   }
 
   /**
-   * Drops up to two entries from the front whose window is over (they count nothing any more),
-   * and a ban that is over: bans are made in the order they end, all being as long.
+   * Drops up to DROPS_PER_CONNECT devices whose window is over (they count nothing any more), and a
+   * ban that is over.
    */
   private dropStale(now: number): void {
-    const firstBan = this.bans.entries().next()
-    if (!firstBan.done && firstBan.value[1] <= now) this.bans.delete(firstBan.value[0])
+    const banned = this.banEnds.oldest()
+    if (banned !== undefined && this.banEnds.oldestStamp() <= now) {
+      this.bans.delete(banned)
+      this.banEnds.shift()
+    }
     const second = Math.floor((now - this.epoch) / 1000)
-    for (let i = 0; i < 2; i++) {
-      const first = this.counts.entries().next()
-      if (first.done) return
-      const [deviceId, packed] = first.value
-      if ((second - Math.floor(packed / COUNT_BASE)) * 1000 < this.windowMs) return
+    for (let dropped = 0; dropped < DROPS_PER_CONNECT; dropped++) {
+      const deviceId = this.windows.oldest()
+      if (deviceId === undefined || (second - this.windows.oldestStamp()) * 1000 < this.windowMs) return
       this.counts.delete(deviceId)
+      this.windows.shift()
     }
   }
+}
+
+/** Forgets the key of `values` that `queue` holds as the oldest. */
+function forgetOldest(queue: StampQueue<string>, values: Map<string, number>): void {
+  const oldest = queue.oldest()
+  if (oldest === undefined) return
+  values.delete(oldest)
+  queue.shift()
 }

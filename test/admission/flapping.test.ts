@@ -56,6 +56,41 @@ describe('FlappingDetector', () => {
     assert.equal(d.size, 8)
   })
 
+  it('over maxKeys forgets the device whose minute began first, and keeps counting the others', () => {
+    const { d, clock } = detector({ maxKeys: 3 })
+    d.connect('a')
+    clock.now += 1000
+    d.connect('b')
+    d.connect('b')
+    clock.now += 1000
+    d.connect('c')
+    d.connect('a') // a's minute still began first
+    clock.now += 1000
+    d.connect('d') // one too many: a is forgotten
+    assert.equal(d.size, 3)
+    assert.equal(d.connect('b'), 0, "b's two connects were kept: its third is allowed")
+    assert.equal(d.connect('b'), 30_000, '… and its fourth bans it')
+    for (let i = 0; i < 3; i++) assert.equal(d.connect('a'), 0, `a was forgotten: it counts afresh (connect ${i + 1})`)
+    assert.equal(d.connect('a'), 30_000)
+  })
+
+  it('keeps its bound and its counts through hours of devices coming and going', () => {
+    const { d, clock } = detector({ maxConnects: 5, maxKeys: 1000 })
+    // 3,000 devices, each reconnecting every ~2 minutes; one flapper among them, always banned
+    // again within its minute
+    let bans = 0
+    for (let second = 0; second < 3 * 3600; second++) {
+      for (let k = 0; k < 25; k++) {
+        assert.equal(d.connect(`device-${(second * 25 + k) % 3000}`), 0, `second ${second}: a device reconnecting every two minutes is never banned`)
+      }
+      if (d.connect('flapper') === 30_000) bans++
+      assert.ok(d.size <= 1000 + 1, `second ${second}: ${d.size} remembered`)
+      clock.now += 1000
+    }
+    // five connects allowed, the sixth bans it for 30 s, then it counts afresh: one ban every 35 s
+    assert.ok(bans >= 300 && bans <= 310, `the flapper was banned ${bans} times in three hours`)
+  })
+
   it('refuses options that cannot work', () => {
     assert.throws(() => new FlappingDetector({ maxConnects: 0, banMs: 1000, maxKeys: 10 }), RangeError)
     assert.throws(() => new FlappingDetector({ maxConnects: 3, banMs: 0, maxKeys: 10 }), RangeError)
