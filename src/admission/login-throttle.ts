@@ -9,11 +9,13 @@
  * its last wait is over.
  *
  * Memory is bounded: at most `maxKeys` keys are remembered, and the one that failed longest ago
- * is forgotten first. Spreading guesses over more addresses than that buys an attacker an early
+ * is forgotten first (oldest-keys.ts, so that forgetting one costs the same however many went
+ * before it). Spreading guesses over more addresses than that buys an attacker an early
  * release, not more guesses per address than a fresh one gets.
  *
  * Pure and synchronous: the clock is injected, so tests step through time.
  */
+import { OldestKeys } from './oldest-keys.js'
 
 export interface LoginThrottleOptions {
   /** Failures a key may make within `windowMs` before it is throttled. */
@@ -44,6 +46,7 @@ export const FIRST_BACKOFF_MS = 1000
 
 export class LoginThrottle {
   private readonly keys = new Map<string, KeyState>()
+  private readonly oldest = new OldestKeys(this.keys)
   private readonly failuresAllowed: number
   private readonly backoffMaxMs: number
   private readonly maxKeys: number
@@ -96,7 +99,7 @@ export class LoginThrottle {
     }
     if (state.backoff > 0) state.blockedUntil = now + state.backoff
     this.keys.set(key, state)
-    while (this.keys.size > this.maxKeys) this.keys.delete(this.keys.keys().next().value!)
+    while (this.keys.size > this.maxKeys) this.oldest.deleteOldest()
     return Math.max(0, state.blockedUntil - now)
   }
 

@@ -1,0 +1,49 @@
+/**
+ * Deleting a Map's oldest keys through one kept iterator answers what asking the Map for its
+ * first key answers, whatever its owner deletes or moves to the back meanwhile.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { OldestKeys } from '../../src/admission/oldest-keys.js'
+
+describe('OldestKeys', () => {
+  it('deletes the key the Map holds first, through owner deletions and keys moved to the back', () => {
+    const bounded = new Map<number, number>()
+    const oldest = new OldestKeys(bounded)
+    const reference = new Map<number, number>()
+    // a fixed pseudo-random walk: keys set, set again (moved to the back), deleted by the owner,
+    // and the Map held at 300 by deleting its oldest — the two Maps must stay the same
+    let seed = 7
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+    for (let step = 0; step < 60_000; step++) {
+      const key = Math.floor(random() * 1000)
+      const r = random()
+      for (const map of [bounded, reference]) {
+        if (r < 0.15) map.delete(key)
+        else if (r < 0.45 && map.has(key)) {
+          map.delete(key)
+          map.set(key, step)
+        } else map.set(key, step)
+      }
+      while (bounded.size > 300) assert.equal(oldest.deleteOldest(), true)
+      while (reference.size > 300) reference.delete(reference.keys().next().value!)
+      if (step % 1000 === 0) assert.deepEqual([...bounded.keys()], [...reference.keys()], `step ${step}`)
+    }
+    assert.deepEqual([...bounded.entries()], [...reference.entries()])
+  })
+
+  it('answers false for an empty Map, and goes on once keys come again', () => {
+    const map = new Map<string, number>()
+    const oldest = new OldestKeys(map)
+    assert.equal(oldest.deleteOldest(), false)
+    map.set('a', 1)
+    map.set('b', 2)
+    assert.equal(oldest.deleteOldest(), true)
+    assert.deepEqual([...map.keys()], ['b'])
+    assert.equal(oldest.deleteOldest(), true)
+    assert.equal(oldest.deleteOldest(), false)
+    map.set('c', 3)
+    assert.equal(oldest.deleteOldest(), true)
+    assert.equal(map.size, 0)
+  })
+})
