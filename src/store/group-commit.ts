@@ -130,9 +130,16 @@ export class GroupCommitter {
   private scheduled = false
   private closed = false
   private idleWaiters: (() => void)[] = []
-  /** Live callers not yet settled: their number → when they came (epoch ms); a Map keeps arrival order, so the first is the oldest. */
+  /** Live callers not yet settled: their number → when they came (epoch ms). */
   private readonly liveUnsettled = new Map<number, number>()
   private liveCount = 0
+  /**
+   * No live caller numbered below it is unsettled: where the search for the oldest goes on from.
+   * Not the Map's first entry: callers settle from its front, and a fresh iterator walks every
+   * hole their deletions left (src/admission/stamp-queue.ts says why), once per settled caller
+   * while a liveSettled waits.
+   */
+  private lowestLive = 1
   /** Waiters of liveSettled, each for the live callers numbered up to `upTo`, in that order. */
   private liveWaiters: { upTo: number; resolve: () => void }[] = []
   private readonly maxBatch: number
@@ -185,7 +192,13 @@ export class GroupCommitter {
 
   /** The oldest live caller not yet answered: its number and when it came. */
   private oldestLive(): [number, number] | undefined {
-    for (const entry of this.liveUnsettled) return entry
+    // numbers only grow and settled ones only go, so the search never steps back: one step per
+    // caller in all
+    while (this.lowestLive <= this.liveCount) {
+      const since = this.liveUnsettled.get(this.lowestLive)
+      if (since !== undefined) return [this.lowestLive, since]
+      this.lowestLive++
+    }
     return undefined
   }
 
