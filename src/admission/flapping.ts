@@ -12,13 +12,13 @@
  *
  * Memory is small and bounded, since every connecting device has an entry for a minute: one
  * number per device (when its minute began and its count, packed), and the device queued once
- * per minute it begins (stamp-queue.ts: asking the Map for its oldest key would walk the holes
- * its deletions leave, on every connect). Each connect drops a stale entry or two, and at most
- * `maxKeys` devices are kept (the one whose minute began first is forgotten first). Banned
- * devices are kept apart, until their ban is over.
+ * per minute it begins (collections/stamp-queue.ts: asking the Map for its oldest key would walk
+ * the holes its deletions leave, on every connect). Each connect drops a stale entry or two, and
+ * at most `maxKeys` devices are kept (the one whose minute began first is forgotten first).
+ * Banned devices are kept apart, until their ban is over.
  * Pure and synchronous: the clock is injected, so tests step through time.
  */
-import { StampQueue } from './stamp-queue.js'
+import { StampQueue } from '../collections/stamp-queue.js'
 
 export interface FlappingOptions {
   /** Connects a device may make within `windowMs`; the next one bans it. */

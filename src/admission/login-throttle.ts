@@ -9,13 +9,13 @@
  * its last wait is over.
  *
  * Memory is bounded: at most `maxKeys` keys are remembered, and the one that failed longest ago
- * is forgotten first (oldest-keys.ts, so that forgetting one costs the same however many went
- * before it). Spreading guesses over more addresses than that buys an attacker an early
+ * is forgotten first (collections/oldest-keys.ts: forgetting one costs the same however many
+ * went before it). Spreading guesses over more addresses than that buys an attacker an early
  * release, not more guesses per address than a fresh one gets.
  *
  * Pure and synchronous: the clock is injected, so tests step through time.
  */
-import { OldestKeys } from './oldest-keys.js'
+import { OldestKeys } from '../collections/oldest-keys.js'
 
 export interface LoginThrottleOptions {
   /** Failures a key may make within `windowMs` before it is throttled. */

@@ -136,7 +136,7 @@ export class GroupCommitter {
   /**
    * No live caller numbered below it is unsettled: where the search for the oldest goes on from.
    * Not the Map's first entry: callers settle from its front, and a fresh iterator walks every
-   * hole their deletions left (src/admission/stamp-queue.ts says why), once per settled caller
+   * hole their deletions left (src/collections/stamp-queue.ts says why), once per settled caller
    * while a liveSettled waits.
    */
   private lowestLive = 1

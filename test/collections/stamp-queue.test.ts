@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { StampQueue } from '../../src/admission/stamp-queue.js'
+import { StampQueue } from '../../src/collections/stamp-queue.js'
 
 /** A Map and its queue, as an owner keeps them: every new stamp queued. */
 function owner() {

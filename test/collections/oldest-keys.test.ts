@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { OldestKeys } from '../../src/admission/oldest-keys.js'
+import { OldestKeys } from '../../src/collections/oldest-keys.js'
 
 describe('OldestKeys', () => {
   it('deletes the key the Map holds first, through owner deletions and keys moved to the back', () => {
