@@ -551,8 +551,8 @@ async function main(): Promise<void> {
     `    hub/floor: ${fmt(floorRatio, 2)}, the median of ${pairRatios.length} rounds' ratios (${list(pairRatios)}; ≥ ${TARGET_FLOOR_RATIO} in ${pairRatios.filter((x) => x >= TARGET_FLOOR_RATIO).length})` +
       `  target ≥ ${TARGET_FLOOR_RATIO}: ${floorRatio >= TARGET_FLOOR_RATIO ? 'met' : 'MISSED'}`
   )
-  // judged by the median of the rounds' ratios, as the target is (and as bench connect-storm and
-  // fanout judge their durable floors): a floor's median below 0.92 shows that median out of reach
+  // judged by the median of the rounds' ratios, as the target is (each bench judges its durable
+  // floor as its own target is judged): a floor's median below 0.92 shows that median out of reach
   const roundsBelow = reachRatios.filter((x) => x < TARGET_FLOOR_RATIO).length
   const outOfReach = reachRatio < TARGET_FLOOR_RATIO
   line(

@@ -14,8 +14,12 @@
  * number per device (when its minute began and its count, packed), and the device queued once
  * per minute it begins (collections/stamp-queue.ts: asking the Map for its oldest key would walk
  * the holes its deletions leave, on every connect). Each connect drops a stale entry or two, and
- * at most `maxKeys` devices are kept (the one whose minute began first is forgotten first).
- * Banned devices are kept apart, until their ban is over.
+ * at most `maxKeys` devices are kept, the one whose minute began first forgotten first. (Until
+ * 2026-12-08 it was the one that connected longest ago, which kept a device in a reconnect loop
+ * at the back. Now, if more than `maxKeys` other devices begin their minute before such a device
+ * reaches its limit, its count starts again: at the default 100,000, a reconnect wave of a whole
+ * large fleet within that device's own minute.) Banned devices are kept apart, until their ban
+ * is over.
  * Pure and synchronous: the clock is injected, so tests step through time.
  */
 import { StampQueue } from '../collections/stamp-queue.js'
@@ -100,17 +104,25 @@ export class FlappingDetector {
     }
     if (connects > this.options.maxConnects) {
       this.counts.delete(deviceId)
+      // its window's occurrence stays queued behind older ones: a device banned again and again
+      // would otherwise leave one per ban
+      this.windows.keepNear(this.counts.size)
       const ends = now + this.options.banMs
       this.bans.set(deviceId, ends)
       this.banEnds.push(deviceId, ends)
-      if (this.bans.size > this.options.maxKeys) forgetOldest(this.banEnds, this.bans)
+      if (this.bans.size > this.options.maxKeys) this.banEnds.deleteOldestFrom(this.bans)
       return this.options.banMs
     }
     // a value changed in place keeps the device where the queue has it; a new window queues it anew
     this.counts.set(deviceId, windowStart * COUNT_BASE + connects)
-    if (windowStart === second && connects === 1) this.windows.push(deviceId, windowStart)
-    if (this.counts.size > this.options.maxKeys) forgetOldest(this.windows, this.counts)
+    if (connects === 1) this.windows.push(deviceId, windowStart)
+    if (this.counts.size > this.options.maxKeys) this.windows.deleteOldestFrom(this.counts)
     return 0
+  }
+
+  /** Occurrences in its queues (for tests: they stay within about twice the devices remembered). */
+  get queued(): number {
+    return this.windows.length + this.banEnds.length
   }
 
   /** Devices remembered (counted or banned): what the detector holds. */
@@ -120,7 +132,8 @@ export class FlappingDetector {
 
   /**
    * Drops up to DROPS_PER_CONNECT devices whose window is over (they count nothing any more), and a
-   * ban that is over.
+   * ban that is over. The old occurrences the queue passes over on the way are not counted: O(1)
+   * a connect, amortized.
    */
   private dropStale(now: number): void {
     const banned = this.banEnds.oldest()
@@ -138,10 +151,3 @@ export class FlappingDetector {
   }
 }
 
-/** Forgets the key of `values` that `queue` holds as the oldest. */
-function forgetOldest(queue: StampQueue<string>, values: Map<string, number>): void {
-  const oldest = queue.oldest()
-  if (oldest === undefined) return
-  values.delete(oldest)
-  queue.shift()
-}

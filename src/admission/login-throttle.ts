@@ -99,7 +99,7 @@ export class LoginThrottle {
     }
     if (state.backoff > 0) state.blockedUntil = now + state.backoff
     this.keys.set(key, state)
-    while (this.keys.size > this.maxKeys) this.oldest.deleteOldest()
+    this.oldest.keepAtMost(this.maxKeys)
     return Math.max(0, state.blockedUntil - now)
   }
 

@@ -14,6 +14,16 @@ export class OldestKeys<K> {
 
   constructor(private readonly map: Map<K, unknown>) {}
 
+  /** Deletes the oldest keys until the Map holds at most `max`. */
+  keepAtMost(max: number): void {
+    for (let excess = this.map.size - max; excess > 0 && this.deleteOldest(); excess--) {
+      // one deleted
+    }
+    // the iterator holds on to the tables V8 rebuilt since it last moved, and what they held:
+    // let it go while the Map is well under its bound (a new one walks the holes once)
+    if (this.map.size < max / 2) this.cursor = undefined
+  }
+
   /** Deletes the oldest key; false when the Map is empty. */
   deleteOldest(): boolean {
     let next = (this.cursor ??= this.map.keys()).next()

@@ -3,12 +3,13 @@
  * its oldest entries (a bound on its size, an expiry) without asking the Map for its first key.
  *
  * Why not the Map's own insertion order: V8 leaves a hole in a Map's table for each deleted
- * entry until the table is next rebuilt (only when an insertion finds it full), and a fresh
- * iterator skips the holes one by one. A Map whose front is deleted while its back grows — the
- * oldest forgotten as new keys come — makes every `keys().next()` walk all the holes at its
- * front: in steady state about as many as it has entries. Flapping detection did that on every
- * connect: 10–60 µs a connect with 60,000 devices in its minute, against ~2.5 with this queue
- * (docs/perf-journal.md, "a Map's front, walked on every connect").
+ * entry until the table is next rebuilt (when an insertion finds it full, or a deletion leaves
+ * it a quarter full), and a fresh iterator skips the holes one by one. A Map whose front is
+ * deleted while its back grows — the oldest forgotten as new keys come — makes every
+ * `keys().next()` walk all the holes at its front: in steady state about as many as it has
+ * entries. Flapping detection did that on every connect: 10–62 µs a connect with 60,000 devices
+ * in its minute, against 0.5–1.6 with this queue (docs/perf-journal.md, "a Map's front, walked
+ * on every connect").
  *
  * Each key is queued with a stamp, a number its owner keeps with the key's value (when its
  * window began, when its ban ends); queued again with a new stamp, its older occurrence is
@@ -16,7 +17,9 @@
  * change or delete a key's value at any time and only tells the queue of new stamps. Stamps are
  * given in non-decreasing order, so the front holds the oldest. Every operation is O(1),
  * amortized: an occurrence is queued once and passed once, and the space in front of the head
- * is given back once it is half the queue.
+ * is given back once it is half the queue. Old occurrences behind a front that stays (a key
+ * re-stamped or deleted often while an older one lives on) are what the queue can hold beyond
+ * its owner's keys: an owner whose keys are re-stamped or deleted that way calls `keepNear`.
  */
 export class StampQueue<K> {
   private keys: K[] = []
@@ -48,7 +51,7 @@ export class StampQueue<K> {
     return undefined
   }
 
-  /** The stamp of the key `oldest` answered. */
+  /** The stamp of the key `oldest` answered; only after it answered one. */
   oldestStamp(): number {
     return this.stamps[this.head]!
   }
@@ -67,6 +70,43 @@ export class StampQueue<K> {
       this.stamps = this.stamps.slice(this.head)
       this.head = 0
     }
+  }
+
+  /** Deletes the oldest key from `map`, its owner, and shifts it; false when none is queued. */
+  deleteOldestFrom(map: { delete(key: K): unknown }): boolean {
+    const key = this.oldest()
+    if (key === undefined) return false
+    map.delete(key)
+    this.shift()
+    return true
+  }
+
+  /** Deletes from `map`, its owner, every key stamped before `stamp`, oldest first. */
+  deleteStampedBefore(stamp: number, map: { delete(key: K): unknown }): void {
+    for (let key = this.oldest(); key !== undefined && this.oldestStamp() < stamp; key = this.oldest()) {
+      map.delete(key)
+      this.shift()
+    }
+  }
+
+  /**
+   * Drops every old occurrence once the queue holds more than twice `keys` (its owner's count of
+   * keys) and COMPACT_AFTER more: one pass, paid for by the occurrences it drops, so the queue
+   * stays within about twice its owner's keys however often they are re-stamped or deleted.
+   */
+  keepNear(keys: number): void {
+    if (this.length <= 2 * keys + COMPACT_AFTER) return
+    const kept: K[] = []
+    const stamps: number[] = []
+    for (let i = this.head; i < this.keys.length; i++) {
+      const key = this.keys[i]!
+      if (this.stampOf(key) !== this.stamps[i]) continue
+      kept.push(key)
+      stamps.push(this.stamps[i]!)
+    }
+    this.keys = kept
+    this.stamps = stamps
+    this.head = 0
   }
 
   /** Occurrences queued, old ones not yet passed over included. */

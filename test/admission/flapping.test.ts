@@ -91,6 +91,36 @@ describe('FlappingDetector', () => {
     assert.ok(bans >= 300 && bans <= 310, `the flapper was banned ${bans} times in three hours`)
   })
 
+  it('forgets the ban that began first when more devices are banned than maxKeys', () => {
+    const { d } = detector({ maxKeys: 2, maxConnects: 1 })
+    for (const device of ['a', 'b', 'c']) {
+      assert.equal(d.connect(device), 0)
+      assert.equal(d.connect(device), 30_000, `${device} banned`)
+    }
+    assert.equal(d.connect('a'), 0, "a's ban, the first, was forgotten: it connects again")
+    assert.ok(d.connect('b') > 0, 'b is still banned')
+    assert.ok(d.connect('c') > 0, 'c is still banned')
+  })
+
+  it('holds its queues within about twice the devices it remembers, however often they are banned', () => {
+    // a ban of 1 s and one connect allowed: 100 devices in a reconnect loop, each banned every
+    // other second, each ban leaving its minute's entry behind in the queue — 3,000 a minute
+    const { d, clock } = detector({ maxConnects: 1, banMs: 1000, maxKeys: 1000 })
+    let most = 0
+    for (let second = 0; second < 600; second++) {
+      // a quiet device's minute at the front of the queue, behind which the left entries pile up
+      if (second % 60 === 0) d.connect('quiet')
+      for (let device = 0; device < 100; device++) {
+        d.connect(`looping-${device}`)
+        d.connect(`looping-${device}`)
+      }
+      clock.now += 1000
+      most = Math.max(most, d.queued)
+      assert.ok(d.queued <= 2 * d.size + 1024 + 200, `second ${second}: ${d.queued} queued for ${d.size} remembered`)
+    }
+    assert.ok(most > 1024, `the queues were put to the test: ${most} at most`)
+  })
+
   it('refuses options that cannot work', () => {
     assert.throws(() => new FlappingDetector({ maxConnects: 0, banMs: 1000, maxKeys: 10 }), RangeError)
     assert.throws(() => new FlappingDetector({ maxConnects: 3, banMs: 0, maxKeys: 10 }), RangeError)

@@ -25,11 +25,24 @@ describe('OldestKeys', () => {
           map.set(key, step)
         } else map.set(key, step)
       }
-      while (bounded.size > 300) assert.equal(oldest.deleteOldest(), true)
+      oldest.keepAtMost(300)
+      assert.ok(bounded.size <= 300, `step ${step}: held at 300`)
       while (reference.size > 300) reference.delete(reference.keys().next().value!)
       if (step % 1000 === 0) assert.deepEqual([...bounded.keys()], [...reference.keys()], `step ${step}`)
     }
     assert.deepEqual([...bounded.entries()], [...reference.entries()])
+  })
+
+  it('goes on right after letting its iterator go while the Map was well under its bound', () => {
+    const map = new Map<number, number>()
+    const oldest = new OldestKeys(map)
+    for (let i = 0; i < 20; i++) map.set(i, i)
+    oldest.keepAtMost(10) // 0–9 go
+    for (let i = 10; i < 18; i++) map.delete(i) // the owner's deletions: 2 left, under half the bound
+    oldest.keepAtMost(10)
+    for (let i = 20; i < 30; i++) map.set(i, i)
+    oldest.keepAtMost(10)
+    assert.deepEqual([...map.keys()], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29])
   })
 
   it('answers false for an empty Map, and goes on once keys come again', () => {

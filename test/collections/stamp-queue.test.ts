@@ -53,6 +53,30 @@ describe('StampQueue', () => {
     assert.equal(forgetOldest(), undefined)
   })
 
+  it('takes a key deleted and stamped again with the same stamp as current', () => {
+    const { values, queue, stamp } = owner()
+    stamp('a', 5)
+    values.delete('a')
+    stamp('a', 5)
+    assert.equal(queue.oldest(), 'a', 'the first occurrence stands for it: the same stamp, the same age')
+    assert.equal(queue.length, 2)
+  })
+
+  it('keepNear drops the old occurrences once they outnumber the keys, and keeps the order', () => {
+    const { values, queue, stamp } = owner()
+    stamp('anchor', 0) // stays at the front, so nothing behind it is passed over
+    for (let i = 1; i <= 5000; i++) stamp(`k${i % 10}`, i)
+    assert.equal(queue.length, 5001)
+    queue.keepNear(values.size)
+    assert.equal(queue.length, values.size, 'only the current occurrence of each key is left')
+    const out: string[] = []
+    for (let key = queue.oldest(); key !== undefined; key = queue.oldest()) {
+      out.push(key)
+      queue.shift()
+    }
+    assert.deepEqual(out, ['anchor', ...Array.from({ length: 10 }, (_, i) => `k${(4991 + i) % 10}`)])
+  })
+
   it('keeps the order across the copies that give back the space in front of it', () => {
     const { values, queue, stamp, forgetOldest } = owner()
     // a Map bounded at 500 keys with keys coming one after the other, and every third one

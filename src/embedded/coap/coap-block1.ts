@@ -37,6 +37,7 @@
  */
 import { randomInt } from 'node:crypto'
 import { generate, type NamedOption, type ParsedPacket } from 'coap-packet'
+import { StampQueue } from '../../collections/stamp-queue.js'
 import type { RejectReason } from '../../observability/metrics.js'
 import { BlockOptionError, blockValue, readBlock, uintValue, type Block } from './coap-blocks.js'
 import { diagnostic } from './coap-diagnostic.js'
@@ -114,8 +115,10 @@ export class Block1Reassembly {
   private readonly transfers = new Map<string, Transfer>()
   private readonly transfersByOwner = new Map<string, number>()
   private bufferedBytes = 0
-  /** By peer and message id, oldest first: what each block was answered (nothing: it went to node-coap). */
+  /** By peer and message id: what each block was answered (nothing: it went to node-coap). */
   private readonly answered = new Map<string, { at: number; datagram?: Buffer }>()
+  /** The answered exchanges by when they were answered (collections/stamp-queue.ts), oldest first. */
+  private readonly answeredOrder = new StampQueue<string>((exchange) => this.answered.get(exchange)?.at)
   /** Message ids of the answers to non-confirmable blocks (the gateway's own, RFC 7252 §4.4). */
   private messageId = randomInt(0x10000)
 
@@ -139,7 +142,8 @@ export class Block1Reassembly {
     if (seen) return seen.datagram ? { kind: 'answer', datagram: seen.datagram } : { kind: 'retransmitted' }
     const outcome = this.block(packet, peer, option.value, at, bytes)
     this.answered.set(exchange, { at, datagram: outcome.kind === 'answer' ? outcome.datagram : undefined })
-    if (this.answered.size > this.limits.maxAnswers) this.answered.delete(this.answered.keys().next().value!)
+    this.answeredOrder.push(exchange, at)
+    if (this.answered.size > this.limits.maxAnswers) this.answeredOrder.deleteOldestFrom(this.answered)
     return outcome
   }
 
@@ -150,10 +154,7 @@ export class Block1Reassembly {
       if (transfer.lastBlockAt >= deadline) break
       this.forget(key)
     }
-    for (const [exchange, { at: answeredAt }] of this.answered) {
-      if (answeredAt >= deadline) break
-      this.answered.delete(exchange)
-    }
+    this.answeredOrder.deleteStampedBefore(deadline, this.answered)
   }
 
   private block(packet: ParsedPacket, peer: string, value: Buffer, at: number, bytes: number): Block1Outcome {

@@ -29,6 +29,7 @@
 import type { RemoteInfo, Socket } from 'node:dgram'
 import type { IncomingMessage, Server } from 'coap'
 import { generate, parse, type ParsedPacket } from 'coap-packet'
+import { StampQueue } from '../../collections/stamp-queue.js'
 import type { RejectReason } from '../../observability/metrics.js'
 import type { Block1Reassembly } from './coap-block1.js'
 import { checkDatagram, resetFor } from './coap-datagram.js'
@@ -52,6 +53,8 @@ export class CoapInbound {
   private readonly inProgress = new Map<string, () => boolean>()
   /** Requests answered after an empty ACK, by exchange, oldest first: when. */
   private readonly answeredSeparately = new Map<string, number>()
+  /** Those exchanges by when they were answered (collections/stamp-queue.ts), oldest first. */
+  private readonly answeredSeparatelyOrder = new StampQueue<string>((exchange) => this.answeredSeparately.get(exchange))
   /** The request being handed to node-coap, while it is (node-coap calls the handler synchronously). */
   private dispatching: { packet: ParsedPacket; rinfo: RemoteInfo; bytes: number; block1?: Buffer } | undefined
 
@@ -93,17 +96,18 @@ export class CoapInbound {
     const emptyAckSent = this.inProgress.get(exchange)
     this.inProgress.delete(exchange)
     if (!emptyAckSent?.()) return
-    this.answeredSeparately.set(exchange, Date.now())
-    if (this.answeredSeparately.size > this.maxRemembered) this.answeredSeparately.delete(this.answeredSeparately.keys().next().value!)
+    const at = Date.now()
+    this.answeredSeparately.set(exchange, at)
+    this.answeredSeparatelyOrder.push(exchange, at)
+    // an exchange answered again is queued again, its first occurrence left behind
+    this.answeredSeparatelyOrder.keepNear(this.answeredSeparately.size)
+    if (this.answeredSeparately.size > this.maxRemembered) this.answeredSeparatelyOrder.deleteOldestFrom(this.answeredSeparately)
   }
 
   /** Forgets what is older than EXCHANGE_LIFETIME: no copy of it can arrive any more. */
   expire(at = Date.now()): void {
     this.block1.expire(at)
-    for (const [exchange, answeredAt] of this.answeredSeparately) {
-      if (answeredAt >= at - this.lifetimeMs) break
-      this.answeredSeparately.delete(exchange)
-    }
+    this.answeredSeparatelyOrder.deleteStampedBefore(at - this.lifetimeMs, this.answeredSeparately)
   }
 
   private receive(message: Buffer, rinfo: RemoteInfo): void {
