@@ -24,6 +24,7 @@ import type { HubMetrics, RejectReason } from '../observability/metrics.js'
 import type { ApplyResult, SessionRegistry } from '../registry/registry.js'
 import { mqttDeviceId, type AdmissionPolicy } from '../admission/admission-policy.js'
 import { checkTopic, reservedTopic } from '../admission/topic-rules.js'
+import { RecentMarks } from '../collections/recent-marks.js'
 import { orderConnect } from './connection-order.js'
 import { connectionName, disconnectReasonOf, isConnectionOf, isLiveConnection, REPLACED, type EmqxClient } from './emqx-client.js'
 
@@ -139,13 +140,11 @@ export class EmqxSource {
     })
   }
 
-  /** When each client's connection last took over another (epoch ms), for a while. */
-  private readonly takeovers = new Map<string, number>()
+  /** When each client's connection last took over another (epoch ms), for TAKEOVER_DOUBT_MS. */
+  private readonly takeovers = new RecentMarks<string>(TAKEOVER_DOUBT_MS)
 
   private noteTakeover(clientId: string): void {
-    const now = Date.now()
-    this.takeovers.set(clientId, now)
-    if (this.takeovers.size > 10_000) for (const [id, at] of this.takeovers) if (now - at > TAKEOVER_DOUBT_MS) this.takeovers.delete(id)
+    this.takeovers.mark(clientId, Date.now())
   }
 
   /**

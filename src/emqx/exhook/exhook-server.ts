@@ -24,6 +24,7 @@ import {
   type ExhookValuedResponse,
   type ExhookVersion
 } from './protos.js'
+import { RecentMarks } from '../../collections/recent-marks.js'
 import type { QoS } from '../../domain/session.js'
 import type { HubMetrics } from '../../observability/metrics.js'
 import type { EmqxClient } from '../emqx-client.js'
@@ -45,7 +46,7 @@ export class ExhookServer {
    * ExHook's ClientInfo says nothing of clean_start. A `session.resumed` (which EMQX runs just
    * before `client.connected`) tells that the new connection asked to keep its session.
    */
-  private readonly resumed = new Map<string, number>()
+  private readonly resumed = new RecentMarks<string>(RESUMED_MARK_MS)
 
   constructor(
     private readonly source: EmqxSource,
@@ -165,8 +166,7 @@ export class ExhookServer {
       OnSessionUnsubscribed: empty((request) => this.source.unsubscribed(this.clientOf(request.clientinfo, version), [text(request.topic, 'topic')])),
       OnSessionResumed: empty((request) => {
         const client = this.clientOf(request.clientinfo, version)
-        this.resumed.set(client.clientId, Date.now())
-        if (this.resumed.size > 10_000) for (const [id, at] of this.resumed) if (Date.now() - at > RESUMED_MARK_MS) this.resumed.delete(id)
+        this.resumed.mark(client.clientId, Date.now())
         return RESOLVED
       }),
       OnSessionTerminated: empty((request) => this.source.sessionTerminated(this.clientOf(request.clientinfo, version), text(request.reason, 'reason'))),
