@@ -108,11 +108,19 @@ interface Transfer {
   /** The last block stored: its number and size. */
   last: { num: number; size: number }
   lastBlockAt: number
+  /** Which block of all it stored last (Block1Reassembly's count): its place among the bodies. */
+  lastBlock: number
 }
 
 export class Block1Reassembly {
-  /** By body; the least recently continued first (a block moves its body to the end). */
+  /** By body, in the order they were begun. */
   private readonly transfers = new Map<string, Transfer>()
+  /**
+   * The bodies by the last block that continued them (collections/stamp-queue.ts), least
+   * recently first: stamped with a count of blocks, not their time, which two blocks can share.
+   */
+  private readonly transferOrder = new StampQueue<string>((key) => this.transfers.get(key)?.lastBlock)
+  private blocksStored = 0
   private readonly transfersByOwner = new Map<string, number>()
   private bufferedBytes = 0
   /** By peer and message id: what each block was answered (nothing: it went to node-coap). */
@@ -150,8 +158,7 @@ export class Block1Reassembly {
   /** Forgets the bodies no block continued, and the answers older than the lifetime. */
   expire(at = this.now()): void {
     const deadline = at - this.limits.lifetimeMs
-    for (const [key, transfer] of this.transfers) {
-      if (transfer.lastBlockAt >= deadline) break
+    for (let key = this.transferOrder.oldest(); key !== undefined && this.transfers.get(key)!.lastBlockAt < deadline; key = this.transferOrder.oldest()) {
       this.forget(key)
     }
     this.answeredOrder.deleteStampedBefore(deadline, this.answered)
@@ -222,12 +229,10 @@ export class Block1Reassembly {
       // coap-packet refuses to generate more than 1,280 bytes unless told the most it may
       return { kind: 'request', datagram: generate(request, Number.MAX_SAFE_INTEGER), block1: blockValue(block.num, false, block.size), bytes: received }
     }
-    if (transfer) {
-      this.transfers.delete(key) // set again below: the most recently continued goes last
-    } else {
+    if (!transfer) {
       // a block to be stored was admitted above, which named its owner
       if (owner === undefined) throw new Error('a block stored without an owner')
-      transfer = { owner, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at }
+      transfer = { owner, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at, lastBlock: 0 }
       this.transfersByOwner.set(owner, (this.transfersByOwner.get(owner) ?? 0) + 1)
     }
     transfer.parts.push(packet.payload)
@@ -235,8 +240,12 @@ export class Block1Reassembly {
     transfer.datagramBytes += bytes
     transfer.last = { num: block.num, size: block.size }
     transfer.lastBlockAt = at
+    transfer.lastBlock = ++this.blocksStored
     this.bufferedBytes += length
     this.transfers.set(key, transfer)
+    // queued again at the back, its older occurrence left behind to be passed over
+    this.transferOrder.push(key, transfer.lastBlock)
+    this.transferOrder.keepNear(this.transfers.size)
     this.bound(key, transfer.owner)
     return this.continue(packet, block)
   }
@@ -261,8 +270,8 @@ export class Block1Reassembly {
     }
     const maxBytes = Math.max(this.limits.maxBufferedBytes, this.limits.maxBody)
     while (this.transfers.size > this.limits.maxTransfers || this.bufferedBytes > maxBytes) {
-      const oldest = this.transfers.keys().next().value!
-      if (oldest === current) break // the only one left, and within maxBody
+      const oldest = this.transferOrder.oldest()
+      if (oldest === undefined || oldest === current) break // the only one left, and within maxBody
       this.forget(oldest)
     }
   }
