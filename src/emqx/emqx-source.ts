@@ -140,11 +140,11 @@ export class EmqxSource {
     })
   }
 
-  /** When each client's connection last took over another (epoch ms), for TAKEOVER_DOUBT_MS. */
+  /** The clients whose connection took over another within TAKEOVER_DOUBT_MS. */
   private readonly takeovers = new RecentMarks<string>(TAKEOVER_DOUBT_MS)
 
   private noteTakeover(clientId: string): void {
-    this.takeovers.mark(clientId, Date.now())
+    this.takeovers.mark(clientId)
   }
 
   /**
@@ -225,8 +225,7 @@ export class EmqxSource {
     return this.ofLiveConnection(client, (incarnation) => ({ kind: 'disconnected', clientId: client.clientId, incarnation, at: Date.now(), reason })).then((result) => {
       // without a peer port a late disconnect of the taken-over connection (same node and host)
       // looks like the new one's: soon after a takeover, ask EMQX which is still there
-      const tookOverAt = this.takeovers.get(client.clientId)
-      if (result.applied && client.peerPort === undefined && tookOverAt !== undefined && Date.now() - tookOverAt < TAKEOVER_DOUBT_MS) {
+      if (result.applied && client.peerPort === undefined && this.takeovers.within(client.clientId)) {
         this.takeovers.delete(client.clientId)
         this.onUnprovenTakeover?.(client.clientId)
       }

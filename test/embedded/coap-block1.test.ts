@@ -386,6 +386,19 @@ describe('Block1Reassembly', () => {
     assert.equal(finish(Buffer.from([9]), '10.0.0.2:5683')?.kind, 'request')
   })
 
+  it('over maxTransfersPerOwner forgets the owner’s body continued least recently, not the one begun first', () => {
+    const { r } = reassembly({ maxTransfersPerOwner: 2 })
+    const [a, b, c] = [1, 2, 3].map((n) => Buffer.from([n]))
+    let mid = 1
+    send(r, { messageId: mid++, tag: a, block: [0, true, 0], payload: body(16) })
+    send(r, { messageId: mid++, tag: b, block: [0, true, 0], payload: body(16) })
+    send(r, { messageId: mid++, tag: a, block: [1, true, 0], payload: body(16) }) // a goes on: b is now the least recently continued
+    send(r, { messageId: mid++, tag: c, block: [0, true, 0], payload: body(16) })
+    assert.equal(answerOf(send(r, { messageId: mid++, tag: b, block: [1, false, 0], payload: body(4) })).code, '4.08', 'b was forgotten')
+    assert.equal(send(r, { messageId: mid++, tag: a, block: [2, false, 0], payload: body(4) })?.kind, 'request', 'a, begun first but continued since, was kept')
+    assert.equal(send(r, { messageId: mid++, tag: c, block: [1, false, 0], payload: body(4) })?.kind, 'request')
+  })
+
   it('bounds an owner whose blocks come from several addresses and ports as one', () => {
     // the gateway's owner is the connection the token names, whatever port each body comes from
     const { r } = reassembly({ maxTransfersPerOwner: 2 }, () => ({ owner: 'connection-1' }))

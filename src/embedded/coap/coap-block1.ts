@@ -262,11 +262,16 @@ export class Block1Reassembly {
    */
   private bound(current: string, owner: string): void {
     if ((this.transfersByOwner.get(owner) ?? 0) > this.limits.maxTransfersPerOwner) {
+      // the owner's body a block continued least recently (the Map holds them in the order they
+      // were begun): a walk of all of them, only when an owner begins one too many
+      let oldest: string | undefined
+      let oldestBlock = Infinity
       for (const [key, transfer] of this.transfers) {
-        if (transfer.owner !== owner || key === current) continue
-        this.forget(key)
-        break
+        if (transfer.owner !== owner || key === current || transfer.lastBlock >= oldestBlock) continue
+        oldest = key
+        oldestBlock = transfer.lastBlock
       }
+      if (oldest !== undefined) this.forget(oldest)
     }
     const maxBytes = Math.max(this.limits.maxBufferedBytes, this.limits.maxBody)
     while (this.transfers.size > this.limits.maxTransfers || this.bufferedBytes > maxBytes) {

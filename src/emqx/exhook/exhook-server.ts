@@ -143,9 +143,9 @@ export class ExhookServer {
       },
       OnClientConnected: empty((request) => {
         const client = this.clientOf(request.clientinfo, version)
-        const mark = this.resumed.get(client.clientId)
+        const resumed = this.resumed.within(client.clientId)
         this.resumed.delete(client.clientId)
-        if (mark !== undefined && Date.now() - mark < RESUMED_MARK_MS) client.cleanStart = false
+        if (resumed) client.cleanStart = false
         return this.source.connected(client)
       }),
       OnClientDisconnected: empty((request) => this.source.disconnected(this.clientOf(request.clientinfo, version), text(request.reason, 'reason'))),
@@ -166,7 +166,7 @@ export class ExhookServer {
       OnSessionUnsubscribed: empty((request) => this.source.unsubscribed(this.clientOf(request.clientinfo, version), [text(request.topic, 'topic')])),
       OnSessionResumed: empty((request) => {
         const client = this.clientOf(request.clientinfo, version)
-        this.resumed.mark(client.clientId, Date.now())
+        this.resumed.mark(client.clientId)
         return RESOLVED
       }),
       OnSessionTerminated: empty((request) => this.source.sessionTerminated(this.clientOf(request.clientinfo, version), text(request.reason, 'reason'))),
