@@ -98,9 +98,8 @@ export class CoapInbound {
     if (!emptyAckSent?.()) return
     const at = Date.now()
     this.answeredSeparately.set(exchange, at)
+    // queued once: while it is remembered, its copies are not handled again (receive)
     this.answeredSeparatelyOrder.push(exchange, at)
-    // an exchange answered again is queued again, its first occurrence left behind
-    this.answeredSeparatelyOrder.keepNear(this.answeredSeparately.size)
     if (this.answeredSeparately.size > this.maxRemembered) this.answeredSeparatelyOrder.deleteOldestFrom(this.answeredSeparately)
   }
 
