@@ -30,7 +30,7 @@
 import type { Hub } from '../src/hub.js'
 import { ClientFleet, type PhaseReport } from './lib/clients.js'
 import { aedesClients, benchStoreSync, commitTotals, startTarget, type CommitTotals, type Target } from './lib/targets.js'
-import { gcPauseMs, gcPausesSettled, heapProfiled, machineTimes, mainThreadCpuMs, profiled, storeThreadsCpuMs } from './lib/process-cpu.js'
+import { cpuDuring, heapProfiled, profiled, type CpuSpent } from './lib/process-cpu.js'
 import { envInt, fmt, line, median, nowMs, report, runMain, waitFor } from './lib/util.js'
 
 const CLIENTS = envInt('BENCH_CLIENTS', 5_000)
@@ -85,11 +85,6 @@ interface StormResult {
 /** Above this share of the machine's cpu used by other processes, a storm is marked as not clean. */
 const OTHERS_WARNING = 0.1
 
-const cpuMs = (since: NodeJS.CpuUsage): number => {
-  const d = process.cpuUsage(since)
-  return (d.user + d.system) / 1000
-}
-
 /** The hub's connected sessions and their topics against Aedes' clients and their subscriptions. */
 function compareRegistry(hub: Hub): { match: boolean; differences: string[] } {
   const differences: string[] = []
@@ -126,30 +121,19 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
   const target: Target = await startTarget(name)
   try {
     const commits0 = await commitTotals(target.hub)
-    await gcPausesSettled()
-    const gc0 = gcPauseMs()
-    const machine0 = machineTimes()
-    const cpu0 = process.cpuUsage()
-    const main0 = mainThreadCpuMs()
     const storeThreads = target.storeThreadIds()
-    const store0 = storeThreadsCpuMs(storeThreads)
-    const t0 = nowMs()
     // the warm-up storms' prefixes begin "warm-": profiles are of timed storms only
     const timed = !prefix.startsWith('warm-')
     const profile = timed ? PROFILE_DIR : ''
     const heapProfile = timed ? HEAP_PROFILE_DIR : ''
-    const connected = await profiled(profile, `storm-${prefix}-connect.cpuprofile`, () =>
-      heapProfiled(heapProfile, `storm-${prefix}-connect.heapprofile`, () =>
-        fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
+    const connect = await timedPhase(storeThreads, () =>
+      profiled(profile, `storm-${prefix}-connect.cpuprofile`, () =>
+        heapProfiled(heapProfile, `storm-${prefix}-connect.heapprofile`, () =>
+          fleet.connect({ url: target.url, count: clients, concurrency: CONCURRENCY, prefix, topics: TOPICS, qos: 1 })
+        )
       )
     )
-    const t1 = nowMs()
-    const connectCpuMs = cpuMs(cpu0)
-    const mainConnected = mainThreadCpuMs()
-    const storeConnected = storeThreadsCpuMs(storeThreads)
-    const machineConnected = machineTimes()
-    await gcPausesSettled()
-    const gcConnected = gcPauseMs()
+    const connected = connect.result
     const commits1 = await commitTotals(target.hub)
 
     // every client has its SUBACK, so the broker must count them all; outside the timings
@@ -158,39 +142,33 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
     }
     const check = target.hub ? compareRegistry(target.hub) : null
 
-    await gcPausesSettled()
-    const gc1 = gcPauseMs()
-    const machine1 = machineTimes()
-    const cpu1 = process.cpuUsage()
-    const main1 = mainThreadCpuMs()
-    const store1 = storeThreadsCpuMs(storeThreads)
-    const t2 = nowMs()
-    const { ended, settled } = await profiled(profile, `storm-${prefix}-disconnect.cpuprofile`, () =>
-      heapProfiled(heapProfile, `storm-${prefix}-disconnect.heapprofile`, async () => ({
-        ended: await fleet.disconnect(CONCURRENCY),
-        settled: await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
-      }))
+    const end = await timedPhase(storeThreads, () =>
+      profiled(profile, `storm-${prefix}-disconnect.cpuprofile`, () =>
+        heapProfiled(heapProfile, `storm-${prefix}-disconnect.heapprofile`, async () => ({
+          ended: await fleet.disconnect(CONCURRENCY),
+          settled: await waitFor(() => target.brokerClients() === 0 && (target.hub === null || target.hub.registry.size === 0), SETTLE_TIMEOUT_MS)
+        }))
+      )
     )
-    const t3 = nowMs()
-    const disconnectCpuMs = cpuMs(cpu1)
-    const main2 = mainThreadCpuMs()
-    const store2 = storeThreadsCpuMs(storeThreads)
-    const machine2 = machineTimes()
-    await gcPausesSettled()
-    const gc2 = gcPauseMs()
+    const { ended, settled } = end.result
     if (!settled) line(`  WARNING: ${name} did not settle within ${SETTLE_TIMEOUT_MS} ms after the disconnects`)
     if (target.hub) await target.hub.registry.settled()
     const commits2 = await commitTotals(target.hub)
+    const both = (pick: (spent: CpuSpent) => number | null): number | null => {
+      const a = pick(connect.spent)
+      const b = pick(end.spent)
+      return a === null || b === null ? null : a + b
+    }
     return {
       target: name,
-      connectMs: t1 - t0,
-      disconnectMs: t3 - t2,
-      totalMs: t1 - t0 + (t3 - t2),
-      connectCpuMs,
-      disconnectCpuMs,
-      mainCpuMs: main0 === null || mainConnected === null || main1 === null || main2 === null ? null : mainConnected - main0 + (main2 - main1),
-      gcMs: gcConnected - gc0 + (gc2 - gc1),
-      storeCpuMs: store0 === null || storeConnected === null || store1 === null || store2 === null ? null : storeConnected - store0 + (store2 - store1),
+      connectMs: connect.ms,
+      disconnectMs: end.ms,
+      totalMs: connect.ms + end.ms,
+      connectCpuMs: connect.spent.cpuMs,
+      disconnectCpuMs: end.spent.cpuMs,
+      mainCpuMs: both((spent) => spent.mainCpuMs),
+      gcMs: connect.spent.gcMs + end.spent.gcMs,
+      storeCpuMs: both((spent) => spent.storeCpuMs),
       connected,
       ended,
       connectCommits: commitDelta(commits0, commits1),
@@ -198,12 +176,24 @@ async function storm(fleet: ClientFleet, name: StormTarget, clients: number, pre
       check,
       sessionsLeft: target.hub ? target.hub.registry.size : null,
       // the check between the phases is this process' too, and outside both: only the phases count
-      othersCpuMs: Math.max(0, machineConnected.busy - machine0.busy + (machine2.busy - machine1.busy) - connectCpuMs - disconnectCpuMs - connected.cpuMs - ended.cpuMs),
-      machineMs: machineConnected.total - machine0.total + (machine2.total - machine1.total)
+      othersCpuMs: Math.max(0, connect.spent.machineBusyMs + end.spent.machineBusyMs - connect.spent.cpuMs - end.spent.cpuMs - connected.cpuMs - ended.cpuMs),
+      machineMs: connect.spent.machineMs + end.spent.machineMs
     }
   } finally {
     await target.stop()
   }
+}
+
+/** One phase of a storm: what `work` answered, its wall time, and what this process spent on it. */
+async function timedPhase<T>(storeThreads: readonly number[], work: () => Promise<T>): Promise<{ result: T; ms: number; spent: CpuSpent }> {
+  let ms = 0
+  const { result, spent } = await cpuDuring(storeThreads, async () => {
+    const t0 = nowMs()
+    const answered = await work()
+    ms = nowMs() - t0
+    return answered
+  })
+  return { result, ms, spent }
 }
 
 function printStorm(r: StormResult, label: string): void {
