@@ -448,6 +448,24 @@ describe('Block1Reassembly', () => {
     assert.equal(send(r, { messageId: 11, tag: Buffer.from([2]), block: [1, false, 0], payload: body(4) })?.kind, 'request')
   })
 
+  it('a body forgotten by the bound on all bodies frees its owner’s place too', () => {
+    const { r } = reassembly({ maxTransfers: 3, maxTransfersPerOwner: 2 })
+    const [a1, a2, a3, b1, b2] = [1, 2, 3, 4, 5].map((n) => Buffer.from([n]))
+    const [A, B] = ['10.0.0.1:1', '10.0.0.2:1']
+    const begin = (tag: Buffer, peer: string, messageId: number) => send(r, { messageId, tag, block: [0, true, 0], payload: body(16) }, peer)
+    begin(a1!, A, 1)
+    begin(a2!, A, 2)
+    begin(b1!, B, 3)
+    send(r, { messageId: 4, tag: a2, block: [1, true, 0], payload: body(16) }, A) // a2 goes on: a1, b1, a2
+    begin(b2!, B, 5) // four in all: a1, the least recently continued, is forgotten
+    begin(a3!, A, 6) // A holds a2 and a3, within its two; four in all again: b1 goes
+    const finish = (tag: Buffer, peer: string, num: number, messageId: number) => send(r, { messageId, tag, block: [num, false, 0], payload: body(4) }, peer)
+    assert.equal(finish(a2!, A, 2, 7)?.kind, 'request', 'a2 was kept: A’s count no longer holds a1')
+    assert.equal(answerOf(finish(b1!, B, 1, 8)).code, '4.08', 'b1 was the least recently continued')
+    assert.equal(finish(b2!, B, 1, 9)?.kind, 'request')
+    assert.equal(finish(a3!, A, 1, 10)?.kind, 'request')
+  })
+
   it('keeps at most maxTransfers bodies in all: over it, the least recently continued is forgotten', () => {
     const { r } = reassembly({ maxTransfers: 2 })
     const peers = ['10.0.0.1:1', '10.0.0.2:1', '10.0.0.3:1']

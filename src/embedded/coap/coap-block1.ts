@@ -113,7 +113,7 @@ interface Transfer {
 }
 
 export class Block1Reassembly {
-  /** By body, in the order they were begun. */
+  /** By body. */
   private readonly transfers = new Map<string, Transfer>()
   /**
    * The bodies by the last block that continued them (collections/stamp-queue.ts), least
@@ -121,7 +121,8 @@ export class Block1Reassembly {
    */
   private readonly transferOrder = new StampQueue<string>((key) => this.transfers.get(key)?.lastBlock)
   private blocksStored = 0
-  private readonly transfersByOwner = new Map<string, number>()
+  /** Each owner's bodies, at most `maxTransfersPerOwner` + 1 (for a moment): what `bound` looks through. */
+  private readonly transfersByOwner = new Map<string, Set<string>>()
   private bufferedBytes = 0
   /** By peer and message id: what each block was answered (nothing: it went to node-coap). */
   private readonly answered = new Map<string, { at: number; datagram?: Buffer }>()
@@ -233,7 +234,9 @@ export class Block1Reassembly {
       // a block to be stored was admitted above, which named its owner
       if (owner === undefined) throw new Error('a block stored without an owner')
       transfer = { owner, parts: [], bytes: 0, datagramBytes: 0, last: block, lastBlockAt: at, lastBlock: 0 }
-      this.transfersByOwner.set(owner, (this.transfersByOwner.get(owner) ?? 0) + 1)
+      const owned = this.transfersByOwner.get(owner)
+      if (owned) owned.add(key)
+      else this.transfersByOwner.set(owner, new Set([key]))
     }
     transfer.parts.push(packet.payload)
     transfer.bytes += length
@@ -261,15 +264,16 @@ export class Block1Reassembly {
    * there are too many or they hold too much. Their next block is answered 4.08.
    */
   private bound(current: string, owner: string): void {
-    if ((this.transfersByOwner.get(owner) ?? 0) > this.limits.maxTransfersPerOwner) {
-      // the owner's body a block continued least recently (the Map holds them in the order they
-      // were begun): a walk of all of them, only when an owner begins one too many
+    const owned = this.transfersByOwner.get(owner)
+    if (owned && owned.size > this.limits.maxTransfersPerOwner) {
+      // the owner's body a block continued least recently: a look through the owner's own few
       let oldest: string | undefined
       let oldestBlock = Infinity
-      for (const [key, transfer] of this.transfers) {
-        if (transfer.owner !== owner || key === current || transfer.lastBlock >= oldestBlock) continue
+      for (const key of owned) {
+        const lastBlock = this.transfers.get(key)!.lastBlock
+        if (key === current || lastBlock >= oldestBlock) continue
         oldest = key
-        oldestBlock = transfer.lastBlock
+        oldestBlock = lastBlock
       }
       if (oldest !== undefined) this.forget(oldest)
     }
@@ -286,9 +290,9 @@ export class Block1Reassembly {
     if (!transfer) return
     this.transfers.delete(key)
     this.bufferedBytes -= transfer.bytes
-    const left = (this.transfersByOwner.get(transfer.owner) ?? 1) - 1
-    if (left > 0) this.transfersByOwner.set(transfer.owner, left)
-    else this.transfersByOwner.delete(transfer.owner)
+    const owned = this.transfersByOwner.get(transfer.owner)
+    owned?.delete(key)
+    if (owned?.size === 0) this.transfersByOwner.delete(transfer.owner)
   }
 
   private tooLarge(packet: ParsedPacket, bytes: number, message: string): Block1Outcome {
