@@ -460,10 +460,11 @@ describe('Block1Reassembly', () => {
     begin(b2!, B, 5) // four in all: a1, the least recently continued, is forgotten
     begin(a3!, A, 6) // A holds a2 and a3, within its two; four in all again: b1 goes
     const finish = (tag: Buffer, peer: string, num: number, messageId: number) => send(r, { messageId, tag, block: [num, false, 0], payload: body(4) }, peer)
-    assert.equal(finish(a2!, A, 2, 7)?.kind, 'request', 'a2 was kept: A’s count no longer holds a1')
+    assert.equal(finish(a2!, A, 2, 7)?.kind, 'request', 'a2 was kept: A’s set no longer holds a1')
     assert.equal(answerOf(finish(b1!, B, 1, 8)).code, '4.08', 'b1 was the least recently continued')
     assert.equal(finish(b2!, B, 1, 9)?.kind, 'request')
     assert.equal(finish(a3!, A, 1, 10)?.kind, 'request')
+    assert.equal(answerOf(finish(a1!, A, 1, 11)).code, '4.08', 'a1 was forgotten')
   })
 
   it('keeps at most maxTransfers bodies in all: over it, the least recently continued is forgotten', () => {
