@@ -17,6 +17,7 @@ import { topicMatches } from '../domain/topic-match.js'
 import {
   compareIds,
   deviceMatches,
+  sortsAfter,
   parseTopicCursor,
   type DeviceFilter,
   type FleetReads,
@@ -37,6 +38,12 @@ export interface SessionRecords {
   records(): Iterable<SessionRecord>
   /** How many there are, where known without a walk (the unfiltered count). */
   readonly size?: number
+}
+
+/** Whether `filter` gives no field: every session passes it. */
+function filtersNothing(filter: SessionFilter): boolean {
+  for (const value of Object.values(filter)) if (value !== undefined) return false
+  return true
 }
 
 /** Whether a session passes every filter given (absent fields do not filter). */
@@ -187,9 +194,11 @@ export class MemoryFleetReads implements FleetReads {
 
   async sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
     const smallest = new Smallest<SessionRecord>(pageSpan(page).keep, byId)
+    const isAfter = page.after === undefined ? undefined : sortsAfter(page.after)
+    const all = filtersNothing(filter)
     for (const s of this.candidates(filter)) {
-      if (page.after !== undefined && compareIds(s.id, page.after) <= 0) continue
-      if (sessionMatches(s, filter)) smallest.offer(s)
+      if (isAfter && !isAfter(s.id)) continue
+      if (all || sessionMatches(s, filter)) smallest.offer(s)
     }
     const { rows, more } = cut(smallest.sorted(), page)
     return { sessions: rows.map((r) => this.withTopics(r)), more }
@@ -197,7 +206,7 @@ export class MemoryFleetReads implements FleetReads {
 
   async countSessions(filter: SessionFilter): Promise<number> {
     const size = this.sessionRecords.size
-    if (size !== undefined && Object.values(filter).every((v) => v === undefined)) return size
+    if (size !== undefined && filtersNothing(filter)) return size
     let n = 0
     for (const s of this.candidates(filter)) if (sessionMatches(s, filter)) n++
     return n
@@ -240,8 +249,9 @@ export class MemoryFleetReads implements FleetReads {
 
   async sessionStates(connectedOnly: boolean, after: string | undefined, limit: number): Promise<{ states: SessionState[]; more: boolean }> {
     const smallest = new Smallest<SessionRecord>(limit + 1, byId)
+    const isAfter = after === undefined ? undefined : sortsAfter(after)
     for (const s of this.sessionRecords.records()) {
-      if (after !== undefined && compareIds(s.id, after) <= 0) continue
+      if (isAfter && !isAfter(s.id)) continue
       if (!connectedOnly || s.connected) smallest.offer(s)
     }
     const rows = smallest.sorted()
@@ -250,8 +260,9 @@ export class MemoryFleetReads implements FleetReads {
 
   async dueToExpire(now: number, after: string | undefined, limit: number): Promise<SessionRecord[]> {
     const smallest = new Smallest<SessionRecord>(limit, byId)
+    const isAfter = after === undefined ? undefined : sortsAfter(after)
     for (const s of this.sessionRecords.records()) {
-      if (after !== undefined && compareIds(s.id, after) <= 0) continue
+      if (isAfter && !isAfter(s.id)) continue
       const deadline = expiresAt(s)
       if (deadline !== null && deadline <= now) smallest.offer(s)
     }

@@ -86,13 +86,36 @@ export function parseTopicCursor(cursor: string): { clientId: string; topic: str
   return cut < 0 ? { clientId: cursor, topic: '' } : { clientId: cursor.slice(0, cut), topic: cursor.slice(cut + 1) }
 }
 
+/** A UTF-16 code unit at or above U+D800: a surrogate, or U+E000–U+FFFF. */
+const HIGH_CODE_UNIT = /[\ud800-\uffff]/
+
+/**
+ * Whether `id` holds no code unit at or above U+D800 (every id a device is likely to pick). Against
+ * such an id, JavaScript's `<` orders any other string as `compareIds` does: where two strings
+ * first differ, the two orders disagree only when both code units are at or above U+D800.
+ */
+export function isPlainId(id: string): boolean {
+  return !HIGH_CODE_UNIT.test(id)
+}
+
+/**
+ * Whether an id sorts after `after` (compareIds), for the many ids of a walk from one cursor: `>`
+ * where the cursor is plain (isPlainId), a third of compareIds' time for the ids of a million
+ * sessions.
+ */
+export function sortsAfter(after: string): (id: string) => boolean {
+  return isPlainId(after) ? (id) => id > after : (id) => compareIds(id, after) > 0
+}
+
 /**
  * Orders two strings as their UTF-8 bytes do (PostgreSQL's "C" collation, SQLite's BINARY):
  * by code point. JavaScript's `<` compares UTF-16 code units, which puts U+E000–U+FFFF after
- * the surrogate pairs of U+10000 and above; the two orders differ only there.
+ * the surrogate pairs of U+10000 and above; the two orders differ only there, so where `a` is
+ * plain (isPlainId) `<` answers, and only other ids are compared unit by unit.
  */
 export function compareIds(a: string, b: string): number {
   if (a === b) return 0
+  if (isPlainId(a)) return a < b ? -1 : 1
   const n = Math.min(a.length, b.length)
   for (let i = 0; i < n; i++) {
     let x = a.charCodeAt(i)

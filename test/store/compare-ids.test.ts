@@ -1,0 +1,58 @@
+/**
+ * The order of ids in every listing and cursor (compareIds, sortsAfter): the byte order of their
+ * UTF-8, which PostgreSQL's "C" collation and SQLite's BINARY keep, checked against the bytes
+ * themselves for strings made of the code points where UTF-16's order and UTF-8's part ways —
+ * including where the faster comparison of a plain id (no code unit at or above U+D800) answers.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { compareIds, isPlainId, sortsAfter } from '../../src/store/fleet-reads.js'
+
+/** Code points around the boundaries: ASCII, Latin-1, the last below the surrogates, U+E000–U+FFFF, and above U+FFFF. */
+const ALPHABET = ['a', 'b', 'z', 'é', '\uD7FF', '\uE000', '\uFFFD', '\uFFFF', '\u{10000}', '\u{1F600}']
+
+/** A deterministic stream of strings of 0–4 of those code points. */
+function* strings(count: number): Generator<string> {
+  let seed = 12345
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31)
+  for (let i = 0; i < count; i++) {
+    let s = ''
+    const length = next() % 5
+    for (let k = 0; k < length; k++) s += ALPHABET[next() % ALPHABET.length]
+    yield s
+  }
+}
+
+const sign = (n: number) => Math.sign(n)
+
+describe('compareIds', () => {
+  it('orders as the UTF-8 bytes do, plain ids and others alike', () => {
+    const all = [...strings(600)]
+    let plainFirst = 0
+    let other = 0
+    for (const a of all) {
+      for (let j = 0; j < all.length; j += 7) {
+        const b = all[j]!
+        const bytes = sign(Buffer.compare(Buffer.from(a), Buffer.from(b)))
+        assert.equal(sign(compareIds(a, b)), bytes, `${JSON.stringify(a)} against ${JSON.stringify(b)}`)
+        assert.equal(sortsAfter(b)(a), bytes > 0, `${JSON.stringify(a)} after ${JSON.stringify(b)}`)
+        if (isPlainId(a)) plainFirst++
+        else other++
+      }
+    }
+    // both ways of comparing were taken, many times each
+    assert.ok(plainFirst > 1000 && other > 1000, `plain ${plainFirst}, other ${other}`)
+  })
+
+  it('puts U+E000–U+FFFF before what surrogate pairs stand for, where JavaScript’s `<` does the opposite', () => {
+    assert.ok('\u{1F600}' < '\uFFFD')
+    assert.ok(compareIds('\u{1F600}', '\uFFFD') > 0)
+    assert.ok(compareIds('\uFFFD', '\u{1F600}') < 0)
+    assert.equal(sortsAfter('\uFFFD')('\u{1F600}'), true)
+    assert.equal(sortsAfter('\u{1F600}')('\uFFFD'), false)
+  })
+
+  it('tells plain ids: no code unit at or above U+D800', () => {
+    assert.deepEqual(['device-1', 'é', '\uD7FF', '\uD800', '\uE000', '\uFFFF', 'x\u{1F600}'].map(isPlainId), [true, true, true, false, false, false, false])
+  })
+})
