@@ -8,7 +8,7 @@
  * ordered ones, ids no longer in the Map dropped. Creating ten thousand devices therefore costs
  * one merge at the next listing, not ten thousand insertions into a million-entry array.
  */
-import { compareIds } from '../store/fleet-reads.js'
+import { compareIds, sortIds } from '../store/fleet-reads.js'
 
 export class OrderedIds {
   private ordered: string[] = []
@@ -54,14 +54,14 @@ export class OrderedIds {
 
   private current(all: () => Iterable<string>): string[] {
     if (!this.built) {
-      this.ordered = [...all()].sort(compareIds)
+      this.ordered = sortIds([...all()])
       this.built = true
       this.added = []
       this.deletions = false
       return this.ordered
     }
     if (this.added.length === 0 && !this.deletions) return this.ordered
-    const fresh = this.added.sort(compareIds)
+    const fresh = sortIds(this.added)
     const merged: string[] = []
     let i = 0
     let j = 0

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { compareIds, isPlainId, sortsAfter } from '../../src/store/fleet-reads.js'
+import { compareIds, isPlainId, sortIds, sortsAfter } from '../../src/store/fleet-reads.js'
 
 /** Code points around the boundaries: ASCII, Latin-1, the last below the surrogates, U+E000–U+FFFF, and above U+FFFF. */
 const ALPHABET = ['a', 'b', 'z', 'é', '\uD7FF', '\uE000', '\uFFFD', '\uFFFF', '\u{10000}', '\u{1F600}']
@@ -50,6 +50,15 @@ describe('compareIds', () => {
     assert.ok(compareIds('\uFFFD', '\u{1F600}') < 0)
     assert.equal(sortsAfter('\uFFFD')('\u{1F600}'), true)
     assert.equal(sortsAfter('\u{1F600}')('\uFFFD'), false)
+  })
+
+  it('sorts ids in that order, by the engine’s own sort where every id is plain', () => {
+    const byBytes = (ids: string[]) => [...ids].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+    const mixed = [...strings(300)]
+    const plain = mixed.filter(isPlainId)
+    assert.ok(plain.length > 20 && plain.length < mixed.length)
+    assert.deepEqual(sortIds([...mixed]), byBytes(mixed))
+    assert.deepEqual(sortIds([...plain]), byBytes(plain))
   })
 
   it('tells plain ids: no code unit at or above U+D800', () => {
