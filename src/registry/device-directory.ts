@@ -14,7 +14,7 @@ import { LRUCache } from 'lru-cache'
 import { changeDevice, changesDevice, createDevice, newToken, tokenMatches, type CreatedDevice, type Device, type DeviceChange, type NewDevice } from '../domain/device.js'
 import type { LoggedChange } from '../store/change-log.js'
 import type { Decider, StoredView } from '../store/decision.js'
-import { compareIds, sortIds } from '../store/fleet-reads.js'
+import { sortIds, sortsAfter } from '../store/fleet-reads.js'
 import type { Mutation, Store } from '../store/store.js'
 import { KeyedQueue } from './keyed-queue.js'
 import { OrderedIds } from './ordered-ids.js'
@@ -95,7 +95,7 @@ export class DeviceDirectory {
    */
   *inIdOrder(after?: string): Generator<Device> {
     // a cache of the devices used last (replicas share the store) lists from the store, not from here
-    const ids = this.order ? this.order.after(after, () => this.devices.keys()) : sortIds([...this.devices.keys()]).filter((id) => after === undefined || compareIds(id, after) > 0)
+    const ids = this.order ? this.order.after(after, () => this.devices.keys()) : sortIds([...this.devices.keys()]).filter(after === undefined ? () => true : sortsAfter(after))
     for (const id of ids) {
       const device = this.devices.get(id)
       if (device) yield device

