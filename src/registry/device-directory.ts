@@ -95,7 +95,7 @@ export class DeviceDirectory {
    */
   *inIdOrder(after?: string): Generator<Device> {
     // a cache of the devices used last (replicas share the store) lists from the store, not from here
-    const ids = this.order ? this.order.after(after, () => this.devices.keys()) : sortIds([...this.devices.keys()]).filter(after === undefined ? () => true : sortsAfter(after))
+    const ids = this.order ? this.order.after(after, () => this.devices.keys()) : sortIds([...this.devices.keys()]).filter(sortsAfter(after))
     for (const id of ids) {
       const device = this.devices.get(id)
       if (device) yield device

@@ -194,10 +194,10 @@ export class MemoryFleetReads implements FleetReads {
 
   async sessions(filter: SessionFilter, page: PageRequest): Promise<{ sessions: Session[]; more: boolean }> {
     const smallest = new Smallest<SessionRecord>(pageSpan(page).keep, byId)
-    const isAfter = page.after === undefined ? undefined : sortsAfter(page.after)
+    const isAfter = sortsAfter(page.after)
     const all = filtersNothing(filter)
     for (const s of this.candidates(filter)) {
-      if (isAfter && !isAfter(s.id)) continue
+      if (!isAfter(s.id)) continue
       if (all || sessionMatches(s, filter)) smallest.offer(s)
     }
     const { rows, more } = cut(smallest.sorted(), page)
@@ -249,9 +249,9 @@ export class MemoryFleetReads implements FleetReads {
 
   async sessionStates(connectedOnly: boolean, after: string | undefined, limit: number): Promise<{ states: SessionState[]; more: boolean }> {
     const smallest = new Smallest<SessionRecord>(limit + 1, byId)
-    const isAfter = after === undefined ? undefined : sortsAfter(after)
+    const isAfter = sortsAfter(after)
     for (const s of this.sessionRecords.records()) {
-      if (isAfter && !isAfter(s.id)) continue
+      if (!isAfter(s.id)) continue
       if (!connectedOnly || s.connected) smallest.offer(s)
     }
     const rows = smallest.sorted()
@@ -260,9 +260,9 @@ export class MemoryFleetReads implements FleetReads {
 
   async dueToExpire(now: number, after: string | undefined, limit: number): Promise<SessionRecord[]> {
     const smallest = new Smallest<SessionRecord>(limit, byId)
-    const isAfter = after === undefined ? undefined : sortsAfter(after)
+    const isAfter = sortsAfter(after)
     for (const s of this.sessionRecords.records()) {
-      if (isAfter && !isAfter(s.id)) continue
+      if (!isAfter(s.id)) continue
       const deadline = expiresAt(s)
       if (deadline !== null && deadline <= now) smallest.offer(s)
     }
